@@ -1,0 +1,16 @@
+package securepeer
+
+import "errors"
+
+// ErrRejected is returned, wrapped, by the Handshake or Read of a connection
+// whose peer refused this side's key in its [Config.Verify].
+var ErrRejected = errors.New("securepeer: the peer rejected this side's key")
+
+// ErrNoCommonCipher is returned, wrapped, by Handshake when the two peers'
+// [Config.Ciphers] lists have no cipher in common.
+var ErrNoCommonCipher = errors.New("securepeer: the peers have no cipher in common; check Config.Ciphers on both sides")
+
+// errAuth is the one error for every failed authentication of the peer's
+// data: a record or handshake message that does not decrypt. It does not say
+// which check failed (PROTOCOL.md, "Errors").
+var errAuth = errors.New("securepeer: message authentication failed; the connection was tampered with or corrupted")

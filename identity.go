@@ -1,0 +1,245 @@
+package securepeer
+
+import (
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// An Identity is a long-term Ed25519 key pair: the private half of what a
+// peer proves during the handshake. On disk it is an OpenSSH private key, so
+// a key made by `ssh-keygen -t ed25519 -N ''` is an Identity too.
+//
+// An Identity is immutable and safe for concurrent use by many connections.
+type Identity struct {
+	priv ed25519.PrivateKey
+	pub  PublicKey
+
+	// static is the X25519 key this identity uses as its Noise static key,
+	// derived from the Ed25519 seed (PROTOCOL.md, "Static keys"), and
+	// staticSig is the identity's signature over its public half.
+	static    *ecdh.PrivateKey
+	staticSig []byte
+}
+
+// GenerateIdentity returns a new random Identity.
+func GenerateIdentity() (*Identity, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("securepeer: generating identity: %w", err)
+	}
+	return newIdentity(priv)
+}
+
+// NewIdentity returns the Identity for an Ed25519 private key. It is the way
+// in for keys that live elsewhere, such as in a Go program's own storage.
+func NewIdentity(key ed25519.PrivateKey) (*Identity, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, errors.New("securepeer: an Ed25519 private key must be 64 bytes")
+	}
+	return newIdentity(key)
+}
+
+func newIdentity(priv ed25519.PrivateKey) (*Identity, error) {
+	id := &Identity{priv: append(ed25519.PrivateKey(nil), priv...)}
+	copy(id.pub.key[:], priv.Public().(ed25519.PublicKey))
+	seed, err := hkdf.Key(sha256.New, priv.Seed(), nil, labelStaticKey, 32)
+	if err != nil {
+		return nil, fmt.Errorf("securepeer: deriving static key: %w", err)
+	}
+	defer clear(seed)
+	id.static, err = ecdh.X25519().NewPrivateKey(seed)
+	if err != nil {
+		return nil, fmt.Errorf("securepeer: deriving static key: %w", err)
+	}
+	id.staticSig = ed25519.Sign(id.priv, staticSignedMessage(id.static.PublicKey().Bytes()))
+	return id, nil
+}
+
+// ParseIdentity parses an unencrypted Ed25519 private key in the OpenSSH
+// format ("-----BEGIN OPENSSH PRIVATE KEY-----") or in PKCS #8 PEM
+// ("-----BEGIN PRIVATE KEY-----").
+func ParseIdentity(data []byte) (*Identity, error) {
+	raw, err := ssh.ParseRawPrivateKey(data)
+	if err != nil {
+		var missing *ssh.PassphraseMissingError
+		if errors.As(err, &missing) {
+			return nil, errors.New("securepeer: the private key is protected by a passphrase; securepeer needs an unencrypted key (ssh-keygen -p -N '' -f FILE removes it)")
+		}
+		return nil, fmt.Errorf("securepeer: not an OpenSSH or PKCS #8 private key: %w", err)
+	}
+	switch k := raw.(type) {
+	case *ed25519.PrivateKey:
+		return NewIdentity(*k)
+	case ed25519.PrivateKey:
+		return NewIdentity(k)
+	default:
+		return nil, fmt.Errorf("securepeer: %T keys are not supported; generate an Ed25519 key (securepeer keygen, or ssh-keygen -t ed25519)", raw)
+	}
+}
+
+// LoadIdentity reads and parses the private key file at path, as
+// [ParseIdentity] does. Like ssh, it refuses a file that users other than its
+// owner may read or write.
+func LoadIdentity(path string) (*Identity, error) {
+	if runtime.GOOS != "windows" {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return nil, fmt.Errorf("securepeer: reading identity: %w", err)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			return nil, fmt.Errorf("securepeer: identity file %s is accessible by others (mode %04o); run chmod 600 %s", path, perm, path)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("securepeer: reading identity: %w", err)
+	}
+	id, err := ParseIdentity(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	return id, nil
+}
+
+// PublicKey returns the public half of the identity.
+func (id *Identity) PublicKey() PublicKey { return id.pub }
+
+// Ed25519 returns the identity's Ed25519 private key. The caller must not
+// modify it.
+func (id *Identity) Ed25519() ed25519.PrivateKey { return id.priv }
+
+// MarshalOpenSSH returns the identity as an unencrypted OpenSSH private key
+// in PEM form, with comment stored in it, as ssh-keygen writes it.
+func (id *Identity) MarshalOpenSSH(comment string) ([]byte, error) {
+	block, err := ssh.MarshalPrivateKey(id.priv, comment)
+	if err != nil {
+		return nil, fmt.Errorf("securepeer: encoding identity: %w", err)
+	}
+	return pem.EncodeToMemory(block), nil
+}
+
+// A PublicKey is an Ed25519 public key: the identity of a peer. It is
+// comparable, so it can be used as a map key; the zero value means no key.
+type PublicKey struct {
+	key [ed25519.PublicKeySize]byte
+}
+
+// NewPublicKey returns the PublicKey for an Ed25519 public key.
+func NewPublicKey(key ed25519.PublicKey) (PublicKey, error) {
+	var k PublicKey
+	if len(key) != ed25519.PublicKeySize {
+		return k, errors.New("securepeer: an Ed25519 public key must be 32 bytes")
+	}
+	copy(k.key[:], key)
+	if k.IsZero() {
+		return k, errors.New("securepeer: the all-zero Ed25519 public key is not a valid identity")
+	}
+	return k, nil
+}
+
+// ParsePublicKey parses a public key in the form of an authorized_keys or
+// .pub file line, "ssh-ed25519 AAAA... [comment]". The comment is ignored.
+func ParsePublicKey(s string) (PublicKey, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return PublicKey{}, errors.New("securepeer: empty public key; expected \"ssh-ed25519 AAAA...\"")
+	}
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s))
+	if err != nil {
+		return PublicKey{}, fmt.Errorf("securepeer: malformed public key; expected \"ssh-ed25519 AAAA...\": %w", err)
+	}
+	if pk.Type() != ssh.KeyAlgoED25519 {
+		return PublicKey{}, fmt.Errorf("securepeer: %s keys are not supported; securepeer identities are ssh-ed25519 keys", pk.Type())
+	}
+	cpk, ok := pk.(ssh.CryptoPublicKey)
+	if !ok {
+		return PublicKey{}, errors.New("securepeer: malformed ssh-ed25519 public key")
+	}
+	edk, ok := cpk.CryptoPublicKey().(ed25519.PublicKey)
+	if !ok {
+		return PublicKey{}, errors.New("securepeer: malformed ssh-ed25519 public key")
+	}
+	return NewPublicKey(edk)
+}
+
+// String returns the key in authorized_keys form, "ssh-ed25519 AAAA...",
+// without a comment. The zero PublicKey returns "<none>".
+func (k PublicKey) String() string {
+	if k.IsZero() {
+		return "<none>"
+	}
+	return ssh.KeyAlgoED25519 + " " + base64.StdEncoding.EncodeToString(k.sshWire())
+}
+
+// Fingerprint returns the key's SHA-256 fingerprint exactly as
+// `ssh-keygen -lf` prints it, "SHA256:" followed by unpadded base64.
+func (k PublicKey) Fingerprint() string {
+	sum := sha256.Sum256(k.sshWire())
+	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:])
+}
+
+// Ed25519 returns the key as an [ed25519.PublicKey], or nil for the zero
+// PublicKey.
+func (k PublicKey) Ed25519() ed25519.PublicKey {
+	if k.IsZero() {
+		return nil
+	}
+	return append(ed25519.PublicKey(nil), k.key[:]...)
+}
+
+// IsZero reports whether k is the zero PublicKey, which stands for no key.
+func (k PublicKey) IsZero() bool { return k == PublicKey{} }
+
+// Equal reports whether k and other are the same key, in constant time.
+func (k PublicKey) Equal(other PublicKey) bool {
+	return subtle.ConstantTimeCompare(k.key[:], other.key[:]) == 1
+}
+
+// MarshalText implements [encoding.TextMarshaler] with the form of
+// [PublicKey.String].
+func (k PublicKey) MarshalText() ([]byte, error) {
+	if k.IsZero() {
+		return nil, errors.New("securepeer: cannot marshal the zero PublicKey")
+	}
+	return []byte(k.String()), nil
+}
+
+// UnmarshalText implements [encoding.TextUnmarshaler] with [ParsePublicKey].
+func (k *PublicKey) UnmarshalText(text []byte) error {
+	pk, err := ParsePublicKey(string(text))
+	if err != nil {
+		return err
+	}
+	*k = pk
+	return nil
+}
+
+// sshWire returns the key in the SSH wire encoding: string "ssh-ed25519",
+// string key.
+func (k PublicKey) sshWire() []byte {
+	const name = ssh.KeyAlgoED25519
+	b := make([]byte, 0, 4+len(name)+4+len(k.key))
+	b = append(b, 0, 0, 0, byte(len(name)))
+	b = append(b, name...)
+	b = append(b, 0, 0, 0, byte(len(k.key)))
+	return append(b, k.key[:]...)
+}
+
+// staticSignedMessage is what an identity signs to vouch for its Noise
+// static key (PROTOCOL.md, "Identity proof").
+func staticSignedMessage(staticPub []byte) []byte {
+	return append([]byte(labelStaticSig), staticPub...)
+}
