@@ -7,3 +7,12 @@ const (
 	labelStaticKey = "securepeer v1 noise static key"
 	labelStaticSig = "securepeer v1 static key signature\x00"
 )
+
+// Labels of the key schedule (PROTOCOL.md, "Key schedule").
+const (
+	labelPrologue       = "securepeer v1 prologue\x00"
+	labelTrafficI2R     = "securepeer v1 traffic initiator to responder"
+	labelTrafficR2I     = "securepeer v1 traffic responder to initiator"
+	labelChannelBinding = "securepeer v1 channel binding"
+	labelRekey          = "securepeer v1 rekey"
+)

@@ -1,0 +1,546 @@
+package securepeer
+
+import (
+	"context"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/securepeer/securepeer/internal/wire"
+)
+
+// A Conn is a securepeer connection: an encrypted, mutually authenticated
+// stream over an underlying connection. It implements [net.Conn]. Read and
+// Write run the handshake first if it has not run yet.
+//
+// A Conn is safe for one concurrent Read and one concurrent Write, and for
+// Close, deadlines and the accessors at any time.
+type Conn struct {
+	conn   net.Conn
+	config *Config
+	mode   uint8 // wire.ModeInitiator, ModeResponder or ModeEither
+
+	// handshakeMutex is held for the whole handshake; state and handshakeErr
+	// are written under it. Once handshakeDone is set, state is immutable.
+	handshakeMutex sync.Mutex
+	handshakeErr   error
+	handshakeDone  atomic.Bool
+	state          ConnectionState
+
+	// deadlineMu guards the deadlines the user set, which the handshake
+	// replaces while it runs and restores afterwards.
+	deadlineMu    sync.Mutex
+	handshaking   bool
+	readDeadline  time.Time
+	writeDeadline time.Time
+
+	in, out halfConn
+	closed  atomic.Bool
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// A halfConn is one direction of the record layer. Its mutex is held by the
+// one Read (for in) or Write (for out) in progress.
+type halfConn struct {
+	sync.Mutex
+	err    error // first permanent error; every later call returns it
+	cipher Cipher
+	aead   cipher.AEAD
+	key   []byte // current key, kept for rekeying
+	iv    [12]byte
+	seq   uint64 // number of records sealed or opened so far
+	nonce [12]byte
+	hdr   [wire.RecordHeaderSize]byte
+
+	// Read side only: a record being read. hdrN header bytes and bodyN
+	// ciphertext bytes have arrived; buf holds the ciphertext, then the
+	// plaintext, of which plain is the unread rest. Keeping this state
+	// across calls lets a Read that hit a deadline resume later.
+	hdrN, bodyN int
+	buf         *[]byte
+	plain       []byte
+}
+
+// rekeyInterval is the number of records after which a direction's key is
+// replaced (PROTOCOL.md, "Key rotation"). A variable so tests can shrink it.
+var rekeyInterval uint64 = 1 << 20
+
+// maxSeq is the number of records after which a direction refuses to go on,
+// rather than ever reuse a nonce.
+const maxSeq = 1<<64 - 1
+
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, wire.RecordHeaderSize+wire.MaxRecordLength)
+	return &b
+}}
+
+// setup installs the traffic key for this direction.
+func (hc *halfConn) setup(c Cipher, key, iv []byte) error {
+	aead, err := c.newAEAD(key)
+	if err != nil {
+		return err
+	}
+	hc.cipher, hc.aead, hc.key = c, aead, key
+	copy(hc.iv[:], iv)
+	return nil
+}
+
+// nextNonce sets hc.nonce for record hc.seq, rotating the key first when the
+// record starts a new rekey interval.
+func (hc *halfConn) nextNonce() error {
+	if hc.seq == maxSeq {
+		return errors.New("securepeer: record sequence number exhausted; open a new connection")
+	}
+	if hc.seq > 0 && hc.seq%rekeyInterval == 0 {
+		next, err := hkdf.Expand(sha256.New, hc.key, labelRekey, len(hc.key))
+		if err != nil {
+			return err
+		}
+		aead, err := hc.cipher.newAEAD(next)
+		if err != nil {
+			return err
+		}
+		clear(hc.key)
+		hc.aead, hc.key = aead, next
+	}
+	hc.nonce = hc.iv
+	var seq [8]byte
+	binary.BigEndian.PutUint64(seq[:], hc.seq)
+	for i := range seq {
+		hc.nonce[4+i] ^= seq[i]
+	}
+	return nil
+}
+
+// Handshake runs the handshake if it has not run yet, bounded by
+// [Config.HandshakeTimeout]. Most uses need not call it: Read and Write do.
+func (c *Conn) Handshake() error {
+	return c.HandshakeContext(context.Background())
+}
+
+// HandshakeContext runs the handshake if it has not run yet, bounded by ctx
+// and by [Config.HandshakeTimeout]. If ctx is canceled first, the handshake
+// fails and the connection is unusable. A failed handshake's error is
+// returned by every later call.
+func (c *Conn) HandshakeContext(ctx context.Context) error {
+	if c.handshakeDone.Load() {
+		return nil
+	}
+	c.handshakeMutex.Lock()
+	defer c.handshakeMutex.Unlock()
+	if c.handshakeErr != nil || c.handshakeDone.Load() {
+		return c.handshakeErr
+	}
+	if c.config == nil || c.config.Identity == nil {
+		c.handshakeErr = errors.New("securepeer: Config.Identity is required")
+		return c.handshakeErr
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, c.config.handshakeTimeout())
+	defer cancel()
+	c.beginHandshakeDeadline(ctx)
+	stop := context.AfterFunc(ctx, func() {
+		// Wake up a handshake blocked in I/O; the deadline it sets is in
+		// the past, so the blocked call returns a timeout at once.
+		c.conn.SetDeadline(time.Unix(1, 0))
+	})
+	err := c.handshake(ctx)
+	if !stop() || ctx.Err() != nil {
+		// The context ended, maybe while the handshake was finishing: report
+		// it as the cause, since the I/O error it provoked says less.
+		if err != nil {
+			err = handshakeTimeoutError(ctx, c.config.handshakeTimeout(), err)
+		}
+	}
+	c.endHandshakeDeadline()
+	if err != nil {
+		c.handshakeErr = err
+		c.in.err, c.out.err = err, err
+		return err
+	}
+	c.handshakeDone.Store(true)
+	return nil
+}
+
+func handshakeTimeoutError(ctx context.Context, d time.Duration, err error) error {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, context.DeadlineExceeded) {
+		return &timeoutError{fmt.Errorf("securepeer: handshake timed out (limit %v or the context's deadline); is the peer a securepeer peer, and reachable? (%w)", d, err)}
+	}
+	return fmt.Errorf("securepeer: handshake canceled: %w", cause)
+}
+
+// timeoutError marks a handshake that ran out of time as a net.Error with
+// Timeout true, so code that checks for timeouts sees one.
+type timeoutError struct{ err error }
+
+func (e *timeoutError) Error() string   { return e.err.Error() }
+func (e *timeoutError) Unwrap() error   { return e.err }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+var _ net.Error = (*timeoutError)(nil)
+
+func (c *Conn) beginHandshakeDeadline(ctx context.Context) {
+	c.deadlineMu.Lock()
+	defer c.deadlineMu.Unlock()
+	c.handshaking = true
+	d, _ := ctx.Deadline()
+	for _, u := range []time.Time{c.readDeadline, c.writeDeadline} {
+		if !u.IsZero() && u.Before(d) {
+			d = u
+		}
+	}
+	c.conn.SetDeadline(d)
+}
+
+func (c *Conn) endHandshakeDeadline() {
+	c.deadlineMu.Lock()
+	defer c.deadlineMu.Unlock()
+	c.handshaking = false
+	c.conn.SetReadDeadline(c.readDeadline)
+	c.conn.SetWriteDeadline(c.writeDeadline)
+}
+
+// Read reads application data, running the handshake first if needed. It
+// returns io.EOF once the peer has ended its stream with [Conn.CloseWrite] or
+// [Conn.Close], and an error wrapping io.ErrUnexpectedEOF if the underlying
+// connection ends without that authenticated end. Any record that fails
+// authentication ends the connection with an error; Read never returns data
+// that was not sent by the peer in that order.
+func (c *Conn) Read(p []byte) (int, error) {
+	if err := c.Handshake(); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	hc := &c.in
+	hc.Lock()
+	defer hc.Unlock()
+	for len(hc.plain) == 0 {
+		if hc.err != nil {
+			return 0, hc.err
+		}
+		if err := c.readRecordLocked(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, hc.plain)
+	hc.plain = hc.plain[n:]
+	if len(hc.plain) == 0 {
+		hc.release()
+	}
+	return n, nil
+}
+
+func (hc *halfConn) release() {
+	if hc.buf != nil {
+		bufPool.Put(hc.buf)
+		hc.buf, hc.plain = nil, nil
+	}
+}
+
+// readRecordLocked reads and opens one record. c.in must be locked. A
+// timeout leaves the partial record in place for the next call; every other
+// error is permanent.
+func (c *Conn) readRecordLocked() error {
+	hc := &c.in
+	for hc.hdrN < len(hc.hdr) {
+		n, err := c.conn.Read(hc.hdr[hc.hdrN:])
+		hc.hdrN += n
+		if err != nil && hc.hdrN < len(hc.hdr) {
+			return c.readError(err)
+		}
+	}
+	typ, length, err := wire.ParseRecordHeader(hc.hdr[:])
+	if err != nil {
+		hc.err = fmt.Errorf("securepeer: malformed record header (type %d, length %d); the connection was tampered with or corrupted", typ, length)
+		return hc.err
+	}
+	if hc.buf == nil {
+		hc.buf = bufPool.Get().(*[]byte)
+	}
+	body := (*hc.buf)[:length]
+	for hc.bodyN < length {
+		n, err := c.conn.Read(body[hc.bodyN:])
+		hc.bodyN += n
+		if err != nil && hc.bodyN < length {
+			return c.readError(err)
+		}
+	}
+	hc.hdrN, hc.bodyN = 0, 0
+
+	if err := hc.nextNonce(); err != nil {
+		hc.err = err
+		return err
+	}
+	plain, err := hc.aead.Open(body[:0], hc.nonce[:], body, hc.hdr[:])
+	if err != nil {
+		hc.release()
+		hc.err = errAuth
+		return errAuth
+	}
+	hc.seq++
+
+	switch typ {
+	case wire.RecordData:
+		hc.plain = plain
+		if len(plain) == 0 {
+			hc.release()
+		}
+	case wire.RecordEnd:
+		hc.release()
+		if len(plain) != 0 {
+			hc.err = errAuth
+			return errAuth
+		}
+		hc.err = io.EOF
+	case wire.RecordAlert:
+		hc.release()
+		if len(plain) == 1 && plain[0] == wire.AlertRejected {
+			hc.err = fmt.Errorf("%w (it ended the connection after the handshake)", ErrRejected)
+		} else {
+			hc.err = errors.New("securepeer: the peer ended the connection with an unknown alert")
+		}
+		return hc.err
+	}
+	return nil
+}
+
+// readError classifies an error from the underlying connection while reading
+// records. c.in must be locked.
+func (c *Conn) readError(err error) error {
+	hc := &c.in
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return err // not permanent: the partial record stays for the next Read
+	}
+	hc.release()
+	if err == io.EOF {
+		if hc.hdrN == 0 {
+			hc.err = fmt.Errorf("securepeer: the connection ended without the peer's end of stream, so data may be missing: %w", io.ErrUnexpectedEOF)
+		} else {
+			hc.err = fmt.Errorf("securepeer: the connection ended in the middle of a record: %w", io.ErrUnexpectedEOF)
+		}
+		return hc.err
+	}
+	hc.err = err
+	return err
+}
+
+// Write encrypts and sends p, running the handshake first if needed. Data is
+// sent in records of at most 64 KiB. After an error, every later Write
+// returns it: the stream cannot be resumed.
+func (c *Conn) Write(p []byte) (int, error) {
+	if err := c.Handshake(); err != nil {
+		return 0, err
+	}
+	hc := &c.out
+	hc.Lock()
+	defer hc.Unlock()
+	if hc.err != nil {
+		return 0, hc.err
+	}
+	n := 0
+	for len(p) > 0 {
+		m := min(len(p), wire.MaxRecordPayload)
+		if err := c.writeRecordLocked(wire.RecordData, p[:m]); err != nil {
+			return n, err
+		}
+		n += m
+		p = p[m:]
+	}
+	return n, nil
+}
+
+// writeRecordLocked seals and sends one record. c.out must be locked. Every
+// error is permanent: a record may have been partly written.
+func (c *Conn) writeRecordLocked(typ uint8, payload []byte) error {
+	hc := &c.out
+	if hc.err != nil {
+		return hc.err
+	}
+	if err := hc.nextNonce(); err != nil {
+		hc.err = err
+		return err
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	wire.PutRecordHeader(hc.hdr[:], typ, len(payload)+wire.TagSize)
+	b := append((*bp)[:0], hc.hdr[:]...)
+	b = hc.aead.Seal(b, hc.nonce[:], payload, hc.hdr[:])
+	hc.seq++
+	if _, err := c.conn.Write(b); err != nil {
+		hc.err = &permanentError{err}
+		return hc.err
+	}
+	return nil
+}
+
+// permanentError wraps a write error that ends the stream, keeping the
+// net.Error behaviour of the original (a timeout still reports Timeout).
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return "securepeer: write failed, the connection is unusable: " + e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+func (e *permanentError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.err, &ne) && ne.Timeout()
+}
+func (e *permanentError) Temporary() bool { return false }
+
+var errShutdown = errors.New("securepeer: write after CloseWrite")
+
+// CloseWrite ends this side's stream with an authenticated end-of-stream
+// record: the peer's Read returns io.EOF once it has read everything before
+// it. The peer can still write, and this side can still read. CloseWrite
+// must be called after the handshake has completed.
+func (c *Conn) CloseWrite() error {
+	if !c.handshakeDone.Load() {
+		return errors.New("securepeer: CloseWrite called before the handshake completed")
+	}
+	hc := &c.out
+	hc.Lock()
+	defer hc.Unlock()
+	return c.closeWriteLocked()
+}
+
+func (c *Conn) closeWriteLocked() error {
+	if c.out.err == errShutdown {
+		return nil
+	}
+	if err := c.writeRecordLocked(wire.RecordEnd, nil); err != nil {
+		return err
+	}
+	c.out.err = errShutdown
+	return nil
+}
+
+// Close ends the stream as [Conn.CloseWrite] does, unless a Write is in
+// progress, and closes the underlying connection. Sending the end of stream
+// waits at most five seconds for a peer that does not read.
+func (c *Conn) Close() error {
+	if c.closed.Swap(true) {
+		return net.ErrClosed
+	}
+	var endErr error
+	if c.handshakeDone.Load() && c.out.TryLock() {
+		if c.out.err == nil {
+			c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			endErr = c.closeWriteLocked()
+		}
+		c.out.Unlock()
+	}
+	if err := c.conn.Close(); err != nil {
+		return err
+	}
+	if endErr != nil && !errors.Is(endErr, net.ErrClosed) {
+		return endErr
+	}
+	return nil
+}
+
+// alertLocked sends an alert record and makes the connection unusable.
+// c.out must be locked.
+func (c *Conn) alertLocked(reason byte) error {
+	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	err := c.writeRecordLocked(wire.RecordAlert, []byte{reason})
+	c.conn.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// LocalAddr returns the local address of the underlying connection.
+func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
+
+// RemoteAddr returns the remote address of the underlying connection.
+func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines, as [net.Conn] describes.
+// While the handshake runs, it is bounded by the earlier of these deadlines
+// and the handshake's own. A Write that times out makes the connection
+// unusable; a Read that times out can be retried.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.deadlineMu.Lock()
+	defer c.deadlineMu.Unlock()
+	c.readDeadline, c.writeDeadline = t, t
+	if c.handshaking {
+		return nil
+	}
+	return c.conn.SetDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline, as [Conn.SetDeadline] describes.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.deadlineMu.Lock()
+	defer c.deadlineMu.Unlock()
+	c.readDeadline = t
+	if c.handshaking {
+		return nil
+	}
+	return c.conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline, as [Conn.SetDeadline] describes.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.deadlineMu.Lock()
+	defer c.deadlineMu.Unlock()
+	c.writeDeadline = t
+	if c.handshaking {
+		return nil
+	}
+	return c.conn.SetWriteDeadline(t)
+}
+
+// NetConn returns the underlying connection. Writing to or reading from it
+// corrupts the securepeer stream.
+func (c *Conn) NetConn() net.Conn { return c.conn }
+
+// RemoteKey returns the peer's verified identity, or the zero PublicKey
+// before the handshake has completed.
+func (c *Conn) RemoteKey() PublicKey {
+	if !c.handshakeDone.Load() {
+		return PublicKey{}
+	}
+	return c.state.RemoteKey
+}
+
+// ConnectionState describes a connection.
+type ConnectionState struct {
+	// HandshakeComplete is true once the handshake has succeeded; the other
+	// fields are set only then.
+	HandshakeComplete bool
+	// RemoteKey is the peer's identity, proved in the handshake and accepted
+	// by [Config.Verify].
+	RemoteKey PublicKey
+	// Cipher is the transport cipher both sides chose.
+	Cipher Cipher
+	// PostQuantum is true if the session keys include the ML-KEM-768
+	// shared secret as well as X25519's.
+	PostQuantum bool
+	// Initiator is true if this side sent the first handshake message.
+	Initiator bool
+	// ChannelBinding is 32 bytes that are equal on both sides of this
+	// connection and unique to it: a secret, derived from the session keys,
+	// that an application can bind its own authentication to.
+	ChannelBinding []byte
+}
+
+// ConnectionState returns the state of the connection. It does not run the
+// handshake.
+func (c *Conn) ConnectionState() ConnectionState {
+	if !c.handshakeDone.Load() {
+		return ConnectionState{}
+	}
+	s := c.state
+	s.ChannelBinding = append([]byte(nil), s.ChannelBinding...)
+	return s
+}

@@ -1,0 +1,561 @@
+package securepeer
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/mlkem"
+	"crypto/mlkem/mlkemtest"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/flynn/noise"
+
+	"github.com/securepeer/securepeer/internal/wire"
+)
+
+// handshakeState is the state of one handshake, discarded when it ends.
+type handshakeState struct {
+	c   *Conn
+	ctx context.Context
+	cfg *Config
+	dh  *x25519
+
+	myHello   [wire.HelloSize]byte
+	peerHello [wire.HelloSize]byte
+	static    noise.DHKey
+	noise     *noise.HandshakeState
+	initiator bool
+
+	// flight receives the result of writing the first flight, which runs
+	// concurrently with reading the peer's first messages; nil once joined.
+	flight chan error
+
+	// Initiator only: the ML-KEM key offered in message 1, if any.
+	kemKey *mlkem.DecapsulationKey768
+	msg1   []byte // as sent, for the simultaneous-open tie-break
+
+	cipher      Cipher
+	psk         [32]byte // the ML-KEM shared secret, or zero without the hybrid
+	postQuantum bool
+	remote      PublicKey
+}
+
+// handshake runs the protocol of PROTOCOL.md, "Handshake". It is one flat
+// sequence of steps; each names the section it implements. c.handshakeMutex
+// is held.
+func (c *Conn) handshake(ctx context.Context) error {
+	hs := &handshakeState{c: c, ctx: ctx, cfg: c.config, dh: new(x25519)}
+	defer hs.clear()
+	defer func() {
+		if hs.flight != nil {
+			c.conn.SetDeadline(time.Unix(1, 0)) // unblock the writer
+			<-hs.flight
+		}
+	}()
+	if err := hs.checkConfig(); err != nil {
+		return err
+	}
+	hs.static = hs.dh.add(c.config.Identity.static)
+	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode}.Marshal()
+
+	// "First flight": the hello, and message 1 from a side that may
+	// initiate, written while the peer's hello is read, so that two peers
+	// that both write first (simultaneous open, or a net.Pipe) never
+	// deadlock.
+	flight := hs.myHello[:]
+	if c.mode != wire.ModeResponder {
+		msg1, err := hs.writeMessage1()
+		if err != nil {
+			return err
+		}
+		flight = appendHandshakeMessage(flight, msg1)
+	}
+	hs.flight = make(chan error, 1)
+	go func() {
+		_, err := c.conn.Write(flight)
+		hs.flight <- err
+	}()
+	if err := hs.readHello(); err != nil {
+		return err
+	}
+
+	// "Roles".
+	peerMsg1, err := hs.settleRoles()
+	if err != nil {
+		return err
+	}
+	if hs.initiator {
+		return hs.runInitiator()
+	}
+	return hs.runResponder(peerMsg1)
+}
+
+func (hs *handshakeState) checkConfig() error {
+	for _, c := range hs.cfg.Ciphers {
+		if c.keySize() == 0 {
+			return fmt.Errorf("securepeer: Config.Ciphers lists unsupported cipher %v", c)
+		}
+	}
+	if len(hs.cfg.Ciphers) > wire.MaxCiphers {
+		return fmt.Errorf("securepeer: Config.Ciphers lists more than %d ciphers", wire.MaxCiphers)
+	}
+	return nil
+}
+
+func (hs *handshakeState) newNoise(initiator bool, initiatorHello []byte) error {
+	var err error
+	hs.noise, err = noise.NewHandshakeState(noise.Config{
+		CipherSuite:           noise.NewCipherSuite(hs.dh, noise.CipherChaChaPoly, noise.HashSHA256),
+		Random:                hs.cfg.rand(),
+		Pattern:               noise.HandshakeXX,
+		Initiator:             initiator,
+		Prologue:              append([]byte(labelPrologue), initiatorHello...),
+		PresharedKeyPlacement: 3,
+		StaticKeypair:         hs.static,
+	})
+	return err
+}
+
+// writeMessage1 starts the handshake as initiator and returns message 1
+// ("Message 1"): the ephemeral key and, in clear, this side's cipher list
+// and ML-KEM encapsulation key.
+func (hs *handshakeState) writeMessage1() ([]byte, error) {
+	if err := hs.newNoise(true, hs.myHello[:]); err != nil {
+		return nil, err
+	}
+	p := wire.InitPayload{Ciphers: cipherIDs(hs.cfg.ciphers())}
+	if !hs.cfg.DisablePostQuantum {
+		seed := make([]byte, mlkem.SeedSize)
+		defer clear(seed)
+		if _, err := io.ReadFull(hs.cfg.rand(), seed); err != nil {
+			return nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+		}
+		dk, err := mlkem.NewDecapsulationKey768(seed)
+		if err != nil {
+			return nil, err
+		}
+		hs.kemKey = dk
+		p.KEMKey = dk.EncapsulationKey().Bytes()
+	}
+	msg, _, _, err := hs.noise.WriteMessage(nil, p.Marshal(nil))
+	if err != nil {
+		return nil, err
+	}
+	hs.msg1 = msg
+	return msg, nil
+}
+
+func (hs *handshakeState) readHello() error {
+	if _, err := io.ReadFull(hs.c.conn, hs.peerHello[:]); err != nil {
+		return readHandshakeError(err)
+	}
+	h, err := wire.ParseHello(hs.peerHello[:])
+	switch {
+	case errors.Is(err, wire.ErrNotSecurepeer):
+		if hs.peerHello[0] == '{' {
+			return errors.New("securepeer: the peer looks like a legacy secure-peer (Node) peer; talk to it with the legacy package or -legacy")
+		}
+		return errors.New("securepeer: the peer is not speaking the securepeer protocol")
+	case errors.Is(err, wire.ErrVersion):
+		return fmt.Errorf("securepeer: the peer speaks protocol version %d and this side version %d; upgrade the older side", h.Version, wire.Version)
+	case err != nil:
+		return errors.New("securepeer: the peer sent a malformed hello")
+	}
+	return nil
+}
+
+// settleRoles decides which side initiates from the two hellos ("Roles").
+// When this side becomes the responder it returns the peer's message 1.
+func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
+	me, peer := hs.c.mode, hs.peerHello[6]
+	switch {
+	case me == wire.ModeInitiator && peer == wire.ModeInitiator:
+		return nil, errors.New("securepeer: both sides tried to initiate (Client or Dial on both); use Server, Listen or NewConn on one side")
+	case me == wire.ModeResponder && peer == wire.ModeResponder:
+		return nil, errors.New("securepeer: both sides waited for the other to initiate (Server on both); use Client, Dial or NewConn on one side")
+	case me == wire.ModeResponder || peer == wire.ModeInitiator:
+		// The peer's message 1 follows its hello. An either-mode side's own
+		// message 1 is dropped by the peer.
+		return hs.readMessage1()
+	case me == wire.ModeInitiator || peer == wire.ModeResponder:
+		hs.initiator = true
+		if peer == wire.ModeEither {
+			// The peer sent a speculative message 1: drop it.
+			_, err := hs.readMessage1()
+			return nil, err
+		}
+		return nil, nil
+	}
+	// Both may initiate, so both sent message 1: the larger ephemeral
+	// key initiates, the other side answers the peer's message 1.
+	msg, err := hs.readMessage1()
+	if err != nil {
+		return nil, err
+	}
+	switch bytes.Compare(hs.msg1[:32], msg[:32]) {
+	case 0:
+		return nil, errors.New("securepeer: the peer sent this side's own handshake back; it is talking to itself or being reflected")
+	case 1:
+		hs.initiator = true
+		return nil, nil
+	}
+	return msg, nil
+}
+
+func (hs *handshakeState) readMessage1() ([]byte, error) {
+	msg, err := hs.readMessage()
+	if err != nil {
+		return nil, err
+	}
+	if len(msg) < 32 {
+		return nil, hs.protocolError("message 1 is too short")
+	}
+	return msg, nil
+}
+
+// runInitiator completes the handshake as initiator after message 1:
+// "Message 2", "Verify", "Message 3".
+func (hs *handshakeState) runInitiator() error {
+	c := hs.c
+	msg2, err := hs.readMessage()
+	if err != nil {
+		return err
+	}
+	payload, _, _, err := hs.noise.ReadMessage(nil, msg2)
+	if err != nil {
+		return errAuth
+	}
+	p, err := wire.ParseRespPayload(payload)
+	if err != nil {
+		return hs.protocolError("message 2 is malformed")
+	}
+	if p.Hello != hs.peerHello {
+		return hs.protocolError("the hello was altered in transit")
+	}
+	if err := hs.checkIdentity(p.Identity, p.Signature); err != nil {
+		return err
+	}
+	peerCiphers := fromCipherIDs(p.Ciphers)
+	cipher, ok := chooseCipher(hs.cfg.ciphers(), peerCiphers)
+	if !ok {
+		hs.abort(wire.AbortNoCipher)
+		return fmt.Errorf("%w (this side: %v, peer: %v)", ErrNoCommonCipher, hs.cfg.ciphers(), peerCiphers)
+	}
+	hs.cipher = cipher
+	switch {
+	case p.KEMCiphertext != nil && hs.kemKey == nil:
+		return hs.protocolError("the peer answered an ML-KEM offer that was not made")
+	case p.KEMCiphertext != nil:
+		ss, err := hs.kemKey.Decapsulate(p.KEMCiphertext)
+		if err != nil {
+			return hs.protocolError("the ML-KEM ciphertext is malformed")
+		}
+		copy(hs.psk[:], ss)
+		clear(ss)
+		hs.postQuantum = true
+	}
+
+	if err := hs.verify(); err != nil {
+		// The initiator refuses before message 3, so a responder it does
+		// not trust never learns its identity.
+		hs.abort(wire.AbortRejected)
+		return err
+	}
+
+	if err := hs.noise.SetPresharedKey(hs.psk[:]); err != nil {
+		return err
+	}
+	id := hs.cfg.Identity
+	final := wire.FinalPayload{}
+	copy(final.Identity[:], id.pub.key[:])
+	copy(final.Signature[:], id.staticSig)
+	msg3, cs1, cs2, err := hs.noise.WriteMessage(nil, final.Marshal(nil))
+	if err != nil {
+		return err
+	}
+	if err := hs.joinFlight(); err != nil {
+		return err
+	}
+	if _, err := c.conn.Write(appendHandshakeMessage(nil, msg3)); err != nil {
+		return fmt.Errorf("securepeer: sending the handshake: %w", err)
+	}
+	return hs.finish(cs1, cs2)
+}
+
+// runResponder completes the handshake as responder from the peer's
+// message 1: "Message 1", "Message 2", "Message 3", "Verify".
+func (hs *handshakeState) runResponder(msg1 []byte) error {
+	c := hs.c
+	if err := hs.newNoise(false, hs.peerHello[:]); err != nil {
+		return err
+	}
+	payload, _, _, err := hs.noise.ReadMessage(nil, msg1)
+	if err != nil {
+		return hs.protocolError("message 1 is malformed")
+	}
+	p1, err := wire.ParseInitPayload(payload)
+	if err != nil {
+		return hs.protocolError("message 1 is malformed")
+	}
+	peerCiphers := fromCipherIDs(p1.Ciphers)
+	cipher, ok := chooseCipher(peerCiphers, hs.cfg.ciphers())
+	if !ok {
+		hs.abort(wire.AbortNoCipher)
+		return fmt.Errorf("%w (this side: %v, peer: %v)", ErrNoCommonCipher, hs.cfg.ciphers(), peerCiphers)
+	}
+	hs.cipher = cipher
+
+	p2 := wire.RespPayload{Hello: hs.myHello, Ciphers: cipherIDs(hs.cfg.ciphers())}
+	if p1.KEMKey != nil && !hs.cfg.DisablePostQuantum {
+		ek, err := mlkem.NewEncapsulationKey768(p1.KEMKey)
+		if err != nil {
+			return hs.protocolError("the ML-KEM encapsulation key is malformed")
+		}
+		ss, ct, err := hs.encapsulate(ek)
+		if err != nil {
+			return err
+		}
+		copy(hs.psk[:], ss)
+		clear(ss)
+		p2.KEMCiphertext = ct
+		hs.postQuantum = true
+	}
+	id := hs.cfg.Identity
+	copy(p2.Identity[:], id.pub.key[:])
+	copy(p2.Signature[:], id.staticSig)
+	msg2, _, _, err := hs.noise.WriteMessage(nil, p2.Marshal(nil))
+	if err != nil {
+		return err
+	}
+	if err := hs.joinFlight(); err != nil {
+		return err
+	}
+	if _, err := c.conn.Write(appendHandshakeMessage(nil, msg2)); err != nil {
+		return fmt.Errorf("securepeer: sending the handshake: %w", err)
+	}
+
+	if err := hs.noise.SetPresharedKey(hs.psk[:]); err != nil {
+		return err
+	}
+	msg3, err := hs.readMessage()
+	if err != nil {
+		return err
+	}
+	payload, cs1, cs2, err := hs.noise.ReadMessage(nil, msg3)
+	if err != nil {
+		return errAuth
+	}
+	p3, err := wire.ParseFinalPayload(payload)
+	if err != nil {
+		return hs.protocolError("message 3 is malformed")
+	}
+	if err := hs.checkIdentity(p3.Identity, p3.Signature); err != nil {
+		return err
+	}
+	if err := hs.finish(cs1, cs2); err != nil {
+		return err
+	}
+	if err := hs.verify(); err != nil {
+		// The keys are in place, so the refusal reaches the initiator
+		// authenticated, as an alert record.
+		c.out.Lock()
+		c.alertLocked(wire.AlertRejected)
+		c.out.Unlock()
+		return err
+	}
+	return nil
+}
+
+// encapsulate runs ML-KEM encapsulation, derandomized from Config.Rand when
+// a test sets it so that handshakes are reproducible.
+func (hs *handshakeState) encapsulate(ek *mlkem.EncapsulationKey768) (ss, ct []byte, err error) {
+	if hs.cfg.Rand == nil {
+		ss, ct = ek.Encapsulate()
+		return ss, ct, nil
+	}
+	var m [32]byte
+	defer clear(m[:])
+	if _, err := io.ReadFull(hs.cfg.Rand, m[:]); err != nil {
+		return nil, nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+	}
+	return mlkemtest.Encapsulate768(ek, m[:])
+}
+
+// checkIdentity checks the peer's proof that its identity key vouches for
+// the Noise static key it used ("Identity proof").
+func (hs *handshakeState) checkIdentity(identity [32]byte, sig [64]byte) error {
+	remote, err := NewPublicKey(identity[:])
+	if err != nil {
+		return errAuth
+	}
+	if !ed25519.Verify(identity[:], staticSignedMessage(hs.noise.PeerStatic()), sig[:]) {
+		return errAuth
+	}
+	hs.remote = remote
+	return nil
+}
+
+// verify asks Config.Verify about the peer's key ("Verify").
+func (hs *handshakeState) verify() error {
+	if hs.cfg.Verify == nil {
+		return nil
+	}
+	if err := hs.cfg.Verify(hs.ctx, hs.remote); err != nil {
+		return fmt.Errorf("securepeer: refused peer key %s: %w", hs.remote.Fingerprint(), err)
+	}
+	return nil
+}
+
+// finish derives the traffic keys from the Noise split ("Key schedule") and
+// installs them.
+func (hs *handshakeState) finish(cs1, cs2 *noise.CipherState) error {
+	k1, k2 := cs1.UnsafeKey(), cs2.UnsafeKey()
+	defer clear(k1[:])
+	defer clear(k2[:])
+	h := hs.noise.ChannelBinding()
+	n := hs.cipher.keySize()
+	suffix := fmt.Sprintf(" %04x", uint16(hs.cipher))
+	i2r, err := hkdf.Key(sha256.New, k1[:], h, labelTrafficI2R+suffix, n+12)
+	if err != nil {
+		return err
+	}
+	r2i, err := hkdf.Key(sha256.New, k2[:], h, labelTrafficR2I+suffix, n+12)
+	if err != nil {
+		return err
+	}
+	binding, err := hkdf.Key(sha256.New, append(k1[:], k2[:]...), h, labelChannelBinding, 32)
+	if err != nil {
+		return err
+	}
+	out, in := i2r, r2i
+	if !hs.initiator {
+		out, in = r2i, i2r
+	}
+	c := hs.c
+	if err := c.out.setup(hs.cipher, out[:n], out[n:]); err != nil {
+		return err
+	}
+	if err := c.in.setup(hs.cipher, in[:n], in[n:]); err != nil {
+		return err
+	}
+	c.state = ConnectionState{
+		HandshakeComplete: true,
+		RemoteKey:         hs.remote,
+		Cipher:            hs.cipher,
+		PostQuantum:       hs.postQuantum,
+		Initiator:         hs.initiator,
+		ChannelBinding:    binding,
+	}
+	return nil
+}
+
+// readMessage reads one framed handshake message, turning an abort into
+// the error it stands for.
+func (hs *handshakeState) readMessage() ([]byte, error) {
+	var l [2]byte
+	if _, err := io.ReadFull(hs.c.conn, l[:]); err != nil {
+		return nil, readHandshakeError(err)
+	}
+	n := int(binary.BigEndian.Uint16(l[:]))
+	if n == 0 {
+		var reason [1]byte
+		if _, err := io.ReadFull(hs.c.conn, reason[:]); err != nil {
+			return nil, readHandshakeError(err)
+		}
+		switch reason[0] {
+		case wire.AbortRejected:
+			return nil, ErrRejected
+		case wire.AbortNoCipher:
+			return nil, fmt.Errorf("%w (the peer found none in this side's list %v)", ErrNoCommonCipher, hs.cfg.ciphers())
+		}
+		return nil, errors.New("securepeer: the peer aborted the handshake; it found this side's messages malformed")
+	}
+	msg := make([]byte, n)
+	if _, err := io.ReadFull(hs.c.conn, msg); err != nil {
+		return nil, readHandshakeError(err)
+	}
+	return msg, nil
+}
+
+func readHandshakeError(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("securepeer: the peer closed the connection during the handshake: %w", io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("securepeer: reading the handshake: %w", err)
+}
+
+// joinFlight waits for the first flight to be written, so that nothing is
+// written concurrently with it.
+func (hs *handshakeState) joinFlight() error {
+	if hs.flight == nil {
+		return nil
+	}
+	err := <-hs.flight
+	hs.flight = nil
+	if err != nil {
+		return fmt.Errorf("securepeer: sending the handshake: %w", err)
+	}
+	return nil
+}
+
+// abort tells the peer, best effort, why this side gives up the handshake.
+// It says nothing if the first flight is still being written: the peer is
+// not reading, and the connection is about to close anyway.
+func (hs *handshakeState) abort(reason byte) {
+	select {
+	case err := <-hs.flight: // a nil channel never receives
+		hs.flight = nil
+		if err != nil {
+			return
+		}
+	default:
+		if hs.flight != nil {
+			return
+		}
+	}
+	hs.c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	hs.c.conn.Write([]byte{0, 0, reason})
+}
+
+func (hs *handshakeState) protocolError(what string) error {
+	hs.abort(wire.AbortProtocol)
+	return fmt.Errorf("securepeer: handshake failed: %s; the peer is broken or the connection was tampered with", what)
+}
+
+func appendHandshakeMessage(b, msg []byte) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
+	return append(b, msg...)
+}
+
+// clear erases the handshake's secrets, best effort: Go cannot guarantee
+// that no copy remains elsewhere in memory.
+func (hs *handshakeState) clear() {
+	clear(hs.psk[:])
+	// ecdh.PrivateKey and mlkem.DecapsulationKey768 give no way to erase
+	// themselves: drop them, so the collector can reuse their memory.
+	hs.dh.keys = nil
+	hs.kemKey = nil
+	hs.noise = nil
+}
+
+func cipherIDs(cs []Cipher) []uint16 {
+	ids := make([]uint16, len(cs))
+	for i, c := range cs {
+		ids[i] = uint16(c)
+	}
+	return ids
+}
+
+func fromCipherIDs(ids []uint16) []Cipher {
+	cs := make([]Cipher, len(ids))
+	for i, id := range ids {
+		cs[i] = Cipher(id)
+	}
+	return cs
+}
