@@ -1,0 +1,217 @@
+package knownhosts
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/securepeer/securepeer"
+)
+
+// AuthorizedKeys is a parsed authorized_keys file: the keys a server lets
+// connect. It is immutable and safe for concurrent use.
+type AuthorizedKeys struct {
+	entries []Entry
+	skipped int
+}
+
+// ParseAuthorizedKeys reads an authorized_keys file from r: lines of
+// "ssh-ed25519 AAAA... [comment]". Lines with other key types are skipped
+// (see [AuthorizedKeys.Skipped]), so an OpenSSH authorized_keys file can be
+// shared. A line with OpenSSH options ("from=...", "no-pty", ...) is an
+// error: securepeer could not honour the restrictions, and ignoring them
+// would grant more than the line says.
+func ParseAuthorizedKeys(r io.Reader) (*AuthorizedKeys, error) {
+	a := &AuthorizedKeys{}
+	err := scanLines(r, func(n int, line string) error {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			return fmt.Errorf("knownhosts: authorized keys line %d: want \"ssh-ed25519 AAAA... [comment]\"", n)
+		}
+		if !isKeyType(fields[0]) {
+			return fmt.Errorf("knownhosts: authorized keys line %d: options such as %q are not supported; remove them, as securepeer cannot enforce them", n, firstOption(line))
+		}
+		if fields[0] != "ssh-ed25519" {
+			a.skipped++
+			return nil
+		}
+		key, err := securepeer.ParsePublicKey(fields[0] + " " + fields[1])
+		if err != nil {
+			return fmt.Errorf("knownhosts: authorized keys line %d: %v", n, err)
+		}
+		a.entries = append(a.entries, Entry{Line: n, Key: key, Comment: strings.Join(fields[2:], " ")})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// LoadAuthorizedKeys reads the authorized_keys file at path. Unlike
+// [Load], a missing file is an error: a server told to admit only the keys
+// in a file must not start admitting nobody, or everybody, by mistake.
+func LoadAuthorizedKeys(path string) (*AuthorizedKeys, error) {
+	data, err := readBounded(path)
+	if err != nil {
+		return nil, err
+	}
+	a, err := ParseAuthorizedKeys(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	return a, nil
+}
+
+// Len returns the number of usable (ssh-ed25519) keys.
+func (a *AuthorizedKeys) Len() int { return len(a.entries) }
+
+// Skipped returns the number of lines skipped for holding keys of types
+// other than ssh-ed25519.
+func (a *AuthorizedKeys) Skipped() int { return a.skipped }
+
+// Entries returns the usable lines, in file order.
+func (a *AuthorizedKeys) Entries() []Entry { return append([]Entry(nil), a.entries...) }
+
+// Lookup returns the first line that lists key. It compares key with every
+// line, in constant time, whether or not an earlier line matched.
+func (a *AuthorizedKeys) Lookup(key securepeer.PublicKey) (Entry, bool) {
+	found := 0
+	index := 0
+	for i, e := range a.entries {
+		eq := 0
+		if e.Key.Equal(key) {
+			eq = 1
+		}
+		first := eq & (found ^ 1)
+		index = subtle.ConstantTimeSelect(first, i, index)
+		found |= eq
+	}
+	if found == 0 || key.IsZero() {
+		return Entry{}, false
+	}
+	return a.entries[index], true
+}
+
+// A NotAuthorizedError is returned by [AuthorizedKeysFile.Verify] for a key
+// that the file does not list.
+type NotAuthorizedError struct {
+	File string
+	Key  securepeer.PublicKey
+}
+
+func (e *NotAuthorizedError) Error() string {
+	return fmt.Sprintf("knownhosts: key %s is not listed in %s", e.Key.Fingerprint(), e.File)
+}
+
+// An AuthorizedKeysFile is an authorized_keys file that is read again when
+// its contents change, so keys can be added and removed while a server runs.
+// It is safe for concurrent use.
+type AuthorizedKeysFile struct {
+	path string
+
+	mu   sync.Mutex // guards data and keys
+	data []byte     // the contents keys were parsed from
+	keys *AuthorizedKeys
+}
+
+// OpenAuthorizedKeys reads the authorized_keys file at path, failing if it
+// is missing or malformed now.
+func OpenAuthorizedKeys(path string) (*AuthorizedKeysFile, error) {
+	f := &AuthorizedKeysFile{path: path}
+	if _, _, err := f.Current(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Path returns the file's path.
+func (f *AuthorizedKeysFile) Path() string { return f.path }
+
+// Current returns the keys the file lists now, reading it again; changed
+// reports whether they differ from those of the previous call. If the file
+// has become unreadable or malformed, Current returns the error and no keys:
+// a server fails closed rather than trusting a list it can no longer check.
+func (f *AuthorizedKeysFile) Current() (keys *AuthorizedKeys, changed bool, err error) {
+	data, err := readBounded(f.path)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		f.data, f.keys = nil, nil
+		return nil, true, err
+	}
+	if f.keys != nil && bytes.Equal(data, f.data) {
+		return f.keys, false, nil
+	}
+	keys, err = ParseAuthorizedKeys(bytes.NewReader(data))
+	if err != nil {
+		f.data, f.keys = nil, nil
+		return nil, true, fmt.Errorf("%w (in %s)", err, f.path)
+	}
+	f.data, f.keys = data, keys
+	return keys, true, nil
+}
+
+// Verify accepts key if the file lists it now, and returns a
+// *[NotAuthorizedError] otherwise. Its signature fits
+// [securepeer.Config.Verify].
+func (f *AuthorizedKeysFile) Verify(_ context.Context, key securepeer.PublicKey) error {
+	if key.IsZero() {
+		return errNoKey
+	}
+	keys, _, err := f.Current()
+	if err != nil {
+		return err
+	}
+	if _, ok := keys.Lookup(key); !ok {
+		return &NotAuthorizedError{File: f.path, Key: key}
+	}
+	return nil
+}
+
+func readBounded(path string) ([]byte, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("knownhosts: %w", err)
+	}
+	defer file.Close()
+	data, err := io.ReadAll(io.LimitReader(file, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("knownhosts: reading %s: %w", path, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("knownhosts: %s is larger than %d bytes", path, maxFileSize)
+	}
+	return data, nil
+}
+
+// isKeyType reports whether s names an OpenSSH public key type, as opposed
+// to beginning a list of options.
+func isKeyType(s string) bool {
+	switch {
+	case s == "ssh-ed25519", s == "ssh-rsa", s == "ssh-dss":
+		return true
+	case strings.HasPrefix(s, "ecdsa-sha2-"), strings.HasPrefix(s, "sk-"),
+		strings.HasPrefix(s, "ssh-") && strings.HasSuffix(s, "@openssh.com"):
+		return true
+	}
+	return false
+}
+
+// firstOption returns the first option of an authorized_keys line, for the
+// error message.
+func firstOption(line string) string {
+	opt, _, _ := strings.Cut(line, ",")
+	opt, _, _ = strings.Cut(opt, " ")
+	opt, _, _ = strings.Cut(opt, "=")
+	return opt
+}
+
+// errNoKey guards against checking the zero key, which no file may list.
+var errNoKey = errors.New("knownhosts: no key to check")
