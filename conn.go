@@ -55,11 +55,11 @@ type halfConn struct {
 	err    error // first permanent error; every later call returns it
 	cipher Cipher
 	aead   cipher.AEAD
-	key   []byte // current key, kept for rekeying
-	iv    [12]byte
-	seq   uint64 // number of records sealed or opened so far
-	nonce [12]byte
-	hdr   [wire.RecordHeaderSize]byte
+	key    []byte // current key, kept for rekeying
+	iv     [12]byte
+	seq    uint64 // number of records sealed or opened so far
+	nonce  [12]byte
+	hdr    [wire.RecordHeaderSize]byte
 
 	// Read side only: a record being read. hdrN header bytes and bodyN
 	// ciphertext bytes have arrived; buf holds the ciphertext, then the
@@ -390,7 +390,9 @@ func (c *Conn) writeRecordLocked(typ uint8, payload []byte) error {
 // net.Error behaviour of the original (a timeout still reports Timeout).
 type permanentError struct{ err error }
 
-func (e *permanentError) Error() string { return "securepeer: write failed, the connection is unusable: " + e.err.Error() }
+func (e *permanentError) Error() string {
+	return "securepeer: write failed, the connection is unusable: " + e.err.Error()
+}
 func (e *permanentError) Unwrap() error { return e.err }
 func (e *permanentError) Timeout() bool {
 	var ne net.Error

@@ -20,7 +20,8 @@ import (
 
 // An Identity is a long-term Ed25519 key pair: the private half of what a
 // peer proves during the handshake. On disk it is an OpenSSH private key, so
-// a key made by `ssh-keygen -t ed25519 -N ''` is an Identity too.
+// a key made by ssh-keygen with "-t ed25519" and no passphrase is an
+// Identity too.
 //
 // An Identity is immutable and safe for concurrent use by many connections.
 type Identity struct {

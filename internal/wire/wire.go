@@ -75,9 +75,9 @@ func ParseHello(b []byte) (Hello, error) {
 const (
 	MaxHandshakeMessage = 65535
 
-	AbortRejected  = 1 // the sender's Verify refused the receiver's key
-	AbortNoCipher  = 2 // no cipher in common
-	AbortProtocol  = 3 // the sender could not continue the handshake
+	AbortRejected = 1 // the sender's Verify refused the receiver's key
+	AbortNoCipher = 2 // no cipher in common
+	AbortProtocol = 3 // the sender could not continue the handshake
 )
 
 // Sizes of the fields in handshake payloads.
