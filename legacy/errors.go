@@ -1,0 +1,28 @@
+package legacy
+
+import "errors"
+
+// ErrRejected is returned, wrapped, by Read when the peer closed the
+// connection after the handshake without sending a single frame. That is all
+// secure-peer 0.2 does when its 'identify' handler rejects this side's key:
+// the protocol has no rejection message, so the same error can also mean the
+// peer crashed or the network failed at that moment.
+var ErrRejected = errors.New("legacy: the peer closed the connection without sending any data; secure-peer does this when it rejects a key")
+
+// ErrNoCommonCipher is returned, wrapped, by Handshake when the two
+// preference lists share no cipher name. Names are compared exactly, so
+// "rc4" and "RC4" do not match.
+var ErrNoCommonCipher = errors.New("legacy: the peers have no cipher in common; check Config.Ciphers against the Node side's opts.ciphers (names are case-sensitive)")
+
+// ErrTruncated is returned, wrapped, by Read when the connection ended
+// without the peer's end frame, after at least one frame: the data read so
+// far is genuine but may be incomplete.
+var ErrTruncated = errors.New("legacy: the connection ended before the peer's end frame; the data may be truncated")
+
+// errAuth is the one error for every failed signature: the header's, or a
+// frame's (which covers its sequence number, the session token and the
+// ciphertext). It does not say which check failed.
+var errAuth = errors.New("legacy: signature verification failed; the connection was tampered with, replayed or corrupted")
+
+// errShutdown is returned by Write after CloseWrite.
+var errShutdown = errors.New("legacy: write after CloseWrite")
