@@ -49,9 +49,10 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		sent <- err
 	}()
 	defer func() {
-		if err != nil {
-			c.closeConn() // unblocks the write
-		}
+		// Even on failure, let the header go out before the caller closes
+		// the connection: the Node side reports why it failed only if it
+		// has our header. A stuck write ends when ctx does (the watcher in
+		// HandshakeContext closes the connection).
 		if werr := <-sent; werr != nil && err == nil {
 			err = fmt.Errorf("legacy: sending the header: %w", werr)
 		}
