@@ -408,7 +408,7 @@ func (c *Conn) failRead(err error) error {
 }
 
 func (c *Conn) tooLong() error {
-	return fmt.Errorf("legacy: the peer sent a frame of more than %d bytes; raise Config.MaxFrameSize if the Node side writes larger chunks", c.maxPlain)
+	return fmt.Errorf("%w: the limit is %d bytes; raise Config.MaxFrameSize if the Node side writes larger chunks", ErrFrameTooLarge, c.maxPlain)
 }
 
 // readError turns a read error from the underlying connection into what

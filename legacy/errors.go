@@ -19,6 +19,10 @@ var ErrNoCommonCipher = errors.New("legacy: the peers have no cipher in common; 
 // far is genuine but may be incomplete.
 var ErrTruncated = errors.New("legacy: the connection ended before the peer's end frame; the data may be truncated")
 
+// ErrFrameTooLarge is returned, wrapped, by Read when the peer sends a frame
+// larger than [Config.MaxFrameSize] allows. The connection is closed.
+var ErrFrameTooLarge = errors.New("legacy: the peer sent a frame larger than this side accepts")
+
 // errAuth is the one error for every failed signature: the header's, or a
 // frame's (which covers its sequence number, the session token and the
 // ciphertext). It does not say which check failed.
