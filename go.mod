@@ -3,9 +3,11 @@ module github.com/securepeer/securepeer
 go 1.26.8
 
 require (
-	github.com/flynn/noise v1.1.0 // indirect
-	github.com/rogpeppe/go-internal v1.16.0 // indirect
-	golang.org/x/crypto v0.59.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
-	golang.org/x/term v0.48.0 // indirect
+	github.com/flynn/noise v1.1.0
+	github.com/rogpeppe/go-internal v1.16.0
+	golang.org/x/crypto v0.59.0
+	golang.org/x/sys v0.50.0
+	golang.org/x/term v0.48.0
 )
+
+require golang.org/x/tools v0.26.0 // indirect

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+const connectUsage = `Usage: securepeer connect [flags] ADDR
+
+Connects to the securepeer listener at ADDR (HOST:PORT) and joins the stream
+to stdin and stdout, like nc: stdin's end is sent as the end of the stream,
+so the peer can still answer, and connect exits 0 once the peer's stream
+has ended. With -from, it instead listens on a local address and carries
+each local TCP connection to the peer over its own secure stream (like
+ssh -L), until Ctrl-C.
+
+The peer's key is checked as ssh checks host keys: against -expect if
+given, else against known_hosts ($SECUREPEER_HOME/known_hosts, default
+~/.securepeer/known_hosts). On first contact a terminal is asked to confirm
+the fingerprint; without a terminal, connect refuses unless -accept-new is
+given. A key that differs from the recorded one is always refused (exit 3):
+remove the line named in the message if the change was intended.
+
+Flags:
+    -expect KEY        accept only this peer key: a fingerprint (SHA256:...), a
+                       key (ssh-ed25519 AAAA...), or a .pub file; known_hosts is
+                       then neither read nor written
+    -accept-new        trust and record an unknown peer's key without asking
+                       (a changed key is still refused)
+    -known-hosts FILE  use FILE instead of the default known_hosts
+    -from LOCALADDR    tunnel: listen on LOCALADDR and forward connections
+    -i FILE            identity (default $SECUREPEER_HOME/id_ed25519)
+    -progress          show bytes, rate and elapsed time on stderr (terminal only)
+    -v                 log handshakes (peer, cipher, post-quantum, role, timings)
+
+Examples:
+    # send a file; the listener writes it to its stdout
+    securepeer connect example.org:5000 < backup.tar
+    # talk to the upper-casing echo of securepeer help listen
+    echo 'beep boop' | securepeer connect -expect SHA256:... 127.0.0.1:5000
+    # reach a web server exposed with listen -to, at http://127.0.0.1:8080/
+    securepeer connect -from 127.0.0.1:8080 example.org:5000
+`
+
+// connectHandshakeTimeout bounds a client handshake when nobody is asked a
+// question; with a possible prompt, the server's limit applies instead.
+const connectHandshakeTimeout = 30 * time.Second
+
+func runConnect(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
+	var cf commonFlags
+	cf.register(fs)
+	expect := fs.String("expect", "", "")
+	acceptNew := fs.Bool("accept-new", false, "")
+	knownHosts := fs.String("known-hosts", "", "")
+	from := fs.String("from", "", "")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(rest) == 0:
+		return usageErrorf("connect: missing the peer's address, as in securepeer connect example.org:5000")
+	case len(rest) > 1:
+		return usageErrorf("connect: unexpected arguments %q after the address; data to send goes to stdin, as in echo hi | securepeer connect HOST:PORT", rest[1:])
+	}
+	addr := rest[0]
+	if err := checkAddr("peer address", addr, true); err != nil {
+		return err
+	}
+	if *from != "" {
+		if err := checkAddr("-from address", *from, false); err != nil {
+			return err
+		}
+	}
+	policy := &hostPolicy{e: e, addr: addr, acceptNew: *acceptNew}
+	if *expect != "" {
+		if policy.expect, err = parseExpect(*expect); err != nil {
+			return err
+		}
+	}
+	if policy.file, err = e.knownHostsPath(*knownHosts); err != nil {
+		return err
+	}
+	log := cf.logger(e)
+	policy.log = log
+
+	id, err := e.loadIdentity(cf.identity)
+	if err != nil {
+		return err
+	}
+	timeout := connectHandshakeTimeout
+	if policy.expect == "" && !policy.acceptNew && haveTerminal() {
+		timeout = listenHandshakeTimeout
+	}
+	// The -legacy mode of a later version picks another handshaker here.
+	h := &nativeHandshaker{id: id, timeout: timeout}
+
+	if *from != "" {
+		return connectFrom(ctx, e, h, addr, *from, policy, log)
+	}
+	s, err := dial(ctx, h, addr, policy.verify, log)
+	if err != nil {
+		return err
+	}
+	m := cf.meter(e)
+	defer m.finish()
+	return joinStdio(ctx, s, e.stdin, e.stdinIsTerminal(), e.stdout, m)
+}
+
+// connectFrom listens on from and carries each local connection to the peer
+// at addr. A peer whose key is refused ends the whole tunnel (exit 3); other
+// failures end only the local connection concerned.
+func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, policy *hostPolicy, log *slog.Logger) error {
+	l, err := net.Listen("tcp", from)
+	if err != nil {
+		return listenError(from, err)
+	}
+	if err := announceAddr(log, "local connections", l.Addr()); err != nil {
+		l.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fatal := make(chan error, 1) // the first refusal, which ends the tunnel
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+
+	var wg sync.WaitGroup
+	var acceptErr error
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				acceptErr = err
+			}
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			log.Info("local connection", "from", c.RemoteAddr().String())
+			s, err := dial(ctx, h, addr, policy.verify, log)
+			if err != nil {
+				resetClose(c)
+				var ce *codeError
+				switch {
+				case errors.As(err, &ce) && ce.code == exitRejected:
+					select {
+					case fatal <- err:
+					default:
+					}
+					cancel()
+				case ctx.Err() == nil:
+					e.notef("%v; closed the local connection from %s", err, c.RemoteAddr())
+				}
+				return
+			}
+			if err := proxy(ctx, s, c); err != nil {
+				e.notef("tunnel for %s: %v", c.RemoteAddr(), err)
+			}
+		}()
+	}
+	l.Close()
+	wg.Wait()
+	select {
+	case err := <-fatal:
+		return err
+	default:
+	}
+	if acceptErr != nil {
+		return acceptErr
+	}
+	return errInterrupted
+}

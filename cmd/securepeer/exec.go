@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"time"
+)
+
+// killDelay is how long a command gets to exit after SIGTERM before it is
+// killed.
+const killDelay = 3 * time.Second
+
+// peerReadError marks a failure to read the peer's stream, as opposed to a
+// command that stopped reading its stdin.
+type peerReadError struct{ err error }
+
+func (e *peerReadError) Error() string { return e.err.Error() }
+func (e *peerReadError) Unwrap() error { return e.err }
+
+// runExec runs command for the peer of s, with the stream as its stdin and
+// stdout, and waits for it. The command's stdout ending ends the stream
+// cleanly. If the peer's stream breaks, the command is terminated, so it
+// does not act on input that may be incomplete; if ctx ends (Ctrl-C), it is
+// terminated and the stream closed cleanly.
+func runExec(ctx context.Context, e *env, s *stream, command string, log *slog.Logger) error {
+	cmd := shellCommand(command)
+	cmd.Env = append(os.Environ(),
+		"SECUREPEER_PEER_KEY="+s.peer.String(),
+		"SECUREPEER_PEER_FINGERPRINT="+s.peer.Fingerprint(),
+		"SECUREPEER_PEER_ADDR="+s.remoteAddr,
+	)
+	cmd.Stderr = e.stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		s.abort()
+		return err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		s.abort()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		s.abort()
+		return fmt.Errorf("-exec: cannot start %q: %v", command, err)
+	}
+	log.Info("command started", "pid", cmd.Process.Pid, "peer", s.peer.Fingerprint())
+
+	inDone := make(chan error, 1)
+	go func() { inDone <- feedCommand(stdin, s.conn) }()
+	outDone := make(chan error, 1)
+	go func() {
+		_, err := copyStream(s.conn, stdout)
+		outDone <- err
+	}()
+
+	var (
+		peerErr, outErr error
+		killTimer       *time.Timer
+		interrupted     bool
+	)
+	terminate := func() {
+		if killTimer == nil {
+			terminateCommand(cmd)
+			killTimer = time.AfterFunc(killDelay, func() { killCommand(cmd) })
+		}
+	}
+	done := ctx.Done()
+	for waiting := true; waiting; {
+		select {
+		case outErr = <-outDone:
+			waiting = false
+		case err := <-inDone:
+			inDone = nil
+			if err != nil {
+				peerErr = err
+				terminate()
+			}
+		case <-done:
+			done = nil
+			interrupted = true
+			terminate()
+		}
+	}
+	if outErr == nil && peerErr == nil {
+		// The command's output is complete: say so to the peer.
+		s.conn.CloseWrite()
+	}
+	waitErr := cmd.Wait()
+	if killTimer != nil {
+		killTimer.Stop()
+	}
+	if outErr != nil || peerErr != nil {
+		s.abort()
+	} else {
+		s.close()
+	}
+	if inDone != nil {
+		if err := <-inDone; err != nil && peerErr == nil && !interrupted {
+			log.Info("peer stream after the command ended", "err", err)
+		}
+	}
+	log.Info("command finished", "pid", cmd.Process.Pid, "status", cmd.ProcessState.String())
+
+	switch {
+	case peerErr != nil:
+		return fmt.Errorf("-exec: terminated %q: %v", command, streamError(s, peerErr))
+	case outErr != nil:
+		return fmt.Errorf("-exec: sending the output of %q: %v", command, streamError(s, outErr))
+	case waitErr != nil && !interrupted:
+		var ee *exec.ExitError
+		if errors.As(waitErr, &ee) {
+			return fmt.Errorf("-exec: %q for %s exited with %v", command, s.peer.Fingerprint(), ee.ProcessState)
+		}
+		return fmt.Errorf("-exec: %q: %v", command, waitErr)
+	}
+	return nil
+}
+
+// feedCommand copies the peer's stream to the command's stdin and closes
+// it at the end. A command that stops reading is not an error; a broken
+// peer stream is a *peerReadError.
+func feedCommand(stdin io.WriteCloser, conn io.Reader) error {
+	defer stdin.Close()
+	buf := make([]byte, bufSize)
+	for {
+		n, err := conn.Read(buf)
+		if n > 0 {
+			if _, werr := stdin.Write(buf[:n]); werr != nil {
+				return nil
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return &peerReadError{err}
+		}
+	}
+}

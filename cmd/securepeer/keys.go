@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+
+	"github.com/securepeer/securepeer"
+)
+
+const keygenUsage = `Usage: securepeer keygen [-f FILE] [-force] [-C COMMENT]
+
+Makes a new identity: an Ed25519 key pair written as an unencrypted OpenSSH
+private key FILE (mode 0600) and its public key FILE.pub, the form ssh-keygen
+writes, and prints the public key and its fingerprint. Give the public key to
+the peers that should accept you; keep FILE secret.
+
+Flags:
+    -f FILE       where to write the key (default $SECUREPEER_HOME/id_ed25519,
+                  or ~/.securepeer/id_ed25519)
+    -force        overwrite an existing FILE and FILE.pub; the old identity is lost
+    -C COMMENT    the comment stored in the key and FILE.pub (default user@host)
+
+Examples:
+    securepeer keygen
+    securepeer keygen -f server.key
+    cat server.key.pub >> friends.pub      # on a server: allow this key
+`
+
+const idUsage = `Usage: securepeer id [-i FILE]
+
+Prints the public key of an identity, in the "ssh-ed25519 AAAA..." form that
+allow files and -expect take, and its SHA256 fingerprint, as ssh-keygen -lf
+prints it. Without -i, the default identity is created if it does not exist.
+
+Flags:
+    -i FILE    the identity (private key) file; an ssh-keygen -t ed25519 key works
+
+Examples:
+    securepeer id
+    securepeer id -i ~/.ssh/id_ed25519
+    securepeer id | head -1 | ssh server 'cat >> friends.pub'
+`
+
+// homeDir returns the directory that holds the default identity and
+// known_hosts: $SECUREPEER_HOME, or ~/.securepeer.
+func (e *env) homeDir() (string, error) {
+	if h := e.getenv("SECUREPEER_HOME"); h != "" {
+		return h, nil
+	}
+	home := e.getenv("HOME")
+	if home == "" {
+		var err error
+		if home, err = os.UserHomeDir(); err != nil {
+			return "", fmt.Errorf("cannot find the home directory; set SECUREPEER_HOME: %v", err)
+		}
+	}
+	return filepath.Join(home, ".securepeer"), nil
+}
+
+func (e *env) defaultIdentityPath() (string, error) {
+	dir, err := e.homeDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "id_ed25519"), nil
+}
+
+// loadIdentity loads the identity at path, or the default identity if path
+// is empty, creating the default one (with a notice) if it does not exist.
+func (e *env) loadIdentity(path string) (*securepeer.Identity, error) {
+	explicit := path != ""
+	if !explicit {
+		var err error
+		if path, err = e.defaultIdentityPath(); err != nil {
+			return nil, err
+		}
+	}
+	if strings.HasSuffix(path, ".pub") {
+		return nil, usageErrorf("%s is a public key; -i takes the private key file, %s", path, strings.TrimSuffix(path, ".pub"))
+	}
+	_, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		id, err := securepeer.GenerateIdentity()
+		if err != nil {
+			return nil, err
+		}
+		if err := writeIdentity(path, id, defaultComment(), false); err != nil {
+			return nil, err
+		}
+		e.notef("created a new identity %s (%s); share %s.pub with your peers", path, id.PublicKey().Fingerprint(), path)
+		return id, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("identity file %s does not exist; create it with securepeer keygen -f %s, or leave out -i to use the default identity", path, path)
+	}
+	id, err := securepeer.LoadIdentity(path)
+	if err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+func runKeygen(_ context.Context, e *env, args []string) error {
+	fset := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	file := fset.String("f", "", "")
+	force := fset.Bool("force", false, "")
+	comment := fset.String("C", defaultComment(), "")
+	rest, err := parseFlags(fset, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErrorf("keygen: unexpected argument %q; the file goes after -f, as in securepeer keygen -f %s", rest[0], rest[0])
+	}
+	if strings.ContainsAny(*comment, "\r\n") {
+		return usageErrorf("keygen: the comment must be one line")
+	}
+	path := *file
+	if path == "" {
+		if path, err = e.defaultIdentityPath(); err != nil {
+			return err
+		}
+	}
+	if strings.HasSuffix(path, ".pub") {
+		return usageErrorf("keygen: -f names the private key file; %s.pub is written next to it", strings.TrimSuffix(path, ".pub"))
+	}
+	id, err := securepeer.GenerateIdentity()
+	if err != nil {
+		return err
+	}
+	if err := writeIdentity(path, id, *comment, *force); err != nil {
+		return err
+	}
+	printPublicKey(e, id.PublicKey())
+	return nil
+}
+
+func runID(_ context.Context, e *env, args []string) error {
+	fset := flag.NewFlagSet("id", flag.ContinueOnError)
+	idFile := fset.String("i", "", "")
+	rest, err := parseFlags(fset, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageErrorf("id: unexpected argument %q; the identity file goes after -i, as in securepeer id -i %s", rest[0], rest[0])
+	}
+	id, err := e.loadIdentity(*idFile)
+	if err != nil {
+		return err
+	}
+	printPublicKey(e, id.PublicKey())
+	return nil
+}
+
+func printPublicKey(e *env, k securepeer.PublicKey) {
+	fmt.Fprintln(e.stdout, k.String())
+	fmt.Fprintln(e.stdout, k.Fingerprint())
+}
+
+// writeIdentity writes id to path (mode 0600) and its public key to
+// path.pub, creating the directory (mode 0700) if needed. Without force it
+// refuses to replace either file. Each file is written to a temporary name
+// and renamed, so a crash never leaves half a key.
+func writeIdentity(path string, id *securepeer.Identity, comment string, force bool) error {
+	pubPath := path + ".pub"
+	if !force {
+		for _, p := range []string{path, pubPath} {
+			if _, err := os.Lstat(p); err == nil {
+				return fmt.Errorf("%s already exists; use -force to overwrite it (the identity in it will be lost) or -f to write elsewhere", p)
+			}
+		}
+	}
+	priv, err := id.MarshalOpenSSH(comment)
+	if err != nil {
+		return err
+	}
+	pub := id.PublicKey().String()
+	if comment != "" {
+		pub += " " + comment
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(path, priv, 0o600, force); err != nil {
+		return err
+	}
+	return writeFileAtomic(pubPath, []byte(pub+"\n"), 0o644, force)
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode, replace bool) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename, this fails harmlessly
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if !replace {
+		// Link fails if path exists, closing the race with another keygen
+		// between the check in writeIdentity and here.
+		if err := os.Link(tmp.Name(), path); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%s already exists; use -force to overwrite it", path)
+			}
+			return err
+		}
+		return nil
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// defaultComment is what ssh-keygen puts in keys: user@host.
+func defaultComment() string {
+	name := "securepeer"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		name += "@" + h
+	}
+	return name
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}

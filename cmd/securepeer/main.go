@@ -1,0 +1,222 @@
+// Command securepeer makes encrypted, mutually authenticated streams between
+// two peers identified by Ed25519 keys: a secure netcat, a per-connection
+// command runner and a TCP tunnel, with ssh-style known hosts.
+//
+// Run `securepeer help` for the subcommands and `securepeer help CMD` for
+// each one's flags and examples.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+const usage = `securepeer makes encrypted, mutually authenticated streams between peers
+identified by Ed25519 keys, with no certificates and no authorities.
+
+Usage:
+    securepeer keygen [-f FILE] [-force]      make an identity (key pair)
+    securepeer id [-i FILE]                   print your public key and fingerprint
+    securepeer listen [flags] ADDR            accept peers: stdio, -exec or -to
+    securepeer connect [flags] ADDR           connect to a peer: stdio or -from
+    securepeer demo                           two peers shake hands in this process
+    securepeer help [CMD]                     describe a subcommand
+
+Your identity is $SECUREPEER_HOME/id_ed25519 (default ~/.securepeer/id_ed25519),
+created on first use; -i FILE selects another, such as ~/.ssh/id_ed25519.
+Peers you connect to are remembered in known_hosts next to it, as ssh does.
+
+Examples:
+    # receive a file in one shell...
+    securepeer listen -allow friends.pub :5000 > photo.jpg
+    # ...and send it from another
+    securepeer connect -accept-new example.org:5000 < photo.jpg
+
+    # an upper-casing echo server, and a client for it
+    securepeer listen -exec 'tr a-z A-Z' 127.0.0.1:5000
+    echo 'beep boop' | securepeer connect 127.0.0.1:5000
+
+Exit status: 0 success, 1 connection or protocol error, 2 usage error,
+3 peer rejected or key mismatch, 130 interrupted (Ctrl-C).
+`
+
+// Exit codes, as documented in usage.
+const (
+	exitOK          = 0
+	exitFailure     = 1 // connection or protocol error, or anything else
+	exitUsage       = 2
+	exitRejected    = 3 // a peer refused us, or we refused a peer's key
+	exitInterrupted = 130
+)
+
+// A command is one subcommand.
+type command struct {
+	name  string
+	usage string
+	run   func(ctx context.Context, env *env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"keygen", keygenUsage, runKeygen},
+		{"id", idUsage, runID},
+		{"listen", listenUsage, runListen},
+		{"connect", connectUsage, runConnect},
+		{"demo", demoUsage, runDemo},
+	}
+}
+
+func findCommand(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+// env is what a subcommand may touch of the outside world, so that tests
+// and the demo can run commands with their own streams.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal, the default action comes back: a second Ctrl-C
+	// ends the program at once, even if a clean close is stuck.
+	context.AfterFunc(ctx, stop)
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	code := run(ctx, e, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run runs the command line args and returns the exit code.
+func run(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, usage)
+		return exitUsage
+	}
+	name := args[0]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if name == "help" && len(args) > 1 {
+			c, ok := findCommand(args[1])
+			if !ok {
+				return report(e, usageErrorf("help: unknown subcommand %q; the subcommands are %s", args[1], commandNames()))
+			}
+			fmt.Fprint(e.stdout, c.usage)
+			return exitOK
+		}
+		fmt.Fprint(e.stdout, usage)
+		return exitOK
+	case "-version", "--version", "version":
+		fmt.Fprintln(e.stdout, "securepeer", version())
+		return exitOK
+	}
+	c, ok := findCommand(name)
+	if !ok {
+		hint := ""
+		if strings.HasPrefix(name, "-") {
+			hint = "; flags go after the subcommand, as in securepeer connect " + name + " ADDR"
+		}
+		return report(e, usageErrorf("unknown subcommand %q%s; the subcommands are %s", name, hint, commandNames()))
+	}
+	err := c.run(ctx, e, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(e.stdout, c.usage)
+		return exitOK
+	}
+	return report(e, err)
+}
+
+func commandNames() string {
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// report prints err, if any, as one line on stderr and returns the exit code
+// it calls for.
+func report(e *env, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	code := exitFailure
+	var ce *codeError
+	if errors.As(err, &ce) {
+		code = ce.code
+	}
+	if code == exitInterrupted {
+		// The user knows; the clean close has been done.
+		return code
+	}
+	msg := err.Error()
+	// Library errors carry their own prefix.
+	msg = strings.TrimPrefix(msg, "securepeer: ")
+	fmt.Fprintf(e.stderr, "securepeer: %s\n", msg)
+	return code
+}
+
+// A codeError is an error that ends the program with a given exit code.
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e *codeError) Error() string { return e.err.Error() }
+func (e *codeError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return &codeError{exitUsage, fmt.Errorf(format, args...)}
+}
+
+func rejectedErrorf(format string, args ...any) error {
+	return &codeError{exitRejected, fmt.Errorf(format, args...)}
+}
+
+var errInterrupted = &codeError{exitInterrupted, errors.New("interrupted")}
+
+// notef prints a notice for the user on stderr.
+func (e *env) notef(format string, args ...any) {
+	fmt.Fprintf(e.stderr, "securepeer: "+format+"\n", args...)
+}
+
+// parseFlags parses args with fs, allowing flags after positional arguments
+// (securepeer listen :5000 -exec cat), as users of nc and ssh expect. It
+// returns the positional arguments. Errors are usage errors naming the
+// subcommand; -h returns flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageErrorf("%s: %v; see securepeer help %s", fs.Name(), err, fs.Name())
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// bufSize is the copy buffer: one full securepeer record.
+const bufSize = 64 << 10
+
+// closeTimeout bounds how long a clean close waits for a peer that does not
+// read before cutting the connection.
+const closeTimeout = 5 * time.Second
+
+var errConnRefused = syscall.ECONNREFUSED
+
+// copyStream copies src to dst in record-sized chunks. It hides ReadFrom and
+// WriteTo, whose fallbacks copy in 32 KiB pieces.
+func copyStream(dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, bufSize)
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
+}
+
+// joinStdio joins s to stdin and stdout, as nc does: stdin's end half-closes
+// the stream (the peer reads io.EOF and can still answer), and the join
+// ends when both directions have ended. When stdin is a terminal, the
+// peer's end alone ends the join, as nobody is going to type an end of
+// file to a transfer that is over. It returns errInterrupted if ctx ends
+// first, after closing s cleanly.
+//
+// A goroutine blocked reading stdin cannot be woken up; it is left behind,
+// which is harmless as the program exits when joinStdio returns.
+func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool, stdout io.Writer, m *meter) error {
+	sendDone := make(chan error, 1)
+	go func() {
+		_, err := copyStream(s.conn, m.countSent(stdin))
+		if err == nil {
+			err = s.conn.CloseWrite()
+		}
+		sendDone <- err
+	}()
+	recvDone := make(chan error, 1)
+	go func() {
+		_, err := copyStream(stdout, m.countReceived(s.conn))
+		recvDone <- err
+	}()
+
+	sent, received := false, false
+	for !received || !(sent || interactive) {
+		select {
+		case err := <-recvDone:
+			recvDone = nil
+			if err != nil {
+				s.abort()
+				return streamError(s, err)
+			}
+			received = true
+		case err := <-sendDone:
+			sendDone = nil
+			if err != nil {
+				// Reading stdin or writing to the peer failed: the peer may
+				// be missing data, so it must not see a clean end.
+				s.abort()
+				if recvDone != nil {
+					<-recvDone
+				}
+				if received {
+					return fmt.Errorf("the peer at %s closed the connection before it had all of stdin: %v", s.remoteAddr, err)
+				}
+				return streamError(s, err)
+			}
+			sent = true
+		case <-ctx.Done():
+			s.close()
+			return errInterrupted
+		}
+	}
+	s.close()
+	return nil
+}
+
+// streamError explains a failure in the middle of a stream.
+func streamError(s *stream, err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("the connection with %s ended without the peer's end of stream, so data may be missing: %v", s.remoteAddr, err)
+	}
+	return fmt.Errorf("stream with %s: %w", s.remoteAddr, err)
+}
+
+// proxy copies between the secure stream s and a plain connection c in both
+// directions, passing each direction's end on as a half-close, until both
+// are done, one fails, or ctx ends. A failure cuts both connections without
+// a clean end, so neither side mistakes a broken transfer for a complete
+// one; ctx ending closes both cleanly.
+func proxy(ctx context.Context, s *stream, c net.Conn) error {
+	errc := make(chan error, 2)
+	go func() { // c → s
+		_, err := copyStream(s.conn, c)
+		if err == nil {
+			err = s.conn.CloseWrite()
+		}
+		errc <- err
+	}()
+	go func() { // s → c
+		_, err := copyStream(c, s.conn)
+		if err == nil {
+			err = closeWrite(c)
+		}
+		errc <- err
+	}()
+
+	var first error
+	interrupted := false
+	done := ctx.Done()
+	for n := 0; n < 2; {
+		select {
+		case err := <-errc:
+			n++
+			if err != nil && first == nil && !interrupted {
+				first = err
+				s.abort()
+				resetClose(c)
+			}
+		case <-done:
+			done = nil
+			interrupted = true
+			s.close()
+			c.Close()
+		}
+	}
+	s.conn.Close()
+	c.Close()
+	return first
+}
+
+// closeWrite half-closes c if it can, and closes it otherwise.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
+// resetClose closes a TCP connection with a reset, so that the program on
+// the other end sees an error rather than a clean end of data.
+func resetClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// A meter counts the bytes of a transfer and shows them on a terminal.
+type meter struct {
+	sent, received atomic.Int64
+	start          time.Time
+
+	out   io.Writer
+	delay time.Duration // how long to wait before showing anything
+
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+	shown    bool // written only by the render goroutine, read after done
+}
+
+// newMeter returns a meter that renders to out every half second once delay
+// has passed, or one that only counts if out is nil.
+func newMeter(out io.Writer, delay time.Duration) *meter {
+	m := &meter{start: time.Now(), out: out, delay: delay}
+	if out == nil {
+		return m
+	}
+	m.stop = make(chan struct{})
+	m.done = make(chan struct{})
+	go m.render()
+	return m
+}
+
+func (m *meter) render() {
+	defer close(m.done)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			if m.shown {
+				fmt.Fprintf(m.out, "\r%s\x1b[K\n", m.line(time.Since(m.start)))
+			}
+			return
+		case <-t.C:
+			if d := time.Since(m.start); d >= m.delay {
+				m.shown = true
+				fmt.Fprintf(m.out, "\r%s\x1b[K", m.line(d))
+			}
+		}
+	}
+}
+
+// finish stops rendering, leaving the final figures on their own line.
+func (m *meter) finish() {
+	if m.stop == nil {
+		return
+	}
+	m.stopOnce.Do(func() { close(m.stop) })
+	<-m.done
+}
+
+func (m *meter) line(elapsed time.Duration) string {
+	sent, recv := m.sent.Load(), m.received.Load()
+	secs := elapsed.Seconds()
+	rate := 0.0
+	if secs > 0 {
+		rate = float64(sent+recv) / secs
+	}
+	e := elapsed.Round(time.Second)
+	return fmt.Sprintf("sent %s, received %s, %s/s, %d:%02d",
+		formatBytes(float64(sent)), formatBytes(float64(recv)), formatBytes(rate), int(e.Minutes()), int(e.Seconds())%60)
+}
+
+// formatBytes formats n bytes with binary units, as "12.3 MiB".
+func formatBytes(n float64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", int64(n))
+	}
+	i := -1
+	for n >= 1024 && i < len(units)-1 {
+		n /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", n, units[i])
+}
+
+func (m *meter) countSent(r io.Reader) io.Reader     { return &countingReader{r, &m.sent} }
+func (m *meter) countReceived(r io.Reader) io.Reader { return &countingReader{r, &m.received} }
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}

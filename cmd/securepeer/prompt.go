@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Questions go to the controlling terminal, never to stdin and stdout, which
+// carry the stream (echo hi | securepeer connect host:port must still be
+// able to ask). A process without a terminal gets errNoTerminal and refuses.
+
+var errNoTerminal = errors.New("no terminal to ask")
+
+// testOnlyNoTerminal makes the command behave as if it had no controlling
+// terminal, so that tests do not depend on how they were started.
+var testOnlyNoTerminal = false
+
+// terminalPath is the controlling terminal.
+const terminalPath = "/dev/tty"
+
+// haveTerminal reports whether questions can be asked.
+func haveTerminal() bool {
+	if testOnlyNoTerminal {
+		return false
+	}
+	f, err := os.OpenFile(terminalPath, os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// askYesNo asks question on the terminal until the answer is yes or no, or
+// the fingerprint fp, which counts as yes, as in ssh. It gives up with
+// ctx's error when ctx ends.
+func askYesNo(ctx context.Context, question, fp string) (bool, error) {
+	if testOnlyNoTerminal {
+		return false, errNoTerminal
+	}
+	tty, err := os.OpenFile(terminalPath, os.O_RDWR, 0)
+	if err != nil {
+		return false, errNoTerminal
+	}
+	defer tty.Close()
+	// A terminal is pollable, so a past deadline wakes up a blocked read.
+	stop := context.AfterFunc(ctx, func() { tty.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	fmt.Fprint(tty, question)
+	r := bufio.NewReader(tty)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			fmt.Fprintln(tty)
+			if ctx.Err() != nil {
+				return false, fmt.Errorf("no answer before the handshake timed out: %w", ctx.Err())
+			}
+			return false, fmt.Errorf("reading the answer from the terminal: %w", err)
+		}
+		answer := strings.TrimSpace(line)
+		switch {
+		case strings.EqualFold(answer, "yes"):
+			return true, nil
+		case strings.EqualFold(answer, "no"):
+			return false, nil
+		case subtle.ConstantTimeCompare([]byte(answer), []byte(fp)) == 1:
+			return true, nil
+		case strings.HasPrefix(answer, "SHA256:"):
+			fmt.Fprint(tty, "That fingerprint does not match. Please type 'yes', 'no' or the fingerprint: ")
+		default:
+			fmt.Fprint(tty, "Please type 'yes', 'no' or the fingerprint: ")
+		}
+	}
+}
