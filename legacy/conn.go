@@ -381,7 +381,7 @@ func (c *Conn) readFrameLocked() error {
 		c.in.err = io.EOF
 		return nil
 	}
-	ct, err := base64.StdEncoding.DecodeString(f.ct)
+	ct, err := base64.StdEncoding.DecodeString(f.ct) // checked by parseFrame
 	if err != nil {
 		return c.failRead(errMalformedFrame) // unreachable: parseFrame checked it
 	}

@@ -78,7 +78,7 @@ func parseDHPublic(s string) (*big.Int, error) {
 	if len(s) > base64.StdEncoding.EncodedLen(modp5Len) {
 		return nil, errDHRange
 	}
-	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	b, err := decodeBase64(s)
 	if err != nil {
 		return nil, errHeader("dh.public is not base64")
 	}

@@ -176,7 +176,7 @@ func parseHeader(line []byte) (*header, error) {
 	if len(hash) > maxSigLen {
 		return nil, errHeader("signature is too long")
 	}
-	if h.sig, err = base64.StdEncoding.Strict().DecodeString(hash); err != nil {
+	if h.sig, err = decodeBase64(hash); err != nil {
 		return nil, errHeader("signature is not base64")
 	}
 	if h.payload, err = jsonString(outer, "payload", "header"); err != nil {
@@ -192,7 +192,7 @@ func parseHeader(line []byte) (*header, error) {
 	if len(h.token) != tokenLen {
 		return nil, errHeader("token is not %d base64 characters", tokenLen)
 	}
-	if tok, err := base64.StdEncoding.Strict().DecodeString(h.token); err != nil || len(tok) != tokenBytes {
+	if tok, err := decodeBase64(h.token); err != nil || len(tok) != tokenBytes {
 		return nil, errHeader("token is not %d bytes of base64", tokenBytes)
 	}
 
@@ -285,7 +285,7 @@ func parseFrame(line []byte) (frame, error) {
 		return f, errMalformedFrame
 	}
 	var err error
-	if f.sig, err = base64.StdEncoding.Strict().DecodeString(string(sig)); err != nil {
+	if f.sig, err = decodeBase64(string(sig)); err != nil {
 		return f, errMalformedFrame
 	}
 	return f, nil
@@ -305,6 +305,16 @@ func isBase64(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// decodeBase64 decodes canonical padded standard base64, as Node's
+// toString('base64') writes it. Unlike the encoding/base64 decoders, it
+// rejects "\r" and "\n", so that one value has one spelling.
+func decodeBase64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("newline in base64")
+	}
+	return base64.StdEncoding.Strict().DecodeString(s)
 }
 
 // appendFrame appends a frame line with its "\n". ct is base64; an end frame
