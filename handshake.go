@@ -53,8 +53,17 @@ func (c *Conn) handshake(ctx context.Context) error {
 	hs := &handshakeState{c: c, ctx: ctx, cfg: c.config, dh: new(x25519)}
 	defer hs.clear()
 	defer func() {
-		if hs.flight != nil {
-			c.conn.SetDeadline(time.Unix(1, 0)) // unblock the writer
+		// On failure the first flight may still be on its way; let it
+		// finish for a moment, so the peer hears why, then cut it short.
+		if hs.flight == nil {
+			return
+		}
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case <-hs.flight:
+		case <-t.C:
+			c.conn.SetDeadline(time.Unix(1, 0))
 			<-hs.flight
 		}
 	}()

@@ -1,0 +1,1028 @@
+package securepeer
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The original module's scenarios (test/*.js of secure-peer), each over
+// loopback TCP and over net.Pipe.
+
+func TestAcceptEcho(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			a, b := tr.pair(t)
+			alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+			var verified atomic.Value
+			server := Server(b, &Config{Identity: bob, Verify: func(_ context.Context, k PublicKey) error {
+				verified.Store(k)
+				return nil
+			}})
+			client := Client(a, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
+			done := run(func() error { return echoUpper(server) })
+
+			if _, err := client.Write([]byte("beep boop\n")); err != nil {
+				t.Fatal(err)
+			}
+			if err := client.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != "BEEP BOOP\n" {
+				t.Errorf("got %q, want %q", got, "BEEP BOOP\n")
+			}
+			if err := wait(t, done); err != nil {
+				t.Fatal(err)
+			}
+			if k := verified.Load(); k != alice.PublicKey() {
+				t.Errorf("server verified %v, want alice", k)
+			}
+			if client.RemoteKey() != bob.PublicKey() || server.RemoteKey() != alice.PublicKey() {
+				t.Error("RemoteKey does not match the peers' identities")
+			}
+			cs, ss := client.ConnectionState(), server.ConnectionState()
+			if !cs.HandshakeComplete || !cs.Initiator || ss.Initiator || !cs.PostQuantum || !ss.PostQuantum {
+				t.Errorf("unexpected states %+v / %+v", cs, ss)
+			}
+			if !bytes.Equal(cs.ChannelBinding, ss.ChannelBinding) || len(cs.ChannelBinding) != 32 {
+				t.Error("channel bindings differ")
+			}
+			// After the end of stream, Read keeps returning io.EOF.
+			if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Errorf("Read after EOF = %d, %v", n, err)
+			}
+			closeBoth(client, server)
+		})
+	}
+}
+
+func TestAcceptAfterDelayedVerify(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			a, b := tr.pair(t)
+			release := make(chan struct{})
+			server := Server(b, &Config{Identity: testIdentity(t, 2), Verify: func(ctx context.Context, _ PublicKey) error {
+				select {
+				case <-release:
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}})
+			client := Client(a, &Config{Identity: testIdentity(t, 1)})
+			done := run(func() error { return echoUpper(server) })
+			time.AfterFunc(200*time.Millisecond, func() { close(release) })
+			if _, err := client.Write([]byte("beep boop")); err != nil {
+				t.Fatal(err)
+			}
+			client.CloseWrite()
+			got, err := io.ReadAll(client)
+			if err != nil || string(got) != "BEEP BOOP" {
+				t.Fatalf("got %q, %v", got, err)
+			}
+			if err := wait(t, done); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestManySmallWrites(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			a, b := tr.pair(t)
+			client := Client(a, &Config{Identity: testIdentity(t, 1)})
+			server := Server(b, &Config{Identity: testIdentity(t, 2)})
+			var want bytes.Buffer
+			for i := range 2000 {
+				fmt.Fprintf(&want, "%d,", i)
+			}
+			done := run(func() error {
+				for _, part := range strings.SplitAfter(want.String(), ",") {
+					if _, err := client.Write([]byte(part)); err != nil {
+						return err
+					}
+				}
+				return client.CloseWrite()
+			})
+			got, err := io.ReadAll(server)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := wait(t, done); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want.Bytes()) {
+				t.Errorf("received %d bytes that differ from the %d sent", len(got), want.Len())
+			}
+		})
+	}
+}
+
+func TestCipherNegotiation(t *testing.T) {
+	tests := []struct {
+		name       string
+		init, resp []Cipher
+		want       Cipher
+		wantErr    bool
+	}{
+		{"same", []Cipher{ChaCha20Poly1305}, []Cipher{ChaCha20Poly1305}, ChaCha20Poly1305, false},
+		{"both first", []Cipher{AES128GCM, AES256GCM}, []Cipher{AES128GCM, ChaCha20Poly1305}, AES128GCM, false},
+		{"sum of ranks", []Cipher{AES256GCM, AES128GCM}, []Cipher{AES128GCM, ChaCha20Poly1305, AES256GCM}, AES128GCM, false},
+		{"tie among full lists", []Cipher{ChaCha20Poly1305, AES128GCM, AES256GCM}, []Cipher{AES256GCM, AES128GCM}, AES256GCM, false},
+		{"tie goes to tie order", []Cipher{AES128GCM, ChaCha20Poly1305}, []Cipher{ChaCha20Poly1305, AES128GCM}, ChaCha20Poly1305, false},
+		{"tie is role independent", []Cipher{ChaCha20Poly1305, AES128GCM}, []Cipher{AES128GCM, ChaCha20Poly1305}, ChaCha20Poly1305, false},
+		{"only common one", []Cipher{AES256GCM, AES128GCM}, []Cipher{ChaCha20Poly1305, AES128GCM}, AES128GCM, false},
+		{"none in common", []Cipher{AES256GCM}, []Cipher{ChaCha20Poly1305}, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := tcpPair(t)
+			client := Client(a, &Config{Identity: testIdentity(t, 1), Ciphers: tt.init})
+			server := Server(b, &Config{Identity: testIdentity(t, 2), Ciphers: tt.resp})
+			srv := run(server.Handshake)
+			cerr := client.Handshake()
+			if cerr == nil {
+				// The initiator finishes first; the responder's error, if
+				// any, reaches it on Read.
+				cerr = wait(t, srv)
+			} else {
+				wait(t, srv)
+			}
+			if tt.wantErr {
+				if !errors.Is(cerr, ErrNoCommonCipher) {
+					t.Fatalf("client error %v, want ErrNoCommonCipher", cerr)
+				}
+				if err := server.Handshake(); !errors.Is(err, ErrNoCommonCipher) {
+					t.Fatalf("server error %v, want ErrNoCommonCipher", err)
+				}
+				return
+			}
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			if got := client.ConnectionState().Cipher; got != tt.want {
+				t.Errorf("client chose %v, want %v", got, tt.want)
+			}
+			if got := server.ConnectionState().Cipher; got != tt.want {
+				t.Errorf("server chose %v, want %v", got, tt.want)
+			}
+			echoOnce(t, client, server)
+		})
+	}
+}
+
+// echoOnce checks that data flows both ways.
+func echoOnce(t *testing.T, a, b *Conn) {
+	t.Helper()
+	done := run(func() error {
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(b, buf); err != nil {
+			return err
+		}
+		_, err := b.Write(bytes.ToUpper(buf))
+		return err
+	})
+	if _, err := a.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(a, buf); err != nil {
+		t.Fatal(err)
+	}
+	if string(buf) != "PING" {
+		t.Fatalf("echo = %q", buf)
+	}
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReject(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name+"/responder rejects", func(t *testing.T) {
+			checkNoLeaks(t)
+			a, b := tr.pair(t)
+			server := Server(b, &Config{Identity: testIdentity(t, 2), Verify: rejectAll})
+			client := Client(a, &Config{Identity: testIdentity(t, 1)})
+			srv := run(server.Handshake)
+			// The initiator's handshake completes before the responder
+			// decides; the refusal arrives as an authenticated alert.
+			var err error
+			if err = client.Handshake(); err == nil {
+				_, err = client.Read(make([]byte, 10))
+			}
+			if !errors.Is(err, ErrRejected) {
+				t.Errorf("client got %v, want ErrRejected", err)
+			}
+			if err := wait(t, srv); !errors.Is(err, errNotAllowed) {
+				t.Errorf("server got %v, want its Verify's error", err)
+			}
+			// Sticky: every later call fails the same way.
+			if _, err := server.Write([]byte("x")); !errors.Is(err, errNotAllowed) {
+				t.Errorf("server Write after reject = %v", err)
+			}
+			closeBoth(client, server)
+		})
+		t.Run(tr.name+"/initiator rejects", func(t *testing.T) {
+			checkNoLeaks(t)
+			a, b := tr.pair(t)
+			server := Server(b, &Config{Identity: testIdentity(t, 2)})
+			client := Client(a, &Config{Identity: testIdentity(t, 1), Verify: rejectAll})
+			srv := run(server.Handshake)
+			if err := client.Handshake(); !errors.Is(err, errNotAllowed) {
+				t.Errorf("client got %v, want its Verify's error", err)
+			}
+			if err := wait(t, srv); !errors.Is(err, ErrRejected) {
+				t.Errorf("server got %v, want ErrRejected", err)
+			}
+			closeBoth(client, server)
+		})
+	}
+}
+
+// TestRejectAfterAccept ports the original's "reject after accept": of two
+// checks, the first accepts and the second refuses, so the key is refused.
+func TestRejectAfterAccept(t *testing.T) {
+	a, b := tcpPair(t)
+	var calls []string
+	checks := []func(PublicKey) error{
+		func(PublicKey) error { calls = append(calls, "accept"); return nil },
+		func(PublicKey) error { calls = append(calls, "reject"); return errNotAllowed },
+	}
+	verify := func(_ context.Context, k PublicKey) error {
+		for _, check := range checks {
+			if err := check(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	server := Server(b, &Config{Identity: testIdentity(t, 2)})
+	client := Client(a, &Config{Identity: testIdentity(t, 1), Verify: verify})
+	srv := run(server.Handshake)
+	if err := client.Handshake(); !errors.Is(err, errNotAllowed) {
+		t.Fatalf("client got %v", err)
+	}
+	if err := wait(t, srv); !errors.Is(err, ErrRejected) {
+		t.Fatalf("server got %v", err)
+	}
+	if strings.Join(calls, ",") != "accept,reject" {
+		t.Errorf("calls = %v", calls)
+	}
+}
+
+func TestResponderWritesFirst(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			a, b := tr.pair(t)
+			client := Client(a, &Config{Identity: testIdentity(t, 1)})
+			server := Server(b, &Config{Identity: testIdentity(t, 2)})
+			srv := run(func() error {
+				if _, err := server.Write([]byte("hello from the responder")); err != nil {
+					return err
+				}
+				return server.CloseWrite()
+			})
+			got, err := io.ReadAll(client)
+			if err != nil || string(got) != "hello from the responder" {
+				t.Fatalf("got %q, %v", got, err)
+			}
+			if err := wait(t, srv); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestSimultaneousOpen(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			for i := range 10 {
+				a, b := tr.pair(t)
+				alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+				x := NewConn(a, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
+				y := NewConn(b, &Config{Identity: bob, Verify: pin(alice.PublicKey())})
+				other := run(y.Handshake)
+				if err := x.Handshake(); err != nil {
+					t.Fatal(i, err)
+				}
+				if err := wait(t, other); err != nil {
+					t.Fatal(i, err)
+				}
+				xs, ys := x.ConnectionState(), y.ConnectionState()
+				if xs.Initiator == ys.Initiator {
+					t.Fatalf("both sides have Initiator = %v", xs.Initiator)
+				}
+				echoOnce(t, x, y)
+				closeBoth(x, y)
+			}
+		})
+	}
+}
+
+func TestMixedModes(t *testing.T) {
+	mk := map[string]func(net.Conn, *Config) *Conn{"Client": Client, "Server": Server, "NewConn": NewConn}
+	tests := []struct {
+		a, b    string
+		wantErr bool
+	}{
+		{"Client", "Server", false},
+		{"Client", "NewConn", false},
+		{"NewConn", "Server", false},
+		{"NewConn", "NewConn", false},
+		{"Client", "Client", true},
+		{"Server", "Server", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.a+"-"+tt.b, func(t *testing.T) {
+			checkNoLeaks(t)
+			p, q := tcpPair(t)
+			x := mk[tt.a](p, &Config{Identity: testIdentity(t, 1), HandshakeTimeout: 10 * time.Second})
+			y := mk[tt.b](q, &Config{Identity: testIdentity(t, 2), HandshakeTimeout: 10 * time.Second})
+			other := run(y.Handshake)
+			err := x.Handshake()
+			oerr := wait(t, other)
+			if tt.wantErr {
+				if err == nil || oerr == nil {
+					t.Fatalf("errors %v / %v, want both to fail", err, oerr)
+				}
+				t.Log(err)
+				return
+			}
+			if err != nil || oerr != nil {
+				t.Fatal(err, oerr)
+			}
+			echoOnce(t, x, y)
+			closeBoth(x, y)
+		})
+	}
+}
+
+func TestPostQuantumNegotiation(t *testing.T) {
+	tests := []struct {
+		initOff, respOff bool
+		want             bool
+	}{
+		{false, false, true},
+		{true, false, false},
+		{false, true, false},
+		{true, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("initiatorOff=%v,responderOff=%v", tt.initOff, tt.respOff), func(t *testing.T) {
+			a, b := tcpPair(t)
+			client := Client(a, &Config{Identity: testIdentity(t, 1), DisablePostQuantum: tt.initOff})
+			server := Server(b, &Config{Identity: testIdentity(t, 2), DisablePostQuantum: tt.respOff})
+			srv := run(server.Handshake)
+			if err := client.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if err := wait(t, srv); err != nil {
+				t.Fatal(err)
+			}
+			if c, s := client.ConnectionState().PostQuantum, server.ConnectionState().PostQuantum; c != tt.want || s != tt.want {
+				t.Errorf("PostQuantum = %v/%v, want %v", c, s, tt.want)
+			}
+			echoOnce(t, client, server)
+		})
+	}
+}
+
+// TestPostQuantumDowngrade strips the ML-KEM offer from message 1 in
+// transit: the handshake must fail rather than fall back to X25519 alone.
+func TestPostQuantumDowngrade(t *testing.T) {
+	p := &proxy{
+		handshakeMessages: map[string]int{"c2s": 2, "s2c": 1},
+		filter: func(dir string, i int, unit []byte) [][]byte {
+			if dir == "c2s" && i == 1 {
+				// Message 1: length, e (32), ciphers, then the uint16 KEM
+				// key length and the key, which are its last bytes.
+				const kem = 1184
+				if len(unit) > kem+2 {
+					m := append([]byte(nil), unit[:len(unit)-kem-2]...)
+					m = append(m, 0, 0)
+					n := len(m) - 2
+					m[0], m[1] = byte(n>>8), byte(n)
+					return [][]byte{m}
+				}
+			}
+			return [][]byte{unit}
+		},
+	}
+	a, b := p.start(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1), HandshakeTimeout: 10 * time.Second})
+	server := Server(b, &Config{Identity: testIdentity(t, 2), HandshakeTimeout: 10 * time.Second})
+	srv := run(server.Handshake)
+	cerr := client.Handshake()
+	serr := wait(t, srv)
+	if cerr == nil || serr == nil {
+		t.Fatalf("handshake survived the downgrade: client %v, server %v", cerr, serr)
+	}
+}
+
+func TestTamperingProxy(t *testing.T) {
+	// Flip one bit in each unit in turn, in each direction: the hellos, the
+	// handshake messages and the records. The receiver must fail and never
+	// deliver data other than what was sent.
+	const msg = "beep boop"
+	for _, dir := range []string{"c2s", "s2c"} {
+		units := map[string]int{"c2s": 5, "s2c": 3} // hello, handshake messages, data, end
+		for unit := range units[dir] {
+			t.Run(fmt.Sprintf("%s/unit%d", dir, unit), func(t *testing.T) {
+				checkNoLeaks(t)
+				p := &proxy{
+					handshakeMessages: map[string]int{"c2s": 2, "s2c": 1},
+					filter: func(d string, i int, u []byte) [][]byte {
+						if d == dir && i == unit {
+							u = append([]byte(nil), u...)
+							u[len(u)/2] ^= 0x10
+						}
+						return [][]byte{u}
+					},
+				}
+				a, b := p.start(t)
+				client := Client(a, &Config{Identity: testIdentity(t, 1), HandshakeTimeout: 5 * time.Second})
+				server := Server(b, &Config{Identity: testIdentity(t, 2), HandshakeTimeout: 5 * time.Second})
+				srv := run(func() error {
+					defer server.Close()
+					got, err := io.ReadAll(server)
+					if err == nil {
+						return fmt.Errorf("server read %q without error", got)
+					}
+					if len(got) > 0 && !strings.HasPrefix(msg, string(got)) {
+						return fmt.Errorf("server delivered wrong data %q", got)
+					}
+					return nil
+				})
+				cli := run(func() error {
+					defer client.Close()
+					if _, err := client.Write([]byte(msg)); err != nil {
+						return err
+					}
+					client.CloseWrite()
+					_, err := io.ReadAll(client)
+					return err
+				})
+				serr := wait(t, srv)
+				cerr := wait(t, cli)
+				if dir == "c2s" && serr != nil {
+					t.Fatal(serr)
+				}
+				if dir == "s2c" && cerr == nil {
+					t.Fatal("client read to EOF although the responder's stream was altered")
+				}
+			})
+		}
+	}
+}
+
+func TestTruncation(t *testing.T) {
+	// Cut the responder's stream just before its end-of-stream record: the
+	// client must see io.ErrUnexpectedEOF, never a clean io.EOF.
+	p := &proxy{
+		handshakeMessages: map[string]int{"c2s": 2, "s2c": 1},
+		filter: func(d string, i int, u []byte) [][]byte {
+			if d == "s2c" && i >= 2 && u[0] == 2 { // RecordEnd
+				return nil
+			}
+			return [][]byte{u}
+		},
+	}
+	a, b := p.start(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1)})
+	server := Server(b, &Config{Identity: testIdentity(t, 2)})
+	srv := run(func() error {
+		if _, err := server.Write([]byte("partial")); err != nil {
+			return err
+		}
+		return server.Close()
+	})
+	got, err := io.ReadAll(client)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("Read error %v, want io.ErrUnexpectedEOF", err)
+	}
+	if string(got) != "partial" {
+		t.Errorf("got %q before the cut", got)
+	}
+	if err := wait(t, srv); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReorderingProxy(t *testing.T) {
+	// Swap the first two data records from the client.
+	var held []byte
+	p := &proxy{
+		handshakeMessages: map[string]int{"c2s": 2, "s2c": 1},
+		filter: func(d string, i int, u []byte) [][]byte {
+			if d != "c2s" {
+				return [][]byte{u}
+			}
+			switch i {
+			case 3:
+				held = u
+				return nil
+			case 4:
+				return [][]byte{u, held}
+			}
+			return [][]byte{u}
+		},
+	}
+	a, b := p.start(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1)})
+	server := Server(b, &Config{Identity: testIdentity(t, 2)})
+	cli := run(func() error {
+		for _, s := range []string{"first", "second", "third"} {
+			if _, err := client.Write([]byte(s)); err != nil {
+				return err
+			}
+		}
+		return client.CloseWrite()
+	})
+	got, err := io.ReadAll(server)
+	if !errors.Is(err, errAuth) {
+		t.Fatalf("Read error %v, want the authentication failure", err)
+	}
+	if len(got) != 0 {
+		t.Errorf("delivered %q from reordered records", got)
+	}
+	wait(t, cli)
+}
+
+func TestDuplicatedRecord(t *testing.T) {
+	p := &proxy{
+		handshakeMessages: map[string]int{"c2s": 2, "s2c": 1},
+		filter: func(d string, i int, u []byte) [][]byte {
+			if d == "c2s" && i == 3 {
+				return [][]byte{u, u}
+			}
+			return [][]byte{u}
+		},
+	}
+	a, b := p.start(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1)})
+	server := Server(b, &Config{Identity: testIdentity(t, 2)})
+	cli := run(func() error {
+		if _, err := client.Write([]byte("once")); err != nil {
+			return err
+		}
+		return client.CloseWrite()
+	})
+	got, err := io.ReadAll(server)
+	if !errors.Is(err, errAuth) || string(got) != "once" {
+		t.Fatalf("got %q, %v; want \"once\" then the authentication failure", got, err)
+	}
+	wait(t, cli)
+}
+
+// recorder wraps a connection and keeps a copy of what it reads.
+type recorder struct {
+	net.Conn
+	mu  sync.Mutex
+	got bytes.Buffer
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.mu.Lock()
+	r.got.Write(p[:n])
+	r.mu.Unlock()
+	return n, err
+}
+
+func (r *recorder) bytes() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]byte(nil), r.got.Bytes()...)
+}
+
+// record runs a full session and returns what each side received.
+func record(t *testing.T) (toServer, toClient []byte) {
+	a, b := tcpPair(t)
+	ra, rb := &recorder{Conn: a}, &recorder{Conn: b}
+	client := Client(ra, &Config{Identity: testIdentity(t, 1)})
+	server := Server(rb, &Config{Identity: testIdentity(t, 2)})
+	srv := run(func() error { return echoUpper(server) })
+	client.Write([]byte("secret command"))
+	client.CloseWrite()
+	if got, err := io.ReadAll(client); err != nil || string(got) != "SECRET COMMAND" {
+		t.Fatalf("recording: %q, %v", got, err)
+	}
+	if err := wait(t, srv); err != nil {
+		t.Fatal(err)
+	}
+	return rb.bytes(), ra.bytes()
+}
+
+func TestReplay(t *testing.T) {
+	toServer, toClient := record(t)
+	t.Run("to a fresh server", func(t *testing.T) {
+		checkNoLeaks(t)
+		a, b := tcpPair(t)
+		server := Server(b, &Config{Identity: testIdentity(t, 2), HandshakeTimeout: 5 * time.Second})
+		go func() {
+			a.Write(toServer)
+			io.Copy(io.Discard, a)
+		}()
+		got, err := io.ReadAll(server)
+		if err == nil || len(got) != 0 {
+			t.Fatalf("replayed session delivered %q, %v", got, err)
+		}
+		if !errors.Is(err, errAuth) {
+			t.Errorf("error %v, want the authentication failure", err)
+		}
+		server.Close()
+	})
+	t.Run("to a fresh client", func(t *testing.T) {
+		checkNoLeaks(t)
+		a, b := tcpPair(t)
+		client := Client(a, &Config{Identity: testIdentity(t, 1), HandshakeTimeout: 5 * time.Second})
+		go func() {
+			b.Write(toClient)
+			io.Copy(io.Discard, b)
+		}()
+		got, err := io.ReadAll(client)
+		if err == nil || len(got) != 0 {
+			t.Fatalf("replayed session delivered %q, %v", got, err)
+		}
+		client.Close()
+	})
+}
+
+func TestIdentityHiding(t *testing.T) {
+	toServer, toClient := record(t)
+	transcript := append(append([]byte(nil), toServer...), toClient...)
+	for _, id := range []*Identity{testIdentity(t, 1), testIdentity(t, 2)} {
+		k := id.PublicKey()
+		for name, needle := range map[string][]byte{
+			"raw key":         k.key[:],
+			"ssh wire":        k.sshWire(),
+			"authorized_keys": []byte(k.String()),
+			"fingerprint":     []byte(k.Fingerprint()),
+			"key prefix":      k.key[:8],
+			"static key":      id.static.PublicKey().Bytes()[:8],
+			"signature":       id.staticSig[:8],
+		} {
+			if bytes.Contains(transcript, needle) {
+				t.Errorf("the transcript contains the %s of an identity", name)
+			}
+		}
+	}
+}
+
+// TestManInTheMiddle puts a securepeer peer with its own key between the
+// two sides: a client that pins the real server refuses it, and learns
+// nothing it did not have.
+func TestManInTheMiddle(t *testing.T) {
+	alice, bob, mallory := testIdentity(t, 1), testIdentity(t, 2), testIdentity(t, 3)
+	a, m1 := tcpPair(t)
+	m2, b := tcpPair(t)
+	var sawClientKey atomic.Bool
+	fakeServer := Server(m1, &Config{Identity: mallory, Verify: func(_ context.Context, k PublicKey) error {
+		sawClientKey.Store(true)
+		return nil
+	}})
+	fakeClient := Client(m2, &Config{Identity: mallory})
+	realServer := Server(b, &Config{Identity: bob})
+	go func() {
+		if fakeServer.Handshake() == nil && fakeClient.Handshake() == nil {
+			go io.Copy(fakeClient, fakeServer)
+			io.Copy(fakeServer, fakeClient)
+		}
+	}()
+	go realServer.Handshake()
+	client := Client(a, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
+	err := client.Handshake()
+	if !errors.Is(err, errNotAllowed) {
+		t.Fatalf("client handshake through the MITM: %v", err)
+	}
+	if sawClientKey.Load() {
+		t.Error("the man in the middle learned the client's identity")
+	}
+}
+
+func TestLargeTransfer(t *testing.T) {
+	const size = 64 << 20
+	a, b := tcpPair(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1)})
+	server := Server(b, &Config{Identity: testIdentity(t, 2)})
+	sent := sha256.New()
+	cli := run(func() error {
+		buf := make([]byte, 1<<20+123) // not a multiple of the record size
+		for left := size; left > 0; {
+			n := min(left, len(buf))
+			rand.Read(buf[:n])
+			sent.Write(buf[:n])
+			if _, err := client.Write(buf[:n]); err != nil {
+				return err
+			}
+			left -= n
+		}
+		return client.CloseWrite()
+	})
+	got := sha256.New()
+	n, err := io.Copy(got, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, cli); err != nil {
+		t.Fatal(err)
+	}
+	if n != size || !bytes.Equal(got.Sum(nil), sent.Sum(nil)) {
+		t.Fatalf("received %d bytes with a different hash", n)
+	}
+}
+
+func TestKeyRotation(t *testing.T) {
+	old := rekeyInterval
+	rekeyInterval = 3
+	defer func() { rekeyInterval = old }()
+	a, b := tcpPair(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1), Ciphers: []Cipher{ChaCha20Poly1305}})
+	server := Server(b, &Config{Identity: testIdentity(t, 2), Ciphers: []Cipher{ChaCha20Poly1305}})
+	var want bytes.Buffer
+	cli := run(func() error {
+		for i := range 20 {
+			s := fmt.Sprintf("record %d;", i)
+			want.WriteString(s)
+			if _, err := client.Write([]byte(s)); err != nil {
+				return err
+			}
+		}
+		return client.CloseWrite()
+	})
+	got, err := io.ReadAll(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, cli)
+	if string(got) != want.String() {
+		t.Fatalf("got %q", got)
+	}
+	if server.in.seq != 21 {
+		t.Errorf("read %d records, want 21", server.in.seq)
+	}
+}
+
+func TestDeadlines(t *testing.T) {
+	a, b := tcpPair(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1)})
+	server := Server(b, &Config{Identity: testIdentity(t, 2)})
+	srv := run(server.Handshake)
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, srv); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err := server.Read(make([]byte, 10))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read error %v, want a timeout", err)
+	}
+	// A timed-out Read is not fatal: clear the deadline and go on.
+	server.SetReadDeadline(time.Time{})
+	echoOnce(t, client, server)
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	checkNoLeaks(t)
+	a, b := tcpPair(t)
+	defer b.Close() // a silent peer
+	client := Client(a, &Config{Identity: testIdentity(t, 1), HandshakeTimeout: 200 * time.Millisecond})
+	err := client.Handshake()
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Handshake error %v, want a timeout", err)
+	}
+	if _, err2 := client.Write([]byte("x")); err2 == nil {
+		t.Fatal("Write after a failed handshake succeeded")
+	}
+}
+
+func TestHandshakeContextCanceled(t *testing.T) {
+	a, b := tcpPair(t)
+	defer b.Close()
+	client := Client(a, &Config{Identity: testIdentity(t, 1)})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if err := client.HandshakeContext(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
+func TestConcurrentReadWrite(t *testing.T) {
+	a, b := tcpPair(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1)})
+	server := Server(b, &Config{Identity: testIdentity(t, 2)})
+	const n = 4 << 20
+	payload := make([]byte, n)
+	rand.Read(payload)
+	// Both sides write and read at the same time, in two goroutines each.
+	side := func(c *Conn) func() error {
+		return func() error {
+			w := run(func() error {
+				if _, err := c.Write(payload); err != nil {
+					return err
+				}
+				return c.CloseWrite()
+			})
+			got, err := io.ReadAll(c)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(got, payload) {
+				return errors.New("payload mismatch")
+			}
+			return <-w
+		}
+	}
+	x, y := run(side(client)), run(side(server))
+	if err := wait(t, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, y); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHTTPOverSecurepeer(t *testing.T) {
+	checkNoLeaks(t)
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: bob, Verify: pin(alice.PublicKey())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Context().Value(connKey{}).(*Conn).RemoteKey()
+		fmt.Fprintf(w, "hello %s", key.Fingerprint())
+	}), ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, c)
+	}}
+	served := run(func() error { return srv.Serve(ln) })
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return Dial(ctx, network, addr, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
+	}}
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "hello " + alice.PublicKey().Fingerprint(); string(body) != want {
+		t.Errorf("body %q, want %q", body, want)
+	}
+	tr.CloseIdleConnections()
+	srv.Close()
+	if err := wait(t, served); !errors.Is(err, http.ErrServerClosed) {
+		t.Fatal(err)
+	}
+}
+
+type connKey struct{}
+
+func TestListenerSlowPeerDoesNotBlockAccept(t *testing.T) {
+	checkNoLeaks(t)
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(t, 2), HandshakeTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// A peer that connects and says nothing.
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	// A peer that sends garbage.
+	garbage, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	defer garbage.Close()
+
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := Dial(context.Background(), "tcp", ln.Addr().String(), &Config{Identity: testIdentity(t, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case s := <-accepted:
+		if s.(*Conn).RemoteKey() != testIdentity(t, 1).PublicKey() {
+			t.Error("accepted the wrong peer")
+		}
+		s.Close()
+	case <-time.After(20 * time.Second):
+		t.Fatal("Accept blocked behind a silent peer")
+	}
+}
+
+func TestListenerCloseEndsPendingHandshakes(t *testing.T) {
+	checkNoLeaks(t)
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(t, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	acc := run(func() error { _, err := ln.Accept(); return err })
+	ln.Close()
+	if err := wait(t, acc); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close = %v", err)
+	}
+}
+
+func TestCloseSendsEndOfStream(t *testing.T) {
+	a, b := tcpPair(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1)})
+	server := Server(b, &Config{Identity: testIdentity(t, 2)})
+	srv := run(func() error {
+		if _, err := server.Write([]byte("bye")); err != nil {
+			return err
+		}
+		return server.Close()
+	})
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("got %q, %v; want a clean EOF after Close", got, err)
+	}
+	if err := wait(t, srv); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close = %v", err)
+	}
+	if _, err := client.Write([]byte("x")); err != nil {
+		// The peer closed; the write may or may not fail, but must not panic.
+		t.Log(err)
+	}
+}
+
+func TestWriteAfterCloseWrite(t *testing.T) {
+	a, b := tcpPair(t)
+	client := Client(a, &Config{Identity: testIdentity(t, 1)})
+	server := Server(b, &Config{Identity: testIdentity(t, 2)})
+	srv := run(func() error { return echoUpper(server) })
+	client.Write([]byte("x"))
+	if err := client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write([]byte("y")); !errors.Is(err, errShutdown) {
+		t.Errorf("Write after CloseWrite = %v", err)
+	}
+	if got, err := io.ReadAll(client); err != nil || string(got) != "X" {
+		t.Errorf("half-closed side read %q, %v", got, err)
+	}
+	wait(t, srv)
+}
+
+func TestConfigErrors(t *testing.T) {
+	a, b := tcpPair(t)
+	defer b.Close()
+	tests := []struct {
+		name string
+		cfg  *Config
+	}{
+		{"nil config", nil},
+		{"no identity", &Config{}},
+		{"unknown cipher", &Config{Identity: testIdentity(t, 1), Ciphers: []Cipher{0x99}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := Client(a, tt.cfg).Handshake(); err == nil {
+				t.Fatal("handshake with a bad config succeeded")
+			} else {
+				t.Log(err)
+			}
+		})
+	}
+}
