@@ -1,0 +1,338 @@
+package securepeer
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the known-answer vectors in testdata/vectors")
+
+// A vector is one reproducible session: fixed identities, fixed randomness,
+// and every byte each side sent. Another implementation can check itself
+// against these files: feed it the same inputs and compare the bytes.
+type vector struct {
+	name               string
+	description        string
+	initiatorSeed      []byte // Ed25519 seed
+	responderSeed      []byte
+	initiatorMode      string // client or newconn
+	responderMode      string // server or newconn
+	initiatorRand      []byte // everything Config.Rand yields, in order
+	responderRand      []byte
+	initiatorCiphers   []Cipher
+	responderCiphers   []Cipher
+	initiatorNoPQ      bool
+	responderNoPQ      bool
+	initiatorData      []byte // written by the initiator, then CloseWrite
+	responderData      []byte // written by the responder after reading, then CloseWrite
+	initiatorSent      []byte
+	responderSent      []byte
+	cipher             Cipher
+	postQuantum        bool
+	channelBinding     []byte
+	initiatorRandUsed  int
+	responderRandUsed  int
+	initiatorPublicKey string
+	responderPublicKey string
+}
+
+// stream returns n deterministic bytes named by label, for vector inputs.
+func stream(label string, n int) []byte {
+	var out []byte
+	for i := 0; len(out) < n; i++ {
+		sum := sha256.Sum256([]byte(fmt.Sprintf("%s %d", label, i)))
+		out = append(out, sum[:]...)
+	}
+	return out[:n]
+}
+
+// vectorInputs are the sessions the vectors describe.
+func vectorInputs() []*vector {
+	base := func(name, desc string) *vector {
+		return &vector{
+			name:          name,
+			description:   desc,
+			initiatorSeed: stream("initiator identity", 32),
+			responderSeed: stream("responder identity", 32),
+			initiatorMode: "client",
+			responderMode: "server",
+			initiatorRand: stream("initiator rand", 256),
+			responderRand: stream("responder rand", 256),
+			initiatorData: []byte("beep boop\n"),
+			responderData: []byte("BEEP BOOP\n"),
+		}
+	}
+	v1 := base("hybrid_aes256gcm", "Client and Server with default settings: X25519 + ML-KEM-768, AES-256-GCM")
+	v1.initiatorCiphers = []Cipher{AES256GCM, ChaCha20Poly1305, AES128GCM}
+	v1.responderCiphers = []Cipher{AES256GCM, ChaCha20Poly1305, AES128GCM}
+	v2 := base("hybrid_chacha20poly1305", "the responder prefers ChaCha20-Poly1305 and lists nothing else")
+	v2.initiatorCiphers = []Cipher{AES256GCM, ChaCha20Poly1305}
+	v2.responderCiphers = []Cipher{ChaCha20Poly1305}
+	v3 := base("classical_responder_opts_out", "the responder sets DisablePostQuantum: X25519 only, AES-128-GCM")
+	v3.initiatorCiphers = []Cipher{AES128GCM}
+	v3.responderCiphers = []Cipher{AES128GCM, AES256GCM}
+	v3.responderNoPQ = true
+	v4 := base("simultaneous_open", "both sides use NewConn; the larger ephemeral key initiates")
+	v4.initiatorMode, v4.responderMode = "newconn", "newconn"
+	v4.initiatorCiphers = []Cipher{AES256GCM}
+	v4.responderCiphers = []Cipher{AES256GCM}
+	return []*vector{v1, v2, v3, v4}
+}
+
+// countingReader yields b and counts what was read; reading past the end
+// fails, so a vector states exactly the randomness a side consumes.
+type countingReader struct {
+	b []byte
+	n int
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	if r.n+len(p) > len(r.b) {
+		return 0, errors.New("vector randomness exhausted")
+	}
+	copy(p, r.b[r.n:])
+	r.n += len(p)
+	return len(p), nil
+}
+
+// runVector runs the session and fills in the outputs.
+func runVector(t *testing.T, v *vector) {
+	t.Helper()
+	a, b := tcpPair(t)
+	ra, rb := &recorder{Conn: a}, &recorder{Conn: b}
+	ia, err := NewIdentity(ed25519.NewKeyFromSeed(v.initiatorSeed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ib, err := NewIdentity(ed25519.NewKeyFromSeed(v.responderSeed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	randA, randB := &countingReader{b: v.initiatorRand}, &countingReader{b: v.responderRand}
+	cfgA := &Config{Identity: ia, Rand: randA, Ciphers: v.initiatorCiphers, DisablePostQuantum: v.initiatorNoPQ}
+	cfgB := &Config{Identity: ib, Rand: randB, Ciphers: v.responderCiphers, DisablePostQuantum: v.responderNoPQ}
+	mk := map[string]func(net.Conn, *Config) *Conn{"client": Client, "server": Server, "newconn": NewConn}
+	x, y := mk[v.initiatorMode](ra, cfgA), mk[v.responderMode](rb, cfgB)
+	srv := run(func() error {
+		got, err := io.ReadAll(y)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, v.initiatorData) {
+			return fmt.Errorf("responder read %q", got)
+		}
+		if _, err := y.Write(v.responderData); err != nil {
+			return err
+		}
+		return y.CloseWrite()
+	})
+	if _, err := x.Write(v.initiatorData); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(x)
+	if err != nil || !bytes.Equal(got, v.responderData) {
+		t.Fatalf("initiator read %q, %v", got, err)
+	}
+	if err := wait(t, srv); err != nil {
+		t.Fatal(err)
+	}
+	st := x.ConnectionState()
+	if !st.Initiator {
+		t.Fatalf("the side meant to initiate did not; pick other randomness for %s", v.name)
+	}
+	if ys := y.ConnectionState(); !bytes.Equal(ys.ChannelBinding, st.ChannelBinding) || ys.Cipher != st.Cipher {
+		t.Fatal("the two sides disagree")
+	}
+	v.initiatorSent, v.responderSent = rb.bytes(), ra.bytes()
+	v.cipher, v.postQuantum, v.channelBinding = st.Cipher, st.PostQuantum, st.ChannelBinding
+	v.initiatorRandUsed, v.responderRandUsed = randA.n, randB.n
+	v.initiatorPublicKey, v.responderPublicKey = ia.PublicKey().String(), ib.PublicKey().String()
+}
+
+func (v *vector) marshal() []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# securepeer known-answer vector: %s.\n", v.description)
+	fmt.Fprintf(&b, "# Hex fields are the exact bytes; *_rand is what Config.Rand yields, of\n")
+	fmt.Fprintf(&b, "# which *_rand_used bytes are read. Regenerate with go test -run TestVectors -update.\n")
+	kv := func(k string, v any) { fmt.Fprintf(&b, "%s: %v\n", k, v) }
+	ciphers := func(cs []Cipher) string {
+		var s []string
+		for _, c := range cs {
+			s = append(s, c.String())
+		}
+		return strings.Join(s, ",")
+	}
+	kv("initiator_mode", v.initiatorMode)
+	kv("responder_mode", v.responderMode)
+	kv("initiator_identity_seed", hex.EncodeToString(v.initiatorSeed))
+	kv("responder_identity_seed", hex.EncodeToString(v.responderSeed))
+	kv("initiator_public_key", v.initiatorPublicKey)
+	kv("responder_public_key", v.responderPublicKey)
+	kv("initiator_ciphers", ciphers(v.initiatorCiphers))
+	kv("responder_ciphers", ciphers(v.responderCiphers))
+	kv("initiator_disable_post_quantum", v.initiatorNoPQ)
+	kv("responder_disable_post_quantum", v.responderNoPQ)
+	kv("initiator_rand", hex.EncodeToString(v.initiatorRand))
+	kv("responder_rand", hex.EncodeToString(v.responderRand))
+	kv("initiator_rand_used", v.initiatorRandUsed)
+	kv("responder_rand_used", v.responderRandUsed)
+	kv("initiator_data", hex.EncodeToString(v.initiatorData))
+	kv("responder_data", hex.EncodeToString(v.responderData))
+	kv("cipher", v.cipher)
+	kv("post_quantum", v.postQuantum)
+	kv("channel_binding", hex.EncodeToString(v.channelBinding))
+	kv("initiator_sent", hex.EncodeToString(v.initiatorSent))
+	kv("responder_sent", hex.EncodeToString(v.responderSent))
+	return b.Bytes()
+}
+
+func parseVectorFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[string]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, val, ok := strings.Cut(line, ": ")
+		if !ok {
+			t.Fatalf("%s: malformed line %q", path, line)
+		}
+		m[k] = val
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestVectors runs each vector session and compares every byte with the
+// file. The files are the specification's worked examples: a change here is
+// a change of the wire protocol.
+func TestVectors(t *testing.T) {
+	inputs := vectorInputs()
+	for _, v := range inputs {
+		t.Run(v.name, func(t *testing.T) {
+			path := filepath.Join("testdata", "vectors", v.name+".txt")
+			runVector(t, v)
+			got := v.marshal()
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want := parseVectorFile(t, path)
+			have := parseVectorFile(t, writeTemp(t, got))
+			keys := make([]string, 0, len(want))
+			for k := range want {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				if have[k] != want[k] {
+					t.Errorf("%s differs:\n got %.120s\nwant %.120s", k, have[k], want[k])
+				}
+			}
+			if len(have) != len(want) {
+				t.Errorf("the file has %d fields, the run %d", len(want), len(have))
+			}
+		})
+	}
+	// Every file must be one of the vectors, so none is silently ignored.
+	files, _ := filepath.Glob(filepath.Join("testdata", "vectors", "*.txt"))
+	if len(files) != len(inputs) {
+		t.Errorf("testdata/vectors has %d files for %d vectors", len(files), len(inputs))
+	}
+}
+
+// TestVectorStructure checks the vectors against the layout PROTOCOL.md
+// describes, independently of the code that produced them: the hellos, the
+// framing of the handshake messages and records, and their sizes.
+func TestVectorStructure(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "vectors", "*.txt"))
+	if err != nil || len(files) == 0 {
+		t.Fatal("no vectors in testdata/vectors")
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			m := parseVectorFile(t, path)
+			pq, _ := strconv.ParseBool(m["post_quantum"])
+			for _, side := range []string{"initiator", "responder"} {
+				sent, err := hex.DecodeString(m[side+"_sent"])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.HasPrefix(sent, []byte("speer\x01")) {
+					t.Fatalf("%s: does not start with the hello", side)
+				}
+				rest := sent[8:]
+				var hs [][]byte
+				msgs := map[string]int{"initiator": 2, "responder": 1}[side]
+				if side == "responder" && m[side+"_mode"] == "newconn" {
+					msgs++ // its speculative message 1, which the initiator dropped
+				}
+				for range msgs {
+					n := int(rest[0])<<8 | int(rest[1])
+					hs = append(hs, rest[2:2+n])
+					rest = rest[2+n:]
+				}
+				var records []byte
+				for len(rest) > 0 {
+					n := int(rest[1])<<16 | int(rest[2])<<8 | int(rest[3])
+					records = append(records, rest[0])
+					rest = rest[4+n:]
+				}
+				if !bytes.Equal(records, []byte{1, 2}) {
+					t.Errorf("%s: record types %v, want data then end", side, records)
+				}
+				// Message 1 = e (32) + payload + tag (16); its payload has
+				// a 1184-byte ML-KEM key when the hybrid is offered.
+				if side == "initiator" {
+					m1 := hs[0]
+					offered := m["initiator_disable_post_quantum"] == "false"
+					if hasKey := len(m1) > 1184; hasKey != offered {
+						t.Errorf("message 1 is %d bytes; ML-KEM offered: %v", len(m1), offered)
+					}
+				}
+				if side == "responder" && pq {
+					if m2 := hs[len(hs)-1]; len(m2) < 1088 {
+						t.Errorf("message 2 is %d bytes, too short for an ML-KEM ciphertext", len(m2))
+					}
+				}
+			}
+		})
+	}
+}
+
+func writeTemp(t *testing.T, b []byte) string {
+	p := filepath.Join(t.TempDir(), "v.txt")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
