@@ -149,9 +149,14 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	defer cancel()
 	c.beginHandshakeDeadline(ctx)
 	stop := context.AfterFunc(ctx, func() {
-		// Wake up a handshake blocked in I/O; the deadline it sets is in
-		// the past, so the blocked call returns a timeout at once.
-		c.conn.SetDeadline(time.Unix(1, 0))
+		// Wake up a handshake blocked in I/O: a deadline in the past makes
+		// the blocked call return at once. Once the handshake has ended,
+		// the deadlines are the user's again and are left alone.
+		c.deadlineMu.Lock()
+		defer c.deadlineMu.Unlock()
+		if c.handshaking {
+			c.conn.SetDeadline(time.Unix(1, 0))
+		}
 	})
 	err := c.handshake(ctx)
 	if !stop() || ctx.Err() != nil {
