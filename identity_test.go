@@ -1,0 +1,239 @@
+package securepeer
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+)
+
+func TestIdentityOpenSSHRoundTrip(t *testing.T) {
+	id, err := GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := id.MarshalOpenSSH("alice@example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(data), "-----BEGIN OPENSSH PRIVATE KEY-----") {
+		t.Fatalf("not an OpenSSH key:\n%s", data)
+	}
+	back, err := ParseIdentity(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.PublicKey() != id.PublicKey() || !back.Ed25519().Equal(id.Ed25519()) {
+		t.Fatal("round trip changed the key")
+	}
+	if !back.static.Equal(id.static) {
+		t.Fatal("the derived static key is not deterministic")
+	}
+}
+
+func TestParseIdentityPKCS8(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := ParseIdentity(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !id.Ed25519().Equal(priv) {
+		t.Fatal("wrong key")
+	}
+}
+
+func TestParseIdentityErrors(t *testing.T) {
+	tests := []struct {
+		name, data, want string
+	}{
+		{"empty", "", "not an OpenSSH"},
+		{"garbage", "hello", "not an OpenSSH"},
+		{"public key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", "not an OpenSSH"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseIdentity([]byte(tt.data))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSSHKeygenCompatibility checks that a key made by ssh-keygen is an
+// identity, and that our fingerprint and public key line are ssh-keygen's.
+func TestSSHKeygenCompatibility(t *testing.T) {
+	keygen, err := exec.LookPath("ssh-keygen")
+	if err != nil {
+		if os.Getenv("SECUREPEER_REQUIRE_INTEROP") == "1" {
+			t.Fatal("ssh-keygen is required in CI")
+		}
+		t.Skip("ssh-keygen not installed")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "id_ed25519")
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", path).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	id, err := LoadIdentity(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(path + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := id.PublicKey().String(), strings.Join(strings.Fields(string(pub))[:2], " "); got != want {
+		t.Errorf("String() = %q, ssh-keygen wrote %q", got, want)
+	}
+	out, err := exec.Command(keygen, "-l", "-E", "sha256", "-f", path+".pub").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp := strings.Fields(string(out))[1]; fp != id.PublicKey().Fingerprint() {
+		t.Errorf("Fingerprint() = %s, ssh-keygen -l says %s", id.PublicKey().Fingerprint(), fp)
+	}
+	parsed, err := ParsePublicKey(string(pub))
+	if err != nil || parsed != id.PublicKey() {
+		t.Errorf("ParsePublicKey of the .pub file: %v, %v", parsed, err)
+	}
+
+	// Our own keys are accepted by ssh-keygen.
+	ours := filepath.Join(dir, "ours")
+	data, _ := id.MarshalOpenSSH("again")
+	os.WriteFile(ours, data, 0o600)
+	out, err = exec.Command(keygen, "-y", "-f", ours).Output()
+	if err != nil {
+		t.Fatalf("ssh-keygen -y on our key: %v", err)
+	}
+	if !strings.HasPrefix(string(out), id.PublicKey().String()) {
+		t.Errorf("ssh-keygen -y = %q", out)
+	}
+
+	// A passphrase-protected key is refused with advice.
+	locked := filepath.Join(dir, "locked")
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "secret", "-f", locked).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	if _, err := LoadIdentity(locked); err == nil || !strings.Contains(err.Error(), "passphrase") {
+		t.Errorf("LoadIdentity of a locked key: %v", err)
+	}
+}
+
+func TestLoadIdentityPermissions(t *testing.T) {
+	id := testIdentity(t, 7)
+	data, _ := id.MarshalOpenSSH("")
+	dir := t.TempDir()
+	tests := []struct {
+		mode    os.FileMode
+		wantErr bool
+	}{
+		{0o600, false},
+		{0o400, false},
+		{0o640, true},
+		{0o644, true},
+		{0o602, true},
+	}
+	for _, tt := range tests {
+		p := filepath.Join(dir, tt.mode.String())
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, tt.mode)
+		_, err := LoadIdentity(p)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("mode %v: error %v, want error %v", tt.mode, err, tt.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %v: the error gives no hint: %v", tt.mode, err)
+		}
+	}
+	if _, err := LoadIdentity(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestParsePublicKey(t *testing.T) {
+	k := testIdentity(t, 9).PublicKey()
+	tests := []struct {
+		in      string
+		wantErr string
+	}{
+		{k.String(), ""},
+		{k.String() + " alice@laptop", ""},
+		{"  " + k.String() + "\n", ""},
+		{"", "empty"},
+		{"ssh-ed25519", "malformed"},
+		{"ssh-ed25519 !!!", "malformed"},
+		{"ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC1", "malformed"},
+		{ecdsaLine(t), "not supported"},
+	}
+	for _, tt := range tests {
+		got, err := ParsePublicKey(tt.in)
+		if tt.wantErr == "" {
+			if err != nil || got != k {
+				t.Errorf("ParsePublicKey(%q) = %v, %v", tt.in, got, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("ParsePublicKey(%q) error %v, want %q", tt.in, err, tt.wantErr)
+		}
+	}
+}
+
+// ecdsaLine returns the authorized_keys line of a fresh ECDSA key.
+func ecdsaLine(t *testing.T) string {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := ssh.NewPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(ssh.MarshalAuthorizedKey(pk))
+}
+
+func TestPublicKeyText(t *testing.T) {
+	k := testIdentity(t, 3).PublicKey()
+	text, err := k.MarshalText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back PublicKey
+	if err := back.UnmarshalText(text); err != nil || back != k {
+		t.Fatalf("text round trip: %v, %v", back, err)
+	}
+	var zero PublicKey
+	if !zero.IsZero() || zero.String() != "<none>" || zero.Ed25519() != nil {
+		t.Error("the zero PublicKey is not 'no key'")
+	}
+	if _, err := zero.MarshalText(); err == nil {
+		t.Error("marshalled the zero PublicKey")
+	}
+	if !k.Equal(k) || k.Equal(zero) {
+		t.Error("Equal is wrong")
+	}
+	if _, err := NewPublicKey(make([]byte, 32)); err == nil {
+		t.Error("accepted the all-zero key")
+	}
+	m := map[PublicKey]bool{k: true}
+	if !m[testIdentity(t, 3).PublicKey()] {
+		t.Error("PublicKey does not work as a map key")
+	}
+}
