@@ -44,7 +44,7 @@ var (
 	reFrame = regexp.MustCompile(`^# ([CS]) frame seq (\d+): DATA .* plaintext (".*")$`)
 )
 
-func loadTranscript(t *testing.T, file string) *transcript {
+func loadTranscript(t testing.TB, file string) *transcript {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", file))
 	if err != nil {
@@ -99,7 +99,7 @@ func loadTranscript(t *testing.T, file string) *transcript {
 
 var transcripts = []string{"transcript-rc4.txt", "transcript-aes256.txt"}
 
-func mustHex(t *testing.T, s string) []byte {
+func mustHex(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(s)
 	if err != nil {
@@ -108,7 +108,7 @@ func mustHex(t *testing.T, s string) []byte {
 	return b
 }
 
-func mustB64(t *testing.T, s string) []byte {
+func mustB64(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
@@ -118,7 +118,7 @@ func mustB64(t *testing.T, s string) []byte {
 }
 
 // sideKeys returns the key file each side of the transcripts used.
-func sideKeys(t *testing.T, side string) *Keys {
+func sideKeys(t testing.TB, side string) *Keys {
 	t.Helper()
 	return map[string]*Keys{"S": testKeys(t, "a"), "C": testKeys(t, "b")}[side]
 }

@@ -52,7 +52,7 @@ type headerParts struct {
 	payload string // if set, replaces the whole payload
 }
 
-func validParts(t *testing.T) headerParts {
+func validParts(t testing.TB) headerParts {
 	k := testKeys(t, "a")
 	return headerParts{
 		token:   base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 64)),
@@ -63,7 +63,7 @@ func validParts(t *testing.T) headerParts {
 	}
 }
 
-func (p headerParts) line(t *testing.T) []byte {
+func (p headerParts) line(t testing.TB) []byte {
 	t.Helper()
 	payload := p.payload
 	if payload == "" {
@@ -77,7 +77,7 @@ func (p headerParts) line(t *testing.T) []byte {
 }
 
 // pemOf returns PKCS #1 or SPKI PEM for any public key, without checks.
-func pemOf(t *testing.T, pub any, spki bool) string {
+func pemOf(t testing.TB, pub any, spki bool) string {
 	t.Helper()
 	if !spki {
 		return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(pub.(*rsa.PublicKey))}))
