@@ -149,7 +149,9 @@ func TestParseHeader(t *testing.T) {
 		{name: "dh 1", edit: func(p *headerParts) { p.dh = pad192(big.NewInt(1)) }, errSub: "out of range"},
 		{name: "dh p-1", edit: func(p *headerParts) { p.dh = pad192(modp5PMinusOne) }, errSub: "out of range"},
 		{name: "dh p", edit: func(p *headerParts) { p.dh = pad192(modp5P) }, errSub: "out of range"},
-		{name: "dh 193 bytes", edit: func(p *headerParts) { p.dh = base64.StdEncoding.EncodeToString(append([]byte{0}, big.NewInt(5).FillBytes(make([]byte, 192))...)) }, errSub: "out of range"},
+		{name: "dh 193 bytes", edit: func(p *headerParts) {
+			p.dh = base64.StdEncoding.EncodeToString(append([]byte{0}, big.NewInt(5).FillBytes(make([]byte, 192))...))
+		}, errSub: "out of range"},
 		{name: "no ciphers", edit: func(p *headerParts) {
 			p.payload = `{"token":"` + p.token + `","key":` + p.keyJSON + `,"dh":{"public":"` + p.dh + `"}}`
 		}, errSub: `no "ciphers"`},
