@@ -1,0 +1,638 @@
+package wire
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/mlkem"
+	"crypto/mlkem/mlkemtest"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var updateFuzzSeeds = flag.Bool("update", false, "rewrite the seed corpora in testdata/fuzz from real messages")
+
+// The protocol depends on these sizes being the real ones.
+func TestSizes(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		got, want int
+	}{
+		{"IdentitySize", IdentitySize, ed25519.PublicKeySize},
+		{"SignatureSize", SignatureSize, ed25519.SignatureSize},
+		{"KEMKeySize", KEMKeySize, mlkem.EncapsulationKeySize768},
+		{"KEMCiphertext", KEMCiphertext, mlkem.CiphertextSize768},
+		{"HelloSize", HelloSize, len(Magic) + 3},
+		{"MaxRecordLength", MaxRecordLength, MaxRecordPayload + TagSize},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Errorf("%s = %d, want %d", tc.name, tc.got, tc.want)
+			}
+		})
+	}
+	if MaxRecordLength >= 1<<24 {
+		t.Errorf("MaxRecordLength %d does not fit the uint24 length field", MaxRecordLength)
+	}
+	if MaxHandshakeMessage > 0xffff {
+		t.Errorf("MaxHandshakeMessage %d does not fit the uint16 length field", MaxHandshakeMessage)
+	}
+	// A whole RespPayload with the hybrid and the longest cipher list must
+	// fit in one handshake message, with Noise's keys and tags around it.
+	worst := (&RespPayload{Ciphers: make([]uint16, MaxCiphers), KEMCiphertext: make([]byte, KEMCiphertext)}).Marshal(nil)
+	if n := 32 + 32 + 16 + len(worst) + 16; n > MaxHandshakeMessage {
+		t.Errorf("the largest message 2 is %d bytes, more than MaxHandshakeMessage", n)
+	}
+}
+
+// --- fixtures: real messages, from real keys ---
+
+func testKEMKey(t testing.TB) *mlkem.DecapsulationKey768 {
+	seed := sha256.Sum256([]byte("wire test ML-KEM seed"))
+	dk, err := mlkem.NewDecapsulationKey768(append(seed[:], seed[:]...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dk
+}
+
+func testKEMCiphertext(t testing.TB) []byte {
+	m := sha256.Sum256([]byte("wire test ML-KEM message"))
+	_, ct, err := mlkemtest.Encapsulate768(testKEMKey(t).EncapsulationKey(), m[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ct
+}
+
+func testSigner() (ed25519.PrivateKey, [IdentitySize]byte, [SignatureSize]byte) {
+	seed := sha256.Sum256([]byte("wire test identity"))
+	priv := ed25519.NewKeyFromSeed(seed[:])
+	var id [IdentitySize]byte
+	var sig [SignatureSize]byte
+	copy(id[:], priv.Public().(ed25519.PublicKey))
+	copy(sig[:], ed25519.Sign(priv, []byte("a static key")))
+	return priv, id, sig
+}
+
+func seq(n int) []uint16 {
+	s := make([]uint16, n)
+	for i := range s {
+		s[i] = uint16(i + 1)
+	}
+	return s
+}
+
+// mustRejectPrefixes checks that every strict prefix of a valid encoding is rejected.
+func mustRejectPrefixes(t *testing.T, enc []byte, parse func([]byte) error) {
+	t.Helper()
+	for j := 0; j < len(enc); j++ {
+		if parse(enc[:j]) == nil {
+			t.Errorf("a %d-byte prefix of a %d-byte encoding parsed", j, len(enc))
+			return
+		}
+	}
+}
+
+// --- hello ---
+
+func TestHello(t *testing.T) {
+	for _, mode := range []uint8{ModeInitiator, ModeResponder, ModeEither} {
+		t.Run(fmt.Sprintf("mode%d", mode), func(t *testing.T) {
+			b := Hello{Version: Version, Mode: mode}.Marshal()
+			want := []byte{'s', 'p', 'e', 'e', 'r', Version, mode, 0}
+			if !bytes.Equal(b[:], want) {
+				t.Fatalf("Marshal = %x, want %x", b, want)
+			}
+			h, err := ParseHello(b[:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h != (Hello{Version: Version, Mode: mode}) {
+				t.Fatalf("ParseHello = %+v", h)
+			}
+			mustRejectPrefixes(t, b[:], func(b []byte) error { _, err := ParseHello(b); return err })
+		})
+	}
+}
+
+func TestParseHelloErrors(t *testing.T) {
+	valid := Hello{Version: Version, Mode: ModeEither}.Marshal()
+	with := func(i int, v byte) []byte {
+		b := valid
+		b[i] = v
+		return b[:]
+	}
+	for _, tc := range []struct {
+		name    string
+		in      []byte
+		want    error
+		version uint8 // reported with ErrVersion
+	}{
+		{"empty", nil, ErrNotSecurepeer, 0},
+		{"short", valid[:HelloSize-1], ErrNotSecurepeer, 0},
+		{"long", append(valid[:], 0), ErrNotSecurepeer, 0},
+		{"magic", with(0, 'S'), ErrNotSecurepeer, 0},
+		{"magic last byte", with(4, 'R'), ErrNotSecurepeer, 0},
+		{"json", []byte(`{"a":1}` + "\n"), ErrNotSecurepeer, 0},
+		{"http", []byte("GET / HT"), ErrNotSecurepeer, 0},
+		{"version 0", with(5, 0), ErrVersion, 0},
+		{"version 2", with(5, 2), ErrVersion, 2},
+		{"version 255", with(5, 255), ErrVersion, 255},
+		{"mode 0", with(6, 0), ErrMalformed, 0},
+		{"mode 4", with(6, 4), ErrMalformed, 0},
+		{"mode 255", with(6, 255), ErrMalformed, 0},
+		{"flags 1", with(7, 1), ErrMalformed, 0},
+		{"flags 0x80", with(7, 0x80), ErrMalformed, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := ParseHello(tc.in)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("ParseHello(%x) error = %v, want %v", tc.in, err, tc.want)
+			}
+			if tc.want == ErrVersion && h.Version != tc.version {
+				t.Errorf("ParseHello reported version %d, want %d", h.Version, tc.version)
+			}
+		})
+	}
+}
+
+// --- InitPayload ---
+
+func TestInitPayload(t *testing.T) {
+	ek := testKEMKey(t).EncapsulationKey().Bytes()
+	for _, tc := range []struct {
+		name string
+		p    InitPayload
+		want []byte // exact encoding, if given
+	}{
+		{"one cipher", InitPayload{Ciphers: []uint16{3}}, []byte{1, 0, 3, 0, 0}},
+		{"three ciphers", InitPayload{Ciphers: []uint16{2, 3, 1}}, []byte{3, 0, 2, 0, 3, 0, 1, 0, 0}},
+		{"unknown cipher ids travel", InitPayload{Ciphers: []uint16{0xffff, 0}}, []byte{2, 0xff, 0xff, 0, 0, 0, 0}},
+		{"max ciphers", InitPayload{Ciphers: seq(MaxCiphers)}, nil},
+		{"hybrid", InitPayload{Ciphers: []uint16{2, 3, 1}, KEMKey: ek}, nil},
+		{"hybrid max ciphers", InitPayload{Ciphers: seq(MaxCiphers), KEMKey: ek}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc := tc.p.Marshal(nil)
+			if tc.want != nil && !bytes.Equal(enc, tc.want) {
+				t.Fatalf("Marshal = %x, want %x", enc, tc.want)
+			}
+			if wantLen := 1 + 2*len(tc.p.Ciphers) + 2 + len(tc.p.KEMKey); len(enc) != wantLen {
+				t.Fatalf("Marshal gave %d bytes, want %d", len(enc), wantLen)
+			}
+			if got := tc.p.Marshal([]byte("prefix")); !bytes.Equal(got, append([]byte("prefix"), enc...)) {
+				t.Fatal("Marshal does not append to its argument")
+			}
+			p, err := ParseInitPayload(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !equalU16(p.Ciphers, tc.p.Ciphers) || !bytes.Equal(p.KEMKey, tc.p.KEMKey) || (p.KEMKey == nil) != (tc.p.KEMKey == nil) {
+				t.Fatalf("ParseInitPayload = %+v, want %+v", p, tc.p)
+			}
+			if p.KEMKey != nil && cap(p.KEMKey) != len(p.KEMKey) {
+				t.Error("KEMKey has spare capacity into the caller's buffer: an append would overwrite it")
+			}
+			mustRejectPrefixes(t, enc, func(b []byte) error { _, err := ParseInitPayload(b); return err })
+		})
+	}
+}
+
+func TestParseInitPayloadErrors(t *testing.T) {
+	ek := testKEMKey(t).EncapsulationKey().Bytes()
+	kem := func(n int, body int) []byte { // a KEM field claiming n bytes, with body bytes
+		return append([]byte{byte(n >> 8), byte(n)}, make([]byte, body)...)
+	}
+	ciphers := []byte{1, 0, 2}
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"empty", nil},
+		{"zero ciphers", cat([]byte{0}, kem(0, 0))},
+		{"too many ciphers", cat([]byte{MaxCiphers + 1}, make([]byte, 2*(MaxCiphers+1)), kem(0, 0))},
+		{"255 ciphers", cat([]byte{255}, make([]byte, 2*255), kem(0, 0))},
+		{"cipher list cut", []byte{2, 0, 1, 0}},
+		{"cipher list cut mid entry", []byte{1, 0}},
+		{"no KEM length", ciphers},
+		{"half KEM length", cat(ciphers, []byte{0})},
+		{"KEM length 1", cat(ciphers, kem(1, 1))},
+		{"KEM length one short", cat(ciphers, kem(KEMKeySize-1, KEMKeySize-1))},
+		{"KEM length one long", cat(ciphers, kem(KEMKeySize+1, KEMKeySize+1))},
+		{"KEM length ML-KEM ciphertext size", cat(ciphers, kem(KEMCiphertext, KEMCiphertext))},
+		{"KEM length 0xffff", cat(ciphers, kem(0xffff, 0xffff))},
+		{"KEM body cut", cat(ciphers, kem(KEMKeySize, KEMKeySize-1))},
+		{"trailing byte", cat(ciphers, kem(0, 0), []byte{0})},
+		{"trailing byte after KEM", cat(ciphers, []byte{byte(KEMKeySize >> 8), byte(KEMKeySize & 0xff)}, ek, []byte{0})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := ParseInitPayload(tc.in)
+			if !errors.Is(err, ErrMalformed) || p != nil {
+				t.Fatalf("ParseInitPayload = %+v, %v; want nil, ErrMalformed", p, err)
+			}
+		})
+	}
+}
+
+// --- RespPayload ---
+
+func TestRespPayload(t *testing.T) {
+	_, id, sig := testSigner()
+	ct := testKEMCiphertext(t)
+	hello := Hello{Version: Version, Mode: ModeResponder}.Marshal()
+	for _, tc := range []struct {
+		name string
+		p    RespPayload
+	}{
+		{"zero keys one cipher", RespPayload{Ciphers: []uint16{1}}},
+		{"classic", RespPayload{Hello: hello, Identity: id, Signature: sig, Ciphers: []uint16{2, 3, 1}}},
+		{"hybrid", RespPayload{Hello: hello, Identity: id, Signature: sig, Ciphers: []uint16{3}, KEMCiphertext: ct}},
+		{"hybrid max ciphers", RespPayload{Hello: hello, Identity: id, Signature: sig, Ciphers: seq(MaxCiphers), KEMCiphertext: ct}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc := tc.p.Marshal(nil)
+			want := bytes.Join([][]byte{tc.p.Hello[:], tc.p.Identity[:], tc.p.Signature[:],
+				(&InitPayload{Ciphers: tc.p.Ciphers, KEMKey: tc.p.KEMCiphertext}).Marshal(nil)}, nil)
+			if !bytes.Equal(enc, want) {
+				t.Fatalf("Marshal =\n%x\nwant\n%x", enc, want)
+			}
+			if got := tc.p.Marshal([]byte{9}); !bytes.Equal(got, append([]byte{9}, enc...)) {
+				t.Fatal("Marshal does not append to its argument")
+			}
+			p, err := ParseRespPayload(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Hello != tc.p.Hello || p.Identity != tc.p.Identity || p.Signature != tc.p.Signature ||
+				!equalU16(p.Ciphers, tc.p.Ciphers) || !bytes.Equal(p.KEMCiphertext, tc.p.KEMCiphertext) ||
+				(p.KEMCiphertext == nil) != (tc.p.KEMCiphertext == nil) {
+				t.Fatalf("ParseRespPayload = %+v, want %+v", p, tc.p)
+			}
+			if p.KEMCiphertext != nil && cap(p.KEMCiphertext) != len(p.KEMCiphertext) {
+				t.Error("KEMCiphertext has spare capacity into the caller's buffer")
+			}
+			mustRejectPrefixes(t, enc, func(b []byte) error { _, err := ParseRespPayload(b); return err })
+		})
+	}
+}
+
+func TestParseRespPayloadErrors(t *testing.T) {
+	const fixed = HelloSize + IdentitySize + SignatureSize
+	head := make([]byte, fixed)
+	ct := testKEMCiphertext(t)
+	kem := func(n int, body int) []byte {
+		return append([]byte{byte(n >> 8), byte(n)}, make([]byte, body)...)
+	}
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	ciphers := []byte{1, 0, 3}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"empty", nil},
+		{"fixed part cut", make([]byte, fixed-1)},
+		{"fixed part only", head},
+		{"zero ciphers", cat(head, []byte{0}, kem(0, 0))},
+		{"too many ciphers", cat(head, []byte{MaxCiphers + 1}, make([]byte, 2*(MaxCiphers+1)), kem(0, 0))},
+		{"cipher list cut", cat(head, []byte{3, 0, 1, 0, 2})},
+		{"no KEM length", cat(head, ciphers)},
+		{"half KEM length", cat(head, ciphers, []byte{4})},
+		{"KEM length of an encapsulation key", cat(head, ciphers, kem(KEMKeySize, KEMKeySize))},
+		{"KEM length one short", cat(head, ciphers, kem(KEMCiphertext-1, KEMCiphertext-1))},
+		{"KEM length one long", cat(head, ciphers, kem(KEMCiphertext+1, KEMCiphertext+1))},
+		{"KEM length 0xffff", cat(head, ciphers, kem(0xffff, 0xffff))},
+		{"KEM body cut", cat(head, ciphers, []byte{byte(KEMCiphertext >> 8), byte(KEMCiphertext & 0xff)}, ct[:len(ct)-1])},
+		{"trailing byte", cat(head, ciphers, kem(0, 0), []byte{0})},
+		{"trailing byte after KEM", cat(head, ciphers, []byte{byte(KEMCiphertext >> 8), byte(KEMCiphertext & 0xff)}, ct, []byte{0})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := ParseRespPayload(tc.in)
+			if !errors.Is(err, ErrMalformed) || p != nil {
+				t.Fatalf("ParseRespPayload = %+v, %v; want nil, ErrMalformed", p, err)
+			}
+		})
+	}
+}
+
+// --- FinalPayload ---
+
+func TestFinalPayload(t *testing.T) {
+	_, id, sig := testSigner()
+	for _, tc := range []struct {
+		name string
+		p    FinalPayload
+	}{
+		{"zero", FinalPayload{}},
+		{"real", FinalPayload{Identity: id, Signature: sig}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc := tc.p.Marshal(nil)
+			if want := append(tc.p.Identity[:], tc.p.Signature[:]...); !bytes.Equal(enc, want) {
+				t.Fatalf("Marshal = %x, want %x", enc, want)
+			}
+			p, err := ParseFinalPayload(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *p != tc.p {
+				t.Fatalf("ParseFinalPayload = %+v, want %+v", p, tc.p)
+			}
+			mustRejectPrefixes(t, enc, func(b []byte) error { _, err := ParseFinalPayload(b); return err })
+		})
+	}
+	for _, n := range []int{0, 1, IdentitySize, IdentitySize + SignatureSize - 1, IdentitySize + SignatureSize + 1, 1000} {
+		t.Run(fmt.Sprintf("length %d", n), func(t *testing.T) {
+			if p, err := ParseFinalPayload(make([]byte, n)); !errors.Is(err, ErrMalformed) || p != nil {
+				t.Fatalf("ParseFinalPayload of %d bytes = %+v, %v; want nil, ErrMalformed", n, p, err)
+			}
+		})
+	}
+}
+
+// --- record header ---
+
+func TestRecordHeader(t *testing.T) {
+	for _, typ := range []uint8{RecordData, RecordEnd, RecordAlert} {
+		for _, length := range []int{TagSize, TagSize + 1, 0xff, 0x100, 0xffff, 0x10000, MaxRecordLength - 1, MaxRecordLength} {
+			t.Run(fmt.Sprintf("type%d/len%d", typ, length), func(t *testing.T) {
+				var b [RecordHeaderSize]byte
+				PutRecordHeader(b[:], typ, length)
+				want := []byte{typ, byte(length >> 16), byte(length >> 8), byte(length)}
+				if !bytes.Equal(b[:], want) {
+					t.Fatalf("PutRecordHeader = %x, want %x", b, want)
+				}
+				gotTyp, gotLen, err := ParseRecordHeader(b[:])
+				if err != nil || gotTyp != typ || gotLen != length {
+					t.Fatalf("ParseRecordHeader(%x) = %d, %d, %v", b, gotTyp, gotLen, err)
+				}
+				mustRejectPrefixes(t, b[:], func(b []byte) error { _, _, err := ParseRecordHeader(b); return err })
+			})
+		}
+	}
+}
+
+func TestParseRecordHeaderErrors(t *testing.T) {
+	hdr := func(typ uint8, length int) []byte {
+		b := make([]byte, RecordHeaderSize)
+		PutRecordHeader(b, typ, length)
+		return b
+	}
+	for _, tc := range []struct {
+		name    string
+		in      []byte
+		typ     uint8 // reported back for the error message, when the header is whole
+		length  int
+		reports bool
+	}{
+		{"empty", nil, 0, 0, false},
+		{"3 bytes", []byte{RecordData, 0, 0}, 0, 0, false},
+		{"type 0", hdr(0, TagSize), 0, TagSize, true},
+		{"type 4", hdr(4, TagSize), 4, TagSize, true},
+		{"type 255", hdr(255, 100), 255, 100, true},
+		{"length 0", hdr(RecordData, 0), RecordData, 0, true},
+		{"length below tag", hdr(RecordEnd, TagSize-1), RecordEnd, TagSize - 1, true},
+		{"length one past the limit", hdr(RecordData, MaxRecordLength+1), RecordData, MaxRecordLength + 1, true},
+		{"length 1 MiB", hdr(RecordData, 1<<20), RecordData, 1 << 20, true},
+		{"length 16 MiB - 1", hdr(RecordData, 1<<24-1), RecordData, 1<<24 - 1, true},
+		// The package promises every decoder rejects trailing bytes; a
+		// header parsed from a longer slice would marshal to fewer bytes.
+		{"trailing byte", append(hdr(RecordData, TagSize), 0), RecordData, TagSize, false},
+		{"two headers", append(hdr(RecordData, TagSize), hdr(RecordData, TagSize)...), RecordData, TagSize, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			typ, length, err := ParseRecordHeader(tc.in)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("ParseRecordHeader(%x) = %d, %d, %v; want ErrMalformed", tc.in, typ, length, err)
+			}
+			if tc.reports && (typ != tc.typ || length != tc.length) {
+				t.Errorf("ParseRecordHeader reported type %d length %d, want %d %d", typ, length, tc.typ, tc.length)
+			}
+		})
+	}
+}
+
+func equalU16(a, b []uint16) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// --- fuzzing ---
+
+// requireSeeds fails a fuzz target whose seed corpus directory is missing or
+// empty, so that a moved directory cannot make it silently test nothing.
+func requireSeeds(f *testing.F) {
+	f.Helper()
+	name := strings.TrimPrefix(f.Name(), "Fuzz")
+	dir := filepath.Join("testdata", "fuzz", "Fuzz"+name)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		f.Fatalf("seed corpus: %v (run go test -run TestWriteFuzzSeeds -update)", err)
+	}
+	n := 0
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			n++
+		}
+	}
+	if n == 0 {
+		f.Fatalf("seed corpus %s has no files (run go test -run TestWriteFuzzSeeds -update)", dir)
+	}
+}
+
+// checkPrefixes fails if a strict prefix of enc parses.
+func checkPrefixes(t *testing.T, enc []byte, parse func([]byte) bool) {
+	t.Helper()
+	for j := 0; j < len(enc); j++ {
+		if parse(enc[:j]) {
+			t.Fatalf("the %d-byte prefix %x of %x parses", j, enc[:j], enc)
+		}
+	}
+}
+
+func FuzzParseHello(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseHello(b)
+		if err != nil {
+			return
+		}
+		enc := h.Marshal()
+		if !bytes.Equal(enc[:], b) {
+			t.Fatalf("ParseHello(%x) = %+v, which marshals to %x", b, h, enc)
+		}
+		checkPrefixes(t, b, func(b []byte) bool { _, err := ParseHello(b); return err == nil })
+	})
+}
+
+func FuzzParseInitPayload(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseInitPayload(b)
+		if err != nil {
+			if p != nil {
+				t.Fatal("ParseInitPayload returned a payload with an error")
+			}
+			return
+		}
+		if len(p.Ciphers) == 0 || len(p.Ciphers) > MaxCiphers || (p.KEMKey != nil && len(p.KEMKey) != KEMKeySize) {
+			t.Fatalf("ParseInitPayload accepted out-of-bounds fields: %d ciphers, %d-byte KEM key", len(p.Ciphers), len(p.KEMKey))
+		}
+		if enc := p.Marshal(nil); !bytes.Equal(enc, b) {
+			t.Fatalf("ParseInitPayload(%x) marshals to %x", b, enc)
+		}
+		checkPrefixes(t, b, func(b []byte) bool { _, err := ParseInitPayload(b); return err == nil })
+	})
+}
+
+func FuzzParseRespPayload(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseRespPayload(b)
+		if err != nil {
+			if p != nil {
+				t.Fatal("ParseRespPayload returned a payload with an error")
+			}
+			return
+		}
+		if len(p.Ciphers) == 0 || len(p.Ciphers) > MaxCiphers || (p.KEMCiphertext != nil && len(p.KEMCiphertext) != KEMCiphertext) {
+			t.Fatalf("ParseRespPayload accepted out-of-bounds fields: %d ciphers, %d-byte KEM ciphertext", len(p.Ciphers), len(p.KEMCiphertext))
+		}
+		if enc := p.Marshal(nil); !bytes.Equal(enc, b) {
+			t.Fatalf("ParseRespPayload(%x) marshals to %x", b, enc)
+		}
+		checkPrefixes(t, b, func(b []byte) bool { _, err := ParseRespPayload(b); return err == nil })
+	})
+}
+
+func FuzzParseFinalPayload(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseFinalPayload(b)
+		if err != nil {
+			if p != nil {
+				t.Fatal("ParseFinalPayload returned a payload with an error")
+			}
+			return
+		}
+		if enc := p.Marshal(nil); !bytes.Equal(enc, b) {
+			t.Fatalf("ParseFinalPayload(%x) marshals to %x", b, enc)
+		}
+		checkPrefixes(t, b, func(b []byte) bool { _, err := ParseFinalPayload(b); return err == nil })
+	})
+}
+
+func FuzzParseRecordHeader(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		typ, length, err := ParseRecordHeader(b)
+		if err != nil {
+			return
+		}
+		if typ < RecordData || typ > RecordAlert || length < TagSize || length > MaxRecordLength {
+			t.Fatalf("ParseRecordHeader(%x) accepted type %d, length %d", b, typ, length)
+		}
+		enc := make([]byte, RecordHeaderSize)
+		PutRecordHeader(enc, typ, length)
+		if !bytes.Equal(enc, b) {
+			t.Fatalf("ParseRecordHeader(%x) = %d, %d, which marshals to %x", b, typ, length, enc)
+		}
+		checkPrefixes(t, b, func(b []byte) bool { _, _, err := ParseRecordHeader(b); return err == nil })
+	})
+}
+
+// TestWriteFuzzSeeds writes the seed corpora of the fuzz targets above from
+// real messages, when run with -update. Without it, it checks that every
+// corpus exists and that its valid seeds still parse, so that a format
+// change that leaves them stale is noticed.
+func TestWriteFuzzSeeds(t *testing.T) {
+	_, id, sig := testSigner()
+	ek := testKEMKey(t).EncapsulationKey().Bytes()
+	ct := testKEMCiphertext(t)
+	hdr := func(typ uint8, length int) []byte {
+		b := make([]byte, RecordHeaderSize)
+		PutRecordHeader(b, typ, length)
+		return b
+	}
+	hello := func(mode uint8) []byte { b := Hello{Version: Version, Mode: mode}.Marshal(); return b[:] }
+	type seed struct {
+		name  string
+		data  []byte
+		valid bool
+	}
+	corpora := map[string][]seed{
+		"FuzzParseHello": {
+			{"initiator", hello(ModeInitiator), true},
+			{"responder", hello(ModeResponder), true},
+			{"either", hello(ModeEither), true},
+			{"version2", []byte("speer\x02\x03\x00"), false},
+		},
+		"FuzzParseInitPayload": {
+			{"classic-default-ciphers", (&InitPayload{Ciphers: []uint16{2, 3, 1}}).Marshal(nil), true},
+			{"hybrid-default-ciphers", (&InitPayload{Ciphers: []uint16{2, 3, 1}, KEMKey: ek}).Marshal(nil), true},
+			{"hybrid-max-ciphers", (&InitPayload{Ciphers: seq(MaxCiphers), KEMKey: ek}).Marshal(nil), true},
+		},
+		"FuzzParseRespPayload": {
+			{"classic", (&RespPayload{Hello: [HelloSize]byte(hello(ModeResponder)), Identity: id, Signature: sig, Ciphers: []uint16{3, 2, 1}}).Marshal(nil), true},
+			{"hybrid", (&RespPayload{Hello: [HelloSize]byte(hello(ModeEither)), Identity: id, Signature: sig, Ciphers: []uint16{2}, KEMCiphertext: ct}).Marshal(nil), true},
+		},
+		"FuzzParseFinalPayload": {
+			{"real", (&FinalPayload{Identity: id, Signature: sig}).Marshal(nil), true},
+		},
+		"FuzzParseRecordHeader": {
+			{"data-min", hdr(RecordData, TagSize), true},
+			{"data-max", hdr(RecordData, MaxRecordLength), true},
+			{"end", hdr(RecordEnd, TagSize), true},
+			{"alert", hdr(RecordAlert, TagSize+1), true},
+			{"data-16MiB", hdr(RecordData, 1<<24-1), false},
+		},
+	}
+	parsers := map[string]func([]byte) error{
+		"FuzzParseHello":        func(b []byte) error { _, err := ParseHello(b); return err },
+		"FuzzParseInitPayload":  func(b []byte) error { _, err := ParseInitPayload(b); return err },
+		"FuzzParseRespPayload":  func(b []byte) error { _, err := ParseRespPayload(b); return err },
+		"FuzzParseFinalPayload": func(b []byte) error { _, err := ParseFinalPayload(b); return err },
+		"FuzzParseRecordHeader": func(b []byte) error { _, _, err := ParseRecordHeader(b); return err },
+	}
+	for target, seeds := range corpora {
+		t.Run(target, func(t *testing.T) {
+			dir := filepath.Join("testdata", "fuzz", target)
+			for _, s := range seeds {
+				if err := parsers[target](s.data); (err == nil) != s.valid {
+					t.Fatalf("seed %s: parse error %v, want valid=%v", s.name, err, s.valid)
+				}
+				path := filepath.Join(dir, s.name)
+				file := fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", s.data)
+				if *updateFuzzSeeds {
+					if err := os.MkdirAll(dir, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(path, file, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				got, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("%v (run go test -run TestWriteFuzzSeeds -update)", err)
+				}
+				if !bytes.Equal(got, file) {
+					t.Errorf("%s is stale (run go test -run TestWriteFuzzSeeds -update)", path)
+				}
+			}
+		})
+	}
+}
