@@ -162,6 +162,15 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, p
 				return
 			}
 			if err := proxy(ctx, s, c); err != nil {
+				var ce *codeError
+				if errors.As(err, &ce) && ce.code == exitRejected {
+					select {
+					case fatal <- err:
+					default:
+					}
+					cancel()
+					return
+				}
 				e.notef("tunnel for %s: %v", c.RemoteAddr(), err)
 			}
 		}()

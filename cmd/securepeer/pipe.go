@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/securepeer/securepeer"
 )
 
 // bufSize is the copy buffer: one full securepeer record.
@@ -38,22 +40,31 @@ func copyStream(dst io.Writer, src io.Reader) (int64, error) {
 // A goroutine blocked reading stdin cannot be woken up; it is left behind,
 // which is harmless as the program exits when joinStdio returns.
 func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool, stdout io.Writer, m *meter) error {
+	var received atomic.Bool // the peer's stream has ended cleanly
 	sendDone := make(chan error, 1)
 	go func() {
 		_, err := copyStream(s.conn, m.countSent(stdin))
 		if err == nil {
 			err = s.conn.CloseWrite()
+			if err != nil && received.Load() {
+				// Everything was sent; only the end marker could not be,
+				// because the peer, done on its side, has closed.
+				err = nil
+			}
 		}
 		sendDone <- err
 	}()
 	recvDone := make(chan error, 1)
 	go func() {
 		_, err := copyStream(stdout, m.countReceived(s.conn))
+		if err == nil {
+			received.Store(true)
+		}
 		recvDone <- err
 	}()
 
-	sent, received := false, false
-	for !received || !(sent || interactive) {
+	sent, ended := false, false
+	for !ended || !(sent || interactive) {
 		select {
 		case err := <-recvDone:
 			recvDone = nil
@@ -61,7 +72,7 @@ func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool
 				s.abort()
 				return streamError(s, err)
 			}
-			received = true
+			ended = true
 		case err := <-sendDone:
 			sendDone = nil
 			if err != nil {
@@ -71,7 +82,7 @@ func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool
 				if recvDone != nil {
 					<-recvDone
 				}
-				if received {
+				if ended {
 					return fmt.Errorf("the peer at %s closed the connection before it had all of stdin: %v", s.remoteAddr, err)
 				}
 				return streamError(s, err)
@@ -88,6 +99,11 @@ func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool
 
 // streamError explains a failure in the middle of a stream.
 func streamError(s *stream, err error) error {
+	if errors.Is(err, securepeer.ErrRejected) {
+		// The initiator finishes its handshake before the responder has
+		// checked its key, so a refusal may arrive as the first read.
+		return rejectedErrorf("the peer at %s refused this identity (%s); ask its owner to allow the key that securepeer id prints", s.remoteAddr, s.self.Fingerprint())
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("the connection with %s ended without the peer's end of stream, so data may be missing: %v", s.remoteAddr, err)
 	}
@@ -124,7 +140,7 @@ func proxy(ctx context.Context, s *stream, c net.Conn) error {
 		case err := <-errc:
 			n++
 			if err != nil && first == nil && !interrupted {
-				first = err
+				first = streamError(s, err)
 				s.abort()
 				resetClose(c)
 			}

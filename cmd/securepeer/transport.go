@@ -52,6 +52,7 @@ type stream struct {
 	conn secureConn // the plaintext stream
 	raw  net.Conn   // the connection under it, for abort
 
+	self        peerKey // this side's identity
 	peer        peerKey
 	remoteAddr  string
 	protocol    string
@@ -132,6 +133,7 @@ func (h *nativeHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 	return &stream{
 		conn:        c,
 		raw:         raw,
+		self:        h.id.PublicKey(),
 		peer:        st.RemoteKey,
 		remoteAddr:  raw.RemoteAddr().String(),
 		protocol:    "securepeer",

@@ -1,0 +1,664 @@
+package main
+
+// Tests that testscript cannot express: a real net/http server behind a
+// tunnel, signals sent while streams are open, processes left behind, and
+// the known-hosts prompt seen through a real terminal (tmux). They run the
+// test binary installed on $PATH as "securepeer" by TestMain.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testTimeout bounds every wait; generous for a loaded 2-core machine
+// running -race.
+const testTimeout = 60 * time.Second
+
+// testEnv is a HOME and SECUREPEER_HOME of the test's own.
+type testEnv struct {
+	t   *testing.T
+	dir string
+	env []string
+}
+
+func newTestEnv(t *testing.T) *testEnv {
+	t.Helper()
+	dir := t.TempDir()
+	env := append(os.Environ(),
+		"HOME="+filepath.Join(dir, "home"),
+		"SECUREPEER_HOME="+filepath.Join(dir, "home", ".securepeer"),
+		"SECUREPEER_TESTONLY_ADDR_FILE=",
+		"SECUREPEER_TESTONLY_TERMINAL=",
+	)
+	return &testEnv{t: t, dir: dir, env: env}
+}
+
+// command returns a securepeer command in the test's directory.
+func (te *testEnv) command(args ...string) *exec.Cmd {
+	cmd := exec.Command("securepeer", args...)
+	cmd.Dir = te.dir
+	cmd.Env = te.env
+	return cmd
+}
+
+// run runs securepeer to completion and returns its stdout.
+func (te *testEnv) run(args ...string) string {
+	te.t.Helper()
+	cmd := te.command(args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		te.t.Fatalf("securepeer %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+// background is a securepeer process that runs while the test does.
+type background struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+// start starts a listening securepeer and returns it with the address it
+// listens on.
+func (te *testEnv) start(name string, args ...string) (*background, string) {
+	te.t.Helper()
+	addrFile := filepath.Join(te.dir, name+".addr")
+	cmd := te.command(args...)
+	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
+	b := &background{t: te.t, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
+	cmd.Stderr = b.stderr
+	if err := cmd.Start(); err != nil {
+		te.t.Fatal(err)
+	}
+	go func() {
+		b.err = cmd.Wait()
+		close(b.done)
+	}()
+	te.t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-b.done
+	})
+	deadline := time.Now().Add(testTimeout)
+	for {
+		if data, err := os.ReadFile(addrFile); err == nil && len(data) > 0 {
+			return b, string(data)
+		}
+		select {
+		case <-b.done:
+			te.t.Fatalf("%s exited before listening: %v\n%s", name, b.err, b.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			te.t.Fatalf("%s did not listen within %v\n%s", name, testTimeout, b.stderr)
+		}
+	}
+}
+
+// interrupt sends SIGINT, as Ctrl-C does, and returns the exit code.
+func (b *background) interrupt() int {
+	b.t.Helper()
+	b.cmd.Process.Signal(os.Interrupt)
+	return b.wait()
+}
+
+func (b *background) wait() int {
+	b.t.Helper()
+	select {
+	case <-b.done:
+	case <-time.After(testTimeout):
+		b.t.Fatalf("%s did not exit within %v\n%s", b.cmd, testTimeout, b.stderr)
+	}
+	var ee *exec.ExitError
+	if errors.As(b.err, &ee) {
+		return ee.ExitCode()
+	}
+	if b.err != nil {
+		b.t.Fatal(b.err)
+	}
+	return 0
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestTunnelHTTP exposes a real net/http server through listen -to and
+// reaches it through connect -from: small and large requests, concurrent
+// ones, and a clean shutdown of both ends.
+func TestTunnelHTTP(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	te.run("keygen", "-f", "client")
+	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(te.readFile("client.pub")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sum := sha256.New()
+		n, err := io.Copy(sum, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%s %s %d %x", r.Method, r.URL.Path, n, sum.Sum(nil))
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", l.Addr().String(), "127.0.0.1:0")
+	client, localAddr := te.start("client", "connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", peerAddr)
+
+	httpClient := &http.Client{Timeout: testTimeout}
+	get := func(method, path string, body []byte) string {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://"+localAddr+path, bytes.NewReader(body))
+		if err != nil {
+			t.Error(err)
+			return ""
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Errorf("%s %s: %v\nserver:\n%s\nclient:\n%s", method, path, err, server.stderr, client.stderr)
+			return ""
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Errorf("%s %s: reading the body: %v", method, path, err)
+		}
+		return string(data)
+	}
+
+	if got, want := get("GET", "/hello", nil), fmt.Sprintf("GET /hello 0 %x", sha256.Sum256(nil)); got != want {
+		t.Errorf("GET = %q, want %q", got, want)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB, many records
+	if got, want := get("POST", "/upload", big), fmt.Sprintf("POST /upload %d %x", len(big), sha256.Sum256(big)); got != want {
+		t.Errorf("POST = %q, want %q", got, want)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			path := fmt.Sprintf("/concurrent/%d", i)
+			if got, want := get("GET", path, nil), "GET "+path+" 0"; !strings.HasPrefix(got, want) {
+				t.Errorf("GET %s = %q", path, got)
+			}
+		})
+	}
+	wg.Wait()
+	httpClient.CloseIdleConnections()
+
+	if code := client.interrupt(); code != exitInterrupted {
+		t.Errorf("connect -from exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, client.stderr)
+	}
+	if code := server.interrupt(); code != exitInterrupted {
+		t.Errorf("listen -to exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, server.stderr)
+	}
+	for _, b := range []*background{client, server} {
+		if s := b.stderr.String(); strings.Contains(s, "panic") || strings.Contains(s, "DATA RACE") {
+			t.Errorf("%s:\n%s", b.cmd, s)
+		}
+	}
+}
+
+// TestTunnelRefusedPeer checks that a tunnel whose peer refuses the client
+// ends with exit 3 at the first local connection, rather than failing every
+// connection forever.
+func TestTunnelRefusedPeer(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	te.run("keygen", "-f", "client")
+	te.run("keygen", "-f", "other")
+	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(te.readFile("other.pub")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", "127.0.0.1:1", "127.0.0.1:0")
+	client, localAddr := te.start("client", "connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", peerAddr)
+	c, err := net.Dial("tcp", localAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(testTimeout))
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Errorf("read %d bytes through a refused tunnel", n)
+	}
+	c.Close()
+	if code := client.wait(); code != exitRejected {
+		t.Errorf("connect -from exited %d, want %d\n%s", code, exitRejected, client.stderr)
+	}
+	if !strings.Contains(client.stderr.String(), "refused this identity") {
+		t.Errorf("stderr does not explain the refusal:\n%s", client.stderr)
+	}
+	server.interrupt()
+}
+
+// TestInterruptClosesCleanly checks what Ctrl-C does to a listen -exec with
+// a peer connected: the command and its children are ended (none is left
+// behind), the peer reads a clean, authenticated end of stream, and both
+// programs exit.
+func TestInterruptClosesCleanly(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	pidFile := filepath.Join(te.dir, "pids")
+	// The command and a child of its own, both recorded.
+	script := `sleep 1000 & echo $! >> "$PIDS"; echo $$ >> "$PIDS"; cat`
+	te.env = append(te.env, "PIDS="+pidFile)
+	server, addr := te.start("server", "listen", "-i", "server", "-exec", script, "127.0.0.1:0")
+
+	client := te.command("connect", "-accept-new", addr)
+	stdin, err := client.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := client.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clientErr syncBuffer
+	client.Stderr = &clientErr
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Process.Kill() })
+	if _, err := io.WriteString(stdin, "ping\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	line, err := r.ReadString('\n')
+	if err != nil || line != "ping\n" {
+		t.Fatalf("echo through -exec: %q, %v\n%s\n%s", line, err, clientErr.String(), server.stderr)
+	}
+	pids := readPIDs(t, pidFile, 2)
+
+	start := time.Now()
+	if code := server.interrupt(); code != exitInterrupted {
+		t.Errorf("listen exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, server.stderr)
+	}
+	t.Logf("listen took %v to exit after Ctrl-C", time.Since(start))
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) && !isZombie(pid) {
+			t.Errorf("process %d of -exec is still there after listen exited (kill: %v)", pid, err)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	// The client has read a clean end of stream: once its own stdin ends,
+	// it exits 0, which it would not after a cut connection.
+	stdin.Close()
+	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+		t.Errorf("client output after the end: %q, %v", rest, err)
+	}
+	if err := client.Wait(); err != nil {
+		t.Errorf("connect after the server's Ctrl-C: %v\n%s", err, clientErr.String())
+	}
+}
+
+// isZombie reports whether pid has exited and waits only to be reaped, by
+// an init process that may not bother in a container.
+func isZombie(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	i := bytes.LastIndexByte(data, ')')
+	return i >= 0 && i+2 < len(data) && data[i+2] == 'Z'
+}
+
+// readPIDs waits until file holds n process IDs, one a line.
+func readPIDs(t *testing.T, file string, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		data, _ := os.ReadFile(file)
+		fields := strings.Fields(string(data))
+		if len(fields) >= n {
+			var pids []int
+			for _, f := range fields {
+				pid, err := strconv.Atoi(f)
+				if err != nil {
+					t.Fatalf("%s: %v", file, err)
+				}
+				pids = append(pids, pid)
+			}
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %q, want %d process IDs", file, data, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestInterruptConnect checks Ctrl-C on connect: it ends its side with an
+// authenticated end of stream, so the listener's command sees its input end
+// and the listener carries on serving others.
+func TestInterruptConnect(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	server, addr := te.start("server", "listen", "-v", "-i", "server", "-exec", "wc -c", "127.0.0.1:0")
+
+	client := te.command("connect", "-accept-new", addr)
+	stdin, err := client.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, clientErr syncBuffer
+	client.Stdout = &out
+	client.Stderr = &clientErr
+	if err := client.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Process.Kill() })
+	io.WriteString(stdin, "12345")
+	// Wait until the server has the connection and runs the command.
+	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "command started") }, server.stderr)
+	client.Process.Signal(os.Interrupt)
+	err = client.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitInterrupted {
+		t.Errorf("connect after Ctrl-C: %v, want exit %d\n%s", err, exitInterrupted, clientErr.String())
+	}
+	stdin.Close()
+	// wc saw a clean end of input and exited 0.
+	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), `msg="command finished"`) }, server.stderr)
+	if s := server.stderr.String(); !strings.Contains(s, `status="exit status 0"`) {
+		t.Errorf("the command did not see a clean end:\n%s", s)
+	}
+	if code := server.interrupt(); code != exitInterrupted {
+		t.Errorf("listen exited %d, want %d", code, exitInterrupted)
+	}
+}
+
+// waitFor polls cond until it holds, failing after testTimeout.
+func waitFor(t *testing.T, cond func() bool, log fmt.Stringer) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v\n%s", testTimeout, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (te *testEnv) readFile(name string) string {
+	te.t.Helper()
+	data, err := os.ReadFile(filepath.Join(te.dir, name))
+	if err != nil {
+		te.t.Fatal(err)
+	}
+	return string(data)
+}
+
+// requireTool returns the path of tool, skipping the test if it is missing
+// unless SECUREPEER_REQUIRE_INTEROP=1 (as in CI) makes that a failure.
+func requireTool(t *testing.T, tool string) string {
+	t.Helper()
+	path, err := exec.LookPath(tool)
+	if err != nil {
+		if os.Getenv("SECUREPEER_REQUIRE_INTEROP") == "1" {
+			t.Fatalf("%s is required (SECUREPEER_REQUIRE_INTEROP=1): %v", tool, err)
+		}
+		t.Skipf("%s not installed: %v", tool, err)
+	}
+	return path
+}
+
+// TestSSHKeygenInterop checks that keys from ssh-keygen -t ed25519 work as
+// identities and that ssh-keygen reads ours, with the same fingerprints.
+func TestSSHKeygenInterop(t *testing.T) {
+	sshKeygen := requireTool(t, "ssh-keygen")
+	te := newTestEnv(t)
+	ssh := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(sshKeygen, args...)
+		cmd.Dir = te.dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("ssh-keygen %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	fingerprint := regexp.MustCompile(`SHA256:[A-Za-z0-9+/]{43}`)
+
+	// ssh-keygen's key, read by securepeer.
+	ssh("-q", "-t", "ed25519", "-N", "", "-C", "made by ssh-keygen", "-f", "sshkey")
+	id := strings.Split(strings.TrimSpace(te.run("id", "-i", "sshkey")), "\n")
+	if len(id) != 2 {
+		t.Fatalf("securepeer id printed %q", id)
+	}
+	if pub := te.readFile("sshkey.pub"); !strings.HasPrefix(pub, id[0]+" ") {
+		t.Errorf("securepeer id printed %q; ssh-keygen wrote %q", id[0], pub)
+	}
+	if want := fingerprint.FindString(ssh("-lf", "sshkey.pub")); id[1] != want {
+		t.Errorf("securepeer id fingerprint %q, ssh-keygen -lf %q", id[1], want)
+	}
+
+	// securepeer's key, read by ssh-keygen.
+	out := strings.Split(strings.TrimSpace(te.run("keygen", "-f", "spkey", "-C", "made by securepeer")), "\n")
+	if got := strings.TrimSpace(ssh("-y", "-f", "spkey")); !strings.HasPrefix(got, out[0]) {
+		t.Errorf("ssh-keygen -y derived %q, securepeer keygen printed %q", got, out[0])
+	}
+	if got := fingerprint.FindString(ssh("-lf", "spkey")); got != out[1] {
+		t.Errorf("ssh-keygen -lf printed %q, securepeer keygen %q", got, out[1])
+	}
+
+	// And the ssh-keygen key serves as a peer's identity, pinned by its .pub.
+	server, addr := te.start("server", "listen", "-i", "sshkey", "-exec", "tr a-z A-Z", "127.0.0.1:0")
+	cmd := te.command("connect", "-i", "spkey", "-expect", "sshkey.pub", addr)
+	cmd.Stdin = strings.NewReader("beep boop\n")
+	got, err := cmd.Output()
+	if err != nil || string(got) != "BEEP BOOP\n" {
+		t.Errorf("connect to an ssh-keygen identity: %q, %v", got, err)
+	}
+	server.interrupt()
+}
+
+// TestPromptTmux drives the first-contact question through a real terminal
+// (tmux), as a person would: the question appears while connect waits, the
+// answer is typed, and the key is recorded.
+func TestPromptTmux(t *testing.T) {
+	tmux := requireTool(t, "tmux")
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	te.run("id")
+	server, addr := te.start("server", "listen", "-i", "server", "-exec", "tr a-z A-Z", "127.0.0.1:0")
+	if err := os.WriteFile(filepath.Join(te.dir, "msg"), []byte("beep boop\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	socket := filepath.Join(te.dir, "tmux.sock")
+	tm := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(tmux, append([]string{"-S", socket, "-f", "/dev/null"}, args...)...)
+		cmd.Env = te.env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// The terminal hook only lifts the test binary's default of "no
+	// terminal"; the terminal itself is tmux's.
+	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 securepeer connect %s < msg > out 2> err; echo $? > rc; sleep 600",
+		te.dir, addr)
+	tm("new-session", "-d", "-x", "160", "-y", "40", "-s", "prompt", "sh", "-c", shell)
+	t.Cleanup(func() { exec.Command(tmux, "-S", socket, "kill-server").Run() })
+
+	screen := func() string { return tm("capture-pane", "-p", "-t", "prompt") }
+	waitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, stringer(screen))
+	s := screen()
+	if !strings.Contains(s, "The authenticity of peer '"+addr+"' can't be established.") ||
+		!fingerprintRE.MatchString(s) {
+		t.Errorf("the question does not name the peer and its fingerprint:\n%s", s)
+	}
+	if _, err := os.Stat(filepath.Join(te.dir, "rc")); err == nil {
+		t.Fatal("connect finished before the question was answered")
+	}
+	tm("send-keys", "-t", "prompt", "yes", "Enter")
+	waitFor(t, func() bool {
+		data, _ := os.ReadFile(filepath.Join(te.dir, "rc"))
+		return len(data) > 0
+	}, stringer(screen))
+
+	if rc := strings.TrimSpace(te.readFile("rc")); rc != "0" {
+		t.Errorf("connect exited %s\n%s", rc, te.readFile("err"))
+	}
+	if out := te.readFile("out"); out != "BEEP BOOP\n" {
+		t.Errorf("connect printed %q, want the echo; the question must not go to stdout", out)
+	}
+	if errOut := te.readFile("err"); strings.Contains(errOut, "authenticity") {
+		t.Errorf("the question went to stderr:\n%s", errOut)
+	}
+	kh := filepath.Join(te.dir, "home", ".securepeer", "known_hosts")
+	data, err := os.ReadFile(kh)
+	if err != nil || !strings.HasPrefix(string(data), "[127.0.0.1]:") {
+		t.Errorf("known_hosts after yes: %q, %v", data, err)
+	}
+	server.interrupt()
+}
+
+var fingerprintRE = regexp.MustCompile(`ED25519 key fingerprint is SHA256:[A-Za-z0-9+/]{43}\.`)
+
+type stringer func() string
+
+func (s stringer) String() string { return s() }
+
+// TestDemo runs the demo in process: both sides report each other's keys,
+// the same cipher, opposite roles, and the echo.
+func TestDemo(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+	if code := run(context.Background(), e, []string{"demo"}); code != 0 {
+		t.Fatalf("demo exited %d\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	field := func(side, name string) string {
+		re := regexp.MustCompile(`(?m)^` + side + `\n(?:  .*\n)*?  ` + name + ` +(.*)$`)
+		m := re.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no %s %s in\n%s", side, name, out)
+		}
+		return m[1]
+	}
+	if field("server", "own key") != field("client", "peer key") || field("client", "own key") != field("server", "peer key") {
+		t.Errorf("the sides disagree about the keys:\n%s", out)
+	}
+	if field("server", "own key") == field("client", "own key") {
+		t.Errorf("both sides have the same key:\n%s", out)
+	}
+	if field("server", "cipher") != field("client", "cipher") {
+		t.Errorf("the sides disagree about the cipher:\n%s", out)
+	}
+	if field("server", "role") != "responder" || field("client", "role") != "initiator" {
+		t.Errorf("roles:\n%s", out)
+	}
+	if !strings.HasPrefix(field("client", "post-quantum"), "yes") {
+		t.Errorf("the demo is not post-quantum:\n%s", out)
+	}
+	if !strings.Contains(out, `client sent "beep boop", server echoed "BEEP BOOP"`) {
+		t.Errorf("no echo in\n%s", out)
+	}
+}
+
+// TestProgressNotInPipe checks that -progress prints nothing when stderr
+// is not a terminal.
+func TestProgressNotInPipe(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	server, addr := te.start("server", "listen", "-i", "server", "-exec", "cat", "127.0.0.1:0")
+	cmd := te.command("connect", "-progress", "-accept-new", addr)
+	cmd.Stdin = bytes.NewReader(make([]byte, 1<<20))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || len(out) != 1<<20 {
+		t.Fatalf("connect: %d bytes, %v\n%s", len(out), err, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "sent ") || strings.Contains(stderr.String(), "\r") {
+		t.Errorf("progress printed into a pipe:\n%q", stderr.String())
+	}
+	server.interrupt()
+}
+
+func TestMeter(t *testing.T) {
+	for _, tc := range []struct {
+		n    float64
+		want string
+	}{{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"}, {5 << 20, "5.0 MiB"}, {3 << 30, "3.0 GiB"}} {
+		if got := formatBytes(tc.n); got != tc.want {
+			t.Errorf("formatBytes(%v) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+	var out syncBuffer
+	m := newMeter(&out, 0)
+	io.Copy(io.Discard, m.countSent(bytes.NewReader(make([]byte, 3<<20))))
+	m.received.Add(1024)
+	waitFor(t, func() bool { return strings.Contains(out.String(), "sent 3.0 MiB, received 1.0 KiB") }, &out)
+	m.finish()
+	if s := out.String(); !strings.HasSuffix(s, "\n") || !strings.HasPrefix(s, "\r") {
+		t.Errorf("meter output %q: want lines redrawn with \\r and a final newline", s)
+	}
+	// A meter without output only counts, and finish does not block.
+	newMeter(nil, 0).finish()
+}
+
+func TestParseFlagsInterspersed(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		wantPos  []string
+		wantExec string
+	}{
+		{[]string{"-exec", "cat", ":5000"}, []string{":5000"}, "cat"},
+		{[]string{":5000", "-exec", "cat"}, []string{":5000"}, "cat"},
+		{[]string{"-exec", "cat", "--", "-odd"}, []string{"-odd"}, "cat"},
+		{[]string{"a", "b"}, []string{"a", "b"}, ""},
+	} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		execCmd := fs.String("exec", "", "")
+		pos, err := parseFlags(fs, tc.args)
+		if err != nil || fmt.Sprint(pos) != fmt.Sprint(tc.wantPos) || *execCmd != tc.wantExec {
+			t.Errorf("parseFlags(%q) = %q, -exec %q, %v; want %q, %q", tc.args, pos, *execCmd, err, tc.wantPos, tc.wantExec)
+		}
+	}
+}
