@@ -32,7 +32,8 @@ const closeNotifyTimeout = 5 * time.Second
 
 // A Conn is a secure-peer 0.2.1 connection over a net.Conn. It is symmetric:
 // there is no client or server side. The handshake runs on the first Read or
-// Write, or explicitly through [Conn.Handshake].
+// Write, or explicitly through [Conn.Handshake]; it needs the peer's header,
+// so it waits until the peer runs its own.
 //
 // Each Write sends one frame per 64 KiB ([SendChunkSize]) of its data, each
 // with its own RSA signature; Read returns the plaintext of the peer's

@@ -459,3 +459,53 @@ func (c *countingConn) Read(b []byte) (int, error) {
 	c.mu.Unlock()
 	return n, err
 }
+
+func TestDialListen(t *testing.T) {
+	if _, err := Listen("tcp", "127.0.0.1:0", &Config{}); err == nil {
+		t.Error("Listen accepted a Config without keys")
+	}
+	if _, err := Dial(context.Background(), "tcp", "127.0.0.1:1", nil); err == nil {
+		t.Error("Dial accepted a nil Config")
+	}
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Keys: testKeys(t, "b"), HandshakeTimeout: testTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan error, 1)
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		c := raw.(*Conn)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(testTimeout))
+		if _, err := io.Copy(c, c); err != nil {
+			served <- err
+			return
+		}
+		served <- c.CloseWrite()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	c, err := Dial(ctx, "tcp", ln.Addr().String(), &Config{Keys: testKeys(t, "a"), Verify: pin(testKeys(t, "b").Public())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(c); err != nil || string(got) != "ping" {
+		t.Errorf("ReadAll = %q, %v", got, err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("server: %v", err)
+	}
+}
