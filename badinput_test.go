@@ -199,13 +199,13 @@ func badRunAttack(role badRole, timeout time.Duration, send []byte, closeAfter b
 	r.elapsed = time.Since(start)
 	// The error is sticky, and Read and Write report it without I/O.
 	if r.err != nil {
-		if err2 := c.Handshake(); !sameError(r.err, err2) {
+		if err2 := c.Handshake(); !fzSameError(r.err, err2) {
 			r.problems = append(r.problems, fmt.Sprintf("second Handshake = %v, want %v", err2, r.err))
 		}
-		if n, err2 := c.Read(make([]byte, 10)); n != 0 || !sameError(r.err, err2) {
+		if n, err2 := c.Read(make([]byte, 10)); n != 0 || !fzSameError(r.err, err2) {
 			r.problems = append(r.problems, fmt.Sprintf("Read after a failed handshake = %d, %v; want 0, %v", n, err2, r.err))
 		}
-		if n, err2 := c.Write([]byte("x")); n != 0 || !sameError(r.err, err2) {
+		if n, err2 := c.Write([]byte("x")); n != 0 || !fzSameError(r.err, err2) {
 			r.problems = append(r.problems, fmt.Sprintf("Write after a failed handshake = %d, %v; want 0, %v", n, err2, r.err))
 		}
 	}
@@ -228,7 +228,7 @@ func badAttack(t *testing.T, role badRole, timeout time.Duration, send []byte, c
 	return r.err, r.elapsed
 }
 
-func isTimeout(err error) bool {
+func badIsTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
@@ -240,7 +240,7 @@ func badPrompt(t *testing.T, err error, elapsed time.Duration) {
 	if err == nil {
 		t.Fatal("the handshake succeeded")
 	}
-	if isTimeout(err) {
+	if badIsTimeout(err) {
 		t.Fatalf("got a timeout (%v after %v), want an immediate error", err, elapsed)
 	}
 	if elapsed >= badPromptTimeout {
@@ -254,7 +254,7 @@ func badPrompt(t *testing.T, err error, elapsed time.Duration) {
 // badTimedOut checks err is the handshake timing out, on time.
 func badTimedOut(t *testing.T, err error, elapsed time.Duration) {
 	t.Helper()
-	if !isTimeout(err) {
+	if !badIsTimeout(err) {
 		t.Fatalf("got %v after %v, want a timeout (net.Error)", err, elapsed)
 	}
 	if elapsed < badTimeout-50*time.Millisecond {
@@ -460,7 +460,7 @@ func TestBadInputTruncatedHandshake(t *testing.T) {
 						case msg != "":
 						case err == nil:
 							msg = "the handshake succeeded"
-						case isTimeout(err) || elapsed >= badPromptTimeout:
+						case badIsTimeout(err) || elapsed >= badPromptTimeout:
 							msg = "waited for the timeout: " + err.Error()
 						case !errors.Is(err, io.ErrUnexpectedEOF):
 							msg = "error does not wrap io.ErrUnexpectedEOF: " + err.Error()
@@ -561,7 +561,7 @@ func TestBadInputRecordHeader(t *testing.T) {
 				if n != 0 || err == nil {
 					t.Fatalf("Read = %d, %v; want an error", n, err)
 				}
-				if isTimeout(err) {
+				if badIsTimeout(err) {
 					t.Fatalf("Read waited %v for %v; want an immediate error", elapsed, err)
 				}
 				if !strings.Contains(err.Error(), "record header") {
@@ -570,7 +570,7 @@ func TestBadInputRecordHeader(t *testing.T) {
 				if got := counted.count() - afterRecord; got != wire.RecordHeaderSize {
 					t.Errorf("the victim read %d bytes after the bad header began, want only the %d header bytes", got, wire.RecordHeaderSize)
 				}
-				if n, err2 := victim.Read(buf); n != 0 || !sameError(err, err2) {
+				if n, err2 := victim.Read(buf); n != 0 || !fzSameError(err, err2) {
 					t.Errorf("second Read = %d, %v; want the same error", n, err2)
 				}
 				if got := counted.count() - afterRecord; got != wire.RecordHeaderSize {

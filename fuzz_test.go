@@ -365,14 +365,14 @@ func fzHandshake(t *testing.T, c *Conn, base int) error {
 	if d := time.Since(start); d > fzTimeout+fzSlack {
 		t.Fatalf("Handshake took %v, its timeout is %v", d, fzTimeout)
 	}
-	if err2 := c.Handshake(); !sameError(err, err2) {
+	if err2 := c.Handshake(); !fzSameError(err, err2) {
 		t.Fatalf("Handshake returned %v, then %v: a failed handshake's error must be sticky", err, err2)
 	}
 	fzNoLeak(t, base)
 	return err
 }
 
-func sameError(a, b error) bool {
+func fzSameError(a, b error) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
@@ -515,7 +515,7 @@ func FuzzRecordReader(f *testing.F) {
 		if err == io.EOF && !bytes.Equal(got, want) {
 			t.Fatalf("Read returned io.EOF after %d of %d bytes", len(got), len(want))
 		}
-		if n, err2 := c.Read(buf); n != 0 || err2 == nil || !sameError(err, err2) {
+		if n, err2 := c.Read(buf); n != 0 || err2 == nil || !fzSameError(err, err2) {
 			t.Fatalf("Read after %v returned %d, %v: errors must be sticky", err, n, err2)
 		}
 		if conn.maxReq > wire.MaxRecordLength {
