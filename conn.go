@@ -159,12 +159,11 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		}
 	})
 	err := c.handshake(ctx)
-	if !stop() || ctx.Err() != nil {
-		// The context ended, maybe while the handshake was finishing: report
-		// it as the cause, since the I/O error it provoked says less.
-		if err != nil {
-			err = handshakeTimeoutError(ctx, c.config.handshakeTimeout(), err)
-		}
+	stop()
+	if err != nil && handshakeOutOfTime(ctx, err) {
+		// Report the context as the cause: the I/O error it provoked says
+		// less.
+		err = handshakeTimeoutError(ctx, c.config.handshakeTimeout(), err)
 	}
 	c.endHandshakeDeadline()
 	if err != nil {
@@ -176,9 +175,21 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	return nil
 }
 
+// handshakeOutOfTime reports whether the handshake failed because ctx ended,
+// including when the connection's deadline, which is ctx's, fired a moment
+// before ctx's own timer.
+func handshakeOutOfTime(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	var ne net.Error
+	dl, ok := ctx.Deadline()
+	return ok && errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(dl)
+}
+
 func handshakeTimeoutError(ctx context.Context, d time.Duration, err error) error {
 	cause := context.Cause(ctx)
-	if errors.Is(cause, context.DeadlineExceeded) {
+	if cause == nil || errors.Is(cause, context.DeadlineExceeded) {
 		return &timeoutError{fmt.Errorf("securepeer: handshake timed out (limit %v or the context's deadline); is the peer a securepeer peer, and reachable? (%w)", d, err)}
 	}
 	return fmt.Errorf("securepeer: handshake canceled: %w", cause)

@@ -483,7 +483,10 @@ func (hs *handshakeState) readMessage() ([]byte, error) {
 		case wire.AbortNoCipher:
 			return nil, fmt.Errorf("%w (the peer found none in this side's list %v)", ErrNoCommonCipher, hs.cfg.ciphers())
 		}
-		return nil, errors.New("securepeer: the peer aborted the handshake; it found this side's messages malformed")
+		if reason[0] == wire.AbortProtocol {
+			return nil, errors.New("securepeer: the peer aborted the handshake; it found this side's messages malformed")
+		}
+		return nil, fmt.Errorf("securepeer: the peer aborted the handshake (reason %d)", reason[0])
 	}
 	msg := make([]byte, n)
 	if _, err := io.ReadFull(hs.c.conn, msg); err != nil {

@@ -268,10 +268,10 @@ func PutRecordHeader(b []byte, typ uint8, length int) {
 	b[3] = byte(length)
 }
 
-// ParseRecordHeader decodes a record header, checking the type is known and
+// ParseRecordHeader decodes a 4-byte record header, checking the type is known and
 // the length is within [TagSize, MaxRecordLength].
 func ParseRecordHeader(b []byte) (typ uint8, length int, err error) {
-	if len(b) < RecordHeaderSize {
+	if len(b) != RecordHeaderSize {
 		return 0, 0, ErrMalformed
 	}
 	typ = b[0]
