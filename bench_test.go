@@ -1,0 +1,812 @@
+package securepeer
+
+// Benchmarks against crypto/tls 1.3 and raw TCP, all over loopback TCP, run
+// side by side so that one command gives comparable numbers (BENCHMARKS.md
+// records a run and the command). They run only with -bench:
+//
+//	go test -run '^$' -bench . -benchtime 1s -count 3
+//
+// Each family ends with a "ratios" sub-benchmark that reports securepeer's
+// result divided by crypto/tls's (and raw TCP's) from the runs just made
+// (medians, with -count), so the ratios always compare numbers from the same
+// run. Run a whole family, not a single sub-benchmark, to get them. Loopback
+// numbers swing by 20% or more from run to run, and far more on a machine
+// that is doing anything else: run on an otherwise idle machine.
+//
+// The crypto/tls side is what a Go developer would write to get what
+// securepeer gives: TLS 1.3, mutual authentication with self-signed Ed25519
+// certificates pinned by public key in VerifyConnection (InsecureSkipVerify
+// on the client, RequireAnyClientCert on the server), default key exchange
+// preferences, which pick the hybrid X25519MLKEM768 (checked on every
+// handshake), default session tickets.
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The kinds of connection compared.
+const (
+	kindTCP        = "tcp"        // the loopback TCP connection itself
+	kindTLS        = "tls"        // crypto/tls 1.3, pinned Ed25519 certificates, X25519MLKEM768
+	kindSP         = "securepeer" // securepeer defaults: hybrid ML-KEM-768, AES-256-GCM here
+	kindTLSClassic = "tls-classical"
+	kindSPClassic  = "securepeer-classical" // DisablePostQuantum on both sides
+)
+
+// benchEnv holds the identities and configurations every benchmark shares.
+type benchEnv struct {
+	tlsClient, tlsServer               *tls.Config
+	tlsClientClassic, tlsServerClassic *tls.Config
+	spClient, spServer                 *Config
+	spClientClassic, spServerClassic   *Config
+}
+
+var (
+	benchEnvOnce sync.Once
+	benchEnvVal  *benchEnv
+	benchEnvErr  error
+)
+
+func getBenchEnv(tb testing.TB) *benchEnv {
+	tb.Helper()
+	benchEnvOnce.Do(func() { benchEnvVal, benchEnvErr = newBenchEnv() })
+	if benchEnvErr != nil {
+		tb.Fatal(benchEnvErr)
+	}
+	return benchEnvVal
+}
+
+func newBenchEnv() (*benchEnv, error) {
+	env := new(benchEnv)
+
+	clientCert, clientPub, err := newBenchCert("client")
+	if err != nil {
+		return nil, err
+	}
+	serverCert, serverPub, err := newBenchCert("server")
+	if err != nil {
+		return nil, err
+	}
+	env.tlsClient = &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{clientCert},
+		InsecureSkipVerify: true, // the server's key is pinned in VerifyConnection
+		VerifyConnection:   pinTLSKey(serverPub),
+	}
+	env.tlsServer = &tls.Config{
+		MinVersion:       tls.VersionTLS13,
+		Certificates:     []tls.Certificate{serverCert},
+		ClientAuth:       tls.RequireAnyClientCert, // the client's key is pinned in VerifyConnection
+		VerifyConnection: pinTLSKey(clientPub),
+	}
+	env.tlsClientClassic = env.tlsClient.Clone()
+	env.tlsClientClassic.CurvePreferences = []tls.CurveID{tls.X25519}
+	env.tlsServerClassic = env.tlsServer.Clone()
+	env.tlsServerClassic.CurvePreferences = []tls.CurveID{tls.X25519}
+
+	clientID, err := GenerateIdentity()
+	if err != nil {
+		return nil, err
+	}
+	serverID, err := GenerateIdentity()
+	if err != nil {
+		return nil, err
+	}
+	env.spClient = &Config{Identity: clientID, Verify: pinKey(serverID.PublicKey())}
+	env.spServer = &Config{Identity: serverID, Verify: pinKey(clientID.PublicKey())}
+	env.spClientClassic = &Config{Identity: clientID, Verify: pinKey(serverID.PublicKey()), DisablePostQuantum: true}
+	env.spServerClassic = &Config{Identity: serverID, Verify: pinKey(clientID.PublicKey()), DisablePostQuantum: true}
+	return env, nil
+}
+
+// newBenchCert returns a self-signed Ed25519 certificate with its parsed
+// leaf set, as tls.X509KeyPair would return it.
+func newBenchCert(name string) (tls.Certificate, ed25519.PublicKey, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: leaf}, pub, nil
+}
+
+// pinTLSKey accepts exactly one peer certificate whose key is want.
+func pinTLSKey(want ed25519.PublicKey) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) != 1 {
+			return errors.New("bench: expected exactly one peer certificate")
+		}
+		got, ok := cs.PeerCertificates[0].PublicKey.(ed25519.PublicKey)
+		if !ok || subtle.ConstantTimeCompare(got, want) != 1 {
+			return errors.New("bench: peer key does not match the pin")
+		}
+		return nil
+	}
+}
+
+// pinKey is a Config.Verify that accepts exactly want.
+func pinKey(want PublicKey) func(ctx context.Context, remote PublicKey) error {
+	return func(_ context.Context, remote PublicKey) error {
+		if !remote.Equal(want) {
+			return errors.New("bench: peer key does not match the pin")
+		}
+		return nil
+	}
+}
+
+// benchListen opens a loopback listener closed when tb ends.
+func benchListen(tb testing.TB) net.Listener {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dialLoopback returns both ends of a new TCP connection to ln.
+func dialLoopback(ln net.Listener) (client, server net.Conn, err error) {
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- accepted{c, err}
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	a := <-ch
+	if err != nil || a.err != nil {
+		if client != nil {
+			client.Close()
+		}
+		if a.c != nil {
+			a.c.Close()
+		}
+		return nil, nil, errors.Join(err, a.err)
+	}
+	return client, a.c, nil
+}
+
+// clientHandshake wraps raw as the client side of kind and completes the
+// handshake.
+func (env *benchEnv) clientHandshake(kind string, raw net.Conn) (net.Conn, error) {
+	switch kind {
+	case kindTCP:
+		return raw, nil
+	case kindTLS, kindTLSClassic:
+		cfg, want := env.tlsClient, tls.X25519MLKEM768
+		if kind == kindTLSClassic {
+			cfg, want = env.tlsClientClassic, tls.X25519
+		}
+		c := tls.Client(raw, cfg)
+		if err := c.Handshake(); err != nil {
+			return nil, err
+		}
+		if st := c.ConnectionState(); st.Version != tls.VersionTLS13 || st.CurveID != want {
+			return nil, fmt.Errorf("bench: tls used version %#x, key exchange %v; want TLS 1.3 with %v", st.Version, st.CurveID, want)
+		}
+		return c, nil
+	case kindSP, kindSPClassic:
+		cfg := env.spClient
+		if kind == kindSPClassic {
+			cfg = env.spClientClassic
+		}
+		c := Client(raw, cfg)
+		if err := c.Handshake(); err != nil {
+			return nil, err
+		}
+		if st := c.ConnectionState(); st.PostQuantum != (kind == kindSP) {
+			return nil, fmt.Errorf("bench: securepeer PostQuantum = %v for %s", st.PostQuantum, kind)
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("bench: unknown kind %q", kind)
+}
+
+// serverHandshake wraps raw as the server side of kind and completes the
+// handshake.
+func (env *benchEnv) serverHandshake(kind string, raw net.Conn) (net.Conn, error) {
+	switch kind {
+	case kindTCP:
+		return raw, nil
+	case kindTLS, kindTLSClassic:
+		cfg := env.tlsServer
+		if kind == kindTLSClassic {
+			cfg = env.tlsServerClassic
+		}
+		c := tls.Server(raw, cfg)
+		if err := c.Handshake(); err != nil {
+			return nil, err
+		}
+		return c, nil
+	case kindSP, kindSPClassic:
+		cfg := env.spServer
+		if kind == kindSPClassic {
+			cfg = env.spServerClassic
+		}
+		c := Server(raw, cfg)
+		if err := c.Handshake(); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("bench: unknown kind %q", kind)
+}
+
+// A benchPair is both ends of one connection of some kind, handshake done.
+type benchPair struct {
+	c, s       net.Conn // client and server ends
+	cRaw, sRaw net.Conn // their TCP connections
+}
+
+func (p benchPair) Close() {
+	p.c.Close()
+	p.s.Close()
+	p.cRaw.Close()
+	p.sRaw.Close()
+}
+
+// newBenchPair opens a connection of kind on ln. If wrap is not nil, the
+// client side runs over wrap(its TCP connection).
+func newBenchPair(env *benchEnv, ln net.Listener, kind string, wrap func(net.Conn) net.Conn) (benchPair, error) {
+	cRaw, sRaw, err := dialLoopback(ln)
+	if err != nil {
+		return benchPair{}, err
+	}
+	cUnder := cRaw
+	if wrap != nil {
+		cUnder = wrap(cRaw)
+	}
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		s, err := env.serverHandshake(kind, sRaw)
+		ch <- result{s, err}
+	}()
+	c, cerr := env.clientHandshake(kind, cUnder)
+	if cerr != nil {
+		cRaw.Close() // unblocks the server side
+	}
+	r := <-ch
+	if cerr != nil || r.err != nil {
+		cRaw.Close()
+		sRaw.Close()
+		return benchPair{}, fmt.Errorf("bench: %s handshake: client: %v, server: %v", kind, cerr, r.err)
+	}
+	return benchPair{c: c, s: r.c, cRaw: cRaw, sRaw: sRaw}, nil
+}
+
+func mustBenchPair(b *testing.B, kind string, wrap func(net.Conn) net.Conn) benchPair {
+	b.Helper()
+	p, err := newBenchPair(getBenchEnv(b), benchListen(b), kind, wrap)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.Close)
+	return p
+}
+
+// benchResults keeps each sub-benchmark's results, by name, for the
+// "ratios" sub-benchmarks: with -count n, every sub-benchmark runs n times
+// in a row, and a ratio compares the medians. Only the final result of each
+// run counts (the testing package calls a benchmark with growing b.N; the
+// last call is the reported one). Sub-benchmarks run one at a time; the
+// mutex only keeps the race detector quiet.
+var benchResults = struct {
+	sync.Mutex
+	m    map[string][]float64
+	last map[string]*testing.B
+}{m: make(map[string][]float64), last: make(map[string]*testing.B)}
+
+// recordResult records v as b's result under name, replacing what an
+// earlier call with the same b (a smaller b.N) recorded.
+func recordResult(b *testing.B, name string, v float64) {
+	benchResults.Lock()
+	defer benchResults.Unlock()
+	if benchResults.last[name] == b {
+		vs := benchResults.m[name]
+		vs[len(vs)-1] = v
+		return
+	}
+	benchResults.last[name] = b
+	benchResults.m[name] = append(benchResults.m[name], v)
+}
+
+func median(vs []float64) float64 {
+	vs = slices.Clone(vs)
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2]
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
+}
+
+// reportRatios runs a "ratios" sub-benchmark reporting, for each pair, the
+// median of the results recorded as num divided by the median of those
+// recorded as den, in the unit "num/den". It reports nothing for a pair
+// whose results did not both run.
+func reportRatios(b *testing.B, pairs ...[2]string) {
+	b.Run("ratios", func(b *testing.B) {
+		benchResults.Lock()
+		defer benchResults.Unlock()
+		for _, p := range pairs {
+			nums, dens := benchResults.m[p[0]], benchResults.m[p[1]]
+			if len(nums) == 0 || len(dens) == 0 {
+				continue
+			}
+			num, den := median(nums), median(dens)
+			if den == 0 {
+				continue
+			}
+			b.ReportMetric(num/den, ratioUnit(p[0])+"/"+ratioUnit(p[1]))
+		}
+		b.ReportMetric(0, "ns/op")
+	})
+}
+
+// ratioUnit is the kind in a result name "family/kind". Result names start
+// with their family, so that families never mix.
+func ratioUnit(name string) string {
+	for i := len(name) - 1; i >= 0; i-- {
+		if name[i] == '/' {
+			return name[i+1:]
+		}
+	}
+	return name
+}
+
+// BenchmarkThroughput measures bulk transfer one way: the client writes
+// buffers of the given size in a loop, the server reads into a buffer of the
+// same size and discards. The time includes draining the last byte.
+func BenchmarkThroughput(b *testing.B) {
+	for _, size := range []int{1 << 20, 64 << 10} {
+		name := fmt.Sprintf("%dKiB", size>>10)
+		b.Run(name, func(b *testing.B) {
+			for _, kind := range []string{kindTCP, kindTLS, kindSP} {
+				b.Run(kind, func(b *testing.B) { benchThroughput(b, kind, size, name+"/"+kind) })
+			}
+			reportRatios(b,
+				[2]string{name + "/" + kindSP, name + "/" + kindTLS},
+				[2]string{name + "/" + kindSP, name + "/" + kindTCP},
+				[2]string{name + "/" + kindTLS, name + "/" + kindTCP})
+		})
+	}
+}
+
+func benchThroughput(b *testing.B, kind string, size int, result string) {
+	p := mustBenchPair(b, kind, nil)
+	total := int64(b.N) * int64(size)
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, size)
+		var n int64
+		for n < total {
+			m, err := p.s.Read(buf)
+			n += int64(m)
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	buf := make([]byte, size)
+	rand.Read(buf)
+
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	for range b.N {
+		if _, err := p.c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	recordResult(b, result, float64(total)/1e6/b.Elapsed().Seconds())
+}
+
+// BenchmarkHandshake measures full handshakes, one at a time, each on a new
+// TCP connection: dial, both sides' handshakes (the server's in an accepting
+// goroutine), close. It reports handshakes/s; "-classical" are X25519 only.
+func BenchmarkHandshake(b *testing.B) {
+	for _, kind := range []string{kindTCP, kindTLS, kindSP, kindTLSClassic, kindSPClassic} {
+		b.Run(kind, func(b *testing.B) { benchHandshake(b, kind) })
+	}
+	reportRatios(b,
+		[2]string{"handshake/" + kindSP, "handshake/" + kindTLS},
+		[2]string{"handshake/" + kindSPClassic, "handshake/" + kindTLSClassic},
+		[2]string{"handshake/" + kindSPClassic, "handshake/" + kindSP})
+}
+
+func benchHandshake(b *testing.B, kind string) {
+	env := getBenchEnv(b)
+	ln := benchListen(b)
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	results := make(chan result, 1)
+	go func() {
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return // the listener was closed
+			}
+			c, err := env.serverHandshake(kind, raw)
+			if err != nil {
+				raw.Close()
+			}
+			results <- result{c, err}
+		}
+	}()
+	addr := ln.Addr().String()
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c, err := env.clientHandshake(kind, raw)
+		if err != nil {
+			raw.Close()
+			b.Fatal(err)
+		}
+		r := <-results
+		if r.err != nil {
+			b.Fatal(r.err)
+		}
+		c.Close()
+		r.c.Close()
+	}
+	b.StopTimer()
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "handshakes/s")
+	recordResult(b, "handshake/"+kind, rate)
+}
+
+// BenchmarkIdleMemory measures the live heap each idle connection holds:
+// runtime.GC and HeapAlloc before and after opening b.N connection pairs,
+// divided by the 2·b.N endpoints. "B/endpoint" is right after the
+// handshake; "B/endpoint-used" after one byte has gone each way, so that
+// buffers kept after first use count too. Both include the TCP connection
+// (the tcp row). Pairs are made in batches to bound open files.
+func BenchmarkIdleMemory(b *testing.B) {
+	for _, kind := range []string{kindTCP, kindTLS, kindSP} {
+		b.Run(kind, func(b *testing.B) { benchIdleMemory(b, kind) })
+	}
+	reportRatios(b,
+		[2]string{"idle/" + kindSP, "idle/" + kindTLS},
+		[2]string{"idle/" + kindSP + "-used", "idle/" + kindTLS + "-used"})
+}
+
+func benchIdleMemory(b *testing.B, kind string) {
+	const batch = 500
+	env := getBenchEnv(b)
+	ln := benchListen(b)
+	var fresh, used int64
+	for done := 0; done < b.N; {
+		n := min(batch, b.N-done)
+		done += n
+		pairs := make([]benchPair, 0, n)
+		before := liveHeap()
+		for range n {
+			p, err := newBenchPair(env, ln, kind, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pairs = append(pairs, p)
+		}
+		fresh += liveHeap() - before
+
+		var one [1]byte
+		for _, p := range pairs {
+			if _, err := p.c.Write(one[:]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(p.s, one[:]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := p.s.Write(one[:]); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(p.c, one[:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		used += liveHeap() - before
+		runtime.KeepAlive(pairs)
+		for _, p := range pairs {
+			p.Close()
+		}
+	}
+	perFresh := float64(fresh) / float64(2*b.N)
+	perUsed := float64(used) / float64(2*b.N)
+	b.ReportMetric(perFresh, "B/endpoint")
+	b.ReportMetric(perUsed, "B/endpoint-used")
+	b.ReportMetric(0, "ns/op")
+	recordResult(b, "idle/"+kind, perFresh)
+	recordResult(b, "idle/"+kind+"-used", perUsed)
+}
+
+// liveHeap returns the live heap after a full collection. Two, so that
+// sync.Pool victim caches are emptied as well.
+func liveHeap() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// BenchmarkSteadyState measures one 1 KiB Write (or Read) per op on an
+// established connection, with allocations.
+//
+// write: the client writes 1 KiB per op; the server's TCP connection is
+// drained by a goroutine reading raw bytes, which allocates nothing, so
+// allocs/op are the Write's alone.
+//
+// read: the server reads 1 KiB per op (one record each) while a goroutine
+// writes 1 KiB per Write on the client, over a TCP connection that batches
+// those writes into 64 KiB ones so that the writer outpaces the reader and
+// ns/op is the Read's. allocs/op count both goroutines, so they bound the
+// Read's from above; subtract the write row.
+func BenchmarkSteadyState(b *testing.B) {
+	for _, kind := range []string{kindTCP, kindTLS, kindSP} {
+		b.Run(kind, func(b *testing.B) {
+			b.Run("write", func(b *testing.B) { benchSteadyWrite(b, kind) })
+			b.Run("read", func(b *testing.B) { benchSteadyRead(b, kind) })
+		})
+	}
+}
+
+const steadyChunk = 1 << 10
+
+func benchSteadyWrite(b *testing.B, kind string) {
+	p := mustBenchPair(b, kind, nil)
+	go io.Copy(io.Discard, p.sRaw) // ends when the pair is closed
+	buf := make([]byte, steadyChunk)
+	for range 100 { // warm up pools and buffers
+		if _, err := p.c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(steadyChunk)
+	b.ReportAllocs()
+	m := startMallocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := p.c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	m.report(b)
+}
+
+func benchSteadyRead(b *testing.B, kind string) {
+	var bc *batchConn
+	p := mustBenchPair(b, kind, func(c net.Conn) net.Conn {
+		bc = &batchConn{Conn: c}
+		return bc
+	})
+	bc.batching = true // the handshake is over; from here only the writer uses bc
+	const warmup = 100
+	n := warmup + b.N
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, steadyChunk)
+		for range n {
+			if _, err := p.c.Write(buf); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- bc.flush()
+	}()
+	buf := make([]byte, steadyChunk)
+	for range warmup {
+		if _, err := io.ReadFull(p.s, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(steadyChunk)
+	b.ReportAllocs()
+	m := startMallocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := io.ReadFull(p.s, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	m.report(b)
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// mallocCounter reports allocs/op and B/op with fractions, which the
+// testing package rounds down to integers: a pool that misses once every
+// few thousand records shows as "0 allocs/op" there.
+type mallocCounter struct{ mallocs, bytes uint64 }
+
+func startMallocs() mallocCounter {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return mallocCounter{ms.Mallocs, ms.TotalAlloc}
+}
+
+func (m mallocCounter) report(b *testing.B) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(ms.Mallocs-m.mallocs)/float64(b.N), "allocs/op")
+	b.ReportMetric(float64(ms.TotalAlloc-m.bytes)/float64(b.N), "B/op")
+}
+
+// batchConn collects writes, once batching is set, into writes of at least
+// 64 KiB to the connection it wraps.
+type batchConn struct {
+	net.Conn
+	batching bool
+	buf      []byte
+}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	if !c.batching {
+		return c.Conn.Write(p)
+	}
+	c.buf = append(c.buf, p...)
+	if len(c.buf) >= 64<<10 {
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (c *batchConn) flush() error {
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	return err
+}
+
+// BenchmarkHandshakeParallel measures handshakes/s with the CPUs saturated:
+// 4·GOMAXPROCS clients dial, handshake and wait for the server's end of
+// stream, while the server runs each handshake in its own goroutine. Where
+// BenchmarkHandshake measures latency, this measures the CPU cost of both
+// sides together.
+func BenchmarkHandshakeParallel(b *testing.B) {
+	for _, kind := range []string{kindTLS, kindSP} {
+		b.Run(kind, func(b *testing.B) { benchHandshakeParallel(b, kind) })
+	}
+	reportRatios(b, [2]string{"parallel/" + kindSP, "parallel/" + kindTLS})
+}
+
+func benchHandshakeParallel(b *testing.B, kind string) {
+	env := getBenchEnv(b)
+	ln := benchListen(b)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	go func() {
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return // the listener was closed
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := env.serverHandshake(kind, raw)
+				if err != nil {
+					raw.Close() // the client sees the error
+					return
+				}
+				c.Close() // the client reads io.EOF: the server is done
+			}()
+		}
+	}()
+	addr := ln.Addr().String()
+
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var one [1]byte
+		for pb.Next() {
+			raw, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			c, err := env.clientHandshake(kind, raw)
+			if err != nil {
+				raw.Close()
+				b.Error(err)
+				return
+			}
+			if _, err := c.Read(one[:]); err != io.EOF {
+				b.Errorf("bench: reading the server's end of stream: %v", err)
+			}
+			c.Close()
+		}
+	})
+	b.StopTimer()
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "handshakes/s")
+	recordResult(b, "parallel/"+kind, rate)
+}
+
+// BenchmarkAEAD measures the transport ciphers alone on 64 KiB records, the
+// ceiling for securepeer's throughput on one core.
+func BenchmarkAEAD(b *testing.B) {
+	for _, c := range []Cipher{AES256GCM, ChaCha20Poly1305, AES128GCM} {
+		b.Run(c.String(), func(b *testing.B) {
+			key := make([]byte, c.keySize())
+			aead, err := c.newAEAD(key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			nonce := make([]byte, aead.NonceSize())
+			plain := make([]byte, 64<<10)
+			sealed := aead.Seal(nil, nonce, plain, nil)
+			b.Run("seal", func(b *testing.B) {
+				b.SetBytes(int64(len(plain)))
+				buf := make([]byte, 0, len(sealed))
+				for range b.N {
+					aead.Seal(buf, nonce, plain, nil)
+				}
+			})
+			b.Run("open", func(b *testing.B) {
+				b.SetBytes(int64(len(plain)))
+				buf := make([]byte, 0, len(plain))
+				for range b.N {
+					if _, err := aead.Open(buf, nonce, sealed, nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
