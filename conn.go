@@ -486,36 +486,36 @@ func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 // While the handshake runs, it is bounded by the earlier of these deadlines
 // and the handshake's own. A Write that times out makes the connection
 // unusable; a Read that times out can be retried.
-func (c *Conn) SetDeadline(t time.Time) error {
-	c.deadlineMu.Lock()
-	defer c.deadlineMu.Unlock()
-	c.readDeadline, c.writeDeadline = t, t
-	if c.handshaking {
-		return nil
-	}
-	return c.conn.SetDeadline(t)
-}
+func (c *Conn) SetDeadline(t time.Time) error { return c.setDeadline(&t, &t) }
 
 // SetReadDeadline sets the read deadline, as [Conn.SetDeadline] describes.
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.deadlineMu.Lock()
-	defer c.deadlineMu.Unlock()
-	c.readDeadline = t
-	if c.handshaking {
-		return nil
-	}
-	return c.conn.SetReadDeadline(t)
-}
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.setDeadline(&t, nil) }
 
 // SetWriteDeadline sets the write deadline, as [Conn.SetDeadline] describes.
-func (c *Conn) SetWriteDeadline(t time.Time) error {
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.setDeadline(nil, &t) }
+
+// setDeadline records the deadlines that are not nil and, unless the
+// handshake runs (it applies them when it ends), sets them on the
+// underlying connection.
+func (c *Conn) setDeadline(read, write *time.Time) error {
 	c.deadlineMu.Lock()
 	defer c.deadlineMu.Unlock()
-	c.writeDeadline = t
+	if read != nil {
+		c.readDeadline = *read
+	}
+	if write != nil {
+		c.writeDeadline = *write
+	}
 	if c.handshaking {
 		return nil
 	}
-	return c.conn.SetWriteDeadline(t)
+	switch {
+	case read != nil && write != nil:
+		return c.conn.SetDeadline(*read)
+	case read != nil:
+		return c.conn.SetReadDeadline(*read)
+	}
+	return c.conn.SetWriteDeadline(*write)
 }
 
 // NetConn returns the underlying connection. Writing to or reading from it

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/flynn/noise"
@@ -52,21 +53,7 @@ type handshakeState struct {
 func (c *Conn) handshake(ctx context.Context) error {
 	hs := &handshakeState{c: c, ctx: ctx, cfg: c.config, dh: new(x25519)}
 	defer hs.clear()
-	defer func() {
-		// On failure the first flight may still be on its way; let it
-		// finish for a moment, so the peer hears why, then cut it short.
-		if hs.flight == nil {
-			return
-		}
-		t := time.NewTimer(time.Second)
-		defer t.Stop()
-		select {
-		case <-hs.flight:
-		case <-t.C:
-			c.conn.SetDeadline(time.Unix(1, 0))
-			<-hs.flight
-		}
-	}()
+	defer hs.settleFlight() // on failure it may still be on its way
 	if err := hs.checkConfig(); err != nil {
 		return err
 	}
@@ -231,14 +218,9 @@ func (hs *handshakeState) readMessage1() ([]byte, error) {
 // runInitiator completes the handshake as initiator after message 1:
 // "Message 2", "Verify", "Message 3".
 func (hs *handshakeState) runInitiator() error {
-	c := hs.c
-	msg2, err := hs.readMessage()
+	payload, _, _, err := hs.readNoise()
 	if err != nil {
 		return err
-	}
-	payload, _, _, err := hs.noise.ReadMessage(nil, msg2)
-	if err != nil {
-		return errAuth
 	}
 	p, err := wire.ParseRespPayload(payload)
 	if err != nil {
@@ -284,15 +266,9 @@ func (hs *handshakeState) runInitiator() error {
 	final := wire.FinalPayload{}
 	copy(final.Identity[:], id.pub.key[:])
 	copy(final.Signature[:], id.staticSig)
-	msg3, cs1, cs2, err := hs.noise.WriteMessage(nil, final.Marshal(nil))
+	cs1, cs2, err := hs.writeNoise(final.Marshal(nil))
 	if err != nil {
 		return err
-	}
-	if err := hs.joinFlight(); err != nil {
-		return err
-	}
-	if _, err := c.conn.Write(appendHandshakeMessage(nil, msg3)); err != nil {
-		return fmt.Errorf("securepeer: sending the handshake: %w", err)
 	}
 	return hs.finish(cs1, cs2)
 }
@@ -338,27 +314,16 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 	id := hs.cfg.Identity
 	copy(p2.Identity[:], id.pub.key[:])
 	copy(p2.Signature[:], id.staticSig)
-	msg2, _, _, err := hs.noise.WriteMessage(nil, p2.Marshal(nil))
-	if err != nil {
+	if _, _, err := hs.writeNoise(p2.Marshal(nil)); err != nil {
 		return err
-	}
-	if err := hs.joinFlight(); err != nil {
-		return err
-	}
-	if _, err := c.conn.Write(appendHandshakeMessage(nil, msg2)); err != nil {
-		return fmt.Errorf("securepeer: sending the handshake: %w", err)
 	}
 
 	if err := hs.noise.SetPresharedKey(hs.psk[:]); err != nil {
 		return err
 	}
-	msg3, err := hs.readMessage()
+	payload, cs1, cs2, err := hs.readNoise()
 	if err != nil {
 		return err
-	}
-	payload, cs1, cs2, err := hs.noise.ReadMessage(nil, msg3)
-	if err != nil {
-		return errAuth
 	}
 	p3, err := wire.ParseFinalPayload(payload)
 	if err != nil {
@@ -464,6 +429,36 @@ func (hs *handshakeState) finish(cs1, cs2 *noise.CipherState) error {
 	return nil
 }
 
+// writeNoise writes the next Noise message, carrying payload, after the
+// first flight.
+func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherState, err error) {
+	msg, cs1, cs2, err := hs.noise.WriteMessage(nil, payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := hs.joinFlight(); err != nil {
+		return nil, nil, err
+	}
+	if _, err := hs.c.conn.Write(appendHandshakeMessage(nil, msg)); err != nil {
+		return nil, nil, fmt.Errorf("securepeer: sending the handshake: %w", err)
+	}
+	return cs1, cs2, nil
+}
+
+// readNoise reads the next Noise message and returns its payload. A message
+// that fails to decrypt is the authentication failure, whatever the cause.
+func (hs *handshakeState) readNoise() (payload []byte, cs1, cs2 *noise.CipherState, err error) {
+	msg, err := hs.readMessage()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	payload, cs1, cs2, err = hs.noise.ReadMessage(nil, msg)
+	if err != nil {
+		return nil, nil, nil, errAuth
+	}
+	return payload, cs1, cs2, nil
+}
+
 // readMessage reads one framed handshake message, turning an abort into
 // the error it stands for.
 func (hs *handshakeState) readMessage() ([]byte, error) {
@@ -516,20 +511,34 @@ func (hs *handshakeState) joinFlight() error {
 	return nil
 }
 
-// abort tells the peer, best effort, why this side gives up the handshake.
-// It says nothing if the first flight is still being written: the peer is
-// not reading, and the connection is about to close anyway.
-func (hs *handshakeState) abort(reason byte) {
+// settleFlight waits a moment for the first flight to be written, so that
+// the peer hears why a failing handshake stops, then cuts it short: a peer
+// that does not read must not hold this side up. It reports whether the
+// flight was written in full.
+func (hs *handshakeState) settleFlight() bool {
+	if hs.flight == nil {
+		return true
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	var err error
 	select {
-	case err := <-hs.flight: // a nil channel never receives
-		hs.flight = nil
-		if err != nil {
-			return
+	case err = <-hs.flight:
+	case <-t.C:
+		hs.c.conn.SetDeadline(time.Unix(1, 0))
+		err = <-hs.flight
+		if err == nil {
+			err = os.ErrDeadlineExceeded
 		}
-	default:
-		if hs.flight != nil {
-			return
-		}
+	}
+	hs.flight = nil
+	return err == nil
+}
+
+// abort tells the peer, best effort, why this side gives up the handshake.
+func (hs *handshakeState) abort(reason byte) {
+	if !hs.settleFlight() {
+		return // the stream is broken; an abort would not be understood
 	}
 	hs.c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	hs.c.conn.Write([]byte{0, 0, reason})
