@@ -37,6 +37,23 @@ Flags:
     -i FILE            identity (default $SECUREPEER_HOME/id_ed25519)
     -progress          show bytes, rate and elapsed time on stderr (terminal only)
     -v                 log handshakes (peer, cipher, post-quantum, role, timings)
+    -legacy            speak the Node secure-peer 0.2 protocol instead (see below)
+    -ciphers LIST      -legacy only: cipher preference list, comma-separated and
+                       spelled as the Node side spells them (default
+                       AES-256-CBC,RC4; see securepeer help listen)
+
+Legacy mode: -legacy talks to a peer that runs the Node module secure-peer
+0.2, to migrate it. The protocol is insecure (identities in clear, replayable
+handshake, forceable cipher choice, no forward secrecy), and a warning says
+so. -i then takes an rsa-json key file ({"private": PEM, "public": PEM};
+default $SECUREPEER_HOME/id_legacy_rsa.json, made by securepeer keygen
+-legacy). RSA keys are never written to known_hosts, so -accept-new and
+-known-hosts do not apply: pin the peer with -expect, which then takes its
+legacy fingerprint (SHA256:..., as securepeer id -legacy prints it), a PEM
+public key file, or its rsa-json file. Without -expect, connect shows the
+peer's fingerprint and refuses (exit 3). A Node peer stops sending once it
+has this side's end of stream (what it sends in direct reply still arrives),
+so to receive more than that, keep stdin open until it is in.
 
 Examples:
     # send a file; the listener writes it to its stdout
@@ -45,6 +62,8 @@ Examples:
     echo 'beep boop' | securepeer connect -expect SHA256:... 127.0.0.1:5000
     # reach a web server exposed with listen -to, at http://127.0.0.1:8080/
     securepeer connect -from 127.0.0.1:8080 example.org:5000
+    # talk to a Node secure-peer 0.2 server whose public key is in server.pem
+    echo 'beep boop' | securepeer connect -legacy -i keys.json -expect server.pem example.org:5000
 `
 
 // connectHandshakeTimeout bounds a client handshake when nobody is asked a
@@ -55,6 +74,8 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
 	var cf commonFlags
 	cf.register(fs)
+	var lf legacyFlags
+	lf.register(fs)
 	expect := fs.String("expect", "", "")
 	acceptNew := fs.Bool("accept-new", false, "")
 	knownHosts := fs.String("known-hosts", "", "")
@@ -78,7 +99,27 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	policy := &hostPolicy{e: e, addr: addr, acceptNew: *acceptNew}
+	log := cf.logger(e)
+	if lf.enabled {
+		if *acceptNew || *knownHosts != "" {
+			return usageErrorf("connect: -legacy does not use known_hosts, so -accept-new and -known-hosts do not apply; pin the peer with -expect")
+		}
+		pin := &legacyPinPolicy{log: log, addr: addr}
+		if *expect != "" {
+			if pin.expect, err = parseLegacyExpect(*expect); err != nil {
+				return err
+			}
+		}
+		h, err := legacyStart(e, "connect", cf.identity, &lf, connectHandshakeTimeout)
+		if err != nil {
+			return err
+		}
+		return connectWith(ctx, e, &cf, h, addr, *from, pin.verify, log)
+	}
+	if _, err := lf.check("connect"); err != nil {
+		return err
+	}
+	policy := &hostPolicy{e: e, addr: addr, acceptNew: *acceptNew, log: log}
 	if *expect != "" {
 		if policy.expect, err = parseExpect(*expect); err != nil {
 			return err
@@ -87,8 +128,6 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if policy.file, err = e.knownHostsPath(*knownHosts); err != nil {
 		return err
 	}
-	log := cf.logger(e)
-	policy.log = log
 
 	id, err := e.loadIdentity(cf.identity)
 	if err != nil {
@@ -98,13 +137,17 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if policy.expect == "" && !policy.acceptNew && haveTerminal() {
 		timeout = listenHandshakeTimeout
 	}
-	// The -legacy mode of a later version picks another handshaker here.
 	h := &nativeHandshaker{id: id, timeout: timeout}
+	return connectWith(ctx, e, &cf, h, addr, *from, policy.verify, log)
+}
 
-	if *from != "" {
-		return connectFrom(ctx, e, h, addr, *from, policy, log)
+// connectWith connects to the peer at addr with h, and joins it to stdin and
+// stdout, or with from set, tunnels local connections to it.
+func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, addr, from string, verify verifyFunc, log *slog.Logger) error {
+	if from != "" {
+		return connectFrom(ctx, e, h, addr, from, verify, log)
 	}
-	s, err := dial(ctx, h, addr, policy.verify, log)
+	s, err := dial(ctx, h, addr, verify, log)
 	if err != nil {
 		return err
 	}
@@ -116,7 +159,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 // connectFrom listens on from and carries each local connection to the peer
 // at addr. A peer whose key is refused ends the whole tunnel (exit 3); other
 // failures end only the local connection concerned.
-func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, policy *hostPolicy, log *slog.Logger) error {
+func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, verify verifyFunc, log *slog.Logger) error {
 	l, err := net.Listen("tcp", from)
 	if err != nil {
 		return listenError(from, err)
@@ -145,7 +188,7 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, p
 		go func() {
 			defer wg.Done()
 			log.Info("local connection", "from", c.RemoteAddr().String())
-			s, err := dial(ctx, h, addr, policy.verify, log)
+			s, err := dial(ctx, h, addr, verify, log)
 			if err != nil {
 				resetClose(c)
 				var ce *codeError

@@ -13,9 +13,11 @@ import (
 	"strings"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/legacy"
 )
 
 const keygenUsage = `Usage: securepeer keygen [-f FILE] [-force] [-C COMMENT]
+       securepeer keygen -legacy [-f FILE] [-force] [-bits N]
 
 Makes a new identity: an Ed25519 key pair written as an unencrypted OpenSSH
 private key FILE (mode 0600) and its public key FILE.pub, the form ssh-keygen
@@ -27,14 +29,22 @@ Flags:
                   or ~/.securepeer/id_ed25519)
     -force        overwrite an existing FILE and FILE.pub; the old identity is lost
     -C COMMENT    the comment stored in the key and FILE.pub (default user@host)
+    -legacy       make an RSA key for the insecure Node secure-peer 0.2 protocol
+                  instead, as one rsa-json file ({"private": PEM, "public": PEM},
+                  mode 0600) that the Node module loads too; prints its public
+                  key PEM and legacy fingerprint (default FILE
+                  $SECUREPEER_HOME/id_legacy_rsa.json)
+    -bits N       -legacy only: the RSA key size (default 2048)
 
 Examples:
     securepeer keygen
     securepeer keygen -f server.key
     cat server.key.pub >> friends.pub      # on a server: allow this key
+    securepeer keygen -legacy -f keys.json # for securepeer listen -legacy -i keys.json
 `
 
 const idUsage = `Usage: securepeer id [-i FILE]
+       securepeer id -legacy [-i KEYS.json]
 
 Prints the public key of an identity, in the "ssh-ed25519 AAAA..." form that
 allow files and -expect take, and its SHA256 fingerprint, as ssh-keygen -lf
@@ -42,11 +52,17 @@ prints it. Without -i, the default identity is created if it does not exist.
 
 Flags:
     -i FILE    the identity (private key) file; an ssh-keygen -t ed25519 key works
+    -legacy    FILE is an rsa-json key file of the Node secure-peer 0.2 protocol
+               (default $SECUREPEER_HOME/id_legacy_rsa.json, never created
+               here): print its public key PEM, exactly as it is sent to
+               peers, then its legacy fingerprint (SHA256 of the DER public
+               key), which -expect and -allow take in -legacy mode
 
 Examples:
     securepeer id
     securepeer id -i ~/.ssh/id_ed25519
     securepeer id | head -1 | ssh server 'cat >> friends.pub'
+    securepeer id -legacy -i keys.json > keys.pub.pem   # -expect takes this file
 `
 
 // homeDir returns the directory that holds the default identity and
@@ -113,12 +129,26 @@ func runKeygen(_ context.Context, e *env, args []string) error {
 	file := fset.String("f", "", "")
 	force := fset.Bool("force", false, "")
 	comment := fset.String("C", defaultComment(), "")
+	legacyMode := fset.Bool("legacy", false, "")
+	bits := fset.Int("bits", 0, "")
 	rest, err := parseFlags(fset, args)
 	if err != nil {
 		return err
 	}
 	if len(rest) > 0 {
 		return usageErrorf("keygen: unexpected argument %q; the file goes after -f, as in securepeer keygen -f %s", rest[0], rest[0])
+	}
+	if *legacyMode {
+		if isFlagSet(fset, "C") {
+			return usageErrorf("keygen: -C does not apply to -legacy; rsa-json files have no comment")
+		}
+		if *bits == 0 {
+			*bits = legacy.MinGenerateBits
+		}
+		return runKeygenLegacy(e, *file, *bits, *force)
+	}
+	if *bits != 0 {
+		return usageErrorf("keygen: -bits is for -legacy RSA keys only; Ed25519 keys have one size")
 	}
 	if strings.ContainsAny(*comment, "\r\n") {
 		return usageErrorf("keygen: the comment must be one line")
@@ -146,12 +176,21 @@ func runKeygen(_ context.Context, e *env, args []string) error {
 func runID(_ context.Context, e *env, args []string) error {
 	fset := flag.NewFlagSet("id", flag.ContinueOnError)
 	idFile := fset.String("i", "", "")
+	legacyMode := fset.Bool("legacy", false, "")
 	rest, err := parseFlags(fset, args)
 	if err != nil {
 		return err
 	}
 	if len(rest) > 0 {
 		return usageErrorf("id: unexpected argument %q; the identity file goes after -i, as in securepeer id -i %s", rest[0], rest[0])
+	}
+	if *legacyMode {
+		keys, err := e.loadLegacyKeys(*idFile)
+		if err != nil {
+			return err
+		}
+		printLegacyKey(e, keys)
+		return nil
 	}
 	id, err := e.loadIdentity(*idFile)
 	if err != nil {
@@ -249,4 +288,15 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// isFlagSet reports whether the flag name was given on the command line.
+func isFlagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
 }

@@ -38,6 +38,22 @@ Flags:
     -i FILE         identity (default $SECUREPEER_HOME/id_ed25519)
     -progress       show bytes, rate and elapsed time on stderr (terminal only)
     -v              log handshakes (peer, cipher, post-quantum, role, timings)
+    -legacy         speak the Node secure-peer 0.2 protocol instead (see below)
+    -ciphers LIST   -legacy only: cipher preference list, comma-separated and
+                    spelled as the Node side spells them (default AES-256-CBC,RC4;
+                    supported: aes-128-cbc, aes-192-cbc, aes-256-cbc, aes128,
+                    aes192, aes256, rc4, in any capitalisation)
+
+Legacy mode: -legacy talks to peers that run the Node module secure-peer 0.2,
+to migrate them one side at a time. The protocol is insecure (identities in
+clear, replayable handshake, forceable cipher choice, no forward secrecy),
+and a warning says so. -i then takes an rsa-json key file ({"private": PEM,
+"public": PEM}, the Node side's keys.json form; default
+$SECUREPEER_HOME/id_legacy_rsa.json, made by securepeer keygen -legacy), and
+-allow FILE takes PEM public keys and/or legacy fingerprints (SHA256:...,
+one per line), as securepeer id -legacy prints them. -exec and -to work as
+usual; SECUREPEER_PEER_KEY is then the peer's PEM public key. A Node peer
+stops sending once it receives this side's end of stream.
 
 Examples:
     # receive a file from one known peer
@@ -46,6 +62,8 @@ Examples:
     securepeer listen -exec 'tr a-z A-Z' 127.0.0.1:5000
     # expose a local web server to the keys in friends.pub only
     securepeer listen -allow friends.pub -to 127.0.0.1:8080 :5000
+    # serve the upper-casing echo to Node secure-peer 0.2 clients
+    securepeer listen -legacy -i keys.json -allow node-peers.pem -exec 'tr a-z A-Z' :5000
 `
 
 // listenHandshakeTimeout bounds a server's handshakes. It is long enough for
@@ -174,6 +192,8 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("listen", flag.ContinueOnError)
 	var cf commonFlags
 	cf.register(fs)
+	var lf legacyFlags
+	lf.register(fs)
 	allow := fs.String("allow", "", "")
 	execCmd := fs.String("exec", "", "")
 	to := fs.String("to", "", "")
@@ -201,21 +221,36 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	}
 	log := cf.logger(e)
 
-	id, err := e.loadIdentity(cf.identity)
-	if err != nil {
+	var h handshaker
+	lh, err := legacyStart(e, "listen", cf.identity, &lf, listenHandshakeTimeout)
+	switch {
+	case err != nil:
 		return err
+	case lh != nil:
+		h = lh
+	default:
+		id, err := e.loadIdentity(cf.identity)
+		if err != nil {
+			return err
+		}
+		h = &nativeHandshaker{id: id, timeout: listenHandshakeTimeout}
 	}
-	// The -legacy mode of a later version picks another handshaker here.
-	h := &nativeHandshaker{id: id, timeout: listenHandshakeTimeout}
 
 	var verify verifyFunc
-	if *allow != "" {
+	switch {
+	case *allow != "" && lf.enabled:
+		p, err := newLegacyAllowPolicy(e, log, *allow)
+		if err != nil {
+			return err
+		}
+		verify = p.verify
+	case *allow != "":
 		p, err := newAllowPolicy(e, log, *allow)
 		if err != nil {
 			return err
 		}
 		verify = p.verify
-	} else {
+	default:
 		verify = func(context.Context, peerKey) error { return nil }
 	}
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/legacy"
 )
 
 // bufSize is the copy buffer: one full securepeer record.
@@ -76,6 +77,21 @@ func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool
 		case err := <-sendDone:
 			sendDone = nil
 			if err != nil {
+				if recvDone != nil && connectionGone(err) {
+					// The peer closed or reset the connection. What the
+					// receiving side reads says better why: a secure-peer
+					// 0.2 peer that refuses this side's key just closes,
+					// which only a read can tell from other failures. The
+					// read ends at once on a dead connection; the deadline
+					// is a bound, not a wait.
+					s.conn.SetReadDeadline(time.Now().Add(closeTimeout))
+					rerr := <-recvDone
+					recvDone = nil
+					if errors.Is(rerr, legacy.ErrRejected) || errors.Is(rerr, securepeer.ErrRejected) {
+						s.abort()
+						return streamError(s, rerr)
+					}
+				}
 				// Reading stdin or writing to the peer failed: the peer may
 				// be missing data, so it must not see a clean end.
 				s.abort()
@@ -97,8 +113,19 @@ func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool
 	return nil
 }
 
+// connectionGone reports whether a write failed because the peer closed or
+// reset the connection.
+func connectionGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
+
 // streamError explains a failure in the middle of a stream.
 func streamError(s *stream, err error) error {
+	if errors.Is(err, legacy.ErrRejected) {
+		// secure-peer 0.2 has no rejection message: a peer that refuses a
+		// key closes the connection before its first frame.
+		return rejectedErrorf("the peer at %s closed the connection without sending anything, which is how secure-peer 0.2 refuses a key; ask its owner to allow this legacy key (%s, securepeer id -legacy prints it)", s.remoteAddr, s.self.Fingerprint())
+	}
 	if errors.Is(err, securepeer.ErrRejected) {
 		// The initiator finishes its handshake before the responder has
 		// checked its key, so a refusal may arrive as the first read.
