@@ -61,13 +61,14 @@ type halfConn struct {
 	nonce  [12]byte
 	hdr    [wire.RecordHeaderSize]byte
 
-	// Read side only: a record being read. hdrN header bytes and bodyN
-	// ciphertext bytes have arrived; buf holds the ciphertext, then the
-	// plaintext, of which plain is the unread rest. Keeping this state
-	// across calls lets a Read that hit a deadline resume later.
-	hdrN, bodyN int
-	buf         *[]byte
-	plain       []byte
+	// Read side only: buf holds received bytes not yet opened in
+	// (*buf)[r:w], and plain the unread rest of the last record opened in
+	// place. buf comes from bufPool and goes back when nothing is pending.
+	// Keeping this state across calls lets a Read that hit a deadline
+	// resume later.
+	buf   *[]byte
+	r, w  int
+	plain []byte
 }
 
 // rekeyInterval is the number of records after which a direction's key is
@@ -247,14 +248,18 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if hc.err != nil {
 			return 0, hc.err
 		}
-		if err := c.readRecordLocked(); err != nil {
+		n, err := c.readRecordLocked(p)
+		if err != nil {
 			return 0, err
+		}
+		if n > 0 {
+			return n, nil // opened straight into p
 		}
 	}
 	n := copy(p, hc.plain)
 	hc.plain = hc.plain[n:]
 	if len(hc.plain) == 0 {
-		hc.release()
+		hc.releaseIfIdle()
 	}
 	return n, nil
 }
@@ -263,62 +268,100 @@ func (hc *halfConn) release() {
 	if hc.buf != nil {
 		bufPool.Put(hc.buf)
 		hc.buf, hc.plain = nil, nil
+		hc.r, hc.w = 0, 0
 	}
 }
 
-// readRecordLocked reads and opens one record. c.in must be locked. A
-// timeout leaves the partial record in place for the next call; every other
-// error is permanent.
-func (c *Conn) readRecordLocked() error {
+// releaseIfIdle returns the read buffer to the pool unless it holds the
+// start of the next record.
+func (hc *halfConn) releaseIfIdle() {
+	if hc.r == hc.w {
+		hc.release()
+	}
+}
+
+// fill reads from the connection until (*hc.buf)[hc.r:hc.w] holds at least
+// need bytes, reading as much as the buffer has room for, so that small
+// records arrive many per system call. c.in must be locked.
+func (c *Conn) fill(need int) error {
 	hc := &c.in
-	for hc.hdrN < len(hc.hdr) {
-		n, err := c.conn.Read(hc.hdr[hc.hdrN:])
-		hc.hdrN += n
-		if err != nil && hc.hdrN < len(hc.hdr) {
+	if hc.w-hc.r >= need {
+		return nil
+	}
+	b := *hc.buf
+	if hc.r+need > len(b) {
+		hc.w = copy(b, b[hc.r:hc.w])
+		hc.r = 0
+	}
+	for hc.w-hc.r < need {
+		n, err := c.conn.Read(b[hc.w:])
+		hc.w += n
+		if err != nil && hc.w-hc.r < need {
 			return c.readError(err)
 		}
 	}
-	typ, length, err := wire.ParseRecordHeader(hc.hdr[:])
-	if err != nil {
-		hc.err = fmt.Errorf("securepeer: malformed record header (type %d, length %d); the connection was tampered with or corrupted", typ, length)
-		return hc.err
-	}
+	return nil
+}
+
+// readRecordLocked reads and opens one record. A data record whose
+// plaintext fits in p is opened into p, and its length returned; any other
+// is left in hc.plain. c.in must be locked. A timeout leaves the partial
+// record in place for the next call; every other error is permanent.
+func (c *Conn) readRecordLocked(p []byte) (int, error) {
+	hc := &c.in
 	if hc.buf == nil {
 		hc.buf = bufPool.Get().(*[]byte)
 	}
-	body := (*hc.buf)[:length]
-	for hc.bodyN < length {
-		n, err := c.conn.Read(body[hc.bodyN:])
-		hc.bodyN += n
-		if err != nil && hc.bodyN < length {
-			return c.readError(err)
-		}
+	if err := c.fill(wire.RecordHeaderSize); err != nil {
+		return 0, err
 	}
-	hc.hdrN, hc.bodyN = 0, 0
+	b := *hc.buf
+	typ, length, err := wire.ParseRecordHeader(b[hc.r : hc.r+wire.RecordHeaderSize])
+	if err != nil {
+		hc.release()
+		hc.err = fmt.Errorf("securepeer: malformed record header (type %d, length %d); the connection was tampered with or corrupted", typ, length)
+		return 0, hc.err
+	}
+	if err := c.fill(wire.RecordHeaderSize + length); err != nil {
+		return 0, err
+	}
+	hdr := b[hc.r : hc.r+wire.RecordHeaderSize]
+	body := b[hc.r+wire.RecordHeaderSize : hc.r+wire.RecordHeaderSize+length]
+	hc.r += wire.RecordHeaderSize + length
 
 	if err := hc.nextNonce(); err != nil {
+		hc.release()
 		hc.err = err
-		return err
+		return 0, err
 	}
-	plain, err := hc.aead.Open(body[:0], hc.nonce[:], body, hc.hdr[:])
+	dst := body[:0]
+	direct := typ == wire.RecordData && len(p) >= length-wire.TagSize
+	if direct {
+		dst = p[:0]
+	}
+	plain, err := hc.aead.Open(dst, hc.nonce[:], body, hdr)
 	if err != nil {
 		hc.release()
 		hc.err = errAuth
-		return errAuth
+		return 0, errAuth
 	}
 	hc.seq++
 
 	switch typ {
 	case wire.RecordData:
+		if direct {
+			hc.releaseIfIdle()
+			return len(plain), nil
+		}
 		hc.plain = plain
 		if len(plain) == 0 {
-			hc.release()
+			hc.releaseIfIdle()
 		}
 	case wire.RecordEnd:
 		hc.release()
 		if len(plain) != 0 {
 			hc.err = errAuth
-			return errAuth
+			return 0, errAuth
 		}
 		hc.err = io.EOF
 	case wire.RecordAlert:
@@ -328,9 +371,9 @@ func (c *Conn) readRecordLocked() error {
 		} else {
 			hc.err = errors.New("securepeer: the peer ended the connection with an unknown alert")
 		}
-		return hc.err
+		return 0, hc.err
 	}
-	return nil
+	return 0, nil
 }
 
 // readError classifies an error from the underlying connection while reading
@@ -340,9 +383,10 @@ func (c *Conn) readError(err error) error {
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		return err // not permanent: the partial record stays for the next Read
 	}
+	partial := hc.w > hc.r
 	hc.release()
 	if err == io.EOF {
-		if hc.hdrN == 0 {
+		if !partial {
 			hc.err = fmt.Errorf("securepeer: the connection ended without the peer's end of stream, so data may be missing: %w", io.ErrUnexpectedEOF)
 		} else {
 			hc.err = fmt.Errorf("securepeer: the connection ended in the middle of a record: %w", io.ErrUnexpectedEOF)

@@ -518,8 +518,8 @@ func FuzzRecordReader(f *testing.F) {
 		if n, err2 := c.Read(buf); n != 0 || err2 == nil || !fzSameError(err, err2) {
 			t.Fatalf("Read after %v returned %d, %v: errors must be sticky", err, n, err2)
 		}
-		if conn.maxReq > wire.MaxRecordLength {
-			t.Fatalf("the record reader asked to read %d bytes at once, more than a record", conn.maxReq)
+		if conn.maxReq > wire.RecordHeaderSize+wire.MaxRecordLength {
+			t.Fatalf("the record reader asked to read %d bytes at once, more than a record with its header", conn.maxReq)
 		}
 		if conn.read > len(conn.in) {
 			t.Fatal("read past the input")
