@@ -41,7 +41,10 @@ func TestScripts(t *testing.T) {
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("HOME", filepath.Join(env.WorkDir, "home"))
 			env.Setenv("SECUREPEER_HOME", filepath.Join(env.WorkDir, "home", ".securepeer"))
-			return nil
+			// The legacy package's test keys, whose fingerprints are known.
+			keys, err := filepath.Abs(filepath.Join("..", "..", "legacy", "testdata", "keys"))
+			env.Setenv("LEGACY_KEYS", keys)
+			return err
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitaddr": cmdWaitAddr,
