@@ -3,7 +3,6 @@ package securepeer
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/mlkem"
 	"crypto/mlkem/mlkemtest"
@@ -368,7 +367,7 @@ func (hs *handshakeState) checkIdentity(identity [32]byte, sig [64]byte) error {
 	if err != nil {
 		return errAuth
 	}
-	if !ed25519.Verify(identity[:], staticSignedMessage(hs.noise.PeerStatic()), sig[:]) {
+	if !proofs.verify(identity[:], staticSignedMessage(hs.noise.PeerStatic()), sig[:]) {
 		return errAuth
 	}
 	hs.remote = remote
