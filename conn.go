@@ -72,7 +72,7 @@ type halfConn struct {
 }
 
 // rekeyInterval is the number of records after which a direction's key is
-// replaced (PROTOCOL.md, "Key rotation"). A variable so tests can shrink it.
+// replaced (PROTOCOL.md, "Key rotation and limits"). A variable so tests can shrink it.
 var rekeyInterval uint64 = 1 << 20
 
 // maxSeq is the number of records after which a direction refuses to go on,

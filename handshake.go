@@ -46,7 +46,7 @@ type handshakeState struct {
 	remote      PublicKey
 }
 
-// handshake runs the protocol of PROTOCOL.md, "Handshake". It is one flat
+// handshake runs the protocol of PROTOCOL.md, "The Noise handshake". It is one flat
 // sequence of steps; each names the section it implements. c.handshakeMutex
 // is held.
 func (c *Conn) handshake(ctx context.Context) error {
@@ -59,7 +59,7 @@ func (c *Conn) handshake(ctx context.Context) error {
 	hs.static = hs.dh.add(c.config.Identity.static)
 	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode}.Marshal()
 
-	// "First flight": the hello, and message 1 from a side that may
+	// "The hello": the hello, and message 1 from a side that may
 	// initiate, written while the peer's hello is read, so that two peers
 	// that both write first (simultaneous open, or a net.Pipe) never
 	// deadlock.
@@ -215,7 +215,7 @@ func (hs *handshakeState) readMessage1() ([]byte, error) {
 }
 
 // runInitiator completes the handshake as initiator after message 1:
-// "Message 2", "Verify", "Message 3".
+// "Message 2", "Verify, rejection and identity hiding", "Message 3".
 func (hs *handshakeState) runInitiator() error {
 	payload, _, _, err := hs.readNoise()
 	if err != nil {
@@ -273,7 +273,7 @@ func (hs *handshakeState) runInitiator() error {
 }
 
 // runResponder completes the handshake as responder from the peer's
-// message 1: "Message 1", "Message 2", "Message 3", "Verify".
+// message 1: "Message 1", "Message 2", "Message 3", then Verify.
 func (hs *handshakeState) runResponder(msg1 []byte) error {
 	c := hs.c
 	if err := hs.newNoise(false, hs.peerHello[:]); err != nil {
@@ -361,7 +361,7 @@ func (hs *handshakeState) encapsulate(ek *mlkem.EncapsulationKey768) (ss, ct []b
 }
 
 // checkIdentity checks the peer's proof that its identity key vouches for
-// the Noise static key it used ("Identity proof").
+// the Noise static key it used ("Identities and static keys").
 func (hs *handshakeState) checkIdentity(identity [32]byte, sig [64]byte) error {
 	remote, err := NewPublicKey(identity[:])
 	if err != nil {
@@ -374,7 +374,8 @@ func (hs *handshakeState) checkIdentity(identity [32]byte, sig [64]byte) error {
 	return nil
 }
 
-// verify asks Config.Verify about the peer's key ("Verify").
+// verify asks Config.Verify about the peer's key ("Verify, rejection and
+// identity hiding").
 func (hs *handshakeState) verify() error {
 	if hs.cfg.Verify == nil {
 		return nil

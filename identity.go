@@ -29,7 +29,7 @@ type Identity struct {
 	pub  PublicKey
 
 	// static is the X25519 key this identity uses as its Noise static key,
-	// derived from the Ed25519 seed (PROTOCOL.md, "Static keys"), and
+	// derived from the Ed25519 seed (PROTOCOL.md, "Identities and static keys"), and
 	// staticSig is the identity's signature over its public half.
 	static    *ecdh.PrivateKey
 	staticSig []byte
@@ -240,7 +240,7 @@ func (k PublicKey) sshWire() []byte {
 }
 
 // staticSignedMessage is what an identity signs to vouch for its Noise
-// static key (PROTOCOL.md, "Identity proof").
+// static key (PROTOCOL.md, "Identities and static keys").
 func staticSignedMessage(staticPub []byte) []byte {
 	return append([]byte(labelStaticSig), staticPub...)
 }
