@@ -509,3 +509,14 @@ func TestDialListen(t *testing.T) {
 		t.Errorf("server: %v", err)
 	}
 }
+
+func TestNoCommonCipherErrorCarriesLists(t *testing.T) {
+	err := error(&NoCommonCipherError{Local: []string{"rc4"}, Peer: []string{"RC4"}})
+	var nc *NoCommonCipherError
+	if !errors.Is(err, ErrNoCommonCipher) || !errors.As(err, &nc) {
+		t.Fatalf("%v does not wrap ErrNoCommonCipher as a *NoCommonCipherError", err)
+	}
+	if nc.Local[0] != "rc4" || nc.Peer[0] != "RC4" || !strings.Contains(err.Error(), `this side: ["rc4"], peer: ["RC4"]`) {
+		t.Errorf("error %q", err)
+	}
+}

@@ -1,6 +1,9 @@
 package legacy
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrRejected is returned, wrapped, by Read when the peer closed the
 // connection after the handshake without sending a single frame. That is all
@@ -13,6 +16,21 @@ var ErrRejected = errors.New("legacy: the peer closed the connection without sen
 // preference lists share no cipher name. Names are compared exactly, so
 // "rc4" and "RC4" do not match.
 var ErrNoCommonCipher = errors.New("legacy: the peers have no cipher in common; check Config.Ciphers against the Node side's opts.ciphers (names are case-sensitive)")
+
+// A NoCommonCipherError is the error Handshake returns when the two
+// preference lists share no cipher name. It wraps [ErrNoCommonCipher] and
+// carries both lists, so that a caller can show them in its own terms.
+type NoCommonCipherError struct {
+	Local []string // this side's list, as sent
+	Peer  []string // the peer's list, as received
+}
+
+func (e *NoCommonCipherError) Error() string {
+	return fmt.Sprintf("%v (this side: %q, peer: %q)", ErrNoCommonCipher, e.Local, e.Peer)
+}
+
+// Unwrap returns [ErrNoCommonCipher].
+func (e *NoCommonCipherError) Unwrap() error { return ErrNoCommonCipher }
 
 // ErrTruncated is returned, wrapped, by Read when the connection ended
 // without the peer's end frame, after at least one frame: the data read so

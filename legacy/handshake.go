@@ -89,7 +89,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	// orders its checks.
 	name := pickCipher(xs, ys)
 	if name == "" {
-		return fmt.Errorf("%w (this side: %q, peer: %q)", ErrNoCommonCipher, ciphers, h.ciphers)
+		return &NoCommonCipherError{Local: ciphers, Peer: h.ciphers}
 	}
 
 	// WIRE.md §2: the header's self-signature, then the caller's policy.

@@ -97,13 +97,10 @@ func (h *legacyHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 	start := time.Now()
 	if err := c.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		if errors.Is(err, legacy.ErrNoCommonCipher) {
-			// The package's advice names Config.Ciphers; keep only the lists.
-			lists := ""
-			if _, l, ok := strings.Cut(err.Error(), " (this side: "); ok {
-				lists = ", this side: " + strings.TrimSuffix(l, ")")
-			}
-			return nil, fmt.Errorf("no cipher in common with the peer (names are case-sensitive%s); set -ciphers to a name the peer lists (opts.ciphers on the Node side), spelled as it spells it", lists)
+		var nc *legacy.NoCommonCipherError
+		if errors.As(err, &nc) {
+			// The package's advice names Config.Ciphers; say it in flags.
+			return nil, fmt.Errorf("no cipher in common with the peer (names are case-sensitive, this side: %q, peer: %q); set -ciphers to a name the peer lists (opts.ciphers on the Node side), spelled as it spells it", nc.Local, nc.Peer)
 		}
 		return nil, err
 	}
