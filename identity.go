@@ -118,10 +118,6 @@ func LoadIdentity(path string) (*Identity, error) {
 // PublicKey returns the public half of the identity.
 func (id *Identity) PublicKey() PublicKey { return id.pub }
 
-// Ed25519 returns the identity's Ed25519 private key. The caller must not
-// modify it.
-func (id *Identity) Ed25519() ed25519.PrivateKey { return id.priv }
-
 // MarshalOpenSSH returns the identity as an unencrypted OpenSSH private key
 // in PEM form, with comment stored in it, as ssh-keygen writes it.
 func (id *Identity) MarshalOpenSSH(comment string) ([]byte, error) {

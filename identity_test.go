@@ -33,7 +33,7 @@ func TestIdentityOpenSSHRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.PublicKey() != id.PublicKey() || !back.Ed25519().Equal(id.Ed25519()) {
+	if back.PublicKey() != id.PublicKey() || !back.priv.Equal(id.priv) {
 		t.Fatal("round trip changed the key")
 	}
 	if !back.static.Equal(id.static) {
@@ -51,7 +51,7 @@ func TestParseIdentityPKCS8(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !id.Ed25519().Equal(priv) {
+	if !id.priv.Equal(priv) {
 		t.Fatal("wrong key")
 	}
 }
