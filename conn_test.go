@@ -1026,3 +1026,44 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestListenerBoundsPendingConnections checks that peers the application
+// has not accepted yet are held to the bound: the next one waits in the
+// kernel's backlog and gets no handshake until Accept makes room.
+func TestListenerBoundsPendingConnections(t *testing.T) {
+	checkNoLeaks(t)
+	old := maxPendingHandshakes
+	maxPendingHandshakes = 2
+	defer func() { maxPendingHandshakes = old }()
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(t, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dial := func(timeout time.Duration) (*Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return Dial(ctx, "tcp", ln.Addr().String(), &Config{Identity: testIdentity(t, 1)})
+	}
+	for range 2 {
+		c, err := dial(20 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	if c, err := dial(300 * time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("a third handshake completed while two connections waited for Accept")
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := dial(20 * time.Second)
+	if err != nil {
+		t.Fatalf("no room after Accept: %v", err)
+	}
+	c.Close()
+}

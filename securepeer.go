@@ -62,11 +62,12 @@ func Listen(network, addr string, config *Config) (net.Listener, error) {
 	return NewListener(inner, config), nil
 }
 
-// maxPendingHandshakes bounds the handshakes a listener runs at once. When
-// that many are in progress the listener stops accepting from the inner
+// maxPendingHandshakes bounds the connections a listener holds before Accept
+// returns them: those in the handshake and those waiting for Accept. When
+// that many are pending the listener stops accepting from the inner
 // listener, so that a flood of connections queues in the kernel instead of
 // in memory.
-const maxPendingHandshakes = 256
+var maxPendingHandshakes = 256 // a variable so tests can shrink it
 
 // NewListener returns a listener that accepts connections from inner and
 // runs the responder side of the handshake on each, concurrently and each
@@ -131,9 +132,12 @@ func (l *listener) serve() {
 
 func (l *listener) handshake(raw net.Conn) {
 	defer l.wg.Done()
+	// The slot is held until Accept takes the connection, so that peers
+	// an application does not accept yet wait in the kernel's backlog, not
+	// in goroutines here.
+	defer func() { <-l.slots }()
 	c := Server(raw, l.config)
 	err := c.HandshakeContext(l.ctx)
-	<-l.slots
 	if err != nil {
 		raw.Close()
 		return
