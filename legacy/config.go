@@ -33,8 +33,10 @@ type Config struct {
 	// peers at the application layer wants.
 	Verify func(ctx context.Context, pub *rsa.PublicKey) error
 
-	// HandshakeTimeout, if positive, bounds the whole handshake, Verify
-	// included. Zero means no limit other than the context's.
+	// HandshakeTimeout bounds the whole handshake, Verify included. If
+	// zero, 30 seconds is used, as in the securepeer package, so that a peer
+	// that sends nothing cannot hold a connection forever; a negative value
+	// means no limit other than the context's.
 	HandshakeTimeout time.Duration
 
 	// MaxFrameSize is the largest plaintext accepted in one received frame.
@@ -95,4 +97,17 @@ func (c *Config) check() error {
 		return fmt.Errorf("legacy: Config.MaxFrameSize %d is out of range 0 to %d", m, MaxFrameSizeLimit)
 	}
 	return nil
+}
+
+// defaultHandshakeTimeout is the handshake limit when Config sets none.
+const defaultHandshakeTimeout = 30 * time.Second
+
+func (c *Config) handshakeTimeout() time.Duration {
+	switch {
+	case c == nil || c.HandshakeTimeout == 0:
+		return defaultHandshakeTimeout
+	case c.HandshakeTimeout < 0:
+		return 0
+	}
+	return c.HandshakeTimeout
 }

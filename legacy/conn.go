@@ -130,9 +130,9 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	if c.handshakeErr != nil {
 		return c.handshakeErr
 	}
-	if c.config != nil && c.config.HandshakeTimeout > 0 {
+	if timeout := c.config.handshakeTimeout(); timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.config.HandshakeTimeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 

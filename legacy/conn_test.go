@@ -520,3 +520,20 @@ func TestNoCommonCipherErrorCarriesLists(t *testing.T) {
 		t.Errorf("error %q", err)
 	}
 }
+
+func TestHandshakeTimeoutDefault(t *testing.T) {
+	tests := []struct {
+		cfg  *Config
+		want time.Duration
+	}{
+		{nil, defaultHandshakeTimeout},
+		{&Config{}, defaultHandshakeTimeout},
+		{&Config{HandshakeTimeout: time.Second}, time.Second},
+		{&Config{HandshakeTimeout: -1}, 0},
+	}
+	for _, tt := range tests {
+		if got := tt.cfg.handshakeTimeout(); got != tt.want {
+			t.Errorf("handshakeTimeout of %+v = %v, want %v", tt.cfg, got, tt.want)
+		}
+	}
+}

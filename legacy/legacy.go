@@ -40,9 +40,8 @@ func Listen(network, addr string, config *Config) (net.Listener, error) {
 
 // NewListener returns a listener whose Accept wraps each connection from
 // inner with [NewConn], as crypto/tls's NewListener does. Accept does no
-// I/O: run the handshake in the connection's own goroutine, with
-// [Config.HandshakeTimeout] set or a context deadline, so that a slow peer
-// holds up only itself.
+// I/O: run the handshake in the connection's own goroutine, bounded by
+// [Config.HandshakeTimeout], so that a slow peer holds up only itself.
 func NewListener(inner net.Listener, config *Config) net.Listener {
 	return &listener{Listener: inner, config: config}
 }
