@@ -77,30 +77,8 @@ func (c *badCountingConn) count() int {
 // the test ends.
 func badTCPPair(t *testing.T) (a, b *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			c = nil
-		}
-		accepted <- c
-	}()
-	d, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := <-accepted
-	if c == nil {
-		d.Close()
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { d.Close(); c.Close() })
-	return d.(*net.TCPConn), c.(*net.TCPConn)
+	x, y := tcpPair(t)
+	return x.(*net.TCPConn), y.(*net.TCPConn)
 }
 
 // A badRole is the side of the handshake the victim plays.
