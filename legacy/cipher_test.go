@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/securepeer/securepeer/internal/nodetest"
 )
 
 func TestPickCipher(t *testing.T) {
@@ -47,7 +49,7 @@ func TestPickCipher(t *testing.T) {
 // TestPickCipherMatchesNode runs the module's own lib/pick_cipher.js on
 // thousands of random list pairs, duplicates included, and compares.
 func TestPickCipherMatchesNode(t *testing.T) {
-	node, modules, _ := needNode(t)
+	env := nodetest.Find(t)
 	names := []string{"RC4", "rc4", "AES-256-CBC", "aes-256-cbc", "aes-128-cbc", "aes-192-cbc", "aes256", "b", "B", "a"}
 	r := rand.New(rand.NewPCG(1, 2))
 	list := func() []string {
@@ -68,8 +70,8 @@ func TestPickCipherMatchesNode(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), interopTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join("testdata", "pick.js"))
-	cmd.Env = append(cmd.Environ(), "NODE_PATH="+modules)
+	cmd := exec.CommandContext(ctx, env.Node, filepath.Join("testdata", "pick.js"))
+	cmd.Env = append(cmd.Environ(), "NODE_PATH="+env.Modules)
 	cmd.Stdin = bytes.NewReader(in)
 	out, err := cmd.Output()
 	if err != nil {

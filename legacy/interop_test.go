@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/securepeer/securepeer/internal/nodetest"
 )
 
 var errNotPinned = errors.New("not the pinned key")
@@ -66,7 +68,7 @@ func newGoConn(t *testing.T, ctx context.Context, conn net.Conn, ciphers []strin
 // echo sends data through a Node echo peer in writes of at most size bytes,
 // then the end frame, and checks that exactly data comes back and that the
 // Node side saw exactly data too.
-func echo(t *testing.T, ctx context.Context, c *Conn, p *nodePeer, data []byte, size int) {
+func echo(t *testing.T, ctx context.Context, c *Conn, p *nodetest.Peer, data []byte, size int) {
 	t.Helper()
 	sent := make(chan error, 1)
 	go func() {
@@ -93,18 +95,18 @@ func echo(t *testing.T, ctx context.Context, c *Conn, p *nodePeer, data []byte, 
 	if err := c.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	end := p.waitEvent(ctx, "end")
+	end := p.Next(ctx, "end")
 	sum := sha256.Sum256(data)
 	if end.Bytes != int64(len(data)) || end.SHA256 != hex.EncodeToString(sum[:]) {
 		t.Errorf("node received %d bytes with sha256 %s, sent %d with %x", end.Bytes, end.SHA256, len(data), sum)
 	}
-	p.wait(ctx)
+	waitNode(t, ctx, p)
 }
 
 // TestInteropCiphers talks to Node with each supported cipher, in both
 // directions, both sides pinning each other's key.
 func TestInteropCiphers(t *testing.T) {
-	needNode(t)
+	nodetest.Find(t)
 	// Node looks names up in OpenSSL case-insensitively; each spelling is
 	// sent as written and must match the other side's exactly.
 	for _, cipher := range []string{"RC4", "aes-128-cbc", "AES-192-CBC", "aes-256-cbc", "aes256"} {
@@ -112,9 +114,9 @@ func TestInteropCiphers(t *testing.T) {
 			t.Run(cipher+"/"+direction(goListens), func(t *testing.T) {
 				t.Parallel()
 				ctx := interopContext(t)
-				conn, p := connectTo(t, ctx, goListens, nodeOpts{
-					keys: "b", ciphers: cipher, action: "echo",
-					expect: pemFile(t, testKeys(t, "a").PublicPEM()),
+				conn, p := connectTo(t, ctx, goListens, nodetest.Settings{
+					Keys: nodeKeys, Ciphers: cipher, Action: "echo",
+					Expect: pemFile(t, testKeys(t, "a").PublicPEM()),
 				})
 				c := newGoConn(t, ctx, conn, []string{cipher})
 				if err := c.HandshakeContext(ctx); err != nil {
@@ -123,7 +125,7 @@ func TestInteropCiphers(t *testing.T) {
 				if c.Cipher() != cipher {
 					t.Errorf("Cipher() = %q, want %q", c.Cipher(), cipher)
 				}
-				if id := p.waitEvent(ctx, "identify"); id.Cipher != cipher || id.Key != testKeys(t, "a").PublicPEM() {
+				if id := p.Next(ctx, "identify"); id.Cipher != cipher || id.Key != testKeys(t, "a").PublicPEM() {
 					t.Errorf("node chose %q and saw key %q", id.Cipher, id.Key)
 				}
 				if c.RemoteKeyPEM() != testKeys(t, "b").PublicPEM() {
@@ -145,7 +147,7 @@ func TestInteropCiphers(t *testing.T) {
 // different preference lists, and what Node picks is what the Go side
 // reports.
 func TestInteropCipherVote(t *testing.T) {
-	needNode(t)
+	nodetest.Find(t)
 	tests := []struct {
 		name       string
 		goList     []string // nil: DefaultCiphers
@@ -167,23 +169,23 @@ func TestInteropCipherVote(t *testing.T) {
 			t.Run(tt.name+"/"+direction(goListens), func(t *testing.T) {
 				t.Parallel()
 				ctx := interopContext(t)
-				conn, p := connectTo(t, ctx, goListens, nodeOpts{keys: "b", ciphers: tt.nodeList, action: "echo"})
+				conn, p := connectTo(t, ctx, goListens, nodetest.Settings{Keys: nodeKeys, Ciphers: tt.nodeList, Action: "echo"})
 				c := newGoConn(t, ctx, conn, tt.goList)
 				err := c.HandshakeContext(ctx)
 				if tt.noneCommon {
 					if !errors.Is(err, ErrNoCommonCipher) {
 						t.Fatalf("Handshake = %v, want ErrNoCommonCipher", err)
 					}
-					if ev := p.waitEvent(ctx, "clientError"); !strings.Contains(ev.Error, "no common ciphers") {
+					if ev := p.Next(ctx, "clientError"); !strings.Contains(ev.Error, "no common ciphers") {
 						t.Errorf("node reported %q", ev.Error)
 					}
-					p.wait(ctx)
+					waitNode(t, ctx, p)
 					return
 				}
 				if err != nil {
 					t.Fatal(err)
 				}
-				id := p.waitEvent(ctx, "identify")
+				id := p.Next(ctx, "identify")
 				if c.Cipher() != tt.want || id.Cipher != tt.want {
 					t.Errorf("Go chose %q, Node chose %q, want %q", c.Cipher(), id.Cipher, tt.want)
 				}
@@ -197,11 +199,11 @@ func TestInteropCipherVote(t *testing.T) {
 // send a 3 MiB file in 64 KiB and 1 MiB writes, checking SHA-256 on both
 // sides.
 func TestInteropLargeTransfer(t *testing.T) {
-	needNode(t)
+	nodetest.Find(t)
 	for _, goListens := range []bool{true, false} {
 		t.Run("echo/"+direction(goListens), func(t *testing.T) {
 			ctx := interopContext(t)
-			conn, p := connectTo(t, ctx, goListens, nodeOpts{keys: "b", ciphers: "aes-256-cbc,RC4", action: "echo"})
+			conn, p := connectTo(t, ctx, goListens, nodetest.Settings{Keys: nodeKeys, Ciphers: "aes-256-cbc,RC4", Action: "echo"})
 			c := newGoConn(t, ctx, conn, nil)
 			echo(t, ctx, c, p, randomBytes(t, 4<<20), 1<<20)
 		})
@@ -214,7 +216,7 @@ func TestInteropLargeTransfer(t *testing.T) {
 			if err := os.WriteFile(src, data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			conn, p := connectTo(t, ctx, false, nodeOpts{keys: "b", ciphers: "RC4", action: "source", source: src, chunk: chunk})
+			conn, p := connectTo(t, ctx, false, nodetest.Settings{Keys: nodeKeys, Ciphers: "RC4", Action: "source", Source: src, Chunk: chunk})
 			c := newGoConn(t, ctx, conn, []string{"RC4"})
 			got, err := io.ReadAll(c)
 			if err != nil {
@@ -226,10 +228,10 @@ func TestInteropLargeTransfer(t *testing.T) {
 			if err := c.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if end := p.waitEvent(ctx, "end"); end.Bytes != 0 {
+			if end := p.Next(ctx, "end"); end.Bytes != 0 {
 				t.Errorf("node received %d bytes", end.Bytes)
 			}
-			p.wait(ctx)
+			waitNode(t, ctx, p)
 		})
 	}
 }
@@ -237,11 +239,11 @@ func TestInteropLargeTransfer(t *testing.T) {
 // TestInteropManySmallWrites sends many small writes, each its own frame
 // with its own signature, and gets each echoed as its own frame.
 func TestInteropManySmallWrites(t *testing.T) {
-	needNode(t)
+	nodetest.Find(t)
 	for _, goListens := range []bool{true, false} {
 		t.Run(direction(goListens), func(t *testing.T) {
 			ctx := interopContext(t)
-			conn, p := connectTo(t, ctx, goListens, nodeOpts{keys: "b", ciphers: "aes-128-cbc", action: "echo"})
+			conn, p := connectTo(t, ctx, goListens, nodetest.Settings{Keys: nodeKeys, Ciphers: "aes-128-cbc", Action: "echo"})
 			c := newGoConn(t, ctx, conn, []string{"aes-128-cbc"})
 			var data []byte
 			for i := range 300 {
@@ -256,17 +258,17 @@ func TestInteropManySmallWrites(t *testing.T) {
 // TestInteropNodeRejectsGoKey checks that a rejection by the Node side
 // surfaces as ErrRejected.
 func TestInteropNodeRejectsGoKey(t *testing.T) {
-	needNode(t)
+	nodetest.Find(t)
 	for _, how := range []string{"reject-all", "pinned-other-key"} {
 		for _, goListens := range []bool{true, false} {
 			t.Run(how+"/"+direction(goListens), func(t *testing.T) {
 				t.Parallel()
 				ctx := interopContext(t)
-				o := nodeOpts{keys: "b", action: "echo"}
+				o := nodetest.Settings{Keys: nodeKeys, Action: "echo"}
 				if how == "reject-all" {
-					o.reject = true
+					o.Reject = true
 				} else {
-					o.expect = pemFile(t, testKeys(t, "b").PublicPEM())
+					o.Expect = pemFile(t, testKeys(t, "b").PublicPEM())
 				}
 				conn, p := connectTo(t, ctx, goListens, o)
 				c := newGoConn(t, ctx, conn, nil)
@@ -281,7 +283,7 @@ func TestInteropNodeRejectsGoKey(t *testing.T) {
 					t.Errorf("second Read = %v; want the same error", err)
 				}
 				c.Close()
-				events := p.wait(ctx)
+				events := waitNode(t, ctx, p)
 				if has(events, "connection") {
 					t.Error("node accepted the connection")
 				}
@@ -293,12 +295,12 @@ func TestInteropNodeRejectsGoKey(t *testing.T) {
 // TestInteropGoRejectsNodeKey checks that a Verify error stops the handshake
 // and that Node gets nothing but a closed connection.
 func TestInteropGoRejectsNodeKey(t *testing.T) {
-	needNode(t)
+	nodetest.Find(t)
 	for _, goListens := range []bool{true, false} {
 		t.Run(direction(goListens), func(t *testing.T) {
 			t.Parallel()
 			ctx := interopContext(t)
-			conn, p := connectTo(t, ctx, goListens, nodeOpts{keys: "b", action: "echo"})
+			conn, p := connectTo(t, ctx, goListens, nodetest.Settings{Keys: nodeKeys, Action: "echo"})
 			if dl, ok := ctx.Deadline(); ok {
 				conn.SetDeadline(dl)
 			}
@@ -310,7 +312,7 @@ func TestInteropGoRejectsNodeKey(t *testing.T) {
 			if _, err := c.Write([]byte("x")); !errors.Is(err, errNotPinned) {
 				t.Errorf("Write after a failed handshake = %v", err)
 			}
-			events := p.wait(ctx)
+			events := waitNode(t, ctx, p)
 			if !has(events, "close") || has(events, "end") {
 				t.Errorf("node events %+v; want a close without an end", events)
 			}

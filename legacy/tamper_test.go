@@ -16,6 +16,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/securepeer/securepeer/internal/nodetest"
 )
 
 const (
@@ -128,7 +130,7 @@ func tamperCases() []tamperCase {
 
 // TestTamperingProxy runs each tamperCase between Go and Node.
 func TestTamperingProxy(t *testing.T) {
-	needNode(t)
+	nodetest.Find(t)
 	var want []byte
 	for i := range tamperChunks {
 		want = fmt.Appendf(want, "chunk-%d\n", i)
@@ -144,8 +146,8 @@ func TestTamperingProxy(t *testing.T) {
 			if tc.cipher == "" {
 				tc.cipher = "aes-256-cbc"
 			}
-			nodeSide, p := connectTo(t, ctx, false, nodeOpts{
-				keys: "b", ciphers: tc.cipher, action: "source", source: src, chunk: tamperChunk,
+			nodeSide, p := connectTo(t, ctx, false, nodetest.Settings{
+				Keys: nodeKeys, Ciphers: tc.cipher, Action: "source", Source: src, Chunk: tamperChunk,
 			})
 			goSide, proxySide := tcpPair(t)
 			if dl, ok := ctx.Deadline(); ok {
@@ -190,7 +192,7 @@ func TestTamperingProxy(t *testing.T) {
 			}
 			c.Close()
 			stop()
-			p.wait(ctx)
+			waitNode(t, ctx, p)
 		})
 	}
 }

@@ -3,179 +3,26 @@ package main
 // The -legacy mode against the real npm module secure-peer 0.2.1, both
 // ways, through the built command. The Node side is the legacy package's
 // test peer, ../../legacy/testdata/peer.js (its header documents its
-// environment and the JSON events it prints). In CI, .ci/run installs the
-// module and sets SECUREPEER_NODE_MODULES and SECUREPEER_REQUIRE_INTEROP=1;
-// locally:
-//
-//	mkdir -p /tmp/sp-node && cd /tmp/sp-node && npm install secure-peer@0.2.1
-//	SECUREPEER_NODE_MODULES=/tmp/sp-node/node_modules go test -run Legacy ./cmd/securepeer/
+// environment and the JSON events it prints), run by internal/nodetest,
+// whose package doc says how to run these tests locally.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/securepeer/securepeer/internal/nodetest"
 )
 
-// nodeSetup is what running peer.js needs, found once.
-var nodeSetup struct {
-	once    sync.Once
-	node    string
-	modules string
-	script  string
-	args    []string // extra node flags
-	err     error
-}
-
-// requireNode returns the node binary, the node_modules directory holding
-// secure-peer, peer.js and extra node flags; it skips the test if any is
-// missing, or fails it when SECUREPEER_REQUIRE_INTEROP=1.
-func requireNode(t *testing.T) (node, modules, script string, args []string) {
-	t.Helper()
-	s := &nodeSetup
-	s.once.Do(func() {
-		if s.node, s.err = exec.LookPath("node"); s.err != nil {
-			return
-		}
-		if s.modules = os.Getenv("SECUREPEER_NODE_MODULES"); s.modules == "" {
-			s.err = os.ErrNotExist
-			return
-		}
-		if s.modules, s.err = filepath.Abs(s.modules); s.err != nil {
-			return
-		}
-		if _, s.err = os.Stat(filepath.Join(s.modules, "secure-peer", "index.js")); s.err != nil {
-			return
-		}
-		if s.script, s.err = filepath.Abs(filepath.Join("..", "..", "legacy", "testdata", "peer.js")); s.err != nil {
-			return
-		}
-		// OpenSSL 3 keeps RC4, the module's default cipher, in its legacy
-		// provider, which Node 17 and later load with this flag.
-		if exec.Command(s.node, "--openssl-legacy-provider", "-e", "0").Run() == nil {
-			s.args = []string{"--openssl-legacy-provider"}
-		}
-	})
-	if s.err != nil {
-		msg := "interop with Node secure-peer 0.2.1 needs node on $PATH and SECUREPEER_NODE_MODULES set to a node_modules with secure-peer@0.2.1: " + s.err.Error()
-		if os.Getenv("SECUREPEER_REQUIRE_INTEROP") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return s.node, s.modules, s.script, s.args
-}
-
-// nodeEvent is one JSON line printed by peer.js.
-type nodeEvent struct {
-	Event  string `json:"event"`
-	Port   int    `json:"port"`
-	Cipher string `json:"cipher"`
-	Key    string `json:"key"`
-	Bytes  int64  `json:"bytes"`
-	SHA256 string `json:"sha256"`
-	Error  string `json:"error"`
-}
-
-// nodePeer is a running peer.js.
-type nodePeer struct {
-	t      *testing.T
-	events chan nodeEvent // every event, in order; closed when node exits
-	stderr syncBuffer
-	done   chan struct{}
-	err    error // node's exit status, set before done is closed
-}
-
-// startNode runs peer.js with the given SP_* settings. It is killed, at the
-// latest, when ctx ends or the test does.
-func startNode(t *testing.T, ctx context.Context, settings map[string]string) *nodePeer {
-	t.Helper()
-	node, modules, script, args := requireNode(t)
-	cmd := exec.CommandContext(ctx, node, append(args, script)...)
-	cmd.Env = append(os.Environ(), "NODE_PATH="+modules, "NODE_NO_WARNINGS=1")
-	for k, v := range settings {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	p := &nodePeer{t: t, events: make(chan nodeEvent, 1000), done: make(chan struct{})}
-	cmd.Stderr = &p.stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev nodeEvent
-			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-				ev = nodeEvent{Event: "garbage", Error: sc.Text()}
-			}
-			p.events <- ev
-		}
-		p.err = cmd.Wait()
-		close(p.events)
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("node stderr:\n%s", p.stderr.String())
-		}
-	})
-	return p
-}
-
-// next returns the next event called name, after logging the ones before
-// it; it fails the test if node exits or ctx ends first.
-func (p *nodePeer) next(ctx context.Context, name string) nodeEvent {
-	p.t.Helper()
-	for {
-		select {
-		case ev, ok := <-p.events:
-			if !ok {
-				p.t.Fatalf("node exited (%v) before event %q\n%s", p.err, name, p.stderr.String())
-			}
-			if ev.Event == name {
-				return ev
-			}
-			p.t.Logf("node event: %+v", ev)
-		case <-ctx.Done():
-			p.t.Fatalf("no node event %q within %v", name, testTimeout)
-		}
-	}
-}
-
-// rest waits for node to exit and returns the events not yet read.
-func (p *nodePeer) rest(ctx context.Context) []nodeEvent {
-	p.t.Helper()
-	var evs []nodeEvent
-	for {
-		select {
-		case ev, ok := <-p.events:
-			if !ok {
-				return evs
-			}
-			evs = append(evs, ev)
-		case <-ctx.Done():
-			p.t.Fatalf("node did not exit within %v", testTimeout)
-		}
-	}
-}
-
-func eventNames(evs []nodeEvent) []string {
+func eventNames(evs []nodetest.Event) []string {
 	var names []string
 	for _, ev := range evs {
 		names = append(names, ev.Event)
@@ -225,7 +72,7 @@ func sha256Hex(b []byte) string {
 // what was sent, the Node side must have received exactly that, and both
 // must report the same cipher and see each other's keys.
 func TestLegacyNodeConnect(t *testing.T) {
-	requireNode(t)
+	nodetest.Find(t)
 	te := newTestEnv(t)
 	goPEM := legacyPair(te)
 	data := make([]byte, 300<<10) // several 64 KiB frames
@@ -242,14 +89,14 @@ func TestLegacyNodeConnect(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := legacyContext(t)
-			node := startNode(t, ctx, map[string]string{
-				"SP_MODE":    "listen",
-				"SP_KEYS":    filepath.Join(te.dir, "node.json"),
-				"SP_CIPHERS": tc.nodeCiphers,
-				"SP_EXPECT":  filepath.Join(te.dir, "go.pem"),
-				"SP_ACTION":  "echo",
+			node := nodetest.Start(t, ctx, nodetest.Settings{
+				Listen:  true,
+				Keys:    filepath.Join(te.dir, "node.json"),
+				Ciphers: tc.nodeCiphers,
+				Expect:  filepath.Join(te.dir, "go.pem"),
+				Action:  "echo",
 			})
-			port := node.next(ctx, "listening").Port
+			port := node.Next(ctx, "listening").Port
 			args := []string{"connect", "-legacy", "-v", "-i", "go.json", "-expect", "node.pem"}
 			if tc.goCiphers != "" {
 				args = append(args, "-ciphers", tc.goCiphers)
@@ -268,18 +115,18 @@ func TestLegacyNodeConnect(t *testing.T) {
 			if !strings.Contains(stderr.String(), "protocol=secure-peer-0.2 cipher="+tc.want+" ") {
 				t.Errorf("connect did not log cipher %s:\n%s", tc.want, stderr.String())
 			}
-			id := node.next(ctx, "identify")
+			id := node.Next(ctx, "identify")
 			if id.Cipher != tc.want {
 				t.Errorf("node chose cipher %q, want %q", id.Cipher, tc.want)
 			}
 			if id.Key != goPEM {
 				t.Errorf("node saw key %q, want the PEM keygen printed, %q", id.Key, goPEM)
 			}
-			end := node.next(ctx, "end")
+			end := node.Next(ctx, "end")
 			if end.Bytes != int64(len(data)) || end.SHA256 != sha256Hex(data) {
 				t.Errorf("node received %d bytes with sha256 %s; sent %d with %s", end.Bytes, end.SHA256, len(data), sha256Hex(data))
 			}
-			node.rest(ctx)
+			node.Wait(ctx)
 		})
 	}
 }
@@ -288,7 +135,7 @@ func TestLegacyNodeConnect(t *testing.T) {
 // -legacy -exec 'tr a-z A-Z', allowed by its key: the Node side must get
 // back exactly the upper-cased file and a clean end.
 func TestLegacyNodeListen(t *testing.T) {
-	requireNode(t)
+	nodetest.Find(t)
 	ctx := legacyContext(t)
 	te := newTestEnv(t)
 	legacyPair(te)
@@ -303,21 +150,21 @@ func TestLegacyNodeListen(t *testing.T) {
 	want := bytes.ToUpper(text.Bytes())
 
 	server, addr := te.start("server", "listen", "-legacy", "-v", "-i", "go.json", "-allow", "node.pem", "-exec", "tr a-z A-Z", "127.0.0.1:0")
-	_, port, _ := strings.Cut(addr, ":")
-	node := startNode(t, ctx, map[string]string{
-		"SP_MODE":   "connect",
-		"SP_PORT":   port,
-		"SP_KEYS":   filepath.Join(te.dir, "node.json"),
-		"SP_EXPECT": filepath.Join(te.dir, "go.pem"),
-		"SP_ACTION": "source",
-		"SP_SOURCE": source,
+	_, portText, _ := strings.Cut(addr, ":")
+	port, _ := strconv.Atoi(portText)
+	node := nodetest.Start(t, ctx, nodetest.Settings{
+		Port:   port,
+		Keys:   filepath.Join(te.dir, "node.json"),
+		Expect: filepath.Join(te.dir, "go.pem"),
+		Action: "source",
+		Source: source,
 	})
-	id := node.next(ctx, "identify")
-	end := node.next(ctx, "end")
+	id := node.Next(ctx, "identify")
+	end := node.Next(ctx, "end")
 	if end.Bytes != int64(len(want)) || end.SHA256 != sha256Hex(want) {
 		t.Errorf("node received %d bytes with sha256 %s; want %d with %s (the upper-cased file)", end.Bytes, end.SHA256, len(want), sha256Hex(want))
 	}
-	node.rest(ctx)
+	node.Wait(ctx)
 	if code := server.interrupt(); code != exitInterrupted {
 		t.Errorf("listen exited %d, want %d", code, exitInterrupted)
 	}
@@ -337,25 +184,22 @@ func TestLegacyNodeListen(t *testing.T) {
 // that rejects this key, a pinned key that does not match (both exit 3
 // for connect), and listen -allow refusing a Node client.
 func TestLegacyNodeRefusals(t *testing.T) {
-	requireNode(t)
+	nodetest.Find(t)
 	te := newTestEnv(t)
 	legacyPair(te)
-	nodeListens := func(t *testing.T, ctx context.Context, extra map[string]string) string {
-		settings := map[string]string{
-			"SP_MODE":   "listen",
-			"SP_KEYS":   filepath.Join(te.dir, "node.json"),
-			"SP_ACTION": "echo",
-		}
-		for k, v := range extra {
-			settings[k] = v
-		}
-		node := startNode(t, ctx, settings)
-		return "127.0.0.1:" + strconv.Itoa(node.next(ctx, "listening").Port)
+	nodeListens := func(t *testing.T, ctx context.Context, reject bool) string {
+		node := nodetest.Start(t, ctx, nodetest.Settings{
+			Listen: true,
+			Keys:   filepath.Join(te.dir, "node.json"),
+			Reject: reject,
+			Action: "echo",
+		})
+		return "127.0.0.1:" + strconv.Itoa(node.Next(ctx, "listening").Port)
 	}
 
 	t.Run("node-rejects", func(t *testing.T) {
 		ctx := legacyContext(t)
-		addr := nodeListens(t, ctx, map[string]string{"SP_REJECT": "1"})
+		addr := nodeListens(t, ctx, true)
 		cmd := te.command("connect", "-legacy", "-i", "go.json", "-expect", "node.pem", addr)
 		// stdin stays open, as in an interactive session: only the peer's
 		// close can end connect.
@@ -377,7 +221,7 @@ func TestLegacyNodeRefusals(t *testing.T) {
 
 	t.Run("pin-mismatch", func(t *testing.T) {
 		ctx := legacyContext(t)
-		addr := nodeListens(t, ctx, nil)
+		addr := nodeListens(t, ctx, false)
 		cmd := te.command("connect", "-legacy", "-i", "go.json", "-expect", "go.pem", addr)
 		cmd.Stdin = strings.NewReader("secret\n")
 		var stderr bytes.Buffer
@@ -394,15 +238,15 @@ func TestLegacyNodeRefusals(t *testing.T) {
 	t.Run("listen-refuses-node", func(t *testing.T) {
 		ctx := legacyContext(t)
 		server, addr := te.start("refuser", "listen", "-legacy", "-i", "go.json", "-allow", "go.pem", "-exec", "cat", "127.0.0.1:0")
-		_, port, _ := strings.Cut(addr, ":")
-		node := startNode(t, ctx, map[string]string{
-			"SP_MODE":   "connect",
-			"SP_PORT":   port,
-			"SP_KEYS":   filepath.Join(te.dir, "node.json"),
-			"SP_ACTION": "source",
-			"SP_SOURCE": filepath.Join(te.dir, "go.pem"),
+		_, portText, _ := strings.Cut(addr, ":")
+		port, _ := strconv.Atoi(portText)
+		node := nodetest.Start(t, ctx, nodetest.Settings{
+			Port:   port,
+			Keys:   filepath.Join(te.dir, "node.json"),
+			Action: "source",
+			Source: filepath.Join(te.dir, "go.pem"),
 		})
-		evs := node.rest(ctx)
+		evs, _ := node.Wait(ctx)
 		for _, ev := range evs {
 			if ev.Event == "end" {
 				t.Errorf("a refused Node peer got a clean end of stream: %+v", evs)
