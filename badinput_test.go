@@ -194,7 +194,7 @@ func badRunAttack(role badRole, timeout time.Duration, send []byte, closeAfter b
 }
 
 // badAttack is badRunAttack for one test: it reports the problems.
-func badAttack(t *testing.T, role badRole, timeout time.Duration, send []byte, closeAfter bool) (error, time.Duration) {
+func badAttack(t *testing.T, role badRole, timeout time.Duration, send []byte, closeAfter bool) (time.Duration, error) {
 	t.Helper()
 	r := badRunAttack(role, timeout, send, closeAfter)
 	for _, p := range r.problems {
@@ -203,7 +203,7 @@ func badAttack(t *testing.T, role badRole, timeout time.Duration, send []byte, c
 	if t.Failed() {
 		t.FailNow()
 	}
-	return r.err, r.elapsed
+	return r.elapsed, r.err
 }
 
 func badIsTimeout(err error) bool {
@@ -257,7 +257,7 @@ func TestBadInputGarbage(t *testing.T) {
 			{"garbage after hello", string(badHello(role.peerMode)) + strings.Repeat("\xa5", 0xa5a5+100), "securepeer: "},
 		} {
 			t.Run(role.name+"/"+tc.name, func(t *testing.T) {
-				err, elapsed := badAttack(t, role, badPromptTimeout, []byte(tc.in), false)
+				elapsed, err := badAttack(t, role, badPromptTimeout, []byte(tc.in), false)
 				badPrompt(t, err, elapsed)
 				if !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("error %q does not mention %q", err, tc.want)
@@ -277,13 +277,13 @@ func TestBadInputMaxLengthPrefix(t *testing.T) {
 		t.Run(role.name+"/then garbage", func(t *testing.T) {
 			in := append(badHello(role.peerMode), 0xff, 0xff)
 			in = append(in, bytes.Repeat([]byte{0x5a}, 0xffff)...)
-			err, elapsed := badAttack(t, role, badPromptTimeout, in, false)
+			elapsed, err := badAttack(t, role, badPromptTimeout, in, false)
 			badPrompt(t, err, elapsed)
 		})
 		t.Run(role.name+"/then close", func(t *testing.T) {
 			in := append(badHello(role.peerMode), 0xff, 0xff)
 			in = append(in, bytes.Repeat([]byte{0x5a}, 1000)...)
-			err, elapsed := badAttack(t, role, badPromptTimeout, in, true)
+			elapsed, err := badAttack(t, role, badPromptTimeout, in, true)
 			badPrompt(t, err, elapsed)
 			if !errors.Is(err, io.ErrUnexpectedEOF) {
 				t.Errorf("got %v, want an error wrapping io.ErrUnexpectedEOF", err)
@@ -338,7 +338,7 @@ func TestBadInputSilence(t *testing.T) {
 	}
 	for _, role := range badRoles {
 		t.Run(role.name+"/nothing then close", func(t *testing.T) {
-			err, elapsed := badAttack(t, role, badPromptTimeout, nil, true)
+			elapsed, err := badAttack(t, role, badPromptTimeout, nil, true)
 			badPrompt(t, err, elapsed)
 			if !errors.Is(err, io.ErrUnexpectedEOF) {
 				t.Errorf("got %v, want an error wrapping io.ErrUnexpectedEOF", err)
@@ -369,14 +369,14 @@ func TestBadInputAbort(t *testing.T) {
 			}},
 		} {
 			t.Run(role.name+"/"+tc.name, func(t *testing.T) {
-				err, elapsed := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), append([]byte{0, 0}, tc.reason...)...), false)
+				elapsed, err := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), append([]byte{0, 0}, tc.reason...)...), false)
 				badPrompt(t, err, elapsed)
 				tc.check(t, err)
 			})
 		}
 		for _, reason := range []byte{0, wire.AbortProtocol, 4, 0x7f, 0xff} {
 			t.Run(fmt.Sprintf("%s/reason %d", role.name, reason), func(t *testing.T) {
-				err, elapsed := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), 0, 0, reason), false)
+				elapsed, err := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), 0, 0, reason), false)
 				badPrompt(t, err, elapsed)
 				if errors.Is(err, ErrRejected) || errors.Is(err, ErrNoCommonCipher) {
 					t.Errorf("abort reason %d gave %v", reason, err)
@@ -387,7 +387,7 @@ func TestBadInputAbort(t *testing.T) {
 			})
 		}
 		t.Run(role.name+"/reason cut", func(t *testing.T) {
-			err, elapsed := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), 0, 0), true)
+			elapsed, err := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), 0, 0), true)
 			badPrompt(t, err, elapsed)
 			if !errors.Is(err, io.ErrUnexpectedEOF) {
 				t.Errorf("got %v, want an error wrapping io.ErrUnexpectedEOF", err)
