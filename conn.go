@@ -59,7 +59,7 @@ type halfConn struct {
 	iv     [12]byte
 	seq    uint64 // number of records sealed or opened so far
 	nonce  [12]byte
-	hdr    [wire.RecordHeaderSize]byte
+	hdr    [wire.RecordHeaderSize]byte // write side only: the header being sealed
 
 	// Read side only: buf holds received bytes not yet opened in
 	// (*buf)[r:w], and plain the unread rest of the last record opened in
@@ -72,7 +72,8 @@ type halfConn struct {
 }
 
 // rekeyInterval is the number of records after which a direction's key is
-// replaced (PROTOCOL.md, "Key rotation and limits"). A variable so tests can shrink it.
+// replaced (PROTOCOL.md, "Key rotation and limits"). It is a variable so
+// that tests can shrink it.
 var rekeyInterval uint64 = 1 << 20
 
 // maxSeq is the number of records after which a direction refuses to go on,
