@@ -367,9 +367,12 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 		hc.err = io.EOF
 	case wire.RecordAlert:
 		hc.release()
-		if len(plain) == 1 && plain[0] == wire.AlertRejected {
+		switch {
+		case len(plain) == 1 && plain[0] == wire.AlertRejected:
 			hc.err = fmt.Errorf("%w (it ended the connection after the handshake)", ErrRejected)
-		} else {
+		case len(plain) == 1 && plain[0] == wire.AlertAborted:
+			hc.err = ErrAborted
+		default:
 			hc.err = errors.New("securepeer: the peer ended the connection with an unknown alert")
 		}
 		return 0, hc.err
@@ -511,6 +514,33 @@ func (c *Conn) Close() error {
 	}
 	return nil
 }
+
+// Abort ends the connection at once without an end of stream: it sends an
+// authenticated alert, so that the peer's Read returns an error wrapping
+// [ErrAborted] instead of io.EOF, and closes the underlying connection. Use
+// it when this side fails or is interrupted before the end of what it
+// meant to send, so that the peer never takes a partial stream for a whole
+// one. A Write in progress is not waited for; the alert is then left out
+// and the peer reads an error wrapping io.ErrUnexpectedEOF, which says as
+// much. Sending the alert waits at most one second for a peer that does not
+// read.
+func (c *Conn) Abort() error {
+	if c.closed.Swap(true) {
+		return net.ErrClosed
+	}
+	if c.handshakeDone.Load() && c.out.TryLock() {
+		if c.out.err == nil {
+			// After CloseWrite the peer has the whole stream: nothing to
+			// retract.
+			c.alertLocked(wire.AlertAborted)
+		}
+		c.out.err = errAbortedLocally
+		c.out.Unlock()
+	}
+	return c.conn.Close()
+}
+
+var errAbortedLocally = errors.New("securepeer: write after Abort")
 
 // alertLocked sends an alert record and makes the connection unusable.
 // c.out must be locked.

@@ -987,6 +987,58 @@ func TestCloseSendsEndOfStream(t *testing.T) {
 	}
 }
 
+func TestAbort(t *testing.T) {
+	tests := []struct {
+		name       string
+		closeWrite bool // the aborting side ended its stream first
+		wantErr    error
+	}{
+		{"mid-stream", false, ErrAborted},
+		{"after CloseWrite", true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := tcpPair(t)
+			client := Client(a, &Config{Identity: testIdentity(t, 1)})
+			server := Server(b, &Config{Identity: testIdentity(t, 2)})
+			defer client.Close()
+			srv := run(func() error {
+				if _, err := server.Write([]byte("partial")); err != nil {
+					return err
+				}
+				if tt.closeWrite {
+					if err := server.CloseWrite(); err != nil {
+						return err
+					}
+				}
+				return server.Abort()
+			})
+			got, err := io.ReadAll(client)
+			if string(got) != "partial" {
+				t.Errorf("read %q before the abort, want %q", got, "partial")
+			}
+			if tt.wantErr == nil && err != nil {
+				t.Errorf("ReadAll = %v, want a clean end", err)
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("ReadAll = %v, want %v", err, tt.wantErr)
+			}
+			if _, rerr := client.Read(make([]byte, 1)); tt.wantErr != nil && !errors.Is(rerr, tt.wantErr) {
+				t.Errorf("second Read = %v, want the same error", rerr)
+			}
+			if err := wait(t, srv); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := server.Write([]byte("x")); err == nil {
+				t.Error("Write after Abort succeeded")
+			}
+			if err := server.Abort(); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("second Abort = %v, want net.ErrClosed", err)
+			}
+		})
+	}
+}
+
 func TestWriteAfterCloseWrite(t *testing.T) {
 	a, b := tcpPair(t)
 	client := Client(a, &Config{Identity: testIdentity(t, 1)})

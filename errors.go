@@ -14,3 +14,8 @@ var ErrNoCommonCipher = errors.New("securepeer: the peers have no cipher in comm
 // data: a record or handshake message that does not decrypt. It does not say
 // which check failed (PROTOCOL.md, "Errors").
 var errAuth = errors.New("securepeer: message authentication failed; the connection was tampered with or corrupted")
+
+// ErrAborted is returned, wrapped, by Read when the peer ended the
+// connection with [Conn.Abort]: it gave up before the end of its stream, so
+// what was read may be incomplete.
+var ErrAborted = errors.New("securepeer: the peer aborted the stream; data may be missing")

@@ -258,6 +258,7 @@ const (
 // Alert reasons, the plaintext of a RecordAlert.
 const (
 	AlertRejected = 1 // the sender's Verify refused the receiver's key
+	AlertAborted  = 2 // the sender gave up its stream before its end: data may be missing
 )
 
 // PutRecordHeader encodes a record header into b.
