@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/securepeer/securepeer/internal/admit"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -595,7 +596,13 @@ func (c *Conn) setDeadline(read, write *time.Time) error {
 
 // NetConn returns the underlying connection. Writing to or reading from it
 // corrupts the securepeer stream.
-func (c *Conn) NetConn() net.Conn { return c.conn }
+func (c *Conn) NetConn() net.Conn {
+	if ac, ok := c.conn.(*admit.Conn); ok {
+		// A listener's connection, which replays the first flight.
+		return ac.NetConn()
+	}
+	return c.conn
+}
 
 // RemoteKey returns the peer's verified identity, or the zero PublicKey
 // before the handshake has completed.

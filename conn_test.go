@@ -1080,13 +1080,13 @@ func TestConfigErrors(t *testing.T) {
 }
 
 // TestListenerBoundsPendingConnections checks that peers the application
-// has not accepted yet are held to the bound: the next one waits in the
-// kernel's backlog and gets no handshake until Accept makes room.
+// has not accepted yet are held to the bound: the next one is refused, as
+// completed connections are never dropped for it, until Accept makes room.
 func TestListenerBoundsPendingConnections(t *testing.T) {
 	checkNoLeaks(t)
-	old := maxPendingHandshakes
-	maxPendingHandshakes = 2
-	defer func() { maxPendingHandshakes = old }()
+	old := maxPending
+	maxPending = 2
+	defer func() { maxPending = old }()
 	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(t, 2)})
 	if err != nil {
 		t.Fatal(err)

@@ -483,8 +483,13 @@ func (hs *handshakeState) readMessage() ([]byte, error) {
 		}
 		return nil, fmt.Errorf("securepeer: the peer aborted the handshake (reason %d)", reason[0])
 	}
-	msg := make([]byte, n)
-	if _, err := io.ReadFull(hs.c.conn, msg); err != nil {
+	// The buffer grows as the body arrives, so a peer that announces 64 KiB
+	// and sends nothing makes this side hold nothing.
+	msg, err := io.ReadAll(io.LimitReader(hs.c.conn, int64(n)))
+	if err == nil && len(msg) < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return nil, readHandshakeError(err)
 	}
 	return msg, nil

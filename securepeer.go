@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 
+	"github.com/securepeer/securepeer/internal/admit"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -62,123 +62,70 @@ func Listen(network, addr string, config *Config) (net.Listener, error) {
 	return NewListener(inner, config), nil
 }
 
-// maxPendingHandshakes bounds the connections a listener holds before Accept
-// returns them: those in the handshake and those waiting for Accept. When
-// that many are pending the listener stops accepting from the inner
-// listener, so that a flood of connections queues in the kernel instead of
-// in memory.
-var maxPendingHandshakes = 256 // a variable so tests can shrink it
-
 // NewListener returns a listener that accepts connections from inner and
-// runs the responder side of the handshake on each, concurrently and each
-// bounded by [Config.HandshakeTimeout]. Accept returns only connections
-// whose handshake has completed, as *[Conn]; a peer that fails the
-// handshake is dropped, and a slow or hostile one never delays Accept for
-// others. Closing the listener closes inner and every connection not yet
-// returned by Accept.
+// runs the responder side of the handshake on each, concurrently. Accept
+// returns only connections whose handshake has completed, as *[Conn]; a
+// peer that fails the handshake is dropped. Closing the listener closes
+// inner and every connection not yet returned by Accept.
+//
+// The listener is built for the open internet: whatever peers that never
+// authenticate can make it hold is bounded, and shared fairly between
+// source addresses (an IPv4 address, or an IPv6 /64).
+//
+//   - It never stops accepting. At most 4096 connections are pending
+//     (waiting for their first handshake message, in the handshake, or
+//     done and waiting for Accept); when a new one arrives with all of them
+//     taken, the source holding the most pending connections gives one up:
+//     its oldest still waiting for its first message, else its oldest in
+//     the handshake. A legitimate peer sends its first message as soon as it
+//     connects, so it is never the one waiting longest; silent, stalled and
+//     trickling peers are, even from the legitimate peer's own address.
+//   - The peer's first message (its hello and Noise message 1) must arrive
+//     within 10 seconds of the accept. [Config.HandshakeTimeout] still
+//     bounds the whole handshake, Verify included.
+//   - At most GOMAXPROCS handshakes compute at once; the others queue by
+//     source address and are served in turn, so a source that replays
+//     recorded first messages in a loop cannot starve the others.
+//   - A connection waiting for its first message costs a socket, a small
+//     buffer that grows only as bytes arrive, and a goroutine with a small
+//     stack: a few KiB (BENCHMARKS.md, "Under attack").
+//   - Accept errors, such as running out of file descriptors, never end the
+//     listener: it retries after 5 ms, doubling up to 1 s, and when out of
+//     descriptors drops a connection still waiting for its first message.
+//     Only a closed inner listener ends Accept.
 func NewListener(inner net.Listener, config *Config) net.Listener {
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &listener{
-		inner:  inner,
-		config: config,
-		ctx:    ctx,
-		cancel: cancel,
-		ready:  make(chan *Conn),
-		slots:  make(chan struct{}, maxPendingHandshakes),
-		done:   make(chan struct{}),
-	}
-	go l.serve()
-	return l
+	return &listener{admit.NewListener(inner, admit.Config[*Conn]{
+		MaxPending:  maxPending,
+		FirstFlight: wire.FirstFlightLen,
+		Handshake: func(ctx context.Context, c net.Conn) (*Conn, error) {
+			sc := Server(c, config)
+			if err := sc.HandshakeContext(ctx); err != nil {
+				return nil, err
+			}
+			return sc, nil
+		},
+	})}
 }
+
+// maxPending is admit's default; a variable so that tests can shrink it.
+var maxPending = admit.DefaultMaxPending
 
 type listener struct {
-	inner  net.Listener
-	config *Config
-	ctx    context.Context
-	cancel context.CancelFunc
-	ready  chan *Conn    // completed handshakes, handed to Accept
-	slots  chan struct{} // one token per handshake in progress
-	done   chan struct{} // closed when serve returns
-	wg     sync.WaitGroup
-
-	mu  sync.Mutex
-	err error // why serve stopped
-}
-
-func (l *listener) serve() {
-	defer close(l.done)
-	for {
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.ctx.Done():
-			return
-		}
-		raw, err := l.inner.Accept()
-		if err != nil {
-			<-l.slots
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			l.mu.Lock()
-			l.err = err
-			l.mu.Unlock()
-			return
-		}
-		l.wg.Add(1)
-		go l.handshake(raw)
-	}
-}
-
-func (l *listener) handshake(raw net.Conn) {
-	defer l.wg.Done()
-	// The slot is held until Accept takes the connection, so that peers
-	// an application does not accept yet wait in the kernel's backlog, not
-	// in goroutines here.
-	defer func() { <-l.slots }()
-	c := Server(raw, l.config)
-	err := c.HandshakeContext(l.ctx)
-	if err != nil {
-		raw.Close()
-		return
-	}
-	select {
-	case l.ready <- c:
-	case <-l.ctx.Done():
-		raw.Close()
-	}
+	l *admit.Listener[*Conn]
 }
 
 // Accept waits for and returns the next connection whose handshake has
 // completed. It returns a *Conn.
 func (l *listener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ready:
-		return c, nil
-	case <-l.done:
+	c, err := l.l.Accept()
+	if err != nil {
+		return nil, err
 	}
-	// serve has stopped; hand out what finished meanwhile, then its error.
-	select {
-	case c := <-l.ready:
-		return c, nil
-	default:
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.err == nil || l.ctx.Err() != nil {
-		return nil, net.ErrClosed
-	}
-	return nil, l.err
+	return c, nil
 }
 
 // Close stops the listener, closes inner, and ends the handshakes in
 // progress. It waits for their goroutines to finish.
-func (l *listener) Close() error {
-	l.cancel()
-	err := l.inner.Close()
-	<-l.done
-	l.wg.Wait()
-	return err
-}
+func (l *listener) Close() error { return l.l.Close() }
 
-func (l *listener) Addr() net.Addr { return l.inner.Addr() }
+func (l *listener) Addr() net.Addr { return l.l.Addr() }

@@ -70,6 +70,28 @@ func ParseHello(b []byte) (Hello, error) {
 	return h, nil
 }
 
+// FirstFlightLen returns the length of the first flight a responder reads,
+// the peer's hello and message 1, given its first bytes b: the hello alone
+// while b is shorter, then the hello, the length and message 1 (or an abort
+// and its reason). For a hello that is not a valid initiating one it
+// returns HelloSize, since the handshake fails on it alone.
+func FirstFlightLen(b []byte) int {
+	if len(b) < HelloSize {
+		return HelloSize
+	}
+	if h, err := ParseHello(b[:HelloSize]); err != nil || h.Mode == ModeResponder {
+		return HelloSize
+	}
+	if len(b) < HelloSize+2 {
+		return HelloSize + 2
+	}
+	n := int(binary.BigEndian.Uint16(b[HelloSize:]))
+	if n == 0 {
+		return HelloSize + 3 // an abort and its reason
+	}
+	return HelloSize + 2 + n
+}
+
 // Handshake messages travel as a uint16 big-endian length and that many bytes
 // of Noise message. A length of zero is an abort: one reason byte follows.
 const (
