@@ -510,21 +510,24 @@ func benchHandshake(b *testing.B, kind string) {
 // divided by the 2·b.N endpoints. "B/endpoint" is right after the
 // handshake; "B/endpoint-used" after one byte has gone each way, so that
 // buffers kept after first use count too. Both include the TCP connection
-// (the tcp row). Pairs are made in batches to bound open files.
+// (the tcp row). "B/endpoint-blocked" is a server endpoint as the usual
+// server loop holds it: used, with one goroutine blocked in Read on it,
+// whose stack counts too. Pairs are made in batches to bound open files.
 func BenchmarkIdleMemory(b *testing.B) {
 	for _, kind := range []string{kindTCP, kindTLS, kindSP} {
 		b.Run(kind, func(b *testing.B) { benchIdleMemory(b, kind) })
 	}
 	reportRatios(b,
 		[2]string{"idle/" + kindSP, "idle/" + kindTLS},
-		[2]string{"idle/" + kindSP + "-used", "idle/" + kindTLS + "-used"})
+		[2]string{"idle/" + kindSP + "-used", "idle/" + kindTLS + "-used"},
+		[2]string{"idle/" + kindSP + "-blocked", "idle/" + kindTLS + "-blocked"})
 }
 
 func benchIdleMemory(b *testing.B, kind string) {
 	const batch = 500
 	env := getBenchEnv(b)
 	ln := benchListen(b)
-	var fresh, used int64
+	var fresh, used, blocked int64
 	for done := 0; done < b.N; {
 		n := min(batch, b.N-done)
 		done += n
@@ -555,18 +558,49 @@ func benchIdleMemory(b *testing.B, kind string) {
 			}
 		}
 		used += liveHeap() - before
+
+		// The usual server loop: one goroutine per connection, blocked in
+		// Read. What that adds, stack included, counts per server endpoint.
+		beforeReaders := liveHeapAndStacks()
+		var readers, started sync.WaitGroup
+		for _, p := range pairs {
+			readers.Add(1)
+			started.Add(1)
+			go func() {
+				defer readers.Done()
+				var buf [512]byte
+				started.Done()
+				p.s.Read(buf[:])
+			}()
+		}
+		started.Wait()
+		time.Sleep(50 * time.Millisecond) // for every reader to park in Read
+		blocked += liveHeapAndStacks() - beforeReaders
 		runtime.KeepAlive(pairs)
 		for _, p := range pairs {
 			p.Close()
 		}
+		readers.Wait()
 	}
 	perFresh := float64(fresh) / float64(2*b.N)
 	perUsed := float64(used) / float64(2*b.N)
+	perBlocked := perUsed + float64(blocked)/float64(b.N)
 	b.ReportMetric(perFresh, "B/endpoint")
 	b.ReportMetric(perUsed, "B/endpoint-used")
+	b.ReportMetric(perBlocked, "B/endpoint-blocked")
 	b.ReportMetric(0, "ns/op")
 	recordResult(b, "idle/"+kind, perFresh)
 	recordResult(b, "idle/"+kind+"-used", perUsed)
+	recordResult(b, "idle/"+kind+"-blocked", perBlocked)
+}
+
+// liveHeapAndStacks is liveHeap plus the goroutine stacks in use.
+func liveHeapAndStacks() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc + ms.StackInuse)
 }
 
 // liveHeap returns the live heap after a full collection. Two, so that

@@ -12,6 +12,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/securepeer/securepeer/internal/admit"
@@ -70,6 +71,10 @@ type halfConn struct {
 	buf   *[]byte
 	r, w  int
 	plain []byte
+	// raw, if not nil, is the descriptor under the connection, which
+	// awaitRecord waits on; small is where it reads otherwise.
+	raw   syscall.RawConn
+	small [wire.RecordHeaderSize]byte
 }
 
 // rekeyInterval is the number of records after which a direction's key is
@@ -282,6 +287,49 @@ func (hc *halfConn) releaseIfIdle() {
 	}
 }
 
+// awaitRecord waits for the next record's first bytes without holding a
+// record buffer, so that an idle connection with a Read blocked on it holds
+// none, and puts them in a buffer from the pool. Where the connection
+// exposes its descriptor (TCP on Unix) the wait costs no extra system
+// call: the buffer is taken just before each attempt to read and given back
+// if there is nothing to read. Elsewhere the first few bytes are read into
+// a small array of the Conn's own. c.in must be locked, and c.in.buf nil.
+func (c *Conn) awaitRecord() error {
+	hc := &c.in
+	if hc.raw != nil {
+		var rerr error
+		err := hc.raw.Read(func(fd uintptr) bool {
+			bp := bufPool.Get().(*[]byte)
+			n, err := readFD(fd, *bp)
+			if err == errWouldBlock {
+				bufPool.Put(bp)
+				return false
+			}
+			if n > 0 {
+				hc.buf, hc.r, hc.w = bp, 0, n
+			} else {
+				bufPool.Put(bp)
+				rerr = err
+			}
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		return rerr
+	}
+	n, err := c.conn.Read(hc.small[:])
+	if n > 0 {
+		hc.buf = bufPool.Get().(*[]byte)
+		hc.r, hc.w = 0, copy(*hc.buf, hc.small[:n])
+		return nil // an error comes back on the next read
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
 // fill reads from the connection until (*hc.buf)[hc.r:hc.w] holds at least
 // need bytes, reading as much as the buffer has room for, so that small
 // records arrive many per system call. c.in must be locked.
@@ -312,7 +360,9 @@ func (c *Conn) fill(need int) error {
 func (c *Conn) readRecordLocked(p []byte) (int, error) {
 	hc := &c.in
 	if hc.buf == nil {
-		hc.buf = bufPool.Get().(*[]byte)
+		if err := c.awaitRecord(); err != nil {
+			return 0, c.readError(err)
+		}
 	}
 	if err := c.fill(wire.RecordHeaderSize); err != nil {
 		return 0, err
@@ -592,6 +642,28 @@ func (c *Conn) setDeadline(read, write *time.Time) error {
 		return c.conn.SetReadDeadline(*read)
 	}
 	return c.conn.SetWriteDeadline(*write)
+}
+
+// rawConn returns the descriptor the record layer may read from directly:
+// that of the underlying connection once nothing the listener read ahead is
+// left to replay, or nil.
+func (c *Conn) rawConn() syscall.RawConn {
+	nc := c.conn
+	if ac, ok := nc.(*admit.Conn); ok {
+		if ac.Buffered() > 0 {
+			return nil
+		}
+		nc = ac.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok || !haveReadFD {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // NetConn returns the underlying connection. Writing to or reading from it

@@ -1119,3 +1119,57 @@ func TestListenerBoundsPendingConnections(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestBlockedReaderHoldsNoRecordBuffer checks that a Read waiting on an
+// idle connection holds no record buffer, after the connection has carried
+// data: the usual server loop, one goroutine per connection blocked in
+// Read, must not cost 64 KiB a connection. Over TCP the wait is on the
+// descriptor; over a net.Pipe, on a small array of the Conn's own.
+func TestBlockedReaderHoldsNoRecordBuffer(t *testing.T) {
+	const conns = 32
+	pipePair := func(testing.TB) (net.Conn, net.Conn) { return net.Pipe() }
+	for _, tt := range []struct {
+		name string
+		pair func(testing.TB) (net.Conn, net.Conn)
+	}{{"tcp", tcpPair}, {"pipe", pipePair}} {
+		t.Run(tt.name, func(t *testing.T) {
+			var servers []*Conn
+			for range conns {
+				a, b := tt.pair(t)
+				client := Client(a, &Config{Identity: testIdentity(t, 1)})
+				server := Server(b, &Config{Identity: testIdentity(t, 2)})
+				t.Cleanup(func() { a.Close(); b.Close() })
+				// A full record, so that buffers have been used.
+				big := make([]byte, 64<<10)
+				sent := run(func() error { _, err := client.Write(big); return err })
+				if _, err := io.ReadFull(server, big); err != nil {
+					t.Fatal(err)
+				}
+				if err := wait(t, sent); err != nil {
+					t.Fatal(err)
+				}
+				servers = append(servers, server)
+			}
+			before := liveHeap()
+			var readers sync.WaitGroup
+			for _, s := range servers {
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					s.Read(make([]byte, 1))
+				}()
+			}
+			time.Sleep(100 * time.Millisecond) // for every reader to block
+			perConn := (liveHeap() - before) / conns
+			for _, s := range servers {
+				s.NetConn().Close() // no end of stream: nobody reads a pipe
+			}
+			readers.Wait()
+			// A record buffer is 65556 bytes; what is left is the goroutines'
+			// bookkeeping and the 1-byte slices.
+			if perConn > 4<<10 {
+				t.Errorf("a blocked Read holds %d bytes of heap, want no record buffer (under 4 KiB)", perConn)
+			}
+		})
+	}
+}

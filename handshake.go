@@ -418,6 +418,7 @@ func (hs *handshakeState) finish(cs1, cs2 *noise.CipherState) error {
 	if err := c.in.setup(hs.cipher, in[:n], in[n:]); err != nil {
 		return err
 	}
+	c.in.raw = c.rawConn()
 	c.state = ConnectionState{
 		HandshakeComplete: true,
 		RemoteKey:         hs.remote,

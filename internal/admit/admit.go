@@ -596,6 +596,9 @@ func (c *Conn) releaseCPU() {
 	}
 }
 
+// Buffered returns the number of bytes of the first flight not yet read.
+func (c *Conn) Buffered() int { return len(c.flight) }
+
 // NetConn returns the connection under c.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
