@@ -311,7 +311,7 @@ func (l *Listener[T]) serve() {
 			continue
 		}
 		l.wg.Add(1)
-		go l.handle(e)
+		go l.run(e)
 	}
 }
 
@@ -436,10 +436,18 @@ func (l *Listener[T]) removeLocked(e *entry) {
 	}
 }
 
-// handle runs one connection from its first flight to Accept.
-func (l *Listener[T]) handle(e *entry) {
+// run runs one connection from its first flight to Accept. It is small,
+// so that the goroutine waiting for a first flight, as most attackers' do,
+// fits in the smallest stack.
+func (l *Listener[T]) run(e *entry) {
 	defer l.wg.Done()
 	flight, err := readFirstFlight(e.raw, l.cfg.FirstFlight, l.cfg.FirstFlightTimeout)
+	l.handle(e, flight, err)
+}
+
+// handle runs the handshake after the first flight, and hands the result to
+// Accept.
+func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
 	if err != nil {
 		l.fail(e, err)
 		return
