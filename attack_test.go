@@ -1,0 +1,865 @@
+//go:build linux
+
+// The attack tests and benchmarks are Linux only: they dial from many
+// 127.0.0.0/8 source addresses, which Linux routes to the loopback
+// interface (other systems configure 127.0.0.1 alone), and they use
+// RLIMIT_NOFILE and /proc/self/fd.
+
+package securepeer
+
+// An attacker toolkit for the listener (issue 7), and scaled-down tests
+// built on it that run in CI. The full figures come from
+// BenchmarkUnderAttack in stress_test.go; BENCHMARKS.md, "Under attack",
+// gives the command and the results.
+//
+// An attacker is a goroutine that dials the listener over loopback TCP
+// from a chosen 127.0.0.0/8 source address, does what its kind does, and
+// dials again when the server drops it, until the attack stops (explicitly,
+// or by itself after a bounded time and a bounded number of connections).
+// Attackers close with SO_LINGER 0 (a reset), as a flooding client would:
+// a connection never lingers in TIME_WAIT, so the reconnecting loop does
+// not run out of ephemeral ports.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/securepeer/securepeer/internal/wire"
+)
+
+// An attackKind is what an attacker does once connected.
+type attackKind string
+
+const (
+	attackSilent  attackKind = "silent"  // sends nothing
+	attackHello   attackKind = "hello"   // a valid hello, then nothing
+	attackTrickle attackKind = "trickle" // a valid first flight, one byte per trickle interval
+	attackReplay  attackKind = "replay"  // a recorded first flight; reads message 2, hangs up, again
+)
+
+type attackConfig struct {
+	kind   attackKind
+	target string // the listener's address
+	n      int    // attackers, each with one connection at a time
+	// source returns attacker i's source address (nil: the kernel's
+	// choice, 127.0.0.1 for a loopback target).
+	source func(i int) net.IP
+	// flight is a recorded first flight (hello, length, message 1), for
+	// trickle and replay.
+	flight   []byte
+	trickle  time.Duration // pause between trickled bytes; 1 s if zero
+	maxConns int           // connections per attacker; 1,000,000 if zero
+	// maxDuration stops the attack by itself; 10 minutes if zero.
+	maxDuration time.Duration
+}
+
+// An attack is a running set of attackers.
+type attack struct {
+	cfg    attackConfig
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	connected  atomic.Int64 // attackers that have connected at least once
+	live       atomic.Int64 // attacker connections open now
+	dials      atomic.Int64 // connections made
+	dialErrors atomic.Int64 // dials that failed
+	drops      atomic.Int64 // connections the server ended
+	replies    atomic.Int64 // message 2s received (replay)
+}
+
+// startAttack starts cfg.n attackers against cfg.target. They run until
+// stop, ctx's end, or cfg.maxDuration.
+func startAttack(ctx context.Context, cfg attackConfig) *attack {
+	if cfg.trickle == 0 {
+		cfg.trickle = time.Second
+	}
+	if cfg.maxConns == 0 {
+		cfg.maxConns = 1_000_000
+	}
+	if cfg.maxDuration == 0 {
+		cfg.maxDuration = 10 * time.Minute
+	}
+	if cfg.source == nil {
+		cfg.source = func(int) net.IP { return nil }
+	}
+	a := &attack{cfg: cfg}
+	a.ctx, a.cancel = context.WithTimeout(ctx, cfg.maxDuration)
+	a.wg.Add(cfg.n)
+	for i := range cfg.n {
+		go a.attacker(i)
+	}
+	return a
+}
+
+// stop ends the attack and waits for every attacker to close its
+// connection.
+func (a *attack) stop() {
+	a.cancel()
+	a.wg.Wait()
+}
+
+// waitConnected waits until every attacker has connected at least once,
+// or for timeout, and reports whether they all did.
+func (a *attack) waitConnected(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for a.connected.Load() < int64(a.cfg.n) {
+		if time.Now().After(deadline) || a.ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+func (a *attack) String() string {
+	return fmt.Sprintf("%d %s attackers: %d connected at least once, %d open now, %d connections, %d dropped by the server, %d failed dials, %d message 2s",
+		a.cfg.n, a.cfg.kind, a.connected.Load(), a.live.Load(), a.dials.Load(), a.drops.Load(), a.dialErrors.Load(), a.replies.Load())
+}
+
+func (a *attack) attacker(i int) {
+	defer a.wg.Done()
+	var d net.Dialer
+	if src := a.cfg.source(i); src != nil {
+		d.LocalAddr = &net.TCPAddr{IP: src}
+	}
+	first := true
+	for range a.cfg.maxConns {
+		if a.ctx.Err() != nil {
+			return
+		}
+		c, err := d.DialContext(a.ctx, "tcp", a.cfg.target)
+		if err != nil {
+			if a.ctx.Err() != nil {
+				return
+			}
+			a.dialErrors.Add(1)
+			sleepContext(a.ctx, 10*time.Millisecond) // no busy loop on a refused dial
+			continue
+		}
+		a.dials.Add(1)
+		if first {
+			a.connected.Add(1)
+			first = false
+		}
+		a.live.Add(1)
+		tc := c.(*net.TCPConn)
+		if a.hold(tc) {
+			a.drops.Add(1)
+		}
+		a.live.Add(-1)
+		tc.SetLinger(0)
+		tc.Close()
+	}
+}
+
+// hold does what the attacker's kind does on c, and returns when the
+// server has ended the connection (reporting true), when a replay got its
+// answer, or when the attack stops.
+func (a *attack) hold(c *net.TCPConn) (dropped bool) {
+	var mu sync.Mutex
+	stopped := false
+	stop := context.AfterFunc(a.ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		c.SetDeadline(time.Unix(1, 0)) // wakes a blocked Read or Write
+	})
+	defer stop()
+	// setReadDeadline sets a read deadline unless the attack has stopped,
+	// so that it never overrides the stopping deadline.
+	setReadDeadline := func(t time.Time) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			c.SetReadDeadline(t)
+		}
+		return !stopped
+	}
+	serverEnded := func() bool { return a.ctx.Err() == nil }
+
+	switch a.cfg.kind {
+	case attackSilent:
+	case attackHello:
+		h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator}.Marshal()
+		if _, err := c.Write(h[:]); err != nil {
+			return serverEnded()
+		}
+	case attackTrickle:
+		for i := range a.cfg.flight {
+			if _, err := c.Write(a.cfg.flight[i : i+1]); err != nil {
+				return serverEnded()
+			}
+			// Read (and discard the server's hello) until the next byte is
+			// due; anything but the deadline means the server hung up.
+			if !setReadDeadline(time.Now().Add(a.cfg.trickle)) {
+				return false
+			}
+			_, err := io.Copy(io.Discard, c)
+			if !isTimeout(err) || a.ctx.Err() != nil {
+				return serverEnded()
+			}
+		}
+		if !setReadDeadline(time.Time{}) {
+			return false
+		}
+	case attackReplay:
+		if _, err := c.Write(a.cfg.flight); err != nil {
+			return serverEnded()
+		}
+		if _, err := readN(c, wire.HelloSize); err != nil {
+			return serverEnded()
+		}
+		if _, err := readPrefixed(c, 2); err != nil {
+			return serverEnded()
+		}
+		a.replies.Add(1)
+		return false // hang up and replay again
+	default:
+		panic("unknown attack kind " + string(a.cfg.kind))
+	}
+	io.Copy(io.Discard, c) // until the server drops the connection, or the attack stops
+	return serverEnded()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func sleepContext(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// Source addresses. Linux routes all of 127.0.0.0/8 to the loopback
+// interface, so any of them can be bound and dialed from.
+var (
+	localIP = net.IPv4(127, 0, 0, 1)
+	otherIP = net.IPv4(127, 0, 1, 1) // the legitimate client's "other" address
+)
+
+// fromLocal puts every attacker on 127.0.0.1.
+func fromLocal(int) net.IP { return localIP }
+
+// fromSpread puts half the attackers on 127.0.0.1 and spreads the other
+// half over 127.0.2.1 to 127.0.2.64.
+func fromSpread(i int) net.IP {
+	if i%2 == 0 {
+		return localIP
+	}
+	return net.IPv4(127, 0, 2, byte(1+(i/2)%64))
+}
+
+// fromEven spreads the attackers evenly over 127.0.4.1 to 127.0.4.250.
+func fromEven(i int) net.IP { return net.IPv4(127, 0, 4, byte(1+i%250)) }
+
+func sourcesByName(name string) func(int) net.IP {
+	switch name {
+	case "local":
+		return fromLocal
+	case "spread":
+		return fromSpread
+	case "even":
+		return fromEven
+	}
+	panic("unknown sources " + name)
+}
+
+// recordFirstFlight returns what a real Client sends before it reads
+// anything: its hello, then message 1 with its 2-byte length.
+func recordFirstFlight(tb testing.TB) []byte {
+	tb.Helper()
+	a, b := tcpPair(tb)
+	hs := run(func() error { return Client(a, &Config{Identity: testIdentity(tb, 0x41)}).Handshake() })
+	hello, err := readN(b, wire.HelloSize)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	msg1, err := readPrefixed(b, 2)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a.Close()
+	b.Close()
+	if err := wait(tb, hs); err == nil {
+		tb.Fatal("a handshake with nobody answering succeeded")
+	}
+	if _, err := wire.ParseHello(hello); err != nil {
+		tb.Fatal(err)
+	}
+	return append(hello, msg1...)
+}
+
+// An acceptWatch runs an application's Accept loop on a listener and
+// hands out what Accept returns, with the time it returned.
+type acceptWatch struct {
+	ln   net.Listener
+	ch   chan acceptedConn
+	done chan struct{}
+}
+
+type acceptedConn struct {
+	c  net.Conn
+	at time.Time
+}
+
+// watchAccept starts the Accept loop. onError, if not nil, sees every
+// error Accept returns but the closed listener's.
+func watchAccept(ln net.Listener, onError func(error)) *acceptWatch {
+	w := &acceptWatch{ln: ln, ch: make(chan acceptedConn, 1024), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		// A patient application: it retries after an error, and stops only
+		// when the listener is closed. Bounded by count as well.
+		for range 10_000_000 {
+			c, err := ln.Accept()
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if err != nil {
+				if onError != nil {
+					onError(err)
+				}
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			select {
+			case w.ch <- acceptedConn{c, time.Now()}:
+			default:
+				c.Close() // nobody is looking
+			}
+		}
+	}()
+	return w
+}
+
+// close closes the listener, waits for the Accept loop, and closes what it
+// accepted that nobody took.
+func (w *acceptWatch) close() {
+	w.ln.Close()
+	<-w.done
+	for {
+		select {
+		case a := <-w.ch:
+			a.c.Close()
+		default:
+			return
+		}
+	}
+}
+
+// legitDial connects as a legitimate client from src (nil: the kernel's
+// choice) and runs the handshake, as Dial does; Dial itself cannot pick a
+// source address.
+func legitDial(ctx context.Context, src net.IP, addr string, cfg *Config) (*Conn, error) {
+	if src == nil {
+		return Dial(ctx, "tcp", addr, cfg)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := Client(raw, cfg)
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// A legitResult is one legitimate client's outcome: the time from the
+// start of its dial to the server's Accept returning its connection.
+type legitResult struct {
+	src     net.IP
+	latency time.Duration
+	err     error
+}
+
+// measureLegit dials one legitimate client from each of srcs at once and
+// waits, at most limit, for both its handshake and the server's Accept to
+// return it.
+func measureLegit(w *acceptWatch, srcs []net.IP, cfg *Config, limit time.Duration) []legitResult {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	type dialed struct {
+		i   int
+		c   *Conn
+		err error
+	}
+	dch := make(chan dialed, len(srcs))
+	start := time.Now()
+	for i, src := range srcs {
+		go func() {
+			c, err := legitDial(ctx, src, w.ln.Addr().String(), cfg)
+			dch <- dialed{i, c, err}
+		}()
+	}
+	results := make([]legitResult, len(srcs))
+	clients := make([]*Conn, len(srcs)) // dialed, not yet seen by Accept
+	var accepted []acceptedConn         // accepted, not yet matched
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.Close()
+			}
+		}
+		for _, a := range accepted {
+			a.c.Close()
+		}
+	}()
+	dialsLeft, open := len(srcs), len(srcs)
+	for i, src := range srcs {
+		results[i].src = src
+	}
+	for open > 0 {
+		select {
+		case d := <-dch:
+			dialsLeft--
+			if d.err != nil {
+				results[d.i].err = fmt.Errorf("dial from %v: %w", srcName(srcs[d.i]), d.err)
+				open--
+				continue
+			}
+			clients[d.i] = d.c
+		case a := <-w.ch:
+			accepted = append(accepted, a)
+		case <-ctx.Done():
+			for dialsLeft > 0 { // they end at once with ctx
+				if d := <-dch; d.err == nil {
+					clients[d.i] = d.c
+				}
+				dialsLeft--
+			}
+			for i, c := range clients {
+				if c != nil {
+					results[i].err = fmt.Errorf("from %v: the client's handshake completed but Accept did not return it within %v", srcName(srcs[i]), limit)
+				} else if results[i].err == nil {
+					results[i].err = fmt.Errorf("from %v: no handshake within %v", srcName(srcs[i]), limit)
+				}
+			}
+			return results
+		}
+		// Match what Accept returned with the dialed clients by address.
+		for i, c := range clients {
+			if c == nil {
+				continue
+			}
+			j := slices.IndexFunc(accepted, func(a acceptedConn) bool {
+				return a.c.RemoteAddr().String() == c.LocalAddr().String()
+			})
+			if j < 0 {
+				continue
+			}
+			results[i].latency = accepted[j].at.Sub(start)
+			c.Close()
+			accepted[j].c.Close()
+			clients[i] = nil
+			accepted = slices.Delete(accepted, j, j+1)
+			open--
+		}
+	}
+	return results
+}
+
+// TestListenerUnderAttack: 300 attackers on 127.0.0.1, each reconnecting
+// when dropped, must not lock legitimate clients out of a listener at the
+// default configuration, from the attackers' address or another one.
+// Before the admission rework, the 257th connection waited in the kernel's
+// backlog for a whole HandshakeTimeout (30 s).
+func TestListenerUnderAttack(t *testing.T) {
+	flight := recordFirstFlight(t)
+	for _, kind := range []attackKind{attackSilent, attackHello, attackTrickle} {
+		t.Run(string(kind), func(t *testing.T) {
+			checkNoLeaks(t)
+			testListenerUnderAttack(t, attackConfig{kind: kind, n: 300, source: fromLocal, flight: flight},
+				[]net.IP{nil, net.IPv4(127, 0, 0, 2)})
+		})
+	}
+}
+
+// TestListenerReplayFlood: one address replaying a recorded first flight
+// over 100 connections in a loop, each costing the server a message 2,
+// must not keep a client from another address out.
+func TestListenerReplayFlood(t *testing.T) {
+	checkNoLeaks(t)
+	flight := recordFirstFlight(t)
+	testListenerUnderAttack(t, attackConfig{kind: attackReplay, n: 100, source: fromLocal, flight: flight},
+		[]net.IP{net.IPv4(127, 0, 0, 2)})
+}
+
+// testListenerUnderAttack runs the attack cfg against a default listener,
+// waits until every attacker has connected, then dials a legitimate client
+// from each of legit at once: each must be accepted within a generous
+// bound, while the attack still runs.
+func testListenerUnderAttack(t *testing.T, cfg attackConfig, legit []net.IP) {
+	const bound = 5 * time.Second // the target is 1 s; CI machines are slow
+	server, client := testIdentity(t, 2), testIdentity(t, 1)
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: server})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := watchAccept(ln, nil)
+	defer w.close()
+	cfg.target = ln.Addr().String()
+	cfg.maxDuration = time.Minute
+	a := startAttack(context.Background(), cfg)
+	defer a.stop()
+	if !a.waitConnected(10 * time.Second) {
+		t.Fatalf("the attack did not start: %v", a)
+	}
+	if cfg.kind == attackReplay {
+		// Wait until the flood costs the server something.
+		deadline := time.Now().Add(10 * time.Second)
+		for a.replies.Load() < int64(cfg.n) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if a.replies.Load() == 0 {
+			t.Fatalf("the server answered no replayed flight: %v", a)
+		}
+	}
+	results := measureLegit(w, legit, &Config{Identity: client, Verify: pin(server.PublicKey()), HandshakeTimeout: bound}, bound)
+	if a.ctx.Err() != nil {
+		t.Fatal("the attack stopped before the measurement ended")
+	}
+	for _, r := range results {
+		if r.err != nil {
+			t.Errorf("locked out: %v", r.err)
+		} else {
+			t.Logf("client from %v accepted after %v", srcName(r.src), r.latency.Round(time.Millisecond))
+		}
+	}
+	t.Log(a)
+}
+
+func srcName(ip net.IP) string {
+	if ip == nil {
+		return localIP.String()
+	}
+	return ip.String()
+}
+
+// TestListenerSurvivesFDExhaustion: a listener in a process limited to 64
+// open files, hit by 60 connections at once (more than it has descriptors
+// for), accepts new peers once they have closed. Before, Accept returned
+// EMFILE forever.
+func TestListenerSurvivesFDExhaustion(t *testing.T) {
+	checkNoLeaks(t)
+	latency, err := fdExhaustion(t, 60, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("accepted %v after the burst", latency.Round(time.Millisecond))
+}
+
+// fdExhaustion starts a listener in a helper process limited to 64 open
+// files, connects peers raw TCP connections at once, holds them a moment
+// and closes them, then dials a real client. It returns the time from that
+// dial's start until the client has read what the helper sends to each
+// connection its Accept returns.
+func fdExhaustion(tb testing.TB, peers int, limit time.Duration) (time.Duration, error) {
+	const serverSeed, clientSeed = 0x54, 0x55
+	h := startHelper(tb, helperArgs{Mode: "fdlimit-listener", NoFile: 64, ServerSeed: serverSeed, Duration: 5 * time.Minute})
+	defer h.stop()
+	addr, err := h.expect("addr ", 30*time.Second)
+	if err != nil {
+		return 0, err
+	}
+
+	conns := make([]net.Conn, peers)
+	errs := make([]error, peers)
+	var wg sync.WaitGroup
+	for i := range peers {
+		wg.Go(func() { conns[i], errs[i] = net.DialTimeout("tcp", addr, 10*time.Second) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return 0, fmt.Errorf("raw peers: %w", err)
+	}
+	time.Sleep(500 * time.Millisecond) // the listener runs out of descriptors meanwhile
+	for _, c := range conns {
+		c.Close()
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	start := time.Now()
+	cfg := &Config{Identity: testIdentity(tb, clientSeed), Verify: pin(testIdentity(tb, serverSeed).PublicKey()), HandshakeTimeout: limit}
+	c, err := Dial(ctx, "tcp", addr, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("no handshake after the burst of %d: %w (helper: %s)", peers, err, h.transcript())
+	}
+	defer c.Close()
+	dl, _ := ctx.Deadline()
+	c.SetReadDeadline(dl)
+	got, err := readN(c, 2)
+	if err != nil || string(got) != "ok" {
+		return 0, fmt.Errorf("the handshake completed but Accept did not return the connection: read %q, %v (helper: %s)", got, err, h.transcript())
+	}
+	return time.Since(start), nil
+}
+
+// Helper processes: the test binary re-executed with helperEnv set runs
+// TestAttackHelperProcess, which does one job given by helperArgs, talks
+// to the parent in lines starting with "helper: " on stdout, and ends when
+// its stdin closes or after Duration.
+const helperEnv = "SECUREPEER_ATTACK_HELPER"
+
+type helperArgs struct {
+	Mode       string // "attackers", "fdlimit-listener" or "idle-clients"
+	Kind       attackKind
+	N          int
+	Target     string
+	Sources    string // "local", "spread" or "even"
+	Duration   time.Duration
+	NoFile     uint64 // RLIMIT_NOFILE to set, if not zero
+	ServerSeed byte   // testIdentity seed of the server, to pin its key
+}
+
+type helperProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  chan string   // "helper: " lines, prefix removed
+	eof    chan struct{} // closed when the helper's stdout ends
+	stderr lockedBuffer
+	mu     sync.Mutex
+	seen   []string // every line, for error messages
+	once   sync.Once
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func startHelper(tb testing.TB, args helperArgs) *helperProc {
+	tb.Helper()
+	js, err := json.Marshal(args)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := &helperProc{lines: make(chan string, 1024), eof: make(chan struct{})}
+	h.cmd = exec.Command(os.Args[0], "-test.run=^TestAttackHelperProcess$", "-test.count=1", "-test.timeout=30m")
+	h.cmd.Env = append(os.Environ(), helperEnv+"="+string(js))
+	h.cmd.Stderr = &h.stderr
+	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := h.cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := h.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() {
+		defer close(h.eof)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line, ok := strings.CutPrefix(sc.Text(), "helper: ")
+			if !ok {
+				continue
+			}
+			h.mu.Lock()
+			h.seen = append(h.seen, line)
+			h.mu.Unlock()
+			select {
+			case h.lines <- line:
+			default: // nobody reads that many: dropped, still in seen
+			}
+		}
+	}()
+	tb.Cleanup(h.stop)
+	return h
+}
+
+// expect returns the rest of the next line that starts with prefix.
+func (h *helperProc) expect(prefix string, timeout time.Duration) (string, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case line := <-h.lines:
+			if rest, ok := strings.CutPrefix(line, prefix); ok {
+				return rest, nil
+			}
+		case <-h.eof:
+			return "", fmt.Errorf("the helper ended before saying %q: %s", prefix, h.transcript())
+		case <-t.C:
+			return "", fmt.Errorf("the helper did not say %q within %v: %s", prefix, timeout, h.transcript())
+		}
+	}
+}
+
+func (h *helperProc) send(line string) error {
+	_, err := io.WriteString(h.stdin, line+"\n")
+	return err
+}
+
+func (h *helperProc) transcript() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return fmt.Sprintf("said %q; stderr %q", h.seen, h.stderr.String())
+}
+
+// stop closes the helper's stdin, which ends it, and waits for it; a helper
+// that does not end within 20 s is killed.
+func (h *helperProc) stop() {
+	h.once.Do(func() {
+		h.stdin.Close()
+		t := time.NewTimer(20 * time.Second)
+		defer t.Stop()
+		select {
+		case <-h.eof:
+		case <-t.C:
+			h.cmd.Process.Kill()
+			<-h.eof
+		}
+		h.cmd.Wait()
+	})
+}
+
+// TestAttackHelperProcess is not a test: it is the entry point of the
+// helper processes that startHelper starts, and returns at once in a normal
+// test run.
+func TestAttackHelperProcess(t *testing.T) {
+	js := os.Getenv(helperEnv)
+	if js == "" {
+		return
+	}
+	var args helperArgs
+	if err := json.Unmarshal([]byte(js), &args); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if args.NoFile != 0 {
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		rl.Cur = args.NoFile
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+	}
+	// The job ends when the parent closes stdin, or after Duration.
+	ctx, cancel := context.WithTimeout(context.Background(), args.Duration)
+	defer cancel()
+	stdin := make(chan string, 16)
+	go func() {
+		defer cancel()
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			stdin <- sc.Text()
+		}
+	}()
+	var err error
+	switch args.Mode {
+	case "attackers":
+		err = helperAttackers(ctx, t, args)
+	case "fdlimit-listener":
+		err = helperFDLimitListener(ctx, t, args)
+	case "idle-clients":
+		err = helperIdleClients(ctx, t, args, stdin)
+	default:
+		err = fmt.Errorf("unknown helper mode %q", args.Mode)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func helperSay(format string, args ...any) {
+	fmt.Printf("helper: "+format+"\n", args...)
+}
+
+// helperAttackers runs an attack, says "settled N" once all N attackers
+// have connected (or after 30 s, with how many did), and runs on until
+// told to stop.
+func helperAttackers(ctx context.Context, tb testing.TB, args helperArgs) error {
+	cfg := attackConfig{kind: args.Kind, target: args.Target, n: args.N, source: sourcesByName(args.Sources), maxDuration: args.Duration}
+	if args.Kind == attackTrickle || args.Kind == attackReplay {
+		cfg.flight = recordFirstFlight(tb)
+	}
+	a := startAttack(ctx, cfg)
+	defer a.stop()
+	a.waitConnected(30 * time.Second)
+	helperSay("settled %d", a.connected.Load())
+	<-ctx.Done()
+	helperSay("stats %v", a)
+	return nil
+}
+
+// helperFDLimitListener runs a listener, says "addr ADDR", and accepts:
+// to every connection Accept returns it writes "ok" and closes it. It
+// retries Accept after an error, as a patient server would, and reports
+// the first error as "accept-error".
+func helperFDLimitListener(ctx context.Context, tb testing.TB, args helperArgs) error {
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(tb, args.ServerSeed)})
+	if err != nil {
+		return err
+	}
+	helperSay("addr %s", ln.Addr())
+	var errOnce sync.Once
+	w := watchAccept(ln, func(err error) {
+		errOnce.Do(func() { helperSay("accept-error %v", err) })
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case a := <-w.ch:
+				a.c.Write([]byte("ok"))
+				a.c.Close()
+				helperSay("accepted %s", a.c.RemoteAddr())
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	<-ctx.Done()
+	wg.Wait()
+	w.close()
+	return nil
+}
