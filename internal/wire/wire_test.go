@@ -636,3 +636,35 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		})
 	}
 }
+
+func TestFirstFlightLen(t *testing.T) {
+	initiator := Hello{Version: Version, Mode: ModeInitiator}.Marshal()
+	either := Hello{Version: Version, Mode: ModeEither}.Marshal()
+	responder := Hello{Version: Version, Mode: ModeResponder}.Marshal()
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	tests := []struct {
+		name string
+		b    []byte
+		want int
+	}{
+		{"nothing yet", nil, HelloSize},
+		{"part of a hello", initiator[:5], HelloSize},
+		{"initiator hello", initiator[:], HelloSize + 2},
+		{"either hello and one length byte", cat(either[:], []byte{0x04}), HelloSize + 2},
+		{"initiator hello and length", cat(initiator[:], []byte{0x04, 0xe3}), HelloSize + 2 + 0x04e3},
+		{"largest message 1", cat(initiator[:], []byte{0xff, 0xff}), HelloSize + 2 + 65535},
+		{"abort", cat(initiator[:], []byte{0, 0}), HelloSize + 3},
+		{"responder hello: nothing follows", responder[:], HelloSize},
+		{"not securepeer", []byte("GET / HTTP/1.1\r\n"), HelloSize},
+		{"legacy JSON", []byte(`{"key":"...`), HelloSize},
+		{"other version", cat([]byte(Magic), []byte{2, ModeInitiator, 0}), HelloSize},
+		{"nonzero flags", cat([]byte(Magic), []byte{Version, ModeInitiator, 1}), HelloSize},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := FirstFlightLen(tt.b); got != tt.want {
+				t.Errorf("FirstFlightLen(%x) = %d, want %d", tt.b, got, tt.want)
+			}
+		})
+	}
+}
