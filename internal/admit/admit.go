@@ -575,7 +575,10 @@ func readFirstFlight(c net.Conn, need func([]byte) int, timeout time.Duration) (
 
 // Conn is a connection whose first reads return the first flight read by
 // the listener. Reading past it gives the handshake's CPU turn back: the
-// handshake is waiting for the peer.
+// handshake is waiting for the peer. Writes do not: a handshake writes
+// before its first read past the flight only a few kilobytes (its hello and
+// its answer), which fit in an empty socket's send buffer whatever the peer
+// does, so no peer can make a handshake hold its turn by not reading.
 type Conn struct {
 	net.Conn
 	flight   []byte
