@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/legacy"
 )
 
 const connectUsage = `Usage: securepeer connect [flags] ADDR
@@ -15,9 +20,14 @@ const connectUsage = `Usage: securepeer connect [flags] ADDR
 Connects to the securepeer listener at ADDR (HOST:PORT) and joins the stream
 to stdin and stdout, like nc: stdin's end is sent as the end of the stream,
 so the peer can still answer, and connect exits 0 once the peer's stream
-has ended. With -from, it instead listens on a local address and carries
-each local TCP connection to the peer over its own secure stream (like
-ssh -L), until Ctrl-C.
+has ended. A signal (Ctrl-C, SIGTERM, SIGHUP) before stdin's end aborts
+the stream: the peer is told that data may be missing.
+
+With -from, it instead meets the peer once and checks its key (exiting 1 or
+3 if that fails), then listens on a local address and carries each local
+TCP connection to the peer over its own secure stream (like ssh -L), until
+Ctrl-C. A connection the peer refuses or that fails ends only that local
+connection; a changed peer key ends the tunnel (exit 3).
 
 The peer's key is checked as ssh checks host keys: against -expect if
 given, else against known_hosts ($SECUREPEER_HOME/known_hosts, default
@@ -156,10 +166,18 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 	return joinStdio(ctx, s, e.stdin, e.stdinIsTerminal(), e.stdout, m)
 }
 
-// connectFrom listens on from and carries each local connection to the peer
-// at addr. A peer whose key is refused ends the whole tunnel (exit 3); other
-// failures end only the local connection concerned.
+// connectFrom meets the peer at addr once and checks its key, and only then
+// listens on from, as ssh -L authenticates before it binds: a peer that
+// cannot be reached, refuses this side or has the wrong key ends the tunnel
+// before it starts, with the usual exit codes. Then it carries each local
+// connection to the peer over a secure stream of its own. A failure then
+// ends only the local connection concerned, with a notice, except a peer
+// key that verify refuses (a changed key): that ends the tunnel (exit 3). A
+// signal cuts the connections in progress, aborting their streams.
 func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, verify verifyFunc, log *slog.Logger) error {
+	if err := meetPeer(ctx, h, addr, verify, log); err != nil {
+		return err
+	}
 	l, err := net.Listen("tcp", from)
 	if err != nil {
 		return listenError(from, err)
@@ -170,30 +188,32 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, v
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	fatal := make(chan error, 1) // the first refusal, which ends the tunnel
+	fatal := make(chan error, 1) // the first refused key, which ends the tunnel
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 
 	var wg sync.WaitGroup
-	var acceptErr error
 	for {
-		c, err := l.Accept()
+		// Plain TCP from this machine: no handshake to admit, so accepting
+		// needs only the retry that keeps EMFILE from ending the tunnel.
+		c, err := acceptRetrying(ctx, l, e.notef)
 		if err != nil {
-			if ctx.Err() == nil {
-				acceptErr = err
-			}
 			break
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			log.Info("local connection", "from", c.RemoteAddr().String())
-			s, err := dial(ctx, h, addr, verify, log)
+			var keyRefused atomic.Bool
+			s, err := dial(ctx, h, addr, func(ctx context.Context, key peerKey) error {
+				err := verify(ctx, key)
+				keyRefused.Store(err != nil)
+				return err
+			}, log)
 			if err != nil {
 				resetClose(c)
-				var ce *codeError
 				switch {
-				case errors.As(err, &ce) && ce.code == exitRejected:
+				case keyRefused.Load():
 					select {
 					case fatal <- err:
 					default:
@@ -204,16 +224,7 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, v
 				}
 				return
 			}
-			if err := proxy(ctx, s, c); err != nil {
-				var ce *codeError
-				if errors.As(err, &ce) && ce.code == exitRejected {
-					select {
-					case fatal <- err:
-					default:
-					}
-					cancel()
-					return
-				}
+			if err := proxy(ctx, s, c); err != nil && ctx.Err() == nil {
 				e.notef("tunnel for %s: %v", c.RemoteAddr(), err)
 			}
 		}()
@@ -225,8 +236,40 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, v
 		return err
 	default:
 	}
-	if acceptErr != nil {
-		return acceptErr
+	return interruption(ctx)
+}
+
+// meetPeer connects to the peer at addr, checks its key and closes the
+// stream cleanly: the tunnel's check before it binds.
+//
+// The stream is not kept for the first local connection. Kept idle until
+// one comes, it may meanwhile have been closed by the peer's side (listen
+// -to dials its service at once, and services close idle connections), by
+// a NAT or by a restart, and the first local connection would then fail for
+// no fault of its own. Closing costs one handshake, and on a listen -to or
+// -exec peer one empty session.
+func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc, log *slog.Logger) error {
+	s, err := dial(ctx, h, addr, verify, log)
+	if err != nil {
+		return err
 	}
-	return errInterrupted
+	defer s.conn.Close()
+	// The initiator finishes its handshake before the responder has
+	// checked its key, and a secure-peer 0.2 peer refuses by closing: a
+	// refusal shows only in the first read. So send the end of stream and
+	// read the peer's first answer, normally its own end of stream, for
+	// at most closeTimeout.
+	if err := s.closeWrite(); err != nil && !connectionGone(err) {
+		return streamError(s, err)
+	}
+	s.conn.SetReadDeadline(time.Now().Add(closeTimeout))
+	_, err = s.conn.Read(make([]byte, 1))
+	if errors.Is(err, securepeer.ErrRejected) || errors.Is(err, legacy.ErrRejected) {
+		return streamError(s, err)
+	}
+	if ctx.Err() != nil {
+		return interruption(ctx)
+	}
+	log.Info("peer met; the tunnel opens", "addr", addr, "first_read", fmt.Sprint(err))
+	return nil
 }

@@ -6,7 +6,6 @@ package main
 // test binary installed on $PATH as "securepeer" by TestMain.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -23,7 +22,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -85,8 +83,14 @@ type background struct {
 // listens on.
 func (te *testEnv) start(name string, args ...string) (*background, string) {
 	te.t.Helper()
+	return te.startCmd(name, te.command(args...))
+}
+
+// startCmd starts cmd, which runs a listening securepeer, and returns it
+// with the address it listens on. cmd's stderr is the background's.
+func (te *testEnv) startCmd(name string, cmd *exec.Cmd) (*background, string) {
+	te.t.Helper()
 	addrFile := filepath.Join(te.dir, name+".addr")
-	cmd := te.command(args...)
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
 	b := &background{t: te.t, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
 	cmd.Stderr = b.stderr
@@ -241,97 +245,6 @@ func TestTunnelHTTP(t *testing.T) {
 	}
 }
 
-// TestTunnelRefusedPeer checks that a tunnel whose peer refuses the client
-// ends with exit 3 at the first local connection, rather than failing every
-// connection forever.
-func TestTunnelRefusedPeer(t *testing.T) {
-	te := newTestEnv(t)
-	te.run("keygen", "-f", "server")
-	te.run("keygen", "-f", "client")
-	te.run("keygen", "-f", "other")
-	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(te.readFile("other.pub")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", "127.0.0.1:1", "127.0.0.1:0")
-	client, localAddr := te.start("client", "connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", peerAddr)
-	c, err := net.Dial("tcp", localAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(testTimeout))
-	if n, err := c.Read(make([]byte, 1)); err == nil {
-		t.Errorf("read %d bytes through a refused tunnel", n)
-	}
-	c.Close()
-	if code := client.wait(); code != exitRejected {
-		t.Errorf("connect -from exited %d, want %d\n%s", code, exitRejected, client.stderr)
-	}
-	if !strings.Contains(client.stderr.String(), "refused this identity") {
-		t.Errorf("stderr does not explain the refusal:\n%s", client.stderr)
-	}
-	server.interrupt()
-}
-
-// TestInterruptClosesCleanly checks what Ctrl-C does to a listen -exec with
-// a peer connected: the command and its children are ended (none is left
-// behind), the peer reads a clean, authenticated end of stream, and both
-// programs exit.
-func TestInterruptClosesCleanly(t *testing.T) {
-	te := newTestEnv(t)
-	te.run("keygen", "-f", "server")
-	pidFile := filepath.Join(te.dir, "pids")
-	// The command and a child of its own, both recorded.
-	script := `sleep 1000 & echo $! >> "$PIDS"; echo $$ >> "$PIDS"; cat`
-	te.env = append(te.env, "PIDS="+pidFile)
-	server, addr := te.start("server", "listen", "-i", "server", "-exec", script, "127.0.0.1:0")
-
-	client := te.command("connect", "-accept-new", addr)
-	stdin, err := client.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := client.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var clientErr syncBuffer
-	client.Stderr = &clientErr
-	if err := client.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Process.Kill() })
-	if _, err := io.WriteString(stdin, "ping\n"); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(stdout)
-	line, err := r.ReadString('\n')
-	if err != nil || line != "ping\n" {
-		t.Fatalf("echo through -exec: %q, %v\n%s\n%s", line, err, clientErr.String(), server.stderr)
-	}
-	pids := readPIDs(t, pidFile, 2)
-
-	start := time.Now()
-	if code := server.interrupt(); code != exitInterrupted {
-		t.Errorf("listen exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, server.stderr)
-	}
-	t.Logf("listen took %v to exit after Ctrl-C", time.Since(start))
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) && !isZombie(pid) {
-			t.Errorf("process %d of -exec is still there after listen exited (kill: %v)", pid, err)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	// The client has read a clean end of stream: once its own stdin ends,
-	// it exits 0, which it would not after a cut connection.
-	stdin.Close()
-	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
-		t.Errorf("client output after the end: %q, %v", rest, err)
-	}
-	if err := client.Wait(); err != nil {
-		t.Errorf("connect after the server's Ctrl-C: %v\n%s", err, clientErr.String())
-	}
-}
-
 // isZombie reports whether pid has exited and waits only to be reaped, by
 // an init process that may not bother in a container.
 func isZombie(pid int) bool {
@@ -366,46 +279,6 @@ func readPIDs(t *testing.T, file string, n int) []int {
 			t.Fatalf("%s holds %q, want %d process IDs", file, data, n)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// TestInterruptConnect checks Ctrl-C on connect: it ends its side with an
-// authenticated end of stream, so the listener's command sees its input end
-// and the listener carries on serving others.
-func TestInterruptConnect(t *testing.T) {
-	te := newTestEnv(t)
-	te.run("keygen", "-f", "server")
-	server, addr := te.start("server", "listen", "-v", "-i", "server", "-exec", "wc -c", "127.0.0.1:0")
-
-	client := te.command("connect", "-accept-new", addr)
-	stdin, err := client.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out, clientErr syncBuffer
-	client.Stdout = &out
-	client.Stderr = &clientErr
-	if err := client.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Process.Kill() })
-	io.WriteString(stdin, "12345")
-	// Wait until the server has the connection and runs the command.
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "command started") }, server.stderr)
-	client.Process.Signal(os.Interrupt)
-	err = client.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != exitInterrupted {
-		t.Errorf("connect after Ctrl-C: %v, want exit %d\n%s", err, exitInterrupted, clientErr.String())
-	}
-	stdin.Close()
-	// wc saw a clean end of input and exited 0.
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), `msg="command finished"`) }, server.stderr)
-	if s := server.stderr.String(); !strings.Contains(s, `status="exit status 0"`) {
-		t.Errorf("the command did not see a clean end:\n%s", s)
-	}
-	if code := server.interrupt(); code != exitInterrupted {
-		t.Errorf("listen exited %d, want %d", code, exitInterrupted)
 	}
 }
 

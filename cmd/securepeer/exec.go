@@ -25,8 +25,9 @@ func (e *peerReadError) Unwrap() error { return e.err }
 // runExec runs command for the peer of s, with the stream as its stdin and
 // stdout, and waits for it. The command's stdout ending ends the stream
 // cleanly. If the peer's stream breaks, the command is terminated, so it
-// does not act on input that may be incomplete; if ctx ends (Ctrl-C), it is
-// terminated and the stream closed cleanly.
+// does not act on input that may be incomplete; if ctx ends (the session is
+// cut), it is terminated and the stream aborted, so the peer knows its
+// output may be incomplete.
 func runExec(ctx context.Context, e *env, s *stream, command string, log *slog.Logger) error {
 	cmd := shellCommand(command)
 	cmd.Env = append(os.Environ(),
@@ -55,7 +56,7 @@ func runExec(ctx context.Context, e *env, s *stream, command string, log *slog.L
 	go func() { inDone <- feedCommand(stdin, s.conn) }()
 	outDone := make(chan error, 1)
 	go func() {
-		_, err := copyStream(s.conn, stdout)
+		_, err := copyStream(s, stdout)
 		outDone <- err
 	}()
 
@@ -87,17 +88,19 @@ func runExec(ctx context.Context, e *env, s *stream, command string, log *slog.L
 			terminate()
 		}
 	}
-	if outErr == nil && peerErr == nil {
-		// The command's output is complete: say so to the peer.
-		s.conn.CloseWrite()
+	// The command's output is complete: say so to the peer. Unless the
+	// session was cut: then its output ended because it was terminated.
+	clean := outErr == nil && peerErr == nil && !interrupted
+	if clean {
+		s.closeWrite()
+	} else {
+		s.abort()
 	}
 	waitErr := cmd.Wait()
 	if killTimer != nil {
 		killTimer.Stop()
 	}
-	if outErr != nil || peerErr != nil {
-		s.abort()
-	} else {
+	if clean {
 		s.close()
 	}
 	if inDone != nil {
@@ -112,7 +115,9 @@ func runExec(ctx context.Context, e *env, s *stream, command string, log *slog.L
 		return fmt.Errorf("-exec: terminated %q: %v", command, streamError(s, peerErr))
 	case outErr != nil:
 		return fmt.Errorf("-exec: sending the output of %q: %v", command, streamError(s, outErr))
-	case waitErr != nil && !interrupted:
+	case interrupted:
+		return fmt.Errorf("-exec: cut the session of %s (%q) as listen stopped; the peer was told its output may be incomplete", s.remoteAddr, command)
+	case waitErr != nil:
 		var ee *exec.ExitError
 		if errors.As(waitErr, &ee) {
 			return fmt.Errorf("-exec: %q for %s exited with %v", command, s.peer.Fingerprint(), ee.ProcessState)

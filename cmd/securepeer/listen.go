@@ -22,7 +22,10 @@ Accepts securepeer connections on ADDR (HOST:PORT, or :PORT for every
 interface). By default it waits for one peer and joins the stream to stdin
 and stdout, like nc -l: stdin's end is sent as the end of the stream, and
 listen exits when the peer's stream ends. With -exec or -to it serves every
-peer that connects, until Ctrl-C.
+peer that connects, until Ctrl-C or SIGTERM: then it stops accepting and
+lets the sessions in progress finish, for up to 10 seconds; a second signal,
+or the end of those 10 seconds, cuts them, and their peers are told that
+the stream was aborted.
 
 Without -allow, any key is accepted and each peer's fingerprint is printed;
 with -allow FILE, only keys listed in FILE (authorized_keys format, one
@@ -70,6 +73,14 @@ Examples:
 // a client whose user is asked to confirm this server's key, as sshd's
 // LoginGraceTime is.
 const listenHandshakeTimeout = 2 * time.Minute
+
+// listenGrace is how long listen -exec and -to let sessions finish after
+// the first signal, as the usage text says.
+const listenGrace = 10 * time.Second
+
+// testOnlyGrace, if set, replaces listenGrace, so tests of the grace
+// period do not wait for it.
+var testOnlyGrace time.Duration
 
 // testOnlyAddrFile, if set, receives the address listen (or connect -from)
 // listens on, so tests can use port 0.
@@ -269,6 +280,12 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		refused: func(remote string, err error) {
 			e.notef("refused %s: %v", remote, err)
 		},
+		notef: e.notef,
+		grace: listenGrace,
+		cut:   e.cut,
+	}
+	if testOnlyGrace != 0 {
+		cfg.grace = testOnlyGrace
 	}
 	noteAccepted := func(s *stream) {
 		if *allow == "" {
@@ -276,62 +293,53 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		}
 	}
 
-	switch {
-	case *execCmd != "":
-		err = serve(ctx, l, cfg, func(ctx context.Context, s *stream) {
-			noteAccepted(s)
-			if err := runExec(ctx, e, s, *execCmd, log); err != nil {
-				e.notef("%v", err)
-			}
-		})
-	case *to != "":
-		err = serve(ctx, l, cfg, func(ctx context.Context, s *stream) {
-			noteAccepted(s)
-			if err := forwardTo(ctx, s, *to, log); err != nil {
-				e.notef("%v", err)
-			}
-		})
-	default:
+	if *execCmd == "" && *to == "" {
 		return listenStdio(ctx, e, l, cfg, &cf, noteAccepted)
 	}
-	if err != nil {
-		return err
-	}
-	return errInterrupted // serve returns nil only when ctx ends
+	// The first signal stops serving gracefully; the second cuts the
+	// sessions rather than ending the program under them.
+	e.cutsOnSecondSignal.Store(true)
+	serve(ctx, l, cfg, func(ctx context.Context, s *stream) {
+		noteAccepted(s)
+		var err error
+		if *execCmd != "" {
+			err = runExec(ctx, e, s, *execCmd, log)
+		} else {
+			err = forwardTo(ctx, s, *to, log)
+		}
+		if err != nil {
+			e.notef("%v", err)
+		}
+	})
+	return interruption(ctx) // serve returns only when ctx ends
 }
 
 // listenStdio waits for one peer, stops listening, and joins it to stdin
-// and stdout.
+// and stdout. A signal while it waits ends it at once.
 func listenStdio(ctx context.Context, e *env, l net.Listener, cfg listenConfig, cf *commonFlags, noteAccepted func(*stream)) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	got := make(chan *stream, 1)
-	served := make(chan error, 1)
+	served := make(chan struct{})
 	go func() {
-		served <- serve(sctx, l, cfg, func(_ context.Context, s *stream) {
+		defer close(served)
+		serve(sctx, l, cfg, func(_ context.Context, s *stream) {
 			select {
 			case got <- s:
 				cancel()
 			default:
 				// Another peer finished its handshake at the same moment.
 				cfg.log.Info("closing an extra connection", "addr", s.remoteAddr)
-				s.close()
+				s.abort()
 			}
 		})
 	}()
+	<-served // serve returns once it has a peer or ctx has ended
 	var s *stream
 	select {
 	case s = <-got:
-		<-served
-	case err := <-served:
-		select {
-		case s = <-got:
-		default:
-			if err != nil {
-				return err
-			}
-			return errInterrupted
-		}
+	default:
+		return interruption(ctx)
 	}
 	noteAccepted(s)
 	m := cf.meter(e)

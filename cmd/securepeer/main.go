@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -46,7 +47,11 @@ Examples:
     echo 'beep boop' | securepeer connect 127.0.0.1:5000
 
 Exit status: 0 success, 1 connection or protocol error, 2 usage error,
-3 peer rejected or key mismatch, 130 interrupted (Ctrl-C).
+3 peer rejected or key mismatch, 130, 143 or 129 interrupted by SIGINT
+(Ctrl-C), SIGTERM or SIGHUP. Only the end of stdin ends a stream cleanly:
+an interrupted transfer is aborted, and the peer exits 1 saying data may be
+missing. A second signal ends the program at once (listen: cuts the
+sessions it was letting finish).
 `
 
 // Exit codes, as documented in usage.
@@ -54,8 +59,8 @@ const (
 	exitOK          = 0
 	exitFailure     = 1 // connection or protocol error, or anything else
 	exitUsage       = 2
-	exitRejected    = 3 // a peer refused us, or we refused a peer's key
-	exitInterrupted = 130
+	exitRejected    = 3   // a peer refused us, or we refused a peer's key
+	exitInterrupted = 130 // SIGINT; see signalError for the others
 )
 
 // A command is one subcommand.
@@ -90,16 +95,37 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+
+	// cut is closed by a second signal (nil: never). Only a command that
+	// sets cutsOnSecondSignal watches it; for the others the second signal
+	// ends the program at once.
+	cut                <-chan struct{}
+	cutsOnSecondSignal atomic.Bool
 }
 
+// stopSignals are the signals that interrupt a command. The first one
+// cancels the command's context with a *signalError as its cause.
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// After the first signal, the default action comes back: a second Ctrl-C
-	// ends the program at once, even if a clean close is stuck.
-	context.AfterFunc(ctx, stop)
-	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, stopSignals...)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cut := make(chan struct{})
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, cut: cut}
+	go func() {
+		first := &signalError{<-sigc}
+		cancel(first)
+		<-sigc
+		if !e.cutsOnSecondSignal.Load() {
+			os.Exit(first.code())
+		}
+		// listen cuts its sessions, which is quick but not instant; a
+		// third signal ends the program at once.
+		signal.Reset(stopSignals...)
+		close(cut)
+	}()
 	code := run(ctx, e, os.Args[1:])
-	stop()
 	os.Exit(code)
 }
 
@@ -156,13 +182,10 @@ func report(e *env, err error) int {
 	if err == nil {
 		return exitOK
 	}
-	code := exitFailure
-	var ce *codeError
-	if errors.As(err, &ce) {
-		code = ce.code
-	}
-	if code == exitInterrupted {
-		// The user knows; the clean close has been done.
+	code := errorCode(err)
+	var se *signalError
+	if err == error(errInterrupted) || errors.As(err, &se) && err == error(se) {
+		// The bare interruption: the user knows.
 		return code
 	}
 	msg := err.Error()
@@ -170,6 +193,19 @@ func report(e *env, err error) int {
 	msg = strings.TrimPrefix(msg, "securepeer: ")
 	fmt.Fprintf(e.stderr, "securepeer: %s\n", msg)
 	return code
+}
+
+// errorCode is the exit code err calls for.
+func errorCode(err error) int {
+	var ce *codeError
+	var se *signalError
+	switch {
+	case errors.As(err, &ce):
+		return ce.code
+	case errors.As(err, &se):
+		return se.code()
+	}
+	return exitFailure
 }
 
 // A codeError is an error that ends the program with a given exit code.
@@ -190,6 +226,41 @@ func rejectedErrorf(format string, args ...any) error {
 }
 
 var errInterrupted = &codeError{exitInterrupted, errors.New("interrupted")}
+
+// A signalError is the cause of a command's context after a signal. Its
+// exit code is 128 plus the signal's number, as shells report it.
+type signalError struct{ sig os.Signal }
+
+func (e *signalError) Error() string {
+	name := e.sig.String()
+	switch e.sig {
+	case syscall.SIGINT:
+		name = "SIGINT"
+	case syscall.SIGTERM:
+		name = "SIGTERM"
+	case syscall.SIGHUP:
+		name = "SIGHUP"
+	}
+	return "interrupted (" + name + ")"
+}
+
+func (e *signalError) code() int {
+	if s, ok := e.sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return exitInterrupted
+}
+
+// interruption is the error a command returns when ctx ended: its
+// *signalError cause, or errInterrupted if it ended for another reason
+// (in tests, which run commands in process).
+func interruption(ctx context.Context) error {
+	var se *signalError
+	if errors.As(context.Cause(ctx), &se) {
+		return se
+	}
+	return errInterrupted
+}
 
 // notef prints a notice for the user on stderr.
 func (e *env) notef(format string, args ...any) {

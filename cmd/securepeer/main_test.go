@@ -27,6 +27,13 @@ func TestMain(m *testing.M) {
 func testCommandMain() {
 	testOnlyAddrFile = os.Getenv("SECUREPEER_TESTONLY_ADDR_FILE")
 	testOnlyNoTerminal = os.Getenv("SECUREPEER_TESTONLY_TERMINAL") != "1"
+	if g := os.Getenv("SECUREPEER_TESTONLY_GRACE"); g != "" {
+		d, err := time.ParseDuration(g)
+		if err != nil {
+			panic(err)
+		}
+		testOnlyGrace = d
+	}
 	main()
 }
 

@@ -35,8 +35,9 @@ func copyStream(dst io.Writer, src io.Reader) (int64, error) {
 // the stream (the peer reads io.EOF and can still answer), and the join
 // ends when both directions have ended. When stdin is a terminal, the
 // peer's end alone ends the join, as nobody is going to type an end of
-// file to a transfer that is over. It returns errInterrupted if ctx ends
-// first, after closing s cleanly.
+// file to a transfer that is over. If ctx ends first (a signal), it aborts
+// s, so the peer knows that data may be missing, and returns an error with
+// the signal's exit code.
 //
 // A goroutine blocked reading stdin cannot be woken up; it is left behind,
 // which is harmless as the program exits when joinStdio returns.
@@ -44,9 +45,9 @@ func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool
 	var received atomic.Bool // the peer's stream has ended cleanly
 	sendDone := make(chan error, 1)
 	go func() {
-		_, err := copyStream(s.conn, m.countSent(stdin))
+		_, err := copyStream(s, m.countSent(stdin))
 		if err == nil {
-			err = s.conn.CloseWrite()
+			err = s.closeWrite()
 			if err != nil && received.Load() {
 				// Everything was sent; only the end marker could not be,
 				// because the peer, done on its side, has closed.
@@ -105,8 +106,15 @@ func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool
 			}
 			sent = true
 		case <-ctx.Done():
-			s.close()
-			return errInterrupted
+			s.abort()
+			err := interruption(ctx)
+			what := "sending"
+			if sent {
+				// All of stdin went out, with its end; only what the peer
+				// sends is cut short.
+				what = "receiving"
+			}
+			return &codeError{errorCode(err), fmt.Errorf("%v while %s; aborted the stream, so the peer at %s knows that data may be missing", err, what, s.remoteAddr)}
 		}
 	}
 	s.close()
@@ -131,6 +139,13 @@ func streamError(s *stream, err error) error {
 		// checked its key, so a refusal may arrive as the first read.
 		return rejectedErrorf("the peer at %s refused this identity (%s); ask its owner to allow the key that securepeer id prints", s.remoteAddr, s.self.Fingerprint())
 	}
+	if errors.Is(err, securepeer.ErrAborted) {
+		return fmt.Errorf("the peer at %s aborted the stream; data may be missing", s.remoteAddr)
+	}
+	if errors.Is(err, syscall.ECONNRESET) {
+		// How a -legacy peer aborts, and how a crash may look.
+		return fmt.Errorf("the connection with %s was reset before the peer's end of stream; data may be missing", s.remoteAddr)
+	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("the connection with %s ended without the peer's end of stream, so data may be missing: %v", s.remoteAddr, err)
 	}
@@ -139,15 +154,15 @@ func streamError(s *stream, err error) error {
 
 // proxy copies between the secure stream s and a plain connection c in both
 // directions, passing each direction's end on as a half-close, until both
-// are done, one fails, or ctx ends. A failure cuts both connections without
-// a clean end, so neither side mistakes a broken transfer for a complete
-// one; ctx ending closes both cleanly.
+// are done, one fails, or ctx ends. A failure or ctx ending cuts both
+// connections without a clean end (s aborted, c reset), so neither side
+// mistakes a broken transfer for a complete one.
 func proxy(ctx context.Context, s *stream, c net.Conn) error {
 	errc := make(chan error, 2)
 	go func() { // c → s
-		_, err := copyStream(s.conn, c)
+		_, err := copyStream(s, c)
 		if err == nil {
-			err = s.conn.CloseWrite()
+			err = s.closeWrite()
 		}
 		errc <- err
 	}()
@@ -160,22 +175,25 @@ func proxy(ctx context.Context, s *stream, c net.Conn) error {
 	}()
 
 	var first error
-	interrupted := false
+	cut := false
 	done := ctx.Done()
 	for n := 0; n < 2; {
 		select {
 		case err := <-errc:
 			n++
-			if err != nil && first == nil && !interrupted {
+			if err != nil && !cut {
+				cut = true
 				first = streamError(s, err)
 				s.abort()
 				resetClose(c)
 			}
 		case <-done:
 			done = nil
-			interrupted = true
-			s.close()
-			c.Close()
+			if !cut {
+				cut = true
+				s.abort()
+				resetClose(c)
+			}
 		}
 	}
 	s.conn.Close()
@@ -192,10 +210,20 @@ func closeWrite(c net.Conn) error {
 }
 
 // resetClose closes a TCP connection with a reset, so that the program on
-// the other end sees an error rather than a clean end of data.
+// the other end sees an error rather than a clean end of data. It looks
+// through wrappers that have a NetConn method, as crypto/tls's Conn does.
 func resetClose(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+	inner := c
+	for {
+		if tc, ok := inner.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+			break
+		}
+		w, ok := inner.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		inner = w.NetConn()
 	}
 	c.Close()
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/securepeer/securepeer"
@@ -48,9 +49,13 @@ type handshaker interface {
 }
 
 // A stream is a secure connection after a successful handshake.
+//
+// The command writes to conn only through write, closeWrite, close and
+// abort, so that an abort cannot race a clean end: once abort has begun, no
+// end of stream goes out.
 type stream struct {
 	conn secureConn // the plaintext stream
-	raw  net.Conn   // the connection under it, for abort
+	raw  net.Conn   // the connection under it, for a cut
 
 	self        peerKey // this side's identity
 	peer        peerKey
@@ -60,6 +65,34 @@ type stream struct {
 	postQuantum bool
 	initiator   bool
 	took        time.Duration // how long the handshake took
+
+	sendMu  sync.Mutex // held across each Write and CloseWrite of conn
+	aborted bool       // guarded by sendMu: write and closeWrite fail
+}
+
+// errStreamAborted is what writes return after abort.
+var errStreamAborted = errors.New("the stream was aborted")
+
+// Write writes p to the stream; a stream is the io.Writer of copies to the
+// peer.
+func (s *stream) Write(p []byte) (int, error) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.aborted {
+		return 0, errStreamAborted
+	}
+	return s.conn.Write(p)
+}
+
+// closeWrite sends the authenticated end of stream: everything has been
+// sent. It fails once abort has begun.
+func (s *stream) closeWrite() error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.aborted {
+		return errStreamAborted
+	}
+	return s.conn.CloseWrite()
 }
 
 // role names the side of the handshake this stream played.
@@ -85,19 +118,46 @@ func (s *stream) logHandshake(log *slog.Logger, extra ...any) {
 	log.Info("handshake complete", append(args, extra...)...)
 }
 
-// close ends the stream cleanly: the authenticated end of stream, then the
-// connection. It is what Ctrl-C and a finished transfer do.
-// A peer that does not read gets closeTimeout before the connection is cut.
+// close ends the stream cleanly: the authenticated end of stream (unless
+// already sent), then the connection. It is what a finished transfer does,
+// never an interrupted one. A peer that does not read gets closeTimeout
+// before the connection is cut.
 func (s *stream) close() {
 	s.conn.SetWriteDeadline(time.Now().Add(closeTimeout))
-	s.conn.CloseWrite()
+	s.closeWrite()
 	s.conn.Close()
 }
 
-// abort cuts the connection without an end of stream, so the peer reads an
-// error rather than a clean end: for a failure that may have lost data.
+// abortWait bounds how long abort waits for a Write in progress, which
+// normally takes one record's time, before cutting under it.
+const abortWait = time.Second
+
+// abort ends the stream without an end of stream, so the peer reads an
+// error rather than a clean end: for a failure or an interruption that may
+// have lost data. In the native protocol the peer is told, authenticated,
+// that the stream was aborted (securepeer.ErrAborted); -legacy has no such
+// message, so the TCP connection is reset. It takes at most about two
+// seconds (abortWait, then the library's bound on sending the alert).
 func (s *stream) abort() {
-	s.raw.Close()
+	// Wait for a Write in progress, so the alert can follow it, and stop
+	// any later Write or end of stream. If the Write does not end in time
+	// (a peer that does not read), the cut below ends it.
+	stopped := make(chan struct{})
+	go func() {
+		s.sendMu.Lock()
+		s.aborted = true
+		s.sendMu.Unlock()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(abortWait):
+	}
+	if a, ok := s.conn.(interface{ Abort() error }); ok {
+		a.Abort()
+		return
+	}
+	resetClose(s.raw)
 	s.conn.Close()
 }
 
@@ -154,7 +214,7 @@ func dial(ctx context.Context, h handshaker, addr string, verify verifyFunc, log
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, errInterrupted
+			return nil, interruption(ctx)
 		}
 		return nil, dialError(addr, err)
 	}
@@ -163,7 +223,7 @@ func dial(ctx context.Context, h handshaker, addr string, verify verifyFunc, log
 	if err != nil {
 		var ce *codeError
 		if !errors.As(err, &ce) && ctx.Err() != nil {
-			return nil, errInterrupted
+			return nil, interruption(ctx)
 		}
 		return nil, handshakeError(addr, h, err)
 	}
@@ -208,48 +268,90 @@ type listenConfig struct {
 	log    *slog.Logger
 	// refused is called when verify refuses a peer (nil: do nothing).
 	refused func(remote string, err error)
+	// notef prints a notice for the user: accept errors being retried, and
+	// what a graceful stop waits for.
+	notef func(format string, args ...any)
+
+	// grace bounds how long sessions may run on after serving stops; cut
+	// ends them before that (a second signal; nil: never).
+	grace time.Duration
+	cut   <-chan struct{}
 }
 
 // maxPendingHandshakes bounds the handshakes a listener runs at once, so a
 // flood of connections waits in the kernel's queue rather than in memory.
 const maxPendingHandshakes = 64
 
+// Accept errors such as EMFILE are retried after a pause that starts at
+// minAcceptDelay and doubles up to maxAcceptDelay, as net/http's Server
+// does: running out of file descriptors for a moment must not end a
+// server. Only closing the listener ends accepting.
+const (
+	minAcceptDelay = 5 * time.Millisecond
+	maxAcceptDelay = time.Second
+)
+
+// acceptRetrying accepts a connection from l, retrying failures other than
+// a closed listener after a growing pause (reported with notef), until ctx
+// ends. It returns net.ErrClosed once l is closed or ctx has ended.
+func acceptRetrying(ctx context.Context, l net.Listener, notef func(string, ...any)) (net.Conn, error) {
+	delay := time.Duration(0)
+	for {
+		c, err := l.Accept()
+		if err == nil {
+			return c, nil
+		}
+		if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+			return nil, net.ErrClosed
+		}
+		if delay == 0 {
+			delay = minAcceptDelay
+		} else {
+			delay = min(2*delay, maxAcceptDelay)
+		}
+		notef("accepting connections: %v; retrying in %v", err, delay)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil, net.ErrClosed
+		}
+	}
+}
+
 // serve accepts connections on l and runs the responder handshake on each,
 // concurrently. For each stream whose handshake succeeds it calls handle in
-// a goroutine of its own, with a context that ends when serving stops. serve
-// runs until ctx ends or accepting fails; then it closes l and returns once
-// every handshake and every handle call has returned.
-func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(context.Context, *stream)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
-	defer l.Close()
+// a goroutine of its own (a session), with a context that ends when the
+// session must be cut. serve is the only place that accepts peers.
+//
+// serve runs until ctx ends. Then it stops accepting: it closes l, which
+// also ends the handshakes in progress, and lets the sessions finish, for
+// at most cfg.grace or until cfg.cut; then it cuts the ones left by ending
+// their context. It returns once every handle call has returned.
+func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(context.Context, *stream)) {
+	stopAccepting := context.AfterFunc(ctx, func() { l.Close() })
+	defer stopAccepting()
+	sessCtx, cutSessions := context.WithCancel(context.WithoutCancel(ctx))
+	defer cutSessions()
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	var handshakes, sessions sync.WaitGroup
+	var live atomic.Int64 // sessions running
 	slots := make(chan struct{}, maxPendingHandshakes)
 	for {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			return nil
 		}
-		raw, err := l.Accept()
+		if ctx.Err() != nil {
+			break
+		}
+		raw, err := acceptRetrying(ctx, l, cfg.notef)
 		if err != nil {
 			<-slots
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("accepting connections: %w", err)
+			break
 		}
-		wg.Add(1)
+		handshakes.Add(1)
 		go func() {
-			defer wg.Done()
+			defer handshakes.Done()
 			remote := raw.RemoteAddr().String()
 			s, err := cfg.h.handshake(ctx, raw, false, cfg.verify)
 			<-slots
@@ -264,10 +366,51 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 			}
 			s.logHandshake(cfg.log)
 			if ctx.Err() != nil {
-				s.close()
+				// Serving stopped as the handshake ended: the peer
+				// has sent nothing yet, but must not read a clean end.
+				s.abort()
 				return
 			}
-			handle(ctx, s)
+			sessions.Add(1)
+			live.Add(1)
+			go func() {
+				defer sessions.Done()
+				defer live.Add(-1)
+				handle(sessCtx, s)
+			}()
 		}()
 	}
+	l.Close()
+	handshakes.Wait()
+
+	done := make(chan struct{})
+	go func() {
+		sessions.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	default:
+	}
+	cfg.notef("stopping: no new connections; waiting up to %v for %s to end; Ctrl-C again to cut them", cfg.grace, sessionCount(live.Load()))
+	grace := time.NewTimer(cfg.grace)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return
+	case <-grace.C:
+		cfg.notef("stopping: cutting %s after %v", sessionCount(live.Load()), cfg.grace)
+	case <-cfg.cut:
+		cfg.notef("stopping: cutting %s", sessionCount(live.Load()))
+	}
+	cutSessions()
+	<-done
+}
+
+func sessionCount(n int64) string {
+	if n == 1 {
+		return "1 session"
+	}
+	return fmt.Sprintf("%d sessions", n)
 }
