@@ -1,8 +1,9 @@
 module github.com/securepeer/securepeer
 
-go 1.26.8
+go 1.26.0
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/flynn/noise v1.1.0
 	github.com/rogpeppe/go-internal v1.16.0
 	golang.org/x/crypto v0.59.0

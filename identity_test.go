@@ -1,18 +1,24 @@
 package securepeer
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -235,5 +241,87 @@ func TestPublicKeyText(t *testing.T) {
 	m := map[PublicKey]bool{k: true}
 	if !m[testIdentity(t, 3).PublicKey()] {
 		t.Error("PublicKey does not work as a map key")
+	}
+}
+
+// weakKeys are Ed25519 public keys that prove no identity: small-order
+// points (for which crypto/ed25519 accepts forged signatures) and
+// non-canonical encodings.
+var weakKeys = []struct {
+	name, hex, wantErr string
+}{
+	{"neutral element (order 1)", "0100000000000000000000000000000000000000000000000000000000000000", "small order"},
+	{"order 2", "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", "small order"},
+	{"order 4", "0000000000000000000000000000000000000000000000000000000000000080", "small order"},
+	{"order 8", "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", "small order"},
+	{"order 8, other", "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", "small order"},
+	{"neutral, non-canonical (y = p + 1)", "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", "canonical"},
+	{"not on the curve", "0200000000000000000000000000000000000000000000000000000000000000", "not a valid curve point"},
+}
+
+func TestNewPublicKeyRejectsWeakKeys(t *testing.T) {
+	for _, tt := range weakKeys {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := hex.DecodeString(tt.hex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := NewPublicKey(b); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("NewPublicKey = %v, want an error saying %q", err, tt.wantErr)
+			}
+			line := "ssh-ed25519 " + base64.StdEncoding.EncodeToString(PublicKey{key: [32]byte(b)}.sshWire())
+			if _, err := ParsePublicKey(line); err == nil {
+				t.Errorf("ParsePublicKey(%q) accepted the key", line)
+			}
+		})
+	}
+	for seed := range byte(20) {
+		if _, err := NewPublicKey(testIdentity(t, seed).PublicKey().Ed25519()); err != nil {
+			t.Errorf("a generated key was refused: %v", err)
+		}
+	}
+}
+
+// TestHandshakeRejectsNeutralIdentity runs a handshake against a peer that
+// claims the neutral element as its identity, with the signature that
+// crypto/ed25519 accepts for it over any message (R = neutral, S = 0).
+func TestHandshakeRejectsNeutralIdentity(t *testing.T) {
+	forged := *testIdentity(t, 7)
+	forged.pub = PublicKey{key: [32]byte{1}}
+	forged.staticSig = make([]byte, 64)
+	forged.staticSig[0] = 1
+	if !ed25519.Verify(forged.pub.key[:], staticSignedMessage(forged.static.PublicKey().Bytes()), forged.staticSig) {
+		t.Fatal("crypto/ed25519 no longer accepts the forgery; the test needs another one")
+	}
+	for _, forgerInitiates := range []bool{true, false} {
+		t.Run(fmt.Sprintf("forger initiates %v", forgerInitiates), func(t *testing.T) {
+			a, b := tcpPair(t)
+			var verified []PublicKey
+			var mu sync.Mutex
+			honestCfg := &Config{Identity: testIdentity(t, 1), Verify: func(_ context.Context, k PublicKey) error {
+				mu.Lock()
+				verified = append(verified, k)
+				mu.Unlock()
+				return nil
+			}}
+			forgerCfg := &Config{Identity: &forged, HandshakeTimeout: 5 * time.Second}
+			var honest, forger *Conn
+			if forgerInitiates {
+				forger, honest = Client(a, forgerCfg), Server(b, honestCfg)
+			} else {
+				honest, forger = Client(a, honestCfg), Server(b, forgerCfg)
+			}
+			fc := run(forger.Handshake)
+			err := honest.Handshake()
+			if !errors.Is(err, errAuth) {
+				t.Errorf("honest side's handshake = %v, want the authentication failure", err)
+			}
+			a.Close()
+			b.Close()
+			wait(t, fc)
+			if len(verified) != 0 {
+				t.Errorf("Verify was asked about %v", verified)
+			}
+		})
 	}
 }
