@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/internal/wire"
 )
 
 // The original module's scenarios (test/*.js of secure-peer), each over
@@ -254,6 +256,72 @@ func TestReject(t *testing.T) {
 			}
 			closeBoth(client, server)
 		})
+	}
+}
+
+// TestRejectionReachesABusyInitiator has the initiator send data at once
+// after its handshake, as a client with something to say does, to a
+// responder that refuses it. Closing with that data unread sends a reset,
+// and a stack that drops received data on a reset (as Windows does) would
+// lose the alert; Linux keeps it, so on Linux this guards the outcome
+// rather than reproducing the loss. The initiator must read the rejection.
+func TestRejectionReachesABusyInitiator(t *testing.T) {
+	for i := range 3 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			a, b := tcpPair(t)
+			// Verify takes a moment, so that the initiator's data is waiting,
+			// unread, when the responder refuses.
+			slowReject := func(ctx context.Context, k PublicKey) error {
+				time.Sleep(100 * time.Millisecond)
+				return rejectAll(ctx, k)
+			}
+			server := Server(b, &Config{Identity: testIdentity(t, 2), Verify: slowReject})
+			client := Client(a, &Config{Identity: testIdentity(t, 1)})
+			srv := run(func() error {
+				err := server.Handshake()
+				b.Close()
+				return err
+			})
+			if err := client.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			go client.Write(make([]byte, 256<<10)) // fails once refused
+			_, err := client.Read(make([]byte, 10))
+			if !errors.Is(err, ErrRejected) {
+				t.Errorf("client read %v, want ErrRejected", err)
+			}
+			a.Close() // ends the responder's linger
+			if err := wait(t, srv); !errors.Is(err, errNotAllowed) {
+				t.Errorf("server got %v", err)
+			}
+		})
+	}
+}
+
+// TestForgedRejectionAbort has a fake responder answer message 1 with the
+// unauthenticated abort "rejected", which no securepeer responder sends (a
+// refusing responder sends an authenticated alert after the handshake). The
+// initiator must report tampering, not ErrRejected.
+func TestForgedRejectionAbort(t *testing.T) {
+	a, b := tcpPair(t)
+	fake := run(func() error {
+		var buf [2048]byte
+		if _, err := b.Read(buf[:]); err != nil { // the initiator's first flight
+			return err
+		}
+		hello := wire.Hello{Version: wire.Version, Mode: wire.ModeResponder}.Marshal()
+		_, err := b.Write(append(hello[:], 0, 0, wire.AbortRejected))
+		return err
+	})
+	err := Client(a, &Config{Identity: testIdentity(t, 1)}).Handshake()
+	if err == nil || errors.Is(err, ErrRejected) {
+		t.Errorf("initiator got %v, want a tampering error, not ErrRejected", err)
+	}
+	if err != nil && !strings.Contains(err.Error(), "tampered") {
+		t.Errorf("initiator got %v, want it to say the connection was tampered with", err)
+	}
+	if err := wait(t, fake); err != nil {
+		t.Fatal(err)
 	}
 }
 

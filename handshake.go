@@ -204,7 +204,7 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 }
 
 func (hs *handshakeState) readMessage1() ([]byte, error) {
-	msg, err := hs.readMessage()
+	msg, err := hs.readMessage(false)
 	if err != nil {
 		return nil, err
 	}
@@ -338,11 +338,28 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 		// The keys are in place, so the refusal reaches the initiator
 		// authenticated, as an alert record.
 		c.out.Lock()
-		c.alertLocked(wire.AlertRejected)
+		if c.alertLocked(wire.AlertRejected) == nil {
+			c.lingerForAlert()
+		}
 		c.out.Unlock()
 		return err
 	}
 	return nil
+}
+
+// lingerForAlert lets an alert reach a peer that may already have sent
+// data: closing a TCP connection with unread data sends a reset, which can
+// overtake the alert, so that the peer reads "connection reset" instead of
+// why it was refused. It ends this side's writing and reads the peer's data
+// away until the peer closes, for at most a second and 1 MiB, so that a
+// refused peer cannot hold this side up.
+func (c *Conn) lingerForAlert() {
+	cw, ok := c.NetConn().(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.conn.SetReadDeadline(time.Now().Add(time.Second))
+	io.CopyN(io.Discard, c.conn, 1<<20)
 }
 
 // encapsulate runs ML-KEM encapsulation, derandomized from Config.Rand when
@@ -449,7 +466,9 @@ func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherStat
 // readNoise reads the next Noise message and returns its payload. A message
 // that fails to decrypt is the authentication failure, whatever the cause.
 func (hs *handshakeState) readNoise() (payload []byte, cs1, cs2 *noise.CipherState, err error) {
-	msg, err := hs.readMessage()
+	// Only the initiator refuses during the handshake, in place of message
+	// 3; a responder refuses after it, authenticated.
+	msg, err := hs.readMessage(!hs.initiator)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -461,8 +480,10 @@ func (hs *handshakeState) readNoise() (payload []byte, cs1, cs2 *noise.CipherSta
 }
 
 // readMessage reads one framed handshake message, turning an abort into
-// the error it stands for.
-func (hs *handshakeState) readMessage() ([]byte, error) {
+// the error it stands for. Aborts are not authenticated, so a rejection is
+// believed only where an honest peer sends one (mayReject): elsewhere it is
+// forged, and reported as tampering rather than as ErrRejected.
+func (hs *handshakeState) readMessage(mayReject bool) ([]byte, error) {
 	var l [2]byte
 	if _, err := io.ReadFull(hs.c.conn, l[:]); err != nil {
 		return nil, readHandshakeError(err)
@@ -475,6 +496,9 @@ func (hs *handshakeState) readMessage() ([]byte, error) {
 		}
 		switch reason[0] {
 		case wire.AbortRejected:
+			if !mayReject {
+				return nil, errors.New("securepeer: handshake failed: the peer sent a rejection where no securepeer peer sends one; the connection was tampered with")
+			}
 			return nil, ErrRejected
 		case wire.AbortNoCipher:
 			return nil, fmt.Errorf("%w (the peer found none in this side's list %v)", ErrNoCommonCipher, hs.cfg.ciphers())
