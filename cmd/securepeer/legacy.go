@@ -80,6 +80,19 @@ func (h *legacyHandshaker) publicKey() peerKey {
 	return newLegacyKey(h.keys.Public(), h.keys.PublicPEM())
 }
 
+// firstFlight says that a legacy peer's first flight is its header line:
+// complete at the first newline, or once longer than legacy.MaxHeaderLine,
+// which the handshake then reports.
+func (h *legacyHandshaker) firstFlight(b []byte) int {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		return i + 1
+	}
+	if len(b) > legacy.MaxHeaderLine {
+		return len(b)
+	}
+	return len(b) + 1
+}
+
 // handshake runs the legacy handshake. The protocol is symmetric; initiator
 // only says who dialed. A peer that refuses this side's key is not seen
 // here: secure-peer just closes the connection, which the first read of

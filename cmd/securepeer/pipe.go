@@ -158,35 +158,61 @@ func streamError(s *stream, err error) error {
 // connections without a clean end (s aborted, c reset), so neither side
 // mistakes a broken transfer for a complete one.
 func proxy(ctx context.Context, s *stream, c net.Conn) error {
-	errc := make(chan error, 2)
+	type result struct {
+		err      error
+		toStream bool // writing to s failed, not reading c
+	}
+	toPeer := make(chan result, 1)
 	go func() { // c → s
-		_, err := copyStream(s, c)
+		w := &failWriter{w: s}
+		_, err := copyStream(w, c)
 		if err == nil {
 			err = s.closeWrite()
+			w.failed = err != nil
 		}
-		errc <- err
+		toPeer <- result{err, w.failed}
 	}()
+	fromPeer := make(chan error, 1)
 	go func() { // s → c
 		_, err := copyStream(c, s.conn)
 		if err == nil {
 			err = closeWrite(c)
 		}
-		errc <- err
+		fromPeer <- err
 	}()
 
 	var first error
 	cut := false
+	fail := func(err error) {
+		if err != nil && !cut {
+			cut = true
+			first = streamError(s, err)
+			s.abort()
+			resetClose(c)
+		}
+	}
 	done := ctx.Done()
-	for n := 0; n < 2; {
+	for toPeer != nil || fromPeer != nil {
 		select {
-		case err := <-errc:
-			n++
-			if err != nil && !cut {
-				cut = true
-				first = streamError(s, err)
-				s.abort()
-				resetClose(c)
+		case r := <-toPeer:
+			toPeer = nil
+			if r.toStream && connectionGone(r.err) && fromPeer != nil && !cut {
+				// The peer closed the connection. What it sent before
+				// says better why: a peer that refuses this side's key
+				// says so in the first record, which the initiator reads
+				// only after its handshake (see joinStdio). The read ends
+				// at once on a dead connection; the deadline is a bound.
+				s.conn.SetReadDeadline(time.Now().Add(closeTimeout))
+				rerr := <-fromPeer
+				fromPeer = nil
+				if errors.Is(rerr, legacy.ErrRejected) || errors.Is(rerr, securepeer.ErrRejected) {
+					r.err = rerr
+				}
 			}
+			fail(r.err)
+		case err := <-fromPeer:
+			fromPeer = nil
+			fail(err)
 		case <-done:
 			done = nil
 			if !cut {
@@ -199,6 +225,20 @@ func proxy(ctx context.Context, s *stream, c net.Conn) error {
 	s.conn.Close()
 	c.Close()
 	return first
+}
+
+// failWriter records whether a Write to w failed.
+type failWriter struct {
+	w      io.Writer
+	failed bool
+}
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err != nil {
+		f.failed = true
+	}
+	return n, err
 }
 
 // closeWrite half-closes c if it can, and closes it otherwise.

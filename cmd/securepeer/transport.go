@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/admit"
+	"github.com/securepeer/securepeer/internal/wire"
 )
 
 // This file is the one place that knows how a secure stream is made. The
@@ -46,6 +48,9 @@ type handshaker interface {
 	handshake(ctx context.Context, raw net.Conn, initiator bool, verify verifyFunc) (*stream, error)
 	// publicKey is this side's identity.
 	publicKey() peerKey
+	// firstFlight is admit.Config.FirstFlight for a responder: given the
+	// first bytes b an initiator sent, the length of its first flight.
+	firstFlight(b []byte) int
 }
 
 // A stream is a secure connection after a successful handshake.
@@ -170,6 +175,8 @@ type nativeHandshaker struct {
 
 func (h *nativeHandshaker) publicKey() peerKey { return h.id.PublicKey() }
 
+func (h *nativeHandshaker) firstFlight(b []byte) int { return wire.FirstFlightLen(b) }
+
 func (h *nativeHandshaker) handshake(ctx context.Context, raw net.Conn, initiator bool, verify verifyFunc) (*stream, error) {
 	cfg := &securepeer.Config{
 		Identity:         h.id,
@@ -278,14 +285,10 @@ type listenConfig struct {
 	cut   <-chan struct{}
 }
 
-// maxPendingHandshakes bounds the handshakes a listener runs at once, so a
-// flood of connections waits in the kernel's queue rather than in memory.
-const maxPendingHandshakes = 64
-
 // Accept errors such as EMFILE are retried after a pause that starts at
 // minAcceptDelay and doubles up to maxAcceptDelay, as net/http's Server
 // does: running out of file descriptors for a moment must not end a
-// server. Only closing the listener ends accepting.
+// tunnel. (listen's accepting is internal/admit's, which does the same.)
 const (
 	minAcceptDelay = 5 * time.Millisecond
 	maxAcceptDelay = time.Second
@@ -319,69 +322,63 @@ func acceptRetrying(ctx context.Context, l net.Listener, notef func(string, ...a
 }
 
 // serve accepts connections on l and runs the responder handshake on each,
-// concurrently. For each stream whose handshake succeeds it calls handle in
-// a goroutine of its own (a session), with a context that ends when the
-// session must be cut. serve is the only place that accepts peers.
+// through internal/admit, the admission the library's listener uses too:
+// accepting never stops, pending handshakes are bounded with fairness
+// between sources, the peer's first flight has its own deadline, and
+// accept errors are retried (reported with cfg.notef). For each stream
+// whose handshake succeeds it calls handle in a goroutine of its own (a
+// session), with a context that ends when the session must be cut. serve
+// is the only place that accepts peers.
 //
 // serve runs until ctx ends. Then it stops accepting: it closes l, which
 // also ends the handshakes in progress, and lets the sessions finish, for
 // at most cfg.grace or until cfg.cut; then it cuts the ones left by ending
 // their context. It returns once every handle call has returned.
 func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(context.Context, *stream)) {
-	stopAccepting := context.AfterFunc(ctx, func() { l.Close() })
+	al := admit.NewListener(l, admit.Config[*stream]{
+		Handshake: func(ctx context.Context, c net.Conn) (*stream, error) {
+			return cfg.h.handshake(ctx, c, false, cfg.verify)
+		},
+		FirstFlight: cfg.h.firstFlight,
+		Failed: func(remote net.Addr, err error) {
+			var ce *codeError
+			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {
+				cfg.refused(remote.String(), ce)
+			} else {
+				cfg.log.Info("handshake failed", "addr", remote.String(), "err", err)
+			}
+		},
+		Logf: cfg.notef,
+	})
+	stopAccepting := context.AfterFunc(ctx, func() { al.Close() })
 	defer stopAccepting()
 	sessCtx, cutSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutSessions()
 
-	var handshakes, sessions sync.WaitGroup
+	var sessions sync.WaitGroup
 	var live atomic.Int64 // sessions running
-	slots := make(chan struct{}, maxPendingHandshakes)
 	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		raw, err := acceptRetrying(ctx, l, cfg.notef)
+		s, err := al.Accept()
 		if err != nil {
-			<-slots
+			// Closed: ctx has ended (nothing else closes l).
 			break
 		}
-		handshakes.Add(1)
+		s.logHandshake(cfg.log)
+		if ctx.Err() != nil {
+			// Serving stopped as the handshake ended: the peer has sent
+			// nothing yet, but must not read a clean end.
+			s.abort()
+			continue
+		}
+		sessions.Add(1)
+		live.Add(1)
 		go func() {
-			defer handshakes.Done()
-			remote := raw.RemoteAddr().String()
-			s, err := cfg.h.handshake(ctx, raw, false, cfg.verify)
-			<-slots
-			if err != nil {
-				var ce *codeError
-				if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {
-					cfg.refused(remote, ce)
-				} else {
-					cfg.log.Info("handshake failed", "addr", remote, "err", err)
-				}
-				return
-			}
-			s.logHandshake(cfg.log)
-			if ctx.Err() != nil {
-				// Serving stopped as the handshake ended: the peer
-				// has sent nothing yet, but must not read a clean end.
-				s.abort()
-				return
-			}
-			sessions.Add(1)
-			live.Add(1)
-			go func() {
-				defer sessions.Done()
-				defer live.Add(-1)
-				handle(sessCtx, s)
-			}()
+			defer sessions.Done()
+			defer live.Add(-1)
+			handle(sessCtx, s)
 		}()
 	}
-	l.Close()
-	handshakes.Wait()
+	al.Close()
 
 	done := make(chan struct{})
 	go func() {
