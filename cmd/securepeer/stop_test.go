@@ -415,3 +415,32 @@ func TestListenSurvivesEMFILE(t *testing.T) {
 		t.Errorf("listen exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, server.stderr)
 	}
 }
+
+// TestListenSilentPeers holds 100 connections to listen that never send a
+// byte, more than it ever had handshake slots, and checks that a real peer
+// still gets through while they stay open.
+func TestListenSilentPeers(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	server, addr := te.start("server", "listen", "-i", "server", "-exec", "cat", "127.0.0.1:0")
+	for range 100 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	echo := te.command("connect", "-expect", "server.pub", addr)
+	echo.Stdin = strings.NewReader("past the silent ones\n")
+	var out, stderr syncBuffer
+	echo.Stdout, echo.Stderr = &out, &stderr
+	if err := echo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitCmd(t, echo); err != nil || out.String() != "past the silent ones\n" {
+		t.Errorf("connect past 100 silent peers: %q, %v\n%s\nlisten:\n%s", out.String(), err, stderr.String(), server.stderr)
+	}
+	if code := server.interrupt(); code != exitInterrupted {
+		t.Errorf("listen exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, server.stderr)
+	}
+}
