@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -98,18 +99,33 @@ func ParseIdentity(data []byte) (*Identity, error) {
 // [ParseIdentity] does. Like ssh, it refuses a file that users other than its
 // owner may read or write.
 func LoadIdentity(path string) (*Identity, error) {
-	if runtime.GOOS != "windows" {
-		fi, err := os.Stat(path)
-		if err != nil {
-			return nil, fmt.Errorf("securepeer: reading identity: %w", err)
-		}
-		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-			return nil, fmt.Errorf("securepeer: identity file %s is accessible by others (mode %04o); run chmod 600 %s", path, perm, path)
-		}
-	}
-	data, err := os.ReadFile(path)
+	// One open, and every check on the file opened, so that the file read
+	// is the file checked (no race with a rename or a new symlink).
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("securepeer: reading identity: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("securepeer: reading identity: %w", err)
+	}
+	switch {
+	case fi.IsDir():
+		return nil, fmt.Errorf("securepeer: identity %s is a directory, not a key file", path)
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("securepeer: identity %s is not a regular file", path)
+	case runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0:
+		return nil, fmt.Errorf("securepeer: identity file %s is accessible by others (mode %04o); run chmod 600 %s", path, fi.Mode().Perm(), path)
+	case fi.Size() > maxIdentityFile:
+		return nil, fmt.Errorf("securepeer: identity file %s is %d bytes, too large for a key file", path, fi.Size())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxIdentityFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("securepeer: reading identity: %w", err)
+	}
+	if len(data) > maxIdentityFile {
+		return nil, fmt.Errorf("securepeer: identity file %s grew too large for a key file while being read", path)
 	}
 	id, err := ParseIdentity(data)
 	if err != nil {
@@ -117,6 +133,10 @@ func LoadIdentity(path string) (*Identity, error) {
 	}
 	return id, nil
 }
+
+// maxIdentityFile bounds an identity file; an OpenSSH Ed25519 key is about
+// 400 bytes.
+const maxIdentityFile = 64 << 10
 
 // PublicKey returns the public half of the identity.
 func (id *Identity) PublicKey() PublicKey { return id.pub }

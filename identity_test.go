@@ -173,6 +173,50 @@ func TestLoadIdentityPermissions(t *testing.T) {
 	}
 }
 
+func TestLoadIdentityFileKinds(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "id")
+	data, _ := testIdentity(t, 7).MarshalOpenSSH("")
+	if err := os.WriteFile(good, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(dir, "huge")
+	if err := os.WriteFile(huge, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	subdir := filepath.Join(dir, "keys")
+	if err := os.Mkdir(subdir, 0o755); err != nil { // as most directories are
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, wantErr string
+	}{
+		{"key file", good, ""},
+		{"symlink to a key file", link, ""},
+		{"directory", subdir, "is a directory"},
+		{"too large", huge, "too large"},
+		{"device", os.DevNull, "not a regular file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadIdentity(tt.path)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("LoadIdentity(%s) = %v, want an error saying %q", tt.path, err, tt.wantErr)
+			}
+		})
+	}
+}
+
 func TestParsePublicKey(t *testing.T) {
 	k := testIdentity(t, 9).PublicKey()
 	tests := []struct {
