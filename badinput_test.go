@@ -357,14 +357,21 @@ func TestBadInputAbort(t *testing.T) {
 			reason []byte
 			check  func(t *testing.T, err error)
 		}{
+			// No securepeer peer sends a rejection in place of message 1
+			// or 2 (PROTOCOL.md, "Handshake messages and aborts").
 			{"rejected", []byte{wire.AbortRejected}, func(t *testing.T, err error) {
-				if !errors.Is(err, ErrRejected) {
-					t.Errorf("got %v, want ErrRejected", err)
+				if errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), "tampered") {
+					t.Errorf("got %v, want a tampering error, not ErrRejected", err)
 				}
 			}},
 			{"no cipher", []byte{wire.AbortNoCipher}, func(t *testing.T, err error) {
 				if !errors.Is(err, ErrNoCommonCipher) {
 					t.Errorf("got %v, want ErrNoCommonCipher", err)
+				}
+			}},
+			{"no protocol", []byte{wire.AbortNoALPN}, func(t *testing.T, err error) {
+				if !errors.Is(err, ErrNoCommonProtocol) {
+					t.Errorf("got %v, want ErrNoCommonProtocol", err)
 				}
 			}},
 		} {
@@ -374,11 +381,11 @@ func TestBadInputAbort(t *testing.T) {
 				tc.check(t, err)
 			})
 		}
-		for _, reason := range []byte{0, wire.AbortProtocol, 4, 0x7f, 0xff} {
+		for _, reason := range []byte{0, wire.AbortProtocol, 5, 0x7f, 0xff} {
 			t.Run(fmt.Sprintf("%s/reason %d", role.name, reason), func(t *testing.T) {
 				elapsed, err := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), 0, 0, reason), false)
 				badPrompt(t, err, elapsed)
-				if errors.Is(err, ErrRejected) || errors.Is(err, ErrNoCommonCipher) {
+				if errors.Is(err, ErrRejected) || errors.Is(err, ErrNoCommonCipher) || errors.Is(err, ErrNoCommonProtocol) {
 					t.Errorf("abort reason %d gave %v", reason, err)
 				}
 				if !strings.Contains(err.Error(), "abort") {

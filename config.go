@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -40,6 +41,19 @@ type Config struct {
 	// chosen from both sides' lists as PROTOCOL.md, "Cipher choice",
 	// describes.
 	Ciphers []Cipher
+
+	// NextProtos lists the application protocols this side speaks, most
+	// preferred first, as in crypto/tls and RFC 7301 (ALPN): for example
+	// "h2", or a stream multiplexer's name. If both sides set a list, the
+	// handshake settles on one protocol that both list, the first in the
+	// responder's order, as a TLS server picks by its own preference; if
+	// they have none in common, the handshake fails on both sides with
+	// [ErrNoCommonProtocol]. If either side sets none, nothing is
+	// negotiated and [ConnectionState.NegotiatedProtocol] is empty. Names
+	// are 1 to 255 bytes, at most 32 of them, none twice. The lists travel
+	// encrypted, so only the peer sees them (PROTOCOL.md, "Application
+	// protocol").
+	NextProtos []string
 
 	// DisablePostQuantum turns off the hybrid ML-KEM-768 key exchange. By
 	// default this side offers it as initiator and accepts it as responder;
@@ -172,4 +186,20 @@ func indexOf(list []Cipher, c Cipher) int {
 		}
 	}
 	return -1
+}
+
+// chooseProtocol picks the application protocol from both sides' lists
+// (PROTOCOL.md, "Application protocol"): none if either list is empty, else
+// the first of the responder's that the initiator lists too; ok is false if
+// both lists are set and share none.
+func chooseProtocol(initiator, responder []string) (proto string, ok bool) {
+	if len(initiator) == 0 || len(responder) == 0 {
+		return "", true
+	}
+	for _, p := range responder {
+		if slices.Contains(initiator, p) {
+			return p, true
+		}
+	}
+	return "", false
 }

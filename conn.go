@@ -700,6 +700,9 @@ type ConnectionState struct {
 	PostQuantum bool
 	// Initiator is true if this side sent the first handshake message.
 	Initiator bool
+	// NegotiatedProtocol is the application protocol both sides chose from
+	// their [Config.NextProtos], or empty if either set none.
+	NegotiatedProtocol string
 	// ChannelBinding is 32 bytes that are equal on both sides of this
 	// connection and unique to it: a secret, derived from the session keys,
 	// that an application can bind its own authentication to.

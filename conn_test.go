@@ -1172,6 +1172,14 @@ func TestListenerBoundsPendingConnections(t *testing.T) {
 		}
 		defer c.Close()
 	}
+	// The initiator's handshake ends before the responder's: wait until both
+	// are complete on the listener's side too.
+	for deadline := time.Now().Add(20 * time.Second); ln.(*listener).l.Completed() < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener did not complete two handshakes")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if c, err := dial(300 * time.Millisecond); err == nil {
 		c.Close()
 		t.Fatal("a third handshake completed while two connections waited for Accept")
@@ -1239,5 +1247,100 @@ func TestBlockedReaderHoldsNoRecordBuffer(t *testing.T) {
 				t.Errorf("a blocked Read holds %d bytes of heap, want no record buffer (under 4 KiB)", perConn)
 			}
 		})
+	}
+}
+
+func TestChooseProtocol(t *testing.T) {
+	tests := []struct {
+		name                 string
+		initiator, responder []string
+		want                 string
+		wantOK               bool
+	}{
+		{"neither", nil, nil, "", true},
+		{"initiator only", []string{"h2"}, nil, "", true},
+		{"responder only", nil, []string{"h2"}, "", true},
+		{"same", []string{"h2"}, []string{"h2"}, "h2", true},
+		{"responder's order wins", []string{"a", "b"}, []string{"b", "a"}, "b", true},
+		{"unknown names skipped", []string{"x", "b"}, []string{"y", "b", "z"}, "b", true},
+		{"nothing in common", []string{"a"}, []string{"b"}, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := chooseProtocol(tt.initiator, tt.responder)
+			if got != tt.want || ok != tt.wantOK {
+				t.Errorf("chooseProtocol(%q, %q) = %q, %v; want %q, %v", tt.initiator, tt.responder, got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
+
+// TestNextProtos negotiates application protocols end to end, over TCP,
+// for each way the roles can be taken.
+func TestNextProtos(t *testing.T) {
+	tests := []struct {
+		name             string
+		client, server   []string
+		want             string
+		wantNoneInCommon bool
+	}{
+		{"both", []string{"/yamux/1.0.0", "/mplex/6.7.0"}, []string{"/mplex/6.7.0", "/yamux/1.0.0"}, "/mplex/6.7.0", false},
+		{"client only", []string{"h2"}, nil, "", false},
+		{"server only", nil, []string{"h2"}, "", false},
+		{"none in common", []string{"h2"}, []string{"http/1.1"}, "", true},
+	}
+	modes := []struct {
+		name     string
+		mkA, mkB func(net.Conn, *Config) *Conn
+	}{
+		{"client-server", Client, Server},
+		{"newconn-server", NewConn, Server},
+		{"client-newconn", Client, NewConn},
+	}
+	for _, tt := range tests {
+		for _, m := range modes {
+			t.Run(tt.name+"/"+m.name, func(t *testing.T) {
+				a, b := tcpPair(t)
+				x := m.mkA(a, &Config{Identity: testIdentity(t, 1), NextProtos: tt.client})
+				y := m.mkB(b, &Config{Identity: testIdentity(t, 2), NextProtos: tt.server})
+				srv := run(y.Handshake)
+				cerr := x.Handshake()
+				if cerr == nil && tt.wantNoneInCommon {
+					// The initiator refuses before message 3, so its
+					// handshake fails; the responder hears why.
+					t.Fatal("the handshake completed with no protocol in common")
+				}
+				serr := wait(t, srv)
+				if tt.wantNoneInCommon {
+					for side, err := range map[string]error{"initiator": cerr, "responder": serr} {
+						if !errors.Is(err, ErrNoCommonProtocol) {
+							t.Errorf("%s got %v, want ErrNoCommonProtocol", side, err)
+						}
+					}
+					return
+				}
+				if cerr != nil || serr != nil {
+					t.Fatalf("handshake: %v, %v", cerr, serr)
+				}
+				if got := x.ConnectionState().NegotiatedProtocol; got != tt.want {
+					t.Errorf("initiator negotiated %q, want %q", got, tt.want)
+				}
+				if got := y.ConnectionState().NegotiatedProtocol; got != tt.want {
+					t.Errorf("responder negotiated %q, want %q", got, tt.want)
+				}
+				closeBoth(x, y)
+			})
+		}
+	}
+}
+
+func TestNextProtosConfigErrors(t *testing.T) {
+	for _, protos := range [][]string{{""}, {strings.Repeat("x", 256)}, {"a", "a"}, make([]string, 33)} {
+		a, b := tcpPair(t)
+		defer b.Close()
+		err := Client(a, &Config{Identity: testIdentity(t, 1), NextProtos: protos}).Handshake()
+		if err == nil || !strings.Contains(err.Error(), "NextProtos") {
+			t.Errorf("NextProtos %q: Handshake = %v, want a configuration error", protos, err)
+		}
 	}
 }

@@ -10,6 +10,10 @@ var ErrRejected = errors.New("securepeer: the peer rejected this side's key")
 // [Config.Ciphers] lists have no cipher in common.
 var ErrNoCommonCipher = errors.New("securepeer: the peers have no cipher in common; check Config.Ciphers on both sides")
 
+// ErrNoCommonProtocol is returned, wrapped, by Handshake when both peers
+// set [Config.NextProtos] and the lists have no protocol in common.
+var ErrNoCommonProtocol = errors.New("securepeer: the peers have no application protocol in common")
+
 // errAuth is the one error for every failed authentication of the peer's
 // data: a record or handshake message that does not decrypt. It does not say
 // which check failed (PROTOCOL.md, "Errors").

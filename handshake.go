@@ -41,6 +41,7 @@ type handshakeState struct {
 	msg1   []byte // as sent, for the simultaneous-open tie-break
 
 	cipher      Cipher
+	protocol    string   // the negotiated application protocol
 	psk         [32]byte // the ML-KEM shared secret, or zero without the hybrid
 	postQuantum bool
 	remote      PublicKey
@@ -99,6 +100,9 @@ func (hs *handshakeState) checkConfig() error {
 	}
 	if len(hs.cfg.Ciphers) > wire.MaxCiphers {
 		return fmt.Errorf("securepeer: Config.Ciphers lists more than %d ciphers", wire.MaxCiphers)
+	}
+	if err := wire.CheckProtocols(hs.cfg.NextProtos); err != nil {
+		return fmt.Errorf("securepeer: Config.NextProtos: %v", err)
 	}
 	return nil
 }
@@ -238,6 +242,12 @@ func (hs *handshakeState) runInitiator() error {
 		return fmt.Errorf("%w (this side: %v, peer: %v)", ErrNoCommonCipher, hs.cfg.ciphers(), peerCiphers)
 	}
 	hs.cipher = cipher
+	proto, ok := chooseProtocol(hs.cfg.NextProtos, p.Protocols)
+	if !ok {
+		hs.abort(wire.AbortNoALPN)
+		return fmt.Errorf("%w (this side: %q, peer: %q)", ErrNoCommonProtocol, hs.cfg.NextProtos, p.Protocols)
+	}
+	hs.protocol = proto
 	switch {
 	case p.KEMCiphertext != nil && hs.kemKey == nil:
 		return hs.protocolError("the peer answered an ML-KEM offer that was not made")
@@ -262,7 +272,7 @@ func (hs *handshakeState) runInitiator() error {
 		return err
 	}
 	id := hs.cfg.Identity
-	final := wire.FinalPayload{}
+	final := wire.FinalPayload{Protocols: hs.cfg.NextProtos}
 	copy(final.Identity[:], id.pub.key[:])
 	copy(final.Signature[:], id.staticSig)
 	cs1, cs2, err := hs.writeNoise(final.Marshal(nil))
@@ -295,7 +305,7 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 	}
 	hs.cipher = cipher
 
-	p2 := wire.RespPayload{Hello: hs.myHello, Ciphers: cipherIDs(hs.cfg.ciphers())}
+	p2 := wire.RespPayload{Hello: hs.myHello, Ciphers: cipherIDs(hs.cfg.ciphers()), Protocols: hs.cfg.NextProtos}
 	if p1.KEMKey != nil && !hs.cfg.DisablePostQuantum {
 		ek, err := mlkem.NewEncapsulationKey768(p1.KEMKey)
 		if err != nil {
@@ -331,6 +341,12 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 	if err := hs.checkIdentity(p3.Identity, p3.Signature); err != nil {
 		return err
 	}
+	proto, ok := chooseProtocol(p3.Protocols, hs.cfg.NextProtos)
+	if !ok {
+		// An honest initiator aborts before message 3 instead.
+		return fmt.Errorf("%w (this side: %q, peer: %q; the peer went on regardless)", ErrNoCommonProtocol, hs.cfg.NextProtos, p3.Protocols)
+	}
+	hs.protocol = proto
 	if err := hs.finish(cs1, cs2); err != nil {
 		return err
 	}
@@ -437,12 +453,13 @@ func (hs *handshakeState) finish(cs1, cs2 *noise.CipherState) error {
 	}
 	c.in.raw = c.rawConn()
 	c.state = ConnectionState{
-		HandshakeComplete: true,
-		RemoteKey:         hs.remote,
-		Cipher:            hs.cipher,
-		PostQuantum:       hs.postQuantum,
-		Initiator:         hs.initiator,
-		ChannelBinding:    binding,
+		HandshakeComplete:  true,
+		RemoteKey:          hs.remote,
+		Cipher:             hs.cipher,
+		PostQuantum:        hs.postQuantum,
+		Initiator:          hs.initiator,
+		NegotiatedProtocol: hs.protocol,
+		ChannelBinding:     binding,
 	}
 	return nil
 }
@@ -502,6 +519,8 @@ func (hs *handshakeState) readMessage(mayReject bool) ([]byte, error) {
 			return nil, ErrRejected
 		case wire.AbortNoCipher:
 			return nil, fmt.Errorf("%w (the peer found none in this side's list %v)", ErrNoCommonCipher, hs.cfg.ciphers())
+		case wire.AbortNoALPN:
+			return nil, fmt.Errorf("%w (the peer found none in this side's list %q)", ErrNoCommonProtocol, hs.cfg.NextProtos)
 		}
 		if reason[0] == wire.AbortProtocol {
 			return nil, errors.New("securepeer: the peer aborted the handshake; it found this side's messages malformed")

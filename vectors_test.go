@@ -37,12 +37,15 @@ type vector struct {
 	responderCiphers   []Cipher
 	initiatorNoPQ      bool
 	responderNoPQ      bool
+	initiatorProtos    []string
+	responderProtos    []string
 	initiatorData      []byte // written by the initiator, then CloseWrite
 	responderData      []byte // written by the responder after reading, then CloseWrite
 	initiatorSent      []byte
 	responderSent      []byte
 	cipher             Cipher
 	postQuantum        bool
+	protocol           string
 	channelBinding     []byte
 	initiatorRandUsed  int
 	responderRandUsed  int
@@ -90,7 +93,16 @@ func vectorInputs() []*vector {
 	v4.initiatorMode, v4.responderMode = "newconn", "newconn"
 	v4.initiatorCiphers = []Cipher{AES256GCM}
 	v4.responderCiphers = []Cipher{AES256GCM}
-	return []*vector{v1, v2, v3, v4}
+	v5 := base("application_protocol", "both sides list application protocols; the responder's order picks /mplex/6.7.0")
+	v5.initiatorCiphers = []Cipher{AES256GCM}
+	v5.responderCiphers = []Cipher{AES256GCM}
+	v5.initiatorProtos = []string{"/yamux/1.0.0", "/mplex/6.7.0"}
+	v5.responderProtos = []string{"/noise", "/mplex/6.7.0", "/yamux/1.0.0"}
+	v6 := base("classical_initiator_opts_out", "the initiator sets DisablePostQuantum: it sends no ML-KEM key and draws no ML-KEM randomness")
+	v6.initiatorCiphers = []Cipher{ChaCha20Poly1305}
+	v6.responderCiphers = []Cipher{ChaCha20Poly1305}
+	v6.initiatorNoPQ = true
+	return []*vector{v1, v2, v3, v4, v5, v6}
 }
 
 // countingReader yields b and counts what was read; reading past the end
@@ -123,8 +135,8 @@ func runVector(t *testing.T, v *vector) {
 		t.Fatal(err)
 	}
 	randA, randB := &countingReader{b: v.initiatorRand}, &countingReader{b: v.responderRand}
-	cfgA := &Config{Identity: ia, Rand: randA, Ciphers: v.initiatorCiphers, DisablePostQuantum: v.initiatorNoPQ}
-	cfgB := &Config{Identity: ib, Rand: randB, Ciphers: v.responderCiphers, DisablePostQuantum: v.responderNoPQ}
+	cfgA := &Config{Identity: ia, Rand: randA, Ciphers: v.initiatorCiphers, DisablePostQuantum: v.initiatorNoPQ, NextProtos: v.initiatorProtos}
+	cfgB := &Config{Identity: ib, Rand: randB, Ciphers: v.responderCiphers, DisablePostQuantum: v.responderNoPQ, NextProtos: v.responderProtos}
 	mk := map[string]func(net.Conn, *Config) *Conn{"client": Client, "server": Server, "newconn": NewConn}
 	x, y := mk[v.initiatorMode](ra, cfgA), mk[v.responderMode](rb, cfgB)
 	srv := run(func() error {
@@ -157,11 +169,12 @@ func runVector(t *testing.T, v *vector) {
 	if !st.Initiator {
 		t.Fatalf("the side meant to initiate did not; pick other randomness for %s", v.name)
 	}
-	if ys := y.ConnectionState(); !bytes.Equal(ys.ChannelBinding, st.ChannelBinding) || ys.Cipher != st.Cipher {
+	if ys := y.ConnectionState(); !bytes.Equal(ys.ChannelBinding, st.ChannelBinding) || ys.Cipher != st.Cipher || ys.NegotiatedProtocol != st.NegotiatedProtocol {
 		t.Fatal("the two sides disagree")
 	}
 	v.initiatorSent, v.responderSent = rb.bytes(), ra.bytes()
 	v.cipher, v.postQuantum, v.channelBinding = st.Cipher, st.PostQuantum, st.ChannelBinding
+	v.protocol = st.NegotiatedProtocol
 	v.initiatorRandUsed, v.responderRandUsed = randA.n, randB.n
 	v.initiatorPublicKey, v.responderPublicKey = ia.PublicKey().String(), ib.PublicKey().String()
 }
@@ -189,6 +202,8 @@ func (v *vector) marshal() []byte {
 	kv("responder_ciphers", ciphers(v.responderCiphers))
 	kv("initiator_disable_post_quantum", v.initiatorNoPQ)
 	kv("responder_disable_post_quantum", v.responderNoPQ)
+	kv("initiator_next_protos", strings.Join(v.initiatorProtos, ","))
+	kv("responder_next_protos", strings.Join(v.responderProtos, ","))
 	kv("initiator_rand", hex.EncodeToString(v.initiatorRand))
 	kv("responder_rand", hex.EncodeToString(v.responderRand))
 	kv("initiator_rand_used", v.initiatorRandUsed)
@@ -197,6 +212,7 @@ func (v *vector) marshal() []byte {
 	kv("responder_data", hex.EncodeToString(v.responderData))
 	kv("cipher", v.cipher)
 	kv("post_quantum", v.postQuantum)
+	kv("negotiated_protocol", v.protocol)
 	kv("channel_binding", hex.EncodeToString(v.channelBinding))
 	kv("initiator_sent", hex.EncodeToString(v.initiatorSent))
 	kv("responder_sent", hex.EncodeToString(v.responderSent))

@@ -268,6 +268,18 @@ func (l *Listener[T]) Pending() int {
 	return l.pending
 }
 
+// Completed returns the number of connections whose handshake has
+// completed and that wait for Accept.
+func (l *Listener[T]) Completed() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.sources {
+		n += s.completed
+	}
+	return n
+}
+
 func (l *Listener[T]) serve() {
 	defer close(l.done)
 	var delay time.Duration

@@ -7,6 +7,8 @@ package wire
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"slices"
 )
 
 // Version is the protocol version this package speaks.
@@ -100,6 +102,7 @@ const (
 	AbortRejected = 1 // the sender's Verify refused the receiver's key
 	AbortNoCipher = 2 // no cipher in common
 	AbortProtocol = 3 // the sender could not continue the handshake
+	AbortNoALPN   = 4 // no application protocol in common
 )
 
 // Sizes of the fields in handshake payloads.
@@ -109,6 +112,8 @@ const (
 	MaxCiphers    = 16   // entries in a cipher list
 	KEMKeySize    = 1184 // ML-KEM-768 encapsulation key
 	KEMCiphertext = 1088 // ML-KEM-768 ciphertext
+	MaxProtocols  = 32   // entries in an application protocol list
+	MaxProtocol   = 255  // bytes in an application protocol name
 )
 
 // InitPayload is the payload of the first handshake message, sent by the
@@ -132,12 +137,14 @@ type InitPayload struct {
 //	uint8  n, uint16 cipher[n] as in InitPayload
 //	uint16 c                   0 or KEMCiphertext
 //	[c]byte kemCiphertext      ML-KEM-768 ciphertext, if the responder accepts the hybrid
+//	protocols                  the responder's application protocols, as below
 type RespPayload struct {
 	Hello         [HelloSize]byte
 	Identity      [IdentitySize]byte
 	Signature     [SignatureSize]byte
 	Ciphers       []uint16
 	KEMCiphertext []byte
+	Protocols     []string
 }
 
 // FinalPayload is the payload of the third message, sent by the initiator
@@ -145,9 +152,18 @@ type RespPayload struct {
 //
 //	[32]byte identity
 //	[64]byte signature
+//	protocols                  the initiator's application protocols:
+//
+// An application protocol list is
+//
+//	uint8 n                    number of names, 0..MaxProtocols
+//	n times: uint8 len (1..MaxProtocol), [len]byte name
+//
+// with no name twice; an empty list means no negotiation.
 type FinalPayload struct {
 	Identity  [IdentitySize]byte
 	Signature [SignatureSize]byte
+	Protocols []string
 }
 
 // Marshal appends the encoded payload to b.
@@ -175,7 +191,8 @@ func (p *RespPayload) Marshal(b []byte) []byte {
 	b = append(b, p.Identity[:]...)
 	b = append(b, p.Signature[:]...)
 	b = appendCiphers(b, p.Ciphers)
-	return appendBytes16(b, p.KEMCiphertext)
+	b = appendBytes16(b, p.KEMCiphertext)
+	return AppendProtocols(b, p.Protocols)
 }
 
 // ParseRespPayload decodes a RespPayload, which must fill b exactly.
@@ -193,7 +210,10 @@ func ParseRespPayload(b []byte) (*RespPayload, error) {
 	if p.Ciphers, b, ok = readCiphers(b); !ok {
 		return nil, ErrMalformed
 	}
-	if p.KEMCiphertext, b, ok = readBytes16(b, KEMCiphertext); !ok || len(b) != 0 {
+	if p.KEMCiphertext, b, ok = readBytes16(b, KEMCiphertext); !ok {
+		return nil, ErrMalformed
+	}
+	if p.Protocols, b, ok = readProtocols(b); !ok || len(b) != 0 {
 		return nil, ErrMalformed
 	}
 	return p, nil
@@ -202,18 +222,71 @@ func ParseRespPayload(b []byte) (*RespPayload, error) {
 // Marshal appends the encoded payload to b.
 func (p *FinalPayload) Marshal(b []byte) []byte {
 	b = append(b, p.Identity[:]...)
-	return append(b, p.Signature[:]...)
+	b = append(b, p.Signature[:]...)
+	return AppendProtocols(b, p.Protocols)
 }
 
 // ParseFinalPayload decodes a FinalPayload, which must fill b exactly.
 func ParseFinalPayload(b []byte) (*FinalPayload, error) {
-	if len(b) != IdentitySize+SignatureSize {
+	if len(b) < IdentitySize+SignatureSize {
 		return nil, ErrMalformed
 	}
 	p := new(FinalPayload)
 	copy(p.Identity[:], b)
 	copy(p.Signature[:], b[IdentitySize:])
+	var ok bool
+	if p.Protocols, b, ok = readProtocols(b[IdentitySize+SignatureSize:]); !ok || len(b) != 0 {
+		return nil, ErrMalformed
+	}
 	return p, nil
+}
+
+// CheckProtocols reports whether protos is a valid application protocol
+// list: at most MaxProtocols names of 1..MaxProtocol bytes, none twice.
+func CheckProtocols(protos []string) error {
+	if len(protos) > MaxProtocols {
+		return fmt.Errorf("more than %d application protocols", MaxProtocols)
+	}
+	for i, p := range protos {
+		if len(p) == 0 || len(p) > MaxProtocol {
+			return fmt.Errorf("application protocol %q is not 1 to %d bytes long", p, MaxProtocol)
+		}
+		if slices.Contains(protos[:i], p) {
+			return fmt.Errorf("application protocol %q is listed twice", p)
+		}
+	}
+	return nil
+}
+
+// AppendProtocols appends an application protocol list, which must pass
+// CheckProtocols.
+func AppendProtocols(b []byte, protos []string) []byte {
+	b = append(b, byte(len(protos)))
+	for _, p := range protos {
+		b = append(b, byte(len(p)))
+		b = append(b, p...)
+	}
+	return b
+}
+
+func readProtocols(b []byte) (protos []string, rest []byte, ok bool) {
+	if len(b) < 1 || int(b[0]) > MaxProtocols {
+		return nil, nil, false
+	}
+	n := int(b[0])
+	b = b[1:]
+	for range n {
+		if len(b) < 1 || b[0] == 0 || len(b) < 1+int(b[0]) {
+			return nil, nil, false
+		}
+		p := string(b[1 : 1+int(b[0])])
+		if slices.Contains(protos, p) {
+			return nil, nil, false
+		}
+		protos = append(protos, p)
+		b = b[1+int(b[0]):]
+	}
+	return protos, b, true
 }
 
 func appendCiphers(b []byte, ciphers []uint16) []byte {

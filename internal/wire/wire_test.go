@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -255,11 +256,13 @@ func TestRespPayload(t *testing.T) {
 		{"classic", RespPayload{Hello: hello, Identity: id, Signature: sig, Ciphers: []uint16{2, 3, 1}}},
 		{"hybrid", RespPayload{Hello: hello, Identity: id, Signature: sig, Ciphers: []uint16{3}, KEMCiphertext: ct}},
 		{"hybrid max ciphers", RespPayload{Hello: hello, Identity: id, Signature: sig, Ciphers: seq(MaxCiphers), KEMCiphertext: ct}},
+		{"protocols", RespPayload{Hello: hello, Identity: id, Signature: sig, Ciphers: []uint16{3}, KEMCiphertext: ct, Protocols: []string{"h2", "http/1.1"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			enc := tc.p.Marshal(nil)
 			want := bytes.Join([][]byte{tc.p.Hello[:], tc.p.Identity[:], tc.p.Signature[:],
-				(&InitPayload{Ciphers: tc.p.Ciphers, KEMKey: tc.p.KEMCiphertext}).Marshal(nil)}, nil)
+				(&InitPayload{Ciphers: tc.p.Ciphers, KEMKey: tc.p.KEMCiphertext}).Marshal(nil),
+				AppendProtocols(nil, tc.p.Protocols)}, nil)
 			if !bytes.Equal(enc, want) {
 				t.Fatalf("Marshal =\n%x\nwant\n%x", enc, want)
 			}
@@ -272,7 +275,7 @@ func TestRespPayload(t *testing.T) {
 			}
 			if p.Hello != tc.p.Hello || p.Identity != tc.p.Identity || p.Signature != tc.p.Signature ||
 				!equalU16(p.Ciphers, tc.p.Ciphers) || !bytes.Equal(p.KEMCiphertext, tc.p.KEMCiphertext) ||
-				(p.KEMCiphertext == nil) != (tc.p.KEMCiphertext == nil) {
+				(p.KEMCiphertext == nil) != (tc.p.KEMCiphertext == nil) || !slices.Equal(p.Protocols, tc.p.Protocols) {
 				t.Fatalf("ParseRespPayload = %+v, want %+v", p, tc.p)
 			}
 			if p.KEMCiphertext != nil && cap(p.KEMCiphertext) != len(p.KEMCiphertext) {
@@ -309,8 +312,13 @@ func TestParseRespPayloadErrors(t *testing.T) {
 		{"KEM length one long", cat(head, ciphers, kem(KEMCiphertext+1, KEMCiphertext+1))},
 		{"KEM length 0xffff", cat(head, ciphers, kem(0xffff, 0xffff))},
 		{"KEM body cut", cat(head, ciphers, []byte{byte(KEMCiphertext >> 8), byte(KEMCiphertext & 0xff)}, ct[:len(ct)-1])},
-		{"trailing byte", cat(head, ciphers, kem(0, 0), []byte{0})},
-		{"trailing byte after KEM", cat(head, ciphers, []byte{byte(KEMCiphertext >> 8), byte(KEMCiphertext & 0xff)}, ct, []byte{0})},
+		{"no protocol list", cat(head, ciphers, kem(0, 0))},
+		{"trailing byte", cat(head, ciphers, kem(0, 0), []byte{0, 0})},
+		{"trailing byte after KEM", cat(head, ciphers, []byte{byte(KEMCiphertext >> 8), byte(KEMCiphertext & 0xff)}, ct, []byte{0, 0})},
+		{"too many protocols", cat(head, ciphers, kem(0, 0), []byte{MaxProtocols + 1})},
+		{"empty protocol name", cat(head, ciphers, kem(0, 0), []byte{1, 0})},
+		{"protocol name cut", cat(head, ciphers, kem(0, 0), []byte{1, 3, 'h', '2'})},
+		{"protocol listed twice", cat(head, ciphers, kem(0, 0), []byte{2, 2, 'h', '2', 2, 'h', '2'})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := ParseRespPayload(tc.in)
@@ -325,32 +333,64 @@ func TestParseRespPayloadErrors(t *testing.T) {
 
 func TestFinalPayload(t *testing.T) {
 	_, id, sig := testSigner()
+	long := strings.Repeat("x", MaxProtocol)
+	var many []string
+	for i := range MaxProtocols {
+		many = append(many, fmt.Sprint(i))
+	}
 	for _, tc := range []struct {
 		name string
 		p    FinalPayload
 	}{
 		{"zero", FinalPayload{}},
 		{"real", FinalPayload{Identity: id, Signature: sig}},
+		{"one protocol", FinalPayload{Identity: id, Signature: sig, Protocols: []string{"/yamux/1.0.0"}}},
+		{"longest name", FinalPayload{Identity: id, Signature: sig, Protocols: []string{long}}},
+		{"most names", FinalPayload{Identity: id, Signature: sig, Protocols: many}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			enc := tc.p.Marshal(nil)
-			if want := append(tc.p.Identity[:], tc.p.Signature[:]...); !bytes.Equal(enc, want) {
+			want := append(append(tc.p.Identity[:], tc.p.Signature[:]...), AppendProtocols(nil, tc.p.Protocols)...)
+			if !bytes.Equal(enc, want) {
 				t.Fatalf("Marshal = %x, want %x", enc, want)
 			}
 			p, err := ParseFinalPayload(enc)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if *p != tc.p {
+			if p.Identity != tc.p.Identity || p.Signature != tc.p.Signature || !slices.Equal(p.Protocols, tc.p.Protocols) {
 				t.Fatalf("ParseFinalPayload = %+v, want %+v", p, tc.p)
 			}
 			mustRejectPrefixes(t, enc, func(b []byte) error { _, err := ParseFinalPayload(b); return err })
 		})
 	}
-	for _, n := range []int{0, 1, IdentitySize, IdentitySize + SignatureSize - 1, IdentitySize + SignatureSize + 1, 1000} {
+	for _, n := range []int{0, 1, IdentitySize, IdentitySize + SignatureSize - 1, IdentitySize + SignatureSize, IdentitySize + SignatureSize + 2, 1000} {
 		t.Run(fmt.Sprintf("length %d", n), func(t *testing.T) {
 			if p, err := ParseFinalPayload(make([]byte, n)); !errors.Is(err, ErrMalformed) || p != nil {
 				t.Fatalf("ParseFinalPayload of %d bytes = %+v, %v; want nil, ErrMalformed", n, p, err)
+			}
+		})
+	}
+}
+
+func TestCheckProtocols(t *testing.T) {
+	tests := []struct {
+		name    string
+		protos  []string
+		wantErr string
+	}{
+		{"none", nil, ""},
+		{"two", []string{"h2", "http/1.1"}, ""},
+		{"empty name", []string{""}, "not 1 to 255"},
+		{"long name", []string{strings.Repeat("x", MaxProtocol+1)}, "not 1 to 255"},
+		{"twice", []string{"a", "b", "a"}, "twice"},
+		{"too many", make([]string, MaxProtocols+1), "more than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckProtocols(tt.protos)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("CheckProtocols = %v, want %q", err, tt.wantErr)
 			}
 		})
 	}
@@ -588,9 +628,11 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		"FuzzParseRespPayload": {
 			{"classic", (&RespPayload{Hello: [HelloSize]byte(hello(ModeResponder)), Identity: id, Signature: sig, Ciphers: []uint16{3, 2, 1}}).Marshal(nil), true},
 			{"hybrid", (&RespPayload{Hello: [HelloSize]byte(hello(ModeEither)), Identity: id, Signature: sig, Ciphers: []uint16{2}, KEMCiphertext: ct}).Marshal(nil), true},
+			{"hybrid-protocols", (&RespPayload{Hello: [HelloSize]byte(hello(ModeResponder)), Identity: id, Signature: sig, Ciphers: []uint16{2}, KEMCiphertext: ct, Protocols: []string{"h2", "http/1.1"}}).Marshal(nil), true},
 		},
 		"FuzzParseFinalPayload": {
 			{"real", (&FinalPayload{Identity: id, Signature: sig}).Marshal(nil), true},
+			{"protocols", (&FinalPayload{Identity: id, Signature: sig, Protocols: []string{"/yamux/1.0.0", "/mplex/6.7.0"}}).Marshal(nil), true},
 		},
 		"FuzzParseRecordHeader": {
 			{"data-min", hdr(RecordData, TagSize), true},
