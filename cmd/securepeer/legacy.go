@@ -50,18 +50,15 @@ const maxLegacyFile = 1 << 20
 // legacyKey is a peer's RSA key in the legacy protocol.
 type legacyKey struct {
 	pub *rsa.PublicKey
-	pem string // as the peer sent it, what Node applications compare
 }
 
-func newLegacyKey(pub *rsa.PublicKey, pemText string) legacyKey {
-	if pemText == "" {
-		pemText = legacy.MarshalPublicKey(pub)
-	}
-	return legacyKey{pub: pub, pem: pemText}
+// String is the public key as PKCS #1 PEM, which -expect and -allow take.
+// It is made from the parsed key, never the text the peer sent: that text
+// may carry anything before its PEM block (terminal escapes, shell syntax,
+// a decoy key), and -exec hands String to a command as SECUREPEER_PEER_KEY.
+func (k legacyKey) String() string {
+	return strings.TrimRight(legacy.MarshalPublicKey(k.pub), "\n")
 }
-
-// String is the public key PEM, which -expect and -allow take.
-func (k legacyKey) String() string { return strings.TrimRight(k.pem, "\n") }
 
 // Fingerprint is legacy.Fingerprint: SHA256 of the DER SubjectPublicKeyInfo.
 func (k legacyKey) Fingerprint() string { return legacy.Fingerprint(k.pub) }
@@ -77,7 +74,7 @@ type legacyHandshaker struct {
 var _ handshaker = (*legacyHandshaker)(nil)
 
 func (h *legacyHandshaker) publicKey() peerKey {
-	return newLegacyKey(h.keys.Public(), h.keys.PublicPEM())
+	return legacyKey{h.keys.Public()}
 }
 
 // firstFlight says that a legacy peer's first flight is its header line:
@@ -103,7 +100,7 @@ func (h *legacyHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 		Ciphers:          h.ciphers,
 		HandshakeTimeout: h.timeout,
 		Verify: func(ctx context.Context, pub *rsa.PublicKey) error {
-			return verify(ctx, newLegacyKey(pub, ""))
+			return verify(ctx, legacyKey{pub})
 		},
 	}
 	c := legacy.NewConn(raw, cfg)
@@ -121,7 +118,7 @@ func (h *legacyHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 		conn:       c,
 		raw:        raw,
 		self:       h.publicKey(),
-		peer:       newLegacyKey(c.RemoteKey(), c.RemoteKeyPEM()),
+		peer:       legacyKey{c.RemoteKey()},
 		remoteAddr: raw.RemoteAddr().String(),
 		protocol:   legacyProtocol,
 		cipher:     c.Cipher(),
@@ -313,59 +310,59 @@ func (p *legacyPinPolicy) verify(_ context.Context, key peerKey) error {
 
 // legacyAllowPolicy is how listen -legacy -allow decides who may connect:
 // the keys in a file of PEM public keys and legacy fingerprints, read again
-// whenever it changes.
+// whenever its contents change.
 type legacyAllowPolicy struct {
 	e    *env
 	log  *slog.Logger
 	path string
 
-	mu      sync.Mutex // guards the fields below
-	modTime time.Time
-	size    int64
-	allowed map[string]int // fingerprint → line where it is listed
-	err     error          // why the current file is unusable
+	mu      sync.Mutex     // guards the fields below
+	data    []byte         // the contents allowed was parsed from
+	allowed map[string]int // fingerprint → line where it is listed; nil until parsed, or while the file is unusable
+	loaded  bool           // a parse has succeeded: the next ones are reloads
 }
 
 func newLegacyAllowPolicy(e *env, log *slog.Logger, path string) (*legacyAllowPolicy, error) {
 	p := &legacyAllowPolicy{e: e, log: log, path: path}
-	if _, err := p.current(); err != nil {
+	allowed, err := p.current()
+	if err != nil {
 		return nil, fmt.Errorf("-allow: %v", err)
 	}
-	if len(p.allowed) == 0 {
+	if len(allowed) == 0 {
 		e.notef("warning: %s lists no legacy key, so every peer will be refused until one is added", path)
 	}
-	log.Info("allow file loaded", "file", path, "keys", len(p.allowed))
+	log.Info("allow file loaded", "file", path, "keys", len(allowed))
 	return p, nil
 }
 
-// current returns the allowed fingerprints, reading the file again if its
-// size or modification time changed. p.mu must not be held.
+// current returns the allowed fingerprints, reading the file on every call
+// and parsing it again when its contents differ from the last parse, as
+// knownhosts.AuthorizedKeysFile does for the native -allow. Size and
+// modification time are no guide: an edit can keep both (cp -p, touch -r,
+// a same-length change within the clock's granularity). A file that has
+// become unreadable or malformed yields an error and no keys, so the
+// listener fails closed. p.mu must not be held.
 func (p *legacyAllowPolicy) current() (map[string]int, error) {
+	data, err := readBoundedFile(p.path)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fi, err := os.Stat(p.path)
 	if err != nil {
-		p.err = err
+		p.data, p.allowed = nil, nil
 		return nil, err
 	}
-	if p.allowed != nil && fi.ModTime().Equal(p.modTime) && fi.Size() == p.size {
-		return p.allowed, p.err
+	if p.allowed != nil && bytes.Equal(data, p.data) {
+		return p.allowed, nil
 	}
-	data, err := readBoundedFile(p.path)
-	if err == nil {
-		var allowed map[string]int
-		if allowed, err = parseLegacyAllow(p.path, data); err == nil {
-			if p.allowed != nil {
-				p.log.Info("allow file reloaded", "file", p.path, "keys", len(allowed))
-			}
-			p.allowed, p.err = allowed, nil
-		}
-	}
-	p.modTime, p.size = fi.ModTime(), fi.Size()
+	allowed, err := parseLegacyAllow(p.path, data)
 	if err != nil {
-		p.allowed, p.err = map[string]int{}, err
+		p.data, p.allowed = nil, nil
+		return nil, err
 	}
-	return p.allowed, p.err
+	if p.loaded {
+		p.log.Info("allow file reloaded", "file", p.path, "keys", len(allowed))
+	}
+	p.data, p.allowed, p.loaded = data, allowed, true
+	return allowed, nil
 }
 
 // parseLegacyAllow parses a legacy allow file: PEM public keys (as in an

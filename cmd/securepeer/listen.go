@@ -55,8 +55,9 @@ and a warning says so. -i then takes an rsa-json key file ({"private": PEM,
 $SECUREPEER_HOME/id_legacy_rsa.json, made by securepeer keygen -legacy), and
 -allow FILE takes PEM public keys and/or legacy fingerprints (SHA256:...,
 one per line), as securepeer id -legacy prints them. -exec and -to work as
-usual; SECUREPEER_PEER_KEY is then the peer's PEM public key. A Node peer
-stops sending once it receives this side's end of stream.
+usual; SECUREPEER_PEER_KEY is then the peer's public key as PKCS #1 PEM
+("RSA PUBLIC KEY"), encoded afresh from the key the peer sent, never its
+text. A Node peer stops sending once it receives this side's end of stream.
 
 Examples:
     # receive a file from one known peer
