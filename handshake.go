@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/flynn/noise"
@@ -93,9 +94,12 @@ func (c *Conn) handshake(ctx context.Context) error {
 }
 
 func (hs *handshakeState) checkConfig() error {
-	for _, c := range hs.cfg.Ciphers {
+	for i, c := range hs.cfg.Ciphers {
 		if c.keySize() == 0 {
 			return fmt.Errorf("securepeer: Config.Ciphers lists unsupported cipher %v", c)
+		}
+		if slices.Contains(hs.cfg.Ciphers[:i], c) {
+			return fmt.Errorf("securepeer: Config.Ciphers lists %v twice", c)
 		}
 	}
 	if len(hs.cfg.Ciphers) > wire.MaxCiphers {

@@ -120,7 +120,7 @@ const (
 // initiator in clear (but hashed into the Noise transcript).
 //
 //	uint8  n           number of ciphers, 1..MaxCiphers
-//	uint16 cipher[n]   preference order, most preferred first
+//	uint16 cipher[n]   preference order, most preferred first, none twice
 //	uint16 k           0 or KEMKeySize
 //	[k]byte kemKey     ML-KEM-768 encapsulation key, if the initiator offers the hybrid
 type InitPayload struct {
@@ -309,6 +309,9 @@ func readCiphers(b []byte) (ciphers []uint16, rest []byte, ok bool) {
 	ciphers = make([]uint16, n)
 	for i := range ciphers {
 		ciphers[i] = binary.BigEndian.Uint16(b[2*i:])
+		if slices.Contains(ciphers[:i], ciphers[i]) {
+			return nil, nil, false // listed twice
+		}
 	}
 	return ciphers, b[2*n:], true
 }

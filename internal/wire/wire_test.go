@@ -305,6 +305,7 @@ func TestParseRespPayloadErrors(t *testing.T) {
 		{"zero ciphers", cat(head, []byte{0}, kem(0, 0))},
 		{"too many ciphers", cat(head, []byte{MaxCiphers + 1}, make([]byte, 2*(MaxCiphers+1)), kem(0, 0))},
 		{"cipher list cut", cat(head, []byte{3, 0, 1, 0, 2})},
+		{"cipher listed twice", cat(head, []byte{2, 0, 3, 0, 3}, kem(0, 0), []byte{0})},
 		{"no KEM length", cat(head, ciphers)},
 		{"half KEM length", cat(head, ciphers, []byte{4})},
 		{"KEM length of an encapsulation key", cat(head, ciphers, kem(KEMKeySize, KEMKeySize))},
