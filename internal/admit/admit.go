@@ -127,7 +127,7 @@ type Listener[T any] struct {
 	cfg    Config[T]
 	ctx    context.Context
 	cancel context.CancelFunc
-	ready  chan T
+	ready  chan accepted[T]
 	done   chan struct{} // closed when the accept loop returns
 	wg     sync.WaitGroup
 	cpu    cpuGate
@@ -141,6 +141,13 @@ type Listener[T any] struct {
 	seq     uint64 // arrival order
 	closed  bool
 	err     error // why the accept loop ended, if not Close
+}
+
+// accepted is a completed connection on its way to Accept, which stops
+// counting it, so that the slot is free when Accept returns.
+type accepted[T any] struct {
+	e *entry
+	v T
 }
 
 // phase is where a pending connection stands.
@@ -203,7 +210,7 @@ func NewListener[T any](inner net.Listener, cfg Config[T]) *Listener[T] {
 		cfg:     cfg,
 		ctx:     ctx,
 		cancel:  cancel,
-		ready:   make(chan T),
+		ready:   make(chan accepted[T]),
 		done:    make(chan struct{}),
 		sources: make(map[netip.Prefix]*source),
 	}
@@ -217,8 +224,11 @@ func NewListener[T any](inner net.Listener, cfg Config[T]) *Listener[T] {
 // error wrapping net.ErrClosed or the inner listener's error.
 func (l *Listener[T]) Accept() (T, error) {
 	select {
-	case v := <-l.ready:
-		return v, nil
+	case a := <-l.ready:
+		l.mu.Lock()
+		l.removeLocked(a.e)
+		l.mu.Unlock()
+		return a.v, nil
 	case <-l.done:
 	}
 	var zero T
@@ -487,10 +497,7 @@ func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
 		return
 	}
 	select {
-	case l.ready <- v:
-		l.mu.Lock()
-		l.removeLocked(e)
-		l.mu.Unlock()
+	case l.ready <- accepted[T]{e, v}:
 	case <-l.ctx.Done():
 		e.raw.Close()
 		l.mu.Lock()
