@@ -412,8 +412,9 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 	case wire.RecordEnd:
 		hc.release()
 		if len(plain) != 0 {
-			hc.err = errAuth
-			return 0, errAuth
+			// Authentic, so the peer itself is broken: not tampering.
+			hc.err = errors.New("securepeer: the peer sent an end-of-stream record that carries data, which the protocol forbids")
+			return 0, hc.err
 		}
 		hc.err = io.EOF
 	case wire.RecordAlert:

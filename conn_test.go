@@ -1373,3 +1373,66 @@ func TestNextProtosConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordSemantics sends records an honest Conn never sends, sealed with
+// the real keys, and checks what the receiver makes of each (PROTOCOL.md,
+// "Records").
+func TestRecordSemantics(t *testing.T) {
+	type rec struct {
+		typ     uint8
+		payload string
+	}
+	tests := []struct {
+		name     string
+		records  []rec
+		wantData string
+		wantErr  func(error) bool
+		errText  string
+	}{
+		{"empty data record carries nothing", []rec{{wire.RecordData, ""}, {wire.RecordData, "x"}, {wire.RecordEnd, ""}}, "x",
+			func(err error) bool { return err == nil }, "a clean end"},
+		{"nothing after the end is read", []rec{{wire.RecordData, "a"}, {wire.RecordEnd, ""}, {wire.RecordData, "late"}}, "a",
+			func(err error) bool { return err == nil }, "a clean end"},
+		{"end record with data", []rec{{wire.RecordData, "a"}, {wire.RecordEnd, "x"}}, "a",
+			func(err error) bool {
+				return err != nil && strings.Contains(err.Error(), "end-of-stream record that carries data")
+			}, "the broken end record"},
+		{"unknown alert reason", []rec{{wire.RecordAlert, "\x7f"}}, "",
+			func(err error) bool { return err != nil && strings.Contains(err.Error(), "unknown alert") }, "an unknown alert"},
+		{"alert with two bytes", []rec{{wire.RecordAlert, "\x01\x01"}}, "",
+			func(err error) bool { return err != nil && strings.Contains(err.Error(), "unknown alert") }, "an unknown alert"},
+		{"rejection alert from either side", []rec{{wire.RecordAlert, "\x01"}}, "",
+			func(err error) bool { return errors.Is(err, ErrRejected) }, "ErrRejected"},
+		{"abort alert", []rec{{wire.RecordData, "half"}, {wire.RecordAlert, "\x02"}}, "half",
+			func(err error) bool { return errors.Is(err, ErrAborted) }, "ErrAborted"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := tcpPair(t)
+			sender := Client(a, &Config{Identity: testIdentity(t, 1)})
+			receiver := Server(b, &Config{Identity: testIdentity(t, 2)})
+			srv := run(receiver.Handshake)
+			if err := sender.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if err := wait(t, srv); err != nil {
+				t.Fatal(err)
+			}
+			sender.out.Lock()
+			for _, r := range tt.records {
+				if err := sender.writeRecordLocked(r.typ, []byte(r.payload)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sender.out.Unlock()
+			got, err := io.ReadAll(receiver)
+			if string(got) != tt.wantData {
+				t.Errorf("read %q, want %q", got, tt.wantData)
+			}
+			if !tt.wantErr(err) {
+				t.Errorf("ReadAll error %v, want %s", err, tt.errText)
+			}
+			a.Close()
+		})
+	}
+}
