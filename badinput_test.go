@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flynn/noise"
+
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -568,5 +570,41 @@ func TestBadInputRecordHeader(t *testing.T) {
 				b.Close()
 			})
 		}
+	}
+}
+
+// lowOrderDH is an X25519 that "generates" the all-zero public key, a
+// low-order point, as a hostile initiator's ephemeral key.
+type lowOrderDH struct{ *x25519 }
+
+func (lowOrderDH) GenerateKeypair(io.Reader) (noise.DHKey, error) {
+	return noise.DHKey{Private: make([]byte, 32), Public: make([]byte, 32)}, nil
+}
+
+// TestBadInputLowOrderEphemeral sends a well-formed message 1 whose
+// ephemeral key is a low-order point: the responder's first DH, ee, gives
+// all zeros, and the handshake must fail with a clear error at once.
+func TestBadInputLowOrderEphemeral(t *testing.T) {
+	a, b := tcpPair(t)
+	hello := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator}.Marshal()
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite:           noise.NewCipherSuite(lowOrderDH{new(x25519)}, noise.CipherChaChaPoly, noise.HashSHA256),
+		Pattern:               noise.HandshakeXX,
+		Initiator:             true,
+		Prologue:              append([]byte(labelPrologue), hello[:]...),
+		PresharedKeyPlacement: 3,
+		StaticKeypair:         noise.DHKey{Private: make([]byte, 32), Public: make([]byte, 32)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg1, _, _, err := hs.WriteMessage(nil, (&wire.InitPayload{Ciphers: []uint16{uint16(AES256GCM)}}).Marshal(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go a.Write(appendHandshakeMessage(hello[:], msg1))
+	err = Server(b, &Config{Identity: testIdentity(t, 2), HandshakeTimeout: 10 * time.Second}).Handshake()
+	if !errors.Is(err, errLowOrder) {
+		t.Errorf("responder got %v, want the low-order error", err)
 	}
 }

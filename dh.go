@@ -3,6 +3,7 @@ package securepeer
 import (
 	"crypto/ecdh"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"io"
 
@@ -59,8 +60,16 @@ func (d *x25519) DH(priv, pub []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return k.ECDH(p)
+	shared, err := k.ECDH(p)
+	if err != nil {
+		return nil, errLowOrder
+	}
+	return shared, nil
 }
+
+// errLowOrder is the error of a DH with a low-order peer key, whose result is
+// all zeros: only a broken or hostile peer sends one.
+var errLowOrder = errors.New("securepeer: handshake failed: the peer's X25519 key is a low-order point; the peer is broken or hostile")
 
 func (d *x25519) DHLen() int     { return 32 }
 func (d *x25519) DHName() string { return "25519" }

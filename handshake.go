@@ -340,7 +340,9 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 	}
 	p3, err := wire.ParseFinalPayload(payload)
 	if err != nil {
-		return hs.protocolError("message 3 is malformed")
+		// The initiator has finished its handshake and reads records now,
+		// where an abort would be read as a malformed record: say nothing.
+		return handshakeFailed("message 3 is malformed")
 	}
 	if err := hs.checkIdentity(p3.Identity, p3.Signature); err != nil {
 		return err
@@ -599,6 +601,10 @@ func (hs *handshakeState) abort(reason byte) {
 
 func (hs *handshakeState) protocolError(what string) error {
 	hs.abort(wire.AbortProtocol)
+	return handshakeFailed(what)
+}
+
+func handshakeFailed(what string) error {
 	return fmt.Errorf("securepeer: handshake failed: %s; the peer is broken or the connection was tampered with", what)
 }
 
