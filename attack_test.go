@@ -273,18 +273,6 @@ func fromSpread(i int) net.IP {
 // fromEven spreads the attackers evenly over 127.0.4.1 to 127.0.4.250.
 func fromEven(i int) net.IP { return net.IPv4(127, 0, 4, byte(1+i%250)) }
 
-func sourcesByName(name string) func(int) net.IP {
-	switch name {
-	case "local":
-		return fromLocal
-	case "spread":
-		return fromSpread
-	case "even":
-		return fromEven
-	}
-	panic("unknown sources " + name)
-}
-
 // recordFirstFlight returns what a real Client sends before it reads
 // anything: its hello, then message 1 with its 2-byte length.
 func recordFirstFlight(tb testing.TB) []byte {
@@ -631,11 +619,7 @@ func fdExhaustion(tb testing.TB, peers int, limit time.Duration) (time.Duration,
 const helperEnv = "SECUREPEER_ATTACK_HELPER"
 
 type helperArgs struct {
-	Mode       string // "attackers", "fdlimit-listener" or "idle-clients"
-	Kind       attackKind
-	N          int
-	Target     string
-	Sources    string // "local", "spread" or "even"
+	Mode       string // "fdlimit-listener" or "server"
 	Duration   time.Duration
 	NoFile     uint64 // RLIMIT_NOFILE to set, if not zero
 	ServerSeed byte   // testIdentity seed of the server, to pin its key
@@ -794,12 +778,10 @@ func TestAttackHelperProcess(t *testing.T) {
 	}()
 	var err error
 	switch args.Mode {
-	case "attackers":
-		err = helperAttackers(ctx, t, args)
 	case "fdlimit-listener":
 		err = helperFDLimitListener(ctx, t, args)
-	case "idle-clients":
-		err = helperIdleClients(ctx, t, args, stdin)
+	case "server":
+		err = helperServer(ctx, t, args, stdin)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", args.Mode)
 	}
@@ -812,23 +794,6 @@ func TestAttackHelperProcess(t *testing.T) {
 
 func helperSay(format string, args ...any) {
 	fmt.Printf("helper: "+format+"\n", args...)
-}
-
-// helperAttackers runs an attack, says "settled N" once all N attackers
-// have connected (or after 30 s, with how many did), and runs on until
-// told to stop.
-func helperAttackers(ctx context.Context, tb testing.TB, args helperArgs) error {
-	cfg := attackConfig{kind: args.Kind, target: args.Target, n: args.N, source: sourcesByName(args.Sources), maxDuration: args.Duration}
-	if args.Kind == attackTrickle || args.Kind == attackReplay {
-		cfg.flight = recordFirstFlight(tb)
-	}
-	a := startAttack(ctx, cfg)
-	defer a.stop()
-	a.waitConnected(30 * time.Second)
-	helperSay("settled %d", a.connected.Load())
-	<-ctx.Done()
-	helperSay("stats %v", a)
-	return nil
 }
 
 // helperFDLimitListener runs a listener, says "addr ADDR", and accepts:

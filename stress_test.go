@@ -25,19 +25,23 @@ package securepeer
 //   - replay-500: 500 connections from 127.0.0.1 replaying a recorded
 //     first flight in a loop; the same rounds (127.0.1.1 is the target,
 //     127.0.0.1 is for information).
-//   - memory-KIND-K: the attackers run in a helper process (the test binary
-//     re-executed), so this process holds the server alone; runtime memory
+//   - memory-KIND-K (silent, hello; K = 256, 1000): the listener runs in a
+//     fresh helper process (the test binary re-executed), so that its
+//     memory is the server's alone, untouched by earlier scenarios; K
+//     attackers here, spread evenly over 127.0.4.1-250. Runtime memory
 //     (HeapAlloc + StackInuse after two GCs) with the attackers connected,
-//     minus the same before they started, over the server's open sockets
-//     (from /proc/self/fd), which are the pending connections.
+//     minus the same before they started, over the helper's new open
+//     sockets (from /proc/self/fd), which are the pending connections.
 //   - fd-exhaustion: a listener in a helper process with RLIMIT_NOFILE 64,
 //     60 peers at once, all closed, then a real client.
-//   - idle-10k: 10,000 authenticated connections from a helper process, one
-//     server goroutine blocked in Read on each; memory per connection, then
-//     a byte each way on every one.
+//   - idle-10k: 10,000 authenticated connections from this process to a
+//     listener in a fresh helper process whose application has one
+//     goroutine per connection blocked in Read; the server's memory per
+//     connection, measured as above, then a byte each way on every one.
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -45,7 +49,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -195,62 +198,178 @@ func openSockets(tb testing.TB) int {
 	return n
 }
 
-// benchPendingMemory measures the server's memory per pending connection:
-// k attackers of kind in a helper process, spread evenly over 250 source
-// addresses, against a default listener in this one.
-func benchPendingMemory(b *testing.B, kind attackKind, k int) {
-	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(b, 0x52)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := watchAccept(ln, nil)
-	defer w.close()
-	time.Sleep(100 * time.Millisecond)
-	baseMem, baseSocks := runtimeMemory(), openSockets(b)
+// serverMemory is what a "server" helper process says when told to
+// measure.
+type serverMemory struct {
+	mem      int64 // runtime memory: HeapAlloc + StackInuse after two GCs
+	sockets  int   // open sockets, the listener's included
+	accepted int   // connections Accept has returned
+}
 
-	h := startHelper(b, helperArgs{Mode: "attackers", Kind: kind, N: k, Target: ln.Addr().String(), Sources: "even", Duration: 10 * time.Minute})
+func (h *helperProc) measure() (serverMemory, error) {
+	var m serverMemory
+	if err := h.send("measure"); err != nil {
+		return m, err
+	}
+	out, err := h.expect("memory ", time.Minute)
+	if err != nil {
+		return m, err
+	}
+	_, err = fmt.Sscan(out, &m.mem, &m.sockets, &m.accepted)
+	return m, err
+}
+
+// benchPendingMemory measures the server's memory per pending connection:
+// a default listener in a fresh helper process, k attackers of kind in this
+// one, spread evenly over 250 source addresses. The pending connections are
+// the helper's open sockets but the listener.
+func benchPendingMemory(b *testing.B, kind attackKind, k int) {
+	h := startHelper(b, helperArgs{Mode: "server", ServerSeed: 0x52, Duration: 10 * time.Minute})
 	defer h.stop()
-	settled, err := h.expect("settled ", 60*time.Second)
+	addr, err := h.expect("addr ", 30*time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}
+	base, err := h.measure()
+	if err != nil {
+		b.Fatal(err)
+	}
+	a := startAttack(context.Background(), attackConfig{kind: kind, target: addr, n: k, source: fromEven, maxDuration: 10 * time.Minute})
+	defer a.stop()
+	a.waitConnected(30 * time.Second)
 	time.Sleep(2 * time.Second) // every handshake the server will start has started
-	s1 := openSockets(b)
-	mem := runtimeMemory()
-	s2 := openSockets(b)
-	held := float64(s1+s2)/2 - float64(baseSocks)
-	b.Logf("%s attackers connected: %s; server sockets held: %.0f; runtime memory %+d B", kind, settled, held, mem-baseMem)
+	m, err := h.measure()
+	if err != nil {
+		b.Fatal(err)
+	}
+	held := m.sockets - base.sockets
+	b.Logf("%v; server: %d sockets held, runtime memory %+d B", a, held, m.mem-base.mem)
 	if held < 1 {
 		b.Fatalf("the server holds no attacker connection")
 	}
-	b.ReportMetric(float64(mem-baseMem)/held, "B/pending-conn")
-	b.ReportMetric(held, "pending-conns")
+	b.ReportMetric(float64(m.mem-base.mem)/float64(held), "B/pending-conn")
+	b.ReportMetric(float64(held), "pending-conns")
 	b.ReportMetric(0, "ns/op")
 }
 
-// benchIdleConns opens n authenticated connections from a helper process
-// to a default listener whose application runs one goroutine per
-// connection blocked in Read, measures the memory per connection on this
-// (server) side, then exchanges a byte each way on every connection.
+// benchIdleConns opens n authenticated connections from this process to a
+// default listener in a fresh helper process, whose application runs one
+// goroutine per connection blocked in Read; it measures the server's
+// memory per connection, then exchanges a byte each way on every
+// connection. The clients come from 127.0.3.1 to 127.0.3.16.
 func benchIdleConns(b *testing.B, n int) {
-	const serverSeed = 0x56
-	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(b, serverSeed)})
+	const serverSeed, clientSeed = 0x56, 0x57
+	h := startHelper(b, helperArgs{Mode: "server", ServerSeed: serverSeed, Duration: 20 * time.Minute})
+	defer h.stop()
+	addr, err := h.expect("addr ", 30*time.Second)
 	if err != nil {
 		b.Fatal(err)
+	}
+	base, err := h.measure()
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	cfg := &Config{Identity: testIdentity(b, clientSeed), Verify: pin(testIdentity(b, serverSeed).PublicKey())}
+	conns := make([]*Conn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	start := time.Now()
+	if err := parallel16(n, func(i int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c, err := legitDial(ctx, net.IPv4(127, 0, 3, byte(1+i%16)), addr, cfg)
+		if err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+		conns[i] = c
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	setup := time.Since(start)
+	time.Sleep(5 * time.Second) // idle
+	m, err := h.measure()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if m.accepted != n {
+		b.Fatalf("the server accepted %d of %d", m.accepted, n)
+	}
+	var ok atomic.Int64
+	err = parallel16(n, func(i int) error {
+		c := conns[i]
+		c.SetDeadline(time.Now().Add(time.Minute))
+		one := []byte{byte(i)}
+		if _, err := c.Write(one); err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+		if _, err := io.ReadFull(c, one); err != nil || one[0] != byte(i) {
+			return fmt.Errorf("connection %d: echo %v, %v", i, one, err)
+		}
+		ok.Add(1)
+		return nil
+	})
+	b.Logf("%d connections set up in %v; server: %d sockets, runtime memory %+d B; %d exchanged a byte each way",
+		n, setup.Round(time.Millisecond), m.sockets-base.sockets, m.mem-base.mem, ok.Load())
+	if err != nil {
+		b.Errorf("only %d of %d idle connections still work: %v", ok.Load(), n, err)
+	}
+	b.ReportMetric(float64(ok.Load()), "conns-working")
+	b.ReportMetric(float64(m.mem-base.mem)/float64(n), "B/idle-conn-blocked-read")
+	b.ReportMetric(setup.Seconds(), "s/setup")
+	b.ReportMetric(0, "ns/op")
+}
+
+// parallel16 runs f(i) for i in [0, n), 16 at a time, and returns the
+// first error.
+func parallel16(n int, f func(i int) error) error {
+	var next atomic.Int64
+	errs := make([]error, 16)
+	var wg sync.WaitGroup
+	for w := range errs {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if err := f(i); err != nil && errs[w] == nil {
+					errs[w] = err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// helperServer runs a default listener with the usual application loop:
+// one goroutine per accepted connection, blocked in Read; it echoes the
+// first byte, then reads until the end of stream. It says "addr ADDR", and
+// on each line "measure" says "memory MEM SOCKETS ACCEPTED": runtime
+// memory, open sockets and the connections Accept has returned.
+func helperServer(ctx context.Context, tb testing.TB, args helperArgs, stdin <-chan string) error {
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(tb, args.ServerSeed)})
+	if err != nil {
+		return err
 	}
 	var (
 		wg       sync.WaitGroup
 		accepted atomic.Int64
-		echoed   atomic.Int64
 	)
 	defer wg.Wait()
 	defer ln.Close()
-	baseMem := runtimeMemory()
 	wg.Go(func() {
-		for range n {
+		for range 10_000_000 {
 			c, err := ln.Accept()
-			if err != nil {
+			if errors.Is(err, net.ErrClosed) {
 				return
+			}
+			if err != nil {
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
 			accepted.Add(1)
 			wg.Go(func() {
@@ -262,119 +381,21 @@ func benchIdleConns(b *testing.B, n int) {
 				if _, err := c.Write(one[:]); err != nil {
 					return
 				}
-				echoed.Add(1)
-				io.Copy(io.Discard, c) // until the client closes
+				io.Copy(io.Discard, c)
 			})
 		}
 	})
-
-	start := time.Now()
-	h := startHelper(b, helperArgs{Mode: "idle-clients", N: n, Target: ln.Addr().String(), ServerSeed: serverSeed, Duration: 20 * time.Minute})
-	defer h.stop()
-	if _, err := h.expect("dialed ", 15*time.Minute); err != nil {
-		b.Fatal(err)
-	}
-	for deadline := time.Now().Add(time.Minute); accepted.Load() < int64(n) && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
-	setup := time.Since(start)
-	if got := accepted.Load(); got < int64(n) {
-		b.Fatalf("accepted %d of %d", got, n)
-	}
-	time.Sleep(5 * time.Second) // idle
-	mem := runtimeMemory()
-	if err := h.send("exchange"); err != nil {
-		b.Fatal(err)
-	}
-	out, err := h.expect("exchanged ", 5*time.Minute)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ok, _ := strconv.Atoi(out)
-	b.Logf("%d connections set up in %v; %d exchanged a byte each way (server echoed %d)", n, setup.Round(time.Millisecond), ok, echoed.Load())
-	if ok != n {
-		b.Errorf("only %d of %d idle connections still work", ok, n)
-	}
-	b.ReportMetric(float64(ok), "conns-working")
-	b.ReportMetric(float64(mem-baseMem)/float64(n), "B/idle-conn-blocked-read")
-	b.ReportMetric(setup.Seconds(), "s/setup")
-	b.ReportMetric(0, "ns/op")
-}
-
-// helperIdleClients dials N authenticated connections to Target (pinning
-// the server's key), from 127.0.3.1 to 127.0.3.16, says "dialed N", and on
-// the line "exchange" writes a byte on each and reads its echo, then says
-// "exchanged OK" with the number that worked. It closes them all when told
-// to stop.
-func helperIdleClients(ctx context.Context, tb testing.TB, args helperArgs, stdin <-chan string) error {
-	cfg := &Config{Identity: testIdentity(tb, 0x57), Verify: pin(testIdentity(tb, args.ServerSeed).PublicKey())}
-	conns := make([]*Conn, args.N)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
+	helperSay("addr %s", ln.Addr())
+	for {
+		select {
+		case line := <-stdin:
+			if line != "measure" {
+				return fmt.Errorf("unexpected %q", line)
 			}
+			mem := runtimeMemory()
+			helperSay("memory %d %d %d", mem, openSockets(tb), accepted.Load())
+		case <-ctx.Done():
+			return nil
 		}
-	}()
-	// parallel runs f(i) for every connection, 16 at a time.
-	parallel := func(f func(i int) error) error {
-		var next atomic.Int64
-		errs := make([]error, 16)
-		var wg sync.WaitGroup
-		for w := range errs {
-			wg.Go(func() {
-				for i := int(next.Add(1) - 1); i < args.N && ctx.Err() == nil; i = int(next.Add(1) - 1) {
-					if err := f(i); err != nil && errs[w] == nil {
-						errs[w] = err
-					}
-				}
-			})
-		}
-		wg.Wait()
-		for _, err := range errs {
-			if err != nil {
-				return err
-			}
-		}
-		return ctx.Err()
 	}
-	err := parallel(func(i int) error {
-		dctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		c, err := legitDial(dctx, net.IPv4(127, 0, 3, byte(1+i%16)), args.Target, cfg)
-		if err != nil {
-			return fmt.Errorf("connection %d: %w", i, err)
-		}
-		conns[i] = c
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	helperSay("dialed %d", args.N)
-	select {
-	case line := <-stdin:
-		if line != "exchange" {
-			return fmt.Errorf("unexpected %q", line)
-		}
-	case <-ctx.Done():
-		return nil
-	}
-	var ok atomic.Int64
-	parallel(func(i int) error {
-		c := conns[i]
-		c.SetDeadline(time.Now().Add(time.Minute))
-		one := []byte{byte(i)}
-		if _, err := c.Write(one); err != nil {
-			return err
-		}
-		if _, err := io.ReadFull(c, one); err != nil || one[0] != byte(i) {
-			return fmt.Errorf("connection %d: echo %v, %v", i, one, err)
-		}
-		ok.Add(1)
-		return nil
-	})
-	helperSay("exchanged %d", ok.Load())
-	<-ctx.Done()
-	return nil
 }
