@@ -66,10 +66,11 @@ Examples:
 `
 
 // homeDir returns the directory that holds the default identity and
-// known_hosts: $SECUREPEER_HOME, or ~/.securepeer.
+// known_hosts: $SECUREPEER_HOME, or ~/.securepeer. It refuses one that
+// others can write (see checkHome); whoever creates it creates it 0700.
 func (e *env) homeDir() (string, error) {
 	if h := e.getenv("SECUREPEER_HOME"); h != "" {
-		return h, nil
+		return h, checkHome(h, "$SECUREPEER_HOME "+h)
 	}
 	home := e.getenv("HOME")
 	if home == "" {
@@ -78,7 +79,8 @@ func (e *env) homeDir() (string, error) {
 			return "", fmt.Errorf("cannot find the home directory; set SECUREPEER_HOME: %v", err)
 		}
 	}
-	return filepath.Join(home, ".securepeer"), nil
+	dir := filepath.Join(home, ".securepeer")
+	return dir, checkHome(dir, "~/.securepeer ("+dir+")")
 }
 
 func (e *env) defaultIdentityPath() (string, error) {
@@ -101,6 +103,11 @@ func (e *env) loadIdentity(path string) (*securepeer.Identity, error) {
 	}
 	if strings.HasSuffix(path, ".pub") {
 		return nil, usageErrorf("%s is a public key; -i takes the private key file, %s", path, strings.TrimSuffix(path, ".pub"))
+	}
+	if explicit {
+		if err := checkFileDir(path); err != nil {
+			return nil, err
+		}
 	}
 	_, err := os.Stat(path)
 	switch {
@@ -161,6 +168,11 @@ func runKeygen(_ context.Context, e *env, args []string) error {
 	}
 	if strings.HasSuffix(path, ".pub") {
 		return usageErrorf("keygen: -f names the private key file; %s.pub is written next to it", strings.TrimSuffix(path, ".pub"))
+	}
+	if *file != "" {
+		if err := checkFileDir(path); err != nil {
+			return err
+		}
 	}
 	id, err := securepeer.GenerateIdentity()
 	if err != nil {

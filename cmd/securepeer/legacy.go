@@ -206,6 +206,11 @@ func (e *env) loadLegacyKeys(path string) (*legacy.Keys, error) {
 			return nil, err
 		}
 	}
+	if explicit {
+		if err := checkFileDir(path); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		if explicit {
 			return nil, fmt.Errorf("legacy key file %s does not exist; create it with securepeer keygen -legacy -f %s, or use the rsa-json file of the Node deployment", path, path)
@@ -438,6 +443,8 @@ func runKeygenLegacy(e *env, path string, bits int, force bool) error {
 		if path, err = e.defaultLegacyKeyPath(); err != nil {
 			return err
 		}
+	} else if err := checkFileDir(path); err != nil {
+		return err
 	}
 	if !force {
 		if _, err := os.Lstat(path); err == nil {

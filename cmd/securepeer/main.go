@@ -33,6 +33,8 @@ Usage:
 Your identity is $SECUREPEER_HOME/id_ed25519 (default ~/.securepeer/id_ed25519),
 created on first use; -i FILE selects another, such as ~/.ssh/id_ed25519.
 Peers you connect to are remembered in known_hosts next to it, as ssh does.
+As ssh's StrictModes does, a home directory (made mode 0700), or the
+directory of a key file, that others can write is refused.
 To migrate peers off the Node module secure-peer 0.2, keygen, id, listen and
 connect take -legacy, which speaks its insecure protocol with rsa-json keys.
 

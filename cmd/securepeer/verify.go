@@ -194,10 +194,11 @@ func (p *allowPolicy) verify(_ context.Context, key peerKey) error {
 }
 
 // knownHostsPath returns the known_hosts file: -known-hosts, or known_hosts
-// next to the default identity.
+// next to the default identity. Either way it refuses a directory that
+// others can write.
 func (e *env) knownHostsPath(flagValue string) (string, error) {
 	if flagValue != "" {
-		return flagValue, nil
+		return flagValue, checkFileDir(flagValue)
 	}
 	dir, err := e.homeDir()
 	if err != nil {
