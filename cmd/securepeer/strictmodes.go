@@ -43,7 +43,11 @@ func checkHome(dir, name string) error {
 // the command line if others can replace the file.
 func checkFileDir(path string) error {
 	dir := filepath.Dir(path)
-	return checkTrustedDir(dir, fmt.Sprintf("%s, the directory of %s,", dir, path), false)
+	name := fmt.Sprintf("%s, the directory of %s,", dir, path)
+	if dir == "." {
+		name = fmt.Sprintf("the current directory, which holds %s,", path)
+	}
+	return checkTrustedDir(dir, name, false)
 }
 
 // checkTrustedDir checks dir and the directories above it by the rules in

@@ -157,6 +157,15 @@ func TestStrictModes(t *testing.T) {
 			stderr: "shared, the directory of shared/key, is writable by others (mode 0777), who could replace the file; run chmod go-w shared",
 		},
 		{
+			name: "-i in a current directory others can write",
+			setup: func(te *testEnv) {
+				te.run("keygen", "-f", "key")
+				te.mkdir(".", 0o777)
+			},
+			args:   []string{"id", "-i", "key"},
+			stderr: "the current directory, which holds key, is writable by others (mode 0777), who could replace the file; run chmod go-w .",
+		},
+		{
 			name: "-i in a sticky directory others can write, as /tmp",
 			setup: func(te *testEnv) {
 				te.mkdir("shared", 0o700)
