@@ -29,10 +29,12 @@ type Config struct {
 	// [ErrRejected].
 	//
 	// Verify may block, for example to ask a user or a database; ctx carries
-	// the handshake's deadline. If Verify is nil, every key is accepted: that
-	// suits a server that authorises peers at the application layer by
-	// [Conn.RemoteKey]. See the knownhosts package for pinning and allow
-	// lists.
+	// the handshake's deadline. If Verify is nil, every key but this side's
+	// own is accepted: that suits a server that authorises peers at the
+	// application layer by [Conn.RemoteKey]. (A peer with this side's own
+	// key is refused with [ErrOwnKey]: it is another session of the same
+	// identity, cross-wired or reflected. A non-nil Verify sees it like any
+	// other key.) See the knownhosts package for pinning and allow lists.
 	Verify func(ctx context.Context, remote PublicKey) error
 
 	// Ciphers lists the transport ciphers this side accepts, most preferred

@@ -1436,3 +1436,48 @@ func TestRecordSemantics(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnKey connects two sessions of one identity, as an attacker who
+// relays between them (cross-wiring) or a reflection would, and as a user
+// running listen and connect with one home directory does on purpose.
+func TestOwnKey(t *testing.T) {
+	acceptAll := func(context.Context, PublicKey) error { return nil }
+	tests := []struct {
+		name             string
+		verifyI, verifyR func(context.Context, PublicKey) error
+		wantI, wantR     error // nil: the handshake completes
+	}{
+		{"nil Verify on both sides", nil, nil, ErrOwnKey, ErrRejected},
+		{"nil Verify on the responder", acceptAll, nil, nil, ErrOwnKey},
+		{"an explicit Verify accepts it", acceptAll, acceptAll, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := tcpPair(t)
+			id := testIdentity(t, 5)
+			x := Client(a, &Config{Identity: id, Verify: tt.verifyI})
+			y := Server(b, &Config{Identity: id, Verify: tt.verifyR})
+			srv := run(y.Handshake)
+			errI := x.Handshake()
+			errR := wait(t, srv)
+			if errI == nil && errR != nil {
+				// A responder's refusal reaches the initiator at its first
+				// read, as a rejection.
+				if _, err := x.Read(make([]byte, 1)); !errors.Is(err, ErrRejected) {
+					t.Errorf("initiator read %v after the responder refused, want ErrRejected", err)
+				}
+			}
+			if !errors.Is(errI, tt.wantI) || (tt.wantI == nil && errI != nil) {
+				t.Errorf("initiator: %v, want %v", errI, tt.wantI)
+			}
+			if !errors.Is(errR, tt.wantR) || (tt.wantR == nil && errR != nil) {
+				t.Errorf("responder: %v, want %v", errR, tt.wantR)
+			}
+			if tt.wantI == nil && tt.wantR == nil && x.RemoteKey() != id.PublicKey() {
+				t.Error("RemoteKey is not the shared identity")
+			}
+			a.Close()
+			b.Close()
+		})
+	}
+}

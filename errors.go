@@ -14,6 +14,12 @@ var ErrNoCommonCipher = errors.New("securepeer: the peers have no cipher in comm
 // set [Config.NextProtos] and the lists have no protocol in common.
 var ErrNoCommonProtocol = errors.New("securepeer: the peers have no application protocol in common")
 
+// ErrOwnKey is returned, wrapped, by the Handshake of a side whose
+// [Config.Verify] is nil when the peer presents this side's own identity.
+// A Verify that should accept it, for a user's own machines sharing one
+// identity, can compare the key with [Identity.PublicKey].
+var ErrOwnKey = errors.New("securepeer: the peer presents this side's own identity")
+
 // errAuth is the one error for every failed authentication of the peer's
 // data: a record or handshake message that does not decrypt. It does not say
 // which check failed (PROTOCOL.md, "Errors").

@@ -417,6 +417,13 @@ func (hs *handshakeState) checkIdentity(identity [32]byte, sig [64]byte) error {
 // identity hiding").
 func (hs *handshakeState) verify() error {
 	if hs.cfg.Verify == nil {
+		// "Any key" does not include this side's own: a peer that presents
+		// it is another session of this identity, cross-wired by whoever
+		// relays the two, or a reflection. A Verify that wants it can say
+		// so ("A peer with this side's own key").
+		if hs.remote == hs.cfg.Identity.PublicKey() {
+			return fmt.Errorf("securepeer: refused peer key %s: %w", hs.remote.Fingerprint(), ErrOwnKey)
+		}
 		return nil
 	}
 	if err := hs.cfg.Verify(hs.ctx, hs.remote); err != nil {
