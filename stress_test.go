@@ -19,9 +19,9 @@ package securepeer
 //     have passed) and 2 s more, rounds of two legitimate handshakes, one
 //     from 127.0.0.1 and one from 127.0.1.1, one after the other, each
 //     timed from the start of its dial to the server's Accept returning
-//     it, and capped at -stress.cap. Rounds stop after -stress.rounds, at
-//     the first handshake that hits the cap, or once -stress.budget has
-//     been spent.
+//     it, and capped at -stress.cap; -stress.pause between rounds. Rounds
+//     stop after -stress.rounds, after a round in which a handshake hit
+//     the cap, or once -stress.budget has been spent.
 //   - replay-500: 500 connections from 127.0.0.1 replaying a recorded
 //     first flight in a loop; the same rounds (127.0.1.1 is the target,
 //     127.0.0.1 is for information).
@@ -59,6 +59,7 @@ import (
 var (
 	stressCap    = flag.Duration("stress.cap", 60*time.Second, "BenchmarkUnderAttack: the longest a legitimate handshake may take before it counts as timed out")
 	stressRounds = flag.Int("stress.rounds", 5, "BenchmarkUnderAttack: rounds of legitimate handshakes (one from each address) per scenario")
+	stressPause  = flag.Duration("stress.pause", 3*time.Second, "BenchmarkUnderAttack: pause between rounds, so that the rounds span the listener's first-flight deadline (10 s) and the attackers' reconnections")
 	stressBudget = flag.Duration("stress.budget", 150*time.Second, "BenchmarkUnderAttack: no new round starts after this much time measuring one scenario")
 )
 
@@ -121,6 +122,9 @@ func benchAdmission(b *testing.B, cfg attackConfig) {
 	// After a round with a timeout no other round starts: the next would
 	// take as long.
 	for round := 0; round < *stressRounds && timeouts == 0 && time.Since(start) < *stressBudget; round++ {
+		if round > 0 {
+			time.Sleep(*stressPause)
+		}
 		for i, src := range srcs {
 			r := measureLegit(w, []net.IP{src}, clientCfg, *stressCap)[0]
 			if r.err != nil {
