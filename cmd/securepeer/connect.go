@@ -145,6 +145,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	policy.self = id.PublicKey()
 	timeout := connectHandshakeTimeout
 	if policy.expect == "" && !policy.acceptNew && haveTerminal() {
 		timeout = listenHandshakeTimeout

@@ -289,7 +289,10 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		cfg.grace = testOnlyGrace
 	}
 	noteAccepted := func(s *stream) {
-		if *allow == "" {
+		switch {
+		case *allow == "" && s.peer.String() == s.self.String():
+			e.notef("accepted %s from %s, your own identity (without -allow any key gets in)", s.peer.Fingerprint(), s.remoteAddr)
+		case *allow == "":
 			e.notef("accepted %s from %s (without -allow any key gets in)", s.peer.Fingerprint(), s.remoteAddr)
 		}
 	}

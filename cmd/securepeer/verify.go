@@ -20,10 +20,11 @@ import (
 type hostPolicy struct {
 	e         *env
 	log       *slog.Logger
-	addr      string // the address as the user wrote it
-	file      string // the known_hosts file
-	expect    string // the pinned fingerprint, if any
-	acceptNew bool   // -accept-new: trust and record an unknown host's key
+	addr      string               // the address as the user wrote it
+	file      string               // the known_hosts file
+	expect    string               // the pinned fingerprint, if any
+	acceptNew bool                 // -accept-new: trust and record an unknown host's key
+	self      securepeer.PublicKey // this side's identity, to say so if the peer has it too
 
 	mu sync.Mutex // serializes prompts and updates of file
 }
@@ -105,8 +106,18 @@ func (p *hostPolicy) verify(ctx context.Context, key peerKey) error {
 // records it, a terminal is asked, anything else refuses.
 func (p *hostPolicy) firstContact(ctx context.Context, key securepeer.PublicKey, unknown *knownhosts.UnknownHostError) error {
 	fp := key.Fingerprint()
+	// The peer may use this side's own identity: a listen with the same home
+	// directory, or a relay that connects this side to another session of
+	// itself (PROTOCOL.md, "A peer with this side's own key"). Say so.
+	own := key == p.self
+	if own && p.acceptNew {
+		p.e.notef("the peer at %s uses your own identity (%s): it is another securepeer with your key, such as a listen with the same home directory", p.addr, fp)
+	}
 	if !p.acceptNew {
 		var also string
+		if own {
+			also += "\nThis is YOUR OWN identity: the peer is another securepeer with your key (such as a listen with\nthe same home directory), or someone relaying your connection to one."
+		}
 		for _, e := range unknown.KnownAs {
 			also += fmt.Sprintf("\nThis key is already known as %s (%s line %d).", e.Hosts, p.file, e.Line)
 		}
