@@ -61,7 +61,6 @@ type halfConn struct {
 	iv     [12]byte
 	seq    uint64 // number of records sealed or opened so far
 	nonce  [12]byte
-	hdr    [wire.RecordHeaderSize]byte // write side only: the header being sealed
 
 	// Read side only: buf holds received bytes not yet opened in
 	// (*buf)[r:w], and plain the unread rest of the last record opened in
@@ -491,9 +490,11 @@ func (c *Conn) writeRecordLocked(typ uint8, payload []byte) error {
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	wire.PutRecordHeader(hc.hdr[:], typ, len(payload)+wire.TagSize)
-	b := append((*bp)[:0], hc.hdr[:]...)
-	b = hc.aead.Seal(b, hc.nonce[:], payload, hc.hdr[:])
+	// The header is the additional data, sealed in place after it, as
+	// crypto/tls does with TLS 1.3 records.
+	hdr := (*bp)[:wire.RecordHeaderSize]
+	wire.PutRecordHeader(hdr, typ, len(payload)+wire.TagSize)
+	b := hc.aead.Seal(hdr, hc.nonce[:], payload, hdr)
 	hc.seq++
 	if _, err := c.conn.Write(b); err != nil {
 		hc.err = &permanentError{err}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/mlkem"
-	"crypto/mlkem/mlkemtest"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -384,10 +383,13 @@ func (c *Conn) lingerForAlert() {
 	io.CopyN(io.Discard, c.conn, 1<<20)
 }
 
-// encapsulate runs ML-KEM encapsulation, derandomized from Config.Rand when
-// a test sets it so that handshakes are reproducible.
+// encapsulate runs ML-KEM encapsulation. Only the package's own tests can
+// derandomize it (testingOnlyEncapsulate, from Config.Rand), so that the
+// known-answer vectors are reproducible; crypto/mlkem offers no
+// derandomized encapsulation outside its test package, which production
+// code does not import.
 func (hs *handshakeState) encapsulate(ek *mlkem.EncapsulationKey768) (ss, ct []byte, err error) {
-	if hs.cfg.Rand == nil {
+	if hs.cfg.Rand == nil || testingOnlyEncapsulate == nil {
 		ss, ct = ek.Encapsulate()
 		return ss, ct, nil
 	}
@@ -396,8 +398,12 @@ func (hs *handshakeState) encapsulate(ek *mlkem.EncapsulationKey768) (ss, ct []b
 	if _, err := io.ReadFull(hs.cfg.Rand, m[:]); err != nil {
 		return nil, nil, fmt.Errorf("securepeer: reading randomness: %w", err)
 	}
-	return mlkemtest.Encapsulate768(ek, m[:])
+	return testingOnlyEncapsulate(ek, m[:])
 }
+
+// testingOnlyEncapsulate, set by the package's tests, encapsulates with the
+// randomness m, as FIPS 203's ML-KEM.Encaps_internal does.
+var testingOnlyEncapsulate func(ek *mlkem.EncapsulationKey768, m []byte) (ss, ct []byte, err error)
 
 // checkIdentity checks the peer's proof that its identity key vouches for
 // the Noise static key it used ("Identities and static keys").
