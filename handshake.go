@@ -131,7 +131,7 @@ func (hs *handshakeState) writeMessage1() ([]byte, error) {
 	if err := hs.newNoise(true, hs.myHello[:]); err != nil {
 		return nil, err
 	}
-	p := wire.InitPayload{Ciphers: cipherIDs(hs.cfg.ciphers())}
+	p := wire.InitPayload{Ciphers: hs.cipherList()}
 	if !hs.cfg.DisablePostQuantum {
 		seed := make([]byte, mlkem.SeedSize)
 		defer clear(seed)
@@ -239,7 +239,7 @@ func (hs *handshakeState) runInitiator() error {
 		return err
 	}
 	peerCiphers := fromCipherIDs(p.Ciphers)
-	cipher, ok := chooseCipher(hs.cfg.ciphers(), peerCiphers)
+	cipher, ok := chooseCipher(fromCipherIDs(hs.cipherList()), peerCiphers)
 	if !ok {
 		hs.abort(wire.AbortNoCipher)
 		return fmt.Errorf("%w (this side: %v, peer: %v)", ErrNoCommonCipher, hs.cfg.ciphers(), peerCiphers)
@@ -301,14 +301,14 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 		return hs.protocolError("message 1 is malformed")
 	}
 	peerCiphers := fromCipherIDs(p1.Ciphers)
-	cipher, ok := chooseCipher(peerCiphers, hs.cfg.ciphers())
+	cipher, ok := chooseCipher(peerCiphers, fromCipherIDs(hs.cipherList()))
 	if !ok {
 		hs.abort(wire.AbortNoCipher)
 		return fmt.Errorf("%w (this side: %v, peer: %v)", ErrNoCommonCipher, hs.cfg.ciphers(), peerCiphers)
 	}
 	hs.cipher = cipher
 
-	p2 := wire.RespPayload{Hello: hs.myHello, Ciphers: cipherIDs(hs.cfg.ciphers()), Protocols: hs.cfg.NextProtos}
+	p2 := wire.RespPayload{Hello: hs.myHello, Ciphers: hs.cipherList(), Protocols: hs.cfg.NextProtos}
 	if p1.KEMKey != nil && !hs.cfg.DisablePostQuantum {
 		ek, err := mlkem.NewEncapsulationKey768(p1.KEMKey)
 		if err != nil {
@@ -636,6 +636,20 @@ func (hs *handshakeState) clear() {
 	hs.kemKey = nil
 	hs.noise = nil
 }
+
+// cipherList is this side's cipher list as it sends it, which is also the
+// list its side of the choice counts positions in ("Cipher choice").
+func (hs *handshakeState) cipherList() []uint16 {
+	ids := cipherIDs(hs.cfg.ciphers())
+	if testingOnlyCipherList != nil {
+		ids = testingOnlyCipherList(hs.cfg, ids)
+	}
+	return ids
+}
+
+// testingOnlyCipherList, set by a test, rewrites the cipher list a side
+// sends, to add identifiers this implementation does not know.
+var testingOnlyCipherList func(*Config, []uint16) []uint16
 
 func cipherIDs(cs []Cipher) []uint16 {
 	ids := make([]uint16, len(cs))

@@ -3,6 +3,7 @@ package securepeer
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -39,14 +40,20 @@ type vector struct {
 	responderNoPQ      bool
 	initiatorProtos    []string
 	responderProtos    []string
-	initiatorData      []byte // written by the initiator, then CloseWrite
-	responderData      []byte // written by the responder after reading, then CloseWrite
+	initiatorCipherIDs []uint16 // the list as sent, unknown identifiers included; nil: from initiatorCiphers
+	initiatorRejects   bool     // the initiator's Verify refuses the responder
+	responderRejects   bool     // the responder's Verify refuses the initiator
+	skipRecords        uint64   // sequence numbers start here after the handshake (a rekey boundary)
+	initiatorData      []byte   // written by the initiator, then CloseWrite
+	responderData      []byte   // written by the responder after reading, then CloseWrite
 	initiatorSent      []byte
 	responderSent      []byte
 	cipher             Cipher
 	postQuantum        bool
 	protocol           string
 	channelBinding     []byte
+	initiatorOutcome   string
+	responderOutcome   string
 	initiatorRandUsed  int
 	responderRandUsed  int
 	initiatorPublicKey string
@@ -102,7 +109,23 @@ func vectorInputs() []*vector {
 	v6.initiatorCiphers = []Cipher{ChaCha20Poly1305}
 	v6.responderCiphers = []Cipher{ChaCha20Poly1305}
 	v6.initiatorNoPQ = true
-	return []*vector{v1, v2, v3, v4, v5, v6}
+	v7 := base("unknown_cipher_ids", "the initiator's list holds two identifiers no implementation knows; they keep their positions, so ChaCha20-Poly1305 (0+1) beats AES-256-GCM (3+0)")
+	v7.initiatorCiphers = []Cipher{ChaCha20Poly1305, AES256GCM}
+	v7.initiatorCipherIDs = []uint16{uint16(ChaCha20Poly1305), 0x7f01, 0x7f02, uint16(AES256GCM)}
+	v7.responderCiphers = []Cipher{AES256GCM, ChaCha20Poly1305}
+	v8 := base("initiator_rejects", "the initiator's Verify refuses the responder: it aborts with 0x01 in place of message 3, and never reveals its identity")
+	v8.initiatorCiphers = []Cipher{AES256GCM}
+	v8.responderCiphers = []Cipher{AES256GCM}
+	v8.initiatorRejects = true
+	v9 := base("responder_rejects", "the responder's Verify refuses the initiator: an authenticated alert 0x01 follows message 3")
+	v9.initiatorCiphers = []Cipher{AES256GCM}
+	v9.responderCiphers = []Cipher{AES256GCM}
+	v9.responderRejects = true
+	v10 := base("rekey_boundary", "hybrid_aes256gcm with both sides' sequence numbers set to 2^20 - 1 after the handshake, as if that many records had gone each way: each side's data record is the last under the traffic key, its end record the first under the rotated key")
+	v10.initiatorCiphers = []Cipher{AES256GCM, ChaCha20Poly1305, AES128GCM}
+	v10.responderCiphers = []Cipher{AES256GCM, ChaCha20Poly1305, AES128GCM}
+	v10.skipRecords = 1<<20 - 1
+	return []*vector{v1, v2, v3, v4, v5, v6, v7, v8, v9, v10}
 }
 
 // countingReader yields b and counts what was read; reading past the end
@@ -135,46 +158,95 @@ func runVector(t *testing.T, v *vector) {
 		t.Fatal(err)
 	}
 	randA, randB := &countingReader{b: v.initiatorRand}, &countingReader{b: v.responderRand}
-	cfgA := &Config{Identity: ia, Rand: randA, Ciphers: v.initiatorCiphers, DisablePostQuantum: v.initiatorNoPQ, NextProtos: v.initiatorProtos}
-	cfgB := &Config{Identity: ib, Rand: randB, Ciphers: v.responderCiphers, DisablePostQuantum: v.responderNoPQ, NextProtos: v.responderProtos}
+	verify := func(rejects bool) func(context.Context, PublicKey) error {
+		if rejects {
+			return rejectAll
+		}
+		return nil
+	}
+	cfgA := &Config{Identity: ia, Rand: randA, Ciphers: v.initiatorCiphers, DisablePostQuantum: v.initiatorNoPQ, NextProtos: v.initiatorProtos, Verify: verify(v.initiatorRejects)}
+	cfgB := &Config{Identity: ib, Rand: randB, Ciphers: v.responderCiphers, DisablePostQuantum: v.responderNoPQ, NextProtos: v.responderProtos, Verify: verify(v.responderRejects)}
+	if v.initiatorCipherIDs != nil {
+		testingOnlyCipherList = func(c *Config, ids []uint16) []uint16 {
+			if c == cfgA {
+				return v.initiatorCipherIDs
+			}
+			return ids
+		}
+		defer func() { testingOnlyCipherList = nil }()
+	}
 	mk := map[string]func(net.Conn, *Config) *Conn{"client": Client, "server": Server, "newconn": NewConn}
 	x, y := mk[v.initiatorMode](ra, cfgA), mk[v.responderMode](rb, cfgB)
-	srv := run(func() error {
-		got, err := io.ReadAll(y)
-		if err != nil {
-			return err
+	outcome := func(err error) string {
+		switch {
+		case err == nil:
+			return "complete"
+		case errors.Is(err, ErrRejected):
+			return "rejected by the peer"
+		case errors.Is(err, errNotAllowed):
+			return "refused the peer"
 		}
-		if !bytes.Equal(got, v.initiatorData) {
-			return fmt.Errorf("responder read %q", got)
+		return err.Error()
+	}
+	hsY := run(y.Handshake)
+	errX := x.Handshake()
+	if v.initiatorRejects || v.responderRejects {
+		if errX == nil {
+			// The responder's refusal arrives as the first record.
+			_, errX = x.Read(make([]byte, 1))
 		}
-		if _, err := y.Write(v.responderData); err != nil {
-			return err
+		a.Close()
+		v.initiatorOutcome, v.responderOutcome = outcome(errX), outcome(wait(t, hsY))
+	} else {
+		if errX != nil {
+			t.Fatal(errX)
 		}
-		return y.CloseWrite()
-	})
-	if _, err := x.Write(v.initiatorData); err != nil {
-		t.Fatal(err)
-	}
-	if err := x.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(x)
-	if err != nil || !bytes.Equal(got, v.responderData) {
-		t.Fatalf("initiator read %q, %v", got, err)
-	}
-	if err := wait(t, srv); err != nil {
-		t.Fatal(err)
-	}
-	st := x.ConnectionState()
-	if !st.Initiator {
-		t.Fatalf("the side meant to initiate did not; pick other randomness for %s", v.name)
-	}
-	if ys := y.ConnectionState(); !bytes.Equal(ys.ChannelBinding, st.ChannelBinding) || ys.Cipher != st.Cipher || ys.NegotiatedProtocol != st.NegotiatedProtocol {
-		t.Fatal("the two sides disagree")
+		if err := wait(t, hsY); err != nil {
+			t.Fatal(err)
+		}
+		if v.skipRecords > 0 {
+			for _, hc := range []*halfConn{&x.in, &x.out, &y.in, &y.out} {
+				hc.seq = v.skipRecords
+			}
+		}
+		srv := run(func() error {
+			got, err := io.ReadAll(y)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(got, v.initiatorData) {
+				return fmt.Errorf("responder read %q", got)
+			}
+			if _, err := y.Write(v.responderData); err != nil {
+				return err
+			}
+			return y.CloseWrite()
+		})
+		if _, err := x.Write(v.initiatorData); err != nil {
+			t.Fatal(err)
+		}
+		if err := x.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(x)
+		if err != nil || !bytes.Equal(got, v.responderData) {
+			t.Fatalf("initiator read %q, %v", got, err)
+		}
+		if err := wait(t, srv); err != nil {
+			t.Fatal(err)
+		}
+		st := x.ConnectionState()
+		if !st.Initiator {
+			t.Fatalf("the side meant to initiate did not; pick other randomness for %s", v.name)
+		}
+		if ys := y.ConnectionState(); !bytes.Equal(ys.ChannelBinding, st.ChannelBinding) || ys.Cipher != st.Cipher || ys.NegotiatedProtocol != st.NegotiatedProtocol {
+			t.Fatal("the two sides disagree")
+		}
+		v.cipher, v.postQuantum, v.channelBinding = st.Cipher, st.PostQuantum, st.ChannelBinding
+		v.protocol = st.NegotiatedProtocol
+		v.initiatorOutcome, v.responderOutcome = "complete", "complete"
 	}
 	v.initiatorSent, v.responderSent = rb.bytes(), ra.bytes()
-	v.cipher, v.postQuantum, v.channelBinding = st.Cipher, st.PostQuantum, st.ChannelBinding
-	v.protocol = st.NegotiatedProtocol
 	v.initiatorRandUsed, v.responderRandUsed = randA.n, randB.n
 	v.initiatorPublicKey, v.responderPublicKey = ia.PublicKey().String(), ib.PublicKey().String()
 }
@@ -199,9 +271,21 @@ func (v *vector) marshal() []byte {
 	kv("initiator_public_key", v.initiatorPublicKey)
 	kv("responder_public_key", v.responderPublicKey)
 	kv("initiator_ciphers", ciphers(v.initiatorCiphers))
+	if v.initiatorCipherIDs != nil {
+		var ids []string
+		for _, id := range v.initiatorCipherIDs {
+			ids = append(ids, fmt.Sprintf("0x%04x", id))
+		}
+		kv("initiator_cipher_ids_sent", strings.Join(ids, ","))
+	}
 	kv("responder_ciphers", ciphers(v.responderCiphers))
 	kv("initiator_disable_post_quantum", v.initiatorNoPQ)
 	kv("responder_disable_post_quantum", v.responderNoPQ)
+	kv("initiator_verify", map[bool]string{false: "accept", true: "reject"}[v.initiatorRejects])
+	kv("responder_verify", map[bool]string{false: "accept", true: "reject"}[v.responderRejects])
+	if v.skipRecords > 0 {
+		kv("first_record_number", v.skipRecords)
+	}
 	kv("initiator_next_protos", strings.Join(v.initiatorProtos, ","))
 	kv("responder_next_protos", strings.Join(v.responderProtos, ","))
 	kv("initiator_rand", hex.EncodeToString(v.initiatorRand))
@@ -210,7 +294,13 @@ func (v *vector) marshal() []byte {
 	kv("responder_rand_used", v.responderRandUsed)
 	kv("initiator_data", hex.EncodeToString(v.initiatorData))
 	kv("responder_data", hex.EncodeToString(v.responderData))
-	kv("cipher", v.cipher)
+	kv("initiator_outcome", v.initiatorOutcome)
+	kv("responder_outcome", v.responderOutcome)
+	if v.cipher == 0 {
+		kv("cipher", "none")
+	} else {
+		kv("cipher", v.cipher)
+	}
 	kv("post_quantum", v.postQuantum)
 	kv("negotiated_protocol", v.protocol)
 	kv("channel_binding", hex.EncodeToString(v.channelBinding))
@@ -312,10 +402,19 @@ func TestVectorStructure(t *testing.T) {
 				if side == "responder" && m[side+"_mode"] == "newconn" {
 					msgs++ // its speculative message 1, which the initiator dropped
 				}
+				if side == "initiator" && m["initiator_verify"] == "reject" {
+					msgs-- // message 3 is replaced by an abort
+				}
 				for range msgs {
 					n := int(rest[0])<<8 | int(rest[1])
 					hs = append(hs, rest[2:2+n])
 					rest = rest[2+n:]
+				}
+				if side == "initiator" && m["initiator_verify"] == "reject" {
+					if !bytes.Equal(rest, []byte{0, 0, 1}) {
+						t.Fatalf("initiator: %x after message 1, want the abort 000001", rest)
+					}
+					rest = nil
 				}
 				var records []byte
 				for len(rest) > 0 {
@@ -323,8 +422,17 @@ func TestVectorStructure(t *testing.T) {
 					records = append(records, rest[0])
 					rest = rest[4+n:]
 				}
-				if !bytes.Equal(records, []byte{1, 2}) {
-					t.Errorf("%s: record types %v, want data then end", side, records)
+				want := []byte{1, 2} // data, then end of stream
+				switch {
+				case m["initiator_verify"] == "reject":
+					want = nil
+				case m["responder_verify"] == "reject" && side == "responder":
+					want = []byte{3} // the alert
+				case m["responder_verify"] == "reject":
+					want = nil
+				}
+				if !bytes.Equal(records, want) {
+					t.Errorf("%s: record types %v, want %v", side, records, want)
 				}
 				// Message 1 = e (32) + payload + tag (16); its payload has
 				// a 1184-byte ML-KEM key when the hybrid is offered.
