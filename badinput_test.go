@@ -91,7 +91,7 @@ type badRole struct {
 	victim func(conn net.Conn, timeout time.Duration) *Conn
 	// peerMode is the hello mode a hostile peer announces to get past the
 	// victim's hello check.
-	peerMode uint8
+	peerMode wire.Mode
 }
 
 var badRoles = []badRole{
@@ -106,7 +106,7 @@ var badRoles = []badRole{
 	}, wire.ModeInitiator},
 }
 
-func badHello(mode uint8) []byte {
+func badHello(mode wire.Mode) []byte {
 	h := wire.Hello{Version: wire.Version, Mode: mode}.Marshal()
 	return h[:]
 }
@@ -602,7 +602,7 @@ func TestBadInputLowOrderEphemeral(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go a.Write(appendHandshakeMessage(hello[:], msg1))
+	go a.Write(wire.AppendHandshakeMessage(hello[:], msg1))
 	err = Server(b, &Config{Identity: testIdentity(t, 2), HandshakeTimeout: 10 * time.Second}).Handshake()
 	if !errors.Is(err, errLowOrder) {
 		t.Errorf("responder got %v, want the low-order error", err)

@@ -21,14 +21,16 @@ import (
 
 // A Conn is a securepeer connection: an encrypted, mutually authenticated
 // stream over an underlying connection. It implements [net.Conn]. Read and
-// Write run the handshake first if it has not run yet.
+// Write run the handshake first if it has not run yet. The handshake's
+// messages travel in their own length-prefixed frames, outside the record
+// layer; after it, every byte is in a record (PROTOCOL.md).
 //
 // A Conn is safe for one concurrent Read and one concurrent Write, and for
 // Close, deadlines and the accessors at any time.
 type Conn struct {
 	conn   net.Conn
 	config *Config
-	mode   uint8 // wire.ModeInitiator, ModeResponder or ModeEither
+	mode   wire.Mode
 
 	// handshakeMutex is held for the whole handshake; state and handshakeErr
 	// are written under it. Once handshakeDone is set, state is immutable.

@@ -535,7 +535,7 @@ func FuzzRecordReader(f *testing.F) {
 func fzSeeds(tb testing.TB) map[string]map[string][]byte {
 	cs := fzGetCaptures(tb)
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
-	hello := func(mode uint8) []byte { h := wire.Hello{Version: wire.Version, Mode: mode}.Marshal(); return h[:] }
+	hello := func(mode wire.Mode) []byte { h := wire.Hello{Version: wire.Version, Mode: mode}.Marshal(); return h[:] }
 	flip := func(b []byte, i int) []byte { b = bytes.Clone(b); b[i] ^= 1; return b }
 	hdr := func(typ uint8, n int) []byte { b := make([]byte, 4); wire.PutRecordHeader(b, typ, n); return b }
 

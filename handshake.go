@@ -28,6 +28,7 @@ type handshakeState struct {
 
 	myHello   [wire.HelloSize]byte
 	peerHello [wire.HelloSize]byte
+	peerMode  wire.Mode // from the peer's hello, once read
 	static    noise.DHKey
 	noise     *noise.HandshakeState
 	initiator bool
@@ -47,9 +48,9 @@ type handshakeState struct {
 	remote      PublicKey
 }
 
-// handshake runs the protocol of PROTOCOL.md, "The Noise handshake". It is one flat
-// sequence of steps; each names the section it implements. c.handshakeMutex
-// is held.
+// handshake runs the protocol of PROTOCOL.md, "The Noise handshake", as
+// one flat list of steps for each role, each named for what it does and the
+// section it implements. c.handshakeMutex is held.
 func (c *Conn) handshake(ctx context.Context) error {
 	hs := &handshakeState{c: c, ctx: ctx, cfg: c.config, dh: new(x25519)}
 	defer hs.clear()
@@ -58,30 +59,14 @@ func (c *Conn) handshake(ctx context.Context) error {
 		return err
 	}
 	hs.static = hs.dh.add(c.config.Identity.static)
-	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode}.Marshal()
 
-	// "The hello": the hello, and message 1 from a side that may
-	// initiate, written while the peer's hello is read, so that two peers
-	// that both write first (simultaneous open, or a net.Pipe) never
-	// deadlock.
-	flight := hs.myHello[:]
-	if c.mode != wire.ModeResponder {
-		msg1, err := hs.writeMessage1()
-		if err != nil {
-			return err
-		}
-		flight = appendHandshakeMessage(flight, msg1)
+	// "The hello", "Roles".
+	if err := hs.sendFirstFlight(); err != nil {
+		return err
 	}
-	hs.flight = make(chan error, 1)
-	go func() {
-		_, err := c.conn.Write(flight)
-		hs.flight <- err
-	}()
 	if err := hs.readHello(); err != nil {
 		return err
 	}
-
-	// "Roles".
 	peerMsg1, err := hs.settleRoles()
 	if err != nil {
 		return err
@@ -90,6 +75,86 @@ func (c *Conn) handshake(ctx context.Context) error {
 		return hs.runInitiator()
 	}
 	return hs.runResponder(peerMsg1)
+}
+
+// runInitiator completes the handshake as initiator, message 1 sent.
+func (hs *handshakeState) runInitiator() error {
+	p2, err := hs.readMessage2() // "Message 2"
+	if err != nil {
+		return err
+	}
+	if err := hs.checkMessage2(p2); err != nil {
+		return err
+	}
+	if err := hs.verify(); err != nil { // "Verify, rejection and identity hiding"
+		// The initiator refuses before message 3, so a responder it does
+		// not trust never learns its identity.
+		hs.abort(wire.AbortRejected)
+		return err
+	}
+	cs1, cs2, err := hs.sendMessage3() // "Message 3"
+	if err != nil {
+		return err
+	}
+	return hs.installTrafficKeys(cs1, cs2) // "Key schedule"
+}
+
+// runResponder completes the handshake as responder to the peer's message 1.
+func (hs *handshakeState) runResponder(msg1 []byte) error {
+	p1, err := hs.readMessage1(msg1) // "Message 1"
+	if err != nil {
+		return err
+	}
+	if err := hs.agreeCipher(p1.Ciphers, hs.cipherList()); err != nil { // "Cipher choice"
+		return err
+	}
+	if err := hs.sendMessage2(p1.KEMKey); err != nil { // "Message 2"
+		return err
+	}
+	p3, cs1, cs2, err := hs.readMessage3() // "Message 3"
+	if err != nil {
+		return err
+	}
+	if err := hs.checkMessage3(p3); err != nil {
+		return err
+	}
+	if err := hs.installTrafficKeys(cs1, cs2); err != nil { // "Key schedule"
+		return err
+	}
+	if err := hs.verify(); err != nil { // "Verify, rejection and identity hiding"
+		// The keys are in place, so the refusal reaches the initiator
+		// authenticated, as an alert record.
+		c := hs.c
+		c.out.Lock()
+		if c.alertLocked(wire.AlertRejected) == nil {
+			c.lingerForAlert()
+		}
+		c.out.Unlock()
+		return err
+	}
+	return nil
+}
+
+// sendFirstFlight starts writing this side's hello, and message 1 if this
+// side may initiate, while the peer's hello is read, so that two peers that
+// both write first (simultaneous open, or a net.Pipe) never deadlock.
+func (hs *handshakeState) sendFirstFlight() error {
+	c := hs.c
+	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode}.Marshal()
+	flight := hs.myHello[:]
+	if c.mode != wire.ModeResponder {
+		msg1, err := hs.buildMessage1()
+		if err != nil {
+			return err
+		}
+		flight = wire.AppendHandshakeMessage(flight, msg1)
+	}
+	hs.flight = make(chan error, 1)
+	go func() {
+		_, err := c.conn.Write(flight)
+		hs.flight <- err
+	}()
+	return nil
 }
 
 func (hs *handshakeState) checkConfig() error {
@@ -124,10 +189,10 @@ func (hs *handshakeState) newNoise(initiator bool, initiatorHello []byte) error 
 	return err
 }
 
-// writeMessage1 starts the handshake as initiator and returns message 1
-// ("Message 1"): the ephemeral key and, in clear, this side's cipher list
-// and ML-KEM encapsulation key.
-func (hs *handshakeState) writeMessage1() ([]byte, error) {
+// buildMessage1 starts the Noise handshake as initiator and returns message
+// 1 ("Message 1"): the ephemeral key and, readable by anyone, this side's
+// cipher list and ML-KEM encapsulation key. It sends nothing.
+func (hs *handshakeState) buildMessage1() ([]byte, error) {
 	if err := hs.newNoise(true, hs.myHello[:]); err != nil {
 		return nil, err
 	}
@@ -169,34 +234,43 @@ func (hs *handshakeState) readHello() error {
 	case err != nil:
 		return errors.New("securepeer: the peer sent a malformed hello")
 	}
+	hs.peerMode = h.Mode
 	return nil
 }
 
 // settleRoles decides which side initiates from the two hellos ("Roles").
 // When this side becomes the responder it returns the peer's message 1.
 func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
-	me, peer := hs.c.mode, hs.peerHello[6]
+	me, peer := hs.c.mode, hs.peerMode
 	switch {
 	case me == wire.ModeInitiator && peer == wire.ModeInitiator:
 		return nil, errors.New("securepeer: both sides tried to initiate (Client or Dial on both); use Server, Listen or NewConn on one side")
 	case me == wire.ModeResponder && peer == wire.ModeResponder:
 		return nil, errors.New("securepeer: both sides waited for the other to initiate (Server on both); use Client, Dial or NewConn on one side")
-	case me == wire.ModeResponder || peer == wire.ModeInitiator:
-		// The peer's message 1 follows its hello. An either-mode side's own
-		// message 1 is dropped by the peer.
-		return hs.readMessage1()
-	case me == wire.ModeInitiator || peer == wire.ModeResponder:
+
+	case me == wire.ModeInitiator && peer == wire.ModeResponder:
 		hs.initiator = true
-		if peer == wire.ModeEither {
-			// The peer sent a speculative message 1: drop it.
-			_, err := hs.readMessage1()
-			return nil, err
-		}
 		return nil, nil
+	case me == wire.ModeInitiator && peer == wire.ModeEither:
+		// The peer sent a speculative message 1: read it and drop it.
+		hs.initiator = true
+		_, err := hs.readMessage1Frame()
+		return nil, err
+	case me == wire.ModeEither && peer == wire.ModeResponder:
+		// This side initiates with the message 1 it already sent.
+		hs.initiator = true
+		return nil, nil
+
+	case me == wire.ModeResponder, peer == wire.ModeInitiator:
+		// The peer initiates; its message 1 follows its hello. An
+		// either-mode side's own message 1 is dropped by the peer.
+		return hs.readMessage1Frame()
 	}
-	// Both may initiate, so both sent message 1: the larger ephemeral
-	// key initiates, the other side answers the peer's message 1.
-	msg, err := hs.readMessage1()
+
+	// Both either: both sent message 1. The larger ephemeral key (the first
+	// 32 bytes of message 1) initiates; the other side answers the peer's
+	// message 1 and drops its own.
+	msg, err := hs.readMessage1Frame()
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +284,9 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 	return msg, nil
 }
 
-func (hs *handshakeState) readMessage1() ([]byte, error) {
+// readMessage1Frame reads the frame of the peer's message 1, which it does
+// not decrypt (readMessage1 does, if this side responds to it).
+func (hs *handshakeState) readMessage1Frame() ([]byte, error) {
 	msg, err := hs.readMessage(false)
 	if err != nil {
 		return nil, err
@@ -221,30 +297,31 @@ func (hs *handshakeState) readMessage1() ([]byte, error) {
 	return msg, nil
 }
 
-// runInitiator completes the handshake as initiator after message 1:
-// "Message 2", "Verify, rejection and identity hiding", "Message 3".
-func (hs *handshakeState) runInitiator() error {
+// readMessage2 reads and decrypts message 2 and parses its payload.
+func (hs *handshakeState) readMessage2() (*wire.RespPayload, error) {
 	payload, _, _, err := hs.readNoise()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p, err := wire.ParseRespPayload(payload)
 	if err != nil {
-		return hs.protocolError("message 2 is malformed")
+		return nil, hs.protocolError("message 2 is malformed")
 	}
+	return p, nil
+}
+
+// checkMessage2 checks message 2 as "Message 2" lists, and takes the
+// cipher, the application protocol and the ML-KEM shared secret from it.
+func (hs *handshakeState) checkMessage2(p *wire.RespPayload) error {
 	if p.Hello != hs.peerHello {
 		return hs.protocolError("the hello was altered in transit")
 	}
 	if err := hs.checkIdentity(p.Identity, p.Signature); err != nil {
 		return err
 	}
-	peerCiphers := fromCipherIDs(p.Ciphers)
-	cipher, ok := chooseCipher(fromCipherIDs(hs.cipherList()), peerCiphers)
-	if !ok {
-		hs.abort(wire.AbortNoCipher)
-		return fmt.Errorf("%w (this side: %v, peer: %v)", ErrNoCommonCipher, hs.cfg.ciphers(), peerCiphers)
+	if err := hs.agreeCipher(hs.cipherList(), p.Ciphers); err != nil {
+		return err
 	}
-	hs.cipher = cipher
 	proto, ok := chooseProtocol(hs.cfg.NextProtos, p.Protocols)
 	if !ok {
 		hs.abort(wire.AbortNoALPN)
@@ -263,54 +340,56 @@ func (hs *handshakeState) runInitiator() error {
 		clear(ss)
 		hs.postQuantum = true
 	}
+	return nil
+}
 
-	if err := hs.verify(); err != nil {
-		// The initiator refuses before message 3, so a responder it does
-		// not trust never learns its identity.
-		hs.abort(wire.AbortRejected)
-		return err
-	}
-
+// sendMessage3 sets the PSK and writes message 3, which carries this side's
+// identity and application protocols.
+func (hs *handshakeState) sendMessage3() (cs1, cs2 *noise.CipherState, err error) {
 	if err := hs.noise.SetPresharedKey(hs.psk[:]); err != nil {
-		return err
+		return nil, nil, err
 	}
 	id := hs.cfg.Identity
 	final := wire.FinalPayload{Protocols: hs.cfg.NextProtos}
 	copy(final.Identity[:], id.pub.key[:])
 	copy(final.Signature[:], id.staticSig)
-	cs1, cs2, err := hs.writeNoise(final.Marshal(nil))
-	if err != nil {
-		return err
-	}
-	return hs.finish(cs1, cs2)
+	return hs.writeNoise(final.Marshal(nil))
 }
 
-// runResponder completes the handshake as responder from the peer's
-// message 1: "Message 1", "Message 2", "Message 3", then Verify.
-func (hs *handshakeState) runResponder(msg1 []byte) error {
-	c := hs.c
+// readMessage1 decrypts the peer's message 1 and parses its payload.
+func (hs *handshakeState) readMessage1(msg1 []byte) (*wire.InitPayload, error) {
 	if err := hs.newNoise(false, hs.peerHello[:]); err != nil {
-		return err
+		return nil, err
 	}
 	payload, _, _, err := hs.noise.ReadMessage(nil, msg1)
 	if err != nil {
-		return hs.protocolError("message 1 is malformed")
+		return nil, hs.protocolError("message 1 is malformed")
 	}
-	p1, err := wire.ParseInitPayload(payload)
+	p, err := wire.ParseInitPayload(payload)
 	if err != nil {
-		return hs.protocolError("message 1 is malformed")
+		return nil, hs.protocolError("message 1 is malformed")
 	}
-	peerCiphers := fromCipherIDs(p1.Ciphers)
-	cipher, ok := chooseCipher(peerCiphers, fromCipherIDs(hs.cipherList()))
+	return p, nil
+}
+
+// agreeCipher settles the cipher from both lists as sent ("Cipher choice"),
+// or aborts.
+func (hs *handshakeState) agreeCipher(initiator, responder []uint16) error {
+	cipher, ok := chooseCipher(fromCipherIDs(initiator), fromCipherIDs(responder))
 	if !ok {
 		hs.abort(wire.AbortNoCipher)
-		return fmt.Errorf("%w (this side: %v, peer: %v)", ErrNoCommonCipher, hs.cfg.ciphers(), peerCiphers)
+		return fmt.Errorf("%w (initiator: %v, responder: %v)", ErrNoCommonCipher, fromCipherIDs(initiator), fromCipherIDs(responder))
 	}
 	hs.cipher = cipher
+	return nil
+}
 
+// sendMessage2 encapsulates to the initiator's ML-KEM key, if it offered one
+// and this side accepts, and writes message 2.
+func (hs *handshakeState) sendMessage2(kemKey []byte) error {
 	p2 := wire.RespPayload{Hello: hs.myHello, Ciphers: hs.cipherList(), Protocols: hs.cfg.NextProtos}
-	if p1.KEMKey != nil && !hs.cfg.DisablePostQuantum {
-		ek, err := mlkem.NewEncapsulationKey768(p1.KEMKey)
+	if kemKey != nil && !hs.cfg.DisablePostQuantum {
+		ek, err := mlkem.NewEncapsulationKey768(kemKey)
 		if err != nil {
 			return hs.protocolError("the ML-KEM encapsulation key is malformed")
 		}
@@ -326,45 +405,40 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 	id := hs.cfg.Identity
 	copy(p2.Identity[:], id.pub.key[:])
 	copy(p2.Signature[:], id.staticSig)
-	if _, _, err := hs.writeNoise(p2.Marshal(nil)); err != nil {
-		return err
-	}
+	_, _, err := hs.writeNoise(p2.Marshal(nil))
+	return err
+}
 
+// readMessage3 sets the PSK, reads and decrypts message 3, and parses its
+// payload.
+func (hs *handshakeState) readMessage3() (p *wire.FinalPayload, cs1, cs2 *noise.CipherState, err error) {
 	if err := hs.noise.SetPresharedKey(hs.psk[:]); err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	payload, cs1, cs2, err := hs.readNoise()
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	p3, err := wire.ParseFinalPayload(payload)
-	if err != nil {
+	if p, err = wire.ParseFinalPayload(payload); err != nil {
 		// The initiator has finished its handshake and reads records now,
 		// where an abort would be read as a malformed record: say nothing.
-		return handshakeFailed("message 3 is malformed")
+		return nil, nil, nil, handshakeFailed("message 3 is malformed")
 	}
-	if err := hs.checkIdentity(p3.Identity, p3.Signature); err != nil {
+	return p, cs1, cs2, nil
+}
+
+// checkMessage3 checks the initiator's identity and settles the application
+// protocol.
+func (hs *handshakeState) checkMessage3(p *wire.FinalPayload) error {
+	if err := hs.checkIdentity(p.Identity, p.Signature); err != nil {
 		return err
 	}
-	proto, ok := chooseProtocol(p3.Protocols, hs.cfg.NextProtos)
+	proto, ok := chooseProtocol(p.Protocols, hs.cfg.NextProtos)
 	if !ok {
 		// An honest initiator aborts before message 3 instead.
-		return fmt.Errorf("%w (this side: %q, peer: %q; the peer went on regardless)", ErrNoCommonProtocol, hs.cfg.NextProtos, p3.Protocols)
+		return fmt.Errorf("%w (this side: %q, peer: %q; the peer went on regardless)", ErrNoCommonProtocol, hs.cfg.NextProtos, p.Protocols)
 	}
 	hs.protocol = proto
-	if err := hs.finish(cs1, cs2); err != nil {
-		return err
-	}
-	if err := hs.verify(); err != nil {
-		// The keys are in place, so the refusal reaches the initiator
-		// authenticated, as an alert record.
-		c.out.Lock()
-		if c.alertLocked(wire.AlertRejected) == nil {
-			c.lingerForAlert()
-		}
-		c.out.Unlock()
-		return err
-	}
 	return nil
 }
 
@@ -438,9 +512,9 @@ func (hs *handshakeState) verify() error {
 	return nil
 }
 
-// finish derives the traffic keys from the Noise split ("Key schedule") and
-// installs them.
-func (hs *handshakeState) finish(cs1, cs2 *noise.CipherState) error {
+// installTrafficKeys derives the traffic keys from the Noise split ("Key
+// schedule") and installs them in the record layer.
+func (hs *handshakeState) installTrafficKeys(cs1, cs2 *noise.CipherState) error {
 	k1, k2 := cs1.UnsafeKey(), cs2.UnsafeKey()
 	defer clear(k1[:])
 	defer clear(k2[:])
@@ -493,7 +567,7 @@ func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherStat
 	if err := hs.joinFlight(); err != nil {
 		return nil, nil, err
 	}
-	if _, err := hs.c.conn.Write(appendHandshakeMessage(nil, msg)); err != nil {
+	if _, err := hs.c.conn.Write(wire.AppendHandshakeMessage(nil, msg)); err != nil {
 		return nil, nil, fmt.Errorf("securepeer: sending the handshake: %w", err)
 	}
 	return cs1, cs2, nil
@@ -609,7 +683,7 @@ func (hs *handshakeState) abort(reason byte) {
 		return // the stream is broken; an abort would not be understood
 	}
 	hs.c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	hs.c.conn.Write([]byte{0, 0, reason})
+	hs.c.conn.Write(wire.AppendAbort(nil, reason))
 }
 
 func (hs *handshakeState) protocolError(what string) error {
@@ -619,11 +693,6 @@ func (hs *handshakeState) protocolError(what string) error {
 
 func handshakeFailed(what string) error {
 	return fmt.Errorf("securepeer: handshake failed: %s; the peer is broken or the connection was tampered with", what)
-}
-
-func appendHandshakeMessage(b, msg []byte) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
-	return append(b, msg...)
 }
 
 // clear erases the handshake's secrets, best effort: Go cannot guarantee

@@ -25,11 +25,15 @@ const HelloSize = 8
 // Magic starts every hello.
 const Magic = "speer"
 
-// Modes a peer announces in its hello.
+// A Mode is what a peer announces in its hello: whether it initiates,
+// responds, or may do either ("Roles").
+type Mode uint8
+
+// The modes.
 const (
-	ModeInitiator = 1
-	ModeResponder = 2
-	ModeEither    = 3
+	ModeInitiator Mode = 1
+	ModeResponder Mode = 2
+	ModeEither    Mode = 3
 )
 
 // Errors returned by the decoders. Callers wrap them with context.
@@ -42,7 +46,7 @@ var (
 // Hello is a decoded hello.
 type Hello struct {
 	Version uint8
-	Mode    uint8
+	Mode    Mode
 }
 
 // Marshal returns the encoded hello.
@@ -50,7 +54,7 @@ func (h Hello) Marshal() [HelloSize]byte {
 	var b [HelloSize]byte
 	copy(b[:], Magic)
 	b[5] = h.Version
-	b[6] = h.Mode
+	b[6] = byte(h.Mode)
 	return b
 }
 
@@ -62,7 +66,7 @@ func ParseHello(b []byte) (Hello, error) {
 	if len(b) != HelloSize || string(b[:5]) != Magic {
 		return Hello{}, ErrNotSecurepeer
 	}
-	h := Hello{Version: b[5], Mode: b[6]}
+	h := Hello{Version: b[5], Mode: Mode(b[6])}
 	if h.Version != Version {
 		return h, ErrVersion
 	}
@@ -70,6 +74,18 @@ func ParseHello(b []byte) (Hello, error) {
 		return h, ErrMalformed
 	}
 	return h, nil
+}
+
+// AppendHandshakeMessage appends msg, framed as a handshake message, to b.
+// msg must be 1 to MaxHandshakeMessage bytes.
+func AppendHandshakeMessage(b, msg []byte) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(msg)))
+	return append(b, msg...)
+}
+
+// AppendAbort appends an abort with reason to b.
+func AppendAbort(b []byte, reason byte) []byte {
+	return append(b, 0, 0, reason)
 }
 
 // FirstFlightLen returns the length of the first flight a responder reads,
@@ -95,7 +111,8 @@ func FirstFlightLen(b []byte) int {
 }
 
 // Handshake messages travel as a uint16 big-endian length and that many bytes
-// of Noise message. A length of zero is an abort: one reason byte follows.
+// of Noise message, outside the record layer. A length of zero is an abort:
+// one reason byte follows.
 const (
 	MaxHandshakeMessage = 65535
 

@@ -103,10 +103,10 @@ func mustRejectPrefixes(t *testing.T, enc []byte, parse func([]byte) error) {
 // --- hello ---
 
 func TestHello(t *testing.T) {
-	for _, mode := range []uint8{ModeInitiator, ModeResponder, ModeEither} {
+	for _, mode := range []Mode{ModeInitiator, ModeResponder, ModeEither} {
 		t.Run(fmt.Sprintf("mode%d", mode), func(t *testing.T) {
 			b := Hello{Version: Version, Mode: mode}.Marshal()
-			want := []byte{'s', 'p', 'e', 'e', 'r', Version, mode, 0}
+			want := []byte{'s', 'p', 'e', 'e', 'r', Version, byte(mode), 0}
 			if !bytes.Equal(b[:], want) {
 				t.Fatalf("Marshal = %x, want %x", b, want)
 			}
@@ -608,7 +608,7 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		PutRecordHeader(b, typ, length)
 		return b
 	}
-	hello := func(mode uint8) []byte { b := Hello{Version: Version, Mode: mode}.Marshal(); return b[:] }
+	hello := func(mode Mode) []byte { b := Hello{Version: Version, Mode: mode}.Marshal(); return b[:] }
 	type seed struct {
 		name  string
 		data  []byte
@@ -700,8 +700,8 @@ func TestFirstFlightLen(t *testing.T) {
 		{"responder hello: nothing follows", responder[:], HelloSize},
 		{"not securepeer", []byte("GET / HTTP/1.1\r\n"), HelloSize},
 		{"legacy JSON", []byte(`{"key":"...`), HelloSize},
-		{"other version", cat([]byte(Magic), []byte{2, ModeInitiator, 0}), HelloSize},
-		{"nonzero flags", cat([]byte(Magic), []byte{Version, ModeInitiator, 1}), HelloSize},
+		{"other version", cat([]byte(Magic), []byte{2, byte(ModeInitiator), 0}), HelloSize},
+		{"nonzero flags", cat([]byte(Magic), []byte{Version, byte(ModeInitiator), 1}), HelloSize},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
