@@ -199,7 +199,7 @@ func handshakeOutOfTime(ctx context.Context, err error) bool {
 func handshakeTimeoutError(ctx context.Context, d time.Duration, err error) error {
 	cause := context.Cause(ctx)
 	if cause == nil || errors.Is(cause, context.DeadlineExceeded) {
-		return &timeoutError{fmt.Errorf("securepeer: handshake timed out (limit %v or the context's deadline); is the peer a securepeer peer, and reachable? (%w)", d, err)}
+		return &timeoutError{fmt.Errorf("securepeer: handshake timed out (limit %v or the context's deadline): %w", d, err)}
 	}
 	return fmt.Errorf("securepeer: handshake canceled: %w", cause)
 }

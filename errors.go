@@ -8,7 +8,7 @@ var ErrRejected = errors.New("securepeer: the peer rejected this side's key")
 
 // ErrNoCommonCipher is returned, wrapped, by Handshake when the two peers'
 // [Config.Ciphers] lists have no cipher in common.
-var ErrNoCommonCipher = errors.New("securepeer: the peers have no cipher in common; check Config.Ciphers on both sides")
+var ErrNoCommonCipher = errors.New("securepeer: the peers have no cipher in common")
 
 // ErrNoCommonProtocol is returned, wrapped, by Handshake when both peers
 // set [Config.NextProtos] and the lists have no protocol in common.
@@ -29,3 +29,11 @@ var errAuth = errors.New("securepeer: message authentication failed; the connect
 // connection with [Conn.Abort]: it gave up before the end of its stream, so
 // what was read may be incomplete.
 var ErrAborted = errors.New("securepeer: the peer aborted the stream; data may be missing")
+
+// ErrLegacyPeer is returned, wrapped, by Handshake when the peer speaks the
+// Node secure-peer 0.2 protocol, which the legacy package implements.
+var ErrLegacyPeer = errors.New("securepeer: the peer speaks the legacy secure-peer (Node) protocol, not securepeer")
+
+// ErrIdentityFileMode is returned, wrapped, by [LoadIdentity] for an
+// identity file that others than its owner may read or write.
+var ErrIdentityFileMode = errors.New("securepeer: identity file is accessible by others")

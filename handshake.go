@@ -226,11 +226,11 @@ func (hs *handshakeState) readHello() error {
 	switch {
 	case errors.Is(err, wire.ErrNotSecurepeer):
 		if hs.peerHello[0] == '{' {
-			return errors.New("securepeer: the peer looks like a legacy secure-peer (Node) peer; talk to it with the legacy package or -legacy")
+			return ErrLegacyPeer
 		}
 		return errors.New("securepeer: the peer is not speaking the securepeer protocol")
 	case errors.Is(err, wire.ErrVersion):
-		return fmt.Errorf("securepeer: the peer speaks protocol version %d and this side version %d; upgrade the older side", h.Version, wire.Version)
+		return fmt.Errorf("securepeer: the peer speaks protocol version %d and this side version %d", h.Version, wire.Version)
 	case err != nil:
 		return errors.New("securepeer: the peer sent a malformed hello")
 	}

@@ -116,7 +116,7 @@ func LoadIdentity(path string) (*Identity, error) {
 	case !fi.Mode().IsRegular():
 		return nil, fmt.Errorf("securepeer: identity %s is not a regular file", path)
 	case runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0:
-		return nil, fmt.Errorf("securepeer: identity file %s is accessible by others (mode %04o); run chmod 600 %s", path, fi.Mode().Perm(), path)
+		return nil, fmt.Errorf("%w: %s (mode %04o)", ErrIdentityFileMode, path, fi.Mode().Perm())
 	case fi.Size() > maxIdentityFile:
 		return nil, fmt.Errorf("securepeer: identity file %s is %d bytes, too large for a key file", path, fi.Size())
 	}

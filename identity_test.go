@@ -164,8 +164,8 @@ func TestLoadIdentityPermissions(t *testing.T) {
 		if (err != nil) != tt.wantErr {
 			t.Errorf("mode %v: error %v, want error %v", tt.mode, err, tt.wantErr)
 		}
-		if err != nil && !strings.Contains(err.Error(), "chmod 600") {
-			t.Errorf("mode %v: the error gives no hint: %v", tt.mode, err)
+		if err != nil && !errors.Is(err, ErrIdentityFileMode) {
+			t.Errorf("mode %v: error %v, want ErrIdentityFileMode", tt.mode, err)
 		}
 	}
 	if _, err := LoadIdentity(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {

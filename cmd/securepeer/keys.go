@@ -125,6 +125,9 @@ func (e *env) loadIdentity(path string) (*securepeer.Identity, error) {
 		return nil, fmt.Errorf("identity file %s does not exist; create it with securepeer keygen -f %s, or leave out -i to use the default identity", path, path)
 	}
 	id, err := securepeer.LoadIdentity(path)
+	if errors.Is(err, securepeer.ErrIdentityFileMode) {
+		return nil, fmt.Errorf("%w; run chmod 600 %s", err, path)
+	}
 	if err != nil {
 		return nil, err
 	}

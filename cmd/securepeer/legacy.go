@@ -219,7 +219,7 @@ func (e *env) loadLegacyKeys(path string) (*legacy.Keys, error) {
 	}
 	keys, err := legacy.LoadKeys(path)
 	if err != nil {
-		return nil, fmt.Errorf("%v; in -legacy mode -i takes an rsa-json file {\"private\": PEM, \"public\": PEM}", strings.TrimPrefix(err.Error(), "legacy: "))
+		return nil, fmt.Errorf("%v; in -legacy mode -i takes an rsa-json file {\"private\": PEM, \"public\": PEM}", describe(err))
 	}
 	return keys, nil
 }
@@ -288,7 +288,7 @@ func parseLegacyExpect(s string) (string, error) {
 		data = []byte(file.Public)
 	}
 	if pub, err = parsePEMPublicKey(data); err != nil {
-		return "", usageErrorf("-expect %s: %v; want a PEM public key (RSA PUBLIC KEY or PUBLIC KEY) or an rsa-json file", s, strings.TrimPrefix(err.Error(), "legacy: "))
+		return "", usageErrorf("-expect %s: %v; want a PEM public key (RSA PUBLIC KEY or PUBLIC KEY) or an rsa-json file", s, describe(err))
 	}
 	return legacy.Fingerprint(pub), nil
 }
@@ -388,7 +388,7 @@ func parseLegacyAllow(path string, data []byte) (map[string]int, error) {
 			if strings.HasPrefix(line, "-----END ") {
 				pub, err := legacy.ParsePublicKey([]byte(strings.Join(block, "\n") + "\n"))
 				if err != nil {
-					return nil, fmt.Errorf("%s line %d: %v", path, start, strings.TrimPrefix(err.Error(), "legacy: "))
+					return nil, fmt.Errorf("%s line %d: %v", path, start, describe(err))
 				}
 				allowed[legacy.Fingerprint(pub)] = start
 				block = nil
@@ -453,7 +453,7 @@ func runKeygenLegacy(e *env, path string, bits int, force bool) error {
 	}
 	keys, err := legacy.GenerateKeys(bits)
 	if err != nil {
-		return usageErrorf("keygen: -bits: %v", strings.TrimPrefix(err.Error(), "legacy: "))
+		return usageErrorf("keygen: -bits: %v", describe(err))
 	}
 	data, err := keys.MarshalJSON()
 	if err != nil {

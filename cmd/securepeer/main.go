@@ -190,10 +190,7 @@ func report(e *env, err error) int {
 		// The bare interruption: the user knows.
 		return code
 	}
-	msg := err.Error()
-	// Library errors carry their own prefix.
-	msg = strings.TrimPrefix(msg, "securepeer: ")
-	fmt.Fprintf(e.stderr, "securepeer: %s\n", msg)
+	fmt.Fprintf(e.stderr, "securepeer: %s\n", describe(err))
 	return code
 }
 

@@ -43,7 +43,7 @@ func parseExpect(s string) (string, error) {
 	case strings.HasPrefix(s, "ssh-"):
 		k, err := securepeer.ParsePublicKey(s)
 		if err != nil {
-			return "", usageErrorf("-expect: %v", strings.TrimPrefix(err.Error(), "securepeer: "))
+			return "", usageErrorf("-expect: %v", describe(err))
 		}
 		return k.Fingerprint(), nil
 	}
@@ -54,7 +54,7 @@ func parseExpect(s string) (string, error) {
 	line, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
 	k, err := securepeer.ParsePublicKey(line)
 	if err != nil {
-		return "", usageErrorf("-expect %s: %v", s, strings.TrimPrefix(err.Error(), "securepeer: "))
+		return "", usageErrorf("-expect %s: %v", s, describe(err))
 	}
 	return k.Fingerprint(), nil
 }
@@ -77,7 +77,7 @@ func (p *hostPolicy) verify(ctx context.Context, key peerKey) error {
 	defer p.mu.Unlock()
 	db, err := knownhosts.Load(p.file)
 	if err != nil {
-		return fmt.Errorf("%v; fix or move the file", strings.TrimPrefix(err.Error(), "knownhosts: "))
+		return fmt.Errorf("%v; fix or move the file", describe(err))
 	}
 	err = db.Check(p.addr, pk)
 	var (
@@ -99,7 +99,7 @@ func (p *hostPolicy) verify(ctx context.Context, key peerKey) error {
 	case errors.As(err, &unknown):
 		return p.firstContact(ctx, pk, unknown)
 	}
-	return fmt.Errorf("%v", strings.TrimPrefix(err.Error(), "knownhosts: "))
+	return fmt.Errorf("%v", describe(err))
 }
 
 // firstContact handles a host that known_hosts does not list: -accept-new
@@ -141,7 +141,7 @@ func (p *hostPolicy) firstContact(ctx context.Context, key securepeer.PublicKey,
 	}
 	n, err := knownhosts.Add(p.file, line)
 	if err != nil {
-		return fmt.Errorf("%v; the key was not recorded", strings.TrimPrefix(err.Error(), "knownhosts: "))
+		return fmt.Errorf("%v; the key was not recorded", describe(err))
 	}
 	p.e.notef("permanently added %s (%s) to %s line %d", p.addr, fp, p.file, n)
 	return nil
@@ -173,7 +173,7 @@ type allowPolicy struct {
 func newAllowPolicy(e *env, log *slog.Logger, path string) (*allowPolicy, error) {
 	f, err := knownhosts.OpenAuthorizedKeys(path)
 	if err != nil {
-		return nil, fmt.Errorf("-allow: %v", strings.TrimPrefix(err.Error(), "knownhosts: "))
+		return nil, fmt.Errorf("-allow: %v", describe(err))
 	}
 	keys, _, _ := f.Current()
 	if keys.Len() == 0 {
@@ -190,7 +190,7 @@ func (p *allowPolicy) verify(_ context.Context, key peerKey) error {
 	}
 	keys, changed, err := p.file.Current()
 	if err != nil {
-		p.e.notef("cannot use the -allow file, refusing every peer until it is fixed: %v", strings.TrimPrefix(err.Error(), "knownhosts: "))
+		p.e.notef("cannot use the -allow file, refusing every peer until it is fixed: %v", describe(err))
 		return rejectedErrorf("the -allow file is unusable")
 	}
 	if changed {
