@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/flynn/noise"
 
+	"github.com/securepeer/securepeer/internal/testenv"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -41,17 +41,7 @@ const (
 // so that its cleanup runs after every other.
 func badLeakCheck(t *testing.T) {
 	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(badSlack)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<20)
-			t.Errorf("%d goroutines left behind:\n%s", n-before, buf[:runtime.Stack(buf, true)])
-		}
-	})
+	testenv.CheckNoLeaks(t, badSlack)
 }
 
 // badCountingConn counts the bytes its reader took from the connection.
@@ -79,8 +69,7 @@ func (c *badCountingConn) count() int {
 // the test ends.
 func badTCPPair(t *testing.T) (a, b *net.TCPConn) {
 	t.Helper()
-	x, y := tcpPair(t)
-	return x.(*net.TCPConn), y.(*net.TCPConn)
+	return testenv.TCPPair(t)
 }
 
 // A badRole is the side of the handshake the victim plays.

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer/internal/testenv"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -382,12 +383,8 @@ func fzSameError(a, b error) bool {
 // fzNoLeak waits, boundedly, for the goroutine count to fall back to base.
 func fzNoLeak(t *testing.T, base int) {
 	t.Helper()
-	deadline := time.Now().Add(fzSlack)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines leaked:\n%s", runtime.NumGoroutine()-base, fzStacks())
-		}
-		time.Sleep(time.Millisecond)
+	if err := testenv.WaitGoroutines(base, fzSlack); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // testIdentity returns a fixed identity, the same for the same seed byte.
@@ -42,30 +43,8 @@ var transports = []transport{
 // tcpPair returns both ends of a real loopback TCP connection.
 func tcpPair(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- result{c, err}
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { a.Close(); r.c.Close() })
-	return a, r.c
+	a, b := testenv.TCPPair(t)
+	return a, b
 }
 
 // run runs f in a goroutine and returns a channel with its error.
@@ -191,17 +170,7 @@ func readPrefixed(r io.Reader, hdr int) ([]byte, error) {
 // running after a grace period.
 func checkNoLeaks(t *testing.T) {
 	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Errorf("%d goroutines leaked:\n%s", n-before, buf[:runtime.Stack(buf, true)])
-		}
-	})
+	testenv.CheckNoLeaks(t, 10*time.Second)
 }
 
 // rejectAll is a Verify that refuses every key.

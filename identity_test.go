@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 func TestIdentityOpenSSHRoundTrip(t *testing.T) {
@@ -83,13 +85,7 @@ func TestParseIdentityErrors(t *testing.T) {
 // TestSSHKeygenCompatibility checks that a key made by ssh-keygen is an
 // identity, and that our fingerprint and public key line are ssh-keygen's.
 func TestSSHKeygenCompatibility(t *testing.T) {
-	keygen, err := exec.LookPath("ssh-keygen")
-	if err != nil {
-		if os.Getenv("SECUREPEER_REQUIRE_INTEROP") == "1" {
-			t.Fatal("ssh-keygen is required in CI")
-		}
-		t.Skip("ssh-keygen not installed")
-	}
+	keygen := testenv.RequireTool(t, "ssh-keygen")
 	dir := t.TempDir()
 	path := filepath.Join(dir, "id_ed25519")
 	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", path).CombinedOutput(); err != nil {

@@ -3,10 +3,10 @@ package legacy
 import (
 	"fmt"
 	"os"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // TestMain fails the run if goroutines started by this package outlive the
@@ -26,19 +26,5 @@ func TestMain(m *testing.M) {
 // package, other than the caller, to exit, and returns the stacks of those
 // that remain.
 func leakedGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "securepeer/legacy.") && !strings.Contains(g, "legacy.leakedGoroutines") && !strings.Contains(g, "legacy.TestMain") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return testenv.LeakedGoroutines("securepeer/legacy.", d, "legacy.TestMain")
 }

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // testTimeout bounds every wait; generous for a loaded 2-core machine
@@ -303,18 +305,10 @@ func (te *testEnv) readFile(name string) string {
 	return string(data)
 }
 
-// requireTool returns the path of tool, skipping the test if it is missing
-// unless SECUREPEER_REQUIRE_INTEROP=1 (as in CI) makes that a failure.
+// requireTool returns the path of tool, as testenv.RequireTool.
 func requireTool(t *testing.T, tool string) string {
 	t.Helper()
-	path, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("SECUREPEER_REQUIRE_INTEROP") == "1" {
-			t.Fatalf("%s is required (SECUREPEER_REQUIRE_INTEROP=1): %v", tool, err)
-		}
-		t.Skipf("%s not installed: %v", tool, err)
-	}
-	return path
+	return testenv.RequireTool(t, tool)
 }
 
 // TestSSHKeygenInterop checks that keys from ssh-keygen -t ed25519 work as

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // The test binary doubles as the securepeer command: testscript installs it
@@ -63,9 +66,9 @@ func TestScripts(t *testing.T) {
 				// [interop] holds where ssh-keygen exists; CI sets
 				// SECUREPEER_REQUIRE_INTEROP=1 so that a missing tool fails
 				// instead of skipping.
-				_, err := exec.LookPath("ssh-keygen")
-				if err != nil && os.Getenv("SECUREPEER_REQUIRE_INTEROP") == "1" {
-					return false, errors.New("ssh-keygen is required (SECUREPEER_REQUIRE_INTEROP=1)")
+				_, err := testenv.LookTool("ssh-keygen")
+				if err != nil && testenv.Required() {
+					return false, fmt.Errorf("%v (SECUREPEER_REQUIRE_INTEROP=1 makes that a failure)", err)
 				}
 				return err == nil, nil
 			}
