@@ -23,118 +23,112 @@ import (
 // loopback TCP and over net.Pipe.
 
 func TestAcceptEcho(t *testing.T) {
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			checkNoLeaks(t)
-			a, b := tr.pair(t)
-			alice, bob := testIdentity(t, 1), testIdentity(t, 2)
-			var verified atomic.Value
-			server := Server(b, &Config{Identity: bob, Verify: func(_ context.Context, k PublicKey) error {
-				verified.Store(k)
-				return nil
-			}})
-			client := Client(a, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
-			done := run(func() error { return echoUpper(server) })
+	eachTransport(t, func(t *testing.T, pair pairFunc) {
+		checkNoLeaks(t)
+		a, b := pair(t)
+		alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+		var verified atomic.Value
+		server := Server(b, &Config{Identity: bob, Verify: func(_ context.Context, k PublicKey) error {
+			verified.Store(k)
+			return nil
+		}})
+		client := Client(a, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
+		done := run(func() error { return echoUpper(server) })
 
-			if _, err := client.Write([]byte("beep boop\n")); err != nil {
-				t.Fatal(err)
-			}
-			if err := client.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(client)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(got) != "BEEP BOOP\n" {
-				t.Errorf("got %q, want %q", got, "BEEP BOOP\n")
-			}
-			if err := wait(t, done); err != nil {
-				t.Fatal(err)
-			}
-			if k := verified.Load(); k != alice.PublicKey() {
-				t.Errorf("server verified %v, want alice", k)
-			}
-			if client.RemoteKey() != bob.PublicKey() || server.RemoteKey() != alice.PublicKey() {
-				t.Error("RemoteKey does not match the peers' identities")
-			}
-			cs, ss := client.ConnectionState(), server.ConnectionState()
-			if !cs.HandshakeComplete || !cs.Initiator || ss.Initiator || !cs.PostQuantum || !ss.PostQuantum {
-				t.Errorf("unexpected states %+v / %+v", cs, ss)
-			}
-			if !bytes.Equal(cs.ChannelBinding, ss.ChannelBinding) || len(cs.ChannelBinding) != 32 {
-				t.Error("channel bindings differ")
-			}
-			// After the end of stream, Read keeps returning io.EOF.
-			if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-				t.Errorf("Read after EOF = %d, %v", n, err)
-			}
-			closeBoth(client, server)
-		})
-	}
+		if _, err := client.Write([]byte("beep boop\n")); err != nil {
+			t.Fatal(err)
+		}
+		if err := client.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != "BEEP BOOP\n" {
+			t.Errorf("got %q, want %q", got, "BEEP BOOP\n")
+		}
+		if err := wait(t, done); err != nil {
+			t.Fatal(err)
+		}
+		if k := verified.Load(); k != alice.PublicKey() {
+			t.Errorf("server verified %v, want alice", k)
+		}
+		if client.RemoteKey() != bob.PublicKey() || server.RemoteKey() != alice.PublicKey() {
+			t.Error("RemoteKey does not match the peers' identities")
+		}
+		cs, ss := client.ConnectionState(), server.ConnectionState()
+		if !cs.HandshakeComplete || !cs.Initiator || ss.Initiator || !cs.PostQuantum || !ss.PostQuantum {
+			t.Errorf("unexpected states %+v / %+v", cs, ss)
+		}
+		if !bytes.Equal(cs.ChannelBinding, ss.ChannelBinding) || len(cs.ChannelBinding) != 32 {
+			t.Error("channel bindings differ")
+		}
+		// After the end of stream, Read keeps returning io.EOF.
+		if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Errorf("Read after EOF = %d, %v", n, err)
+		}
+		closeBoth(client, server)
+	})
 }
 
 func TestAcceptAfterDelayedVerify(t *testing.T) {
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			a, b := tr.pair(t)
-			release := make(chan struct{})
-			server := Server(b, &Config{Identity: testIdentity(t, 2), Verify: func(ctx context.Context, _ PublicKey) error {
-				select {
-				case <-release:
-					return nil
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}})
-			client := Client(a, &Config{Identity: testIdentity(t, 1)})
-			done := run(func() error { return echoUpper(server) })
-			time.AfterFunc(200*time.Millisecond, func() { close(release) })
-			if _, err := client.Write([]byte("beep boop")); err != nil {
-				t.Fatal(err)
+	eachTransport(t, func(t *testing.T, pair pairFunc) {
+		a, b := pair(t)
+		release := make(chan struct{})
+		server := Server(b, &Config{Identity: testIdentity(t, 2), Verify: func(ctx context.Context, _ PublicKey) error {
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			client.CloseWrite()
-			got, err := io.ReadAll(client)
-			if err != nil || string(got) != "BEEP BOOP" {
-				t.Fatalf("got %q, %v", got, err)
-			}
-			if err := wait(t, done); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+		}})
+		client := Client(a, &Config{Identity: testIdentity(t, 1)})
+		done := run(func() error { return echoUpper(server) })
+		time.AfterFunc(200*time.Millisecond, func() { close(release) })
+		if _, err := client.Write([]byte("beep boop")); err != nil {
+			t.Fatal(err)
+		}
+		client.CloseWrite()
+		got, err := io.ReadAll(client)
+		if err != nil || string(got) != "BEEP BOOP" {
+			t.Fatalf("got %q, %v", got, err)
+		}
+		if err := wait(t, done); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestManySmallWrites(t *testing.T) {
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			a, b := tr.pair(t)
-			client := Client(a, &Config{Identity: testIdentity(t, 1)})
-			server := Server(b, &Config{Identity: testIdentity(t, 2)})
-			var want bytes.Buffer
-			for i := range 2000 {
-				fmt.Fprintf(&want, "%d,", i)
-			}
-			done := run(func() error {
-				for _, part := range strings.SplitAfter(want.String(), ",") {
-					if _, err := client.Write([]byte(part)); err != nil {
-						return err
-					}
+	eachTransport(t, func(t *testing.T, pair pairFunc) {
+		a, b := pair(t)
+		client := Client(a, &Config{Identity: testIdentity(t, 1)})
+		server := Server(b, &Config{Identity: testIdentity(t, 2)})
+		var want bytes.Buffer
+		for i := range 2000 {
+			fmt.Fprintf(&want, "%d,", i)
+		}
+		done := run(func() error {
+			for _, part := range strings.SplitAfter(want.String(), ",") {
+				if _, err := client.Write([]byte(part)); err != nil {
+					return err
 				}
-				return client.CloseWrite()
-			})
-			got, err := io.ReadAll(server)
-			if err != nil {
-				t.Fatal(err)
 			}
-			if err := wait(t, done); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want.Bytes()) {
-				t.Errorf("received %d bytes that differ from the %d sent", len(got), want.Len())
-			}
+			return client.CloseWrite()
 		})
-	}
+		got, err := io.ReadAll(server)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wait(t, done); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("received %d bytes that differ from the %d sent", len(got), want.Len())
+		}
+	})
 }
 
 func TestCipherNegotiation(t *testing.T) {
@@ -357,52 +351,48 @@ func TestRejectAfterAccept(t *testing.T) {
 }
 
 func TestResponderWritesFirst(t *testing.T) {
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			a, b := tr.pair(t)
-			client := Client(a, &Config{Identity: testIdentity(t, 1)})
-			server := Server(b, &Config{Identity: testIdentity(t, 2)})
-			srv := run(func() error {
-				if _, err := server.Write([]byte("hello from the responder")); err != nil {
-					return err
-				}
-				return server.CloseWrite()
-			})
-			got, err := io.ReadAll(client)
-			if err != nil || string(got) != "hello from the responder" {
-				t.Fatalf("got %q, %v", got, err)
+	eachTransport(t, func(t *testing.T, pair pairFunc) {
+		a, b := pair(t)
+		client := Client(a, &Config{Identity: testIdentity(t, 1)})
+		server := Server(b, &Config{Identity: testIdentity(t, 2)})
+		srv := run(func() error {
+			if _, err := server.Write([]byte("hello from the responder")); err != nil {
+				return err
 			}
-			if err := wait(t, srv); err != nil {
-				t.Fatal(err)
-			}
+			return server.CloseWrite()
 		})
-	}
+		got, err := io.ReadAll(client)
+		if err != nil || string(got) != "hello from the responder" {
+			t.Fatalf("got %q, %v", got, err)
+		}
+		if err := wait(t, srv); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestSimultaneousOpen(t *testing.T) {
-	for _, tr := range transports {
-		t.Run(tr.name, func(t *testing.T) {
-			for i := range 10 {
-				a, b := tr.pair(t)
-				alice, bob := testIdentity(t, 1), testIdentity(t, 2)
-				x := NewConn(a, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
-				y := NewConn(b, &Config{Identity: bob, Verify: pin(alice.PublicKey())})
-				other := run(y.Handshake)
-				if err := x.Handshake(); err != nil {
-					t.Fatal(i, err)
-				}
-				if err := wait(t, other); err != nil {
-					t.Fatal(i, err)
-				}
-				xs, ys := x.ConnectionState(), y.ConnectionState()
-				if xs.Initiator == ys.Initiator {
-					t.Fatalf("both sides have Initiator = %v", xs.Initiator)
-				}
-				echoOnce(t, x, y)
-				closeBoth(x, y)
+	eachTransport(t, func(t *testing.T, pair pairFunc) {
+		for i := range 10 {
+			a, b := pair(t)
+			alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+			x := NewConn(a, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
+			y := NewConn(b, &Config{Identity: bob, Verify: pin(alice.PublicKey())})
+			other := run(y.Handshake)
+			if err := x.Handshake(); err != nil {
+				t.Fatal(i, err)
 			}
-		})
-	}
+			if err := wait(t, other); err != nil {
+				t.Fatal(i, err)
+			}
+			xs, ys := x.ConnectionState(), y.ConnectionState()
+			if xs.Initiator == ys.Initiator {
+				t.Fatalf("both sides have Initiator = %v", xs.Initiator)
+			}
+			echoOnce(t, x, y)
+			closeBoth(x, y)
+		}
+	})
 }
 
 func TestMixedModes(t *testing.T) {

@@ -32,12 +32,23 @@ func testIdentity(t testing.TB, seed byte) *Identity {
 // A transport makes a connected pair of plain connections.
 type transport struct {
 	name string
-	pair func(t testing.TB) (net.Conn, net.Conn)
+	pair pairFunc
 }
 
 var transports = []transport{
 	{"tcp", tcpPair},
 	{"pipe", func(t testing.TB) (net.Conn, net.Conn) { return net.Pipe() }},
+}
+
+// A pairFunc returns the two ends of a connection.
+type pairFunc func(testing.TB) (net.Conn, net.Conn)
+
+// eachTransport runs f as a subtest over each transport: loopback TCP, and
+// a net.Pipe, whose writes block until read.
+func eachTransport(t *testing.T, f func(t *testing.T, pair pairFunc)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { f(t, tr.pair) })
+	}
 }
 
 // tcpPair returns both ends of a real loopback TCP connection.
