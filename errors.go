@@ -37,3 +37,7 @@ var ErrLegacyPeer = errors.New("securepeer: the peer speaks the legacy secure-pe
 // ErrIdentityFileMode is returned, wrapped, by [LoadIdentity] for an
 // identity file that others than its owner may read or write.
 var ErrIdentityFileMode = errors.New("securepeer: identity file is accessible by others")
+
+// ErrNotEd25519 is returned, wrapped, when a private key that is to be an
+// identity is not an Ed25519 key.
+var ErrNotEd25519 = errors.New("securepeer: an identity must be an Ed25519 key")

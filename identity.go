@@ -3,9 +3,11 @@ package securepeer
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -91,7 +93,7 @@ func ParseIdentity(data []byte) (*Identity, error) {
 	case ed25519.PrivateKey:
 		return NewIdentity(k)
 	default:
-		return nil, fmt.Errorf("securepeer: %T keys are not supported; generate an Ed25519 key (securepeer keygen, or ssh-keygen -t ed25519)", raw)
+		return nil, fmt.Errorf("%w (this one is %s)", ErrNotEd25519, keyKind(raw))
 	}
 }
 
@@ -132,6 +134,19 @@ func LoadIdentity(path string) (*Identity, error) {
 		return nil, fmt.Errorf("%w (in %s)", err, path)
 	}
 	return id, nil
+}
+
+// keyKind names a private key's algorithm for an error message.
+func keyKind(k any) string {
+	switch k.(type) {
+	case *rsa.PrivateKey:
+		return "RSA"
+	case *ecdsa.PrivateKey:
+		return "ECDSA"
+	case *ecdh.PrivateKey:
+		return "ECDH"
+	}
+	return "of another kind"
 }
 
 // maxIdentityFile bounds an identity file; an OpenSSH Ed25519 key is about

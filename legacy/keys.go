@@ -2,6 +2,9 @@ package legacy
 
 import (
 	"bytes"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -164,7 +167,7 @@ func parsePrivateKey(s string) (*rsa.PrivateKey, error) {
 		}
 		var ok bool
 		if priv, ok = key.(*rsa.PrivateKey); !ok {
-			return nil, fmt.Errorf("legacy: the private key is %T, not RSA", key)
+			return nil, fmt.Errorf("legacy: the private key is %s, not RSA", keyKind(key))
 		}
 	default:
 		return nil, fmt.Errorf("legacy: unsupported private key PEM type %q; want \"RSA PRIVATE KEY\" or \"PRIVATE KEY\"", block.Type)
@@ -202,7 +205,7 @@ func ParsePublicKey(pemText []byte) (*rsa.PublicKey, error) {
 		}
 		var ok bool
 		if pub, ok = key.(*rsa.PublicKey); !ok {
-			return nil, fmt.Errorf("legacy: the public key is %T, not RSA", key)
+			return nil, fmt.Errorf("legacy: the public key is %s, not RSA", keyKind(key))
 		}
 	default:
 		return nil, fmt.Errorf("legacy: unsupported public key PEM type %q; want \"RSA PUBLIC KEY\" or \"PUBLIC KEY\"", block.Type)
@@ -264,4 +267,17 @@ func (k *Keys) MarshalJSON() ([]byte, error) {
 	b.WriteString(jsString(k.publicPEM))
 	b.WriteString("\n}")
 	return []byte(b.String()), nil
+}
+
+// keyKind names a key's algorithm for an error message.
+func keyKind(k any) string {
+	switch k.(type) {
+	case *ecdsa.PrivateKey, *ecdsa.PublicKey:
+		return "ECDSA"
+	case ed25519.PrivateKey, ed25519.PublicKey:
+		return "Ed25519"
+	case *ecdh.PrivateKey, *ecdh.PublicKey:
+		return "ECDH"
+	}
+	return "of another kind"
 }
