@@ -1,0 +1,168 @@
+package libp2psec
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/crypto/pb"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/sec"
+	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
+
+	"github.com/securepeer/securepeer"
+)
+
+// ID is the security protocol ID of securepeer version 1 (PROTOCOL.md in
+// the parent module), as negotiated by multistream-select.
+const ID protocol.ID = "/securepeer/1.0.0"
+
+// maxMuxers and maxMuxerLen are the limits of securepeer's application
+// protocol list (PROTOCOL.md, "Application protocol").
+const (
+	maxMuxers   = 32
+	maxMuxerLen = 255
+)
+
+// ErrNotPostQuantum is returned, wrapped, by SecureInbound and
+// SecureOutbound when the peer completed the handshake without the
+// ML-KEM-768 hybrid. This transport refuses such connections, so that
+// [ID] in a connection's state always means a post-quantum session.
+var ErrNotPostQuantum = errors.New("libp2psec: the peer turned off the post-quantum hybrid")
+
+// Transport is a securepeer security transport for go-libp2p. It is safe
+// for concurrent use.
+type Transport struct {
+	protocolID protocol.ID
+	localID    peer.ID
+	identity   *securepeer.Identity
+	muxers     []string
+}
+
+var _ sec.SecureTransport = (*Transport)(nil)
+
+// New returns a securepeer transport for the host whose identity is key,
+// which must be an Ed25519 key. muxers are the stream multiplexers the host
+// supports, most preferred first; they are offered inside the handshake,
+// and the one both sides choose is in the connection's
+// [network.ConnectionState].StreamMultiplexer. New has the signature
+// go-libp2p expects of a security transport's constructor:
+//
+//	libp2p.New(libp2p.Security(libp2psec.ID, libp2psec.New))
+func New(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*Transport, error) {
+	if key == nil {
+		return nil, errors.New("libp2psec: no private key")
+	}
+	if key.Type() != pb.KeyType_Ed25519 {
+		return nil, fmt.Errorf("libp2psec: securepeer needs an Ed25519 host key, not %v", key.Type())
+	}
+	raw, err := key.Raw()
+	if err != nil {
+		return nil, fmt.Errorf("libp2psec: reading the Ed25519 key: %w", err)
+	}
+	if len(raw) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("libp2psec: Ed25519 private key of %d bytes, want %d", len(raw), ed25519.PrivateKeySize)
+	}
+	identity, err := securepeer.NewIdentity(ed25519.PrivateKey(raw))
+	clear(raw)
+	if err != nil {
+		return nil, fmt.Errorf("libp2psec: %w", err)
+	}
+	localID, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("libp2psec: %w", err)
+	}
+	if len(muxers) > maxMuxers {
+		return nil, fmt.Errorf("libp2psec: %d stream multiplexers, at most %d can be negotiated", len(muxers), maxMuxers)
+	}
+	names := make([]string, 0, len(muxers))
+	for _, m := range muxers {
+		name := string(m.ID)
+		if len(name) == 0 || len(name) > maxMuxerLen {
+			return nil, fmt.Errorf("libp2psec: stream multiplexer ID %q is not 1 to %d bytes", name, maxMuxerLen)
+		}
+		for _, prev := range names {
+			if prev == name {
+				return nil, fmt.Errorf("libp2psec: stream multiplexer %q listed twice", name)
+			}
+		}
+		names = append(names, name)
+	}
+	return &Transport{protocolID: id, localID: localID, identity: identity, muxers: names}, nil
+}
+
+// ID returns the protocol ID the transport was created with.
+func (t *Transport) ID() protocol.ID { return t.protocolID }
+
+// SecureInbound runs the handshake as responder on insecure. If p is not
+// empty, an initiator whose peer ID is not p is refused with an error
+// wrapping [sec.ErrPeerIDMismatch]; if p is empty, any peer but this host
+// itself is accepted. ctx bounds the handshake. On failure insecure is
+// closed.
+func (t *Transport) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
+	return t.secure(ctx, insecure, p, false)
+}
+
+// SecureOutbound runs the handshake as initiator on insecure, and accepts
+// only a responder whose peer ID is p. The check runs in securepeer's
+// Verify, before this host's identity is sent, so a wrong peer never learns
+// who dialed it; the error then wraps [sec.ErrPeerIDMismatch]. ctx bounds
+// the handshake. On failure insecure is closed.
+func (t *Transport) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
+	if p == "" {
+		insecure.Close()
+		return nil, errors.New("libp2psec: SecureOutbound needs the expected peer ID")
+	}
+	return t.secure(ctx, insecure, p, true)
+}
+
+func (t *Transport) secure(ctx context.Context, insecure net.Conn, p peer.ID, initiator bool) (sec.SecureConn, error) {
+	c := &Conn{localID: t.localID}
+	cfg := &securepeer.Config{
+		Identity:   t.identity,
+		NextProtos: t.muxers,
+		Verify: func(_ context.Context, remote securepeer.PublicKey) error {
+			pub, err := crypto.UnmarshalEd25519PublicKey(remote.Ed25519())
+			if err != nil {
+				return fmt.Errorf("libp2psec: %w", err)
+			}
+			id, err := peer.IDFromPublicKey(pub)
+			if err != nil {
+				return fmt.Errorf("libp2psec: %w", err)
+			}
+			if p != "" && id != p {
+				return sec.ErrPeerIDMismatch{Expected: p, Actual: id}
+			}
+			if id == t.localID {
+				return fmt.Errorf("libp2psec: %w", securepeer.ErrOwnKey)
+			}
+			c.remoteID, c.remoteKey = id, pub
+			return nil
+		},
+	}
+	if initiator {
+		c.conn = securepeer.Client(insecure, cfg)
+	} else {
+		c.conn = securepeer.Server(insecure, cfg)
+	}
+	if err := c.conn.HandshakeContext(ctx); err != nil {
+		insecure.Close()
+		return nil, err
+	}
+	st := c.conn.ConnectionState()
+	if !st.PostQuantum {
+		c.conn.Abort()
+		return nil, ErrNotPostQuantum
+	}
+	c.state = network.ConnectionState{
+		Security:                  t.protocolID,
+		StreamMultiplexer:         protocol.ID(st.NegotiatedProtocol),
+		UsedEarlyMuxerNegotiation: st.NegotiatedProtocol != "",
+	}
+	return c, nil
+}

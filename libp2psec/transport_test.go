@@ -1,0 +1,366 @@
+package libp2psec
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/sec"
+	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
+
+	"github.com/securepeer/securepeer"
+)
+
+func newKey(t testing.TB) crypto.PrivKey {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func muxerList(ids ...protocol.ID) []tptu.StreamMuxer {
+	var ms []tptu.StreamMuxer
+	for _, id := range ids {
+		ms = append(ms, tptu.StreamMuxer{ID: id})
+	}
+	return ms
+}
+
+func newTransport(t testing.TB, muxers ...protocol.ID) *Transport {
+	t.Helper()
+	tr, err := New(ID, newKey(t), muxerList(muxers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// tcpPair returns both ends of a loopback TCP connection, closed at the end
+// of the test.
+func tcpPair(t testing.TB) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- result{c, err}
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { client.Close(); r.c.Close() })
+	return client, r.c
+}
+
+type handshakeResult struct {
+	conn sec.SecureConn
+	err  error
+}
+
+// handshake runs SecureOutbound from a to b's peer ID expectOut and
+// SecureInbound on b with expectIn, and returns both results.
+func handshake(t testing.TB, a, b *Transport, expectOut, expectIn peer.ID) (out, in handshakeResult) {
+	t.Helper()
+	cc, sc := tcpPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch := make(chan handshakeResult, 1)
+	go func() {
+		c, err := b.SecureInbound(ctx, sc, expectIn)
+		ch <- handshakeResult{c, err}
+	}()
+	c, err := a.SecureOutbound(ctx, cc, expectOut)
+	out = handshakeResult{c, err}
+	in = <-ch
+	for _, r := range []handshakeResult{out, in} {
+		if r.conn != nil {
+			t.Cleanup(func() { r.conn.Close() })
+		}
+	}
+	return out, in
+}
+
+func TestNewKeyTypes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		typ  int
+		bits int
+	}{
+		{"RSA", crypto.RSA, 2048},
+		{"Secp256k1", crypto.Secp256k1, 0},
+		{"ECDSA", crypto.ECDSA, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, _, err := crypto.GenerateKeyPair(tc.typ, tc.bits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = New(ID, k, nil)
+			if err == nil {
+				t.Fatalf("New accepted a %s key", tc.name)
+			}
+			if want := "needs an Ed25519 host key, not " + tc.name; !bytes.Contains([]byte(err.Error()), []byte(want)) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		})
+	}
+	t.Run("Ed25519", func(t *testing.T) {
+		k := newKey(t)
+		tr, err := New(ID, k, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := peer.IDFromPrivateKey(k)
+		if tr.localID != want {
+			t.Errorf("local peer ID %s, want %s", tr.localID, want)
+		}
+		raw, _ := k.GetPublic().Raw()
+		if !bytes.Equal(tr.identity.PublicKey().Ed25519(), raw) {
+			t.Error("the securepeer identity is not the libp2p key")
+		}
+	})
+}
+
+func TestNewMuxerLimits(t *testing.T) {
+	many := make([]protocol.ID, maxMuxers+1)
+	for i := range many {
+		many[i] = protocol.ID("/m/" + string(rune('a'+i)))
+	}
+	for _, tc := range []struct {
+		name   string
+		muxers []protocol.ID
+		ok     bool
+	}{
+		{"none", nil, true},
+		{"max", many[:maxMuxers], true},
+		{"too many", many, false},
+		{"empty ID", []protocol.ID{""}, false},
+		{"long ID", []protocol.ID{protocol.ID(bytes.Repeat([]byte("x"), maxMuxerLen+1))}, false},
+		{"twice", []protocol.ID{"/yamux/1.0.0", "/yamux/1.0.0"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(ID, newKey(t), muxerList(tc.muxers...))
+			if (err == nil) != tc.ok {
+				t.Errorf("New: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestSecure(t *testing.T) {
+	a := newTransport(t, "/yamux/1.0.0", "/mplex/6.7.0")
+	b := newTransport(t, "/mplex/6.7.0", "/yamux/1.0.0")
+	out, in := handshake(t, a, b, b.localID, "")
+	if out.err != nil || in.err != nil {
+		t.Fatalf("outbound: %v, inbound: %v", out.err, in.err)
+	}
+	for _, tc := range []struct {
+		name        string
+		c           sec.SecureConn
+		local, peer *Transport
+	}{{"outbound", out.conn, a, b}, {"inbound", in.conn, b, a}} {
+		if tc.c.LocalPeer() != tc.local.localID || tc.c.RemotePeer() != tc.peer.localID {
+			t.Errorf("%s: peers %s -> %s, want %s -> %s", tc.name, tc.c.LocalPeer(), tc.c.RemotePeer(), tc.local.localID, tc.peer.localID)
+		}
+		id, err := peer.IDFromPublicKey(tc.c.RemotePublicKey())
+		if err != nil || id != tc.peer.localID {
+			t.Errorf("%s: remote public key gives %s (%v), want %s", tc.name, id, err, tc.peer.localID)
+		}
+		st := tc.c.ConnState()
+		// The responder's order decides (PROTOCOL.md, "Application protocol").
+		if st.Security != ID || st.StreamMultiplexer != "/mplex/6.7.0" || !st.UsedEarlyMuxerNegotiation {
+			t.Errorf("%s: ConnState %+v", tc.name, st)
+		}
+		if ss := tc.c.(*Conn).SecurepeerState(); !ss.PostQuantum || ss.Initiator != (tc.name == "outbound") {
+			t.Errorf("%s: securepeer state %+v", tc.name, ss)
+		}
+	}
+
+	msg := make([]byte, 1<<20)
+	rand.Read(msg)
+	go func() {
+		out.conn.Write(msg)
+		out.conn.Close()
+	}()
+	got, err := io.ReadAll(in.conn)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("read %d bytes (%v), want the %d sent", len(got), err, len(msg))
+	}
+}
+
+func TestMuxerNegotiation(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		out, in      []protocol.ID
+		want         protocol.ID
+		noCommonFail bool
+	}{
+		{"same", []protocol.ID{"/yamux/1.0.0"}, []protocol.ID{"/yamux/1.0.0"}, "/yamux/1.0.0", false},
+		{"responder order", []protocol.ID{"/a", "/b"}, []protocol.ID{"/b", "/a"}, "/b", false},
+		{"initiator offers none", nil, []protocol.ID{"/yamux/1.0.0"}, "", false},
+		{"responder offers none", []protocol.ID{"/yamux/1.0.0"}, nil, "", false},
+		{"none in common", []protocol.ID{"/a"}, []protocol.ID{"/b"}, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newTransport(t, tc.out...), newTransport(t, tc.in...)
+			out, in := handshake(t, a, b, b.localID, "")
+			if tc.noCommonFail {
+				if !errors.Is(out.err, securepeer.ErrNoCommonProtocol) || !errors.Is(in.err, securepeer.ErrNoCommonProtocol) {
+					t.Fatalf("outbound: %v, inbound: %v; want ErrNoCommonProtocol on both", out.err, in.err)
+				}
+				return
+			}
+			if out.err != nil || in.err != nil {
+				t.Fatalf("outbound: %v, inbound: %v", out.err, in.err)
+			}
+			for _, c := range []sec.SecureConn{out.conn, in.conn} {
+				st := c.ConnState()
+				if st.StreamMultiplexer != tc.want || st.UsedEarlyMuxerNegotiation != (tc.want != "") {
+					t.Errorf("ConnState %+v, want muxer %q", st, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestPeerIDMismatch(t *testing.T) {
+	a, b, other := newTransport(t), newTransport(t), newTransport(t)
+
+	t.Run("outbound", func(t *testing.T) {
+		out, in := handshake(t, a, b, other.localID, "")
+		var mismatch sec.ErrPeerIDMismatch
+		if !errors.As(out.err, &mismatch) || mismatch.Expected != other.localID || mismatch.Actual != b.localID {
+			t.Fatalf("outbound error %v, want a mismatch expecting %s, found %s", out.err, other.localID, b.localID)
+		}
+		// The initiator refused before message 3: the responder never
+		// learned who dialed.
+		if !errors.Is(in.err, securepeer.ErrRejected) {
+			t.Errorf("inbound error %v, want ErrRejected", in.err)
+		}
+	})
+	t.Run("inbound", func(t *testing.T) {
+		out, in := handshake(t, a, b, b.localID, other.localID)
+		var mismatch sec.ErrPeerIDMismatch
+		if !errors.As(in.err, &mismatch) || mismatch.Expected != other.localID || mismatch.Actual != a.localID {
+			t.Fatalf("inbound error %v, want a mismatch expecting %s, found %s", in.err, other.localID, a.localID)
+		}
+		// The initiator completes its side and learns of the refusal on
+		// its first read, as PROTOCOL.md says.
+		if out.err == nil {
+			_, err := out.conn.Read(make([]byte, 1))
+			out.err = err
+		}
+		if !errors.Is(out.err, securepeer.ErrRejected) {
+			t.Errorf("outbound error %v, want ErrRejected", out.err)
+		}
+	})
+	t.Run("inbound expected", func(t *testing.T) {
+		out, in := handshake(t, a, b, b.localID, a.localID)
+		if out.err != nil || in.err != nil {
+			t.Fatalf("outbound: %v, inbound: %v", out.err, in.err)
+		}
+	})
+	t.Run("outbound without peer ID", func(t *testing.T) {
+		cc, _ := tcpPair(t)
+		if _, err := a.SecureOutbound(context.Background(), cc, ""); err == nil {
+			t.Fatal("SecureOutbound accepted an empty peer ID")
+		}
+	})
+}
+
+func TestOwnKey(t *testing.T) {
+	k := newKey(t)
+	a, err := New(ID, k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(ID, k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, in := handshake(t, a, b, b.localID, "")
+	if !errors.Is(out.err, securepeer.ErrOwnKey) {
+		t.Errorf("outbound error %v, want ErrOwnKey", out.err)
+	}
+	if in.err == nil {
+		t.Error("inbound handshake with this host's own key succeeded")
+	}
+}
+
+// A securepeer peer that turns off the hybrid completes its handshake, but
+// the transport refuses the connection.
+func TestNotPostQuantum(t *testing.T) {
+	a := newTransport(t)
+	id, err := securepeer.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, sc := tcpPair(t)
+	go func() {
+		c := securepeer.Server(sc, &securepeer.Config{Identity: id, DisablePostQuantum: true})
+		c.Handshake()
+		io.Copy(io.Discard, c)
+	}()
+	pub, _ := crypto.UnmarshalEd25519PublicKey(id.PublicKey().Ed25519())
+	pid, _ := peer.IDFromPublicKey(pub)
+	_, err = a.SecureOutbound(context.Background(), cc, pid)
+	if !errors.Is(err, ErrNotPostQuantum) {
+		t.Fatalf("SecureOutbound: %v, want ErrNotPostQuantum", err)
+	}
+	if _, err := cc.Write([]byte{0}); err == nil {
+		t.Error("the insecure connection is still open")
+	}
+}
+
+// A handshake that the peer never answers ends when ctx does, closes the
+// insecure connection, and leaves no goroutine behind.
+func TestContextCancel(t *testing.T) {
+	a, b := newTransport(t), newTransport(t)
+	for _, dir := range []string{"outbound", "inbound"} {
+		t.Run(dir, func(t *testing.T) {
+			cc, sc := tcpPair(t)
+			go io.Copy(io.Discard, sc) // a silent peer
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(100*time.Millisecond, cancel)
+			start := time.Now()
+			var err error
+			if dir == "outbound" {
+				_, err = a.SecureOutbound(ctx, cc, b.localID)
+			} else {
+				_, err = a.SecureInbound(ctx, cc, "")
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("error %v, want context.Canceled", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("returned after %v", d)
+			}
+			if _, err := cc.Write([]byte{0}); err == nil {
+				t.Error("the insecure connection is still open")
+			}
+		})
+	}
+}
