@@ -19,8 +19,11 @@ import (
 )
 
 // ID is the security protocol ID of securepeer version 1 (PROTOCOL.md in
-// the parent module), as negotiated by multistream-select.
-const ID protocol.ID = "/securepeer/1.0.0"
+// the parent module), as negotiated by multistream-select. It is an untyped
+// constant, as go-libp2p's noise.ID and tls.ID are, so that it can be
+// passed both to libp2p.Security, which takes a string, and where a
+// [protocol.ID] is expected.
+const ID = "/securepeer/1.0.0"
 
 // maxMuxers and maxMuxerLen are the limits of securepeer's application
 // protocol list (PROTOCOL.md, "Application protocol").
