@@ -151,6 +151,9 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		timeout = listenHandshakeTimeout
 	}
 	h := &nativeHandshaker{id: id, timeout: timeout}
+	if *from != "" {
+		h.protos = tunnelProtos()
+	}
 	return connectWith(ctx, e, &cf, h, addr, *from, policy.verify, log)
 }
 
@@ -173,14 +176,38 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 // listens on from, as ssh -L authenticates before it binds: a peer that
 // cannot be reached, refuses this side or has the wrong key ends the tunnel
 // before it starts, with the usual exit codes. Then it carries each local
-// connection to the peer over a secure stream of its own. A failure then
-// ends only the local connection concerned, with a notice, except a peer
-// key that verify refuses (a changed key): that ends the tunnel (exit 3). A
-// signal cuts the connections in progress, aborting their streams.
+// connection to the peer. A failure then ends only the local connection
+// concerned, with a notice, except a peer key that verify refuses (a
+// changed key): that ends the tunnel (exit 3). A signal cuts the
+// connections in progress, aborting their streams.
+//
+// With a peer that speaks tunnelProtocol (listen -to of this version), the
+// connection that met the peer carries every local connection as a stream
+// of its own (tunnel.go). If that connection is lost, the local
+// connections in progress are reset, and the next local connection
+// connects again.
+//
+// A peer that negotiates nothing (a securepeer listen -to from before
+// tunnelProtocol, a listen -exec, another implementation of the protocol,
+// or -legacy) gets what it got before: a secure connection of its own for
+// each local connection. Refusing such a peer would gain nothing: the
+// per-connection tunnel is as secure, only slower (a handshake per local
+// connection), and it is the only way to reach a listen -exec or an old
+// listen -to, so one side can be upgraded at a time. A notice says once
+// that the peer does not multiplex, since the slowness would otherwise be
+// a mystery.
 func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, verify verifyFunc, log *slog.Logger) error {
-	if err := meetPeer(ctx, h, addr, verify, log); err != nil {
+	first, err := meetPeer(ctx, h, addr, verify, log)
+	if err != nil {
 		return err
 	}
+	tc := &tunnelClient{ctx: ctx, h: h, addr: addr, log: log, notef: e.notef, live: map[*muxSession]bool{}}
+	if first != nil {
+		tc.adopt(first)
+	} else if offersTunnel(h) {
+		e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own", addr, tunnelProtocol)
+	}
+	defer tc.closeAll()
 	l, err := net.Listen("tcp", from)
 	if err != nil {
 		return listenError(from, err)
@@ -191,6 +218,7 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, v
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	tc.ctx = ctx
 	fatal := make(chan error, 1) // the first refused key, which ends the tunnel
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
@@ -208,11 +236,11 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, v
 			defer wg.Done()
 			log.Info("local connection", "from", c.RemoteAddr().String())
 			var keyRefused atomic.Bool
-			s, err := dial(ctx, h, addr, func(ctx context.Context, key peerKey) error {
+			t, s, err := tc.open(func(ctx context.Context, key peerKey) error {
 				err := verify(ctx, key)
 				keyRefused.Store(err != nil)
 				return err
-			}, log)
+			})
 			if err != nil {
 				resetClose(c)
 				switch {
@@ -227,7 +255,19 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, v
 				}
 				return
 			}
-			if err := proxy(ctx, s, c); err != nil && ctx.Err() == nil {
+			if s != nil { // a peer that does not multiplex
+				if err := proxy(ctx, s, c); err != nil && ctx.Err() == nil {
+					e.notef("tunnel for %s: %v", c.RemoteAddr(), err)
+				}
+				return
+			}
+			err = relayTunnel(ctx, t, c, true)
+			var refused *refusedError
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case errors.As(err, &refused):
+				e.notef("open failed for the local connection from %s: %v; check the service behind the peer's -to", c.RemoteAddr(), err)
+			case !t.m.closed(): // a lost connection has a notice of its own
 				e.notef("tunnel for %s: %v", c.RemoteAddr(), err)
 			}
 		}()
@@ -242,19 +282,149 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, v
 	return interruption(ctx)
 }
 
-// meetPeer connects to the peer at addr, checks its key and closes the
-// stream cleanly: the tunnel's check before it binds.
+// offersTunnel reports whether h offers tunnelProtocol.
+func offersTunnel(h handshaker) bool {
+	nh, ok := h.(*nativeHandshaker)
+	return ok && len(nh.protos) > 0
+}
+
+// A tunnelClient gives connect -from's local connections their streams:
+// yamux streams of the current tunnel connection, which it makes anew once
+// the last is lost, or, with a peer that does not multiplex, secure
+// connections of their own.
+type tunnelClient struct {
+	ctx   context.Context
+	h     handshaker
+	addr  string
+	log   *slog.Logger
+	notef func(string, ...any)
+
+	mu   sync.Mutex // held while connecting, so local connections wait for one handshake
+	cur  *muxSession
+	live map[*muxSession]bool // sessions not yet ended, cur and older ones
+}
+
+// open returns a tunnel stream for a new local connection, or s, a secure
+// connection of its own, if the peer does not multiplex. verify checks the
+// peer's key if open connects.
+func (tc *tunnelClient) open(verify verifyFunc) (t *tunnelStream, s *stream, err error) {
+	for range 2 {
+		var m *muxSession
+		m, s, err = tc.session(verify)
+		if err != nil || s != nil {
+			return nil, s, err
+		}
+		st, oerr := m.sess.OpenStream()
+		if oerr == nil {
+			return &tunnelStream{st: st, m: m}, nil, nil
+		}
+		// The session has ended, or the peer is stopping (a yamux go
+		// away): connect again, once.
+		tc.mu.Lock()
+		if tc.cur == m {
+			tc.cur = nil
+		}
+		tc.mu.Unlock()
+		if !m.closed() {
+			err = fmt.Errorf("the peer at %s accepts no more streams on this connection", tc.addr)
+		} else {
+			err = m.err()
+		}
+	}
+	return nil, nil, err
+}
+
+// session returns the current tunnel session, connecting anew if there is
+// none; or, if the peer does not multiplex, a secure connection.
+func (tc *tunnelClient) session(verify verifyFunc) (*muxSession, *stream, error) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.cur != nil && !tc.cur.closed() {
+		return tc.cur, nil, nil
+	}
+	s, err := dial(tc.ctx, tc.h, tc.addr, verify, tc.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.negotiated != tunnelProtocol {
+		return nil, s, nil
+	}
+	m := newMuxSession(s, true, tc.log)
+	tc.adoptLocked(m)
+	return m, nil, nil
+}
+
+func (tc *tunnelClient) adopt(m *muxSession) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	tc.adoptLocked(m)
+}
+
+// adoptLocked makes m the current session, and says when it ends.
+func (tc *tunnelClient) adoptLocked(m *muxSession) {
+	tc.cur = m
+	tc.live[m] = true
+	go func() {
+		<-m.sess.CloseChan()
+		tc.mu.Lock()
+		delete(tc.live, m)
+		if tc.cur == m {
+			tc.cur = nil
+		}
+		tc.mu.Unlock()
+		if tc.ctx.Err() == nil {
+			tc.notef("the tunnel connection to %s ended: %v; the local connections in progress were reset, and the next one connects again", tc.addr, m.err())
+		}
+	}()
+}
+
+// closeAll cuts the sessions left, when the tunnel ends.
+func (tc *tunnelClient) closeAll() {
+	tc.mu.Lock()
+	live := make([]*muxSession, 0, len(tc.live))
+	for m := range tc.live {
+		live = append(live, m)
+	}
+	tc.mu.Unlock()
+	for _, m := range live {
+		m.fail(errors.New("the tunnel was stopped"))
+	}
+}
+
+// meetPeer connects to the peer at addr and checks its key: the tunnel's
+// check before it binds. If the peer speaks tunnelProtocol, it returns the
+// connection as a tunnel session, after a keepalive ping has come back, so
+// that a peer that refuses this side's key (which the initiator learns
+// only from its first read) is known.
 //
-// The stream is not kept for the first local connection. Kept idle until
-// one comes, it may meanwhile have been closed by the peer's side (listen
-// -to dials its service at once, and services close idle connections), by
-// a NAT or by a restart, and the first local connection would then fail for
-// no fault of its own. Closing costs one handshake, and on a listen -to or
-// -exec peer one empty session.
-func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc, log *slog.Logger) error {
+// Otherwise it closes the stream cleanly, and each local connection will
+// make its own. Kept idle until one comes, a plain stream may meanwhile
+// have been closed by the peer's side (listen -to dials its service at
+// once, and services close idle connections), by a NAT or by a restart,
+// and the first local connection would then fail for no fault of its own.
+// Closing costs one handshake, and on a listen -to or -exec peer one empty
+// session. (A tunnel session has keepalives, and listen -to dials its
+// service only for a stream.)
+func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc, log *slog.Logger) (*muxSession, error) {
 	s, err := dial(ctx, h, addr, verify, log)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if s.negotiated == tunnelProtocol {
+		m := newMuxSession(s, true, log)
+		if _, err := m.sess.Ping(); err != nil {
+			why := fmt.Errorf("the peer at %s did not answer: %v", addr, err)
+			if m.closed() {
+				why = m.err() // a refusal of this side's key, for one
+			}
+			m.fail(why)
+			if ctx.Err() != nil {
+				return nil, interruption(ctx)
+			}
+			return nil, why
+		}
+		log.Info("peer met; the tunnel opens", "addr", addr, "mode", tunnelProtocol)
+		return m, nil
 	}
 	defer s.conn.Close()
 	// The initiator finishes its handshake before the responder has
@@ -263,16 +433,16 @@ func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc,
 	// read the peer's first answer, normally its own end of stream, for
 	// at most closeTimeout.
 	if err := s.closeWrite(); err != nil && !connectionGone(err) {
-		return streamError(s, err)
+		return nil, streamError(s, err)
 	}
 	s.conn.SetReadDeadline(time.Now().Add(closeTimeout))
 	_, err = s.conn.Read(make([]byte, 1))
 	if errors.Is(err, securepeer.ErrRejected) || errors.Is(err, legacy.ErrRejected) {
-		return streamError(s, err)
+		return nil, streamError(s, err)
 	}
 	if ctx.Err() != nil {
-		return interruption(ctx)
+		return nil, interruption(ctx)
 	}
 	log.Info("peer met; the tunnel opens", "addr", addr, "first_read", fmt.Sprint(err))
-	return nil
+	return nil, nil
 }

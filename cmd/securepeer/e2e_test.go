@@ -34,12 +34,12 @@ const testTimeout = 60 * time.Second
 
 // testEnv is a HOME and SECUREPEER_HOME of the test's own.
 type testEnv struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	env []string
 }
 
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
 	env := append(os.Environ(),
@@ -74,7 +74,7 @@ func (te *testEnv) run(args ...string) string {
 
 // background is a securepeer process that runs while the test does.
 type background struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stderr *syncBuffer
 	done   chan struct{}
@@ -285,7 +285,7 @@ func readPIDs(t *testing.T, file string, n int) []int {
 }
 
 // waitFor polls cond until it holds, failing after testTimeout.
-func waitFor(t *testing.T, cond func() bool, log fmt.Stringer) {
+func waitFor(t testing.TB, cond func() bool, log fmt.Stringer) {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
 	for !cond() {

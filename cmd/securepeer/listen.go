@@ -245,7 +245,11 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		h = &nativeHandshaker{id: id, timeout: listenHandshakeTimeout}
+		nh := &nativeHandshaker{id: id, timeout: listenHandshakeTimeout}
+		if *to != "" {
+			nh.protos = tunnelProtos()
+		}
+		h = nh
 	}
 
 	var verify verifyFunc
@@ -303,12 +307,16 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	// The first signal stops serving gracefully; the second cuts the
 	// sessions rather than ending the program under them.
 	e.cutsOnSecondSignal.Store(true)
+	stopCtx := ctx
 	serve(ctx, l, cfg, func(ctx context.Context, s *stream) {
 		noteAccepted(s)
 		var err error
-		if *execCmd != "" {
+		switch {
+		case *execCmd != "":
 			err = runExec(ctx, e, s, *execCmd, log)
-		} else {
+		case s.negotiated == tunnelProtocol:
+			serveTunnel(stopCtx, ctx, s, *to, log, e.notef)
+		default: // a peer that does not multiplex: one stream, one connection
 			err = forwardTo(ctx, s, *to, log)
 		}
 		if err != nil {

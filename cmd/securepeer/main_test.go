@@ -30,6 +30,14 @@ func TestMain(m *testing.M) {
 func testCommandMain() {
 	testOnlyAddrFile = os.Getenv("SECUREPEER_TESTONLY_ADDR_FILE")
 	testOnlyNoTerminal = os.Getenv("SECUREPEER_TESTONLY_TERMINAL") != "1"
+	testOnlyNoMux = os.Getenv("SECUREPEER_TESTONLY_NO_MUX") == "1"
+	if k := os.Getenv("SECUREPEER_TESTONLY_KEEPALIVE"); k != "" {
+		d, err := time.ParseDuration(k)
+		if err != nil {
+			panic(err)
+		}
+		testOnlyKeepAlive = d
+	}
 	if g := os.Getenv("SECUREPEER_TESTONLY_GRACE"); g != "" {
 		d, err := time.ParseDuration(g)
 		if err != nil {

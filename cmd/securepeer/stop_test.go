@@ -29,7 +29,7 @@ func (s *syncBuffer) Len() int {
 
 // exitStatus returns the exit code of a finished command from cmd.Wait's
 // error.
-func exitStatus(t *testing.T, err error) int {
+func exitStatus(t testing.TB, err error) int {
 	t.Helper()
 	var ee *exec.ExitError
 	switch {
@@ -43,7 +43,7 @@ func exitStatus(t *testing.T, err error) int {
 }
 
 // waitCmd waits for a started command, failing after testTimeout.
-func waitCmd(t *testing.T, cmd *exec.Cmd) error {
+func waitCmd(t testing.TB, cmd *exec.Cmd) error {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -141,7 +141,7 @@ func TestSignalAbortsSender(t *testing.T) {
 
 // session is a connect joined to a listen -exec 'cat' session, line by line.
 type session struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *bufio.Reader

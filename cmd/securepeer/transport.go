@@ -66,6 +66,7 @@ type stream struct {
 	peer        peerKey
 	remoteAddr  string
 	protocol    string
+	negotiated  string // the application protocol both sides chose, if any
 	cipher      string
 	postQuantum bool
 	initiator   bool
@@ -120,6 +121,9 @@ func (s *stream) logHandshake(log *slog.Logger, extra ...any) {
 		"role", s.role(),
 		"handshake", s.took.Round(time.Microsecond),
 	}
+	if s.negotiated != "" {
+		args = append(args, "next_proto", s.negotiated)
+	}
 	log.Info("handshake complete", append(args, extra...)...)
 }
 
@@ -171,6 +175,9 @@ type nativeHandshaker struct {
 	id *securepeer.Identity
 	// timeout bounds each handshake, Verify (and so a prompt) included.
 	timeout time.Duration
+	// protos is securepeer.Config.NextProtos: tunnelProtocol for the
+	// sides of a tunnel, nothing otherwise.
+	protos []string
 }
 
 func (h *nativeHandshaker) publicKey() peerKey { return h.id.PublicKey() }
@@ -181,6 +188,7 @@ func (h *nativeHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 	cfg := &securepeer.Config{
 		Identity:         h.id,
 		HandshakeTimeout: h.timeout,
+		NextProtos:       h.protos,
 		Verify: func(ctx context.Context, remote securepeer.PublicKey) error {
 			return verify(ctx, remote)
 		},
@@ -204,6 +212,7 @@ func (h *nativeHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 		peer:        st.RemoteKey,
 		remoteAddr:  raw.RemoteAddr().String(),
 		protocol:    "securepeer",
+		negotiated:  st.NegotiatedProtocol,
 		cipher:      st.Cipher.String(),
 		postQuantum: st.PostQuantum,
 		initiator:   st.Initiator,

@@ -1,0 +1,588 @@
+package main
+
+// Multiplexed tunnels: the securepeer-tunnel/1 application protocol.
+//
+// When connect -from and listen -to both offer tunnelProtocol in the
+// handshake (securepeer.Config.NextProtos), the secure stream carries a
+// yamux session (github.com/hashicorp/yamux; its spec.md): connect is the
+// yamux client and opens one yamux stream per local TCP connection, listen
+// is the server and connects each stream it accepts to its -to target. One
+// handshake then serves every local connection, and yamux pings every
+// tunnelKeepAlive notice a peer that has gone away.
+//
+// Inside each yamux stream, each direction is a sequence of frames: a
+// 4-byte big-endian length n, then n bytes of data. A frame with n = 0 is
+// the clean end of that direction (the local side's end of data, passed on
+// as a TCP half-close). A side closes the yamux stream (FIN) only once both
+// directions have ended cleanly, or to cut the stream; so a FIN or the loss
+// of the session before both end frames means the stream was cut, and the
+// side that sees it resets its TCP connection: a broken transfer never
+// looks complete. (yamux alone cannot say this: hashicorp/yamux has no
+// per-stream reset, and it ends the streams of a lost session with a plain
+// end of file.)
+//
+// The first frame listen sends on each stream is a status, at most
+// maxStatusLen bytes: "ok" once it has connected to its -to target, and the
+// data follows; otherwise "connect failed: REASON" (REASON as "connection
+// refused", as ssh's "channel open failed: connect failed: Connection
+// refused"), and listen closes the stream. connect shows that reason in a
+// notice and resets the local connection; the tunnel stays up. connect
+// sends its data at once, without waiting for the status, so a stream
+// costs no round trip; listen drops that data if the target is down.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// tunnelProtocol is the application protocol name of multiplexed tunnels.
+const tunnelProtocol = "securepeer-tunnel/1"
+
+// A tunnel's keepalive: a yamux ping every tunnelKeepAlive, which must be
+// answered within tunnelPingTimeout, so a peer that has gone away (crashed,
+// stopped, or cut off by a NAT that dropped the mapping) is noticed within
+// 25 seconds. The pings also keep NAT mappings alive.
+const (
+	tunnelKeepAlive   = 15 * time.Second
+	tunnelPingTimeout = 10 * time.Second
+)
+
+// maxStatusLen bounds the status frame that starts each stream from listen.
+const maxStatusLen = 1024
+
+// testOnlyKeepAlive, if set, replaces tunnelKeepAlive and
+// tunnelPingTimeout, so tests notice a dead peer quickly.
+var testOnlyKeepAlive time.Duration
+
+// testOnlyNoMux makes listen and connect offer no application protocol, as
+// securepeer before tunnelProtocol did: tests and benchmarks of the
+// fallback to a connection per local connection.
+var testOnlyNoMux bool
+
+// tunnelProtos is what the sides of a native tunnel offer in NextProtos.
+func tunnelProtos() []string {
+	if testOnlyNoMux {
+		return nil
+	}
+	return []string{tunnelProtocol}
+}
+
+// errStreamCut is what a tunnel stream's reader gets when the peer cut it:
+// it ended without its end frame.
+var errStreamCut = errors.New("the peer cut the tunnel stream before its end; data may be missing")
+
+// errPeerClosed is a tunnel session's end by the peer's clean end of
+// stream, as listen does when it stops.
+var errPeerClosed = errors.New("the peer closed the tunnel connection")
+
+// A muxSession is a yamux session over a secure stream.
+type muxSession struct {
+	s    *stream
+	sess *yamux.Session
+	conn *muxConn
+
+	mu     sync.Mutex
+	reason error // why the session ended, if this side knows better than yamux
+}
+
+// newMuxSession starts a yamux session over s, as client (the connect side)
+// or server, with its keepalive.
+func newMuxSession(s *stream, client bool, log *slog.Logger) *muxSession {
+	keepAlive, pingTimeout := tunnelKeepAlive, tunnelPingTimeout
+	if testOnlyKeepAlive != 0 {
+		keepAlive, pingTimeout = testOnlyKeepAlive, testOnlyKeepAlive
+	}
+	cfg := yamux.DefaultConfig()
+	cfg.EnableKeepAlive = false // keepAlive below, which knows why it failed
+	cfg.ConnectionWriteTimeout = pingTimeout
+	// A stream half-closed on one side may go on in the other direction
+	// for as long as it likes (a download after the request); the peer's
+	// FIN always comes, or the session ends.
+	cfg.StreamCloseTimeout = 0
+	cfg.LogOutput = nil
+	cfg.Logger = yamuxLogger{log}
+	m := &muxSession{s: s, conn: &muxConn{s: s}}
+	var err error
+	if client {
+		m.sess, err = yamux.Client(m.conn, cfg)
+	} else {
+		m.sess, err = yamux.Server(m.conn, cfg)
+	}
+	if err != nil {
+		panic(err) // the configuration above is valid
+	}
+	go m.keepAlive(keepAlive, pingTimeout)
+	return m
+}
+
+func (m *muxSession) keepAlive(every, timeout time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.sess.CloseChan():
+			return
+		case <-t.C:
+		}
+		if _, err := m.sess.Ping(); err != nil {
+			if errors.Is(err, yamux.ErrTimeout) || errors.Is(err, yamux.ErrConnectionWriteTimeout) {
+				m.fail(fmt.Errorf("the peer at %s did not answer a keepalive within %v", m.s.remoteAddr, timeout))
+			}
+			return
+		}
+	}
+}
+
+// fail ends the session, aborting the secure stream, and records why.
+func (m *muxSession) fail(reason error) {
+	m.mu.Lock()
+	if m.reason == nil {
+		m.reason = reason
+	}
+	m.mu.Unlock()
+	m.sess.Close()
+}
+
+// closeClean ends the session with the secure stream's clean end.
+func (m *muxSession) closeClean() {
+	m.conn.clean.Store(true)
+	m.sess.Close()
+}
+
+func (m *muxSession) closed() bool { return m.sess.IsClosed() }
+
+// err says why the session ended.
+func (m *muxSession) err() error {
+	m.mu.Lock()
+	reason := m.reason
+	m.mu.Unlock()
+	if reason != nil {
+		return reason
+	}
+	if err := m.conn.readErr(); err != nil {
+		if errors.Is(err, errPeerClosed) {
+			return fmt.Errorf("the peer at %s closed the tunnel connection", m.s.remoteAddr)
+		}
+		return streamError(m.s, err)
+	}
+	return fmt.Errorf("the connection with %s was closed", m.s.remoteAddr)
+}
+
+// muxConn is the secure stream as yamux's connection. It sends each yamux
+// data frame's header with its body in one Write, so in one record, and
+// keeps the first read error, which says why the session ended.
+type muxConn struct {
+	s     *stream
+	held  []byte // a data frame header waiting for its body
+	buf   []byte
+	clean atomic.Bool
+
+	mu    sync.Mutex
+	rerr  error
+	isSet bool
+}
+
+func (c *muxConn) Read(p []byte) (int, error) {
+	n, err := c.s.conn.Read(p)
+	if err != nil {
+		c.mu.Lock()
+		if !c.isSet {
+			c.rerr, c.isSet = err, true
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *muxConn) readErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if errors.Is(c.rerr, io.EOF) {
+		return errPeerClosed // the peer ended the secure stream cleanly
+	}
+	return c.rerr
+}
+
+// yamux's frame header (spec.md): version, type, flags, stream id, length.
+const (
+	yamuxHeaderLen = 12
+	yamuxTypeData  = 0
+)
+
+// Write is called by yamux's one sending goroutine only: a frame's header,
+// then, for a data frame, its body.
+func (c *muxConn) Write(p []byte) (int, error) {
+	if c.held == nil && len(p) == yamuxHeaderLen && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
+		c.held = append(c.buf[:0], p...)
+		return len(p), nil
+	}
+	if c.held != nil {
+		c.buf = append(c.held, p...)
+		c.held = nil
+		if _, err := c.s.Write(c.buf); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.s.Write(p)
+}
+
+// Close ends the secure stream: cleanly after closeClean, aborted otherwise
+// (a lost peer, a signal), so that the peer knows streams were cut.
+func (c *muxConn) Close() error {
+	if c.clean.Load() {
+		c.s.close()
+	} else {
+		c.s.abort()
+	}
+	return nil
+}
+
+// yamuxLogger passes yamux's own messages to the -v log.
+type yamuxLogger struct{ log *slog.Logger }
+
+func (l yamuxLogger) Print(v ...any) { l.log.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
+func (l yamuxLogger) Printf(format string, v ...any) {
+	l.log.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (l yamuxLogger) Println(v ...any) { l.log.Debug(strings.TrimSpace(fmt.Sprintln(v...))) }
+
+// A tunnelStream is one yamux stream of a tunnel, framed as the comment at
+// the top of this file says. Read returns the data of the peer's frames
+// and io.EOF at its end frame; any other end is errStreamCut or the
+// session's error.
+type tunnelStream struct {
+	st *yamux.Stream
+	m  *muxSession
+
+	left  int // bytes left in the frame being read
+	ended bool
+	hdr   [4]byte
+}
+
+func (t *tunnelStream) Read(p []byte) (int, error) {
+	if t.ended {
+		return 0, io.EOF
+	}
+	for t.left == 0 {
+		if _, err := io.ReadFull(t.st, t.hdr[:]); err != nil {
+			return 0, t.readError(err)
+		}
+		n := binary.BigEndian.Uint32(t.hdr[:])
+		if n == 0 {
+			t.ended = true
+			return 0, io.EOF
+		}
+		t.left = int(n)
+	}
+	if len(p) > t.left {
+		p = p[:t.left]
+	}
+	n, err := t.st.Read(p)
+	t.left -= n
+	if err != nil {
+		return n, t.readError(err)
+	}
+	return n, nil
+}
+
+// readError turns the yamux stream's end without an end frame into the
+// reason.
+func (t *tunnelStream) readError(err error) error {
+	if t.m.closed() {
+		return t.m.err()
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, yamux.ErrConnectionReset) {
+		return errStreamCut
+	}
+	return err
+}
+
+// writeFrame sends p as one frame; an empty p is the end frame.
+func (t *tunnelStream) writeFrame(p []byte) error {
+	buf := make([]byte, 4+len(p))
+	binary.BigEndian.PutUint32(buf, uint32(len(p)))
+	copy(buf[4:], p)
+	_, err := t.st.Write(buf)
+	return err
+}
+
+// sendFrom sends what it reads from c as frames, then the end frame. It
+// returns a *sendError if writing to the stream failed, and reading c's
+// error otherwise.
+func (t *tunnelStream) sendFrom(c io.Reader) error {
+	buf := make([]byte, 4+bufSize)
+	for {
+		n, err := c.Read(buf[4:])
+		if n > 0 {
+			binary.BigEndian.PutUint32(buf, uint32(n))
+			if _, werr := t.st.Write(buf[:4+n]); werr != nil {
+				return &sendError{werr}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			if werr := t.writeFrame(nil); werr != nil {
+				return &sendError{werr}
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// sendError is a failed write to a tunnel stream.
+type sendError struct{ err error }
+
+func (e *sendError) Error() string { return e.err.Error() }
+func (e *sendError) Unwrap() error { return e.err }
+
+// readStatus reads the status frame that starts a stream from listen, and
+// returns a *refusedError unless it is "ok".
+func (t *tunnelStream) readStatus() error {
+	if _, err := io.ReadFull(t.st, t.hdr[:]); err != nil {
+		return t.readError(err)
+	}
+	n := binary.BigEndian.Uint32(t.hdr[:])
+	if n == 0 || n > maxStatusLen {
+		return fmt.Errorf("the peer began the tunnel stream with a status of %d bytes, which securepeer-tunnel/1 does not allow", n)
+	}
+	status := make([]byte, n)
+	if _, err := io.ReadFull(t.st, status); err != nil {
+		return t.readError(err)
+	}
+	if string(status) == "ok" {
+		return nil
+	}
+	return &refusedError{reason: strings.ToValidUTF8(string(status), "?")}
+}
+
+// refusedError is listen's refusal of a stream, with its reason.
+type refusedError struct{ reason string }
+
+func (e *refusedError) Error() string {
+	return "the peer refused the stream: " + sanitize(e.reason)
+}
+
+// sanitize keeps a peer's text printable: no terminal escapes.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// cut ends the stream at once: the FIN without end frames tells the peer,
+// and the deadlines wake this side's reader and writer.
+func (t *tunnelStream) cut() {
+	t.st.SetDeadline(time.Now())
+	t.st.Close()
+}
+
+// relayTunnel copies between the tunnel stream t and the TCP connection c
+// in both directions, passing each direction's clean end on (an end frame,
+// a TCP half-close), until both have ended cleanly, one fails, or ctx ends.
+// A failure cuts both: t without its end frames, c with a reset. If
+// status, the stream starts with listen's status frame (the connect side).
+func relayTunnel(ctx context.Context, t *tunnelStream, c net.Conn, status bool) error {
+	sent := make(chan error, 1)
+	go func() { sent <- t.sendFrom(c) }()
+	recv := make(chan error, 1)
+	go func() {
+		if status {
+			if err := t.readStatus(); err != nil {
+				recv <- err
+				return
+			}
+		}
+		_, err := copyStream(c, t)
+		if err == nil {
+			err = closeWrite(c)
+		}
+		recv <- err
+	}()
+	var peerClosed chan error // after the peer's end frame: its FIN
+
+	var first error
+	cut := false
+	fail := func(err error) {
+		if !cut {
+			cut = true
+			first = err
+			t.cut()
+			resetClose(c)
+		}
+	}
+	sendDone, recvDone := false, false
+	done := ctx.Done()
+	for sent != nil || recv != nil || peerClosed != nil {
+		select {
+		case err := <-sent:
+			sent = nil
+			if err != nil {
+				fail(err)
+			}
+			sendDone = true
+		case err := <-recv:
+			recv = nil
+			if err != nil {
+				fail(err)
+				break
+			}
+			recvDone = true
+			peerClosed = make(chan error, 1)
+			go func() {
+				// Nothing may follow the end frame but the FIN, which the
+				// peer sends once it has this side's end frame too, or
+				// to cut the stream.
+				_, err := t.st.Read(make([]byte, 1))
+				peerClosed <- err
+			}()
+		case <-peerClosed:
+			peerClosed = nil
+			if !sendDone {
+				fail(errStreamCut) // the peer no longer reads
+			}
+		case <-done:
+			done = nil
+			fail(context.Cause(ctx))
+		}
+		if sendDone && recvDone && !cut {
+			// Both directions have ended cleanly: close the stream, and
+			// give the peer's FIN a moment to arrive.
+			cut = true
+			c.Close()
+			t.st.Close()
+			t.st.SetReadDeadline(time.Now().Add(closeTimeout))
+		}
+	}
+	t.st.Close()
+	c.Close()
+	return first
+}
+
+// targetFailure is the REASON of a "connect failed" status: what dialing
+// the -to target said, without the address, as ssh says it.
+func targetFailure(err error) string {
+	var errno syscall.Errno
+	var ne net.Error
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &dnsErr):
+		return "cannot resolve the host name"
+	case errors.As(err, &errno):
+		return errno.Error()
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	}
+	return "cannot connect"
+}
+
+// serveTunnel serves a tunnel session over s for listen -to: each stream
+// the peer opens is connected to to. When ctx ends (a first signal) it
+// tells the peer to open no more streams and closes the session cleanly
+// once the streams in progress have ended; when cutCtx ends, it cuts them.
+func serveTunnel(ctx, cutCtx context.Context, s *stream, to string, log *slog.Logger, notef func(string, ...any)) {
+	m := newMuxSession(s, false, log)
+	var mu sync.Mutex
+	active, stopping := 0, false
+	idle := make(chan struct{}, 1) // a stream ended while stopping
+	var handlers sync.WaitGroup
+
+	stopped := context.AfterFunc(ctx, func() {
+		m.sess.GoAway()
+		mu.Lock()
+		stopping = true
+		n := active
+		mu.Unlock()
+		if n == 0 {
+			m.closeClean()
+		}
+	})
+	defer stopped()
+	cut := context.AfterFunc(cutCtx, func() { m.fail(context.Cause(cutCtx)) })
+	defer cut()
+	go func() {
+		for range idle {
+			mu.Lock()
+			done := stopping && active == 0
+			mu.Unlock()
+			if done {
+				m.closeClean()
+			}
+		}
+	}()
+	defer close(idle)
+
+	for {
+		st, err := m.sess.AcceptStream()
+		if err != nil {
+			break // the session has ended
+		}
+		mu.Lock()
+		if stopping {
+			mu.Unlock()
+			st.Close()
+			continue
+		}
+		active++
+		mu.Unlock()
+		handlers.Go(func() {
+			defer func() {
+				mu.Lock()
+				active--
+				mu.Unlock()
+				select {
+				case idle <- struct{}{}:
+				default:
+				}
+			}()
+			if err := forwardStream(cutCtx, m, st, to, log); err != nil && cutCtx.Err() == nil {
+				notef("%v", err)
+			}
+		})
+	}
+	handlers.Wait()
+	if ctx.Err() == nil && cutCtx.Err() == nil {
+		log.Info("tunnel connection ended", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr, "reason", m.err().Error())
+	}
+}
+
+// forwardStream connects one tunnel stream to the -to target, or refuses
+// it with the reason.
+func forwardStream(ctx context.Context, m *muxSession, st *yamux.Stream, to string, log *slog.Logger) error {
+	t := &tunnelStream{st: st, m: m}
+	d := net.Dialer{Timeout: dialTimeout}
+	c, err := d.DialContext(ctx, "tcp", to)
+	if err != nil {
+		reason := targetFailure(err)
+		t.writeFrame([]byte("connect failed: " + reason))
+		st.Close()
+		return fmt.Errorf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, m.s.remoteAddr)
+	}
+	if err := t.writeFrame([]byte("ok")); err != nil {
+		c.Close()
+		st.Close()
+		return nil // the session has ended, which serveTunnel logs
+	}
+	log.Info("forwarding", "peer", m.s.peer.Fingerprint(), "stream", st.StreamID(), "to", to)
+	if err := relayTunnel(ctx, t, c, false); err != nil && !m.closed() {
+		return fmt.Errorf("forwarding a stream from %s to %s: %v", m.s.remoteAddr, to, err)
+	}
+	return nil
+}

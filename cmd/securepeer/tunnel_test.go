@@ -1,0 +1,463 @@
+package main
+
+// Tests and benchmarks of multiplexed tunnels (tunnel.go): many local
+// connections over one securepeer connection, a -to target that is down,
+// a peer that does not multiplex, and a peer that stops answering. They
+// run the securepeer installed by TestMain, as e2e_test.go does.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// tunnelRig is a listen -to and a connect -from between them, with keys.
+type tunnelRig struct {
+	te        *testEnv
+	server    *background // listen -v -to
+	client    *background // connect -v -from
+	peerAddr  string
+	localAddr string
+}
+
+// newTunnelRig starts listen -v -to target and connect -v -from, with
+// serverEnv and clientEnv added to their environments.
+func newTunnelRig(t testing.TB, target string, serverEnv, clientEnv []string) *tunnelRig {
+	t.Helper()
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	te.run("keygen", "-f", "client")
+	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(te.readFile("client.pub")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &tunnelRig{te: te}
+	cmd := te.command("listen", "-v", "-i", "server", "-allow", "allowed", "-to", target, "127.0.0.1:0")
+	cmd.Env = append(cmd.Env, serverEnv...)
+	r.server, r.peerAddr = te.startCmd("server", cmd)
+	cmd = te.command("connect", "-v", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", r.peerAddr)
+	cmd.Env = append(cmd.Env, clientEnv...)
+	r.client, r.localAddr = te.startCmd("client", cmd)
+	return r
+}
+
+// handshakes is the number of securepeer connections listen accepted.
+func (r *tunnelRig) handshakes() int {
+	return strings.Count(r.server.stderr.String(), "handshake complete")
+}
+
+func (r *tunnelRig) String() string {
+	return fmt.Sprintf("listen:\n%s\nconnect:\n%s", r.server.stderr, r.client.stderr)
+}
+
+// bigBody is the large download: 32 MiB of pseudo-random bytes, 500 records
+// and more, reproducible from its seed.
+func bigBody() []byte {
+	b := make([]byte, 32<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i+8 <= len(b); i += 8 {
+		v := rng.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return b
+}
+
+// startHTTP serves /n/ID (a short answer naming ID), /big (bigBody) and
+// /slow (headers, then nothing until release is closed) on l.
+func startHTTP(t testing.TB, l net.Listener, big []byte, release <-chan struct{}) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/big":
+			w.Write(big)
+		case r.URL.Path == "/slow":
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-release
+		default:
+			fmt.Fprintf(w, "answer to %s", r.URL.Path)
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// newHTTPClient makes one local TCP connection per request, as separate
+// curl runs do, so each request is a stream of its own.
+func newHTTPClient() *http.Client {
+	return &http.Client{
+		Timeout:   testTimeout,
+		Transport: &http.Transport{DisableKeepAlives: true, MaxConnsPerHost: 0},
+	}
+}
+
+func httpGet(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}
+
+func listenLocal(t testing.TB) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestTunnelMultiplexed sends 100 requests at once and a 32 MiB download
+// through a tunnel, and checks that one securepeer connection carried them
+// all.
+func TestTunnelMultiplexed(t *testing.T) {
+	big := bigBody()
+	l := listenLocal(t)
+	startHTTP(t, l, big, nil)
+	r := newTunnelRig(t, l.Addr().String(), nil, nil)
+	c := newHTTPClient()
+
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			path := fmt.Sprintf("/n/%d", i)
+			got, err := httpGet(c, "http://"+r.localAddr+path)
+			if want := "answer to " + path; got != want || err != nil {
+				t.Errorf("GET %s = %q, %v; want %q", path, got, err, want)
+			}
+		})
+	}
+	wg.Wait()
+	got, err := httpGet(c, "http://"+r.localAddr+"/big")
+	if err != nil {
+		t.Fatalf("GET /big: %v\n%s", err, r)
+	}
+	if sha256.Sum256([]byte(got)) != sha256.Sum256(big) {
+		t.Errorf("GET /big: %d bytes whose SHA-256 is not the body's (%d bytes)", len(got), len(big))
+	}
+	if n := r.handshakes(); n != 1 {
+		t.Errorf("listen accepted %d securepeer connections, want 1\n%s", n, r)
+	}
+	if !strings.Contains(r.server.stderr.String(), "next_proto="+tunnelProtocol) {
+		t.Errorf("listen's log does not show %s negotiated\n%s", tunnelProtocol, r)
+	}
+	if code := r.client.interrupt(); code != exitInterrupted {
+		t.Errorf("connect -from exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, r)
+	}
+	if code := r.server.interrupt(); code != exitInterrupted {
+		t.Errorf("listen -to exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, r)
+	}
+	if s := r.String(); strings.Contains(s, "panic") || strings.Contains(s, "DATA RACE") {
+		t.Error(s)
+	}
+}
+
+// TestTunnelTargetDown checks that a -to target that is down refuses the
+// stream with its reason, shown by connect, that the tunnel stays up, and
+// that the next request works once the target is up.
+func TestTunnelTargetDown(t *testing.T) {
+	// The target is down, at an address that can come up again, on
+	// 127.0.0.2 so that no port the test binds on 127.0.0.1 can take its
+	// place (connect -from's own, say, which would make a loop).
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this machine: %v", err)
+	}
+	target := l.Addr().String()
+	l.Close()
+	r := newTunnelRig(t, target, nil, nil)
+
+	c, err := net.Dial("tcp", r.localAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(testTimeout))
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+	data, err := io.ReadAll(c)
+	c.Close()
+	if len(data) != 0 || err == nil {
+		t.Errorf("a local connection to a tunnel whose target is down read %q, %v; want a reset\n%s", data, err, r)
+	}
+	want := "connect failed: " + syscall.ECONNREFUSED.Error()
+	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), want) }, r)
+	waitFor(t, func() bool { return strings.Contains(r.server.stderr.String(), "is the service running there?") }, r)
+
+	l, err = net.Listen("tcp", target)
+	if err != nil {
+		t.Skipf("the target's port was taken meanwhile: %v", err)
+	}
+	startHTTP(t, l, nil, nil)
+	if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/up"); got != "answer to /up" || err != nil {
+		t.Errorf("GET /up after the target came up = %q, %v\n%s", got, err, r)
+	}
+	if n := r.handshakes(); n != 1 {
+		t.Errorf("listen accepted %d securepeer connections, want 1\n%s", n, r)
+	}
+}
+
+// TestTunnelOldPeer runs connect -from against a listen -to that offers no
+// application protocol, as securepeer's before multiplexing: connect says
+// so once and gives each local connection its own securepeer connection.
+func TestTunnelOldPeer(t *testing.T) {
+	l := listenLocal(t)
+	startHTTP(t, l, nil, nil)
+	r := newTunnelRig(t, l.Addr().String(), []string{"SECUREPEER_TESTONLY_NO_MUX=1"}, nil)
+	c := newHTTPClient()
+	for i := range 3 {
+		path := fmt.Sprintf("/old/%d", i)
+		if got, err := httpGet(c, "http://"+r.localAddr+path); got != "answer to "+path || err != nil {
+			t.Errorf("GET %s = %q, %v\n%s", path, got, err, r)
+		}
+	}
+	if n := strings.Count(r.client.stderr.String(), "does not multiplex tunnels"); n != 1 {
+		t.Errorf("connect said %d times that the peer does not multiplex, want once\n%s", n, r)
+	}
+	// One connection to meet the peer, then one per request.
+	waitFor(t, func() bool { return r.handshakes() == 4 }, r)
+	if strings.Contains(r.server.stderr.String(), "next_proto") {
+		t.Errorf("a protocol was negotiated with a peer that offers none\n%s", r)
+	}
+}
+
+// TestTunnelKeepAlive stops the listen process: connect must notice within
+// the keepalive bound, reset the local connection in progress, and connect
+// again for the next one once listen runs again.
+func TestTunnelKeepAlive(t *testing.T) {
+	l := listenLocal(t)
+	release := make(chan struct{})
+	defer close(release)
+	startHTTP(t, l, nil, release)
+	const keepAlive = 200 * time.Millisecond
+	env := []string{"SECUREPEER_TESTONLY_KEEPALIVE=" + keepAlive.String()}
+	r := newTunnelRig(t, l.Addr().String(), env, env)
+
+	// A request in progress: headers received, the body still to come.
+	c, err := net.Dial("tcp", r.localAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(testTimeout))
+	fmt.Fprintf(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	if line, err := br.ReadString('\n'); !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("GET /slow: %q, %v\n%s", line, err, r)
+	}
+
+	if err := r.server.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	resumed := false
+	defer func() {
+		if !resumed {
+			r.server.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "did not answer a keepalive") }, r)
+	// Pings every 200 ms, each answered within 200 ms: noticed after
+	// about 400 ms. The bound leaves room for a loaded machine.
+	if took := time.Since(stopped); took > 20*keepAlive {
+		t.Errorf("connect noticed the stopped peer after %v, want about %v", took, 2*keepAlive)
+	}
+	rest, err := io.ReadAll(br)
+	if err == nil {
+		t.Errorf("the local connection in progress ended cleanly after %q; want a reset", rest)
+	}
+
+	r.server.cmd.Process.Signal(syscall.SIGCONT)
+	resumed = true
+	if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/again"); got != "answer to /again" || err != nil {
+		t.Errorf("GET /again after the peer came back = %q, %v\n%s", got, err, r)
+	}
+	if n := r.handshakes(); n != 2 {
+		t.Errorf("listen accepted %d securepeer connections, want 2 (one before the stop, one after)\n%s", n, r)
+	}
+}
+
+// BenchmarkTunnel compares multiplexed tunnels with a handshake per local
+// connection (what connect -from did before, and still does with a peer
+// that does not multiplex): 1,000 short HTTP requests, 50 at a time, each
+// on a local connection of its own, and the bulk throughput of one stream
+// next to a plain securepeer stream.
+//
+//	go test -run '^$' -bench Tunnel -benchtime 3x ./cmd/securepeer
+func BenchmarkTunnel(b *testing.B) {
+	for _, mode := range []struct {
+		name string
+		env  []string
+	}{
+		{"multiplexed", nil},
+		{"per-connection", []string{"SECUREPEER_TESTONLY_NO_MUX=1"}},
+	} {
+		b.Run("requests/"+mode.name, func(b *testing.B) {
+			l := listenLocal(b)
+			startHTTP(b, l, nil, nil)
+			r := newTunnelRig(b, l.Addr().String(), nil, mode.env)
+			c := newHTTPClient()
+			const requests, parallel = 1000, 50
+			b.ResetTimer()
+			for b.Loop() {
+				work := make(chan int)
+				var wg sync.WaitGroup
+				for range parallel {
+					wg.Go(func() {
+						for i := range work {
+							path := fmt.Sprintf("/n/%d", i)
+							if got, err := httpGet(c, "http://"+r.localAddr+path); got != "answer to "+path || err != nil {
+								b.Errorf("GET %s = %q, %v", path, got, err)
+							}
+						}
+					})
+				}
+				for i := range requests {
+					work <- i
+				}
+				close(work)
+				wg.Wait()
+			}
+			b.ReportMetric(float64(requests*b.N)/b.Elapsed().Seconds(), "req/s")
+			b.ReportMetric(0, "ns/op")
+			if mode.env == nil && r.handshakes() != 1 {
+				b.Errorf("listen accepted %d securepeer connections, want 1", r.handshakes())
+			}
+		})
+	}
+	const bulk = 256 << 20
+	for _, mode := range []struct {
+		name string
+		env  []string
+	}{
+		{"multiplexed", nil},
+		{"per-connection", []string{"SECUREPEER_TESTONLY_NO_MUX=1"}},
+	} {
+		b.Run("bulk/tunnel-"+mode.name, func(b *testing.B) {
+			// A TCP service that sends bulk bytes to each connection.
+			l := listenLocal(b)
+			chunk := make([]byte, bufSize)
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						for n := 0; n < bulk; n += len(chunk) {
+							if _, err := c.Write(chunk); err != nil {
+								return
+							}
+						}
+					}()
+				}
+			}()
+			b.Cleanup(func() { l.Close() })
+			r := newTunnelRig(b, l.Addr().String(), nil, mode.env)
+			b.SetBytes(bulk)
+			b.ResetTimer()
+			for b.Loop() {
+				c, err := net.Dial("tcp", r.localAddr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, err := io.Copy(io.Discard, c)
+				c.Close()
+				if n != bulk || err != nil {
+					b.Fatalf("read %d bytes, %v; want %d\n%s", n, err, bulk, r)
+				}
+			}
+		})
+	}
+	b.Run("bulk/plain-stream", func(b *testing.B) {
+		te := newTestEnv(b)
+		te.run("keygen", "-f", "server")
+		te.run("keygen", "-f", "client")
+		b.SetBytes(bulk)
+		b.ResetTimer()
+		for b.Loop() {
+			// listen sends bulk bytes from its stdin; connect's stdout is
+			// read here, as the tunnel's local connection is above.
+			b.StopTimer()
+			cmd := te.command("listen", "-i", "server", "127.0.0.1:0")
+			cmd.Stdin = io.LimitReader(zeroReader{}, bulk)
+			server, addr := te.startCmd("plain", cmd)
+			client := te.command("connect", "-i", "client", "-expect", "server.pub", addr)
+			out, err := client.StdoutPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			client.Stdin = bytes.NewReader(nil)
+			b.StartTimer()
+			if err := client.Start(); err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, out)
+			if n != bulk || err != nil {
+				b.Fatalf("read %d bytes, %v; want %d", n, err, bulk)
+			}
+			if err := client.Wait(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			server.wait()
+			os.Remove(filepath.Join(te.dir, "plain.addr"))
+			b.StartTimer()
+		}
+	})
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestTunnelStartupRefused checks that a listen -to that multiplexes but
+// refuses this side's key ends connect -from before it binds, with exit
+// 3, as a listen -exec does in TestTunnelStartup.
+func TestTunnelStartupRefused(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	te.run("keygen", "-f", "client")
+	te.run("keygen", "-f", "other")
+	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(te.readFile("other.pub")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := listenLocal(t)
+	startHTTP(t, l, nil, nil)
+	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", l.Addr().String(), "127.0.0.1:0")
+	defer server.interrupt()
+	addrFile := filepath.Join(te.dir, "client.addr")
+	cmd := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", peerAddr)
+	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitStatus(t, waitCmd(t, cmd)); code != exitRejected {
+		t.Errorf("connect -from exited %d, want %d\n%s", code, exitRejected, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "refused this identity") {
+		t.Errorf("stderr does not say the peer refused this identity:\n%s", stderr.String())
+	}
+	if _, err := os.Stat(addrFile); err == nil {
+		t.Errorf("connect -from listened on its local address before the peer was checked")
+	}
+}
