@@ -34,6 +34,9 @@ package securepeer
 //     sockets (from /proc/self/fd), which are the pending connections.
 //   - fd-exhaustion: a listener in a helper process with RLIMIT_NOFILE 64,
 //     60 peers at once, all closed, then a real client.
+//   - command-KIND-K: the same attacks against the built command, `securepeer
+//     listen -exec cat`; a legitimate client's time is from its dial to the
+//     echo of one byte through cat.
 //   - idle-10k: 10,000 authenticated connections from this process to a
 //     listener in a fresh helper process whose application has one
 //     goroutine per connection blocked in Read; the server's memory per
@@ -47,6 +50,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -92,6 +96,128 @@ func BenchmarkUnderAttack(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 	})
 	b.Run("idle-10k", func(b *testing.B) { benchIdleConns(b, 10_000) })
+	for _, k := range []int{256, 1000, 5000} {
+		for _, kind := range []attackKind{attackSilent, attackHello, attackTrickle} {
+			b.Run(fmt.Sprintf("command-%s-%d", kind, k), func(b *testing.B) {
+				benchCommandAdmission(b, attackConfig{kind: kind, n: k, source: fromSpread, flight: flight})
+			})
+		}
+	}
+}
+
+// benchCommandAdmission is benchAdmission against `securepeer listen -exec
+// cat`, the built command, instead of the library's listener. The command
+// shows no Accept, so a legitimate handshake is timed from the start of its
+// dial to the echo of one byte through cat: the handshake, the admission
+// and an exec.
+func benchCommandAdmission(b *testing.B, cfg attackConfig) {
+	dir := b.TempDir()
+	bin := dir + "/securepeer"
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/securepeer").CombinedOutput(); err != nil {
+		b.Fatalf("building the command: %v\n%s", err, out)
+	}
+	env := append(os.Environ(), "SECUREPEER_HOME="+dir+"/home")
+	run := func(args ...string) string {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		out, err := cmd.Output()
+		if err != nil {
+			b.Fatalf("securepeer %v: %v", args, err)
+		}
+		return string(out)
+	}
+	run("keygen")
+	serverKey, err := ParsePublicKey(strings.SplitN(run("id"), "\n", 2)[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A free port, for a command that prints no address.
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+	srv := exec.Command(bin, "listen", "-exec", "cat", addr)
+	srv.Env = env
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		srv.Process.Signal(os.Interrupt)
+		srv.Wait()
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("securepeer listen did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	cfg.target = addr
+	cfg.maxDuration = 30 * time.Minute
+	a := startAttack(context.Background(), cfg)
+	defer a.stop()
+	all := a.waitConnected(20 * time.Second)
+	time.Sleep(2 * time.Second)
+	b.Logf("settled (all connected: %v): %v", all, a)
+
+	clientCfg := &Config{Identity: testIdentity(b, 0x53), Verify: pin(serverKey), HandshakeTimeout: *stressCap}
+	echo := func(src net.IP) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), *stressCap)
+		defer cancel()
+		start := time.Now()
+		c, err := legitDial(ctx, src, addr, clientCfg)
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(*stressCap))
+		if _, err := c.Write([]byte("x")); err != nil {
+			return 0, err
+		}
+		var one [1]byte
+		if _, err := io.ReadFull(c, one[:]); err != nil {
+			return 0, err
+		}
+		return time.Since(start), nil
+	}
+	srcs := []net.IP{nil, otherIP}
+	lat := make([][]time.Duration, len(srcs))
+	timeouts := 0
+	start := time.Now()
+	for round := 0; round < *stressRounds && timeouts == 0 && time.Since(start) < *stressBudget; round++ {
+		if round > 0 {
+			time.Sleep(*stressPause)
+		}
+		for i, src := range srcs {
+			d, err := echo(src)
+			if err != nil {
+				b.Logf("round %d, from %v: %v", round, srcName(src), err)
+				lat[i] = append(lat[i], *stressCap)
+				timeouts++
+				continue
+			}
+			lat[i] = append(lat[i], d)
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	for i, src := range srcs {
+		b.Logf("from %v: %v", srcName(src), roundAll(lat[i]))
+	}
+	if len(lat[0]) > 0 {
+		b.ReportMetric(ms(medianDuration(lat[0])), "ms/legit-echo-same-addr")
+	}
+	if len(lat[1]) > 0 {
+		b.ReportMetric(ms(medianDuration(lat[1])), "ms/legit-echo-other-addr")
+	}
+	b.ReportMetric(ms(slices.Max(slices.Concat(lat...))), "ms/legit-echo-max")
+	b.ReportMetric(float64(timeouts), "timeouts")
+	b.ReportMetric(0, "ns/op")
 }
 
 // benchAdmission runs the attack cfg against a default listener and times
