@@ -25,9 +25,15 @@ the stream: the peer is told that data may be missing.
 
 With -from, it instead meets the peer once and checks its key (exiting 1 or
 3 if that fails), then listens on a local address and carries each local
-TCP connection to the peer over its own secure stream (like ssh -L), until
-Ctrl-C. A connection the peer refuses or that fails ends only that local
-connection; a changed peer key ends the tunnel (exit 3).
+TCP connection to the peer (like ssh -L), until Ctrl-C. With a listen -to
+of this version, that one connection carries every local connection as a
+stream of its own, with keepalives; if it is lost, the local connections
+in progress are reset and the next one connects again. A peer that does
+not multiplex (an older listen -to, a listen -exec) gets a secure
+connection per local connection. A stream the peer refuses (its -to
+target is down: "connect failed: connection refused") or that fails ends
+only that local connection, with a notice; a changed peer key ends the
+tunnel (exit 3).
 
 The peer's key is checked as ssh checks host keys: against -expect if
 given, else against known_hosts ($SECUREPEER_HOME/known_hosts, default

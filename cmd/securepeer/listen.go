@@ -37,7 +37,10 @@ Flags:
     -exec CMD       run "sh -c CMD" for each peer, with the stream as its stdin
                     and stdout; SECUREPEER_PEER_KEY, SECUREPEER_PEER_FINGERPRINT
                     and SECUREPEER_PEER_ADDR tell it who the peer is
-    -to HOST:PORT   forward each peer's stream to this TCP service (a tunnel)
+    -to HOST:PORT   forward each peer's stream to this TCP service (a tunnel);
+                    a connect -from peer sends all its local connections over
+                    one connection, each stream to a connection of its own,
+                    and learns why one was refused if the service is down
     -i FILE         identity (default $SECUREPEER_HOME/id_ed25519)
     -progress       show bytes, rate and elapsed time on stderr (terminal only)
     -v              log handshakes (peer, cipher, post-quantum, role, timings)

@@ -45,6 +45,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/securepeer/securepeer/internal/wire"
 )
 
 // tunnelProtocol is the application protocol name of multiplexed tunnels.
@@ -58,6 +60,11 @@ const (
 	tunnelKeepAlive   = 15 * time.Second
 	tunnelPingTimeout = 10 * time.Second
 )
+
+// maxFramePayload is the most data sendFrom puts in a frame: with the
+// frame's length and yamux's header, one full securepeer record (muxConn
+// sends the header with its body).
+const maxFramePayload = wire.MaxRecordPayload - yamuxHeaderLen - 4
 
 // maxStatusLen bounds the status frame that starts each stream from listen.
 const maxStatusLen = 1024
@@ -323,7 +330,7 @@ func (t *tunnelStream) writeFrame(p []byte) error {
 // returns a *sendError if writing to the stream failed, and reading c's
 // error otherwise.
 func (t *tunnelStream) sendFrom(c io.Reader) error {
-	buf := make([]byte, 4+bufSize)
+	buf := make([]byte, 4+maxFramePayload)
 	for {
 		n, err := c.Read(buf[4:])
 		if n > 0 {
@@ -529,6 +536,7 @@ func serveTunnel(ctx, cutCtx context.Context, s *stream, to string, log *slog.Lo
 	}()
 	defer close(idle)
 
+	cutStreams := 0 // streams the session's end cut
 	for {
 		st, err := m.sess.AcceptStream()
 		if err != nil {
@@ -552,13 +560,24 @@ func serveTunnel(ctx, cutCtx context.Context, s *stream, to string, log *slog.Lo
 				default:
 				}
 			}()
-			if err := forwardStream(cutCtx, m, st, to, log); err != nil && cutCtx.Err() == nil {
+			err := forwardStream(cutCtx, m, st, to, log)
+			switch {
+			case err == nil || cutCtx.Err() != nil:
+			case m.closed(): // said once for the session, below
+				mu.Lock()
+				cutStreams++
+				mu.Unlock()
+			default:
 				notef("%v", err)
 			}
 		})
 	}
 	handlers.Wait()
-	if ctx.Err() == nil && cutCtx.Err() == nil {
+	switch {
+	case ctx.Err() != nil || cutCtx.Err() != nil:
+	case cutStreams > 0:
+		notef("the tunnel connection from %s ended with %s in progress, which were cut: %v", s.remoteAddr, streamCount(cutStreams), m.err())
+	default:
 		log.Info("tunnel connection ended", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr, "reason", m.err().Error())
 	}
 }
@@ -576,13 +595,20 @@ func forwardStream(ctx context.Context, m *muxSession, st *yamux.Stream, to stri
 		return fmt.Errorf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, m.s.remoteAddr)
 	}
 	if err := t.writeFrame([]byte("ok")); err != nil {
-		c.Close()
+		resetClose(c)
 		st.Close()
-		return nil // the session has ended, which serveTunnel logs
+		return err
 	}
 	log.Info("forwarding", "peer", m.s.peer.Fingerprint(), "stream", st.StreamID(), "to", to)
-	if err := relayTunnel(ctx, t, c, false); err != nil && !m.closed() {
+	if err := relayTunnel(ctx, t, c, false); err != nil {
 		return fmt.Errorf("forwarding a stream from %s to %s: %v", m.s.remoteAddr, to, err)
 	}
 	return nil
+}
+
+func streamCount(n int) string {
+	if n == 1 {
+		return "1 stream"
+	}
+	return fmt.Sprintf("%d streams", n)
 }

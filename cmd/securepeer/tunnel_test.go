@@ -282,6 +282,11 @@ func TestTunnelKeepAlive(t *testing.T) {
 
 	r.server.cmd.Process.Signal(syscall.SIGCONT)
 	resumed = true
+	// listen, running again, finds its tunnel connection aborted and says
+	// that it cut the request in progress.
+	waitFor(t, func() bool {
+		return strings.Contains(r.server.stderr.String(), "ended with 1 stream in progress, which were cut")
+	}, r)
 	if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/again"); got != "answer to /again" || err != nil {
 		t.Errorf("GET /again after the peer came back = %q, %v\n%s", got, err, r)
 	}
@@ -459,5 +464,77 @@ func TestTunnelStartupRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(addrFile); err == nil {
 		t.Errorf("connect -from listened on its local address before the peer was checked")
+	}
+}
+
+// TestTunnelGracefulStop stops a listen -to whose tunnel carries a request
+// in progress: listen takes no new streams, lets the request finish and
+// then exits, or cuts it when the grace period runs out, and connect
+// resets the local connection then rather than end it cleanly.
+func TestTunnelGracefulStop(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		grace  string // SECUREPEER_TESTONLY_GRACE; "" is the default, 10s
+		finish bool   // the request finishes within the grace period
+	}{
+		{"request finishes", "", true},
+		{"grace period cuts", "200ms", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := listenLocal(t)
+			release := make(chan struct{})
+			released := false
+			defer func() {
+				if !released {
+					close(release)
+				}
+			}()
+			startHTTP(t, l, nil, release)
+			r := newTunnelRig(t, l.Addr().String(), []string{"SECUREPEER_TESTONLY_GRACE=" + tc.grace}, nil)
+
+			c, err := net.Dial("tcp", r.localAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(testTimeout))
+			fmt.Fprintf(c, "GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			br := bufio.NewReader(c)
+			if line, err := br.ReadString('\n'); !strings.HasPrefix(line, "HTTP/1.1 200") {
+				t.Fatalf("GET /slow: %q, %v\n%s", line, err, r)
+			}
+
+			r.server.cmd.Process.Signal(syscall.SIGTERM)
+			waitFor(t, func() bool {
+				return strings.Contains(r.server.stderr.String(), "stopping: no new connections; waiting up to")
+			}, r)
+			if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/new"); err == nil {
+				t.Errorf("a new request while listen stops got %q", got)
+			}
+
+			if tc.finish {
+				close(release)
+				released = true
+				if _, err := io.ReadAll(br); err != nil {
+					t.Errorf("the request in progress did not finish cleanly: %v\n%s", err, r)
+				}
+			} else if _, err := io.ReadAll(br); err == nil {
+				t.Errorf("the request cut by the end of the grace period ended cleanly\n%s", r)
+			}
+			c.Close()
+			ended := time.Now()
+			if code, want := r.server.wait(), 128+int(syscall.SIGTERM); code != want {
+				t.Errorf("listen exited %d, want %d\n%s", code, want, r)
+			}
+			if took := time.Since(ended); tc.finish && took > 5*time.Second {
+				t.Errorf("listen exited %v after its last stream ended, as if it had waited for the grace period", took)
+			}
+			waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "the tunnel connection to") }, r)
+			select {
+			case <-r.client.done:
+				t.Errorf("connect -from exited when its peer stopped\n%s", r)
+			default:
+			}
+		})
 	}
 }
