@@ -41,3 +41,12 @@ var ErrIdentityFileMode = errors.New("securepeer: identity file is accessible by
 // ErrNotEd25519 is returned, wrapped, when a private key that is to be an
 // identity is not an Ed25519 key.
 var ErrNotEd25519 = errors.New("securepeer: an identity must be an Ed25519 key")
+
+// ErrPassphraseNeeded is returned, wrapped, by [ParseIdentity] and
+// [LoadIdentity] for a private key protected by a passphrase; see
+// [ParseIdentityWithPassphrase].
+var ErrPassphraseNeeded = errors.New("securepeer: the private key is protected by a passphrase")
+
+// ErrWrongPassphrase is returned, wrapped, by [ParseIdentityWithPassphrase]
+// when the passphrase does not decrypt the key.
+var ErrWrongPassphrase = errors.New("securepeer: the passphrase does not decrypt the private key")

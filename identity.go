@@ -2,6 +2,7 @@ package securepeer
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -10,6 +11,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -31,7 +33,7 @@ import (
 //
 // An Identity is immutable and safe for concurrent use by many connections.
 type Identity struct {
-	priv ed25519.PrivateKey
+	priv ed25519.PrivateKey // nil if the key lives behind a signer
 	pub  PublicKey
 
 	// static is the X25519 key this identity uses as its Noise static key,
@@ -77,16 +79,106 @@ func newIdentity(priv ed25519.PrivateKey) (*Identity, error) {
 
 // ParseIdentity parses an unencrypted Ed25519 private key in the OpenSSH
 // format ("-----BEGIN OPENSSH PRIVATE KEY-----") or in PKCS #8 PEM
-// ("-----BEGIN PRIVATE KEY-----").
+// ("-----BEGIN PRIVATE KEY-----"). A key protected by a passphrase returns
+// an error wrapping [ErrPassphraseNeeded]; [ParseIdentityWithPassphrase]
+// reads it.
 func ParseIdentity(data []byte) (*Identity, error) {
 	raw, err := ssh.ParseRawPrivateKey(data)
 	if err != nil {
 		var missing *ssh.PassphraseMissingError
 		if errors.As(err, &missing) {
-			return nil, errors.New("securepeer: the private key is protected by a passphrase; securepeer needs an unencrypted key (ssh-keygen -p -N '' -f FILE removes it)")
+			return nil, ErrPassphraseNeeded
 		}
 		return nil, fmt.Errorf("securepeer: not an OpenSSH or PKCS #8 private key: %w", err)
 	}
+	return identityFromRaw(raw)
+}
+
+// ParseIdentityWithPassphrase parses an Ed25519 private key in the OpenSSH
+// format encrypted with passphrase, as ssh-keygen writes it (bcrypt-pbkdf
+// and AES-256-CTR, decrypted by golang.org/x/crypto/ssh). A wrong
+// passphrase returns an error wrapping [ErrWrongPassphrase]; an
+// unencrypted key is refused, so that a passphrase is never silently
+// ignored.
+func ParseIdentityWithPassphrase(data, passphrase []byte) (*Identity, error) {
+	if _, err := ssh.ParseRawPrivateKey(data); err == nil {
+		return nil, errors.New("securepeer: a passphrase was given for a private key that has none")
+	}
+	raw, err := ssh.ParseRawPrivateKeyWithPassphrase(data, passphrase)
+	switch {
+	case errors.Is(err, x509.IncorrectPasswordError):
+		return nil, ErrWrongPassphrase
+	case err != nil:
+		return nil, fmt.Errorf("securepeer: not an encrypted OpenSSH private key: %w", err)
+	}
+	return identityFromRaw(raw)
+}
+
+// NewIdentityFromSigner returns an Identity whose private key stays behind
+// signer: an ssh-agent, a hardware token, a KMS. Its public key must be
+// Ed25519. Such an identity has a Noise static key of its own, random
+// rather than derived from the private key it cannot see, and signed once,
+// here, through signer (PROTOCOL.md, "Identities and static keys"); peers
+// cannot tell the difference. The identity cannot be written out with
+// MarshalOpenSSH.
+func NewIdentityFromSigner(signer crypto.Signer) (*Identity, error) {
+	pub, ok := signer.Public().(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w (the signer's key is %s)", ErrNotEd25519, keyKind(signer.Public()))
+	}
+	id := &Identity{}
+	var err error
+	if id.pub, err = NewPublicKey(pub); err != nil {
+		return nil, err
+	}
+	if id.static, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
+		return nil, fmt.Errorf("securepeer: generating static key: %w", err)
+	}
+	msg := staticSignedMessage(id.static.PublicKey().Bytes())
+	if id.staticSig, err = signer.Sign(rand.Reader, msg, crypto.Hash(0)); err != nil {
+		return nil, fmt.Errorf("securepeer: the signer refused to sign: %w", err)
+	}
+	if !ed25519.Verify(pub, msg, id.staticSig) {
+		return nil, errors.New("securepeer: the signer returned a signature that does not verify")
+	}
+	return id, nil
+}
+
+// NewIdentityFromSSHSigner is [NewIdentityFromSigner] for an [ssh.Signer],
+// such as a key held by ssh-agent (golang.org/x/crypto/ssh/agent).
+func NewIdentityFromSSHSigner(signer ssh.Signer) (*Identity, error) {
+	// An agent's key is an *agent.Key, which holds only the wire form.
+	pk, err := ssh.ParsePublicKey(signer.PublicKey().Marshal())
+	if err != nil {
+		return nil, fmt.Errorf("securepeer: the ssh signer's public key: %w", err)
+	}
+	cpk, ok := pk.(ssh.CryptoPublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w (the ssh signer's key is %s)", ErrNotEd25519, pk.Type())
+	}
+	return NewIdentityFromSigner(sshCryptoSigner{signer, cpk.CryptoPublicKey()})
+}
+
+// sshCryptoSigner is an ssh.Signer seen as a crypto.Signer.
+type sshCryptoSigner struct {
+	s   ssh.Signer
+	pub crypto.PublicKey
+}
+
+func (s sshCryptoSigner) Public() crypto.PublicKey { return s.pub }
+
+func (s sshCryptoSigner) Sign(r io.Reader, msg []byte, _ crypto.SignerOpts) ([]byte, error) {
+	sig, err := s.s.Sign(r, msg)
+	if err != nil {
+		return nil, err
+	}
+	if sig.Format != ssh.KeyAlgoED25519 {
+		return nil, fmt.Errorf("the ssh signer made a %s signature, not ssh-ed25519", sig.Format)
+	}
+	return sig.Blob, nil
+}
+
+func identityFromRaw(raw any) (*Identity, error) {
 	switch k := raw.(type) {
 	case *ed25519.PrivateKey:
 		return NewIdentity(*k)
@@ -101,8 +193,35 @@ func ParseIdentity(data []byte) (*Identity, error) {
 // [ParseIdentity] does. Like ssh, it refuses a file that users other than its
 // owner may read or write.
 func LoadIdentity(path string) (*Identity, error) {
-	// One open, and every check on the file opened, so that the file read
-	// is the file checked (no race with a rename or a new symlink).
+	data, err := readIdentityFile(path)
+	if err != nil {
+		return nil, err
+	}
+	id, err := ParseIdentity(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	return id, nil
+}
+
+// LoadIdentityWithPassphrase is [LoadIdentity] for a key encrypted with
+// passphrase, as [ParseIdentityWithPassphrase] reads it.
+func LoadIdentityWithPassphrase(path string, passphrase []byte) (*Identity, error) {
+	data, err := readIdentityFile(path)
+	if err != nil {
+		return nil, err
+	}
+	id, err := ParseIdentityWithPassphrase(data, passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	return id, nil
+}
+
+// readIdentityFile reads an identity file, with one open and every check
+// on the file opened, so that the file read is the file checked (no race
+// with a rename or a new symlink).
+func readIdentityFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("securepeer: reading identity: %w", err)
@@ -129,21 +248,17 @@ func LoadIdentity(path string) (*Identity, error) {
 	if len(data) > maxIdentityFile {
 		return nil, fmt.Errorf("securepeer: identity file %s grew too large for a key file while being read", path)
 	}
-	id, err := ParseIdentity(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
-	}
-	return id, nil
+	return data, nil
 }
 
 // keyKind names a private key's algorithm for an error message.
 func keyKind(k any) string {
 	switch k.(type) {
-	case *rsa.PrivateKey:
+	case *rsa.PrivateKey, *rsa.PublicKey:
 		return "RSA"
-	case *ecdsa.PrivateKey:
+	case *ecdsa.PrivateKey, *ecdsa.PublicKey:
 		return "ECDSA"
-	case *ecdh.PrivateKey:
+	case *ecdh.PrivateKey, *ecdh.PublicKey:
 		return "ECDH"
 	}
 	return "of another kind"
@@ -159,12 +274,33 @@ func (id *Identity) PublicKey() PublicKey { return id.pub }
 // MarshalOpenSSH returns the identity as an unencrypted OpenSSH private key
 // in PEM form, with comment stored in it, as ssh-keygen writes it.
 func (id *Identity) MarshalOpenSSH(comment string) ([]byte, error) {
+	if id.priv == nil {
+		return nil, errNoPrivateKey
+	}
 	block, err := ssh.MarshalPrivateKey(id.priv, comment)
 	if err != nil {
 		return nil, fmt.Errorf("securepeer: encoding identity: %w", err)
 	}
 	return pem.EncodeToMemory(block), nil
 }
+
+// MarshalOpenSSHWithPassphrase returns the identity as an OpenSSH private
+// key encrypted with passphrase, as ssh-keygen -N writes it.
+func (id *Identity) MarshalOpenSSHWithPassphrase(comment string, passphrase []byte) ([]byte, error) {
+	if id.priv == nil {
+		return nil, errNoPrivateKey
+	}
+	if len(passphrase) == 0 {
+		return nil, errors.New("securepeer: an empty passphrase encrypts nothing; use MarshalOpenSSH")
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(id.priv, comment, passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("securepeer: encoding identity: %w", err)
+	}
+	return pem.EncodeToMemory(block), nil
+}
+
+var errNoPrivateKey = errors.New("securepeer: the identity's private key is behind a signer, not in this process")
 
 // A PublicKey is an Ed25519 public key: the identity of a peer. It is
 // comparable, so it can be used as a map key; the zero value means no key.

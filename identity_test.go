@@ -12,6 +12,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/securepeer/securepeer/internal/testenv"
 )
@@ -126,13 +129,174 @@ func TestSSHKeygenCompatibility(t *testing.T) {
 		t.Errorf("ssh-keygen -y = %q", out)
 	}
 
-	// A passphrase-protected key is refused with advice.
+}
+
+// TestEncryptedIdentities loads keys that ssh-keygen encrypted, and has
+// ssh-keygen read the keys this package encrypts.
+func TestEncryptedIdentities(t *testing.T) {
+	keygen := testenv.RequireTool(t, "ssh-keygen")
+	dir := t.TempDir()
 	locked := filepath.Join(dir, "locked")
-	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "secret", "-f", locked).CombinedOutput(); err != nil {
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "correct horse", "-C", "test", "-f", locked).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
 	}
-	if _, err := LoadIdentity(locked); err == nil || !strings.Contains(err.Error(), "passphrase") {
-		t.Errorf("LoadIdentity of a locked key: %v", err)
+	pubLine, err := os.ReadFile(locked + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ParsePublicKey(string(pubLine))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(dir, "plain")
+	data, _ := testIdentity(t, 8).MarshalOpenSSH("")
+	if err := os.WriteFile(plain, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name       string
+		path       string
+		passphrase string // "" means LoadIdentity
+		wantErr    error
+		wantMsg    string
+	}{
+		{"no passphrase given", locked, "", ErrPassphraseNeeded, ""},
+		{"right passphrase", locked, "correct horse", nil, ""},
+		{"wrong passphrase", locked, "battery staple", ErrWrongPassphrase, ""},
+		{"passphrase for a plain key", plain, "x", nil, "has none"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var id *Identity
+			var err error
+			if tt.passphrase == "" {
+				id, err = LoadIdentity(tt.path)
+			} else {
+				id, err = LoadIdentityWithPassphrase(tt.path, []byte(tt.passphrase))
+			}
+			switch {
+			case tt.wantMsg != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantMsg) {
+					t.Errorf("error %v, want one saying %q", err, tt.wantMsg)
+				}
+			case tt.wantErr != nil:
+				if !errors.Is(err, tt.wantErr) {
+					t.Errorf("error %v, want %v", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case id.PublicKey() != want:
+				t.Errorf("loaded %v, want the key of %s.pub", id.PublicKey(), locked)
+			}
+		})
+	}
+
+	// Ours, read back by ssh-keygen with the passphrase.
+	id := testIdentity(t, 9)
+	enc, err := id.MarshalOpenSSHWithPassphrase("ours", []byte("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := filepath.Join(dir, "ours")
+	if err := os.WriteFile(ours, enc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(keygen, "-y", "-P", "s3cret", "-f", ours).Output()
+	if err != nil {
+		t.Fatalf("ssh-keygen -y on our encrypted key: %v", err)
+	}
+	if !strings.HasPrefix(string(out), id.PublicKey().String()) {
+		t.Errorf("ssh-keygen -y = %q", out)
+	}
+	if _, err := exec.Command(keygen, "-y", "-P", "wrong", "-f", ours).Output(); err == nil {
+		t.Error("ssh-keygen read our encrypted key with a wrong passphrase")
+	}
+}
+
+// TestAgentIdentity runs a handshake in which one side's identity lives
+// only in a real ssh-agent: the key file is gone, and the private key never
+// enters this process.
+func TestAgentIdentity(t *testing.T) {
+	agentBin := testenv.RequireTool(t, "ssh-agent")
+	addBin := testenv.RequireTool(t, "ssh-add")
+	keygen := testenv.RequireTool(t, "ssh-keygen")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	agentCmd := exec.Command(agentBin, "-D", "-a", sock)
+	if err := agentCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { agentCmd.Process.Kill(); agentCmd.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ssh-agent did not create its socket")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	keyPath := filepath.Join(dir, "id")
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-C", "agent", "-f", keyPath).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	add := exec.Command(addBin, keyPath)
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v\n%s", err, out)
+	}
+	pubLine, _ := os.ReadFile(keyPath + ".pub")
+	want, err := ParsePublicKey(string(pubLine))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(keyPath) // only the agent has it now
+
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := agent.NewClient(conn)
+	signers, err := client.Signers()
+	if err != nil || len(signers) != 1 {
+		t.Fatalf("agent signers: %d, %v", len(signers), err)
+	}
+	id, err := NewIdentityFromSSHSigner(signers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.PublicKey() != want {
+		t.Fatalf("agent identity is %v, want %v", id.PublicKey(), want)
+	}
+	if _, err := id.MarshalOpenSSH(""); err == nil {
+		t.Error("MarshalOpenSSH wrote out a key it does not have")
+	}
+
+	a, b := tcpPair(t)
+	x := Client(a, &Config{Identity: id, Verify: pin(testIdentity(t, 2).PublicKey())})
+	y := Server(b, &Config{Identity: testIdentity(t, 2), Verify: pin(want)})
+	srv := run(func() error { return echoUpper(y) })
+	x.Write([]byte("agent"))
+	x.CloseWrite()
+	got, err := io.ReadAll(x)
+	if err != nil || string(got) != "AGENT" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	if err := wait(t, srv); err != nil {
+		t.Fatal(err)
+	}
+	if y.RemoteKey() != want {
+		t.Errorf("the peer saw %v, want the agent's key", y.RemoteKey())
+	}
+
+	// A locked agent refuses to sign: a clear error, no identity.
+	if err := client.Lock([]byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewIdentityFromSSHSigner(signers[0]); err == nil || !strings.Contains(err.Error(), "refused to sign") {
+		t.Errorf("a locked agent gave %v, want a refusal to sign", err)
 	}
 }
 

@@ -31,6 +31,8 @@ func hint(err error) string {
 	switch {
 	case errors.Is(err, securepeer.ErrLegacyPeer):
 		return "talk to it with -legacy"
+	case errors.Is(err, securepeer.ErrPassphraseNeeded):
+		return "the command does not ask for passphrases yet, so it needs an unencrypted key"
 	case errors.Is(err, securepeer.ErrNotEd25519):
 		return "make one with securepeer keygen, or ssh-keygen -t ed25519"
 	case errors.As(err, &ne) && ne.Timeout() && strings.Contains(err.Error(), "handshake timed out"):
