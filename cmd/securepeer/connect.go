@@ -50,7 +50,8 @@ Flags:
                        (a changed key is still refused)
     -known-hosts FILE  use FILE instead of the default known_hosts
     -from LOCALADDR    tunnel: listen on LOCALADDR and forward connections
-    -i FILE            identity (default $SECUREPEER_HOME/id_ed25519)
+    -i FILE            identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub
+                       for a key held by ssh-agent
     -progress          show bytes, rate and elapsed time on stderr (terminal only)
     -v                 log handshakes (peer, cipher, post-quantum, role, timings)
     -legacy            speak the Node secure-peer 0.2 protocol instead (see below)

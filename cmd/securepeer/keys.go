@@ -19,10 +19,17 @@ import (
 const keygenUsage = `Usage: securepeer keygen [-f FILE] [-force] [-C COMMENT]
        securepeer keygen -legacy [-f FILE] [-force] [-bits N]
 
-Makes a new identity: an Ed25519 key pair written as an unencrypted OpenSSH
-private key FILE (mode 0600) and its public key FILE.pub, the form ssh-keygen
-writes, and prints the public key and its fingerprint. Give the public key to
-the peers that should accept you; keep FILE secret.
+Makes a new identity: an Ed25519 key pair written as an OpenSSH private key
+FILE (mode 0600) and its public key FILE.pub, the form ssh-keygen writes, and
+prints the public key and its fingerprint. Give the public key to the peers
+that should accept you; keep FILE secret.
+
+On a terminal it asks for a passphrase twice, as ssh-keygen does, and
+encrypts FILE with it (empty for none); later commands ask for it on the
+terminal, or use the key's copy in ssh-agent. It never takes a passphrase
+on the command line. Without a terminal FILE is written unencrypted, for a
+service that starts unattended: protect it by its mode, or keep the key in
+ssh-agent only and pass -i FILE.pub.
 
 Flags:
     -f FILE       where to write the key (default $SECUREPEER_HOME/id_ed25519,
@@ -51,7 +58,8 @@ allow files and -expect take, and its SHA256 fingerprint, as ssh-keygen -lf
 prints it. Without -i, the default identity is created if it does not exist.
 
 Flags:
-    -i FILE    the identity (private key) file; an ssh-keygen -t ed25519 key works
+    -i FILE    the identity (private key) file; an ssh-keygen -t ed25519 key works,
+               encrypted or not; FILE.pub prints the public key from that alone
     -legacy    FILE is an rsa-json key file of the Node secure-peer 0.2 protocol
                (default $SECUREPEER_HOME/id_legacy_rsa.json, never created
                here): print its public key PEM, exactly as it is sent to
@@ -102,7 +110,8 @@ func (e *env) loadIdentity(path string) (*securepeer.Identity, error) {
 		}
 	}
 	if strings.HasSuffix(path, ".pub") {
-		return nil, usageErrorf("%s is a public key; -i takes the private key file, %s", path, strings.TrimSuffix(path, ".pub"))
+		// A public key: the private key is in ssh-agent, as with ssh -i.
+		return e.agentIdentity(path)
 	}
 	if explicit {
 		if err := checkFileDir(path); err != nil {
@@ -125,10 +134,18 @@ func (e *env) loadIdentity(path string) (*securepeer.Identity, error) {
 		return nil, fmt.Errorf("identity file %s does not exist; create it with securepeer keygen -f %s, or leave out -i to use the default identity", path, path)
 	}
 	id, err := securepeer.LoadIdentity(path)
-	if errors.Is(err, securepeer.ErrIdentityFileMode) {
+	switch {
+	case errors.Is(err, securepeer.ErrIdentityFileMode):
 		return nil, fmt.Errorf("%w; run chmod 600 %s", err, path)
-	}
-	if err != nil {
+	case errors.Is(err, securepeer.ErrPassphraseNeeded):
+		// As ssh does: the agent's copy if it has one, else ask.
+		if e.getenv("SSH_AUTH_SOCK") != "" {
+			if id, err := e.agentIdentity(path + ".pub"); err == nil {
+				return id, nil
+			}
+		}
+		return askPassphrase(path)
+	case err != nil:
 		return nil, err
 	}
 	return id, nil
@@ -181,7 +198,12 @@ func runKeygen(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeIdentity(path, id, *comment, *force); err != nil {
+	passphrase, err := askNewPassphrase()
+	if err != nil {
+		return err
+	}
+	defer clear(passphrase)
+	if err := writeIdentityWithPassphrase(path, id, *comment, *force, passphrase); err != nil {
 		return err
 	}
 	printPublicKey(e, id.PublicKey())
@@ -207,6 +229,19 @@ func runID(_ context.Context, e *env, args []string) error {
 		printLegacyKey(e, keys)
 		return nil
 	}
+	if strings.HasSuffix(*idFile, ".pub") {
+		// The public key alone is enough to print it.
+		data, err := os.ReadFile(*idFile)
+		if err != nil {
+			return err
+		}
+		k, err := securepeer.ParsePublicKey(string(data))
+		if err != nil {
+			return fmt.Errorf("%s: %w", *idFile, err)
+		}
+		printPublicKey(e, k)
+		return nil
+	}
 	id, err := e.loadIdentity(*idFile)
 	if err != nil {
 		return err
@@ -225,6 +260,12 @@ func printPublicKey(e *env, k securepeer.PublicKey) {
 // refuses to replace either file. Each file is written to a temporary name
 // and renamed, so a crash never leaves half a key.
 func writeIdentity(path string, id *securepeer.Identity, comment string, force bool) error {
+	return writeIdentityWithPassphrase(path, id, comment, force, nil)
+}
+
+// writeIdentityWithPassphrase is writeIdentity with the private key
+// encrypted with passphrase, unless it is empty.
+func writeIdentityWithPassphrase(path string, id *securepeer.Identity, comment string, force bool, passphrase []byte) error {
 	pubPath := path + ".pub"
 	if !force {
 		for _, p := range []string{path, pubPath} {
@@ -233,7 +274,13 @@ func writeIdentity(path string, id *securepeer.Identity, comment string, force b
 			}
 		}
 	}
-	priv, err := id.MarshalOpenSSH(comment)
+	var priv []byte
+	var err error
+	if len(passphrase) > 0 {
+		priv, err = id.MarshalOpenSSHWithPassphrase(comment, passphrase)
+	} else {
+		priv, err = id.MarshalOpenSSH(comment)
+	}
 	if err != nil {
 		return err
 	}

@@ -41,7 +41,8 @@ Flags:
                     a connect -from peer sends all its local connections over
                     one connection, each stream to a connection of its own,
                     and learns why one was refused if the service is down
-    -i FILE         identity (default $SECUREPEER_HOME/id_ed25519)
+    -i FILE         identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub for a
+                    key held by ssh-agent
     -progress       show bytes, rate and elapsed time on stderr (terminal only)
     -v              log handshakes (peer, cipher, post-quantum, role, timings)
     -legacy         speak the Node secure-peer 0.2 protocol instead (see below)

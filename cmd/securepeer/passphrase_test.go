@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tmuxSession runs shell in a fresh tmux terminal and returns functions to
+// type into it and read its screen.
+func tmuxSession(t *testing.T, te *testEnv, shell string) (send func(keys ...string), screen func() string) {
+	t.Helper()
+	tmux := requireTool(t, "tmux")
+	socket := filepath.Join(te.dir, "tmux.sock")
+	tm := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(tmux, append([]string{"-S", socket, "-f", "/dev/null"}, args...)...)
+		cmd.Env = te.env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	tm("new-session", "-d", "-x", "160", "-y", "40", "-s", "s", "sh", "-c", shell)
+	t.Cleanup(func() { exec.Command(tmux, "-S", socket, "kill-server").Run() })
+	send = func(keys ...string) { tm(append([]string{"send-keys", "-t", "s"}, keys...)...) }
+	screen = func() string { return tm("capture-pane", "-p", "-t", "s") }
+	return send, screen
+}
+
+// TestPassphraseTmux makes an encrypted key with keygen and uses it, typing
+// the passphrases into a real terminal (tmux), as a person would: keygen
+// asks twice, id asks again and, after three wrong tries, gives up.
+func TestPassphraseTmux(t *testing.T) {
+	keygen := requireTool(t, "ssh-keygen")
+	te := newTestEnv(t)
+	shell := fmt.Sprintf(`cd %q && export SECUREPEER_TESTONLY_TERMINAL=1
+securepeer keygen -f enc > keygen.out 2> keygen.err; echo $? > keygen.rc
+securepeer id -i enc > id.out 2> id.err; echo $? > id.rc
+securepeer id -i enc > bad.out 2> bad.err; echo $? > bad.rc
+sleep 600`, te.dir)
+	send, screen := tmuxSession(t, te, shell)
+	prompt := func(want string) {
+		t.Helper()
+		waitFor(t, func() bool { return strings.Contains(lastLine(screen()), want) }, stringer(screen))
+	}
+
+	prompt("Enter passphrase (empty for no passphrase):")
+	send("correct horse", "Enter")
+	prompt("Enter same passphrase again:")
+	send("correct horse", "Enter")
+	prompt("Enter passphrase for key 'enc':")
+	if s := screen(); strings.Contains(s, "correct horse") {
+		t.Fatalf("the passphrase was echoed:\n%s", s)
+	}
+	send("correct horse", "Enter")
+	for range 3 {
+		prompt("Enter passphrase for key 'enc':")
+		send("battery staple", "Enter")
+	}
+	waitFor(t, func() bool { return len(te.readFileIfAny("bad.rc")) > 0 }, stringer(screen))
+
+	if rc := strings.TrimSpace(te.readFile("keygen.rc")); rc != "0" {
+		t.Fatalf("keygen exited %s: %s", rc, te.readFile("keygen.err"))
+	}
+	// ssh-keygen reads the key with the passphrase, so it is encrypted as
+	// ssh-keygen -N would have encrypted it.
+	out, err := exec.Command(keygen, "-y", "-P", "correct horse", "-f", filepath.Join(te.dir, "enc")).Output()
+	if err != nil {
+		t.Fatalf("ssh-keygen -y with the passphrase: %v", err)
+	}
+	pub := strings.SplitN(te.readFile("keygen.out"), "\n", 2)[0]
+	if !strings.HasPrefix(string(out), pub) {
+		t.Errorf("ssh-keygen -y = %q, keygen printed %q", out, pub)
+	}
+	if _, err := exec.Command(keygen, "-y", "-P", "", "-f", filepath.Join(te.dir, "enc")).Output(); err == nil {
+		t.Error("the key opens without its passphrase")
+	}
+	if rc := strings.TrimSpace(te.readFile("id.rc")); rc != "0" || te.readFile("id.out") != te.readFile("keygen.out") {
+		t.Errorf("id with the passphrase: exit %s, %q, want %q\n%s", rc, te.readFile("id.out"), te.readFile("keygen.out"), te.readFile("id.err"))
+	}
+	if rc := strings.TrimSpace(te.readFile("bad.rc")); rc != "1" || !strings.Contains(te.readFile("bad.err"), "securepeer: 3 wrong passphrases for enc (the passphrase does not decrypt the private key)") {
+		t.Errorf("id with wrong passphrases: exit %s, stderr %q", rc, te.readFile("bad.err"))
+	}
+	if !strings.Contains(screen(), "Bad passphrase, try again.") {
+		t.Errorf("no retry message on the terminal:\n%s", screen())
+	}
+}
+
+// lastLine is the last non-empty line of a screen.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n "), "\n")
+	return lines[len(lines)-1]
+}
+
+func (te *testEnv) readFileIfAny(name string) string {
+	data, _ := os.ReadFile(filepath.Join(te.dir, name))
+	return string(data)
+}
+
+// TestPassphraseWithoutTerminal checks that an encrypted key with nobody to
+// ask refuses clearly, and never reads a passphrase from stdin.
+func TestPassphraseWithoutTerminal(t *testing.T) {
+	keygen := requireTool(t, "ssh-keygen")
+	te := newTestEnv(t)
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "secret", "-f", filepath.Join(te.dir, "enc")).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	cmd := te.command("id", "-i", "enc")
+	cmd.Stdin = strings.NewReader("secret\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err == nil {
+		t.Fatal("an encrypted key was used with no terminal to ask for its passphrase")
+	}
+	if !strings.Contains(stderr.String(), "is protected by a passphrase and there is no terminal to ask for it; add it to ssh-agent (ssh-add enc) and pass -i enc.pub") {
+		t.Errorf("stderr %q", stderr.String())
+	}
+}
+
+// TestAgentIdentityCommand serves and connects with identities that live
+// only in a real ssh-agent: the private key files are deleted, -i names the
+// .pub, and an encrypted key in the agent is used without a prompt.
+func TestAgentIdentityCommand(t *testing.T) {
+	agentBin := requireTool(t, "ssh-agent")
+	addBin := requireTool(t, "ssh-add")
+	keygen := requireTool(t, "ssh-keygen")
+	te := newTestEnv(t)
+	sock := filepath.Join(te.dir, "agent.sock")
+	agentCmd := exec.Command(agentBin, "-D", "-a", sock)
+	if err := agentCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
+	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil }, stringer(func() string { return "no agent socket" }))
+	te.env = append(te.env, "SSH_AUTH_SOCK="+sock)
+	for _, name := range []string{"server", "client"} {
+		pass := ""
+		if name == "client" {
+			pass = "secret" // encrypted: the agent's copy is used, nobody is asked
+		}
+		path := filepath.Join(te.dir, name)
+		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", pass, "-C", name, "-f", path).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+		add := exec.Command(addBin, path)
+		add.Env = te.env
+		if pass != "" {
+			// ssh-add reads the passphrase through SSH_ASKPASS when it has
+			// no terminal.
+			askpass := filepath.Join(te.dir, "askpass")
+			os.WriteFile(askpass, []byte("#!/bin/sh\necho "+pass+"\n"), 0o700)
+			add.Env = append(add.Env, "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=none")
+		}
+		if out, err := add.CombinedOutput(); err != nil {
+			t.Fatalf("ssh-add %s: %v\n%s", name, err, out)
+		}
+	}
+	os.Remove(filepath.Join(te.dir, "server")) // only the agent has it now
+
+	server, addr := te.start("server", "listen", "-i", "server.pub", "-exec", "tr a-z A-Z", "127.0.0.1:0")
+	cmd := te.command("connect", "-i", "client", "-expect", "server.pub", addr)
+	cmd.Stdin = strings.NewReader("agent\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || string(out) != "AGENT\n" {
+		t.Fatalf("connect: %q, %v\n%s\nserver:\n%s", out, err, stderr.String(), server.stderr)
+	}
+	server.interrupt()
+	if !strings.Contains(server.stderr.String(), "accepted SHA256:") {
+		t.Errorf("the server did not accept the client:\n%s", server.stderr)
+	}
+
+	// A locked agent: a clear error.
+	lock := exec.Command(addBin, "-x")
+	askpass := filepath.Join(te.dir, "askpass")
+	lock.Env = append(append([]string{}, te.env...), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=none")
+	if out, err := lock.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add -x: %v\n%s", err, out)
+	}
+	// (id would print a .pub without the agent; a listen needs the key.)
+	locked := te.command("listen", "-i", "server.pub", "127.0.0.1:0")
+	var lockedErr bytes.Buffer
+	locked.Stderr = &lockedErr
+	done := make(chan error, 1)
+	go func() { done <- locked.Run() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(lockedErr.String(), "ssh-agent holds no keys (or is locked)") {
+			t.Errorf("listen with a locked agent: %v, stderr %q", err, lockedErr.String())
+		}
+	case <-time.After(testTimeout):
+		locked.Process.Kill()
+		t.Fatal("listen with a locked agent did not exit")
+	}
+}
