@@ -51,7 +51,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -303,16 +302,6 @@ func roundAll(ds []time.Duration) []time.Duration {
 	return out
 }
 
-// runtimeMemory returns HeapAlloc + StackInuse after two collections (the
-// second empties sync.Pool's victim caches).
-func runtimeMemory() int64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc + ms.StackInuse)
-}
-
 // openSockets counts this process's open sockets.
 func openSockets(tb testing.TB) int {
 	des, err := os.ReadDir("/proc/self/fd")
@@ -522,7 +511,7 @@ func helperServer(ctx context.Context, tb testing.TB, args helperArgs, stdin <-c
 			if line != "measure" {
 				return fmt.Errorf("unexpected %q", line)
 			}
-			mem := runtimeMemory()
+			mem := liveHeapAndStacks()
 			helperSay("memory %d %d %d", mem, openSockets(tb), accepted.Load())
 		case <-ctx.Done():
 			return nil
