@@ -330,7 +330,9 @@ func (t *tunnelStream) writeFrame(p []byte) error {
 // returns a *sendError if writing to the stream failed, and reading c's
 // error otherwise.
 func (t *tunnelStream) sendFrom(c io.Reader) error {
-	buf := make([]byte, 4+maxFramePayload)
+	bp := frameBufs.Get().(*[]byte)
+	defer frameBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := c.Read(buf[4:])
 		if n > 0 {
@@ -350,6 +352,14 @@ func (t *tunnelStream) sendFrom(c io.Reader) error {
 		}
 	}
 }
+
+// frameBufs holds the buffers of sendFrom and relayTunnel's copies, which a
+// tunnel with many short streams would otherwise allocate (and clear) for
+// each stream.
+var frameBufs = sync.Pool{New: func() any {
+	b := make([]byte, 4+maxFramePayload)
+	return &b
+}}
 
 // sendError is a failed write to a tunnel stream.
 type sendError struct{ err error }
@@ -417,7 +427,9 @@ func relayTunnel(ctx context.Context, t *tunnelStream, c net.Conn, status bool) 
 				return
 			}
 		}
-		_, err := copyStream(c, t)
+		bp := frameBufs.Get().(*[]byte)
+		_, err := io.CopyBuffer(struct{ io.Writer }{c}, t, *bp)
+		frameBufs.Put(bp)
 		if err == nil {
 			err = closeWrite(c)
 		}
