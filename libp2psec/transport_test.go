@@ -16,6 +16,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/sec"
 	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
 
+	"go.uber.org/goleak"
+
 	"github.com/securepeer/securepeer"
 )
 
@@ -247,6 +249,7 @@ func TestMuxerNegotiation(t *testing.T) {
 }
 
 func TestPeerIDMismatch(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	a, b, other := newTransport(t), newTransport(t), newTransport(t)
 
 	t.Run("outbound", func(t *testing.T) {
@@ -341,7 +344,9 @@ func TestContextCancel(t *testing.T) {
 	a, b := newTransport(t), newTransport(t)
 	for _, dir := range []string{"outbound", "inbound"} {
 		t.Run(dir, func(t *testing.T) {
+			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 			cc, sc := tcpPair(t)
+			defer sc.Close() // before the leak check: it ends the silent peer
 			go io.Copy(io.Discard, sc) // a silent peer
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(100*time.Millisecond, cancel)
