@@ -346,7 +346,7 @@ func TestContextCancel(t *testing.T) {
 		t.Run(dir, func(t *testing.T) {
 			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 			cc, sc := tcpPair(t)
-			defer sc.Close() // before the leak check: it ends the silent peer
+			defer sc.Close()           // before the leak check: it ends the silent peer
 			go io.Copy(io.Discard, sc) // a silent peer
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(100*time.Millisecond, cancel)
