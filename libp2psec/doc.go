@@ -26,4 +26,11 @@
 // Ed25519 (go-libp2p's default); [New] refuses RSA, secp256k1 and ECDSA
 // keys. The peer's securepeer key is its libp2p public key: the peer ID is
 // derived from it as for any Ed25519 libp2p key.
+//
+// # Compatibility
+//
+// PROTOCOL.md in this directory states how libp2p's notions map onto the
+// securepeer protocol (roles, peer IDs, multiplexer negotiation, the
+// post-quantum requirement), so that other implementations can
+// interoperate.
 package libp2psec

@@ -369,3 +369,37 @@ func TestContextCancel(t *testing.T) {
 		})
 	}
 }
+
+// The dialer refuses a responder with the wrong peer ID before it sends its
+// own identity: the responder, a plain securepeer server here, never gets
+// to see the dialer's key.
+func TestWrongPeerLearnsNothing(t *testing.T) {
+	a, other := newTransport(t), newTransport(t)
+	id, err := securepeer.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, sc := tcpPair(t)
+	seen := make(chan securepeer.PublicKey, 1)
+	done := make(chan error, 1)
+	go func() {
+		c := securepeer.Server(sc, &securepeer.Config{Identity: id, Verify: func(_ context.Context, k securepeer.PublicKey) error {
+			seen <- k
+			return nil
+		}})
+		done <- c.Handshake()
+	}()
+	_, err = a.SecureOutbound(context.Background(), cc, other.localID)
+	var mismatch sec.ErrPeerIDMismatch
+	if !errors.As(err, &mismatch) {
+		t.Fatalf("SecureOutbound: %v, want a peer ID mismatch", err)
+	}
+	if err := <-done; !errors.Is(err, securepeer.ErrRejected) {
+		t.Errorf("the responder's handshake: %v, want ErrRejected", err)
+	}
+	select {
+	case k := <-seen:
+		t.Errorf("the responder saw the dialer's key %s", k)
+	default:
+	}
+}
