@@ -52,13 +52,15 @@ import (
 // tunnelProtocol is the application protocol name of multiplexed tunnels.
 const tunnelProtocol = "securepeer-tunnel/1"
 
-// A tunnel's keepalive: a yamux ping every tunnelKeepAlive, which must be
-// answered within tunnelPingTimeout, so a peer that has gone away (crashed,
-// stopped, or cut off by a NAT that dropped the mapping) is noticed within
-// 25 seconds. The pings also keep NAT mappings alive.
+// A tunnel's keepalive: when nothing has come from the peer for
+// tunnelKeepAlive (checked every third of it), a yamux ping, after which
+// something must come within tunnelPingTimeout; so a peer that has gone
+// away (crashed, stopped, or cut off by a NAT that dropped the mapping) is
+// noticed within 30 seconds. The pings also keep NAT mappings alive.
 const (
 	tunnelKeepAlive   = 15 * time.Second
 	tunnelPingTimeout = 10 * time.Second
+	tunnelSendTimeout = time.Minute
 )
 
 // maxFramePayload is the most data sendFrom puts in a frame: with the
@@ -113,7 +115,10 @@ func newMuxSession(s *stream, client bool, log *slog.Logger) *muxSession {
 	}
 	cfg := yamux.DefaultConfig()
 	cfg.EnableKeepAlive = false // keepAlive below, which knows why it failed
-	cfg.ConnectionWriteTimeout = pingTimeout
+	// How long a frame may wait for its turn to be sent, on a slow link
+	// busy with other streams, before its stream fails. A peer that has
+	// gone away is keepAlive's to notice.
+	cfg.ConnectionWriteTimeout = tunnelSendTimeout
 	// A stream half-closed on one side may go on in the other direction
 	// for as long as it likes (a download after the request); the peer's
 	// FIN always comes, or the session ends.
@@ -121,6 +126,7 @@ func newMuxSession(s *stream, client bool, log *slog.Logger) *muxSession {
 	cfg.LogOutput = nil
 	cfg.Logger = yamuxLogger{log}
 	m := &muxSession{s: s, conn: &muxConn{s: s}}
+	m.conn.read.Store(time.Now().UnixNano())
 	var err error
 	if client {
 		m.sess, err = yamux.Client(m.conn, cfg)
@@ -134,8 +140,13 @@ func newMuxSession(s *stream, client bool, log *slog.Logger) *muxSession {
 	return m
 }
 
-func (m *muxSession) keepAlive(every, timeout time.Duration) {
-	t := time.NewTicker(every)
+// keepAlive checks every third of idle whether something came from the
+// peer in the last idle; if nothing did, it pings, and ends the session if
+// still nothing has come timeout later. Any data counts, not only the ping's
+// answer, which on a slow link full of data waits its turn behind that
+// data, on both sides.
+func (m *muxSession) keepAlive(idle, timeout time.Duration) {
+	t := time.NewTicker(idle / 3)
 	defer t.Stop()
 	for {
 		select {
@@ -143,10 +154,18 @@ func (m *muxSession) keepAlive(every, timeout time.Duration) {
 			return
 		case <-t.C:
 		}
-		if _, err := m.sess.Ping(); err != nil {
-			if errors.Is(err, yamux.ErrTimeout) || errors.Is(err, yamux.ErrConnectionWriteTimeout) {
-				m.fail(fmt.Errorf("the peer at %s did not answer a keepalive within %v", m.s.remoteAddr, timeout))
-			}
+		if time.Since(m.conn.lastRead()) < idle {
+			continue
+		}
+		sent := time.Now()
+		go m.sess.Ping() // returns after at most ConnectionWriteTimeout
+		select {
+		case <-m.sess.CloseChan():
+			return
+		case <-time.After(timeout):
+		}
+		if m.conn.lastRead().Before(sent) {
+			m.fail(fmt.Errorf("the peer at %s did not answer a keepalive within %v", m.s.remoteAddr, timeout))
 			return
 		}
 	}
@@ -196,13 +215,20 @@ type muxConn struct {
 	buf   []byte
 	clean atomic.Bool
 
+	read atomic.Int64 // when something last came from the peer, in Unix nanoseconds
+
 	mu    sync.Mutex
 	rerr  error
 	isSet bool
 }
 
+func (c *muxConn) lastRead() time.Time { return time.Unix(0, c.read.Load()) }
+
 func (c *muxConn) Read(p []byte) (int, error) {
 	n, err := c.s.conn.Read(p)
+	if n > 0 {
+		c.read.Store(time.Now().UnixNano())
+	}
 	if err != nil {
 		c.mu.Lock()
 		if !c.isSet {
