@@ -533,3 +533,26 @@ func TestTunnelGracefulStop(t *testing.T) {
 		})
 	}
 }
+
+// TestTunnelPlainPeer checks that a peer that negotiates nothing, here
+// connect without -from, still reaches a multiplexing listen -to's target
+// over a plain stream, as before.
+func TestTunnelPlainPeer(t *testing.T) {
+	l := listenLocal(t)
+	startHTTP(t, l, nil, nil)
+	r := newTunnelRig(t, l.Addr().String(), nil, nil)
+	cmd := r.te.command("connect", "-i", "client", "-expect", "server.pub", r.peerAddr)
+	cmd.Stdin = strings.NewReader("GET /plain HTTP/1.0\r\n\r\n")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("connect: %v\n%s\n%s", err, stderr.String(), r)
+	}
+	if !strings.HasPrefix(string(out), "HTTP/1.0 200") || !strings.HasSuffix(string(out), "answer to /plain") {
+		t.Errorf("connect's stdout: %q", out)
+	}
+	if n := strings.Count(r.server.stderr.String(), "next_proto="); n != 1 {
+		t.Errorf("listen negotiated a protocol %d times, want once (the tunnel, not the plain peer)\n%s", n, r)
+	}
+}
