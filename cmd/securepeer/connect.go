@@ -208,13 +208,15 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, v
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	tc := &tunnelClient{ctx: ctx, h: h, addr: addr, log: log, notef: e.notef, live: map[*muxSession]bool{}}
+	defer tc.closeAll() // after cancel, so that it makes no notice
+	defer cancel()
 	if first != nil {
 		tc.adopt(first)
 	} else if offersTunnel(h) {
 		e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own", addr, tunnelProtocol)
 	}
-	defer tc.closeAll()
 	l, err := net.Listen("tcp", from)
 	if err != nil {
 		return listenError(from, err)
@@ -223,9 +225,6 @@ func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, v
 		l.Close()
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	tc.ctx = ctx
 	fatal := make(chan error, 1) // the first refused key, which ends the tunnel
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
