@@ -419,11 +419,17 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 		}
 		hc.err = io.EOF
 	case wire.RecordAlert:
+		// plain is in the pooled buffer: read the reason before giving it
+		// back, or another connection may overwrite it first.
+		reason := -1
+		if len(plain) == 1 {
+			reason = int(plain[0])
+		}
 		hc.release()
-		switch {
-		case len(plain) == 1 && plain[0] == wire.AlertRejected:
+		switch reason {
+		case wire.AlertRejected:
 			hc.err = fmt.Errorf("%w (it ended the connection after the handshake)", ErrRejected)
-		case len(plain) == 1 && plain[0] == wire.AlertAborted:
+		case wire.AlertAborted:
 			hc.err = ErrAborted
 		default:
 			hc.err = errors.New("securepeer: the peer ended the connection with an unknown alert")

@@ -1471,3 +1471,32 @@ func TestOwnKey(t *testing.T) {
 		})
 	}
 }
+
+// TestAlertsUnderConcurrency has many connections receive alerts at once,
+// so that record buffers go back to the pool and out again while alerts
+// are read: each reason must be read from the alert's own record (run
+// with -race to see a buffer reused too early).
+func TestAlertsUnderConcurrency(t *testing.T) {
+	const pairs = 32
+	var wg sync.WaitGroup
+	for i := range pairs {
+		a, b := tcpPair(t)
+		client := Client(a, &Config{Identity: testIdentity(t, 1)})
+		server := Server(b, &Config{Identity: testIdentity(t, 2)})
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			server.Write(bytes.Repeat([]byte{byte(i)}, 1000))
+			server.Abort()
+		}()
+		go func() {
+			defer wg.Done()
+			_, err := io.ReadAll(client)
+			if !errors.Is(err, ErrAborted) {
+				t.Errorf("pair %d read %v, want ErrAborted", i, err)
+			}
+			client.Close()
+		}()
+	}
+	wg.Wait()
+}
