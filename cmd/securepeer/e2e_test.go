@@ -365,7 +365,6 @@ func TestSSHKeygenInterop(t *testing.T) {
 // (tmux), as a person would: the question appears while connect waits, the
 // answer is typed, and the key is recorded.
 func TestPromptTmux(t *testing.T) {
-	tmux := requireTool(t, "tmux")
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
 	te.run("id")
@@ -374,25 +373,11 @@ func TestPromptTmux(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	socket := filepath.Join(te.dir, "tmux.sock")
-	tm := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(tmux, append([]string{"-S", socket, "-f", "/dev/null"}, args...)...)
-		cmd.Env = te.env
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
 	// The terminal hook only lifts the test binary's default of "no
 	// terminal"; the terminal itself is tmux's.
 	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 securepeer connect %s < msg > out 2> err; echo $? > rc; sleep 600",
 		te.dir, addr)
-	tm("new-session", "-d", "-x", "160", "-y", "40", "-s", "prompt", "sh", "-c", shell)
-	t.Cleanup(func() { exec.Command(tmux, "-S", socket, "kill-server").Run() })
-
-	screen := func() string { return tm("capture-pane", "-p", "-t", "prompt") }
+	send, screen := tmuxSession(t, te, shell)
 	waitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, stringer(screen))
 	s := screen()
 	if !strings.Contains(s, "The authenticity of peer '"+addr+"' can't be established.") ||
@@ -402,7 +387,7 @@ func TestPromptTmux(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(te.dir, "rc")); err == nil {
 		t.Fatal("connect finished before the question was answered")
 	}
-	tm("send-keys", "-t", "prompt", "yes", "Enter")
+	send("yes", "Enter")
 	waitFor(t, func() bool {
 		data, _ := os.ReadFile(filepath.Join(te.dir, "rc"))
 		return len(data) > 0
