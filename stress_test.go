@@ -186,25 +186,7 @@ func benchCommandAdmission(b *testing.B, cfg attackConfig) {
 		return time.Since(start), nil
 	}
 	srcs := []net.IP{nil, otherIP}
-	lat := make([][]time.Duration, len(srcs))
-	timeouts := 0
-	start := time.Now()
-	for round := 0; round < *stressRounds && timeouts == 0 && time.Since(start) < *stressBudget; round++ {
-		if round > 0 {
-			time.Sleep(*stressPause)
-		}
-		for i, src := range srcs {
-			d, err := echo(src)
-			if err != nil {
-				b.Logf("round %d, from %v: %v", round, srcName(src), err)
-				lat[i] = append(lat[i], *stressCap)
-				timeouts++
-				continue
-			}
-			lat[i] = append(lat[i], d)
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	lat, timeouts := legitRounds(b, srcs, echo)
 	for i, src := range srcs {
 		b.Logf("from %v: %v", srcName(src), roundAll(lat[i]))
 	}
@@ -217,6 +199,32 @@ func benchCommandAdmission(b *testing.B, cfg attackConfig) {
 	b.ReportMetric(ms(slices.Max(slices.Concat(lat...))), "ms/legit-echo-max")
 	b.ReportMetric(float64(timeouts), "timeouts")
 	b.ReportMetric(0, "ns/op")
+}
+
+// legitRounds runs rounds of measure, once from each of srcs, one after the
+// other: -stress.rounds of them, -stress.pause apart, and no new round
+// after one with a timeout (the next would take as long) or once
+// -stress.budget has been spent. A failure counts as -stress.cap.
+func legitRounds(b *testing.B, srcs []net.IP, measure func(src net.IP) (time.Duration, error)) (lat [][]time.Duration, timeouts int) {
+	lat = make([][]time.Duration, len(srcs))
+	start := time.Now()
+	for round := 0; round < *stressRounds && timeouts == 0 && time.Since(start) < *stressBudget; round++ {
+		if round > 0 {
+			time.Sleep(*stressPause)
+		}
+		for i, src := range srcs {
+			d, err := measure(src)
+			if err != nil {
+				b.Logf("round %d, from %v: %v", round, srcName(src), err)
+				lat[i] = append(lat[i], *stressCap)
+				timeouts++
+				continue
+			}
+			lat[i] = append(lat[i], d)
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return lat, timeouts
 }
 
 // benchAdmission runs the attack cfg against a default listener and times
@@ -241,27 +249,11 @@ func benchAdmission(b *testing.B, cfg attackConfig) {
 	// shows as the time it lasts, up to the cap, not the default 30 s.
 	clientCfg := &Config{Identity: client, Verify: pin(server.PublicKey()), HandshakeTimeout: *stressCap}
 	srcs := []net.IP{nil, otherIP} // 127.0.0.1 (the kernel's choice, as Dial makes it), 127.0.1.1
-	lat := make([][]time.Duration, len(srcs))
-	timeouts := 0
 	dials0, replies0, start := a.dials.Load(), a.replies.Load(), time.Now()
-	// After a round with a timeout no other round starts: the next would
-	// take as long.
-	for round := 0; round < *stressRounds && timeouts == 0 && time.Since(start) < *stressBudget; round++ {
-		if round > 0 {
-			time.Sleep(*stressPause)
-		}
-		for i, src := range srcs {
-			r := measureLegit(w, []net.IP{src}, clientCfg, *stressCap)[0]
-			if r.err != nil {
-				b.Logf("round %d, from %v: %v", round, srcName(src), r.err)
-				lat[i] = append(lat[i], *stressCap)
-				timeouts++
-				continue
-			}
-			lat[i] = append(lat[i], r.latency)
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	lat, timeouts := legitRounds(b, srcs, func(src net.IP) (time.Duration, error) {
+		r := measureLegit(w, []net.IP{src}, clientCfg, *stressCap)[0]
+		return r.latency, r.err
+	})
 	elapsed := time.Since(start)
 	b.Logf("measured over %v: %v", elapsed.Round(time.Millisecond), a)
 	for i, src := range srcs {
