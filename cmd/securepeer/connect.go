@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +105,9 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	switch {
 	case len(rest) == 0:
 		return usageErrorf("connect: missing the peer's address, as in securepeer connect example.org:5000")
+	case len(rest) == 2 && isDigits(rest[1]) && !strings.Contains(rest[0], ":"):
+		// nc's habit: HOST PORT.
+		return usageErrorf("connect: the address is one argument, HOST:PORT; did you mean %s?", net.JoinHostPort(rest[0], rest[1]))
 	case len(rest) > 1:
 		return usageErrorf("connect: unexpected arguments %q after the address; data to send goes to stdin, as in echo hi | securepeer connect HOST:PORT", rest[1:])
 	}

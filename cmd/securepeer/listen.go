@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -186,6 +187,15 @@ func checkAddr(what, addr string, needHost bool) error {
 	}
 	if port == "" {
 		return usageErrorf("%s %q has no port", what, addr)
+	}
+	if isDigits(port) {
+		n, err := strconv.Atoi(port)
+		switch {
+		case err != nil || n > 65535:
+			return usageErrorf("%s %q: port %s is out of range; ports go up to 65535", what, addr, port)
+		case n == 0 && needHost:
+			return usageErrorf("%s %q: port 0 is not a port to connect to", what, addr)
+		}
 	}
 	return nil
 }

@@ -202,3 +202,24 @@ func TestAgentIdentityCommand(t *testing.T) {
 		t.Fatal("listen with a locked agent did not exit")
 	}
 }
+
+// TestPromptCtrlD answers the first-contact question with Ctrl-D, which
+// counts as no (exit 3), as in ssh.
+func TestPromptCtrlD(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	te.run("id")
+	server, addr := te.start("server", "listen", "-i", "server", "-exec", "cat", "127.0.0.1:0")
+	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 securepeer connect %s < /dev/null > out 2> err; echo $? > rc; sleep 600", te.dir, addr)
+	send, screen := tmuxSession(t, te, shell)
+	waitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, stringer(screen))
+	send("C-d")
+	waitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, stringer(screen))
+	if rc := strings.TrimSpace(te.readFile("rc")); rc != "3" {
+		t.Errorf("connect exited %s after Ctrl-D, want 3\n%s", rc, te.readFile("err"))
+	}
+	if !strings.Contains(te.readFile("err"), "was not confirmed") {
+		t.Errorf("stderr %q", te.readFile("err"))
+	}
+	server.interrupt()
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -57,6 +58,11 @@ func askYesNo(ctx context.Context, question, fp string) (bool, error) {
 	r := bufio.NewReader(tty)
 	for {
 		line, err := r.ReadString('\n')
+		if err == io.EOF && ctx.Err() == nil {
+			// Ctrl-D: no answer is no, as in ssh.
+			fmt.Fprintln(tty)
+			return false, nil
+		}
 		if err != nil {
 			fmt.Fprintln(tty)
 			if ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -48,8 +49,11 @@ func parseExpect(s string) (string, error) {
 		return k.Fingerprint(), nil
 	}
 	data, err := os.ReadFile(s)
-	if err != nil {
-		return "", usageErrorf("-expect %q is not a fingerprint (SHA256:...), a key (ssh-ed25519 AAAA...) or a readable key file", s)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", usageErrorf("-expect %s: no such file; -expect takes a fingerprint (SHA256:...), a key (ssh-ed25519 AAAA...) or a key file such as the peer's .pub", s)
+	case err != nil:
+		return "", usageErrorf("-expect %q is not a fingerprint (SHA256:...), a key (ssh-ed25519 AAAA...) or a readable key file: %v", s, err)
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
 	k, err := securepeer.ParsePublicKey(line)
