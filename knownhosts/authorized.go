@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -18,32 +19,44 @@ import (
 // connect. It is immutable and safe for concurrent use.
 type AuthorizedKeys struct {
 	entries []Entry
-	skipped int
+	skipped []SkippedLine
+}
+
+// A SkippedLine is a line of an authorized_keys file that admits nobody,
+// and why.
+type SkippedLine struct {
+	Line   int
+	Reason string
 }
 
 // ParseAuthorizedKeys reads an authorized_keys file from r: lines of
-// "ssh-ed25519 AAAA... [comment]". Lines with other key types are skipped
-// (see [AuthorizedKeys.Skipped]), so an OpenSSH authorized_keys file can be
-// shared. A line with OpenSSH options ("from=...", "no-pty", ...) is an
-// error: securepeer could not honour the restrictions, and ignoring them
-// would grant more than the line says.
+// "ssh-ed25519 AAAA... [comment]". As sshd does, a line that cannot be used
+// is skipped, not fatal, and reported by [AuthorizedKeys.SkippedLines]:
+// keys of other types (so an OpenSSH authorized_keys file can be shared),
+// malformed lines, and lines with OpenSSH options ("from=...", "no-pty",
+// ...), which securepeer cannot enforce: such a line admits nobody rather
+// than more than it says.
 func ParseAuthorizedKeys(r io.Reader) (*AuthorizedKeys, error) {
 	a := &AuthorizedKeys{}
+	skip := func(n int, format string, args ...any) error {
+		a.skipped = append(a.skipped, SkippedLine{Line: n, Reason: fmt.Sprintf(format, args...)})
+		return nil
+	}
 	err := scanLines(r, func(n int, line string) error {
 		fields := strings.Fields(line)
-		if len(fields) < 2 {
-			return fmt.Errorf("knownhosts: authorized keys line %d: want \"ssh-ed25519 AAAA... [comment]\"", n)
-		}
-		if !isKeyType(fields[0]) {
-			return fmt.Errorf("knownhosts: authorized keys line %d: options such as %q are not supported; remove them, as securepeer cannot enforce them", n, firstOption(line))
-		}
-		if fields[0] != "ssh-ed25519" {
-			a.skipped++
-			return nil
+		switch {
+		case len(fields) < 2:
+			return skip(n, "want \"ssh-ed25519 AAAA... [comment]\"")
+		case !isKeyType(fields[0]) && !slices.ContainsFunc(fields, isKeyType):
+			return skip(n, "not a key line; want \"ssh-ed25519 AAAA... [comment]\"")
+		case !isKeyType(fields[0]):
+			return skip(n, "options such as %q are not supported, as securepeer cannot enforce them; the line admits nobody", firstOption(line))
+		case fields[0] != "ssh-ed25519":
+			return skip(n, "%s keys are not securepeer identities", fields[0])
 		}
 		key, err := securepeer.ParsePublicKey(fields[0] + " " + fields[1])
 		if err != nil {
-			return fmt.Errorf("knownhosts: authorized keys line %d: %v", n, err)
+			return skip(n, "%v", strings.TrimPrefix(err.Error(), "securepeer: "))
 		}
 		a.entries = append(a.entries, Entry{Line: n, Key: key, Comment: strings.Join(fields[2:], " ")})
 		return nil
@@ -72,9 +85,13 @@ func LoadAuthorizedKeys(path string) (*AuthorizedKeys, error) {
 // Len returns the number of usable (ssh-ed25519) keys.
 func (a *AuthorizedKeys) Len() int { return len(a.entries) }
 
-// Skipped returns the number of lines skipped for holding keys of types
-// other than ssh-ed25519.
-func (a *AuthorizedKeys) Skipped() int { return a.skipped }
+// Skipped returns the number of lines skipped (see [ParseAuthorizedKeys]).
+func (a *AuthorizedKeys) Skipped() int { return len(a.skipped) }
+
+// SkippedLines returns the lines skipped, and why, in file order.
+func (a *AuthorizedKeys) SkippedLines() []SkippedLine {
+	return append([]SkippedLine(nil), a.skipped...)
+}
 
 // Entries returns the usable lines, in file order.
 func (a *AuthorizedKeys) Entries() []Entry { return append([]Entry(nil), a.entries...) }

@@ -318,16 +318,33 @@ ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDx bob
 		t.Error("Lookup found the zero key")
 	}
 
-	for _, tc := range []struct{ name, text, want string }{
-		{"options", `from="10.0.0.1" ` + k1.String() + "\n", `options such as "from"`},
-		{"restrict", "restrict,no-pty " + k1.String() + "\n", `"restrict"`},
-		{"one field", "\n\nssh-ed25519\n", "line 3"},
-		{"bad key", "ssh-ed25519 AAAA\n", "line 1"},
+	// Lines that cannot be used are skipped, as sshd skips them, and say
+	// why; the others still count.
+	for _, tc := range []struct {
+		name, text string
+		line       int
+		want       string
+	}{
+		{"options", `from="10.0.0.1" ` + k1.String() + "\n", 1, `options such as "from"`},
+		{"restrict", "restrict,no-pty " + k1.String() + "\n", 1, `"restrict"`},
+		{"one field", "\n\nssh-ed25519\n", 3, "want"},
+		{"bad key", "ssh-ed25519 AAAA\n", 1, "malformed"},
+		{"rsa", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDx bob\n", 1, "ssh-rsa keys are not securepeer identities"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseAuthorizedKeys(strings.NewReader(tc.text))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want error containing %q", err, tc.want)
+			a, err := ParseAuthorizedKeys(strings.NewReader(tc.text + k3.String() + "\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sk := a.SkippedLines()
+			if len(sk) != 1 || sk[0].Line != tc.line || !strings.Contains(sk[0].Reason, tc.want) {
+				t.Fatalf("skipped %+v, want line %d saying %q", sk, tc.line, tc.want)
+			}
+			if _, ok := a.Lookup(k1); ok {
+				t.Error("a skipped line admits its key")
+			}
+			if _, ok := a.Lookup(k3); !ok || a.Len() != 1 {
+				t.Error("the good line after a skipped one does not count")
 			}
 		})
 	}

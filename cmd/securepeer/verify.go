@@ -180,11 +180,20 @@ func newAllowPolicy(e *env, log *slog.Logger, path string) (*allowPolicy, error)
 		return nil, fmt.Errorf("-allow: %v", describe(err))
 	}
 	keys, _, _ := f.Current()
+	noteSkipped(e, path, keys)
 	if keys.Len() == 0 {
 		e.notef("warning: %s lists no ssh-ed25519 key, so every peer will be refused until one is added", path)
 	}
 	log.Info("allow file loaded", "file", path, "keys", keys.Len(), "skipped", keys.Skipped())
 	return &allowPolicy{e: e, log: log, file: f}, nil
+}
+
+// noteSkipped tells of each line of an -allow file that admits nobody, as
+// sshd logs the authorized_keys lines it skips.
+func noteSkipped(e *env, path string, keys *knownhosts.AuthorizedKeys) {
+	for _, l := range keys.SkippedLines() {
+		e.notef("%s line %d skipped: %s", path, l.Line, l.Reason)
+	}
 }
 
 func (p *allowPolicy) verify(_ context.Context, key peerKey) error {
@@ -198,6 +207,7 @@ func (p *allowPolicy) verify(_ context.Context, key peerKey) error {
 		return rejectedErrorf("the -allow file is unusable")
 	}
 	if changed {
+		noteSkipped(p.e, p.file.Path(), keys)
 		p.log.Info("allow file reloaded", "file", p.file.Path(), "keys", keys.Len(), "skipped", keys.Skipped())
 	}
 	e, ok := keys.Lookup(pk)
