@@ -53,7 +53,8 @@ Flags:
     -from LOCALADDR    tunnel: listen on LOCALADDR and forward connections
     -i FILE            identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub
                        for a key held by ssh-agent
-    -progress          show bytes, rate and elapsed time on stderr (terminal only)
+    -progress          show bytes, rate and elapsed time on stderr (terminal only),
+                       with a percentage and the time left when stdin is a file
     -v                 log handshakes (peer, cipher, post-quantum, role, timings)
     -legacy            speak the Node secure-peer 0.2 protocol instead (see below)
     -ciphers LIST      -legacy only: cipher preference list, comma-separated and

@@ -483,7 +483,7 @@ func TestMeter(t *testing.T) {
 		}
 	}
 	var out syncBuffer
-	m := newMeter(&out, 0)
+	m := newMeter(&out, 0, 0)
 	io.Copy(io.Discard, m.countSent(bytes.NewReader(make([]byte, 3<<20))))
 	m.received.Add(1024)
 	waitFor(t, func() bool { return strings.Contains(out.String(), "sent 3.0 MiB, received 1.0 KiB") }, &out)
@@ -492,7 +492,15 @@ func TestMeter(t *testing.T) {
 		t.Errorf("meter output %q: want lines redrawn with \\r and a final newline", s)
 	}
 	// A meter without output only counts, and finish does not block.
-	newMeter(nil, 0).finish()
+	newMeter(nil, 0, 0).finish()
+
+	// With the size known (stdin a regular file): a percentage and the
+	// time left.
+	sized := &meter{total: 4 << 20}
+	sized.sent.Store(1 << 20)
+	if got, want := sized.line(2*time.Second), "sent 1.0 MiB of 4.0 MiB (25%), 0:06 left, received 0 B, 512.0 KiB/s, 0:02"; got != want {
+		t.Errorf("line = %q, want %q", got, want)
+	}
 }
 
 func TestParseFlagsInterspersed(t *testing.T) {

@@ -44,7 +44,8 @@ Flags:
                     and learns why one was refused if the service is down
     -i FILE         identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub for a
                     key held by ssh-agent
-    -progress       show bytes, rate and elapsed time on stderr (terminal only)
+    -progress       show bytes, rate and elapsed time on stderr (terminal only),
+                    with a percentage and the time left when stdin is a file
     -v              log handshakes (peer, cipher, post-quantum, role, timings)
     -legacy         speak the Node secure-peer 0.2 protocol instead (see below)
     -ciphers LIST   -legacy only: cipher preference list, comma-separated and
@@ -140,13 +141,22 @@ func (c *commonFlags) logger(e *env) *slog.Logger {
 func (c *commonFlags) meter(e *env) *meter {
 	f, ok := e.stderr.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) || !(c.progress || c.verbose) {
-		return newMeter(nil, 0)
+		return newMeter(nil, 0, 0)
 	}
 	delay := time.Duration(0)
 	if !c.progress {
 		delay = 2 * time.Second
 	}
-	return newMeter(e.stderr, delay)
+	var total int64
+	if f, ok := e.stdin.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			total = fi.Size() // what is left of it is what will be sent
+			if off, err := f.Seek(0, io.SeekCurrent); err == nil {
+				total -= off
+			}
+		}
+	}
+	return newMeter(e.stderr, delay, total)
 }
 
 // stdinIsTerminal reports whether stdin is a terminal.

@@ -275,6 +275,7 @@ type meter struct {
 
 	out   io.Writer
 	delay time.Duration // how long to wait before showing anything
+	total int64         // bytes to send, if known (stdin is a regular file), else 0
 
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -283,9 +284,10 @@ type meter struct {
 }
 
 // newMeter returns a meter that renders to out every half second once delay
-// has passed, or one that only counts if out is nil.
-func newMeter(out io.Writer, delay time.Duration) *meter {
-	m := &meter{start: time.Now(), out: out, delay: delay}
+// has passed, or one that only counts if out is nil. total is the number of
+// bytes to send, if known, for a percentage and the time left; else 0.
+func newMeter(out io.Writer, delay time.Duration, total int64) *meter {
+	m := &meter{start: time.Now(), out: out, delay: delay, total: total}
 	if out == nil {
 		return m
 	}
@@ -332,8 +334,16 @@ func (m *meter) line(elapsed time.Duration) string {
 		rate = float64(sent+recv) / secs
 	}
 	e := elapsed.Round(time.Second)
-	return fmt.Sprintf("sent %s, received %s, %s/s, %d:%02d",
-		formatBytes(float64(sent)), formatBytes(float64(recv)), formatBytes(rate), int(e.Minutes()), int(e.Seconds())%60)
+	progress := ""
+	if m.total > 0 {
+		progress = fmt.Sprintf(" of %s (%d%%)", formatBytes(float64(m.total)), min(100, sent*100/m.total))
+		if left := m.total - sent; left > 0 && secs > 0 && sent > 0 {
+			eta := time.Duration(float64(left) / (float64(sent) / secs) * float64(time.Second)).Round(time.Second)
+			progress += fmt.Sprintf(", %d:%02d left", int(eta.Minutes()), int(eta.Seconds())%60)
+		}
+	}
+	return fmt.Sprintf("sent %s%s, received %s, %s/s, %d:%02d",
+		formatBytes(float64(sent)), progress, formatBytes(float64(recv)), formatBytes(rate), int(e.Minutes()), int(e.Seconds())%60)
 }
 
 // formatBytes formats n bytes with binary units, as "12.3 MiB".
