@@ -187,18 +187,24 @@ func benchCommandAdmission(b *testing.B, cfg attackConfig) {
 	}
 	srcs := []net.IP{nil, otherIP}
 	lat, timeouts := legitRounds(b, srcs, echo)
+	reportLegit(b, srcs, lat, "echo")
+	b.ReportMetric(float64(timeouts), "timeouts")
+	b.ReportMetric(0, "ns/op")
+}
+
+// reportLegit logs the latencies of legitRounds and reports their medians
+// from each address (the first is the attackers', the second another) and
+// the worst, as ms/legit-WHAT-….
+func reportLegit(b *testing.B, srcs []net.IP, lat [][]time.Duration, what string) {
 	for i, src := range srcs {
 		b.Logf("from %v: %v", srcName(src), roundAll(lat[i]))
 	}
-	if len(lat[0]) > 0 {
-		b.ReportMetric(ms(medianDuration(lat[0])), "ms/legit-echo-same-addr")
+	for i, name := range []string{"same-addr", "other-addr"} {
+		if len(lat[i]) > 0 {
+			b.ReportMetric(ms(medianDuration(lat[i])), "ms/legit-"+what+"-"+name)
+		}
 	}
-	if len(lat[1]) > 0 {
-		b.ReportMetric(ms(medianDuration(lat[1])), "ms/legit-echo-other-addr")
-	}
-	b.ReportMetric(ms(slices.Max(slices.Concat(lat...))), "ms/legit-echo-max")
-	b.ReportMetric(float64(timeouts), "timeouts")
-	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ms(slices.Max(slices.Concat(lat...))), "ms/legit-"+what+"-max")
 }
 
 // legitRounds runs rounds of measure, once from each of srcs, one after the
@@ -256,16 +262,7 @@ func benchAdmission(b *testing.B, cfg attackConfig) {
 	})
 	elapsed := time.Since(start)
 	b.Logf("measured over %v: %v", elapsed.Round(time.Millisecond), a)
-	for i, src := range srcs {
-		b.Logf("from %v: %v", srcName(src), roundAll(lat[i]))
-	}
-	if len(lat[0]) > 0 {
-		b.ReportMetric(ms(medianDuration(lat[0])), "ms/legit-handshake-same-addr")
-	}
-	if len(lat[1]) > 0 {
-		b.ReportMetric(ms(medianDuration(lat[1])), "ms/legit-handshake-other-addr")
-	}
-	b.ReportMetric(ms(slices.Max(slices.Concat(lat...))), "ms/legit-handshake-max")
+	reportLegit(b, srcs, lat, "handshake")
 	b.ReportMetric(float64(len(lat[0])+len(lat[1])), "legit-handshakes")
 	b.ReportMetric(float64(timeouts), "timeouts")
 	b.ReportMetric(float64(a.dials.Load()-dials0)/elapsed.Seconds(), "attacker-conns/s")

@@ -259,10 +259,11 @@ func TestListenGracefulStop(t *testing.T) {
 	}
 }
 
-// TestTunnelStartup checks that connect -from meets and checks the peer
-// before it binds its local address, and exits with the usual code if that
-// fails.
-func TestTunnelStartup(t *testing.T) {
+// newRefusingEnv makes the keys server, client and other, and an allow
+// file "allowed" that admits only other: a server started with it refuses
+// client.
+func newRefusingEnv(t *testing.T) *testEnv {
+	t.Helper()
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
 	te.run("keygen", "-f", "client")
@@ -270,6 +271,14 @@ func TestTunnelStartup(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(te.readFile("other.pub")), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return te
+}
+
+// TestTunnelStartup checks that connect -from meets and checks the peer
+// before it binds its local address, and exits with the usual code if that
+// fails.
+func TestTunnelStartup(t *testing.T) {
+	te := newRefusingEnv(t)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-exec", "cat", "127.0.0.1:0")
 	defer server.interrupt()
 	// An address where nothing listens: one just closed.

@@ -432,13 +432,7 @@ func (zeroReader) Read(p []byte) (int, error) {
 // refuses this side's key ends connect -from before it binds, with exit
 // 3, as a listen -exec does in TestTunnelStartup.
 func TestTunnelStartupRefused(t *testing.T) {
-	te := newTestEnv(t)
-	te.run("keygen", "-f", "server")
-	te.run("keygen", "-f", "client")
-	te.run("keygen", "-f", "other")
-	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(te.readFile("other.pub")), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	te := newRefusingEnv(t)
 	l := listenLocal(t)
 	startHTTP(t, l, nil, nil)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", l.Addr().String(), "127.0.0.1:0")
