@@ -15,13 +15,6 @@ import (
 // killed.
 const killDelay = 3 * time.Second
 
-// peerReadError marks a failure to read the peer's stream, as opposed to a
-// command that stopped reading its stdin.
-type peerReadError struct{ err error }
-
-func (e *peerReadError) Error() string { return e.err.Error() }
-func (e *peerReadError) Unwrap() error { return e.err }
-
 // runExec runs command for the peer of s, with the stream as its stdin and
 // stdout, and waits for it. The command's stdout ending ends the stream
 // cleanly. If the peer's stream breaks, the command is terminated, so it
@@ -129,7 +122,7 @@ func runExec(ctx context.Context, e *env, s *stream, command string, log *slog.L
 
 // feedCommand copies the peer's stream to the command's stdin and closes
 // it at the end. A command that stops reading is not an error; a broken
-// peer stream is a *peerReadError.
+// peer stream is.
 func feedCommand(stdin io.WriteCloser, conn io.Reader) error {
 	defer stdin.Close()
 	buf := make([]byte, bufSize)
@@ -144,7 +137,7 @@ func feedCommand(stdin io.WriteCloser, conn io.Reader) error {
 			return nil
 		}
 		if err != nil {
-			return &peerReadError{err}
+			return err
 		}
 	}
 }

@@ -351,14 +351,3 @@ func version() string {
 	}
 	return "(devel)"
 }
-
-// isFlagSet reports whether the flag name was given on the command line.
-func isFlagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			set = true
-		}
-	})
-	return set
-}

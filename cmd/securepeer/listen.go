@@ -2,19 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"os"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/term"
 )
 
 const listenUsage = `Usage: securepeer listen [flags] ADDR
@@ -88,141 +78,6 @@ const listenGrace = 10 * time.Second
 // testOnlyGrace, if set, replaces listenGrace, so tests of the grace
 // period do not wait for it.
 var testOnlyGrace time.Duration
-
-// testOnlyAddrFile, if set, receives the address listen (or connect -from)
-// listens on, so tests can use port 0.
-var testOnlyAddrFile = ""
-
-func announceAddr(log *slog.Logger, what string, a net.Addr) error {
-	log.Info("listening", "what", what, "addr", a.String())
-	if testOnlyAddrFile == "" {
-		return nil
-	}
-	tmp := testOnlyAddrFile + ".tmp"
-	if err := os.WriteFile(tmp, []byte(a.String()), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, testOnlyAddrFile)
-}
-
-// commonFlags are the flags of listen and connect.
-type commonFlags struct {
-	identity string
-	verbose  bool
-	progress bool
-}
-
-func (c *commonFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.identity, "i", "", "")
-	fs.BoolVar(&c.verbose, "v", false, "")
-	fs.BoolVar(&c.progress, "progress", false, "")
-}
-
-// logger returns the -v logger: handshakes and connection events, on stderr.
-func (c *commonFlags) logger(e *env) *slog.Logger {
-	level := slog.Level(100) // nothing
-	if c.verbose {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(prefixWriter{e.stderr}, &slog.HandlerOptions{
-		Level: level,
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	}))
-}
-
-// meter returns the progress meter for a stdio transfer: shown at once with
-// -progress, after two seconds with -v, and never unless stderr is a
-// terminal.
-func (c *commonFlags) meter(e *env) *meter {
-	f, ok := e.stderr.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) || !(c.progress || c.verbose) {
-		return newMeter(nil, 0, 0)
-	}
-	delay := time.Duration(0)
-	if !c.progress {
-		delay = 2 * time.Second
-	}
-	var total int64
-	if f, ok := e.stdin.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-			total = fi.Size() // what is left of it is what will be sent
-			if off, err := f.Seek(0, io.SeekCurrent); err == nil {
-				total -= off
-			}
-		}
-	}
-	return newMeter(e.stderr, delay, total)
-}
-
-// stdinIsTerminal reports whether stdin is a terminal.
-func (e *env) stdinIsTerminal() bool {
-	f, ok := e.stdin.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// prefixWriter puts "securepeer: " before each log line; slog writes one
-// record per Write.
-type prefixWriter struct{ w io.Writer }
-
-func (p prefixWriter) Write(b []byte) (int, error) {
-	if _, err := p.w.Write(append([]byte("securepeer: "), b...)); err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
-
-// checkAddr validates a HOST:PORT argument, with a hint for the likely
-// mistakes.
-func checkAddr(what, addr string, needHost bool) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		switch {
-		case isDigits(addr):
-			if needHost {
-				return usageErrorf("%s %q has no host; did you mean HOST:%s, as in 127.0.0.1:%s?", what, addr, addr, addr)
-			}
-			return usageErrorf("%s %q has no colon; did you mean :%s?", what, addr, addr)
-		case !strings.Contains(addr, ":"):
-			return usageErrorf("%s %q has no port; did you mean %s:5000?", what, addr, addr)
-		}
-		return usageErrorf("%s %q: want HOST:PORT (brackets around IPv6 hosts, as in [::1]:5000)", what, addr)
-	}
-	if needHost && host == "" {
-		return usageErrorf("%s %q has no host; did you mean 127.0.0.1%s?", what, addr, addr)
-	}
-	if port == "" {
-		return usageErrorf("%s %q has no port", what, addr)
-	}
-	if isDigits(port) {
-		n, err := strconv.Atoi(port)
-		switch {
-		case err != nil || n > 65535:
-			return usageErrorf("%s %q: port %s is out of range; ports go up to 65535", what, addr, port)
-		case n == 0 && needHost:
-			return usageErrorf("%s %q: port 0 is not a port to connect to", what, addr)
-		}
-	}
-	return nil
-}
-
-func isDigits(s string) bool {
-	return s != "" && strings.Trim(s, "0123456789") == ""
-}
-
-func listenError(addr string, err error) error {
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("cannot listen on %s: the port is in use; is another securepeer listen running? Pick another port", addr)
-	}
-	if errors.Is(err, syscall.EACCES) {
-		return fmt.Errorf("cannot listen on %s: permission denied; ports below 1024 need privileges, pick a higher one", addr)
-	}
-	return fmt.Errorf("cannot listen on %s: %v", addr, err)
-}
 
 func runListen(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("listen", flag.ContinueOnError)
@@ -381,20 +236,4 @@ func listenStdio(ctx context.Context, e *env, l net.Listener, cfg listenConfig, 
 	m := cf.meter(e)
 	defer m.finish()
 	return joinStdio(ctx, s, e.stdin, e.stdinIsTerminal(), e.stdout, m)
-}
-
-// forwardTo connects to the local service at addr and proxies s to it.
-func forwardTo(ctx context.Context, s *stream, addr string, log *slog.Logger) error {
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		s.abort()
-		return fmt.Errorf("-to: %v; the connection from %s was closed", dialError(addr, err), s.remoteAddr)
-	}
-	log.Info("forwarding", "peer", s.peer.Fingerprint(), "to", addr)
-	if err := proxy(ctx, s, c); err != nil {
-		return fmt.Errorf("forwarding %s to %s: %v", s.remoteAddr, addr, err)
-	}
-	log.Info("connection closed", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr)
-	return nil
 }

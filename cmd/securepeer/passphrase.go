@@ -87,18 +87,6 @@ func askNewPassphrase() ([]byte, error) {
 	}
 }
 
-// openTerminal opens the controlling terminal, for questions.
-func openTerminal() (*os.File, error) {
-	if testOnlyNoTerminal {
-		return nil, errNoTerminal
-	}
-	tty, err := os.OpenFile(terminalPath, os.O_RDWR, 0)
-	if err != nil {
-		return nil, errNoTerminal
-	}
-	return tty, nil
-}
-
 // agentIdentity returns the identity whose public key is in the file
 // pubPath, held by the ssh-agent at $SSH_AUTH_SOCK, or an error that says
 // why it cannot be had. The agent signs once, here.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -21,8 +20,6 @@ const bufSize = 64 << 10
 // closeTimeout bounds how long a clean close waits for a peer that does not
 // read before cutting the connection.
 const closeTimeout = 5 * time.Second
-
-var errConnRefused = syscall.ECONNREFUSED
 
 // copyStream copies src to dst in record-sized chunks. It hides ReadFrom and
 // WriteTo, whose fallbacks copy in 32 KiB pieces.
@@ -266,110 +263,4 @@ func resetClose(c net.Conn) {
 		inner = w.NetConn()
 	}
 	c.Close()
-}
-
-// A meter counts the bytes of a transfer and shows them on a terminal.
-type meter struct {
-	sent, received atomic.Int64
-	start          time.Time
-
-	out   io.Writer
-	delay time.Duration // how long to wait before showing anything
-	total int64         // bytes to send, if known (stdin is a regular file), else 0
-
-	stopOnce sync.Once
-	stop     chan struct{}
-	done     chan struct{}
-	shown    bool // written only by the render goroutine, read after done
-}
-
-// newMeter returns a meter that renders to out every half second once delay
-// has passed, or one that only counts if out is nil. total is the number of
-// bytes to send, if known, for a percentage and the time left; else 0.
-func newMeter(out io.Writer, delay time.Duration, total int64) *meter {
-	m := &meter{start: time.Now(), out: out, delay: delay, total: total}
-	if out == nil {
-		return m
-	}
-	m.stop = make(chan struct{})
-	m.done = make(chan struct{})
-	go m.render()
-	return m
-}
-
-func (m *meter) render() {
-	defer close(m.done)
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.stop:
-			if m.shown {
-				fmt.Fprintf(m.out, "\r%s\x1b[K\n", m.line(time.Since(m.start)))
-			}
-			return
-		case <-t.C:
-			if d := time.Since(m.start); d >= m.delay {
-				m.shown = true
-				fmt.Fprintf(m.out, "\r%s\x1b[K", m.line(d))
-			}
-		}
-	}
-}
-
-// finish stops rendering, leaving the final figures on their own line.
-func (m *meter) finish() {
-	if m.stop == nil {
-		return
-	}
-	m.stopOnce.Do(func() { close(m.stop) })
-	<-m.done
-}
-
-func (m *meter) line(elapsed time.Duration) string {
-	sent, recv := m.sent.Load(), m.received.Load()
-	secs := elapsed.Seconds()
-	rate := 0.0
-	if secs > 0 {
-		rate = float64(sent+recv) / secs
-	}
-	e := elapsed.Round(time.Second)
-	progress := ""
-	if m.total > 0 {
-		progress = fmt.Sprintf(" of %s (%d%%)", formatBytes(float64(m.total)), min(100, sent*100/m.total))
-		if left := m.total - sent; left > 0 && secs > 0 && sent > 0 {
-			eta := time.Duration(float64(left) / (float64(sent) / secs) * float64(time.Second)).Round(time.Second)
-			progress += fmt.Sprintf(", %d:%02d left", int(eta.Minutes()), int(eta.Seconds())%60)
-		}
-	}
-	return fmt.Sprintf("sent %s%s, received %s, %s/s, %d:%02d",
-		formatBytes(float64(sent)), progress, formatBytes(float64(recv)), formatBytes(rate), int(e.Minutes()), int(e.Seconds())%60)
-}
-
-// formatBytes formats n bytes with binary units, as "12.3 MiB".
-func formatBytes(n float64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d B", int64(n))
-	}
-	i := -1
-	for n >= 1024 && i < len(units)-1 {
-		n /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", n, units[i])
-}
-
-func (m *meter) countSent(r io.Reader) io.Reader     { return &countingReader{r, &m.sent} }
-func (m *meter) countReceived(r io.Reader) io.Reader { return &countingReader{r, &m.received} }
-
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
 }

@@ -41,7 +41,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -283,15 +282,6 @@ func (c *muxConn) Close() error {
 	return nil
 }
 
-// yamuxLogger passes yamux's own messages to the -v log.
-type yamuxLogger struct{ log *slog.Logger }
-
-func (l yamuxLogger) Print(v ...any) { l.log.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
-func (l yamuxLogger) Printf(format string, v ...any) {
-	l.log.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
-}
-func (l yamuxLogger) Println(v ...any) { l.log.Debug(strings.TrimSpace(fmt.Sprintln(v...))) }
-
 // A tunnelStream is one yamux stream of a tunnel, framed as the comment at
 // the top of this file says. Read returns the data of the peer's frames
 // and io.EOF at its end frame; any other end is errStreamCut or the
@@ -519,134 +509,4 @@ func relayTunnel(ctx context.Context, t *tunnelStream, c net.Conn, status bool) 
 	t.st.Close()
 	c.Close()
 	return first
-}
-
-// targetFailure is the REASON of a "connect failed" status: what dialing
-// the -to target said, without the address, as ssh says it.
-func targetFailure(err error) string {
-	var errno syscall.Errno
-	var ne net.Error
-	var dnsErr *net.DNSError
-	switch {
-	case errors.As(err, &dnsErr):
-		return "cannot resolve the host name"
-	case errors.As(err, &errno):
-		return errno.Error()
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timed out"
-	}
-	return "cannot connect"
-}
-
-// serveTunnel serves a tunnel session over s for listen -to: each stream
-// the peer opens is connected to to. When ctx ends (a first signal) it
-// tells the peer to open no more streams and closes the session cleanly
-// once the streams in progress have ended; when cutCtx ends, it cuts them.
-func serveTunnel(ctx, cutCtx context.Context, s *stream, to string, log *slog.Logger, notef func(string, ...any)) {
-	m := newMuxSession(s, false, log)
-	var mu sync.Mutex
-	active, stopping := 0, false
-	idle := make(chan struct{}, 1) // a stream ended while stopping
-	var handlers sync.WaitGroup
-
-	stopped := context.AfterFunc(ctx, func() {
-		m.sess.GoAway()
-		mu.Lock()
-		stopping = true
-		n := active
-		mu.Unlock()
-		if n == 0 {
-			m.closeClean()
-		}
-	})
-	defer stopped()
-	cut := context.AfterFunc(cutCtx, func() { m.fail(context.Cause(cutCtx)) })
-	defer cut()
-	go func() {
-		for range idle {
-			mu.Lock()
-			done := stopping && active == 0
-			mu.Unlock()
-			if done {
-				m.closeClean()
-			}
-		}
-	}()
-	defer close(idle)
-
-	cutStreams := 0 // streams the session's end cut
-	for {
-		st, err := m.sess.AcceptStream()
-		if err != nil {
-			break // the session has ended
-		}
-		mu.Lock()
-		if stopping {
-			mu.Unlock()
-			st.Close()
-			continue
-		}
-		active++
-		mu.Unlock()
-		handlers.Go(func() {
-			defer func() {
-				mu.Lock()
-				active--
-				mu.Unlock()
-				select {
-				case idle <- struct{}{}:
-				default:
-				}
-			}()
-			err := forwardStream(cutCtx, m, st, to, log)
-			switch {
-			case err == nil || cutCtx.Err() != nil:
-			case m.closed(): // said once for the session, below
-				mu.Lock()
-				cutStreams++
-				mu.Unlock()
-			default:
-				notef("%v", err)
-			}
-		})
-	}
-	handlers.Wait()
-	switch {
-	case ctx.Err() != nil || cutCtx.Err() != nil:
-	case cutStreams > 0:
-		notef("the tunnel connection from %s ended with %s in progress, which were cut: %v", s.remoteAddr, streamCount(cutStreams), m.err())
-	default:
-		log.Info("tunnel connection ended", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr, "reason", m.err().Error())
-	}
-}
-
-// forwardStream connects one tunnel stream to the -to target, or refuses
-// it with the reason.
-func forwardStream(ctx context.Context, m *muxSession, st *yamux.Stream, to string, log *slog.Logger) error {
-	t := &tunnelStream{st: st, m: m}
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(ctx, "tcp", to)
-	if err != nil {
-		reason := targetFailure(err)
-		t.writeFrame([]byte("connect failed: " + reason))
-		st.Close()
-		return fmt.Errorf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, m.s.remoteAddr)
-	}
-	if err := t.writeFrame([]byte("ok")); err != nil {
-		resetClose(c)
-		st.Close()
-		return err
-	}
-	log.Info("forwarding", "peer", m.s.peer.Fingerprint(), "stream", st.StreamID(), "to", to)
-	if err := relayTunnel(ctx, t, c, false); err != nil {
-		return fmt.Errorf("forwarding a stream from %s to %s: %v", m.s.remoteAddr, to, err)
-	}
-	return nil
-}
-
-func streamCount(n int) string {
-	if n == 1 {
-		return "1 stream"
-	}
-	return fmt.Sprintf("%d streams", n)
 }

@@ -1,5 +1,7 @@
 package main
 
+// The controlling terminal: questions, and whether stdin is one.
+
 import (
 	"bufio"
 	"context"
@@ -10,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // Questions go to the controlling terminal, never to stdin and stdout, which
@@ -84,4 +88,22 @@ func askYesNo(ctx context.Context, question, fp string) (bool, error) {
 			fmt.Fprint(tty, "Please type 'yes', 'no' or the fingerprint: ")
 		}
 	}
+}
+
+// stdinIsTerminal reports whether stdin is a terminal.
+func (e *env) stdinIsTerminal() bool {
+	f, ok := e.stdin.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// openTerminal opens the controlling terminal, for questions.
+func openTerminal() (*os.File, error) {
+	if testOnlyNoTerminal {
+		return nil, errNoTerminal
+	}
+	tty, err := os.OpenFile(terminalPath, os.O_RDWR, 0)
+	if err != nil {
+		return nil, errNoTerminal
+	}
+	return tty, nil
 }

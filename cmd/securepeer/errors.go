@@ -1,0 +1,151 @@
+package main
+
+// Errors: what the user reads, and the exit code each calls for.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/securepeer/securepeer"
+)
+
+// describe is the one place that turns an error into what the user reads:
+// the libraries' own prefixes go (the command prints "securepeer: " once),
+// and a hint is added for the mistakes the libraries can only state, since
+// library errors say what happened and the command says what to do.
+func describe(err error) string {
+	msg := err.Error()
+	for _, prefix := range []string{"securepeer: ", "knownhosts: ", "legacy: "} {
+		msg = strings.TrimPrefix(msg, prefix)
+		msg = strings.ReplaceAll(msg, ": "+prefix, ": ")
+		msg = strings.ReplaceAll(msg, "("+prefix, "(")
+	}
+	if h := hint(err); h != "" && !strings.Contains(msg, h) {
+		msg += "; " + h
+	}
+	return msg
+}
+
+// hint returns what to do about err, if the command knows.
+func hint(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, securepeer.ErrLegacyPeer):
+		return "talk to it with -legacy"
+	case errors.Is(err, securepeer.ErrPassphraseNeeded):
+		return "the command does not ask for passphrases yet, so it needs an unencrypted key"
+	case errors.Is(err, securepeer.ErrNotEd25519):
+		return "make one with securepeer keygen, or ssh-keygen -t ed25519"
+	case errors.As(err, &ne) && ne.Timeout() && strings.Contains(err.Error(), "handshake timed out"):
+		return "is the peer a securepeer peer, and reachable?"
+	}
+	return ""
+}
+
+// Exit codes, as documented in usage.
+const (
+	exitOK          = 0
+	exitFailure     = 1 // connection or protocol error, or anything else
+	exitUsage       = 2
+	exitRejected    = 3   // a peer refused us, or we refused a peer's key
+	exitInterrupted = 130 // SIGINT; see signalError for the others
+)
+
+// report prints err, if any, as one line on stderr and returns the exit code
+// it calls for.
+func report(e *env, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	code := errorCode(err)
+	var se *signalError
+	if err == error(errInterrupted) || errors.As(err, &se) && err == error(se) {
+		// The bare interruption: the user knows.
+		return code
+	}
+	fmt.Fprintf(e.stderr, "securepeer: %s\n", describe(err))
+	return code
+}
+
+// errorCode is the exit code err calls for.
+func errorCode(err error) int {
+	var ce *codeError
+	var se *signalError
+	switch {
+	case errors.As(err, &ce):
+		return ce.code
+	case errors.As(err, &se):
+		return se.code()
+	}
+	return exitFailure
+}
+
+// A codeError is an error that ends the program with a given exit code.
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e *codeError) Error() string { return e.err.Error() }
+
+func (e *codeError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return &codeError{exitUsage, fmt.Errorf(format, args...)}
+}
+
+func rejectedErrorf(format string, args ...any) error {
+	return &codeError{exitRejected, fmt.Errorf(format, args...)}
+}
+
+var errInterrupted = &codeError{exitInterrupted, errors.New("interrupted")}
+
+// A signalError is the cause of a command's context after a signal. Its
+// exit code is 128 plus the signal's number, as shells report it.
+type signalError struct{ sig os.Signal }
+
+func (e *signalError) Error() string {
+	name := e.sig.String()
+	switch e.sig {
+	case syscall.SIGINT:
+		name = "SIGINT"
+	case syscall.SIGTERM:
+		name = "SIGTERM"
+	case syscall.SIGHUP:
+		name = "SIGHUP"
+	}
+	return "interrupted (" + name + ")"
+}
+
+func (e *signalError) code() int {
+	if s, ok := e.sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return exitInterrupted
+}
+
+// interruption is the error a command returns when ctx ended: its
+// *signalError cause, or errInterrupted if it ended for another reason
+// (in tests, which run commands in process).
+func interruption(ctx context.Context) error {
+	var se *signalError
+	if errors.As(context.Cause(ctx), &se) {
+		return se
+	}
+	return errInterrupted
+}
+
+func listenError(addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("cannot listen on %s: the port is in use; is another securepeer listen running? Pick another port", addr)
+	}
+	if errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("cannot listen on %s: permission denied; ports below 1024 need privileges, pick a higher one", addr)
+	}
+	return fmt.Errorf("cannot listen on %s: %v", addr, err)
+}
