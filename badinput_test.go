@@ -365,6 +365,11 @@ func TestBadInputAbort(t *testing.T) {
 					t.Errorf("got %v, want ErrNoCommonProtocol", err)
 				}
 			}},
+			{"full handshake asked of a side that offered no ticket", []byte{wire.RetryFull}, func(t *testing.T, err error) {
+				if !strings.Contains(err.Error(), "tampered") {
+					t.Errorf("got %v, want a tampering error", err)
+				}
+			}},
 		} {
 			t.Run(role.name+"/"+tc.name, func(t *testing.T) {
 				elapsed, err := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), append([]byte{0, 0}, tc.reason...)...), false)
@@ -372,7 +377,7 @@ func TestBadInputAbort(t *testing.T) {
 				tc.check(t, err)
 			})
 		}
-		for _, reason := range []byte{0, wire.AbortProtocol, 5, 0x7f, 0xff} {
+		for _, reason := range []byte{0, wire.AbortProtocol, 6, 0x7f, 0xff} {
 			t.Run(fmt.Sprintf("%s/reason %d", role.name, reason), func(t *testing.T) {
 				elapsed, err := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), 0, 0, reason), false)
 				badPrompt(t, err, elapsed)
@@ -488,7 +493,7 @@ func TestBadInputRecordHeader(t *testing.T) {
 			{"zero length", hdr(wire.RecordData, 0)},
 			{"shorter than a tag", hdr(wire.RecordData, wire.TagSize-1)},
 			{"type 0", hdr(0, 100)},
-			{"type 4", hdr(4, 100)},
+			{"type 5", hdr(5, 100)},
 			{"type 255", hdr(255, wire.MaxRecordLength)},
 		} {
 			t.Run(dir+"/"+tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"io"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -63,6 +64,28 @@ type Config struct {
 	// [Dial] can shorten it.
 	HandshakeTimeout time.Duration
 
+	// ClientSessionCache, if not nil, lets this side resume sessions as
+	// initiator: it keeps the tickets responders give it, keyed by their
+	// address, and offers one when it connects to that address again, for
+	// a handshake of one round trip that costs a fraction of a full one
+	// (PROTOCOL.md, "Session resumption"). [Config.Verify] is still called,
+	// with the key the responder proved in the full handshake the ticket
+	// descends from. A ticket the responder no longer honours costs one
+	// extra round trip, then a full handshake. The initiator takes a ticket
+	// when it next reads from the connection after the handshake.
+	ClientSessionCache ClientSessionCache
+
+	// SessionTicketsDisabled turns resumption off on this side: as
+	// responder it gives no tickets and answers every resumption with a
+	// full handshake; as initiator it neither asks for tickets nor offers
+	// them. By default a responder gives a ticket to every initiator that
+	// asks, sealed with keys it keeps in memory ([Config.SetSessionTicketKeys]).
+	SessionTicketsDisabled bool
+
+	// Time returns the current time, for tickets' expiry. If nil,
+	// time.Now is used.
+	Time func() time.Time
+
 	// Rand is the source of randomness for ephemeral X25519 keys and ML-KEM
 	// key pairs. If nil, crypto/rand is used. It exists so that the
 	// package's tests can make reproducible handshakes (known-answer
@@ -70,6 +93,9 @@ type Config struct {
 	// Setting it to anything but a cryptographically secure source breaks
 	// the security of every connection.
 	Rand io.Reader
+
+	ticketOnce sync.Once
+	ticketKeys *ticketKeys // see tickets
 }
 
 const defaultHandshakeTimeout = 30 * time.Second
@@ -79,6 +105,13 @@ func (c *Config) rand() io.Reader {
 		return c.Rand
 	}
 	return rand.Reader
+}
+
+func (c *Config) now() time.Time {
+	if c.Time != nil {
+		return c.Time()
+	}
+	return time.Now()
 }
 
 func (c *Config) handshakeTimeout() time.Duration {

@@ -48,6 +48,14 @@ type Conn struct {
 
 	in, out halfConn
 	closed  atomic.Bool
+
+	// resumption is the secret of the ticket the responder is to send, for
+	// an initiator until it arrives (pending), guarded by in's mutex after
+	// the handshake.
+	resumption struct {
+		secret  [32]byte
+		pending bool
+	}
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -63,6 +71,10 @@ type halfConn struct {
 	iv     [12]byte
 	seq    uint64 // number of records sealed or opened so far
 	nonce  [12]byte
+
+	// Write side only: a ticket record's plaintext to send before the next
+	// record (sendTicket).
+	ticket []byte
 
 	// Read side only: buf holds received bytes not yet opened in
 	// (*buf)[r:w], and plain the unread rest of the last record opened in
@@ -418,6 +430,14 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 			return 0, hc.err
 		}
 		hc.err = io.EOF
+	case wire.RecordTicket:
+		err := c.takeTicket(plain)
+		hc.releaseIfIdle()
+		if err != nil {
+			hc.release()
+			hc.err = err
+			return 0, err
+		}
 	case wire.RecordAlert:
 		// plain is in the pooled buffer: read the reason before giving it
 		// back, or another connection may overwrite it first.
@@ -491,6 +511,13 @@ func (c *Conn) writeRecordLocked(typ uint8, payload []byte) error {
 	hc := &c.out
 	if hc.err != nil {
 		return hc.err
+	}
+	if hc.ticket != nil {
+		t := hc.ticket
+		hc.ticket = nil
+		if err := c.writeRecordLocked(wire.RecordTicket, t); err != nil {
+			return err
+		}
 	}
 	if err := hc.nextNonce(); err != nil {
 		hc.err = err
@@ -700,6 +727,9 @@ type ConnectionState struct {
 	// HandshakeComplete is true once the handshake has succeeded; the other
 	// fields are set only then.
 	HandshakeComplete bool
+	// DidResume is true if the session was resumed from a ticket
+	// ([Config.ClientSessionCache]) rather than set up by a full handshake.
+	DidResume bool
 	// RemoteKey is the peer's identity, proved in the handshake and accepted
 	// by [Config.Verify].
 	RemoteKey PublicKey

@@ -46,6 +46,14 @@ type handshakeState struct {
 	psk         [32]byte // the ML-KEM shared secret, or zero without the hybrid
 	postQuantum bool
 	remote      PublicKey
+
+	// Resumption ("Session resumption").
+	session     *ClientSession // initiator: the ticket offered in message 1
+	peerResume  bool           // the peer's hello has FlagResume
+	expectRetry bool           // a RetryFull may come in place of message 2
+	giveTicket  bool           // responder: the initiator asked for a ticket
+	resumed     bool
+	authTime    time.Time // of the full handshake this session descends from
 }
 
 // handshake runs the protocol of PROTOCOL.md, "The Noise handshake", as
@@ -59,6 +67,10 @@ func (c *Conn) handshake(ctx context.Context) error {
 		return err
 	}
 	hs.static = hs.dh.add(c.config.Identity.static)
+	hs.authTime = hs.cfg.now()
+	if c.mode != wire.ModeResponder {
+		hs.session = hs.takeSession() // "Session resumption"
+	}
 
 	// "The hello", "Roles".
 	if err := hs.sendFirstFlight(); err != nil {
@@ -71,8 +83,13 @@ func (c *Conn) handshake(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if hs.initiator {
+	switch {
+	case hs.initiator && hs.session != nil:
+		return hs.runResumingInitiator()
+	case hs.initiator:
 		return hs.runInitiator()
+	case hs.peerResume:
+		return hs.runResumingResponder(peerMsg1)
 	}
 	return hs.runResponder(peerMsg1)
 }
@@ -108,6 +125,7 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 	if err := hs.agreeCipher(p1.Ciphers, hs.cipherList()); err != nil { // "Cipher choice"
 		return err
 	}
+	hs.giveTicket = slices.Contains(p1.Ciphers, wire.TicketsSignal) && !hs.cfg.SessionTicketsDisabled
 	if err := hs.sendMessage2(p1.KEMKey); err != nil { // "Message 2"
 		return err
 	}
@@ -121,7 +139,14 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 	if err := hs.installTrafficKeys(cs1, cs2); err != nil { // "Key schedule"
 		return err
 	}
-	if err := hs.verify(); err != nil { // "Verify, rejection and identity hiding"
+	return hs.verifyInitiator()
+}
+
+// verifyInitiator asks Config.Verify about the initiator, keys installed
+// ("Verify, rejection and identity hiding"), then gives it a ticket if it
+// asked for one ("Tickets").
+func (hs *handshakeState) verifyInitiator() error {
+	if err := hs.verify(); err != nil {
 		// The keys are in place, so the refusal reaches the initiator
 		// authenticated, as an alert record.
 		c := hs.c
@@ -132,6 +157,9 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 		c.out.Unlock()
 		return err
 	}
+	if hs.giveTicket {
+		return hs.sendTicket()
+	}
 	return nil
 }
 
@@ -140,9 +168,15 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 // both write first (simultaneous open, or a net.Pipe) never deadlock.
 func (hs *handshakeState) sendFirstFlight() error {
 	c := hs.c
-	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode}.Marshal()
+	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode, Resume: hs.session != nil}.Marshal()
 	flight := hs.myHello[:]
-	if c.mode != wire.ModeResponder {
+	if hs.session != nil {
+		msg1, err := hs.buildResumeMessage1()
+		if err != nil {
+			return err
+		}
+		flight = wire.AppendHandshakeMessage(flight, msg1)
+	} else if c.mode != wire.ModeResponder {
 		msg1, err := hs.buildMessage1()
 		if err != nil {
 			return err
@@ -196,7 +230,7 @@ func (hs *handshakeState) buildMessage1() ([]byte, error) {
 	if err := hs.newNoise(true, hs.myHello[:]); err != nil {
 		return nil, err
 	}
-	p := wire.InitPayload{Ciphers: hs.cipherList()}
+	p := wire.InitPayload{Ciphers: hs.initiatorCipherList()}
 	if !hs.cfg.DisablePostQuantum {
 		seed := make([]byte, mlkem.SeedSize)
 		defer clear(seed)
@@ -235,6 +269,7 @@ func (hs *handshakeState) readHello() error {
 		return errors.New("securepeer: the peer sent a malformed hello")
 	}
 	hs.peerMode = h.Mode
+	hs.peerResume = h.Resume
 	return nil
 }
 
@@ -242,6 +277,14 @@ func (hs *handshakeState) readHello() error {
 // When this side becomes the responder it returns the peer's message 1.
 func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 	me, peer := hs.c.mode, hs.peerMode
+	defer func() {
+		if !hs.initiator && hs.session != nil {
+			// This side responds: its ticket was offered to no avail,
+			// and is not used again.
+			hs.session.erase()
+			hs.session = nil
+		}
+	}()
 	switch {
 	case me == wire.ModeInitiator && peer == wire.ModeInitiator:
 		return nil, errors.New("securepeer: both sides tried to initiate (Client or Dial on both); use Server, Listen or NewConn on one side")
@@ -274,7 +317,7 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 	if err != nil {
 		return nil, err
 	}
-	switch bytes.Compare(hs.msg1[:32], msg[:32]) {
+	switch bytes.Compare(hs.msg1[:32], hs.peerEphemeral(msg)) {
 	case 0:
 		return nil, errors.New("securepeer: the peer sent this side's own handshake back; it is talking to itself or being reflected")
 	case 1:
@@ -294,7 +337,22 @@ func (hs *handshakeState) readMessage1Frame() ([]byte, error) {
 	if len(msg) < 32 {
 		return nil, hs.protocolError("message 1 is too short")
 	}
+	if hs.peerResume {
+		if _, err := wire.ParseResumeMessage1(msg); err != nil {
+			return nil, hs.protocolError("resumption message 1 is malformed")
+		}
+	}
 	return msg, nil
+}
+
+// peerEphemeral returns the ephemeral key of the peer's message 1, which
+// readMessage1Frame has checked.
+func (hs *handshakeState) peerEphemeral(msg []byte) []byte {
+	if hs.peerResume {
+		m, _ := wire.ParseResumeMessage1(msg)
+		return m.Noise[:32]
+	}
+	return msg[:32]
 }
 
 // readMessage2 reads and decrypts message 2 and parses its payload.
@@ -319,7 +377,7 @@ func (hs *handshakeState) checkMessage2(p *wire.RespPayload) error {
 	if err := hs.checkIdentity(p.Identity, p.Signature); err != nil {
 		return err
 	}
-	if err := hs.agreeCipher(hs.cipherList(), p.Ciphers); err != nil {
+	if err := hs.agreeCipher(hs.initiatorCipherList(), p.Ciphers); err != nil {
 		return err
 	}
 	proto, ok := chooseProtocol(hs.cfg.NextProtos, p.Protocols)
@@ -544,8 +602,18 @@ func (hs *handshakeState) installTrafficKeys(cs1, cs2 *noise.CipherState) error 
 	if err := c.in.setup(hs.cipher, in[:n], in[n:]); err != nil {
 		return err
 	}
+	if hs.wantsSecret() {
+		secret, err := hkdf.Key(sha256.New, append(k1[:], k2[:]...), h, labelResumption, 32)
+		if err != nil {
+			return err
+		}
+		copy(hs.c.resumption.secret[:], secret)
+		clear(secret)
+		hs.c.resumption.pending = hs.initiator
+	}
 	c.in.raw = c.rawConn()
 	c.state = ConnectionState{
+		DidResume:          hs.resumed,
 		HandshakeComplete:  true,
 		RemoteKey:          hs.remote,
 		Cipher:             hs.cipher,
@@ -605,6 +673,11 @@ func (hs *handshakeState) readMessage(mayReject bool) ([]byte, error) {
 			return nil, readHandshakeError(err)
 		}
 		switch reason[0] {
+		case wire.RetryFull:
+			if !hs.expectRetry {
+				return nil, errors.New("securepeer: handshake failed: the peer asked for a full handshake where no securepeer peer does; the connection was tampered with")
+			}
+			return nil, errRetryFull
 		case wire.AbortRejected:
 			if !mayReject {
 				return nil, errors.New("securepeer: handshake failed: the peer sent a rejection where no securepeer peer sends one; the connection was tampered with")
@@ -699,6 +772,9 @@ func handshakeFailed(what string) error {
 // that no copy remains elsewhere in memory.
 func (hs *handshakeState) clear() {
 	clear(hs.psk[:])
+	if hs.session != nil {
+		hs.session.erase()
+	}
 	// ecdh.PrivateKey and mlkem.DecapsulationKey768 give no way to erase
 	// themselves: drop them, so the collector can reuse their memory.
 	hs.dh.keys = nil
@@ -712,6 +788,16 @@ func (hs *handshakeState) cipherList() []uint16 {
 	ids := cipherIDs(hs.cfg.ciphers())
 	if testingOnlyCipherList != nil {
 		ids = testingOnlyCipherList(hs.cfg, ids)
+	}
+	return ids
+}
+
+// initiatorCipherList is the cipher list of this side's message 1: its
+// cipherList, then the tickets signal if it wants a ticket ("Tickets").
+func (hs *handshakeState) initiatorCipherList() []uint16 {
+	ids := hs.cipherList()
+	if hs.wantsTickets() && len(ids) < wire.MaxCiphers {
+		ids = append(ids, wire.TicketsSignal)
 	}
 	return ids
 }

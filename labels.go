@@ -15,4 +15,13 @@ const (
 	labelTrafficR2I     = "securepeer v1 traffic responder to initiator"
 	labelChannelBinding = "securepeer v1 channel binding"
 	labelRekey          = "securepeer v1 rekey"
+	labelResumption     = "securepeer v1 resumption"
+)
+
+// Labels of session resumption (PROTOCOL.md, "Session resumption").
+const (
+	labelResumePrologue = "securepeer v1 resumption prologue\x00"
+	labelFinished       = "securepeer v1 resumption finished"
+	labelTicketKeyName  = "securepeer v1 ticket key name"
+	labelTicketKey      = "securepeer v1 ticket key"
 )

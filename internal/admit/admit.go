@@ -484,7 +484,8 @@ func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
 		l.fail(e, err)
 		return
 	}
-	c := &Conn{Conn: e.raw, flight: flight, release: l.cpu.release}
+	c := &Conn{Conn: e.raw, flight: flight, release: l.cpu.release,
+		acquire: func(ctx context.Context) error { return l.cpu.acquire(ctx, e.src) }}
 	v, err := l.cfg.Handshake(ctx, c)
 	c.releaseCPU()
 	if err != nil {
@@ -602,6 +603,7 @@ type Conn struct {
 	net.Conn
 	flight   []byte
 	release  func()
+	acquire  func(context.Context) error
 	released atomic.Bool
 }
 
@@ -624,6 +626,21 @@ func (c *Conn) releaseCPU() {
 	if !c.released.Load() && !c.released.Swap(true) {
 		c.release()
 	}
+}
+
+// Reacquire waits for another turn of handshake CPU, for a handshake that
+// starts computing again after waiting for the peer (a responder that asked
+// for a full handshake in place of a resumption). The next read gives it
+// back, as the first turn.
+func (c *Conn) Reacquire(ctx context.Context) error {
+	if !c.released.Load() {
+		return nil // the turn is still held
+	}
+	if err := c.acquire(ctx); err != nil {
+		return err
+	}
+	c.released.Store(false)
+	return nil
 }
 
 // Buffered returns the number of bytes of the first flight not yet read.

@@ -19,8 +19,13 @@ const Version = 1
 //	magic   [5]byte "speer"
 //	version uint8   1
 //	mode    uint8   ModeInitiator, ModeResponder or ModeEither
-//	flags   uint8   0 (reserved)
+//	flags   uint8   0, or FlagResume from a side that sends message 1
 const HelloSize = 8
+
+// FlagResume in a hello says that the message 1 following it is a
+// resumption message 1 (ResumeMessage1), not a full one. Only a side whose
+// mode lets it send message 1 (initiator or either) may set it.
+const FlagResume = 0x01
 
 // Magic starts every hello.
 const Magic = "speer"
@@ -47,6 +52,7 @@ var (
 type Hello struct {
 	Version uint8
 	Mode    Mode
+	Resume  bool // FlagResume is set
 }
 
 // Marshal returns the encoded hello.
@@ -55,13 +61,16 @@ func (h Hello) Marshal() [HelloSize]byte {
 	copy(b[:], Magic)
 	b[5] = h.Version
 	b[6] = byte(h.Mode)
+	if h.Resume {
+		b[7] = FlagResume
+	}
 	return b
 }
 
 // ParseHello decodes a hello. A hello with another magic returns
 // ErrNotSecurepeer, one with another version ErrVersion (with the version in
-// the returned Hello), and one with an unknown mode or nonzero flags
-// ErrMalformed.
+// the returned Hello), and one with an unknown mode, unknown flags, or
+// FlagResume from a responder ErrMalformed.
 func ParseHello(b []byte) (Hello, error) {
 	if len(b) != HelloSize || string(b[:5]) != Magic {
 		return Hello{}, ErrNotSecurepeer
@@ -70,7 +79,11 @@ func ParseHello(b []byte) (Hello, error) {
 	if h.Version != Version {
 		return h, ErrVersion
 	}
-	if h.Mode < ModeInitiator || h.Mode > ModeEither || b[7] != 0 {
+	if h.Mode < ModeInitiator || h.Mode > ModeEither || b[7]&^FlagResume != 0 {
+		return h, ErrMalformed
+	}
+	h.Resume = b[7] == FlagResume
+	if h.Resume && h.Mode == ModeResponder {
 		return h, ErrMalformed
 	}
 	return h, nil
@@ -120,7 +133,155 @@ const (
 	AbortNoCipher = 2 // no cipher in common
 	AbortProtocol = 3 // the sender could not continue the handshake
 	AbortNoALPN   = 4 // no application protocol in common
+
+	// RetryFull is not an abort: a responder sends it instead of a
+	// resumption message 2 when it will not resume, and waits for a full
+	// message 1.
+	RetryFull = 5
 )
+
+// TicketsSignal is not a cipher: an initiator that accepts a session ticket
+// lists it last in its message 1 cipher list. Responders that do not know
+// it skip it as an unknown cipher identifier, whose position counts after
+// every real cipher's, so the choice is unchanged.
+const TicketsSignal = 0xFF01
+
+// MaxTicket bounds a session ticket, which is opaque to the initiator.
+const MaxTicket = 1024
+
+// ResumeMessage1 is the body of a resumption message 1, the handshake
+// message that follows a hello with FlagResume:
+//
+//	uint16 t            length of the ticket, 1..MaxTicket
+//	[t]byte ticket      as the responder issued it
+//	[]byte noise        Noise NNpsk0 message 1: the ephemeral key, then the
+//	                    encrypted ResumeInitPayload
+type ResumeMessage1 struct {
+	Ticket []byte
+	Noise  []byte
+}
+
+// Marshal appends the encoded message to b.
+func (m *ResumeMessage1) Marshal(b []byte) []byte {
+	b = appendBytes16(b, m.Ticket)
+	return append(b, m.Noise...)
+}
+
+// ParseResumeMessage1 decodes a resumption message 1. The Noise message
+// must hold at least an ephemeral key and a tag.
+func ParseResumeMessage1(b []byte) (*ResumeMessage1, error) {
+	if len(b) < 2 {
+		return nil, ErrMalformed
+	}
+	t := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if t == 0 || t > MaxTicket || len(b) < t+32+TagSize {
+		return nil, ErrMalformed
+	}
+	return &ResumeMessage1{Ticket: b[:t:t], Noise: b[t:]}, nil
+}
+
+// ResumeInitPayload is the payload of a resumption message 1, encrypted
+// under keys from the resumption secret:
+//
+//	uint8  n, uint16 cipher[n] as in InitPayload
+//	protocols                  the initiator's application protocols
+type ResumeInitPayload struct {
+	Ciphers   []uint16
+	Protocols []string
+}
+
+// Marshal appends the encoded payload to b.
+func (p *ResumeInitPayload) Marshal(b []byte) []byte {
+	b = appendCiphers(b, p.Ciphers)
+	return AppendProtocols(b, p.Protocols)
+}
+
+// ParseResumeInitPayload decodes a ResumeInitPayload, which must fill b
+// exactly.
+func ParseResumeInitPayload(b []byte) (*ResumeInitPayload, error) {
+	p := new(ResumeInitPayload)
+	var ok bool
+	if p.Ciphers, b, ok = readCiphers(b); !ok {
+		return nil, ErrMalformed
+	}
+	if p.Protocols, b, ok = readProtocols(b); !ok || len(b) != 0 {
+		return nil, ErrMalformed
+	}
+	return p, nil
+}
+
+// ResumeRespPayload is the payload of a resumption message 2:
+//
+//	[HelloSize]byte hello      the responder's own hello, echoed
+//	uint8  n, uint16 cipher[n] as in InitPayload
+//	protocols                  the responder's application protocols
+type ResumeRespPayload struct {
+	Hello     [HelloSize]byte
+	Ciphers   []uint16
+	Protocols []string
+}
+
+// Marshal appends the encoded payload to b.
+func (p *ResumeRespPayload) Marshal(b []byte) []byte {
+	b = append(b, p.Hello[:]...)
+	b = appendCiphers(b, p.Ciphers)
+	return AppendProtocols(b, p.Protocols)
+}
+
+// ParseResumeRespPayload decodes a ResumeRespPayload, which must fill b
+// exactly.
+func ParseResumeRespPayload(b []byte) (*ResumeRespPayload, error) {
+	if len(b) < HelloSize {
+		return nil, ErrMalformed
+	}
+	p := new(ResumeRespPayload)
+	copy(p.Hello[:], b)
+	b = b[HelloSize:]
+	var ok bool
+	if p.Ciphers, b, ok = readCiphers(b); !ok {
+		return nil, ErrMalformed
+	}
+	if p.Protocols, b, ok = readProtocols(b); !ok || len(b) != 0 {
+		return nil, ErrMalformed
+	}
+	return p, nil
+}
+
+// FinishedSize is the length of a resumption message 3, the initiator's
+// proof that it holds the session keys.
+const FinishedSize = 32
+
+// TicketRecord is the plaintext of a RecordTicket:
+//
+//	uint32 lifetime     seconds the initiator may keep the ticket, 1..MaxTicketLifetime
+//	[]byte ticket       the rest, 1..MaxTicket bytes, opaque to the initiator
+type TicketRecord struct {
+	Lifetime uint32
+	Ticket   []byte
+}
+
+// MaxTicketLifetime is the longest a ticket may be kept: 7 days, in
+// seconds, as RFC 8446 allows TLS tickets.
+const MaxTicketLifetime = 7 * 24 * 3600
+
+// Marshal appends the encoded record plaintext to b.
+func (t *TicketRecord) Marshal(b []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, t.Lifetime)
+	return append(b, t.Ticket...)
+}
+
+// ParseTicketRecord decodes a RecordTicket's plaintext.
+func ParseTicketRecord(b []byte) (*TicketRecord, error) {
+	if len(b) < 4+1 || len(b) > 4+MaxTicket {
+		return nil, ErrMalformed
+	}
+	t := &TicketRecord{Lifetime: binary.BigEndian.Uint32(b), Ticket: b[4:]}
+	if t.Lifetime == 0 || t.Lifetime > MaxTicketLifetime {
+		return nil, ErrMalformed
+	}
+	return t, nil
+}
 
 // Sizes of the fields in handshake payloads.
 const (
@@ -368,6 +529,9 @@ const (
 	RecordData  = 1 // application data
 	RecordEnd   = 2 // end of stream: the sender will write no more; empty plaintext
 	RecordAlert = 3 // the connection is ending for the reason in its one plaintext byte
+	// RecordTicket carries a TicketRecord from the responder, as its first
+	// record, to an initiator that asked for one.
+	RecordTicket = 4
 )
 
 // Alert reasons, the plaintext of a RecordAlert.
@@ -392,7 +556,7 @@ func ParseRecordHeader(b []byte) (typ uint8, length int, err error) {
 	}
 	typ = b[0]
 	length = int(b[1])<<16 | int(b[2])<<8 | int(b[3])
-	if typ < RecordData || typ > RecordAlert || length < TagSize || length > MaxRecordLength {
+	if typ < RecordData || typ > RecordTicket || length < TagSize || length > MaxRecordLength {
 		return typ, length, ErrMalformed
 	}
 	return typ, length, nil

@@ -148,8 +148,10 @@ func TestParseHelloErrors(t *testing.T) {
 		{"mode 0", with(6, 0), ErrMalformed, 0},
 		{"mode 4", with(6, 4), ErrMalformed, 0},
 		{"mode 255", with(6, 255), ErrMalformed, 0},
-		{"flags 1", with(7, 1), ErrMalformed, 0},
+		{"flags 2", with(7, 2), ErrMalformed, 0},
+		{"flags 3", with(7, 3), ErrMalformed, 0},
 		{"flags 0x80", with(7, 0x80), ErrMalformed, 0},
+		{"resume from a responder", func() []byte { b := with(6, byte(ModeResponder)); b[7] = FlagResume; return b }(), ErrMalformed, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, err := ParseHello(tc.in)
@@ -435,7 +437,7 @@ func TestParseRecordHeaderErrors(t *testing.T) {
 		{"empty", nil, 0, 0, false},
 		{"3 bytes", []byte{RecordData, 0, 0}, 0, 0, false},
 		{"type 0", hdr(0, TagSize), 0, TagSize, true},
-		{"type 4", hdr(4, TagSize), 4, TagSize, true},
+		{"type 5", hdr(5, TagSize), 5, TagSize, true},
 		{"type 255", hdr(255, 100), 255, 100, true},
 		{"length 0", hdr(RecordData, 0), RecordData, 0, true},
 		{"length below tag", hdr(RecordEnd, TagSize-1), RecordEnd, TagSize - 1, true},
@@ -701,7 +703,8 @@ func TestFirstFlightLen(t *testing.T) {
 		{"not securepeer", []byte("GET / HTTP/1.1\r\n"), HelloSize},
 		{"legacy JSON", []byte(`{"key":"...`), HelloSize},
 		{"other version", cat([]byte(Magic), []byte{2, byte(ModeInitiator), 0}), HelloSize},
-		{"nonzero flags", cat([]byte(Magic), []byte{Version, byte(ModeInitiator), 1}), HelloSize},
+		{"unknown flags", cat([]byte(Magic), []byte{Version, byte(ModeInitiator), 2}), HelloSize},
+		{"resuming initiator", cat([]byte(Magic), []byte{Version, byte(ModeInitiator), FlagResume, 0x01, 0x00}), HelloSize + 2 + 256},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,325 @@
+package securepeer
+
+import (
+	"container/list"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/securepeer/securepeer/internal/wire"
+)
+
+// Session resumption (PROTOCOL.md, "Session resumption"): after a handshake
+// the responder may give the initiator a ticket, which lets the initiator
+// come back with a one-round-trip handshake that costs two X25519 key pairs
+// and no signature, static key or ML-KEM operation.
+
+// A ClientSession is what an initiator keeps to resume a session: the
+// responder's ticket and the secret that goes with it. It is opaque, and
+// used once.
+type ClientSession struct {
+	ticket      []byte
+	secret      [32]byte
+	local       PublicKey // this side's identity when the ticket was issued
+	remote      PublicKey // the responder's
+	postQuantum bool
+	expires     time.Time
+}
+
+// A ClientSessionCache holds [ClientSession]s for initiators, keyed by
+// the responder's address, so that they can resume sessions
+// ([Config.ClientSessionCache]). A ticket is used at most once, so that
+// nobody watching can link two sessions by it: Take removes what it
+// returns. Implementations must be safe for concurrent use.
+type ClientSessionCache interface {
+	// Take returns and removes a session stored for key, if any; the most
+	// recently stored first.
+	Take(key string) (*ClientSession, bool)
+	// Put stores a session for key.
+	Put(key string, s *ClientSession)
+}
+
+// NewLRUClientSessionCache returns an in-memory [ClientSessionCache] that
+// holds sessions for up to capacity keys, dropping the least recently used
+// key when full, and up to 4 sessions per key (one for each connection
+// open at once to that responder). If capacity is less than 1, 64 is used.
+func NewLRUClientSessionCache(capacity int) ClientSessionCache {
+	if capacity < 1 {
+		capacity = 64
+	}
+	return &lruSessionCache{capacity: capacity, m: make(map[string]*list.Element)}
+}
+
+// sessionsPerKey bounds the sessions an lruSessionCache keeps for one key.
+const sessionsPerKey = 4
+
+type lruSessionCache struct {
+	mu       sync.Mutex
+	capacity int
+	m        map[string]*list.Element // of *lruEntry, in q
+	q        list.List                // most recently used first
+}
+
+type lruEntry struct {
+	key      string
+	sessions []*ClientSession // oldest first
+}
+
+func (c *lruSessionCache) Take(key string) (*ClientSession, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[key]
+	if !ok {
+		return nil, false
+	}
+	e := el.Value.(*lruEntry)
+	s := e.sessions[len(e.sessions)-1]
+	e.sessions = e.sessions[:len(e.sessions)-1]
+	if len(e.sessions) == 0 {
+		c.q.Remove(el)
+		delete(c.m, key)
+	}
+	return s, true
+}
+
+func (c *lruSessionCache) Put(key string, s *ClientSession) {
+	if s == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.m[key]; ok {
+		e := el.Value.(*lruEntry)
+		if len(e.sessions) == sessionsPerKey {
+			e.sessions[0].erase()
+			e.sessions = append(e.sessions[:0], e.sessions[1:]...)
+		}
+		e.sessions = append(e.sessions, s)
+		c.q.MoveToFront(el)
+		return
+	}
+	if c.q.Len() >= c.capacity {
+		el := c.q.Back()
+		e := el.Value.(*lruEntry)
+		for _, s := range e.sessions {
+			s.erase()
+		}
+		c.q.Remove(el)
+		delete(c.m, e.key)
+	}
+	c.m[key] = c.q.PushFront(&lruEntry{key: key, sessions: []*ClientSession{s}})
+}
+
+// erase clears the session's secret, best effort.
+func (s *ClientSession) erase() { clear(s.secret[:]) }
+
+// Ticket key schedule: a key encrypts new tickets for ticketKeyRotation and
+// then decrypts them for as long as a ticket may live, as crypto/tls does
+// with its automatic keys.
+const (
+	ticketKeyRotation = 24 * time.Hour
+	ticketLifetime    = wire.MaxTicketLifetime * time.Second
+	ticketKeyLifetime = ticketKeyRotation + ticketLifetime
+)
+
+// A ticketKey seals and opens tickets.
+type ticketKey struct {
+	name    [ticketKeyNameSize]byte
+	aead    cipher.AEAD
+	created time.Time
+}
+
+const ticketKeyNameSize = 8
+
+// newTicketKey derives a ticket key from 32 secret bytes (PROTOCOL.md,
+// "Tickets"): its name, sent in clear in each ticket, and its
+// XChaCha20-Poly1305 key.
+func newTicketKey(secret [32]byte, created time.Time) (ticketKey, error) {
+	name, err := hkdf.Key(sha256.New, secret[:], nil, labelTicketKeyName, ticketKeyNameSize)
+	if err != nil {
+		return ticketKey{}, err
+	}
+	key, err := hkdf.Key(sha256.New, secret[:], nil, labelTicketKey, chacha20poly1305.KeySize)
+	if err != nil {
+		return ticketKey{}, err
+	}
+	defer clear(key)
+	aead, err := chacha20poly1305.NewX(key)
+	if err != nil {
+		return ticketKey{}, err
+	}
+	k := ticketKey{aead: aead, created: created}
+	copy(k.name[:], name)
+	return k, nil
+}
+
+// ticketKeys is a responder's ticket keys, those set by
+// [Config.SetSessionTicketKeys] or else automatic ones, made on first use
+// and rotated on schedule.
+type ticketKeys struct {
+	mu   sync.Mutex
+	set  []ticketKey // from SetSessionTicketKeys; the first seals
+	auto []ticketKey // newest first
+}
+
+// SetSessionTicketKeys sets the keys with which a responder seals and
+// opens session tickets, in place of the automatic ones: it seals with the
+// first, and opens tickets sealed with any of them. Servers behind one
+// address that share their keys (and an identity) resume each other's
+// sessions. The caller rotates them: to retire a key, move it out of the
+// first place for as long as tickets live (7 days), then drop it. Whoever
+// learns a key can open every ticket sealed with it (PROTOCOL.md, "What a
+// stolen ticket key exposes"). If keys is empty, the automatic keys are used
+// again. It may be called while the Config is in use.
+//
+// The automatic keys are random, held in memory only, and rotated every 24
+// hours; each opens tickets for 8 days. Config values share nothing: a
+// Config (not a copy) must be reused for its tickets to be honoured.
+func (c *Config) SetSessionTicketKeys(keys [][32]byte) {
+	ks := make([]ticketKey, 0, len(keys))
+	for _, k := range keys {
+		tk, err := newTicketKey(k, c.now())
+		if err != nil {
+			panic("securepeer: deriving a ticket key: " + err.Error()) // HKDF-SHA256 cannot fail for these sizes
+		}
+		ks = append(ks, tk)
+	}
+	t := c.tickets()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.set = ks
+}
+
+// tickets returns the Config's ticket keys, creating them on first use.
+func (c *Config) tickets() *ticketKeys {
+	c.ticketOnce.Do(func() { c.ticketKeys = new(ticketKeys) })
+	return c.ticketKeys
+}
+
+// sealingKey returns the key new tickets are sealed with, and all keys that
+// open tickets, rotating the automatic keys first if due.
+func (c *Config) currentTicketKeys() (seal ticketKey, open []ticketKey, err error) {
+	t := c.tickets()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.set) > 0 {
+		return t.set[0], t.set, nil
+	}
+	now := c.now()
+	if len(t.auto) == 0 || now.Sub(t.auto[0].created) >= ticketKeyRotation || now.Before(t.auto[0].created) {
+		var secret [32]byte
+		defer clear(secret[:])
+		if _, err := io.ReadFull(rand.Reader, secret[:]); err != nil {
+			return ticketKey{}, nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+		}
+		k, err := newTicketKey(secret, now)
+		if err != nil {
+			return ticketKey{}, nil, err
+		}
+		t.auto = append([]ticketKey{k}, t.auto...)
+	}
+	keep := t.auto[:0]
+	for _, k := range t.auto {
+		if now.Sub(k.created) < ticketKeyLifetime {
+			keep = append(keep, k)
+		}
+	}
+	t.auto = keep
+	return t.auto[0], t.auto, nil
+}
+
+// sessionState is what a ticket carries (PROTOCOL.md, "Tickets").
+type sessionState struct {
+	authTime    time.Time // of the full handshake the session descends from
+	expires     time.Time
+	postQuantum bool
+	responder   PublicKey
+	initiator   PublicKey
+	secret      [32]byte
+}
+
+const (
+	ticketFormat    = 1
+	ticketPlainSize = 1 + 8 + 8 + 1 + 32 + 32 + 32
+	ticketNonceSize = chacha20poly1305.NonceSizeX
+	ticketSize      = ticketKeyNameSize + ticketNonceSize + ticketPlainSize + chacha20poly1305.Overhead
+)
+
+func (s *sessionState) marshal() []byte {
+	b := make([]byte, 0, ticketPlainSize)
+	b = append(b, ticketFormat)
+	b = binary.BigEndian.AppendUint64(b, uint64(s.authTime.Unix()))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.expires.Unix()))
+	var flags byte
+	if s.postQuantum {
+		flags |= 1
+	}
+	b = append(b, flags)
+	b = append(b, s.responder.key[:]...)
+	b = append(b, s.initiator.key[:]...)
+	return append(b, s.secret[:]...)
+}
+
+var errBadTicket = errors.New("securepeer: the ticket is not one of this side's, or is damaged")
+
+func parseSessionState(b []byte) (*sessionState, error) {
+	if len(b) != ticketPlainSize || b[0] != ticketFormat || b[17]&^1 != 0 {
+		return nil, errBadTicket
+	}
+	s := &sessionState{
+		authTime:    time.Unix(int64(binary.BigEndian.Uint64(b[1:])), 0),
+		expires:     time.Unix(int64(binary.BigEndian.Uint64(b[9:])), 0),
+		postQuantum: b[17] == 1,
+	}
+	var err error
+	if s.responder, err = NewPublicKey(b[18:50]); err != nil {
+		return nil, errBadTicket
+	}
+	if s.initiator, err = NewPublicKey(b[50:82]); err != nil {
+		return nil, errBadTicket
+	}
+	copy(s.secret[:], b[82:])
+	return s, nil
+}
+
+// sealTicket seals s under k with a random nonce from r.
+func sealTicket(k ticketKey, s *sessionState, r io.Reader) ([]byte, error) {
+	plain := s.marshal()
+	defer clear(plain)
+	t := make([]byte, ticketKeyNameSize+ticketNonceSize, ticketSize)
+	copy(t, k.name[:])
+	nonce := t[ticketKeyNameSize:]
+	if _, err := io.ReadFull(r, nonce); err != nil {
+		return nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+	}
+	return k.aead.Seal(t, nonce, plain, t[:ticketKeyNameSize]), nil
+}
+
+// openTicket opens a ticket sealed with one of keys.
+func openTicket(keys []ticketKey, t []byte) (*sessionState, error) {
+	if len(t) != ticketSize {
+		return nil, errBadTicket
+	}
+	name, nonce, sealed := t[:ticketKeyNameSize], t[ticketKeyNameSize:ticketKeyNameSize+ticketNonceSize], t[ticketKeyNameSize+ticketNonceSize:]
+	for _, k := range keys {
+		if string(k.name[:]) != string(name) {
+			continue
+		}
+		plain, err := k.aead.Open(nil, nonce, sealed, name)
+		if err != nil {
+			return nil, errBadTicket
+		}
+		defer clear(plain)
+		return parseSessionState(plain)
+	}
+	return nil, errBadTicket
+}
