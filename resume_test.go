@@ -1,12 +1,21 @@
 package securepeer
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/internal/wire"
 )
 
 // resumeEnv is a responder config and an initiator config with a session
@@ -231,5 +240,589 @@ func TestResumptionVerifyStillDecides(t *testing.T) {
 				t.Fatalf("Verify called %d times", calls)
 			}
 		})
+	}
+}
+
+// ticketEnv is a pair of configs whose client cache ignores addresses, so
+// that sessions can run over any pair of connections, with a recorder of
+// what the client sends.
+func ticketConfigs(t *testing.T) (client, server *Config) {
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	client = &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: anyKeyCache{NewLRUClientSessionCache(0)}}
+	server = &Config{Identity: bob, Verify: pin(alice.PublicKey())}
+	server.SetSessionTicketKeys([][32]byte{{42}})
+	return client, server
+}
+
+// pairSession runs one session over a and b, as resumeEnv.session does.
+func pairSession(t *testing.T, a, b net.Conn, client, server *Config) (cs, ss ConnectionState, cerr, serr error) {
+	t.Helper()
+	x, y := Client(a, client), Server(b, server)
+	other := run(y.Handshake)
+	cerr = x.Handshake()
+	serr = wait(t, other)
+	if cerr == nil && serr == nil {
+		echoOnce(t, x, y)
+	}
+	cs, ss = x.ConnectionState(), y.ConnectionState()
+	closeBoth(x, y)
+	return cs, ss, cerr, serr
+}
+
+// recordedSession runs a session over TCP and returns what the client sent.
+func recordedSession(t *testing.T, client, server *Config) (sent []byte, cs ConnectionState) {
+	t.Helper()
+	a, b := tcpPair(t)
+	rb := &recorder{Conn: b}
+	cs, _, cerr, serr := pairSession(t, a, rb, client, server)
+	if cerr != nil || serr != nil {
+		t.Fatal(cerr, serr)
+	}
+	return rb.bytes(), cs
+}
+
+// Each session gets a new ticket and offers it once: no two resumption
+// attempts carry the same ticket, so an observer cannot link them.
+func TestTicketsAreNotReused(t *testing.T) {
+	client, server := ticketConfigs(t)
+	recordedSession(t, client, server)
+	seen := map[string]bool{}
+	for i := range 5 {
+		sent, cs := recordedSession(t, client, server)
+		if !cs.DidResume {
+			t.Fatalf("session %d not resumed", i)
+		}
+		m, err := wire.ParseResumeMessage1(frameAfterHello(t, sent))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[string(m.Ticket)] {
+			t.Fatal("a ticket was offered twice")
+		}
+		seen[string(m.Ticket)] = true
+	}
+	// With the cache empty, the next session is full.
+	for {
+		if _, ok := client.ClientSessionCache.Take(""); !ok {
+			break
+		}
+	}
+	if _, cs := recordedSession(t, client, server); cs.DidResume {
+		t.Fatal("resumed without a ticket")
+	}
+}
+
+// frameAfterHello returns the first handshake message after the hello.
+func frameAfterHello(t *testing.T, b []byte) []byte {
+	t.Helper()
+	if len(b) < wire.HelloSize+2 {
+		t.Fatal("short flight")
+	}
+	n := int(binary.BigEndian.Uint16(b[wire.HelloSize:]))
+	return b[wire.HelloSize+2 : wire.HelloSize+2+n]
+}
+
+// A resumed session sends neither identity, nor anything derived from
+// one, where an observer can see it.
+func TestResumptionIdentityHiding(t *testing.T) {
+	client, server := ticketConfigs(t)
+	recordedSession(t, client, server)
+	a, b := tcpPair(t)
+	ra, rb := &recorder{Conn: a}, &recorder{Conn: b}
+	cs, _, cerr, serr := pairSession(t, ra, rb, client, server)
+	if cerr != nil || serr != nil || !cs.DidResume {
+		t.Fatal(cerr, serr, cs.DidResume)
+	}
+	transcript := append(rb.bytes(), ra.bytes()...)
+	for _, id := range []*Identity{client.Identity, server.Identity} {
+		pub := id.PublicKey()
+		for name, b := range map[string][]byte{
+			"key":         pub.key[:],
+			"fingerprint": []byte(pub.Fingerprint()),
+			"static key":  id.static.PublicKey().Bytes(),
+		} {
+			if bytes.Contains(transcript, b) {
+				t.Errorf("the transcript holds an identity's %s", name)
+			}
+		}
+	}
+}
+
+// A recorded resumption attempt, replayed to the responder, never yields a
+// session: the responder answers with a fresh ephemeral key, and the
+// recorded finished message does not match it.
+func TestResumptionReplay(t *testing.T) {
+	client, server := ticketConfigs(t)
+	recordedSession(t, client, server)
+	sent, cs := recordedSession(t, client, server)
+	if !cs.DidResume {
+		t.Fatal("not resumed")
+	}
+	for i := range 3 {
+		a, b := tcpPair(t)
+		go func() {
+			a.Write(sent)
+			io.Copy(io.Discard, a)
+		}()
+		y := Server(b, server)
+		err := y.Handshake()
+		if err == nil {
+			n, rerr := y.Read(make([]byte, 10))
+			t.Fatalf("replay %d completed a handshake; read %d bytes, %v", i, n, rerr)
+		}
+		if !errors.Is(err, errAuth) {
+			t.Fatalf("replay %d: %v, want the authentication error", i, err)
+		}
+		y.Close()
+		a.Close()
+	}
+}
+
+// tamperUnit flips one bit of one unit the proxy sees.
+func tamperUnit(dir string, index, offset int) func(string, int, []byte) [][]byte {
+	return func(d string, i int, unit []byte) [][]byte {
+		if d == dir && i == index {
+			unit = bytes.Clone(unit)
+			unit[offset] ^= 0x10
+		}
+		return [][]byte{unit}
+	}
+}
+
+// Tampering with a resumption either costs a full handshake (the ticket,
+// which the responder then cannot open) or fails it; it never completes
+// a session with altered bytes.
+func TestResumptionTampering(t *testing.T) {
+	resumed := map[string]int{"c2s": 2, "s2c": 1}
+	fallback := map[string]int{"c2s": 3, "s2c": 2}
+	tests := []struct {
+		name     string
+		dir      string
+		index    int // the hello is unit 0
+		offset   int
+		frames   map[string]int
+		complete bool // else both sides must fail
+	}{
+		{"ticket key name", "c2s", 1, 2 + 2, fallback, true},
+		{"ticket body", "c2s", 1, 2 + 2 + 100, fallback, true},
+		{"resume flag", "c2s", 0, 7, fallback, false},
+		{"ephemeral key", "c2s", 1, 2 + 2 + ticketSize, resumed, false},
+		{"message 1 payload", "c2s", 1, 2 + 2 + ticketSize + 33, resumed, false},
+		{"responder hello", "s2c", 0, 6, resumed, false},
+		{"message 2", "s2c", 1, 2 + 40, resumed, false},
+		{"finished", "c2s", 2, 2 + 5, resumed, false},
+		{"ticket record", "s2c", 2, 10, resumed, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, server := ticketConfigs(t)
+			client.HandshakeTimeout, server.HandshakeTimeout = 5*time.Second, 5*time.Second
+			recordedSession(t, client, server)
+			p := &proxy{filter: tamperUnit(tt.dir, tt.index, tt.offset), handshakeMessages: tt.frames}
+			a, b := p.start(t)
+			x, y := Client(a, client), Server(b, server)
+			// A side whose handshake fails closes its connection, as
+			// Dial and the listener do, so that the other side learns
+			// at once; nothing waits for a timeout.
+			other := run(func() error {
+				err := y.Handshake()
+				if err != nil {
+					b.Close()
+				}
+				return err
+			})
+			cerr := x.Handshake()
+			if cerr != nil {
+				a.Close()
+			}
+			serr := wait(t, other)
+			if cerr == nil && serr == nil {
+				// Data, and the ticket record before it, must get through.
+				done := run(func() error { _, err := y.Write([]byte("pong")); y.CloseWrite(); return err })
+				_, cerr = io.ReadAll(x)
+				wait(t, done)
+			}
+			x.Close()
+			y.Close()
+			if tt.complete {
+				if cerr != nil || serr != nil {
+					t.Fatalf("client %v, server %v; want a full handshake", cerr, serr)
+				}
+				if x.ConnectionState().DidResume {
+					t.Fatal("resumed with a damaged ticket")
+				}
+				return
+			}
+			if cerr == nil && serr == nil {
+				t.Fatal("a tampered resumption completed")
+			}
+			t.Log(cerr, "/", serr)
+		})
+	}
+}
+
+// Ticket keys rotate: a ticket opens while its key is among the keys, and
+// automatic keys are replaced daily and kept as long as tickets live.
+func TestTicketKeyRotation(t *testing.T) {
+	t.Run("set", func(t *testing.T) {
+		client, server := ticketConfigs(t)
+		k1, k2, k3 := [32]byte{1}, [32]byte{2}, [32]byte{3}
+		server.SetSessionTicketKeys([][32]byte{k1})
+		steps := []struct {
+			keys [][32]byte
+			want bool
+		}{
+			{[][32]byte{k1}, false},    // first contact
+			{[][32]byte{k2, k1}, true}, // the k1 ticket still opens; a k2 ticket comes back
+			{[][32]byte{k2}, true},     // k1 retired: the k2 ticket opens
+			{[][32]byte{k3}, false},    // k2 retired too: full handshake
+			{[][32]byte{k3, k2}, true}, // its ticket is k3's
+			{nil, false},               // back to automatic keys
+			{nil, true},
+		}
+		for i, s := range steps {
+			server.SetSessionTicketKeys(s.keys)
+			if _, cs := recordedSession(t, client, server); cs.DidResume != s.want {
+				t.Fatalf("step %d: DidResume = %v, want %v", i, cs.DidResume, s.want)
+			}
+		}
+	})
+	t.Run("automatic", func(t *testing.T) {
+		client, server := ticketConfigs(t)
+		server.SetSessionTicketKeys(nil)
+		now := time.Now()
+		clock := func() time.Time { return now }
+		client.Time, server.Time = clock, clock
+		recordedSession(t, client, server)
+		now = now.Add(25 * time.Hour) // a new key seals; yesterday's still opens
+		if _, cs := recordedSession(t, client, server); !cs.DidResume {
+			t.Fatal("a ticket of the previous key was not honoured")
+		}
+		if n := len(server.tickets().auto); n != 2 {
+			t.Fatalf("%d automatic keys, want 2", n)
+		}
+		now = now.Add(9 * 24 * time.Hour) // every key and ticket is past its life
+		if _, cs := recordedSession(t, client, server); cs.DidResume {
+			t.Fatal("resumed after every key expired")
+		}
+		if n := len(server.tickets().auto); n != 1 {
+			t.Fatalf("%d automatic keys, want the new one alone", n)
+		}
+	})
+}
+
+// A ticket past its lifetime on the client's clock is not offered: a full
+// handshake, with no round trip lost to a refused ticket.
+func TestExpiredTicketNotOffered(t *testing.T) {
+	client, server := ticketConfigs(t)
+	now := time.Now()
+	client.Time = func() time.Time { return now }
+	recordedSession(t, client, server)
+	now = now.Add(7*24*time.Hour + time.Minute)
+	sent, cs := recordedSession(t, client, server)
+	if cs.DidResume || sent[7] != 0 {
+		t.Fatalf("DidResume %v, hello flags %#x; want a full handshake without an offer", cs.DidResume, sent[7])
+	}
+}
+
+// The chain of resumptions ends 7 days after the full handshake it started
+// from, however often the peer comes back.
+func TestResumptionChainEnds(t *testing.T) {
+	client, server := ticketConfigs(t)
+	now := time.Now()
+	clock := func() time.Time { return now }
+	client.Time, server.Time = clock, clock
+	recordedSession(t, client, server)
+	for day := 1; day <= 8; day++ {
+		now = now.Add(24 * time.Hour)
+		_, cs := recordedSession(t, client, server)
+		if want := day < 7; cs.DidResume != want {
+			t.Fatalf("day %d: DidResume = %v, want %v", day, cs.DidResume, want)
+		}
+		if !cs.DidResume {
+			return
+		}
+	}
+}
+
+// countingCache reports whether the last Take found a session.
+type countingCache struct {
+	ClientSessionCache
+	mu    sync.Mutex
+	found bool
+}
+
+func (c *countingCache) Take(key string) (*ClientSession, bool) {
+	s, ok := c.ClientSessionCache.Take(key)
+	c.mu.Lock()
+	c.found = ok
+	c.mu.Unlock()
+	return s, ok
+}
+
+// Simultaneous open with tickets on one side or both: the handshake
+// completes whichever side wins the tie-break, resumed exactly when the
+// side that initiates holds a ticket of the other.
+func TestResumptionSimultaneousOpen(t *testing.T) {
+	for _, both := range []bool{false, true} {
+		t.Run(map[bool]string{false: "one side", true: "both sides"}[both], func(t *testing.T) {
+			alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+			ca, cb := &countingCache{ClientSessionCache: anyKeyCache{NewLRUClientSessionCache(0)}}, &countingCache{ClientSessionCache: anyKeyCache{NewLRUClientSessionCache(0)}}
+			cfgA := &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: ca}
+			cfgB := &Config{Identity: bob, Verify: pin(alice.PublicKey())}
+			if both {
+				cfgB.ClientSessionCache = cb
+			}
+			resumed := 0
+			for i := range 12 {
+				// Top up the tickets: Alice (and Bob) as clients.
+				eachPipe := func(client, server *Config) {
+					a, b := net.Pipe()
+					if _, _, cerr, serr := pairSession(t, a, b, client, server); cerr != nil || serr != nil {
+						t.Fatal(cerr, serr)
+					}
+				}
+				eachPipe(cfgA, cfgB)
+				if both {
+					eachPipe(cfgB, cfgA)
+				}
+				a, b := net.Pipe()
+				x, y := NewConn(a, cfgA), NewConn(b, cfgB)
+				other := run(y.Handshake)
+				if err := x.Handshake(); err != nil {
+					t.Fatal(i, err)
+				}
+				if err := wait(t, other); err != nil {
+					t.Fatal(i, err)
+				}
+				xs, ys := x.ConnectionState(), y.ConnectionState()
+				if xs.DidResume != ys.DidResume || xs.Initiator == ys.Initiator {
+					t.Fatalf("sides disagree: %+v / %+v", xs, ys)
+				}
+				initiatorHadTicket := (xs.Initiator && ca.found) || (ys.Initiator && both && cb.found)
+				if xs.DidResume != initiatorHadTicket {
+					t.Fatalf("round %d: DidResume = %v, but the initiator had a ticket: %v", i, xs.DidResume, initiatorHadTicket)
+				}
+				if xs.DidResume {
+					resumed++
+				}
+				echoOnce(t, x, y)
+				closeBoth(x, y)
+			}
+			if resumed == 0 {
+				t.Fatal("no round was resumed")
+			}
+		})
+	}
+}
+
+// Resumption through Listen and Dial, with fallback through the listener's
+// admission (which gives the fallback's full handshake a CPU turn of its
+// own).
+func TestResumptionListener(t *testing.T) {
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	client := &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: NewLRUClientSessionCache(0)}
+	server := &Config{Identity: bob, Verify: pin(alice.PublicKey())}
+	ln, err := Listen("tcp", "127.0.0.1:0", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				c.Close()
+			}()
+		}
+	}()
+	for i, want := range []bool{false, true, true, false, true} {
+		if i == 3 {
+			server.SetSessionTicketKeys([][32]byte{{7}}) // the fallback
+		}
+		c, err := Dial(context.Background(), "tcp", ln.Addr().String(), client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.ConnectionState().DidResume; got != want {
+			t.Fatalf("dial %d: DidResume = %v, want %v", i, got, want)
+		}
+		c.Close()
+	}
+}
+
+// A ticket given to another identity of the same client is not used.
+func TestTicketOfAnotherLocalIdentity(t *testing.T) {
+	client, server := ticketConfigs(t)
+	server.Verify = nil
+	recordedSession(t, client, server)
+	other := &Config{Identity: testIdentity(t, 5), Verify: client.Verify, ClientSessionCache: client.ClientSessionCache}
+	if sent, cs := recordedSession(t, other, server); cs.DidResume || sent[7] != 0 {
+		t.Fatal("a ticket of another identity was offered")
+	}
+}
+
+// A responder sends a ticket only to an initiator that asked for one; an
+// initiator that did not ask refuses one.
+func TestUnaskedTicket(t *testing.T) {
+	client, server := ticketConfigs(t)
+	client.ClientSessionCache = nil
+	a, b := tcpPair(t)
+	x, y := Client(a, client), Server(b, server)
+	other := run(y.Handshake)
+	if err := x.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, other); err != nil {
+		t.Fatal(err)
+	}
+	// Make the responder send one anyway, as a broken peer would.
+	y.out.Lock()
+	y.out.ticket = (&wire.TicketRecord{Lifetime: 60, Ticket: []byte{1}}).Marshal(nil)
+	y.out.Unlock()
+	go y.Write([]byte("x"))
+	_, err := x.Read(make([]byte, 1))
+	if err == nil || !strings.Contains(err.Error(), "ticket") {
+		t.Fatalf("read %v, want a refused ticket", err)
+	}
+	x.Close()
+	y.Close()
+}
+
+func TestLRUClientSessionCache(t *testing.T) {
+	c := NewLRUClientSessionCache(2)
+	s := func(n byte) *ClientSession { return &ClientSession{ticket: []byte{n}} }
+	for n := range byte(6) {
+		c.Put("a", s(n))
+	}
+	c.Put("b", s(10))
+	c.Put("c", s(20)) // "a" is the least recently used: dropped
+	if _, ok := c.Take("a"); ok {
+		t.Fatal("the least recently used key was kept")
+	}
+	c.Put("b", s(11))
+	for _, want := range []byte{11, 10} { // newest first
+		got, ok := c.Take("b")
+		if !ok || got.ticket[0] != want {
+			t.Fatalf("Take = %v, %v; want ticket %d", got, ok, want)
+		}
+	}
+	if _, ok := c.Take("b"); ok {
+		t.Fatal("a session was returned twice")
+	}
+	for range sessionsPerKey + 2 {
+		c.Put("d", s(1))
+	}
+	n := 0
+	for {
+		if _, ok := c.Take("d"); !ok {
+			break
+		}
+		n++
+	}
+	if n != sessionsPerKey {
+		t.Fatalf("%d sessions kept for one key, want %d", n, sessionsPerKey)
+	}
+}
+
+// fuzzTicketKey is the key FuzzOpenTicket's seeds are sealed with.
+func fuzzTicketKey(t testing.TB) ticketKey {
+	k, err := newTicketKey([32]byte{0xf0}, time.Unix(1_800_000_000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// ticketSeeds are real tickets and session states, for the fuzzers' seed
+// corpora.
+func ticketSeeds(t testing.TB) (tickets, states map[string][]byte) {
+	st := &sessionState{
+		authTime:    time.Unix(1_800_000_000, 0),
+		expires:     time.Unix(1_800_000_000+7*24*3600, 0),
+		postQuantum: true,
+		responder:   testIdentity(t, 2).PublicKey(),
+		initiator:   testIdentity(t, 1).PublicKey(),
+		secret:      [32]byte{1, 2, 3},
+	}
+	classical := *st
+	classical.postQuantum = false
+	k := fuzzTicketKey(t)
+	tickets, states = map[string][]byte{}, map[string][]byte{}
+	for name, s := range map[string]*sessionState{"hybrid": st, "classical": &classical} {
+		tk, err := sealTicket(k, s, bytes.NewReader(make([]byte, ticketNonceSize)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tickets[name], states[name] = tk, s.marshal()
+	}
+	return tickets, states
+}
+
+func FuzzOpenTicket(f *testing.F) {
+	fzRequireSeeds(f)
+	k := fuzzTicketKey(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := openTicket([]ticketKey{k}, b)
+		if err != nil {
+			return
+		}
+		if again, err := parseSessionState(st.marshal()); err != nil || *again != *st {
+			t.Fatalf("an opened ticket's state does not survive marshal and parse: %v", err)
+		}
+	})
+}
+
+func FuzzParseSessionState(f *testing.F) {
+	fzRequireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := parseSessionState(b)
+		if err != nil {
+			return
+		}
+		if enc := st.marshal(); !bytes.Equal(enc, b) {
+			t.Fatalf("parseSessionState(%x) marshals to %x", b, enc)
+		}
+	})
+}
+
+// TestTicketFuzzSeeds writes the ticket fuzzers' seed corpora with
+// -update-fuzz, and otherwise checks them, as TestFuzzSeeds does.
+func TestTicketFuzzSeeds(t *testing.T) {
+	tickets, states := ticketSeeds(t)
+	k := fuzzTicketKey(t)
+	for name, tk := range tickets {
+		if _, err := openTicket([]ticketKey{k}, tk); err != nil {
+			t.Fatalf("seed ticket %s does not open: %v", name, err)
+		}
+	}
+	for target, seeds := range map[string]map[string][]byte{"FuzzOpenTicket": tickets, "FuzzParseSessionState": states} {
+		dir := filepath.Join("testdata", "fuzz", target)
+		for name, data := range seeds {
+			path := filepath.Join(dir, name)
+			file := fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", data)
+			if *updateFuzzSeeds {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, file, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, file) {
+				t.Errorf("%s is missing or stale (go test -run TestTicketFuzzSeeds -update-fuzz rewrites it)", path)
+			}
+		}
 	}
 }

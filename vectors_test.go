@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite the known-answer vectors in testdata/vectors")
@@ -58,7 +59,28 @@ type vector struct {
 	responderRandUsed  int
 	initiatorPublicKey string
 	responderPublicKey string
+
+	// Resumption vectors: a full session in which the initiator asks for
+	// a ticket, then a second session (the fields above) in which it
+	// offers it. resume says what the responder does with it.
+	resume          string // "resumed", or the reason it falls back
+	ticketKey       [32]byte
+	firstInitiator  []byte // what each side sent in the first session
+	firstResponder  []byte
+	didResume       bool
+	secondResponder []byte // seed of the responder's identity in the second session, if another
 }
+
+// Vector clocks: the first session's time, and how far a responder's clock
+// runs ahead in the "expired" fallback.
+var vectorTime = time.Unix(1_800_000_000, 0)
+
+// anyKeyCache is a ClientSessionCache that ignores keys, since each vector
+// session runs over a new TCP connection with its own address.
+type anyKeyCache struct{ ClientSessionCache }
+
+func (c anyKeyCache) Take(string) (*ClientSession, bool) { return c.ClientSessionCache.Take("") }
+func (c anyKeyCache) Put(_ string, s *ClientSession)     { c.ClientSessionCache.Put("", s) }
 
 // stream returns n deterministic bytes named by label, for vector inputs.
 func stream(label string, n int) []byte {
@@ -125,7 +147,30 @@ func vectorInputs() []*vector {
 	v10.initiatorCiphers = []Cipher{AES256GCM, ChaCha20Poly1305, AES128GCM}
 	v10.responderCiphers = []Cipher{AES256GCM, ChaCha20Poly1305, AES128GCM}
 	v10.skipRecords = 1<<20 - 1
-	return []*vector{v1, v2, v3, v4, v5, v6, v7, v8, v9, v10}
+	vs := []*vector{v1, v2, v3, v4, v5, v6, v7, v8, v9, v10}
+	resumption := func(name, resume, desc string) *vector {
+		v := base(name, desc)
+		v.initiatorCiphers = []Cipher{AES256GCM, ChaCha20Poly1305}
+		v.responderCiphers = []Cipher{AES256GCM, ChaCha20Poly1305}
+		v.resume = resume
+		v.initiatorRand = stream("initiator rand", 512)
+		v.responderRand = stream("responder rand", 512)
+		copy(v.ticketKey[:], stream("ticket key", 32))
+		return v
+	}
+	r1 := resumption("resumption", "resumed",
+		"a full session in which the initiator asks for a ticket (0xff01 last in its cipher list) and the responder gives one, then a resumed session with it, which gives a ticket again")
+	r2 := resumption("resumption_fallback_unknown_key", "unknown_key",
+		"the responder's ticket keys were replaced between the sessions: it answers the resumption with 0x0005 and a full handshake follows in the same connection")
+	r3 := resumption("resumption_fallback_expired", "expired",
+		"the responder's clock has passed the ticket's expiry (8 days later): full handshake after 0x0005")
+	r4 := resumption("resumption_fallback_other_identity", "other_identity",
+		"another responder identity with the same ticket keys answers at the address: it does not honour a ticket issued by another identity, full handshake after 0x0005")
+	r4.secondResponder = stream("other responder identity", 32)
+	r5 := resumption("resumption_fallback_classical_ticket", "classical_ticket",
+		"the initiator sets DisablePostQuantum, so the first session and its ticket are classical; the responder, which had DisablePostQuantum too, now wants the hybrid and does not honour a classical ticket: full handshake after 0x0005 (classical, as the initiator opts out)")
+	r5.initiatorNoPQ = true
+	return append(vs, r1, r2, r3, r4, r5)
 }
 
 // countingReader yields b and counts what was read; reading past the end
@@ -147,8 +192,6 @@ func (r *countingReader) Read(p []byte) (int, error) {
 // runVector runs the session and fills in the outputs.
 func runVector(t *testing.T, v *vector) {
 	t.Helper()
-	a, b := tcpPair(t)
-	ra, rb := &recorder{Conn: a}, &recorder{Conn: b}
 	ia, err := NewIdentity(ed25519.NewKeyFromSeed(v.initiatorSeed))
 	if err != nil {
 		t.Fatal(err)
@@ -166,6 +209,39 @@ func runVector(t *testing.T, v *vector) {
 	}
 	cfgA := &Config{Identity: ia, Rand: randA, Ciphers: v.initiatorCiphers, DisablePostQuantum: v.initiatorNoPQ, NextProtos: v.initiatorProtos, Verify: verify(v.initiatorRejects)}
 	cfgB := &Config{Identity: ib, Rand: randB, Ciphers: v.responderCiphers, DisablePostQuantum: v.responderNoPQ, NextProtos: v.responderProtos, Verify: verify(v.responderRejects)}
+	if v.resume != "" {
+		cfgA.ClientSessionCache = anyKeyCache{NewLRUClientSessionCache(1)}
+		cfgA.Time = func() time.Time { return vectorTime }
+		cfgB.Time = cfgA.Time
+		cfgB.SetSessionTicketKeys([][32]byte{v.ticketKey})
+		cfgB.DisablePostQuantum = v.resume == "classical_ticket"
+		v.firstInitiator, v.firstResponder = runVectorSession(t, v, cfgA, cfgB)
+		switch v.resume {
+		case "unknown_key":
+			cfgB.SetSessionTicketKeys([][32]byte{{1}})
+		case "expired":
+			cfgB.Time = func() time.Time { return vectorTime.Add(8 * 24 * time.Hour) }
+		case "other_identity":
+			ib2, err := NewIdentity(ed25519.NewKeyFromSeed(v.secondResponder))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfgB.Identity = ib2
+		case "classical_ticket":
+			cfgB.DisablePostQuantum = false
+		}
+	}
+	v.initiatorSent, v.responderSent = runVectorSession(t, v, cfgA, cfgB)
+	v.initiatorRandUsed, v.responderRandUsed = randA.n, randB.n
+	v.initiatorPublicKey, v.responderPublicKey = ia.PublicKey().String(), ib.PublicKey().String()
+}
+
+// runVectorSession runs one session of v between the two configs and
+// returns what each side sent.
+func runVectorSession(t *testing.T, v *vector, cfgA, cfgB *Config) (initiatorSent, responderSent []byte) {
+	t.Helper()
+	a, b := tcpPair(t)
+	ra, rb := &recorder{Conn: a}, &recorder{Conn: b}
 	if v.initiatorCipherIDs != nil {
 		testingOnlyCipherList = func(c *Config, ids []uint16) []uint16 {
 			if c == cfgA {
@@ -243,12 +319,10 @@ func runVector(t *testing.T, v *vector) {
 			t.Fatal("the two sides disagree")
 		}
 		v.cipher, v.postQuantum, v.channelBinding = st.Cipher, st.PostQuantum, st.ChannelBinding
-		v.protocol = st.NegotiatedProtocol
+		v.protocol, v.didResume = st.NegotiatedProtocol, st.DidResume
 		v.initiatorOutcome, v.responderOutcome = "complete", "complete"
 	}
-	v.initiatorSent, v.responderSent = rb.bytes(), ra.bytes()
-	v.initiatorRandUsed, v.responderRandUsed = randA.n, randB.n
-	v.initiatorPublicKey, v.responderPublicKey = ia.PublicKey().String(), ib.PublicKey().String()
+	return rb.bytes(), ra.bytes()
 }
 
 func (v *vector) marshal() []byte {
@@ -288,6 +362,17 @@ func (v *vector) marshal() []byte {
 	}
 	kv("initiator_next_protos", strings.Join(v.initiatorProtos, ","))
 	kv("responder_next_protos", strings.Join(v.responderProtos, ","))
+	if v.resume != "" {
+		kv("resumption", v.resume)
+		kv("time", vectorTime.Unix())
+		kv("ticket_key", hex.EncodeToString(v.ticketKey[:]))
+		if v.secondResponder != nil {
+			kv("second_responder_identity_seed", hex.EncodeToString(v.secondResponder))
+		}
+		kv("first_initiator_sent", hex.EncodeToString(v.firstInitiator))
+		kv("first_responder_sent", hex.EncodeToString(v.firstResponder))
+		kv("did_resume", v.didResume)
+	}
 	kv("initiator_rand", hex.EncodeToString(v.initiatorRand))
 	kv("responder_rand", hex.EncodeToString(v.responderRand))
 	kv("initiator_rand_used", v.initiatorRandUsed)
@@ -387,6 +472,10 @@ func TestVectorStructure(t *testing.T) {
 	for _, path := range files {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			m := parseVectorFile(t, path)
+			if m["resumption"] != "" {
+				checkResumptionStructure(t, m)
+				return
+			}
 			pq, _ := strconv.ParseBool(m["post_quantum"])
 			for _, side := range []string{"initiator", "responder"} {
 				sent, err := hex.DecodeString(m[side+"_sent"])
@@ -450,6 +539,74 @@ func TestVectorStructure(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkResumptionStructure checks a resumption vector against PROTOCOL.md,
+// "Session resumption": the ticket record closing the first session, and
+// the second session's messages, resumed or fallen back.
+func checkResumptionStructure(t *testing.T, m map[string]string) {
+	hexField := func(k string) []byte {
+		b, err := hex.DecodeString(m[k])
+		if err != nil {
+			t.Fatal(k, err)
+		}
+		return b
+	}
+	// frames splits the handshake frames after the hello: a zero length
+	// is a 3-byte control (abort or 0x0005), then records.
+	split := func(b []byte, frames int) (hello []byte, hs [][]byte, records []byte, recordLens []int) {
+		hello, b = b[:8], b[8:]
+		for range frames {
+			n := int(b[0])<<8 | int(b[1])
+			if n == 0 {
+				hs, b = append(hs, b[:3]), b[3:]
+				continue
+			}
+			hs, b = append(hs, b[2:2+n]), b[2+n:]
+		}
+		for len(b) > 0 {
+			n := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+			records, recordLens = append(records, b[0]), append(recordLens, n)
+			b = b[4+n:]
+		}
+		return hello, hs, records, recordLens
+	}
+	const ticketLen = 8 + 24 + 114 + 16 // key name, nonce, sealed state, tag
+	// The first session: a full one, whose responder sends a ticket first.
+	if _, _, recs, lens := split(hexField("first_responder_sent"), 1); !bytes.Equal(recs, []byte{4, 1, 2}) || lens[0] != 4+ticketLen+16 {
+		t.Errorf("first session: responder records %v (lengths %v), want a %d-byte ticket record, data, end", recs, lens, 4+ticketLen+16)
+	}
+	resumed := m["did_resume"] == "true"
+	iFrames, rFrames := 3, 2 // resumption message 1, full message 1, message 3; 0x0005, message 2
+	if resumed {
+		iFrames, rFrames = 2, 1 // resumption message 1, finished; message 2
+	}
+	hello, hs, recs, _ := split(hexField("initiator_sent"), iFrames)
+	if hello[7] != 0x01 {
+		t.Errorf("initiator hello %x lacks the resume flag", hello)
+	}
+	if n := int(hs[0][0])<<8 | int(hs[0][1]); n != ticketLen || len(hs[0]) != 2+ticketLen+32+16+1+2*2+1 {
+		t.Errorf("resumption message 1: ticket %d bytes, message %d bytes", n, len(hs[0]))
+	}
+	if resumed && len(hs[1]) != 32 {
+		t.Errorf("finished is %d bytes", len(hs[1]))
+	}
+	if !bytes.Equal(recs, []byte{1, 2}) {
+		t.Errorf("initiator records %v", recs)
+	}
+	hello, hs, recs, _ = split(hexField("responder_sent"), rFrames)
+	if hello[7] != 0 {
+		t.Errorf("responder hello %x has flags", hello)
+	}
+	if !resumed && !bytes.Equal(hs[0], []byte{0, 0, 5}) {
+		t.Errorf("responder's answer %x, want 000005", hs[0])
+	}
+	if resumed && len(hs[0]) != 32+8+1+2*2+1+16 {
+		t.Errorf("resumption message 2 is %d bytes", len(hs[0]))
+	}
+	if !bytes.Equal(recs, []byte{4, 1, 2}) {
+		t.Errorf("responder records %v, want ticket, data, end", recs)
 	}
 }
 

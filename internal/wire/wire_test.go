@@ -585,7 +585,7 @@ func FuzzParseRecordHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if typ < RecordData || typ > RecordAlert || length < TagSize || length > MaxRecordLength {
+		if typ < RecordData || typ > RecordTicket || length < TagSize || length > MaxRecordLength {
 			t.Fatalf("ParseRecordHeader(%x) accepted type %d, length %d", b, typ, length)
 		}
 		enc := make([]byte, RecordHeaderSize)
@@ -594,6 +594,66 @@ func FuzzParseRecordHeader(f *testing.F) {
 			t.Fatalf("ParseRecordHeader(%x) = %d, %d, which marshals to %x", b, typ, length, enc)
 		}
 		checkPrefixes(t, b, func(b []byte) bool { _, _, err := ParseRecordHeader(b); return err == nil })
+	})
+}
+
+func FuzzParseResumeMessage1(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseResumeMessage1(b)
+		if err != nil {
+			return
+		}
+		if len(m.Ticket) == 0 || len(m.Ticket) > MaxTicket || len(m.Noise) < 32+TagSize {
+			t.Fatalf("ParseResumeMessage1 accepted a %d-byte ticket and a %d-byte Noise message", len(m.Ticket), len(m.Noise))
+		}
+		if enc := m.Marshal(nil); !bytes.Equal(enc, b) {
+			t.Fatalf("ParseResumeMessage1(%x) marshals to %x", b, enc)
+		}
+	})
+}
+
+func FuzzParseResumeInitPayload(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseResumeInitPayload(b)
+		if err != nil {
+			return
+		}
+		if enc := p.Marshal(nil); !bytes.Equal(enc, b) {
+			t.Fatalf("ParseResumeInitPayload(%x) marshals to %x", b, enc)
+		}
+		checkPrefixes(t, b, func(b []byte) bool { _, err := ParseResumeInitPayload(b); return err == nil })
+	})
+}
+
+func FuzzParseResumeRespPayload(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseResumeRespPayload(b)
+		if err != nil {
+			return
+		}
+		if enc := p.Marshal(nil); !bytes.Equal(enc, b) {
+			t.Fatalf("ParseResumeRespPayload(%x) marshals to %x", b, enc)
+		}
+		checkPrefixes(t, b, func(b []byte) bool { _, err := ParseResumeRespPayload(b); return err == nil })
+	})
+}
+
+func FuzzParseTicketRecord(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseTicketRecord(b)
+		if err != nil {
+			return
+		}
+		if r.Lifetime == 0 || r.Lifetime > MaxTicketLifetime || len(r.Ticket) == 0 || len(r.Ticket) > MaxTicket {
+			t.Fatalf("ParseTicketRecord accepted lifetime %d, a %d-byte ticket", r.Lifetime, len(r.Ticket))
+		}
+		if enc := r.Marshal(nil); !bytes.Equal(enc, b) {
+			t.Fatalf("ParseTicketRecord(%x) marshals to %x", b, enc)
+		}
 	})
 }
 
@@ -622,6 +682,25 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			{"responder", hello(ModeResponder), true},
 			{"either", hello(ModeEither), true},
 			{"version2", []byte("speer\x02\x03\x00"), false},
+			{"resuming-initiator", func() []byte { b := Hello{Version: Version, Mode: ModeInitiator, Resume: true}.Marshal(); return b[:] }(), true},
+		},
+		"FuzzParseResumeMessage1": {
+			{"real-size", (&ResumeMessage1{Ticket: bytes.Repeat([]byte{0x5a}, 162), Noise: bytes.Repeat([]byte{0xa5}, 32+6+TagSize)}).Marshal(nil), true},
+			{"max-ticket", (&ResumeMessage1{Ticket: bytes.Repeat([]byte{1}, MaxTicket), Noise: bytes.Repeat([]byte{2}, 32+TagSize)}).Marshal(nil), true},
+			{"no-noise", (&ResumeMessage1{Ticket: []byte{1}}).Marshal(nil), false},
+		},
+		"FuzzParseResumeInitPayload": {
+			{"defaults", (&ResumeInitPayload{Ciphers: []uint16{2, 3, 1}}).Marshal(nil), true},
+			{"protocols", (&ResumeInitPayload{Ciphers: []uint16{3}, Protocols: []string{"securepeer-tunnel/1"}}).Marshal(nil), true},
+		},
+		"FuzzParseResumeRespPayload": {
+			{"defaults", (&ResumeRespPayload{Hello: [HelloSize]byte(hello(ModeResponder)), Ciphers: []uint16{2, 3, 1}}).Marshal(nil), true},
+			{"protocols", (&ResumeRespPayload{Hello: [HelloSize]byte(hello(ModeEither)), Ciphers: []uint16{2}, Protocols: []string{"h2", "http/1.1"}}).Marshal(nil), true},
+		},
+		"FuzzParseTicketRecord": {
+			{"real-size", (&TicketRecord{Lifetime: MaxTicketLifetime, Ticket: bytes.Repeat([]byte{7}, 162)}).Marshal(nil), true},
+			{"one-second", (&TicketRecord{Lifetime: 1, Ticket: []byte{1}}).Marshal(nil), true},
+			{"too-long", (&TicketRecord{Lifetime: MaxTicketLifetime + 1, Ticket: []byte{1}}).Marshal(nil), false},
 		},
 		"FuzzParseInitPayload": {
 			{"classic-default-ciphers", (&InitPayload{Ciphers: []uint16{2, 3, 1}}).Marshal(nil), true},
@@ -642,15 +721,20 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			{"data-max", hdr(RecordData, MaxRecordLength), true},
 			{"end", hdr(RecordEnd, TagSize), true},
 			{"alert", hdr(RecordAlert, TagSize+1), true},
+			{"ticket", hdr(RecordTicket, TagSize+4+162), true},
 			{"data-16MiB", hdr(RecordData, 1<<24-1), false},
 		},
 	}
 	parsers := map[string]func([]byte) error{
-		"FuzzParseHello":        func(b []byte) error { _, err := ParseHello(b); return err },
-		"FuzzParseInitPayload":  func(b []byte) error { _, err := ParseInitPayload(b); return err },
-		"FuzzParseRespPayload":  func(b []byte) error { _, err := ParseRespPayload(b); return err },
-		"FuzzParseFinalPayload": func(b []byte) error { _, err := ParseFinalPayload(b); return err },
-		"FuzzParseRecordHeader": func(b []byte) error { _, _, err := ParseRecordHeader(b); return err },
+		"FuzzParseHello":             func(b []byte) error { _, err := ParseHello(b); return err },
+		"FuzzParseInitPayload":       func(b []byte) error { _, err := ParseInitPayload(b); return err },
+		"FuzzParseRespPayload":       func(b []byte) error { _, err := ParseRespPayload(b); return err },
+		"FuzzParseFinalPayload":      func(b []byte) error { _, err := ParseFinalPayload(b); return err },
+		"FuzzParseRecordHeader":      func(b []byte) error { _, _, err := ParseRecordHeader(b); return err },
+		"FuzzParseResumeMessage1":    func(b []byte) error { _, err := ParseResumeMessage1(b); return err },
+		"FuzzParseResumeInitPayload": func(b []byte) error { _, err := ParseResumeInitPayload(b); return err },
+		"FuzzParseResumeRespPayload": func(b []byte) error { _, err := ParseResumeRespPayload(b); return err },
+		"FuzzParseTicketRecord":      func(b []byte) error { _, err := ParseTicketRecord(b); return err },
 	}
 	for target, seeds := range corpora {
 		t.Run(target, func(t *testing.T) {
