@@ -4,7 +4,7 @@ import (
 	"context"
 	"io"
 	"runtime"
-	"syscall"
+	"slices"
 	"testing"
 	"time"
 
@@ -169,13 +169,114 @@ func BenchmarkStream(b *testing.B) {
 	}
 }
 
-// processCPU returns the user and system CPU time this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+// BenchmarkStreamInterleaved measures the three transports in turn under
+// the same conditions, for machines whose load changes from second to
+// second (loopback throughput on a shared VM varies by more than 20% from
+// one run to the next). Each of its b.N rounds sends 32 MiB through one
+// yamux stream of each transport, in an order that rotates from round to
+// round, and times each until the receiver has every byte. It reports,
+// per transport, the median over the rounds of the throughput (MB/s) and
+// of the CPU time of both ends per byte (cpu-ns/B), and the median of the
+// per-round ratios of Noise's CPU per byte and time to securepeer's
+// (noise/securepeer-cpu, noise/securepeer-time: above 1 means securepeer is
+// cheaper, or faster). Run it with -benchtime Nx, N the number of rounds.
+func BenchmarkStreamInterleaved(b *testing.B) {
+	const slice = 32 << 20
+	type sender struct {
+		st   io.Writer
+		done chan error
+	}
+	senders := make([]sender, len(securities))
+	for i := range securities {
+		p := newBenchPair(b, i)
+		c := p.dial(b)
+		b.Cleanup(func() { c.Close() })
+		sc := <-p.accepted
+		b.Cleanup(func() { sc.Close() })
+		st, err := c.OpenStream(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := st.Write([]byte{0}); err != nil { // so that the peer accepts the stream
+			b.Fatal(err)
+		}
+		rs, err := sc.AcceptStream()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(rs, make([]byte, 1)); err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan error)
+		go func() {
+			// Read each slice to its end, then tell the sender.
+			for {
+				_, err := io.CopyN(io.Discard, rs, slice)
+				done <- err
+				if err != nil {
+					return
+				}
+			}
+		}()
+		senders[i] = sender{st, done}
+	}
+	buf := make([]byte, 64<<10)
+	wall := make([][]float64, len(securities)) // seconds per slice
+	cpu := make([][]float64, len(securities))  // CPU seconds per slice
+	b.ResetTimer()
+	for round := range b.N {
+		for k := range securities {
+			i := (round + k) % len(securities)
+			s := senders[i]
+			start, cpu0 := time.Now(), processCPU()
+			for range slice / len(buf) {
+				if _, err := s.st.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := <-s.done; err != nil {
+				b.Fatal(err)
+			}
+			wall[i] = append(wall[i], time.Since(start).Seconds())
+			cpu[i] = append(cpu[i], (processCPU() - cpu0).Seconds())
+		}
+	}
+	b.StopTimer()
+	const sp, noise = 0, 1
+	if securities[sp].name != "securepeer" || securities[noise].name != "noise" {
+		b.Fatal("securities are not in the order securepeer, noise")
+	}
+	for i, s := range securities {
+		mbps := make([]float64, len(wall[i]))
+		perByte := make([]float64, len(cpu[i]))
+		for r := range wall[i] {
+			mbps[r] = slice / wall[i][r] / 1e6
+			perByte[r] = cpu[i][r] / slice * 1e9
+		}
+		b.ReportMetric(median(mbps), s.name+"-MB/s")
+		b.ReportMetric(median(perByte), s.name+"-cpu-ns/B")
+	}
+	cpuRatio := make([]float64, b.N)
+	timeRatio := make([]float64, b.N)
+	for r := range b.N {
+		cpuRatio[r] = cpu[noise][r] / cpu[sp][r]
+		timeRatio[r] = wall[noise][r] / wall[sp][r]
+	}
+	b.ReportMetric(median(cpuRatio), "noise/securepeer-cpu")
+	b.ReportMetric(median(timeRatio), "noise/securepeer-time")
+	b.ReportMetric(0, "ns/op")
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
 		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
 }
 
 // BenchmarkIdleConn reports the heap held per idle connection, both ends
