@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/crypto/pb"
@@ -105,8 +106,9 @@ func (t *Transport) ID() protocol.ID { return t.protocolID }
 // SecureInbound runs the handshake as responder on insecure. If p is not
 // empty, an initiator whose peer ID is not p is refused with an error
 // wrapping [sec.ErrPeerIDMismatch]; if p is empty, any peer but this host
-// itself is accepted. ctx bounds the handshake. On failure insecure is
-// closed.
+// itself is accepted. ctx bounds the handshake: its deadline, however far,
+// and its cancellation; without a deadline, securepeer's default limit of
+// 30 seconds applies. On failure insecure is closed.
 func (t *Transport) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
 	return t.secure(ctx, insecure, p, false)
 }
@@ -115,7 +117,8 @@ func (t *Transport) SecureInbound(ctx context.Context, insecure net.Conn, p peer
 // only a responder whose peer ID is p. The check runs in securepeer's
 // Verify, before this host's identity is sent, so a wrong peer never learns
 // who dialed it; the error then wraps [sec.ErrPeerIDMismatch]. ctx bounds
-// the handshake. On failure insecure is closed.
+// the handshake, as for [Transport.SecureInbound]. On failure insecure is
+// closed.
 func (t *Transport) SecureOutbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
 	if p == "" {
 		insecure.Close()
@@ -127,8 +130,9 @@ func (t *Transport) SecureOutbound(ctx context.Context, insecure net.Conn, p pee
 func (t *Transport) secure(ctx context.Context, insecure net.Conn, p peer.ID, initiator bool) (sec.SecureConn, error) {
 	c := &Conn{localID: t.localID}
 	cfg := &securepeer.Config{
-		Identity:   t.identity,
-		NextProtos: t.muxers,
+		Identity:         t.identity,
+		NextProtos:       t.muxers,
+		HandshakeTimeout: handshakeTimeout(ctx),
 		Verify: func(_ context.Context, remote securepeer.PublicKey) error {
 			pub, err := crypto.UnmarshalEd25519PublicKey(remote.Ed25519())
 			if err != nil {
@@ -168,4 +172,16 @@ func (t *Transport) secure(ctx context.Context, insecure net.Conn, p peer.ID, in
 		UsedEarlyMuxerNegotiation: st.NegotiatedProtocol != "",
 	}
 	return c, nil
+}
+
+// handshakeTimeout returns the securepeer handshake limit for a handshake
+// bounded by ctx: past ctx's deadline, so that ctx alone decides even when
+// it allows more than securepeer's default, or zero (the default) if ctx
+// has no deadline.
+func handshakeTimeout(ctx context.Context) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	return max(time.Until(dl), 0) + time.Second
 }

@@ -403,3 +403,22 @@ func TestWrongPeerLearnsNothing(t *testing.T) {
 	default:
 	}
 }
+
+// ctx's deadline bounds the handshake even when it is further away than
+// securepeer's default limit of 30 seconds; without one, that default
+// applies.
+func TestHandshakeTimeoutFromContext(t *testing.T) {
+	if d := handshakeTimeout(context.Background()); d != 0 {
+		t.Errorf("no deadline: HandshakeTimeout %v, want 0 (securepeer's default)", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if d := handshakeTimeout(ctx); d < 2*time.Minute-time.Second {
+		t.Errorf("a 2-minute deadline: HandshakeTimeout %v, which would end the handshake first", d)
+	}
+	ctx, cancel = context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if d := handshakeTimeout(ctx); d <= 0 {
+		t.Errorf("a past deadline: HandshakeTimeout %v, want a positive limit, not the default", d)
+	}
+}
