@@ -505,6 +505,253 @@ func benchHandshake(b *testing.B, kind string) {
 	recordResult(b, "handshake/"+kind, rate)
 }
 
+// The rows of BenchmarkResumption.
+const (
+	resTCP          = kindTCP                    // the TCP connection and the byte alone
+	resTLSFull      = "tls-full"                 // kindTLS: no session cache
+	resTLSResumed   = "tls-resumed"              // kindTLS with a ClientSessionCache: every connection resumes
+	resSPFirst      = "securepeer-first-contact" // kindSP, and neither side has seen the other's identity proof
+	resSPFull       = "securepeer-full"          // kindSP: no session cache, as BenchmarkHandshake
+	resSPFullAsking = "securepeer-full-asking"   // the client asks for tickets, the server has them disabled
+	resSPFullTicket = "securepeer-full-ticket"   // the server gives a ticket every time; the client never offers one
+	resSPResumed    = "securepeer-resumed"       // a ClientSessionCache: every connection resumes
+)
+
+// BenchmarkResumption measures session resumption (issue 12) against full
+// handshakes, one connection at a time, each a new TCP connection: dial,
+// both sides' handshakes (the server's in an accepting goroutine), the
+// server writes one byte and the client reads it, close. The byte is what
+// makes resumption work from one connection to the next: securepeer and
+// crypto/tls 1.3 both send the session ticket after the handshake, and the
+// client takes it when it reads. Every row pays for that byte, so the rows
+// compare; the tcp row is that byte on a bare TCP connection.
+//
+// The "-resumed" rows check ConnectionState().DidResume on every measured
+// connection (after two connections of warm-up, the first of which is a
+// full handshake that gets the first ticket). Besides handshakes/s, each
+// row reports cpu-us/op: the process's user and system CPU time
+// (getrusage) per connection, both ends and the kernel's TCP work
+// included, which on a machine whose two cores run both ends is a fairer
+// measure of cost than the wall clock. The "-cpu" ratios compare
+// connections per CPU second.
+//
+// On crypto/tls resumption with mutual authentication: the server keeps
+// the client's certificate in the ticket and requires it on resumption
+// (RequireAnyClientCert), and both sides still call VerifyConnection, with
+// the peer certificates from the session, so the pins are checked on every
+// resumed connection, as securepeer calls Verify. No certificate is sent
+// or signature made.
+func BenchmarkResumption(b *testing.B) {
+	for _, kind := range []string{resTCP, resTLSFull, resTLSResumed, resSPFirst, resSPFull, resSPFullAsking, resSPFullTicket, resSPResumed} {
+		b.Run(kind, func(b *testing.B) { benchResumption(b, kind) })
+	}
+	var pairs [][2]string
+	for _, p := range [][2]string{
+		{resSPResumed, resTLSFull},    // issue 12's target: ≥ 2.5
+		{resSPResumed, resTLSResumed}, // issue 12's target: ≥ 1.5
+		{resTLSResumed, resTLSFull},
+		{resSPResumed, resSPFull},
+		{resSPFull, resTLSFull},
+		{resSPFirst, resTLSFull},
+		{resSPFullAsking, resSPFull},
+		{resSPFullTicket, resSPFull},
+	} {
+		pairs = append(pairs, [2]string{"resumption/" + p[0], "resumption/" + p[1]})
+	}
+	pairs = append(pairs,
+		[2]string{"resumption/" + resSPResumed + "-cpu", "resumption/" + resTLSFull + "-cpu"},
+		[2]string{"resumption/" + resSPResumed + "-cpu", "resumption/" + resTLSResumed + "-cpu"},
+		[2]string{"resumption/" + resSPFull + "-cpu", "resumption/" + resTLSFull + "-cpu"})
+	reportRatios(b, pairs...)
+}
+
+// A resumeRow is one row's two sides. client completes the handshake and
+// reports whether it resumed.
+type resumeRow struct {
+	client  func(raw net.Conn) (c net.Conn, resumed bool, err error)
+	server  func(raw net.Conn) (net.Conn, error)
+	resumes bool   // every measured connection must resume
+	before  func() // if not nil, called before each connection
+}
+
+// newResumeRow returns kind's sides, with session caches and servers of
+// its own, so that nothing carries over from another row or from an
+// earlier call with a smaller b.N.
+func newResumeRow(env *benchEnv, kind string) resumeRow {
+	tlsClient := func(cfg *tls.Config) func(net.Conn) (net.Conn, bool, error) {
+		return func(raw net.Conn) (net.Conn, bool, error) {
+			c := tls.Client(raw, cfg)
+			if err := c.Handshake(); err != nil {
+				return nil, false, err
+			}
+			st := c.ConnectionState()
+			if st.Version != tls.VersionTLS13 || st.CurveID != tls.X25519MLKEM768 {
+				return nil, false, fmt.Errorf("bench: tls used version %#x, key exchange %v; want TLS 1.3 with X25519MLKEM768", st.Version, st.CurveID)
+			}
+			return c, st.DidResume, nil
+		}
+	}
+	tlsServer := func(cfg *tls.Config) func(net.Conn) (net.Conn, error) {
+		return func(raw net.Conn) (net.Conn, error) {
+			c := tls.Server(raw, cfg)
+			return c, c.Handshake()
+		}
+	}
+	spClient := func(cfg *Config) func(net.Conn) (net.Conn, bool, error) {
+		return func(raw net.Conn) (net.Conn, bool, error) {
+			c := Client(raw, cfg)
+			if err := c.Handshake(); err != nil {
+				return nil, false, err
+			}
+			st := c.ConnectionState()
+			if !st.PostQuantum {
+				return nil, false, errors.New("bench: securepeer session is not post-quantum")
+			}
+			return c, st.DidResume, nil
+		}
+	}
+	spServer := func(cfg *Config) func(net.Conn) (net.Conn, error) {
+		return func(raw net.Conn) (net.Conn, error) {
+			c := Server(raw, cfg)
+			return c, c.Handshake()
+		}
+	}
+	// Fresh Configs (not copies: a Config holds its ticket keys).
+	newSPServer := func() *Config {
+		return &Config{Identity: env.spServer.Identity, Verify: env.spServer.Verify}
+	}
+	newSPClient := func(cache ClientSessionCache) *Config {
+		return &Config{Identity: env.spClient.Identity, Verify: env.spClient.Verify, ClientSessionCache: cache}
+	}
+	switch kind {
+	case resTCP:
+		return resumeRow{
+			client: func(raw net.Conn) (net.Conn, bool, error) { return raw, false, nil },
+			server: func(raw net.Conn) (net.Conn, error) { return raw, nil },
+		}
+	case resTLSFull:
+		return resumeRow{client: tlsClient(env.tlsClient), server: tlsServer(env.tlsServer.Clone())}
+	case resTLSResumed:
+		cfg := env.tlsClient.Clone()
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(0)
+		return resumeRow{client: tlsClient(cfg), server: tlsServer(env.tlsServer.Clone()), resumes: true}
+	case resSPFirst:
+		return resumeRow{client: spClient(newSPClient(nil)), server: spServer(newSPServer()), before: forgetProofs}
+	case resSPFull:
+		return resumeRow{client: spClient(newSPClient(nil)), server: spServer(newSPServer())}
+	case resSPFullAsking:
+		srv := newSPServer()
+		srv.SessionTicketsDisabled = true
+		return resumeRow{client: spClient(newSPClient(NewLRUClientSessionCache(0))), server: spServer(srv)}
+	case resSPFullTicket:
+		return resumeRow{client: spClient(newSPClient(forgetfulCache{})), server: spServer(newSPServer())}
+	case resSPResumed:
+		return resumeRow{client: spClient(newSPClient(NewLRUClientSessionCache(0))), server: spServer(newSPServer()), resumes: true}
+	}
+	panic("bench: unknown resumption row " + kind)
+}
+
+// forgetProofs empties the identity-proof cache, so that the next
+// handshake verifies both identity proofs as on a first contact.
+func forgetProofs() {
+	proofs.mu.Lock()
+	defer proofs.mu.Unlock()
+	clear(proofs.entries)
+}
+
+// forgetfulCache is a ClientSessionCache that asks for tickets and drops
+// them: every connection is a full handshake in which the server seals a
+// ticket and the client takes it, as a first contact between two peers
+// that both have resumption on.
+type forgetfulCache struct{}
+
+func (forgetfulCache) Take(string) (*ClientSession, bool) { return nil, false }
+func (forgetfulCache) Put(_ string, s *ClientSession)     { s.erase() }
+
+func benchResumption(b *testing.B, kind string) {
+	row := newResumeRow(getBenchEnv(b), kind)
+	ln := benchListen(b)
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	results := make(chan result, 1)
+	go func() {
+		one := []byte{1}
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return // the listener was closed
+			}
+			c, err := row.server(raw)
+			if err == nil {
+				_, err = c.Write(one)
+			}
+			if err != nil {
+				raw.Close()
+			}
+			results <- result{c, err}
+		}
+	}()
+	addr := ln.Addr().String()
+	connect := func() (resumed bool, err error) {
+		if row.before != nil {
+			row.before()
+		}
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false, err
+		}
+		defer raw.Close()
+		c, resumed, err := row.client(raw)
+		if err == nil {
+			var one [1]byte
+			_, err = io.ReadFull(c, one[:])
+		}
+		if err != nil {
+			raw.Close() // unblocks the server side
+		}
+		r := <-results
+		if err != nil || r.err != nil {
+			return false, fmt.Errorf("bench: %s: client: %v, server: %v", kind, err, r.err)
+		}
+		c.Close()
+		r.c.Close()
+		return resumed, nil
+	}
+	for i := range 2 { // the first connection gets the first ticket
+		resumed, err := connect()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i == 1 && resumed != row.resumes {
+			b.Fatalf("bench: %s: DidResume = %v on the warm-up's second connection", kind, resumed)
+		}
+	}
+
+	b.ReportAllocs()
+	cpu := processCPU()
+	b.ResetTimer()
+	for i := range b.N {
+		resumed, err := connect()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resumed != row.resumes {
+			b.Fatalf("bench: %s: DidResume = %v on connection %d", kind, resumed, i)
+		}
+	}
+	b.StopTimer()
+	cpu = processCPU() - cpu
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "handshakes/s")
+	recordResult(b, "resumption/"+kind, rate)
+	if cpu > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/op")
+		recordResult(b, "resumption/"+kind+"-cpu", float64(b.N)/cpu.Seconds())
+	}
+}
+
 // BenchmarkIdleMemory measures the live heap each idle connection holds:
 // runtime.GC and HeapAlloc before and after opening b.N connection pairs,
 // divided by the 2·b.N endpoints. "B/endpoint" is right after the
