@@ -35,6 +35,18 @@
 // the connection with an error instead of delivering wrong data. PROTOCOL.md
 // in the repository specifies the protocol and argues each decision.
 //
+// # Session resumption
+//
+// A responder gives each initiator that asks a ticket, with which the
+// initiator can come back in one round trip at a fraction of a full
+// handshake's cost: set [Config.ClientSessionCache] on the initiator
+// ([NewLRUClientSessionCache]). Resumed sessions keep mutual authentication
+// (Verify runs on both sides), forward secrecy, the post-quantum protection
+// of the session they resume, identity hiding and replay protection;
+// [ConnectionState.DidResume] tells them apart. [Config.SessionTicketsDisabled]
+// turns resumption off, and [Config.SetSessionTicketKeys] shares ticket keys
+// between servers.
+//
 // # Limits
 //
 // securepeer does not hide record sizes or timing (traffic analysis), cannot
