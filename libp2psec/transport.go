@@ -133,6 +133,9 @@ func (t *Transport) secure(ctx context.Context, insecure net.Conn, p peer.ID, in
 		Identity:         t.identity,
 		NextProtos:       t.muxers,
 		HandshakeTimeout: handshakeTimeout(ctx),
+		// No resumption (PROTOCOL.md, "Session resumption"): this Config
+		// lives for one connection, so its ticket keys would too.
+		SessionTicketsDisabled: true,
 		Verify: func(_ context.Context, remote securepeer.PublicKey) error {
 			pub, err := crypto.UnmarshalEd25519PublicKey(remote.Ed25519())
 			if err != nil {

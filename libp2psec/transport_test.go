@@ -422,3 +422,35 @@ func TestHandshakeTimeoutFromContext(t *testing.T) {
 		t.Errorf("a past deadline: HandshakeTimeout %v, want a positive limit, not the default", d)
 	}
 }
+
+// The transport gives no session tickets, even to a securepeer initiator
+// that asks: its tickets would die with the connection's Config (see
+// PROTOCOL.md, "Session resumption").
+func TestNoTickets(t *testing.T) {
+	a := newTransport(t)
+	id, err := securepeer.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, sc := tcpPair(t)
+	done := make(chan error, 1)
+	go func() {
+		c, err := a.SecureInbound(context.Background(), sc, "")
+		if err == nil {
+			_, err = c.Write([]byte("x"))
+		}
+		done <- err
+	}()
+	cache := securepeer.NewLRUClientSessionCache(1)
+	c := securepeer.Client(cc, &securepeer.Config{Identity: id, ClientSessionCache: cache})
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	key := cc.RemoteAddr().Network() + " " + cc.RemoteAddr().String()
+	if _, ok := cache.Take(key); ok {
+		t.Error("the initiator got a session ticket")
+	}
+}
