@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -806,7 +807,13 @@ func TestTicketFuzzSeeds(t *testing.T) {
 			t.Fatalf("seed ticket %s does not open: %v", name, err)
 		}
 	}
-	for target, seeds := range map[string]map[string][]byte{"FuzzOpenTicket": tickets, "FuzzParseSessionState": states} {
+	captures := resumeCaptures(t)
+	for name, in := range captures {
+		if err := Server(newFzConn(in), fzResumeServer()).Handshake(); err != nil {
+			t.Fatalf("the %s capture does not replay: %v", name, err)
+		}
+	}
+	for target, seeds := range map[string]map[string][]byte{"FuzzOpenTicket": tickets, "FuzzParseSessionState": states, "FuzzResumingResponder": captures} {
 		dir := filepath.Join("testdata", "fuzz", target)
 		for name, data := range seeds {
 			path := filepath.Join(dir, name)
@@ -825,4 +832,76 @@ func TestTicketFuzzSeeds(t *testing.T) {
 			}
 		}
 	}
+}
+
+// fzResumeServer is the victim of FuzzResumingResponder: fixed identity,
+// randomness, clock and ticket key, so that a captured resumption replays.
+func fzResumeServer() *Config {
+	cfg := fzConfig(fzResponderID, "resume-server")
+	cfg.Time = func() time.Time { return time.Unix(1_800_000_000, 0) }
+	cfg.SetSessionTicketKeys([][32]byte{{0xfe}})
+	return cfg
+}
+
+// resumeCaptures returns what a client sent in a resumed session ("resumed")
+// and in one whose ticket the victim does not honour ("fallback"), each to
+// a fresh fzResumeServer.
+func resumeCaptures(t testing.TB) map[string][]byte {
+	out := map[string][]byte{}
+	for _, name := range []string{"resumed", "fallback"} {
+		client := fzConfig(fzInitiatorID, "resume-client-"+name)
+		client.ClientSessionCache = anyKeyCache{NewLRUClientSessionCache(1)}
+		first := fzResumeServer()
+		first.Rand = newFzRand("resume-first-server")
+		if name == "fallback" {
+			first.SetSessionTicketKeys([][32]byte{{0xfd}})
+		}
+		for i, server := range []*Config{first, fzResumeServer()} {
+			a, b := net.Pipe()
+			rb := &recorder{Conn: b}
+			x, y := Client(a, client), Server(rb, server)
+			other := run(y.Handshake)
+			if err := x.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-other; err != nil {
+				t.Fatal(err)
+			}
+			done := run(func() error { _, err := y.Write([]byte("x")); return err })
+			if _, err := io.ReadFull(x, make([]byte, 1)); err != nil { // takes the ticket
+				t.Fatal(err)
+			}
+			<-done
+			if i == 1 {
+				if x.ConnectionState().DidResume != (name == "resumed") {
+					t.Fatalf("%s capture: DidResume = %v", name, x.ConnectionState().DidResume)
+				}
+				// Only the handshake: the first flight and what followed.
+				out[name] = rb.bytes()
+			}
+			a.Close() // no end of stream: on a net.Pipe it would wait for a reader
+			b.Close()
+		}
+	}
+	return out
+}
+
+// FuzzResumingResponder feeds arbitrary bytes, as the initiator's side, to
+// a Server that honours tickets. It must fail, or succeed only on a
+// captured session, and never panic, hang or leak a goroutine.
+func FuzzResumingResponder(f *testing.F) {
+	fzRequireSeeds(f)
+	captures := resumeCaptures(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		base := runtime.NumGoroutine()
+		c := Server(newFzConn(in), fzResumeServer())
+		if err := fzHandshake(t, c, base); err == nil {
+			if !bytes.HasPrefix(in, captures["resumed"]) && !bytes.HasPrefix(in, captures["fallback"]) {
+				t.Fatalf("Server completed a handshake that is not a captured one:\n%x", in)
+			}
+			if c.RemoteKey() != fzInitiatorID.PublicKey() {
+				t.Fatal("Server completed a handshake with a key that no test identity holds")
+			}
+		}
+	})
 }
