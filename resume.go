@@ -318,7 +318,10 @@ func (hs *handshakeState) sendTicket() error {
 	if err != nil {
 		return err
 	}
-	rec := wire.TicketRecord{Lifetime: uint32(expires.Sub(now) / time.Second), Ticket: t}
+	// A clock set back since the full handshake must not stretch the
+	// lifetime past what the record allows.
+	lifetime := min(expires.Sub(now), ticketLifetime)
+	rec := wire.TicketRecord{Lifetime: uint32(lifetime / time.Second), Ticket: t}
 	c.out.Lock()
 	defer c.out.Unlock()
 	c.out.ticket = rec.Marshal(nil)

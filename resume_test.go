@@ -905,3 +905,19 @@ func FuzzResumingResponder(f *testing.F) {
 		}
 	})
 }
+
+// A responder whose clock was set back since the full handshake still gives
+// a ticket the initiator accepts.
+func TestTicketLifetimeWithClockSetBack(t *testing.T) {
+	client, server := ticketConfigs(t)
+	now := time.Now()
+	server.Time = func() time.Time { return now }
+	recordedSession(t, client, server)
+	now = now.Add(-time.Hour)
+	if _, cs := recordedSession(t, client, server); !cs.DidResume {
+		t.Fatal("not resumed")
+	}
+	if _, cs := recordedSession(t, client, server); !cs.DidResume {
+		t.Fatal("the ticket given with the clock set back was not usable")
+	}
+}
