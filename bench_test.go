@@ -669,6 +669,32 @@ func (forgetfulCache) Take(string) (*ClientSession, bool) { return nil, false }
 func (forgetfulCache) Put(_ string, s *ClientSession)     { s.erase() }
 
 func benchResumption(b *testing.B, kind string) {
+	connect := newResumeConnector(b, kind)
+	b.ReportAllocs()
+	cpu := processCPU()
+	b.ResetTimer()
+	for range b.N {
+		if err := connect(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	cpu = processCPU() - cpu
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "handshakes/s")
+	recordResult(b, "resumption/"+kind, rate)
+	if cpu > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/op")
+		recordResult(b, "resumption/"+kind+"-cpu", float64(b.N)/cpu.Seconds())
+	}
+}
+
+// newResumeConnector starts kind's server on a new listener, warms it up
+// with two connections (the first gets the first ticket), and returns a
+// function that makes one connection of kind: dial, handshakes, one byte
+// from the server, close. It fails if the connection resumed, or did not,
+// against the row's expectation.
+func newResumeConnector(b *testing.B, kind string) func() error {
 	row := newResumeRow(getBenchEnv(b), kind)
 	ln := benchListen(b)
 	type result struct {
@@ -719,37 +745,74 @@ func benchResumption(b *testing.B, kind string) {
 		r.c.Close()
 		return resumed, nil
 	}
-	for i := range 2 { // the first connection gets the first ticket
-		resumed, err := connect()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if i == 1 && resumed != row.resumes {
-			b.Fatalf("bench: %s: DidResume = %v on the warm-up's second connection", kind, resumed)
-		}
+	if _, err := connect(); err != nil {
+		b.Fatal(err)
 	}
-
-	b.ReportAllocs()
-	cpu := processCPU()
-	b.ResetTimer()
-	for i := range b.N {
+	n := 0
+	return func() error {
+		n++
 		resumed, err := connect()
 		if err != nil {
-			b.Fatal(err)
+			return err
 		}
 		if resumed != row.resumes {
-			b.Fatalf("bench: %s: DidResume = %v on connection %d", kind, resumed, i)
+			return fmt.Errorf("bench: %s: DidResume = %v on connection %d", kind, resumed, n)
+		}
+		return nil
+	}
+}
+
+// BenchmarkResumptionInterleaved runs the main rows of BenchmarkResumption
+// in turn, 50 connections each per round (one round per op), in an order
+// that rotates from round to round, and reports each row's median rate and
+// CPU per connection over the rounds, and the ratios paired by round
+// (median of the per-round ratios). On a shared machine whose load changes
+// faster than a benchmark run, pairing by round compares rows under the
+// same load, which BenchmarkResumption's run-after-run rows do not.
+// Use -benchtime Nx: N rounds.
+func BenchmarkResumptionInterleaved(b *testing.B) {
+	const perRound = 50
+	kinds := []string{resTLSFull, resTLSResumed, resSPFull, resSPResumed}
+	connects := make([]func() error, len(kinds))
+	for i, kind := range kinds {
+		connects[i] = newResumeConnector(b, kind)
+	}
+	rates := make([][]float64, len(kinds)) // by kind, then round
+	cpus := make([][]float64, len(kinds))
+	b.ResetTimer()
+	for round := range b.N {
+		for j := range kinds {
+			i := (round + j) % len(kinds)
+			cpu := processCPU()
+			start := time.Now()
+			for range perRound {
+				if err := connects[i](); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rates[i] = append(rates[i], perRound/time.Since(start).Seconds())
+			cpus[i] = append(cpus[i], float64((processCPU()-cpu).Microseconds())/perRound)
 		}
 	}
 	b.StopTimer()
-	cpu = processCPU() - cpu
-	rate := float64(b.N) / b.Elapsed().Seconds()
-	b.ReportMetric(rate, "handshakes/s")
-	recordResult(b, "resumption/"+kind, rate)
-	if cpu > 0 {
-		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/op")
-		recordResult(b, "resumption/"+kind+"-cpu", float64(b.N)/cpu.Seconds())
+	for i, kind := range kinds {
+		b.ReportMetric(median(rates[i]), kind+"-handshakes/s")
+		if cpus[i][0] > 0 {
+			b.ReportMetric(median(cpus[i]), kind+"-cpu-us")
+		}
 	}
+	paired := func(num, den int) float64 {
+		rs := make([]float64, len(rates[num]))
+		for r := range rs {
+			rs[r] = rates[num][r] / rates[den][r]
+		}
+		return median(rs)
+	}
+	b.ReportMetric(paired(3, 0), resSPResumed+"/"+resTLSFull)
+	b.ReportMetric(paired(3, 1), resSPResumed+"/"+resTLSResumed)
+	b.ReportMetric(paired(2, 0), resSPFull+"/"+resTLSFull)
+	b.ReportMetric(paired(1, 0), resTLSResumed+"/"+resTLSFull)
+	b.ReportMetric(0, "ns/op")
 }
 
 // BenchmarkIdleMemory measures the live heap each idle connection holds:
