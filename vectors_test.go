@@ -75,6 +75,10 @@ type vector struct {
 // runs ahead in the "expired" fallback.
 var vectorTime = time.Unix(1_800_000_000, 0)
 
+// vectorSecondTicketKey replaces the responder's ticket key in the
+// "unknown_key" fallback.
+var vectorSecondTicketKey = [32]byte{1}
+
 // anyKeyCache is a ClientSessionCache that ignores keys, since each vector
 // session runs over a new TCP connection with its own address.
 type anyKeyCache struct{ ClientSessionCache }
@@ -218,7 +222,7 @@ func runVector(t *testing.T, v *vector) {
 		v.firstInitiator, v.firstResponder = runVectorSession(t, v, cfgA, cfgB)
 		switch v.resume {
 		case "unknown_key":
-			cfgB.SetSessionTicketKeys([][32]byte{{1}})
+			cfgB.SetSessionTicketKeys([][32]byte{vectorSecondTicketKey})
 		case "expired":
 			cfgB.Time = func() time.Time { return vectorTime.Add(8 * 24 * time.Hour) }
 		case "other_identity":
@@ -330,6 +334,12 @@ func (v *vector) marshal() []byte {
 	fmt.Fprintf(&b, "# securepeer known-answer vector: %s.\n", v.description)
 	fmt.Fprintf(&b, "# Hex fields are the exact bytes; *_rand is what Config.Rand yields, of\n")
 	fmt.Fprintf(&b, "# which *_rand_used bytes are read. Regenerate with go test -run TestVectors -update.\n")
+	if v.resume != "" {
+		fmt.Fprintf(&b, "# Two sessions: first_*_sent is the full one that gives the ticket, *_sent the one\n")
+		fmt.Fprintf(&b, "# that offers it. Each *_rand stream is consumed across both, in order, and\n")
+		fmt.Fprintf(&b, "# *_rand_used counts both. The settings describe the second session; time is both\n")
+		fmt.Fprintf(&b, "# sides' clock (Unix seconds) in the first, *_time the clocks in the second.\n")
+	}
 	kv := func(k string, v any) { fmt.Fprintf(&b, "%s: %v\n", k, v) }
 	ciphers := func(cs []Cipher) string {
 		var s []string
@@ -366,6 +376,18 @@ func (v *vector) marshal() []byte {
 		kv("resumption", v.resume)
 		kv("time", vectorTime.Unix())
 		kv("ticket_key", hex.EncodeToString(v.ticketKey[:]))
+		second := vectorTime
+		if v.resume == "expired" {
+			second = second.Add(8 * 24 * time.Hour)
+		}
+		kv("second_responder_time", second.Unix())
+		kv("initiator_time", vectorTime.Unix())
+		if v.resume == "unknown_key" {
+			kv("second_ticket_key", hex.EncodeToString(vectorSecondTicketKey[:]))
+		}
+		if v.resume == "classical_ticket" {
+			kv("first_responder_disable_post_quantum", true)
+		}
 		if v.secondResponder != nil {
 			kv("second_responder_identity_seed", hex.EncodeToString(v.secondResponder))
 		}
