@@ -169,24 +169,24 @@ func BenchmarkStream(b *testing.B) {
 	}
 }
 
-// BenchmarkStreamInterleaved measures the three transports in turn under
+// The Interleaved benchmarks measure the three transports in turn under
 // the same conditions, for machines whose load changes from second to
 // second (loopback throughput on a shared VM varies by more than 20% from
-// one run to the next). Each of its b.N rounds sends 32 MiB through one
-// yamux stream of each transport, in an order that rotates from round to
-// round, and times each until the receiver has every byte. It reports,
-// per transport, the median over the rounds of the throughput (MB/s) and
-// of the CPU time of both ends per byte (cpu-ns/B), and the median of the
-// per-round ratios of Noise's CPU per byte and time to securepeer's
-// (noise/securepeer-cpu, noise/securepeer-time: above 1 means securepeer is
-// cheaper, or faster). Run it with -benchtime Nx, N the number of rounds.
+// one run to the next). Each of their b.N rounds runs a slice of work on
+// every transport, in an order that rotates from round to round, and
+// measures each slice's wall time and the CPU time of the whole process
+// (both ends). They report, per transport, the medians over the rounds,
+// and the medians of the per-round ratios of Noise's CPU time and wall
+// time to securepeer's (noise/securepeer-cpu, noise/securepeer-time: above
+// 1 means securepeer is cheaper, or faster). Run them with -benchtime Nx,
+// N the number of rounds.
+
+// BenchmarkStreamInterleaved sends 32 MiB per slice through one yamux
+// stream of one connection, timed until the receiver has every byte, and
+// reports throughput (MB/s) and CPU time per byte (cpu-ns/B).
 func BenchmarkStreamInterleaved(b *testing.B) {
 	const slice = 32 << 20
-	type sender struct {
-		st   io.Writer
-		done chan error
-	}
-	senders := make([]sender, len(securities))
+	work := make([]func(), len(securities))
 	for i := range securities {
 		p := newBenchPair(b, i)
 		c := p.dial(b)
@@ -218,25 +218,59 @@ func BenchmarkStreamInterleaved(b *testing.B) {
 				}
 			}
 		}()
-		senders[i] = sender{st, done}
-	}
-	buf := make([]byte, 64<<10)
-	wall := make([][]float64, len(securities)) // seconds per slice
-	cpu := make([][]float64, len(securities))  // CPU seconds per slice
-	b.ResetTimer()
-	for round := range b.N {
-		for k := range securities {
-			i := (round + k) % len(securities)
-			s := senders[i]
-			start, cpu0 := time.Now(), processCPU()
+		buf := make([]byte, 64<<10)
+		work[i] = func() {
 			for range slice / len(buf) {
-				if _, err := s.st.Write(buf); err != nil {
+				if _, err := st.Write(buf); err != nil {
 					b.Fatal(err)
 				}
 			}
-			if err := <-s.done; err != nil {
+			if err := <-done; err != nil {
 				b.Fatal(err)
 			}
+		}
+	}
+	interleave(b, work, func(name string, wall, cpu float64) {
+		b.ReportMetric(slice/wall/1e6, name+"-MB/s")
+		b.ReportMetric(cpu/slice*1e9, name+"-cpu-ns/B")
+	})
+}
+
+// BenchmarkHandshakeInterleaved makes 20 connections per slice, as
+// BenchmarkHandshake does, and reports the wall time and the CPU time of
+// both ends per connection (us/conn, cpu-us/conn).
+func BenchmarkHandshakeInterleaved(b *testing.B) {
+	const slice = 20
+	work := make([]func(), len(securities))
+	for i := range securities {
+		p := newBenchPair(b, i)
+		work[i] = func() {
+			for range slice {
+				c := p.dial(b)
+				sc := <-p.accepted
+				c.Close()
+				sc.Close()
+			}
+		}
+	}
+	interleave(b, work, func(name string, wall, cpu float64) {
+		b.ReportMetric(wall/slice*1e6, name+"-us/conn")
+		b.ReportMetric(cpu/slice*1e6, name+"-cpu-us/conn")
+	})
+}
+
+// interleave runs b.N rounds of work, one slice per transport in a
+// rotating order, and reports for each transport report(name, median wall
+// seconds, median CPU seconds) per slice, then the paired ratios.
+func interleave(b *testing.B, work []func(), report func(name string, wall, cpu float64)) {
+	wall := make([][]float64, len(work))
+	cpu := make([][]float64, len(work))
+	b.ResetTimer()
+	for round := range b.N {
+		for k := range work {
+			i := (round + k) % len(work)
+			start, cpu0 := time.Now(), processCPU()
+			work[i]()
 			wall[i] = append(wall[i], time.Since(start).Seconds())
 			cpu[i] = append(cpu[i], (processCPU() - cpu0).Seconds())
 		}
@@ -247,23 +281,16 @@ func BenchmarkStreamInterleaved(b *testing.B) {
 		b.Fatal("securities are not in the order securepeer, noise")
 	}
 	for i, s := range securities {
-		mbps := make([]float64, len(wall[i]))
-		perByte := make([]float64, len(cpu[i]))
-		for r := range wall[i] {
-			mbps[r] = slice / wall[i][r] / 1e6
-			perByte[r] = cpu[i][r] / slice * 1e9
-		}
-		b.ReportMetric(median(mbps), s.name+"-MB/s")
-		b.ReportMetric(median(perByte), s.name+"-cpu-ns/B")
+		report(s.name, median(wall[i]), median(cpu[i]))
 	}
 	cpuRatio := make([]float64, b.N)
-	timeRatio := make([]float64, b.N)
+	wallRatio := make([]float64, b.N)
 	for r := range b.N {
 		cpuRatio[r] = cpu[noise][r] / cpu[sp][r]
-		timeRatio[r] = wall[noise][r] / wall[sp][r]
+		wallRatio[r] = wall[noise][r] / wall[sp][r]
 	}
 	b.ReportMetric(median(cpuRatio), "noise/securepeer-cpu")
-	b.ReportMetric(median(timeRatio), "noise/securepeer-time")
+	b.ReportMetric(median(wallRatio), "noise/securepeer-time")
 	b.ReportMetric(0, "ns/op")
 }
 
