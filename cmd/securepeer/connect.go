@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/securepeer/securepeer"
 )
 
 const connectUsage = `Usage: securepeer connect [flags] ADDR
@@ -14,20 +16,27 @@ const connectUsage = `Usage: securepeer connect [flags] ADDR
 Connects to the securepeer listener at ADDR (HOST:PORT) and joins the stream
 to stdin and stdout, like nc: stdin's end is sent as the end of the stream,
 so the peer can still answer, and connect exits 0 once the peer's stream
-has ended. A signal (Ctrl-C, SIGTERM, SIGHUP) before stdin's end aborts
-the stream: the peer is told that data may be missing.
+has ended, or, with a listen -exec peer, with its command's exit status
+(127 if it does not exist), as ssh does. A signal (Ctrl-C, SIGTERM,
+SIGHUP) before stdin's end aborts the stream: the peer is told that data
+may be missing.
 
-With -from, it instead meets the peer once and checks its key (exiting 1 or
-3 if that fails), then listens on a local address and carries each local
-TCP connection to the peer (like ssh -L), until Ctrl-C. With a listen -to
-of this version, that one connection carries every local connection as a
-stream of its own, with keepalives; if it is lost, the local connections
-in progress are reset and the next one connects again. A peer that does
-not multiplex (an older listen -to, a listen -exec) gets a secure
-connection per local connection. A stream the peer refuses (its -to
-target is down: "connect failed: connection refused") or that fails ends
-only that local connection, with a notice; a changed peer key ends the
-tunnel (exit 3).
+With -from or -to it makes a tunnel instead: it meets the peer once and
+checks its key (exiting 1 or 3 if that fails), then listens on each -from
+address and carries its local TCP connections to the peer's -to of the
+same name (like ssh -L), and connects the streams the peer's -from opens
+to this side's -to of their name (like ssh -R: a machine behind NAT
+publishes a service on the listener's side), until Ctrl-C. One
+connection carries them all, with keepalives. If it is lost, the local
+connections in progress are reset, never ended as if complete, and
+connect reconnects, waiting half a second, then twice as long each time
+up to 30 seconds (with jitter), unless -no-reconnect. A stream the peer
+refuses (its -to target is down: "connect failed: connection refused";
+or it has no -to of that name) ends only that local connection, with a
+notice; a changed peer key, or a peer that refuses this side, ends the
+tunnel (exit 3). A peer that does not multiplex (an older listen -to, a
+listen -exec) gets a secure connection per local connection, for -from
+only.
 
 The peer's key is checked as ssh checks host keys: against -expect if
 given, else against known_hosts ($SECUREPEER_HOME/known_hosts, default
@@ -43,12 +52,26 @@ Flags:
     -accept-new        trust and record an unknown peer's key without asking
                        (a changed key is still refused)
     -known-hosts FILE  use FILE instead of the default known_hosts
-    -from LOCALADDR    tunnel: listen on LOCALADDR and forward connections
+    -from [NAME=]LOCALADDR
+                       tunnel: listen on LOCALADDR and carry each connection to
+                       the peer's -to NAME (unnamed: its unnamed -to); repeatable
+    -to [NAME=]HOST:PORT
+                       tunnel: a target for the peer's -from NAME streams
+                       (reverse forwarding); repeatable, one per name
+    -no-reconnect      tunnel: exit 1 when the connection is lost, instead of
+                       reconnecting
+    -w DURATION        give up connecting (TCP and handshake) after DURATION,
+                       as 10s (default 15s for TCP, 30s for the handshake);
+                       a first-contact question is not bounded by it
+    -idle DURATION     end a stdio stream with no data either way for
+                       DURATION, aborted, exit 1
     -i FILE            identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub
                        for a key held by ssh-agent
     -progress          show bytes, rate and elapsed time on stderr (terminal only),
                        with a percentage and the time left when stdin is a file
-    -v                 log handshakes (peer, cipher, post-quantum, role, timings)
+    -v                 log everything structured (slog key=value lines):
+                       handshakes (peer, cipher, post-quantum, role, timings)
+                       and notices
     -legacy            speak the Node secure-peer 0.2 protocol instead (see below)
     -ciphers LIST      -legacy only: cipher preference list, comma-separated and
                        spelled as the Node side spells them (default
@@ -74,6 +97,11 @@ Examples:
     echo 'beep boop' | securepeer connect -expect SHA256:... 127.0.0.1:5000
     # reach a web server exposed with listen -to, at http://127.0.0.1:8080/
     securepeer connect -from 127.0.0.1:8080 example.org:5000
+    # two named services of the peer, and publish this machine's ssh on the
+    # peer's side (its listen -from ssh=127.0.0.1:2222)
+    securepeer connect -from web=127.0.0.1:8080 -from db=127.0.0.1:5432 -to ssh=127.0.0.1:22 example.org:5000
+    # ssh through securepeer, with no forward at all
+    ssh -o ProxyCommand='securepeer connect -expect server.pub %h:5000' user@example.org
     # talk to a Node secure-peer 0.2 server whose public key is in server.pem
     echo 'beep boop' | securepeer connect -legacy -i keys.json -expect server.pem example.org:5000
 `
@@ -91,7 +119,11 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	expect := fs.String("expect", "", "")
 	acceptNew := fs.Bool("accept-new", false, "")
 	knownHosts := fs.String("known-hosts", "", "")
-	from := fs.String("from", "", "")
+	var from, to forwardList
+	fs.Var(&from, "from", "")
+	fs.Var(&to, "to", "")
+	noReconnect := fs.Bool("no-reconnect", false, "")
+	connectTimeout := fs.Duration("w", 0, "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -109,10 +141,22 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if err := checkAddr("peer address", addr, true); err != nil {
 		return err
 	}
-	if *from != "" {
-		if err := checkAddr("-from address", *from, false); err != nil {
-			return err
-		}
+	if err := checkForwards("connect", from, to); err != nil {
+		return err
+	}
+	tf := tunnelFlags{from: from, to: to, noReconnect: *noReconnect}
+	if *noReconnect && !tf.tunnel() {
+		return usageErrorf("connect: -no-reconnect is for tunnels (-from or -to)")
+	}
+	if cf.idle != 0 && tf.tunnel() {
+		return usageErrorf("connect: -idle is for a stdio stream, not a tunnel, which keeps its connection up with keepalives")
+	}
+	if *connectTimeout < 0 {
+		return usageErrorf("connect: -w %v: a timeout cannot be negative", *connectTimeout)
+	}
+	handshakeTimeout := connectHandshakeTimeout
+	if *connectTimeout > 0 {
+		handshakeTimeout = *connectTimeout
 	}
 	log := cf.logger(e)
 	if lf.enabled {
@@ -125,11 +169,12 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 				return err
 			}
 		}
-		h, err := legacyStart(e, "connect", cf.identity, &lf, connectHandshakeTimeout)
+		h, err := legacyStart(e, "connect", cf.identity, &lf, handshakeTimeout)
 		if err != nil {
 			return err
 		}
-		return connectWith(ctx, e, &cf, h, addr, *from, pin.verify, log)
+		h.tcp = *connectTimeout
+		return connectWith(ctx, e, &cf, h, addr, &tf, pin.verify, log)
 	}
 	if _, err := lf.check("connect"); err != nil {
 		return err
@@ -151,22 +196,34 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	policy.self = id.PublicKey()
-	timeout := connectHandshakeTimeout
+	timeout := handshakeTimeout
 	if policy.expect == "" && !policy.acceptNew && haveTerminal() {
-		timeout = listenHandshakeTimeout
+		// A question may be asked: give its answer the server's time.
+		timeout = max(timeout, listenHandshakeTimeout)
 	}
-	h := &nativeHandshaker{id: id, timeout: timeout}
-	if *from != "" {
+	h := &nativeHandshaker{id: id, timeout: timeout, protos: execProtos(), tcp: *connectTimeout,
+		// One cache for the process: every connection to the peer (the
+		// tunnel's reconnects, per-connection tunnels) can resume.
+		sessions: securepeer.NewLRUClientSessionCache(0)}
+	if tf.tunnel() {
 		h.protos = tunnelProtos()
 	}
-	return connectWith(ctx, e, &cf, h, addr, *from, policy.verify, log)
+	return connectWith(ctx, e, &cf, h, addr, &tf, policy.verify, log)
 }
 
+// tunnelFlags are connect's tunnel flags.
+type tunnelFlags struct {
+	from, to    forwardList
+	noReconnect bool
+}
+
+func (t *tunnelFlags) tunnel() bool { return len(t.from) > 0 || len(t.to) > 0 }
+
 // connectWith connects to the peer at addr with h, and joins it to stdin and
-// stdout, or with from set, tunnels local connections to it.
-func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, addr, from string, verify verifyFunc, log *slog.Logger) error {
-	if from != "" {
-		return connectFrom(ctx, e, h, addr, from, verify, log)
+// stdout, or with -from or -to, makes a tunnel with it.
+func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, addr string, tf *tunnelFlags, verify verifyFunc, log *slog.Logger) error {
+	if tf.tunnel() {
+		return connectTunnel(ctx, e, h, addr, tf.from, tf.to, tf.noReconnect, verify, log)
 	}
 	s, err := dial(ctx, h, addr, verify, log)
 	if err != nil {
@@ -174,5 +231,17 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 	}
 	m := cf.meter(e)
 	defer m.finish()
-	return joinStdio(ctx, s, e.stdin, e.stdinIsTerminal(), e.stdout, m)
+	ctx, stop := watchIdle(ctx, cf.idle, m.activity)
+	defer stop()
+	if s.negotiated != execProtocol {
+		return joinStdio(ctx, s, s.conn, e.stdin, e.stdinIsTerminal(), e.stdout, m)
+	}
+	r := &execReader{r: s.conn}
+	if err := joinStdio(ctx, s, r, e.stdin, e.stdinIsTerminal(), e.stdout, m); err != nil {
+		return err
+	}
+	if r.status != 0 {
+		return &exitStatusError{r.status}
+	}
+	return nil
 }

@@ -522,3 +522,40 @@ func TestParseFlagsInterspersed(t *testing.T) {
 		}
 	}
 }
+
+// Len is the number of bytes written so far.
+func (s *syncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
+}
+
+// exitStatus returns the exit code of a finished command from cmd.Wait's
+// error.
+func exitStatus(t testing.TB, err error) int {
+	t.Helper()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	t.Fatal(err)
+	return 0
+}
+
+// waitCmd waits for a started command, failing after testTimeout.
+func waitCmd(t testing.TB, cmd *exec.Cmd) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(testTimeout):
+		cmd.Process.Kill()
+		t.Fatalf("%s did not exit within %v", cmd, testTimeout)
+		return nil
+	}
+}

@@ -63,9 +63,17 @@ func report(e *env, err error) int {
 		return exitOK
 	}
 	code := errorCode(err)
+	var xe *exitStatusError
+	if errors.As(err, &xe) {
+		return code // the peer's command has had its say, as ssh's has
+	}
 	var se *signalError
 	if err == error(errInterrupted) || errors.As(err, &se) && err == error(se) {
 		// The bare interruption: the user knows.
+		return code
+	}
+	if e.vlog != nil {
+		e.vlog.Error(describe(err), "exit", code)
 		return code
 	}
 	fmt.Fprintf(e.stderr, "securepeer: %s\n", describe(err))
@@ -76,7 +84,10 @@ func report(e *env, err error) int {
 func errorCode(err error) int {
 	var ce *codeError
 	var se *signalError
+	var xe *exitStatusError
 	switch {
+	case errors.As(err, &xe):
+		return xe.code
 	case errors.As(err, &ce):
 		return ce.code
 	case errors.As(err, &se):

@@ -2,7 +2,10 @@
 
 package main
 
-import "os/exec"
+import (
+	"os"
+	"os/exec"
+)
 
 // shellCommand returns the command that runs command with the system shell.
 func shellCommand(command string) *exec.Cmd {
@@ -14,3 +17,11 @@ func shellCommand(command string) *exec.Cmd {
 func terminateCommand(cmd *exec.Cmd) { cmd.Process.Kill() }
 
 func killCommand(cmd *exec.Cmd) { cmd.Process.Kill() }
+
+// commandExitCode is the command's exit status.
+func commandExitCode(ps *os.ProcessState) int {
+	if c := ps.ExitCode(); c >= 0 && c <= 255 {
+		return c
+	}
+	return 255
+}

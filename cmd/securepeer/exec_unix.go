@@ -3,6 +3,7 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 )
@@ -25,4 +26,13 @@ func terminateCommand(cmd *exec.Cmd) {
 // killCommand kills the command's process group.
 func killCommand(cmd *exec.Cmd) {
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// commandExitCode is the command's exit status as a shell reports it: 128 plus
+// the signal's number for a command killed by a signal.
+func commandExitCode(ps *os.ProcessState) int {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
 }

@@ -6,10 +6,12 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // parseFlags parses args with fs, allowing flags after positional arguments
@@ -44,12 +46,14 @@ type commonFlags struct {
 	identity string
 	verbose  bool
 	progress bool
+	idle     time.Duration // -idle: 0 for none
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.identity, "i", "", "")
 	fs.BoolVar(&c.verbose, "v", false, "")
 	fs.BoolVar(&c.progress, "progress", false, "")
+	fs.DurationVar(&c.idle, "idle", 0, "")
 }
 
 // checkAddr validates a HOST:PORT argument, with a hint for the likely
@@ -99,4 +103,63 @@ func isFlagSet(fs *flag.FlagSet, name string) bool {
 		}
 	})
 	return set
+}
+
+// forwardList is a repeatable -from or -to flag: [NAME=]ADDR.
+type forwardList []forwardSpec
+
+func (l *forwardList) String() string { return fmt.Sprint(*l) }
+
+func (l *forwardList) Set(v string) error {
+	f := forwardSpec{addr: v}
+	if name, addr, ok := strings.Cut(v, "="); ok {
+		if !validName(name) {
+			return fmt.Errorf("forward name %q: a name is 1 to %d letters, digits, '.', '_' or '-', as in web=127.0.0.1:8080", name, maxNameLen)
+		}
+		f = forwardSpec{name: name, addr: addr}
+	}
+	*l = append(*l, f)
+	return nil
+}
+
+func validName(name string) bool {
+	if name == "" || len(name) > maxNameLen {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkForwards checks the -from and -to flags of cmd: their addresses,
+// no two -to of one name (which would the peer reach?) and no local
+// address twice.
+func checkForwards(cmd string, from, to forwardList) error {
+	seen := map[string]bool{}
+	for _, f := range from {
+		if err := checkAddr("-from address", f.addr, false); err != nil {
+			return err
+		}
+		if _, port, _ := net.SplitHostPort(f.addr); port != "0" && seen[f.addr] {
+			return usageErrorf("%s: -from %s is given twice", cmd, f.addr)
+		}
+		seen[f.addr] = true
+	}
+	names := map[string]bool{}
+	for _, f := range to {
+		if err := checkAddr("-to address", f.addr, true); err != nil {
+			return err
+		}
+		if names[f.name] {
+			if f.name == "" {
+				return usageErrorf("%s: two -to without a name; name them, as in -to web=%s, and the peer's -from with the same names", cmd, f.addr)
+			}
+			return usageErrorf("%s: two -to named %q; each name must lead to one target", cmd, f.name)
+		}
+		names[f.name] = true
+	}
+	return nil
 }

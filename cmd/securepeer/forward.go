@@ -1,14 +1,20 @@
 package main
 
-// TCP forwarding: connect -from's local connections and listen -to's
-// target, over multiplexed tunnels (tunnel.go) or a connection each.
+// TCP forwarding, both ways: each side's -from addresses accept local
+// connections and open streams to the peer, and each side's -to targets
+// take the streams the peer opens, over multiplexed tunnels (tunnel.go);
+// and, with a peer that does not multiplex, a secure connection per local
+// connection.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +24,59 @@ import (
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/legacy"
 )
+
+// A forwardSpec is one -from or -to: NAME=ADDR, or ADDR for the unnamed
+// forward.
+type forwardSpec struct{ name, addr string }
+
+func (f forwardSpec) String() string {
+	if f.name == "" {
+		return f.addr
+	}
+	return f.name + "=" + f.addr
+}
+
+// forwardLabel names a forward in messages.
+func forwardLabel(name string) string {
+	if name == "" {
+		return "the unnamed forward"
+	}
+	return fmt.Sprintf("%q", name)
+}
+
+// A tunnelEnd is what one side of a tunnel offers the streams the peer
+// opens: its -to targets, by name ("" for the unnamed one).
+type tunnelEnd struct {
+	targets map[string]string
+	log     *slog.Logger
+	notef   func(string, ...any)
+}
+
+// noTarget is the reason a stream for name is refused, for the peer to
+// read: which names this side has, so that a typo is plain.
+func (end *tunnelEnd) noTarget(name string) string {
+	if len(end.targets) == 0 {
+		return "no -to on its side, so it takes no streams"
+	}
+	var names []string
+	for n := range end.targets {
+		names = append(names, forwardLabel(n))
+	}
+	slices.Sort(names)
+	return fmt.Sprintf("no -to for %s on its side; it has %s", forwardLabel(name), strings.Join(names, ", "))
+}
+
+// forwardPlain serves a peer that does not multiplex (a plain stream, or
+// an older securepeer): it can name no forward, so it reaches the unnamed
+// -to, if there is one.
+func forwardPlain(ctx context.Context, s *stream, end *tunnelEnd) error {
+	to, ok := end.targets[""]
+	if !ok {
+		s.abort()
+		return fmt.Errorf("the peer at %s does not multiplex tunnels, so it can only reach an unnamed -to, and there is none; closed its connection", s.remoteAddr)
+	}
+	return forwardTo(ctx, s, to, end.log)
+}
 
 // forwardTo connects to the local service at addr and proxies s to it.
 func forwardTo(ctx context.Context, s *stream, addr string, log *slog.Logger) error {
@@ -35,222 +94,451 @@ func forwardTo(ctx context.Context, s *stream, addr string, log *slog.Logger) er
 	return nil
 }
 
-// connectFrom meets the peer at addr once and checks its key, and only then
-// listens on from, as ssh -L authenticates before it binds: a peer that
-// cannot be reached, refuses this side or has the wrong key ends the tunnel
-// before it starts, with the usual exit codes. Then it carries each local
-// connection to the peer. A failure then ends only the local connection
-// concerned, with a notice, except a peer key that verify refuses (a
-// changed key): that ends the tunnel (exit 3). A signal cuts the
-// connections in progress, aborting their streams.
+// serveStreams takes the streams the peer opens on m and connects each to
+// this side's -to of the name in its header, until the session ends. When
+// ctx ends, the session stops (no new streams; it closes cleanly once the
+// streams in progress, both directions, have ended); when cutCtx ends, it
+// is cut. It returns the number of streams the session's end cut.
+func serveStreams(ctx, cutCtx context.Context, m *muxSession, end *tunnelEnd) int {
+	stopped := context.AfterFunc(ctx, m.stop)
+	defer stopped()
+	cut := context.AfterFunc(cutCtx, func() { m.fail(context.Cause(cutCtx)) })
+	defer cut()
+
+	var handlers sync.WaitGroup
+	var cutStreams atomic.Int64
+	for {
+		st, err := m.sess.AcceptStream()
+		if err != nil {
+			break // the session has ended
+		}
+		if err := m.begin(); err != nil {
+			// Stopping (the peer was told), or too many streams: say so,
+			// without waiting on a peer that does not read.
+			st.SetWriteDeadline(time.Now().Add(time.Second))
+			(&tunnelStream{st: st, m: m}).writeFrame([]byte("refused: " + err.Error()))
+			st.Close()
+			continue
+		}
+		handlers.Go(func() {
+			defer m.end()
+			err := forwardStream(cutCtx, m, st, end)
+			switch {
+			case err == nil || cutCtx.Err() != nil:
+			case m.closed(): // said once for the session
+				cutStreams.Add(1)
+			default:
+				end.notef("%v", err)
+			}
+		})
+	}
+	handlers.Wait()
+	return int(cutStreams.Load())
+}
+
+// forwardStream connects one stream the peer opened to this side's -to of
+// the name in its header, or refuses it with the reason.
+func forwardStream(ctx context.Context, m *muxSession, st *yamux.Stream, end *tunnelEnd) error {
+	t := &tunnelStream{st: st, m: m}
+	name, err := t.readHeader()
+	if err != nil {
+		t.cut()
+		return fmt.Errorf("a tunnel stream from %s: %v", m.s.remoteAddr, err)
+	}
+	to, ok := end.targets[name]
+	if !ok {
+		reason := end.noTarget(name)
+		t.writeFrame([]byte(reason))
+		st.Close()
+		return fmt.Errorf("refused a tunnel stream for %s from %s: there is no -to of that name here", forwardLabel(name), m.s.remoteAddr)
+	}
+	d := net.Dialer{Timeout: dialTimeout}
+	c, err := d.DialContext(ctx, "tcp", to)
+	if err != nil {
+		reason := targetFailure(err)
+		t.writeFrame([]byte("connect failed: " + reason))
+		st.Close()
+		return fmt.Errorf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, m.s.remoteAddr)
+	}
+	if err := t.writeFrame([]byte("ok")); err != nil {
+		resetClose(c)
+		t.cut()
+		return err
+	}
+	end.log.Info("forwarding", "peer", m.s.peer.Fingerprint(), "stream", st.StreamID(), "name", name, "to", to)
+	if err := relayTunnel(ctx, t, c, false); err != nil {
+		return fmt.Errorf("forwarding a stream from %s to %s: %v", m.s.remoteAddr, to, err)
+	}
+	return nil
+}
+
+// localForward accepts local connections on l, for the forward spec, and
+// carries each over a stream of the session that session returns, until
+// ctx ends; relayCtx ending cuts them. It returns once every local
+// connection has ended.
+func localForward(ctx, relayCtx context.Context, l net.Listener, spec forwardSpec, session func(context.Context) (*muxSession, error), notef func(string, ...any), log *slog.Logger) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	for {
+		// Plain TCP from this machine: no handshake to admit, so accepting
+		// needs only the retry that keeps EMFILE from ending the tunnel.
+		c, err := acceptRetrying(ctx, l, notef)
+		if err != nil {
+			return
+		}
+		wg.Go(func() {
+			log.Info("local connection", "from", c.RemoteAddr().String(), "forward", spec.String())
+			if err := forwardLocal(relayCtx, c, spec, session); err != nil && relayCtx.Err() == nil {
+				notef("%v", err)
+			}
+		})
+	}
+}
+
+// forwardLocal carries the local connection c over a new stream for spec.
+func forwardLocal(ctx context.Context, c net.Conn, spec forwardSpec, session func(context.Context) (*muxSession, error)) error {
+	m, err := session(ctx)
+	if err == nil {
+		err = m.begin()
+	}
+	if err != nil {
+		resetClose(c)
+		return fmt.Errorf("%v; closed the local connection from %s", err, c.RemoteAddr())
+	}
+	defer m.end()
+	t, err := m.openForward(spec.name)
+	if err != nil {
+		resetClose(c)
+		return fmt.Errorf("%v; closed the local connection from %s", err, c.RemoteAddr())
+	}
+	err = relayTunnel(ctx, t, c, true)
+	var refused *refusedError
+	switch {
+	case err == nil || ctx.Err() != nil:
+		return nil
+	case errors.As(err, &refused) && strings.HasPrefix(refused.reason, "connect failed"):
+		return fmt.Errorf("open failed for the local connection from %s (-from %s): %v; check the service behind the peer's -to", c.RemoteAddr(), spec, err)
+	case errors.As(err, &refused):
+		return fmt.Errorf("open failed for the local connection from %s (-from %s): %v", c.RemoteAddr(), spec, err)
+	case m.closed(): // a lost connection has a notice of its own
+		return nil
+	}
+	return fmt.Errorf("tunnel for %s: %v", c.RemoteAddr(), err)
+}
+
+// Reconnecting: the first try after about reconnectMin, then each wait
+// twice the last, up to reconnectMax, each with jitter (between half and
+// all of it), so that many clients of a restarted listener do not all
+// come back at the same moment.
+const (
+	reconnectMin = 500 * time.Millisecond
+	reconnectMax = 30 * time.Second
+)
+
+// tunnelWait is how long a local connection waits for a tunnel connection
+// while connect reconnects, before it is reset.
+const tunnelWait = 15 * time.Second
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// A tunnelClient keeps connect's tunnel connection up: it serves the
+// streams the peer opens to this side's -to targets, gives local
+// connections their streams, and when the connection is lost it connects
+// again with backoff (autossh's job), unless told not to.
+type tunnelClient struct {
+	ctx       context.Context
+	fail      context.CancelCauseFunc // ends the tunnel with its cause
+	h         handshaker
+	addr      string
+	verify    verifyFunc
+	end       *tunnelEnd
+	reconnect bool
+
+	mu      sync.Mutex
+	cur     *muxSession   // nil while reconnecting
+	changed chan struct{} // closed when cur changes
+}
+
+func (tc *tunnelClient) set(m *muxSession) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	tc.cur = m
+	close(tc.changed)
+	tc.changed = make(chan struct{})
+}
+
+// session returns the tunnel connection, waiting up to tunnelWait while
+// connect reconnects.
+func (tc *tunnelClient) session(ctx context.Context) (*muxSession, error) {
+	timer := time.NewTimer(tunnelWait)
+	defer timer.Stop()
+	for {
+		tc.mu.Lock()
+		m, changed := tc.cur, tc.changed
+		tc.mu.Unlock()
+		if m != nil && !m.closed() {
+			return m, nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return nil, fmt.Errorf("no tunnel connection to %s for %v (reconnecting)", tc.addr, tunnelWait)
+		case <-ctx.Done():
+			return nil, interruption(ctx)
+		}
+	}
+}
+
+// run serves m, and each connection after it, until the tunnel ends.
+func (tc *tunnelClient) run(m *muxSession) {
+	for m != nil {
+		tc.set(m)
+		cut := serveStreams(tc.ctx, tc.ctx, m, tc.end)
+		<-m.sess.CloseChan()
+		tc.set(nil)
+		if tc.ctx.Err() != nil {
+			return
+		}
+		why := fmt.Sprintf("the tunnel connection to %s ended: %v", tc.addr, m.err())
+		if cut > 0 {
+			why += fmt.Sprintf(", with %s from the peer in progress, which were cut", streamCount(cut))
+		}
+		if !tc.reconnect {
+			tc.fail(errors.New(why + "; not reconnecting, as -no-reconnect asks"))
+			return
+		}
+		tc.end.notef("%s; the local connections in progress were reset; reconnecting", why)
+		m = tc.redial()
+	}
+}
+
+// redial connects to the peer again, with backoff, until it succeeds, the
+// tunnel ends, or the peer refuses this side or shows another key (which
+// ends the tunnel: exit 3, as at startup).
+func (tc *tunnelClient) redial() *muxSession {
+	delay := reconnectMin
+	for {
+		select {
+		case <-time.After(jitter(delay)):
+		case <-tc.ctx.Done():
+			return nil
+		}
+		m, err := meetPeer(tc.ctx, tc.h, tc.addr, tc.verify, tc.end.log)
+		switch {
+		case tc.ctx.Err() != nil:
+			if m != nil {
+				m.fail(context.Cause(tc.ctx))
+			}
+			return nil
+		case err == nil && m == nil:
+			tc.fail(fmt.Errorf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.addr, tunnelProtocol))
+			return nil
+		case err == nil:
+			tc.end.notef("reconnected to %s", tc.addr)
+			return m
+		case errorCode(err) == exitRejected:
+			tc.fail(err)
+			return nil
+		}
+		delay = min(2*delay, reconnectMax)
+		tc.end.notef("reconnecting: %v; trying again in about %v", err, delay.Round(time.Second))
+	}
+}
+
+// connectTunnel meets the peer at addr once and checks its key, and only
+// then listens on the -from addresses, as ssh -L authenticates before it
+// binds: a peer that cannot be reached, refuses this side or has the
+// wrong key ends the tunnel before it starts, with the usual exit codes.
+// That connection then carries every local connection of every -from as
+// a stream of its own, and the streams the peer opens for this side's -to
+// targets (reverse forwarding, ssh -R), until a signal. When it is lost,
+// the local connections in progress are reset and connect reconnects
+// (tunnelClient), unless noReconnect.
 //
-// With a peer that speaks tunnelProtocol (listen -to of this version), the
-// connection that met the peer carries every local connection as a stream
-// of its own (tunnel.go). If that connection is lost, the local
-// connections in progress are reset, and the next local connection
-// connects again.
-//
-// A peer that negotiates nothing (a securepeer listen -to from before
+// A peer that does not multiplex (a securepeer listen -to from before
 // tunnelProtocol, a listen -exec, another implementation of the protocol,
 // or -legacy) gets what it got before: a secure connection of its own for
-// each local connection. Refusing such a peer would gain nothing: the
-// per-connection tunnel is as secure, only slower (a handshake per local
-// connection), and it is the only way to reach a listen -exec or an old
-// listen -to, so one side can be upgraded at a time. A notice says once
-// that the peer does not multiplex, since the slowness would otherwise be
-// a mystery.
-func connectFrom(ctx context.Context, e *env, h handshaker, addr, from string, verify verifyFunc, log *slog.Logger) error {
+// each local connection (perConnection). Refusing such a peer would gain
+// nothing for -from: that tunnel is as secure, only slower, and it is the
+// only way to reach a listen -exec or an old listen -to, so one side can
+// be upgraded at a time. A notice says once that the peer does not
+// multiplex, since the slowness would otherwise be a mystery. -to needs a
+// multiplexing peer, which alone can open streams towards this side.
+func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from, to []forwardSpec, noReconnect bool, verify verifyFunc, log *slog.Logger) error {
 	first, err := meetPeer(ctx, h, addr, verify, log)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	tc := &tunnelClient{ctx: ctx, h: h, addr: addr, log: log, notef: e.notef, live: map[*muxSession]bool{}}
-	defer tc.closeAll() // after cancel, so that it makes no notice
-	defer cancel()
-	if first != nil {
-		tc.adopt(first)
-	} else if offersTunnel(h) {
-		e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own", addr, tunnelProtocol)
+	if first == nil && len(to) > 0 {
+		return fmt.Errorf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", addr, tunnelProtocol)
 	}
-	l, err := net.Listen("tcp", from)
+	listeners, err := listenAll(from)
+	if err == nil {
+		err = announceAddrs(log, "local connections", listeners)
+	}
 	if err != nil {
-		return listenError(from, err)
-	}
-	if err := announceAddr(log, "local connections", l.Addr()); err != nil {
-		l.Close()
-		return err
-	}
-	fatal := make(chan error, 1) // the first refused key, which ends the tunnel
-	stop := context.AfterFunc(ctx, func() { l.Close() })
-	defer stop()
-
-	var wg sync.WaitGroup
-	for {
-		// Plain TCP from this machine: no handshake to admit, so accepting
-		// needs only the retry that keeps EMFILE from ending the tunnel.
-		c, err := acceptRetrying(ctx, l, e.notef)
-		if err != nil {
-			break
+		closeAll(listeners)
+		if first != nil {
+			first.fail(errors.New("connect could not listen"))
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			log.Info("local connection", "from", c.RemoteAddr().String())
-			var keyRefused atomic.Bool
-			t, s, err := tc.open(func(ctx context.Context, key peerKey) error {
-				err := verify(ctx, key)
-				keyRefused.Store(err != nil)
-				return err
-			})
-			if err != nil {
-				resetClose(c)
-				switch {
-				case keyRefused.Load():
-					select {
-					case fatal <- err:
-					default:
-					}
-					cancel()
-				case ctx.Err() == nil:
-					e.notef("%v; closed the local connection from %s", err, c.RemoteAddr())
-				}
-				return
-			}
-			if s != nil { // a peer that does not multiplex
-				if err := proxy(ctx, s, c); err != nil && ctx.Err() == nil {
-					e.notef("tunnel for %s: %v", c.RemoteAddr(), err)
-				}
-				return
-			}
-			err = relayTunnel(ctx, t, c, true)
-			var refused *refusedError
-			switch {
-			case err == nil || ctx.Err() != nil:
-			case errors.As(err, &refused):
-				e.notef("open failed for the local connection from %s: %v; check the service behind the peer's -to", c.RemoteAddr(), err)
-			case !t.m.closed(): // a lost connection has a notice of its own
-				e.notef("tunnel for %s: %v", c.RemoteAddr(), err)
-			}
-		}()
-	}
-	l.Close()
-	wg.Wait()
-	select {
-	case err := <-fatal:
 		return err
-	default:
 	}
-	return interruption(ctx)
+	if first == nil {
+		if offersTunnel(h) {
+			e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own", addr, tunnelProtocol)
+		}
+		return perConnection(ctx, e, h, addr, from, listeners, verify, log)
+	}
+
+	tctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	tc := &tunnelClient{
+		ctx: tctx, fail: fail, h: h, addr: addr, verify: verify,
+		end:       &tunnelEnd{targets: targetMap(to), log: log, notef: e.notef},
+		reconnect: !noReconnect,
+		changed:   make(chan struct{}),
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { tc.run(first) })
+	for i, l := range listeners {
+		wg.Go(func() { localForward(tctx, tctx, l, from[i], tc.session, e.notef, log) })
+	}
+	<-tctx.Done()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return interruption(ctx)
+	}
+	return context.Cause(tctx)
+}
+
+// perConnection carries each local connection of the listeners over a
+// secure connection of its own to the peer at addr: the tunnel for a peer
+// that does not multiplex. A failure ends only the local connection
+// concerned, with a notice, except a peer key that verify refuses or a
+// peer that refuses this side: that ends the tunnel (exit 3). A signal
+// cuts the connections in progress, aborting their streams.
+func perConnection(ctx context.Context, e *env, h handshaker, addr string, from []forwardSpec, listeners []net.Listener, verify verifyFunc, log *slog.Logger) error {
+	if nh, ok := h.(*nativeHandshaker); ok {
+		// Offer nothing: these connections are plain streams, whatever
+		// the peer might offer by now.
+		plain := *nh
+		plain.protos = nil
+		h = &plain
+	}
+	if len(from) > 1 || from[0].name != "" {
+		e.notef("without multiplexing the peer cannot be told the names of forwards; every local connection goes to its one -to")
+	}
+	tctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	var wg sync.WaitGroup
+	for _, l := range listeners {
+		wg.Go(func() {
+			var conns sync.WaitGroup
+			defer conns.Wait()
+			stop := context.AfterFunc(tctx, func() { l.Close() })
+			defer stop()
+			for {
+				c, err := acceptRetrying(tctx, l, e.notef)
+				if err != nil {
+					return
+				}
+				conns.Go(func() {
+					log.Info("local connection", "from", c.RemoteAddr().String())
+					s, err := dial(tctx, h, addr, verify, log)
+					if err != nil {
+						resetClose(c)
+						switch {
+						case errorCode(err) == exitRejected:
+							fail(err)
+						case tctx.Err() == nil:
+							e.notef("%v; closed the local connection from %s", err, c.RemoteAddr())
+						}
+						return
+					}
+					if err := proxy(tctx, s, c); err != nil && tctx.Err() == nil {
+						e.notef("tunnel for %s: %v", c.RemoteAddr(), err)
+					}
+				})
+			}
+		})
+	}
+	<-tctx.Done()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return interruption(ctx)
+	}
+	return context.Cause(tctx)
 }
 
 // offersTunnel reports whether h offers tunnelProtocol.
 func offersTunnel(h handshaker) bool {
 	nh, ok := h.(*nativeHandshaker)
-	return ok && len(nh.protos) > 0
+	return ok && slices.Contains(nh.protos, tunnelProtocol)
 }
 
-// A tunnelClient gives connect -from's local connections their streams:
-// yamux streams of the current tunnel connection, which it makes anew once
-// the last is lost, or, with a peer that does not multiplex, secure
-// connections of their own.
-type tunnelClient struct {
-	ctx   context.Context
-	h     handshaker
-	addr  string
-	log   *slog.Logger
-	notef func(string, ...any)
-
-	mu   sync.Mutex // held while connecting, so local connections wait for one handshake
-	cur  *muxSession
-	live map[*muxSession]bool // sessions not yet ended, cur and older ones
+// targetMap is the -to flags by name.
+func targetMap(to []forwardSpec) map[string]string {
+	m := make(map[string]string, len(to))
+	for _, f := range to {
+		m[f.name] = f.addr
+	}
+	return m
 }
 
-// open returns a tunnel stream for a new local connection, or s, a secure
-// connection of its own, if the peer does not multiplex. verify checks the
-// peer's key if open connects.
-func (tc *tunnelClient) open(verify verifyFunc) (t *tunnelStream, s *stream, err error) {
-	for range 2 {
-		var m *muxSession
-		m, s, err = tc.session(verify)
-		if err != nil || s != nil {
-			return nil, s, err
+// listenAll listens on the address of each -from, in order.
+func listenAll(from []forwardSpec) ([]net.Listener, error) {
+	var ls []net.Listener
+	for _, f := range from {
+		l, err := net.Listen("tcp", f.addr)
+		if err != nil {
+			closeAll(ls)
+			return nil, listenError(f.addr, err)
 		}
-		st, oerr := m.sess.OpenStream()
-		if oerr == nil {
-			return &tunnelStream{st: st, m: m}, nil, nil
-		}
-		// The session has ended, or the peer is stopping (a yamux go
-		// away): connect again, once.
-		tc.mu.Lock()
-		if tc.cur == m {
-			tc.cur = nil
-		}
-		tc.mu.Unlock()
-		if !m.closed() {
-			err = fmt.Errorf("the peer at %s accepts no more streams on this connection", tc.addr)
-		} else {
-			err = m.err()
-		}
+		ls = append(ls, l)
 	}
-	return nil, nil, err
+	return ls, nil
 }
 
-// session returns the current tunnel session, connecting anew if there is
-// none; or, if the peer does not multiplex, a secure connection.
-func (tc *tunnelClient) session(verify verifyFunc) (*muxSession, *stream, error) {
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	if tc.cur != nil && !tc.cur.closed() {
-		return tc.cur, nil, nil
+func closeAll(ls []net.Listener) {
+	for _, l := range ls {
+		l.Close()
 	}
-	s, err := dial(tc.ctx, tc.h, tc.addr, verify, tc.log)
-	if err != nil {
-		return nil, nil, err
-	}
-	if s.negotiated != tunnelProtocol {
-		return nil, s, nil
-	}
-	m := newMuxSession(s, true, tc.log)
-	tc.adoptLocked(m)
-	return m, nil, nil
 }
 
-func (tc *tunnelClient) adopt(m *muxSession) {
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	tc.adoptLocked(m)
+// tunnelPeers are listen's tunnel connections, for its -from addresses.
+type tunnelPeers struct {
+	mu   sync.Mutex
+	list []*muxSession
 }
 
-// adoptLocked makes m the current session, and says when it ends.
-func (tc *tunnelClient) adoptLocked(m *muxSession) {
-	tc.cur = m
-	tc.live[m] = true
-	go func() {
-		<-m.sess.CloseChan()
-		tc.mu.Lock()
-		delete(tc.live, m)
-		if tc.cur == m {
-			tc.cur = nil
+func (p *tunnelPeers) add(m *muxSession) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.list = append(p.list, m)
+}
+
+func (p *tunnelPeers) remove(m *muxSession) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.list = slices.DeleteFunc(p.list, func(x *muxSession) bool { return x == m })
+}
+
+// newest is the tunnel connection that listen's -from connections take:
+// the peer that connected last, as several connect -to peers may, one
+// replacing another that has not been noticed gone yet.
+func (p *tunnelPeers) newest(ctx context.Context) (*muxSession, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.list) - 1; i >= 0; i-- {
+		if !p.list[i].closed() {
+			return p.list[i], nil
 		}
-		tc.mu.Unlock()
-		if tc.ctx.Err() == nil {
-			tc.notef("the tunnel connection to %s ended: %v; the local connections in progress were reset, and the next one connects again", tc.addr, m.err())
-		}
-	}()
-}
-
-// closeAll cuts the sessions left, when the tunnel ends.
-func (tc *tunnelClient) closeAll() {
-	tc.mu.Lock()
-	live := make([]*muxSession, 0, len(tc.live))
-	for m := range tc.live {
-		live = append(live, m)
 	}
-	tc.mu.Unlock()
-	for _, m := range live {
-		m.fail(errors.New("the tunnel was stopped"))
-	}
+	return nil, errors.New("no peer is connected with a tunnel to carry it (a connect -to peer)")
 }
 
 // meetPeer connects to the peer at addr and checks its key: the tunnel's
@@ -324,112 +612,6 @@ func targetFailure(err error) string {
 		return "timed out"
 	}
 	return "cannot connect"
-}
-
-// serveTunnel serves a tunnel session over s for listen -to: each stream
-// the peer opens is connected to to. When ctx ends (a first signal) it
-// tells the peer to open no more streams and closes the session cleanly
-// once the streams in progress have ended; when cutCtx ends, it cuts them.
-func serveTunnel(ctx, cutCtx context.Context, s *stream, to string, log *slog.Logger, notef func(string, ...any)) {
-	m := newMuxSession(s, false, log)
-	var mu sync.Mutex
-	active, stopping := 0, false
-	idle := make(chan struct{}, 1) // a stream ended while stopping
-	var handlers sync.WaitGroup
-
-	stopped := context.AfterFunc(ctx, func() {
-		m.sess.GoAway()
-		mu.Lock()
-		stopping = true
-		n := active
-		mu.Unlock()
-		if n == 0 {
-			m.closeClean()
-		}
-	})
-	defer stopped()
-	cut := context.AfterFunc(cutCtx, func() { m.fail(context.Cause(cutCtx)) })
-	defer cut()
-	go func() {
-		for range idle {
-			mu.Lock()
-			done := stopping && active == 0
-			mu.Unlock()
-			if done {
-				m.closeClean()
-			}
-		}
-	}()
-	defer close(idle)
-
-	cutStreams := 0 // streams the session's end cut
-	for {
-		st, err := m.sess.AcceptStream()
-		if err != nil {
-			break // the session has ended
-		}
-		mu.Lock()
-		if stopping {
-			mu.Unlock()
-			st.Close()
-			continue
-		}
-		active++
-		mu.Unlock()
-		handlers.Go(func() {
-			defer func() {
-				mu.Lock()
-				active--
-				mu.Unlock()
-				select {
-				case idle <- struct{}{}:
-				default:
-				}
-			}()
-			err := forwardStream(cutCtx, m, st, to, log)
-			switch {
-			case err == nil || cutCtx.Err() != nil:
-			case m.closed(): // said once for the session, below
-				mu.Lock()
-				cutStreams++
-				mu.Unlock()
-			default:
-				notef("%v", err)
-			}
-		})
-	}
-	handlers.Wait()
-	switch {
-	case ctx.Err() != nil || cutCtx.Err() != nil:
-	case cutStreams > 0:
-		notef("the tunnel connection from %s ended with %s in progress, which were cut: %v", s.remoteAddr, streamCount(cutStreams), m.err())
-	default:
-		log.Info("tunnel connection ended", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr, "reason", m.err().Error())
-	}
-}
-
-// forwardStream connects one tunnel stream to the -to target, or refuses
-// it with the reason.
-func forwardStream(ctx context.Context, m *muxSession, st *yamux.Stream, to string, log *slog.Logger) error {
-	t := &tunnelStream{st: st, m: m}
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(ctx, "tcp", to)
-	if err != nil {
-		reason := targetFailure(err)
-		t.writeFrame([]byte("connect failed: " + reason))
-		st.Close()
-		return fmt.Errorf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, m.s.remoteAddr)
-	}
-	if err := t.writeFrame([]byte("ok")); err != nil {
-		resetClose(c)
-		st.Close()
-		return err
-	}
-	log.Info("forwarding", "peer", m.s.peer.Fingerprint(), "stream", st.StreamID(), "to", to)
-	if err := relayTunnel(ctx, t, c, false); err != nil {
-		return fmt.Errorf("forwarding a stream from %s to %s: %v", m.s.remoteAddr, to, err)
-	}
-	return nil
 }
 
 func streamCount(n int) string {

@@ -69,9 +69,13 @@ type legacyHandshaker struct {
 	ciphers []string // nil: legacy.DefaultCiphers
 	// timeout bounds each handshake, Verify included.
 	timeout time.Duration
+	// tcp bounds the TCP connect (connect -w; 0: dialTimeout).
+	tcp time.Duration
 }
 
 var _ handshaker = (*legacyHandshaker)(nil)
+
+func (h *legacyHandshaker) tcpTimeout() time.Duration { return h.tcp }
 
 func (h *legacyHandshaker) publicKey() peerKey {
 	return legacyKey{h.keys.Public()}

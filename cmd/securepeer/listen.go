@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,31 +14,51 @@ const listenUsage = `Usage: securepeer listen [flags] ADDR
 Accepts securepeer connections on ADDR (HOST:PORT, or :PORT for every
 interface). By default it waits for one peer and joins the stream to stdin
 and stdout, like nc -l: stdin's end is sent as the end of the stream, and
-listen exits when the peer's stream ends. With -exec or -to it serves every
-peer that connects, until Ctrl-C or SIGTERM: then it stops accepting and
-lets the sessions in progress finish, for up to 10 seconds; a second signal,
-or the end of those 10 seconds, cuts them, and their peers are told that
-the stream was aborted.
+listen exits when the peer's stream ends. With -exec, -to or -from it
+serves every peer that connects, until Ctrl-C or SIGTERM: then it stops
+accepting and lets the sessions in progress finish, for up to 10 seconds;
+a second signal, or the end of those 10 seconds, cuts them, and their
+peers are told that the stream was aborted.
 
 Without -allow, any key is accepted and each peer's fingerprint is printed;
 with -allow FILE, only keys listed in FILE (authorized_keys format, one
 "ssh-ed25519 AAAA... comment" per line) get in. FILE is read again when it
 changes, so keys can be added or removed while listen runs.
 
+Tunnels: -to and -from repeat, each optionally named. A connect -from
+NAME=LOCAL peer's local connections reach this side's -to NAME=HOST:PORT
+(like ssh -L); this side's -from NAME=LOCAL connections reach a connect
+-to NAME=HOST:PORT peer's target (like ssh -R: the machine behind NAT
+dials out and publishes its service here). A stream only ever reaches a
+target its own side's -to names, and one the peer names that has no -to
+here is refused with the names there are. Each peer's tunnel is one
+connection, whatever it carries.
+
 Flags:
     -allow FILE     accept only the keys in FILE
     -exec CMD       run "sh -c CMD" for each peer, with the stream as its stdin
                     and stdout; SECUREPEER_PEER_KEY, SECUREPEER_PEER_FINGERPRINT
-                    and SECUREPEER_PEER_ADDR tell it who the peer is
-    -to HOST:PORT   forward each peer's stream to this TCP service (a tunnel);
-                    a connect -from peer sends all its local connections over
-                    one connection, each stream to a connection of its own,
-                    and learns why one was refused if the service is down
+                    and SECUREPEER_PEER_ADDR tell it who the peer is; a connect
+                    of this version exits with its exit status
+    -to [NAME=]HOST:PORT
+                    a target for the peers' streams of that name (unnamed:
+                    the peers' unnamed -from, and any plain-stream peer);
+                    repeat for several, each with its own name
+    -from [NAME=]LOCALADDR
+                    listen on LOCALADDR and carry each local connection to
+                    the connected peer's -to NAME (the peer that connected
+                    last, if several are); repeatable
+    -keep-open, -k  stdio: after a peer's stream ends, wait for the next peer,
+                    one at a time, each written to stdout in turn (stdin goes
+                    to whichever peer is connected when it is read)
+    -idle DURATION  end a stdio or -exec stream with no data either way for
+                    DURATION (as 30s or 5m), aborted, exit 1
     -i FILE         identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub for a
                     key held by ssh-agent
     -progress       show bytes, rate and elapsed time on stderr (terminal only),
                     with a percentage and the time left when stdin is a file
-    -v              log handshakes (peer, cipher, post-quantum, role, timings)
+    -v              log everything structured (slog key=value lines): handshakes
+                    (peer, cipher, post-quantum, role, timings) and notices
     -legacy         speak the Node secure-peer 0.2 protocol instead (see below)
     -ciphers LIST   -legacy only: cipher preference list, comma-separated and
                     spelled as the Node side spells them (default AES-256-CBC,RC4;
@@ -50,10 +72,11 @@ and a warning says so. -i then takes an rsa-json key file ({"private": PEM,
 "public": PEM}, the Node side's keys.json form; default
 $SECUREPEER_HOME/id_legacy_rsa.json, made by securepeer keygen -legacy), and
 -allow FILE takes PEM public keys and/or legacy fingerprints (SHA256:...,
-one per line), as securepeer id -legacy prints them. -exec and -to work as
-usual; SECUREPEER_PEER_KEY is then the peer's public key as PKCS #1 PEM
-("RSA PUBLIC KEY"), encoded afresh from the key the peer sent, never its
-text. A Node peer stops sending once it receives this side's end of stream.
+one per line), as securepeer id -legacy prints them. -exec and an unnamed
+-to work as usual; SECUREPEER_PEER_KEY is then the peer's public key as
+PKCS #1 PEM ("RSA PUBLIC KEY"), encoded afresh from the key the peer sent,
+never its text. A Node peer stops sending once it receives this side's end
+of stream.
 
 Examples:
     # receive a file from one known peer
@@ -62,6 +85,10 @@ Examples:
     securepeer listen -exec 'tr a-z A-Z' 127.0.0.1:5000
     # expose a local web server to the keys in friends.pub only
     securepeer listen -allow friends.pub -to 127.0.0.1:8080 :5000
+    # two services, by name, and a way back to the peer's ssh (ssh -R)
+    securepeer listen -allow friends.pub -to web=127.0.0.1:8080 -to db=127.0.0.1:5432 -from ssh=127.0.0.1:2222 :5000
+    # collect one peer's stream after another into one file
+    securepeer listen -k -allow senders.pub :5000 >> received.log
     # serve the upper-casing echo to Node secure-peer 0.2 clients
     securepeer listen -legacy -i keys.json -allow node-peers.pem -exec 'tr a-z A-Z' :5000
 `
@@ -87,7 +114,12 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	lf.register(fs)
 	allow := fs.String("allow", "", "")
 	execCmd := fs.String("exec", "", "")
-	to := fs.String("to", "", "")
+	var keepOpen bool
+	fs.BoolVar(&keepOpen, "keep-open", false, "")
+	fs.BoolVar(&keepOpen, "k", false, "")
+	var from, to forwardList
+	fs.Var(&from, "from", "")
+	fs.Var(&to, "to", "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -102,13 +134,18 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	if err := checkAddr("listen address", addr, false); err != nil {
 		return err
 	}
-	if *execCmd != "" && *to != "" {
-		return usageErrorf("listen: -exec and -to cannot be used together; run two listeners on two ports")
+	tunnel := len(from) > 0 || len(to) > 0
+	if *execCmd != "" && tunnel {
+		return usageErrorf("listen: -exec and -to or -from cannot be used together; run two listeners on two ports")
 	}
-	if *to != "" {
-		if err := checkAddr("-to address", *to, true); err != nil {
-			return err
-		}
+	if err := checkForwards("listen", from, to); err != nil {
+		return err
+	}
+	if keepOpen && (tunnel || *execCmd != "") {
+		return usageErrorf("listen: -keep-open is for stdio; -exec, -to and -from serve every peer already")
+	}
+	if cf.idle != 0 && tunnel {
+		return usageErrorf("listen: -idle is for stdio and -exec streams, not tunnels, which keep their connections up with keepalives")
 	}
 	log := cf.logger(e)
 
@@ -124,9 +161,12 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		nh := &nativeHandshaker{id: id, timeout: listenHandshakeTimeout}
-		if *to != "" {
+		nh := &nativeHandshaker{id: id, timeout: listenHandshakeTimeout, ticketKeys: newTicketKeys()}
+		switch {
+		case tunnel:
 			nh.protos = tunnelProtos()
+		case *execCmd != "":
+			nh.protos = execProtos()
 		}
 		h = nh
 	}
@@ -153,8 +193,14 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return listenError(addr, err)
 	}
-	if err := announceAddr(log, "peers", l.Addr()); err != nil {
+	localLs, err := listenAll(from)
+	if err != nil {
 		l.Close()
+		return err
+	}
+	if err := announceAddrs(log, "peers and local connections", append([]net.Listener{l}, localLs...)); err != nil {
+		l.Close()
+		closeAll(localLs)
 		return err
 	}
 	cfg := listenConfig{
@@ -180,28 +226,52 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		}
 	}
 
-	if *execCmd == "" && *to == "" {
+	if keepOpen {
+		return listenKeepOpen(ctx, e, l, cfg, &cf, noteAccepted)
+	}
+	if *execCmd == "" && !tunnel {
 		return listenStdio(ctx, e, l, cfg, &cf, noteAccepted)
 	}
 	// The first signal stops serving gracefully; the second cuts the
 	// sessions rather than ending the program under them.
 	e.cutsOnSecondSignal.Store(true)
 	stopCtx := ctx
+	end := &tunnelEnd{targets: targetMap(to), log: log, notef: e.notef}
+	var peers tunnelPeers
+	var locals sync.WaitGroup
+	for i, ll := range localLs {
+		// A -from connection rides on a peer's tunnel connection, which
+		// serve lets finish or cuts: that, not the first signal, ends it.
+		locals.Go(func() {
+			localForward(stopCtx, context.WithoutCancel(stopCtx), ll, from[i], peers.newest, e.notef, log)
+		})
+	}
 	serve(ctx, l, cfg, func(ctx context.Context, s *stream) {
 		noteAccepted(s)
 		var err error
 		switch {
 		case *execCmd != "":
-			err = runExec(ctx, e, s, *execCmd, log)
+			err = runExec(ctx, e, s, *execCmd, cf.idle, log)
 		case s.negotiated == tunnelProtocol:
-			serveTunnel(stopCtx, ctx, s, *to, log, e.notef)
+			m := newMuxSession(s, false, log)
+			peers.add(m)
+			cut := serveStreams(stopCtx, ctx, m, end)
+			peers.remove(m)
+			switch {
+			case ctx.Err() != nil || stopCtx.Err() != nil:
+			case cut > 0:
+				e.notef("the tunnel connection from %s ended with %s in progress, which were cut: %v", s.remoteAddr, streamCount(cut), m.err())
+			default:
+				log.Info("tunnel connection ended", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr, "reason", m.err().Error())
+			}
 		default: // a peer that does not multiplex: one stream, one connection
-			err = forwardTo(ctx, s, *to, log)
+			err = forwardPlain(ctx, s, end)
 		}
 		if err != nil {
 			e.notef("%v", err)
 		}
 	})
+	locals.Wait()
 	return interruption(ctx) // serve returns only when ctx ends
 }
 
@@ -235,5 +305,55 @@ func listenStdio(ctx context.Context, e *env, l net.Listener, cfg listenConfig, 
 	noteAccepted(s)
 	m := cf.meter(e)
 	defer m.finish()
-	return joinStdio(ctx, s, e.stdin, e.stdinIsTerminal(), e.stdout, m)
+	ctx, stop := watchIdle(ctx, cf.idle, m.activity)
+	defer stop()
+	return joinStdio(ctx, s, s.conn, e.stdin, e.stdinIsTerminal(), e.stdout, m)
+}
+
+// maxKeepOpenWaiting bounds the peers that listen -keep-open keeps waiting
+// for their turn; more are refused, so a crowd costs bounded memory.
+const maxKeepOpenWaiting = 16
+
+// listenKeepOpen serves one peer after another, as ncat --keep-open does,
+// until a signal: each peer's stream is joined to stdin and stdout in its
+// turn, and the others wait (up to maxKeepOpenWaiting), since stdout is
+// one file that several streams at once would interleave, and stdin can be
+// read only once. Whatever a peer's session does not read of stdin stays
+// for the next one; once stdin has ended, later peers get an immediate end
+// of stream. A failed session is a notice, not the end of listen.
+func listenKeepOpen(ctx context.Context, e *env, l net.Listener, cfg listenConfig, cf *commonFlags, noteAccepted func(*stream)) error {
+	e.cutsOnSecondSignal.Store(true)
+	pump := &stdinPump{r: e.stdin}
+	interactive := e.stdinIsTerminal()
+	turn := make(chan struct{}, 1)
+	var waiting atomic.Int64
+	serve(ctx, l, cfg, func(sctx context.Context, s *stream) {
+		if waiting.Add(1) > maxKeepOpenWaiting {
+			waiting.Add(-1)
+			s.abort()
+			e.notef("%d peers already wait their turn; closed the connection from %s", maxKeepOpenWaiting, s.remoteAddr)
+			return
+		}
+		select {
+		case turn <- struct{}{}:
+			waiting.Add(-1)
+		case <-ctx.Done(): // stopping: serve only the peer in its turn
+			waiting.Add(-1)
+			s.abort()
+			return
+		}
+		defer func() { <-turn }()
+		noteAccepted(s)
+		m := cf.meter(e)
+		ictx, stop := watchIdle(sctx, cf.idle, m.activity)
+		done := make(chan struct{})
+		err := joinStdio(ictx, s, s.conn, pump.reader(done), interactive, e.stdout, m)
+		close(done)
+		stop()
+		m.finish()
+		if err != nil && sctx.Err() == nil {
+			e.notef("%s", describe(err))
+		}
+	})
+	return interruption(ctx)
 }

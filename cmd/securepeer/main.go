@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -25,8 +26,8 @@ identified by Ed25519 keys, with no certificates and no authorities.
 Usage:
     securepeer keygen [-f FILE] [-force]      make an identity (key pair)
     securepeer id [-i FILE]                   print your public key and fingerprint
-    securepeer listen [flags] ADDR            accept peers: stdio, -exec or -to
-    securepeer connect [flags] ADDR           connect to a peer: stdio or -from
+    securepeer listen [flags] ADDR            accept peers: stdio, -exec, or tunnels (-to, -from)
+    securepeer connect [flags] ADDR           connect to a peer: stdio, or tunnels (-from, -to)
     securepeer demo                           two peers shake hands in this process
     securepeer help [CMD]                     describe a subcommand
 
@@ -48,8 +49,14 @@ Examples:
     securepeer listen -exec 'tr a-z A-Z' 127.0.0.1:5000
     echo 'beep boop' | securepeer connect 127.0.0.1:5000
 
+    # a web server both ways: the laptop reaches the server's site on its
+    # 8080, and publishes its own sshd on the server's 2222 (ssh -L and -R)
+    securepeer listen -allow friends.pub -to web=127.0.0.1:80 -from ssh=127.0.0.1:2222 :5000
+    securepeer connect -from web=127.0.0.1:8080 -to ssh=127.0.0.1:22 example.org:5000
+
 Exit status: 0 success, 1 connection or protocol error, 2 usage error,
-3 peer rejected or key mismatch, 130, 143 or 129 interrupted by SIGINT
+3 peer rejected or key mismatch, the command's own status for a connect to
+a listen -exec (127: not found), 130, 143 or 129 interrupted by SIGINT
 (Ctrl-C), SIGTERM or SIGHUP. Only the end of stdin ends a stream cleanly:
 an interrupted transfer is aborted, and the peer exits 1 saying data may be
 missing. A second signal ends the program at once (listen: cuts the
@@ -94,6 +101,10 @@ type env struct {
 	// ends the program at once.
 	cut                <-chan struct{}
 	cutsOnSecondSignal atomic.Bool
+
+	// vlog, set by -v, makes stderr structured: notices and the final
+	// error become slog records too, so that one format is parsed.
+	vlog *slog.Logger
 }
 
 // stopSignals are the signals that interrupt a command. The first one

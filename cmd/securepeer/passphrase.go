@@ -33,7 +33,7 @@ func askPassphrase(path string) (*securepeer.Identity, error) {
 	defer tty.Close()
 	for try := 1; ; try++ {
 		fmt.Fprintf(tty, "Enter passphrase for key '%s': ", path)
-		pass, err := term.ReadPassword(int(tty.Fd()))
+		pass, err := term.ReadPassword(tty.fd())
 		fmt.Fprintln(tty)
 		if err != nil {
 			return nil, fmt.Errorf("reading the passphrase from the terminal: %v", err)
@@ -66,13 +66,13 @@ func askNewPassphrase() ([]byte, error) {
 	defer tty.Close()
 	for {
 		fmt.Fprint(tty, "Enter passphrase (empty for no passphrase): ")
-		first, err := term.ReadPassword(int(tty.Fd()))
+		first, err := term.ReadPassword(tty.fd())
 		fmt.Fprintln(tty)
 		if err != nil {
 			return nil, fmt.Errorf("reading the passphrase from the terminal: %v", err)
 		}
 		fmt.Fprint(tty, "Enter same passphrase again: ")
-		second, err := term.ReadPassword(int(tty.Fd()))
+		second, err := term.ReadPassword(tty.fd())
 		fmt.Fprintln(tty)
 		if err != nil {
 			return nil, fmt.Errorf("reading the passphrase from the terminal: %v", err)

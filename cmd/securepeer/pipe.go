@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -28,7 +29,8 @@ func copyStream(dst io.Writer, src io.Reader) (int64, error) {
 	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
 }
 
-// joinStdio joins s to stdin and stdout, as nc does: stdin's end half-closes
+// joinStdio joins s to stdin and stdout, as nc does, reading what the peer
+// sends from fromPeer (s.conn, or a reader of its framing): stdin's end half-closes
 // the stream (the peer reads io.EOF and can still answer), and the join
 // ends when both directions have ended. When stdin is a terminal, the
 // peer's end alone ends the join, as nobody is going to type an end of
@@ -38,7 +40,7 @@ func copyStream(dst io.Writer, src io.Reader) (int64, error) {
 //
 // A goroutine blocked reading stdin cannot be woken up; it is left behind,
 // which is harmless as the program exits when joinStdio returns.
-func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool, stdout io.Writer, m *meter) error {
+func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Reader, interactive bool, stdout io.Writer, m *meter) error {
 	var received atomic.Bool // the peer's stream has ended cleanly
 	sendDone := make(chan error, 1)
 	go func() {
@@ -55,7 +57,7 @@ func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool
 	}()
 	recvDone := make(chan error, 1)
 	go func() {
-		_, err := copyStream(stdout, m.countReceived(s.conn))
+		_, err := copyStream(stdout, m.countReceived(fromPeer))
 		if err == nil {
 			received.Store(true)
 		}
@@ -104,6 +106,10 @@ func joinStdio(ctx context.Context, s *stream, stdin io.Reader, interactive bool
 			sent = true
 		case <-ctx.Done():
 			s.abort()
+			var ie *idleError
+			if errors.As(context.Cause(ctx), &ie) {
+				return fmt.Errorf("%v with %s", ie, s.remoteAddr)
+			}
 			err := interruption(ctx)
 			what := "sending"
 			if sent {
@@ -263,4 +269,101 @@ func resetClose(c net.Conn) {
 		inner = w.NetConn()
 	}
 	c.Close()
+}
+
+// idleError ends a stream that had no data either way for -idle.
+type idleError struct{ d time.Duration }
+
+func (e *idleError) Error() string {
+	return fmt.Sprintf("no data either way for %v (-idle), so the stream was aborted", e.d)
+}
+
+// watchIdle returns a context that ends with an *idleError once activity
+// has not changed for d; d = 0 never does. stop releases it.
+func watchIdle(ctx context.Context, d time.Duration, activity func() int64) (_ context.Context, stop func()) {
+	ictx, cancel := context.WithCancelCause(ctx)
+	if d <= 0 {
+		return ictx, func() { cancel(nil) }
+	}
+	go func() {
+		t := time.NewTicker(max(d/4, 10*time.Millisecond))
+		defer t.Stop()
+		last, since := activity(), time.Now()
+		for {
+			select {
+			case <-ictx.Done():
+				return
+			case <-t.C:
+			}
+			if a := activity(); a != last {
+				last, since = a, time.Now()
+			} else if time.Since(since) >= d {
+				cancel(&idleError{d})
+				return
+			}
+		}
+	}()
+	return ictx, func() { cancel(nil) }
+}
+
+// A stdinPump lets one stdin serve one session after another (listen
+// -keep-open): a read that a session gave up on, because it ended, keeps
+// its data for the next session, and the end of stdin is sticky.
+type stdinPump struct {
+	r io.Reader
+
+	mu      sync.Mutex
+	pending chan pumpRead // a read in flight, if any
+	buf     []byte        // data read and not yet taken
+	err     error         // stdin's error or end, once read
+}
+
+type pumpRead struct {
+	b   []byte
+	err error
+}
+
+// errTurnOver is what a session's stdin reader returns once the session
+// has ended.
+var errTurnOver = errors.New("the session ended")
+
+// reader returns the stdin of one session, which ends when done closes.
+func (p *stdinPump) reader(done <-chan struct{}) io.Reader { return &pumpReader{p, done} }
+
+type pumpReader struct {
+	p    *stdinPump
+	done <-chan struct{}
+}
+
+func (r *pumpReader) Read(q []byte) (int, error) {
+	p := r.p
+	p.mu.Lock()
+	if len(p.buf) == 0 && p.err == nil {
+		if p.pending == nil {
+			ch := make(chan pumpRead, 1)
+			p.pending = ch
+			go func() {
+				b := make([]byte, bufSize)
+				n, err := p.r.Read(b)
+				ch <- pumpRead{b[:n], err}
+			}()
+		}
+		ch := p.pending
+		p.mu.Unlock()
+		select {
+		case res := <-ch:
+			p.mu.Lock()
+			p.pending = nil
+			p.buf, p.err = res.b, res.err
+		case <-r.done:
+			return 0, errTurnOver
+		}
+	}
+	defer p.mu.Unlock()
+	n := copy(q, p.buf)
+	p.buf = p.buf[n:]
+	if n == 0 {
+		return 0, p.err
+	}
+	return n, nil
 }

@@ -143,3 +143,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// activity is the bytes counted so far, both ways: -idle's clock.
+func (m *meter) activity() int64 { return m.sent.Load() + m.received.Load() }

@@ -26,19 +26,16 @@ var errNoTerminal = errors.New("no terminal to ask")
 // terminal, so that tests do not depend on how they were started.
 var testOnlyNoTerminal = false
 
-// terminalPath is the controlling terminal.
-const terminalPath = "/dev/tty"
-
 // haveTerminal reports whether questions can be asked.
 func haveTerminal() bool {
 	if testOnlyNoTerminal {
 		return false
 	}
-	f, err := os.OpenFile(terminalPath, os.O_RDWR, 0)
+	t, err := openTTY()
 	if err != nil {
 		return false
 	}
-	f.Close()
+	t.Close()
 	return true
 }
 
@@ -49,17 +46,19 @@ func askYesNo(ctx context.Context, question, fp string) (bool, error) {
 	if testOnlyNoTerminal {
 		return false, errNoTerminal
 	}
-	tty, err := os.OpenFile(terminalPath, os.O_RDWR, 0)
+	tty, err := openTTY()
 	if err != nil {
 		return false, errNoTerminal
 	}
 	defer tty.Close()
-	// A terminal is pollable, so a past deadline wakes up a blocked read.
-	stop := context.AfterFunc(ctx, func() { tty.SetReadDeadline(time.Unix(1, 0)) })
+	// A Unix terminal is pollable, so a past deadline wakes up a blocked
+	// read. (A Windows console is not: there the handshake's own timeout
+	// ends the wait, and the read is left behind as the program exits.)
+	stop := context.AfterFunc(ctx, func() { tty.in.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	fmt.Fprint(tty, question)
-	r := bufio.NewReader(tty)
+	r := bufio.NewReader(tty.in)
 	for {
 		line, err := r.ReadString('\n')
 		if err == io.EOF && ctx.Err() == nil {
@@ -97,13 +96,30 @@ func (e *env) stdinIsTerminal() bool {
 }
 
 // openTerminal opens the controlling terminal, for questions.
-func openTerminal() (*os.File, error) {
+func openTerminal() (*terminal, error) {
 	if testOnlyNoTerminal {
 		return nil, errNoTerminal
 	}
-	tty, err := os.OpenFile(terminalPath, os.O_RDWR, 0)
+	tty, err := openTTY()
 	if err != nil {
 		return nil, errNoTerminal
 	}
 	return tty, nil
+}
+
+// A terminal is the controlling terminal: in to read answers (and
+// passphrases, without echo), out to ask. On Unix both are /dev/tty; on
+// Windows, the console's CONIN$ and CONOUT$ (terminal_windows.go).
+type terminal struct{ in, out *os.File }
+
+func (t *terminal) Write(p []byte) (int, error) { return t.out.Write(p) }
+
+// fd is the input's descriptor, for term.ReadPassword.
+func (t *terminal) fd() int { return int(t.in.Fd()) }
+
+func (t *terminal) Close() error {
+	if t.out != t.in {
+		t.out.Close()
+	}
+	return t.in.Close()
 }

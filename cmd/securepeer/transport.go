@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,8 @@ type handshaker interface {
 	// firstFlight is admit.Config.FirstFlight for a responder: given the
 	// first bytes b an initiator sent, the length of its first flight.
 	firstFlight(b []byte) int
+	// tcpTimeout bounds an initiator's TCP connect (0: dialTimeout).
+	tcpTimeout() time.Duration
 }
 
 // A stream is a secure connection after a successful handshake.
@@ -70,6 +73,7 @@ type stream struct {
 	postQuantum bool
 	initiator   bool
 	took        time.Duration // how long the handshake took
+	resumed     bool          // a resumed session (securepeer.ConnectionState.DidResume)
 
 	sendMu  sync.Mutex // held across each Write and CloseWrite of conn
 	aborted bool       // guarded by sendMu: write and closeWrite fail
@@ -119,6 +123,9 @@ func (s *stream) logHandshake(log *slog.Logger, extra ...any) {
 		"post_quantum", s.postQuantum,
 		"role", s.role(),
 		"handshake", s.took.Round(time.Microsecond),
+	}
+	if s.resumed {
+		args = append(args, "resumed", true)
 	}
 	if s.negotiated != "" {
 		args = append(args, "next_proto", s.negotiated)
@@ -174,10 +181,32 @@ type nativeHandshaker struct {
 	id *securepeer.Identity
 	// timeout bounds each handshake, Verify (and so a prompt) included.
 	timeout time.Duration
-	// protos is securepeer.Config.NextProtos: tunnelProtocol for the
-	// sides of a tunnel, nothing otherwise.
+	// protos is securepeer.Config.NextProtos: tunnelProtos for the
+	// sides of a tunnel, execProtos for a stdio connect and listen -exec.
 	protos []string
+	// tcp bounds the TCP connect (connect -w; 0: dialTimeout).
+	tcp time.Duration
+	// sessions, for an initiator, keeps the tickets of the process's
+	// handshakes, so that connecting again (a tunnel reconnecting, a
+	// connection per local connection) resumes: one round trip, at a
+	// fraction of a full handshake's cost. nil: no resumption.
+	sessions securepeer.ClientSessionCache
+	// ticketKeys, for a responder, seal its tickets. The library keeps
+	// automatic keys per Config, and the command makes a Config per
+	// connection, so the process's keys are set on each; they are random
+	// and live only in memory, so a restarted listen honours no older
+	// ticket (the peer then pays one round trip more). nil: no tickets.
+	ticketKeys [][32]byte
 }
+
+// newTicketKeys returns random ticket keys for a responder's lifetime.
+func newTicketKeys() [][32]byte {
+	var k [32]byte
+	rand.Read(k[:])
+	return [][32]byte{k}
+}
+
+func (h *nativeHandshaker) tcpTimeout() time.Duration { return h.tcp }
 
 func (h *nativeHandshaker) publicKey() peerKey { return h.id.PublicKey() }
 
@@ -188,9 +217,16 @@ func (h *nativeHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 		Identity:         h.id,
 		HandshakeTimeout: h.timeout,
 		NextProtos:       h.protos,
+		// An initiator without a cache neither asks for tickets nor
+		// offers them; a responder without keys gives none.
+		ClientSessionCache:     h.sessions,
+		SessionTicketsDisabled: !initiator && h.ticketKeys == nil,
 		Verify: func(ctx context.Context, remote securepeer.PublicKey) error {
 			return verify(ctx, remote)
 		},
+	}
+	if !initiator && h.ticketKeys != nil {
+		cfg.SetSessionTicketKeys(h.ticketKeys)
 	}
 	var c *securepeer.Conn
 	if initiator {
@@ -216,6 +252,7 @@ func (h *nativeHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 		postQuantum: st.PostQuantum,
 		initiator:   st.Initiator,
 		took:        time.Since(start),
+		resumed:     st.DidResume,
 	}, nil
 }
 
@@ -226,6 +263,9 @@ const dialTimeout = 15 * time.Second
 func dial(ctx context.Context, h handshaker, addr string, verify verifyFunc, log *slog.Logger) (*stream, error) {
 	start := time.Now()
 	d := net.Dialer{Timeout: dialTimeout}
+	if t := h.tcpTimeout(); t > 0 {
+		d.Timeout = t
+	}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -2,33 +2,50 @@ package main
 
 // Multiplexed tunnels: the securepeer-tunnel/1 application protocol.
 //
-// When connect -from and listen -to both offer tunnelProtocol in the
-// handshake (securepeer.Config.NextProtos), the secure stream carries a
-// yamux session (github.com/hashicorp/yamux; its spec.md): connect is the
-// yamux client and opens one yamux stream per local TCP connection, listen
-// is the server and connects each stream it accepts to its -to target. One
-// handshake then serves every local connection, and yamux pings every
-// tunnelKeepAlive notice a peer that has gone away.
+// When both sides of a tunnel (connect or listen with -from or -to) offer
+// tunnelProtocol in the handshake (securepeer.Config.NextProtos), the
+// secure stream carries a yamux session (github.com/hashicorp/yamux; its
+// spec.md): connect is the yamux client, listen the server, and either
+// side opens a yamux stream for each local TCP connection one of its -from
+// addresses accepts. One handshake then serves every local connection in
+// both directions, and a ping after tunnelKeepAlive of silence notices a
+// peer that has gone away.
 //
-// Inside each yamux stream, each direction is a sequence of frames: a
-// 4-byte big-endian length n, then n bytes of data. A frame with n = 0 is
-// the clean end of that direction (the local side's end of data, passed on
-// as a TCP half-close). A side closes the yamux stream (FIN) only once both
-// directions have ended cleanly, or to cut the stream; so a FIN or the loss
-// of the session before both end frames means the stream was cut, and the
-// side that sees it resets its TCP connection: a broken transfer never
-// looks complete. (yamux alone cannot say this: hashicorp/yamux has no
-// per-stream reset, and it ends the streams of a lost session with a plain
-// end of file.)
+// Each yamux stream starts with the opener's header: one frame (framing
+// below) whose data is the name of the forward, as -from NAME=ADDR gave it,
+// or empty for an unnamed -from; at most maxNameLen bytes. The accepting
+// side connects the stream only to its own -to of that name: the side that
+// opens the TCP connection to a target decides which targets exist, as
+// sshd's PermitOpen does, and a peer can never name an address.
 //
-// The first frame listen sends on each stream is a status, at most
-// maxStatusLen bytes: "ok" once it has connected to its -to target, and the
-// data follows; otherwise "connect failed: REASON" (REASON as "connection
-// refused", as ssh's "channel open failed: connect failed: Connection
-// refused"), and listen closes the stream. connect shows that reason in a
-// notice and resets the local connection; the tunnel stays up. connect
-// sends its data at once, without waiting for the status, so a stream
-// costs no round trip; listen drops that data if the target is down.
+// The accepting side answers with a status frame, at most maxStatusLen
+// bytes: "ok" once it has connected to its target, and the data follows;
+// otherwise a reason, and it closes the stream: "connect failed: REASON"
+// when the target cannot be reached (REASON as "connection refused", as
+// ssh's "channel open failed: connect failed: Connection refused"), or
+// "no -to named ..." when it has no target of that name. The opener shows
+// the reason in a notice and resets the local connection; the tunnel stays
+// up. The opener sends its data at once, without waiting for the status,
+// so a stream costs no round trip; the accepting side drops that data if
+// it refuses the stream.
+//
+// After the header, each direction is a sequence of frames: a 4-byte
+// big-endian length n, then n bytes of data. A frame with n = 0 is the
+// clean end of that direction (the local side's end of data, passed on as
+// a TCP half-close). A side closes the yamux stream (FIN) only once both
+// directions have ended cleanly, or to cut the stream; so a FIN or the
+// loss of the session before both end frames means the stream was cut,
+// and the side that sees it resets its TCP connection: a broken transfer
+// never looks complete. (yamux alone cannot say this: hashicorp/yamux has
+// no per-stream reset, and it ends the streams of a lost session with a
+// plain end of file.)
+//
+// Limits, since either peer may be hostile: at most maxTunnelStreams
+// streams at once per connection, each buffering at most yamux's window;
+// a header must arrive within tunnelHeaderTimeout.
+//
+// The protocol was changed before any release (named forwards and streams
+// opened by either side), so it keeps its /1.
 
 import (
 	"context"
@@ -67,8 +84,21 @@ const (
 // sends the header with its body).
 const maxFramePayload = wire.MaxRecordPayload - yamuxHeaderLen - 4
 
-// maxStatusLen bounds the status frame that starts each stream from listen.
+// maxStatusLen bounds the status frame that answers each stream's header.
 const maxStatusLen = 1024
+
+// maxNameLen bounds a forward's name, in -from/-to and in a stream's
+// header.
+const maxNameLen = 64
+
+// maxTunnelStreams bounds the streams of one tunnel connection, both
+// directions together, so that one peer's memory and goroutines on this
+// side are bounded: each stream buffers at most yamux's window.
+const maxTunnelStreams = 256
+
+// tunnelHeaderTimeout bounds the wait for a stream's header, which the
+// opener sends at once.
+const tunnelHeaderTimeout = 30 * time.Second
 
 // testOnlyKeepAlive, if set, replaces tunnelKeepAlive and
 // tunnelPingTimeout, so tests notice a dead peer quickly.
@@ -79,12 +109,20 @@ var testOnlyKeepAlive time.Duration
 // fallback to a connection per local connection.
 var testOnlyNoMux bool
 
+// streamProtocol is a plain secure stream, as when nothing is negotiated.
+// Every side that offers an application protocol offers it too, so that a
+// connect and a listen that want different things (say a stdio connect
+// and a listen -to) still meet on a plain stream, as they did before
+// either offered anything, instead of failing the handshake with
+// securepeer.ErrNoCommonProtocol.
+const streamProtocol = "securepeer-stream/1"
+
 // tunnelProtos is what the sides of a native tunnel offer in NextProtos.
 func tunnelProtos() []string {
 	if testOnlyNoMux {
 		return nil
 	}
-	return []string{tunnelProtocol}
+	return []string{tunnelProtocol, streamProtocol}
 }
 
 // errStreamCut is what a tunnel stream's reader gets when the peer cut it:
@@ -101,8 +139,66 @@ type muxSession struct {
 	sess *yamux.Session
 	conn *muxConn
 
-	mu     sync.Mutex
-	reason error // why the session ended, if this side knows better than yamux
+	mu       sync.Mutex
+	reason   error // why the session ended, if this side knows better than yamux
+	active   int   // streams in progress, both directions
+	stopping bool  // stop was called: no new streams; closeClean once idle
+}
+
+// begin counts a new stream in, unless the session is stopping or has
+// maxTunnelStreams already; end counts it out.
+func (m *muxSession) begin() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.stopping:
+		return fmt.Errorf("the tunnel connection with %s is stopping", m.s.remoteAddr)
+	case m.active >= maxTunnelStreams:
+		return fmt.Errorf("the tunnel connection with %s already carries %d streams, the most it may", m.s.remoteAddr, maxTunnelStreams)
+	}
+	m.active++
+	return nil
+}
+
+func (m *muxSession) end() {
+	m.mu.Lock()
+	m.active--
+	idle := m.stopping && m.active == 0
+	m.mu.Unlock()
+	if idle {
+		m.closeClean()
+	}
+}
+
+// stop tells the peer to open no more streams, and closes the session
+// cleanly once the streams in progress have ended.
+func (m *muxSession) stop() {
+	m.sess.GoAway()
+	m.mu.Lock()
+	m.stopping = true
+	idle := m.active == 0
+	m.mu.Unlock()
+	if idle {
+		m.closeClean()
+	}
+}
+
+// openForward opens a stream for the forward named name, sending its
+// header.
+func (m *muxSession) openForward(name string) (*tunnelStream, error) {
+	st, err := m.sess.OpenStream()
+	if err != nil {
+		if m.closed() {
+			return nil, m.err()
+		}
+		return nil, fmt.Errorf("the peer at %s accepts no more streams on this connection: %v", m.s.remoteAddr, err)
+	}
+	t := &tunnelStream{st: st, m: m}
+	if err := t.writeFrame([]byte(name)); err != nil {
+		t.cut()
+		return nil, err
+	}
+	return t, nil
 }
 
 // newMuxSession starts a yamux session over s, as client (the connect side)
@@ -383,7 +479,7 @@ type sendError struct{ err error }
 func (e *sendError) Error() string { return e.err.Error() }
 func (e *sendError) Unwrap() error { return e.err }
 
-// readStatus reads the status frame that starts a stream from listen, and
+// readStatus reads the status frame that answers the opener's header, and
 // returns a *refusedError unless it is "ok".
 func (t *tunnelStream) readStatus() error {
 	if _, err := io.ReadFull(t.st, t.hdr[:]); err != nil {
@@ -403,7 +499,26 @@ func (t *tunnelStream) readStatus() error {
 	return &refusedError{reason: strings.ToValidUTF8(string(status), "?")}
 }
 
-// refusedError is listen's refusal of a stream, with its reason.
+// readHeader reads the header that starts a stream from the opener: the
+// forward's name.
+func (t *tunnelStream) readHeader() (string, error) {
+	t.st.SetReadDeadline(time.Now().Add(tunnelHeaderTimeout))
+	defer t.st.SetReadDeadline(time.Time{})
+	if _, err := io.ReadFull(t.st, t.hdr[:]); err != nil {
+		return "", t.readError(err)
+	}
+	n := binary.BigEndian.Uint32(t.hdr[:])
+	if n > maxNameLen {
+		return "", fmt.Errorf("the peer began a tunnel stream with a name of %d bytes, more than securepeer-tunnel/1 allows", n)
+	}
+	name := make([]byte, n)
+	if _, err := io.ReadFull(t.st, name); err != nil {
+		return "", t.readError(err)
+	}
+	return string(name), nil
+}
+
+// refusedError is the peer's refusal of a stream, with its reason.
 type refusedError struct{ reason string }
 
 func (e *refusedError) Error() string {
@@ -431,7 +546,7 @@ func (t *tunnelStream) cut() {
 // in both directions, passing each direction's clean end on (an end frame,
 // a TCP half-close), until both have ended cleanly, one fails, or ctx ends.
 // A failure cuts both: t without its end frames, c with a reset. If
-// status, the stream starts with listen's status frame (the connect side).
+// status, the peer's status frame comes first (on the side that opened t).
 func relayTunnel(ctx context.Context, t *tunnelStream, c net.Conn, status bool) error {
 	sent := make(chan error, 1)
 	go func() { sent <- t.sendFrom(c) }()

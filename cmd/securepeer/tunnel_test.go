@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 // Tests and benchmarks of multiplexed tunnels (tunnel.go): many local
@@ -288,6 +290,11 @@ func TestTunnelKeepAlive(t *testing.T) {
 	if n := r.handshakes(); n != 2 {
 		t.Errorf("listen accepted %d securepeer connections, want 2 (one before the stop, one after)\n%s", n, r)
 	}
+	// The same listen process honours the ticket of the first connection:
+	// the reconnect is a resumed session.
+	if n := strings.Count(r.client.stderr.String(), "resumed=true"); n != 1 {
+		t.Errorf("connect resumed %d sessions, want 1 (the reconnect)\n%s", n, r)
+	}
 }
 
 // BenchmarkTunnel compares multiplexed tunnels with a handshake per local
@@ -528,8 +535,8 @@ func TestTunnelGracefulStop(t *testing.T) {
 	}
 }
 
-// TestTunnelPlainPeer checks that a peer that negotiates nothing, here
-// connect without -from, still reaches a multiplexing listen -to's target
+// TestTunnelPlainPeer checks that a peer that wants a plain stream, here
+// connect without -from (securepeer-exec/1 or a plain stream), still reaches a multiplexing listen -to's target
 // over a plain stream, as before.
 func TestTunnelPlainPeer(t *testing.T) {
 	l := listenLocal(t)
@@ -546,7 +553,7 @@ func TestTunnelPlainPeer(t *testing.T) {
 	if !strings.HasPrefix(string(out), "HTTP/1.0 200") || !strings.HasSuffix(string(out), "answer to /plain") {
 		t.Errorf("connect's stdout: %q", out)
 	}
-	if n := strings.Count(r.server.stderr.String(), "next_proto="); n != 1 {
-		t.Errorf("listen negotiated a protocol %d times, want once (the tunnel, not the plain peer)\n%s", n, r)
+	if n := strings.Count(r.server.stderr.String(), "next_proto="+tunnelProtocol); n != 1 {
+		t.Errorf("listen negotiated %s %d times, want once (the tunnel, not the plain peer)\n%s", tunnelProtocol, n, r)
 	}
 }

@@ -1,0 +1,427 @@
+//go:build unix
+
+package main
+
+// Tests of forwarding in both directions (forward.go): several named
+// forwards in one process, reverse forwarding (connect -to, listen -from),
+// a name the peer has no -to for, and connect reconnecting after the
+// listener restarts. They run the securepeer installed by TestMain.
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/securepeer/securepeer/internal/testenv"
+)
+
+// startNamedHTTP serves "NAME PATH" on l, so a test sees which server a
+// request reached.
+func startNamedHTTP(t testing.TB, l net.Listener, name string) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// newKeys makes the server and client keys of a test, and an allow file
+// with the client's.
+func newKeys(t testing.TB) *testEnv {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	te.run("keygen", "-f", "client")
+	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(te.readFile("client.pub")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return te
+}
+
+// TestForwardBothWays runs two named forwards from connect to listen's
+// targets, one reverse forward from listen to connect's target, and a name
+// that listen has no -to for, all over one securepeer connection.
+func TestForwardBothWays(t *testing.T) {
+	t.Parallel()
+	te := newKeys(t)
+	web, api, home := listenLocal(t), listenLocal(t), listenLocal(t)
+	startNamedHTTP(t, web, "web")
+	startNamedHTTP(t, api, "api")
+	startNamedHTTP(t, home, "home")
+
+	server, addrs := te.start("server", "listen", "-v", "-i", "server", "-allow", "allowed",
+		"-to", "web="+web.Addr().String(), "-to", "api="+api.Addr().String(),
+		"-from", "home=127.0.0.1:0", "127.0.0.1:0")
+	sa := strings.Split(addrs, "\n")
+	if len(sa) != 2 {
+		t.Fatalf("listen announced %q, want its address and one -from", addrs)
+	}
+	client, caddrs := te.start("client", "connect", "-i", "client", "-expect", "server.pub",
+		"-from", "web=127.0.0.1:0", "-from", "api=127.0.0.1:0", "-from", "nope=127.0.0.1:0",
+		"-to", "home="+home.Addr().String(), sa[0])
+	ca := strings.Split(caddrs, "\n")
+	if len(ca) != 3 {
+		t.Fatalf("connect announced %q, want three -from addresses", caddrs)
+	}
+	logs := stringer(func() string {
+		return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr)
+	})
+	c := newHTTPClient()
+	for _, tc := range []struct{ local, want string }{
+		{ca[0], "web /a"},
+		{ca[1], "api /a"},
+		{sa[1], "home /a"}, // reverse: from listen's side to connect's target
+	} {
+		if got, err := httpGet(c, "http://"+tc.local+"/a"); got != tc.want || err != nil {
+			t.Errorf("GET via %s = %q, %v; want %q\n%s", tc.local, got, err, tc.want, logs)
+		}
+	}
+	if got, err := httpGet(c, "http://"+ca[2]+"/a"); err == nil {
+		t.Errorf("GET via -from nope=... reached %q; want a reset, as listen has no -to named nope", got)
+	}
+	waitFor(t, func() bool {
+		return strings.Contains(client.stderr.String(), `the peer refused the stream: no -to for "nope" on its side; it has "api", "web"`)
+	}, logs)
+	if n := strings.Count(server.stderr.String(), "handshake complete"); n != 1 {
+		t.Errorf("listen accepted %d securepeer connections, want 1\n%s", n, logs)
+	}
+	if code := client.interrupt(); code != exitInterrupted {
+		t.Errorf("connect exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, logs)
+	}
+	if code := server.interrupt(); code != exitInterrupted {
+		t.Errorf("listen exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, logs)
+	}
+	if s := logs.String(); strings.Contains(s, "panic") || strings.Contains(s, "DATA RACE") {
+		t.Error(s)
+	}
+}
+
+// TestForwardNoPeer checks that listen -from with no peer connected resets
+// the local connection and says why.
+func TestForwardNoPeer(t *testing.T) {
+	t.Parallel()
+	te := newKeys(t)
+	server, addrs := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-from", "127.0.0.1:0", "127.0.0.1:0")
+	sa := strings.Split(addrs, "\n")
+	if _, err := httpGet(newHTTPClient(), "http://"+sa[1]+"/"); err == nil {
+		t.Error("a local connection with no peer connected was not reset")
+	}
+	waitFor(t, func() bool {
+		return strings.Contains(server.stderr.String(), "no peer is connected with a tunnel to carry it")
+	}, server.stderr)
+}
+
+// TestTunnelReconnect kills the listener under a tunnel and starts it
+// again on the same address: connect reconnects by itself, and requests
+// work again; with -no-reconnect, connect exits 1 instead.
+func TestTunnelReconnect(t *testing.T) {
+	t.Parallel()
+	for _, noReconnect := range []bool{false, true} {
+		t.Run(fmt.Sprintf("no-reconnect=%v", noReconnect), func(t *testing.T) {
+			t.Parallel()
+			te := newKeys(t)
+			target := listenLocal(t)
+			startNamedHTTP(t, target, "web")
+			p := listenLocal(t)
+			peerAddr := p.Addr().String()
+			p.Close()
+			listenArgs := []string{"listen", "-i", "server", "-allow", "allowed", "-to", target.Addr().String(), peerAddr}
+			server, _ := te.start("server", listenArgs...)
+			args := []string{"connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0"}
+			if noReconnect {
+				args = append(args, "-no-reconnect")
+			}
+			client, local := te.start("client", append(args, peerAddr)...)
+			c := newHTTPClient()
+			if got, err := httpGet(c, "http://"+local+"/1"); got != "web /1" || err != nil {
+				t.Fatalf("GET /1 = %q, %v\n%s", got, err, client.stderr)
+			}
+
+			server.cmd.Process.Signal(syscall.SIGKILL)
+			server.wait()
+			if noReconnect {
+				if code := client.wait(); code != exitFailure {
+					t.Errorf("connect -no-reconnect exited %d when its peer died, want %d\n%s", code, exitFailure, client.stderr)
+				}
+				if !strings.Contains(client.stderr.String(), "not reconnecting, as -no-reconnect asks") {
+					t.Errorf("connect -no-reconnect did not say why it ended:\n%s", client.stderr)
+				}
+				return
+			}
+			os.Remove(filepath.Join(te.dir, "server2.addr"))
+			te.start("server2", listenArgs...)
+			waitFor(t, func() bool { return strings.Contains(client.stderr.String(), "reconnected to "+peerAddr) }, client.stderr)
+			if got, err := httpGet(c, "http://"+local+"/2"); got != "web /2" || err != nil {
+				t.Errorf("GET /2 after the listener restarted = %q, %v\n%s", got, err, client.stderr)
+			}
+			select {
+			case <-client.done:
+				t.Errorf("connect exited when its peer restarted\n%s", client.stderr)
+			default:
+			}
+		})
+	}
+}
+
+// runTool runs a real client and returns its stdout.
+func runTool(env []string, path string, args ...string) (string, error) {
+	cmd := exec.Command(path, args...)
+	cmd.Env = env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %v: %s", filepath.Base(path), err, stderr.String())
+	}
+	return string(out), nil
+}
+
+var _ = io.EOF
+var _ = time.Second
+
+// TestTimeouts checks connect -w against a peer that accepts TCP but never
+// answers, and -idle on a stdio stream where neither side sends.
+func TestTimeouts(t *testing.T) {
+	t.Parallel()
+	te := newKeys(t)
+	t.Run("w", func(t *testing.T) {
+		t.Parallel()
+		silent := listenLocal(t) // the kernel accepts; nobody answers
+		defer silent.Close()
+		cmd := te.command("connect", "-w", "300ms", "-i", "client", "-expect", "server.pub", silent.Addr().String())
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		if code := exitStatus(t, waitCmd(t, startCmd(t, cmd))); code != exitFailure {
+			t.Errorf("connect -w exited %d, want %d\n%s", code, exitFailure, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "timed out") {
+			t.Errorf("connect -w does not say it timed out:\n%s", stderr.String())
+		}
+	})
+	t.Run("idle", func(t *testing.T) {
+		t.Parallel()
+		lcmd := te.command("listen", "-idle", "500ms", "-i", "server", "127.0.0.1:0")
+		lin, err := lcmd.StdinPipe() // open and silent
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lin.Close()
+		server, addr := te.startCmd("idle", lcmd)
+		ccmd := te.command("connect", "-i", "client", "-expect", "server.pub", addr)
+		cin, err := ccmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cin.Close()
+		var cerr syncBuffer
+		ccmd.Stderr = &cerr
+		startCmd(t, ccmd)
+		if code := server.wait(); code != exitFailure {
+			t.Errorf("listen -idle exited %d, want %d\n%s", code, exitFailure, server.stderr)
+		}
+		if !strings.Contains(server.stderr.String(), "no data either way for 500ms (-idle)") {
+			t.Errorf("listen -idle does not say why it ended:\n%s", server.stderr)
+		}
+		if code := exitStatus(t, waitCmd(t, ccmd)); code != exitFailure {
+			t.Errorf("connect exited %d after its peer's -idle, want %d\n%s", code, exitFailure, cerr.String())
+		}
+		if !strings.Contains(cerr.String(), "aborted the stream") {
+			t.Errorf("connect does not say the stream was aborted:\n%s", cerr.String())
+		}
+	})
+}
+
+func startCmd(t testing.TB, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// startPythonHTTP serves dir with python3's http.server on a port of its
+// own, and returns its address.
+func startPythonHTTP(t *testing.T, python, dir string) string {
+	t.Helper()
+	l := listenLocal(t)
+	addr := l.Addr().String()
+	l.Close() // python binds it again; SO_REUSEADDR makes that safe
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(python, "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, port)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	waitFor(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, stringer(func() string { return "python3 -m http.server did not listen" }))
+	return addr
+}
+
+// TestRealClients puts curl and python3's http.server on both ends of a
+// tunnel: 100 parallel requests and a large download checked by hash,
+// forward (listen -to, connect -from) and reverse (connect -to, listen
+// -from), named, in one pair of processes over one connection.
+func TestRealClients(t *testing.T) {
+	t.Parallel()
+	curl := testenv.RequireTool(t, "curl")
+	python := testenv.RequireTool(t, "python3")
+	te := newKeys(t)
+	dir := t.TempDir()
+	big := bigBody()
+	if err := os.WriteFile(filepath.Join(dir, "big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), []byte(fmt.Sprintf("file %d\n", i)), 0o644)
+	}
+	serverSite := startPythonHTTP(t, python, dir) // behind listen
+	clientSite := startPythonHTTP(t, python, dir) // behind connect
+
+	server, addrs := te.start("server", "listen", "-v", "-i", "server", "-allow", "allowed",
+		"-to", "site="+serverSite, "-from", "back=127.0.0.1:0", "127.0.0.1:0")
+	sa := strings.Split(addrs, "\n")
+	client, local := te.start("client", "connect", "-i", "client", "-expect", "server.pub",
+		"-from", "site=127.0.0.1:0", "-to", "back="+clientSite, sa[0])
+	logs := stringer(func() string {
+		return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr)
+	})
+	for _, dir := range []struct{ name, local string }{{"forward", local}, {"reverse", sa[1]}} {
+		var wg sync.WaitGroup
+		for i := range 100 {
+			wg.Go(func() {
+				want := fmt.Sprintf("file %d\n", i)
+				got, err := runTool(nil, curl, "-sS", "--max-time", "60", fmt.Sprintf("http://%s/f%d", dir.local, i))
+				if got != want || err != nil {
+					t.Errorf("%s: curl /f%d = %q, %v; want %q", dir.name, i, got, err, want)
+				}
+			})
+		}
+		wg.Wait()
+		got, err := runTool(nil, curl, "-sS", "--max-time", "60", "http://"+dir.local+"/big")
+		if err != nil || sha256.Sum256([]byte(got)) != sha256.Sum256(big) {
+			t.Errorf("%s: curl /big: %d bytes whose SHA-256 is not the file's (%d bytes), %v\n%s", dir.name, len(got), len(big), err, logs)
+		}
+	}
+	if n := strings.Count(server.stderr.String(), "handshake complete"); n != 1 {
+		t.Errorf("listen accepted %d securepeer connections, want 1\n%s", n, logs)
+	}
+}
+
+// startSSHD runs OpenSSH's sshd unprivileged on a port of its own, with a
+// host key and an authorized key made here; it returns its address and
+// the user's private key file.
+func startSSHD(t *testing.T) (addr, userKey string) {
+	t.Helper()
+	sshd := testenv.RequireTool(t, "/usr/sbin/sshd") // sshd wants its absolute path
+	keygen := testenv.RequireTool(t, "ssh-keygen")
+	dir := t.TempDir()
+	for _, k := range []string{"host", "user"} {
+		if _, err := runTool(nil, keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "user.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
+	l := listenLocal(t)
+	addr = l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	config := fmt.Sprintf(`Port %s
+ListenAddress 127.0.0.1
+HostKey %s
+AuthorizedKeysFile %s
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+PidFile none
+`, port, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
+	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600)
+	if os.Geteuid() == 0 {
+		// sshd run by root insists on its privilege separation directory,
+		// which the package's tmpfiles.d makes at boot, not in a container.
+		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	waitFor(t, func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("sshd exited:\n%s", stderr.String())
+		default:
+		}
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, &stderr)
+	return addr, filepath.Join(dir, "user")
+}
+
+// TestSSHThroughTunnel logs in to a real sshd through securepeer: with
+// ssh's ProxyCommand running connect (a plain stream to listen -to), and
+// through a connect -from forward.
+func TestSSHThroughTunnel(t *testing.T) {
+	t.Parallel()
+	ssh := testenv.RequireTool(t, "ssh")
+	sshdAddr, userKey := startSSHD(t)
+	te := newKeys(t)
+	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", sshdAddr, "127.0.0.1:0")
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshArgs := []string{"-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-l", u.Username}
+
+	proxy := fmt.Sprintf("securepeer connect -i %s -expect %s %s",
+		filepath.Join(te.dir, "client"), filepath.Join(te.dir, "server.pub"), peerAddr)
+	out, err := runTool(te.env, ssh, append(sshArgs, "-o", "ProxyCommand="+proxy, "sshd.invalid", "echo logged in via ProxyCommand")...)
+	if out != "logged in via ProxyCommand\n" || err != nil {
+		t.Errorf("ssh with ProxyCommand: %q, %v\n%s", out, err, server.stderr)
+	}
+
+	client, local := te.start("client", "connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", peerAddr)
+	host, port, _ := net.SplitHostPort(local)
+	out, err = runTool(te.env, ssh, append(sshArgs, "-p", port, host, "echo logged in via a forward")...)
+	if out != "logged in via a forward\n" || err != nil {
+		t.Errorf("ssh through connect -from: %q, %v\n%s\n%s", out, err, server.stderr, client.stderr)
+	}
+}
