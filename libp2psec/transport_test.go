@@ -314,8 +314,10 @@ func TestOwnKey(t *testing.T) {
 }
 
 // A securepeer peer that turns off the hybrid completes its handshake, but
-// the transport refuses the connection.
+// the transport refuses the connection, closes it and leaves no goroutine
+// behind.
 func TestNotPostQuantum(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	a := newTransport(t)
 	id, err := securepeer.GenerateIdentity()
 	if err != nil {
@@ -334,6 +336,29 @@ func TestNotPostQuantum(t *testing.T) {
 		t.Fatalf("SecureOutbound: %v, want ErrNotPostQuantum", err)
 	}
 	if _, err := cc.Write([]byte{0}); err == nil {
+		t.Error("the insecure connection is still open")
+	}
+}
+
+// The same, the other way round: an initiator without the hybrid.
+func TestNotPostQuantumInbound(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	a := newTransport(t)
+	id, err := securepeer.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, sc := tcpPair(t)
+	go func() {
+		c := securepeer.Client(cc, &securepeer.Config{Identity: id, DisablePostQuantum: true})
+		c.Handshake()
+		io.Copy(io.Discard, c)
+	}()
+	_, err = a.SecureInbound(context.Background(), sc, "")
+	if !errors.Is(err, ErrNotPostQuantum) {
+		t.Fatalf("SecureInbound: %v, want ErrNotPostQuantum", err)
+	}
+	if _, err := sc.Write([]byte{0}); err == nil {
 		t.Error("the insecure connection is still open")
 	}
 }
