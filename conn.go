@@ -88,6 +88,10 @@ type halfConn struct {
 	// awaitRecord waits on; small is where it reads otherwise.
 	raw   syscall.RawConn
 	small [wire.RecordHeaderSize]byte
+	// readRaw is awaitRecord's callback for raw.Read, made once so that
+	// waiting for a record allocates nothing; rawErr is its result.
+	readRaw func(fd uintptr) bool
+	rawErr  error
 }
 
 // rekeyInterval is the number of records after which a direction's key is
@@ -310,26 +314,14 @@ func (hc *halfConn) releaseIfIdle() {
 func (c *Conn) awaitRecord() error {
 	hc := &c.in
 	if hc.raw != nil {
-		var rerr error
-		err := hc.raw.Read(func(fd uintptr) bool {
-			bp := bufPool.Get().(*[]byte)
-			n, err := readFD(fd, *bp)
-			if err == errWouldBlock {
-				bufPool.Put(bp)
-				return false
-			}
-			if n > 0 {
-				hc.buf, hc.r, hc.w = bp, 0, n
-			} else {
-				bufPool.Put(bp)
-				rerr = err
-			}
-			return true
-		})
-		if err != nil {
+		if hc.readRaw == nil {
+			hc.readRaw = hc.readFromFD
+		}
+		hc.rawErr = nil
+		if err := hc.raw.Read(hc.readRaw); err != nil {
 			return err
 		}
-		return rerr
+		return hc.rawErr
 	}
 	n, err := c.conn.Read(hc.small[:])
 	if n > 0 {
@@ -341,6 +333,25 @@ func (c *Conn) awaitRecord() error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// readFromFD is the callback of awaitRecord's raw.Read: it takes a buffer
+// from the pool just before it reads, and gives it back if there was
+// nothing to read. hc must be locked.
+func (hc *halfConn) readFromFD(fd uintptr) bool {
+	bp := bufPool.Get().(*[]byte)
+	n, err := readFD(fd, *bp)
+	if err == errWouldBlock {
+		bufPool.Put(bp)
+		return false
+	}
+	if n > 0 {
+		hc.buf, hc.r, hc.w = bp, 0, n
+	} else {
+		bufPool.Put(bp)
+		hc.rawErr = err
+	}
+	return true
 }
 
 // fill reads from the connection until (*hc.buf)[hc.r:hc.w] holds at least

@@ -1500,3 +1500,35 @@ func TestAlertsUnderConcurrency(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// Steady-state Write and Read allocate nothing: records are sealed and
+// opened in pooled buffers, and waiting for a record on a raw descriptor
+// reuses one callback.
+func TestSteadyStateAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	a, b := tcpPair(t)
+	x, y := Client(a, &Config{Identity: testIdentity(t, 1)}), Server(b, &Config{Identity: testIdentity(t, 2)})
+	other := run(y.Handshake)
+	if err := x.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, other); err != nil {
+		t.Fatal(err)
+	}
+	defer closeBoth(x, y)
+	out, in := bytes.Repeat([]byte("a"), 1024), make([]byte, 1024)
+	step := func() {
+		if _, err := x.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(y, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step() // warm the pool
+	if n := testing.AllocsPerRun(200, step); n > 0 {
+		t.Fatalf("a write and a read allocate %v times", n)
+	}
+}

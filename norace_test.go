@@ -1,0 +1,5 @@
+//go:build !race
+
+package securepeer
+
+const raceEnabled = false
