@@ -75,6 +75,13 @@ type Config struct {
 	// when it next reads from the connection after the handshake.
 	ClientSessionCache ClientSessionCache
 
+	// SessionCacheKey, if not empty, is the key under which an initiator
+	// keeps and looks up its tickets in ClientSessionCache, in place of the
+	// responder's network address: for example the peer ID a libp2p host
+	// dials, which may move between addresses. Verify still decides
+	// whether the key stored with a ticket is acceptable.
+	SessionCacheKey string
+
 	// SessionTicketsDisabled turns resumption off on this side: as
 	// responder it gives no tickets and answers every resumption with a
 	// full handshake; as initiator it neither asks for tickets nor offers

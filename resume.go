@@ -43,8 +43,12 @@ func (hs *handshakeState) wantsSecret() bool {
 }
 
 // sessionKey is the key of the connection's sessions in a
-// ClientSessionCache: the responder's address, or "" if it has none.
+// ClientSessionCache: Config.SessionCacheKey if set, else the responder's
+// address, or "" if it has none.
 func sessionKey(c *Conn) string {
+	if c.config.SessionCacheKey != "" {
+		return c.config.SessionCacheKey
+	}
 	a := c.conn.RemoteAddr()
 	if a == nil {
 		return ""

@@ -921,3 +921,19 @@ func TestTicketLifetimeWithClockSetBack(t *testing.T) {
 		t.Fatal("the ticket given with the clock set back was not usable")
 	}
 }
+
+// SessionCacheKey replaces the address as the cache key: a ticket follows
+// the name, not the address.
+func TestSessionCacheKey(t *testing.T) {
+	client, server := ticketConfigs(t)
+	client.ClientSessionCache = NewLRUClientSessionCache(0)
+	client.SessionCacheKey = "bob"
+	recordedSession(t, client, server) // over one address
+	if _, cs := recordedSession(t, client, server); !cs.DidResume {
+		t.Fatal("a ticket kept under SessionCacheKey was not used at another address")
+	}
+	client.SessionCacheKey = "carol"
+	if _, cs := recordedSession(t, client, server); cs.DidResume {
+		t.Fatal("a ticket kept for bob was offered for carol")
+	}
+}

@@ -448,34 +448,67 @@ func TestHandshakeTimeoutFromContext(t *testing.T) {
 	}
 }
 
-// The transport gives no session tickets, even to a securepeer initiator
-// that asks: its tickets would die with the connection's Config (see
-// PROTOCOL.md, "Session resumption").
-func TestNoTickets(t *testing.T) {
-	a := newTransport(t)
-	id, err := securepeer.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, sc := tcpPair(t)
-	done := make(chan error, 1)
-	go func() {
-		c, err := a.SecureInbound(context.Background(), sc, "")
-		if err == nil {
-			_, err = c.Write([]byte("x"))
+// A dialer that comes back to a peer resumes with the ticket that peer
+// gave it, keyed by peer ID, so it resumes at any address; the peer ID is
+// checked as in a full handshake, and a ticket is never offered to another
+// peer.
+func TestResumption(t *testing.T) {
+	a, b, c := newTransport(t), newTransport(t), newTransport(t)
+	session := func(from, to *Transport) (out, in securepeer.ConnectionState) {
+		t.Helper()
+		o, i := handshake(t, from, to, to.localID, from.localID)
+		if o.err != nil || i.err != nil {
+			t.Fatal(o.err, i.err)
 		}
-		done <- err
-	}()
-	cache := securepeer.NewLRUClientSessionCache(1)
-	c := securepeer.Client(cc, &securepeer.Config{Identity: id, ClientSessionCache: cache})
-	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-		t.Fatal(err)
+		// The ticket comes before the listener's first record.
+		go i.conn.Write([]byte("x"))
+		if _, err := io.ReadFull(o.conn, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if o.conn.RemotePeer() != to.localID || i.conn.RemotePeer() != from.localID {
+			t.Fatal("wrong peer IDs")
+		}
+		return o.conn.(*Conn).SecurepeerState(), i.conn.(*Conn).SecurepeerState()
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	for n, want := range []bool{false, true, true} {
+		out, in := session(a, b)
+		if out.DidResume != want || in.DidResume != want || !out.PostQuantum || !in.PostQuantum {
+			t.Fatalf("connection %d: DidResume %v/%v, PostQuantum %v/%v; want resumed %v, post-quantum", n, out.DidResume, in.DidResume, out.PostQuantum, in.PostQuantum, want)
+		}
 	}
-	key := cc.RemoteAddr().Network() + " " + cc.RemoteAddr().String()
-	if _, ok := cache.Take(key); ok {
-		t.Error("the initiator got a session ticket")
+	if out, _ := session(a, c); out.DidResume {
+		t.Fatal("a ticket of one peer was used with another")
+	}
+	// A peer that no longer honours a's ticket (b's keys are gone) costs
+	// a full handshake, not a failure.
+	b.tickets = ticketKeys{}
+	if out, _ := session(a, b); out.DidResume {
+		t.Fatal("resumed with a ticket whose key was dropped")
+	}
+	// A ticket of b, offered to c at b's expected peer ID: refused as a
+	// peer ID mismatch, as without a ticket.
+	session(a, b)
+	o, _ := handshake(t, a, c, b.localID, "")
+	if !errors.As(o.err, new(sec.ErrPeerIDMismatch)) {
+		t.Fatalf("dialing b's peer ID at c: %v, want ErrPeerIDMismatch", o.err)
+	}
+}
+
+func TestTicketKeyRotation(t *testing.T) {
+	var k ticketKeys
+	now := time.Now()
+	first, err := k.current(now)
+	if err != nil || len(first) != 1 {
+		t.Fatal(first, err)
+	}
+	if again, _ := k.current(now.Add(time.Hour)); len(again) != 1 || again[0] != first[0] {
+		t.Fatal("the key changed within a day")
+	}
+	next, _ := k.current(now.Add(25 * time.Hour))
+	if len(next) != 2 || next[1] != first[0] || next[0] == first[0] {
+		t.Fatal("a day later: want a new sealing key and the old one still opening")
+	}
+	if late, _ := k.current(now.Add(10 * 24 * time.Hour)); len(late) != 1 {
+		t.Fatalf("%d keys kept past their tickets' lifetime", len(late))
 	}
 }
