@@ -7,7 +7,7 @@ replace github.com/securepeer/securepeer => ../
 require (
 	github.com/libp2p/go-libp2p v0.51.0
 	github.com/multiformats/go-multiaddr v0.16.1
-	github.com/securepeer/securepeer v0.0.0-00010101000000-000000000000
+	github.com/securepeer/securepeer v0.0.0-20261128051625-6da075bfcd2b
 	go.uber.org/goleak v1.3.0
 )
 
