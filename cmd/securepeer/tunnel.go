@@ -80,9 +80,14 @@ const (
 )
 
 // maxFramePayload is the most data sendFrom puts in a frame: with the
-// frame's length and yamux's header, one full securepeer record (muxConn
-// sends the header with its body).
-const maxFramePayload = wire.MaxRecordPayload - yamuxHeaderLen - 4
+// frame's length and yamux's header, four full securepeer records (muxConn
+// sends the header with its body, so no record holds a header alone).
+// Each frame costs two goroutine handoffs on each side (yamux's send and
+// receive loops), which on a busy machine weigh more than the copies: one
+// bulk stream moved about 0.6 times as fast as a connection of its own
+// with one record a frame, and about 0.85 times with four (BENCHMARKS.md,
+// "Tunnels").
+const maxFramePayload = 4*wire.MaxRecordPayload - yamuxHeaderLen - 4
 
 // maxStatusLen bounds the status frame that answers each stream's header.
 const maxStatusLen = 1024
@@ -93,8 +98,12 @@ const maxNameLen = 64
 
 // maxTunnelStreams bounds the streams of one tunnel connection, both
 // directions together, so that one peer's memory and goroutines on this
-// side are bounded: each stream buffers at most yamux's window.
-const maxTunnelStreams = 256
+// side are bounded: each stream buffers at most tunnelWindow of data that
+// its local side does not read, so at most 128 MiB in all.
+const maxTunnelStreams = 128
+
+// tunnelWindow is each stream's yamux receive window.
+const tunnelWindow = 1 << 20
 
 // tunnelHeaderTimeout bounds the wait for a stream's header, which the
 // opener sends at once.
@@ -218,6 +227,11 @@ func newMuxSession(s *stream, client bool, log *slog.Logger) *muxSession {
 	// for as long as it likes (a download after the request); the peer's
 	// FIN always comes, or the session ends.
 	cfg.StreamCloseTimeout = 0
+	// yamux's default window, 256 KiB, leaves one bulk stream waiting
+	// for window updates: 1 MiB makes it as fast as a plain securepeer
+	// stream (BENCHMARKS.md, "Tunnels"), at a cost that maxTunnelStreams
+	// bounds.
+	cfg.MaxStreamWindowSize = tunnelWindow
 	cfg.LogOutput = nil
 	cfg.Logger = yamuxLogger{log}
 	m := &muxSession{s: s, conn: &muxConn{s: s}}
@@ -465,13 +479,19 @@ func (t *tunnelStream) sendFrom(c io.Reader) error {
 	}
 }
 
-// frameBufs holds the buffers of sendFrom and relayTunnel's copies, which a
-// tunnel with many short streams would otherwise allocate (and clear) for
-// each stream.
-var frameBufs = sync.Pool{New: func() any {
-	b := make([]byte, 4+maxFramePayload)
-	return &b
-}}
+// frameBufs holds sendFrom's buffers, and copyBufs those of relayTunnel's
+// copies to the local connection, which a tunnel with many short streams
+// would otherwise allocate (and clear) for each stream.
+var (
+	frameBufs = sync.Pool{New: func() any {
+		b := make([]byte, 4+maxFramePayload)
+		return &b
+	}}
+	copyBufs = sync.Pool{New: func() any {
+		b := make([]byte, bufSize)
+		return &b
+	}}
+)
 
 // sendError is a failed write to a tunnel stream.
 type sendError struct{ err error }
@@ -558,9 +578,9 @@ func relayTunnel(ctx context.Context, t *tunnelStream, c net.Conn, status bool) 
 				return
 			}
 		}
-		bp := frameBufs.Get().(*[]byte)
+		bp := copyBufs.Get().(*[]byte)
 		_, err := io.CopyBuffer(struct{ io.Writer }{c}, t, *bp)
-		frameBufs.Put(bp)
+		copyBufs.Put(bp)
 		if err == nil {
 			err = closeWrite(c)
 		}
