@@ -121,31 +121,45 @@ func TestForwardNoPeer(t *testing.T) {
 	}, server.stderr)
 }
 
-// TestTunnelReconnect kills the listener under a tunnel and starts it
-// again on the same address: connect reconnects by itself, and requests
-// work again; with -no-reconnect, connect exits 1 instead.
+// TestTunnelReconnect kills the listener under a tunnel that forwards
+// both ways and starts it again on the same addresses: connect reconnects
+// by itself, and requests work again in both directions, the reverse one
+// (listen -from to connect -to) included; with -no-reconnect, connect
+// exits 1 instead.
 func TestTunnelReconnect(t *testing.T) {
 	t.Parallel()
 	for _, noReconnect := range []bool{false, true} {
 		t.Run(fmt.Sprintf("no-reconnect=%v", noReconnect), func(t *testing.T) {
 			t.Parallel()
 			te := newKeys(t)
-			target := listenLocal(t)
-			startNamedHTTP(t, target, "web")
-			p := listenLocal(t)
-			peerAddr := p.Addr().String()
+			web, home := listenLocal(t), listenLocal(t)
+			startNamedHTTP(t, web, "web")
+			startNamedHTTP(t, home, "home")
+			// Fixed addresses, so that the restarted listen has the same.
+			p, back := listenLocal(t), listenLocal(t)
+			peerAddr, backAddr := p.Addr().String(), back.Addr().String()
 			p.Close()
-			listenArgs := []string{"listen", "-i", "server", "-allow", "allowed", "-to", target.Addr().String(), peerAddr}
+			back.Close()
+			listenArgs := []string{"listen", "-i", "server", "-allow", "allowed", "-to", web.Addr().String(), "-from", "back=" + backAddr, peerAddr}
 			server, _ := te.start("server", listenArgs...)
-			args := []string{"connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0"}
+			args := []string{"connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", "-to", "back=" + home.Addr().String()}
 			if noReconnect {
 				args = append(args, "-no-reconnect")
 			}
 			client, local := te.start("client", append(args, peerAddr)...)
 			c := newHTTPClient()
-			if got, err := httpGet(c, "http://"+local+"/1"); got != "web /1" || err != nil {
-				t.Fatalf("GET /1 = %q, %v\n%s", got, err, client.stderr)
+			check := func(when string) {
+				t.Helper()
+				if got, err := httpGet(c, "http://"+local+"/"+when); got != "web /"+when || err != nil {
+					t.Errorf("GET /%s forward = %q, %v\n%s", when, got, err, client.stderr)
+				}
+				// The reverse forward needs the peer to have met connect.
+				waitFor(t, func() bool {
+					got, err := httpGet(c, "http://"+backAddr+"/"+when)
+					return got == "home /"+when && err == nil
+				}, client.stderr)
 			}
+			check("before")
 
 			server.cmd.Process.Signal(syscall.SIGKILL)
 			server.wait()
@@ -158,12 +172,9 @@ func TestTunnelReconnect(t *testing.T) {
 				}
 				return
 			}
-			os.Remove(filepath.Join(te.dir, "server2.addr"))
 			te.start("server2", listenArgs...)
 			waitFor(t, func() bool { return strings.Contains(client.stderr.String(), "reconnected to "+peerAddr) }, client.stderr)
-			if got, err := httpGet(c, "http://"+local+"/2"); got != "web /2" || err != nil {
-				t.Errorf("GET /2 after the listener restarted = %q, %v\n%s", got, err, client.stderr)
-			}
+			check("after")
 			select {
 			case <-client.done:
 				t.Errorf("connect exited when its peer restarted\n%s", client.stderr)
