@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -557,5 +558,49 @@ func waitCmd(t testing.TB, cmd *exec.Cmd) error {
 		cmd.Process.Kill()
 		t.Fatalf("%s did not exit within %v", cmd, testTimeout)
 		return nil
+	}
+}
+
+// TestConnectOtherProtocols runs a stdio connect against a library server
+// that wants an application protocol of its own: connect offers
+// securepeer-exec/1, finds nothing in common, and connects again offering
+// nothing, for the plain stream it had before it offered anything.
+func TestConnectOtherProtocols(t *testing.T) {
+	t.Parallel()
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "client")
+	id, err := securepeer.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := securepeer.Listen("tcp", "127.0.0.1:0", &securepeer.Config{Identity: id, NextProtos: []string{"example-app/1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				c.Write(bytes.ToUpper(b))
+				c.(*securepeer.Conn).CloseWrite()
+			}()
+		}
+	}()
+	cmd := te.command("connect", "-v", "-i", "client", "-expect", id.PublicKey().String(), l.Addr().String())
+	cmd.Stdin = strings.NewReader("beep boop\n")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if string(out) != "BEEP BOOP\n" || err != nil {
+		t.Errorf("connect: %q, %v\n%s", out, err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "connecting again with none") {
+		t.Errorf("connect did not say it connected again offering nothing:\n%s", stderr.String())
 	}
 }

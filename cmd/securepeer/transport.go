@@ -275,6 +275,16 @@ func dial(ctx context.Context, h handshaker, addr string, verify verifyFunc, log
 	}
 	connected := time.Since(start)
 	s, err := h.handshake(ctx, raw, true, verify)
+	if nh, ok := h.(*nativeHandshaker); ok && len(nh.protos) > 0 && errors.Is(err, securepeer.ErrNoCommonProtocol) {
+		// A peer that wants protocols this command does not speak (a
+		// library server with its own NextProtos) still gets a plain
+		// stream, as before this side offered any: one handshake more,
+		// once per connection, offering nothing.
+		log.Info("no application protocol in common; connecting again with none", "addr", addr, "err", err.Error())
+		plain := *nh
+		plain.protos = nil
+		return dial(ctx, &plain, addr, verify, log)
+	}
 	if err != nil {
 		var ce *codeError
 		if !errors.As(err, &ce) && ctx.Err() != nil {
