@@ -53,8 +53,9 @@ Flags:
                        (a changed key is still refused)
     -known-hosts FILE  use FILE instead of the default known_hosts
     -from [NAME=]LOCALADDR
-                       tunnel: listen on LOCALADDR and carry each connection to
-                       the peer's -to NAME (unnamed: its unnamed -to); repeatable
+                       tunnel: listen on LOCALADDR and carry each connection
+                       to the peer's -to NAME (unnamed: its unnamed -to);
+                       repeatable
     -to [NAME=]HOST:PORT
                        tunnel: a target for the peer's -from NAME streams
                        (reverse forwarding); repeatable, one per name

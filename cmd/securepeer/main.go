@@ -26,8 +26,8 @@ identified by Ed25519 keys, with no certificates and no authorities.
 Usage:
     securepeer keygen [-f FILE] [-force]      make an identity (key pair)
     securepeer id [-i FILE]                   print your public key and fingerprint
-    securepeer listen [flags] ADDR            accept peers: stdio, -exec, or tunnels (-to, -from)
-    securepeer connect [flags] ADDR           connect to a peer: stdio, or tunnels (-from, -to)
+    securepeer listen [flags] ADDR            accept peers: stdio, -exec, -to, -from
+    securepeer connect [flags] ADDR           connect to a peer: stdio, -from, -to
     securepeer demo                           two peers shake hands in this process
     securepeer help [CMD]                     describe a subcommand
 
