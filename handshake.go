@@ -380,12 +380,9 @@ func (hs *handshakeState) checkMessage2(p *wire.RespPayload) error {
 	if err := hs.agreeCipher(hs.initiatorCipherList(), p.Ciphers); err != nil {
 		return err
 	}
-	proto, ok := chooseProtocol(hs.cfg.NextProtos, p.Protocols)
-	if !ok {
-		hs.abort(wire.AbortNoALPN)
-		return fmt.Errorf("%w (this side: %q, peer: %q)", ErrNoCommonProtocol, hs.cfg.NextProtos, p.Protocols)
+	if err := hs.agreeProtocol(hs.cfg.NextProtos, p.Protocols); err != nil {
+		return err
 	}
-	hs.protocol = proto
 	switch {
 	case p.KEMCiphertext != nil && hs.kemKey == nil:
 		return hs.protocolError("the peer answered an ML-KEM offer that was not made")
@@ -398,6 +395,18 @@ func (hs *handshakeState) checkMessage2(p *wire.RespPayload) error {
 		clear(ss)
 		hs.postQuantum = true
 	}
+	return nil
+}
+
+// agreeProtocol settles the application protocol from both lists
+// ("Application protocol"), or aborts.
+func (hs *handshakeState) agreeProtocol(initiator, responder []string) error {
+	proto, ok := chooseProtocol(initiator, responder)
+	if !ok {
+		hs.abort(wire.AbortNoALPN)
+		return fmt.Errorf("%w (initiator: %q, responder: %q)", ErrNoCommonProtocol, initiator, responder)
+	}
+	hs.protocol = proto
 	return nil
 }
 

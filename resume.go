@@ -147,12 +147,9 @@ func (hs *handshakeState) runResumingInitiator() error {
 	if err := hs.agreeCipher(hs.cipherList(), p.Ciphers); err != nil {
 		return err
 	}
-	proto, ok := chooseProtocol(hs.cfg.NextProtos, p.Protocols)
-	if !ok {
-		hs.abort(wire.AbortNoALPN)
-		return fmt.Errorf("%w (this side: %q, peer: %q)", ErrNoCommonProtocol, hs.cfg.NextProtos, p.Protocols)
+	if err := hs.agreeProtocol(hs.cfg.NextProtos, p.Protocols); err != nil {
+		return err
 	}
-	hs.protocol = proto
 	hs.remote, hs.postQuantum, hs.resumed = hs.session.remote, hs.session.postQuantum, true
 	if err := hs.verify(); err != nil {
 		hs.abort(wire.AbortRejected)
@@ -195,12 +192,9 @@ func (hs *handshakeState) runResumingResponder(msg1 []byte) error {
 	if err := hs.agreeCipher(p.Ciphers, hs.cipherList()); err != nil {
 		return err
 	}
-	proto, ok := chooseProtocol(p.Protocols, hs.cfg.NextProtos)
-	if !ok {
-		hs.abort(wire.AbortNoALPN)
-		return fmt.Errorf("%w (this side: %q, peer: %q)", ErrNoCommonProtocol, hs.cfg.NextProtos, p.Protocols)
+	if err := hs.agreeProtocol(p.Protocols, hs.cfg.NextProtos); err != nil {
+		return err
 	}
-	hs.protocol = proto
 	hs.remote, hs.postQuantum, hs.authTime = st.initiator, st.postQuantum, st.authTime
 	hs.resumed, hs.giveTicket = true, true
 	p2 := wire.ResumeRespPayload{Hello: hs.myHello, Ciphers: hs.cipherList(), Protocols: hs.cfg.NextProtos}
