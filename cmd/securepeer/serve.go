@@ -138,6 +138,12 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 		return
 	default:
 	}
+	if live.Load() == 0 {
+		// The last session is returning (live drops just before its
+		// Done): nothing to wait for, so nothing to say.
+		<-done
+		return
+	}
 	cfg.notef("stopping: no new connections; waiting up to %v for %s to end; Ctrl-C again to cut them", cfg.grace, sessionCount(live.Load()))
 	grace := time.NewTimer(cfg.grace)
 	defer grace.Stop()
