@@ -345,7 +345,7 @@ func (tc *tunnelClient) redial() *muxSession {
 			return nil
 		}
 		delay = min(2*delay, reconnectMax)
-		tc.end.notef("reconnecting: %v; trying again in about %v", err, delay.Round(time.Second))
+		tc.end.notef("reconnecting to %s failed (%s); trying again in about %v", tc.addr, strings.TrimSuffix(describe(err), "."), delay.Round(time.Second))
 	}
 }
 

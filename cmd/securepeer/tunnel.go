@@ -307,8 +307,12 @@ func (m *muxSession) err() error {
 		return reason
 	}
 	if err := m.conn.readErr(); err != nil {
-		if errors.Is(err, errPeerClosed) {
+		switch {
+		case errors.Is(err, errPeerClosed):
 			return fmt.Errorf("the peer at %s closed the tunnel connection", m.s.remoteAddr)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			// streamError's "data may be missing" is said per stream.
+			return fmt.Errorf("the connection with %s was cut (a crash, a restart, or the network)", m.s.remoteAddr)
 		}
 		return streamError(m.s, err)
 	}
