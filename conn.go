@@ -523,28 +523,54 @@ func (c *Conn) writeRecordLocked(typ uint8, payload []byte) error {
 	if hc.err != nil {
 		return hc.err
 	}
-	if hc.ticket != nil {
-		t := hc.ticket
-		hc.ticket = nil
-		if err := c.writeRecordLocked(wire.RecordTicket, t); err != nil {
-			return err
-		}
-	}
-	if err := hc.nextNonce(); err != nil {
-		hc.err = err
-		return err
-	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	// The header is the additional data, sealed in place after it, as
-	// crypto/tls does with TLS 1.3 records.
-	hdr := (*bp)[:wire.RecordHeaderSize]
+	b := (*bp)[:0]
+	if hc.ticket != nil {
+		// The ticket goes first, in the same write as the record when
+		// both fit in the buffer, so it costs no system call of its own.
+		t := hc.ticket
+		hc.ticket = nil
+		var err error
+		if b, err = hc.sealLocked(b, wire.RecordTicket, t); err != nil {
+			return err
+		}
+		if len(b)+wire.RecordHeaderSize+len(payload)+wire.TagSize > cap(b) {
+			if err := c.sendLocked(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+	}
+	b, err := hc.sealLocked(b, typ, payload)
+	if err != nil {
+		return err
+	}
+	return c.sendLocked(b)
+}
+
+// sealLocked appends to b one sealed record. The header is the additional
+// data, sealed in place after it, as crypto/tls does with TLS 1.3 records.
+// hc must be locked.
+func (hc *halfConn) sealLocked(b []byte, typ uint8, payload []byte) ([]byte, error) {
+	if err := hc.nextNonce(); err != nil {
+		hc.err = err
+		return nil, err
+	}
+	start := len(b)
+	b = b[:start+wire.RecordHeaderSize]
+	hdr := b[start:]
 	wire.PutRecordHeader(hdr, typ, len(payload)+wire.TagSize)
-	b := hc.aead.Seal(hdr, hc.nonce[:], payload, hdr)
+	b = hc.aead.Seal(b, hc.nonce[:], payload, hdr)
 	hc.seq++
+	return b, nil
+}
+
+// sendLocked writes sealed records. c.out must be locked.
+func (c *Conn) sendLocked(b []byte) error {
 	if _, err := c.conn.Write(b); err != nil {
-		hc.err = &permanentError{err}
-		return hc.err
+		c.out.err = &permanentError{err}
+		return c.out.err
 	}
 	return nil
 }

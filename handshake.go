@@ -596,7 +596,14 @@ func (hs *handshakeState) installTrafficKeys(cs1, cs2 *noise.CipherState) error 
 	if err != nil {
 		return err
 	}
-	binding, err := hkdf.Key(sha256.New, append(k1[:], k2[:]...), h, labelChannelBinding, 32)
+	// The channel binding and the resumption secret share their input and
+	// salt: one extraction serves both.
+	prk, err := hkdf.Extract(sha256.New, append(k1[:], k2[:]...), h)
+	if err != nil {
+		return err
+	}
+	defer clear(prk)
+	binding, err := hkdf.Expand(sha256.New, prk, labelChannelBinding, 32)
 	if err != nil {
 		return err
 	}
@@ -612,7 +619,7 @@ func (hs *handshakeState) installTrafficKeys(cs1, cs2 *noise.CipherState) error 
 		return err
 	}
 	if hs.wantsSecret() {
-		secret, err := hkdf.Key(sha256.New, append(k1[:], k2[:]...), h, labelResumption, 32)
+		secret, err := hkdf.Expand(sha256.New, prk, labelResumption, 32)
 		if err != nil {
 			return err
 		}
