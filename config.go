@@ -114,6 +114,28 @@ func (c *Config) rand() io.Reader {
 	return rand.Reader
 }
 
+// Clone returns a copy of c that shares c's session ticket keys,
+// automatic or set with [Config.SetSessionTicketKeys]: tickets that either
+// issues, the other honours, and the automatic keys rotate for both. A
+// server that needs a Config per connection, for a Verify of its own,
+// clones one base Config so that its peers can resume.
+func (c *Config) Clone() *Config {
+	return &Config{
+		Identity:               c.Identity,
+		Verify:                 c.Verify,
+		Ciphers:                c.Ciphers,
+		NextProtos:             c.NextProtos,
+		ClientSessionCache:     c.ClientSessionCache,
+		SessionCacheKey:        c.SessionCacheKey,
+		SessionTicketsDisabled: c.SessionTicketsDisabled,
+		Time:                   c.Time,
+		DisablePostQuantum:     c.DisablePostQuantum,
+		HandshakeTimeout:       c.HandshakeTimeout,
+		Rand:                   c.Rand,
+		ticketKeys:             c.tickets(),
+	}
+}
+
 func (c *Config) now() time.Time {
 	if c.Time != nil {
 		return c.Time()

@@ -182,8 +182,9 @@ type ticketKeys struct {
 // again. It may be called while the Config is in use.
 //
 // The automatic keys are random, held in memory only, and rotated every 24
-// hours; each opens tickets for 8 days. Config values share nothing: a
-// Config (not a copy) must be reused for its tickets to be honoured.
+// hours; each opens tickets for 8 days. A Config shares its keys only with
+// its clones ([Config.Clone]): reuse one Config, or clone one, for its
+// tickets to be honoured.
 func (c *Config) SetSessionTicketKeys(keys [][32]byte) {
 	ks := make([]ticketKey, 0, len(keys))
 	for _, k := range keys {
@@ -199,9 +200,14 @@ func (c *Config) SetSessionTicketKeys(keys [][32]byte) {
 	t.set = ks
 }
 
-// tickets returns the Config's ticket keys, creating them on first use.
+// tickets returns the Config's ticket keys, creating them on first use
+// unless Clone shared another Config's.
 func (c *Config) tickets() *ticketKeys {
-	c.ticketOnce.Do(func() { c.ticketKeys = new(ticketKeys) })
+	c.ticketOnce.Do(func() {
+		if c.ticketKeys == nil {
+			c.ticketKeys = new(ticketKeys)
+		}
+	})
 	return c.ticketKeys
 }
 
