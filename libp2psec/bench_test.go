@@ -64,7 +64,7 @@ func newBenchPair(b *testing.B, i int) *benchPair {
 		if t, ok := st.(*Transport); ok {
 			// Full handshakes, as Noise and TLS make: the dialer would
 			// otherwise resume with the ticket of its previous connection.
-			t.noResumption = true
+			t.base.SessionTicketsDisabled = true
 		}
 		u, err := tptu.New([]sec.SecureTransport{st}, yamuxOnly, nil, nil, nil)
 		if err != nil {

@@ -3,12 +3,9 @@ package libp2psec
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -50,56 +47,15 @@ type Transport struct {
 	identity   *securepeer.Identity
 	muxers     []string
 
-	// Resumption (PROTOCOL.md, "Session resumption"): the tickets this
-	// host was given, by peer ID, and the keys it seals its own with.
-	sessions securepeer.ClientSessionCache
-	tickets  ticketKeys
-	// noResumption turns resumption off, for the benchmarks of full
-	// handshakes.
-	noResumption bool
+	// base is cloned for each connection (each has a Verify of its own),
+	// so that all of them share the ticket cache, by peer ID, and the
+	// library's automatic ticket keys, which rotate daily (PROTOCOL.md,
+	// "Session resumption").
+	base *securepeer.Config
 }
 
 // sessionCacheSize is how many peers' tickets a Transport keeps.
 const sessionCacheSize = 1024
-
-// ticketKeys are a Transport's session ticket keys: random, in memory
-// only, a new one every ticketKeyRotation, each kept for as long as its
-// tickets can live, as securepeer's automatic keys are. (Each connection
-// has its own securepeer.Config, so the transport keeps the keys.)
-type ticketKeys struct {
-	mu      sync.Mutex
-	keys    [][32]byte // newest first
-	created []time.Time
-}
-
-const (
-	ticketKeyRotation = 24 * time.Hour
-	ticketKeyLifetime = ticketKeyRotation + 7*24*time.Hour
-)
-
-// current returns the keys for a connection, the sealing one first,
-// rotating them if due.
-func (k *ticketKeys) current(now time.Time) ([][32]byte, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if len(k.keys) == 0 || now.Sub(k.created[0]) >= ticketKeyRotation || now.Before(k.created[0]) {
-		var key [32]byte
-		if _, err := rand.Read(key[:]); err != nil {
-			return nil, fmt.Errorf("libp2psec: %w", err)
-		}
-		k.keys = append([][32]byte{key}, k.keys...)
-		k.created = append([]time.Time{now}, k.created...)
-	}
-	n := 1
-	for n < len(k.keys) && now.Sub(k.created[n]) < ticketKeyLifetime {
-		n++
-	}
-	for i := n; i < len(k.keys); i++ {
-		clear(k.keys[i][:])
-	}
-	k.keys, k.created = k.keys[:n], k.created[:n]
-	return slices.Clone(k.keys), nil
-}
 
 var _ sec.SecureTransport = (*Transport)(nil)
 
@@ -155,7 +111,11 @@ func New(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*Transp
 		localID:    localID,
 		identity:   identity,
 		muxers:     names,
-		sessions:   securepeer.NewLRUClientSessionCache(sessionCacheSize),
+		base: &securepeer.Config{
+			Identity:           identity,
+			NextProtos:         names,
+			ClientSessionCache: securepeer.NewLRUClientSessionCache(sessionCacheSize),
+		},
 	}, nil
 }
 
@@ -188,44 +148,33 @@ func (t *Transport) SecureOutbound(ctx context.Context, insecure net.Conn, p pee
 
 func (t *Transport) secure(ctx context.Context, insecure net.Conn, p peer.ID, initiator bool) (sec.SecureConn, error) {
 	c := &Conn{localID: t.localID}
-	cfg := &securepeer.Config{
-		Identity:         t.identity,
-		NextProtos:       t.muxers,
-		HandshakeTimeout: handshakeTimeout(ctx),
-		// A returning dialer resumes with the ticket it was given by the
-		// peer it dials (PROTOCOL.md, "Session resumption"); Verify below
-		// checks the peer ID whether the handshake is full or resumed.
-		ClientSessionCache:     t.sessions,
-		SessionCacheKey:        string(p),
-		SessionTicketsDisabled: t.noResumption,
-		Verify: func(_ context.Context, remote securepeer.PublicKey) error {
-			pub, err := crypto.UnmarshalEd25519PublicKey(remote.Ed25519())
-			if err != nil {
-				return fmt.Errorf("libp2psec: %w", err)
-			}
-			id, err := peer.IDFromPublicKey(pub)
-			if err != nil {
-				return fmt.Errorf("libp2psec: %w", err)
-			}
-			if p != "" && id != p {
-				return sec.ErrPeerIDMismatch{Expected: p, Actual: id}
-			}
-			if id == t.localID {
-				return fmt.Errorf("libp2psec: %w", securepeer.ErrOwnKey)
-			}
-			c.remoteID, c.remoteKey = id, pub
-			return nil
-		},
+	cfg := t.base.Clone()
+	cfg.HandshakeTimeout = handshakeTimeout(ctx)
+	// A returning dialer resumes with the ticket it was given by the peer
+	// it dials; Verify checks the peer ID whether the handshake is full or
+	// resumed.
+	cfg.SessionCacheKey = string(p)
+	cfg.Verify = func(_ context.Context, remote securepeer.PublicKey) error {
+		pub, err := crypto.UnmarshalEd25519PublicKey(remote.Ed25519())
+		if err != nil {
+			return fmt.Errorf("libp2psec: %w", err)
+		}
+		id, err := peer.IDFromPublicKey(pub)
+		if err != nil {
+			return fmt.Errorf("libp2psec: %w", err)
+		}
+		if p != "" && id != p {
+			return sec.ErrPeerIDMismatch{Expected: p, Actual: id}
+		}
+		if id == t.localID {
+			return fmt.Errorf("libp2psec: %w", securepeer.ErrOwnKey)
+		}
+		c.remoteID, c.remoteKey = id, pub
+		return nil
 	}
 	if initiator {
 		c.conn = securepeer.Client(insecure, cfg)
 	} else {
-		keys, err := t.tickets.current(time.Now())
-		if err != nil {
-			insecure.Close()
-			return nil, err
-		}
-		cfg.SetSessionTicketKeys(keys)
 		c.conn = securepeer.Server(insecure, cfg)
 	}
 	if err := c.conn.HandshakeContext(ctx); err != nil {
