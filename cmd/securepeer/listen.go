@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/securepeer/securepeer"
 )
 
 const listenUsage = `Usage: securepeer listen [flags] ADDR
@@ -161,7 +163,7 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		nh := &nativeHandshaker{id: id, timeout: listenHandshakeTimeout, ticketKeys: newTicketKeys()}
+		nh := &nativeHandshaker{id: id, timeout: listenHandshakeTimeout, tickets: new(securepeer.Config)}
 		switch {
 		case tunnel:
 			nh.protos = tunnelProtos()

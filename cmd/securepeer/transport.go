@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -191,19 +190,12 @@ type nativeHandshaker struct {
 	// connection per local connection) resumes: one round trip, at a
 	// fraction of a full handshake's cost. nil: no resumption.
 	sessions securepeer.ClientSessionCache
-	// ticketKeys, for a responder, seal its tickets. The library keeps
-	// automatic keys per Config, and the command makes a Config per
-	// connection, so the process's keys are set on each; they are random
-	// and live only in memory, so a restarted listen honours no older
-	// ticket (the peer then pays one round trip more). nil: no tickets.
-	ticketKeys [][32]byte
-}
-
-// newTicketKeys returns random ticket keys for a responder's lifetime.
-func newTicketKeys() [][32]byte {
-	var k [32]byte
-	rand.Read(k[:])
-	return [][32]byte{k}
+	// tickets, for a responder, is the Config that every connection's
+	// Config is cloned from, so that all of them share its ticket keys: the
+	// library's automatic ones, in memory only and rotated daily, so a
+	// restarted listen honours no older ticket (the peer then pays one
+	// round trip more). nil: no tickets.
+	tickets *securepeer.Config
 }
 
 func (h *nativeHandshaker) tcpTimeout() time.Duration { return h.tcp }
@@ -213,20 +205,19 @@ func (h *nativeHandshaker) publicKey() peerKey { return h.id.PublicKey() }
 func (h *nativeHandshaker) firstFlight(b []byte) int { return wire.FirstFlightLen(b) }
 
 func (h *nativeHandshaker) handshake(ctx context.Context, raw net.Conn, initiator bool, verify verifyFunc) (*stream, error) {
-	cfg := &securepeer.Config{
-		Identity:         h.id,
-		HandshakeTimeout: h.timeout,
-		NextProtos:       h.protos,
-		// An initiator without a cache neither asks for tickets nor
-		// offers them; a responder without keys gives none.
-		ClientSessionCache:     h.sessions,
-		SessionTicketsDisabled: !initiator && h.ticketKeys == nil,
-		Verify: func(ctx context.Context, remote securepeer.PublicKey) error {
-			return verify(ctx, remote)
-		},
+	cfg := new(securepeer.Config)
+	if h.tickets != nil {
+		cfg = h.tickets.Clone()
 	}
-	if !initiator && h.ticketKeys != nil {
-		cfg.SetSessionTicketKeys(h.ticketKeys)
+	cfg.Identity = h.id
+	cfg.HandshakeTimeout = h.timeout
+	cfg.NextProtos = h.protos
+	// An initiator without a cache neither asks for tickets nor offers
+	// them; a responder without the shared keys gives none.
+	cfg.ClientSessionCache = h.sessions
+	cfg.SessionTicketsDisabled = !initiator && h.tickets == nil
+	cfg.Verify = func(ctx context.Context, remote securepeer.PublicKey) error {
+		return verify(ctx, remote)
 	}
 	var c *securepeer.Conn
 	if initiator {
