@@ -504,6 +504,48 @@ func TestConnReplaysFlightAndReleasesCPU(t *testing.T) {
 	}
 }
 
+// A handshake that computes again after waiting for the peer (a responder
+// falling back to a full handshake) takes a new turn, which its next read
+// gives back; while it holds the turn, the turn is not free.
+func TestConnReacquire(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	g := &cpuGate{free: 1}
+	src := &source{}
+	if err := g.acquire(context.Background(), src); err != nil {
+		t.Fatal(err)
+	}
+	c := &Conn{Conn: a, release: g.release, acquire: func(ctx context.Context) error { return g.acquire(ctx, src) }}
+	free := func() int { g.mu.Lock(); defer g.mu.Unlock(); return g.free }
+	if err := c.Reacquire(context.Background()); err != nil || free() != 0 {
+		t.Fatalf("Reacquire while holding the turn: %v, %d free; want a no-op", err, free())
+	}
+	go b.Write([]byte("x"))
+	c.Read(make([]byte, 1)) // waits for the peer: the turn goes back
+	if free() != 1 {
+		t.Fatalf("%d turns free after the read, want 1", free())
+	}
+	if err := c.Reacquire(context.Background()); err != nil || free() != 0 {
+		t.Fatalf("Reacquire: %v, %d free; want the turn taken", err, free())
+	}
+	go b.Write([]byte("y"))
+	c.Read(make([]byte, 1))
+	if free() != 1 {
+		t.Fatalf("%d turns free after the second read, want 1", free())
+	}
+	c.releaseCPU() // as the listener does when the handshake ends
+	if free() != 1 {
+		t.Fatalf("the turn was given back twice: %d free", free())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	g.acquire(context.Background(), &source{}) // another handshake holds the turn
+	if err := c.Reacquire(ctx); err == nil {
+		t.Fatal("Reacquire with a canceled context and no free turn succeeded")
+	}
+}
+
 // TestCPUGateRoundRobin queues handshakes from two sources behind a full
 // gate and checks they are served alternately, not in arrival order.
 func TestCPUGateRoundRobin(t *testing.T) {
