@@ -819,7 +819,13 @@ func TestTicketFuzzSeeds(t *testing.T) {
 			t.Fatalf("the %s capture does not replay: %v", name, err)
 		}
 	}
-	for target, seeds := range map[string]map[string][]byte{"FuzzOpenTicket": tickets, "FuzzParseSessionState": states, "FuzzResumingResponder": captures} {
+	sess, answers := initiatorCaptures(t)
+	for name, in := range answers {
+		if err := Client(newFzConn(in), resumingClient(sess)).Handshake(); err != nil {
+			t.Fatalf("the %s answer does not replay: %v", name, err)
+		}
+	}
+	for target, seeds := range map[string]map[string][]byte{"FuzzOpenTicket": tickets, "FuzzParseSessionState": states, "FuzzResumingResponder": captures, "FuzzResumingInitiator": answers} {
 		dir := filepath.Join("testdata", "fuzz", target)
 		for name, data := range seeds {
 			path := filepath.Join(dir, name)
@@ -1041,4 +1047,92 @@ func TestCloneCopiesEveryField(t *testing.T) {
 			t.Errorf("Clone did not copy %s", sf.Name)
 		}
 	}
+}
+
+// resumingClient returns a Client config that holds a copy of sess, with
+// fixed randomness, as FuzzResumingInitiator's victim and its captures use.
+func resumingClient(sess *ClientSession) *Config {
+	cfg := fzConfig(fzInitiatorID, "resume-initiator-victim")
+	cfg.Time = func() time.Time { return time.Unix(1_800_000_000, 0) }
+	cache := anyKeyCache{NewLRUClientSessionCache(1)}
+	s := *sess
+	cache.Put("", &s)
+	cfg.ClientSessionCache = cache
+	return cfg
+}
+
+// initiatorCaptures returns a session the victim offers, and what
+// responders sent it: resumed ("resumed"), and refusing the ticket, then a
+// full handshake ("fallback"), each up to the end of the responder's
+// handshake messages.
+func initiatorCaptures(t testing.TB) (*ClientSession, map[string][]byte) {
+	client := fzConfig(fzInitiatorID, "resume-initiator-first")
+	client.Time = func() time.Time { return time.Unix(1_800_000_000, 0) }
+	cache := anyKeyCache{NewLRUClientSessionCache(1)}
+	client.ClientSessionCache = cache
+	runPipe := func(client, server *Config) (*Conn, []byte) {
+		a, b := net.Pipe()
+		ra := &recorder{Conn: a}
+		x, y := Client(ra, client), Server(b, server)
+		other := run(y.Handshake)
+		if err := x.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-other; err != nil {
+			t.Fatal(err)
+		}
+		done := run(func() error { _, err := y.Write([]byte("x")); return err })
+		if _, err := io.ReadFull(x, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		a.Close()
+		b.Close()
+		return x, ra.bytes()
+	}
+	runPipe(client, fzResumeServer())
+	sess, ok := cache.Take("")
+	if !ok {
+		t.Fatal("no ticket")
+	}
+	out := map[string][]byte{}
+	for _, name := range []string{"resumed", "fallback"} {
+		server := fzResumeServer()
+		frames := 1 // message 2
+		if name == "fallback" {
+			server.SetSessionTicketKeys([][32]byte{{0xfc}})
+			frames = 2 // 00 00 05, then message 2
+		}
+		x, got := runPipe(resumingClient(sess), server)
+		if x.ConnectionState().DidResume != (name == "resumed") {
+			t.Fatalf("%s capture: DidResume = %v", name, x.ConnectionState().DidResume)
+		}
+		n := wire.HelloSize
+		for range frames {
+			l := int(binary.BigEndian.Uint16(got[n:]))
+			n += 2 + max(l, 1)
+		}
+		out[name] = got[:n]
+	}
+	return sess, out
+}
+
+// FuzzResumingInitiator feeds arbitrary bytes, as the responder's side, to
+// a Client that offers a ticket. It must fail, or succeed only on a
+// captured answer, and never panic, hang or leak a goroutine.
+func FuzzResumingInitiator(f *testing.F) {
+	fzRequireSeeds(f)
+	sess, captures := initiatorCaptures(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		base := runtime.NumGoroutine()
+		c := Client(newFzConn(in), resumingClient(sess))
+		if err := fzHandshake(t, c, base); err == nil {
+			if !bytes.HasPrefix(in, captures["resumed"]) && !bytes.HasPrefix(in, captures["fallback"]) {
+				t.Fatalf("Client completed a handshake that is not a captured one:\n%x", in)
+			}
+			if c.RemoteKey() != fzResponderID.PublicKey() {
+				t.Fatal("Client completed a handshake with a key that no test identity holds")
+			}
+		}
+	})
 }
