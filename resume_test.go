@@ -846,6 +846,30 @@ func TestTicketFuzzSeeds(t *testing.T) {
 	}
 }
 
+// ticketSession runs a session over a net.Pipe in which the client takes
+// the server's ticket (with the server's first byte), and returns the
+// client's end and what each side sent.
+func ticketSession(t testing.TB, client, server *Config) (x *Conn, clientSent, serverSent []byte) {
+	a, b := net.Pipe()
+	ra, rb := &recorder{Conn: a}, &recorder{Conn: b}
+	x, y := Client(ra, client), Server(rb, server)
+	other := run(y.Handshake)
+	if err := x.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-other; err != nil {
+		t.Fatal(err)
+	}
+	done := run(func() error { _, err := y.Write([]byte("x")); return err })
+	if _, err := io.ReadFull(x, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	a.Close() // no end of stream: on a net.Pipe it would wait for a reader
+	b.Close()
+	return x, rb.bytes(), ra.bytes()
+}
+
 // fzResumeServer is the victim of FuzzResumingResponder: fixed identity,
 // randomness, clock and ticket key, so that a captured resumption replays.
 func fzResumeServer() *Config {
@@ -869,30 +893,13 @@ func resumeCaptures(t testing.TB) map[string][]byte {
 			first.SetSessionTicketKeys([][32]byte{{0xfd}})
 		}
 		for i, server := range []*Config{first, fzResumeServer()} {
-			a, b := net.Pipe()
-			rb := &recorder{Conn: b}
-			x, y := Client(a, client), Server(rb, server)
-			other := run(y.Handshake)
-			if err := x.Handshake(); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-other; err != nil {
-				t.Fatal(err)
-			}
-			done := run(func() error { _, err := y.Write([]byte("x")); return err })
-			if _, err := io.ReadFull(x, make([]byte, 1)); err != nil { // takes the ticket
-				t.Fatal(err)
-			}
-			<-done
+			x, sent, _ := ticketSession(t, client, server)
 			if i == 1 {
 				if x.ConnectionState().DidResume != (name == "resumed") {
 					t.Fatalf("%s capture: DidResume = %v", name, x.ConnectionState().DidResume)
 				}
-				// Only the handshake: the first flight and what followed.
-				out[name] = rb.bytes()
+				out[name] = sent
 			}
-			a.Close() // no end of stream: on a net.Pipe it would wait for a reader
-			b.Close()
 		}
 	}
 	return out
@@ -1070,27 +1077,7 @@ func initiatorCaptures(t testing.TB) (*ClientSession, map[string][]byte) {
 	client.Time = func() time.Time { return time.Unix(1_800_000_000, 0) }
 	cache := anyKeyCache{NewLRUClientSessionCache(1)}
 	client.ClientSessionCache = cache
-	runPipe := func(client, server *Config) (*Conn, []byte) {
-		a, b := net.Pipe()
-		ra := &recorder{Conn: a}
-		x, y := Client(ra, client), Server(b, server)
-		other := run(y.Handshake)
-		if err := x.Handshake(); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-other; err != nil {
-			t.Fatal(err)
-		}
-		done := run(func() error { _, err := y.Write([]byte("x")); return err })
-		if _, err := io.ReadFull(x, make([]byte, 1)); err != nil {
-			t.Fatal(err)
-		}
-		<-done
-		a.Close()
-		b.Close()
-		return x, ra.bytes()
-	}
-	runPipe(client, fzResumeServer())
+	ticketSession(t, client, fzResumeServer())
 	sess, ok := cache.Take("")
 	if !ok {
 		t.Fatal("no ticket")
@@ -1103,7 +1090,7 @@ func initiatorCaptures(t testing.TB) (*ClientSession, map[string][]byte) {
 			server.SetSessionTicketKeys([][32]byte{{0xfc}})
 			frames = 2 // 00 00 05, then message 2
 		}
-		x, got := runPipe(resumingClient(sess), server)
+		x, _, got := ticketSession(t, resumingClient(sess), server)
 		if x.ConnectionState().DidResume != (name == "resumed") {
 			t.Fatalf("%s capture: DidResume = %v", name, x.ConnectionState().DidResume)
 		}
