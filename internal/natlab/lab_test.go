@@ -273,7 +273,13 @@ func TestStaleLabRemoved(t *testing.T) {
 	prefix := readField(t, out, "prefix")
 	cmd.Process.Kill()
 	cmd.Wait()
-	if got := labNamespaces(t, prefix); len(got) != 3 {
+	switch got := labNamespaces(t, prefix); len(got) {
+	case 3:
+	case 0:
+		// A lab that another test process (another package) made
+		// in the last moment removed them first.
+		t.Logf("the killed run's namespaces were removed before this test's lab was made")
+	default:
 		t.Fatalf("the killed run left namespaces %v, want its 3", got)
 	}
 

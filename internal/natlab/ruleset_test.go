@@ -201,197 +201,6 @@ func TestFiltering(t *testing.T) {
 	}
 }
 
-// punchTimeout bounds a hole punch. A punch that works connects with the
-// first SYNs, or with the first retransmission one second later (an
-// address-restricted cone drops a SYN that arrives before its own went
-// out); one that cannot work takes all of it.
-const punchTimeout = 5 * time.Second
-
-// TestTCPSimultaneousOpen punches a TCP connection between hosts of every
-// pair of kinds, as libp2p's DCUtR does (see punchTable), all pairs at once
-// so that the failing ones wait out punchTimeout together, and checks which
-// pairs connect against punchTable.
-func TestTCPSimultaneousOpen(t *testing.T) {
-	t.Parallel()
-	lab := natlab.New(t)
-	relay := startObserver(t, lab.AddPublicHost("relay"))
-	hosts := make(map[natlab.Kind][2]*natlab.Host)
-	for _, k := range natlab.Kinds() {
-		hosts[k] = [2]*natlab.Host{lab.AddHost(hostName(k, 1), k), lab.AddHost(hostName(k, 2), k)}
-	}
-	results := make([]punchResult, len(punchTable))
-	var wg sync.WaitGroup
-	for i, row := range punchTable {
-		wg.Go(func() {
-			results[i] = punch(t.Context(), hosts[row.a][0], hosts[row.b][1], relay.addr(0))
-		})
-	}
-	wg.Wait()
-	for i, row := range punchTable {
-		t.Run(row.a.String()+"-"+row.b.String(), func(t *testing.T) {
-			r := results[i]
-			if r.err != nil {
-				t.Fatal(r.err)
-			}
-			t.Logf("%v side: %s; %v side: %s; after %v", row.a, r.a, row.b, r.b, r.elapsed.Round(time.Millisecond))
-			if (r.a != "") != row.want || (r.b != "") != row.want {
-				t.Errorf("%v side connected: %v, %v side connected: %v; want %v", row.a, r.a != "", row.b, r.b != "", row.want)
-			}
-			// Where both sides let in only the exact address and
-			// port they sent to, the SYNs can only have met: each
-			// side's dial made the connection, a simultaneous open.
-			strict := natlab.AddressAndPortDependent
-			if row.want && row.a.Filtering() == strict && row.b.Filtering() == strict && (r.a != viaDial || r.b != viaDial) {
-				t.Errorf("connected by %s and %s, want a simultaneous open (%s on both sides)", r.a, r.b, viaDial)
-			}
-		})
-	}
-}
-
-// How a side of a punch got the connection that carried its peer's hello.
-const (
-	viaDial   = "its dial"
-	viaAccept = "its listener"
-)
-
-// A punchResult says how each side of a punch got its connection (viaDial
-// or viaAccept, "" for none), and how long the punch took.
-type punchResult struct {
-	a, b    string
-	elapsed time.Duration
-	err     error
-}
-
-// A puncher is one side of a hole punch: a host listening on a port, and
-// what the relay saw of that port.
-type puncher struct {
-	host     *natlab.Host
-	ln       *net.TCPListener
-	port     uint16
-	observed netip.AddrPort
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-// punch has a and b listen, learn their public address and port from a
-// connection to relay, then dial each other's from their listening port at
-// once, and reports how each got a connection that carried the other's
-// name.
-func punch(ctx context.Context, a, b *natlab.Host, relay netip.AddrPort) punchResult {
-	pa, err := newPuncher(ctx, a, relay)
-	if err != nil {
-		return punchResult{err: err}
-	}
-	defer pa.close()
-	pb, err := newPuncher(ctx, b, relay)
-	if err != nil {
-		return punchResult{err: err}
-	}
-	defer pb.close()
-	ctx, cancel := context.WithTimeout(ctx, punchTimeout)
-	defer cancel()
-	var r punchResult
-	start := time.Now()
-	var wg sync.WaitGroup
-	wg.Go(func() { r.a = pa.run(ctx, pb) })
-	wg.Go(func() { r.b = pb.run(ctx, pa) })
-	wg.Wait()
-	r.elapsed = time.Since(start)
-	return r
-}
-
-// newPuncher listens on a port of h and connects from it to relay, which
-// tells it its public address and port; the connection stays open, as a
-// libp2p peer's to its relay does.
-func newPuncher(ctx context.Context, h *natlab.Host, relay netip.AddrPort) (*puncher, error) {
-	ln, err := h.ListenTCP(0)
-	if err != nil {
-		return nil, err
-	}
-	p := &puncher{host: h, ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port)}
-	seen, c, err := observeTCP(ctx, h, p.port, relay)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	p.observed = seen
-	p.keep(c)
-	return p, nil
-}
-
-// keep holds c until close.
-func (p *puncher) keep(c net.Conn) {
-	p.mu.Lock()
-	p.conns = append(p.conns, c)
-	p.mu.Unlock()
-}
-
-// close closes the listener and every connection.
-func (p *puncher) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-}
-
-// run dials peer's observed address from p's listening port while
-// accepting on it, says hello on every connection either yields, and
-// returns how it got the first that carried peer's hello (viaDial or
-// viaAccept), or "" if none did before ctx ended. It closes no connection
-// (the peer may still be reading p's hello): close does, once both sides
-// are done.
-func (p *puncher) run(ctx context.Context, peer *puncher) string {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	verified := make(chan string, 2)
-	greet := func(c net.Conn, via string) {
-		p.keep(c)
-		if hello(ctx, c, p.host.Name(), peer.host.Name()) {
-			verified <- via
-		}
-	}
-	wg.Go(func() {
-		if c, err := p.host.DialTCP(ctx, p.port, peer.observed); err == nil {
-			greet(c, viaDial)
-		}
-	})
-	// Once run returns, ctx is canceled and the listener stops
-	// accepting.
-	context.AfterFunc(ctx, func() { p.ln.SetDeadline(time.Unix(1, 0)) })
-	wg.Go(func() {
-		for {
-			c, err := p.ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { greet(c, viaAccept) })
-		}
-	})
-	select {
-	case via := <-verified:
-		return via
-	case <-ctx.Done():
-		return ""
-	}
-}
-
-// hello writes name on c and reports whether c then carries want, before
-// ctx ends.
-func hello(ctx context.Context, c net.Conn, name, want string) bool {
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	if _, err := io.WriteString(c, name+"\n"); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && line == want+"\n"
-}
-
 // A probeTarget is a host with two ports: mapped, from which it has sent to
 // an observer, and unmapped, on which it listens but has never sent from.
 // The address and port of every packet (UDP) or connection (TCP) either
@@ -573,3 +382,203 @@ func send(ctx context.Context, h *natlab.Host, proto string, to netip.AddrPort) 
 // errNoVerdict is what a filtering probe reports when neither the host nor
 // its router answered for the packet.
 var errNoVerdict = errors.New("the probe was neither delivered nor dropped")
+
+// punchTimeout bounds a hole punch. A punch that works connects with the
+// first SYNs, or with the first retransmission one second later (an
+// address-restricted cone drops a SYN that arrives before its own went
+// out); one that cannot work takes all of it.
+const punchTimeout = 5 * time.Second
+
+// TestTCPSimultaneousOpen punches a TCP connection between hosts of every
+// pair of kinds, as libp2p's DCUtR does (see punchTable), all pairs at once
+// so that the failing ones wait out punchTimeout together, and checks which
+// pairs connect against punchTable.
+func TestTCPSimultaneousOpen(t *testing.T) {
+	t.Parallel()
+	lab := natlab.New(t)
+	relay := startObserver(t, lab.AddPublicHost("relay"))
+	hosts := make(map[natlab.Kind][2]*natlab.Host)
+	for _, k := range natlab.Kinds() {
+		hosts[k] = [2]*natlab.Host{lab.AddHost(hostName(k, 1), k), lab.AddHost(hostName(k, 2), k)}
+	}
+	results := make([]punchResult, len(punchTable))
+	var wg sync.WaitGroup
+	for i, row := range punchTable {
+		wg.Go(func() {
+			results[i] = punch(t.Context(), hosts[row.a][0], hosts[row.b][1], relay.addr(0))
+		})
+	}
+	wg.Wait()
+	for i, row := range punchTable {
+		t.Run(row.a.String()+"-"+row.b.String(), func(t *testing.T) {
+			r := results[i]
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			t.Logf("%v side: %s; %v side: %s; after %v", row.a, r.a, row.b, r.b, r.elapsed.Round(time.Millisecond))
+			if (r.a != "") != row.want || (r.b != "") != row.want {
+				t.Errorf("%v side connected: %v, %v side connected: %v; want %v", row.a, r.a != "", row.b, r.b != "", row.want)
+			}
+			if row.want && simultaneous(row.a) && simultaneous(row.b) && (r.a != viaDial || r.b != viaDial) {
+				t.Errorf("connected by %s and %s, want a simultaneous open (%s on both sides)", r.a, r.b, viaDial)
+			}
+		})
+	}
+}
+
+// simultaneous reports whether a punch between two hosts of kinds for
+// which it holds can only be a simultaneous open. Such a kind keeps the
+// port, so the peer's SYN comes to the port the host dials from, from the
+// port the host dials; and it lets in no SYN from an address the host has
+// not sent to. The first SYN from the peer that gets in therefore comes
+// after the host's own went out, and conntrack hands it, as the reply
+// direction of that flow, to the host's connecting socket, not to its
+// listener.
+func simultaneous(k natlab.Kind) bool {
+	f := k.Filtering()
+	return k.Mapping() == natlab.EndpointIndependent && (f == natlab.AddressDependent || f == natlab.AddressAndPortDependent)
+}
+
+// How a side of a punch got the connection that carried its peer's hello.
+const (
+	viaDial   = "its dial"
+	viaAccept = "its listener"
+)
+
+// A punchResult says how each side of a punch got its connection (viaDial
+// or viaAccept, "" for none), and how long the punch took.
+type punchResult struct {
+	a, b    string
+	elapsed time.Duration
+	err     error
+}
+
+// A puncher is one side of a hole punch: a host listening on a port, and
+// what the relay saw of that port.
+type puncher struct {
+	host     *natlab.Host
+	ln       *net.TCPListener
+	port     uint16
+	observed netip.AddrPort
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// punch has a and b listen, learn their public address and port from a
+// connection to relay, then dial each other's from their listening port at
+// once, and reports how each got a connection that carried the other's
+// name.
+func punch(ctx context.Context, a, b *natlab.Host, relay netip.AddrPort) punchResult {
+	pa, err := newPuncher(ctx, a, relay)
+	if err != nil {
+		return punchResult{err: err}
+	}
+	defer pa.close()
+	pb, err := newPuncher(ctx, b, relay)
+	if err != nil {
+		return punchResult{err: err}
+	}
+	defer pb.close()
+	ctx, cancel := context.WithTimeout(ctx, punchTimeout)
+	defer cancel()
+	var r punchResult
+	start := time.Now()
+	var wg sync.WaitGroup
+	wg.Go(func() { r.a = pa.run(ctx, pb) })
+	wg.Go(func() { r.b = pb.run(ctx, pa) })
+	wg.Wait()
+	r.elapsed = time.Since(start)
+	return r
+}
+
+// newPuncher listens on a port of h and connects from it to relay, which
+// tells it its public address and port; the connection stays open, as a
+// libp2p peer's to its relay does.
+func newPuncher(ctx context.Context, h *natlab.Host, relay netip.AddrPort) (*puncher, error) {
+	ln, err := h.ListenTCP(0)
+	if err != nil {
+		return nil, err
+	}
+	p := &puncher{host: h, ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port)}
+	seen, c, err := observeTCP(ctx, h, p.port, relay)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	p.observed = seen
+	p.keep(c)
+	return p, nil
+}
+
+// keep holds c until close.
+func (p *puncher) keep(c net.Conn) {
+	p.mu.Lock()
+	p.conns = append(p.conns, c)
+	p.mu.Unlock()
+}
+
+// close closes the listener and every connection.
+func (p *puncher) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// run dials peer's observed address from p's listening port while
+// accepting on it, says hello on every connection either yields, and
+// returns how it got the first that carried peer's hello (viaDial or
+// viaAccept), or "" if none did before ctx ended. It closes no connection
+// (the peer may still be reading p's hello): close does, once both sides
+// are done.
+func (p *puncher) run(ctx context.Context, peer *puncher) string {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	verified := make(chan string, 2)
+	greet := func(c net.Conn, via string) {
+		p.keep(c)
+		if hello(ctx, c, p.host.Name(), peer.host.Name()) {
+			verified <- via
+		}
+	}
+	wg.Go(func() {
+		if c, err := p.host.DialTCP(ctx, p.port, peer.observed); err == nil {
+			greet(c, viaDial)
+		}
+	})
+	// Once run returns, ctx is canceled and the listener stops
+	// accepting.
+	context.AfterFunc(ctx, func() { p.ln.SetDeadline(time.Unix(1, 0)) })
+	wg.Go(func() {
+		for {
+			c, err := p.ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { greet(c, viaAccept) })
+		}
+	})
+	select {
+	case via := <-verified:
+		return via
+	case <-ctx.Done():
+		return ""
+	}
+}
+
+// hello writes name on c and reports whether c then carries want, before
+// ctx ends.
+func hello(ctx context.Context, c net.Conn, name, want string) bool {
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := io.WriteString(c, name+"\n"); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && line == want+"\n"
+}
