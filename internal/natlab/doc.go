@@ -32,7 +32,9 @@
 //     1 to 127) is 198.18.i.0/24: the internet router is 198.18.i.1, the
 //     public host or the router's wan0 198.18.i.2.
 //   - Behind a NAT router on link i, lan0 is 198.19.i.1 and the host
-//     198.19.i.2. Nothing on the internet routes 198.19.0.0/16.
+//     198.19.i.2. Nothing on the internet routes 198.19.0.0/16: the
+//     internet router answers a packet to it with an ICMP unreachable,
+//     at once, so a dial to a private address fails fast.
 //   - Behind a firewall on link i, lan0 is 198.18.(128+i).1 and the host
 //     198.18.(128+i).2, a public address the internet router routes
 //     through the firewall.
@@ -43,17 +45,19 @@
 // # Kinds
 //
 //	Kind                mapping                      filtering
-//	public              none (its own address)       none
+//	public              its own address and port     none
 //	full-cone           endpoint-independent         endpoint-independent
 //	address-restricted  endpoint-independent         address-dependent
 //	port-restricted     endpoint-independent         address-and-port-dependent
 //	symmetric           address-and-port-dependent   address-and-port-dependent
-//	firewall            none (its own address)       address-and-port-dependent
+//	firewall            its own address and port     address-and-port-dependent
 //
-// The same holds for TCP and UDP. The endpoint-independent NATs keep the
-// host's port. The symmetric NAT hands out ports in turn from 20000. Routers
-// drop what they refuse in silence (no RST, no ICMP), as home routers do,
-// and record it for [Host.Dropped]. A TCP simultaneous open (both sides
+// The same holds for TCP and UDP. Keeping its own address and port is an
+// endpoint-independent mapping ([Kind.Mapping] says so), and the
+// endpoint-independent NATs keep the host's port too. The symmetric NAT
+// hands out ports in turn from 20000. NAT and firewall routers drop what
+// they refuse in silence (no RST, no ICMP), as home routers do, and record
+// it for [Host.Dropped]. A TCP simultaneous open (both sides
 // dialing each other's observed address from their listening port, with
 // SO_REUSEPORT) gets through every pair except a symmetric NAT facing a
 // symmetric NAT, a port-restricted NAT or a firewall; [Punchable] derives
