@@ -19,7 +19,9 @@ so the peer can still answer, and connect exits 0 once the peer's stream
 has ended, or, with a listen -exec peer, with its command's exit status
 (127 if it does not exist), as ssh does. A signal (Ctrl-C, SIGTERM,
 SIGHUP) before stdin's end aborts the stream: the peer is told that data
-may be missing.
+may be missing. After SIGHUP, which ssh sends its ProxyCommand as it
+exits, the stream is given 3 seconds to end on its own (stdin's end sent,
+the peer's end received); if it does, connect exits 0 and says nothing.
 
 With -from or -to it makes a tunnel instead: it meets the peer once and
 checks its key (exiting 1 or 3 if that fails), then listens on each -from

@@ -59,8 +59,10 @@ Exit status: 0 success, 1 connection or protocol error, 2 usage error,
 a listen -exec (127: not found), 130, 143 or 129 interrupted by SIGINT
 (Ctrl-C), SIGTERM or SIGHUP. Only the end of stdin ends a stream cleanly:
 an interrupted transfer is aborted, and the peer exits 1 saying data may be
-missing. A second signal ends the program at once (listen: cuts the
-sessions it was letting finish).
+missing. (After SIGHUP, which ssh sends its ProxyCommand as it exits, a
+stream that ends on its own within 3 seconds ends cleanly.) A second
+signal ends the program at once (listen: cuts the sessions it was letting
+finish).
 `
 
 // A command is one subcommand.
@@ -122,7 +124,7 @@ func main() {
 		cancel(first)
 		<-sigc
 		if !e.cutsOnSecondSignal.Load() {
-			os.Exit(first.code())
+			exit(first.code())
 		}
 		// listen cuts its sessions, which is quick but not instant; a
 		// third signal ends the program at once.
@@ -130,6 +132,19 @@ func main() {
 		close(cut)
 	}()
 	code := run(ctx, e, os.Args[1:])
+	exit(code)
+}
+
+// testOnlyExitFile, if set, is where exit writes the exit code first, for
+// tests whose securepeer is started by another program that does not say
+// how it ended (ssh's ProxyCommand).
+var testOnlyExitFile string
+
+// exit ends the program with code.
+func exit(code int) {
+	if testOnlyExitFile != "" {
+		os.WriteFile(testOnlyExitFile, []byte(fmt.Sprintln(code)), 0o644)
+	}
 	os.Exit(code)
 }
 
