@@ -33,6 +33,7 @@ Usage:
 
 Your identity is $SECUREPEER_HOME/id_ed25519 (default ~/.securepeer/id_ed25519),
 created on first use; -i FILE selects another, such as ~/.ssh/id_ed25519.
+If only id_ed25519.pub is there, its key is used from ssh-agent, as ssh does.
 Peers you connect to are remembered in known_hosts next to it, as ssh does.
 As ssh's StrictModes does, a home directory (made mode 0700), or the
 directory of a key file, that others can write is refused.
