@@ -83,11 +83,15 @@ func (p *hostPolicy) verify(ctx context.Context, key peerKey) error {
 	if err != nil {
 		return fmt.Errorf("%v; fix or move the file", describe(err))
 	}
+	for _, l := range db.SkippedLines() {
+		p.e.notef("%s line %d skipped: %s", p.file, l.Line, l.Reason)
+	}
 	err = db.Check(p.addr, pk)
 	var (
 		unknown *knownhosts.UnknownHostError
 		changed *knownhosts.KeyChangedError
 		revoked *knownhosts.RevokedError
+		bad     *knownhosts.BadLineError
 	)
 	switch {
 	case err == nil:
@@ -100,6 +104,12 @@ func (p *hostPolicy) verify(ctx context.Context, key peerKey) error {
 			fp, w.Line, p.addr, p.file, changed.Addr, p.file)
 	case errors.As(err, &revoked):
 		return rejectedErrorf("peer key %s for %s is revoked in %s line %d; refusing it", fp, p.addr, p.file, revoked.Entry.Line)
+	case errors.As(err, &bad) && bad.Revoked:
+		return rejectedErrorf("%s line %d is an @revoked line that cannot be read, and may revoke the key %s of %s, so it is refused; fix or remove that line",
+			p.file, bad.Lines[0].Line, fp, p.addr)
+	case errors.As(err, &bad):
+		return rejectedErrorf("%s line %d lists %s but cannot be read, so whether key %s is the one recorded there cannot be told; fix or remove that line",
+			p.file, bad.Lines[0].Line, p.addr, fp)
 	case errors.As(err, &unknown):
 		return p.firstContact(ctx, pk, unknown)
 	}
