@@ -146,7 +146,11 @@ func (db *DB) SkippedLines() []SkippedLine {
 }
 
 // Load reads the known_hosts file at path. A file that does not exist is an
-// empty DB, as every host is unknown before the first connection.
+// empty DB, as every host is unknown before the first connection. As sshd's
+// StrictModes does, a file that others than its owner may write is refused
+// ([ErrFileWritable]), and so is one owned by another user than this
+// process's, or root ([ErrFileOwner]); [Add] and the authorized_keys
+// loaders refuse them too.
 func Load(path string) (*DB, error) {
 	data, err := readBounded(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -437,6 +441,9 @@ func Add(path, line string) (int, error) {
 		return 0, fmt.Errorf("knownhosts: %w", err)
 	}
 	defer f.Close()
+	if err := checkFile(f, path); err != nil {
+		return 0, err
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize))
 	if err != nil {
 		return 0, fmt.Errorf("knownhosts: reading %s: %w", path, err)

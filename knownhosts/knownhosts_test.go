@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -635,3 +636,77 @@ var fuzzKey = func() securepeer.PublicKey {
 	}
 	return id.PublicKey()
 }()
+
+// TestFileChecks checks that known_hosts and authorized_keys files that
+// others than their owner may write, or that another user owns, are
+// refused by every function that reads them, as sshd's StrictModes refuses
+// them, and that an AuthorizedKeysFile whose mode changes fails closed.
+func TestFileChecks(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("modes are not checked on Windows")
+	}
+	k := newKey(t)
+	readers := map[string]func(path string) error{
+		"Load":               func(p string) error { _, err := Load(p); return err },
+		"Add":                func(p string) error { _, err := Add(p, "[h]:1 "+k.String()); return err },
+		"LoadAuthorizedKeys": func(p string) error { _, err := LoadAuthorizedKeys(p); return err },
+		"OpenAuthorizedKeys": func(p string) error { _, err := OpenAuthorizedKeys(p); return err },
+	}
+	for _, tc := range []struct {
+		name  string
+		mode  os.FileMode
+		owner int // -1: this process's
+		want  error
+	}{
+		{"mode 0600", 0o600, -1, nil},
+		{"mode 0644", 0o644, -1, nil},
+		{"writable by its group", 0o664, -1, ErrFileWritable},
+		{"writable by others", 0o606, -1, ErrFileWritable},
+		{"owned by root", 0o644, 0, nil},
+		{"owned by another user", 0o644, 65534, ErrFileOwner},
+	} {
+		for name, read := range readers {
+			t.Run(tc.name+"/"+name, func(t *testing.T) {
+				if tc.owner >= 0 && os.Geteuid() != 0 {
+					t.Skip("giving a file to another user needs root")
+				}
+				path := filepath.Join(t.TempDir(), "file")
+				if err := os.WriteFile(path, []byte(k.String()+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(path, tc.mode); err != nil {
+					t.Fatal(err)
+				}
+				if tc.owner >= 0 {
+					if err := os.Chown(path, tc.owner, -1); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := read(path); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+					t.Errorf("%s: %v, want %v", name, err, tc.want)
+				}
+			})
+		}
+	}
+	t.Run("not a regular file", func(t *testing.T) {
+		if _, err := Load(os.DevNull); err != nil {
+			t.Errorf("Load(%s): %v", os.DevNull, err)
+		}
+	})
+	t.Run("AuthorizedKeysFile made writable later", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "authorized_keys")
+		if err := os.WriteFile(path, []byte(k.String()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := OpenAuthorizedKeys(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Verify(context.Background(), k); !errors.Is(err, ErrFileWritable) {
+			t.Errorf("Verify after chmod 0666: %v, want ErrFileWritable", err)
+		}
+	})
+}

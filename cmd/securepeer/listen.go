@@ -174,6 +174,12 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	}
 
 	var verify verifyFunc
+	if *allow != "" {
+		// Whoever can replace the file decides who gets in.
+		if err := checkFileDir(*allow); err != nil {
+			return err
+		}
+	}
 	switch {
 	case *allow != "" && lf.enabled:
 		p, err := newLegacyAllowPolicy(e, log, *allow)

@@ -36,7 +36,9 @@ created on first use; -i FILE selects another, such as ~/.ssh/id_ed25519.
 If only id_ed25519.pub is there, its key is used from ssh-agent, as ssh does.
 Peers you connect to are remembered in known_hosts next to it, as ssh does.
 As ssh's StrictModes does, a home directory (made mode 0700), or the
-directory of a key file, that others can write is refused.
+directory of a key, known_hosts or -allow file, that others can write is
+refused, and so are a known_hosts or -allow file that others can write
+or that another user owns.
 To migrate peers off the Node module secure-peer 0.2, keygen, id, listen and
 connect take -legacy, which speaks its insecure protocol with rsa-json keys.
 
