@@ -58,7 +58,8 @@ Flags:
     -i FILE         identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub for a
                     key held by ssh-agent
     -progress       show bytes, rate and elapsed time on stderr (terminal only),
-                    with a percentage and the time left when stdin is a file
+                    with a percentage and the time left when stdin is a file,
+                    and end with a summary line: bytes, time, rate
     -v              log everything structured (slog key=value lines): handshakes
                     (peer, cipher, post-quantum, role, timings) and notices
     -legacy         speak the Node secure-peer 0.2 protocol instead (see below)
