@@ -39,9 +39,13 @@ func copyStream(dst io.Writer, src io.Reader) (int64, error) {
 // joinStdio joins s to stdin and stdout, as nc does, reading what the peer
 // sends from fromPeer (s.conn, or a reader of its framing): stdin's end half-closes
 // the stream (the peer reads io.EOF and can still answer), and the join
-// ends when both directions have ended. When stdin is a terminal, the
-// peer's end alone ends the join, as nobody is going to type an end of
-// file to a transfer that is over. If ctx ends first (a signal), it aborts
+// ends when both directions have ended. With peerEnds, the peer's end alone
+// ends the join: the caller says so when stdin is a terminal and nobody is
+// going to type an end of file to a transfer that is over (stdout is a
+// file), or when the peer's end is a -exec command's. A conversation
+// (stdin and stdout both a terminal) half-closes as pipes do: when the
+// peer's end comes first, note, if not nil, says so, and this side can
+// still answer until its own end (Ctrl-D). If ctx ends first (a signal), it aborts
 // s, so the peer knows that data may be missing, and returns an error with
 // the signal's exit code; after SIGHUP, only if the stream has not ended
 // on its own within hangupGrace, which makes the end of an ssh
@@ -49,7 +53,7 @@ func copyStream(dst io.Writer, src io.Reader) (int64, error) {
 //
 // A goroutine blocked reading stdin cannot be woken up; it is left behind,
 // which is harmless as the program exits when joinStdio returns.
-func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Reader, interactive bool, stdout io.Writer, m *meter) error {
+func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Reader, peerEnds bool, stdout io.Writer, m *meter, note func(format string, args ...any)) error {
 	var received atomic.Bool // the peer's stream has ended cleanly
 	sendDone := make(chan error, 1)
 	go func() {
@@ -76,7 +80,7 @@ func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Read
 	sent, ended := false, false
 	done := ctx.Done()
 	var graceOver <-chan time.Time
-	for !ended || !(sent || interactive) {
+	for !ended || !(sent || peerEnds) {
 		select {
 		case err := <-recvDone:
 			recvDone = nil
@@ -85,6 +89,9 @@ func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Read
 				return streamError(s, err)
 			}
 			ended = true
+			if !sent && !peerEnds && note != nil {
+				note("the peer at %s has ended its stream; yours stays open until you end it (Ctrl-D)", s.remoteAddr)
+			}
 		case err := <-sendDone:
 			sendDone = nil
 			if err != nil {

@@ -192,3 +192,76 @@ func TestHangupCutsDownload(t *testing.T) {
 		t.Errorf("listen exited %d, want %d: it must know that the download was cut\n%s", code, exitFailure, sender.stderr)
 	}
 }
+
+// TestTerminalChatHalfClose holds a conversation between a listen and a
+// connect, each on a real terminal (tmux): Ctrl-D on one side ends only
+// that side's stream, as with pipes; the other side is told, can still
+// answer, and both exit 0 once it ends its side too.
+func TestTerminalChatHalfClose(t *testing.T) {
+	tmux := testenv.RequireTool(t, "tmux")
+	te := newKeys(t)
+	socket := filepath.Join(te.dir, "tmux.sock")
+	tm := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(tmux, append([]string{"-S", socket, "-f", "/dev/null"}, args...)...)
+		cmd.Env = te.env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	t.Cleanup(func() { exec.Command(tmux, "-S", socket, "kill-server").Run() })
+	// The terminal hook only lifts the test binary's default of "no
+	// terminal"; the terminals are tmux's.
+	start := func(name, command string) (send func(...string), screen func() string) {
+		shell := fmt.Sprintf("cd %q && export SECUREPEER_TESTONLY_TERMINAL=1 && %s; echo $? > %s.rc; sleep 600", te.dir, command, name)
+		tm("new-session", "-d", "-x", "160", "-y", "20", "-s", name, "sh", "-c", shell)
+		send = func(keys ...string) { tm(append([]string{"send-keys", "-t", name}, keys...)...) }
+		screen = func() string { return tm("capture-pane", "-p", "-t", name) }
+		return send, screen
+	}
+	both := func(a, b func() string) fmt.Stringer {
+		return stringer(func() string { return "listen:\n" + a() + "\nconnect:\n" + b() })
+	}
+	sendL, screenL := start("listen", "SECUREPEER_TESTONLY_ADDR_FILE=addr securepeer listen -i server -allow allowed 127.0.0.1:0")
+	waitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, stringer(screenL))
+	sendC, screenC := start("connect", "securepeer connect -i client -expect server.pub "+te.readFile("addr"))
+	show := both(screenL, screenC)
+
+	sendC("hello from connect", "Enter")
+	waitFor(t, func() bool { return strings.Contains(screenL(), "hello from connect") }, show)
+	sendC("C-d") // connect's end: listen must not end with it
+	waitFor(t, func() bool { return strings.Contains(screenL(), "has ended its stream; yours stays open until you end it (Ctrl-D)") }, show)
+	if te.readFileIfAny("listen.rc") != "" || te.readFileIfAny("connect.rc") != "" {
+		t.Fatalf("a side exited after the other's Ctrl-D\n%s", show)
+	}
+	sendL("answer from listen", "Enter")
+	waitFor(t, func() bool { return strings.Contains(screenC(), "answer from listen") }, show)
+	sendL("C-d")
+	waitFor(t, func() bool { return te.readFileIfAny("listen.rc") != "" && te.readFileIfAny("connect.rc") != "" }, show)
+	for _, side := range []string{"listen", "connect"} {
+		if rc := strings.TrimSpace(te.readFile(side + ".rc")); rc != "0" {
+			t.Errorf("%s exited %s\n%s", side, rc, show)
+		}
+	}
+}
+
+// TestTerminalReceiverEndsWithPeer runs listen on a terminal (tmux) with
+// its stdout in a file, as the README's receiver does: a transfer, not a
+// conversation, so the sender's end ends it without anyone typing Ctrl-D.
+func TestTerminalReceiverEndsWithPeer(t *testing.T) {
+	te := newKeys(t)
+	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 SECUREPEER_TESTONLY_ADDR_FILE=addr securepeer listen -i server -allow allowed 127.0.0.1:0 > out; echo $? > rc; sleep 600", te.dir)
+	_, screen := tmuxSession(t, te, shell)
+	waitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, stringer(screen))
+	cmd := te.command("connect", "-i", "client", "-expect", "server.pub", te.readFile("addr"))
+	cmd.Stdin = strings.NewReader("a file\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("connect: %v\n%s", err, out)
+	}
+	waitFor(t, func() bool { return te.readFileIfAny("rc") != "" }, stringer(screen))
+	if rc, out := strings.TrimSpace(te.readFile("rc")), te.readFile("out"); rc != "0" || out != "a file\n" {
+		t.Errorf("listen exited %s and wrote %q\n%s", rc, out, screen())
+	}
+}

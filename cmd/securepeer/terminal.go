@@ -97,6 +97,22 @@ func (e *env) stdinIsTerminal() bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
+// stdioEnds says what ends a plain stdio stream (see joinStdio): a
+// terminal's stdin whose stdout goes to a file or a pipe is a transfer that
+// the peer's end ends, as nobody is going to type an end of file to it;
+// with stdout a terminal too it is a conversation, which half-closes as
+// pipes do, and note tells the user when the peer has ended its side.
+func (e *env) stdioEnds() (peerEnds bool, note func(format string, args ...any)) {
+	if !e.stdinIsTerminal() {
+		return false, nil
+	}
+	f, ok := e.stdout.(*os.File)
+	if ok && term.IsTerminal(int(f.Fd())) {
+		return false, e.notef
+	}
+	return true, nil
+}
+
 // openTerminal opens the controlling terminal, for questions.
 func openTerminal() (*terminal, error) {
 	if testOnlyNoTerminal {
