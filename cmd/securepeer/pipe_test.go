@@ -232,7 +232,9 @@ func TestTerminalChatHalfClose(t *testing.T) {
 	sendC("hello from connect", "Enter")
 	waitFor(t, func() bool { return strings.Contains(screenL(), "hello from connect") }, show)
 	sendC("C-d") // connect's end: listen must not end with it
-	waitFor(t, func() bool { return strings.Contains(screenL(), "has ended its stream; yours stays open until you end it (Ctrl-D)") }, show)
+	waitFor(t, func() bool {
+		return strings.Contains(screenL(), "has ended its stream; yours stays open until you end it (Ctrl-D)")
+	}, show)
 	if te.readFileIfAny("listen.rc") != "" || te.readFileIfAny("connect.rc") != "" {
 		t.Fatalf("a side exited after the other's Ctrl-D\n%s", show)
 	}
