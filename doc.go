@@ -58,8 +58,14 @@
 //
 // # Key management
 //
-// Identities are stored as unencrypted OpenSSH private keys (mode 0600);
-// [LoadIdentity] refuses files that others may read. Public keys are written
+// Identities are stored as OpenSSH private keys (mode 0600), the format of
+// ssh-keygen -t ed25519: unencrypted ([Identity.MarshalOpenSSH]) or encrypted
+// with a passphrase ([Identity.MarshalOpenSSHWithPassphrase],
+// [LoadIdentityWithPassphrase]). [LoadIdentity] refuses a file that others
+// than its owner may read or write, and reports an encrypted one with
+// [ErrPassphraseNeeded]. A private key may also stay outside the process, in
+// ssh-agent, a hardware token or a KMS ([NewIdentityFromSSHSigner],
+// [NewIdentityFromSigner]). Public keys are written
 // as authorized_keys lines ("ssh-ed25519 AAAA..."), and [PublicKey.Fingerprint]
 // matches ssh-keygen -l. The knownhosts package keeps known_hosts and
 // authorized_keys files for Verify.

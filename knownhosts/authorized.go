@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -192,12 +193,18 @@ func (f *AuthorizedKeysFile) Verify(_ context.Context, key securepeer.PublicKey)
 	return nil
 }
 
+// readBounded reads the known_hosts or authorized_keys file at path, at
+// most maxFileSize bytes of it, after checking the file it opened with
+// checkFile, so that the file read is the file checked.
 func readBounded(path string) ([]byte, error) {
 	file, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("knownhosts: %w", err)
 	}
 	defer file.Close()
+	if err := checkFile(file, path); err != nil {
+		return nil, err
+	}
 	data, err := io.ReadAll(io.LimitReader(file, maxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("knownhosts: reading %s: %w", path, err)
@@ -228,6 +235,41 @@ func firstOption(line string) string {
 	opt, _, _ = strings.Cut(opt, " ")
 	opt, _, _ = strings.Cut(opt, "=")
 	return opt
+}
+
+// ErrFileWritable is returned, wrapped, for a known_hosts or
+// authorized_keys file that others than its owner may write: whoever can
+// write it decides whom a program trusts. sshd's StrictModes refuses such
+// an authorized_keys file too.
+var ErrFileWritable = errors.New("knownhosts: file is writable by others than its owner")
+
+// ErrFileOwner is returned, wrapped, for a known_hosts or authorized_keys
+// file owned by a user other than the one running the program, or root,
+// as sshd's StrictModes refuses it.
+var ErrFileOwner = errors.New("knownhosts: file is owned by another user")
+
+// checkFile refuses a regular file that others than its owner may write,
+// or that belongs to a user other than this process's or root. Other
+// kinds of file (/dev/null, the pipe of a shell's <(...)) are not
+// checked, nor is anything on Windows, whose modes say nothing of ACLs.
+func checkFile(f *os.File, path string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("knownhosts: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("%w: %s (mode %04o)", ErrFileWritable, path, perm)
+	}
+	if uid, ok := fileOwner(fi); ok && uid != os.Geteuid() && uid != 0 {
+		return fmt.Errorf("%w: %s belongs to uid %d", ErrFileOwner, path, uid)
+	}
+	return nil
 }
 
 // errNoKey guards against checking the zero key, which no file may list.

@@ -20,6 +20,15 @@
 // man-in-the-middle). Both errors carry the line numbers a user needs to act.
 // A key listed after an @revoked marker is refused with *[RevokedError].
 //
+// A malformed line is skipped, as OpenSSH skips it, and listed by
+// [DB.SkippedLines]; it never lets a key in. An address that it lists, with
+// a key that cannot be read, is neither known nor unknown: [DB.Check]
+// returns *[BadLineError], so that a client does not offer trust on first
+// use over a record it cannot read. A malformed @revoked line is taken at
+// its widest: if its key cannot be read it revokes every key of the
+// addresses it lists, and if its addresses cannot be read it revokes its
+// key for every address.
+//
 // # Format
 //
 // Lines are those of OpenSSH: "hosts keytype base64key [comment]", where hosts
@@ -80,6 +89,7 @@ type Entry struct {
 type DB struct {
 	file    string
 	entries []hostEntry
+	bad     []badLine
 }
 
 type hostEntry struct {
@@ -92,17 +102,31 @@ type hashedHost struct {
 	salt, sum []byte
 }
 
+// A badLine is a line that cannot be read, with what could be read of it:
+// its host field (entry.hostsKnown) and its key (entry.Key, zero if not).
+// It vouches for nothing, but a host it may list is never taken for
+// unknown, and a key it may revoke is never accepted (see [DB.Check]).
+type badLine struct {
+	entry      hostEntry
+	hostsKnown bool
+	reason     string
+}
+
 // Parse reads a known_hosts file from r. Comments, blank lines, lines with
-// key types other than ssh-ed25519 and @cert-authority lines are skipped; any
-// other malformed line is an error naming its line number.
+// key types other than ssh-ed25519 and @cert-authority lines are skipped.
+// As OpenSSH does, a malformed line is skipped too, not fatal, and reported
+// by [DB.SkippedLines]; [DB.Check] never accepts a key through it. Only a
+// line too long to read is an error.
 func Parse(r io.Reader) (*DB, error) {
 	db := &DB{}
 	err := scanLines(r, func(n int, line string) error {
 		e, ok, err := parseHostLine(n, line)
-		if err != nil || !ok {
-			return err
+		switch {
+		case err != nil:
+			db.bad = append(db.bad, badLine{entry: e, hostsKnown: e.patterns != nil || e.hashed != nil, reason: err.reason})
+		case ok:
+			db.entries = append(db.entries, e)
 		}
-		db.entries = append(db.entries, e)
 		return nil
 	})
 	if err != nil {
@@ -111,8 +135,22 @@ func Parse(r io.Reader) (*DB, error) {
 	return db, nil
 }
 
+// SkippedLines returns the malformed lines that [Parse] skipped, and why,
+// in file order.
+func (db *DB) SkippedLines() []SkippedLine {
+	out := make([]SkippedLine, len(db.bad))
+	for i, b := range db.bad {
+		out[i] = SkippedLine{Line: b.entry.Line, Reason: b.reason}
+	}
+	return out
+}
+
 // Load reads the known_hosts file at path. A file that does not exist is an
-// empty DB, as every host is unknown before the first connection.
+// empty DB, as every host is unknown before the first connection. As sshd's
+// StrictModes does, a file that others than its owner may write is refused
+// ([ErrFileWritable]), and so is one owned by another user than this
+// process's, or root ([ErrFileOwner]); [Add] and the authorized_keys
+// loaders refuse them too.
 func Load(path string) (*DB, error) {
 	data, err := readBounded(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -180,11 +218,23 @@ func (db *DB) Check(addr string, key securepeer.PublicKey) error {
 			want = append(want, e.Entry)
 		}
 	}
+	if err := db.checkBadRevoked(host, key); err != nil {
+		return err
+	}
 	switch {
 	case found:
 		return nil
 	case len(want) > 0:
 		return &KeyChangedError{File: db.file, Addr: host, Key: key, Want: want}
+	}
+	var doubt []SkippedLine
+	for _, b := range db.bad {
+		if !b.entry.Revoked && b.hostsKnown && b.entry.matches(host) {
+			doubt = append(doubt, SkippedLine{Line: b.entry.Line, Reason: b.reason})
+		}
+	}
+	if len(doubt) > 0 {
+		return &BadLineError{File: db.file, Addr: host, Lines: doubt}
 	}
 	unknown := &UnknownHostError{File: db.file, Addr: host, Key: key}
 	for _, e := range db.entries {
@@ -193,6 +243,54 @@ func (db *DB) Check(addr string, key securepeer.PublicKey) error {
 		}
 	}
 	return unknown
+}
+
+// checkBadRevoked refuses key for host if a malformed @revoked line may
+// revoke it: one whose host field cannot be read, or matches host, and
+// whose key cannot be read, or is key. A revocation fails closed: what it
+// meant cannot be known, so it is taken at its widest.
+func (db *DB) checkBadRevoked(host string, key securepeer.PublicKey) error {
+	for _, b := range db.bad {
+		if !b.entry.Revoked {
+			continue
+		}
+		hostMay := !b.hostsKnown || b.entry.matches(host)
+		keyMay := b.entry.Key.IsZero() || b.entry.Key.Equal(key)
+		if hostMay && keyMay {
+			return &BadLineError{File: db.file, Addr: host, Revoked: true,
+				Lines: []SkippedLine{{Line: b.entry.Line, Reason: b.reason}}}
+		}
+	}
+	return nil
+}
+
+// A BadLineError is returned by [DB.Check] when a malformed line may
+// concern the address, so that its key can be neither trusted nor offered
+// for trust on first use: a line whose host field lists the address but
+// whose key cannot be read (the address may have been recorded with
+// another key), or an @revoked line that may revoke the key. The lines
+// must be fixed or removed.
+type BadLineError struct {
+	File    string // the known_hosts file, if loaded from one
+	Addr    string // the normalized address
+	Revoked bool   // the line is an @revoked line
+	Lines   []SkippedLine
+}
+
+func (e *BadLineError) Error() string {
+	nums := make([]string, len(e.Lines))
+	for i, l := range e.Lines {
+		nums[i] = strconv.Itoa(l.Line)
+	}
+	where := "known_hosts"
+	if e.File != "" {
+		where = e.File
+	}
+	what := "lists " + e.Addr
+	if e.Revoked {
+		what = "is an @revoked line that may apply to " + e.Addr
+	}
+	return fmt.Sprintf("knownhosts: %s line %s, which %s, cannot be read (%s)", where, strings.Join(nums, ", "), what, e.Lines[0].Reason)
 }
 
 // An UnknownHostError is returned by [DB.Check] when no line lists the
@@ -331,7 +429,7 @@ func Add(path, line string) (int, error) {
 		return 0, errors.New("knownhosts: a line to add must not contain a newline")
 	}
 	if _, ok, err := parseHostLine(1, line); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("knownhosts: a line to add must be well formed: %s", err.reason)
 	} else if !ok {
 		return 0, errors.New("knownhosts: a line to add must list an ssh-ed25519 key")
 	}
@@ -343,6 +441,9 @@ func Add(path, line string) (int, error) {
 		return 0, fmt.Errorf("knownhosts: %w", err)
 	}
 	defer f.Close()
+	if err := checkFile(f, path); err != nil {
+		return 0, err
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize))
 	if err != nil {
 		return 0, fmt.Errorf("knownhosts: reading %s: %w", path, err)
@@ -417,10 +518,27 @@ func wildcardMatch(pattern, name string) bool {
 	return p == len(pattern)
 }
 
+// A lineError says why a line cannot be used, in words fit for a list of
+// skipped lines.
+type lineError struct {
+	line   int
+	reason string
+}
+
+func (e *lineError) Error() string {
+	return fmt.Sprintf("knownhosts: line %d: %s", e.line, e.reason)
+}
+
 // parseHostLine parses line number n of a known_hosts file. ok is false for
-// lines that are valid but carry nothing securepeer can use.
-func parseHostLine(n int, line string) (e hostEntry, ok bool, err error) {
+// lines that are valid but carry nothing securepeer can use. A malformed
+// line returns an error, and as much of the entry as could be read: its
+// marker, its host patterns (nil if they cannot be read) and its key (zero
+// if it cannot be read).
+func parseHostLine(n int, line string) (e hostEntry, ok bool, err *lineError) {
 	e.Line = n
+	bad := func(format string, args ...any) (hostEntry, bool, *lineError) {
+		return e, false, &lineError{n, fmt.Sprintf(format, args...)}
+	}
 	fields := strings.Fields(line)
 	if len(fields) > 0 && strings.HasPrefix(fields[0], "@") {
 		switch fields[0] {
@@ -429,35 +547,54 @@ func parseHostLine(n int, line string) (e hostEntry, ok bool, err error) {
 		case "@cert-authority":
 			return e, false, nil
 		default:
-			return e, false, fmt.Errorf("knownhosts: line %d: unknown marker %q (want @revoked or @cert-authority)", n, fields[0])
+			return bad("unknown marker %.20q (want @revoked or @cert-authority)", fields[0])
 		}
 		fields = fields[1:]
 	}
-	if len(fields) < 3 {
-		return e, false, fmt.Errorf("knownhosts: line %d: want \"host:port ssh-ed25519 AAAA...\", got %d fields", n, len(fields))
+	if len(fields) == 0 {
+		return bad("no host field")
+	}
+	if len(fields) >= 3 && fields[1] != "ssh-ed25519" {
+		return e, false, nil // another key type, of no use here
 	}
 	e.Hosts = fields[0]
-	if fields[1] != "ssh-ed25519" {
-		return e, false, nil
+	hostsErr := e.parseHosts()
+	if len(fields) < 3 {
+		return bad("want \"host:port ssh-ed25519 AAAA...\", got %d fields", len(fields))
 	}
-	if e.Key, err = securepeer.ParsePublicKey(fields[1] + " " + fields[2]); err != nil {
-		return e, false, fmt.Errorf("knownhosts: line %d: %v", n, err)
+	key, keyErr := securepeer.ParsePublicKey(fields[1] + " " + fields[2])
+	if keyErr == nil {
+		e.Key = key
+	}
+	switch {
+	case keyErr != nil:
+		return bad("the ssh-ed25519 key cannot be read (cut short or mistyped?)")
+	case hostsErr != nil:
+		return bad("%s", hostsErr)
 	}
 	e.Comment = strings.Join(fields[3:], " ")
+	return e, true, nil
+}
+
+// parseHosts reads e.Hosts into e.patterns or e.hashed.
+func (e *hostEntry) parseHosts() error {
 	if rest, ok := strings.CutPrefix(e.Hosts, "|"); ok {
-		e.hashed, err = parseHashed(rest)
+		h, err := parseHashed(rest)
 		if err != nil {
-			return e, false, fmt.Errorf("knownhosts: line %d: %v", n, err)
+			return err
 		}
-		return e, true, nil
+		e.hashed = h
+		return nil
 	}
+	var patterns []string
 	for p := range strings.SplitSeq(e.Hosts, ",") {
 		if p == "" || p == "!" {
-			return e, false, fmt.Errorf("knownhosts: line %d: empty host pattern in %q", n, e.Hosts)
+			return fmt.Errorf("empty host pattern in %.40q", e.Hosts)
 		}
-		e.patterns = append(e.patterns, strings.ToLower(p))
+		patterns = append(patterns, strings.ToLower(p))
 	}
-	return e, true, nil
+	e.patterns = patterns
+	return nil
 }
 
 // parseHashed parses "1|salt|hash", a hashed host name without its leading

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -177,25 +178,115 @@ func TestKeyChangedErrorMessage(t *testing.T) {
 	}
 }
 
-func TestParseErrors(t *testing.T) {
-	k := newKey(t).String()
+// TestParseSkipsBadLines checks that a malformed line is skipped and
+// reported with its number and a short reason, as OpenSSH skips it, and
+// that the lines around it still count. Only a line too long to read is an
+// error.
+func TestParseSkipsBadLines(t *testing.T) {
+	k := newKey(t)
+	good := "[ok]:1 " + k.String() + "\n"
 	for _, tc := range []struct {
-		name, text, want string
+		name, line, reason string
 	}{
-		{"too few fields", "\n[h]:1 ssh-ed25519\n", "line 2"},
-		{"bad base64", "[h]:1 ssh-ed25519 !!!!\n", "line 1"},
-		{"unknown marker", "@trusted [h]:1 " + k + "\n", "unknown marker"},
-		{"empty pattern", "[h]:1,, " + k + "\n", "empty host pattern"},
-		{"bad hash", "|1|c2FsdA==|aGFzaA== " + k + "\n", "hashed"},
-		{"hash version", "|2|c2FsdA==|aGFzaA== " + k + "\n", "hashed"},
-		{"long line", "# ok\n" + strings.Repeat("x", maxLineLength+1) + "\n", "line 2 is longer"},
+		{"too few fields", "[h]:1 ssh-ed25519", `want "host:port ssh-ed25519 AAAA...", got 2 fields`},
+		{"truncated key", "[127.0.0.1]:5012 ssh-ed25519 AAAAtruncated", "the ssh-ed25519 key cannot be read (cut short or mistyped?)"},
+		{"bad base64", "[h]:1 ssh-ed25519 !!!!", "the ssh-ed25519 key cannot be read (cut short or mistyped?)"},
+		{"unknown marker", "@trusted [h]:1 " + k.String(), `unknown marker "@trusted" (want @revoked or @cert-authority)`},
+		{"empty pattern", "[h]:1,, " + k.String(), `empty host pattern in "[h]:1,,"`},
+		{"bad hash", "|1|c2FsdA==|aGFzaA== " + k.String(), "malformed salt in hashed host name"},
+		{"hash version", "|2|c2FsdA==|aGFzaA== " + k.String(), "malformed hashed host name (want |1|salt|hash)"},
+		{"host alone", "[h]:1", `want "host:port ssh-ed25519 AAAA...", got 1 fields`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse(strings.NewReader(tc.text))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Parse: got %v, want error containing %q", err, tc.want)
+			db := parseDB(t, good+"# comment\n"+tc.line+"\n"+good)
+			want := []SkippedLine{{Line: 3, Reason: tc.reason}}
+			if got := db.SkippedLines(); len(got) != 1 || got[0] != want[0] {
+				t.Errorf("SkippedLines() = %+v, want %+v", got, want)
+			}
+			if len(db.entries) != 2 {
+				t.Errorf("%d entries, want the 2 good lines", len(db.entries))
+			}
+			if err := db.Check("ok:1", k); err != nil {
+				t.Errorf("a good line next to a bad one: Check = %v", err)
 			}
 		})
+	}
+	// Lines that are fine but of no use are not bad.
+	db := parseDB(t, "h ssh-rsa AAAA\n@cert-authority * "+k.String()+"\n")
+	if got := db.SkippedLines(); len(got) != 0 {
+		t.Errorf("SkippedLines() = %+v for lines of other key types and @cert-authority", got)
+	}
+	_, err := Parse(strings.NewReader("# ok\n" + strings.Repeat("x", maxLineLength+1) + "\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2 is longer") {
+		t.Errorf("Parse of a long line: %v", err)
+	}
+}
+
+// TestCheckBadLines checks that a malformed line never lets a key in: a
+// host it lists is neither known nor unknown (no trust on first use over
+// a record that cannot be read), a key that an unreadable @revoked line
+// may revoke is refused, and every other host is unaffected.
+func TestCheckBadLines(t *testing.T) {
+	k1, k2 := newKey(t), newKey(t)
+	for _, tc := range []struct {
+		name string
+		text string
+		addr string
+		key  securepeer.PublicKey
+		want string // "", "unknown", "changed", "bad", "bad revoked"
+	}{
+		{"another host is known", "[a]:1 " + k1.String() + "\n[b]:1 ssh-ed25519 AAAAtruncated\n", "a:1", k1, ""},
+		{"another host is unknown", "[b]:1 ssh-ed25519 AAAAtruncated\n", "c:1", k1, "unknown"},
+		{"the host of the bad line", "[b]:1 ssh-ed25519 AAAAtruncated\n", "b:1", k1, "bad"},
+		{"the host of a bad line by pattern", "[b]:* ssh-ed25519\n", "b:7", k1, "bad"},
+		{"a good line for the same host", "[b]:1 ssh-ed25519 AAAAtruncated\n[b]:1 " + k1.String() + "\n", "b:1", k1, ""},
+		{"a good line for the same host, another key", "[b]:1 ssh-ed25519 AAAAtruncated\n[b]:1 " + k1.String() + "\n", "b:1", k2, "changed"},
+		{"unreadable hosts cannot vouch or doubt", "|1|c2FsdA==|aGFzaA== " + k1.String() + "\n", "b:1", k1, "unknown"},
+		{"revoked, key unreadable, hosts match", "[a]:1 " + k1.String() + "\n@revoked [a]:1 ssh-ed25519 AAAAtruncated\n", "a:1", k1, "bad revoked"},
+		{"revoked, key unreadable, all hosts", "[a]:1 " + k1.String() + "\n@revoked * ssh-ed25519 AAAAtruncated\n", "a:1", k1, "bad revoked"},
+		{"revoked, key unreadable, other host", "[a]:1 " + k1.String() + "\n@revoked [z]:1 ssh-ed25519 AAAAtruncated\n", "a:1", k1, ""},
+		{"revoked, hosts unreadable, this key", "[a]:1 " + k1.String() + "\n@revoked |1|c2FsdA==|aGFzaA== " + k1.String() + "\n", "a:1", k1, "bad revoked"},
+		{"revoked, hosts unreadable, another key", "[a]:1 " + k1.String() + "\n@revoked |1|c2FsdA==|aGFzaA== " + k2.String() + "\n", "a:1", k1, ""},
+		{"revoked, nothing readable", "[a]:1 " + k1.String() + "\n@revoked\n", "a:1", k1, "bad revoked"},
+		{"unknown marker vouches for nothing", "@trusted [b]:1 " + k1.String() + "\n", "b:1", k1, "unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := parseDB(t, tc.text).Check(tc.addr, tc.key)
+			var (
+				unknown *UnknownHostError
+				changed *KeyChangedError
+				bad     *BadLineError
+			)
+			got := "other: "
+			switch {
+			case err == nil:
+				got = ""
+			case errors.As(err, &unknown):
+				got = "unknown"
+			case errors.As(err, &changed):
+				got = "changed"
+			case errors.As(err, &bad) && bad.Revoked:
+				got = "bad revoked"
+			case errors.As(err, &bad):
+				got = "bad"
+			}
+			if got != tc.want {
+				t.Errorf("Check(%s) = %v (%q), want %q", tc.addr, err, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBadLineErrorMessage(t *testing.T) {
+	db, err := Parse(strings.NewReader("\n[127.0.0.1]:5012 ssh-ed25519 AAAAtruncated\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.file = "/home/u/.securepeer/known_hosts"
+	err = db.Check("127.0.0.1:5012", newKey(t))
+	want := "knownhosts: /home/u/.securepeer/known_hosts line 2, which lists [127.0.0.1]:5012, cannot be read (the ssh-ed25519 key cannot be read (cut short or mistyped?))"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
 	}
 }
 
@@ -482,6 +573,8 @@ func FuzzParse(f *testing.F) {
 		"|1|AAAAAAAAAAAAAAAAAAAAAAAAAAA=|AAAAAAAAAAAAAAAAAAAAAAAAAAA= " + key + "\n",
 		"a,!b,c* " + key + "\n# x\n\n",
 		"h ssh-rsa AAAA\n",
+		"[b]:1 ssh-ed25519 AAAAtruncated\n",
+		"@revoked [b]:1 ssh-ed25519\n",
 	} {
 		f.Add(s)
 	}
@@ -505,10 +598,115 @@ func FuzzParse(f *testing.F) {
 				continue
 			}
 			err := db.Check(addr, e.Key)
-			var revoked *RevokedError
-			if err != nil && !errors.As(err, &revoked) {
+			var (
+				revoked *RevokedError
+				bad     *BadLineError
+			)
+			if err != nil && !errors.As(err, &revoked) && !(errors.As(err, &bad) && bad.Revoked) {
 				t.Fatalf("line %d lists %s with its key, but Check says %v", e.Line, addr, err)
 			}
+		}
+		// A host that a malformed line lists is never unknown: that line
+		// may have been its record.
+		for _, b := range db.bad {
+			if !b.hostsKnown || b.entry.hashed != nil || len(b.entry.patterns) != 1 || strings.ContainsAny(b.entry.patterns[0], "*?!") {
+				continue
+			}
+			host := b.entry.patterns[0]
+			addr := host + ":22"
+			if h, p, ok := strings.Cut(strings.TrimPrefix(host, "["), "]:"); ok {
+				addr = "[" + h + "]:" + p
+			}
+			if n, err := Normalize(addr); err != nil || n != host {
+				continue
+			}
+			var unknown *UnknownHostError
+			if err := db.Check(addr, fuzzKey); errors.As(err, &unknown) {
+				t.Fatalf("malformed line %d lists %s, but Check calls it unknown", b.entry.Line, addr)
+			}
+		}
+	})
+}
+
+// fuzzKey is a key that no fuzzed text lists, for Check.
+var fuzzKey = func() securepeer.PublicKey {
+	id, err := securepeer.GenerateIdentity()
+	if err != nil {
+		panic(err)
+	}
+	return id.PublicKey()
+}()
+
+// TestFileChecks checks that known_hosts and authorized_keys files that
+// others than their owner may write, or that another user owns, are
+// refused by every function that reads them, as sshd's StrictModes refuses
+// them, and that an AuthorizedKeysFile whose mode changes fails closed.
+func TestFileChecks(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("modes are not checked on Windows")
+	}
+	k := newKey(t)
+	readers := map[string]func(path string) error{
+		"Load":               func(p string) error { _, err := Load(p); return err },
+		"Add":                func(p string) error { _, err := Add(p, "[h]:1 "+k.String()); return err },
+		"LoadAuthorizedKeys": func(p string) error { _, err := LoadAuthorizedKeys(p); return err },
+		"OpenAuthorizedKeys": func(p string) error { _, err := OpenAuthorizedKeys(p); return err },
+	}
+	for _, tc := range []struct {
+		name  string
+		mode  os.FileMode
+		owner int // -1: this process's
+		want  error
+	}{
+		{"mode 0600", 0o600, -1, nil},
+		{"mode 0644", 0o644, -1, nil},
+		{"writable by its group", 0o664, -1, ErrFileWritable},
+		{"writable by others", 0o606, -1, ErrFileWritable},
+		{"owned by root", 0o644, 0, nil},
+		{"owned by another user", 0o644, 65534, ErrFileOwner},
+	} {
+		for name, read := range readers {
+			t.Run(tc.name+"/"+name, func(t *testing.T) {
+				if tc.owner >= 0 && os.Geteuid() != 0 {
+					t.Skip("giving a file to another user needs root")
+				}
+				path := filepath.Join(t.TempDir(), "file")
+				if err := os.WriteFile(path, []byte(k.String()+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(path, tc.mode); err != nil {
+					t.Fatal(err)
+				}
+				if tc.owner >= 0 {
+					if err := os.Chown(path, tc.owner, -1); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := read(path); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+					t.Errorf("%s: %v, want %v", name, err, tc.want)
+				}
+			})
+		}
+	}
+	t.Run("not a regular file", func(t *testing.T) {
+		if _, err := Load(os.DevNull); err != nil {
+			t.Errorf("Load(%s): %v", os.DevNull, err)
+		}
+	})
+	t.Run("AuthorizedKeysFile made writable later", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "authorized_keys")
+		if err := os.WriteFile(path, []byte(k.String()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := OpenAuthorizedKeys(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Verify(context.Background(), k); !errors.Is(err, ErrFileWritable) {
+			t.Errorf("Verify after chmod 0666: %v, want ErrFileWritable", err)
 		}
 	})
 }

@@ -15,11 +15,18 @@ const connectUsage = `Usage: securepeer connect [flags] ADDR
 
 Connects to the securepeer listener at ADDR (HOST:PORT) and joins the stream
 to stdin and stdout, like nc: stdin's end is sent as the end of the stream,
-so the peer can still answer, and connect exits 0 once the peer's stream
-has ended, or, with a listen -exec peer, with its command's exit status
-(127 if it does not exist), as ssh does. A signal (Ctrl-C, SIGTERM,
+so the peer can still answer, and connect exits 0 once both streams have
+ended, or, with a listen -exec peer, with its command's exit status
+(127 if it does not exist) once the command has ended, as ssh does. On a
+terminal whose output goes to a file or a pipe, the peer's end is enough,
+as nobody is going to type Ctrl-D to a transfer that is over; in a
+conversation (input and output both a terminal), Ctrl-D ends this side
+only, and when the peer ends its side first, connect says so and this
+side can still answer until its own Ctrl-D. A signal (Ctrl-C, SIGTERM,
 SIGHUP) before stdin's end aborts the stream: the peer is told that data
-may be missing.
+may be missing. After SIGHUP, which ssh sends its ProxyCommand as it
+exits, the stream is given 3 seconds to end on its own (stdin's end sent,
+the peer's end received); if it does, connect exits 0 and says nothing.
 
 With -from or -to it makes a tunnel instead: it meets the peer once and
 checks its key (exiting 1 or 3 if that fails), then listens on each -from
@@ -69,7 +76,8 @@ Flags:
     -i FILE            identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub
                        for a key held by ssh-agent
     -progress          show bytes, rate and elapsed time on stderr (terminal only),
-                       with a percentage and the time left when stdin is a file
+                       with a percentage and the time left when stdin is a file,
+                       and end with a summary line: bytes, time, rate
     -v                 log everything structured (slog key=value lines):
                        handshakes (peer, cipher, post-quantum, role, timings)
                        and notices
@@ -235,10 +243,12 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 	ctx, stop := watchIdle(ctx, cf.idle, m.activity)
 	defer stop()
 	if s.negotiated != execProtocol {
-		return joinStdio(ctx, s, s.conn, e.stdin, e.stdinIsTerminal(), e.stdout, m)
+		peerEnds, note := e.stdioEnds()
+		return joinStdio(ctx, s, s.conn, e.stdin, peerEnds, e.stdout, m, note)
 	}
+	// The command's end is the session's, as in ssh.
 	r := &execReader{r: s.conn}
-	if err := joinStdio(ctx, s, r, e.stdin, e.stdinIsTerminal(), e.stdout, m); err != nil {
+	if err := joinStdio(ctx, s, r, e.stdin, e.stdinIsTerminal(), e.stdout, m, nil); err != nil {
 		return err
 	}
 	if r.status != 0 {

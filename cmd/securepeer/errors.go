@@ -153,7 +153,9 @@ func interruption(ctx context.Context) error {
 
 func listenError(addr string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("cannot listen on %s: the port is in use; is another securepeer listen running? Pick another port", addr)
+		// Which program holds it is not known here: sshd, a web server,
+		// another securepeer listen all look the same.
+		return fmt.Errorf("cannot listen on %s: another program already listens on that port; pick another port, or stop that program", addr)
 	}
 	if errors.Is(err, syscall.EACCES) {
 		return fmt.Errorf("cannot listen on %s: permission denied; ports below 1024 need privileges, pick a higher one", addr)

@@ -56,6 +56,11 @@ const idUsage = `Usage: securepeer id [-i FILE]
 Prints the public key of an identity, in the "ssh-ed25519 AAAA..." form that
 allow files and -expect take, and its SHA256 fingerprint, as ssh-keygen -lf
 prints it. Without -i, the default identity is created if it does not exist.
+An encrypted key is printed without its passphrase when FILE.pub lists the
+key that the key file keeps in clear (OpenSSH's format does); otherwise
+the passphrase is asked for, as FILE.pub alone proves nothing. A default
+identity whose private key file is gone and whose .pub is still there is
+read from ssh-agent, which must hold it.
 
 Flags:
     -i FILE    the identity (private key) file; an ssh-keygen -t ed25519 key works,
@@ -101,54 +106,92 @@ func (e *env) defaultIdentityPath() (string, error) {
 
 // loadIdentity loads the identity at path, or the default identity if path
 // is empty, creating the default one (with a notice) if it does not exist.
+// A default identity whose private key file is gone while its .pub is
+// still there is kept in ssh-agent (agentOnlyIdentity).
 func (e *env) loadIdentity(path string) (*securepeer.Identity, error) {
+	id, _, err := e.loadKey(path, false)
+	return id, err
+}
+
+// loadPublicKey is loadIdentity for securepeer id, which needs no secret:
+// an encrypted key's public key is read without its passphrase when that
+// is safe (publicKeyInClear), and the agent is only asked whether it holds
+// a key, not to sign.
+func (e *env) loadPublicKey(path string) (securepeer.PublicKey, error) {
+	_, pk, err := e.loadKey(path, true)
+	return pk, err
+}
+
+// loadKey is loadIdentity, or with publicOnly loadPublicKey, which returns
+// no identity.
+func (e *env) loadKey(path string, publicOnly bool) (*securepeer.Identity, securepeer.PublicKey, error) {
 	explicit := path != ""
 	if !explicit {
 		var err error
 		if path, err = e.defaultIdentityPath(); err != nil {
-			return nil, err
+			return nil, securepeer.PublicKey{}, err
 		}
 	}
 	if strings.HasSuffix(path, ".pub") {
 		// A public key: the private key is in ssh-agent, as with ssh -i.
-		return e.agentIdentity(path)
+		return withPublicKey(e.agentIdentity(path))
 	}
 	if explicit {
 		if err := checkFileDir(path); err != nil {
-			return nil, err
+			return nil, securepeer.PublicKey{}, err
 		}
 	}
 	_, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		if _, err := os.Lstat(path + ".pub"); err == nil {
+			if publicOnly {
+				pk, err := e.agentOnlyPublicKey(path)
+				return nil, pk, err
+			}
+			return withPublicKey(e.agentOnlyIdentity(path))
+		}
 		id, err := securepeer.GenerateIdentity()
 		if err != nil {
-			return nil, err
+			return nil, securepeer.PublicKey{}, err
 		}
 		if err := writeIdentity(path, id, defaultComment(), false); err != nil {
-			return nil, err
+			return nil, securepeer.PublicKey{}, err
 		}
 		e.notef("created a new identity %s (%s); share %s.pub with your peers", path, id.PublicKey().Fingerprint(), path)
-		return id, nil
+		return id, id.PublicKey(), nil
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("identity file %s does not exist; create it with securepeer keygen -f %s, or leave out -i to use the default identity", path, path)
+		return nil, securepeer.PublicKey{}, fmt.Errorf("identity file %s does not exist; create it with securepeer keygen -f %s, or leave out -i to use the default identity", path, path)
 	}
 	id, err := securepeer.LoadIdentity(path)
 	switch {
 	case errors.Is(err, securepeer.ErrIdentityFileMode):
-		return nil, fmt.Errorf("%w; run chmod 600 %s", err, path)
+		return nil, securepeer.PublicKey{}, fmt.Errorf("%w; run chmod 600 %s", err, path)
 	case errors.Is(err, securepeer.ErrPassphraseNeeded):
+		if publicOnly {
+			if pk, ok := publicKeyInClear(path); ok {
+				return nil, pk, nil
+			}
+		}
 		// As ssh does: the agent's copy if it has one, else ask.
 		if e.getenv("SSH_AUTH_SOCK") != "" {
 			if id, err := e.agentIdentity(path + ".pub"); err == nil {
-				return id, nil
+				return id, id.PublicKey(), nil
 			}
 		}
-		return askPassphrase(path)
+		return withPublicKey(askPassphrase(path))
 	case err != nil:
-		return nil, err
+		return nil, securepeer.PublicKey{}, err
 	}
-	return id, nil
+	return id, id.PublicKey(), nil
+}
+
+// withPublicKey adds id's public key to loadKey's results.
+func withPublicKey(id *securepeer.Identity, err error) (*securepeer.Identity, securepeer.PublicKey, error) {
+	if err != nil {
+		return nil, securepeer.PublicKey{}, err
+	}
+	return id, id.PublicKey(), nil
 }
 
 func runKeygen(_ context.Context, e *env, args []string) error {
@@ -242,11 +285,11 @@ func runID(_ context.Context, e *env, args []string) error {
 		printPublicKey(e, k)
 		return nil
 	}
-	id, err := e.loadIdentity(*idFile)
+	pk, err := e.loadPublicKey(*idFile)
 	if err != nil {
 		return err
 	}
-	printPublicKey(e, id.PublicKey())
+	printPublicKey(e, pk)
 	return nil
 }
 

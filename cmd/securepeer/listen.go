@@ -16,7 +16,8 @@ const listenUsage = `Usage: securepeer listen [flags] ADDR
 Accepts securepeer connections on ADDR (HOST:PORT, or :PORT for every
 interface). By default it waits for one peer and joins the stream to stdin
 and stdout, like nc -l: stdin's end is sent as the end of the stream, and
-listen exits when the peer's stream ends. With -exec, -to or -from it
+listen exits when both streams have ended (on a terminal: as connect does,
+see securepeer help connect). With -exec, -to or -from it
 serves every peer that connects, until Ctrl-C or SIGTERM: then it stops
 accepting and lets the sessions in progress finish, for up to 10 seconds;
 a second signal, or the end of those 10 seconds, cuts them, and their
@@ -58,7 +59,8 @@ Flags:
     -i FILE         identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub for a
                     key held by ssh-agent
     -progress       show bytes, rate and elapsed time on stderr (terminal only),
-                    with a percentage and the time left when stdin is a file
+                    with a percentage and the time left when stdin is a file,
+                    and end with a summary line: bytes, time, rate
     -v              log everything structured (slog key=value lines): handshakes
                     (peer, cipher, post-quantum, role, timings) and notices
     -legacy         speak the Node secure-peer 0.2 protocol instead (see below)
@@ -174,6 +176,12 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	}
 
 	var verify verifyFunc
+	if *allow != "" {
+		// Whoever can replace the file decides who gets in.
+		if err := checkFileDir(*allow); err != nil {
+			return err
+		}
+	}
 	switch {
 	case *allow != "" && lf.enabled:
 		p, err := newLegacyAllowPolicy(e, log, *allow)
@@ -309,7 +317,8 @@ func listenStdio(ctx context.Context, e *env, l net.Listener, cfg listenConfig, 
 	defer m.finish()
 	ctx, stop := watchIdle(ctx, cf.idle, m.activity)
 	defer stop()
-	return joinStdio(ctx, s, s.conn, e.stdin, e.stdinIsTerminal(), e.stdout, m)
+	peerEnds, note := e.stdioEnds()
+	return joinStdio(ctx, s, s.conn, e.stdin, peerEnds, e.stdout, m, note)
 }
 
 // maxKeepOpenWaiting bounds the peers that listen -keep-open keeps waiting
@@ -349,7 +358,9 @@ func listenKeepOpen(ctx context.Context, e *env, l net.Listener, cfg listenConfi
 		m := cf.meter(e)
 		ictx, stop := watchIdle(sctx, cf.idle, m.activity)
 		done := make(chan struct{})
-		err := joinStdio(ictx, s, s.conn, pump.reader(done), interactive, e.stdout, m)
+		// A turn ends with the peer's when stdin is a terminal: its end
+		// would end every later turn too.
+		err := joinStdio(ictx, s, s.conn, pump.reader(done), interactive, e.stdout, m, nil)
 		close(done)
 		stop()
 		m.finish()

@@ -33,9 +33,12 @@ Usage:
 
 Your identity is $SECUREPEER_HOME/id_ed25519 (default ~/.securepeer/id_ed25519),
 created on first use; -i FILE selects another, such as ~/.ssh/id_ed25519.
+If only id_ed25519.pub is there, its key is used from ssh-agent, as ssh does.
 Peers you connect to are remembered in known_hosts next to it, as ssh does.
 As ssh's StrictModes does, a home directory (made mode 0700), or the
-directory of a key file, that others can write is refused.
+directory of a key, known_hosts or -allow file, that others can write is
+refused, and so are a known_hosts or -allow file that others can write
+or that another user owns.
 To migrate peers off the Node module secure-peer 0.2, keygen, id, listen and
 connect take -legacy, which speaks its insecure protocol with rsa-json keys.
 
@@ -59,8 +62,10 @@ Exit status: 0 success, 1 connection or protocol error, 2 usage error,
 a listen -exec (127: not found), 130, 143 or 129 interrupted by SIGINT
 (Ctrl-C), SIGTERM or SIGHUP. Only the end of stdin ends a stream cleanly:
 an interrupted transfer is aborted, and the peer exits 1 saying data may be
-missing. A second signal ends the program at once (listen: cuts the
-sessions it was letting finish).
+missing. (After SIGHUP, which ssh sends its ProxyCommand as it exits, a
+stream that ends on its own within 3 seconds ends cleanly.) A second
+signal ends the program at once (listen: cuts the sessions it was letting
+finish).
 `
 
 // A command is one subcommand.
@@ -122,7 +127,7 @@ func main() {
 		cancel(first)
 		<-sigc
 		if !e.cutsOnSecondSignal.Load() {
-			os.Exit(first.code())
+			exit(first.code())
 		}
 		// listen cuts its sessions, which is quick but not instant; a
 		// third signal ends the program at once.
@@ -130,6 +135,19 @@ func main() {
 		close(cut)
 	}()
 	code := run(ctx, e, os.Args[1:])
+	exit(code)
+}
+
+// testOnlyExitFile, if set, is where exit writes the exit code first, for
+// tests whose securepeer is started by another program that does not say
+// how it ended (ssh's ProxyCommand).
+var testOnlyExitFile string
+
+// exit ends the program with code.
+func exit(code int) {
+	if testOnlyExitFile != "" {
+		os.WriteFile(testOnlyExitFile, []byte(fmt.Sprintln(code)), 0o644)
+	}
 	os.Exit(code)
 }
 

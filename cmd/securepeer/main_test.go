@@ -29,6 +29,7 @@ func TestMain(m *testing.M) {
 // reads from its environment.
 func testCommandMain() {
 	testOnlyAddrFile = os.Getenv("SECUREPEER_TESTONLY_ADDR_FILE")
+	testOnlyExitFile = os.Getenv("SECUREPEER_TESTONLY_EXIT_FILE")
 	testOnlyNoTerminal = os.Getenv("SECUREPEER_TESTONLY_TERMINAL") != "1"
 	testOnlyNoMux = os.Getenv("SECUREPEER_TESTONLY_NO_MUX") == "1"
 	if k := os.Getenv("SECUREPEER_TESTONLY_KEEPALIVE"); k != "" {

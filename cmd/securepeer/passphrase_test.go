@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // tmuxSession runs shell in a fresh tmux terminal and returns functions to
@@ -36,15 +38,17 @@ func tmuxSession(t *testing.T, te *testEnv, shell string) (send func(keys ...str
 
 // TestPassphraseTmux makes an encrypted key with keygen and uses it, typing
 // the passphrases into a real terminal (tmux), as a person would: keygen
-// asks twice, id asks again and, after three wrong tries, gives up.
+// asks twice, connect asks again and, after three wrong tries, gives up.
 func TestPassphraseTmux(t *testing.T) {
 	keygen := requireTool(t, "ssh-keygen")
 	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	server, addr := te.start("server", "listen", "-i", "server", "-exec", "tr a-z A-Z", "127.0.0.1:0")
 	shell := fmt.Sprintf(`cd %q && export SECUREPEER_TESTONLY_TERMINAL=1
 securepeer keygen -f enc > keygen.out 2> keygen.err; echo $? > keygen.rc
-securepeer id -i enc > id.out 2> id.err; echo $? > id.rc
-securepeer id -i enc > bad.out 2> bad.err; echo $? > bad.rc
-sleep 600`, te.dir)
+echo beep | securepeer connect -i enc -expect server.pub %s > id.out 2> id.err; echo $? > id.rc
+echo boop | securepeer connect -i enc -expect server.pub %s > bad.out 2> bad.err; echo $? > bad.rc
+sleep 600`, te.dir, addr, addr)
 	send, screen := tmuxSession(t, te, shell)
 	prompt := func(want string) {
 		t.Helper()
@@ -82,11 +86,15 @@ sleep 600`, te.dir)
 	if _, err := exec.Command(keygen, "-y", "-P", "", "-f", filepath.Join(te.dir, "enc")).Output(); err == nil {
 		t.Error("the key opens without its passphrase")
 	}
-	if rc := strings.TrimSpace(te.readFile("id.rc")); rc != "0" || te.readFile("id.out") != te.readFile("keygen.out") {
-		t.Errorf("id with the passphrase: exit %s, %q, want %q\n%s", rc, te.readFile("id.out"), te.readFile("keygen.out"), te.readFile("id.err"))
+	if rc := strings.TrimSpace(te.readFile("id.rc")); rc != "0" || te.readFile("id.out") != "BEEP\n" {
+		t.Errorf("connect with the passphrase: exit %s, %q\n%s", rc, te.readFile("id.out"), te.readFile("id.err"))
+	}
+	fp := strings.SplitN(te.readFile("keygen.out"), "\n", 3)[1]
+	if !strings.Contains(server.stderr.String(), "accepted "+fp) {
+		t.Errorf("the server did not see the key %s:\n%s", fp, server.stderr)
 	}
 	if rc := strings.TrimSpace(te.readFile("bad.rc")); rc != "1" || !strings.Contains(te.readFile("bad.err"), "securepeer: 3 wrong passphrases for enc (the passphrase does not decrypt the private key)") {
-		t.Errorf("id with wrong passphrases: exit %s, stderr %q", rc, te.readFile("bad.err"))
+		t.Errorf("connect with wrong passphrases: exit %s, stderr %q", rc, te.readFile("bad.err"))
 	}
 	if !strings.Contains(screen(), "Bad passphrase, try again.") {
 		t.Errorf("no retry message on the terminal:\n%s", screen())
@@ -112,7 +120,7 @@ func TestPassphraseWithoutTerminal(t *testing.T) {
 	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "secret", "-f", filepath.Join(te.dir, "enc")).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
 	}
-	cmd := te.command("id", "-i", "enc")
+	cmd := te.command("connect", "-i", "enc", "-expect", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "127.0.0.1:1")
 	cmd.Stdin = strings.NewReader("secret\n")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -129,18 +137,10 @@ func TestPassphraseWithoutTerminal(t *testing.T) {
 // only in a real ssh-agent: the private key files are deleted, -i names the
 // .pub, and an encrypted key in the agent is used without a prompt.
 func TestAgentIdentityCommand(t *testing.T) {
-	agentBin := requireTool(t, "ssh-agent")
 	addBin := requireTool(t, "ssh-add")
 	keygen := requireTool(t, "ssh-keygen")
 	te := newTestEnv(t)
-	sock := filepath.Join(te.dir, "agent.sock")
-	agentCmd := exec.Command(agentBin, "-D", "-a", sock)
-	if err := agentCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
-	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil }, stringer(func() string { return "no agent socket" }))
-	te.env = append(te.env, "SSH_AUTH_SOCK="+sock)
+	te.startAgent()
 	for _, name := range []string{"server", "client"} {
 		pass := ""
 		if name == "client" {
@@ -220,6 +220,96 @@ func TestPromptCtrlD(t *testing.T) {
 	}
 	if !strings.Contains(te.readFile("err"), "was not confirmed") {
 		t.Errorf("stderr %q", te.readFile("err"))
+	}
+	server.interrupt()
+}
+
+// startAgent starts a real ssh-agent of the test's own and sets
+// SSH_AUTH_SOCK for the commands that follow.
+func (te *testEnv) startAgent() {
+	te.t.Helper()
+	agentBin := testenv.RequireTool(te.t, "ssh-agent")
+	sock := filepath.Join(te.dir, "agent.sock")
+	agentCmd := exec.Command(agentBin, "-D", "-a", sock)
+	if err := agentCmd.Start(); err != nil {
+		te.t.Fatal(err)
+	}
+	te.t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
+	waitFor(te.t, func() bool { _, err := os.Stat(sock); return err == nil }, stringer(func() string { return "no agent socket" }))
+	te.env = append(te.env, "SSH_AUTH_SOCK="+sock)
+}
+
+// sshAdd adds the unencrypted private key file to the test's ssh-agent.
+func (te *testEnv) sshAdd(args ...string) {
+	te.t.Helper()
+	add := exec.Command(testenv.RequireTool(te.t, "ssh-add"), args...)
+	add.Env = te.env
+	if out, err := add.CombinedOutput(); err != nil {
+		te.t.Fatalf("ssh-add %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestAgentOnlyDefaultKey uses a default identity that lives only in a real
+// ssh-agent: its private key file is deleted and its .pub is still there,
+// as ssh users keep keys. id and connect use the agent's copy, as ssh does,
+// without -i; they make no new identity and never touch the .pub. Without
+// the key in the agent, or without an agent, they say what to do.
+func TestAgentOnlyDefaultKey(t *testing.T) {
+	te := newTestEnv(t)
+	te.startAgent()
+	te.run("keygen", "-f", "server")
+	server, addr := te.start("server", "listen", "-i", "server", "-exec", "tr a-z A-Z", "127.0.0.1:0")
+	id := te.run("id") // makes the default identity
+	key := filepath.Join(te.dir, "home", ".securepeer", "id_ed25519")
+	pub := te.readFile("home/.securepeer/id_ed25519.pub")
+	te.sshAdd(key)
+	if err := os.Remove(key); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := te.run("id"); got != id {
+		t.Errorf("id with the key in ssh-agent only printed %q, want %q", got, id)
+	}
+	cmd := te.command("connect", "-expect", "server.pub", addr)
+	cmd.Stdin = strings.NewReader("agent only\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || string(out) != "AGENT ONLY\n" || stderr.Len() != 0 {
+		t.Fatalf("connect with the key in ssh-agent only: %q, %v\n%s", out, err, stderr.String())
+	}
+	fp := strings.Split(id, "\n")[1]
+	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "accepted "+fp) }, server.stderr)
+
+	noAgent := append(append([]string{}, te.env...), "SSH_AUTH_SOCK=")
+	for _, tc := range []struct {
+		name  string
+		env   []string
+		setup func()
+		want  string
+	}{
+		{"no agent", noAgent, func() {}, "the private key " + key + " is missing and " + key + ".pub is there, so the key can only come from ssh-agent, but SSH_AUTH_SOCK is not set; start ssh-agent and add the key to it, or restore " + key + ", or remove " + key + ".pub so that a new identity is made"},
+		{"key not in the agent", te.env, func() { te.sshAdd("-D") }, "the private key " + key + " is missing, and ssh-agent does not hold the key of " + key + ".pub (" + fp + "); add it to the agent, or restore " + key + ", or remove " + key + ".pub so that a new identity is made"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.setup()
+			for _, args := range [][]string{{"id"}, {"connect", "-expect", "server.pub", addr}} {
+				cmd := te.command(args...)
+				cmd.Env = tc.env
+				var stderr bytes.Buffer
+				cmd.Stderr = &stderr
+				out, err := cmd.Output()
+				if code := exitStatus(t, err); code != exitFailure || len(out) != 0 || stderr.String() != "securepeer: "+tc.want+"\n" {
+					t.Errorf("securepeer %s: exit %d, stdout %q, stderr\n%s\nwant exit 1 and\n%s", strings.Join(args, " "), code, out, stderr.String(), tc.want)
+				}
+			}
+			if _, err := os.Stat(key); err == nil {
+				t.Errorf("a new identity was made in place of the agent's")
+			}
+			if got := te.readFile("home/.securepeer/id_ed25519.pub"); got != pub {
+				t.Errorf("the .pub changed: %q, was %q", got, pub)
+			}
+		})
 	}
 	server.interrupt()
 }

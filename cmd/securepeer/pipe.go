@@ -22,6 +22,13 @@ const bufSize = 64 << 10
 // read before cutting the connection.
 const closeTimeout = 5 * time.Second
 
+// hangupGrace is how long a stdio stream may still end on its own after a
+// SIGHUP. ssh sends its ProxyCommand SIGHUP as it exits, just after closing
+// the pipes (stdin's end) and about when the peer (sshd) ends its stream,
+// which may take one round trip more: that is the normal end of a session,
+// not a cut. The grace covers a round trip of a slow link.
+const hangupGrace = 3 * time.Second
+
 // copyStream copies src to dst in record-sized chunks. It hides ReadFrom and
 // WriteTo, whose fallbacks copy in 32 KiB pieces.
 func copyStream(dst io.Writer, src io.Reader) (int64, error) {
@@ -32,15 +39,21 @@ func copyStream(dst io.Writer, src io.Reader) (int64, error) {
 // joinStdio joins s to stdin and stdout, as nc does, reading what the peer
 // sends from fromPeer (s.conn, or a reader of its framing): stdin's end half-closes
 // the stream (the peer reads io.EOF and can still answer), and the join
-// ends when both directions have ended. When stdin is a terminal, the
-// peer's end alone ends the join, as nobody is going to type an end of
-// file to a transfer that is over. If ctx ends first (a signal), it aborts
+// ends when both directions have ended. With peerEnds, the peer's end alone
+// ends the join: the caller says so when stdin is a terminal and nobody is
+// going to type an end of file to a transfer that is over (stdout is a
+// file), or when the peer's end is a -exec command's. A conversation
+// (stdin and stdout both a terminal) half-closes as pipes do: when the
+// peer's end comes first, note, if not nil, says so, and this side can
+// still answer until its own end (Ctrl-D). If ctx ends first (a signal), it aborts
 // s, so the peer knows that data may be missing, and returns an error with
-// the signal's exit code.
+// the signal's exit code; after SIGHUP, only if the stream has not ended
+// on its own within hangupGrace, which makes the end of an ssh
+// ProxyCommand a clean one.
 //
 // A goroutine blocked reading stdin cannot be woken up; it is left behind,
 // which is harmless as the program exits when joinStdio returns.
-func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Reader, interactive bool, stdout io.Writer, m *meter) error {
+func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Reader, peerEnds bool, stdout io.Writer, m *meter, note func(format string, args ...any)) error {
 	var received atomic.Bool // the peer's stream has ended cleanly
 	sendDone := make(chan error, 1)
 	go func() {
@@ -65,7 +78,9 @@ func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Read
 	}()
 
 	sent, ended := false, false
-	for !ended || !(sent || interactive) {
+	done := ctx.Done()
+	var graceOver <-chan time.Time
+	for !ended || !(sent || peerEnds) {
 		select {
 		case err := <-recvDone:
 			recvDone = nil
@@ -74,6 +89,9 @@ func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Read
 				return streamError(s, err)
 			}
 			ended = true
+			if !sent && !peerEnds && note != nil {
+				note("the peer at %s has ended its stream; yours stays open until you end it (Ctrl-D)", s.remoteAddr)
+			}
 		case err := <-sendDone:
 			sendDone = nil
 			if err != nil {
@@ -104,24 +122,45 @@ func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Read
 				return streamError(s, err)
 			}
 			sent = true
-		case <-ctx.Done():
-			s.abort()
-			var ie *idleError
-			if errors.As(context.Cause(ctx), &ie) {
-				return fmt.Errorf("%v with %s", ie, s.remoteAddr)
+		case <-done:
+			done = nil
+			if hungUp(ctx) {
+				t := time.NewTimer(hangupGrace)
+				defer t.Stop()
+				graceOver = t.C
+				continue
 			}
-			err := interruption(ctx)
-			what := "sending"
-			if sent {
-				// All of stdin went out, with its end; only what the peer
-				// sends is cut short.
-				what = "receiving"
-			}
-			return &codeError{errorCode(err), fmt.Errorf("%v while %s; aborted the stream, so the peer at %s knows that data may be missing", err, what, s.remoteAddr)}
+			return interruptStdio(ctx, s, sent)
+		case <-graceOver:
+			return interruptStdio(ctx, s, sent)
 		}
 	}
 	s.close()
 	return nil
+}
+
+// hungUp reports whether ctx ended because of a SIGHUP.
+func hungUp(ctx context.Context) bool {
+	var se *signalError
+	return errors.As(context.Cause(ctx), &se) && se.sig == syscall.SIGHUP
+}
+
+// interruptStdio aborts s, whose join to stdio ctx has ended (a signal, or
+// -idle), and returns the error that says so. sent is whether all of stdin
+// went out, with its end.
+func interruptStdio(ctx context.Context, s *stream, sent bool) error {
+	s.abort()
+	var ie *idleError
+	if errors.As(context.Cause(ctx), &ie) {
+		return fmt.Errorf("%v with %s", ie, s.remoteAddr)
+	}
+	err := interruption(ctx)
+	what := "sending"
+	if sent {
+		// Only what the peer sends is cut short.
+		what = "receiving"
+	}
+	return &codeError{errorCode(err), fmt.Errorf("%v while %s; aborted the stream, so the peer at %s knows that data may be missing", err, what, s.remoteAddr)}
 }
 
 // connectionGone reports whether a write failed because the peer closed or

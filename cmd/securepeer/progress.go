@@ -14,7 +14,8 @@ import (
 )
 
 // meter returns the progress meter for a stdio transfer: shown at once with
-// -progress, after two seconds with -v, and never unless stderr is a
+// -progress, and then ended with a summary line however short the
+// transfer, after two seconds with -v, and never unless stderr is a
 // terminal.
 func (c *commonFlags) meter(e *env) *meter {
 	f, ok := e.stderr.(*os.File)
@@ -54,7 +55,11 @@ type meter struct {
 
 // newMeter returns a meter that renders to out every half second once delay
 // has passed, or one that only counts if out is nil. total is the number of
-// bytes to send, if known, for a percentage and the time left; else 0.
+// bytes to send, if known, for a percentage and the time left; else 0. A
+// meter shown at once (delay 0: -progress was asked for) ends with a
+// summary line (summary), even for a transfer over before the first
+// redraw; one shown only for a long transfer (-v) ends with its last
+// figures, if it was shown.
 func newMeter(out io.Writer, delay time.Duration, total int64) *meter {
 	m := &meter{start: time.Now(), out: out, delay: delay, total: total}
 	if out == nil {
@@ -73,8 +78,11 @@ func (m *meter) render() {
 	for {
 		select {
 		case <-m.stop:
-			if m.shown {
-				fmt.Fprintf(m.out, "\r%s\x1b[K\n", m.line(time.Since(m.start)))
+			switch d := time.Since(m.start); {
+			case m.delay == 0:
+				fmt.Fprintf(m.out, "\r%s\x1b[K\n", m.summary(d))
+			case m.shown:
+				fmt.Fprintf(m.out, "\r%s\x1b[K\n", m.line(d))
 			}
 			return
 		case <-t.C:
@@ -113,6 +121,21 @@ func (m *meter) line(elapsed time.Duration) string {
 	}
 	return fmt.Sprintf("sent %s%s, received %s, %s/s, %d:%02d",
 		formatBytes(float64(sent)), progress, formatBytes(float64(recv)), formatBytes(rate), int(e.Minutes()), int(e.Seconds())%60)
+}
+
+// summary is the line that ends a -progress meter: the bytes each way, the
+// time the transfer took, and its rate both ways together.
+func (m *meter) summary(elapsed time.Duration) string {
+	sent, recv := m.sent.Load(), m.received.Load()
+	rate := 0.0
+	if secs := elapsed.Seconds(); secs > 0 {
+		rate = float64(sent+recv) / secs
+	}
+	took := elapsed.Round(time.Millisecond)
+	if elapsed >= 10*time.Second {
+		took = elapsed.Round(time.Second)
+	}
+	return fmt.Sprintf("sent %s, received %s in %v, %s/s", formatBytes(float64(sent)), formatBytes(float64(recv)), took, formatBytes(rate))
 }
 
 // formatBytes formats n bytes with binary units, as "12.3 MiB".

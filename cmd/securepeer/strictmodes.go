@@ -1,10 +1,13 @@
 package main
 
 // This file is the command's StrictModes, after sshd's: a directory that
-// holds an identity or known_hosts must not be writable by anyone but its
-// owner, or whoever can write it can swap the key or the list of trusted
-// peers. The library checks the key file itself (securepeer.LoadIdentity);
-// this checks the directories around it.
+// holds an identity, known_hosts or an -allow file must not be writable by
+// anyone but its owner, or whoever can write it can swap the key or the
+// list of trusted peers. The libraries check the files themselves:
+// securepeer.LoadIdentity the key file's mode, the knownhosts package the
+// mode and owner of known_hosts and -allow files (writable by their owner
+// only; owned by the user or root); this checks the directories around
+// them.
 //
 // The rules, for the directory and every directory above it (both the path
 // as given and the one its symbolic links lead to):
@@ -20,7 +23,8 @@ package main
 //   - Every directory above either may be writable by others only with the
 //     sticky bit, which stops them renaming what it holds.
 //
-// Ownership is not checked. On Windows there is no check at all: file
+// The ownership of directories is not checked. On Windows there is no
+// check at all: file
 // modes there are made up by Go from the read-only attribute, and access
 // is governed by ACLs, which this does not read.
 
@@ -39,8 +43,8 @@ func checkHome(dir, name string) error {
 	return checkTrustedDir(dir, name, true)
 }
 
-// checkFileDir refuses the directory of a key or known_hosts file named on
-// the command line if others can replace the file.
+// checkFileDir refuses the directory of a key, known_hosts or -allow file
+// named on the command line if others can replace the file.
 func checkFileDir(path string) error {
 	dir := filepath.Dir(path)
 	name := fmt.Sprintf("%s, the directory of %s,", dir, path)

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // mkdir makes the directory rel in the test's directory, with exactly mode
@@ -18,6 +20,31 @@ func (te *testEnv) mkdir(rel string, mode os.FileMode) {
 		te.t.Fatal(err)
 	}
 	if err := os.Chmod(p, mode); err != nil {
+		te.t.Fatal(err)
+	}
+}
+
+// writeFile writes the file rel in the test's directory, with exactly mode
+// (umask aside).
+func (te *testEnv) writeFile(rel, data string, mode os.FileMode) {
+	te.t.Helper()
+	p := filepath.Join(te.dir, rel)
+	if err := os.WriteFile(p, []byte(data), mode); err != nil {
+		te.t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		te.t.Fatal(err)
+	}
+}
+
+// chownOther gives the file rel to uid 65534 (nobody), which only root
+// can do; other users skip the test.
+func (te *testEnv) chownOther(rel string) {
+	te.t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Unavailable(te.t, "giving a file to another user needs root")
+	}
+	if err := os.Chown(filepath.Join(te.dir, rel), 65534, -1); err != nil {
 		te.t.Fatal(err)
 	}
 }
@@ -194,6 +221,64 @@ func TestStrictModes(t *testing.T) {
 			stderr: "shared, the directory of shared/a.json, is writable by its group (mode 0770), who could replace the file; run chmod go-w shared",
 		},
 		{
+			name: "-allow in a directory others can write",
+			setup: func(te *testEnv) {
+				te.run("keygen", "-f", "key")
+				te.mkdir("shared", 0o777)
+				te.writeFile("shared/allow", te.readFile("key.pub"), 0o644)
+			},
+			args:   []string{"listen", "-i", "key", "-allow", "shared/allow", "127.0.0.1:0"},
+			stderr: "shared, the directory of shared/allow, is writable by others (mode 0777), who could replace the file; run chmod go-w shared",
+		},
+		{
+			name: "-allow file writable by its group",
+			setup: func(te *testEnv) {
+				te.run("keygen", "-f", "key")
+				te.writeFile("allow", te.readFile("key.pub"), 0o664)
+			},
+			args:   []string{"listen", "-i", "key", "-allow", "allow", "127.0.0.1:0"},
+			stderr: "-allow: file is writable by others than its owner: allow (mode 0664); run chmod go-w allow",
+		},
+		{
+			name: "known_hosts writable by others",
+			setup: func(te *testEnv) {
+				te.run("keygen", "-f", "key")
+				te.mkdir(home, 0o700)
+				te.writeFile(home+"/known_hosts", "", 0o666)
+			},
+			args:   []string{"connect", "-i", "key", "127.0.0.1:1"},
+			stderr: "file is writable by others than its owner: $DIR/home/.securepeer/known_hosts (mode 0666); run chmod go-w $DIR/home/.securepeer/known_hosts",
+		},
+		{
+			name: "-known-hosts writable by its group",
+			setup: func(te *testEnv) {
+				te.run("keygen", "-f", "key")
+				te.writeFile("kh", "", 0o660)
+			},
+			args:   []string{"connect", "-i", "key", "-known-hosts", "kh", "127.0.0.1:1"},
+			stderr: "file is writable by others than its owner: kh (mode 0660); run chmod go-w kh",
+		},
+		{
+			name: "known_hosts owned by another user",
+			setup: func(te *testEnv) {
+				te.run("keygen", "-f", "key")
+				te.writeFile("kh", "", 0o644)
+				te.chownOther("kh")
+			},
+			args:   []string{"connect", "-i", "key", "-known-hosts", "kh", "127.0.0.1:1"},
+			stderr: "file is owned by another user: kh belongs to uid 65534; use a file of your own",
+		},
+		{
+			name: "-allow owned by another user",
+			setup: func(te *testEnv) {
+				te.run("keygen", "-f", "key")
+				te.writeFile("allow", te.readFile("key.pub"), 0o644)
+				te.chownOther("allow")
+			},
+			args:   []string{"listen", "-i", "key", "-allow", "allow", "127.0.0.1:0"},
+			stderr: "-allow: file is owned by another user: allow belongs to uid 65534; use a file of your own",
+		},
+		{
 			name:   "keygen -legacy -f into a directory others can write",
 			setup:  func(te *testEnv) { te.mkdir("shared", 0o777) },
 			args:   []string{"keygen", "-legacy", "-f", "shared/keys.json"},
@@ -207,7 +292,11 @@ func TestStrictModes(t *testing.T) {
 			cmd := te.command(tc.args...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
-			code := exitStatus(t, cmd.Run())
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// A listen that is not refused would listen for ever.
+			code := exitStatus(t, waitCmd(t, cmd))
 			if tc.stderr == "" {
 				if code != 0 {
 					t.Fatalf("securepeer %s exited %d:\n%s", strings.Join(tc.args, " "), code, stderr.String())

@@ -314,5 +314,22 @@ func handshakeError(addr string, h handshaker, err error) error {
 	if errors.Is(err, securepeer.ErrRejected) {
 		return rejectedErrorf("the peer at %s refused this identity (%s); ask its owner to allow the key that securepeer id prints", addr, h.publicKey().Fingerprint())
 	}
+	var ne net.Error
+	if limit := handshakeLimit(h); limit > 0 && errors.As(err, &ne) && ne.Timeout() {
+		// The library's message speaks of its API (a limit or a context's
+		// deadline); the user set the limit with -w, or did not.
+		return fmt.Errorf("the handshake with %s timed out after %v (connect -w sets that limit); is the peer a securepeer peer, and reachable?", addr, limit)
+	}
 	return fmt.Errorf("handshake with %s failed: %w", addr, err)
+}
+
+// handshakeLimit is how long h lets a handshake take, or 0 if not known.
+func handshakeLimit(h handshaker) time.Duration {
+	switch h := h.(type) {
+	case *nativeHandshaker:
+		return h.timeout
+	case *legacyHandshaker:
+		return h.timeout
+	}
+	return 0
 }

@@ -549,16 +549,6 @@ func (e *refusedError) Error() string {
 	return "the peer refused the stream: " + sanitize(e.reason)
 }
 
-// sanitize keeps a peer's text printable: no terminal escapes.
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
 // cut ends the stream at once: the FIN without end frames tells the peer,
 // and the deadlines wake this side's reader and writer.
 func (t *tunnelStream) cut() {

@@ -81,13 +81,17 @@ func (p *hostPolicy) verify(ctx context.Context, key peerKey) error {
 	defer p.mu.Unlock()
 	db, err := knownhosts.Load(p.file)
 	if err != nil {
-		return fmt.Errorf("%v; fix or move the file", describe(err))
+		return fmt.Errorf("%v%s", describe(err), fileFix(err, p.file, "fix or move the file"))
+	}
+	for _, l := range db.SkippedLines() {
+		p.e.notef("%s line %d skipped: %s", p.file, l.Line, l.Reason)
 	}
 	err = db.Check(p.addr, pk)
 	var (
 		unknown *knownhosts.UnknownHostError
 		changed *knownhosts.KeyChangedError
 		revoked *knownhosts.RevokedError
+		bad     *knownhosts.BadLineError
 	)
 	switch {
 	case err == nil:
@@ -100,6 +104,12 @@ func (p *hostPolicy) verify(ctx context.Context, key peerKey) error {
 			fp, w.Line, p.addr, p.file, changed.Addr, p.file)
 	case errors.As(err, &revoked):
 		return rejectedErrorf("peer key %s for %s is revoked in %s line %d; refusing it", fp, p.addr, p.file, revoked.Entry.Line)
+	case errors.As(err, &bad) && bad.Revoked:
+		return rejectedErrorf("%s line %d is an @revoked line that cannot be read, and may revoke the key %s of %s, so it is refused; fix or remove that line",
+			p.file, bad.Lines[0].Line, fp, p.addr)
+	case errors.As(err, &bad):
+		return rejectedErrorf("%s line %d lists %s but cannot be read, so whether key %s is the one recorded there cannot be told; fix or remove that line",
+			p.file, bad.Lines[0].Line, p.addr, fp)
 	case errors.As(err, &unknown):
 		return p.firstContact(ctx, pk, unknown)
 	}
@@ -145,7 +155,7 @@ func (p *hostPolicy) firstContact(ctx context.Context, key securepeer.PublicKey,
 	}
 	n, err := knownhosts.Add(p.file, line)
 	if err != nil {
-		return fmt.Errorf("%v; the key was not recorded", describe(err))
+		return fmt.Errorf("%v; the key was not recorded%s", describe(err), fileFix(err, p.file, ""))
 	}
 	p.e.notef("permanently added %s (%s) to %s line %d", p.addr, fp, p.file, n)
 	return nil
@@ -177,7 +187,7 @@ type allowPolicy struct {
 func newAllowPolicy(e *env, log *slog.Logger, path string) (*allowPolicy, error) {
 	f, err := knownhosts.OpenAuthorizedKeys(path)
 	if err != nil {
-		return nil, fmt.Errorf("-allow: %v", describe(err))
+		return nil, fmt.Errorf("-allow: %v%s", describe(err), fileFix(err, path, ""))
 	}
 	keys, _, _ := f.Current()
 	noteSkipped(e, path, keys)
@@ -203,7 +213,7 @@ func (p *allowPolicy) verify(_ context.Context, key peerKey) error {
 	}
 	keys, changed, err := p.file.Current()
 	if err != nil {
-		p.e.notef("cannot use the -allow file, refusing every peer until it is fixed: %v", describe(err))
+		p.e.notef("cannot use the -allow file, refusing every peer until it is fixed: %v%s", describe(err), fileFix(err, p.file.Path(), ""))
 		return rejectedErrorf("the -allow file is unusable")
 	}
 	if changed {
@@ -218,16 +228,40 @@ func (p *allowPolicy) verify(_ context.Context, key peerKey) error {
 	return nil
 }
 
+// fileFix says, after "; ", how to fix a known_hosts or -allow file at
+// path that could not be used for err, or else what otherwise says, if
+// anything.
+func fileFix(err error, path, otherwise string) string {
+	switch {
+	case errors.Is(err, knownhosts.ErrFileWritable):
+		return "; run chmod go-w " + path
+	case errors.Is(err, knownhosts.ErrFileOwner):
+		return "; use a file of your own"
+	case otherwise != "":
+		return "; " + otherwise
+	}
+	return ""
+}
+
 // knownHostsPath returns the known_hosts file: -known-hosts, or known_hosts
 // next to the default identity. Either way it refuses a directory that
-// others can write.
+// others can write, and a file that others can write or that another user
+// owns, before any connection is made.
 func (e *env) knownHostsPath(flagValue string) (string, error) {
-	if flagValue != "" {
-		return flagValue, checkFileDir(flagValue)
+	path := flagValue
+	if path != "" {
+		if err := checkFileDir(path); err != nil {
+			return "", err
+		}
+	} else {
+		dir, err := e.homeDir()
+		if err != nil {
+			return "", err
+		}
+		path = filepath.Join(dir, "known_hosts")
 	}
-	dir, err := e.homeDir()
-	if err != nil {
-		return "", err
+	if _, err := knownhosts.Load(path); errors.Is(err, knownhosts.ErrFileWritable) || errors.Is(err, knownhosts.ErrFileOwner) {
+		return "", fmt.Errorf("%v%s", describe(err), fileFix(err, path, ""))
 	}
-	return filepath.Join(dir, "known_hosts"), nil
+	return path, nil
 }
