@@ -45,8 +45,8 @@ Examples:
     # ...and send it from another
     securepeer connect -accept-new example.org:5000 < photo.jpg
 
-    # an upper-casing echo server, and a client for it
-    securepeer listen -exec 'tr a-z A-Z' 127.0.0.1:5000
+    # an upper-casing echo server for the keys in friends.pub, and a client
+    securepeer listen -allow friends.pub -exec 'tr a-z A-Z' 127.0.0.1:5000
     echo 'beep boop' | securepeer connect 127.0.0.1:5000
 
     # a web server both ways: the laptop reaches the server's site on its
