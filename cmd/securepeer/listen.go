@@ -41,9 +41,10 @@ connection, whatever it carries.
 Flags:
     -allow FILE     accept only the keys in FILE
     -exec CMD       run "sh -c CMD" for each allowed peer, with the stream as its
-                    stdin and stdout; SECUREPEER_PEER_KEY, SECUREPEER_PEER_FINGERPRINT
-                    and SECUREPEER_PEER_ADDR tell it who the peer is; a connect
-                    of this version exits with its exit status
+                    stdin and stdout, and its stderr as the peer's stderr (or on
+                    a terminal, for connect -t); SECUREPEER_PEER_KEY,
+                    SECUREPEER_PEER_FINGERPRINT and SECUREPEER_PEER_ADDR tell it
+                    who the peer is; connect exits with its exit status
     -insecure-exec-any-key
                     let -exec run without -allow, for any key that connects:
                     with a shell, a remote shell for anyone who can reach ADDR
@@ -90,6 +91,8 @@ Examples:
     securepeer listen -allow friend.pub :5000 > backup.tar
     # an upper-casing echo service for the keys in friends.pub
     securepeer listen -allow friends.pub -exec 'tr a-z A-Z' 127.0.0.1:5000
+    # a remote shell for the keys in admins.pub (connect -t for a terminal)
+    securepeer listen -allow admins.pub -exec bash :5000
     # expose a local web server to the keys in friends.pub only
     securepeer listen -allow friends.pub -to 127.0.0.1:8080 :5000
     # two services, by name, and a way back to the peer's ssh (ssh -R)

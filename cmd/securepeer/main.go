@@ -49,6 +49,10 @@ Examples:
     securepeer listen -allow friends.pub -exec 'tr a-z A-Z' 127.0.0.1:5000
     echo 'beep boop' | securepeer connect 127.0.0.1:5000
 
+    # a remote shell for the keys in admins.pub, on a terminal (ssh -t)
+    securepeer listen -allow admins.pub -exec bash :5000
+    securepeer connect -t example.org:5000
+
     # a web server both ways: the laptop reaches the server's site on its
     # 8080, and publishes its own sshd on the server's 2222 (ssh -L and -R)
     securepeer listen -allow friends.pub -to web=127.0.0.1:80 -from ssh=127.0.0.1:2222 :5000
