@@ -25,8 +25,13 @@ import (
 	"os"
 	"os/exec"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
+
+// exitHangup is the exit code of a command interrupted by SIGHUP, and of
+// connect -t when its terminal hangs up.
+const exitHangup = 128 + 1
 
 // runExec runs command for the peer of s, with the stream as its stdin,
 // stdout and, if the protocol carries it, stderr, and waits for it.
@@ -97,6 +102,11 @@ func connectExec2(ctx context.Context, e *env, s *stream, t *ttySession, m *mete
 	st, err := x.run(ctx, streamConn{s})
 	if t != nil {
 		t.restore() // before anything is said
+	}
+	if t != nil && errors.As(err, new(*stdinError)) && errors.Is(err, syscall.EIO) && ctx.Err() == nil {
+		// The terminal has hung up (its SIGHUP may be on its way): the
+		// same outcome as the signal's, whichever comes first.
+		return &codeError{exitHangup, fmt.Errorf("the terminal hung up; aborted the stream, so the peer at %s knows that its command's input may be incomplete", s.remoteAddr)}
 	}
 	if err != nil {
 		return execClientError(ctx, s, err)
