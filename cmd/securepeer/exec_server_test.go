@@ -515,3 +515,28 @@ func TestExecStartWaiters(t *testing.T) {
 		return "goroutines left behind"
 	}))
 }
+
+// TestExecServerClientCut cuts the client's connection in the middle of a
+// session, without its end of stream: the command is terminated, and the
+// server says that the connection ended without the peer's end.
+func TestExecServerClientCut(t *testing.T) {
+	t.Parallel()
+	cc, sc := securePair(t)
+	x := testExecServer("echo ready; exec cat", nil)
+	served := make(chan error, 1)
+	go func() { served <- x.serve(context.Background(), sc, execProtocol2, "127.0.0.1:1") }()
+	cc.Write(msgFrame(execMsg{typ: execMsgStart}))
+	r := newExecMsgReader(cc)
+	if m, err := r.read(); err != nil || string(m.data) != "ready\n" {
+		t.Fatalf("read %+v, %v", m, err)
+	}
+	cc.NetConn().Close()
+	select {
+	case err := <-served:
+		if err == nil || !strings.Contains(err.Error(), `terminated "echo ready; exec cat": the connection with 127.0.0.1:1 ended without the peer's end of stream, so data may be missing`) {
+			t.Errorf("server: %v", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the server did not end the session")
+	}
+}
