@@ -121,7 +121,18 @@ type execRun struct {
 // runs while the session does.
 func runExecSession(t *testing.T, x *execServer, stdin io.Reader, tty *ttyRequest, during func(*execRun, context.CancelFunc)) *execRun {
 	t.Helper()
-	cc, sc := securePair(t)
+	return runExecSessionOver(t, x, stdin, tty, nil, during)
+}
+
+// runExecSessionOver is runExecSession with the client's side of the
+// stream wrapped by wrap, if set.
+func runExecSessionOver(t *testing.T, x *execServer, stdin io.Reader, tty *ttyRequest, wrap func(execConn) execConn, during func(*execRun, context.CancelFunc)) *execRun {
+	t.Helper()
+	cc0, sc := securePair(t)
+	var cc execConn = cc0
+	if wrap != nil {
+		cc = wrap(cc)
+	}
 	r := &execRun{stdout: new(lockedBuffer), stderr: new(lockedBuffer)}
 	served := make(chan error, 1)
 	go func() { served <- x.serve(context.Background(), sc, execProtocol2, "127.0.0.1:1") }()
@@ -194,6 +205,20 @@ func TestExecSession(t *testing.T) {
 			}
 		})
 	}
+}
+
+// windowSpy closes sent once a window message has been written.
+type windowSpy struct {
+	execConn
+	sent chan struct{}
+}
+
+func (c *windowSpy) Write(p []byte) (int, error) {
+	n, err := c.execConn.Write(p)
+	if len(p) > frameHeaderLen && p[frameHeaderLen] == execMsgWindow {
+		close(c.sent)
+	}
+	return n, err
 }
 
 // spyConn tells when the server has sent its end of stream.
@@ -301,13 +326,15 @@ func TestExecSessionTTY(t *testing.T) {
 		stdin, feed := io.Pipe()
 		defer feed.Close()
 		resize := make(chan winSize, 1)
-		r := runExecSession(t, testExecServer(`stty size; read x; stty size`, nil), stdin,
-			&ttyRequest{size: winSize{cols: 80, rows: 24}, resize: resize}, func(r *execRun, _ context.CancelFunc) {
+		sent := make(chan struct{})
+		spy := func(c execConn) execConn { return &windowSpy{execConn: c, sent: sent} }
+		r := runExecSessionOver(t, testExecServer(`stty size; read x; stty size`, nil), stdin,
+			&ttyRequest{size: winSize{cols: 80, rows: 24}, resize: resize}, spy, func(r *execRun, _ context.CancelFunc) {
 				waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "24 80") }, r.stdout)
 				resize <- winSize{cols: 132, rows: 43}
-				// Wait until the client has taken it: it is then sent
-				// before the newline below, on the same stream.
-				waitFor(t, func() bool { return len(resize) == 0 }, r.stdout)
+				// Once the window message is written, the newline below
+				// follows it on the same stream.
+				<-sent
 				feed.Write([]byte("\r"))
 			})
 		if r.clientErr != nil || r.serverErr != nil {
