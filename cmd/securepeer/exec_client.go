@@ -148,11 +148,11 @@ func (x *execClient) send(w *execMsgWriter, c execConn, stop <-chan struct{}) er
 			}
 		}()
 	}
-	buf := make([]byte, execMaxData)
+	buf := newDataBuf(execMsgStdin)
 	for {
-		n, err := x.stdin.Read(buf)
+		n, err := x.stdin.Read(buf.room())
 		if n > 0 {
-			if werr := w.writeData(execMsgStdin, buf[:n]); werr != nil {
+			if werr := w.writeBuf(buf, n); werr != nil {
 				return werr
 			}
 		}

@@ -460,16 +460,16 @@ func (s *execSession) copyRaw(w io.Writer, r io.Reader) error {
 // the terminal's hangup (EIO, once no process has it open) or, after the
 // command has exited, ttyQuiet without output.
 func (s *execSession) copyOut(typ byte, r io.Reader) error {
-	buf := make([]byte, execMaxData)
+	buf := newDataBuf(typ)
 	tty := s.p.tty != nil // then r is the terminal, the only output
 	for {
 		if tty && s.exited.Load() {
 			s.p.tty.SetReadDeadline(time.Now().Add(ttyQuiet))
 		}
-		n, err := r.Read(buf)
+		n, err := r.Read(buf.room())
 		if n > 0 {
 			s.activity.Add(int64(n))
-			if werr := s.msgs.writeData(typ, buf[:n]); werr != nil {
+			if werr := s.msgs.writeBuf(buf, n); werr != nil {
 				return werr
 			}
 		}

@@ -254,6 +254,24 @@ func (w *execMsgWriter) write(m *execMsg) error {
 	return w.f.writeFrame(body, nil)
 }
 
+// A dataBuf holds one data message as it is read: the frame's length and
+// type, then the data, read in place.
+type dataBuf []byte
+
+func newDataBuf(typ byte) dataBuf {
+	b := make(dataBuf, frameHeaderLen+1+execMaxData)
+	b[frameHeaderLen] = typ
+	return b
+}
+
+// room is where the data goes: at most execMaxData bytes.
+func (b dataBuf) room() []byte { return b[frameHeaderLen+1:] }
+
+// writeBuf sends the first n bytes of b's room as one message.
+func (w *execMsgWriter) writeBuf(b dataBuf, n int) error {
+	return w.f.writeFramed(b[:frameHeaderLen+1+n])
+}
+
 // writeData sends p as messages of type typ, in pieces of at most
 // execMaxData bytes; nothing for an empty p.
 func (w *execMsgWriter) writeData(typ byte, p []byte) error {

@@ -118,3 +118,14 @@ func (f *frameWriter) writeFrame(head, body []byte) error {
 	_, err := f.w.Write(f.buf)
 	return err
 }
+
+// writeFramed writes b as one frame whose first frameHeaderLen bytes are
+// room for its length, which it fills in: for a caller that reads a
+// frame's body straight into b[frameHeaderLen:], saving writeFrame's copy.
+func (f *frameWriter) writeFramed(b []byte) error {
+	binary.BigEndian.PutUint32(b, uint32(len(b)-frameHeaderLen))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, err := f.w.Write(b)
+	return err
+}
