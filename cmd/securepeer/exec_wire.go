@@ -272,19 +272,6 @@ func (w *execMsgWriter) writeBuf(b dataBuf, n int) error {
 	return w.f.writeFramed(b[:frameHeaderLen+1+n])
 }
 
-// writeData sends p as messages of type typ, in pieces of at most
-// execMaxData bytes; nothing for an empty p.
-func (w *execMsgWriter) writeData(typ byte, p []byte) error {
-	for len(p) > 0 {
-		n := min(len(p), execMaxData)
-		if err := w.f.writeFrame([]byte{typ}, p[:n]); err != nil {
-			return err
-		}
-		p = p[n:]
-	}
-	return nil
-}
-
 // securepeer-exec/1 (the first version, still spoken to peers that offer
 // nothing newer): the stream from the server to the client is framed, each
 // frame a 4-byte big-endian length n, then n bytes of the command's

@@ -171,35 +171,6 @@ func TestExecMsgStrictPrefixes(t *testing.T) {
 	}
 }
 
-// TestExecWriteData checks that data longer than a message can carry is
-// split into messages of at most execMaxData bytes, each one frame.
-func TestExecWriteData(t *testing.T) {
-	var b bytes.Buffer
-	w := newExecMsgWriter(&b)
-	data := bytes.Repeat([]byte("0123456789"), execMaxData/5)
-	if err := w.writeData(execMsgStdout, data); err != nil {
-		t.Fatal(err)
-	}
-	r := newExecMsgReader(&b)
-	var got []byte
-	for {
-		m, err := r.read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m.typ != execMsgStdout || len(m.data) > execMaxData {
-			t.Fatalf("message of type %#x with %d bytes", m.typ, len(m.data))
-		}
-		got = append(got, m.data...)
-	}
-	if !bytes.Equal(got, data) {
-		t.Errorf("got %d bytes back, want %d", len(got), len(data))
-	}
-}
-
 // FuzzExecMessages reads a stream of securepeer-exec/2 frames: nothing
 // panics, every message decoded encodes to its frame's exact bytes, and
 // every error is a clean end, a cut or a malformed message.

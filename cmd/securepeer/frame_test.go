@@ -92,7 +92,7 @@ func TestFrameReaderBuffer(t *testing.T) {
 }
 
 // TestFrameWriter checks that each frame is one Write: its length, head
-// and body together.
+// and body together, or its length filled in before a body read in place.
 func TestFrameWriter(t *testing.T) {
 	var writes [][]byte
 	w := frameWriter{w: writerFunc(func(p []byte) (int, error) {
@@ -101,7 +101,8 @@ func TestFrameWriter(t *testing.T) {
 	})}
 	w.writeFrame([]byte{0x11}, []byte("out"))
 	w.writeFrame(nil, nil)
-	want := [][]byte{[]byte("\x00\x00\x00\x04\x11out"), []byte("\x00\x00\x00\x00")}
+	w.writeFramed([]byte("....in place"))
+	want := [][]byte{[]byte("\x00\x00\x00\x04\x11out"), []byte("\x00\x00\x00\x00"), []byte("\x00\x00\x00\x08in place")}
 	if len(writes) != len(want) {
 		t.Fatalf("%d writes, want %d", len(writes), len(want))
 	}
