@@ -34,9 +34,9 @@ package securepeer
 //     sockets (from /proc/self/fd), which are the pending connections.
 //   - fd-exhaustion: a listener in a helper process with RLIMIT_NOFILE 64,
 //     60 peers at once, all closed, then a real client.
-//   - command-KIND-K: the same attacks against the built command, `securepeer
-//     listen -exec cat`; a legitimate client's time is from its dial to the
-//     echo of one byte through cat.
+//   - command-KIND-K: the same attacks against the built command,
+//     `securepeer listen -insecure-exec-any-key -exec cat`; a legitimate
+//     client's time is from its dial to the echo of one byte through cat.
 //   - idle-10k: 10,000 authenticated connections from this process to a
 //     listener in a fresh helper process whose application has one
 //     goroutine per connection blocked in Read; the server's memory per
@@ -104,11 +104,11 @@ func BenchmarkUnderAttack(b *testing.B) {
 	}
 }
 
-// benchCommandAdmission is benchAdmission against `securepeer listen -exec
-// cat`, the built command, instead of the library's listener. The command
-// shows no Accept, so a legitimate handshake is timed from the start of its
-// dial to the echo of one byte through cat: the handshake, the admission
-// and an exec.
+// benchCommandAdmission is benchAdmission against `securepeer listen
+// -insecure-exec-any-key -exec cat`, the built command, instead of the
+// library's listener. The command shows no Accept, so a legitimate
+// handshake is timed from the start of its dial to the echo of one byte
+// through cat: the handshake, the admission and an exec.
 func benchCommandAdmission(b *testing.B, cfg attackConfig) {
 	dir := b.TempDir()
 	bin := dir + "/securepeer"
@@ -137,7 +137,7 @@ func benchCommandAdmission(b *testing.B, cfg attackConfig) {
 	}
 	addr := probe.Addr().String()
 	probe.Close()
-	srv := exec.Command(bin, "listen", "-exec", "cat", addr)
+	srv := exec.Command(bin, "listen", "-insecure-exec-any-key", "-exec", "cat", addr)
 	srv.Env = env
 	if err := srv.Start(); err != nil {
 		b.Fatal(err)

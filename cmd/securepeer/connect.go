@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -16,17 +18,23 @@ const connectUsage = `Usage: securepeer connect [flags] ADDR
 Connects to the securepeer listener at ADDR (HOST:PORT) and joins the stream
 to stdin and stdout, like nc: stdin's end is sent as the end of the stream,
 so the peer can still answer, and connect exits 0 once both streams have
-ended, or, with a listen -exec peer, with its command's exit status
-(127 if it does not exist) once the command has ended, as ssh does. On a
-terminal whose output goes to a file or a pipe, the peer's end is enough,
-as nobody is going to type Ctrl-D to a transfer that is over; in a
-conversation (input and output both a terminal), Ctrl-D ends this side
-only, and when the peer ends its side first, connect says so and this
-side can still answer until its own Ctrl-D. A signal (Ctrl-C, SIGTERM,
-SIGHUP) before stdin's end aborts the stream: the peer is told that data
-may be missing. After SIGHUP, which ssh sends its ProxyCommand as it
-exits, the stream is given 3 seconds to end on its own (stdin's end sent,
-the peer's end received); if it does, connect exits 0 and says nothing.
+ended. On a terminal whose output goes to a file or a pipe, the peer's end
+is enough, as nobody is going to type Ctrl-D to a transfer that is over;
+in a conversation (input and output both a terminal), Ctrl-D ends this
+side only, and when the peer ends its side first, connect says so and
+this side can still answer until its own Ctrl-D. With a listen -exec peer
+it is ssh running a remote command: the command's stderr comes out on
+stderr, and connect exits with its exit status once the command has ended
+(127 if it does not exist; 128 plus the signal's number, with a line
+saying which signal, if one killed it). With -t and a terminal on stdin,
+the command runs on a terminal of its own, as with ssh -t: this side's
+terminal is in raw mode meanwhile, so every key goes to the command, and
+its size follows this window's. A signal (Ctrl-C, SIGTERM, SIGHUP) before
+stdin's end aborts the stream: the peer is told that data may be missing,
+and a -exec command is ended. After SIGHUP, which ssh sends its
+ProxyCommand as it exits, the stream is given 3 seconds to end on its own
+(stdin's end sent, the peer's end received); if it does, connect exits 0
+and says nothing.
 
 With -from or -to it makes a tunnel instead: it meets the peer once and
 checks its key (exiting 1 or 3 if that fails), then listens on each -from
@@ -73,6 +81,9 @@ Flags:
                        a first-contact question is not bounded by it
     -idle DURATION     end a stdio stream with no data either way for
                        DURATION, aborted, exit 1
+    -t                 give a listen -exec peer's command a terminal (ssh -t);
+                       without a terminal on stdin, it says so and goes on
+                       without one, as ssh does
     -i FILE            identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub
                        for a key held by ssh-agent
     -progress          show bytes, rate and elapsed time on stderr (terminal only),
@@ -104,6 +115,8 @@ Examples:
     securepeer connect example.org:5000 < backup.tar
     # talk to the upper-casing echo of securepeer help listen
     echo 'beep boop' | securepeer connect -expect SHA256:... 127.0.0.1:5000
+    # a shell on a listen -allow admins.pub -exec bash peer
+    securepeer connect -t example.org:5000
     # reach a web server exposed with listen -to, at http://127.0.0.1:8080/
     securepeer connect -from 127.0.0.1:8080 example.org:5000
     # two named services of the peer, and publish this machine's ssh on the
@@ -133,6 +146,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	fs.Var(&to, "to", "")
 	noReconnect := fs.Bool("no-reconnect", false, "")
 	connectTimeout := fs.Duration("w", 0, "")
+	tty := fs.Bool("t", false, "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -160,6 +174,10 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if cf.idle != 0 && tf.tunnel() {
 		return usageErrorf("connect: -idle is for a stdio stream, not a tunnel, which keeps its connection up with keepalives")
 	}
+	if err := checkTTYFlag(e, *tty, &tf, &cf, &lf); err != nil {
+		return err
+	}
+	wantTTY := *tty && e.stdinIsTerminal()
 	if *connectTimeout < 0 {
 		return usageErrorf("connect: -w %v: a timeout cannot be negative", *connectTimeout)
 	}
@@ -183,7 +201,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		h.tcp = *connectTimeout
-		return connectWith(ctx, e, &cf, h, addr, &tf, pin.verify, log)
+		return connectWith(ctx, e, &cf, h, addr, &tf, false, pin.verify, log)
 	}
 	if _, err := lf.check("connect"); err != nil {
 		return err
@@ -217,7 +235,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if tf.tunnel() {
 		h.protos = tunnelProtos()
 	}
-	return connectWith(ctx, e, &cf, h, addr, &tf, policy.verify, log)
+	return connectWith(ctx, e, &cf, h, addr, &tf, wantTTY, policy.verify, log)
 }
 
 // tunnelFlags are connect's tunnel flags.
@@ -229,8 +247,9 @@ type tunnelFlags struct {
 func (t *tunnelFlags) tunnel() bool { return len(t.from) > 0 || len(t.to) > 0 }
 
 // connectWith connects to the peer at addr with h, and joins it to stdin and
-// stdout, or with -from or -to, makes a tunnel with it.
-func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, addr string, tf *tunnelFlags, verify verifyFunc, log *slog.Logger) error {
+// stdout, or with -from or -to, makes a tunnel with it. tty asks a listen
+// -exec peer for a terminal (-t, with a terminal on stdin).
+func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, addr string, tf *tunnelFlags, tty bool, verify verifyFunc, log *slog.Logger) error {
 	if tf.tunnel() {
 		return connectTunnel(ctx, e, h, addr, tf.from, tf.to, tf.noReconnect, verify, log)
 	}
@@ -238,21 +257,31 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 	if err != nil {
 		return err
 	}
+	if tty && s.negotiated != execProtocol2 {
+		noTTYPeer(e, s)
+		tty = false
+	}
+	var t *ttySession
+	if tty {
+		if t, err = startTTYSession(ctx, e, e.stdin.(*os.File)); err != nil {
+			s.abort()
+			return fmt.Errorf("-t: cannot put the terminal in raw mode: %v", err)
+		}
+		defer t.restore()
+	}
 	m := cf.meter(e)
+	if t != nil {
+		m = newMeter(nil, 0, 0) // the terminal is the command's: count only
+	}
 	defer m.finish()
 	ctx, stop := watchIdle(ctx, cf.idle, m.activity)
 	defer stop()
-	if s.negotiated != execProtocol {
-		peerEnds, note := e.stdioEnds()
-		return joinStdio(ctx, s, s.conn, e.stdin, peerEnds, e.stdout, m, note)
+	switch s.negotiated {
+	case execProtocol2:
+		return connectExec2(ctx, e, s, t, m)
+	case execProtocol1:
+		return connectExec1(ctx, e, s, m)
 	}
-	// The command's end is the session's, as in ssh.
-	r := &execReader{r: s.conn}
-	if err := joinStdio(ctx, s, r, e.stdin, e.stdinIsTerminal(), e.stdout, m, nil); err != nil {
-		return err
-	}
-	if r.status != 0 {
-		return &exitStatusError{r.status}
-	}
-	return nil
+	peerEnds, note := e.stdioEnds()
+	return joinStdio(ctx, s, s.conn, e.stdin, peerEnds, e.stdout, m, note)
 }

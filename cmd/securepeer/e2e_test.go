@@ -352,7 +352,7 @@ func TestSSHKeygenInterop(t *testing.T) {
 	}
 
 	// And the ssh-keygen key serves as a peer's identity, pinned by its .pub.
-	server, addr := te.start("server", "listen", "-i", "sshkey", "-exec", "tr a-z A-Z", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "sshkey", "-insecure-exec-any-key", "-exec", "tr a-z A-Z", "127.0.0.1:0")
 	cmd := te.command("connect", "-i", "spkey", "-expect", "sshkey.pub", addr)
 	cmd.Stdin = strings.NewReader("beep boop\n")
 	got, err := cmd.Output()
@@ -369,7 +369,7 @@ func TestPromptTmux(t *testing.T) {
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
 	te.run("id")
-	server, addr := te.start("server", "listen", "-i", "server", "-exec", "tr a-z A-Z", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "tr a-z A-Z", "127.0.0.1:0")
 	if err := os.WriteFile(filepath.Join(te.dir, "msg"), []byte("beep boop\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +459,7 @@ func TestDemo(t *testing.T) {
 func TestProgressNotInPipe(t *testing.T) {
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
-	server, addr := te.start("server", "listen", "-i", "server", "-exec", "cat", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
 	cmd := te.command("connect", "-progress", "-accept-new", addr)
 	cmd.Stdin = bytes.NewReader(make([]byte, 1<<20))
 	var stderr bytes.Buffer

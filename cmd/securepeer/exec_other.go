@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 )
@@ -16,12 +17,30 @@ func shellCommand(command string) *exec.Cmd {
 // shell itself can be reached.
 func terminateCommand(cmd *exec.Cmd) { cmd.Process.Kill() }
 
+// hangUpCommand ends the command, as there are no hangup signals.
+func hangUpCommand(cmd *exec.Cmd) { cmd.Process.Kill() }
+
 func killCommand(cmd *exec.Cmd) { cmd.Process.Kill() }
 
-// commandExitCode is the command's exit status.
-func commandExitCode(ps *os.ProcessState) int {
-	if c := ps.ExitCode(); c >= 0 && c <= 255 {
-		return c
+// commandStatus is how the command ended: its exit status, 255 for one
+// that does not fit a byte.
+func commandStatus(ps *os.ProcessState) execStatus {
+	code := ps.ExitCode()
+	if code < 0 || code > 255 {
+		code = 255
 	}
-	return 255
+	return execStatus{kind: execExited, code: uint8(code)}
 }
+
+// errNoTTY is the answer to a request for a terminal on a system where
+// listen cannot make one.
+var errNoTTY = errors.New("this system has no pseudo-terminals for -exec")
+
+func startTTY(*exec.Cmd, winSize) (*os.File, error) { return nil, errNoTTY }
+
+func setTTYSize(*os.File, winSize) error { return errNoTTY }
+
+func ttyEnded(error) bool { return false }
+
+// watchWindow does nothing: there is no signal for a console's new size.
+func watchWindow(chan<- os.Signal) (stop func()) { return func() {} }

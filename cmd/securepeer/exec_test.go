@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// frame is one securepeer-exec/1 frame.
+// frame is one frame: a 4-byte length, then s.
 func frame(s string) []byte {
 	b := binary.BigEndian.AppendUint32(nil, uint32(len(s)))
 	return append(b, s...)
@@ -22,10 +22,10 @@ func frames(parts ...string) []byte {
 	return b
 }
 
-// TestExecReader checks connect's reading of a securepeer-exec/1 stream:
+// TestExec1Reader checks connect's reading of a securepeer-exec/1 stream:
 // the output, then the status, and nothing but a clean end after it;
 // anything else is an error, never a status or a panic.
-func TestExecReader(t *testing.T) {
+func TestExec1Reader(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		in     []byte
@@ -45,11 +45,12 @@ func TestExecReader(t *testing.T) {
 		{"not a status", frames("", "signal 9"), "", 0, "does not allow"},
 		{"empty status", frames("", ""), "", 0, "does not allow"},
 		{"status too long", frames("", "exit "+strings.Repeat("0", 100)), "", 0, "does not allow"},
+		{"status length huge", append(frames("x", ""), 0xff, 0xff, 0xff, 0xff), "x", 0, "exit status of 4294967295 bytes"},
 		{"data after the status", append(frames("", "exit 0"), 'x'), "", 0, "data after the exit status"},
 		{"terminal escape in status", frames("", "\x1b[2Jexit 1"), "", 0, `"?[2Jexit 1"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &execReader{r: bytes.NewReader(tc.in)}
+			r := newExec1Reader(bytes.NewReader(tc.in))
 			out, err := io.ReadAll(r)
 			if string(out) != tc.out {
 				t.Errorf("output %q, want %q", out, tc.out)

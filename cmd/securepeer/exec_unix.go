@@ -3,9 +3,16 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 )
 
 // shellCommand returns the command that runs command with /bin/sh, in a
@@ -23,16 +30,91 @@ func terminateCommand(cmd *exec.Cmd) {
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 }
 
+// hangUpCommand tells the command's process group that its terminal is
+// gone, as the kernel does when a terminal closes.
+func hangUpCommand(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGHUP)
+}
+
 // killCommand kills the command's process group.
 func killCommand(cmd *exec.Cmd) {
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 }
 
-// commandExitCode is the command's exit status as a shell reports it: 128 plus
-// the signal's number for a command killed by a signal.
-func commandExitCode(ps *os.ProcessState) int {
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal())
+// commandStatus is how the command ended, as securepeer-exec/2 says it: its
+// exit code, or the signal that killed it, with 128 plus the signal's
+// number as the code, as shells report it.
+func commandStatus(ps *os.ProcessState) execStatus {
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return execStatus{kind: execExited, code: uint8(ps.ExitCode())}
 	}
-	return ps.ExitCode()
+	name := strings.TrimPrefix(unix.SignalName(ws.Signal()), "SIG")
+	if !validSignalName(name) {
+		name = strconv.Itoa(int(ws.Signal()))
+	}
+	return execStatus{kind: execSignaled, code: uint8(128 + int(ws.Signal())), detail: name}
+}
+
+// startTTY starts cmd on a new pseudo-terminal of size sz, as the leader
+// of a new session whose controlling terminal it is (so the kernel's
+// hangup, job control and Ctrl-C work in it as in a login), and returns
+// the terminal's master side. That file is non-blocking, so that a
+// deadline or Close wakes a goroutine blocked in its Read or Write.
+func startTTY(cmd *exec.Cmd, sz winSize) (*os.File, error) {
+	// A session leader leads its process group already, and may not
+	// be moved to another: Setsid replaces Setpgid.
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	master, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: sz.cols, Rows: sz.rows})
+	if err != nil {
+		return nil, err
+	}
+	f, err := nonBlocking(master)
+	if err != nil {
+		killCommand(cmd)
+		cmd.Wait()
+		return nil, err
+	}
+	return f, nil
+}
+
+// nonBlocking returns f as a non-blocking, pollable file, and closes f.
+// (creack/pty leaves its master in blocking mode, for which Go's Close
+// would wait for a Read in progress to end by itself.)
+func nonBlocking(f *os.File) (*os.File, error) {
+	defer f.Close()
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// setTTYSize sets the size of the terminal whose master side is f.
+func setTTYSize(f *os.File, sz winSize) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ierr error
+	err = rc.Control(func(fd uintptr) {
+		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: sz.cols, Row: sz.rows})
+	})
+	return errors.Join(err, ierr)
+}
+
+// ttyEnded reports whether a read error of a terminal's master side means
+// that no process has the terminal open any more (Linux says EIO).
+func ttyEnded(err error) bool { return errors.Is(err, syscall.EIO) }
+
+// watchWindow sends on c each time the terminal's size changes (SIGWINCH),
+// until stop is called.
+func watchWindow(c chan<- os.Signal) (stop func()) {
+	signal.Notify(c, syscall.SIGWINCH)
+	return func() { signal.Stop(c) }
 }

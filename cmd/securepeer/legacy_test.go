@@ -74,7 +74,7 @@ func TestLegacyExecPeerKey(t *testing.T) {
 	}
 	spki := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spkiDER}))
 
-	server, addr := te.start("server", "listen", "-legacy", "-i", "a.json",
+	server, addr := te.start("server", "listen", "-legacy", "-i", "a.json", "-insecure-exec-any-key",
 		"-exec", `printf '%s\n' "$SECUREPEER_PEER_KEY"`, "127.0.0.1:0")
 	for _, tc := range []struct {
 		name   string

@@ -26,7 +26,9 @@ peers are told that the stream was aborted.
 Without -allow, any key is accepted and each peer's fingerprint is printed;
 with -allow FILE, only keys listed in FILE (authorized_keys format, one
 "ssh-ed25519 AAAA... comment" per line) get in. FILE is read again when it
-changes, so keys can be added or removed while listen runs.
+changes, so keys can be added or removed while listen runs. -exec refuses
+to start without -allow, since it would run the command for anyone who can
+reach the port, unless -insecure-exec-any-key says that it should.
 
 Tunnels: -to and -from repeat, each optionally named. A connect -from
 NAME=LOCAL peer's local connections reach this side's -to NAME=HOST:PORT
@@ -39,10 +41,14 @@ connection, whatever it carries.
 
 Flags:
     -allow FILE     accept only the keys in FILE
-    -exec CMD       run "sh -c CMD" for each peer, with the stream as its stdin
-                    and stdout; SECUREPEER_PEER_KEY, SECUREPEER_PEER_FINGERPRINT
-                    and SECUREPEER_PEER_ADDR tell it who the peer is; a connect
-                    of this version exits with its exit status
+    -exec CMD       run "sh -c CMD" for each allowed peer, with the stream as its
+                    stdin and stdout, and its stderr as the peer's stderr (or on
+                    a terminal, for connect -t); SECUREPEER_PEER_KEY,
+                    SECUREPEER_PEER_FINGERPRINT and SECUREPEER_PEER_ADDR tell it
+                    who the peer is; connect exits with its exit status
+    -insecure-exec-any-key
+                    let -exec run without -allow, for any key that connects:
+                    with a shell, a remote shell for anyone who can reach ADDR
     -to [NAME=]HOST:PORT
                     a target for the peers' streams of that name (unnamed:
                     the peers' unnamed -from, and any plain-stream peer);
@@ -85,8 +91,10 @@ of stream.
 Examples:
     # receive a file from one known peer
     securepeer listen -allow friend.pub :5000 > backup.tar
-    # an upper-casing echo service
-    securepeer listen -exec 'tr a-z A-Z' 127.0.0.1:5000
+    # an upper-casing echo service for the keys in friends.pub
+    securepeer listen -allow friends.pub -exec 'tr a-z A-Z' 127.0.0.1:5000
+    # a remote shell for the keys in admins.pub (connect -t for a terminal)
+    securepeer listen -allow admins.pub -exec bash :5000
     # expose a local web server to the keys in friends.pub only
     securepeer listen -allow friends.pub -to 127.0.0.1:8080 :5000
     # two services, by name, and a way back to the peer's ssh (ssh -R)
@@ -118,6 +126,7 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	lf.register(fs)
 	allow := fs.String("allow", "", "")
 	execCmd := fs.String("exec", "", "")
+	execAnyKey := fs.Bool(execAnyKeyFlag, false, "")
 	var keepOpen bool
 	fs.BoolVar(&keepOpen, "keep-open", false, "")
 	fs.BoolVar(&keepOpen, "k", false, "")
@@ -150,6 +159,9 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	}
 	if cf.idle != 0 && tunnel {
 		return usageErrorf("listen: -idle is for stdio and -exec streams, not tunnels, which keep their connections up with keepalives")
+	}
+	if err := checkExecAccess(e, *execCmd, *allow, *execAnyKey); err != nil {
+		return err
 	}
 	log := cf.logger(e)
 

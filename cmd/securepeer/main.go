@@ -48,9 +48,13 @@ Examples:
     # ...and send it from another
     securepeer connect -accept-new example.org:5000 < photo.jpg
 
-    # an upper-casing echo server, and a client for it
-    securepeer listen -exec 'tr a-z A-Z' 127.0.0.1:5000
+    # an upper-casing echo server for the keys in friends.pub, and a client
+    securepeer listen -allow friends.pub -exec 'tr a-z A-Z' 127.0.0.1:5000
     echo 'beep boop' | securepeer connect 127.0.0.1:5000
+
+    # a remote shell for the keys in admins.pub, on a terminal (ssh -t)
+    securepeer listen -allow admins.pub -exec bash :5000
+    securepeer connect -t example.org:5000
 
     # a web server both ways: the laptop reaches the server's site on its
     # 8080, and publishes its own sshd on the server's 2222 (ssh -L and -R)

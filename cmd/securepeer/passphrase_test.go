@@ -43,7 +43,7 @@ func TestPassphraseTmux(t *testing.T) {
 	keygen := requireTool(t, "ssh-keygen")
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
-	server, addr := te.start("server", "listen", "-i", "server", "-exec", "tr a-z A-Z", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "tr a-z A-Z", "127.0.0.1:0")
 	shell := fmt.Sprintf(`cd %q && export SECUREPEER_TESTONLY_TERMINAL=1
 securepeer keygen -f enc > keygen.out 2> keygen.err; echo $? > keygen.rc
 echo beep | securepeer connect -i enc -expect server.pub %s > id.out 2> id.err; echo $? > id.rc
@@ -165,7 +165,7 @@ func TestAgentIdentityCommand(t *testing.T) {
 	}
 	os.Remove(filepath.Join(te.dir, "server")) // only the agent has it now
 
-	server, addr := te.start("server", "listen", "-i", "server.pub", "-exec", "tr a-z A-Z", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "server.pub", "-insecure-exec-any-key", "-exec", "tr a-z A-Z", "127.0.0.1:0")
 	cmd := te.command("connect", "-i", "client", "-expect", "server.pub", addr)
 	cmd.Stdin = strings.NewReader("agent\n")
 	var stderr bytes.Buffer
@@ -209,7 +209,7 @@ func TestPromptCtrlD(t *testing.T) {
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
 	te.run("id")
-	server, addr := te.start("server", "listen", "-i", "server", "-exec", "cat", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
 	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 securepeer connect %s < /dev/null > out 2> err; echo $? > rc; sleep 600", te.dir, addr)
 	send, screen := tmuxSession(t, te, shell)
 	waitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, stringer(screen))
@@ -258,7 +258,7 @@ func TestAgentOnlyDefaultKey(t *testing.T) {
 	te := newTestEnv(t)
 	te.startAgent()
 	te.run("keygen", "-f", "server")
-	server, addr := te.start("server", "listen", "-i", "server", "-exec", "tr a-z A-Z", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "tr a-z A-Z", "127.0.0.1:0")
 	id := te.run("id") // makes the default identity
 	key := filepath.Join(te.dir, "home", ".securepeer", "id_ed25519")
 	pub := te.readFile("home/.securepeer/id_ed25519.pub")

@@ -51,7 +51,7 @@ func TestMeterSummary(t *testing.T) {
 // the summary line must be on the screen when it ends.
 func TestProgressSummaryTmux(t *testing.T) {
 	te := newKeys(t)
-	server, addr := te.start("server", "listen", "-i", "server", "-exec", "cat", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
 	if err := os.WriteFile(filepath.Join(te.dir, "msg"), []byte("beep boop\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

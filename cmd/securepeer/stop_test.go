@@ -174,7 +174,7 @@ func TestListenGracefulStop(t *testing.T) {
 			if tc.end != "finish" {
 				script, npids = `sleep 1000 & echo $! >> "$PIDS"; echo $$ >> "$PIDS"; cat`, 2
 			}
-			server, addr := te.start("server", "listen", "-i", "server", "-exec", script, "127.0.0.1:0")
+			server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", script, "127.0.0.1:0")
 			s := te.openSession(addr)
 			pids := readPIDs(t, pidFile, npids)
 
@@ -352,7 +352,7 @@ func TestTunnelSurvivesRefusal(t *testing.T) {
 func TestListenSurvivesEMFILE(t *testing.T) {
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
-	cmd := exec.Command("/bin/sh", "-c", `ulimit -n 64 && exec securepeer listen -i server -exec cat 127.0.0.1:0`)
+	cmd := exec.Command("/bin/sh", "-c", `ulimit -n 64 && exec securepeer listen -i server -insecure-exec-any-key -exec cat 127.0.0.1:0`)
 	cmd.Dir = te.dir
 	cmd.Env = te.env
 	server, addr := te.startCmd("server", cmd)
@@ -396,7 +396,7 @@ func TestListenSurvivesEMFILE(t *testing.T) {
 func TestListenSilentPeers(t *testing.T) {
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
-	server, addr := te.start("server", "listen", "-i", "server", "-exec", "cat", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
 	for range 100 {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

@@ -1,0 +1,381 @@
+package main
+
+// The wire formats of -exec's application protocols, securepeer-exec/2 and
+// securepeer-exec/1 (PROTOCOL.md, "The command's protocols:
+// securepeer-exec"): encoders and bounded decoders, nothing else. They
+// know nothing of processes or of the command; exec_server.go and
+// exec_client.go run the sessions.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/securepeer/securepeer/internal/wire"
+)
+
+// The application protocol names, in the order listen -exec and a stdio
+// connect offer them: the responder's order decides, so two peers that
+// both speak /2 use it, and a peer that speaks only /1 still gets /1.
+const (
+	execProtocol2 = "securepeer-exec/2"
+	execProtocol1 = "securepeer-exec/1"
+)
+
+// execProtos is what a stdio connect and listen -exec offer.
+func execProtos() []string {
+	if testOnlyExecProtos != nil {
+		return testOnlyExecProtos
+	}
+	return []string{execProtocol2, execProtocol1, streamProtocol}
+}
+
+// testOnlyExecProtos, if set, replaces execProtos, so that tests can play
+// a peer that speaks only securepeer-exec/1.
+var testOnlyExecProtos []string
+
+// The securepeer-exec/2 message types. A frame's body is a type byte and
+// the message; the client sends types below 0x10, the server the others.
+const (
+	execMsgStart    byte = 0x01 // client: run the command without a terminal
+	execMsgStartTTY byte = 0x02 // client: run it on a terminal of this size and TERM
+	execMsgStdin    byte = 0x03 // client: bytes for the command's input
+	execMsgWindow   byte = 0x04 // client: the terminal's new size
+	execMsgStdout   byte = 0x11 // server: the command's output
+	execMsgStderr   byte = 0x12 // server: the command's error output
+	execMsgExit     byte = 0x13 // server: how the command ended; the last message
+)
+
+// Bounds of securepeer-exec/2.
+const (
+	// execMaxFrame is the largest frame body: with its length field, one
+	// full securepeer record.
+	execMaxFrame = wire.MaxRecordPayload - frameHeaderLen
+	// execMaxData is the most data one stdin, stdout or stderr message
+	// carries.
+	execMaxData = execMaxFrame - 1
+	// execMaxTerm bounds the TERM a client sends.
+	execMaxTerm = 64
+	// execMaxSignal bounds a signal's name in an exit message.
+	execMaxSignal = 16
+	// execMaxReason bounds the reason of an exit message for a command
+	// that did not run.
+	execMaxReason = 255
+)
+
+// How the command ended, in an exit message.
+const (
+	execExited   byte = 0 // it exited with code
+	execSignaled byte = 1 // a signal killed it; code is 128 plus its number
+	execNotRun   byte = 2 // it could not be run, for reason
+)
+
+// errExecMalformed is wrapped by every error of a malformed
+// securepeer-exec/2 message.
+var errExecMalformed = errors.New("malformed securepeer-exec/2 message")
+
+// A winSize is a terminal's size in character cells; 0 is unknown.
+type winSize struct{ cols, rows uint16 }
+
+// An execStatus is how the command ended.
+type execStatus struct {
+	kind byte  // execExited, execSignaled or execNotRun
+	code uint8 // the exit status the client exits with
+	// detail is the signal's name without "SIG" for execSignaled, the
+	// reason for execNotRun, and empty for execExited.
+	detail string
+}
+
+// An execMsg is one securepeer-exec/2 message. Which fields mean anything
+// depends on typ.
+type execMsg struct {
+	typ    byte
+	data   []byte     // stdin, stdout, stderr: 1..execMaxData bytes
+	size   winSize    // start-tty, window
+	term   string     // start-tty: TERM, 0..execMaxTerm of [A-Za-z0-9._+-]
+	status execStatus // exit
+}
+
+// marshal appends the message's frame body (its type and fields) to b.
+func (m *execMsg) marshal(b []byte) []byte {
+	b = append(b, m.typ)
+	switch m.typ {
+	case execMsgStartTTY:
+		b = binary.BigEndian.AppendUint16(b, m.size.cols)
+		b = binary.BigEndian.AppendUint16(b, m.size.rows)
+		b = append(b, byte(len(m.term)))
+		b = append(b, m.term...)
+	case execMsgWindow:
+		b = binary.BigEndian.AppendUint16(b, m.size.cols)
+		b = binary.BigEndian.AppendUint16(b, m.size.rows)
+	case execMsgStdin, execMsgStdout, execMsgStderr:
+		b = append(b, m.data...)
+	case execMsgExit:
+		b = append(b, m.status.kind, m.status.code)
+		b = append(b, m.status.detail...)
+	}
+	return b
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errExecMalformed, fmt.Sprintf(format, args...))
+}
+
+// parseExecMsg decodes a frame body. data aliases body. It accepts
+// exactly what marshal produces, field by field, and nothing else.
+func parseExecMsg(body []byte) (execMsg, error) {
+	if len(body) == 0 {
+		return execMsg{}, malformed("an empty frame")
+	}
+	m := execMsg{typ: body[0]}
+	p := body[1:]
+	switch m.typ {
+	case execMsgStart:
+		if len(p) != 0 {
+			return m, malformed("%d bytes after a start message", len(p))
+		}
+	case execMsgStartTTY:
+		if len(p) < 5 || len(p) != 5+int(p[4]) {
+			return m, malformed("a start-tty message of %d bytes", len(p))
+		}
+		m.size = parseWinSize(p)
+		m.term = string(p[5:])
+		if !validTerm(m.term) {
+			return m, malformed("TERM %q", sanitize(m.term))
+		}
+	case execMsgWindow:
+		if len(p) != 4 {
+			return m, malformed("a window message of %d bytes", len(p))
+		}
+		m.size = parseWinSize(p)
+	case execMsgStdin, execMsgStdout, execMsgStderr:
+		if len(p) == 0 {
+			return m, malformed("a data message without data")
+		}
+		m.data = p
+	case execMsgExit:
+		if len(p) < 2 {
+			return m, malformed("an exit message of %d bytes", len(p))
+		}
+		m.status = execStatus{kind: p[0], code: p[1], detail: string(p[2:])}
+		if err := m.status.check(); err != nil {
+			return m, err
+		}
+	default:
+		return m, malformed("unknown message type 0x%02x", m.typ)
+	}
+	return m, nil
+}
+
+func parseWinSize(p []byte) winSize {
+	return winSize{binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:])}
+}
+
+// check reports whether s is an exit status a server may send.
+func (s execStatus) check() error {
+	switch s.kind {
+	case execExited:
+		if s.detail != "" {
+			return malformed("an exit status with %d bytes of detail", len(s.detail))
+		}
+	case execSignaled:
+		if !validSignalName(s.detail) {
+			return malformed("signal name %q", sanitize(s.detail))
+		}
+	case execNotRun:
+		if s.detail == "" || len(s.detail) > execMaxReason {
+			return malformed("a reason of %d bytes", len(s.detail))
+		}
+	default:
+		return malformed("exit kind %d", s.kind)
+	}
+	return nil
+}
+
+// validTerm reports whether t may be a terminal type: it becomes the
+// command's TERM, so only the characters terminfo names use.
+func validTerm(t string) bool {
+	if len(t) > execMaxTerm {
+		return false
+	}
+	for _, c := range []byte(t) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '+' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validSignalName reports whether n is a signal's name as exit messages
+// carry it: "KILL", or the number when the server has no name for it.
+func validSignalName(n string) bool {
+	if n == "" || len(n) > execMaxSignal {
+		return false
+	}
+	for _, c := range []byte(n) {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// An execMsgReader reads securepeer-exec/2 messages.
+type execMsgReader struct{ f frameReader }
+
+func newExecMsgReader(r io.Reader) *execMsgReader { return &execMsgReader{frameReader{r: r}} }
+
+// read returns the next message. Its data is valid until the next call.
+// io.EOF is the peer's clean end of stream between messages.
+func (r *execMsgReader) read() (execMsg, error) {
+	body, err := r.f.readFrame(execMaxFrame)
+	var tl *frameTooLongError
+	if errors.As(err, &tl) {
+		return execMsg{}, fmt.Errorf("%w: %v", errExecMalformed, err)
+	}
+	if err != nil {
+		return execMsg{}, err
+	}
+	return parseExecMsg(body)
+}
+
+// An execMsgWriter writes securepeer-exec/2 messages; it is safe for
+// concurrent use, each message one Write.
+type execMsgWriter struct{ f frameWriter }
+
+func newExecMsgWriter(w io.Writer) *execMsgWriter { return &execMsgWriter{frameWriter{w: w}} }
+
+// write sends m.
+func (w *execMsgWriter) write(m *execMsg) error {
+	body := m.marshal(make([]byte, 0, 8+len(m.term)+len(m.status.detail)))
+	return w.f.writeFrame(body, nil)
+}
+
+// A dataBuf holds one data message as it is read: the frame's length and
+// type, then the data, read in place.
+type dataBuf []byte
+
+func newDataBuf(typ byte) dataBuf {
+	b := make(dataBuf, frameHeaderLen+1+execMaxData)
+	b[frameHeaderLen] = typ
+	return b
+}
+
+// room is where the data goes: at most execMaxData bytes.
+func (b dataBuf) room() []byte { return b[frameHeaderLen+1:] }
+
+// writeBuf sends the first n bytes of b's room as one message.
+func (w *execMsgWriter) writeBuf(b dataBuf, n int) error {
+	return w.f.writeFramed(b[:frameHeaderLen+1+n])
+}
+
+// securepeer-exec/1 (the first version, still spoken to peers that offer
+// nothing newer): the stream from the server to the client is framed, each
+// frame a 4-byte big-endian length n, then n bytes of the command's
+// output; a frame with n = 0 ends the output, and one last frame of at
+// most maxExecStatusLen bytes holds "exit N", N from 0 to 255, before the
+// end of stream. The client's stream is a plain one, and the command's
+// stderr stays on the server.
+
+// maxExecStatusLen bounds the status frame of securepeer-exec/1.
+const maxExecStatusLen = 64
+
+// exec1Writer frames the command's output for securepeer-exec/1.
+type exec1Writer struct{ f frameWriter }
+
+func (w *exec1Writer) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil // an empty frame would end the output
+	}
+	if err := w.f.writeFrame(p, nil); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// finish sends the end of the output and the exit status.
+func (w *exec1Writer) finish(code int) error {
+	if err := w.f.writeFrame(nil, nil); err != nil {
+		return err
+	}
+	return w.f.writeFrame([]byte(fmt.Sprintf("exit %d", code)), nil)
+}
+
+// exec1Reader reads the command's output from a securepeer-exec/1 stream,
+// and then its status: io.EOF comes only after a valid status and the
+// peer's clean end of stream.
+type exec1Reader struct {
+	f      frameReader
+	left   uint32
+	done   bool
+	status int
+}
+
+func newExec1Reader(r io.Reader) *exec1Reader { return &exec1Reader{f: frameReader{r: r}} }
+
+func (r *exec1Reader) Read(p []byte) (int, error) {
+	if r.done {
+		return 0, io.EOF
+	}
+	for r.left == 0 {
+		// A data frame is read as it arrives, into p, whatever its
+		// length field says: nothing is allocated for it.
+		n, err := r.f.readHeader(1<<32 - 1)
+		if err != nil {
+			return 0, r.cut(err)
+		}
+		if r.left = n; n == 0 {
+			return 0, r.readStatus()
+		}
+	}
+	if uint32(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.f.r.Read(p)
+	r.left -= uint32(n)
+	if err != nil && n > 0 {
+		err = nil
+	}
+	if err != nil {
+		return n, r.cut(err)
+	}
+	return n, nil
+}
+
+// cut turns a clean end of stream before the status into an error.
+func (r *exec1Reader) cut(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, errFrameCut) {
+		return errors.New("the peer's stream ended without the command's exit status (securepeer-exec/1)")
+	}
+	return err
+}
+
+func (r *exec1Reader) readStatus() error {
+	buf, err := r.f.readFrame(maxExecStatusLen)
+	var tl *frameTooLongError
+	switch {
+	case errors.As(err, &tl):
+		return fmt.Errorf("the peer sent an exit status of %d bytes, which securepeer-exec/1 does not allow", tl.n)
+	case err != nil:
+		return r.cut(err)
+	case len(buf) == 0:
+		return errors.New("the peer sent an exit status of 0 bytes, which securepeer-exec/1 does not allow")
+	}
+	code, ok := strings.CutPrefix(string(buf), "exit ")
+	c, err := strconv.Atoi(code)
+	if !ok || err != nil || c < 0 || c > 255 || !isDigits(code) {
+		return fmt.Errorf("the peer sent an exit status %q, which securepeer-exec/1 does not allow", sanitize(string(buf)))
+	}
+	// Nothing may follow but the end of stream.
+	if m, err := r.f.r.Read(make([]byte, 1)); m > 0 || !errors.Is(err, io.EOF) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = errors.New("data after the exit status")
+		}
+		return err
+	}
+	r.status, r.done = c, true
+	return io.EOF
+}
