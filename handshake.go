@@ -50,7 +50,6 @@ type handshakeState struct {
 	// Resumption ("Session resumption").
 	session     *ClientSession // initiator: the ticket offered in message 1
 	peerResume  bool           // the peer's hello has FlagResume
-	expectRetry bool           // a RetryFull may come in place of message 2
 	giveTicket  bool           // responder: the initiator asked for a ticket
 	resumed     bool
 	authTime    time.Time // of the full handshake this session descends from
@@ -330,7 +329,7 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 // readMessage1Frame reads the frame of the peer's message 1, which it does
 // not decrypt (readMessage1 does, if this side responds to it).
 func (hs *handshakeState) readMessage1Frame() ([]byte, error) {
-	msg, err := hs.readMessage(false)
+	msg, err := hs.readMessage(slotMessage1)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +356,7 @@ func (hs *handshakeState) peerEphemeral(msg []byte) []byte {
 
 // readMessage2 reads and decrypts message 2 and parses its payload.
 func (hs *handshakeState) readMessage2() (*wire.RespPayload, error) {
-	payload, _, _, err := hs.readNoise()
+	payload, _, _, err := hs.readNoise(slotMessage2)
 	if err != nil {
 		return nil, err
 	}
@@ -482,7 +481,7 @@ func (hs *handshakeState) readMessage3() (p *wire.FinalPayload, cs1, cs2 *noise.
 	if err := hs.noise.SetPresharedKey(hs.psk[:]); err != nil {
 		return nil, nil, nil, err
 	}
-	payload, cs1, cs2, err := hs.readNoise()
+	payload, cs1, cs2, err := hs.readNoise(slotMessage3)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -657,12 +656,11 @@ func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherStat
 	return cs1, cs2, nil
 }
 
-// readNoise reads the next Noise message and returns its payload. A message
-// that fails to decrypt is the authentication failure, whatever the cause.
-func (hs *handshakeState) readNoise() (payload []byte, cs1, cs2 *noise.CipherState, err error) {
-	// Only the initiator refuses during the handshake, in place of message
-	// 3; a responder refuses after it, authenticated.
-	msg, err := hs.readMessage(!hs.initiator)
+// readNoise reads the next Noise message, the message of slot s, and
+// returns its payload. A message that fails to decrypt is the
+// authentication failure, whatever the cause.
+func (hs *handshakeState) readNoise(s slot) (payload []byte, cs1, cs2 *noise.CipherState, err error) {
+	msg, err := hs.readMessage(s)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -673,11 +671,9 @@ func (hs *handshakeState) readNoise() (payload []byte, cs1, cs2 *noise.CipherSta
 	return payload, cs1, cs2, nil
 }
 
-// readMessage reads one framed handshake message, turning an abort into
-// the error it stands for. Aborts are not authenticated, so a rejection is
-// believed only where an honest peer sends one (mayReject): elsewhere it is
-// forged, and reported as tampering rather than as ErrRejected.
-func (hs *handshakeState) readMessage(mayReject bool) ([]byte, error) {
+// readMessage reads one framed handshake message, the message of slot s,
+// turning an abort into the error it stands for there (abortError).
+func (hs *handshakeState) readMessage(s slot) ([]byte, error) {
 	var l [2]byte
 	if _, err := io.ReadFull(hs.c.conn, l[:]); err != nil {
 		return nil, readHandshakeError(err)
@@ -688,26 +684,7 @@ func (hs *handshakeState) readMessage(mayReject bool) ([]byte, error) {
 		if _, err := io.ReadFull(hs.c.conn, reason[:]); err != nil {
 			return nil, readHandshakeError(err)
 		}
-		switch reason[0] {
-		case wire.RetryFull:
-			if !hs.expectRetry {
-				return nil, errors.New("securepeer: handshake failed: the peer asked for a full handshake where no securepeer peer does; the connection was tampered with")
-			}
-			return nil, errRetryFull
-		case wire.AbortRejected:
-			if !mayReject {
-				return nil, errors.New("securepeer: handshake failed: the peer sent a rejection where no securepeer peer sends one; the connection was tampered with")
-			}
-			return nil, ErrRejected
-		case wire.AbortNoCipher:
-			return nil, fmt.Errorf("%w (the peer found none in this side's list %v)", ErrNoCommonCipher, hs.cfg.ciphers())
-		case wire.AbortNoALPN:
-			return nil, fmt.Errorf("%w (the peer found none in this side's list %q)", ErrNoCommonProtocol, hs.cfg.NextProtos)
-		}
-		if reason[0] == wire.AbortProtocol {
-			return nil, errors.New("securepeer: the peer aborted the handshake; it found this side's messages malformed")
-		}
-		return nil, fmt.Errorf("securepeer: the peer aborted the handshake (reason %d)", reason[0])
+		return nil, hs.abortError(s, reason[0])
 	}
 	// The buffer grows as the body arrives, so a peer that announces 64 KiB
 	// and sends nothing makes this side hold nothing.
