@@ -48,11 +48,11 @@ type handshakeState struct {
 	remote      PublicKey
 
 	// Resumption ("Session resumption").
-	session     *ClientSession // initiator: the ticket offered in message 1
-	peerResume  bool           // the peer's hello has FlagResume
-	giveTicket  bool           // responder: the initiator asked for a ticket
-	resumed     bool
-	authTime    time.Time // of the full handshake this session descends from
+	session    *ClientSession // initiator: the ticket offered in message 1
+	peerResume bool           // the peer's hello has FlagResume
+	giveTicket bool           // responder: the initiator asked for a ticket
+	resumed    bool
+	authTime   time.Time // of the full handshake this session descends from
 }
 
 // handshake runs the protocol of PROTOCOL.md, "The Noise handshake", as
