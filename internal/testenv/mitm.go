@@ -24,10 +24,11 @@ type MITM struct {
 
 // A Rewrite returns the bytes the MITM sends in place of the handshake
 // frame it is given (its length field included): the frame itself to pass
-// it on, or anything else, such as an abort. i counts the frames of one
-// direction from 0 (fromInitiator: message 1 is 0, message 3 or a
-// resumption's finished message 1; otherwise message 2 is 0).
-type Rewrite func(fromInitiator bool, i int, frame []byte) []byte
+// it on, or anything else, such as an abort. conn counts the MITM's
+// connections from 0; i counts the frames of one direction from 0
+// (fromInitiator: message 1 is 0, message 3 or a resumption's finished
+// message 1; otherwise message 2 is 0).
+type Rewrite func(conn int, fromInitiator bool, i int, frame []byte) []byte
 
 // mitmFrames is how many frames the MITM parses in each direction before it
 // copies bytes as they come: message 1 and 3 from the initiator, message 2
@@ -55,8 +56,12 @@ func StartMITM(t testing.TB, target string, rewrite Rewrite) *MITM {
 			if err != nil {
 				return
 			}
-			m.conns.Add(1)
-			wg.Go(func() { m.relay(c, target, rewrite) })
+			n := int(m.conns.Add(1)) - 1
+			wg.Go(func() {
+				m.relay(c, target, func(fromInitiator bool, i int, frame []byte) []byte {
+					return rewrite(n, fromInitiator, i, frame)
+				})
+			})
 		}
 	})
 	return m
@@ -67,7 +72,7 @@ func (m *MITM) Conns() int { return int(m.conns.Load()) }
 
 // relay joins the initiator's connection to a new one to target until
 // either ends.
-func (m *MITM) relay(initiator net.Conn, target string, rewrite Rewrite) {
+func (m *MITM) relay(initiator net.Conn, target string, rewrite func(fromInitiator bool, i int, frame []byte) []byte) {
 	defer initiator.Close()
 	responder, err := net.Dial("tcp", target)
 	if err != nil {
@@ -92,7 +97,7 @@ func (m *MITM) relay(initiator net.Conn, target string, rewrite Rewrite) {
 
 // copyFrames passes on the hello and the first handshake frames from one
 // side, through rewrite. It returns an error when the connection is done.
-func copyFrames(from, to net.Conn, fromInitiator bool, rewrite Rewrite) error {
+func copyFrames(from, to net.Conn, fromInitiator bool, rewrite func(fromInitiator bool, i int, frame []byte) []byte) error {
 	hello := make([]byte, wire.HelloSize)
 	if _, err := io.ReadFull(from, hello); err != nil {
 		return err
