@@ -30,6 +30,7 @@ type handshakeState struct {
 	peerHello [wire.HelloSize]byte
 	peerMode  wire.Mode // from the peer's hello, once read
 	static    noise.DHKey
+	staticSig []byte // this side's proof of static, valid at authTime
 	noise     *noise.HandshakeState
 	initiator bool
 
@@ -67,6 +68,13 @@ func (c *Conn) handshake(ctx context.Context) error {
 	}
 	hs.static = hs.dh.add(c.config.Identity.static)
 	hs.authTime = hs.cfg.now()
+	// An identity behind a signer may need a new proof, or have none left:
+	// then nothing is sent ("Identities and static keys").
+	sig, err := c.config.Identity.staticProof(hs.authTime)
+	if err != nil {
+		return err
+	}
+	hs.staticSig = sig
 	if c.mode != wire.ModeResponder {
 		hs.session = hs.takeSession() // "Session resumption"
 	}
@@ -418,7 +426,7 @@ func (hs *handshakeState) sendMessage3() (cs1, cs2 *noise.CipherState, err error
 	id := hs.cfg.Identity
 	final := wire.FinalPayload{Protocols: hs.cfg.NextProtos}
 	copy(final.Identity[:], id.pub.key[:])
-	copy(final.Signature[:], id.staticSig)
+	copy(final.Signature[:], hs.staticSig)
 	return hs.writeNoise(final.Marshal(nil))
 }
 
@@ -470,7 +478,7 @@ func (hs *handshakeState) sendMessage2(kemKey []byte) error {
 	}
 	id := hs.cfg.Identity
 	copy(p2.Identity[:], id.pub.key[:])
-	copy(p2.Signature[:], id.staticSig)
+	copy(p2.Signature[:], hs.staticSig)
 	_, _, err := hs.writeNoise(p2.Marshal(nil))
 	return err
 }
@@ -552,7 +560,7 @@ func (hs *handshakeState) checkIdentity(identity [32]byte, sig [64]byte) error {
 	if err != nil {
 		return errAuth
 	}
-	if !proofs.verify(identity[:], staticSignedMessage(hs.noise.PeerStatic()), sig[:]) {
+	if !verifyStaticProof(identity[:], hs.noise.PeerStatic(), sig[:], hs.authTime) {
 		return errAuth
 	}
 	hs.remote = remote
