@@ -15,7 +15,7 @@ func TestREADMEQuotesExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	example, err := os.ReadFile("example_noise_test.go")
+	example, err := os.ReadFile("example_test.go")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestREADMEQuotesExample(t *testing.T) {
 			lines = lines[1:]
 		}
 		if len(lines) == 0 {
-			t.Fatalf("README.md's snippet has %q, which example_noise_test.go does not have there", want)
+			t.Fatalf("README.md's snippet has %q, which example_test.go does not have there", want)
 		}
 		lines = lines[1:]
 	}
