@@ -70,7 +70,7 @@ func (c *Conn) handshake(ctx context.Context) error {
 	hs.authTime = hs.cfg.now()
 	// An identity behind a signer may need a new proof, or have none left:
 	// then nothing is sent ("Identities and static keys").
-	sig, err := c.config.Identity.staticProof(hs.authTime)
+	sig, err := c.config.Identity.staticProof(ctx, hs.authTime)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package securepeer
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
@@ -155,11 +156,11 @@ func NewIdentityFromSigner(signer crypto.Signer) (*Identity, error) {
 // staticProof returns the signature that proves, at now, that the identity
 // vouches for its Noise static key: the permanent one, or the timed one of
 // an identity behind a signer, renewed if needed.
-func (id *Identity) staticProof(now time.Time) ([]byte, error) {
+func (id *Identity) staticProof(ctx context.Context, now time.Time) ([]byte, error) {
 	if id.signer == nil {
 		return id.staticSig, nil
 	}
-	return id.signer.proof(now)
+	return id.signer.proof(ctx, now)
 }
 
 // NewIdentityFromSSHSigner is [NewIdentityFromSigner] for an [ssh.Signer],

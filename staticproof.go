@@ -1,13 +1,13 @@
 package securepeer
 
 import (
+	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -105,8 +105,10 @@ type signerProof struct {
 	pub       ed25519.PublicKey
 	staticPub []byte
 
-	mu  sync.Mutex // held while asking the signer, by one handshake at a time
-	cur atomic.Pointer[timedProof]
+	// asking is held, as a lock one can stop waiting for, while asking the
+	// signer: by one handshake at a time.
+	asking chan struct{}
+	cur    atomic.Pointer[timedProof]
 }
 
 // A timedProof is a signature of the timed statement, with what the last
@@ -136,7 +138,7 @@ func (p *timedProof) failedRecently(now time.Time) bool {
 
 // newSignerProof makes the first proof, signed at now.
 func newSignerProof(signer crypto.Signer, pub ed25519.PublicKey, staticPub []byte, now time.Time) (*signerProof, error) {
-	sp := &signerProof{signer: signer, pub: pub, staticPub: staticPub}
+	sp := &signerProof{signer: signer, pub: pub, staticPub: staticPub, asking: make(chan struct{}, 1)}
 	notAfter := proofNotAfter(now)
 	sig, err := sp.sign(notAfter)
 	if errors.Is(err, errSignerBadSignature) {
@@ -153,21 +155,28 @@ func newSignerProof(signer crypto.Signer, pub ed25519.PublicKey, staticPub []byt
 // signer signs, it is renewed as the expiry moves on; when the signer
 // fails, the last proof serves while verifiers accept it, and then the
 // handshake fails with ErrSignerUnavailable. A handshake that finds
-// another renewing while the current proof still serves does not wait.
-func (sp *signerProof) proof(now time.Time) ([]byte, error) {
+// another asking the signer uses the current proof if it still serves,
+// and otherwise waits for the answer, until ctx ends: a signer that hangs
+// (a confirmation nobody answers) holds up one handshake, not all.
+func (sp *signerProof) proof(ctx context.Context, now time.Time) ([]byte, error) {
 	want := proofNotAfter(now)
 	p := sp.cur.Load()
 	if p.notAfter == want {
 		return p.sig, nil
 	}
-	if p.usableAt(now) {
-		if !sp.mu.TryLock() {
+	select {
+	case sp.asking <- struct{}{}:
+	default:
+		if p.usableAt(now) {
 			return p.sig, nil
 		}
-	} else {
-		sp.mu.Lock()
+		select {
+		case sp.asking <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: waiting for it to sign: %w", ErrSignerUnavailable, context.Cause(ctx))
+		}
 	}
-	defer sp.mu.Unlock()
+	defer func() { <-sp.asking }()
 	if p = sp.cur.Load(); p.notAfter == want {
 		return p.sig, nil
 	}

@@ -1,6 +1,7 @@
 package securepeer
 
 import (
+	"context"
 	"crypto"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -218,19 +219,19 @@ func TestSignerRenewalDoesNotBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := id.staticProof(at(10, 5)); err != nil {
+	if _, err := id.staticProof(context.Background(), at(10, 5)); err != nil {
 		t.Fatal(err)
 	}
-	old, _ := id.staticProof(at(10, 5))
+	old, _ := id.staticProof(context.Background(), at(10, 5))
 	base := signer.count()
 	gate, entered := make(chan struct{}), make(chan struct{})
 	signer.mu.Lock()
 	signer.gate, signer.entered = gate, entered
 	signer.mu.Unlock()
-	renewing := run(func() error { _, err := id.staticProof(at(10, 35)); return err })
+	renewing := run(func() error { _, err := id.staticProof(context.Background(), at(10, 35)); return err })
 	<-entered // the renewal is with the signer
 	for range 8 {
-		sig, err := id.staticProof(at(10, 35))
+		sig, err := id.staticProof(context.Background(), at(10, 35))
 		if err != nil || string(sig) != string(old) {
 			t.Fatalf("a handshake during the renewal got %x, %v; want the current proof at once", sig, err)
 		}
@@ -241,6 +242,24 @@ func TestSignerRenewalDoesNotBlock(t *testing.T) {
 	}
 	if got := signer.count() - base; got != 1 {
 		t.Errorf("the signer was asked %d times, want 1", got)
+	}
+
+	// Past the proof's expiry, a handshake waits for the signer another
+	// asks, but no longer than its context allows.
+	gate, entered = make(chan struct{}), make(chan struct{})
+	signer.mu.Lock()
+	signer.gate, signer.entered = gate, entered
+	signer.mu.Unlock()
+	renewing = run(func() error { _, err := id.staticProof(context.Background(), at(13, 5)); return err })
+	<-entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := id.staticProof(ctx, at(13, 5)); !errors.Is(err, ErrSignerUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Errorf("a handshake whose context ended while the signer was asked: %v", err)
+	}
+	close(gate)
+	if err := wait(t, renewing); err != nil {
+		t.Fatal(err)
 	}
 }
 
