@@ -331,5 +331,8 @@ func handshakeError(addr string, h handshaker, err error) error {
 	if errors.Is(err, securepeer.ErrRejected) {
 		return rejectedErrorf("the peer at %s refused this identity (%s); ask its owner to allow the key that securepeer id prints", addr, h.publicKey().Fingerprint())
 	}
+	if errors.Is(err, securepeer.ErrSignerUnavailable) {
+		return fmt.Errorf("handshake with %s failed: %w; is the key still in ssh-agent? (ssh-add -l lists its keys)", addr, err)
+	}
 	return fmt.Errorf("handshake with %s failed: %w", addr, err)
 }
