@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/securepeer/securepeer"
 
 	"github.com/securepeer/securepeer/internal/testenv"
 	"github.com/securepeer/securepeer/internal/wire"
@@ -77,6 +81,37 @@ func TestForgedNoCommonProtocol(t *testing.T) {
 					t.Errorf("connect made %d connections, want 1: it connected again on a forged abort", n)
 				}
 			})
+		}
+	}
+}
+
+// TestHandshakeError checks what connect says for each kind of failed
+// handshake, and that it keeps the library's error for errors.Is.
+func TestHandshakeError(t *testing.T) {
+	id, err := securepeer.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &nativeHandshaker{id: id}
+	tests := []struct {
+		name     string
+		err      error
+		want     string
+		wantCode int
+		is       error
+	}{
+		{"rejected", fmt.Errorf("x: %w", securepeer.ErrRejected), "refused this identity", exitRejected, nil},
+		{"signer gone", fmt.Errorf("x: %w", securepeer.ErrSignerUnavailable), "ssh-add -l", 1, securepeer.ErrSignerUnavailable},
+		{"no protocol, found here", fmt.Errorf("x: %w", securepeer.ErrNoCommonProtocol), "handshake with 127.0.0.1:1 failed", 1, securepeer.ErrNoCommonProtocol},
+		{"no protocol, the peer says", fmt.Errorf("x: %w", securepeer.ErrPeerNoCommonProtocol), "handshake with 127.0.0.1:1 failed", 1, securepeer.ErrPeerNoCommonProtocol},
+	}
+	for _, tt := range tests {
+		got := handshakeError("127.0.0.1:1", h, tt.err)
+		if !strings.Contains(got.Error(), tt.want) || errorCode(got) != tt.wantCode {
+			t.Errorf("%s: %q (exit %d), want it to say %q, exit %d", tt.name, got, errorCode(got), tt.want, tt.wantCode)
+		}
+		if tt.is != nil && !errors.Is(got, tt.is) {
+			t.Errorf("%s: %v does not wrap %v", tt.name, got, tt.is)
 		}
 	}
 }
