@@ -44,8 +44,11 @@ type Config struct {
 	// "h2", or a stream multiplexer's name. If both sides set a list, the
 	// handshake settles on one protocol that both list, the first in the
 	// responder's order, as a TLS server picks by its own preference; if
-	// they have none in common, the handshake fails on both sides with
-	// [ErrNoCommonProtocol]. If either side sets none, nothing is
+	// they have none in common, the handshake fails on both sides: with
+	// [ErrNoCommonProtocol] on the side that found it from the peer's
+	// authenticated list (the initiator, or a resumption's responder), and
+	// with [ErrPeerNoCommonProtocol], the peer's unauthenticated word, on
+	// the other. If either side sets none, nothing is
 	// negotiated and [ConnectionState.NegotiatedProtocol] is empty. Names
 	// are 1 to 255 bytes, at most 32 of them, none twice. The lists travel
 	// encrypted, so only the peer sees them (PROTOCOL.md, "Application

@@ -68,7 +68,9 @@
 // [NewIdentityFromSigner]). Public keys are written
 // as authorized_keys lines ("ssh-ed25519 AAAA..."), and [PublicKey.Fingerprint]
 // matches ssh-keygen -l. The knownhosts package keeps known_hosts and
-// authorized_keys files for Verify.
+// authorized_keys files for Verify. An identity whose key stays in
+// ssh-agent or a token ([NewIdentityFromSigner]) has the signer sign anew
+// each hour, so removing the key revokes it within 90 minutes.
 //
 // # Compatibility
 //

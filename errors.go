@@ -7,12 +7,30 @@ import "errors"
 var ErrRejected = errors.New("securepeer: the peer rejected this side's key")
 
 // ErrNoCommonCipher is returned, wrapped, by Handshake when the two peers'
-// [Config.Ciphers] lists have no cipher in common.
+// [Config.Ciphers] lists have no cipher in common. The responder finds it
+// and tells the initiator with an abort, which is not authenticated: on an
+// initiator it is the peer's word, which anyone on the path can forge, and
+// no reason to offer ciphers it would not otherwise (PROTOCOL.md,
+// "Handshake messages and aborts").
 var ErrNoCommonCipher = errors.New("securepeer: the peers have no cipher in common")
 
 // ErrNoCommonProtocol is returned, wrapped, by Handshake when both peers
-// set [Config.NextProtos] and the lists have no protocol in common.
+// set [Config.NextProtos] and this side found that the lists have no
+// protocol in common, from the peer's list as the handshake authenticated
+// it: the initiator from message 2 (a resumed handshake's responder from
+// the initiator's resumption message 1). It is a fact, never an attacker's
+// word, so a caller may act on it, for example by connecting again with
+// another list. The other side gets [ErrPeerNoCommonProtocol] instead.
 var ErrNoCommonProtocol = errors.New("securepeer: the peers have no application protocol in common")
+
+// ErrPeerNoCommonProtocol is returned, wrapped, by Handshake when the peer
+// aborted the handshake saying that the peers have no application protocol
+// in common, where an honest peer says so: to a responder in place of
+// message 3, or to an initiator that offered a session ticket. Aborts are
+// not authenticated, so anyone on the path can forge one: it does not
+// match [ErrNoCommonProtocol], and a caller must not change what it
+// offers because of it (PROTOCOL.md, "Handshake messages and aborts").
+var ErrPeerNoCommonProtocol = errors.New("securepeer: the peer says the peers have no application protocol in common (unauthenticated)")
 
 // ErrOwnKey is returned, wrapped, by the Handshake of a side whose
 // [Config.Verify] is nil when the peer presents this side's own identity.

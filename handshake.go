@@ -30,6 +30,7 @@ type handshakeState struct {
 	peerHello [wire.HelloSize]byte
 	peerMode  wire.Mode // from the peer's hello, once read
 	static    noise.DHKey
+	staticSig []byte // this side's proof of static, valid at authTime
 	noise     *noise.HandshakeState
 	initiator bool
 
@@ -48,12 +49,11 @@ type handshakeState struct {
 	remote      PublicKey
 
 	// Resumption ("Session resumption").
-	session     *ClientSession // initiator: the ticket offered in message 1
-	peerResume  bool           // the peer's hello has FlagResume
-	expectRetry bool           // a RetryFull may come in place of message 2
-	giveTicket  bool           // responder: the initiator asked for a ticket
-	resumed     bool
-	authTime    time.Time // of the full handshake this session descends from
+	session    *ClientSession // initiator: the ticket offered in message 1
+	peerResume bool           // the peer's hello has FlagResume
+	giveTicket bool           // responder: the initiator asked for a ticket
+	resumed    bool
+	authTime   time.Time // of the full handshake this session descends from
 }
 
 // handshake runs the protocol of PROTOCOL.md, "The Noise handshake", as
@@ -68,6 +68,13 @@ func (c *Conn) handshake(ctx context.Context) error {
 	}
 	hs.static = hs.dh.add(c.config.Identity.static)
 	hs.authTime = hs.cfg.now()
+	// An identity behind a signer may need a new proof, or have none left:
+	// then nothing is sent ("Identities and static keys").
+	sig, err := c.config.Identity.staticProof(ctx, hs.authTime)
+	if err != nil {
+		return err
+	}
+	hs.staticSig = sig
 	if c.mode != wire.ModeResponder {
 		hs.session = hs.takeSession() // "Session resumption"
 	}
@@ -330,7 +337,7 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 // readMessage1Frame reads the frame of the peer's message 1, which it does
 // not decrypt (readMessage1 does, if this side responds to it).
 func (hs *handshakeState) readMessage1Frame() ([]byte, error) {
-	msg, err := hs.readMessage(false)
+	msg, err := hs.readMessage(slotMessage1)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +364,7 @@ func (hs *handshakeState) peerEphemeral(msg []byte) []byte {
 
 // readMessage2 reads and decrypts message 2 and parses its payload.
 func (hs *handshakeState) readMessage2() (*wire.RespPayload, error) {
-	payload, _, _, err := hs.readNoise()
+	payload, _, _, err := hs.readNoise(slotMessage2)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +426,7 @@ func (hs *handshakeState) sendMessage3() (cs1, cs2 *noise.CipherState, err error
 	id := hs.cfg.Identity
 	final := wire.FinalPayload{Protocols: hs.cfg.NextProtos}
 	copy(final.Identity[:], id.pub.key[:])
-	copy(final.Signature[:], id.staticSig)
+	copy(final.Signature[:], hs.staticSig)
 	return hs.writeNoise(final.Marshal(nil))
 }
 
@@ -471,7 +478,7 @@ func (hs *handshakeState) sendMessage2(kemKey []byte) error {
 	}
 	id := hs.cfg.Identity
 	copy(p2.Identity[:], id.pub.key[:])
-	copy(p2.Signature[:], id.staticSig)
+	copy(p2.Signature[:], hs.staticSig)
 	_, _, err := hs.writeNoise(p2.Marshal(nil))
 	return err
 }
@@ -482,7 +489,7 @@ func (hs *handshakeState) readMessage3() (p *wire.FinalPayload, cs1, cs2 *noise.
 	if err := hs.noise.SetPresharedKey(hs.psk[:]); err != nil {
 		return nil, nil, nil, err
 	}
-	payload, cs1, cs2, err := hs.readNoise()
+	payload, cs1, cs2, err := hs.readNoise(slotMessage3)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -553,7 +560,7 @@ func (hs *handshakeState) checkIdentity(identity [32]byte, sig [64]byte) error {
 	if err != nil {
 		return errAuth
 	}
-	if !proofs.verify(identity[:], staticSignedMessage(hs.noise.PeerStatic()), sig[:]) {
+	if !verifyStaticProof(identity[:], hs.noise.PeerStatic(), sig[:], hs.authTime) {
 		return errAuth
 	}
 	hs.remote = remote
@@ -657,12 +664,11 @@ func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherStat
 	return cs1, cs2, nil
 }
 
-// readNoise reads the next Noise message and returns its payload. A message
-// that fails to decrypt is the authentication failure, whatever the cause.
-func (hs *handshakeState) readNoise() (payload []byte, cs1, cs2 *noise.CipherState, err error) {
-	// Only the initiator refuses during the handshake, in place of message
-	// 3; a responder refuses after it, authenticated.
-	msg, err := hs.readMessage(!hs.initiator)
+// readNoise reads the next Noise message, the message of slot s, and
+// returns its payload. A message that fails to decrypt is the
+// authentication failure, whatever the cause.
+func (hs *handshakeState) readNoise(s slot) (payload []byte, cs1, cs2 *noise.CipherState, err error) {
+	msg, err := hs.readMessage(s)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -673,11 +679,9 @@ func (hs *handshakeState) readNoise() (payload []byte, cs1, cs2 *noise.CipherSta
 	return payload, cs1, cs2, nil
 }
 
-// readMessage reads one framed handshake message, turning an abort into
-// the error it stands for. Aborts are not authenticated, so a rejection is
-// believed only where an honest peer sends one (mayReject): elsewhere it is
-// forged, and reported as tampering rather than as ErrRejected.
-func (hs *handshakeState) readMessage(mayReject bool) ([]byte, error) {
+// readMessage reads one framed handshake message, the message of slot s,
+// turning an abort into the error it stands for there (abortError).
+func (hs *handshakeState) readMessage(s slot) ([]byte, error) {
 	var l [2]byte
 	if _, err := io.ReadFull(hs.c.conn, l[:]); err != nil {
 		return nil, readHandshakeError(err)
@@ -688,26 +692,7 @@ func (hs *handshakeState) readMessage(mayReject bool) ([]byte, error) {
 		if _, err := io.ReadFull(hs.c.conn, reason[:]); err != nil {
 			return nil, readHandshakeError(err)
 		}
-		switch reason[0] {
-		case wire.RetryFull:
-			if !hs.expectRetry {
-				return nil, errors.New("securepeer: handshake failed: the peer asked for a full handshake where no securepeer peer does; the connection was tampered with")
-			}
-			return nil, errRetryFull
-		case wire.AbortRejected:
-			if !mayReject {
-				return nil, errors.New("securepeer: handshake failed: the peer sent a rejection where no securepeer peer sends one; the connection was tampered with")
-			}
-			return nil, ErrRejected
-		case wire.AbortNoCipher:
-			return nil, fmt.Errorf("%w (the peer found none in this side's list %v)", ErrNoCommonCipher, hs.cfg.ciphers())
-		case wire.AbortNoALPN:
-			return nil, fmt.Errorf("%w (the peer found none in this side's list %q)", ErrNoCommonProtocol, hs.cfg.NextProtos)
-		}
-		if reason[0] == wire.AbortProtocol {
-			return nil, errors.New("securepeer: the peer aborted the handshake; it found this side's messages malformed")
-		}
-		return nil, fmt.Errorf("securepeer: the peer aborted the handshake (reason %d)", reason[0])
+		return nil, hs.abortError(s, reason[0])
 	}
 	// The buffer grows as the body arrives, so a peer that announces 64 KiB
 	// and sends nothing makes this side hold nothing.

@@ -2,6 +2,7 @@ package securepeer
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
@@ -20,6 +21,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"filippo.io/edwards25519"
 
@@ -38,9 +40,12 @@ type Identity struct {
 
 	// static is the X25519 key this identity uses as its Noise static key,
 	// derived from the Ed25519 seed (PROTOCOL.md, "Identities and static keys"), and
-	// staticSig is the identity's signature over its public half.
+	// staticSig is the identity's permanent signature over its public half.
+	// An identity behind a signer has a random static key and, instead of
+	// staticSig, timed signatures that signer renews.
 	static    *ecdh.PrivateKey
 	staticSig []byte
+	signer    *signerProof
 }
 
 // GenerateIdentity returns a new random Identity.
@@ -117,10 +122,18 @@ func ParseIdentityWithPassphrase(data, passphrase []byte) (*Identity, error) {
 // NewIdentityFromSigner returns an Identity whose private key stays behind
 // signer: an ssh-agent, a hardware token, a KMS. Its public key must be
 // Ed25519. Such an identity has a Noise static key of its own, random
-// rather than derived from the private key it cannot see, and signed once,
-// here, through signer (PROTOCOL.md, "Identities and static keys"); peers
-// cannot tell the difference. The identity cannot be written out with
-// MarshalOpenSSH.
+// rather than derived from the private key it cannot see, and proves it
+// with a signature that expires (PROTOCOL.md, "Identities and static
+// keys"): one made here, and a new one each hour, through signer, by the
+// first handshake that needs it. So the identity works only while signer
+// signs: once it no longer does (the key was removed from ssh-agent, or
+// forwarding the agent ended), the last signature serves for at most an
+// hour and a half, by the clocks of the handshakes ([Config.Time]), and
+// then every handshake fails with an error wrapping
+// [ErrSignerUnavailable]. A failed signer is asked again at most once a
+// minute. signer must stay usable for as long as the identity is: an
+// ssh-agent client must keep its connection, or connect anew for each
+// signature. The identity cannot be written out with MarshalOpenSSH.
 func NewIdentityFromSigner(signer crypto.Signer) (*Identity, error) {
 	pub, ok := signer.Public().(ed25519.PublicKey)
 	if !ok {
@@ -134,14 +147,20 @@ func NewIdentityFromSigner(signer crypto.Signer) (*Identity, error) {
 	if id.static, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
 		return nil, fmt.Errorf("securepeer: generating static key: %w", err)
 	}
-	msg := staticSignedMessage(id.static.PublicKey().Bytes())
-	if id.staticSig, err = signer.Sign(rand.Reader, msg, crypto.Hash(0)); err != nil {
-		return nil, fmt.Errorf("securepeer: the signer refused to sign: %w", err)
-	}
-	if !ed25519.Verify(pub, msg, id.staticSig) {
-		return nil, errors.New("securepeer: the signer returned a signature that does not verify")
+	if id.signer, err = newSignerProof(signer, pub, id.static.PublicKey().Bytes(), time.Now()); err != nil {
+		return nil, err
 	}
 	return id, nil
+}
+
+// staticProof returns the signature that proves, at now, that the identity
+// vouches for its Noise static key: the permanent one, or the timed one of
+// an identity behind a signer, renewed if needed.
+func (id *Identity) staticProof(ctx context.Context, now time.Time) ([]byte, error) {
+	if id.signer == nil {
+		return id.staticSig, nil
+	}
+	return id.signer.proof(ctx, now)
 }
 
 // NewIdentityFromSSHSigner is [NewIdentityFromSigner] for an [ssh.Signer],
@@ -431,10 +450,4 @@ func (k PublicKey) sshWire() []byte {
 	b = append(b, name...)
 	b = append(b, 0, 0, 0, byte(len(k.key)))
 	return append(b, k.key[:]...)
-}
-
-// staticSignedMessage is what an identity signs to vouch for its Noise
-// static key (PROTOCOL.md, "Identities and static keys").
-func staticSignedMessage(staticPub []byte) []byte {
-	return append([]byte(labelStaticSig), staticPub...)
 }

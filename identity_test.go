@@ -214,20 +214,20 @@ func TestEncryptedIdentities(t *testing.T) {
 	}
 }
 
-// TestAgentIdentity runs a handshake in which one side's identity lives
-// only in a real ssh-agent: the key file is gone, and the private key never
-// enters this process.
-func TestAgentIdentity(t *testing.T) {
+// startAgent starts a real ssh-agent holding a new Ed25519 key, whose file
+// is then deleted, and returns the agent's socket and the key's file name
+// (for ssh-add -d) and public key.
+func startAgent(t *testing.T) (sock, keyPath string, pub PublicKey) {
+	t.Helper()
 	agentBin := testenv.RequireTool(t, "ssh-agent")
-	addBin := testenv.RequireTool(t, "ssh-add")
 	keygen := testenv.RequireTool(t, "ssh-keygen")
 	dir := t.TempDir()
-	sock := filepath.Join(dir, "agent.sock")
+	sock = filepath.Join(dir, "agent.sock")
 	agentCmd := exec.Command(agentBin, "-D", "-a", sock)
 	if err := agentCmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { agentCmd.Process.Kill(); agentCmd.Wait() }()
+	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if _, err := os.Stat(sock); err == nil {
 			break
@@ -237,22 +237,35 @@ func TestAgentIdentity(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	keyPath := filepath.Join(dir, "id")
+	keyPath = filepath.Join(dir, "id")
 	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-C", "agent", "-f", keyPath).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
 	}
-	add := exec.Command(addBin, keyPath)
-	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
-	if out, err := add.CombinedOutput(); err != nil {
-		t.Fatalf("ssh-add: %v\n%s", err, out)
-	}
+	sshAdd(t, sock, keyPath)
 	pubLine, _ := os.ReadFile(keyPath + ".pub")
-	want, err := ParsePublicKey(string(pubLine))
+	pub, err := ParsePublicKey(string(pubLine))
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Remove(keyPath) // only the agent has it now
+	return sock, keyPath, pub
+}
 
+// sshAdd runs ssh-add with args against the agent at sock.
+func sshAdd(t *testing.T, sock string, args ...string) {
+	t.Helper()
+	add := exec.Command(testenv.RequireTool(t, "ssh-add"), args...)
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// TestAgentIdentity runs a handshake in which one side's identity lives
+// only in a real ssh-agent: the key file is gone, and the private key never
+// enters this process.
+func TestAgentIdentity(t *testing.T) {
+	sock, _, want := startAgent(t)
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)

@@ -4,8 +4,9 @@ package securepeer
 // begin with "securepeer v1" so that nothing signed or derived here can be
 // mistaken for anything of another protocol or version (PROTOCOL.md, "Labels").
 const (
-	labelStaticKey = "securepeer v1 noise static key"
-	labelStaticSig = "securepeer v1 static key signature\x00"
+	labelStaticKey      = "securepeer v1 noise static key"
+	labelStaticSig      = "securepeer v1 static key signature\x00"
+	labelStaticSigUntil = "securepeer v1 static key signature until\x00"
 )
 
 // Labels of the key schedule (PROTOCOL.md, "Key schedule").

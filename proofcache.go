@@ -25,22 +25,16 @@ var proofs = &proofCache{entries: make(map[[32]byte]struct{})}
 
 // verify reports whether sig is identity's signature over msg.
 func (pc *proofCache) verify(identity ed25519.PublicKey, msg, sig []byte) bool {
-	h := sha256.New()
-	h.Write(identity)
-	h.Write(sig)
-	h.Write(msg)
-	var key [32]byte
-	h.Sum(key[:0])
+	return pc.has(identity, msg, sig) || pc.check(identity, msg, sig)
+}
 
-	pc.mu.Lock()
-	_, ok := pc.entries[key]
-	pc.mu.Unlock()
-	if ok {
-		return true
-	}
+// check is verify without looking in the cache first: it verifies the
+// signature, and remembers it if it is valid.
+func (pc *proofCache) check(identity ed25519.PublicKey, msg, sig []byte) bool {
 	if !ed25519.Verify(identity, msg, sig) {
 		return false
 	}
+	key := proofKey(identity, msg, sig)
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if len(pc.entries) >= maxProofCacheEntries {
@@ -51,4 +45,26 @@ func (pc *proofCache) verify(identity ed25519.PublicKey, msg, sig []byte) bool {
 	}
 	pc.entries[key] = struct{}{}
 	return true
+}
+
+// has reports whether sig is identity's signature over msg by the cache
+// alone: false means only that it did not verify here lately.
+func (pc *proofCache) has(identity ed25519.PublicKey, msg, sig []byte) bool {
+	key := proofKey(identity, msg, sig)
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	_, ok := pc.entries[key]
+	return ok
+}
+
+// proofKey is the cache's key for a proof: the SHA-256 of everything its
+// verification reads.
+func proofKey(identity ed25519.PublicKey, msg, sig []byte) [32]byte {
+	h := sha256.New()
+	h.Write(identity)
+	h.Write(sig)
+	h.Write(msg)
+	var key [32]byte
+	h.Sum(key[:0])
+	return key
 }

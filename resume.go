@@ -117,9 +117,7 @@ func (hs *handshakeState) buildResumeMessage1() ([]byte, error) {
 // runResumingInitiator completes the handshake as an initiator that
 // offered a ticket: resumed, or full if the responder asks for it.
 func (hs *handshakeState) runResumingInitiator() error {
-	hs.expectRetry = true
-	payload, cs1, cs2, err := hs.readNoise() // "Resumption message 2"
-	hs.expectRetry = false
+	payload, cs1, cs2, err := hs.readNoise(slotResumeMessage2) // "Resumption message 2"
 	if errors.Is(err, errRetryFull) {
 		// "Falling back to a full handshake": the same connection, a
 		// full message 1, and nothing of the resumption carried over.
@@ -206,7 +204,7 @@ func (hs *handshakeState) runResumingResponder(msg1 []byte) error {
 	if err != nil {
 		return err
 	}
-	fin, err := hs.readMessage(true) // "Resumption message 3"
+	fin, err := hs.readMessage(slotFinished) // "Resumption message 3"
 	if err != nil {
 		return err
 	}

@@ -1123,3 +1123,25 @@ func FuzzResumingInitiator(f *testing.F) {
 		}
 	})
 }
+
+// Handshakes read the ticket keys they were given without the lock while
+// others rotate them: the slice they hold must never be written.
+func TestTicketKeysConcurrentUse(t *testing.T) {
+	cfg := &Config{Identity: testIdentity(t, 1)}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 200 {
+				_, open, err := cfg.currentTicketKeys()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, k := range open {
+					_ = k.created
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

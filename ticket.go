@@ -233,7 +233,8 @@ func (c *Config) currentTicketKeys() (seal ticketKey, open []ticketKey, err erro
 		}
 		t.auto = append([]ticketKey{k}, t.auto...)
 	}
-	keep := t.auto[:0]
+	// A new slice: callers read the one returned before without the lock.
+	keep := make([]ticketKey, 0, len(t.auto))
 	for _, k := range t.auto {
 		if now.Sub(k.created) < ticketKeyLifetime {
 			keep = append(keep, k)

@@ -33,7 +33,10 @@ func (c *Conn) Write(p []byte) (int, error) { return c.conn.Write(p) }
 
 // Close sends securepeer's authenticated end of stream and closes the
 // underlying connection, as [securepeer.Conn.Close].
-func (c *Conn) Close() error { return c.conn.Close() }
+func (c *Conn) Close() error {
+	secured.remove(c.remoteKey)
+	return c.conn.Close()
+}
 
 // LocalAddr returns the local address of the underlying connection.
 func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
@@ -61,10 +64,14 @@ func (c *Conn) RemotePeer() peer.ID { return c.remoteID }
 func (c *Conn) RemotePublicKey() crypto.PubKey { return c.remoteKey }
 
 // ConnState returns the security protocol ID and the stream multiplexer
-// negotiated in the handshake, if any.
+// negotiated in the handshake, if any. A host's connection reports what
+// its upgrader negotiated instead; [SecurepeerState] reaches this
+// connection's securepeer state from there.
 func (c *Conn) ConnState() network.ConnectionState { return c.state }
 
 // SecurepeerState returns the securepeer state of the connection: the
 // cipher, the post-quantum status (always true for a Conn this package
-// returns), the roles and the channel binding.
+// returns), whether it resumed a session, the roles and the channel
+// binding. From a host's [network.Conn], use the function
+// [SecurepeerState].
 func (c *Conn) SecurepeerState() securepeer.ConnectionState { return c.conn.ConnectionState() }

@@ -20,6 +20,16 @@
 // securepeer's DisablePostQuantum cannot connect). [Conn.SecurepeerState]
 // gives the full securepeer state of a connection.
 //
+// # Downgrade
+//
+// libp2p negotiates the security protocol with multistream-select, in clear
+// and unauthenticated: between hosts that list securepeer and Noise, an
+// attacker on the path can make them use Noise, without the hybrid. A host
+// that lists securepeer alone cannot be downgraded; one that lists others
+// too refuses the downgrade for the peers it knows to speak securepeer
+// with the connection gater [RequireSecurepeer]. [SecurepeerState] reads the
+// securepeer state of a host's connection, relayed ones included.
+//
 // # Identities
 //
 // securepeer identities are Ed25519 keys, so the host's libp2p key must be

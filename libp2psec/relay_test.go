@@ -82,9 +82,13 @@ func TestRelay(t *testing.T) {
 	}
 	// go-libp2p's relayed connections report only their transport in
 	// ConnState, not the security protocol they were upgraded with, so the
-	// end-to-end handshake is seen in the transports' own logs.
+	// end-to-end handshake is seen in the transports' own logs, and in
+	// SecurepeerState.
 	if !aLog.has(b.ID(), true) || !bLog.has(a.ID(), false) {
 		t.Errorf("no securepeer handshake between a and b: a saw %v, b saw %v", aLog.list(), bLog.list())
+	}
+	if st, ok := SecurepeerState(relayed); !ok || !st.PostQuantum || !st.Initiator {
+		t.Errorf("the relayed connection's securepeer state: %+v, %v", st, ok)
 	}
 	for _, hop := range []struct {
 		name string

@@ -191,6 +191,7 @@ func (t *Transport) secure(ctx context.Context, insecure net.Conn, p peer.ID, in
 		StreamMultiplexer:         protocol.ID(st.NegotiatedProtocol),
 		UsedEarlyMuxerNegotiation: st.NegotiatedProtocol != "",
 	}
+	secured.add(c)
 	return c, nil
 }
 

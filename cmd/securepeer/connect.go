@@ -253,7 +253,7 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 	if tf.tunnel() {
 		return connectTunnel(ctx, e, h, addr, tf.from, tf.to, tf.noReconnect, verify, log)
 	}
-	s, err := dial(ctx, h, addr, verify, log)
+	s, err := dialOrPlain(ctx, h, addr, verify, log, e.notef)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -166,7 +167,9 @@ func publicKeyInClear(path string) (pk securepeer.PublicKey, ok bool) {
 
 // agentIdentity returns the identity whose public key is in the file
 // pubPath, held by the ssh-agent at $SSH_AUTH_SOCK, or an error that says
-// why it cannot be had. The agent signs once, here.
+// why it cannot be had. The agent signs here, and again each hour while
+// the identity is in use (securepeer.NewIdentityFromSigner): once it no
+// longer holds the key, the identity stops working within 90 minutes.
 func (e *env) agentIdentity(pubPath string) (*securepeer.Identity, error) {
 	ak, err := e.agentKey(pubPath)
 	if err != nil {
@@ -222,7 +225,9 @@ func (e *env) agentKey(pubPath string) (*agentKey, error) {
 	wantWire := sshWire(want)
 	for _, s := range signers {
 		if bytes.Equal(s.PublicKey().Marshal(), wantWire) {
-			ak.signer = s
+			// Sign through a connection of its own each time, so that
+			// the identity can renew its proofs after this one closes.
+			ak.signer = agentSigner{sock, s.PublicKey()}
 			break
 		}
 	}
@@ -238,6 +243,25 @@ func (ak *agentKey) missing(privPath string) error {
 		return fmt.Errorf("ssh-agent holds no keys (or is locked); add the key with ssh-add %s", privPath)
 	}
 	return fmt.Errorf("ssh-agent does not hold the key in %s (%s); add it with ssh-add %s", ak.pubPath, ak.want.Fingerprint(), privPath)
+}
+
+// agentSigner signs with a key of the ssh-agent at sock, connecting for each
+// signature, so that an identity can renew its proofs for as long as the
+// process runs, across agent restarts, without holding a connection open.
+type agentSigner struct {
+	sock string
+	pub  ssh.PublicKey
+}
+
+func (a agentSigner) PublicKey() ssh.PublicKey { return a.pub }
+
+func (a agentSigner) Sign(_ io.Reader, data []byte) (*ssh.Signature, error) {
+	conn, err := net.Dial("unix", a.sock)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach ssh-agent at %s: %v", a.sock, err)
+	}
+	defer conn.Close()
+	return agent.NewClient(conn).Sign(a.pub, data)
 }
 
 // sshWire is k in the SSH wire encoding, as an agent lists its keys.

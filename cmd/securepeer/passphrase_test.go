@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -312,4 +315,71 @@ func TestAgentOnlyDefaultKey(t *testing.T) {
 		})
 	}
 	server.interrupt()
+}
+
+// TestAgentIdentityRenews checks that the identity -i FILE.pub gives can
+// have the agent sign again long after it was made, as the library asks
+// each hour (securepeer.NewIdentityFromSigner), and that it stops working
+// once the key is removed from the agent. Config.Time moves the clock.
+func TestAgentIdentityRenews(t *testing.T) {
+	agentBin := requireTool(t, "ssh-agent")
+	addBin := requireTool(t, "ssh-add")
+	keygen := requireTool(t, "ssh-keygen")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	agentCmd := exec.Command(agentBin, "-D", "-a", sock)
+	if err := agentCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
+	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil }, stringer(func() string { return "no agent socket" }))
+	key := filepath.Join(dir, "key")
+	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	sshAdd := func(args ...string) {
+		add := exec.Command(addBin, args...)
+		add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+		if out, err := add.CombinedOutput(); err != nil {
+			t.Fatalf("ssh-add %v: %v\n%s", args, err, out)
+		}
+	}
+	sshAdd(key)
+	e := &env{getenv: func(k string) string {
+		if k == "SSH_AUTH_SOCK" {
+			return sock
+		}
+		return ""
+	}}
+	id, err := e.agentIdentity(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshake := func(at time.Time) error {
+		peer, err := securepeer.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		now := func() time.Time { return at }
+		srv := make(chan error, 1)
+		go func() {
+			err := securepeer.Server(b, &securepeer.Config{Identity: peer, Time: now}).Handshake()
+			b.Close()
+			srv <- err
+		}()
+		err = securepeer.Client(a, &securepeer.Config{Identity: id, Time: now}).Handshake()
+		a.Close()
+		return errors.Join(err, <-srv)
+	}
+	later := time.Now().Add(3 * time.Hour)
+	if err := handshake(later); err != nil {
+		t.Fatalf("three hours on, with the key in the agent: %v", err)
+	}
+	sshAdd("-d", key)
+	if err := handshake(later.Add(3 * time.Hour)); !errors.Is(err, securepeer.ErrSignerUnavailable) {
+		t.Fatalf("after ssh-add -d, three hours on: %v, want ErrSignerUnavailable", err)
+	}
 }

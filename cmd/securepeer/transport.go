@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -250,7 +251,12 @@ func (h *nativeHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 // dialTimeout bounds the TCP connect, separately from the handshake.
 const dialTimeout = 15 * time.Second
 
-// dial connects to addr over TCP and runs the handshake as initiator.
+// dial connects to addr over TCP and runs the handshake as initiator, once.
+// Its error wraps the library's: securepeer.ErrNoCommonProtocol when this
+// side found, in the peer's authenticated message 2, that the peer speaks
+// none of h's application protocols; securepeer.ErrPeerNoCommonProtocol
+// when the peer only said so, in an abort anyone on the path can forge.
+// Only the first may change what is offered next (dialOrPlain).
 func dial(ctx context.Context, h handshaker, addr string, verify verifyFunc, log *slog.Logger) (*stream, error) {
 	start := time.Now()
 	d := net.Dialer{Timeout: dialTimeout}
@@ -266,16 +272,6 @@ func dial(ctx context.Context, h handshaker, addr string, verify verifyFunc, log
 	}
 	connected := time.Since(start)
 	s, err := h.handshake(ctx, raw, true, verify)
-	if nh, ok := h.(*nativeHandshaker); ok && len(nh.protos) > 0 && errors.Is(err, securepeer.ErrNoCommonProtocol) {
-		// A peer that wants protocols this command does not speak (a
-		// library server with its own NextProtos) still gets a plain
-		// stream, as before this side offered any: one handshake more,
-		// once per connection, offering nothing.
-		log.Info("no application protocol in common; connecting again with none", "addr", addr, "err", err.Error())
-		plain := *nh
-		plain.protos = nil
-		return dial(ctx, &plain, addr, verify, log)
-	}
 	if err != nil {
 		var ce *codeError
 		if !errors.As(err, &ce) && ctx.Err() != nil {
@@ -285,6 +281,27 @@ func dial(ctx context.Context, h handshaker, addr string, verify verifyFunc, log
 	}
 	s.logHandshake(log, "connect", connected.Round(time.Microsecond))
 	return s, nil
+}
+
+// dialOrPlain is dial for a stdio connect: a peer that wants application
+// protocols this command does not speak (a library server with its own
+// NextProtos) still gets a plain stream, as before this side offered any,
+// with one handshake more, offering nothing. It does so only when this side
+// itself found that there is no protocol in common, from the peer's
+// authenticated message 2 (securepeer.ErrNoCommonProtocol): never on the
+// peer's word, which an attacker on the path could forge to strip
+// securepeer-exec/1 and with it the exit status. The fallback is never
+// silent: notef says what the stream lacks.
+func dialOrPlain(ctx context.Context, h handshaker, addr string, verify verifyFunc, log *slog.Logger, notef func(string, ...any)) (*stream, error) {
+	s, err := dial(ctx, h, addr, verify, log)
+	nh, ok := h.(*nativeHandshaker)
+	if !ok || len(nh.protos) == 0 || !errors.Is(err, securepeer.ErrNoCommonProtocol) {
+		return s, err
+	}
+	notef("the peer at %s speaks none of the application protocols this side offers (%s), as its authenticated answer shows; connecting again as a plain stream, which carries no exit status", addr, strings.Join(nh.protos, ", "))
+	plain := *nh
+	plain.protos = nil
+	return dial(ctx, &plain, addr, verify, log)
 }
 
 // dialError explains a failed TCP connect.
@@ -319,6 +336,9 @@ func handshakeError(addr string, h handshaker, err error) error {
 		// The library's message speaks of its API (a limit or a context's
 		// deadline); the user set the limit with -w, or did not.
 		return fmt.Errorf("the handshake with %s timed out after %v (connect -w sets that limit); is the peer a securepeer peer, and reachable?", addr, limit)
+	}
+	if errors.Is(err, securepeer.ErrSignerUnavailable) {
+		return fmt.Errorf("handshake with %s failed: %w; is the key still in ssh-agent? (ssh-add -l lists its keys)", addr, err)
 	}
 	return fmt.Errorf("handshake with %s failed: %w", addr, err)
 }
