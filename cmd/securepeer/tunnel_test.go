@@ -10,19 +10,31 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"encoding/binary"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // tunnelRig is a listen -to and a connect -from between them, with keys.
@@ -556,4 +568,174 @@ func TestTunnelPlainPeer(t *testing.T) {
 	if n := strings.Count(r.server.stderr.String(), "next_proto="+tunnelProtocol); n != 1 {
 		t.Errorf("listen negotiated %s %d times, want once (the tunnel, not the plain peer)\n%s", tunnelProtocol, n, r)
 	}
+}
+
+// floodBin is the securepeer that BenchmarkTunnelStreamFlood attacks: by
+// default this test binary, installed as securepeer by TestMain; a build
+// of another commit to compare with.
+var floodBin = flag.String("flood.bin", "", "BenchmarkTunnelStreamFlood: the securepeer binary to attack (default: this test binary)")
+
+// BenchmarkTunnelStreamFlood is issue 16's stream flood, against the
+// built command: one admitted connection to listen -to (without -allow)
+// opens 4000 streams for a name listen has no -to for, sends 256 KiB on
+// each and never closes them. It reports listen's resident memory before
+// and at its peak (/proc's VmRSS and VmHWM), the lines it wrote on stderr
+// (notices are level=WARN under -v, which tells the benchmark listen's
+// address for any build), and the time a legitimate request through
+// another connection takes afterwards.
+//
+//	go test -run '^$' -bench TunnelStreamFlood -benchtime 1x ./cmd/securepeer
+//	go test -run '^$' -bench TunnelStreamFlood -benchtime 1x -flood.bin /tmp/securepeer-f0d4ddc ./cmd/securepeer
+func BenchmarkTunnelStreamFlood(b *testing.B) {
+	const streams, perStream = 4000, 256 << 10
+	for b.Loop() {
+		te := newKeys(b)
+		target := listenLocal(b)
+		startHTTP(b, target, nil, nil)
+		bin := "securepeer"
+		if *floodBin != "" {
+			bin = *floodBin
+		}
+		cmd := exec.Command(bin, "listen", "-v", "-i", "server", "-to", target.Addr().String(), "127.0.0.1:0")
+		cmd.Dir, cmd.Env = te.dir, te.env
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+		addrRE := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
+		var addr string
+		waitFor(b, func() bool {
+			m := addrRE.FindStringSubmatch(stderr.String())
+			if m != nil {
+				addr = m[1]
+			}
+			return m != nil
+		}, &stderr)
+		before := procStatus(b, cmd.Process.Pid, "VmRSS")
+
+		id, err := securepeer.GenerateIdentity()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		conn, err := securepeer.Dial(ctx, "tcp", addr, &securepeer.Config{Identity: id, NextProtos: []string{tunnelProtocol}})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		sess := hostileSession(b, conn)
+		start := time.Now()
+		refusedAtOpen := floodStreams(sess, streams, perStream, "nope")
+		if _, err := sess.Ping(); err != nil { // listen has read every frame before it
+			b.Fatalf("ping after the flood: %v\n%s", err, stderr.String())
+		}
+		flood := time.Since(start)
+		settle(&stderr)
+		peak := procStatus(b, cmd.Process.Pid, "VmHWM")
+		after := procStatus(b, cmd.Process.Pid, "VmRSS")
+
+		// A legitimate peer, on a connection of its own, still gets through.
+		client, local := te.start("client", "connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", addr)
+		legit := time.Now()
+		got, err := httpGet(newHTTPClient(), "http://"+local+"/legit")
+		legitTook := time.Since(legit)
+		if got != "answer to /legit" || err != nil {
+			b.Errorf("a legitimate request after the flood: %q, %v\n%s\n%s", got, err, stderr.String(), client.stderr)
+		}
+		sess.Close()
+		conn.Close()
+
+		lines := strings.Count(stderr.String(), "\n")
+		warns := strings.Count(stderr.String(), "level=WARN")
+		b.ReportMetric(float64(before)/(1<<20), "MiB-rss-before")
+		b.ReportMetric(float64(peak)/(1<<20), "MiB-rss-peak")
+		b.ReportMetric(float64(peak-before)/(1<<20), "MiB-growth")
+		b.ReportMetric(float64(after)/(1<<20), "MiB-rss-after")
+		b.ReportMetric(float64(warns), "notice-lines")
+		b.ReportMetric(float64(lines), "stderr-lines")
+		b.ReportMetric(float64(refusedAtOpen), "streams-reset")
+		b.ReportMetric(flood.Seconds(), "s-flood")
+		b.ReportMetric(float64(legitTook.Microseconds())/1000, "ms-legit")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// hostileSession is a yamux client over conn that opens streams as fast as
+// it likes and waits for nothing.
+func hostileSession(tb testing.TB, conn net.Conn) *yamux.Session {
+	tb.Helper()
+	cfg := yamux.DefaultConfig()
+	cfg.EnableKeepAlive = false
+	cfg.StreamOpenTimeout = 0
+	cfg.ConnectionWriteTimeout = testTimeout
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Client(conn, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sess
+}
+
+// floodStreams opens n streams on sess, eight at a time, each with the
+// header of a stream for name and data up to size bytes in all, and
+// closes none. It returns how many the other side reset.
+func floodStreams(sess *yamux.Session, n, size int, name string) int {
+	msg := make([]byte, size)
+	binary.BigEndian.PutUint32(msg, uint32(len(name)))
+	copy(msg[4:], name)
+	binary.BigEndian.PutUint32(msg[4+len(name):], uint32(size-8-len(name)))
+	var reset atomic.Int64
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range work {
+				st, err := sess.OpenStream()
+				if err != nil {
+					reset.Add(1)
+					continue
+				}
+				st.SetWriteDeadline(time.Now().Add(testTimeout))
+				if _, err := st.Write(msg); err != nil {
+					reset.Add(1)
+				}
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return int(reset.Load())
+}
+
+// settle waits until nothing has been written to log for a second, for at
+// most testTimeout: a process that has finished its reaction to a flood.
+func settle(log *syncBuffer) {
+	deadline := time.Now().Add(testTimeout)
+	for n := -1; n != log.Len() && time.Now().Before(deadline); {
+		n = log.Len()
+		time.Sleep(time.Second)
+	}
+}
+
+// procStatus is a field of /proc/PID/status in bytes, as VmRSS.
+func procStatus(tb testing.TB, pid int, field string) int64 {
+	tb.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		testenv.Unavailable(tb, fmt.Sprintf("no /proc/%d/status: %v", pid, err))
+	}
+	m := regexp.MustCompile(`(?m)^` + field + `:\s+(\d+) kB$`).FindSubmatch(data)
+	if m == nil {
+		tb.Fatalf("no %s in /proc/%d/status", field, pid)
+	}
+	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return kb << 10
 }
