@@ -125,11 +125,11 @@ func serveStreams(ctx, cutCtx context.Context, m *muxSession, end *tunnelEnd) in
 			m.unreserve()
 			break // the session has ended
 		}
-		t := &tunnelStream{st: st, m: m}
 		if !m.claim() {
 			refuseStopping(m, &handlers, st)
 			break
 		}
+		t := m.take(st)
 		handlers.Go(func() {
 			defer t.release()
 			err := forwardStream(cutCtx, t, end)

@@ -200,6 +200,33 @@ type muxSession struct {
 	stopping bool          // stop was called: no new streams; closeClean once idle
 	freed    chan struct{} // closed, and replaced, when a stream counts out or stop is called
 	full     bool          // the accept loop has had to wait for a slot
+
+	streams map[*tunnelStream]struct{} // taken and not yet released, for wake
+
+	discarded atomic.Int64 // bytes of the peer's that release discarded
+}
+
+// take makes st one of the session's streams, for a caller that holds a
+// slot for it: the stream's release gives it back.
+func (m *muxSession) take(st *yamux.Stream) *tunnelStream {
+	t := &tunnelStream{st: st, m: m}
+	m.mu.Lock()
+	m.streams[t] = struct{}{}
+	m.mu.Unlock()
+	return t
+}
+
+// wake ends the waits of every stream's readers and writers once the
+// session is closing. yamux wakes them when it begins to close the
+// session, but they find their streams open until it has closed the
+// connection, which for an aborted secure stream can take a second or
+// two, and spin meanwhile; a deadline in the past stops them.
+func (m *muxSession) wake() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for t := range m.streams {
+		t.st.SetDeadline(time.Unix(1, 0))
+	}
 }
 
 // begin counts a new stream this side opens in, unless the session is
@@ -326,7 +353,7 @@ func (m *muxSession) openForward(name string) (*tunnelStream, error) {
 		}
 		return nil, fmt.Errorf("the peer at %s accepts no more streams on this connection: %v", m.s.remoteAddr, err)
 	}
-	t := &tunnelStream{st: st, m: m}
+	t := m.take(st)
 	if err := t.writeFrame([]byte(name)); err != nil {
 		t.cut()
 		t.release()
@@ -367,7 +394,7 @@ func newMuxSession(s *stream, client bool, log *slog.Logger) *muxSession {
 	cfg.Logger = yamuxLogger{newRateLog(func(format string, args ...any) {
 		log.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)))
 	})}
-	m := &muxSession{s: s, conn: &muxConn{s: s}, freed: make(chan struct{})}
+	m := &muxSession{s: s, conn: &muxConn{s: s}, freed: make(chan struct{}), streams: map[*tunnelStream]struct{}{}}
 	m.conn.read.Store(time.Now().UnixNano())
 	var err error
 	if client {
@@ -390,6 +417,7 @@ func newMuxSession(s *stream, client bool, log *slog.Logger) *muxSession {
 func (m *muxSession) keepAlive(idle, timeout time.Duration) {
 	t := time.NewTicker(idle / 3)
 	defer t.Stop()
+	defer m.wake() // keepAlive ends only once the session is closing
 	for {
 		select {
 		case <-m.sess.CloseChan():
@@ -407,7 +435,8 @@ func (m *muxSession) keepAlive(idle, timeout time.Duration) {
 		case <-time.After(timeout):
 		}
 		if m.conn.lastRead().Before(sent) {
-			m.fail(fmt.Errorf("the peer at %s did not answer a keepalive within %v", m.s.remoteAddr, timeout))
+			go m.fail(fmt.Errorf("the peer at %s did not answer a keepalive within %v", m.s.remoteAddr, timeout))
+			<-m.sess.CloseChan() // then wake, while the session closes
 			return
 		}
 	}
@@ -742,12 +771,21 @@ func (t *tunnelStream) cut() {
 // that never does keeps the slot, and nothing more, until the session
 // ends. Every stream this side takes is released exactly once.
 func (t *tunnelStream) release() {
-	defer t.m.end()
+	defer func() {
+		t.m.mu.Lock()
+		delete(t.m.streams, t)
+		t.m.mu.Unlock()
+		t.m.end()
+	}()
 	t.st.SetDeadline(time.Time{})
 	t.st.Close()
+	if t.m.closed() {
+		return // yamux has forgotten it, or is about to; wake may have come
+	}
 	var buf [2048]byte
 	for {
-		_, err := t.st.Read(buf[:])
+		n, err := t.st.Read(buf[:])
+		t.m.discarded.Add(int64(n))
 		t.st.Shrink() // let the emptied buffer go
 		if err != nil {
 			return

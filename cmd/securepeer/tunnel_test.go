@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
@@ -26,12 +25,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/yamux"
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/internal/testenv"
@@ -621,7 +617,8 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 		}
 		sess := hostileSession(b, conn)
 		start := time.Now()
-		refusedAtOpen := floodStreams(sess, streams, perStream, "nope")
+		msg := streamMsg("nope", perStream)
+		refusedAtOpen, _ := floodStreams(sess, streams, func(int) []byte { return msg }, false)
 		if _, err := sess.Ping(); err != nil { // listen has read every frame before it
 			b.Fatalf("ping after the flood: %v\n%s", err, stderr.String())
 		}
@@ -654,57 +651,6 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 		b.ReportMetric(float64(legitTook.Microseconds())/1000, "ms-legit")
 		b.ReportMetric(0, "ns/op")
 	}
-}
-
-// hostileSession is a yamux client over conn that opens streams as fast as
-// it likes and waits for nothing.
-func hostileSession(tb testing.TB, conn net.Conn) *yamux.Session {
-	tb.Helper()
-	cfg := yamux.DefaultConfig()
-	cfg.EnableKeepAlive = false
-	cfg.StreamOpenTimeout = 0
-	cfg.ConnectionWriteTimeout = testTimeout
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return sess
-}
-
-// floodStreams opens n streams on sess, eight at a time, each with the
-// header of a stream for name and data up to size bytes in all, and
-// closes none. It returns how many of its writes failed (streams the
-// other side reset before all was sent).
-func floodStreams(sess *yamux.Session, n, size int, name string) int {
-	msg := make([]byte, size)
-	binary.BigEndian.PutUint32(msg, uint32(len(name)))
-	copy(msg[4:], name)
-	binary.BigEndian.PutUint32(msg[4+len(name):], uint32(size-8-len(name)))
-	var reset atomic.Int64
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for range work {
-				st, err := sess.OpenStream()
-				if err != nil {
-					reset.Add(1)
-					continue
-				}
-				st.SetWriteDeadline(time.Now().Add(testTimeout))
-				if _, err := st.Write(msg); err != nil {
-					reset.Add(1)
-				}
-			}
-		})
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	return int(reset.Load())
 }
 
 // settle waits until nothing has been written to log for a second, for at

@@ -15,6 +15,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -460,4 +462,349 @@ func readLine(c net.Conn) (string, error) {
 			return string(b), nil
 		}
 	}
+}
+
+// hostileSession is a yamux client over conn that opens streams as fast as
+// it likes and waits for nothing.
+func hostileSession(tb testing.TB, conn net.Conn) *yamux.Session {
+	tb.Helper()
+	cfg := yamux.DefaultConfig()
+	cfg.EnableKeepAlive = false
+	cfg.StreamOpenTimeout = 0
+	cfg.ConnectionWriteTimeout = testTimeout
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Client(conn, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return sess
+}
+
+// streamMsg is what a stream for name sends first: its header, then a
+// data frame, size bytes in all (the header alone if size leaves no room
+// for data).
+func streamMsg(name string, size int) []byte {
+	msg := make([]byte, max(size, 4+len(name)))
+	binary.BigEndian.PutUint32(msg, uint32(len(name)))
+	copy(msg[4:], name)
+	if rest := len(msg) - 4 - len(name); rest > 4 {
+		binary.BigEndian.PutUint32(msg[4+len(name):], uint32(rest-4))
+	}
+	return msg
+}
+
+// A sentStream is a stream floodStreams opened, with how much it sent.
+type sentStream struct {
+	st   *yamux.Stream
+	sent int
+}
+
+// floodStreams opens n streams on sess, eight at a time, sends msg(i) on
+// the i-th (at most yamux's initial window, so that no write waits for the
+// other side) and closes none. It returns how many writes failed (streams
+// the other side reset before all was sent), and the streams if keep.
+func floodStreams(sess *yamux.Session, n int, msg func(i int) []byte, keep bool) (int, []sentStream) {
+	var failed atomic.Int64
+	var mu sync.Mutex
+	var kept []sentStream
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range work {
+				st, err := sess.OpenStream()
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				st.SetWriteDeadline(time.Now().Add(testTimeout))
+				m := msg(i)
+				if _, err := st.Write(m); err != nil {
+					failed.Add(1)
+					continue
+				}
+				if keep {
+					mu.Lock()
+					kept = append(kept, sentStream{st, len(m)})
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return int(failed.Load()), kept
+}
+
+// A tunnelServer is listen -to in process: it accepts securepeer
+// connections on a loopback port of its own and serves each one's streams
+// with its targets, its notices through a rateLog, until the test ends.
+type tunnelServer struct {
+	addr   string
+	client *nativeHandshaker // a peer's side
+	notes  *noteLog
+
+	mu       sync.Mutex
+	sessions []*muxSession
+}
+
+func startTunnelServer(t testing.TB, targets map[string]string) *tunnelServer {
+	t.Helper()
+	identity := func() *securepeer.Identity {
+		id, err := securepeer.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	ln := listenLocal(t)
+	server := &nativeHandshaker{id: identity(), timeout: testTimeout, protos: tunnelProtos()}
+	ts := &tunnelServer{
+		addr:   ln.Addr().String(),
+		client: &nativeHandshaker{id: identity(), timeout: testTimeout, protos: tunnelProtos()},
+		notes:  new(noteLog),
+	}
+	log := slog.New(slog.DiscardHandler)
+	// A window longer than any test, so that no summary line comes.
+	rates := newRateLog(ts.notes.notef)
+	rates.window = time.Hour
+	end := &tunnelEnd{targets: targets, log: log, notef: rates.kindf("notices about the peers' tunnel streams")}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				s, err := server.handshake(ctx, raw, false, acceptAny)
+				if err != nil {
+					return
+				}
+				m := newMuxSession(s, false, log)
+				ts.mu.Lock()
+				ts.sessions = append(ts.sessions, m)
+				ts.mu.Unlock()
+				serveStreams(ctx, ctx, m, end)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+	})
+	return ts
+}
+
+func acceptAny(context.Context, peerKey) error { return nil }
+
+// dial makes a connection to ts, as a peer's connect does.
+func (ts *tunnelServer) dial(t testing.TB) *stream {
+	t.Helper()
+	raw, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ts.client.handshake(context.Background(), raw, true, acceptAny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.negotiated != tunnelProtocol {
+		t.Fatalf("negotiated %q, want %s", s.negotiated, tunnelProtocol)
+	}
+	t.Cleanup(func() { s.conn.Close() })
+	return s
+}
+
+// held is the number of streams each of ts's connections holds.
+func (ts *tunnelServer) held() []int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	var n []int
+	for _, m := range ts.sessions {
+		n = append(n, m.activeStreams())
+	}
+	return n
+}
+
+// liveMemory is the heap and stacks in use, after the garbage is gone.
+func liveMemory() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc + ms.StackInuse)
+}
+
+// The figures of PROTOCOL.md's tunnel rows, per tunnel connection: what a
+// peer can make this side hold with streams in each state. A stream's
+// bookkeeping (yamux's stream, its goroutine, its timers) is at most
+// streamState; a buffer that yamux grows by doubling holds at most twice
+// what it was given. A refused stream's data is discarded as it comes:
+// the figure is what is held once it has been.
+const (
+	streamState     = 24 << 10
+	stateHeaderWait = (maxTunnelStreams + tunnelBacklog) * streamState
+	stateRefused    = maxTunnelStreams*streamState + tunnelBacklog*(streamState+2*yamuxInitialWindow)
+	stateOpen       = maxTunnelStreams*(streamState+2*tunnelWindow+4+maxFramePayload+bufSize) + tunnelBacklog*(streamState+2*yamuxInitialWindow)
+)
+
+// TestTunnelStreamStates drives 5000 streams into each state that
+// PROTOCOL.md's table lists for tunnels, from one connection and from
+// several: waiting for their header; refused (a name with no -to) and
+// never closed by the peer, which keeps sending; and open to a target that
+// reads nothing, while the peer fills their window. The server must hold
+// no more than the state's figure a connection, give a bounded number of
+// notices, and a legitimate peer on a connection of its own must still
+// get through.
+func TestTunnelStreamStates(t *testing.T) {
+	testenv.CheckNoLeaks(t, 10*time.Second)
+	echo, sink := startEcho(t), startSink(t)
+	const streams = 5000
+	for _, row := range []struct {
+		name  string
+		to    string // the name in each stream's header; none: no header
+		bound int64  // per connection
+	}{
+		{"header wait", "", stateHeaderWait},
+		{"refused", "nope", stateRefused},
+		{"open", "sink", stateOpen},
+	} {
+		for _, conns := range []int{1, 4} {
+			// From one connection, the streams that get a slot or a place
+			// in the backlog (and a few more, as eight open at once) send
+			// a full initial window, and the open ones then fill their
+			// window, so that the figure is reached; the rest, and the
+			// streams of several connections, send a few bytes.
+			msg := func(int) []byte { return nil }
+			if row.to != "" {
+				big, small := streamMsg(row.to, yamuxInitialWindow), streamMsg(row.to, 1024)
+				msg = func(i int) []byte {
+					if conns == 1 && i < maxTunnelStreams+tunnelBacklog+16 {
+						return big
+					}
+					return small
+				}
+			}
+			t.Run(fmt.Sprintf("%s/%d connections", row.name, conns), func(t *testing.T) {
+				ts := startTunnelServer(t, map[string]string{"echo": echo, "sink": sink})
+				before := liveMemory()
+				var sessions []*yamux.Session
+				for range conns {
+					sess := hostileSession(t, ts.dial(t).conn)
+					defer sess.Close()
+					sessions = append(sessions, sess)
+				}
+				kept := make([][]sentStream, conns)
+				var wg sync.WaitGroup
+				for i, sess := range sessions {
+					wg.Go(func() { _, kept[i] = floodStreams(sess, streams/conns, msg, row.to != "") })
+				}
+				wg.Wait()
+				perConn := min(maxTunnelStreams, streams/conns)
+				waitFor(t, func() bool {
+					held := ts.held()
+					return len(held) == conns && slices.Max(held) == perConn && slices.Min(held) == perConn
+				}, stringer(func() string { return fmt.Sprintf("streams held per connection: %v", ts.held()) }))
+				var discarded int64
+				for i, sess := range sessions {
+					switch row.to {
+					case "nope":
+						for _, s := range answered(t, kept[i], perConn) {
+							discarded += int64(s.sent - 8) // all but the header
+						}
+					case "sink":
+						if conns == 1 {
+							fillWindows(t, answered(t, kept[i], perConn))
+						}
+					}
+					if _, err := sess.Ping(); err != nil { // the server has read all before
+						t.Fatal(err)
+					}
+				}
+				kept = nil
+				// Refused streams: until the server has discarded what they
+				// sent, which it does as fast as it can.
+				waitFor(t, func() bool { return ts.discarded() == discarded }, stringer(func() string {
+					return fmt.Sprintf("discarded %d bytes, want %d", ts.discarded(), discarded)
+				}))
+
+				legit := newMuxSession(ts.dial(t), true, slog.New(slog.DiscardHandler))
+				defer legit.fail(io.EOF)
+				echoThrough(t, legit, "echo", []byte("a legitimate peer"))
+
+				grown := liveMemory() - before
+				t.Logf("%d streams from %d connections: %d KiB more held (figure: %d KiB a connection)", streams, conns, grown>>10, row.bound>>10)
+				if grown > int64(conns)*row.bound {
+					t.Errorf("the server holds %d KiB more, above the figure of %d KiB for %d connections", grown>>10, int64(conns)*row.bound>>10, conns)
+				}
+				if n := ts.notes.len(); n > rateBurst {
+					t.Errorf("%d notices, more than the %d a rateLog shows in its window:\n%s", n, rateBurst, ts.notes)
+				}
+			})
+		}
+	}
+}
+
+// answered waits until want of sts have the server's status, which it
+// sends once it has accepted a stream (the others wait in its backlog, or
+// were reset), and returns them.
+func answered(t testing.TB, sts []sentStream, want int) []sentStream {
+	t.Helper()
+	var got []sentStream
+	seen := map[*yamux.Stream]bool{}
+	waitFor(t, func() bool {
+		for _, s := range sts {
+			if !seen[s.st] && hasStatus(t, s.st) {
+				seen[s.st] = true
+				got = append(got, s)
+			}
+		}
+		return len(got) >= want
+	}, stringer(func() string { return fmt.Sprintf("%d streams answered, want %d", len(got), want) }))
+	return got
+}
+
+// hasStatus reads st's status frame if it has come.
+func hasStatus(t testing.TB, st *yamux.Stream) bool {
+	var hdr [4]byte
+	st.SetReadDeadline(time.Now()) // only what has come already
+	defer st.SetReadDeadline(time.Time{})
+	n, _ := io.ReadFull(st, hdr[:])
+	if n == 0 {
+		return false
+	}
+	status := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+	if m, err := io.ReadFull(st, status); n != len(hdr) || err != nil {
+		t.Fatalf("a status cut short: %d and %d bytes, %v", n, m, err)
+	}
+	return true
+}
+
+// fillWindows fills the window of each stream, which accepting raised to
+// tunnelWindow: what a peer that sends without reading does.
+func fillWindows(t testing.TB, sts []sentStream) {
+	for _, s := range sts {
+		rest := make([]byte, tunnelWindow-s.sent)
+		binary.BigEndian.PutUint32(rest, uint32(len(rest)-4))
+		if _, err := s.st.Write(rest); err != nil {
+			t.Errorf("filling an accepted stream's window: %v", err)
+		}
+	}
+}
+
+// discarded is what ts's sessions have discarded of their peers' data.
+func (ts *tunnelServer) discarded() int64 {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	var n int64
+	for _, m := range ts.sessions {
+		n += m.discarded.Load()
+	}
+	return n
 }
