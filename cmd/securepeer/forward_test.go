@@ -8,6 +8,7 @@ package main
 // listener restarts. They run the securepeer installed by TestMain.
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -23,6 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
+	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -434,5 +438,201 @@ func TestSSHThroughTunnel(t *testing.T) {
 	out, err = runTool(te.env, ssh, append(sshArgs, "-p", port, host, "echo logged in via a forward")...)
 	if out != "logged in via a forward\n" || err != nil {
 		t.Errorf("ssh through connect -from: %q, %v\n%s\n%s", out, err, server.stderr, client.stderr)
+	}
+}
+
+// fakeTunnelPeer is a tunnel connection from the peer with key, as
+// tunnelPeers sees it; closing its session is the peer leaving.
+func fakeTunnelPeer(t *testing.T, key peerKey, addr string) *muxSession {
+	t.Helper()
+	a, b := net.Pipe()
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sess.Close()
+		b.Close()
+	})
+	return &muxSession{s: &stream{peer: key, remoteAddr: addr}, sess: sess}
+}
+
+// TestTunnelPeersBinding checks which tunnel connection listen -from's
+// connections take: the first peer's, by key, over its newest connection,
+// until the last of that key leaves; then the one connected longest; and
+// that every change is said.
+func TestTunnelPeersBinding(t *testing.T) {
+	keys := make([]securepeer.PublicKey, 3)
+	for i := range keys {
+		id, err := securepeer.GenerateIdentity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[i] = id.PublicKey()
+	}
+	notes := new(noteLog)
+	p := &tunnelPeers{notef: notes.notef}
+	a1 := fakeTunnelPeer(t, keys[0], "10.0.0.1:1")
+	b1 := fakeTunnelPeer(t, keys[1], "10.0.0.2:1")
+	a2 := fakeTunnelPeer(t, keys[0], "10.0.0.1:2")
+	c1 := fakeTunnelPeer(t, keys[2], "10.0.0.3:1")
+	leave := func(m *muxSession) {
+		m.sess.Close()
+		p.remove(m)
+	}
+	for _, step := range []struct {
+		name string
+		do   func()
+		want *muxSession // nil: none
+		note string      // in the notice the step gives, if any
+	}{
+		{"none yet", func() {}, nil, ""},
+		{"the first binds", func() { p.add(a1) }, a1, "now go to " + keys[0].Fingerprint() + ", which connected from 10.0.0.1:1"},
+		{"another key does not take over", func() { p.add(b1) }, a1, keys[1].Fingerprint() + " connected a tunnel from 10.0.0.2:1; -from connections still go to " + keys[0].Fingerprint()},
+		{"the same key reconnects", func() { p.add(a2) }, a2, ""},
+		{"its newest connection leaves", func() { leave(a2) }, a1, ""},
+		{"the bound key leaves", func() { leave(a1) }, b1, keys[0].Fingerprint() + ", which -from connections went to, has left; they now go to " + keys[1].Fingerprint()},
+		{"the last leaves", func() { leave(b1) }, nil, "they are reset until a tunnel peer connects"},
+		{"the next binds", func() { p.add(c1) }, c1, "now go to " + keys[2].Fingerprint()},
+	} {
+		before := notes.len()
+		step.do()
+		got, err := p.carrier(context.Background())
+		if got != step.want || (err == nil) != (step.want != nil) {
+			t.Errorf("%s: carrier %p, %v; want %p", step.name, got, err, step.want)
+		}
+		switch n := notes.len() - before; {
+		case step.note == "" && n != 0:
+			t.Errorf("%s: a notice where none is due:\n%s", step.name, notes)
+		case step.note != "" && (n != 1 || notes.count(step.note) != 1):
+			t.Errorf("%s: no notice %q:\n%s", step.name, step.note, notes)
+		}
+	}
+}
+
+// background starts securepeer with args, which listens on nothing (a
+// connect -to), and returns it at once.
+func (te *testEnv) background(args ...string) *background {
+	te.t.Helper()
+	cmd := te.command(args...)
+	b := &background{t: te.t, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
+	cmd.Stderr = b.stderr
+	if err := cmd.Start(); err != nil {
+		te.t.Fatal(err)
+	}
+	go func() {
+		b.err = cmd.Wait()
+		close(b.done)
+	}()
+	te.t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-b.done
+	})
+	return b
+}
+
+// TestForwardFromFirstPeer runs listen -from with two connect -to peers of
+// different keys: the first keeps the -from connections while a second
+// connects, and they go to the second, with a notice, once the first
+// leaves. Before, whichever connected last took them.
+func TestForwardFromFirstPeer(t *testing.T) {
+	t.Parallel()
+	te := newKeys(t)
+	te.run("keygen", "-f", "other")
+	one, two := listenLocal(t), listenLocal(t)
+	startNamedHTTP(t, one, "one")
+	startNamedHTTP(t, two, "two")
+	server, addrs := te.start("server", "listen", "-i", "server", "-from", "127.0.0.1:0", "127.0.0.1:0")
+	sa := strings.Split(addrs, "\n")
+	first := te.background("connect", "-i", "client", "-expect", "server.pub", "-to", one.Addr().String(), sa[0])
+	logs := stringer(func() string { return fmt.Sprintf("listen:\n%s\nfirst:\n%s", server.stderr, first.stderr) })
+	c := newHTTPClient()
+	get := func(want string) {
+		t.Helper()
+		if got, err := httpGet(c, "http://"+sa[1]+"/x"); got != want+" /x" || err != nil {
+			t.Errorf("GET via listen -from = %q, %v; want %q\n%s", got, err, want, logs)
+		}
+	}
+	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections now go to") }, logs)
+	get("one")
+
+	second := te.background("connect", "-i", "other", "-expect", "server.pub", "-to", two.Addr().String(), sa[0])
+	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections still go to") }, logs)
+	get("one")
+
+	if code := first.interrupt(); code != exitInterrupted {
+		t.Errorf("the first connect exited %d, want %d\n%s", code, exitInterrupted, logs)
+	}
+	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "has left; they now go to") }, logs)
+	get("two")
+	second.interrupt()
+}
+
+// TestForwardUnixSockets runs -to and -from with Unix sockets (unix:PATH),
+// as ssh -L does: a web server on a socket behind listen -to, reached
+// through a socket connect -from makes, with mode 0600, and removes on
+// exit; a -to socket that does not exist refuses the stream with its
+// reason; and a -from socket that exists already is not taken over.
+func TestForwardUnixSockets(t *testing.T) {
+	t.Parallel()
+	te := newKeys(t)
+	dir := t.TempDir()
+	webSock, local := filepath.Join(dir, "web.sock"), filepath.Join(dir, "local.sock")
+	wl, err := net.Listen("unix", webSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startNamedHTTP(t, wl, "web")
+	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed",
+		"-to", "web=unix:"+webSock, "-to", "gone=unix:"+filepath.Join(dir, "missing.sock"), "127.0.0.1:0")
+	client, announced := te.start("client", "connect", "-i", "client", "-expect", "server.pub",
+		"-from", "web=unix:"+local, "-from", "gone=127.0.0.1:0", peerAddr)
+	logs := stringer(func() string { return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr) })
+	addrs := strings.Split(announced, "\n")
+	if len(addrs) != 2 || addrs[0] != local {
+		t.Fatalf("connect announced %q, want %s and a TCP address", announced, local)
+	}
+
+	fi, err := os.Stat(local)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("connect's socket: %v, %v; want a socket with mode 0600", fi, err)
+	}
+	overUnix := &http.Client{Timeout: testTimeout, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", local)
+		},
+	}}
+	if got, err := httpGet(overUnix, "http://socket/a"); got != "web /a" || err != nil {
+		t.Errorf("GET through the sockets = %q, %v\n%s", got, err, logs)
+	}
+
+	if got, err := httpGet(newHTTPClient(), "http://"+addrs[1]+"/a"); err == nil {
+		t.Errorf("GET to a -to socket that does not exist = %q; want a reset", got)
+	}
+	waitFor(t, func() bool {
+		return strings.Contains(client.stderr.String(), "the peer refused the stream: connect failed: no such file or directory")
+	}, logs)
+
+	again := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "unix:"+local, peerAddr)
+	var stderr syncBuffer
+	again.Stderr = &stderr
+	if code := exitStatus(t, waitCmd(t, startCmd(t, again))); code != exitFailure {
+		t.Errorf("a second connect -from on the same socket exited %d, want %d\n%s", code, exitFailure, stderr.String())
+	}
+	if want := local + " exists; if no program uses it any more"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("the second connect does not say %q:\n%s", want, stderr.String())
+	}
+	if got, err := httpGet(overUnix, "http://socket/b"); got != "web /b" || err != nil {
+		t.Errorf("GET through the sockets after the second connect = %q, %v\n%s", got, err, logs)
+	}
+
+	if code := client.interrupt(); code != exitInterrupted {
+		t.Errorf("connect exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, logs)
+	}
+	if _, err := os.Stat(local); !os.IsNotExist(err) {
+		t.Errorf("connect left its socket behind: %v", err)
 	}
 }

@@ -95,6 +95,9 @@ type rateLog struct {
 	notef  func(format string, args ...any)
 	window time.Duration
 	burst  int
+	// now and after are time.Now and time.AfterFunc, but for tests.
+	now   func() time.Time
+	after func(time.Duration, func())
 
 	mu    sync.Mutex
 	kinds map[string]*rateKind
@@ -114,7 +117,12 @@ const (
 )
 
 func newRateLog(notef func(format string, args ...any)) *rateLog {
-	return &rateLog{notef: notef, window: rateWindow, burst: rateBurst, kinds: map[string]*rateKind{}}
+	return &rateLog{
+		notef: notef, window: rateWindow, burst: rateBurst,
+		now:   time.Now,
+		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) },
+		kinds: map[string]*rateKind{},
+	}
 }
 
 // printf passes a notice of kind on, unless rateBurst of that kind have
@@ -127,7 +135,7 @@ func (l *rateLog) printf(kind, format string, args ...any) {
 		k = &rateKind{}
 		l.kinds[kind] = k
 	}
-	now := time.Now()
+	now := l.now()
 	if !k.pending && now.Sub(k.start) >= l.window {
 		k.start, k.shown = now, 0
 	}
@@ -140,7 +148,7 @@ func (l *rateLog) printf(kind, format string, args ...any) {
 	k.dropped++
 	if !k.pending {
 		k.pending = true
-		time.AfterFunc(k.start.Add(l.window).Sub(now), func() { l.summarize(kind) })
+		l.after(k.start.Add(l.window).Sub(now), func() { l.summarize(kind) })
 	}
 	l.mu.Unlock()
 }
@@ -157,7 +165,7 @@ func (l *rateLog) summarize(kind string) {
 	k := l.kinds[kind]
 	n := k.dropped
 	k.dropped, k.pending = 0, false
-	k.start, k.shown = time.Now(), 0
+	k.start, k.shown = l.now(), 0
 	l.mu.Unlock()
 	l.notef("%d more %s in the last %v were not shown (at most %d of them are, every %v)", n, kind, l.window, l.burst, l.window)
 }

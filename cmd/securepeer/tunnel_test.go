@@ -229,6 +229,34 @@ func TestTunnelOldPeer(t *testing.T) {
 	}
 }
 
+// TestTunnelOldPeerNamed checks that connect with a named -from refuses a
+// peer that does not multiplex, before it binds: a plain connection cannot
+// say which forward it is for, and would reach the peer's unnamed -to, as
+// -from db=... reached a web server before.
+func TestTunnelOldPeerNamed(t *testing.T) {
+	te := newKeys(t)
+	l := listenLocal(t)
+	startHTTP(t, l, nil, nil)
+	cmd := te.command("listen", "-i", "server", "-allow", "allowed", "-to", l.Addr().String(), "127.0.0.1:0")
+	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_NO_MUX=1")
+	server, peerAddr := te.startCmd("server", cmd)
+	defer server.interrupt()
+	addrFile := filepath.Join(te.dir, "client.addr")
+	client := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", "-from", "db=127.0.0.1:0", peerAddr)
+	client.Env = append(client.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
+	var stderr syncBuffer
+	client.Stderr = &stderr
+	if code := exitStatus(t, waitCmd(t, startCmd(t, client))); code != exitFailure {
+		t.Errorf("connect -from db=... exited %d with a peer that does not multiplex, want %d\n%s", code, exitFailure, stderr.String())
+	}
+	if want := "cannot be told which forward a connection is for: -from db=127.0.0.1:0 would reach whatever its unnamed -to is"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("connect does not say %q:\n%s", want, stderr.String())
+	}
+	if _, err := os.Stat(addrFile); err == nil {
+		t.Errorf("connect listened on its -from addresses before refusing the peer")
+	}
+}
+
 // TestTunnelKeepAlive stops the listen process: connect must notice within
 // the keepalive bound, reset the local connection in progress, and connect
 // again for the next one once listen runs again.
