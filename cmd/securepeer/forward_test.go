@@ -8,6 +8,7 @@ package main
 // listener restarts. They run the securepeer installed by TestMain.
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -18,11 +19,11 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/yamux"
 
@@ -126,10 +127,12 @@ func TestForwardNoPeer(t *testing.T) {
 }
 
 // TestTunnelReconnect kills the listener under a tunnel that forwards
-// both ways and starts it again on the same addresses: connect reconnects
-// by itself, and requests work again in both directions, the reverse one
-// (listen -from to connect -to) included; with -no-reconnect, connect
-// exits 1 instead.
+// both ways and starts it again: connect reconnects by itself, and
+// requests work again in both directions, the reverse one (listen -from
+// to connect -to) included; with -no-reconnect, connect exits 1 instead.
+// connect reaches listen through a proxy the test keeps for its whole run
+// (a restarted listen cannot be sure to get its old port back: another
+// test may have taken it), which the test points at each listen in turn.
 func TestTunnelReconnect(t *testing.T) {
 	t.Parallel()
 	for _, noReconnect := range []bool{false, true} {
@@ -139,32 +142,31 @@ func TestTunnelReconnect(t *testing.T) {
 			web, home := listenLocal(t), listenLocal(t)
 			startNamedHTTP(t, web, "web")
 			startNamedHTTP(t, home, "home")
-			// Fixed addresses, so that the restarted listen has the same.
-			p, back := listenLocal(t), listenLocal(t)
-			peerAddr, backAddr := p.Addr().String(), back.Addr().String()
-			p.Close()
-			back.Close()
-			listenArgs := []string{"listen", "-i", "server", "-allow", "allowed", "-to", web.Addr().String(), "-from", "back=" + backAddr, peerAddr}
-			server, _ := te.start("server", listenArgs...)
+			proxy := startProxy(t)
+			listenArgs := []string{"listen", "-i", "server", "-allow", "allowed", "-to", web.Addr().String(), "-from", "back=127.0.0.1:0", "127.0.0.1:0"}
+			server, addrs := te.start("server", listenArgs...)
+			sa := strings.Split(addrs, "\n")
+			proxy.set(sa[0])
 			args := []string{"connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", "-to", "back=" + home.Addr().String()}
 			if noReconnect {
 				args = append(args, "-no-reconnect")
 			}
-			client, local := te.start("client", append(args, peerAddr)...)
+			client, local := te.start("client", append(args, proxy.addr())...)
 			c := newHTTPClient()
-			check := func(when string) {
+			check := func(when, back string) {
 				t.Helper()
 				if got, err := httpGet(c, "http://"+local+"/"+when); got != "web /"+when || err != nil {
 					t.Errorf("GET /%s forward = %q, %v\n%s", when, got, err, client.stderr)
 				}
 				// The reverse forward needs the peer to have met connect.
 				waitFor(t, func() bool {
-					got, err := httpGet(c, "http://"+backAddr+"/"+when)
+					got, err := httpGet(c, "http://"+back+"/"+when)
 					return got == "home /"+when && err == nil
 				}, client.stderr)
 			}
-			check("before")
+			check("before", sa[1])
 
+			proxy.set("") // refuse while no listen runs
 			server.cmd.Process.Signal(syscall.SIGKILL)
 			server.wait()
 			if noReconnect {
@@ -176,15 +178,90 @@ func TestTunnelReconnect(t *testing.T) {
 				}
 				return
 			}
-			te.start("server2", listenArgs...)
-			waitFor(t, func() bool { return strings.Contains(client.stderr.String(), "reconnected to "+peerAddr) }, client.stderr)
-			check("after")
+			_, addrs = te.start("server2", listenArgs...)
+			sa = strings.Split(addrs, "\n")
+			proxy.set(sa[0])
+			waitFor(t, func() bool { return strings.Contains(client.stderr.String(), "reconnected to "+proxy.addr()) }, client.stderr)
+			check("after", sa[1])
 			select {
 			case <-client.done:
 				t.Errorf("connect exited when its peer restarted\n%s", client.stderr)
 			default:
 			}
 		})
+	}
+}
+
+// A tcpProxy is a TCP proxy on a loopback port of its own, which it keeps
+// until the test ends: it joins each connection to one it makes to the
+// address set last, or closes it at once while none is set. Each
+// direction's end is passed on as a half-close, and a failure either way
+// resets both connections.
+type tcpProxy struct {
+	l net.Listener
+
+	mu     sync.Mutex
+	target string
+}
+
+func startProxy(t testing.TB) *tcpProxy {
+	t.Helper()
+	p := &tcpProxy{l: listenLocal(t)}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := p.l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { p.join(c.(*net.TCPConn)) })
+		}
+	})
+	t.Cleanup(func() {
+		p.l.Close()
+		wg.Wait()
+	})
+	return p
+}
+
+func (p *tcpProxy) addr() string { return p.l.Addr().String() }
+
+// set points the proxy at target; "" refuses new connections. It leaves
+// those in progress alone.
+func (p *tcpProxy) set(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+}
+
+func (p *tcpProxy) join(c *net.TCPConn) {
+	defer c.Close()
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	if target == "" {
+		return
+	}
+	b, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer b.Close()
+	errs := make(chan error, 2)
+	pipe := func(dst, src *net.TCPConn) {
+		_, err := io.Copy(dst, src)
+		if err == nil {
+			err = dst.CloseWrite()
+		}
+		errs <- err
+	}
+	go pipe(b.(*net.TCPConn), c)
+	go pipe(c, b.(*net.TCPConn))
+	for range 2 {
+		if err := <-errs; err != nil {
+			resetClose(c)
+			resetClose(b)
+		}
 	}
 }
 
@@ -200,9 +277,6 @@ func runTool(env []string, path string, args ...string) (string, error) {
 	}
 	return string(out), nil
 }
-
-var _ = io.EOF
-var _ = time.Second
 
 // TestTimeouts checks connect -w against a peer that accepts TCP but never
 // answers, and -idle on a stdio stream where neither side sends.
@@ -265,14 +339,14 @@ func startCmd(t testing.TB, cmd *exec.Cmd) *exec.Cmd {
 }
 
 // startPythonHTTP serves dir with python3's http.server on a port of its
-// own, and returns its address.
+// own, which it picks (port 0) and prints, and returns its address.
 func startPythonHTTP(t *testing.T, python, dir string) string {
 	t.Helper()
-	l := listenLocal(t)
-	addr := l.Addr().String()
-	l.Close() // python binds it again; SO_REUSEADDR makes that safe
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(python, "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, port)
+	cmd := exec.Command(python, "-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, "0")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -280,14 +354,14 @@ func startPythonHTTP(t *testing.T, python, dir string) string {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	waitFor(t, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, stringer(func() string { return "python3 -m http.server did not listen" }))
-	return addr
+	// "Serving HTTP on 127.0.0.1 port 43567 (http://127.0.0.1:43567/) ..."
+	line, err := bufio.NewReader(out).ReadString('\n')
+	m := regexp.MustCompile(`port (\d+) `).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("python3 -m http.server said %q, %v; want the port it serves on", line, err)
+	}
+	go io.Copy(io.Discard, out)
+	return "127.0.0.1:" + m[1]
 }
 
 // TestRealClients puts curl and python3's http.server on both ends of a
@@ -340,9 +414,11 @@ func TestRealClients(t *testing.T) {
 	}
 }
 
-// startSSHD runs OpenSSH's sshd unprivileged on a port of its own, with a
-// host key and an authorized key made here; it returns its address and
-// the user's private key file.
+// startSSHD serves OpenSSH's sshd, unprivileged, on a port of its own,
+// with a host key and an authorized key made here; it returns its address
+// and the user's private key file. The test keeps the port: it accepts
+// each connection and runs sshd -i (inetd mode) on it, as inetd or
+// systemd's socket activation do.
 func startSSHD(t *testing.T) (addr, userKey string) {
 	t.Helper()
 	sshd := testenv.RequireTool(t, "/usr/sbin/sshd") // sshd wants its absolute path
@@ -358,20 +434,14 @@ func startSSHD(t *testing.T) (addr, userKey string) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
-	l := listenLocal(t)
-	addr = l.Addr().String()
-	l.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	config := fmt.Sprintf(`Port %s
-ListenAddress 127.0.0.1
-HostKey %s
+	config := fmt.Sprintf(`HostKey %s
 AuthorizedKeysFile %s
 StrictModes no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 PidFile none
-`, port, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
+`, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
 	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600)
 	if os.Geteuid() == 0 {
 		// sshd run by root insists on its privilege separation directory,
@@ -380,34 +450,53 @@ PidFile none
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	l := listenLocal(t)
 	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
+	var mu sync.Mutex
+	var running []*exec.Cmd
+	var wg sync.WaitGroup
+	accepting := make(chan struct{})
 	go func() {
-		cmd.Wait()
-		close(exited)
+		defer close(accepting)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			f, err := c.(*net.TCPConn).File()
+			c.Close()
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			cmd := exec.Command(sshd, "-i", "-e", "-f", filepath.Join(dir, "sshd_config"))
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = f, f, &stderr
+			err = cmd.Start()
+			f.Close()
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			mu.Lock()
+			running = append(running, cmd)
+			mu.Unlock()
+			wg.Go(func() { cmd.Wait() })
+		}
 	}()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
+		l.Close()
+		<-accepting
+		mu.Lock()
+		for _, cmd := range running {
+			cmd.Process.Kill()
+		}
+		mu.Unlock()
+		wg.Wait()
+		if t.Failed() {
+			t.Logf("sshd:\n%s", stderr.String())
+		}
 	})
-	waitFor(t, func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("sshd exited:\n%s", stderr.String())
-		default:
-		}
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, &stderr)
-	return addr, filepath.Join(dir, "user")
+	return l.Addr().String(), filepath.Join(dir, "user")
 }
 
 // TestSSHThroughTunnel logs in to a real sshd through securepeer: with

@@ -166,15 +166,10 @@ func TestTunnelMultiplexed(t *testing.T) {
 // stream with its reason, shown by connect, that the tunnel stays up, and
 // that the next request works once the target is up.
 func TestTunnelTargetDown(t *testing.T) {
-	// The target is down, at an address that can come up again, on
-	// 127.0.0.2 so that no port the test binds on 127.0.0.1 can take its
-	// place (connect -from's own, say, which would make a loop).
-	l, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Skipf("no 127.0.0.2 on this machine: %v", err)
-	}
-	target := l.Addr().String()
-	l.Close()
+	// The target is down, at a port the test holds, bound but not
+	// listening, so that it refuses connections and no one else can take
+	// it; it comes up by listening on that same socket.
+	target, up := reservePort(t)
 	r := newTunnelRig(t, target, nil, nil)
 
 	c, err := net.Dial("tcp", r.localAddr)
@@ -192,16 +187,49 @@ func TestTunnelTargetDown(t *testing.T) {
 	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), want) }, r)
 	waitFor(t, func() bool { return strings.Contains(r.server.stderr.String(), "is the service running there?") }, r)
 
-	l, err = net.Listen("tcp", target)
-	if err != nil {
-		t.Skipf("the target's port was taken meanwhile: %v", err)
-	}
-	startHTTP(t, l, nil, nil)
+	startHTTP(t, up(), nil, nil)
 	if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/up"); got != "answer to /up" || err != nil {
 		t.Errorf("GET /up after the target came up = %q, %v\n%s", got, err, r)
 	}
 	if n := r.handshakes(); n != 1 {
 		t.Errorf("listen accepted %d securepeer connections, want 1\n%s", n, r)
+	}
+}
+
+// reservePort holds a loopback TCP port for the test: bound, not
+// listening, so that connections to it are refused and nothing else can
+// bind it (the socket does not set SO_REUSEADDR). up listens on that same
+// socket, once. A test that needs an address where nothing listens uses
+// it, never a port it closed, which another test may take meanwhile.
+func reservePort(t testing.TB) (addr string, up func() net.Listener) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "reserved port")
+	t.Cleanup(func() { f.Close() })
+	addr = fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	return addr, func() net.Listener {
+		t.Helper()
+		if err := syscall.Listen(fd, 128); err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.FileListener(f) // a duplicate of the socket
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
 	}
 }
 
@@ -285,20 +313,15 @@ func TestTunnelKeepAlive(t *testing.T) {
 	if err := r.server.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	stopped := time.Now()
 	resumed := false
 	defer func() {
 		if !resumed {
 			r.server.cmd.Process.Signal(syscall.SIGCONT)
 		}
 	}()
+	// A ping after 500 ms of silence, unanswered: noticed (in about 1.2 s,
+	// which is a timing claim for a benchmark, not this test).
 	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "did not answer a keepalive") }, r)
-	// A ping after 500 ms of silence (checked every 167 ms), answered
-	// within 500 ms: noticed after at most about 1.2 s. The bound leaves
-	// room for a loaded machine.
-	if took := time.Since(stopped); took > 20*keepAlive {
-		t.Errorf("connect noticed the stopped peer after %v, want about %v", took, 2*keepAlive)
-	}
 	rest, err := io.ReadAll(br)
 	if err == nil {
 		t.Errorf("the local connection in progress ended cleanly after %q; want a reset", rest)
@@ -497,10 +520,12 @@ func TestTunnelStartupRefused(t *testing.T) {
 func TestTunnelGracefulStop(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		grace  string // SECUREPEER_TESTONLY_GRACE; "" is the default, 10s
+		grace  string // SECUREPEER_TESTONLY_GRACE
 		finish bool   // the request finishes within the grace period
 	}{
-		{"request finishes", "", true},
+		// A grace period no test outlasts: listen must exit once the
+		// request ends, or the test fails waiting for it.
+		{"request finishes", "1h", true},
 		{"grace period cuts", "200ms", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -545,12 +570,11 @@ func TestTunnelGracefulStop(t *testing.T) {
 				t.Errorf("the request cut by the end of the grace period ended cleanly\n%s", r)
 			}
 			c.Close()
-			ended := time.Now()
 			if code, want := r.server.wait(), 128+int(syscall.SIGTERM); code != want {
 				t.Errorf("listen exited %d, want %d\n%s", code, want, r)
 			}
-			if took := time.Since(ended); tc.finish && took > 5*time.Second {
-				t.Errorf("listen exited %v after its last stream ended, as if it had waited for the grace period", took)
+			if tc.finish && strings.Contains(r.server.stderr.String(), "stopping: cutting") {
+				t.Errorf("listen cut the request it was to let finish\n%s", r)
 			}
 			waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "the tunnel connection to") }, r)
 			select {
