@@ -808,3 +808,39 @@ func (ts *tunnelServer) discarded() int64 {
 	}
 	return n
 }
+
+// TestTunnelPingFlood has a peer send yamux pings as fast as it can and
+// read none of the answers: yamux answers each in a goroutine of its own,
+// and before the pingGate 8 MB of pings made it start 500,000. The server
+// must stay within maxPendingPings and one read's worth of pings, and a
+// legitimate peer must still get through.
+func TestTunnelPingFlood(t *testing.T) {
+	testenv.CheckNoLeaks(t, 10*time.Second)
+	ts := startTunnelServer(t, map[string]string{"echo": startEcho(t)})
+	s := ts.dial(t)
+	waitFor(t, func() bool { return len(ts.held()) == 1 }, stringer(func() string { return "no session" }))
+	before := runtime.NumGoroutine()
+	const perWrite = 4096
+	pings := make([]byte, yamuxHeaderLen*perWrite)
+	for i := range perWrite {
+		f := pings[yamuxHeaderLen*i:]
+		f[1] = yamuxTypePing
+		binary.BigEndian.PutUint16(f[2:], yamuxFlagSYN)
+		binary.BigEndian.PutUint32(f[8:], uint32(i))
+	}
+	// Until the server stops reading, or 12 MB (a million pings).
+	s.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	for range 256 {
+		if _, err := s.conn.Write(pings); err != nil {
+			break
+		}
+	}
+	// yamux reads 4 KiB at a time: at most 341 pings a read.
+	if n, bound := runtime.NumGoroutine()-before, maxPendingPings+4096/yamuxHeaderLen; n > bound {
+		t.Errorf("%d goroutines more with the peer's pings unanswered, want at most %d", n, bound)
+	}
+	legit := newMuxSession(ts.dial(t), true, slog.New(slog.DiscardHandler))
+	defer legit.fail(io.EOF)
+	echoThrough(t, legit, "echo", []byte("past the pings"))
+	s.conn.Close()
+}
