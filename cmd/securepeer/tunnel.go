@@ -56,8 +56,11 @@ package main
 // new streams wait in yamux's backlog, at most tunnelBacklog of them with
 // at most yamux's initial window (256 KiB) each, and yamux resets the
 // ones beyond. A header must arrive within tunnelHeaderTimeout. So what a
-// peer can make one tunnel connection hold is bounded by
-// tunnelMemoryBound (README.md and PROTOCOL.md give the figure).
+// peer can make one tunnel connection hold is bounded: at most the window
+// for each of maxTunnelStreams streams and yamux's initial window for each
+// of tunnelBacklog, in buffers that yamux grows by doubling, and this
+// side's copy buffers for each stream that relays (PROTOCOL.md's table of
+// states gives the figures, and TestTunnelStreamStates checks them).
 //
 // The protocol was changed before any release (named forwards, streams
 // opened by either side, the done mark), so it keeps its /1.
@@ -114,7 +117,7 @@ const maxNameLen = 64
 // maxTunnelStreams bounds the streams of one tunnel connection, both
 // directions together, from the moment this side takes one until yamux
 // has forgotten it, so that one peer's memory and goroutines on this side
-// are bounded (tunnelMemoryBound).
+// are bounded.
 const maxTunnelStreams = 128
 
 // tunnelWindow is each stream's yamux receive window: the most of the
@@ -131,15 +134,6 @@ const tunnelBacklog = 16
 // yamuxInitialWindow is yamux's initial stream window (its spec.md), what a
 // stream waiting in the backlog may buffer.
 const yamuxInitialWindow = 256 << 10
-
-// tunnelMemoryBound is the most of the peer's data that one tunnel
-// connection buffers (in yamux's receive buffers), whatever the peer
-// does: a full window for each stream it holds, and the initial window
-// for each in the backlog. yamux grows a stream's buffer by doubling, so
-// the memory behind it can reach about twice that; each stream that is
-// relaying also has this side's two copy buffers (sendFrom's frame and
-// the copy to the local connection, maxFramePayload and bufSize).
-const tunnelMemoryBound = maxTunnelStreams*tunnelWindow + tunnelBacklog*yamuxInitialWindow
 
 // tunnelHeaderTimeout bounds the wait for a stream's header, which the
 // opener sends at once.
@@ -388,7 +382,7 @@ func newMuxSession(s *stream, client bool, log *slog.Logger) *muxSession {
 	// yamux's default window, 256 KiB, leaves one bulk stream waiting
 	// for window updates: 1 MiB makes it as fast as a plain securepeer
 	// stream (BENCHMARKS.md, "Tunnels"), at a cost that maxTunnelStreams
-	// bounds (tunnelMemoryBound).
+	// bounds.
 	cfg.MaxStreamWindowSize = tunnelWindow
 	cfg.LogOutput = nil
 	cfg.Logger = yamuxLogger{newRateLog(func(format string, args ...any) {
