@@ -45,12 +45,13 @@ Flags:
     -to [NAME=]HOST:PORT
                     a target for the peers' streams of that name (unnamed:
                     the peers' unnamed -from, and any plain-stream peer);
-                    repeat for several, each with its own name
+                    repeat for several, each with its own name; unix:PATH
+                    for a Unix socket
     -from [NAME=]LOCALADDR
                     listen on LOCALADDR and carry each local connection to
                     the connected peer's -to NAME; with several peers, the
                     first to connect keeps them while its key stays
-                    connected; repeatable
+                    connected; unix:PATH makes a Unix socket; repeatable
     -keep-open, -k  stdio: after a peer's stream ends, wait for the next peer,
                     one at a time, each written to stdout in turn (stdin goes
                     to whichever peer is connected when it is read)
