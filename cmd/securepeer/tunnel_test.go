@@ -203,7 +203,12 @@ func TestTunnelTargetDown(t *testing.T) {
 // it, never a port it closed, which another test may take meanwhile.
 func reservePort(t testing.TB) (addr string, up func() net.Listener) {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	syscall.ForkLock.RLock() // no exec between the socket and its close-on-exec
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		t.Fatal(err)
 	}
