@@ -50,7 +50,21 @@ func forwardLabel(name string) string {
 type tunnelEnd struct {
 	targets map[string]string
 	log     *slog.Logger
-	notef   func(string, ...any)
+	// notef says what happened to one of the peer's streams, and fullf
+	// that the peer holds as many as it may (once a connection): each
+	// through a rateLog, as a peer can cause them as fast as it likes.
+	notef, fullf func(string, ...any)
+}
+
+// newTunnelEnd is a tunnelEnd for the -to targets to, its notices going
+// through rates.
+func newTunnelEnd(to []forwardSpec, log *slog.Logger, rates *rateLog) *tunnelEnd {
+	return &tunnelEnd{
+		targets: targetMap(to),
+		log:     log,
+		notef:   rates.kindf("notices about the peers' tunnel streams"),
+		fullf:   rates.kindf("notices about full tunnel connections"),
+	}
 }
 
 // noTarget is the reason a stream for name is refused, for the peer to
@@ -109,7 +123,7 @@ func serveStreams(ctx, cutCtx context.Context, m *muxSession, end *tunnelEnd) in
 	defer cut()
 
 	full := func() {
-		end.notef("the peer at %s holds %d streams on its tunnel connection, the most it may; its next streams wait until it closes some, and yamux resets those beyond %d", m.s.remoteAddr, maxTunnelStreams, tunnelBacklog)
+		end.fullf("the peer at %s holds %d streams on its tunnel connection, the most it may; its next streams wait until it closes some, and yamux resets those beyond %d", m.s.remoteAddr, maxTunnelStreams, tunnelBacklog)
 	}
 	var handlers sync.WaitGroup
 	var cutStreams atomic.Int64
@@ -442,7 +456,7 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 	defer fail(nil)
 	tc := &tunnelClient{
 		ctx: tctx, fail: fail, h: h, addr: addr, verify: verify,
-		end:       &tunnelEnd{targets: targetMap(to), log: log, notef: newRateLog(e.notef).kindf("notices about the peer's tunnel streams")},
+		end:       newTunnelEnd(to, log, newRateLog(e.notef)),
 		notef:     e.notef,
 		reconnect: !noReconnect,
 		changed:   make(chan struct{}),

@@ -242,7 +242,7 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	// sessions rather than ending the program under them.
 	e.cutsOnSecondSignal.Store(true)
 	stopCtx := ctx
-	end := &tunnelEnd{targets: targetMap(to), log: log, notef: rates.kindf("notices about the peers' tunnel streams")}
+	end := newTunnelEnd(to, log, rates)
 	var peers tunnelPeers
 	if len(from) > 0 {
 		peers.notef = rates.kindf("notices about tunnel peers")

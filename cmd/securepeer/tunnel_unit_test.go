@@ -92,7 +92,8 @@ func muxPair(t *testing.T, targets map[string]string) (client, server *muxSessio
 	client = newMuxSession(mk(a), true, log)
 	server = newMuxSession(mk(b), false, log)
 	notes = new(noteLog)
-	end := &tunnelEnd{targets: targets, log: log, notef: newRateLog(notes.notef).kindf("notices about the peers' tunnel streams")}
+	end := &tunnelEnd{targets: targets, log: log}
+	end.notef, end.fullf = newRateLog(notes.notef).kindf("stream notices"), notes.notef
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -571,7 +572,8 @@ func startTunnelServer(t testing.TB, targets map[string]string) *tunnelServer {
 	// A window longer than any test, so that no summary line comes.
 	rates := newRateLog(ts.notes.notef)
 	rates.window = time.Hour
-	end := &tunnelEnd{targets: targets, log: log, notef: rates.kindf("notices about the peers' tunnel streams")}
+	end := newTunnelEnd(nil, log, rates)
+	end.targets = targets
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -743,8 +745,11 @@ func TestTunnelStreamStates(t *testing.T) {
 				if grown > int64(conns)*row.bound {
 					t.Errorf("the server holds %d KiB more, above the figure of %d KiB for %d connections", grown>>10, int64(conns)*row.bound>>10, conns)
 				}
-				if n := ts.notes.len(); n > rateBurst {
-					t.Errorf("%d notices, more than the %d a rateLog shows in its window:\n%s", n, rateBurst, ts.notes)
+				// A notice a connection that the peer holds all it may,
+				// and at most a rateLog's worth about the streams.
+				full := ts.notes.count(fmt.Sprintf("holds %d streams on its tunnel connection", maxTunnelStreams))
+				if n := ts.notes.len(); full != conns || n > rateBurst+conns {
+					t.Errorf("%d notices, %d of them that a connection is full; want one of those a connection and at most %d others:\n%s", n, full, rateBurst, ts.notes)
 				}
 			})
 		}
