@@ -44,6 +44,7 @@ package securepeer
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -52,6 +53,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,14 +132,10 @@ func benchCommandAdmission(b *testing.B, cfg attackConfig) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// A free port, for a command that prints no address.
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := probe.Addr().String()
-	probe.Close()
-	srv := exec.Command(bin, "listen", "-insecure-exec-any-key", "-exec", "cat", addr)
+	// Port 0, and the port the command got from /proc, since it prints no
+	// address: a port picked here and closed for it to take could be
+	// taken by another program meanwhile.
+	srv := exec.Command(bin, "listen", "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
 	srv.Env = env
 	if err := srv.Start(); err != nil {
 		b.Fatal(err)
@@ -146,12 +144,9 @@ func benchCommandAdmission(b *testing.B, cfg attackConfig) {
 		srv.Process.Signal(os.Interrupt)
 		srv.Wait()
 	}()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == ""; {
+		if addr = listeningAddr(srv.Process.Pid); addr == "" && time.Now().After(deadline) {
 			b.Fatal("securepeer listen did not start")
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -506,4 +501,37 @@ func helperServer(ctx context.Context, tb testing.TB, args helperArgs, stdin <-c
 			return nil
 		}
 	}
+}
+
+// listeningAddr is the address of a TCP socket on IPv4 that process pid
+// listens on, from /proc, or "" if it has none yet.
+func listeningAddr(pid int) string {
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if inode, ok := strings.CutPrefix(l, "socket:["); ok {
+			inodes[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	table, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", pid))
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		// sl local_address rem_address st ... inode: 0A is LISTEN.
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] {
+			continue
+		}
+		ip, port, ok := strings.Cut(f[1], ":")
+		a, err1 := strconv.ParseUint(ip, 16, 32)
+		p, err2 := strconv.ParseUint(port, 16, 16)
+		if !ok || err1 != nil || err2 != nil {
+			continue
+		}
+		// The kernel prints the address's four bytes as an integer in
+		// the host's byte order.
+		var ipv4 [4]byte
+		binary.NativeEndian.PutUint32(ipv4[:], uint32(a))
+		return net.JoinHostPort(net.IP(ipv4[:]).String(), strconv.FormatUint(p, 10))
+	}
+	return ""
 }

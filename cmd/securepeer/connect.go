@@ -50,8 +50,8 @@ refuses (its -to target is down: "connect failed: connection refused";
 or it has no -to of that name) ends only that local connection, with a
 notice; a changed peer key, or a peer that refuses this side, ends the
 tunnel (exit 3). A peer that does not multiplex (an older listen -to, a
-listen -exec) gets a secure connection per local connection, for -from
-only.
+listen -exec) gets a secure connection per local connection, for an
+unnamed -from only.
 
 The peer's key is checked as ssh checks host keys: against -expect if
 given, else against known_hosts ($SECUREPEER_HOME/known_hosts, default
@@ -70,10 +70,11 @@ Flags:
     -from [NAME=]LOCALADDR
                        tunnel: listen on LOCALADDR and carry each connection
                        to the peer's -to NAME (unnamed: its unnamed -to);
-                       repeatable
+                       unix:PATH makes a Unix socket (mode 0600); repeatable
     -to [NAME=]HOST:PORT
                        tunnel: a target for the peer's -from NAME streams
-                       (reverse forwarding); repeatable, one per name
+                       (reverse forwarding); unix:PATH for a Unix socket;
+                       repeatable, one per name
     -no-reconnect      tunnel: exit 1 when the connection is lost, instead of
                        reconnecting
     -w DURATION        give up connecting (TCP and handshake) after DURATION,

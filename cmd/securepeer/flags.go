@@ -105,14 +105,29 @@ func isFlagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-// forwardList is a repeatable -from or -to flag: [NAME=]ADDR.
+// checkForwardAddr validates a -from or -to address: HOST:PORT as
+// checkAddr does, or unix:PATH.
+func checkForwardAddr(what, addr string, needHost bool) error {
+	path, ok := strings.CutPrefix(addr, unixPrefix)
+	if !ok {
+		return checkAddr(what, addr, needHost)
+	}
+	if path == "" {
+		return usageErrorf("%s %q has no path; a Unix socket is unix:PATH, as in unix:/run/app.sock", what, addr)
+	}
+	return nil
+}
+
+// forwardList is a repeatable -from or -to flag: [NAME=]ADDR, where ADDR
+// is HOST:PORT or unix:PATH.
 type forwardList []forwardSpec
 
 func (l *forwardList) String() string { return fmt.Sprint(*l) }
 
 func (l *forwardList) Set(v string) error {
 	f := forwardSpec{addr: v}
-	if name, addr, ok := strings.Cut(v, "="); ok {
+	// unix:PATH has no name, whatever its path holds.
+	if name, addr, ok := strings.Cut(v, "="); ok && !strings.HasPrefix(v, unixPrefix) {
 		if !validName(name) {
 			return fmt.Errorf("forward name %q: a name is 1 to %d letters, digits, '.', '_' or '-', as in web=127.0.0.1:8080", name, maxNameLen)
 		}
@@ -140,7 +155,7 @@ func validName(name string) bool {
 func checkForwards(cmd string, from, to forwardList) error {
 	seen := map[string]bool{}
 	for _, f := range from {
-		if err := checkAddr("-from address", f.addr, false); err != nil {
+		if err := checkForwardAddr("-from address", f.addr, false); err != nil {
 			return err
 		}
 		if _, port, _ := net.SplitHostPort(f.addr); port != "0" && seen[f.addr] {
@@ -150,7 +165,7 @@ func checkForwards(cmd string, from, to forwardList) error {
 	}
 	names := map[string]bool{}
 	for _, f := range to {
-		if err := checkAddr("-to address", f.addr, true); err != nil {
+		if err := checkForwardAddr("-to address", f.addr, true); err != nil {
 			return err
 		}
 		if names[f.name] {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/legacy"
 )
@@ -49,7 +50,21 @@ func forwardLabel(name string) string {
 type tunnelEnd struct {
 	targets map[string]string
 	log     *slog.Logger
-	notef   func(string, ...any)
+	// notef says what happened to one of the peer's streams, and fullf
+	// that the peer holds as many as it may (once a connection): each
+	// through a rateLog, as a peer can cause them as fast as it likes.
+	notef, fullf func(string, ...any)
+}
+
+// newTunnelEnd is a tunnelEnd for the -to targets to, its notices going
+// through rates.
+func newTunnelEnd(to []forwardSpec, log *slog.Logger, rates *rateLog) *tunnelEnd {
+	return &tunnelEnd{
+		targets: targetMap(to),
+		log:     log,
+		notef:   rates.kindf("notices about the peers' tunnel streams"),
+		fullf:   rates.kindf("notices about full tunnel connections"),
+	}
 }
 
 // noTarget is the reason a stream for name is refused, for the peer to
@@ -80,11 +95,10 @@ func forwardPlain(ctx context.Context, s *stream, end *tunnelEnd) error {
 
 // forwardTo connects to the local service at addr and proxies s to it.
 func forwardTo(ctx context.Context, s *stream, addr string, log *slog.Logger) error {
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := dialTarget(ctx, addr)
 	if err != nil {
 		s.abort()
-		return fmt.Errorf("-to: %v; the connection from %s was closed", dialError(addr, err), s.remoteAddr)
+		return fmt.Errorf("-to: cannot connect to %s (%s); the connection from %s was closed; is the service running there?", addr, targetFailure(err), s.remoteAddr)
 	}
 	log.Info("forwarding", "peer", s.peer.Fingerprint(), "to", addr)
 	if err := proxy(ctx, s, c); err != nil {
@@ -99,30 +113,40 @@ func forwardTo(ctx context.Context, s *stream, addr string, log *slog.Logger) er
 // ctx ends, the session stops (no new streams; it closes cleanly once the
 // streams in progress, both directions, have ended); when cutCtx ends, it
 // is cut. It returns the number of streams the session's end cut.
+//
+// The notices about the peer's streams go through end.notef, which a
+// peer cannot make write more than a few lines a second (a rateLog).
 func serveStreams(ctx, cutCtx context.Context, m *muxSession, end *tunnelEnd) int {
 	stopped := context.AfterFunc(ctx, m.stop)
 	defer stopped()
 	cut := context.AfterFunc(cutCtx, func() { m.fail(context.Cause(cutCtx)) })
 	defer cut()
 
+	full := func() {
+		end.fullf("the peer at %s holds %d streams on its tunnel connection, the most it may; its next streams wait until it closes some, and yamux resets those beyond %d", m.s.remoteAddr, maxTunnelStreams, tunnelBacklog)
+	}
 	var handlers sync.WaitGroup
 	var cutStreams atomic.Int64
 	for {
-		st, err := m.sess.AcceptStream()
-		if err != nil {
+		if err := m.awaitSlot(full); errors.Is(err, errStopping) {
+			refuseStopping(m, &handlers, nil)
+			break
+		} else if err != nil {
 			break // the session has ended
 		}
-		if err := m.begin(); err != nil {
-			// Stopping (the peer was told), or too many streams: say so,
-			// without waiting on a peer that does not read.
-			st.SetWriteDeadline(time.Now().Add(time.Second))
-			(&tunnelStream{st: st, m: m}).writeFrame([]byte("refused: " + err.Error()))
-			st.Close()
-			continue
+		st, err := m.sess.AcceptStream()
+		if err != nil {
+			m.unreserve()
+			break // the session has ended
 		}
+		if !m.claim() {
+			refuseStopping(m, &handlers, st)
+			break
+		}
+		t := m.take(st)
 		handlers.Go(func() {
-			defer m.end()
-			err := forwardStream(cutCtx, m, st, end)
+			defer t.release()
+			err := forwardStream(cutCtx, t, end)
 			switch {
 			case err == nil || cutCtx.Err() != nil:
 			case m.closed(): // said once for the session
@@ -136,10 +160,32 @@ func serveStreams(ctx, cutCtx context.Context, m *muxSession, end *tunnelEnd) in
 	return int(cutStreams.Load())
 }
 
+// refuseStopping refuses first, if not nil, and every other stream the
+// peer opened before it learnt that the session is stopping (GoAway),
+// until the session ends, as it does once the streams in progress have:
+// it says so, without waiting on a peer that does not read, and takes no
+// slot, since the session's end frees them.
+func refuseStopping(m *muxSession, handlers *sync.WaitGroup, first *yamux.Stream) {
+	for st := first; ; {
+		if st != nil {
+			handlers.Go(func() {
+				st.SetWriteDeadline(time.Now().Add(time.Second))
+				(&tunnelStream{st: st, m: m}).writeFrame([]byte(fmt.Sprintf("refused: the tunnel connection with %s is stopping", m.s.remoteAddr)))
+				st.Close()
+			})
+		}
+		var err error
+		if st, err = m.sess.AcceptStream(); err != nil {
+			return
+		}
+	}
+}
+
 // forwardStream connects one stream the peer opened to this side's -to of
-// the name in its header, or refuses it with the reason.
-func forwardStream(ctx context.Context, m *muxSession, st *yamux.Stream, end *tunnelEnd) error {
-	t := &tunnelStream{st: st, m: m}
+// the name in its header, or refuses it with the reason. The caller
+// releases t.
+func forwardStream(ctx context.Context, t *tunnelStream, end *tunnelEnd) error {
+	m := t.m
 	name, err := t.readHeader()
 	if err != nil {
 		t.cut()
@@ -147,17 +193,13 @@ func forwardStream(ctx context.Context, m *muxSession, st *yamux.Stream, end *tu
 	}
 	to, ok := end.targets[name]
 	if !ok {
-		reason := end.noTarget(name)
-		t.writeFrame([]byte(reason))
-		st.Close()
+		t.writeFrame([]byte(end.noTarget(name)))
 		return fmt.Errorf("refused a tunnel stream for %s from %s: there is no -to of that name here", forwardLabel(name), m.s.remoteAddr)
 	}
-	d := net.Dialer{Timeout: dialTimeout}
-	c, err := d.DialContext(ctx, "tcp", to)
+	c, err := dialTarget(ctx, to)
 	if err != nil {
 		reason := targetFailure(err)
 		t.writeFrame([]byte("connect failed: " + reason))
-		st.Close()
 		return fmt.Errorf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, m.s.remoteAddr)
 	}
 	if err := t.writeFrame([]byte("ok")); err != nil {
@@ -165,7 +207,7 @@ func forwardStream(ctx context.Context, m *muxSession, st *yamux.Stream, end *tu
 		t.cut()
 		return err
 	}
-	end.log.Info("forwarding", "peer", m.s.peer.Fingerprint(), "stream", st.StreamID(), "name", name, "to", to)
+	end.log.Info("forwarding", "peer", m.s.peer.Fingerprint(), "stream", t.st.StreamID(), "name", name, "to", to)
 	if err := relayTunnel(ctx, t, c, false); err != nil {
 		return fmt.Errorf("forwarding a stream from %s to %s: %v", m.s.remoteAddr, to, err)
 	}
@@ -182,50 +224,56 @@ func localForward(ctx, relayCtx context.Context, l net.Listener, spec forwardSpe
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	for {
-		// Plain TCP from this machine: no handshake to admit, so accepting
-		// needs only the retry that keeps EMFILE from ending the tunnel.
+		// Plain connections from this machine: no handshake to admit, so
+		// accepting needs only the retry that keeps EMFILE from ending
+		// the tunnel.
 		c, err := acceptRetrying(ctx, l, notef)
 		if err != nil {
 			return
 		}
 		wg.Go(func() {
-			log.Info("local connection", "from", c.RemoteAddr().String(), "forward", spec.String())
-			if err := forwardLocal(relayCtx, c, spec, session); err != nil && relayCtx.Err() == nil {
-				notef("%v", err)
-			}
+			log.Info("local connection", "from", connLabel(c), "forward", spec.String())
+			forwardLocal(relayCtx, c, spec, session, notef)
 		})
 	}
 }
 
-// forwardLocal carries the local connection c over a new stream for spec.
-func forwardLocal(ctx context.Context, c net.Conn, spec forwardSpec, session func(context.Context) (*muxSession, error)) error {
+// forwardLocal carries the local connection c over a new stream for spec,
+// and says with notef why it failed, if it did, unless ctx has ended.
+func forwardLocal(ctx context.Context, c net.Conn, spec forwardSpec, session func(context.Context) (*muxSession, error), notef func(string, ...any)) {
+	note := func(err error) {
+		if ctx.Err() == nil {
+			notef("%v", err)
+		}
+	}
 	m, err := session(ctx)
 	if err == nil {
 		err = m.begin()
 	}
 	if err != nil {
 		resetClose(c)
-		return fmt.Errorf("%v; closed the local connection from %s", err, c.RemoteAddr())
+		note(fmt.Errorf("%v; closed the local connection from %s", err, connLabel(c)))
+		return
 	}
-	defer m.end()
 	t, err := m.openForward(spec.name)
 	if err != nil {
 		resetClose(c)
-		return fmt.Errorf("%v; closed the local connection from %s", err, c.RemoteAddr())
+		note(fmt.Errorf("%v; closed the local connection from %s", err, connLabel(c)))
+		return
 	}
+	defer t.release()
 	err = relayTunnel(ctx, t, c, true)
 	var refused *refusedError
 	switch {
 	case err == nil || ctx.Err() != nil:
-		return nil
 	case errors.As(err, &refused) && strings.HasPrefix(refused.reason, "connect failed"):
-		return fmt.Errorf("open failed for the local connection from %s (-from %s): %v; check the service behind the peer's -to", c.RemoteAddr(), spec, err)
-	case errors.As(err, &refused):
-		return fmt.Errorf("open failed for the local connection from %s (-from %s): %v", c.RemoteAddr(), spec, err)
+		note(fmt.Errorf("open failed for the local connection from %s (-from %s): %v; check the service behind the peer's -to", connLabel(c), spec, err))
+	case errors.As(err, &refused), errors.Is(err, errStreamReset):
+		note(fmt.Errorf("open failed for the local connection from %s (-from %s): %v", connLabel(c), spec, err))
 	case m.closed(): // a lost connection has a notice of its own
-		return nil
+	default:
+		note(fmt.Errorf("tunnel for %s: %v", connLabel(c), err))
 	}
-	return fmt.Errorf("tunnel for %s: %v", c.RemoteAddr(), err)
 }
 
 // Reconnecting: the first try after about reconnectMin, then each wait
@@ -256,6 +304,7 @@ type tunnelClient struct {
 	addr      string
 	verify    verifyFunc
 	end       *tunnelEnd
+	notef     func(string, ...any) // what the tunnel itself does (end.notef is the peer's streams')
 	reconnect bool
 
 	mu      sync.Mutex
@@ -311,7 +360,7 @@ func (tc *tunnelClient) run(m *muxSession) {
 			tc.fail(errors.New(why + "; not reconnecting, as -no-reconnect asks"))
 			return
 		}
-		tc.end.notef("%s; the local connections in progress were reset; reconnecting", why)
+		tc.notef("%s; the local connections in progress were reset; reconnecting", why)
 		m = tc.redial()
 	}
 }
@@ -338,14 +387,14 @@ func (tc *tunnelClient) redial() *muxSession {
 			tc.fail(fmt.Errorf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.addr, tunnelProtocol))
 			return nil
 		case err == nil:
-			tc.end.notef("reconnected to %s", tc.addr)
+			tc.notef("reconnected to %s", tc.addr)
 			return m
 		case errorCode(err) == exitRejected:
 			tc.fail(err)
 			return nil
 		}
 		delay = min(2*delay, reconnectMax)
-		tc.end.notef("reconnecting to %s failed (%s); trying again in about %v", tc.addr, strings.TrimSuffix(describe(err), "."), delay.Round(time.Second))
+		tc.notef("reconnecting to %s failed (%s); trying again in about %v", tc.addr, strings.TrimSuffix(describe(err), "."), delay.Round(time.Second))
 	}
 }
 
@@ -376,6 +425,13 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 	if first == nil && len(to) > 0 {
 		return fmt.Errorf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", addr, tunnelProtocol)
 	}
+	if first == nil {
+		if f, ok := namedForward(from); ok {
+			// A plain connection cannot say which forward it is for, so
+			// it would reach the peer's unnamed -to, whatever that is.
+			return fmt.Errorf("the peer at %s does not multiplex tunnels (%s was not negotiated), so it cannot be told which forward a connection is for: -from %s would reach whatever its unnamed -to is; run a securepeer listen of this version there, or use an unnamed -from", addr, tunnelProtocol, f)
+		}
+	}
 	listeners, err := listenAll(from)
 	if err == nil {
 		err = announceAddrs(log, "local connections", listeners)
@@ -389,7 +445,9 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 	}
 	if first == nil {
 		if offersTunnel(h) {
-			e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own", addr, tunnelProtocol)
+			e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own, to its unnamed -to", addr, tunnelProtocol)
+		} else {
+			e.notef("-legacy does not multiplex tunnels, so each local connection gets a connection and a handshake of its own with the peer at %s", addr)
 		}
 		return perConnection(ctx, e, h, addr, from, listeners, verify, log)
 	}
@@ -398,7 +456,8 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 	defer fail(nil)
 	tc := &tunnelClient{
 		ctx: tctx, fail: fail, h: h, addr: addr, verify: verify,
-		end:       &tunnelEnd{targets: targetMap(to), log: log, notef: e.notef},
+		end:       newTunnelEnd(to, log, newRateLog(e.notef)),
+		notef:     e.notef,
 		reconnect: !noReconnect,
 		changed:   make(chan struct{}),
 	}
@@ -429,9 +488,6 @@ func perConnection(ctx context.Context, e *env, h handshaker, addr string, from 
 		plain.protos = nil
 		h = &plain
 	}
-	if len(from) > 1 || from[0].name != "" {
-		e.notef("without multiplexing the peer cannot be told the names of forwards; every local connection goes to its one -to")
-	}
 	tctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	var wg sync.WaitGroup
@@ -447,7 +503,7 @@ func perConnection(ctx context.Context, e *env, h handshaker, addr string, from 
 					return
 				}
 				conns.Go(func() {
-					log.Info("local connection", "from", c.RemoteAddr().String())
+					log.Info("local connection", "from", connLabel(c))
 					s, err := dial(tctx, h, addr, verify, log)
 					if err != nil {
 						resetClose(c)
@@ -455,12 +511,12 @@ func perConnection(ctx context.Context, e *env, h handshaker, addr string, from 
 						case errorCode(err) == exitRejected:
 							fail(err)
 						case tctx.Err() == nil:
-							e.notef("%v; closed the local connection from %s", err, c.RemoteAddr())
+							e.notef("%v; closed the local connection from %s", err, connLabel(c))
 						}
 						return
 					}
 					if err := proxy(tctx, s, c); err != nil && tctx.Err() == nil {
-						e.notef("tunnel for %s: %v", c.RemoteAddr(), err)
+						e.notef("tunnel for %s: %v", connLabel(c), err)
 					}
 				})
 			}
@@ -472,6 +528,16 @@ func perConnection(ctx context.Context, e *env, h handshaker, addr string, from 
 		return interruption(ctx)
 	}
 	return context.Cause(tctx)
+}
+
+// namedForward returns the first named forward of fs, if any.
+func namedForward(fs []forwardSpec) (forwardSpec, bool) {
+	for _, f := range fs {
+		if f.name != "" {
+			return f, true
+		}
+	}
+	return forwardSpec{}, false
 }
 
 // offersTunnel reports whether h offers tunnelProtocol.
@@ -493,14 +559,66 @@ func targetMap(to []forwardSpec) map[string]string {
 func listenAll(from []forwardSpec) ([]net.Listener, error) {
 	var ls []net.Listener
 	for _, f := range from {
-		l, err := net.Listen("tcp", f.addr)
+		l, err := listenForward(f.addr)
 		if err != nil {
 			closeAll(ls)
-			return nil, listenError(f.addr, err)
+			return nil, err
 		}
 		ls = append(ls, l)
 	}
 	return ls, nil
+}
+
+// A forward's address is HOST:PORT, or unix:PATH for a Unix socket, as
+// ssh -L and -R take a path.
+const unixPrefix = "unix:"
+
+// forwardNet splits a forward's address into a network and an address
+// for package net.
+func forwardNet(addr string) (network, address string) {
+	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
+		return "unix", path
+	}
+	return "tcp", addr
+}
+
+// listenForward listens on a -from address. A Unix socket is made
+// accessible to this user only (listenUnix), and removed when the
+// listener is closed; one that exists already is an error, as ssh's is
+// without StreamLocalBindUnlink, since another program may be using it.
+func listenForward(addr string) (net.Listener, error) {
+	network, address := forwardNet(addr)
+	if network == "tcp" {
+		l, err := net.Listen("tcp", address)
+		if err != nil {
+			return nil, listenError(addr, err)
+		}
+		return l, nil
+	}
+	l, err := listenUnix(address)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("cannot listen on %s: %s exists; if no program uses it any more (a securepeer that was killed), remove it", addr, address)
+	case err != nil:
+		return nil, fmt.Errorf("cannot listen on %s: %v", addr, err)
+	}
+	return l, nil
+}
+
+// dialTarget connects to a -to target.
+func dialTarget(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	network, address := forwardNet(addr)
+	return d.DialContext(ctx, network, address)
+}
+
+// connLabel names a local connection in messages: its address, or the
+// Unix socket it came in on (whose peers have no address).
+func connLabel(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
+		return a.String()
+	}
+	return unixPrefix + c.LocalAddr().String()
 }
 
 func closeAll(ls []net.Listener) {
@@ -509,33 +627,81 @@ func closeAll(ls []net.Listener) {
 	}
 }
 
-// tunnelPeers are listen's tunnel connections, for its -from addresses.
+// tunnelPeers are listen's tunnel connections, and the one peer its -from
+// connections go to: the first that connected, by its key, for as long as
+// a connection with that key is up (over its newest one: a peer that
+// reconnects, say after a restart, is the same peer). A peer with another
+// key never takes them over while that one stays; when it leaves, they go
+// to the peer connected longest, and a notice says so. Binding to a key
+// keeps an admitted peer from taking traffic meant for another, which
+// "whoever connected last" allowed.
 type tunnelPeers struct {
-	mu   sync.Mutex
-	list []*muxSession
+	notef func(format string, args ...any) // nil: listen has no -from, nothing to say
+
+	mu    sync.Mutex
+	list  []*muxSession // in the order they connected
+	bound string        // the key that -from connections go to; "" for none
 }
+
+func peerKeyOf(m *muxSession) string { return m.s.peer.String() }
 
 func (p *tunnelPeers) add(m *muxSession) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.list = append(p.list, m)
+	switch key := peerKeyOf(m); {
+	case p.bound == "":
+		p.bound = key
+		p.say("-from connections now go to %s, which connected from %s, while it stays connected", m.s.peer.Fingerprint(), m.s.remoteAddr)
+	case key != p.bound:
+		p.say("%s connected a tunnel from %s; -from connections still go to %s, which connected first", m.s.peer.Fingerprint(), m.s.remoteAddr, p.boundFingerprint())
+	}
 }
 
 func (p *tunnelPeers) remove(m *muxSession) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.list = slices.DeleteFunc(p.list, func(x *muxSession) bool { return x == m })
+	if peerKeyOf(m) != p.bound || p.boundFingerprint() != "" {
+		return // another peer's, or the bound peer has another connection
+	}
+	if len(p.list) == 0 {
+		p.bound = ""
+		p.say("%s, which -from connections went to, has left; they are reset until a tunnel peer connects", m.s.peer.Fingerprint())
+		return
+	}
+	next := p.list[0]
+	p.bound = peerKeyOf(next)
+	p.say("%s, which -from connections went to, has left; they now go to %s, which connected from %s", m.s.peer.Fingerprint(), next.s.peer.Fingerprint(), next.s.remoteAddr)
 }
 
-// newest is the tunnel connection that listen's -from connections take:
-// the peer that connected last, as several connect -to peers may, one
-// replacing another that has not been noticed gone yet.
-func (p *tunnelPeers) newest(ctx context.Context) (*muxSession, error) {
+// boundFingerprint is the bound key's fingerprint, or "" if none of its
+// connections is left. p.mu is held.
+func (p *tunnelPeers) boundFingerprint() string {
+	for _, m := range p.list {
+		if peerKeyOf(m) == p.bound {
+			return m.s.peer.Fingerprint()
+		}
+	}
+	return ""
+}
+
+// say gives a notice about which peer -from connections go to, if listen
+// has any. p.mu is held.
+func (p *tunnelPeers) say(format string, args ...any) {
+	if p.notef != nil {
+		p.notef(format, args...)
+	}
+}
+
+// carrier is the tunnel connection that a -from connection takes: the
+// bound peer's newest that is still up.
+func (p *tunnelPeers) carrier(ctx context.Context) (*muxSession, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := len(p.list) - 1; i >= 0; i-- {
-		if !p.list[i].closed() {
-			return p.list[i], nil
+		if m := p.list[i]; peerKeyOf(m) == p.bound && !m.closed() {
+			return m, nil
 		}
 	}
 	return nil, errors.New("no peer is connected with a tunnel to carry it (a connect -to peer)")

@@ -52,11 +52,13 @@ Flags:
     -to [NAME=]HOST:PORT
                     a target for the peers' streams of that name (unnamed:
                     the peers' unnamed -from, and any plain-stream peer);
-                    repeat for several, each with its own name
+                    repeat for several, each with its own name; unix:PATH
+                    for a Unix socket
     -from [NAME=]LOCALADDR
                     listen on LOCALADDR and carry each local connection to
-                    the connected peer's -to NAME (the peer that connected
-                    last, if several are); repeatable
+                    the connected peer's -to NAME; with several peers, the
+                    first to connect keeps them while its key stays
+                    connected; unix:PATH makes a Unix socket; repeatable
     -keep-open, -k  stdio: after a peer's stream ends, wait for the next peer,
                     one at a time, each written to stdout in turn (stdin goes
                     to whichever peer is connected when it is read)
@@ -225,12 +227,14 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		closeAll(localLs)
 		return err
 	}
+	// The notices a peer can cause as fast as it likes, at a bounded rate.
+	rates := newRateLog(e.notef)
 	cfg := listenConfig{
 		h:      h,
 		verify: verify,
 		log:    log,
 		refused: func(remote string, err error) {
-			e.notef("refused %s: %v", remote, err)
+			rates.printf("refused peers", "refused %s: %v", remote, err)
 		},
 		notef: e.notef,
 		grace: listenGrace,
@@ -258,14 +262,17 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	// sessions rather than ending the program under them.
 	e.cutsOnSecondSignal.Store(true)
 	stopCtx := ctx
-	end := &tunnelEnd{targets: targetMap(to), log: log, notef: e.notef}
+	end := newTunnelEnd(to, log, rates)
 	var peers tunnelPeers
+	if len(from) > 0 {
+		peers.notef = rates.kindf("notices about tunnel peers")
+	}
 	var locals sync.WaitGroup
 	for i, ll := range localLs {
 		// A -from connection rides on a peer's tunnel connection, which
 		// serve lets finish or cuts: that, not the first signal, ends it.
 		locals.Go(func() {
-			localForward(stopCtx, context.WithoutCancel(stopCtx), ll, from[i], peers.newest, e.notef, log)
+			localForward(stopCtx, context.WithoutCancel(stopCtx), ll, from[i], peers.carrier, e.notef, log)
 		})
 	}
 	serve(ctx, l, cfg, func(ctx context.Context, s *stream) {

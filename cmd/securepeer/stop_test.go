@@ -156,8 +156,10 @@ func TestListenGracefulStop(t *testing.T) {
 		grace string // SECUREPEER_TESTONLY_GRACE; "" is the default, 10s
 		end   string // "finish": the session ends on its own; "second": a second signal; "grace": wait
 	}{
-		{"session finishes/SIGTERM", syscall.SIGTERM, "", "finish"},
-		{"session finishes/SIGINT", syscall.SIGINT, "", "finish"},
+		// A grace period no test outlasts, so that a slow machine cannot
+		// cut the session the test lets finish.
+		{"session finishes/SIGTERM", syscall.SIGTERM, "1h", "finish"},
+		{"session finishes/SIGINT", syscall.SIGINT, "1h", "finish"},
 		{"second signal cuts", syscall.SIGINT, "", "second"},
 		{"grace period cuts", syscall.SIGTERM, "200ms", "grace"},
 	} {
@@ -246,13 +248,8 @@ func TestTunnelStartup(t *testing.T) {
 	te := newRefusingEnv(t)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-exec", "cat", "127.0.0.1:0")
 	defer server.interrupt()
-	// An address where nothing listens: one just closed.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := l.Addr().String()
-	l.Close()
+	// An address where nothing listens, and nothing else can.
+	deadAddr, _ := reservePort(t)
 
 	for _, tc := range []struct {
 		name   string

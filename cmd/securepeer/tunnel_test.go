@@ -10,19 +10,27 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // tunnelRig is a listen -to and a connect -from between them, with keys.
@@ -109,15 +117,6 @@ func httpGet(c *http.Client, url string) (string, error) {
 	return string(body), err
 }
 
-func listenLocal(t testing.TB) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
 // TestTunnelMultiplexed sends 100 requests at once and a 16 MiB download
 // through a tunnel, and checks that one securepeer connection carried them
 // all.
@@ -167,15 +166,10 @@ func TestTunnelMultiplexed(t *testing.T) {
 // stream with its reason, shown by connect, that the tunnel stays up, and
 // that the next request works once the target is up.
 func TestTunnelTargetDown(t *testing.T) {
-	// The target is down, at an address that can come up again, on
-	// 127.0.0.2 so that no port the test binds on 127.0.0.1 can take its
-	// place (connect -from's own, say, which would make a loop).
-	l, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Skipf("no 127.0.0.2 on this machine: %v", err)
-	}
-	target := l.Addr().String()
-	l.Close()
+	// The target is down, at a port the test holds, bound but not
+	// listening, so that it refuses connections and no one else can take
+	// it; it comes up by listening on that same socket.
+	target, up := reservePort(t)
 	r := newTunnelRig(t, target, nil, nil)
 
 	c, err := net.Dial("tcp", r.localAddr)
@@ -193,16 +187,54 @@ func TestTunnelTargetDown(t *testing.T) {
 	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), want) }, r)
 	waitFor(t, func() bool { return strings.Contains(r.server.stderr.String(), "is the service running there?") }, r)
 
-	l, err = net.Listen("tcp", target)
-	if err != nil {
-		t.Skipf("the target's port was taken meanwhile: %v", err)
-	}
-	startHTTP(t, l, nil, nil)
+	startHTTP(t, up(), nil, nil)
 	if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/up"); got != "answer to /up" || err != nil {
 		t.Errorf("GET /up after the target came up = %q, %v\n%s", got, err, r)
 	}
 	if n := r.handshakes(); n != 1 {
 		t.Errorf("listen accepted %d securepeer connections, want 1\n%s", n, r)
+	}
+}
+
+// reservePort holds a loopback TCP port for the test: bound, not
+// listening, so that connections to it are refused and nothing else can
+// bind it (the socket does not set SO_REUSEADDR). up listens on that same
+// socket, once. A test that needs an address where nothing listens uses
+// it, never a port it closed, which another test may take meanwhile.
+func reservePort(t testing.TB) (addr string, up func() net.Listener) {
+	t.Helper()
+	syscall.ForkLock.RLock() // no exec between the socket and its close-on-exec
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "reserved port")
+	t.Cleanup(func() { f.Close() })
+	addr = fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	return addr, func() net.Listener {
+		t.Helper()
+		if err := syscall.Listen(fd, 128); err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.FileListener(f) // a duplicate of the socket
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
 	}
 }
 
@@ -227,6 +259,34 @@ func TestTunnelOldPeer(t *testing.T) {
 	waitFor(t, func() bool { return r.handshakes() == 4 }, r)
 	if strings.Contains(r.server.stderr.String(), "next_proto") {
 		t.Errorf("a protocol was negotiated with a peer that offers none\n%s", r)
+	}
+}
+
+// TestTunnelOldPeerNamed checks that connect with a named -from refuses a
+// peer that does not multiplex, before it binds: a plain connection cannot
+// say which forward it is for, and would reach the peer's unnamed -to, as
+// -from db=... reached a web server before.
+func TestTunnelOldPeerNamed(t *testing.T) {
+	te := newKeys(t)
+	l := listenLocal(t)
+	startHTTP(t, l, nil, nil)
+	cmd := te.command("listen", "-i", "server", "-allow", "allowed", "-to", l.Addr().String(), "127.0.0.1:0")
+	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_NO_MUX=1")
+	server, peerAddr := te.startCmd("server", cmd)
+	defer server.interrupt()
+	addrFile := filepath.Join(te.dir, "client.addr")
+	client := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", "-from", "db=127.0.0.1:0", peerAddr)
+	client.Env = append(client.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
+	var stderr syncBuffer
+	client.Stderr = &stderr
+	if code := exitStatus(t, waitCmd(t, startCmd(t, client))); code != exitFailure {
+		t.Errorf("connect -from db=... exited %d with a peer that does not multiplex, want %d\n%s", code, exitFailure, stderr.String())
+	}
+	if want := "cannot be told which forward a connection is for: -from db=127.0.0.1:0 would reach whatever its unnamed -to is"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("connect does not say %q:\n%s", want, stderr.String())
+	}
+	if _, err := os.Stat(addrFile); err == nil {
+		t.Errorf("connect listened on its -from addresses before refusing the peer")
 	}
 }
 
@@ -258,20 +318,15 @@ func TestTunnelKeepAlive(t *testing.T) {
 	if err := r.server.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	stopped := time.Now()
 	resumed := false
 	defer func() {
 		if !resumed {
 			r.server.cmd.Process.Signal(syscall.SIGCONT)
 		}
 	}()
+	// A ping after 500 ms of silence, unanswered: noticed (in about 1.2 s,
+	// which is a timing claim for a benchmark, not this test).
 	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "did not answer a keepalive") }, r)
-	// A ping after 500 ms of silence (checked every 167 ms), answered
-	// within 500 ms: noticed after at most about 1.2 s. The bound leaves
-	// room for a loaded machine.
-	if took := time.Since(stopped); took > 20*keepAlive {
-		t.Errorf("connect noticed the stopped peer after %v, want about %v", took, 2*keepAlive)
-	}
 	rest, err := io.ReadAll(br)
 	if err == nil {
 		t.Errorf("the local connection in progress ended cleanly after %q; want a reset", rest)
@@ -470,10 +525,12 @@ func TestTunnelStartupRefused(t *testing.T) {
 func TestTunnelGracefulStop(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		grace  string // SECUREPEER_TESTONLY_GRACE; "" is the default, 10s
+		grace  string // SECUREPEER_TESTONLY_GRACE
 		finish bool   // the request finishes within the grace period
 	}{
-		{"request finishes", "", true},
+		// A grace period no test outlasts: listen must exit once the
+		// request ends, or the test fails waiting for it.
+		{"request finishes", "1h", true},
 		{"grace period cuts", "200ms", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -518,12 +575,11 @@ func TestTunnelGracefulStop(t *testing.T) {
 				t.Errorf("the request cut by the end of the grace period ended cleanly\n%s", r)
 			}
 			c.Close()
-			ended := time.Now()
 			if code, want := r.server.wait(), 128+int(syscall.SIGTERM); code != want {
 				t.Errorf("listen exited %d, want %d\n%s", code, want, r)
 			}
-			if took := time.Since(ended); tc.finish && took > 5*time.Second {
-				t.Errorf("listen exited %v after its last stream ended, as if it had waited for the grace period", took)
+			if tc.finish && strings.Contains(r.server.stderr.String(), "stopping: cutting") {
+				t.Errorf("listen cut the request it was to let finish\n%s", r)
 			}
 			waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "the tunnel connection to") }, r)
 			select {
@@ -556,4 +612,125 @@ func TestTunnelPlainPeer(t *testing.T) {
 	if n := strings.Count(r.server.stderr.String(), "next_proto="+tunnelProtocol); n != 1 {
 		t.Errorf("listen negotiated %s %d times, want once (the tunnel, not the plain peer)\n%s", tunnelProtocol, n, r)
 	}
+}
+
+// floodBin is the securepeer that BenchmarkTunnelStreamFlood attacks: by
+// default this test binary, installed as securepeer by TestMain; a build
+// of another commit to compare with.
+var floodBin = flag.String("flood.bin", "", "BenchmarkTunnelStreamFlood: the securepeer binary to attack (default: this test binary)")
+
+// BenchmarkTunnelStreamFlood is issue 16's stream flood, against the
+// built command: one admitted connection to listen -to (without -allow)
+// opens 4000 streams for a name listen has no -to for, sends 256 KiB on
+// each and never closes them. It reports listen's resident memory before
+// and at its peak (/proc's VmRSS and VmHWM), the lines it wrote on stderr
+// (notices are level=WARN under -v, which tells the benchmark listen's
+// address for any build), and the time a legitimate request through
+// another connection takes afterwards.
+//
+//	go test -run '^$' -bench TunnelStreamFlood -benchtime 1x ./cmd/securepeer
+//	go test -run '^$' -bench TunnelStreamFlood -benchtime 1x -flood.bin /tmp/securepeer-f0d4ddc ./cmd/securepeer
+func BenchmarkTunnelStreamFlood(b *testing.B) {
+	const streams, perStream = 4000, 256 << 10
+	for b.Loop() {
+		te := newKeys(b)
+		target := listenLocal(b)
+		startHTTP(b, target, nil, nil)
+		bin := "securepeer"
+		if *floodBin != "" {
+			bin = *floodBin
+		}
+		cmd := exec.Command(bin, "listen", "-v", "-i", "server", "-to", target.Addr().String(), "127.0.0.1:0")
+		cmd.Dir, cmd.Env = te.dir, te.env
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+		addrRE := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
+		var addr string
+		waitFor(b, func() bool {
+			m := addrRE.FindStringSubmatch(stderr.String())
+			if m != nil {
+				addr = m[1]
+			}
+			return m != nil
+		}, &stderr)
+		before := procStatus(b, cmd.Process.Pid, "VmRSS")
+
+		id, err := securepeer.GenerateIdentity()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		conn, err := securepeer.Dial(ctx, "tcp", addr, &securepeer.Config{Identity: id, NextProtos: []string{tunnelProtocol}})
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		sess := hostileSession(b, conn)
+		start := time.Now()
+		msg := streamMsg("nope", perStream)
+		refusedAtOpen, _ := floodStreams(sess, streams, func(int) []byte { return msg }, false)
+		if _, err := sess.Ping(); err != nil { // listen has read every frame before it
+			b.Fatalf("ping after the flood: %v\n%s", err, stderr.String())
+		}
+		flood := time.Since(start)
+		settle(&stderr)
+		peak := procStatus(b, cmd.Process.Pid, "VmHWM")
+		after := procStatus(b, cmd.Process.Pid, "VmRSS")
+
+		// A legitimate peer, on a connection of its own, still gets through.
+		client, local := te.start("client", "connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", addr)
+		legit := time.Now()
+		got, err := httpGet(newHTTPClient(), "http://"+local+"/legit")
+		legitTook := time.Since(legit)
+		if got != "answer to /legit" || err != nil {
+			b.Errorf("a legitimate request after the flood: %q, %v\n%s\n%s", got, err, stderr.String(), client.stderr)
+		}
+		sess.Close()
+		conn.Close()
+
+		lines := strings.Count(stderr.String(), "\n")
+		warns := strings.Count(stderr.String(), "level=WARN")
+		b.ReportMetric(float64(before)/(1<<20), "MiB-rss-before")
+		b.ReportMetric(float64(peak)/(1<<20), "MiB-rss-peak")
+		b.ReportMetric(float64(peak-before)/(1<<20), "MiB-growth")
+		b.ReportMetric(float64(after)/(1<<20), "MiB-rss-after")
+		b.ReportMetric(float64(warns), "notice-lines")
+		b.ReportMetric(float64(lines), "stderr-lines")
+		b.ReportMetric(float64(refusedAtOpen), "writes-failed")
+		b.ReportMetric(flood.Seconds(), "s-flood")
+		b.ReportMetric(float64(legitTook.Microseconds())/1000, "ms-legit")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// settle waits until nothing has been written to log for a second, for at
+// most testTimeout: a process that has finished its reaction to a flood.
+func settle(log *syncBuffer) {
+	deadline := time.Now().Add(testTimeout)
+	for n := -1; n != log.Len() && time.Now().Before(deadline); {
+		n = log.Len()
+		time.Sleep(time.Second)
+	}
+}
+
+// procStatus is a field of /proc/PID/status in bytes, as VmRSS.
+func procStatus(tb testing.TB, pid int, field string) int64 {
+	tb.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		testenv.Unavailable(tb, fmt.Sprintf("no /proc/%d/status: %v", pid, err))
+	}
+	m := regexp.MustCompile(`(?m)^` + field + `:\s+(\d+) kB$`).FindSubmatch(data)
+	if m == nil {
+		tb.Fatalf("no %s in /proc/%d/status", field, pid)
+	}
+	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return kb << 10
 }
