@@ -330,7 +330,7 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 // readMessage1Frame reads the frame of the peer's message 1, which it does
 // not decrypt (readMessage1 does, if this side responds to it).
 func (hs *handshakeState) readMessage1Frame() ([]byte, error) {
-	msg, err := hs.readMessage(false)
+	msg, err := hs.readMessage(false, wire.MaxMessage1Len(hs.peerResume))
 	if err != nil {
 		return nil, err
 	}
@@ -662,7 +662,7 @@ func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherStat
 func (hs *handshakeState) readNoise() (payload []byte, cs1, cs2 *noise.CipherState, err error) {
 	// Only the initiator refuses during the handshake, in place of message
 	// 3; a responder refuses after it, authenticated.
-	msg, err := hs.readMessage(!hs.initiator)
+	msg, err := hs.readMessage(!hs.initiator, wire.MaxHandshakeMessage)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -676,8 +676,9 @@ func (hs *handshakeState) readNoise() (payload []byte, cs1, cs2 *noise.CipherSta
 // readMessage reads one framed handshake message, turning an abort into
 // the error it stands for. Aborts are not authenticated, so a rejection is
 // believed only where an honest peer sends one (mayReject): elsewhere it is
-// forged, and reported as tampering rather than as ErrRejected.
-func (hs *handshakeState) readMessage(mayReject bool) ([]byte, error) {
+// forged, and reported as tampering rather than as ErrRejected. A message
+// longer than max is refused before its body is read.
+func (hs *handshakeState) readMessage(mayReject bool, max int) ([]byte, error) {
 	var l [2]byte
 	if _, err := io.ReadFull(hs.c.conn, l[:]); err != nil {
 		return nil, readHandshakeError(err)
@@ -708,6 +709,9 @@ func (hs *handshakeState) readMessage(mayReject bool) ([]byte, error) {
 			return nil, errors.New("securepeer: the peer aborted the handshake; it found this side's messages malformed")
 		}
 		return nil, fmt.Errorf("securepeer: the peer aborted the handshake (reason %d)", reason[0])
+	}
+	if n > max {
+		return nil, hs.protocolError(fmt.Sprintf("a handshake message of %d bytes, more than the %d it may have", n, max))
 	}
 	// The buffer grows as the body arrives, so a peer that announces 64 KiB
 	// and sends nothing makes this side hold nothing.

@@ -206,7 +206,7 @@ func (hs *handshakeState) runResumingResponder(msg1 []byte) error {
 	if err != nil {
 		return err
 	}
-	fin, err := hs.readMessage(true) // "Resumption message 3"
+	fin, err := hs.readMessage(true, wire.MaxHandshakeMessage) // "Resumption message 3"
 	if err != nil {
 		return err
 	}
