@@ -136,6 +136,7 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 	if err := hs.checkMessage3(p3); err != nil {
 		return err
 	}
+	hs.proved()
 	if err := hs.installTrafficKeys(cs1, cs2); err != nil { // "Key schedule"
 		return err
 	}
@@ -161,6 +162,15 @@ func (hs *handshakeState) verifyInitiator() error {
 		return hs.sendTicket()
 	}
 	return nil
+}
+
+// proved tells a listener that the peer has authenticated ("Servers on the
+// open internet"): its connection no longer ranks with those that cost
+// their sender nothing. internal/admit's connections take the call.
+func (hs *handshakeState) proved() {
+	if p, ok := hs.c.conn.(interface{ Proved() }); ok {
+		p.Proved()
+	}
 }
 
 // sendFirstFlight starts writing this side's hello, and message 1 if this

@@ -213,6 +213,7 @@ func (hs *handshakeState) runResumingResponder(msg1 []byte) error {
 	if !hmac.Equal(fin, want) {
 		return errAuth
 	}
+	hs.proved()
 	if err := hs.installTrafficKeys(cs1, cs2); err != nil {
 		return err
 	}
@@ -252,6 +253,15 @@ func (hs *handshakeState) retryFull() error {
 		return fmt.Errorf("securepeer: sending the handshake: %w", err)
 	}
 	hs.peerResume = false
+	// A listener waits for the full message 1 as for a first flight
+	// ("Servers on the open internet"): under the first flight's deadline,
+	// ranked as a new connection, into a buffer that grows only as bytes
+	// arrive. internal/admit's connections do.
+	if w, ok := hs.c.conn.(firstFlightWaiter); ok {
+		if err := w.AwaitFirstFlight(hs.ctx, retryFlightLen); err != nil {
+			return readHandshakeError(err)
+		}
+	}
 	msg1, err := hs.readMessage1Frame()
 	if err != nil {
 		return err
@@ -265,6 +275,16 @@ func (hs *handshakeState) retryFull() error {
 	}
 	return hs.runResponder(msg1)
 }
+
+// A firstFlightWaiter waits for a new first flight from the peer and
+// replays it to the next reads, as internal/admit's Conn does.
+type firstFlightWaiter interface {
+	AwaitFirstFlight(ctx context.Context, need func([]byte) int) error
+}
+
+// retryFlightLen is the length of the full message 1 that answers
+// RetryFull, framed, given its first bytes.
+func retryFlightLen(b []byte) int { return wire.Message1Len(b, false) }
 
 // finished is the initiator's proof, in resumption message 3, that it holds
 // the session's keys.

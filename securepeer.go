@@ -94,9 +94,14 @@ func Listen(network, addr string, config *Config) (net.Listener, error) {
 //     descriptors drops a connection still waiting for its first message.
 //     Only a closed inner listener ends Accept.
 func NewListener(inner net.Listener, config *Config) net.Listener {
+	timeout := defaultHandshakeTimeout
+	if config != nil {
+		timeout = config.handshakeTimeout()
+	}
 	return &listener{admit.NewListener(inner, admit.Config[*Conn]{
-		MaxPending:  maxPending,
-		FirstFlight: wire.FirstFlightLen,
+		MaxPending:       maxPending,
+		FirstFlight:      wire.FirstFlightLen,
+		HandshakeTimeout: timeout,
 		Handshake: func(ctx context.Context, c net.Conn) (*Conn, error) {
 			sc := Server(c, config)
 			if err := sc.HandshakeContext(ctx); err != nil {

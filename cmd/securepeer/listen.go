@@ -206,9 +206,10 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	cfg := listenConfig{
-		h:      h,
-		verify: verify,
-		log:    log,
+		h:       h,
+		timeout: listenHandshakeTimeout,
+		verify:  verify,
+		log:     log,
 		refused: func(remote string, err error) {
 			e.notef("refused %s: %v", remote, err)
 		},
