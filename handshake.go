@@ -126,6 +126,9 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 		return err
 	}
 	hs.giveTicket = slices.Contains(p1.Ciphers, wire.TicketsSignal) && !hs.cfg.SessionTicketsDisabled
+	if err := hs.acquireCPU(); err != nil {
+		return err
+	}
 	if err := hs.sendMessage2(p1.KEMKey); err != nil { // "Message 2"
 		return err
 	}
@@ -171,6 +174,19 @@ func (hs *handshakeState) proved() {
 	if p, ok := hs.c.conn.(interface{ Proved() }); ok {
 		p.Proved()
 	}
+}
+
+// acquireCPU waits for a listener's turn of handshake CPU before the
+// responder computes its answer ("Servers on the open internet"): handshake
+// CPU is shared by source address, and a handshake that stops before
+// computing (a refused ticket, a malformed message 1) never takes a turn.
+// internal/admit's connections take the call; the turn goes back when the
+// handshake next waits for the peer.
+func (hs *handshakeState) acquireCPU() error {
+	if a, ok := hs.c.conn.(interface{ AcquireCPU(context.Context) error }); ok {
+		return a.AcquireCPU(hs.ctx)
+	}
+	return nil
 }
 
 // sendFirstFlight starts writing this side's hello, and message 1 if this

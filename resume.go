@@ -197,6 +197,9 @@ func (hs *handshakeState) runResumingResponder(msg1 []byte) error {
 	}
 	hs.remote, hs.postQuantum, hs.authTime = st.initiator, st.postQuantum, st.authTime
 	hs.resumed, hs.giveTicket = true, true
+	if err := hs.acquireCPU(); err != nil {
+		return err
+	}
 	p2 := wire.ResumeRespPayload{Hello: hs.myHello, Ciphers: hs.cipherList(), Protocols: hs.cfg.NextProtos}
 	cs1, cs2, err := hs.writeNoise(p2.Marshal(nil)) // "Resumption message 2"
 	if err != nil {
@@ -265,13 +268,6 @@ func (hs *handshakeState) retryFull() error {
 	msg1, err := hs.readMessage1Frame()
 	if err != nil {
 		return err
-	}
-	// A listener shares handshake CPU between peers; the turn this
-	// handshake had ended when it waited for the new message 1.
-	if t, ok := hs.c.conn.(interface{ Reacquire(context.Context) error }); ok {
-		if err := t.Reacquire(hs.ctx); err != nil {
-			return err
-		}
 	}
 	return hs.runResponder(msg1)
 }

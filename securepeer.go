@@ -102,6 +102,7 @@ func NewListener(inner net.Listener, config *Config) net.Listener {
 		MaxPending:       maxPending,
 		FirstFlight:      wire.FirstFlightLen,
 		HandshakeTimeout: timeout,
+		CPUOnDemand:      true,
 		Handshake: func(ctx context.Context, c net.Conn) (*Conn, error) {
 			sc := Server(c, config)
 			if err := sc.HandshakeContext(ctx); err != nil {

@@ -206,10 +206,11 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	cfg := listenConfig{
-		h:       h,
-		timeout: listenHandshakeTimeout,
-		verify:  verify,
-		log:     log,
+		h:           h,
+		timeout:     listenHandshakeTimeout,
+		cpuOnDemand: func() bool { _, native := h.(*nativeHandshaker); return native }(),
+		verify:      verify,
+		log:         log,
 		refused: func(remote string, err error) {
 			e.notef("refused %s: %v", remote, err)
 		},

@@ -23,8 +23,11 @@ type listenConfig struct {
 	// handshake; its first flight gets the shorter of this and
 	// internal/admit's 10 seconds.
 	timeout time.Duration
-	verify  verifyFunc
-	log     *slog.Logger
+	// cpuOnDemand is admit.Config.CPUOnDemand: the handshake asks for its
+	// turn of handshake CPU (securepeer's does; -legacy's does not).
+	cpuOnDemand bool
+	verify      verifyFunc
+	log         *slog.Logger
 	// refused is called when verify refuses a peer (nil: do nothing).
 	refused func(remote string, err error)
 	// notef prints a notice for the user: accept errors being retried, and
@@ -93,6 +96,7 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 		},
 		FirstFlight:      cfg.h.firstFlight,
 		HandshakeTimeout: cfg.timeout,
+		CPUOnDemand:      cfg.cpuOnDemand,
 		Failed: func(remote net.Addr, err error) {
 			var ce *codeError
 			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {

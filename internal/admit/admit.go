@@ -144,6 +144,13 @@ type Config[T any] struct {
 	// accept to the end of its handshake, first flight included: the
 	// context given to Handshake has that deadline.
 	HandshakeTimeout time.Duration
+
+	// CPUOnDemand, if true, starts each handshake without a turn of
+	// handshake CPU: it asks for one with Conn.AcquireCPU before it
+	// computes, so that a handshake that fails or stalls before computing
+	// anything (a refused ticket) never holds one. If false, each
+	// handshake gets a turn before it starts.
+	CPUOnDemand bool
 }
 
 // Errors given to Config.Failed.
@@ -606,14 +613,17 @@ func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
 		l.fail(e, nil)
 		return
 	}
-	if err := l.cpu.acquire(ctx, e.src); err != nil {
-		l.fail(e, err)
-		return
-	}
 	c := &Conn{Conn: e.raw, flight: flight, release: l.cpu.release,
 		acquire: func(ctx context.Context) error { return l.cpu.acquire(ctx, e.src) },
 		restart: func() (time.Time, bool) { return l.restart(e) },
 		prove:   func() { l.promote(e, proved) },
+	}
+	c.released.Store(true)
+	if !l.cfg.CPUOnDemand {
+		if err := c.AcquireCPU(ctx); err != nil {
+			l.fail(e, err)
+			return
+		}
 	}
 	v, err := l.cfg.Handshake(ctx, c)
 	c.releaseCPU()
@@ -769,11 +779,11 @@ func (c *Conn) releaseCPU() {
 	}
 }
 
-// Reacquire waits for another turn of handshake CPU, for a handshake that
-// starts computing again after waiting for the peer (a responder that asked
-// for a full handshake in place of a resumption). The next read gives it
-// back, as the first turn.
-func (c *Conn) Reacquire(ctx context.Context) error {
+// AcquireCPU waits for a turn of handshake CPU, unless the handshake holds
+// one: a handshake calls it before it computes, with Config.CPUOnDemand for
+// its first turn, or after it has waited for the peer. The next read past
+// the first flight gives the turn back.
+func (c *Conn) AcquireCPU(ctx context.Context) error {
 	if !c.released.Load() {
 		return nil // the turn is still held
 	}
@@ -864,7 +874,9 @@ func (g *cpuGate) acquire(ctx context.Context, s *source) error {
 	w := &waiter{ready: make(chan struct{})}
 	w.elem = s.cpuq.PushBack(w)
 	if s.ring == nil {
-		s.ring = g.ring.PushBack(s)
+		// A source with nothing queued goes first; the sources already
+		// queued take turns behind it.
+		s.ring = g.ring.PushFront(s)
 	}
 	g.mu.Unlock()
 
@@ -890,8 +902,8 @@ func (g *cpuGate) acquire(ctx context.Context, s *source) error {
 	return context.Cause(ctx)
 }
 
-// release gives a turn back: to the newest handshake of the next source in
-// the ring, if any.
+// release gives a turn back: to the newest handshake of the source at the
+// front of the ring, if any, which then goes to the back if it has more.
 func (g *cpuGate) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()

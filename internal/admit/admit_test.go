@@ -590,7 +590,7 @@ func TestConnReplaysFlightAndReleasesCPU(t *testing.T) {
 // A handshake that computes again after waiting for the peer (a responder
 // falling back to a full handshake) takes a new turn, which its next read
 // gives back; while it holds the turn, the turn is not free.
-func TestConnReacquire(t *testing.T) {
+func TestConnAcquireCPU(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -601,16 +601,16 @@ func TestConnReacquire(t *testing.T) {
 	}
 	c := &Conn{Conn: a, release: g.release, acquire: func(ctx context.Context) error { return g.acquire(ctx, src) }}
 	free := func() int { g.mu.Lock(); defer g.mu.Unlock(); return g.free }
-	if err := c.Reacquire(context.Background()); err != nil || free() != 0 {
-		t.Fatalf("Reacquire while holding the turn: %v, %d free; want a no-op", err, free())
+	if err := c.AcquireCPU(context.Background()); err != nil || free() != 0 {
+		t.Fatalf("AcquireCPU while holding the turn: %v, %d free; want a no-op", err, free())
 	}
 	go b.Write([]byte("x"))
 	c.Read(make([]byte, 1)) // waits for the peer: the turn goes back
 	if free() != 1 {
 		t.Fatalf("%d turns free after the read, want 1", free())
 	}
-	if err := c.Reacquire(context.Background()); err != nil || free() != 0 {
-		t.Fatalf("Reacquire: %v, %d free; want the turn taken", err, free())
+	if err := c.AcquireCPU(context.Background()); err != nil || free() != 0 {
+		t.Fatalf("AcquireCPU: %v, %d free; want the turn taken", err, free())
 	}
 	go b.Write([]byte("y"))
 	c.Read(make([]byte, 1))
@@ -624,13 +624,14 @@ func TestConnReacquire(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	g.acquire(context.Background(), &source{}) // another handshake holds the turn
-	if err := c.Reacquire(ctx); err == nil {
-		t.Fatal("Reacquire with a canceled context and no free turn succeeded")
+	if err := c.AcquireCPU(ctx); err == nil {
+		t.Fatal("AcquireCPU with a canceled context and no free turn succeeded")
 	}
 }
 
 // TestCPUGateRoundRobin queues handshakes from two sources behind a full
-// gate and checks they are served alternately, not in arrival order.
+// gate and checks they are served alternately, not in arrival order, the
+// source that started queueing last first.
 func TestCPUGateRoundRobin(t *testing.T) {
 	g := &cpuGate{free: 1}
 	if err := g.acquire(context.Background(), &source{}); err != nil {
@@ -666,6 +667,7 @@ func TestCPUGateRoundRobin(t *testing.T) {
 		queue(heavy, "heavy", i+1)
 	}
 	queue(light, "light", 1)
+	queue(light, "light", 2)
 	g.release()
 	wg.Wait()
 	close(order)
@@ -673,7 +675,7 @@ func TestCPUGateRoundRobin(t *testing.T) {
 	for name := range order {
 		got = append(got, name)
 	}
-	if want := "heavy light heavy heavy"; strings.Join(got, " ") != want {
+	if want := "light heavy light heavy heavy"; strings.Join(got, " ") != want {
 		t.Errorf("served %v, want %s", got, want)
 	}
 }
