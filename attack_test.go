@@ -24,10 +24,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -50,7 +52,18 @@ const (
 	attackHello   attackKind = "hello"   // a valid hello, then nothing
 	attackTrickle attackKind = "trickle" // a valid first flight, one byte per trickle interval
 	attackReplay  attackKind = "replay"  // a recorded first flight; reads message 2, hangs up, again
+
+	// Stalls (issue 16): each holds its connection in one of the states a
+	// peer can reach without proving anything, until the server drops it.
+	stallTicket  attackKind = "ticket"  // a resumption message 1 with a bogus ticket; reads 00 00 05; silent
+	stallReplay  attackKind = "replay1" // one recorded first flight, replayed; reads message 2; never sends message 3
+	stallPartial attackKind = "msg1"    // a hello and the length of the longest valid message 1; silent
+	stallNoMsg3  attackKind = "nomsg3"  // a real client's first flight, its own; reads message 2; never sends message 3
 )
+
+// stallKinds are the stalls, in the order of the table of PROTOCOL.md,
+// "Servers on the open internet".
+var stallKinds = []attackKind{stallPartial, stallTicket, stallReplay, stallNoMsg3}
 
 type attackConfig struct {
 	kind   attackKind
@@ -61,9 +74,19 @@ type attackConfig struct {
 	source func(i int) net.IP
 	// flight is a recorded first flight (hello, length, message 1), for
 	// trickle and replay.
-	flight   []byte
+	flight []byte
+	// flights are real first flights, one for each attacker in turn, for
+	// nomsg3 (nil: flight).
+	flights  [][]byte
 	trickle  time.Duration // pause between trickled bytes; 1 s if zero
 	maxConns int           // connections per attacker; 1,000,000 if zero
+	// pause bounds how long an attacker waits, a random time below it,
+	// after the server has dropped it before it connects again (0: at
+	// once, as fast as it can).
+	pause time.Duration
+	// legitDelay is how long after its connection a legitimate client's
+	// first flight arrives, in testListenerUnderAttack (legitDialAway).
+	legitDelay time.Duration
 	// maxDuration stops the attack by itself; 10 minutes if zero.
 	maxDuration time.Duration
 }
@@ -159,12 +182,16 @@ func (a *attack) attacker(i int) {
 		}
 		a.live.Add(1)
 		tc := c.(*net.TCPConn)
-		if a.hold(tc) {
+		dropped := a.hold(tc)
+		if dropped {
 			a.drops.Add(1)
 		}
 		a.live.Add(-1)
 		tc.SetLinger(0)
 		tc.Close()
+		if dropped && a.cfg.pause > 0 {
+			sleepContext(a.ctx, rand.N(a.cfg.pause))
+		}
 	}
 }
 
@@ -230,6 +257,46 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 		}
 		a.replies.Add(1)
 		return false // hang up and replay again
+	case stallTicket:
+		if _, err := c.Write(bogusTicketFlight); err != nil {
+			return serverEnded()
+		}
+		// The server's hello, then 00 00 05.
+		if b, err := readN(c, wire.HelloSize+3); err != nil || !bytes.Equal(b[wire.HelloSize:], []byte{0, 0, wire.RetryFull}) {
+			return serverEnded()
+		}
+		a.replies.Add(1)
+	case stallReplay:
+		if _, err := c.Write(a.cfg.flight); err != nil {
+			return serverEnded()
+		}
+		if _, err := readN(c, wire.HelloSize); err != nil {
+			return serverEnded()
+		}
+		if _, err := readPrefixed(c, 2); err != nil {
+			return serverEnded()
+		}
+		a.replies.Add(1)
+	case stallPartial:
+		h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator}.Marshal()
+		if _, err := c.Write(binary.BigEndian.AppendUint16(h[:], wire.MaxMessage1)); err != nil {
+			return serverEnded()
+		}
+	case stallNoMsg3:
+		flight := a.cfg.flight
+		if n := len(a.cfg.flights); n > 0 {
+			flight = a.cfg.flights[int(a.dials.Load())%n]
+		}
+		if _, err := c.Write(flight); err != nil {
+			return serverEnded()
+		}
+		if _, err := readN(c, wire.HelloSize); err != nil {
+			return serverEnded()
+		}
+		if _, err := readPrefixed(c, 2); err != nil {
+			return serverEnded()
+		}
+		a.replies.Add(1)
 	default:
 		panic("unknown attack kind " + string(a.cfg.kind))
 	}
@@ -272,6 +339,34 @@ func fromSpread(i int) net.IP {
 
 // fromEven spreads the attackers evenly over 127.0.4.1 to 127.0.4.250.
 func fromEven(i int) net.IP { return net.IPv4(127, 0, 4, byte(1+i%250)) }
+
+// bogusTicketFlight is a first flight offering a ticket no server issued:
+// a hello with FlagResume and a well-formed resumption message 1, whose
+// ticket opens under no key. The server answers 00 00 05 at no cost.
+var bogusTicketFlight = func() []byte {
+	h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator, Resume: true}.Marshal()
+	m := wire.ResumeMessage1{Ticket: bytes.Repeat([]byte{0xb0}, 100), Noise: bytes.Repeat([]byte{0x90}, 32+wire.TagSize+8)}
+	return wire.AppendHandshakeMessage(h[:], m.Marshal(nil))
+}()
+
+// fromSources spreads attackers over n source addresses, 127.1.0.1 and
+// up, 250 to a /24: attacker i on the (i mod n)th.
+func fromSources(n int) func(int) net.IP {
+	return func(i int) net.IP {
+		i %= n
+		return net.IPv4(127, 1, byte(i/250), byte(1+i%250))
+	}
+}
+
+// recordFirstFlights returns n first flights of real Clients, each with its
+// own keys.
+func recordFirstFlights(tb testing.TB, n int) [][]byte {
+	flights := make([][]byte, n)
+	for i := range flights {
+		flights[i] = recordFirstFlight(tb)
+	}
+	return flights
+}
 
 // recordFirstFlight returns what a real Client sends before it reads
 // anything: its hello, then message 1 with its 2-byte length.
@@ -360,13 +455,26 @@ func (w *acceptWatch) close() {
 // choice) and runs the handshake, as Dial does; Dial itself cannot pick a
 // source address.
 func legitDial(ctx context.Context, src net.IP, addr string, cfg *Config) (*Conn, error) {
-	if src == nil {
+	return legitDialAway(ctx, src, addr, cfg, 0)
+}
+
+// legitDialAway is legitDial for a client whose first flight reaches the
+// server delay after its connection does, as from a peer delay/2 away
+// whose handshake's SYN-ACK and first flight each cross the network.
+func legitDialAway(ctx context.Context, src net.IP, addr string, cfg *Config, delay time.Duration) (*Conn, error) {
+	if src == nil && delay == 0 {
 		return Dial(ctx, "tcp", addr, cfg)
 	}
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
+	var d net.Dialer
+	if src != nil {
+		d.LocalAddr = &net.TCPAddr{IP: src}
+	}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if delay > 0 {
+		raw = &delayedConn{Conn: raw, delay: delay}
 	}
 	c := Client(raw, cfg)
 	if err := c.HandshakeContext(ctx); err != nil {
@@ -374,6 +482,18 @@ func legitDial(ctx context.Context, src net.IP, addr string, cfg *Config) (*Conn
 		return nil, err
 	}
 	return c, nil
+}
+
+// delayedConn holds its first write for delay.
+type delayedConn struct {
+	net.Conn
+	delay time.Duration
+	once  sync.Once
+}
+
+func (c *delayedConn) Write(p []byte) (int, error) {
+	c.once.Do(func() { time.Sleep(c.delay) })
+	return c.Conn.Write(p)
 }
 
 // A legitResult is one legitimate client's outcome: the time from the
@@ -388,6 +508,12 @@ type legitResult struct {
 // waits, at most limit, for both its handshake and the server's Accept to
 // return it.
 func measureLegit(w *acceptWatch, srcs []net.IP, cfg *Config, limit time.Duration) []legitResult {
+	return measureLegitAway(w, srcs, cfg, limit, 0)
+}
+
+// measureLegitAway is measureLegit for clients whose first flight
+// arrives delay after their connection (legitDialAway).
+func measureLegitAway(w *acceptWatch, srcs []net.IP, cfg *Config, limit, delay time.Duration) []legitResult {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	type dialed struct {
@@ -399,7 +525,7 @@ func measureLegit(w *acceptWatch, srcs []net.IP, cfg *Config, limit time.Duratio
 	start := time.Now()
 	for i, src := range srcs {
 		go func() {
-			c, err := legitDial(ctx, src, w.ln.Addr().String(), cfg)
+			c, err := legitDialAway(ctx, src, w.ln.Addr().String(), cfg, delay)
 			dch <- dialed{i, c, err}
 		}()
 	}
@@ -496,14 +622,63 @@ func TestListenerReplayFlood(t *testing.T) {
 		[]net.IP{net.IPv4(127, 0, 0, 2)})
 }
 
+// TestListenerUnderStall (issue 16): 5000 attackers of each stall kind,
+// each holding its connection in the state its kind reaches and
+// reconnecting when dropped, from one source address and from 4500, must
+// not keep legitimate clients out of a default listener, from another
+// address or from an attacker's own. Before the ranking by proof, a stall
+// after a refused ticket or a replayed message 1 outranked a fresh
+// connection, which the next arrival dropped. Success only: the latency is
+// BenchmarkUnderAttack's (BENCHMARKS.md, "Under attack").
+func TestListenerUnderStall(t *testing.T) {
+	flights := recordFirstFlights(t, 16)
+	spreads := []struct {
+		name   string
+		source func(int) net.IP
+		own    net.IP // an attacker's address
+	}{
+		{"one-source", fromLocal, localIP},
+		// 127.1.4.1, which one attacker shares (500 addresses have two).
+		{"4500-sources", fromSources(4500), fromSources(4500)(1000)},
+	}
+	for _, kind := range stallKinds {
+		for _, sp := range spreads {
+			t.Run(string(kind)+"/"+sp.name, func(t *testing.T) {
+				checkNoLeaks(t)
+				// The attackers reconnect within 30 s of a drop, at random:
+				// about 60 connections a second (5000 attackers for 4096
+				// slots), so that a legitimate peer ranked below them is
+				// dropped while its first flight crosses the network (300
+				// ms here), while the machine keeps the time to answer
+				// every replay and run the legitimate handshake under
+				// -race. The server does not offer the hybrid, whose
+				// ML-KEM the race detector slows tenfold. The test checks
+				// the ranking, not how fast the machine computes:
+				// BenchmarkUnderAttack measures the default listener
+				// against attackers that reconnect at once.
+				cfg := attackConfig{kind: kind, n: 5000, source: sp.source, flight: flights[0], flights: flights,
+					pause: 30 * time.Second, legitDelay: 300 * time.Millisecond}
+				testListenerUnder(t, &Config{DisablePostQuantum: true}, cfg, []net.IP{otherIP, sp.own})
+			})
+		}
+	}
+}
+
 // testListenerUnderAttack runs the attack cfg against a default listener,
 // waits until every attacker has connected, then dials a legitimate client
 // from each of legit at once: each must be accepted within a generous
 // bound, while the attack still runs.
 func testListenerUnderAttack(t *testing.T, cfg attackConfig, legit []net.IP) {
-	const bound = 5 * time.Second // the target is 1 s; CI machines are slow
+	testListenerUnder(t, &Config{}, cfg, legit)
+}
+
+// testListenerUnder is testListenerUnderAttack with the server's Config,
+// whose Identity it sets.
+func testListenerUnder(t *testing.T, serverCfg *Config, cfg attackConfig, legit []net.IP) {
+	const bound = 20 * time.Second // the target is 1 s; CI machines are slow, and so is -race
 	server, client := testIdentity(t, 2), testIdentity(t, 1)
-	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: server})
+	serverCfg.Identity = server
+	ln, err := Listen("tcp", "127.0.0.1:0", serverCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,8 +688,16 @@ func testListenerUnderAttack(t *testing.T, cfg attackConfig, legit []net.IP) {
 	cfg.maxDuration = time.Minute
 	a := startAttack(context.Background(), cfg)
 	defer a.stop()
-	if !a.waitConnected(10 * time.Second) {
+	if !a.waitConnected(time.Minute) {
 		t.Fatalf("the attack did not start: %v", a)
+	}
+	if cfg.kind == stallReplay || cfg.kind == stallNoMsg3 {
+		// Wait until the server has answered the first flights of the
+		// attackers' first connections, most of which it holds.
+		deadline := time.Now().Add(time.Minute)
+		for a.replies.Load() < 4000 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	if cfg.kind == attackReplay {
 		// Wait until the flood costs the server something.
@@ -526,7 +709,7 @@ func testListenerUnderAttack(t *testing.T, cfg attackConfig, legit []net.IP) {
 			t.Fatalf("the server answered no replayed flight: %v", a)
 		}
 	}
-	results := measureLegit(w, legit, &Config{Identity: client, Verify: pin(server.PublicKey()), HandshakeTimeout: bound}, bound)
+	results := measureLegitAway(w, legit, &Config{Identity: client, Verify: pin(server.PublicKey()), HandshakeTimeout: bound}, bound, cfg.legitDelay)
 	if a.ctx.Err() != nil {
 		t.Fatal("the attack stopped before the measurement ended")
 	}
