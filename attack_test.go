@@ -59,6 +59,11 @@ const (
 	stallReplay  attackKind = "replay1" // one recorded first flight, replayed; reads message 2; never sends message 3
 	stallPartial attackKind = "msg1"    // a hello and the length of the longest valid message 1; silent
 	stallNoMsg3  attackKind = "nomsg3"  // a real client's first flight, its own; reads message 2; never sends message 3
+
+	// attackComplete runs a real Client's handshake (classical, attackConfig.client) to its end
+	// and holds the connection: the server has it in Verify or waiting for
+	// Accept.
+	attackComplete attackKind = "complete"
 )
 
 // stallKinds are the stalls, in the order of the table of PROTOCOL.md,
@@ -84,6 +89,8 @@ type attackConfig struct {
 	// after the server has dropped it before it connects again (0: at
 	// once, as fast as it can).
 	pause time.Duration
+	// client is the Config of attackComplete's handshakes.
+	client *Config
 	// legitDelay is how long after its connection a legitimate client's
 	// first flight arrives, in testListenerUnderAttack (legitDialAway).
 	legitDelay time.Duration
@@ -282,6 +289,12 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 		if _, err := c.Write(binary.BigEndian.AppendUint16(h[:], wire.MaxMessage1)); err != nil {
 			return serverEnded()
 		}
+	case attackComplete:
+		sc := Client(c, a.cfg.client)
+		if err := sc.HandshakeContext(a.ctx); err != nil {
+			return serverEnded()
+		}
+		a.replies.Add(1)
 	case stallNoMsg3:
 		flight := a.cfg.flight
 		if n := len(a.cfg.flights); n > 0 {
@@ -806,6 +819,8 @@ type helperArgs struct {
 	Duration   time.Duration
 	NoFile     uint64 // RLIMIT_NOFILE to set, if not zero
 	ServerSeed byte   // testIdentity seed of the server, to pin its key
+	Hold       string // "server": "verify" or "accept", as helperServer says
+	LegitSeed  byte   // "server" with Hold "verify": the key its Verify accepts
 }
 
 type helperProc struct {
@@ -1010,4 +1025,166 @@ func helperFDLimitListener(ctx context.Context, tb testing.TB, args helperArgs) 
 	wg.Wait()
 	w.close()
 	return nil
+}
+
+// A pendingRow is a row of the table of states in PROTOCOL.md, "Servers on
+// the open internet": a state in which a peer that has proved nothing, or
+// has only just been admitted, makes the listener hold a connection.
+type pendingRow struct {
+	state string
+	kind  attackKind
+	hold  string // helperServer's Hold
+	// reached reports whether the attack has brought the server's
+	// connections into the state.
+	reached func(a *attack, c serverCount) bool
+	// perConn is the row's figure: the server's runtime memory per held
+	// connection at most, in bytes (socket buffers are the kernel's).
+	perConn int64
+}
+
+// serverCount is what a "server" helper process says when told to count.
+type serverCount struct {
+	sockets, pending, unproved, completed int
+}
+
+func (c serverCount) proved() int { return c.pending - c.unproved - c.completed }
+
+func (h *helperProc) count() (serverCount, error) {
+	var c serverCount
+	if err := h.send("count"); err != nil {
+		return c, err
+	}
+	out, err := h.expect("count ", time.Minute)
+	if err != nil {
+		return c, err
+	}
+	_, err = fmt.Sscan(out, &c.sockets, &c.pending, &c.unproved, &c.completed)
+	return c, err
+}
+
+// pendingRows are the handshake rows of the table. Their figures are the
+// memory measured on the machine of BENCHMARKS.md without the race
+// detector, with a margin; TestPendingStates allows twice as much under
+// the race detector, whose own bookkeeping makes every goroutine and
+// allocation larger.
+var pendingRows = []pendingRow{
+	{"first flight", stallPartial, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 4 << 10},
+	{"refused ticket", stallTicket, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 12 << 10},
+	{"queued for CPU", stallReplay, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 20 << 10},
+	{"waiting for message 3", stallNoMsg3, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 20 << 10},
+	{"Verify running", attackComplete, "verify", func(a *attack, c serverCount) bool { return c.proved() >= 4000 }, 20 << 10},
+	{"completed, waiting for Accept", attackComplete, "accept", func(a *attack, c serverCount) bool { return c.completed >= 4000 }, 16 << 10},
+}
+
+// TestPendingStates drives, for each handshake row of the table of pending
+// states (PROTOCOL.md, "Servers on the open internet"), 5000 peers from
+// 4500 source addresses into that state against a default listener in a
+// helper process, so that the memory measured is the server's alone;
+// checks the server's runtime memory per connection it holds against the
+// row's figure; and checks that a legitimate client from another address
+// still gets through, to the application's Accept and back.
+func TestPendingStates(t *testing.T) {
+	flights := recordFirstFlights(t, 16)
+	for _, row := range pendingRows {
+		t.Run(row.state, func(t *testing.T) {
+			testPendingState(t, row, flights)
+		})
+	}
+}
+
+func testPendingState(t *testing.T, row pendingRow, flights [][]byte) {
+	const serverSeed, legitSeed, attackerSeed = 0x61, 0x62, 0x63
+	h := startHelper(t, helperArgs{Mode: "server", ServerSeed: serverSeed, Hold: row.hold, LegitSeed: legitSeed, Duration: 5 * time.Minute})
+	defer h.stop()
+	addr, err := h.expect("addr ", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := h.measure()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := attackConfig{
+		kind: row.kind, target: addr, n: 5000, source: fromSources(4500), maxDuration: 5 * time.Minute,
+		flight: flights[0], flights: flights, pause: 30 * time.Second,
+		client: &Config{Identity: testIdentity(t, attackerSeed), DisablePostQuantum: true},
+	}
+	if row.kind == attackComplete {
+		cfg.maxConns = 1 // each a full handshake: none again
+	}
+	a := startAttack(context.Background(), cfg)
+	defer a.stop()
+	var c serverCount
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if c, err = h.count(); err != nil {
+			t.Fatal(err)
+		}
+		if row.reached(a, c) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server's connections did not reach the state: %+v; %v", c, a)
+		}
+	}
+	m, err := h.measure()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := m.sockets - base.sockets
+	per := (m.mem - base.mem) / int64(max(held, 1))
+	t.Logf("%v; server: %d sockets, %d pending (%d unproved, %d completed), %+d B, %d B per connection", a, held, m.pending, m.unproved, m.completed, m.mem-base.mem, per)
+	limit := row.perConn
+	if raceEnabled {
+		limit *= 2
+	}
+	if per > limit {
+		t.Errorf("%d B per connection, more than the %d B of the table (twice that under the race detector)", per, row.perConn)
+	}
+
+	// A legitimate client, from another address: its byte comes back
+	// once the application has accepted it.
+	errc := make(chan error, 1)
+	handshook := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cfg := &Config{Identity: testIdentity(t, legitSeed), Verify: pin(testIdentity(t, serverSeed).PublicKey())}
+		c, err := legitDial(ctx, otherIP, addr, cfg)
+		close(handshook)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := c.Write([]byte{1}); err != nil {
+			errc <- err
+			return
+		}
+		_, err = readN(c, 1)
+		errc <- err
+	}()
+	if row.hold == "accept" {
+		// The client's handshake completes, in place of the oldest
+		// completed one if every slot holds one; the application, stuck
+		// so far, then accepts what the listener holds, the client's among
+		// them once the server has completed it too.
+		<-handshook
+		want := min(c.completed+1, 4096)
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+			c, err := h.count()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.completed >= want || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err := h.send("accept"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("the legitimate client did not get through: %v", err)
+	}
 }

@@ -309,9 +309,12 @@ func openSockets(tb testing.TB) int {
 // serverMemory is what a "server" helper process says when told to
 // measure.
 type serverMemory struct {
-	mem      int64 // runtime memory: HeapAlloc + StackInuse after two GCs
-	sockets  int   // open sockets, the listener's included
-	accepted int   // connections Accept has returned
+	mem       int64 // runtime memory: HeapAlloc + StackInuse after two GCs
+	sockets   int   // open sockets, the listener's included
+	accepted  int   // connections Accept has returned
+	pending   int   // connections the listener holds
+	unproved  int   // of which unproved
+	completed int   // of which completed, waiting for Accept
 }
 
 func (h *helperProc) measure() (serverMemory, error) {
@@ -323,7 +326,7 @@ func (h *helperProc) measure() (serverMemory, error) {
 	if err != nil {
 		return m, err
 	}
-	_, err = fmt.Sscan(out, &m.mem, &m.sockets, &m.accepted)
+	_, err = fmt.Sscan(out, &m.mem, &m.sockets, &m.accepted, &m.pending, &m.unproved, &m.completed)
 	return m, err
 }
 
@@ -456,20 +459,52 @@ func parallel16(n int, f func(i int) error) error {
 // helperServer runs a default listener with the usual application loop:
 // one goroutine per accepted connection, blocked in Read; it echoes the
 // first byte, then reads until the end of stream. It says "addr ADDR", and
-// on each line "measure" says "memory MEM SOCKETS ACCEPTED": runtime
-// memory, open sockets and the connections Accept has returned.
+// on each line "measure" says "memory MEM SOCKETS ACCEPTED PENDING
+// UNPROVED COMPLETED": runtime memory, open sockets, the connections
+// Accept has returned, and those the listener holds (all, unproved, and
+// completed); "count" says "count SOCKETS PENDING UNPROVED COMPLETED"
+// without collecting garbage first. args.Hold "verify" gives it a Verify that holds every key
+// but args.LegitSeed's until the helper ends; "accept" starts the
+// application loop only on the line "accept".
 func helperServer(ctx context.Context, tb testing.TB, args helperArgs, stdin <-chan string) error {
-	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(tb, args.ServerSeed)})
+	cfg := &Config{Identity: testIdentity(tb, args.ServerSeed)}
+	if args.Hold == "verify" {
+		// Long enough for the attackers' handshakes under the race
+		// detector: Verify holds them until the helper ends.
+		cfg.HandshakeTimeout = args.Duration
+		legit := testIdentity(tb, args.LegitSeed).PublicKey()
+		cfg.Verify = func(vctx context.Context, k PublicKey) error {
+			if k.Equal(legit) {
+				return nil
+			}
+			select {
+			case <-vctx.Done():
+			case <-ctx.Done():
+			}
+			return errNotAllowed
+		}
+	}
+	ln, err := Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		return err
 	}
+	al := ln.(*listener).l
 	var (
 		wg       sync.WaitGroup
 		accepted atomic.Int64
 	)
 	defer wg.Wait()
 	defer ln.Close()
+	startAccepting := make(chan struct{})
+	if args.Hold != "accept" {
+		close(startAccepting)
+	}
 	wg.Go(func() {
+		select {
+		case <-startAccepting:
+		case <-ctx.Done():
+			return
+		}
 		for range 10_000_000 {
 			c, err := ln.Accept()
 			if errors.Is(err, net.ErrClosed) {
@@ -497,11 +532,17 @@ func helperServer(ctx context.Context, tb testing.TB, args helperArgs, stdin <-c
 	for {
 		select {
 		case line := <-stdin:
-			if line != "measure" {
+			switch line {
+			case "measure":
+				mem := liveHeapAndStacks()
+				helperSay("memory %d %d %d %d %d %d", mem, openSockets(tb), accepted.Load(), al.Pending(), al.Unproved(), al.Completed())
+			case "count":
+				helperSay("count %d %d %d %d", openSockets(tb), al.Pending(), al.Unproved(), al.Completed())
+			case "accept":
+				close(startAccepting)
+			default:
 				return fmt.Errorf("unexpected %q", line)
 			}
-			mem := liveHeapAndStacks()
-			helperSay("memory %d %d %d", mem, openSockets(tb), accepted.Load())
 		case <-ctx.Done():
 			return nil
 		}
