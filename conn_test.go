@@ -1137,6 +1137,30 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// TestListenerHonoursHandshakeTimeout: a listener whose Config has a
+// HandshakeTimeout shorter than the 10 s first-flight deadline drops a
+// silent peer by the shorter one (issue 16, item 6).
+func TestListenerHonoursHandshakeTimeout(t *testing.T) {
+	checkNoLeaks(t)
+	const timeout = 300 * time.Millisecond
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(t, 2), HandshakeTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Half the first flight's own deadline: the listener must not wait
+	// for it.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || badIsTimeout(err) {
+		t.Fatalf("a silent peer was not dropped within 5 s by a listener whose HandshakeTimeout is %v: %v", timeout, err)
+	}
+}
+
 // TestListenerBoundsPendingConnections checks that peers the application
 // has not accepted yet are held to the bound: the next one takes the place
 // of the oldest, which is closed and never returned by Accept.
