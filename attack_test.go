@@ -70,6 +70,18 @@ const (
 // "Servers on the open internet".
 var stallKinds = []attackKind{stallPartial, stallTicket, stallReplay, stallNoMsg3}
 
+// stallSpreads are the source addresses of 5000 stalling attackers: all on
+// one, or spread over 4500.
+var stallSpreads = []struct {
+	name   string
+	source func(int) net.IP
+	own    net.IP // an attacker's address, for a legitimate client
+}{
+	{"one-source", fromLocal, localIP},
+	// 127.1.4.1, which one attacker uses (500 addresses have two).
+	{"4500-sources", fromSources(4500), fromSources(4500)(1000)},
+}
+
 type attackConfig struct {
 	kind   attackKind
 	target string // the listener's address
@@ -645,17 +657,8 @@ func TestListenerReplayFlood(t *testing.T) {
 // BenchmarkUnderAttack's (BENCHMARKS.md, "Under attack").
 func TestListenerUnderStall(t *testing.T) {
 	flights := recordFirstFlights(t, 16)
-	spreads := []struct {
-		name   string
-		source func(int) net.IP
-		own    net.IP // an attacker's address
-	}{
-		{"one-source", fromLocal, localIP},
-		// 127.1.4.1, which one attacker shares (500 addresses have two).
-		{"4500-sources", fromSources(4500), fromSources(4500)(1000)},
-	}
 	for _, kind := range stallKinds {
-		for _, sp := range spreads {
+		for _, sp := range stallSpreads {
 			t.Run(string(kind)+"/"+sp.name, func(t *testing.T) {
 				checkNoLeaks(t)
 				// The attackers reconnect within 30 s of a drop, at random:

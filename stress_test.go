@@ -25,6 +25,12 @@ package securepeer
 //   - replay-500: 500 connections from 127.0.0.1 replaying a recorded
 //     first flight in a loop; the same rounds (127.0.1.1 is the target,
 //     127.0.0.1 is for information).
+//   - stall-KIND-SPREAD (issue 16; KIND msg1, ticket, replay1, nomsg3 as
+//     attack_test.go's stall kinds; SPREAD one-source, 127.0.0.1, or
+//     4500-sources, 127.1.0.1 and up): 5000 attackers that hold their
+//     connection in the kind's state and reconnect at once when dropped;
+//     the same rounds, from an attacker's address (127.0.0.1, or
+//     127.1.4.1, which one attacker uses) and from 127.0.1.1.
 //   - memory-KIND-K (silent, hello; K = 256, 1000): the listener runs in a
 //     fresh helper process (the test binary re-executed), so that its
 //     memory is the server's alone, untouched by earlier scenarios; K
@@ -34,9 +40,9 @@ package securepeer
 //     sockets (from /proc/self/fd), which are the pending connections.
 //   - fd-exhaustion: a listener in a helper process with RLIMIT_NOFILE 64,
 //     60 peers at once, all closed, then a real client.
-//   - command-KIND-K: the same attacks against the built command, `securepeer
-//     listen -exec cat`; a legitimate client's time is from its dial to the
-//     echo of one byte through cat.
+//   - command-KIND-K, command-stall-KIND-SPREAD: the same attacks against
+//     the built command, `securepeer listen -exec cat`; a legitimate
+//     client's time is from its dial to the echo of one byte through cat.
 //   - idle-10k: 10,000 authenticated connections from this process to a
 //     listener in a fresh helper process whose application has one
 //     goroutine per connection blocked in Read; the server's memory per
@@ -68,16 +74,25 @@ var (
 
 func BenchmarkUnderAttack(b *testing.B) {
 	flight := recordFirstFlight(b)
+	same := []net.IP{nil, otherIP} // 127.0.0.1 (the kernel's choice, as Dial makes it), 127.0.1.1
 	for _, k := range []int{256, 1000, 5000} {
 		for _, kind := range []attackKind{attackSilent, attackHello, attackTrickle} {
 			b.Run(fmt.Sprintf("%s-%d", kind, k), func(b *testing.B) {
-				benchAdmission(b, attackConfig{kind: kind, n: k, source: fromSpread, flight: flight})
+				benchAdmission(b, attackConfig{kind: kind, n: k, source: fromSpread, flight: flight}, same)
 			})
 		}
 	}
 	b.Run("replay-500", func(b *testing.B) {
-		benchAdmission(b, attackConfig{kind: attackReplay, n: 500, source: fromLocal, flight: flight})
+		benchAdmission(b, attackConfig{kind: attackReplay, n: 500, source: fromLocal, flight: flight}, same)
 	})
+	flights := recordFirstFlights(b, 16)
+	for _, kind := range stallKinds {
+		for _, sp := range stallSpreads {
+			b.Run(fmt.Sprintf("stall-%s-%s", kind, sp.name), func(b *testing.B) {
+				benchAdmission(b, attackConfig{kind: kind, n: 5000, source: sp.source, flight: flight, flights: flights}, []net.IP{sp.own, otherIP})
+			})
+		}
+	}
 	for _, kind := range []attackKind{attackSilent, attackHello} {
 		for _, k := range []int{256, 1000} {
 			b.Run(fmt.Sprintf("memory-%s-%d", kind, k), func(b *testing.B) { benchPendingMemory(b, kind, k) })
@@ -98,7 +113,14 @@ func BenchmarkUnderAttack(b *testing.B) {
 	for _, k := range []int{256, 1000, 5000} {
 		for _, kind := range []attackKind{attackSilent, attackHello, attackTrickle} {
 			b.Run(fmt.Sprintf("command-%s-%d", kind, k), func(b *testing.B) {
-				benchCommandAdmission(b, attackConfig{kind: kind, n: k, source: fromSpread, flight: flight})
+				benchCommandAdmission(b, attackConfig{kind: kind, n: k, source: fromSpread, flight: flight}, same)
+			})
+		}
+	}
+	for _, kind := range stallKinds {
+		for _, sp := range stallSpreads {
+			b.Run(fmt.Sprintf("command-stall-%s-%s", kind, sp.name), func(b *testing.B) {
+				benchCommandAdmission(b, attackConfig{kind: kind, n: 5000, source: sp.source, flight: flight, flights: flights}, []net.IP{sp.own, otherIP})
 			})
 		}
 	}
@@ -109,7 +131,7 @@ func BenchmarkUnderAttack(b *testing.B) {
 // shows no Accept, so a legitimate handshake is timed from the start of its
 // dial to the echo of one byte through cat: the handshake, the admission
 // and an exec.
-func benchCommandAdmission(b *testing.B, cfg attackConfig) {
+func benchCommandAdmission(b *testing.B, cfg attackConfig, srcs []net.IP) {
 	dir := b.TempDir()
 	bin := dir + "/securepeer"
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/securepeer").CombinedOutput(); err != nil {
@@ -185,7 +207,6 @@ func benchCommandAdmission(b *testing.B, cfg attackConfig) {
 		}
 		return time.Since(start), nil
 	}
-	srcs := []net.IP{nil, otherIP}
 	lat, timeouts := legitRounds(b, srcs, echo)
 	reportLegit(b, srcs, lat, "echo")
 	b.ReportMetric(float64(timeouts), "timeouts")
@@ -234,8 +255,9 @@ func legitRounds(b *testing.B, srcs []net.IP, measure func(src net.IP) (time.Dur
 }
 
 // benchAdmission runs the attack cfg against a default listener and times
-// legitimate handshakes from 127.0.0.1 and 127.0.1.1 meanwhile.
-func benchAdmission(b *testing.B, cfg attackConfig) {
+// legitimate handshakes from srcs meanwhile: an attacker's address, then
+// another.
+func benchAdmission(b *testing.B, cfg attackConfig, srcs []net.IP) {
 	server, client := testIdentity(b, 0x52), testIdentity(b, 0x53)
 	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: server})
 	if err != nil {
@@ -254,7 +276,6 @@ func benchAdmission(b *testing.B, cfg attackConfig) {
 	// The client's own HandshakeTimeout is the cap, so that a lockout
 	// shows as the time it lasts, up to the cap, not the default 30 s.
 	clientCfg := &Config{Identity: client, Verify: pin(server.PublicKey()), HandshakeTimeout: *stressCap}
-	srcs := []net.IP{nil, otherIP} // 127.0.0.1 (the kernel's choice, as Dial makes it), 127.0.1.1
 	dials0, replies0, start := a.dials.Load(), a.replies.Load(), time.Now()
 	lat, timeouts := legitRounds(b, srcs, func(src net.IP) (time.Duration, error) {
 		r := measureLegit(w, []net.IP{src}, clientCfg, *stressCap)[0]
