@@ -177,9 +177,8 @@ type Listener[T any] struct {
 
 	mu      sync.Mutex
 	sources map[netip.Prefix]*source
-	ranks   [numRanks]rankHeap // the sources holding connections of each rank
-	count   [numRanks]int      // connections of each rank
-	pending int                // connections of any rank
+	ranks   [numRanks]rankSet // the connections of each rank
+	pending int               // connections of any rank
 	seq     uint64             // order of arrival, and of each change of rank
 	closed  bool
 	err     error // why the accept loop ended, if not Close
@@ -211,6 +210,8 @@ type entry struct {
 	rank     rank
 	seq      uint64        // when it took its place in its rank: the older go first
 	elem     *list.Element // in src.conns[rank]; nil once gone
+	order    *list.Element // in Listener.ranks[rank].order
+	older    bool          // in the older half of its rank
 	deadline time.Time     // of the handshake, from Config.HandshakeTimeout; zero if none
 	cancel   context.CancelCauseFunc
 	cause    error // why it was dropped
@@ -222,7 +223,8 @@ func (e *entry) gone() bool { return e.elem == nil }
 type source struct {
 	key   netip.Prefix
 	conns [numRanks]list.List // of *entry, by rank, oldest (lowest seq) first
-	index [numRanks]int       // in Listener.ranks[r], or -1
+	older [numRanks]int       // of which in the older half of their rank
+	index [numRanks]int       // in Listener.ranks[r].srcs, or -1
 
 	// Guarded by cpuGate.mu.
 	cpuq list.List     // of *waiter, oldest first
@@ -236,57 +238,131 @@ func (s *source) empty() bool {
 // oldest returns the source's oldest connection of rank r.
 func (s *source) oldest(r rank) *entry { return s.conns[r].Front().Value.(*entry) }
 
-// rankHeap holds the sources that have connections of one rank, the one to
-// drop from on top: the most connections, then the oldest.
-type rankHeap struct {
-	r    rank
-	srcs []*source
+// A rankSet is the pending connections of one rank, in the order they took
+// it, split into an older and a younger half (the older has the extra one),
+// with a heap of the sources that hold connections in the older half: the
+// one to drop from on top, the most such connections first, then the
+// oldest. Only the older half is dropped from, so that every connection
+// keeps its place until half of its rank has arrived after it, however
+// crowded its address is, and the choice of source looks at who holds the
+// older connections, not at whose newcomers are arriving.
+type rankSet struct {
+	r          rank
+	order      list.List     // of *entry, oldest first
+	firstYoung *list.Element // the younger half's first, or nil
+	older      int           // entries in the older half: (order.Len()+1)/2
+	srcs       []*source     // heap
 }
 
-func (h *rankHeap) Len() int { return len(h.srcs) }
-
-func (h *rankHeap) Less(i, j int) bool {
-	a, b := h.srcs[i], h.srcs[j]
-	if na, nb := a.conns[h.r].Len(), b.conns[h.r].Len(); na != nb {
-		return na > nb
+// add puts e, which has just taken the rank, last.
+func (rs *rankSet) add(e *entry) {
+	e.order = rs.order.PushBack(e)
+	e.older = false
+	if rs.firstYoung == nil {
+		rs.firstYoung = e.order
 	}
-	return a.oldest(h.r).seq < b.oldest(h.r).seq
+	rs.balance()
 }
 
-func (h *rankHeap) Swap(i, j int) {
-	h.srcs[i], h.srcs[j] = h.srcs[j], h.srcs[i]
-	h.srcs[i].index[h.r] = i
-	h.srcs[j].index[h.r] = j
-}
-
-func (h *rankHeap) Push(x any) {
-	s := x.(*source)
-	s.index[h.r] = len(h.srcs)
-	h.srcs = append(h.srcs, s)
-}
-
-func (h *rankHeap) Pop() any {
-	n := len(h.srcs) - 1
-	s := h.srcs[n]
-	h.srcs[n] = nil
-	h.srcs = h.srcs[:n]
-	s.index[h.r] = -1
-	return s
-}
-
-// update restores the heap after s's connections of its rank changed.
-func (h *rankHeap) update(s *source) {
-	i := s.index[h.r]
+// remove takes e out; its source's list no longer holds it.
+func (rs *rankSet) remove(e *entry) {
 	switch {
-	case s.conns[h.r].Len() == 0:
+	case e.older:
+		rs.older--
+		e.src.older[rs.r]--
+	case rs.firstYoung == e.order:
+		rs.firstYoung = e.order.Next()
+	}
+	rs.order.Remove(e.order)
+	e.order = nil
+	rs.fix(e.src)
+	rs.balance()
+}
+
+// balance moves the boundary between the halves back in place.
+func (rs *rankSet) balance() {
+	want := (rs.order.Len() + 1) / 2
+	for rs.older < want {
+		el := rs.firstYoung
+		rs.firstYoung = el.Next()
+		rs.setOlder(el.Value.(*entry), true)
+	}
+	for rs.older > want {
+		el := rs.order.Back()
+		if rs.firstYoung != nil {
+			el = rs.firstYoung.Prev()
+		}
+		rs.firstYoung = el
+		rs.setOlder(el.Value.(*entry), false)
+	}
+}
+
+func (rs *rankSet) setOlder(e *entry, older bool) {
+	e.older = older
+	d := 1
+	if !older {
+		d = -1
+	}
+	rs.older += d
+	e.src.older[rs.r] += d
+	rs.fix(e.src)
+}
+
+// victim returns the connection to drop: the oldest of the source on top,
+// which is in the older half. Nil if the rank is empty.
+func (rs *rankSet) victim() *entry {
+	if len(rs.srcs) == 0 {
+		return nil
+	}
+	return rs.srcs[0].oldest(rs.r)
+}
+
+// fix restores the heap after s's connections of the rank changed.
+func (rs *rankSet) fix(s *source) {
+	i := s.index[rs.r]
+	switch {
+	case s.older[rs.r] == 0:
 		if i >= 0 {
-			heap.Remove(h, i)
+			heap.Remove(rs, i)
 		}
 	case i < 0:
-		heap.Push(h, s)
+		heap.Push(rs, s)
 	default:
-		heap.Fix(h, i)
+		heap.Fix(rs, i)
 	}
+}
+
+// The heap of sources, for container/heap.
+
+func (rs *rankSet) Len() int { return len(rs.srcs) }
+
+func (rs *rankSet) Less(i, j int) bool {
+	a, b := rs.srcs[i], rs.srcs[j]
+	if na, nb := a.older[rs.r], b.older[rs.r]; na != nb {
+		return na > nb
+	}
+	return a.oldest(rs.r).seq < b.oldest(rs.r).seq
+}
+
+func (rs *rankSet) Swap(i, j int) {
+	rs.srcs[i], rs.srcs[j] = rs.srcs[j], rs.srcs[i]
+	rs.srcs[i].index[rs.r] = i
+	rs.srcs[j].index[rs.r] = j
+}
+
+func (rs *rankSet) Push(x any) {
+	s := x.(*source)
+	s.index[rs.r] = len(rs.srcs)
+	rs.srcs = append(rs.srcs, s)
+}
+
+func (rs *rankSet) Pop() any {
+	n := len(rs.srcs) - 1
+	s := rs.srcs[n]
+	rs.srcs[n] = nil
+	rs.srcs = rs.srcs[:n]
+	s.index[rs.r] = -1
+	return s
 }
 
 // NewListener starts accepting from inner.
@@ -394,7 +470,7 @@ func (l *Listener[T]) Pending() int {
 func (l *Listener[T]) Completed() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.count[completed]
+	return l.ranks[completed].order.Len()
 }
 
 // Unproved returns the number of pending connections whose peer has not
@@ -403,7 +479,7 @@ func (l *Listener[T]) Completed() int {
 func (l *Listener[T]) Unproved() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.count[unproved]
+	return l.ranks[unproved].order.Len()
 }
 
 func (l *Listener[T]) serve() {
@@ -505,8 +581,8 @@ func (l *Listener[T]) admit(raw net.Conn) (*entry, error) {
 // comment argues, or nil.
 func (l *Listener[T]) victimLocked(upTo rank) *entry {
 	for r := unproved; r <= upTo; r++ {
-		if h := &l.ranks[r]; h.Len() > 0 {
-			return h.srcs[0].oldest(r)
+		if v := l.ranks[r].victim(); v != nil {
+			return v
 		}
 	}
 	return nil
@@ -518,16 +594,14 @@ func (l *Listener[T]) placeLocked(e *entry, r rank) {
 	l.seq++
 	e.rank, e.seq = r, l.seq
 	e.elem = e.src.conns[r].PushBack(e)
-	l.count[r]++
-	l.ranks[r].update(e.src)
+	l.ranks[r].add(e)
 }
 
 // unplaceLocked takes e out of its rank.
 func (l *Listener[T]) unplaceLocked(e *entry) {
 	e.src.conns[e.rank].Remove(e.elem)
 	e.elem = nil
-	l.count[e.rank]--
-	l.ranks[e.rank].update(e.src)
+	l.ranks[e.rank].remove(e)
 }
 
 // moveLocked gives e rank r, as a newcomer to it, unless e is gone.
