@@ -81,14 +81,14 @@ func Listen(network, addr string, config *Config) (net.Listener, error) {
 //     connections whose peer has not authenticated yet, whatever they wait
 //     for (a message 1 can be replayed and a ticket forged, so a stall
 //     after either proves nothing), then those whose peer has and whose
-//     Verify runs, then those waiting for Accept. Within a rank, the
-//     source holding the most gives up the connection that has waited
-//     longest since its accept (or since it was asked for a full handshake
-//     in place of a resumption). A legitimate peer answers each message
-//     within a round trip, so the stalled connections that came before it
-//     go before it does, also from its own address; what remains is a race
-//     with attackers that reconnect faster than it handshakes, measured in
-//     BENCHMARKS.md, "Under attack".
+//     Verify runs, then those waiting for Accept. Within a rank, only the
+//     older half is dropped from: the source holding the most connections
+//     in it gives up the one that has waited longest since its accept (or
+//     since it was asked for a full handshake in place of a resumption).
+//     Every connection thus keeps its place until half of its rank has
+//     arrived after it, however crowded its address; a legitimate peer
+//     answers each message within a round trip, so the stalled connections
+//     that came before it go before it does, also from its own address.
 //   - The peer's first message (its hello and Noise message 1) must arrive
 //     within 10 seconds of the accept, or [Config.HandshakeTimeout] if
 //     that is shorter; after a refused ticket, the full message 1 has the

@@ -25,24 +25,30 @@
 //     proved one before any completed one (waiting for Accept, which the
 //     application is slow to call).
 //
-//   - Within a rank, drop the heaviest source's oldest. The connection
-//     dropped belongs to the source address (an IPv4 address, or an IPv6
-//     /64) that holds the most connections of the lowest rank present, so a
-//     source can hold any number of slots while slots are free and has to
-//     give them up, one for one, to every other source that wants one:
-//     max-min fairness, with no per-source quota to tune. Within that source
-//     the one dropped has waited longest since its accept, or since the
-//     handshake sent it back to waiting for a first flight (securepeer's 00
-//     00 05 after a refused ticket), whatever its phase. A legitimate peer
-//     sends its first flight the moment it connects and answers each
-//     message within a round trip, so it leaves the unproved rank quickly;
-//     a silent, stalled, trickling or replaying attacker stays in it until
-//     it is dropped, so oldest first drops attackers, including those that
-//     share the legitimate peer's address. Ties between sources go to the
-//     one whose candidate is older. Each source sits in a heap per rank,
-//     keyed by its count and its oldest connection, so choosing takes
-//     O(1) and keeping the heaps O(log sources) per change: accepting under
-//     attack never scans the sources.
+//   - Within a rank, drop the heaviest source's oldest, from the older
+//     half. A rank's connections are ordered by when they took it: their
+//     accept, or the moment the handshake sent them back to waiting for a
+//     first flight (securepeer's 00 00 05 after a refused ticket), whatever
+//     their phase since. Only the older half is dropped from, and the
+//     connection dropped belongs to the source address (an IPv4 address,
+//     or an IPv6 /64) that holds the most connections in that half: its
+//     oldest. So a source can hold any number of slots while slots are
+//     free and has to give them up, one for one, to every other source
+//     that wants one (max-min fairness, with no per-source quota to tune),
+//     and every connection keeps its place until half of its rank has
+//     arrived after it, however crowded its address: an attacker that
+//     shares a legitimate peer's address and reconnects as soon as it is
+//     dropped makes that address look heavy only with connections younger
+//     than the peer's, which do not count. A legitimate peer sends its
+//     first flight the moment it connects and answers each message within
+//     a round trip, so it leaves the unproved rank quickly; a silent,
+//     stalled, trickling or replaying attacker stays in it until it is
+//     dropped. Ties between sources go to the one whose oldest is older.
+//     Each source sits in a heap per rank, keyed by its count in the older
+//     half and its oldest connection, and the boundary between the halves
+//     moves by one connection per change, so choosing takes O(1) and
+//     keeping the heaps O(log sources) per change: accepting under attack
+//     never scans the sources.
 //
 //   - The first flight has its own deadline (10 seconds by default, or
 //     Config.HandshakeTimeout if shorter), shorter than the handshake's,
@@ -179,7 +185,7 @@ type Listener[T any] struct {
 	sources map[netip.Prefix]*source
 	ranks   [numRanks]rankSet // the connections of each rank
 	pending int               // connections of any rank
-	seq     uint64             // order of arrival, and of each change of rank
+	seq     uint64            // order of arrival, and of each change of rank
 	closed  bool
 	err     error // why the accept loop ended, if not Close
 }
