@@ -58,6 +58,7 @@ const (
 	stallTicket  attackKind = "ticket"  // a resumption message 1 with a bogus ticket; reads 00 00 05; silent
 	stallReplay  attackKind = "replay1" // one recorded first flight, replayed; reads message 2; never sends message 3
 	stallPartial attackKind = "msg1"    // a hello and the length of the longest valid message 1; silent
+	attackLen64K attackKind = "len64k"  // a hello and a message 1 length of 65535; silent (issue 16, item 5)
 	stallNoMsg3  attackKind = "nomsg3"  // a real client's first flight, its own; reads message 2; never sends message 3
 
 	// attackComplete runs a real Client's handshake (classical, attackConfig.client) to its end
@@ -296,9 +297,13 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 			return serverEnded()
 		}
 		a.replies.Add(1)
-	case stallPartial:
+	case stallPartial, attackLen64K:
+		n := uint16(wire.MaxMessage1)
+		if a.cfg.kind == attackLen64K {
+			n = 0xffff
+		}
 		h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator}.Marshal()
-		if _, err := c.Write(binary.BigEndian.AppendUint16(h[:], wire.MaxMessage1)); err != nil {
+		if _, err := c.Write(binary.BigEndian.AppendUint16(h[:], n)); err != nil {
 			return serverEnded()
 		}
 	case attackComplete:

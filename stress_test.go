@@ -31,7 +31,9 @@ package securepeer
 //     connection in the kind's state and reconnect at once when dropped;
 //     the same rounds, from an attacker's address (127.0.0.1, or
 //     127.1.4.1, which one attacker uses) and from 127.0.1.1.
-//   - memory-KIND-K (silent, hello; K = 256, 1000): the listener runs in a
+//   - memory-KIND-K (silent, hello; K = 256, 1000; len64k, msg1: K = 4000,
+//     10 bytes each, a hello and a message 1 length of 65535 or of the
+//     longest valid message 1): the listener runs in a
 //     fresh helper process (the test binary re-executed), so that its
 //     memory is the server's alone, untouched by earlier scenarios; K
 //     attackers here, spread evenly over 127.0.4.1-250. Runtime memory
@@ -97,6 +99,9 @@ func BenchmarkUnderAttack(b *testing.B) {
 		for _, k := range []int{256, 1000} {
 			b.Run(fmt.Sprintf("memory-%s-%d", kind, k), func(b *testing.B) { benchPendingMemory(b, kind, k) })
 		}
+	}
+	for _, kind := range []attackKind{attackLen64K, stallPartial} {
+		b.Run(fmt.Sprintf("memory-%s-4000", kind), func(b *testing.B) { benchPendingMemory(b, kind, 4000) })
 	}
 	b.Run("fd-exhaustion", func(b *testing.B) {
 		latency, err := fdExhaustion(b, 60, *stressCap)
@@ -377,7 +382,12 @@ func benchPendingMemory(b *testing.B, kind attackKind, k int) {
 	held := m.sockets - base.sockets
 	b.Logf("%v; server: %d sockets held, runtime memory %+d B", a, held, m.mem-base.mem)
 	if held < 1 {
-		b.Fatalf("the server holds no attacker connection")
+		// len64k against a listener that refuses the length at once.
+		b.Logf("the server holds no attacker connection: it refused them all")
+		b.ReportMetric(float64(m.mem-base.mem), "B/server-delta")
+		b.ReportMetric(0, "pending-conns")
+		b.ReportMetric(0, "ns/op")
+		return
 	}
 	b.ReportMetric(float64(m.mem-base.mem)/float64(held), "B/pending-conn")
 	b.ReportMetric(float64(held), "pending-conns")
