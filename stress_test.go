@@ -494,15 +494,18 @@ func parallel16(n int, f func(i int) error) error {
 // UNPROVED COMPLETED": runtime memory, open sockets, the connections
 // Accept has returned, and those the listener holds (all, unproved, and
 // completed); "count" says "count SOCKETS PENDING UNPROVED COMPLETED"
-// without collecting garbage first. args.Hold "verify" gives it a Verify that holds every key
-// but args.LegitSeed's until the helper ends; "accept" starts the
-// application loop only on the line "accept".
+// without collecting garbage first. args.Hold "verify" gives it a Verify
+// that holds every key but args.LegitSeed's until the helper ends;
+// "accept" starts the application loop only on the line "accept". With
+// either, the handshake timeout is the helper's Duration.
 func helperServer(ctx context.Context, tb testing.TB, args helperArgs, stdin <-chan string) error {
 	cfg := &Config{Identity: testIdentity(tb, args.ServerSeed)}
-	if args.Hold == "verify" {
-		// Long enough for the attackers' handshakes under the race
-		// detector: Verify holds them until the helper ends.
+	if args.Hold != "" {
+		// Long enough for thousands of handshakes queued for the CPU under
+		// the race detector, so that they complete and stay.
 		cfg.HandshakeTimeout = args.Duration
+	}
+	if args.Hold == "verify" {
 		legit := testIdentity(tb, args.LegitSeed).PublicKey()
 		cfg.Verify = func(vctx context.Context, k PublicKey) error {
 			if k.Equal(legit) {
