@@ -64,14 +64,22 @@
 //   - Handshake CPU is shared by source. A peer that has sent a complete
 //     first flight makes the server compute (key agreement, encapsulation,
 //     a signature), which a replayed first flight does at no cost to the
-//     attacker. At most GOMAXPROCS handshakes compute at once; the others
-//     queue per source and are served round robin across sources, so a
-//     source that replays flights in a loop gets one turn in every round
-//     and any other source waits for at most one turn of each. Within a
-//     source the newest handshake goes first: an attacker's old replays do
-//     not stand in front of a legitimate peer who shares its address, and
-//     the oldest, which wait longest, are the first dropped anyway. A
-//     handshake gives its turn back when it next waits for the peer.
+//     attacker. At most GOMAXPROCS handshakes compute at once, and with
+//     Config.CPUOnDemand a handshake asks for its turn only when it is
+//     about to compute, so a refusal or a stall before that holds none.
+//     The others queue per source and are served round robin across
+//     sources, so a source that replays flights in a loop gets one turn in
+//     every round; a source that starts queueing goes to the front, so a
+//     peer from a fresh address is served next rather than behind every
+//     address already queued. Within a source the newest handshake goes
+//     first: an attacker's old replays do not stand in front of a
+//     legitimate peer who shares its address, and the oldest, which wait
+//     longest, are the first dropped anyway. (A source's queue is bounded
+//     by its pending connections, and leaving it is O(1).) A handshake
+//     gives its turn back when it next waits for the peer. What no order
+//     can do is tell a replay from a peer: while replays arrive faster
+//     than the machine answers them, which message 1 is answered before
+//     its connection's turn to be dropped comes is a matter of chance.
 //
 //   - Accept errors never end the listener. Running out of descriptors
 //     (EMFILE, ENFILE), an aborted connection and the like are retried
