@@ -1115,7 +1115,9 @@ func testPendingState(t *testing.T, row pendingRow, flights [][]byte) {
 	cfg := attackConfig{
 		kind: row.kind, target: addr, n: 5000, source: fromSources(4500), maxDuration: 5 * time.Minute,
 		flight: flights[0], flights: flights, pause: 30 * time.Second,
-		client: &Config{Identity: testIdentity(t, attackerSeed), DisablePostQuantum: true},
+		// The attackers wait as long as the server: thousands of handshakes
+		// queue for its CPU under the race detector.
+		client: &Config{Identity: testIdentity(t, attackerSeed), DisablePostQuantum: true, HandshakeTimeout: 5 * time.Minute},
 	}
 	if row.kind == attackComplete {
 		cfg.maxConns = 1 // each a full handshake: none again
