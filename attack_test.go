@@ -104,6 +104,9 @@ type attackConfig struct {
 	pause time.Duration
 	// client is the Config of attackComplete's handshakes.
 	client *Config
+	// ramp spreads the attackers' first connections over this long (0:
+	// all at once).
+	ramp time.Duration
 	// legitDelay is how long after its connection a legitimate client's
 	// first flight arrives, in testListenerUnderAttack (legitDialAway).
 	legitDelay time.Duration
@@ -177,6 +180,9 @@ func (a *attack) String() string {
 
 func (a *attack) attacker(i int) {
 	defer a.wg.Done()
+	if a.cfg.ramp > 0 {
+		sleepContext(a.ctx, a.cfg.ramp*time.Duration(i)/time.Duration(a.cfg.n))
+	}
 	var d net.Dialer
 	if src := a.cfg.source(i); src != nil {
 		d.LocalAddr = &net.TCPAddr{IP: src}
@@ -1121,6 +1127,10 @@ func testPendingState(t *testing.T, row pendingRow, flights [][]byte) {
 	}
 	if row.kind == attackComplete {
 		cfg.maxConns = 1 // each a full handshake: none again
+		// Each client builds its message 1 once connected; 5000 at once
+		// under the race detector on a busy machine would miss the 10 s
+		// first-flight deadline.
+		cfg.ramp = 10 * time.Second
 	}
 	a := startAttack(context.Background(), cfg)
 	defer a.stop()
