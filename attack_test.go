@@ -24,10 +24,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -50,7 +52,36 @@ const (
 	attackHello   attackKind = "hello"   // a valid hello, then nothing
 	attackTrickle attackKind = "trickle" // a valid first flight, one byte per trickle interval
 	attackReplay  attackKind = "replay"  // a recorded first flight; reads message 2, hangs up, again
+
+	// Stalls (issue 16): each holds its connection in one of the states a
+	// peer can reach without proving anything, until the server drops it.
+	stallTicket  attackKind = "ticket"  // a resumption message 1 with a bogus ticket; reads 00 00 05; silent
+	stallReplay  attackKind = "replay1" // one recorded first flight, replayed; reads message 2; never sends message 3
+	stallPartial attackKind = "msg1"    // a hello and the length of the longest valid message 1; silent
+	attackLen64K attackKind = "len64k"  // a hello and a message 1 length of 65535; silent (issue 16, item 5)
+	stallNoMsg3  attackKind = "nomsg3"  // a real client's first flight, its own; reads message 2; never sends message 3
+
+	// attackComplete runs a real Client's handshake (classical, attackConfig.client) to its end
+	// and holds the connection: the server has it in Verify or waiting for
+	// Accept.
+	attackComplete attackKind = "complete"
 )
+
+// stallKinds are the stalls, in the order of the table of PROTOCOL.md,
+// "Servers on the open internet".
+var stallKinds = []attackKind{stallPartial, stallTicket, stallReplay, stallNoMsg3}
+
+// stallSpreads are the source addresses of 5000 stalling attackers: all on
+// one, or spread over 4500.
+var stallSpreads = []struct {
+	name   string
+	source func(int) net.IP
+	own    net.IP // an attacker's address, for a legitimate client
+}{
+	{"one-source", fromLocal, localIP},
+	// 127.1.4.1, which one attacker uses (500 addresses have two).
+	{"4500-sources", fromSources(4500), fromSources(4500)(1000)},
+}
 
 type attackConfig struct {
 	kind   attackKind
@@ -61,9 +92,24 @@ type attackConfig struct {
 	source func(i int) net.IP
 	// flight is a recorded first flight (hello, length, message 1), for
 	// trickle and replay.
-	flight   []byte
+	flight []byte
+	// flights are real first flights, one for each attacker in turn, for
+	// nomsg3 (nil: flight).
+	flights  [][]byte
 	trickle  time.Duration // pause between trickled bytes; 1 s if zero
 	maxConns int           // connections per attacker; 1,000,000 if zero
+	// pause bounds how long an attacker waits, a random time below it,
+	// after the server has dropped it before it connects again (0: at
+	// once, as fast as it can).
+	pause time.Duration
+	// client is the Config of attackComplete's handshakes.
+	client *Config
+	// ramp spreads the attackers' first connections over this long (0:
+	// all at once).
+	ramp time.Duration
+	// legitDelay is how long after its connection a legitimate client's
+	// first flight arrives, in testListenerUnderAttack (legitDialAway).
+	legitDelay time.Duration
 	// maxDuration stops the attack by itself; 10 minutes if zero.
 	maxDuration time.Duration
 }
@@ -134,6 +180,9 @@ func (a *attack) String() string {
 
 func (a *attack) attacker(i int) {
 	defer a.wg.Done()
+	if a.cfg.ramp > 0 {
+		sleepContext(a.ctx, a.cfg.ramp*time.Duration(i)/time.Duration(a.cfg.n))
+	}
 	var d net.Dialer
 	if src := a.cfg.source(i); src != nil {
 		d.LocalAddr = &net.TCPAddr{IP: src}
@@ -159,12 +208,16 @@ func (a *attack) attacker(i int) {
 		}
 		a.live.Add(1)
 		tc := c.(*net.TCPConn)
-		if a.hold(tc) {
+		dropped := a.hold(tc)
+		if dropped {
 			a.drops.Add(1)
 		}
 		a.live.Add(-1)
 		tc.SetLinger(0)
 		tc.Close()
+		if dropped && a.cfg.pause > 0 {
+			sleepContext(a.ctx, rand.N(a.cfg.pause))
+		}
 	}
 }
 
@@ -230,6 +283,56 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 		}
 		a.replies.Add(1)
 		return false // hang up and replay again
+	case stallTicket:
+		if _, err := c.Write(bogusTicketFlight); err != nil {
+			return serverEnded()
+		}
+		// The server's hello, then 00 00 05.
+		if b, err := readN(c, wire.HelloSize+3); err != nil || !bytes.Equal(b[wire.HelloSize:], []byte{0, 0, wire.RetryFull}) {
+			return serverEnded()
+		}
+		a.replies.Add(1)
+	case stallReplay:
+		if _, err := c.Write(a.cfg.flight); err != nil {
+			return serverEnded()
+		}
+		if _, err := readN(c, wire.HelloSize); err != nil {
+			return serverEnded()
+		}
+		if _, err := readPrefixed(c, 2); err != nil {
+			return serverEnded()
+		}
+		a.replies.Add(1)
+	case stallPartial, attackLen64K:
+		n := uint16(wire.MaxMessage1)
+		if a.cfg.kind == attackLen64K {
+			n = 0xffff
+		}
+		h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator}.Marshal()
+		if _, err := c.Write(binary.BigEndian.AppendUint16(h[:], n)); err != nil {
+			return serverEnded()
+		}
+	case attackComplete:
+		sc := Client(c, a.cfg.client)
+		if err := sc.HandshakeContext(a.ctx); err != nil {
+			return serverEnded()
+		}
+		a.replies.Add(1)
+	case stallNoMsg3:
+		flight := a.cfg.flight
+		if n := len(a.cfg.flights); n > 0 {
+			flight = a.cfg.flights[int(a.dials.Load())%n]
+		}
+		if _, err := c.Write(flight); err != nil {
+			return serverEnded()
+		}
+		if _, err := readN(c, wire.HelloSize); err != nil {
+			return serverEnded()
+		}
+		if _, err := readPrefixed(c, 2); err != nil {
+			return serverEnded()
+		}
+		a.replies.Add(1)
 	default:
 		panic("unknown attack kind " + string(a.cfg.kind))
 	}
@@ -272,6 +375,34 @@ func fromSpread(i int) net.IP {
 
 // fromEven spreads the attackers evenly over 127.0.4.1 to 127.0.4.250.
 func fromEven(i int) net.IP { return net.IPv4(127, 0, 4, byte(1+i%250)) }
+
+// bogusTicketFlight is a first flight offering a ticket no server issued:
+// a hello with FlagResume and a well-formed resumption message 1, whose
+// ticket opens under no key. The server answers 00 00 05 at no cost.
+var bogusTicketFlight = func() []byte {
+	h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator, Resume: true}.Marshal()
+	m := wire.ResumeMessage1{Ticket: bytes.Repeat([]byte{0xb0}, 100), Noise: bytes.Repeat([]byte{0x90}, 32+wire.TagSize+8)}
+	return wire.AppendHandshakeMessage(h[:], m.Marshal(nil))
+}()
+
+// fromSources spreads attackers over n source addresses, 127.1.0.1 and
+// up, 250 to a /24: attacker i on the (i mod n)th.
+func fromSources(n int) func(int) net.IP {
+	return func(i int) net.IP {
+		i %= n
+		return net.IPv4(127, 1, byte(i/250), byte(1+i%250))
+	}
+}
+
+// recordFirstFlights returns n first flights of real Clients, each with its
+// own keys.
+func recordFirstFlights(tb testing.TB, n int) [][]byte {
+	flights := make([][]byte, n)
+	for i := range flights {
+		flights[i] = recordFirstFlight(tb)
+	}
+	return flights
+}
 
 // recordFirstFlight returns what a real Client sends before it reads
 // anything: its hello, then message 1 with its 2-byte length.
@@ -360,13 +491,26 @@ func (w *acceptWatch) close() {
 // choice) and runs the handshake, as Dial does; Dial itself cannot pick a
 // source address.
 func legitDial(ctx context.Context, src net.IP, addr string, cfg *Config) (*Conn, error) {
-	if src == nil {
+	return legitDialAway(ctx, src, addr, cfg, 0)
+}
+
+// legitDialAway is legitDial for a client whose first flight reaches the
+// server delay after its connection does, as from a peer delay/2 away
+// whose handshake's SYN-ACK and first flight each cross the network.
+func legitDialAway(ctx context.Context, src net.IP, addr string, cfg *Config, delay time.Duration) (*Conn, error) {
+	if src == nil && delay == 0 {
 		return Dial(ctx, "tcp", addr, cfg)
 	}
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
+	var d net.Dialer
+	if src != nil {
+		d.LocalAddr = &net.TCPAddr{IP: src}
+	}
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if delay > 0 {
+		raw = &delayedConn{Conn: raw, delay: delay}
 	}
 	c := Client(raw, cfg)
 	if err := c.HandshakeContext(ctx); err != nil {
@@ -374,6 +518,18 @@ func legitDial(ctx context.Context, src net.IP, addr string, cfg *Config) (*Conn
 		return nil, err
 	}
 	return c, nil
+}
+
+// delayedConn holds its first write for delay.
+type delayedConn struct {
+	net.Conn
+	delay time.Duration
+	once  sync.Once
+}
+
+func (c *delayedConn) Write(p []byte) (int, error) {
+	c.once.Do(func() { time.Sleep(c.delay) })
+	return c.Conn.Write(p)
 }
 
 // A legitResult is one legitimate client's outcome: the time from the
@@ -388,6 +544,12 @@ type legitResult struct {
 // waits, at most limit, for both its handshake and the server's Accept to
 // return it.
 func measureLegit(w *acceptWatch, srcs []net.IP, cfg *Config, limit time.Duration) []legitResult {
+	return measureLegitAway(w, srcs, cfg, limit, 0)
+}
+
+// measureLegitAway is measureLegit for clients whose first flight
+// arrives delay after their connection (legitDialAway).
+func measureLegitAway(w *acceptWatch, srcs []net.IP, cfg *Config, limit, delay time.Duration) []legitResult {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	type dialed struct {
@@ -399,7 +561,7 @@ func measureLegit(w *acceptWatch, srcs []net.IP, cfg *Config, limit time.Duratio
 	start := time.Now()
 	for i, src := range srcs {
 		go func() {
-			c, err := legitDial(ctx, src, w.ln.Addr().String(), cfg)
+			c, err := legitDialAway(ctx, src, w.ln.Addr().String(), cfg, delay)
 			dch <- dialed{i, c, err}
 		}()
 	}
@@ -496,14 +658,54 @@ func TestListenerReplayFlood(t *testing.T) {
 		[]net.IP{net.IPv4(127, 0, 0, 2)})
 }
 
+// TestListenerUnderStall (issue 16): 5000 attackers of each stall kind,
+// each holding its connection in the state its kind reaches and
+// reconnecting when dropped, from one source address and from 4500, must
+// not keep legitimate clients out of a default listener, from another
+// address or from an attacker's own. Before the ranking by proof, a stall
+// after a refused ticket or a replayed message 1 outranked a fresh
+// connection, which the next arrival dropped. Success only: the latency is
+// BenchmarkUnderAttack's (BENCHMARKS.md, "Under attack").
+func TestListenerUnderStall(t *testing.T) {
+	flights := recordFirstFlights(t, 16)
+	for _, kind := range stallKinds {
+		for _, sp := range stallSpreads {
+			t.Run(string(kind)+"/"+sp.name, func(t *testing.T) {
+				checkNoLeaks(t)
+				// The attackers reconnect within 30 s of a drop, at random:
+				// about 60 connections a second (5000 attackers for 4096
+				// slots), so that a legitimate peer ranked below them is
+				// dropped while its first flight crosses the network (300
+				// ms here), while the machine keeps the time to answer
+				// every replay and run the legitimate handshake under
+				// -race. The server does not offer the hybrid, whose
+				// ML-KEM the race detector slows tenfold. The test checks
+				// the ranking, not how fast the machine computes:
+				// BenchmarkUnderAttack measures the default listener
+				// against attackers that reconnect at once.
+				cfg := attackConfig{kind: kind, n: 5000, source: sp.source, flight: flights[0], flights: flights,
+					pause: 30 * time.Second, legitDelay: 300 * time.Millisecond}
+				testListenerUnder(t, &Config{DisablePostQuantum: true}, cfg, []net.IP{otherIP, sp.own})
+			})
+		}
+	}
+}
+
 // testListenerUnderAttack runs the attack cfg against a default listener,
 // waits until every attacker has connected, then dials a legitimate client
 // from each of legit at once: each must be accepted within a generous
 // bound, while the attack still runs.
 func testListenerUnderAttack(t *testing.T, cfg attackConfig, legit []net.IP) {
-	const bound = 5 * time.Second // the target is 1 s; CI machines are slow
+	testListenerUnder(t, &Config{}, cfg, legit)
+}
+
+// testListenerUnder is testListenerUnderAttack with the server's Config,
+// whose Identity it sets.
+func testListenerUnder(t *testing.T, serverCfg *Config, cfg attackConfig, legit []net.IP) {
+	const bound = 20 * time.Second // the target is 1 s; CI machines are slow, and so is -race
 	server, client := testIdentity(t, 2), testIdentity(t, 1)
-	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: server})
+	serverCfg.Identity = server
+	ln, err := Listen("tcp", "127.0.0.1:0", serverCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,8 +715,16 @@ func testListenerUnderAttack(t *testing.T, cfg attackConfig, legit []net.IP) {
 	cfg.maxDuration = time.Minute
 	a := startAttack(context.Background(), cfg)
 	defer a.stop()
-	if !a.waitConnected(10 * time.Second) {
+	if !a.waitConnected(time.Minute) {
 		t.Fatalf("the attack did not start: %v", a)
+	}
+	if cfg.kind == stallReplay || cfg.kind == stallNoMsg3 {
+		// Wait until the server has answered the first flights of the
+		// attackers' first connections, most of which it holds.
+		deadline := time.Now().Add(time.Minute)
+		for a.replies.Load() < 4000 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	if cfg.kind == attackReplay {
 		// Wait until the flood costs the server something.
@@ -526,7 +736,7 @@ func testListenerUnderAttack(t *testing.T, cfg attackConfig, legit []net.IP) {
 			t.Fatalf("the server answered no replayed flight: %v", a)
 		}
 	}
-	results := measureLegit(w, legit, &Config{Identity: client, Verify: pin(server.PublicKey()), HandshakeTimeout: bound}, bound)
+	results := measureLegitAway(w, legit, &Config{Identity: client, Verify: pin(server.PublicKey()), HandshakeTimeout: bound}, bound, cfg.legitDelay)
 	if a.ctx.Err() != nil {
 		t.Fatal("the attack stopped before the measurement ended")
 	}
@@ -623,6 +833,8 @@ type helperArgs struct {
 	Duration   time.Duration
 	NoFile     uint64 // RLIMIT_NOFILE to set, if not zero
 	ServerSeed byte   // testIdentity seed of the server, to pin its key
+	Hold       string // "server": "verify" or "accept", as helperServer says
+	LegitSeed  byte   // "server" with Hold "verify": the key its Verify accepts
 }
 
 type helperProc struct {
@@ -827,4 +1039,172 @@ func helperFDLimitListener(ctx context.Context, tb testing.TB, args helperArgs) 
 	wg.Wait()
 	w.close()
 	return nil
+}
+
+// A pendingRow is a row of the table of states in PROTOCOL.md, "Servers on
+// the open internet": a state in which a peer that has proved nothing, or
+// has only just been admitted, makes the listener hold a connection.
+type pendingRow struct {
+	state string
+	kind  attackKind
+	hold  string // helperServer's Hold
+	// reached reports whether the attack has brought the server's
+	// connections into the state.
+	reached func(a *attack, c serverCount) bool
+	// perConn is the row's figure: the server's runtime memory per held
+	// connection at most, in bytes (socket buffers are the kernel's).
+	perConn int64
+}
+
+// serverCount is what a "server" helper process says when told to count.
+type serverCount struct {
+	sockets, pending, unproved, completed int
+}
+
+func (c serverCount) proved() int { return c.pending - c.unproved - c.completed }
+
+func (h *helperProc) count() (serverCount, error) {
+	var c serverCount
+	if err := h.send("count"); err != nil {
+		return c, err
+	}
+	out, err := h.expect("count ", time.Minute)
+	if err != nil {
+		return c, err
+	}
+	_, err = fmt.Sscan(out, &c.sockets, &c.pending, &c.unproved, &c.completed)
+	return c, err
+}
+
+// pendingRows are the handshake rows of the table. Their figures are the
+// memory measured on the machine of BENCHMARKS.md without the race
+// detector, with a margin; TestPendingStates allows twice as much under
+// the race detector, whose own bookkeeping makes every goroutine and
+// allocation larger.
+var pendingRows = []pendingRow{
+	{"first flight", stallPartial, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 4 << 10},
+	{"refused ticket", stallTicket, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 12 << 10},
+	{"queued for CPU", stallReplay, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 20 << 10},
+	{"waiting for message 3", stallNoMsg3, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 20 << 10},
+	{"Verify running", attackComplete, "verify", func(a *attack, c serverCount) bool { return c.proved() >= 4000 }, 20 << 10},
+	{"completed, waiting for Accept", attackComplete, "accept", func(a *attack, c serverCount) bool { return c.completed >= 4000 }, 16 << 10},
+}
+
+// TestPendingStates drives, for each handshake row of the table of pending
+// states (PROTOCOL.md, "Servers on the open internet"), 5000 peers from
+// 4500 source addresses into that state against a default listener in a
+// helper process, so that the memory measured is the server's alone;
+// checks the server's runtime memory per connection it holds against the
+// row's figure; and checks that a legitimate client from another address
+// still gets through, to the application's Accept and back.
+func TestPendingStates(t *testing.T) {
+	flights := recordFirstFlights(t, 16)
+	for _, row := range pendingRows {
+		t.Run(row.state, func(t *testing.T) {
+			testPendingState(t, row, flights)
+		})
+	}
+}
+
+func testPendingState(t *testing.T, row pendingRow, flights [][]byte) {
+	const serverSeed, legitSeed, attackerSeed = 0x61, 0x62, 0x63
+	h := startHelper(t, helperArgs{Mode: "server", ServerSeed: serverSeed, Hold: row.hold, LegitSeed: legitSeed, Duration: 5 * time.Minute})
+	defer h.stop()
+	addr, err := h.expect("addr ", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := h.measure()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := attackConfig{
+		kind: row.kind, target: addr, n: 5000, source: fromSources(4500), maxDuration: 5 * time.Minute,
+		flight: flights[0], flights: flights, pause: 30 * time.Second,
+		// The attackers wait as long as the server: thousands of handshakes
+		// queue for its CPU under the race detector.
+		client: &Config{Identity: testIdentity(t, attackerSeed), DisablePostQuantum: true, HandshakeTimeout: 5 * time.Minute},
+	}
+	if row.kind == attackComplete {
+		cfg.maxConns = 1 // each a full handshake: none again
+		// Each client builds its message 1 once connected; 5000 at once
+		// under the race detector on a busy machine would miss the 10 s
+		// first-flight deadline.
+		cfg.ramp = 10 * time.Second
+	}
+	a := startAttack(context.Background(), cfg)
+	defer a.stop()
+	var c serverCount
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if c, err = h.count(); err != nil {
+			t.Fatal(err)
+		}
+		if row.reached(a, c) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server's connections did not reach the state: %+v; %v", c, a)
+		}
+	}
+	m, err := h.measure()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := m.sockets - base.sockets
+	per := (m.mem - base.mem) / int64(max(held, 1))
+	t.Logf("%v; server: %d sockets, %d pending (%d unproved, %d completed), %+d B, %d B per connection", a, held, m.pending, m.unproved, m.completed, m.mem-base.mem, per)
+	limit := row.perConn
+	if raceEnabled {
+		limit *= 2
+	}
+	if per > limit {
+		t.Errorf("%d B per connection, more than the %d B of the table (twice that under the race detector)", per, row.perConn)
+	}
+
+	// A legitimate client, from another address: its byte comes back
+	// once the application has accepted it.
+	errc := make(chan error, 1)
+	handshook := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cfg := &Config{Identity: testIdentity(t, legitSeed), Verify: pin(testIdentity(t, serverSeed).PublicKey())}
+		c, err := legitDial(ctx, otherIP, addr, cfg)
+		close(handshook)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := c.Write([]byte{1}); err != nil {
+			errc <- err
+			return
+		}
+		_, err = readN(c, 1)
+		errc <- err
+	}()
+	if row.hold == "accept" {
+		// The client's handshake completes, in place of the oldest
+		// completed one if every slot holds one; the application, stuck
+		// so far, then accepts what the listener holds, the client's among
+		// them once the server has completed it too.
+		<-handshook
+		want := min(c.completed+1, 4096)
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+			c, err := h.count()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.completed >= want || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err := h.send("accept"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("the legitimate client did not get through: %v", err)
+	}
 }

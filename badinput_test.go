@@ -9,10 +9,12 @@ package securepeer
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -81,6 +83,16 @@ type badRole struct {
 	// peerMode is the hello mode a hostile peer announces to get past the
 	// victim's hello check.
 	peerMode wire.Mode
+}
+
+// maxFirstMessage is the longest first handshake message the role's victim
+// reads from a peer: a message 1 for a side that may respond, a message 2
+// for a client.
+func (r badRole) maxFirstMessage() int {
+	if r.peerMode == wire.ModeResponder {
+		return wire.MaxHandshakeMessage
+	}
+	return wire.MaxMessage1
 }
 
 var badRoles = []badRole{
@@ -258,28 +270,62 @@ func TestBadInputGarbage(t *testing.T) {
 	}
 }
 
-// TestBadInputMaxLengthPrefix sends a handshake message length of 65535
-// and then 65535 bytes of garbage (the victim rejects them) or a few bytes
-// and the end of the stream. TestBadInputSilence has the prefix followed by
-// silence.
+// TestBadInputMaxLengthPrefix sends the longest handshake message length
+// the victim accepts (65535 for message 2, wire.MaxMessage1 for message 1)
+// and then that many bytes of garbage (the victim rejects them) or a few
+// bytes and the end of the stream. TestBadInputSilence has the prefix
+// followed by silence, TestBadInputOverlongMessage1 a longer message 1.
 func TestBadInputMaxLengthPrefix(t *testing.T) {
 	badLeakCheck(t)
 	for _, role := range badRoles {
+		n := role.maxFirstMessage()
 		t.Run(role.name+"/then garbage", func(t *testing.T) {
-			in := append(badHello(role.peerMode), 0xff, 0xff)
-			in = append(in, bytes.Repeat([]byte{0x5a}, 0xffff)...)
+			in := binary.BigEndian.AppendUint16(badHello(role.peerMode), uint16(n))
+			in = append(in, bytes.Repeat([]byte{0x5a}, n)...)
 			elapsed, err := badAttack(t, role, badPromptTimeout, in, false)
 			badPrompt(t, err, elapsed)
 		})
 		t.Run(role.name+"/then close", func(t *testing.T) {
-			in := append(badHello(role.peerMode), 0xff, 0xff)
-			in = append(in, bytes.Repeat([]byte{0x5a}, 1000)...)
+			in := binary.BigEndian.AppendUint16(badHello(role.peerMode), uint16(n))
+			in = append(in, bytes.Repeat([]byte{0x5a}, n/2)...)
 			elapsed, err := badAttack(t, role, badPromptTimeout, in, true)
 			badPrompt(t, err, elapsed)
 			if !errors.Is(err, io.ErrUnexpectedEOF) {
 				t.Errorf("got %v, want an error wrapping io.ErrUnexpectedEOF", err)
 			}
 		})
+	}
+}
+
+// TestBadInputOverlongMessage1: a message 1 whose length field says more
+// than any valid one holds is refused as soon as the length arrives, with
+// the rest never sent: the victim neither waits for nor buffers what a peer
+// only promises.
+func TestBadInputOverlongMessage1(t *testing.T) {
+	badLeakCheck(t)
+	resuming := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator, Resume: true}.Marshal()
+	for _, role := range badRoles {
+		if role.peerMode == wire.ModeResponder {
+			continue // a client reads no message 1
+		}
+		for _, tc := range []struct {
+			name  string
+			hello []byte
+			n     int
+		}{
+			{"one byte too long", badHello(role.peerMode), wire.MaxMessage1 + 1},
+			{"64 KiB", badHello(role.peerMode), 0xffff},
+			{"resumption one byte too long", resuming[:], wire.MaxResumeMessage1 + 1},
+		} {
+			t.Run(role.name+"/"+tc.name, func(t *testing.T) {
+				in := binary.BigEndian.AppendUint16(slices.Clone(tc.hello), uint16(tc.n))
+				elapsed, err := badAttack(t, role, badPromptTimeout, in, false)
+				badPrompt(t, err, elapsed)
+				if want := fmt.Sprintf("%d bytes", tc.n); !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say the message announced %s", err, want)
+				}
+			})
+		}
 	}
 }
 
@@ -301,7 +347,7 @@ func TestBadInputSilence(t *testing.T) {
 		attacks = append(attacks,
 			&attack{name: role.name + "/nothing", role: role},
 			&attack{name: role.name + "/hello only", role: role, send: badHello(role.peerMode)},
-			&attack{name: role.name + "/max length prefix", role: role, send: append(badHello(role.peerMode), 0xff, 0xff)},
+			&attack{name: role.name + "/max length prefix", role: role, send: binary.BigEndian.AppendUint16(badHello(role.peerMode), uint16(role.maxFirstMessage()))},
 		)
 	}
 	var wg sync.WaitGroup

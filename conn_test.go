@@ -1137,9 +1137,33 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// TestListenerHonoursHandshakeTimeout: a listener whose Config has a
+// HandshakeTimeout shorter than the 10 s first-flight deadline drops a
+// silent peer by the shorter one (issue 16, item 6).
+func TestListenerHonoursHandshakeTimeout(t *testing.T) {
+	checkNoLeaks(t)
+	const timeout = 300 * time.Millisecond
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(t, 2), HandshakeTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Half the first flight's own deadline: the listener must not wait
+	// for it.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || badIsTimeout(err) {
+		t.Fatalf("a silent peer was not dropped within 5 s by a listener whose HandshakeTimeout is %v: %v", timeout, err)
+	}
+}
+
 // TestListenerBoundsPendingConnections checks that peers the application
-// has not accepted yet are held to the bound: the next one is refused, as
-// completed connections are never dropped for it, until Accept makes room.
+// has not accepted yet are held to the bound: the next one takes the place
+// of the oldest, which is closed and never returned by Accept.
 func TestListenerBoundsPendingConnections(t *testing.T) {
 	checkNoLeaks(t)
 	old := maxPending
@@ -1150,40 +1174,53 @@ func TestListenerBoundsPendingConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	dial := func(timeout time.Duration) (*Conn, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	al := ln.(*listener).l
+	dial := func() *Conn {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		return Dial(ctx, "tcp", ln.Addr().String(), &Config{Identity: testIdentity(t, 1)})
-	}
-	for range 2 {
-		c, err := dial(20 * time.Second)
+		c, err := Dial(ctx, "tcp", ln.Addr().String(), &Config{Identity: testIdentity(t, 1)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		t.Cleanup(func() { c.Close() })
+		return c
 	}
-	// The initiator's handshake ends before the responder's: wait until both
-	// are complete on the listener's side too.
-	for deadline := time.Now().Add(20 * time.Second); ln.(*listener).l.Completed() < 2; {
-		if time.Now().After(deadline) {
-			t.Fatal("the listener did not complete two handshakes")
+	// waitCompleted waits until the listener's side of n handshakes is
+	// complete too: the initiator's ends first.
+	waitCompleted := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); al.Completed() < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("the listener did not complete %d handshakes", n)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
 	}
-	if c, err := dial(300 * time.Millisecond); err == nil {
-		c.Close()
-		t.Fatal("a third handshake completed while two connections waited for Accept")
+	first := dial()
+	waitCompleted(1)
+	second := dial()
+	waitCompleted(2)
+	third := dial()
+	// The first is dropped for the third, unread by any Accept.
+	first.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := first.Read(make([]byte, 1)); err == nil || badIsTimeout(err) {
+		t.Fatalf("the oldest waiting connection was not dropped: Read = %v", err)
 	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
+	waitCompleted(2)
+	if n := al.Pending(); n != 2 {
+		t.Fatalf("%d pending, more than the bound of 2", n)
 	}
-	defer s.Close()
-	c, err := dial(20 * time.Second)
-	if err != nil {
-		t.Fatalf("no room after Accept: %v", err)
+	for _, want := range []*Conn{second, third} {
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.RemoteAddr().String() != want.LocalAddr().String() {
+			t.Errorf("Accept returned the connection from %v, want %v", s.RemoteAddr(), want.LocalAddr())
+		}
+		s.Close()
 	}
-	c.Close()
 }
 
 // TestBlockedReaderHoldsNoRecordBuffer checks that a Read waiting on an

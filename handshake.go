@@ -133,6 +133,9 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 		return err
 	}
 	hs.giveTicket = slices.Contains(p1.Ciphers, wire.TicketsSignal) && !hs.cfg.SessionTicketsDisabled
+	if err := hs.acquireCPU(); err != nil {
+		return err
+	}
 	if err := hs.sendMessage2(p1.KEMKey); err != nil { // "Message 2"
 		return err
 	}
@@ -143,6 +146,7 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 	if err := hs.checkMessage3(p3); err != nil {
 		return err
 	}
+	hs.proved()
 	if err := hs.installTrafficKeys(cs1, cs2); err != nil { // "Key schedule"
 		return err
 	}
@@ -166,6 +170,28 @@ func (hs *handshakeState) verifyInitiator() error {
 	}
 	if hs.giveTicket {
 		return hs.sendTicket()
+	}
+	return nil
+}
+
+// proved tells a listener that the peer has authenticated ("Servers on the
+// open internet"): its connection no longer ranks with those that cost
+// their sender nothing. internal/admit's connections take the call.
+func (hs *handshakeState) proved() {
+	if p, ok := hs.c.conn.(interface{ Proved() }); ok {
+		p.Proved()
+	}
+}
+
+// acquireCPU waits for a listener's turn of handshake CPU before the
+// responder computes its answer ("Servers on the open internet"): handshake
+// CPU is shared by source address, and a handshake that stops before
+// computing (a refused ticket, a malformed message 1) never takes a turn.
+// internal/admit's connections take the call; the turn goes back when the
+// handshake next waits for the peer.
+func (hs *handshakeState) acquireCPU() error {
+	if a, ok := hs.c.conn.(interface{ AcquireCPU(context.Context) error }); ok {
+		return a.AcquireCPU(hs.ctx)
 	}
 	return nil
 }
@@ -337,7 +363,7 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 // readMessage1Frame reads the frame of the peer's message 1, which it does
 // not decrypt (readMessage1 does, if this side responds to it).
 func (hs *handshakeState) readMessage1Frame() ([]byte, error) {
-	msg, err := hs.readMessage(slotMessage1)
+	msg, err := hs.readMessage(slotMessage1, wire.MaxMessage1Len(hs.peerResume))
 	if err != nil {
 		return nil, err
 	}
@@ -668,7 +694,7 @@ func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherStat
 // returns its payload. A message that fails to decrypt is the
 // authentication failure, whatever the cause.
 func (hs *handshakeState) readNoise(s slot) (payload []byte, cs1, cs2 *noise.CipherState, err error) {
-	msg, err := hs.readMessage(s)
+	msg, err := hs.readMessage(s, wire.MaxHandshakeMessage)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -680,8 +706,9 @@ func (hs *handshakeState) readNoise(s slot) (payload []byte, cs1, cs2 *noise.Cip
 }
 
 // readMessage reads one framed handshake message, the message of slot s,
-// turning an abort into the error it stands for there (abortError).
-func (hs *handshakeState) readMessage(s slot) ([]byte, error) {
+// turning an abort into the error it stands for there (abortError). A
+// message longer than max is refused before its body is read.
+func (hs *handshakeState) readMessage(s slot, max int) ([]byte, error) {
 	var l [2]byte
 	if _, err := io.ReadFull(hs.c.conn, l[:]); err != nil {
 		return nil, readHandshakeError(err)
@@ -693,6 +720,9 @@ func (hs *handshakeState) readMessage(s slot) ([]byte, error) {
 			return nil, readHandshakeError(err)
 		}
 		return nil, hs.abortError(s, reason[0])
+	}
+	if n > max {
+		return nil, hs.protocolError(fmt.Sprintf("a handshake message of %d bytes, more than the %d it may have", n, max))
 	}
 	// The buffer grows as the body arrives, so a peer that announces 64 KiB
 	// and sends nothing makes this side hold nothing.

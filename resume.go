@@ -195,6 +195,9 @@ func (hs *handshakeState) runResumingResponder(msg1 []byte) error {
 	}
 	hs.remote, hs.postQuantum, hs.authTime = st.initiator, st.postQuantum, st.authTime
 	hs.resumed, hs.giveTicket = true, true
+	if err := hs.acquireCPU(); err != nil {
+		return err
+	}
 	p2 := wire.ResumeRespPayload{Hello: hs.myHello, Ciphers: hs.cipherList(), Protocols: hs.cfg.NextProtos}
 	cs1, cs2, err := hs.writeNoise(p2.Marshal(nil)) // "Resumption message 2"
 	if err != nil {
@@ -204,13 +207,14 @@ func (hs *handshakeState) runResumingResponder(msg1 []byte) error {
 	if err != nil {
 		return err
 	}
-	fin, err := hs.readMessage(slotFinished) // "Resumption message 3"
+	fin, err := hs.readMessage(slotFinished, wire.MaxHandshakeMessage) // "Resumption message 3"
 	if err != nil {
 		return err
 	}
 	if !hmac.Equal(fin, want) {
 		return errAuth
 	}
+	hs.proved()
 	if err := hs.installTrafficKeys(cs1, cs2); err != nil {
 		return err
 	}
@@ -250,19 +254,31 @@ func (hs *handshakeState) retryFull() error {
 		return fmt.Errorf("securepeer: sending the handshake: %w", err)
 	}
 	hs.peerResume = false
+	// A listener waits for the full message 1 as for a first flight
+	// ("Servers on the open internet"): under the first flight's deadline,
+	// ranked as a new connection, into a buffer that grows only as bytes
+	// arrive. internal/admit's connections do.
+	if w, ok := hs.c.conn.(firstFlightWaiter); ok {
+		if err := w.AwaitFirstFlight(hs.ctx, retryFlightLen); err != nil {
+			return readHandshakeError(err)
+		}
+	}
 	msg1, err := hs.readMessage1Frame()
 	if err != nil {
 		return err
 	}
-	// A listener shares handshake CPU between peers; the turn this
-	// handshake had ended when it waited for the new message 1.
-	if t, ok := hs.c.conn.(interface{ Reacquire(context.Context) error }); ok {
-		if err := t.Reacquire(hs.ctx); err != nil {
-			return err
-		}
-	}
 	return hs.runResponder(msg1)
 }
+
+// A firstFlightWaiter waits for a new first flight from the peer and
+// replays it to the next reads, as internal/admit's Conn does.
+type firstFlightWaiter interface {
+	AwaitFirstFlight(ctx context.Context, need func([]byte) int) error
+}
+
+// retryFlightLen is the length of the full message 1 that answers
+// RetryFull, framed, given its first bytes.
+func retryFlightLen(b []byte) int { return wire.Message1Len(b, false) }
 
 // finished is the initiator's proof, in resumption message 3, that it holds
 // the session's keys.

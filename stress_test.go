@@ -25,7 +25,15 @@ package securepeer
 //   - replay-500: 500 connections from 127.0.0.1 replaying a recorded
 //     first flight in a loop; the same rounds (127.0.1.1 is the target,
 //     127.0.0.1 is for information).
-//   - memory-KIND-K (silent, hello; K = 256, 1000): the listener runs in a
+//   - stall-KIND-SPREAD (issue 16; KIND msg1, ticket, replay1, nomsg3 as
+//     attack_test.go's stall kinds; SPREAD one-source, 127.0.0.1, or
+//     4500-sources, 127.1.0.1 and up): 5000 attackers that hold their
+//     connection in the kind's state and reconnect at once when dropped;
+//     the same rounds, from an attacker's address (127.0.0.1, or
+//     127.1.4.1, which one attacker uses) and from 127.0.1.1.
+//   - memory-KIND-K (silent, hello; K = 256, 1000; len64k, msg1: K = 4000,
+//     10 bytes each, a hello and a message 1 length of 65535 or of the
+//     longest valid message 1): the listener runs in a
 //     fresh helper process (the test binary re-executed), so that its
 //     memory is the server's alone, untouched by earlier scenarios; K
 //     attackers here, spread evenly over 127.0.4.1-250. Runtime memory
@@ -34,8 +42,9 @@ package securepeer
 //     sockets (from /proc/self/fd), which are the pending connections.
 //   - fd-exhaustion: a listener in a helper process with RLIMIT_NOFILE 64,
 //     60 peers at once, all closed, then a real client.
-//   - command-KIND-K: the same attacks against the built command,
-//     `securepeer listen -insecure-exec-any-key -exec cat`; a legitimate
+//   - command-KIND-K, command-stall-KIND-SPREAD: the same attacks against
+//     the built command, `securepeer listen -insecure-exec-any-key -exec
+//     cat`; a legitimate
 //     client's time is from its dial to the echo of one byte through cat.
 //   - idle-10k: 10,000 authenticated connections from this process to a
 //     listener in a fresh helper process whose application has one
@@ -70,20 +79,32 @@ var (
 
 func BenchmarkUnderAttack(b *testing.B) {
 	flight := recordFirstFlight(b)
+	same := []net.IP{nil, otherIP} // 127.0.0.1 (the kernel's choice, as Dial makes it), 127.0.1.1
 	for _, k := range []int{256, 1000, 5000} {
 		for _, kind := range []attackKind{attackSilent, attackHello, attackTrickle} {
 			b.Run(fmt.Sprintf("%s-%d", kind, k), func(b *testing.B) {
-				benchAdmission(b, attackConfig{kind: kind, n: k, source: fromSpread, flight: flight})
+				benchAdmission(b, attackConfig{kind: kind, n: k, source: fromSpread, flight: flight}, same)
 			})
 		}
 	}
 	b.Run("replay-500", func(b *testing.B) {
-		benchAdmission(b, attackConfig{kind: attackReplay, n: 500, source: fromLocal, flight: flight})
+		benchAdmission(b, attackConfig{kind: attackReplay, n: 500, source: fromLocal, flight: flight}, same)
 	})
+	flights := recordFirstFlights(b, 16)
+	for _, kind := range stallKinds {
+		for _, sp := range stallSpreads {
+			b.Run(fmt.Sprintf("stall-%s-%s", kind, sp.name), func(b *testing.B) {
+				benchAdmission(b, attackConfig{kind: kind, n: 5000, source: sp.source, flight: flight, flights: flights}, []net.IP{sp.own, otherIP})
+			})
+		}
+	}
 	for _, kind := range []attackKind{attackSilent, attackHello} {
 		for _, k := range []int{256, 1000} {
 			b.Run(fmt.Sprintf("memory-%s-%d", kind, k), func(b *testing.B) { benchPendingMemory(b, kind, k) })
 		}
+	}
+	for _, kind := range []attackKind{attackLen64K, stallPartial} {
+		b.Run(fmt.Sprintf("memory-%s-4000", kind), func(b *testing.B) { benchPendingMemory(b, kind, 4000) })
 	}
 	b.Run("fd-exhaustion", func(b *testing.B) {
 		latency, err := fdExhaustion(b, 60, *stressCap)
@@ -100,7 +121,14 @@ func BenchmarkUnderAttack(b *testing.B) {
 	for _, k := range []int{256, 1000, 5000} {
 		for _, kind := range []attackKind{attackSilent, attackHello, attackTrickle} {
 			b.Run(fmt.Sprintf("command-%s-%d", kind, k), func(b *testing.B) {
-				benchCommandAdmission(b, attackConfig{kind: kind, n: k, source: fromSpread, flight: flight})
+				benchCommandAdmission(b, attackConfig{kind: kind, n: k, source: fromSpread, flight: flight}, same)
+			})
+		}
+	}
+	for _, kind := range stallKinds {
+		for _, sp := range stallSpreads {
+			b.Run(fmt.Sprintf("command-stall-%s-%s", kind, sp.name), func(b *testing.B) {
+				benchCommandAdmission(b, attackConfig{kind: kind, n: 5000, source: sp.source, flight: flight, flights: flights}, []net.IP{sp.own, otherIP})
 			})
 		}
 	}
@@ -111,7 +139,7 @@ func BenchmarkUnderAttack(b *testing.B) {
 // library's listener. The command shows no Accept, so a legitimate
 // handshake is timed from the start of its dial to the echo of one byte
 // through cat: the handshake, the admission and an exec.
-func benchCommandAdmission(b *testing.B, cfg attackConfig) {
+func benchCommandAdmission(b *testing.B, cfg attackConfig, srcs []net.IP) {
 	dir := b.TempDir()
 	bin := dir + "/securepeer"
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/securepeer").CombinedOutput(); err != nil {
@@ -180,7 +208,6 @@ func benchCommandAdmission(b *testing.B, cfg attackConfig) {
 		}
 		return time.Since(start), nil
 	}
-	srcs := []net.IP{nil, otherIP}
 	lat, timeouts := legitRounds(b, srcs, echo)
 	reportLegit(b, srcs, lat, "echo")
 	b.ReportMetric(float64(timeouts), "timeouts")
@@ -229,8 +256,9 @@ func legitRounds(b *testing.B, srcs []net.IP, measure func(src net.IP) (time.Dur
 }
 
 // benchAdmission runs the attack cfg against a default listener and times
-// legitimate handshakes from 127.0.0.1 and 127.0.1.1 meanwhile.
-func benchAdmission(b *testing.B, cfg attackConfig) {
+// legitimate handshakes from srcs meanwhile: an attacker's address, then
+// another.
+func benchAdmission(b *testing.B, cfg attackConfig, srcs []net.IP) {
 	server, client := testIdentity(b, 0x52), testIdentity(b, 0x53)
 	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: server})
 	if err != nil {
@@ -249,7 +277,6 @@ func benchAdmission(b *testing.B, cfg attackConfig) {
 	// The client's own HandshakeTimeout is the cap, so that a lockout
 	// shows as the time it lasts, up to the cap, not the default 30 s.
 	clientCfg := &Config{Identity: client, Verify: pin(server.PublicKey()), HandshakeTimeout: *stressCap}
-	srcs := []net.IP{nil, otherIP} // 127.0.0.1 (the kernel's choice, as Dial makes it), 127.0.1.1
 	dials0, replies0, start := a.dials.Load(), a.replies.Load(), time.Now()
 	lat, timeouts := legitRounds(b, srcs, func(src net.IP) (time.Duration, error) {
 		r := measureLegit(w, []net.IP{src}, clientCfg, *stressCap)[0]
@@ -304,9 +331,12 @@ func openSockets(tb testing.TB) int {
 // serverMemory is what a "server" helper process says when told to
 // measure.
 type serverMemory struct {
-	mem      int64 // runtime memory: HeapAlloc + StackInuse after two GCs
-	sockets  int   // open sockets, the listener's included
-	accepted int   // connections Accept has returned
+	mem       int64 // runtime memory: HeapAlloc + StackInuse after two GCs
+	sockets   int   // open sockets, the listener's included
+	accepted  int   // connections Accept has returned
+	pending   int   // connections the listener holds
+	unproved  int   // of which unproved
+	completed int   // of which completed, waiting for Accept
 }
 
 func (h *helperProc) measure() (serverMemory, error) {
@@ -318,7 +348,7 @@ func (h *helperProc) measure() (serverMemory, error) {
 	if err != nil {
 		return m, err
 	}
-	_, err = fmt.Sscan(out, &m.mem, &m.sockets, &m.accepted)
+	_, err = fmt.Sscan(out, &m.mem, &m.sockets, &m.accepted, &m.pending, &m.unproved, &m.completed)
 	return m, err
 }
 
@@ -348,7 +378,12 @@ func benchPendingMemory(b *testing.B, kind attackKind, k int) {
 	held := m.sockets - base.sockets
 	b.Logf("%v; server: %d sockets held, runtime memory %+d B", a, held, m.mem-base.mem)
 	if held < 1 {
-		b.Fatalf("the server holds no attacker connection")
+		// len64k against a listener that refuses the length at once.
+		b.Logf("the server holds no attacker connection: it refused them all")
+		b.ReportMetric(float64(m.mem-base.mem), "B/server-delta")
+		b.ReportMetric(0, "pending-conns")
+		b.ReportMetric(0, "ns/op")
+		return
 	}
 	b.ReportMetric(float64(m.mem-base.mem)/float64(held), "B/pending-conn")
 	b.ReportMetric(float64(held), "pending-conns")
@@ -451,20 +486,55 @@ func parallel16(n int, f func(i int) error) error {
 // helperServer runs a default listener with the usual application loop:
 // one goroutine per accepted connection, blocked in Read; it echoes the
 // first byte, then reads until the end of stream. It says "addr ADDR", and
-// on each line "measure" says "memory MEM SOCKETS ACCEPTED": runtime
-// memory, open sockets and the connections Accept has returned.
+// on each line "measure" says "memory MEM SOCKETS ACCEPTED PENDING
+// UNPROVED COMPLETED": runtime memory, open sockets, the connections
+// Accept has returned, and those the listener holds (all, unproved, and
+// completed); "count" says "count SOCKETS PENDING UNPROVED COMPLETED"
+// without collecting garbage first. args.Hold "verify" gives it a Verify
+// that holds every key but args.LegitSeed's until the helper ends;
+// "accept" starts the application loop only on the line "accept". With
+// either, the handshake timeout is the helper's Duration.
 func helperServer(ctx context.Context, tb testing.TB, args helperArgs, stdin <-chan string) error {
-	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(tb, args.ServerSeed)})
+	cfg := &Config{Identity: testIdentity(tb, args.ServerSeed)}
+	if args.Hold != "" {
+		// Long enough for thousands of handshakes queued for the CPU under
+		// the race detector, so that they complete and stay.
+		cfg.HandshakeTimeout = args.Duration
+	}
+	if args.Hold == "verify" {
+		legit := testIdentity(tb, args.LegitSeed).PublicKey()
+		cfg.Verify = func(vctx context.Context, k PublicKey) error {
+			if k.Equal(legit) {
+				return nil
+			}
+			select {
+			case <-vctx.Done():
+			case <-ctx.Done():
+			}
+			return errNotAllowed
+		}
+	}
+	ln, err := Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		return err
 	}
+	al := ln.(*listener).l
 	var (
 		wg       sync.WaitGroup
 		accepted atomic.Int64
 	)
 	defer wg.Wait()
 	defer ln.Close()
+	startAccepting := make(chan struct{})
+	if args.Hold != "accept" {
+		close(startAccepting)
+	}
 	wg.Go(func() {
+		select {
+		case <-startAccepting:
+		case <-ctx.Done():
+			return
+		}
 		for range 10_000_000 {
 			c, err := ln.Accept()
 			if errors.Is(err, net.ErrClosed) {
@@ -492,11 +562,17 @@ func helperServer(ctx context.Context, tb testing.TB, args helperArgs, stdin <-c
 	for {
 		select {
 		case line := <-stdin:
-			if line != "measure" {
+			switch line {
+			case "measure":
+				mem := liveHeapAndStacks()
+				helperSay("memory %d %d %d %d %d %d", mem, openSockets(tb), accepted.Load(), al.Pending(), al.Unproved(), al.Completed())
+			case "count":
+				helperSay("count %d %d %d %d", openSockets(tb), al.Pending(), al.Unproved(), al.Completed())
+			case "accept":
+				close(startAccepting)
+			default:
 				return fmt.Errorf("unexpected %q", line)
 			}
-			mem := liveHeapAndStacks()
-			helperSay("memory %d %d %d", mem, openSockets(tb), accepted.Load())
 		case <-ctx.Done():
 			return nil
 		}

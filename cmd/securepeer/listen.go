@@ -230,9 +230,11 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	// The notices a peer can cause as fast as it likes, at a bounded rate.
 	rates := newRateLog(e.notef)
 	cfg := listenConfig{
-		h:      h,
-		verify: verify,
-		log:    log,
+		h:           h,
+		timeout:     listenHandshakeTimeout,
+		cpuOnDemand: func() bool { _, native := h.(*nativeHandshaker); return native }(),
+		verify:      verify,
+		log:         log,
 		refused: func(remote string, err error) {
 			rates.printf("refused peers", "refused %s: %v", remote, err)
 		},

@@ -18,9 +18,16 @@ import (
 
 // listenConfig says how a listener treats connections.
 type listenConfig struct {
-	h      handshaker
-	verify verifyFunc
-	log    *slog.Logger
+	h handshaker
+	// timeout bounds each peer from its accept to the end of its
+	// handshake; its first flight gets the shorter of this and
+	// internal/admit's 10 seconds.
+	timeout time.Duration
+	// cpuOnDemand is admit.Config.CPUOnDemand: the handshake asks for its
+	// turn of handshake CPU (securepeer's does; -legacy's does not).
+	cpuOnDemand bool
+	verify      verifyFunc
+	log         *slog.Logger
 	// refused is called when verify refuses a peer (nil: do nothing).
 	refused func(remote string, err error)
 	// notef prints a notice for the user: accept errors being retried, and
@@ -87,7 +94,9 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 		Handshake: func(ctx context.Context, c net.Conn) (*stream, error) {
 			return cfg.h.handshake(ctx, c, false, cfg.verify)
 		},
-		FirstFlight: cfg.h.firstFlight,
+		FirstFlight:      cfg.h.firstFlight,
+		HandshakeTimeout: cfg.timeout,
+		CPUOnDemand:      cfg.cpuOnDemand,
 		Failed: func(remote net.Addr, err error) {
 			var ce *codeError
 			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {

@@ -10,6 +10,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -17,9 +18,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/internal/wire"
 )
 
 // TestSignalAbortsSender interrupts a connect that is sending a large stdin
@@ -414,4 +419,76 @@ func TestListenSilentPeers(t *testing.T) {
 	if code := server.interrupt(); code != exitInterrupted {
 		t.Errorf("listen exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, server.stderr)
 	}
+}
+
+// TestListenStalledPeers floods listen -exec with peers that offer a
+// ticket no server issued, get 00 00 05, and stall, more of them than it
+// has slots, each reconnecting as soon as it is dropped; connect, from the
+// same address, must still get its line echoed. Before the admission
+// ranked connections by what they had proved, a stall after 00 00 05
+// outranked a connection still waiting for its first message, which the
+// next arrival dropped.
+func TestListenStalledPeers(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	server, addr := te.start("server", "listen", "-i", "server", "-exec", "cat", "127.0.0.1:0")
+	h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator, Resume: true}.Marshal()
+	m := wire.ResumeMessage1{Ticket: bytes.Repeat([]byte{0xb0}, 100), Noise: bytes.Repeat([]byte{0x90}, 64)}
+	flight := wire.AppendHandshakeMessage(h[:], m.Marshal(nil))
+
+	const stallers = 4200 // over the 4096 slots: the ones dropped come back at once
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var refused, dials atomic.Int64
+	for range stallers {
+		wg.Go(func() {
+			for range 100 { // bounded: a handful of reconnections each
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				dials.Add(1)
+				closed := make(chan struct{})
+				go func() {
+					select {
+					case <-stop:
+						c.Close()
+					case <-closed:
+					}
+				}()
+				c.Write(flight)
+				var answer [wire.HelloSize + 3]byte
+				if _, err := io.ReadFull(c, answer[:]); err == nil && answer[wire.HelloSize+2] == wire.RetryFull {
+					refused.Add(1)
+				}
+				io.Copy(io.Discard, c) // until listen drops it
+				close(closed)
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+		})
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	waitFor(t, func() bool { return refused.Load() >= stallers }, stringer(func() string { return server.stderr.String() }))
+
+	echo := te.command("connect", "-expect", "server.pub", addr)
+	echo.Stdin = strings.NewReader("past the stalled ones\n")
+	var out, stderr syncBuffer
+	echo.Stdout, echo.Stderr = &out, &stderr
+	if err := echo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitCmd(t, echo); err != nil || out.String() != "past the stalled ones\n" {
+		t.Errorf("connect past %d stalled peers (%d connections): %q, %v\n%s", stallers, dials.Load(), out.String(), err, stderr.String())
+	}
+	t.Logf("%d connections of %d stalled peers, %d refused tickets", dials.Load(), stallers, refused.Load())
 }

@@ -15,47 +15,82 @@
 //     the table of pending connections is full, one already pending is
 //     dropped to make room.
 //
-//   - Drop the heaviest source's oldest waiter. The connection dropped
-//     belongs to the source address (an IPv4 address, or an IPv6 /64) that
-//     holds the most pending connections, so a source can hold any number
-//     of slots while slots are free and has to give them up, one for one,
-//     to every other source that wants one: max-min fairness, with no
-//     per-source quota to tune. Within that source the connection dropped
-//     is the oldest one still waiting for its first flight, else its oldest
-//     in the handshake. A legitimate peer sends its first flight the moment
-//     it connects, so it stops waiting within a round trip, while a silent,
-//     stalled or trickling attacker waits until it is dropped; so oldest
-//     first drops attackers, including those that share the legitimate
-//     peer's address. (sshd's random early drop protects the server; it
-//     does not tell the peers apart.) Connections whose handshake has
-//     completed, waiting for Accept, are never dropped: when only those
-//     remain, new connections are closed until Accept takes some.
+//   - Rank by what a connection has proved, not by its phase. Until the
+//     handshake has authenticated the peer (securepeer: message 3, or
+//     finished in a resumption), a connection has proved nothing: a message
+//     1 can be replayed, a ticket forged, and a stall after either costs the
+//     attacker nothing, whatever phase it leaves the connection in. So every
+//     unproved connection is dropped before any proved one (whose peer has
+//     done a handshake's work and whose Verify may be running), and every
+//     proved one before any completed one (waiting for Accept, which the
+//     application is slow to call).
 //
-//   - The first flight has its own deadline (10 seconds by default),
-//     shorter than the handshake's, which must allow for a slow Verify
-//     (a user confirming a key on the other side). It is read here, before
-//     the handshake runs, into a buffer that grows only as bytes arrive, by
-//     a goroutine whose stack holds nothing else: a waiting connection costs
-//     about what its socket and that goroutine cost.
+//   - Within a rank, drop the heaviest source's oldest, from the older
+//     half. A rank's connections are ordered by when they took it: their
+//     accept, or the moment the handshake sent them back to waiting for a
+//     first flight (securepeer's 00 00 05 after a refused ticket), whatever
+//     their phase since. Only the older half is dropped from, and the
+//     connection dropped belongs to the source address (an IPv4 address,
+//     or an IPv6 /64) that holds the most connections in that half: its
+//     oldest. So a source can hold any number of slots while slots are
+//     free and has to give them up, one for one, to every other source
+//     that wants one (max-min fairness, with no per-source quota to tune),
+//     and every connection keeps its place until half of its rank has
+//     arrived after it, however crowded its address: an attacker that
+//     shares a legitimate peer's address and reconnects as soon as it is
+//     dropped makes that address look heavy only with connections younger
+//     than the peer's, which do not count. A legitimate peer sends its
+//     first flight the moment it connects and answers each message within
+//     a round trip, so it leaves the unproved rank quickly; a silent,
+//     stalled, trickling or replaying attacker stays in it until it is
+//     dropped. Ties between sources go to the one whose oldest is older.
+//     Each source sits in a heap per rank, keyed by its count in the older
+//     half and its oldest connection, and the boundary between the halves
+//     moves by one connection per change, so choosing takes O(1) and
+//     keeping the heaps O(log sources) per change: accepting under attack
+//     never scans the sources.
+//
+//   - The first flight has its own deadline (10 seconds by default, or
+//     Config.HandshakeTimeout if shorter), shorter than the handshake's,
+//     which must allow for a slow Verify (a user confirming a key on the
+//     other side). It is read here, before the handshake runs, into a
+//     buffer that grows only with the bytes received (never to what a
+//     length field promises), by a goroutine whose stack holds nothing
+//     else: a waiting connection costs about what its socket and that
+//     goroutine cost. A handshake that sends its peer back to a first
+//     flight waits for it the same way ([Conn.AwaitFirstFlight]): the same
+//     deadline, a new rank, and a buffer that grows as bytes arrive.
 //
 //   - Handshake CPU is shared by source. A peer that has sent a complete
 //     first flight makes the server compute (key agreement, encapsulation,
 //     a signature), which a replayed first flight does at no cost to the
-//     attacker. At most GOMAXPROCS handshakes compute at once; the others
-//     queue per source and are served round robin across sources, so a
-//     source that replays flights in a loop gets one turn in every round
-//     and any other source waits for at most one turn of each. A handshake
-//     gives its turn back when it next waits for the peer.
+//     attacker. At most GOMAXPROCS handshakes compute at once, and with
+//     Config.CPUOnDemand a handshake asks for its turn only when it is
+//     about to compute, so a refusal or a stall before that holds none.
+//     The others queue per source and are served round robin across
+//     sources, so a source that replays flights in a loop gets one turn in
+//     every round; a source that starts queueing goes to the front, so a
+//     peer from a fresh address is served next rather than behind every
+//     address already queued. Within a source the newest handshake goes
+//     first: an attacker's old replays do not stand in front of a
+//     legitimate peer who shares its address, and the oldest, which wait
+//     longest, are the first dropped anyway. (A source's queue is bounded
+//     by its pending connections, and leaving it is O(1).) A handshake
+//     gives its turn back when it next waits for the peer. What no order
+//     can do is tell a replay from a peer: while replays arrive faster
+//     than the machine answers them, which message 1 is answered before
+//     its connection's turn to be dropped comes is a matter of chance.
 //
 //   - Accept errors never end the listener. Running out of descriptors
 //     (EMFILE, ENFILE), an aborted connection and the like are retried
 //     after a pause that starts at 5 ms and doubles up to 1 s, as
 //     net/http's Server does; running out of descriptors also drops one
-//     waiting connection, to free one. Only a closed inner listener ends
+//     unproved connection, to free one. Only a closed inner listener ends
 //     Accept.
 package admit
 
 import (
+	"container/heap"
 	"container/list"
 	"context"
 	"errors"
@@ -81,12 +116,18 @@ const (
 // FirstFlight function asks for.
 const maxFirstFlight = 1 << 17
 
+// minFlightBuffer is the first flight buffer's smallest size: a peer that
+// sends a few bytes holds this much, and the buffer doubles from it as
+// bytes arrive.
+const minFlightBuffer = 64
+
 // Config configures a Listener.
 type Config[T any] struct {
 	// Handshake runs the protocol's handshake, as responder, over c, whose
-	// first reads return the first flight already read. ctx ends when the
-	// connection is dropped or the listener closed. On error the listener
-	// closes the connection; on success the result owns it.
+	// first reads return the first flight already read. c is a *Conn. ctx
+	// ends when the connection is dropped or the listener closed, and at
+	// the HandshakeTimeout deadline if set. On error the listener closes
+	// the connection; on success the result owns it.
 	Handshake func(ctx context.Context, c net.Conn) (T, error)
 
 	// FirstFlight returns, from the bytes b received so far, the length
@@ -108,16 +149,29 @@ type Config[T any] struct {
 	MaxPending int
 
 	// FirstFlightTimeout bounds the wait for the first flight, counted
-	// from the accept. If zero, DefaultFirstFlightTimeout.
+	// from the accept, and for a first flight the handshake asks for again
+	// (Conn.AwaitFirstFlight), counted from the request. If zero,
+	// DefaultFirstFlightTimeout; never more than HandshakeTimeout, if set.
 	FirstFlightTimeout time.Duration
+
+	// HandshakeTimeout, if not zero, bounds each connection from its
+	// accept to the end of its handshake, first flight included: the
+	// context given to Handshake has that deadline.
+	HandshakeTimeout time.Duration
+
+	// CPUOnDemand, if true, starts each handshake without a turn of
+	// handshake CPU: it asks for one with Conn.AcquireCPU before it
+	// computes, so that a handshake that fails or stalls before computing
+	// anything (a refused ticket) never holds one. If false, each
+	// handshake gets a turn before it starts.
+	CPUOnDemand bool
 }
 
 // Errors given to Config.Failed.
 var (
-	ErrDropped          = errors.New("dropped to make room for other peers: the listener's pending connections were full")
-	ErrFirstFlight      = errors.New("the peer sent no complete first handshake message in time")
-	errListenerClosed   = errors.New("the listener was closed")
-	errTooManyCompleted = errors.New("refused: every pending slot holds a completed connection waiting for Accept")
+	ErrDropped        = errors.New("dropped to make room for other peers: the listener's pending connections were full")
+	ErrFirstFlight    = errors.New("the peer sent no complete first handshake message in time")
+	errListenerClosed = errors.New("the listener was closed")
 )
 
 // A Listener accepts connections from an inner listener and hands out the
@@ -137,8 +191,9 @@ type Listener[T any] struct {
 
 	mu      sync.Mutex
 	sources map[netip.Prefix]*source
-	pending int    // entries in any phase
-	seq     uint64 // arrival order
+	ranks   [numRanks]rankSet // the connections of each rank
+	pending int               // connections of any rank
+	seq     uint64            // order of arrival, and of each change of rank
 	closed  bool
 	err     error // why the accept loop ended, if not Close
 }
@@ -150,59 +205,197 @@ type accepted[T any] struct {
 	v T
 }
 
-// phase is where a pending connection stands.
-type phase uint8
+// A rank is what a pending connection has proved, which orders drops: all
+// unproved connections go before any proved one, and those before any
+// completed one.
+type rank uint8
 
 const (
-	waiting     phase = iota // for the first flight
-	handshaking              // or queued for the CPU
-	completed                // waiting for Accept; never dropped
-	gone                     // dropped or failed; no longer counted
+	unproved  rank = iota // waiting for a first flight, or in the handshake before the peer's proof
+	proved                // the peer has authenticated; Verify may be running
+	completed             // the handshake succeeded; waiting for Accept
+	numRanks
 )
 
 // entry is one pending connection. Its fields are guarded by Listener.mu.
 type entry struct {
-	src    *source
-	raw    net.Conn
-	seq    uint64
-	phase  phase
-	elem   *list.Element // in src.waiting or src.busy
-	cancel context.CancelCauseFunc
-	cause  error // why it was dropped
+	src      *source
+	raw      net.Conn
+	rank     rank
+	seq      uint64        // when it took its place in its rank: the older go first
+	elem     *list.Element // in src.conns[rank]; nil once gone
+	order    *list.Element // in Listener.ranks[rank].order
+	older    bool          // in the older half of its rank
+	deadline time.Time     // of the handshake, from Config.HandshakeTimeout; zero if none
+	cancel   context.CancelCauseFunc
+	cause    error // why it was dropped
 }
 
-// source is one source address's pending connections, oldest first.
+func (e *entry) gone() bool { return e.elem == nil }
+
+// source is one source address's pending connections.
 type source struct {
-	key           netip.Prefix
-	waiting, busy list.List
-	completed     int
+	key   netip.Prefix
+	conns [numRanks]list.List // of *entry, by rank, oldest (lowest seq) first
+	older [numRanks]int       // of which in the older half of their rank
+	index [numRanks]int       // in Listener.ranks[r].srcs, or -1
 
 	// Guarded by cpuGate.mu.
-	cpuq   []chan struct{}
-	inRing bool
+	cpuq list.List     // of *waiter, oldest first
+	ring *list.Element // in cpuGate.ring while cpuq is not empty
 }
 
-func (s *source) evictable() int { return s.waiting.Len() + s.busy.Len() }
+func (s *source) empty() bool {
+	return s.conns[unproved].Len()+s.conns[proved].Len()+s.conns[completed].Len() == 0
+}
 
-// victim returns the connection a full source gives up: its oldest waiting
-// for a first flight, else its oldest in the handshake.
-func (s *source) victim() *entry {
-	if f := s.waiting.Front(); f != nil {
-		return f.Value.(*entry)
+// oldest returns the source's oldest connection of rank r.
+func (s *source) oldest(r rank) *entry { return s.conns[r].Front().Value.(*entry) }
+
+// A rankSet is the pending connections of one rank, in the order they took
+// it, split into an older and a younger half (the older has the extra one),
+// with a heap of the sources that hold connections in the older half: the
+// one to drop from on top, the most such connections first, then the
+// oldest. Only the older half is dropped from, so that every connection
+// keeps its place until half of its rank has arrived after it, however
+// crowded its address is, and the choice of source looks at who holds the
+// older connections, not at whose newcomers are arriving.
+type rankSet struct {
+	r          rank
+	order      list.List     // of *entry, oldest first
+	firstYoung *list.Element // the younger half's first, or nil
+	older      int           // entries in the older half: (order.Len()+1)/2
+	srcs       []*source     // heap
+}
+
+// add puts e, which has just taken the rank, last.
+func (rs *rankSet) add(e *entry) {
+	e.order = rs.order.PushBack(e)
+	e.older = false
+	if rs.firstYoung == nil {
+		rs.firstYoung = e.order
 	}
-	if f := s.busy.Front(); f != nil {
-		return f.Value.(*entry)
+	rs.balance()
+}
+
+// remove takes e out; its source's list no longer holds it.
+func (rs *rankSet) remove(e *entry) {
+	switch {
+	case e.older:
+		rs.older--
+		e.src.older[rs.r]--
+	case rs.firstYoung == e.order:
+		rs.firstYoung = e.order.Next()
 	}
-	return nil
+	rs.order.Remove(e.order)
+	e.order = nil
+	rs.fix(e.src)
+	rs.balance()
+}
+
+// balance moves the boundary between the halves back in place.
+func (rs *rankSet) balance() {
+	want := (rs.order.Len() + 1) / 2
+	for rs.older < want {
+		el := rs.firstYoung
+		rs.firstYoung = el.Next()
+		rs.setOlder(el.Value.(*entry), true)
+	}
+	for rs.older > want {
+		el := rs.order.Back()
+		if rs.firstYoung != nil {
+			el = rs.firstYoung.Prev()
+		}
+		rs.firstYoung = el
+		rs.setOlder(el.Value.(*entry), false)
+	}
+}
+
+func (rs *rankSet) setOlder(e *entry, older bool) {
+	e.older = older
+	d := 1
+	if !older {
+		d = -1
+	}
+	rs.older += d
+	e.src.older[rs.r] += d
+	rs.fix(e.src)
+}
+
+// victim returns the connection to drop: the oldest of the source on top,
+// which is in the older half. Nil if the rank is empty.
+func (rs *rankSet) victim() *entry {
+	if len(rs.srcs) == 0 {
+		return nil
+	}
+	return rs.srcs[0].oldest(rs.r)
+}
+
+// fix restores the heap after s's connections of the rank changed.
+func (rs *rankSet) fix(s *source) {
+	i := s.index[rs.r]
+	switch {
+	case s.older[rs.r] == 0:
+		if i >= 0 {
+			heap.Remove(rs, i)
+		}
+	case i < 0:
+		heap.Push(rs, s)
+	default:
+		heap.Fix(rs, i)
+	}
+}
+
+// The heap of sources, for container/heap.
+
+func (rs *rankSet) Len() int { return len(rs.srcs) }
+
+func (rs *rankSet) Less(i, j int) bool {
+	a, b := rs.srcs[i], rs.srcs[j]
+	if na, nb := a.older[rs.r], b.older[rs.r]; na != nb {
+		return na > nb
+	}
+	return a.oldest(rs.r).seq < b.oldest(rs.r).seq
+}
+
+func (rs *rankSet) Swap(i, j int) {
+	rs.srcs[i], rs.srcs[j] = rs.srcs[j], rs.srcs[i]
+	rs.srcs[i].index[rs.r] = i
+	rs.srcs[j].index[rs.r] = j
+}
+
+func (rs *rankSet) Push(x any) {
+	s := x.(*source)
+	s.index[rs.r] = len(rs.srcs)
+	rs.srcs = append(rs.srcs, s)
+}
+
+func (rs *rankSet) Pop() any {
+	n := len(rs.srcs) - 1
+	s := rs.srcs[n]
+	rs.srcs[n] = nil
+	rs.srcs = rs.srcs[:n]
+	s.index[rs.r] = -1
+	return s
 }
 
 // NewListener starts accepting from inner.
 func NewListener[T any](inner net.Listener, cfg Config[T]) *Listener[T] {
+	l := newListener(inner, cfg)
+	go l.serve()
+	return l
+}
+
+// newListener returns a listener that has not started accepting.
+func newListener[T any](inner net.Listener, cfg Config[T]) *Listener[T] {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
 	}
 	if cfg.FirstFlightTimeout <= 0 {
 		cfg.FirstFlightTimeout = DefaultFirstFlightTimeout
+	}
+	if cfg.HandshakeTimeout > 0 {
+		cfg.FirstFlightTimeout = min(cfg.FirstFlightTimeout, cfg.HandshakeTimeout)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener[T]{
@@ -214,8 +407,10 @@ func NewListener[T any](inner net.Listener, cfg Config[T]) *Listener[T] {
 		done:    make(chan struct{}),
 		sources: make(map[netip.Prefix]*source),
 	}
+	for r := range l.ranks {
+		l.ranks[r].r = rank(r)
+	}
 	l.cpu.free = runtime.GOMAXPROCS(0)
-	go l.serve()
 	return l
 }
 
@@ -223,21 +418,27 @@ func NewListener[T any](inner net.Listener, cfg Config[T]) *Listener[T] {
 // Close, or once the inner listener has failed for good, it returns an
 // error wrapping net.ErrClosed or the inner listener's error.
 func (l *Listener[T]) Accept() (T, error) {
-	select {
-	case a := <-l.ready:
+	for {
+		select {
+		case a := <-l.ready:
+			l.mu.Lock()
+			dropped := a.e.gone() // as it was handed over
+			l.removeLocked(a.e)
+			l.mu.Unlock()
+			if dropped {
+				continue
+			}
+			return a.v, nil
+		case <-l.done:
+		}
+		var zero T
 		l.mu.Lock()
-		l.removeLocked(a.e)
-		l.mu.Unlock()
-		return a.v, nil
-	case <-l.done:
+		defer l.mu.Unlock()
+		if l.err != nil {
+			return zero, l.err
+		}
+		return zero, net.ErrClosed
 	}
-	var zero T
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.err != nil {
-		return zero, l.err
-	}
-	return zero, net.ErrClosed
 }
 
 // Close closes the inner listener and every connection not yet returned by
@@ -259,8 +460,8 @@ func (l *Listener[T]) shutdown() {
 	defer l.mu.Unlock()
 	l.closed = true
 	for _, s := range l.sources {
-		for _, lst := range []*list.List{&s.waiting, &s.busy} {
-			for el := lst.Front(); el != nil; el = el.Next() {
+		for r := range s.conns {
+			for el := s.conns[r].Front(); el != nil; el = el.Next() {
 				el.Value.(*entry).raw.Close()
 			}
 		}
@@ -283,11 +484,16 @@ func (l *Listener[T]) Pending() int {
 func (l *Listener[T]) Completed() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
-	for _, s := range l.sources {
-		n += s.completed
-	}
-	return n
+	return l.ranks[completed].order.Len()
+}
+
+// Unproved returns the number of pending connections whose peer has not
+// yet proved anything: waiting for a first flight, or in the handshake
+// before the peer authenticates.
+func (l *Listener[T]) Unproved() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ranks[unproved].order.Len()
 }
 
 func (l *Listener[T]) serve() {
@@ -361,75 +567,81 @@ func sourceOf(a net.Addr) netip.Prefix {
 // admit records a new connection, dropping another if the table is full.
 func (l *Listener[T]) admit(raw net.Conn) (*entry, error) {
 	key := sourceOf(raw.RemoteAddr())
+	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil, errListenerClosed
 	}
 	if l.pending >= l.cfg.MaxPending {
-		v := l.victimLocked()
-		if v == nil {
-			return nil, errTooManyCompleted
-		}
-		l.dropLocked(v, ErrDropped)
+		l.dropLocked(l.victimLocked(completed), ErrDropped)
 	}
 	s := l.sources[key]
 	if s == nil {
-		s = &source{key: key}
+		s = &source{key: key, index: [numRanks]int{-1, -1, -1}}
 		l.sources[key] = s
 	}
-	l.seq++
-	e := &entry{src: s, raw: raw, seq: l.seq, phase: waiting}
-	e.elem = s.waiting.PushBack(e)
+	e := &entry{src: s, raw: raw}
+	if l.cfg.HandshakeTimeout > 0 {
+		e.deadline = now.Add(l.cfg.HandshakeTimeout)
+	}
+	l.placeLocked(e, unproved)
 	l.pending++
 	return e, nil
 }
 
-// victimLocked picks the connection to drop: the heaviest source's
-// oldest, as the package comment argues. Ties between sources go to the
-// one whose victim arrived first.
-func (l *Listener[T]) victimLocked() *entry {
-	var best *source
-	var bestVictim *entry
-	for _, s := range l.sources {
-		n := s.evictable()
-		if n == 0 {
-			continue
+// victimLocked picks the connection to drop, of rank at most up to: the
+// heaviest source's oldest of the lowest rank present, as the package
+// comment argues, or nil.
+func (l *Listener[T]) victimLocked(upTo rank) *entry {
+	for r := unproved; r <= upTo; r++ {
+		if v := l.ranks[r].victim(); v != nil {
+			return v
 		}
-		v := s.victim()
-		switch {
-		case best == nil, n > best.evictable():
-		case n == best.evictable() && better(v, bestVictim):
-		default:
-			continue
-		}
-		best, bestVictim = s, v
 	}
-	return bestVictim
+	return nil
 }
 
-// better reports whether a should be dropped before b within tied sources:
-// one still waiting before one in the handshake, then the older.
-func better(a, b *entry) bool {
-	if a.phase != b.phase {
-		return a.phase == waiting
-	}
-	return a.seq < b.seq
+// placeLocked puts e last in rank r: the youngest of its source's
+// connections of that rank.
+func (l *Listener[T]) placeLocked(e *entry, r rank) {
+	l.seq++
+	e.rank, e.seq = r, l.seq
+	e.elem = e.src.conns[r].PushBack(e)
+	l.ranks[r].add(e)
 }
 
-// dropOne drops a connection still waiting for its first flight, if there
-// is one, to free its descriptor.
+// unplaceLocked takes e out of its rank.
+func (l *Listener[T]) unplaceLocked(e *entry) {
+	e.src.conns[e.rank].Remove(e.elem)
+	e.elem = nil
+	l.ranks[e.rank].remove(e)
+}
+
+// moveLocked gives e rank r, as a newcomer to it, unless e is gone.
+func (l *Listener[T]) moveLocked(e *entry, r rank) bool {
+	if e.gone() {
+		return false
+	}
+	l.unplaceLocked(e)
+	l.placeLocked(e, r)
+	return true
+}
+
+// dropOne drops an unproved connection, if there is one, to free its
+// descriptor.
 func (l *Listener[T]) dropOne() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if v := l.victimLocked(); v != nil && v.phase == waiting {
-		l.dropLocked(v, ErrDropped)
-	}
+	l.dropLocked(l.victimLocked(unproved), ErrDropped)
 }
 
-// dropLocked ends a pending connection: its goroutine sees the closed
-// connection or the canceled context, and reports cause.
+// dropLocked ends a pending connection, if e is not nil: its goroutine sees
+// the closed connection or the canceled context, and reports cause.
 func (l *Listener[T]) dropLocked(e *entry, cause error) {
+	if e == nil {
+		return
+	}
 	e.cause = cause
 	l.removeLocked(e)
 	if e.cancel != nil {
@@ -440,20 +652,12 @@ func (l *Listener[T]) dropLocked(e *entry, cause error) {
 
 // removeLocked stops counting e.
 func (l *Listener[T]) removeLocked(e *entry) {
-	s := e.src
-	switch e.phase {
-	case waiting:
-		s.waiting.Remove(e.elem)
-	case handshaking:
-		s.busy.Remove(e.elem)
-	case completed:
-		s.completed--
-	case gone:
+	if e.gone() {
 		return
 	}
-	e.phase, e.elem = gone, nil
+	l.unplaceLocked(e)
 	l.pending--
-	if s.evictable() == 0 && s.completed == 0 {
+	if s := e.src; s.empty() {
 		delete(l.sources, s.key)
 	}
 }
@@ -463,8 +667,17 @@ func (l *Listener[T]) removeLocked(e *entry) {
 // fits in the smallest stack.
 func (l *Listener[T]) run(e *entry) {
 	defer l.wg.Done()
-	flight, err := readFirstFlight(e.raw, l.cfg.FirstFlight, l.cfg.FirstFlightTimeout)
+	flight, err := readFirstFlight(e.raw, l.cfg.FirstFlight, nil, l.firstFlightDeadline(e))
 	l.handle(e, flight, err)
+}
+
+// firstFlightDeadline is the deadline of a first flight awaited from now.
+func (l *Listener[T]) firstFlightDeadline(e *entry) time.Time {
+	d := time.Now().Add(l.cfg.FirstFlightTimeout)
+	if !e.deadline.IsZero() && e.deadline.Before(d) {
+		return e.deadline
+	}
+	return d
 }
 
 // handle runs the handshake after the first flight, and hands the result to
@@ -474,63 +687,85 @@ func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
 		l.fail(e, err)
 		return
 	}
-	ctx, cancel := context.WithCancelCause(l.ctx)
+	// dropped ends when the connection is dropped or the listener closed;
+	// the handshake's context also ends at its deadline.
+	dropped, cancel := context.WithCancelCause(l.ctx)
 	defer cancel(nil)
-	if !l.promote(e, cancel) {
+	ctx := dropped
+	if !e.deadline.IsZero() {
+		var stop context.CancelFunc
+		ctx, stop = context.WithDeadline(dropped, e.deadline)
+		defer stop()
+	}
+	if !l.started(e, cancel) {
 		l.fail(e, nil)
 		return
 	}
-	if err := l.cpu.acquire(ctx, e.src); err != nil {
-		l.fail(e, err)
-		return
-	}
 	c := &Conn{Conn: e.raw, flight: flight, release: l.cpu.release,
-		acquire: func(ctx context.Context) error { return l.cpu.acquire(ctx, e.src) }}
+		acquire: func(ctx context.Context) error { return l.cpu.acquire(ctx, e.src) },
+		restart: func() (time.Time, bool) { return l.restart(e) },
+		prove:   func() { l.promote(e, proved) },
+	}
+	c.released.Store(true)
+	if !l.cfg.CPUOnDemand {
+		if err := c.AcquireCPU(ctx); err != nil {
+			l.fail(e, err)
+			return
+		}
+	}
 	v, err := l.cfg.Handshake(ctx, c)
 	c.releaseCPU()
 	if err != nil {
 		l.fail(e, err)
 		return
 	}
-	if !l.complete(e) {
+	if !l.promote(e, completed) {
 		e.raw.Close()
 		l.fail(e, nil)
 		return
 	}
 	select {
 	case l.ready <- accepted[T]{e, v}:
-	case <-l.ctx.Done():
+	case <-dropped.Done():
 		e.raw.Close()
-		l.mu.Lock()
-		l.removeLocked(e)
-		l.mu.Unlock()
+		l.fail(e, nil)
 	}
 }
 
-// promote moves e from waiting to handshaking, unless it was dropped.
-func (l *Listener[T]) promote(e *entry, cancel context.CancelCauseFunc) bool {
+// started records that e's handshake begins, with the function that
+// cancels it when e is dropped, unless e is gone already.
+func (l *Listener[T]) started(e *entry, cancel context.CancelCauseFunc) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if e.phase != waiting {
+	if e.gone() {
 		return false
 	}
-	e.src.waiting.Remove(e.elem)
-	e.phase, e.cancel = handshaking, cancel
-	e.elem = e.src.busy.PushBack(e)
+	e.cancel = cancel
 	return true
 }
 
-// complete moves e from handshaking to completed, unless it was dropped.
-func (l *Listener[T]) complete(e *entry) bool {
+// promote gives e rank r, unless e is gone or has it already.
+func (l *Listener[T]) promote(e *entry, r rank) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if e.phase != handshaking {
+	if e.gone() {
 		return false
 	}
-	e.src.busy.Remove(e.elem)
-	e.phase, e.elem = completed, nil
-	e.src.completed++
+	if e.rank < r {
+		l.moveLocked(e, r)
+	}
 	return true
+}
+
+// restart sends e back to waiting for a first flight: unproved, and ranked
+// as a newcomer. It returns the flight's deadline, or false if e is gone.
+func (l *Listener[T]) restart(e *entry) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.moveLocked(e, unproved) {
+		return time.Time{}, false
+	}
+	return l.firstFlightDeadline(e), true
 }
 
 // fail ends a connection that will not reach Accept and reports why: the
@@ -556,22 +791,22 @@ func (l *Listener[T]) failed(remote net.Addr, err error) {
 	}
 }
 
-// readFirstFlight reads the peer's first flight within timeout. Its buffer
-// grows only as bytes arrive, so a silent or trickling peer holds next to
-// nothing; the function is a leaf, so the goroutine that waits in it holds
-// a small stack.
-func readFirstFlight(c net.Conn, need func([]byte) int, timeout time.Duration) ([]byte, error) {
-	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+// readFirstFlight reads the peer's first flight by deadline, after the
+// bytes b already received. Its buffer grows only with the bytes received,
+// doubling from minFlightBuffer, never to the length need announces, so a
+// silent or trickling peer holds next to nothing; the function is a leaf
+// but for need, so the goroutine that waits in it holds a small stack.
+func readFirstFlight(c net.Conn, need func([]byte) int, b []byte, deadline time.Time) ([]byte, error) {
+	if err := c.SetReadDeadline(deadline); err != nil {
 		return nil, err
 	}
-	var b []byte
 	for {
 		n := min(need(b), maxFirstFlight)
 		if n <= len(b) {
 			break
 		}
-		if n > cap(b) {
-			nb := make([]byte, len(b), max(n, 2*cap(b), 16))
+		if len(b) == cap(b) {
+			nb := make([]byte, len(b), max(min(n, 2*cap(b)), minFlightBuffer))
 			copy(nb, b)
 			b = nb
 		}
@@ -579,7 +814,7 @@ func readFirstFlight(c net.Conn, need func([]byte) int, timeout time.Duration) (
 		b = b[:len(b)+m]
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return nil, fmt.Errorf("%w (%v, %d bytes received)", ErrFirstFlight, timeout, len(b))
+				return nil, fmt.Errorf("%w (%d bytes received)", ErrFirstFlight, len(b))
 			}
 			if err == io.EOF {
 				return nil, fmt.Errorf("the peer closed the connection before its first handshake message (%d bytes received): %w", len(b), io.ErrUnexpectedEOF)
@@ -602,9 +837,13 @@ func readFirstFlight(c net.Conn, need func([]byte) int, timeout time.Duration) (
 type Conn struct {
 	net.Conn
 	flight   []byte
-	release  func()
-	acquire  func(context.Context) error
 	released atomic.Bool
+
+	// The listener's side.
+	release func()
+	acquire func(context.Context) error
+	restart func() (deadline time.Time, ok bool)
+	prove   func()
 }
 
 // Read returns what is left of the first flight, then reads from the
@@ -628,11 +867,11 @@ func (c *Conn) releaseCPU() {
 	}
 }
 
-// Reacquire waits for another turn of handshake CPU, for a handshake that
-// starts computing again after waiting for the peer (a responder that asked
-// for a full handshake in place of a resumption). The next read gives it
-// back, as the first turn.
-func (c *Conn) Reacquire(ctx context.Context) error {
+// AcquireCPU waits for a turn of handshake CPU, unless the handshake holds
+// one: a handshake calls it before it computes, with Config.CPUOnDemand for
+// its first turn, or after it has waited for the peer. The next read past
+// the first flight gives the turn back.
+func (c *Conn) AcquireCPU(ctx context.Context) error {
 	if !c.released.Load() {
 		return nil // the turn is still held
 	}
@@ -640,6 +879,55 @@ func (c *Conn) Reacquire(ctx context.Context) error {
 		return err
 	}
 	c.released.Store(false)
+	return nil
+}
+
+// Proved tells the listener that the handshake has authenticated the peer
+// (securepeer: message 3 or finished checked), so that the connection no
+// longer ranks with those that cost their sender nothing (the package
+// comment, "Rank by what a connection has proved"). Later calls do nothing.
+func (c *Conn) Proved() {
+	if c.prove != nil {
+		c.prove()
+	}
+}
+
+// AwaitFirstFlight waits for a new first flight, for a handshake that has
+// asked its peer to start over (securepeer: 00 00 05 after a refused
+// ticket), and makes the next reads return it. It gives the CPU turn back,
+// and the connection ranks as a newcomer from now. The flight is read as
+// the listener reads a first flight: need says how long it is, as
+// Config.FirstFlight; the deadline is Config.FirstFlightTimeout from now,
+// or ctx's if sooner; the buffer grows only with the bytes received. On
+// success the read deadline is ctx's again (none if ctx has none). An
+// error wraps ErrFirstFlight if the deadline passed, or is ctx's cause.
+func (c *Conn) AwaitFirstFlight(ctx context.Context, need func([]byte) int) error {
+	c.releaseCPU()
+	if c.restart == nil {
+		return errors.New("the connection is not a listener's")
+	}
+	deadline, ok := c.restart()
+	if !ok {
+		return ErrDropped
+	}
+	hs, hasDeadline := ctx.Deadline()
+	if hasDeadline && hs.Before(deadline) {
+		deadline = hs
+	}
+	flight, err := readFirstFlight(c.Conn, need, c.flight, deadline)
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.Conn.SetReadDeadline(hs); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	c.flight = flight
 	return nil
 }
 
@@ -654,40 +942,47 @@ func (c *Conn) NetConn() net.Conn { return c.Conn }
 type cpuGate struct {
 	mu   sync.Mutex
 	free int       // turns not taken
-	ring []*source // sources with handshakes queued, served in turn
+	ring list.List // of *source with handshakes queued, served in turn
+}
+
+// A waiter is a handshake queued for a turn.
+type waiter struct {
+	ready chan struct{} // closed when the turn is given
+	elem  *list.Element // in its source's cpuq while queued; guarded by cpuGate.mu
 }
 
 // acquire waits for a turn for a handshake of s.
 func (g *cpuGate) acquire(ctx context.Context, s *source) error {
 	g.mu.Lock()
-	if g.free > 0 && len(g.ring) == 0 {
+	if g.free > 0 && g.ring.Len() == 0 {
 		g.free--
 		g.mu.Unlock()
 		return nil
 	}
-	w := make(chan struct{})
-	s.cpuq = append(s.cpuq, w)
-	if !s.inRing {
-		s.inRing = true
-		g.ring = append(g.ring, s)
+	w := &waiter{ready: make(chan struct{})}
+	w.elem = s.cpuq.PushBack(w)
+	if s.ring == nil {
+		// A source with nothing queued goes first; the sources already
+		// queued take turns behind it.
+		s.ring = g.ring.PushFront(s)
 	}
 	g.mu.Unlock()
 
 	select {
-	case <-w:
+	case <-w.ready:
 		return nil
 	case <-ctx.Done():
 	}
 	g.mu.Lock()
-	for i, x := range s.cpuq {
-		if x == w {
-			s.cpuq = append(s.cpuq[:i], s.cpuq[i+1:]...)
-			if len(s.cpuq) == 0 {
-				g.unringLocked(s)
-			}
-			g.mu.Unlock()
-			return context.Cause(ctx)
+	if w.elem != nil {
+		s.cpuq.Remove(w.elem)
+		w.elem = nil
+		if s.cpuq.Len() == 0 {
+			g.ring.Remove(s.ring)
+			s.ring = nil
 		}
+		g.mu.Unlock()
+		return context.Cause(ctx)
 	}
 	g.mu.Unlock()
 	// The turn came as the context ended: pass it on.
@@ -695,32 +990,24 @@ func (g *cpuGate) acquire(ctx context.Context, s *source) error {
 	return context.Cause(ctx)
 }
 
-func (g *cpuGate) unringLocked(s *source) {
-	s.inRing = false
-	for i, x := range g.ring {
-		if x == s {
-			g.ring = append(g.ring[:i], g.ring[i+1:]...)
-			return
-		}
-	}
-}
-
-// release gives a turn back: to the next source in the ring, if any.
+// release gives a turn back: to the newest handshake of the source at the
+// front of the ring, if any, which then goes to the back if it has more.
 func (g *cpuGate) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.ring) == 0 {
+	front := g.ring.Front()
+	if front == nil {
 		g.free++
 		return
 	}
-	s := g.ring[0]
-	g.ring = g.ring[1:]
-	w := s.cpuq[0]
-	s.cpuq = s.cpuq[1:]
-	if len(s.cpuq) > 0 {
-		g.ring = append(g.ring, s)
+	s := front.Value.(*source)
+	w := s.cpuq.Remove(s.cpuq.Back()).(*waiter)
+	w.elem = nil
+	if s.cpuq.Len() > 0 {
+		g.ring.MoveToBack(front)
 	} else {
-		s.inRing = false
+		g.ring.Remove(front)
+		s.ring = nil
 	}
-	close(w)
+	close(w.ready)
 }

@@ -1,13 +1,17 @@
 package admit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -147,17 +151,54 @@ func TestDropPolicy(t *testing.T) {
 			other := dialFrom(t, l, "127.0.0.2")
 			return []net.Conn{a, b, other}, old
 		}},
-		{"waiting goes before handshaking in the same source", func(t *testing.T, l *Listener[string]) ([]net.Conn, net.Conn) {
+		{"the oldest unproved goes whatever its phase", func(t *testing.T, l *Listener[string]) ([]net.Conn, net.Conn) {
 			busy := dialFrom(t, l, "127.0.0.1")
-			io.WriteString(busy, "hang\n") // the handshake waits for more
-			waitBusy(t, l, 1)
+			io.WriteString(busy, "hang\n") // the handshake waits for more: still unproved
+			waitStarted(t, l, 1)
 			waiter := dialFrom(t, l, "127.0.0.1")
 			waitPending(t, l, 2)
 			x := dialFrom(t, l, "127.0.0.3")
 			y := dialFrom(t, l, "127.0.0.4")
-			return []net.Conn{busy, x, y}, waiter
+			return []net.Conn{waiter, x, y}, busy
 		}},
-		{"ties between sources go to the oldest waiter", func(t *testing.T, l *Listener[string]) ([]net.Conn, net.Conn) {
+		{"proved goes after every unproved, however old", func(t *testing.T, l *Listener[string]) ([]net.Conn, net.Conn) {
+			var keep []net.Conn
+			for range 2 {
+				c := dialFrom(t, l, "127.0.0.1")
+				io.WriteString(c, "prove\n") // proved, then waits for more
+				keep = append(keep, c)
+			}
+			waitProved(t, l, 2)
+			busy := dialFrom(t, l, "127.0.0.2")
+			io.WriteString(busy, "hang\n")
+			waitStarted(t, l, 3)
+			other := dialFrom(t, l, "127.0.0.3")
+			return append(keep, other), busy
+		}},
+		{"a restarted handshake ranks as a newcomer", func(t *testing.T, l *Listener[string]) ([]net.Conn, net.Conn) {
+			restarted := dialFrom(t, l, "127.0.0.1")
+			waitPending(t, l, 1)
+			waiter := dialFrom(t, l, "127.0.0.1")
+			waitPending(t, l, 2)
+			io.WriteString(restarted, "retry\n") // waits for a new first flight
+			waitSeq(t, l, 3)                     // two accepts, one restart
+			x := dialFrom(t, l, "127.0.0.3")
+			y := dialFrom(t, l, "127.0.0.4")
+			return []net.Conn{restarted, x, y}, waiter
+		}},
+		{"a crowded address's newcomer waits its turn", func(t *testing.T, l *Listener[string]) ([]net.Conn, net.Conn) {
+			// .1 holds the most, but only in the younger half: the older
+			// half decides.
+			x := dialFrom(t, l, "127.0.0.2")
+			waitPending(t, l, 1)
+			y := dialFrom(t, l, "127.0.0.3")
+			waitPending(t, l, 2)
+			newcomer := dialFrom(t, l, "127.0.0.1")
+			waitPending(t, l, 3)
+			reconnected := dialFrom(t, l, "127.0.0.1")
+			return []net.Conn{y, newcomer, reconnected}, x
+		}},
+		{"ties between sources go to the oldest", func(t *testing.T, l *Listener[string]) ([]net.Conn, net.Conn) {
 			first := dialFrom(t, l, "127.0.0.5")
 			waitPending(t, l, 1)
 			var keep []net.Conn
@@ -192,7 +233,9 @@ func TestDropPolicy(t *testing.T) {
 }
 
 // hangOnHang is echoHandshake, except that the flight "hang" makes it wait
-// for the connection to end.
+// for the connection to end; "prove" tells the listener the peer proved
+// itself, then waits likewise; and "retry" waits for a new first flight
+// (Conn.AwaitFirstFlight), then answers it.
 func hangOnHang(ctx context.Context, c net.Conn) (string, error) {
 	var b [64]byte
 	n, err := c.Read(b[:])
@@ -200,9 +243,18 @@ func hangOnHang(ctx context.Context, c net.Conn) (string, error) {
 		return "", err
 	}
 	line := strings.TrimSpace(string(b[:n]))
-	if line == "hang" {
+	switch line {
+	case "prove":
+		c.(*Conn).Proved()
+		fallthrough
+	case "hang":
 		_, err := c.Read(b[:])
 		return "", fmt.Errorf("hang ended: %w", err)
+	case "retry":
+		if err := c.(*Conn).AwaitFirstFlight(ctx, lineFlight); err != nil {
+			return "", err
+		}
+		return hangOnHang(ctx, c)
 	}
 	if _, err := fmt.Fprintf(c, "ok %s\n", line); err != nil {
 		return "", err
@@ -210,21 +262,66 @@ func hangOnHang(ctx context.Context, c net.Conn) (string, error) {
 	return line, nil
 }
 
-func waitBusy(t *testing.T, l *Listener[string], n int) {
+// waitProved waits until l holds n connections whose peer has proved
+// itself.
+func waitProved(t *testing.T, l *Listener[string], n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		l.mu.Lock()
-		busy := 0
-		for _, s := range l.sources {
-			busy += s.busy.Len()
-		}
+		got := l.ranks[proved].order.Len()
 		l.mu.Unlock()
-		if busy == n {
+		if got == n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("busy = %d, want %d", busy, n)
+			t.Fatalf("proved = %d, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitStarted waits until l holds n connections whose first flight has
+// arrived (their handshake runs).
+func waitStarted(t *testing.T, l *Listener[string], n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		got := 0
+		for _, s := range l.sources {
+			for _, r := range []rank{unproved, proved} {
+				for el := s.conns[r].Front(); el != nil; el = el.Next() {
+					if el.Value.(*entry).cancel != nil {
+						got++
+					}
+				}
+			}
+		}
+		l.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("started = %d, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitSeq waits until l has placed connections in a rank n times.
+func waitSeq(t *testing.T, l *Listener[string], n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l.mu.Lock()
+		got := l.seq
+		l.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("seq = %d, want %d", got, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -246,36 +343,35 @@ func isClosed(c net.Conn) bool {
 	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
-func TestCompletedAreNeverDropped(t *testing.T) {
-	l := listen(t, Config[string]{MaxPending: 2})
-	for _, name := range []string{"a", "b"} {
-		c := dialFrom(t, l, "127.0.0.1")
-		if err := greet(c, name, 10*time.Second); err != nil {
+// TestCompletedAreDroppedLast: with every slot holding a completed
+// connection that the application has not accepted, a newcomer still gets
+// in, in place of the heaviest source's oldest completed one.
+func TestCompletedAreDroppedLast(t *testing.T) {
+	l := listen(t, Config[string]{MaxPending: 3})
+	for _, c := range []struct{ name, src string }{{"a", "127.0.0.1"}, {"b", "127.0.0.1"}, {"c", "127.0.0.2"}} {
+		conn := dialFrom(t, l, c.src)
+		if err := greet(conn, c.name, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The client has its answer a moment before the listener marks the
-	// handshake complete; until then it could still be dropped.
-	for deadline := time.Now().Add(10 * time.Second); l.Completed() != 2; {
+	// handshake complete.
+	for deadline := time.Now().Add(10 * time.Second); l.Completed() != 3; {
 		if time.Now().After(deadline) {
-			t.Fatalf("completed = %d, want 2", l.Completed())
+			t.Fatalf("completed = %d, want 3", l.Completed())
 		}
 		time.Sleep(time.Millisecond)
 	}
-	refused := dialFrom(t, l, "127.0.0.2")
-	if !closedByPeer(refused) {
-		t.Fatal("a third connection was kept while two completed ones waited for Accept")
+	d := dialFrom(t, l, "127.0.0.3")
+	if err := greet(d, "d", 10*time.Second); err != nil {
+		t.Fatalf("a newcomer with every slot completed: %v", err)
 	}
-	first := acceptOne(t, l, 10*time.Second)
-	waitPending(t, l, 1)
-	c := dialFrom(t, l, "127.0.0.2")
-	if err := greet(c, "c", 10*time.Second); err != nil {
-		t.Fatalf("after Accept made room: %v", err)
+	got := map[string]bool{}
+	for range 3 {
+		got[acceptOne(t, l, 10*time.Second)] = true
 	}
-	second, third := acceptOne(t, l, 10*time.Second), acceptOne(t, l, 10*time.Second)
-	got := first + second + third
-	if len(got) != 3 || !strings.Contains(got, "a") || !strings.Contains(got, "b") || !strings.Contains(got, "c") {
-		t.Errorf("accepted %q, %q, %q", first, second, third)
+	if want := map[string]bool{"b": true, "c": true, "d": true}; !maps.Equal(got, want) {
+		t.Errorf("accepted %v, want %v: a, the heaviest source's oldest, should have been dropped", got, want)
 	}
 }
 
@@ -507,7 +603,7 @@ func TestConnReplaysFlightAndReleasesCPU(t *testing.T) {
 // A handshake that computes again after waiting for the peer (a responder
 // falling back to a full handshake) takes a new turn, which its next read
 // gives back; while it holds the turn, the turn is not free.
-func TestConnReacquire(t *testing.T) {
+func TestConnAcquireCPU(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -518,16 +614,16 @@ func TestConnReacquire(t *testing.T) {
 	}
 	c := &Conn{Conn: a, release: g.release, acquire: func(ctx context.Context) error { return g.acquire(ctx, src) }}
 	free := func() int { g.mu.Lock(); defer g.mu.Unlock(); return g.free }
-	if err := c.Reacquire(context.Background()); err != nil || free() != 0 {
-		t.Fatalf("Reacquire while holding the turn: %v, %d free; want a no-op", err, free())
+	if err := c.AcquireCPU(context.Background()); err != nil || free() != 0 {
+		t.Fatalf("AcquireCPU while holding the turn: %v, %d free; want a no-op", err, free())
 	}
 	go b.Write([]byte("x"))
 	c.Read(make([]byte, 1)) // waits for the peer: the turn goes back
 	if free() != 1 {
 		t.Fatalf("%d turns free after the read, want 1", free())
 	}
-	if err := c.Reacquire(context.Background()); err != nil || free() != 0 {
-		t.Fatalf("Reacquire: %v, %d free; want the turn taken", err, free())
+	if err := c.AcquireCPU(context.Background()); err != nil || free() != 0 {
+		t.Fatalf("AcquireCPU: %v, %d free; want the turn taken", err, free())
 	}
 	go b.Write([]byte("y"))
 	c.Read(make([]byte, 1))
@@ -541,13 +637,14 @@ func TestConnReacquire(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	g.acquire(context.Background(), &source{}) // another handshake holds the turn
-	if err := c.Reacquire(ctx); err == nil {
-		t.Fatal("Reacquire with a canceled context and no free turn succeeded")
+	if err := c.AcquireCPU(ctx); err == nil {
+		t.Fatal("AcquireCPU with a canceled context and no free turn succeeded")
 	}
 }
 
 // TestCPUGateRoundRobin queues handshakes from two sources behind a full
-// gate and checks they are served alternately, not in arrival order.
+// gate and checks they are served alternately, not in arrival order, the
+// source that started queueing last first.
 func TestCPUGateRoundRobin(t *testing.T) {
 	g := &cpuGate{free: 1}
 	if err := g.acquire(context.Background(), &source{}); err != nil {
@@ -571,7 +668,7 @@ func TestCPUGateRoundRobin(t *testing.T) {
 		}()
 		for {
 			g.mu.Lock()
-			n := len(s.cpuq)
+			n := s.cpuq.Len()
 			g.mu.Unlock()
 			if n == want {
 				return
@@ -583,6 +680,7 @@ func TestCPUGateRoundRobin(t *testing.T) {
 		queue(heavy, "heavy", i+1)
 	}
 	queue(light, "light", 1)
+	queue(light, "light", 2)
 	g.release()
 	wg.Wait()
 	close(order)
@@ -590,7 +688,7 @@ func TestCPUGateRoundRobin(t *testing.T) {
 	for name := range order {
 		got = append(got, name)
 	}
-	if want := "heavy light heavy heavy"; strings.Join(got, " ") != want {
+	if want := "light heavy light heavy heavy"; strings.Join(got, " ") != want {
 		t.Errorf("served %v, want %s", got, want)
 	}
 }
@@ -606,7 +704,7 @@ func TestCPUGateCancel(t *testing.T) {
 	go func() { errc <- g.acquire(ctx, s) }()
 	for {
 		g.mu.Lock()
-		n := len(s.cpuq)
+		n := s.cpuq.Len()
 		g.mu.Unlock()
 		if n == 1 {
 			break
@@ -618,8 +716,8 @@ func TestCPUGateCancel(t *testing.T) {
 		t.Fatalf("acquire = %v", err)
 	}
 	g.release()
-	if g.free != 1 || len(g.ring) != 0 || len(s.cpuq) != 0 {
-		t.Errorf("after cancel and release: free %d, ring %d, queue %d", g.free, len(g.ring), len(s.cpuq))
+	if g.free != 1 || g.ring.Len() != 0 || s.cpuq.Len() != 0 {
+		t.Errorf("after cancel and release: free %d, ring %d, queue %d", g.free, g.ring.Len(), s.cpuq.Len())
 	}
 }
 
@@ -636,6 +734,272 @@ func TestSourceOf(t *testing.T) {
 	for _, tt := range tests {
 		if got := sourceOf(tt.addr).String(); got != tt.want {
 			t.Errorf("sourceOf(%v) = %s, want %s", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// TestFirstFlightDeadlineHonoursHandshakeTimeout: a HandshakeTimeout
+// shorter than the first flight's own deadline wins, and the handshake's
+// context ends that long after the accept.
+func TestFirstFlightDeadlineHonoursHandshakeTimeout(t *testing.T) {
+	failed := make(chan error, 10)
+	deadlines := make(chan time.Time, 1)
+	const timeout = 300 * time.Millisecond
+	l := listen(t, Config[string]{
+		HandshakeTimeout: timeout,
+		Failed:           func(_ net.Addr, err error) { failed <- err },
+		Handshake: func(ctx context.Context, c net.Conn) (string, error) {
+			d, _ := ctx.Deadline()
+			deadlines <- d
+			return echoHandshake(ctx, c)
+		},
+	})
+	silent := dialFrom(t, l, "127.0.0.1")
+	// Half the default first-flight deadline: the listener must not use it.
+	silent.SetReadDeadline(time.Now().Add(DefaultFirstFlightTimeout / 2))
+	if _, err := silent.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a silent peer was not dropped within %v, with a HandshakeTimeout of %v: %v", DefaultFirstFlightTimeout/2, timeout, err)
+	}
+	if err := <-failed; !errors.Is(err, ErrFirstFlight) {
+		t.Errorf("Failed got %v, want ErrFirstFlight", err)
+	}
+
+	before := time.Now()
+	c := dialFrom(t, l, "127.0.0.1")
+	if err := greet(c, "in time", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	d := <-deadlines
+	if d.Before(before.Add(timeout)) || d.After(time.Now().Add(timeout)) {
+		t.Errorf("the handshake's deadline is %v after the dial, want %v after the accept", d.Sub(before), timeout)
+	}
+	acceptOne(t, l, 10*time.Second)
+}
+
+// TestAwaitFirstFlight: a handshake that asks its peer to start over waits
+// for the new flight under the first flight's deadline, and reads it next.
+func TestAwaitFirstFlight(t *testing.T) {
+	failed := make(chan error, 10)
+	l := listen(t, Config[string]{
+		FirstFlightTimeout: 300 * time.Millisecond,
+		Handshake:          hangOnHang,
+		Failed:             func(_ net.Addr, err error) { failed <- err },
+	})
+	t.Run("silence", func(t *testing.T) {
+		c := dialFrom(t, l, "127.0.0.1")
+		io.WriteString(c, "retry\n")
+		if !closedByPeer(c) {
+			t.Fatal("a peer silent after the restart was not dropped")
+		}
+		if err := <-failed; !errors.Is(err, ErrFirstFlight) {
+			t.Errorf("Failed got %v, want ErrFirstFlight", err)
+		}
+	})
+	t.Run("new flight", func(t *testing.T) {
+		l.mu.Lock()
+		seq := l.seq
+		l.mu.Unlock()
+		c := dialFrom(t, l, "127.0.0.1")
+		io.WriteString(c, "retry\n")
+		waitSeq(t, l, seq+2) // accepted, restarted: the new flight is read apart
+		if err := greet(c, "again", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got := acceptOne(t, l, 10*time.Second); got != "again" {
+			t.Errorf("Accept = %q", got)
+		}
+	})
+}
+
+// TestFirstFlightBufferGrowsWithBytesReceived: a peer that promises a
+// 64 KiB flight and sends 10 bytes makes the reader hold tens of bytes,
+// not what it promised.
+func TestFirstFlightBufferGrowsWithBytesReceived(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go a.Write([]byte("0123456789"))
+	largest := 0
+	need := func(p []byte) int {
+		largest = max(largest, cap(p))
+		if len(p) < 10 {
+			return 10
+		}
+		return 10 + 65535 // the "length field" promises this much more
+	}
+	_, err := readFirstFlight(b, need, nil, time.Now().Add(200*time.Millisecond))
+	if !errors.Is(err, ErrFirstFlight) {
+		t.Fatalf("readFirstFlight = %v, want ErrFirstFlight", err)
+	}
+	if largest > minFlightBuffer {
+		t.Errorf("a 10-byte peer made the buffer %d bytes, want at most %d", largest, minFlightBuffer)
+	}
+}
+
+// TestCPUGateNewestFirst: a source's queued handshakes are served newest
+// first.
+func TestCPUGateNewestFirst(t *testing.T) {
+	g := &cpuGate{free: 1}
+	if err := g.acquire(context.Background(), &source{}); err != nil {
+		t.Fatal(err)
+	}
+	s := &source{}
+	order := make(chan int, 3)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.acquire(context.Background(), s); err != nil {
+				t.Error(err)
+				return
+			}
+			order <- i
+			g.release()
+		}()
+		for { // queued in order
+			g.mu.Lock()
+			n := s.cpuq.Len()
+			g.mu.Unlock()
+			if n == i+1 {
+				break
+			}
+			runtime.Gosched()
+		}
+	}
+	g.release()
+	wg.Wait()
+	close(order)
+	var got []int
+	for i := range order {
+		got = append(got, i)
+	}
+	if !slices.Equal(got, []int{2, 1, 0}) {
+		t.Errorf("served %v, want newest first: [2 1 0]", got)
+	}
+}
+
+// fakeConn is a connection from a synthetic address, for tests of the
+// drop policy that need no socket.
+type fakeConn struct {
+	net.Conn
+	addr   net.Addr
+	closed bool
+}
+
+func (c *fakeConn) RemoteAddr() net.Addr { return c.addr }
+func (c *fakeConn) Close() error         { c.closed = true; return nil }
+
+// scanVictim is victimLocked the slow way: every connection sorted, the
+// older half of the lowest rank present counted by source, every source
+// compared.
+func scanVictim(l *Listener[string], upTo rank) *entry {
+	for r := unproved; r <= upTo; r++ {
+		var all []*entry
+		for _, s := range l.sources {
+			for el := s.conns[r].Front(); el != nil; el = el.Next() {
+				all = append(all, el.Value.(*entry))
+			}
+		}
+		if len(all) == 0 {
+			continue
+		}
+		slices.SortFunc(all, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
+		older := map[*source][]*entry{}
+		for _, e := range all[:(len(all)+1)/2] {
+			older[e.src] = append(older[e.src], e)
+		}
+		var best []*entry
+		for _, es := range older {
+			if best == nil || len(es) > len(best) || len(es) == len(best) && es[0].seq < best[0].seq {
+				best = es
+			}
+		}
+		return best[0]
+	}
+	return nil
+}
+
+// TestVictimMatchesScan drives a table of 4096 slots from 4500 sources
+// through random arrivals, proofs, completions, restarts and departures,
+// and checks every 10 steps that the heaps pick the victim a scan of every
+// connection picks.
+func TestVictimMatchesScan(t *testing.T) {
+	const sources, slots, steps = 4500, 4096, 3000
+	l := newListener(nil, Config[string]{MaxPending: slots})
+	rng := rand.New(rand.NewPCG(1, 2))
+	var live []*entry
+	for step := -slots; step < steps; step++ { // the first slots steps fill the table
+		l.mu.Lock()
+		switch op := rng.IntN(10); {
+		case op < 5 || step < 0: // an arrival, from a few busy sources or any
+			i := rng.IntN(sources)
+			if rng.IntN(2) == 0 {
+				i %= 8
+			}
+			addr := &net.TCPAddr{IP: net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)), Port: 1}
+			l.mu.Unlock()
+			e, err := l.admit(&fakeConn{addr: addr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.mu.Lock()
+			live = append(live, e)
+		default:
+			j := rng.IntN(len(live))
+			e := live[j]
+			switch {
+			case e.gone() || op == 9:
+				l.removeLocked(e)
+				live = slices.Delete(live, j, j+1)
+			case op == 6:
+				l.moveLocked(e, unproved) // a restart
+			case e.rank < completed:
+				l.moveLocked(e, e.rank+1)
+			}
+		}
+		for r := range l.ranks {
+			rs := &l.ranks[r]
+			if want := (rs.order.Len() + 1) / 2; rs.older != want {
+				t.Fatalf("step %d: rank %d has %d in its older half, want %d", step, r, rs.older, want)
+			}
+		}
+		for _, upTo := range []rank{unproved, completed} {
+			if step < 0 || step%10 != 0 {
+				break // a scan every 10 steps: one costs milliseconds under -race
+			}
+			if got, want := l.victimLocked(upTo), scanVictim(l, upTo); got != want {
+				t.Fatalf("step %d: the heap picks %+v, a scan %+v", step, got, want)
+			}
+		}
+		if l.pending > slots {
+			t.Fatalf("step %d: %d pending, more than %d", step, l.pending, slots)
+		}
+		l.mu.Unlock()
+	}
+	if n := len(l.sources); n < 1000 {
+		t.Errorf("only %d sources took part", n)
+	}
+}
+
+// BenchmarkAdmitFull measures an arrival at a full table of 4096 slots
+// held by 4500 sources: it drops the victim and takes its place.
+func BenchmarkAdmitFull(b *testing.B) {
+	const sources, slots = 4500, 4096
+	l := newListener(nil, Config[string]{MaxPending: slots})
+	conns := make([]*fakeConn, sources)
+	for i := range conns {
+		conns[i] = &fakeConn{addr: &net.TCPAddr{IP: net.IPv4(10, 0, byte(i>>8), byte(i)), Port: 1}}
+	}
+	for i := range slots {
+		if _, err := l.admit(conns[i%sources]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := l.admit(conns[i%sources]); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -103,24 +103,63 @@ func AppendAbort(b []byte, reason byte) []byte {
 
 // FirstFlightLen returns the length of the first flight a responder reads,
 // the peer's hello and message 1, given its first bytes b: the hello alone
-// while b is shorter, then the hello, the length and message 1 (or an abort
-// and its reason). For a hello that is not a valid initiating one it
-// returns HelloSize, since the handshake fails on it alone.
+// while b is shorter, then the hello and what Message1Len says of the rest.
+// For a hello that is not a valid initiating one it returns HelloSize,
+// since the handshake fails on it alone.
 func FirstFlightLen(b []byte) int {
 	if len(b) < HelloSize {
 		return HelloSize
 	}
-	if h, err := ParseHello(b[:HelloSize]); err != nil || h.Mode == ModeResponder {
+	h, err := ParseHello(b[:HelloSize])
+	if err != nil || h.Mode == ModeResponder {
 		return HelloSize
 	}
-	if len(b) < HelloSize+2 {
-		return HelloSize + 2
+	return HelloSize + Message1Len(b[HelloSize:], h.Resume)
+}
+
+// Message1Len returns the length of a framed message 1 (resumption message
+// 1 if resume) given its first bytes b: the length field alone while b is
+// shorter, then the field and the message, or an abort and its reason. A
+// length field over MaxMessage1Len(resume) returns 2, the field alone, so
+// that a reader stops there and the handshake refuses the message without
+// reading it. A responder that has answered a resumption message 1 with
+// RetryFull reads the full message 1 that follows with Message1Len(b,
+// false).
+func Message1Len(b []byte, resume bool) int {
+	if len(b) < 2 {
+		return 2
 	}
-	n := int(binary.BigEndian.Uint16(b[HelloSize:]))
-	if n == 0 {
-		return HelloSize + 3 // an abort and its reason
+	n := int(binary.BigEndian.Uint16(b))
+	switch {
+	case n == 0:
+		return 3 // an abort and its reason
+	case n > MaxMessage1Len(resume):
+		return 2
 	}
-	return HelloSize + 2 + n
+	return 2 + n
+}
+
+// The longest message 1s, by their formats (PROTOCOL.md, "Handshake
+// messages and aborts"). A responder refuses a longer one before reading
+// it, so a first flight never makes it hold more than a valid one.
+const (
+	// MaxMessage1 is the longest full message 1: an ephemeral key, a
+	// payload1 with MaxCiphers ciphers and the ML-KEM key, and a tag.
+	MaxMessage1 = 32 + 1 + 2*MaxCiphers + 2 + KEMKeySize + TagSize
+
+	// MaxResumeMessage1 is the longest resumption message 1: a ticket of
+	// MaxTicket bytes with its length, an ephemeral key, a payloadR1 with
+	// MaxCiphers ciphers and MaxProtocols names of MaxProtocol bytes, and a
+	// tag.
+	MaxResumeMessage1 = 2 + MaxTicket + 32 + 1 + 2*MaxCiphers + 1 + MaxProtocols*(1+MaxProtocol) + TagSize
+)
+
+// MaxMessage1Len returns MaxResumeMessage1 if resume, else MaxMessage1.
+func MaxMessage1Len(resume bool) int {
+	if resume {
+		return MaxResumeMessage1
+	}
+	return MaxMessage1
 }
 
 // Handshake messages travel as a uint16 big-endian length and that many bytes

@@ -657,6 +657,31 @@ func FuzzParseTicketRecord(f *testing.F) {
 	})
 }
 
+// FuzzFirstFlightLen checks the length a listener reads before the
+// handshake: never more than the longest valid first flight; the same answer
+// once the bytes it asked for are there, so a reader stops where the flight
+// ends; and never "complete" at a strict prefix of the flight.
+func FuzzFirstFlightLen(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n := FirstFlightLen(b)
+		if n > HelloSize+2+MaxResumeMessage1 {
+			t.Fatalf("FirstFlightLen(%x) = %d, more than the longest first flight", b, n)
+		}
+		if n > len(b) {
+			return
+		}
+		if m := FirstFlightLen(b[:n]); m != n {
+			t.Fatalf("FirstFlightLen of the %d-byte flight of %x = %d", n, b, m)
+		}
+		for k := range n {
+			if FirstFlightLen(b[:k]) <= k {
+				t.Fatalf("the %d-byte prefix of the %d-byte flight %x counts as complete", k, n, b[:n])
+			}
+		}
+	})
+}
+
 // TestWriteFuzzSeeds writes the seed corpora of the fuzz targets above from
 // real messages, when run with -update. Without it, it checks that every
 // corpus exists and that its valid seeds still parse, so that a format
@@ -671,6 +696,11 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		return b
 	}
 	hello := func(mode Mode) []byte { b := Hello{Version: Version, Mode: mode}.Marshal(); return b[:] }
+	resuming := func() []byte { b := Hello{Version: Version, Mode: ModeInitiator, Resume: true}.Marshal(); return b[:] }()
+	// flight is a hello and a framed message of n bytes.
+	flight := func(h []byte, n int) []byte {
+		return AppendHandshakeMessage(slices.Clone(h), bytes.Repeat([]byte{0x5a}, n))
+	}
 	type seed struct {
 		name  string
 		data  []byte
@@ -683,6 +713,13 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			{"either", hello(ModeEither), true},
 			{"version2", []byte("speer\x02\x03\x00"), false},
 			{"resuming-initiator", func() []byte { b := Hello{Version: Version, Mode: ModeInitiator, Resume: true}.Marshal(); return b[:] }(), true},
+		},
+		"FuzzFirstFlightLen": {
+			{"longest-full", flight(hello(ModeInitiator), MaxMessage1), true},
+			{"longest-resumption", flight(resuming, MaxResumeMessage1), true},
+			{"abort", append(hello(ModeEither), 0, 0, AbortProtocol), true},
+			{"full-one-too-long", flight(hello(ModeInitiator), MaxMessage1+1), false},
+			{"resumption-one-too-long", flight(resuming, MaxResumeMessage1+1), false},
 		},
 		"FuzzParseResumeMessage1": {
 			{"real-size", (&ResumeMessage1{Ticket: bytes.Repeat([]byte{0x5a}, 162), Noise: bytes.Repeat([]byte{0xa5}, 32+6+TagSize)}).Marshal(nil), true},
@@ -726,7 +763,13 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		},
 	}
 	parsers := map[string]func([]byte) error{
-		"FuzzParseHello":             func(b []byte) error { _, err := ParseHello(b); return err },
+		"FuzzParseHello": func(b []byte) error { _, err := ParseHello(b); return err },
+		"FuzzFirstFlightLen": func(b []byte) error {
+			if FirstFlightLen(b) != len(b) {
+				return errors.New("not exactly one first flight")
+			}
+			return nil
+		},
 		"FuzzParseInitPayload":       func(b []byte) error { _, err := ParseInitPayload(b); return err },
 		"FuzzParseRespPayload":       func(b []byte) error { _, err := ParseRespPayload(b); return err },
 		"FuzzParseFinalPayload":      func(b []byte) error { _, err := ParseFinalPayload(b); return err },
@@ -781,7 +824,9 @@ func TestFirstFlightLen(t *testing.T) {
 		{"initiator hello", initiator[:], HelloSize + 2},
 		{"either hello and one length byte", cat(either[:], []byte{0x04}), HelloSize + 2},
 		{"initiator hello and length", cat(initiator[:], []byte{0x04, 0xe3}), HelloSize + 2 + 0x04e3},
-		{"largest message 1", cat(initiator[:], []byte{0xff, 0xff}), HelloSize + 2 + 65535},
+		{"longest message 1", cat(initiator[:], []byte{0x04, 0xf3}), HelloSize + 2 + MaxMessage1},
+		{"one byte longer: refused at its length", cat(initiator[:], []byte{0x04, 0xf4}), HelloSize + 2},
+		{"64 KiB promised: refused at its length", cat(initiator[:], []byte{0xff, 0xff}), HelloSize + 2},
 		{"abort", cat(initiator[:], []byte{0, 0}), HelloSize + 3},
 		{"responder hello: nothing follows", responder[:], HelloSize},
 		{"not securepeer", []byte("GET / HTTP/1.1\r\n"), HelloSize},
@@ -789,11 +834,44 @@ func TestFirstFlightLen(t *testing.T) {
 		{"other version", cat([]byte(Magic), []byte{2, byte(ModeInitiator), 0}), HelloSize},
 		{"unknown flags", cat([]byte(Magic), []byte{Version, byte(ModeInitiator), 2}), HelloSize},
 		{"resuming initiator", cat([]byte(Magic), []byte{Version, byte(ModeInitiator), FlagResume, 0x01, 0x00}), HelloSize + 2 + 256},
+		{"longest resumption message 1", cat([]byte(Magic), []byte{Version, byte(ModeInitiator), FlagResume, 0x24, 0x54}), HelloSize + 2 + MaxResumeMessage1},
+		{"resumption one byte longer", cat([]byte(Magic), []byte{Version, byte(ModeInitiator), FlagResume, 0x24, 0x55}), HelloSize + 2},
+		{"full message 1 of a resumption's length", cat(initiator[:], []byte{0x24, 0x54}), HelloSize + 2},
+	}
+	if MaxMessage1 != 0x04f3 || MaxResumeMessage1 != 0x2454 {
+		t.Fatalf("the cases above assume MaxMessage1 %#x and MaxResumeMessage1 %#x", MaxMessage1, MaxResumeMessage1)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := FirstFlightLen(tt.b); got != tt.want {
 				t.Errorf("FirstFlightLen(%x) = %d, want %d", tt.b, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestMessage1Len covers the full message 1 a responder reads after
+// RetryFull, framed alone, and the bound on each kind.
+func TestMessage1Len(t *testing.T) {
+	tests := []struct {
+		name   string
+		b      []byte
+		resume bool
+		want   int
+	}{
+		{"nothing yet", nil, false, 2},
+		{"one length byte", []byte{0x04}, false, 2},
+		{"a real full message 1", []byte{0x04, 0xe3}, false, 2 + 0x04e3},
+		{"longest full", []byte{0x04, 0xf3, 0xaa}, false, 2 + MaxMessage1},
+		{"longer than any full one", []byte{0x04, 0xf4}, false, 2},
+		{"a resumption's length is fine for one", []byte{0x04, 0xf4}, true, 2 + 0x04f4},
+		{"longer than any resumption one", []byte{0x24, 0x55}, true, 2},
+		{"abort", []byte{0, 0}, false, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Message1Len(tt.b, tt.resume); got != tt.want {
+				t.Errorf("Message1Len(%x, %v) = %d, want %d", tt.b, tt.resume, got, tt.want)
 			}
 		})
 	}
