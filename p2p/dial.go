@@ -1,0 +1,301 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/sec"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
+	ma "github.com/multiformats/go-multiaddr"
+	mss "github.com/multiformats/go-multistream"
+
+	"github.com/securepeer/securepeer"
+)
+
+// ErrNotServed means that the peer was reached but does not listen for
+// the application protocol asked for.
+var ErrNotServed = errors.New("p2p: the peer does not serve this protocol")
+
+// directDialTimeout bounds a direct dial to the addresses a relayed peer
+// announced.
+const directDialTimeout = 5 * time.Second
+
+// Dial opens a stream of the application protocol name to the peer with
+// key. It uses a connection already open to the peer if there is one;
+// otherwise it connects, trying at once the direct addresses it knows
+// ([Node.AddAddrs], or learned from the peer earlier) and a circuit
+// through each of its relays. When only a relayed connection comes up,
+// Dial waits up to [Config.DirectWait] for a direct one (by hole
+// punching, or at the addresses the peer announces) and opens the stream
+// on it if it appears, else on the relayed one; [Stream.Path] says which.
+//
+// The peer's key is checked inside the handshake, before this node's
+// identity is sent: a host with another key, at an address or through a
+// relay, is refused ([ErrWrongKey]). Failures are a [*DialError].
+func (n *Node) Dial(ctx context.Context, key securepeer.PublicKey, name string) (*Stream, error) {
+	id, err := protocolID(name)
+	if err != nil {
+		return nil, err
+	}
+	p, err := PeerID(key)
+	if err != nil {
+		return nil, err
+	}
+	if p == n.id {
+		return nil, fmt.Errorf("p2p: dialing this node's own key: %w", securepeer.ErrOwnKey)
+	}
+	if n.isClosed() {
+		return nil, ErrClosed
+	}
+	c, err := n.connect(ctx, key, p)
+	if err != nil {
+		return nil, err
+	}
+	if isCircuit(c.RemoteMultiaddr()) {
+		n.awaitDirect(ctx, p, c)
+	}
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "securepeer"), p, id)
+	if err != nil {
+		return nil, n.streamError(key, name, c, err)
+	}
+	return newStream(s, name)
+}
+
+// connect returns the best open connection to p, or makes one.
+func (n *Node) connect(ctx context.Context, key securepeer.PublicKey, p peer.ID) (network.Conn, error) {
+	if c := n.bestConn(p); c != nil {
+		return c, nil
+	}
+	ps := n.host.Peerstore()
+	ps.AddAddrs(p, n.circuitAddrs(p), peerstore.TempAddrTTL)
+	if len(ps.Addrs(p)) == 0 {
+		return nil, &DialError{Peer: key, Err: ErrNoPath}
+	}
+	c, err := n.host.Network().DialPeer(network.WithAllowLimitedConn(ctx, "securepeer"), p)
+	if err != nil {
+		return nil, n.dialError(key, err)
+	}
+	return c, nil
+}
+
+// circuitAddrs returns the addresses of p through each of the node's
+// relays.
+func (n *Node) circuitAddrs(p peer.ID) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, r := range n.relays {
+		circuit := ma.StringCast("/p2p/" + r.ID.String() + "/p2p-circuit")
+		for _, a := range r.Addrs {
+			out = append(out, a.Encapsulate(circuit))
+		}
+	}
+	return out
+}
+
+// bestConn returns an open connection to p, direct if there is one, or
+// nil.
+func (n *Node) bestConn(p peer.ID) network.Conn {
+	var relayed network.Conn
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		switch {
+		case c.IsClosed():
+		case !isCircuit(c.RemoteMultiaddr()):
+			return c
+		default:
+			relayed = c
+		}
+	}
+	return relayed
+}
+
+// awaitDirect waits, up to the node's DirectWait, for a direct
+// connection to p, which has a relayed one; meanwhile it dials the
+// direct addresses p announces (hole punching runs on its own).
+func (n *Node) awaitDirect(ctx context.Context, p peer.ID, relayed network.Conn) {
+	if n.wait < 0 {
+		return
+	}
+	ch := make(chan struct{})
+	n.mu.Lock()
+	n.waiters[p] = append(n.waiters[p], ch)
+	n.mu.Unlock()
+	defer n.dropWaiter(p, ch)
+	if c := n.bestConn(p); c != nil && !isCircuit(c.RemoteMultiaddr()) {
+		return
+	}
+	n.wg.Go(func() { n.dialDirect(p, relayed) })
+	t := time.NewTimer(n.wait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+	case <-n.ctx.Done():
+	}
+}
+
+func (n *Node) dropWaiter(p peer.ID, ch chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ws := slices.DeleteFunc(n.waiters[p], func(w chan struct{}) bool { return w == ch })
+	if len(ws) == 0 {
+		delete(n.waiters, p)
+	} else {
+		n.waiters[p] = ws
+	}
+}
+
+// dialDirect dials the direct addresses that p announced over the
+// relayed connection: a peer on the same network as this node, or one
+// with a public address, is reached this way without hole punching.
+// (go-libp2p's hole punching dials only public addresses.)
+func (n *Node) dialDirect(p peer.ID, relayed network.Conn) {
+	ctx, cancel := context.WithTimeout(n.ctx, directDialTimeout)
+	defer cancel()
+	if ids, ok := n.host.(interface{ IDService() identify.IDService }); ok {
+		select {
+		case <-ids.IDService().IdentifyWait(relayed):
+		case <-ctx.Done():
+			return
+		}
+	}
+	if !slices.ContainsFunc(n.host.Peerstore().Addrs(p), func(a ma.Multiaddr) bool { return !isCircuit(a) }) {
+		return
+	}
+	n.host.Network().DialPeer(network.WithForceDirectDial(ctx, "securepeer direct"), p)
+}
+
+// dialError turns go-libp2p's dial error into a *DialError: what each
+// relay said, why each direct address failed.
+func (n *Node) dialError(key securepeer.PublicKey, err error) error {
+	de := &DialError{Peer: key}
+	var sde *swarm.DialError
+	if !errors.As(err, &sde) {
+		de.Err = err
+		if errors.Is(err, swarm.ErrNoAddresses) {
+			de.Err = ErrNoPath
+		}
+		return de
+	}
+	byRelay := make(map[peer.ID]*RelayError)
+	for _, te := range sde.DialErrors {
+		relay, ok := circuitRelay(te.Address)
+		if !ok {
+			de.Addrs = append(de.Addrs, &AddrError{Addr: te.Address.String(), Err: directError(te.Cause)})
+			continue
+		}
+		re := circuitError(relay, te.Cause)
+		if prev, ok := byRelay[relay]; !ok || rank(re.Err) < rank(prev.Err) {
+			byRelay[relay] = re
+		}
+	}
+	for _, r := range n.relays {
+		if re, ok := byRelay[r.ID]; ok {
+			de.Relays = append(de.Relays, re)
+		}
+	}
+	switch {
+	case len(n.relays) == 0:
+		de.Err = ErrNoPath
+	case len(de.Relays) > 0 && !slices.ContainsFunc(de.Relays, func(r *RelayError) bool { return !errors.Is(r.Err, ErrNoRelay) }):
+		de.Err = ErrNoRelay
+	case len(sde.DialErrors) == 0 && sde.Cause != nil:
+		de.Err = sde.Cause
+	}
+	return de
+}
+
+// rank orders a relay's outcomes from the most telling: someone answered
+// in the peer's place, the peer is not there, the relay refused, the
+// relay could not be reached.
+func rank(err error) int {
+	for i, s := range []error{ErrWrongKey, ErrNoReservation, ErrRelayRefused, ErrNoRelay} {
+		if errors.Is(err, s) {
+			return i
+		}
+	}
+	return 4
+}
+
+// circuitRelay returns the relay of a circuit address.
+func circuitRelay(a ma.Multiaddr) (peer.ID, bool) {
+	if !isCircuit(a) {
+		return "", false
+	}
+	before, _ := ma.SplitFunc(a, func(c ma.Component) bool { return c.Code() == ma.P_CIRCUIT })
+	_, id := peer.SplitAddr(before)
+	return id, id != ""
+}
+
+// directError returns ErrWrongKey if a host with another key answered at
+// a direct address, else err.
+func directError(err error) error {
+	var mismatch sec.ErrPeerIDMismatch
+	if errors.As(err, &mismatch) {
+		return fmt.Errorf("%w (%w)", ErrWrongKey, err)
+	}
+	return err
+}
+
+// circuitError says what happened to a circuit through relay.
+func circuitError(relay peer.ID, cause error) *RelayError {
+	re := &RelayError{Cause: cause}
+	re.Relay, _ = KeyOf(relay)
+	var mismatch sec.ErrPeerIDMismatch
+	var de *swarm.DialError
+	switch {
+	case errors.As(cause, &mismatch) && mismatch.Expected == relay:
+		re.Err = ErrNoRelay // a host with another key at the relay's address
+	case errors.As(cause, &mismatch):
+		re.Err = ErrWrongKey
+	case errors.As(cause, &de) && de.Peer == relay:
+		re.Err = ErrNoRelay
+	default:
+		re.Err = relayStatusError(cause)
+	}
+	return re
+}
+
+// relayStatusError returns ErrNoReservation or ErrRelayRefused for the
+// status a relay answered a circuit request with. go-libp2p's circuit
+// client puts the status in its error's text only (its error type is
+// unexported), as "error opening relay circuit: NAME (CODE)"; the name is
+// taken from go-libp2p's own table, and TestDialErrors checks the match
+// against the real relay. An error without a status means the relay
+// could not be used: ErrNoRelay.
+func relayStatusError(err error) error {
+	const prefix = "error opening relay circuit: "
+	msg := err.Error()
+	i := strings.Index(msg, prefix)
+	if i < 0 {
+		return ErrNoRelay
+	}
+	if strings.HasPrefix(msg[i+len(prefix):], pbv2.Status_NO_RESERVATION.String()+" ") {
+		return ErrNoReservation
+	}
+	return ErrRelayRefused
+}
+
+// streamError says why a stream could not be opened to the peer with
+// key, over c or a newer connection.
+func (n *Node) streamError(key securepeer.PublicKey, name string, c network.Conn, err error) error {
+	if tc := trackedOf(c); tc != nil {
+		if why := tc.endErr(); why != nil {
+			return &DialError{Peer: key, Err: why}
+		}
+	}
+	var unsupported mss.ErrNotSupported[protocol.ID]
+	if errors.As(err, &unsupported) {
+		return &DialError{Peer: key, Err: fmt.Errorf("%w (%q)", ErrNotServed, name)}
+	}
+	return &DialError{Peer: key, Err: err}
+}

@@ -1,0 +1,361 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/libp2psec"
+)
+
+// A Node is a libp2p host that speaks securepeer: it reaches peers by
+// their keys, directly or through circuit relays, goes direct by hole
+// punching where the NATs between them allow it, and serves streams of
+// the protocols it listens on. Its only security transport is securepeer
+// (libp2psec), its only transport TCP, its stream multiplexer yamux.
+type Node struct {
+	host   host.Host
+	key    securepeer.PublicKey
+	id     peer.ID
+	relays []peer.AddrInfo
+	verify func(context.Context, securepeer.PublicKey) error
+	wait   time.Duration
+	notify func(Event)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	closed    bool
+	verified  map[peer.ID]bool
+	waiters   map[peer.ID][]chan struct{}
+	listeners map[protocol.ID]*Listener
+	reserver  *reserver
+}
+
+// maxVerified bounds the cache of keys Verify accepted; past it, the
+// cache is emptied and Verify asked again.
+const maxVerified = 4096
+
+// Start starts a node: it listens on cfg.ListenAddrs and runs until ctx
+// is done or Close is called. It makes no reservation until
+// [Node.Listen] is called.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("p2p: Config.Identity is nil")
+	}
+	priv, err := hostKey(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		key:       cfg.Identity.PublicKey(),
+		verify:    cfg.Verify,
+		wait:      cfg.DirectWait,
+		notify:    cfg.Notify,
+		verified:  make(map[peer.ID]bool),
+		waiters:   make(map[peer.ID][]chan struct{}),
+		listeners: make(map[protocol.ID]*Listener),
+	}
+	if n.wait == 0 {
+		n.wait = DefaultDirectWait
+	}
+	if n.id, err = PeerID(n.key); err != nil {
+		return nil, err
+	}
+	if n.relays, err = parseRelays(cfg.Relays, n.id); err != nil {
+		return nil, err
+	}
+	listen, err := parseListenAddrs(cfg.ListenAddrs)
+	if err != nil {
+		return nil, err
+	}
+	limits := cfg.Limits.withDefaults(NodeLimits)
+	if err := limits.check(); err != nil {
+		return nil, err
+	}
+	rm, err := newResourceManager(limits, n.relays)
+	if err != nil {
+		return nil, err
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	h, err := libp2p.New(
+		libp2p.Identity(priv),
+		libp2p.ListenAddrs(listen...),
+		libp2p.NoTransports,
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(libp2psec.ID, n.securityTransport),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.EnableRelay(),
+		libp2p.EnableHolePunching(holepunch.WithTracer((*punchTracer)(n))),
+		libp2p.Ping(false),
+		libp2p.DisableMetrics(),
+		libp2p.UserAgent("securepeer-p2p"),
+	)
+	if err != nil {
+		rm.Close()
+		n.cancel()
+		return nil, fmt.Errorf("p2p: starting the libp2p host: %w", err)
+	}
+	n.host = h
+	for _, r := range n.relays {
+		h.Peerstore().AddAddrs(r.ID, r.Addrs, peerstore.PermanentAddrTTL)
+		h.ConnManager().Protect(r.ID, "securepeer-relay")
+	}
+	h.Network().Notify(&network.NotifyBundle{
+		ConnectedF:    func(_ network.Network, c network.Conn) { n.connOpened(c) },
+		DisconnectedF: func(_ network.Network, c network.Conn) { n.connClosed(c) },
+	})
+	n.wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			n.Close()
+		case <-n.ctx.Done():
+		}
+	})
+	return n, nil
+}
+
+// securityTransport is the constructor of the host's security transport,
+// with the signature go-libp2p expects.
+func (n *Node) securityTransport(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*secTransport, error) {
+	t, err := libp2psec.NewWithOptions(libp2psec.Options{VerifyInbound: n.verifyInbound})(id, key, muxers)
+	if err != nil {
+		return nil, err
+	}
+	return &secTransport{Transport: t, node: n}, nil
+}
+
+// Key returns the node's key.
+func (n *Node) Key() securepeer.PublicKey { return n.key }
+
+// ID returns the node's libp2p peer ID, which names its key.
+func (n *Node) ID() peer.ID { return n.id }
+
+// Addrs returns the node's direct addresses, as multiaddrs that end with
+// its peer ID: what a peer that can reach them may dial.
+func (n *Node) Addrs() []string {
+	var out []string
+	for _, a := range n.host.Addrs() {
+		if isCircuit(a) {
+			continue
+		}
+		out = append(out, a.Encapsulate(ma.StringCast("/p2p/"+n.id.String())).String())
+	}
+	return out
+}
+
+// AddAddrs tells the node where the peer with key may be reached
+// directly: multiaddrs, with or without the trailing /p2p/ peer ID
+// (which must then be key's). Dial tries them along with the relays.
+func (n *Node) AddAddrs(key securepeer.PublicKey, addrs []string) error {
+	id, err := PeerID(key)
+	if err != nil {
+		return err
+	}
+	var parsed []ma.Multiaddr
+	for _, s := range addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return fmt.Errorf("p2p: peer address %q: %w", s, err)
+		}
+		transport, pid := peer.SplitAddr(a)
+		if pid != "" && pid != id {
+			return fmt.Errorf("p2p: peer address %q names another key than the peer's", s)
+		}
+		if transport == nil || !isTCP(transport) {
+			return fmt.Errorf("p2p: peer address %q is not an IP address and TCP port", s)
+		}
+		parsed = append(parsed, transport)
+	}
+	n.host.Peerstore().AddAddrs(id, parsed, peerstore.PermanentAddrTTL)
+	return nil
+}
+
+// Close stops the node: its listeners, its reservations, its
+// connections.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	listeners := make([]*Listener, 0, len(n.listeners))
+	for _, l := range n.listeners {
+		listeners = append(listeners, l)
+	}
+	n.mu.Unlock()
+	for _, l := range listeners {
+		l.Close()
+	}
+	n.cancel()
+	err := n.host.Close()
+	n.wg.Wait()
+	return err
+}
+
+func (n *Node) isClosed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closed
+}
+
+// emit reports e, unless the node is closed.
+func (n *Node) emit(e Event) {
+	if n.notify != nil && !n.isClosed() {
+		n.notify(e)
+	}
+}
+
+// isRelay reports whether p is one of the node's relays.
+func (n *Node) isRelay(p peer.ID) bool {
+	for _, r := range n.relays {
+		if r.ID == p {
+			return true
+		}
+	}
+	return false
+}
+
+// liveConn reports whether the node has an open connection to p.
+func (n *Node) liveConn(p peer.ID) bool {
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		if !c.IsClosed() {
+			return true
+		}
+	}
+	return false
+}
+
+// connected reports a connection whose handshake has completed.
+func (n *Node) connected(c *trackedConn) {
+	n.emit(Event{
+		Kind:    EventConnected,
+		Peer:    c.peerKey(),
+		Path:    c.path(),
+		Resumed: c.SecurepeerState().DidResume,
+	})
+}
+
+// disconnected reports a connection that has ended, and why.
+func (n *Node) disconnected(c *trackedConn, why error) {
+	if n.isRelay(c.RemotePeer()) {
+		return
+	}
+	n.emit(Event{Kind: EventDisconnected, Peer: c.peerKey(), Path: c.path(), Err: why})
+}
+
+// connOpened wakes the dials waiting for a direct connection to the
+// peer, and reports a direct connection to a peer already connected
+// through a relay.
+func (n *Node) connOpened(c network.Conn) {
+	if isCircuit(c.RemoteMultiaddr()) {
+		return
+	}
+	p := c.RemotePeer()
+	n.mu.Lock()
+	waiters := n.waiters[p]
+	delete(n.waiters, p)
+	n.mu.Unlock()
+	for _, w := range waiters {
+		close(w)
+	}
+	for _, other := range n.host.Network().ConnsToPeer(p) {
+		if isCircuit(other.RemoteMultiaddr()) && !other.IsClosed() {
+			key, _ := KeyOf(p)
+			n.emit(Event{Kind: EventDirect, Peer: key, Path: Path{Remote: c.RemoteMultiaddr().String()}})
+			return
+		}
+	}
+}
+
+// connClosed forgets that a peer passed Verify once its last connection
+// is gone, and tells the reserver when that peer is a relay.
+func (n *Node) connClosed(c network.Conn) {
+	p := c.RemotePeer()
+	if n.liveConn(p) {
+		return
+	}
+	n.mu.Lock()
+	delete(n.verified, p)
+	r := n.reserver
+	n.mu.Unlock()
+	if r != nil {
+		r.relayDown(p)
+	}
+}
+
+func isCircuit(a ma.Multiaddr) bool {
+	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
+}
+
+// verifyInbound is the security transport's inbound check: Verify, asked
+// once per peer while the peer stays connected (a hole punch makes a
+// second connection from a peer already accepted).
+func (n *Node) verifyInbound(ctx context.Context, key securepeer.PublicKey) error {
+	if n.verify == nil {
+		return nil
+	}
+	p, err := PeerID(key)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	ok := n.verified[p]
+	n.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := n.verify(ctx, key); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	if len(n.verified) >= maxVerified {
+		clear(n.verified)
+	}
+	n.verified[p] = true
+	n.mu.Unlock()
+	return nil
+}
+
+// A punchTracer turns go-libp2p's hole punching events into the node's.
+type punchTracer Node
+
+// Trace reports the end of each hole punching attempt.
+func (t *punchTracer) Trace(evt *holepunch.Event) {
+	n := (*Node)(t)
+	key, err := KeyOf(evt.Remote)
+	if err != nil {
+		return
+	}
+	switch e := evt.Evt.(type) {
+	case *holepunch.EndHolePunchEvt:
+		var err error
+		if !e.Success {
+			err = errors.New(e.Error)
+		}
+		n.emit(Event{Kind: EventHolePunch, Peer: key, Err: err})
+	case *holepunch.ProtocolErrorEvt:
+		n.emit(Event{Kind: EventHolePunch, Peer: key, Err: errors.New(e.Error)})
+	}
+}

@@ -1,0 +1,373 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/libp2psec"
+)
+
+// RelayLimits bound what peers can make a relay hold. Zero fields take
+// the defaults of [DefaultRelayLimits].
+type RelayLimits struct {
+	// Limits bound connections, as for a node: at once in all and per
+	// source address, new ones per second per source, streams per peer,
+	// accounted memory.
+	Limits
+
+	// Reservations bounds the reservations held at once, and
+	// ReservationsPerIP those held from one source address.
+	Reservations      int
+	ReservationsPerIP int
+	// ReservationTTL is how long a reservation lasts unless renewed (a
+	// node renews it when three quarters have passed).
+	ReservationTTL time.Duration
+
+	// CircuitsPerPeer bounds the circuits at once to or from one peer.
+	CircuitsPerPeer int
+	// CircuitData bounds the bytes a circuit carries each way, and
+	// CircuitDuration how long it lasts; the relay then cuts it, and
+	// both peers are told why ([*CircuitError]).
+	CircuitData     int64
+	CircuitDuration time.Duration
+}
+
+// DefaultRelayLimits are the defaults of a relay's limits: a relay that
+// carries whole sessions for the pairs that cannot go direct, not only
+// the first bytes of a hole punch, as go-libp2p's defaults (128 KiB, two
+// minutes per circuit) assume. PROTOCOL.md, "The relay's limits", says
+// what each costs.
+var DefaultRelayLimits = RelayLimits{
+	Limits: Limits{
+		Conns:          4096,
+		ConnsPerIP:     16,
+		ConnRate:       1,
+		ConnBurst:      32,
+		StreamsPerPeer: 64,
+		Memory:         512 << 20,
+	},
+	Reservations:      1024,
+	ReservationsPerIP: 8,
+	ReservationTTL:    time.Hour,
+	CircuitsPerPeer:   16,
+	CircuitData:       1 << 30,
+	CircuitDuration:   time.Hour,
+}
+
+func (l RelayLimits) withDefaults() RelayLimits {
+	d := DefaultRelayLimits
+	l.Limits = l.Limits.withDefaults(d.Limits)
+	if l.Reservations == 0 {
+		l.Reservations = d.Reservations
+	}
+	if l.ReservationsPerIP == 0 {
+		l.ReservationsPerIP = d.ReservationsPerIP
+	}
+	if l.ReservationTTL == 0 {
+		l.ReservationTTL = d.ReservationTTL
+	}
+	if l.CircuitsPerPeer == 0 {
+		l.CircuitsPerPeer = d.CircuitsPerPeer
+	}
+	if l.CircuitData == 0 {
+		l.CircuitData = d.CircuitData
+	}
+	if l.CircuitDuration == 0 {
+		l.CircuitDuration = d.CircuitDuration
+	}
+	return l
+}
+
+func (l RelayLimits) check() error {
+	if err := l.Limits.check(); err != nil {
+		return err
+	}
+	if l.Reservations < 0 || l.ReservationsPerIP < 0 || l.ReservationTTL < 0 || l.CircuitsPerPeer < 0 || l.CircuitData < 0 || l.CircuitDuration < 0 {
+		return fmt.Errorf("p2p: negative relay limits: %+v", l)
+	}
+	if l.CircuitDuration < time.Second {
+		return fmt.Errorf("p2p: a circuit duration under a second (%v) cannot be announced: the relay protocol counts in seconds", l.CircuitDuration)
+	}
+	return nil
+}
+
+// RelayConfig configures a relay.
+type RelayConfig struct {
+	// Identity is the relay's key, which peers name in its address. Its
+	// private key must be in this process (ErrSignerIdentity otherwise).
+	Identity *securepeer.Identity
+
+	// ListenAddrs are the TCP multiaddrs to listen on
+	// ("/ip4/0.0.0.0/tcp/4001").
+	ListenAddrs []string
+
+	// PublicAddrs, if not empty, are the addresses the relay announces,
+	// in place of those it listens on: for a relay behind a port
+	// forward, or with a DNS name.
+	PublicAddrs []string
+
+	// Limits bound what peers can make the relay hold.
+	Limits RelayLimits
+
+	// AllowReserve decides which keys may hold a reservation; nil lets
+	// any key reserve. AllowCircuit decides which keys may open a
+	// circuit to which; nil lets any key reach any key that holds a
+	// reservation.
+	AllowReserve func(key securepeer.PublicKey) bool
+	AllowCircuit func(from, to securepeer.PublicKey) bool
+}
+
+// A Relay is a running circuit relay v2: peers that cannot be reached
+// directly hold a reservation on it, and peers reach them through
+// circuits it carries. Every connection to the relay, and every
+// connection carried by a circuit, is a securepeer connection; the relay
+// sees only ciphertext of the latter and cannot stand in for either peer.
+type Relay struct {
+	host   host.Host
+	relay  *relay.Relay
+	key    securepeer.PublicKey
+	stats  *relayStats
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+	err    error
+}
+
+// RunRelay starts a relay that runs until ctx is done or Close is
+// called.
+func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("p2p: RelayConfig.Identity is nil")
+	}
+	if len(cfg.ListenAddrs) == 0 {
+		return nil, errors.New("p2p: RelayConfig.ListenAddrs is empty: a relay needs a port that peers can reach")
+	}
+	priv, err := hostKey(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	listen, err := parseListenAddrs(cfg.ListenAddrs)
+	if err != nil {
+		return nil, err
+	}
+	public, err := parsePublicAddrs(cfg.PublicAddrs)
+	if err != nil {
+		return nil, err
+	}
+	limits := cfg.Limits.withDefaults()
+	if err := limits.check(); err != nil {
+		return nil, err
+	}
+	rm, err := newResourceManager(limits.Limits, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Connections beyond nine tenths of the limit are trimmed, those
+	// without a reservation or a circuit first (the relay tags those),
+	// once past a grace period, so that idle strangers cannot keep the
+	// slots from peers that come later.
+	cm, err := connmgr.NewConnManager(limits.Conns*7/10, limits.Conns*9/10, connmgr.WithGracePeriod(20*time.Second))
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("p2p: connection manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(priv),
+		libp2p.ListenAddrs(listen...),
+		libp2p.NoTransports,
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(libp2psec.ID, libp2psec.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.DisableRelay(),
+		libp2p.Ping(false),
+		libp2p.DisableMetrics(),
+		libp2p.UserAgent("securepeer-relay"),
+	}
+	if len(public) > 0 {
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return public }))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		rm.Close()
+		cm.Close()
+		return nil, fmt.Errorf("p2p: starting the relay's host: %w", err)
+	}
+	r := &Relay{host: h, key: cfg.Identity.PublicKey(), stats: &relayStats{}, done: make(chan struct{})}
+	r.relay, err = relay.New(h,
+		relay.WithResources(limits.resources()),
+		relay.WithACL(&relayACL{reserve: cfg.AllowReserve, circuit: cfg.AllowCircuit}),
+		relay.WithMetricsTracer(r.stats),
+	)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("p2p: starting the relay service: %w", err)
+	}
+	var runCtx context.Context
+	runCtx, r.cancel = context.WithCancel(ctx)
+	go func() {
+		<-runCtx.Done()
+		r.Close()
+	}()
+	return r, nil
+}
+
+// resources returns go-libp2p's relay resources for l.
+func (l RelayLimits) resources() relay.Resources {
+	rc := relay.DefaultResources()
+	rc.Limit = &relay.RelayLimit{Duration: l.CircuitDuration, Data: l.CircuitData}
+	rc.ReservationTTL = l.ReservationTTL
+	rc.MaxReservations = l.Reservations
+	rc.MaxReservationsPerIP = l.ReservationsPerIP
+	rc.MaxReservationsPerASN = l.Reservations
+	rc.MaxCircuits = l.CircuitsPerPeer
+	return rc
+}
+
+func parsePublicAddrs(addrs []string) ([]ma.Multiaddr, error) {
+	var out []ma.Multiaddr
+	for _, s := range addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("p2p: public address %q: %w", s, err)
+		}
+		if !isTCP(a) {
+			return nil, fmt.Errorf("p2p: public address %q is not an IP address or DNS name and a TCP port", s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// Key returns the relay's key.
+func (r *Relay) Key() securepeer.PublicKey { return r.key }
+
+// Addrs returns the relay's addresses to hand out: multiaddrs ending
+// with its peer ID, which names its key, as [Config.Relays] takes them.
+func (r *Relay) Addrs() []string {
+	var out []string
+	self := ma.StringCast("/p2p/" + r.host.ID().String())
+	for _, a := range r.host.Addrs() {
+		out = append(out, a.Encapsulate(self).String())
+	}
+	return out
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() RelayStats { return r.stats.snapshot(r.host) }
+
+// Close stops the relay: every reservation and circuit ends.
+func (r *Relay) Close() error {
+	r.once.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+		}
+		r.relay.Close()
+		r.err = r.host.Close()
+		close(r.done)
+	})
+	<-r.done
+	return r.err
+}
+
+// relayACL applies a RelayConfig's AllowReserve and AllowCircuit.
+type relayACL struct {
+	reserve func(securepeer.PublicKey) bool
+	circuit func(from, to securepeer.PublicKey) bool
+}
+
+func (a *relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
+	key, err := KeyOf(p)
+	if err != nil {
+		return false
+	}
+	return a.reserve == nil || a.reserve(key)
+}
+
+func (a *relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dst peer.ID) bool {
+	from, err := KeyOf(src)
+	if err != nil {
+		return false
+	}
+	to, err := KeyOf(dst)
+	if err != nil {
+		return false
+	}
+	return a.circuit == nil || a.circuit(from, to)
+}
+
+// RelayStats are a relay's counters.
+type RelayStats struct {
+	// Conns is the connections open to the relay now.
+	Conns int
+	// Reservations is the reservations held now, Circuits the circuits
+	// open now.
+	Reservations, Circuits int
+	// ReservationsRefused and CircuitsRefused count the requests refused
+	// since the relay started, for any reason (limits, access rules, no
+	// reservation).
+	ReservationsRefused, CircuitsRefused int
+	// Bytes counts the bytes carried by circuits since the relay
+	// started.
+	Bytes int64
+}
+
+// relayStats counts what go-libp2p's relay reports through its metrics
+// tracer interface.
+type relayStats struct {
+	reservations, circuits         atomic.Int64
+	reservesRefused, circuitsRefused atomic.Int64
+	bytes                           atomic.Int64
+}
+
+var _ relay.MetricsTracer = (*relayStats)(nil)
+
+func (s *relayStats) RelayStatus(bool)                 {}
+func (s *relayStats) ConnectionOpened()                { s.circuits.Add(1) }
+func (s *relayStats) ConnectionClosed(time.Duration)   { s.circuits.Add(-1) }
+func (s *relayStats) BytesTransferred(n int)           { s.bytes.Add(int64(n)) }
+func (s *relayStats) ReservationClosed(n int)          { s.reservations.Add(-int64(n)) }
+func (s *relayStats) ReservationAllowed(renewal bool) {
+	if !renewal {
+		s.reservations.Add(1)
+	}
+}
+
+func (s *relayStats) ConnectionRequestHandled(st pbv2.Status) {
+	if st != pbv2.Status_OK {
+		s.circuitsRefused.Add(1)
+	}
+}
+
+func (s *relayStats) ReservationRequestHandled(st pbv2.Status) {
+	if st != pbv2.Status_OK {
+		s.reservesRefused.Add(1)
+	}
+}
+
+func (s *relayStats) snapshot(h host.Host) RelayStats {
+	return RelayStats{
+		Conns:               len(h.Network().Conns()),
+		Reservations:        int(s.reservations.Load()),
+		Circuits:            int(s.circuits.Load()),
+		ReservationsRefused: int(s.reservesRefused.Load()),
+		CircuitsRefused:     int(s.circuitsRefused.Load()),
+		Bytes:               s.bytes.Load(),
+	}
+}
