@@ -331,18 +331,18 @@ type RelayStats struct {
 // relayStats counts what go-libp2p's relay reports through its metrics
 // tracer interface.
 type relayStats struct {
-	reservations, circuits         atomic.Int64
+	reservations, circuits           atomic.Int64
 	reservesRefused, circuitsRefused atomic.Int64
-	bytes                           atomic.Int64
+	bytes                            atomic.Int64
 }
 
 var _ relay.MetricsTracer = (*relayStats)(nil)
 
-func (s *relayStats) RelayStatus(bool)                 {}
-func (s *relayStats) ConnectionOpened()                { s.circuits.Add(1) }
-func (s *relayStats) ConnectionClosed(time.Duration)   { s.circuits.Add(-1) }
-func (s *relayStats) BytesTransferred(n int)           { s.bytes.Add(int64(n)) }
-func (s *relayStats) ReservationClosed(n int)          { s.reservations.Add(-int64(n)) }
+func (s *relayStats) RelayStatus(bool)               {}
+func (s *relayStats) ConnectionOpened()              { s.circuits.Add(1) }
+func (s *relayStats) ConnectionClosed(time.Duration) { s.circuits.Add(-1) }
+func (s *relayStats) BytesTransferred(n int)         { s.bytes.Add(int64(n)) }
+func (s *relayStats) ReservationClosed(n int)        { s.reservations.Add(-int64(n)) }
 func (s *relayStats) ReservationAllowed(renewal bool) {
 	if !renewal {
 		s.reservations.Add(1)
