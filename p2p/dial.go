@@ -15,11 +15,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/sec"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 	mss "github.com/multiformats/go-multistream"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/libp2psec"
 )
 
 // ErrNotServed means that the peer was reached but does not listen for
@@ -190,7 +192,7 @@ func (n *Node) dialError(key securepeer.PublicKey, err error) error {
 	for _, te := range sde.DialErrors {
 		relay, ok := circuitRelay(te.Address)
 		if !ok {
-			de.Addrs = append(de.Addrs, &AddrError{Addr: te.Address.String(), Err: directError(te.Cause)})
+			de.Addrs = append(de.Addrs, &AddrError{Addr: te.Address.String(), Err: directError(te.Cause), Cause: te.Cause})
 			continue
 		}
 		re := circuitError(relay, te.Cause)
@@ -214,18 +216,6 @@ func (n *Node) dialError(key securepeer.PublicKey, err error) error {
 	return de
 }
 
-// rank orders a relay's outcomes from the most telling: someone answered
-// in the peer's place, the peer is not there, the relay refused, the
-// relay could not be reached.
-func rank(err error) int {
-	for i, s := range []error{ErrWrongKey, ErrNoReservation, ErrRelayRefused, ErrNoRelay} {
-		if errors.Is(err, s) {
-			return i
-		}
-	}
-	return 4
-}
-
 // circuitRelay returns the relay of a circuit address.
 func circuitRelay(a ma.Multiaddr) (peer.ID, bool) {
 	if !isCircuit(a) {
@@ -237,13 +227,17 @@ func circuitRelay(a ma.Multiaddr) (peer.ID, bool) {
 }
 
 // directError returns ErrWrongKey if a host with another key answered at
-// a direct address, else err.
+// a direct address, ErrNotSecurepeer if one that does not speak
+// securepeer did, else nil.
 func directError(err error) error {
 	var mismatch sec.ErrPeerIDMismatch
-	if errors.As(err, &mismatch) {
-		return fmt.Errorf("%w (%w)", ErrWrongKey, err)
+	switch {
+	case errors.As(err, &mismatch):
+		return ErrWrongKey
+	case slices.Contains(unsupported(err), libp2psec.ID):
+		return ErrNotSecurepeer
 	}
-	return err
+	return nil
 }
 
 // circuitError says what happened to a circuit through relay.
@@ -253,16 +247,30 @@ func circuitError(relay peer.ID, cause error) *RelayError {
 	var mismatch sec.ErrPeerIDMismatch
 	var de *swarm.DialError
 	switch {
+	case errors.As(cause, &de) && de.Peer == relay:
+		re.Err = ErrNoRelay
 	case errors.As(cause, &mismatch) && mismatch.Expected == relay:
 		re.Err = ErrNoRelay // a host with another key at the relay's address
 	case errors.As(cause, &mismatch):
 		re.Err = ErrWrongKey
-	case errors.As(cause, &de) && de.Peer == relay:
-		re.Err = ErrNoRelay
+	case slices.Contains(unsupported(cause), proto.ProtoIDv2Hop):
+		re.Err = ErrNoRelay // the host at the relay's address is no relay
+	case slices.Contains(unsupported(cause), libp2psec.ID):
+		re.Err = ErrNotSecurepeer
 	default:
 		re.Err = relayStatusError(cause)
 	}
 	return re
+}
+
+// unsupported returns the protocols offered in a multistream-select
+// negotiation that failed for want of a common one.
+func unsupported(err error) []protocol.ID {
+	var ns mss.ErrNotSupported[protocol.ID]
+	if errors.As(err, &ns) {
+		return ns.Protos
+	}
+	return nil
 }
 
 // relayStatusError returns ErrNoReservation or ErrRelayRefused for the
@@ -270,14 +278,14 @@ func circuitError(relay peer.ID, cause error) *RelayError {
 // client puts the status in its error's text only (its error type is
 // unexported), as "error opening relay circuit: NAME (CODE)"; the name is
 // taken from go-libp2p's own table, and TestDialErrors checks the match
-// against the real relay. An error without a status means the relay
-// could not be used: ErrNoRelay.
+// against the real relay. An error without a status came after the relay
+// opened the circuit: ErrCircuitEnded.
 func relayStatusError(err error) error {
 	const prefix = "error opening relay circuit: "
 	msg := err.Error()
 	i := strings.Index(msg, prefix)
 	if i < 0 {
-		return ErrNoRelay
+		return ErrCircuitEnded
 	}
 	if strings.HasPrefix(msg[i+len(prefix):], pbv2.Status_NO_RESERVATION.String()+" ") {
 		return ErrNoReservation

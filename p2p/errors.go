@@ -48,6 +48,12 @@ var (
 	// this node's identity was sent.
 	ErrWrongKey = errors.New("p2p: a host with another key answered in the peer's place")
 
+	// ErrNotSecurepeer means that the host reached, at a direct address
+	// or through a relay, does not speak securepeer, the only security
+	// protocol this engine accepts: it is not the peer, or someone in
+	// between tried to make the connection fall back to another protocol.
+	ErrNotSecurepeer = errors.New("p2p: the host reached does not speak securepeer")
+
 	// ErrCircuitDataLimit means that a relay cut a circuit once the
 	// bytes it allows each way had crossed it.
 	ErrCircuitDataLimit = errors.New("p2p: the relay cut the circuit at its data limit")
@@ -75,7 +81,9 @@ type RelayError struct {
 	// Relay is the relay's key.
 	Relay securepeer.PublicKey
 	// Err is ErrNoRelay, ErrNoReservation, ErrReservationRefused,
-	// ErrRelayRefused or ErrWrongKey.
+	// ErrRelayRefused, ErrRelayLost, ErrWrongKey, ErrNotSecurepeer, or
+	// ErrCircuitEnded when the circuit opened but the connection over it
+	// failed.
 	Err error
 	// Cause is go-libp2p's error, for the details, or nil.
 	Cause error
@@ -84,7 +92,7 @@ type RelayError struct {
 func (e *RelayError) Error() string {
 	s := fmt.Sprintf("%s (relay %s)", e.Err, e.Relay.Fingerprint())
 	if e.Cause != nil {
-		s += ": " + e.Cause.Error()
+		s += ": " + oneLine(e.Cause)
 	}
 	return s
 }
@@ -97,24 +105,33 @@ func (e *RelayError) Unwrap() []error { return nonNil(e.Err, e.Cause) }
 type AddrError struct {
 	// Addr is the address, a multiaddr.
 	Addr string
-	// Err is ErrWrongKey if a host with another key answered there, else
-	// go-libp2p's error.
+	// Err is ErrWrongKey if a host with another key answered there,
+	// ErrNotSecurepeer if a host that does not speak securepeer did, else
+	// nil.
 	Err error
+	// Cause is go-libp2p's error.
+	Cause error
 }
 
 func (e *AddrError) Error() string {
-	return fmt.Sprintf("p2p: direct address %s: %v", e.Addr, e.Err)
+	s := "p2p: direct address " + e.Addr + ": "
+	if e.Err != nil {
+		s += trimPrefix(e.Err) + ": "
+	}
+	return s + oneLine(e.Cause)
 }
 
-// Unwrap returns Err.
-func (e *AddrError) Unwrap() error { return e.Err }
+// Unwrap returns Err and Cause.
+func (e *AddrError) Unwrap() []error { return nonNil(e.Err, e.Cause) }
 
 // A DialError says why [Node.Dial] found no connection to a peer: what
 // each relay said and why each direct address failed. errors.Is finds
 // the sentinels inside it: ErrWrongKey if a host with another key
-// answered for the peer, ErrNoReservation if a relay was reached but the
-// peer holds no reservation there, ErrNoRelay if no relay could be
-// reached, ErrNoPath if no relay is set and no direct address answered.
+// answered for the peer, ErrNotSecurepeer if a host that does not speak
+// securepeer did, ErrNoReservation if a relay was reached but the peer
+// holds no reservation there, ErrNoRelay if no relay could be reached,
+// ErrNoPath if no relay is set and no direct address answered,
+// securepeer.ErrRejected if the peer refused this node's key.
 type DialError struct {
 	// Peer is the key that was dialed.
 	Peer securepeer.PublicKey
@@ -129,25 +146,56 @@ type DialError struct {
 }
 
 func (e *DialError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "p2p: cannot reach %s: %s", e.Peer.Fingerprint(), trimPrefix(e.headline()))
+	headline := e.headline()
+	var details []string
 	for _, r := range e.Relays {
-		fmt.Fprintf(&b, "; relay %s: %s", r.Relay.Fingerprint(), trimPrefix(r.Err))
-		if r.Cause != nil {
-			fmt.Fprintf(&b, " (%v)", r.Cause)
+		d := "relay " + r.Relay.Fingerprint() + ": "
+		if !errors.Is(headline, r.Err) {
+			d += trimPrefix(r.Err)
+			if r.Cause != nil {
+				d += ": "
+			}
 		}
+		if r.Cause != nil {
+			d += oneLine(r.Cause)
+		}
+		details = append(details, d)
 	}
 	for _, a := range e.Addrs {
-		fmt.Fprintf(&b, "; %s: %v", a.Addr, trimPrefix(a.Err))
+		d := a.Addr + ": "
+		if a.Err != nil && !errors.Is(headline, a.Err) {
+			d += trimPrefix(a.Err) + ": "
+		}
+		details = append(details, d+oneLine(a.Cause))
 	}
-	return b.String()
+	s := fmt.Sprintf("p2p: cannot reach %s: %s", e.Peer.Fingerprint(), trimPrefix(headline))
+	if len(details) > 0 {
+		s += " (" + strings.Join(details, "; ") + ")"
+	}
+	return s
 }
 
-// headline returns the error that best says why the dial failed: a wrong
-// key first (someone answered for the peer), then a missing reservation
-// (the relay works, the peer is not there), then Err.
+// outcomes are what a relay or an address can say about a dial, the most
+// telling first: someone answered in the peer's place, someone who does
+// not speak securepeer answered, the peer is not at the relay, the relay
+// refused, the connection through the relay failed, no relay answered.
+var outcomes = []error{ErrWrongKey, ErrNotSecurepeer, ErrNoReservation, ErrRelayRefused, ErrCircuitEnded, ErrNoRelay}
+
+// rank returns err's place in outcomes.
+func rank(err error) int {
+	for i, o := range outcomes {
+		if errors.Is(err, o) {
+			return i
+		}
+	}
+	return len(outcomes)
+}
+
+// headline returns the error that best says why the dial failed: the
+// most telling of the relays' and the addresses' outcomes but "no relay
+// could be reached", then Err.
 func (e *DialError) headline() error {
-	for _, want := range []error{ErrWrongKey, ErrNoReservation, ErrRelayRefused} {
+	for _, want := range outcomes[:len(outcomes)-1] {
 		for _, r := range e.Relays {
 			if errors.Is(r.Err, want) {
 				return want
@@ -222,6 +270,12 @@ func nonNil(errs ...error) []error {
 		}
 	}
 	return out
+}
+
+// oneLine returns err's text on one line: go-libp2p lists the failures
+// of a dial on lines of their own.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n  * ", "; ")), " ")
 }
 
 // trimPrefix returns err's text without this package's prefix, to nest it
