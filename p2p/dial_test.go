@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -66,6 +67,96 @@ func TestDialRelayedThenDirect(t *testing.T) {
 		t.Errorf("relayed through %s, want %s", relayed.Path.Relay.Fingerprint(), r.Key().Fingerprint())
 	}
 	events.wait(t, "the direct connection reported", kind(EventDirect, l.Key()))
+	// The direct connection resumed the session of the relayed one: the
+	// listener's ticket came with its first record on the relay.
+	direct := events.wait(t, "a direct connection", func(e Event) bool {
+		return e.Kind == EventConnected && e.Peer == l.Key() && !e.Path.Relayed
+	})
+	if !direct.Resumed || !s.Resumed() {
+		t.Errorf("the direct connection did not resume (event %v, stream %v)", direct.Resumed, s.Resumed())
+	}
+}
+
+// TestResumeThroughRelay: a dialer that reaches a peer through a relay
+// again resumes the session of its last connection.
+func TestResumeThroughRelay(t *testing.T) {
+	r := startRelay(t, RelayConfig{})
+	l := startNode(t, Config{Relays: r.Addrs()})
+	echo(t, listen(t, l, echoProto))
+	d := startNode(t, Config{Relays: r.Addrs(), DirectWait: -1})
+	for i, want := range []bool{false, true, true} {
+		s := dial(t, d, l.Key(), echoProto)
+		roundTrip(t, s, "hello")
+		if p := s.Path(); !p.Relayed {
+			t.Fatalf("dial %d: path %v, want relayed", i, p)
+		}
+		if s.Resumed() != want {
+			t.Errorf("dial %d: resumed %v, want %v", i, s.Resumed(), want)
+		}
+		s.Close()
+		if err := d.host.Network().ClosePeer(l.ID()); err != nil {
+			t.Fatal(err)
+		}
+		// Forget the addresses the listener announced, which answer on
+		// loopback, so that the next dial goes through the relay again.
+		d.host.Peerstore().ClearAddrs(l.ID())
+	}
+}
+
+// TestRelayKilled: two relays, and a listener reachable through both.
+// When the relay carrying a session stops, the session's stream says so
+// (ErrRelayLost), a direct session lives on, and a new dial goes through
+// the other relay and resumes.
+func TestRelayKilled(t *testing.T) {
+	relays := []*Relay{startRelay(t, RelayConfig{}), startRelay(t, RelayConfig{})}
+	addrs := append(relays[0].Addrs(), relays[1].Addrs()...)
+	levents := newEventLog()
+	l := startNode(t, Config{Relays: addrs, Notify: levents.notify})
+	echo(t, listen(t, l, echoProto))
+	for _, r := range relays {
+		levents.wait(t, "a reservation", func(e Event) bool { return e.Kind == EventReserved && e.Relay == r.Key() })
+	}
+	devents := newEventLog()
+	d := startNode(t, Config{Relays: addrs, DirectWait: -1, Notify: devents.notify})
+	relayed := dial(t, d, l.Key(), echoProto)
+	roundTrip(t, relayed, "through a relay")
+	direct := startNode(t, Config{})
+	if err := direct.AddAddrs(l.Key(), l.Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	directStream := dial(t, direct, l.Key(), echoProto)
+	roundTrip(t, directStream, "directly")
+
+	used := slices.IndexFunc(relays, func(r *Relay) bool { return r.Key() == relayed.Path().Relay })
+	if used < 0 {
+		t.Fatalf("path %v is not through either relay", relayed.Path())
+	}
+	relays[used].Close()
+	_, err := relayed.Read(make([]byte, 1))
+	wantErr(t, err, ErrRelayLost)
+	var ce *CircuitError
+	if !errors.As(err, &ce) || ce.Relay != relays[used].Key() || ce.Peer != l.Key() {
+		t.Errorf("error %v does not name the relay and the peer", err)
+	}
+	t.Log(err)
+	roundTrip(t, directStream, "still directly")
+	lost := levents.wait(t, "the listener told", kind(EventDisconnected, d.Key()))
+	wantErr(t, lost.Err, ErrRelayLost)
+	levents.wait(t, "the listener's reservation lost", func(e Event) bool {
+		return e.Kind == EventReservationFailed && e.Relay == relays[used].Key() && errors.Is(e.Err, ErrRelayLost)
+	})
+
+	// Forget the addresses the listener announced, which answer on
+	// loopback, so that the new dial goes through a relay.
+	d.host.Peerstore().ClearAddrs(l.ID())
+	again := dial(t, d, l.Key(), echoProto)
+	roundTrip(t, again, "through the other relay")
+	if p := again.Path(); !p.Relayed || p.Relay != relays[1-used].Key() {
+		t.Errorf("path %v, want relayed through the other relay", p)
+	}
+	if !again.Resumed() {
+		t.Error("the new session through the other relay did not resume")
+	}
 }
 
 // TestDialErrors checks that each way a dial fails is told apart, with

@@ -254,7 +254,7 @@ func (e *CircuitError) Error() string {
 	case errors.Is(e.Err, ErrCircuitTimeLimit):
 		s += fmt.Sprintf(", limit %v, open %v", e.TimeLimit, e.Lasted.Round(time.Second))
 	default:
-		s += fmt.Sprintf(", open %v", e.Lasted.Round(time.Millisecond))
+		s += fmt.Sprintf(", open %v, %d bytes sent, %d received", e.Lasted.Round(time.Millisecond), e.Sent, e.Received)
 	}
 	return s + ")"
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	"github.com/libp2p/go-yamux/v5"
 	manet "github.com/multiformats/go-multiaddr/net"
+	mss "github.com/multiformats/go-multistream"
+	"github.com/multiformats/go-varint"
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/libp2psec"
@@ -106,6 +108,22 @@ func (c *trackedConn) circuit(circuit *client.Conn) {
 		c.timeLimit = d
 	}
 	c.count = &countingConn{Conn: circuit}
+	// The relay counts the multistream-select negotiation of the
+	// security protocol too, which the upgrader ran before handing the
+	// circuit over: the same messages each way.
+	c.count.read.Store(negotiationBytes)
+	c.count.written.Store(negotiationBytes)
+}
+
+// negotiationBytes is the size of the multistream-select messages that
+// open a connection whose only security protocol is libp2psec's, each
+// way: the multistream header and the protocol, each a length-prefixed
+// line.
+var negotiationBytes = mssMessageLen(mss.ProtocolID) + mssMessageLen(libp2psec.ID)
+
+func mssMessageLen(s string) uint64 {
+	n := uint64(len(s) + 1)
+	return uint64(varint.UvarintSize(n)) + n
 }
 
 // path returns how c runs.

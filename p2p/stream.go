@@ -1,7 +1,6 @@
 package p2p
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -128,7 +127,9 @@ func (s *Stream) Write(b []byte) (int, error) {
 // explain adds to a stream error why the connection under it ended, if
 // it has.
 func (s *Stream) explain(err error) error {
-	if err == nil || errors.Is(err, io.EOF) || s.conn == nil {
+	// A clean end of the peer's data is io.EOF itself; a reset's error
+	// may wrap io.EOF (the connection under it ended), and is explained.
+	if err == nil || err == io.EOF || s.conn == nil {
 		return err
 	}
 	if why := s.conn.endErr(); why != nil {
