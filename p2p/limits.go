@@ -34,9 +34,7 @@ func newResourceManager(l Limits, trusted []peer.AddrInfo) (network.ResourceMana
 	fds := 2*l.Conns + 64
 	base := scaling.Scale(l.Memory, fds)
 	conns := rcmgr.LimitVal(l.Conns)
-	// Connections whose handshake has not yet named the peer are in the
-	// transient scope: at most a quarter of all.
-	transient := rcmgr.LimitVal(max(l.Conns/4, 16))
+	transient := rcmgr.LimitVal(transientConns(l))
 	streams := rcmgr.LimitVal(l.StreamsPerPeer)
 	partial := rcmgr.PartialLimitConfig{
 		System: rcmgr.ResourceLimits{
@@ -90,6 +88,13 @@ func newResourceManager(l Limits, trusted []peer.AddrInfo) (network.ResourceMana
 		return nil, fmt.Errorf("p2p: resource manager: %w", err)
 	}
 	return rm, nil
+}
+
+// transientConns bounds the connections whose handshake has not yet
+// named the peer (the resource manager's transient scope): a quarter of
+// all.
+func transientConns(l Limits) int {
+	return max(l.Conns/4, 16)
 }
 
 // trustedPrefixes returns the IP addresses, as single-address prefixes,
