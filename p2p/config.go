@@ -49,10 +49,20 @@ type Config struct {
 	Verify func(ctx context.Context, key securepeer.PublicKey) error
 
 	// DirectWait is how long Dial waits, once it has a relayed
-	// connection, for a direct one to appear (by hole punching, or at an
-	// address the peer announced) before it opens its stream on the
-	// relayed one. Zero means DefaultDirectWait; negative means no wait.
+	// connection, for hole punching to give a direct one before it opens
+	// its stream on the relayed one. Zero means DefaultDirectWait;
+	// negative means no wait (hole punching still runs, and streams
+	// opened later use its connection).
 	DirectWait time.Duration
+
+	// NoHolePunching keeps the node out of hole punching: it neither
+	// starts one (as the listener of a relayed connection does) nor
+	// answers one, so its relayed connections stay relayed unless a
+	// direct address answers. Hole punching shows each peer the other's
+	// addresses; a node that must not show its own to peers also needs
+	// to announce none (go-libp2p's identify sends a host's listening
+	// addresses to every peer).
+	NoHolePunching bool
 
 	// Limits bound what peers can make the node hold. Zero fields take
 	// the defaults of [NodeLimits].

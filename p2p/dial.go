@@ -16,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
-	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 	mss "github.com/multiformats/go-multistream"
 
@@ -28,18 +27,14 @@ import (
 // the application protocol asked for.
 var ErrNotServed = errors.New("p2p: the peer does not serve this protocol")
 
-// directDialTimeout bounds a direct dial to the addresses a relayed peer
-// announced.
-const directDialTimeout = 5 * time.Second
-
 // Dial opens a stream of the application protocol name to the peer with
 // key. It uses a connection already open to the peer if there is one;
 // otherwise it connects, trying at once the direct addresses it knows
 // ([Node.AddAddrs], or learned from the peer earlier) and a circuit
 // through each of its relays. When only a relayed connection comes up,
-// Dial waits up to [Config.DirectWait] for a direct one (by hole
-// punching, or at the addresses the peer announces) and opens the stream
-// on it if it appears, else on the relayed one; [Stream.Path] says which.
+// Dial waits up to [Config.DirectWait] for hole punching to give a
+// direct one and opens the stream on it if it appears, else on the
+// relayed one; [Stream.Path] says which.
 //
 // The peer's key is checked inside the handshake, before this node's
 // identity is sent: a host with another key, at an address or through a
@@ -64,7 +59,7 @@ func (n *Node) Dial(ctx context.Context, key securepeer.PublicKey, name string) 
 		return nil, err
 	}
 	if isCircuit(c.RemoteMultiaddr()) {
-		n.awaitDirect(ctx, p, c)
+		n.awaitDirect(ctx, p)
 	}
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "securepeer"), p, id)
 	if err != nil {
@@ -119,11 +114,10 @@ func (n *Node) bestConn(p peer.ID) network.Conn {
 	return relayed
 }
 
-// awaitDirect waits, up to the node's DirectWait, for a direct
-// connection to p, which has a relayed one; meanwhile it dials the
-// direct addresses p announces (hole punching runs on its own).
-func (n *Node) awaitDirect(ctx context.Context, p peer.ID, relayed network.Conn) {
-	if n.wait < 0 {
+// awaitDirect waits, up to the node's DirectWait, for hole punching to
+// give a direct connection to p, which has a relayed one.
+func (n *Node) awaitDirect(ctx context.Context, p peer.ID) {
+	if n.wait < 0 || n.punch == nil {
 		return
 	}
 	ch := make(chan struct{})
@@ -134,7 +128,6 @@ func (n *Node) awaitDirect(ctx context.Context, p peer.ID, relayed network.Conn)
 	if c := n.bestConn(p); c != nil && !isCircuit(c.RemoteMultiaddr()) {
 		return
 	}
-	n.wg.Go(func() { n.dialDirect(p, relayed) })
 	t := time.NewTimer(n.wait)
 	defer t.Stop()
 	select {
@@ -154,26 +147,6 @@ func (n *Node) dropWaiter(p peer.ID, ch chan struct{}) {
 	} else {
 		n.waiters[p] = ws
 	}
-}
-
-// dialDirect dials the direct addresses that p announced over the
-// relayed connection: a peer on the same network as this node, or one
-// with a public address, is reached this way without hole punching.
-// (go-libp2p's hole punching dials only public addresses.)
-func (n *Node) dialDirect(p peer.ID, relayed network.Conn) {
-	ctx, cancel := context.WithTimeout(n.ctx, directDialTimeout)
-	defer cancel()
-	if ids, ok := n.host.(interface{ IDService() identify.IDService }); ok {
-		select {
-		case <-ids.IDService().IdentifyWait(relayed):
-		case <-ctx.Done():
-			return
-		}
-	}
-	if !slices.ContainsFunc(n.host.Peerstore().Addrs(p), func(a ma.Multiaddr) bool { return !isCircuit(a) }) {
-		return
-	}
-	n.host.Network().DialPeer(network.WithForceDirectDial(ctx, "securepeer direct"), p)
 }
 
 // dialError turns go-libp2p's dial error into a *DialError: what each

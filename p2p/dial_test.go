@@ -37,7 +37,7 @@ func TestDialRelayed(t *testing.T) {
 	r := startRelay(t, RelayConfig{})
 	l := startNode(t, Config{Relays: r.Addrs()})
 	echo(t, listen(t, l, echoProto))
-	d := startNode(t, Config{Relays: r.Addrs(), DirectWait: -1})
+	d := startNode(t, Config{Relays: r.Addrs(), DirectWait: -1, NoHolePunching: true})
 	s := dial(t, d, l.Key(), echoProto)
 	roundTrip(t, s, "hello, through the relay")
 	if p := s.Path(); !p.Relayed || p.Relay != r.Key() {
@@ -46,9 +46,9 @@ func TestDialRelayed(t *testing.T) {
 }
 
 // TestDialRelayedThenDirect: the dialer knows only the relay; once the
-// relayed connection is up, it dials the addresses the listener
-// announced, which on loopback answer, and the stream opens on the
-// direct connection.
+// relayed connection is up, the peers hole punch (DCUtR) to the
+// addresses the relay observed, which on loopback answer at once, and
+// the stream opens on the direct connection.
 func TestDialRelayedThenDirect(t *testing.T) {
 	r := startRelay(t, RelayConfig{})
 	l := startNode(t, Config{Relays: r.Addrs()})
@@ -67,6 +67,7 @@ func TestDialRelayedThenDirect(t *testing.T) {
 		t.Errorf("relayed through %s, want %s", relayed.Path.Relay.Fingerprint(), r.Key().Fingerprint())
 	}
 	events.wait(t, "the direct connection reported", kind(EventDirect, l.Key()))
+	events.wait(t, "a hole punch", func(e Event) bool { return e.Kind == EventHolePunch && e.Peer == l.Key() && e.Err == nil })
 	// The direct connection resumed the session of the relayed one: the
 	// listener's ticket came with its first record on the relay.
 	direct := events.wait(t, "a direct connection", func(e Event) bool {
@@ -83,7 +84,7 @@ func TestResumeThroughRelay(t *testing.T) {
 	r := startRelay(t, RelayConfig{})
 	l := startNode(t, Config{Relays: r.Addrs()})
 	echo(t, listen(t, l, echoProto))
-	d := startNode(t, Config{Relays: r.Addrs(), DirectWait: -1})
+	d := startNode(t, Config{Relays: r.Addrs(), DirectWait: -1, NoHolePunching: true})
 	for i, want := range []bool{false, true, true} {
 		s := dial(t, d, l.Key(), echoProto)
 		roundTrip(t, s, "hello")
@@ -117,7 +118,7 @@ func TestRelayKilled(t *testing.T) {
 		levents.wait(t, "a reservation", func(e Event) bool { return e.Kind == EventReserved && e.Relay == r.Key() })
 	}
 	devents := newEventLog()
-	d := startNode(t, Config{Relays: addrs, DirectWait: -1, Notify: devents.notify})
+	d := startNode(t, Config{Relays: addrs, DirectWait: -1, NoHolePunching: true, Notify: devents.notify})
 	relayed := dial(t, d, l.Key(), echoProto)
 	roundTrip(t, relayed, "through a relay")
 	direct := startNode(t, Config{})
@@ -227,7 +228,7 @@ func TestDialErrors(t *testing.T) {
 		}, echoProto, ErrWrongKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := startNode(t, Config{Relays: tc.relays, DirectWait: -1})
+			d := startNode(t, Config{Relays: tc.relays, DirectWait: -1, NoHolePunching: true})
 			key, addrs := tc.setup(t, d)
 			if addrs != nil {
 				if err := d.AddAddrs(key, addrs); err != nil {

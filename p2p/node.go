@@ -16,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
-	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -48,6 +47,7 @@ type Node struct {
 	waiters   map[peer.ID][]chan struct{}
 	listeners map[protocol.ID]*Listener
 	reserver  *reserver
+	punch     *punching // nil if the node does not hole punch
 }
 
 // maxVerified bounds the cache of keys Verify accepted; past it, the
@@ -105,7 +105,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.EnableRelay(),
-		libp2p.EnableHolePunching(holepunch.WithTracer((*punchTracer)(n))),
 		libp2p.Ping(false),
 		libp2p.DisableMetrics(),
 		libp2p.UserAgent("securepeer-p2p"),
@@ -116,6 +115,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("p2p: starting the libp2p host: %w", err)
 	}
 	n.host = h
+	if !cfg.NoHolePunching {
+		if err := n.startHolePunching(); err != nil {
+			n.cancel()
+			h.Close()
+			return nil, fmt.Errorf("p2p: starting hole punching: %w", err)
+		}
+	}
 	for _, r := range n.relays {
 		h.Peerstore().AddAddrs(r.ID, r.Addrs, peerstore.PermanentAddrTTL)
 		h.ConnManager().Protect(r.ID, "securepeer-relay")
@@ -208,6 +214,9 @@ func (n *Node) Close() error {
 		l.Close()
 	}
 	n.cancel()
+	if n.punch != nil {
+		n.punch.svc.Close()
+	}
 	err := n.host.Close()
 	n.wg.Wait()
 	return err
@@ -336,26 +345,4 @@ func (n *Node) verifyInbound(ctx context.Context, key securepeer.PublicKey) erro
 	n.verified[p] = true
 	n.mu.Unlock()
 	return nil
-}
-
-// A punchTracer turns go-libp2p's hole punching events into the node's.
-type punchTracer Node
-
-// Trace reports the end of each hole punching attempt.
-func (t *punchTracer) Trace(evt *holepunch.Event) {
-	n := (*Node)(t)
-	key, err := KeyOf(evt.Remote)
-	if err != nil {
-		return
-	}
-	switch e := evt.Evt.(type) {
-	case *holepunch.EndHolePunchEvt:
-		var err error
-		if !e.Success {
-			err = errors.New(e.Error)
-		}
-		n.emit(Event{Kind: EventHolePunch, Peer: key, Err: err})
-	case *holepunch.ProtocolErrorEvt:
-		n.emit(Event{Kind: EventHolePunch, Peer: key, Err: errors.New(e.Error)})
-	}
 }

@@ -48,7 +48,7 @@ func TestCircuitLimits(t *testing.T) {
 			l := startNode(t, Config{Relays: r.Addrs(), Notify: levents.notify})
 			received := sink(t, listen(t, l, sinkProto))
 			devents := newEventLog()
-			d := startNode(t, Config{Relays: r.Addrs(), DirectWait: -1, Notify: devents.notify})
+			d := startNode(t, Config{Relays: r.Addrs(), DirectWait: -1, NoHolePunching: true, Notify: devents.notify})
 			s := dial(t, d, l.Key(), sinkProto)
 			if !s.Path().Relayed {
 				t.Fatalf("path %v, want relayed", s.Path())

@@ -352,7 +352,7 @@ func TestRelayStrangers(t *testing.T) {
 		t.Errorf("the relay holds %d KiB per connection, more than %d KiB", perConn>>10, maxRelayConnMemory>>10)
 	}
 
-	d := startNode(t, Config{Relays: []string{h.addr}, DirectWait: -1})
+	d := startNode(t, Config{Relays: []string{h.addr}, DirectWait: -1, NoHolePunching: true})
 	l.host.Peerstore().ClearAddrs(d.ID())
 	s := dial(t, d, l.Key(), echoProto)
 	roundTrip(t, s, "still reachable")
