@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -25,6 +26,17 @@ type punching struct {
 	mu       sync.Mutex
 	observed map[peer.ID]ma.Multiaddr // by relay
 }
+
+// punchTimeout bounds each hole punching attempt, and the dial to a
+// peer's public address that go-libp2p tries before them. go-libp2p's
+// default is 10 seconds; an attempt whose packets get through takes a few
+// round trips, and one that fails for want of them (a NAT drops them in
+// silence) only ends at this limit, so it is what a failed attempt costs.
+// go-libp2p makes up to three attempts, the third with the roles of the
+// simultaneous open swapped: when only the listener's packets get through
+// (it is behind a NAT that maps per destination, and the dialer is
+// reachable), only that third attempt succeeds, after two that time out.
+const punchTimeout = 5 * time.Second
 
 // startHolePunching starts the DCUtR service and the tracking of the
 // addresses the relays observe.
@@ -49,7 +61,8 @@ func (n *Node) startHolePunching() error {
 			}
 		}
 	})
-	n.punch.svc, err = holepunch.NewService(n.host, ids.IDService(), n.holePunchAddrs, holepunch.WithTracer((*punchTracer)(n)))
+	n.punch.svc, err = holepunch.NewService(n.host, ids.IDService(), n.holePunchAddrs,
+		holepunch.WithTracer((*punchTracer)(n)), holepunch.DirectDialTimeout(punchTimeout))
 	return err
 }
 
