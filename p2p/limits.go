@@ -28,7 +28,9 @@ const (
 // host is reached. Connections through a relay reach a node from the
 // relay's address, so the addresses of trusted relays are exempt from
 // the per-source bounds (the relay bounds each source itself).
-func newResourceManager(l Limits, trusted []peer.AddrInfo) (network.ResourceManager, error) {
+//
+// more, if not nil, sets further limits (a relay's, for its service).
+func newResourceManager(l Limits, trusted []peer.AddrInfo, more func(*rcmgr.PartialLimitConfig)) (network.ResourceManager, error) {
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
 	fds := 2*l.Conns + 64
@@ -48,6 +50,9 @@ func newResourceManager(l Limits, trusted []peer.AddrInfo) (network.ResourceMana
 		PeerDefault: rcmgr.ResourceLimits{
 			Streams: streams, StreamsInbound: streams, StreamsOutbound: streams,
 		},
+	}
+	if more != nil {
+		more(&partial)
 	}
 	limits := partial.Build(base)
 

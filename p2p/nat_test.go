@@ -390,33 +390,36 @@ func TestNATPairs(t *testing.T) {
 		listeners[k] = startNATPeer(t, lab.AddHost(fmt.Sprintf("l%d", i), k), natPeerSpec{Relays: relay.addrs, Serve: true})
 		dialers[k] = startNATPeer(t, lab.AddHost(fmt.Sprintf("d%d", i), k), natPeerSpec{Relays: relay.addrs})
 	}
+	// Each dialer dials the listeners in turn; the dialers run at once.
 	for _, from := range kinds {
-		for _, to := range kinds {
-			t.Run(from.String()+"/"+to.String(), func(t *testing.T) {
-				d, l := dialers[from], listeners[to]
-				d.events()
-				l.events()
-				// Three hole punching attempts of at most punchTimeout each,
-				// and some slack.
-				res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 4 * punchTimeout})
-				defer func() {
-					if t.Failed() {
-						t.Logf("events:\n%s%s", d.events(), l.events())
+		t.Run(from.String(), func(t *testing.T) {
+			t.Parallel()
+			for _, to := range kinds {
+				t.Run(to.String(), func(t *testing.T) {
+					d, l := dialers[from], listeners[to]
+					d.events()
+					// Three hole punching attempts of at most punchTimeout each,
+					// and some slack.
+					res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 4 * punchTimeout})
+					defer func() {
+						if t.Failed() {
+							t.Logf("the dialer's events:\n%s", d.events())
+						}
+					}()
+					if res.Err != "" {
+						t.Fatalf("dial: %s", res.Err)
 					}
-				}()
-				if res.Err != "" {
-					t.Fatalf("dial: %s", res.Err)
-				}
-				want := natlab.Punchable(from, to)
-				t.Logf("first byte %v (%s), direct after %v", res.FirstByte, pathWord(res.Relayed), res.Direct)
-				if got := res.Direct >= 0; got != want {
-					t.Errorf("direct %v, want %v", got, want)
-				}
-				if res.Direct >= 0 && !res.DirectStream {
-					t.Error("a new stream did not use the direct connection")
-				}
-			})
-		}
+					want := natlab.Punchable(from, to)
+					t.Logf("first byte %v (%s), direct after %v", res.FirstByte, pathWord(res.Relayed), res.Direct)
+					if got := res.Direct >= 0; got != want {
+						t.Errorf("direct %v, want %v", got, want)
+					}
+					if res.Direct >= 0 && !res.DirectStream {
+						t.Error("a new stream did not use the direct connection")
+					}
+				})
+			}
+		})
 	}
 }
 

@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := limits.check(); err != nil {
 		return nil, err
 	}
-	rm, err := newResourceManager(limits, n.relays)
+	rm, err := newResourceManager(limits, n.relays, nil)
 	if err != nil {
 		return nil, err
 	}

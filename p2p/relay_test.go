@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"context"
 	"errors"
 	"io"
 	"testing"
@@ -76,5 +77,30 @@ func TestCircuitLimits(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRelayCircuitsBound: a relay refuses a circuit beyond its Circuits.
+func TestRelayCircuitsBound(t *testing.T) {
+	r := startRelay(t, RelayConfig{Limits: RelayLimits{Circuits: 2}})
+	l := startNode(t, Config{Relays: r.Addrs(), NoHolePunching: true})
+	echo(t, listen(t, l, echoProto))
+	for i := range 3 {
+		d := startNode(t, Config{Relays: r.Addrs(), DirectWait: -1, NoHolePunching: true})
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		s, err := d.Dial(ctx, l.Key(), echoProto)
+		cancel()
+		if i < 2 {
+			if err != nil {
+				t.Fatalf("circuit %d: %v", i, err)
+			}
+			roundTrip(t, s, "hello")
+			continue
+		}
+		wantErr(t, err, ErrRelayRefused)
+		t.Log(err)
+	}
+	if got := r.Stats(); got.Circuits != 2 || got.CircuitsRefused != 1 {
+		t.Errorf("stats %+v, want 2 circuits open and 1 refused", got)
 	}
 }
