@@ -74,7 +74,9 @@ func (n *Node) connect(ctx context.Context, key securepeer.PublicKey, p peer.ID)
 		return c, nil
 	}
 	ps := n.host.Peerstore()
-	ps.AddAddrs(p, n.circuitAddrs(p), peerstore.TempAddrTTL)
+	for _, r := range n.relays {
+		ps.AddAddrs(p, n.circuitAddrs(r.ID), peerstore.TempAddrTTL)
+	}
 	if len(ps.Addrs(p)) == 0 {
 		return nil, &DialError{Peer: key, Err: ErrNoPath}
 	}
@@ -85,11 +87,15 @@ func (n *Node) connect(ctx context.Context, key securepeer.PublicKey, p peer.ID)
 	return c, nil
 }
 
-// circuitAddrs returns the addresses of p through each of the node's
-// relays.
-func (n *Node) circuitAddrs(p peer.ID) []ma.Multiaddr {
+// circuitAddrs returns the circuit addresses through relay, one of the
+// node's relays: each of its addresses followed by its peer ID and
+// /p2p-circuit.
+func (n *Node) circuitAddrs(relay peer.ID) []ma.Multiaddr {
 	var out []ma.Multiaddr
 	for _, r := range n.relays {
+		if r.ID != relay {
+			continue
+		}
 		circuit := ma.StringCast("/p2p/" + r.ID.String() + "/p2p-circuit")
 		for _, a := range r.Addrs {
 			out = append(out, a.Encapsulate(circuit))
@@ -173,13 +179,19 @@ func (n *Node) dialError(key securepeer.PublicKey, err error) error {
 			byRelay[relay] = re
 		}
 	}
+	// The node's relays in their order, then any others (from addresses
+	// given to AddAddrs).
 	for _, r := range n.relays {
 		if re, ok := byRelay[r.ID]; ok {
 			de.Relays = append(de.Relays, re)
+			delete(byRelay, r.ID)
 		}
 	}
+	for _, re := range byRelay {
+		de.Relays = append(de.Relays, re)
+	}
 	switch {
-	case len(n.relays) == 0:
+	case len(de.Relays) == 0:
 		de.Err = ErrNoPath
 	case len(de.Relays) > 0 && !slices.ContainsFunc(de.Relays, func(r *RelayError) bool { return !errors.Is(r.Err, ErrNoRelay) }):
 		de.Err = ErrNoRelay

@@ -43,6 +43,27 @@ func TestDialRelayed(t *testing.T) {
 	if p := s.Path(); !p.Relayed || p.Relay != r.Key() {
 		t.Errorf("path %v, want relayed through %s", p, r.Key().Fingerprint())
 	}
+
+	// A dialer without relays of its own, given the listener's address
+	// through the relay.
+	var circuit []string
+	for _, a := range l.Addrs() {
+		if strings.Contains(a, "/p2p-circuit/") {
+			circuit = append(circuit, a)
+		}
+	}
+	if len(circuit) == 0 {
+		t.Fatalf("the listener's addresses %v have none through the relay", l.Addrs())
+	}
+	other := startNode(t, Config{DirectWait: -1, NoHolePunching: true})
+	if err := other.AddAddrs(l.Key(), circuit); err != nil {
+		t.Fatal(err)
+	}
+	s2 := dial(t, other, l.Key(), echoProto)
+	roundTrip(t, s2, "through a relay given by address")
+	if p := s2.Path(); !p.Relayed || p.Relay != r.Key() {
+		t.Errorf("path %v, want relayed through %s", p, r.Key().Fingerprint())
+	}
 }
 
 // TestDialRelayedThenDirect: the dialer knows only the relay; once the

@@ -156,22 +156,38 @@ func (n *Node) Key() securepeer.PublicKey { return n.key }
 // ID returns the node's libp2p peer ID, which names its key.
 func (n *Node) ID() peer.ID { return n.id }
 
-// Addrs returns the node's direct addresses, as multiaddrs that end with
-// its peer ID: what a peer that can reach them may dial.
+// Addrs returns the node's addresses, as multiaddrs that end with its
+// peer ID: its direct addresses, then its addresses through each relay
+// on which it holds a reservation. A peer needs none of them to dial the
+// node by key through a relay they share; they are for showing, and for
+// peers that do not have the node's relays.
 func (n *Node) Addrs() []string {
+	self := ma.StringCast("/p2p/" + n.id.String())
 	var out []string
 	for _, a := range n.host.Addrs() {
-		if isCircuit(a) {
-			continue
+		if !isCircuit(a) {
+			out = append(out, a.Encapsulate(self).String())
 		}
-		out = append(out, a.Encapsulate(ma.StringCast("/p2p/"+n.id.String())).String())
+	}
+	n.mu.Lock()
+	r := n.reserver
+	n.mu.Unlock()
+	if r == nil {
+		return out
+	}
+	for _, relay := range r.held() {
+		for _, a := range n.circuitAddrs(relay) {
+			out = append(out, a.Encapsulate(self).String())
+		}
 	}
 	return out
 }
 
-// AddAddrs tells the node where the peer with key may be reached
-// directly: multiaddrs, with or without the trailing /p2p/ peer ID
-// (which must then be key's). Dial tries them along with the relays.
+// AddAddrs tells the node where the peer with key may be reached:
+// multiaddrs, with or without the trailing /p2p/ peer ID (which must then
+// be key's), direct ("/ip4/198.51.100.7/tcp/4001") or through a relay the
+// node need not have among its own ("/ip4/203.0.113.7/tcp/4001/p2p/RELAY/p2p-circuit",
+// as [Node.Addrs] gives them). Dial tries them along with its relays.
 func (n *Node) AddAddrs(key securepeer.PublicKey, addrs []string) error {
 	id, err := PeerID(key)
 	if err != nil {
@@ -187,8 +203,8 @@ func (n *Node) AddAddrs(key securepeer.PublicKey, addrs []string) error {
 		if pid != "" && pid != id {
 			return fmt.Errorf("p2p: peer address %q names another key than the peer's", s)
 		}
-		if transport == nil || !isTCP(transport) {
-			return fmt.Errorf("p2p: peer address %q is not an IP address and TCP port", s)
+		if !isPeerAddr(transport) {
+			return fmt.Errorf("p2p: peer address %q is not an IP address and TCP port, or one followed by a relay's peer ID and /p2p-circuit", s)
 		}
 		parsed = append(parsed, transport)
 	}
@@ -311,6 +327,20 @@ func (n *Node) connClosed(c network.Conn) {
 	if r != nil {
 		r.relayDown(p)
 	}
+}
+
+// isPeerAddr reports whether a is a TCP address, or a TCP address, a
+// relay's peer ID and /p2p-circuit.
+func isPeerAddr(a ma.Multiaddr) bool {
+	if a == nil {
+		return false
+	}
+	if !isCircuit(a) {
+		return isTCP(a)
+	}
+	relay, rest := ma.SplitFunc(a, func(c ma.Component) bool { return c.Code() == ma.P_CIRCUIT })
+	transport, id := peer.SplitAddr(relay)
+	return len(rest) == 1 && id != "" && transport != nil && isTCP(transport)
 }
 
 func isCircuit(a ma.Multiaddr) bool {
