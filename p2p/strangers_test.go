@@ -31,6 +31,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 	mss "github.com/multiformats/go-multistream"
 
+	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/libp2psec"
 )
 
@@ -185,9 +186,9 @@ func reserveAsStranger(ctx context.Context, relay *net.TCPAddr, relayID peer.ID,
 	return s, nil
 }
 
-// closedByRelay reports whether err is the relay closing the connection
-// (its admission refusing it, or making room), at whatever layer it
-// showed.
+// closedByRelay reports whether err is the host closing the connection
+// (its admission refusing it, or a relay making room), at whatever layer
+// it showed.
 func closedByRelay(err error) bool {
 	var se *network.StreamError
 	var ce *network.ConnError
@@ -364,3 +365,101 @@ func TestRelayStrangers(t *testing.T) {
 // maxRelayConnMemory bounds what one idle authenticated connection costs
 // the relay, measured by TestRelayStrangers.
 const maxRelayConnMemory = 256 << 10
+
+// handshakeAsStranger connects to a node from src with a fresh key, runs
+// the securepeer handshake expecting the node's peer ID, and returns what
+// its first read gives: the node's refusal, for a key it does not know.
+func handshakeAsStranger(ctx context.Context, node *net.TCPAddr, nodeID peer.ID, src net.IP) error {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src}}
+	c, err := d.DialContext(ctx, "tcp", node.String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if _, err := mss.SelectOneOf([]protocol.ID{libp2psec.ID}, c); err != nil {
+		return err
+	}
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		return err
+	}
+	tr, err := libp2psec.New(libp2psec.ID, key, []tptu.StreamMuxer{{ID: yamux.ID}})
+	if err != nil {
+		return err
+	}
+	sc, err := tr.SecureOutbound(ctx, c, nodeID)
+	if err != nil {
+		return err
+	}
+	_, err = sc.Read(make([]byte, 1))
+	return err
+}
+
+// TestNodeStrangers: -p2p.strangers peers with keys a node does not know
+// connect to it directly, from a quarter as many source addresses, and
+// are refused inside the handshake; the node holds none of them, and a
+// peer it knows connects after them.
+func TestNodeStrangers(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs source addresses across 127.0.0.0/8")
+	}
+	known := newIdentity(t)
+	l := startNode(t, Config{Verify: func(_ context.Context, k securepeer.PublicKey) error {
+		if k != known.PublicKey() {
+			return errors.New("unknown key")
+		}
+		return nil
+	}})
+	echo(t, listen(t, l, echoProto))
+	a, err := ma.NewMultiaddr(l.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	transport, _ := peer.SplitAddr(a)
+	na, err := manet.ToNetAddr(transport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := *strangerCount
+	var (
+		mu       sync.Mutex
+		rejected int
+		other    []error
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, 16)
+	)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			err := handshakeAsStranger(ctx, na.(*net.TCPAddr), l.ID(), net.IPv4(127, 0, byte(10+i/4/250), byte(1+i/4%250)))
+			mu.Lock()
+			defer mu.Unlock()
+			if errors.Is(err, securepeer.ErrRejected) {
+				rejected++
+			} else {
+				other = append(other, err)
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d strangers: %d refused inside the handshake, %d otherwise", n, rejected, len(other))
+	for _, err := range other {
+		if !closedByRelay(err) {
+			t.Errorf("a stranger's handshake ended with %v", err)
+		}
+	}
+	if conns := len(l.host.Network().Conns()); conns != 0 {
+		t.Errorf("the node holds %d connections", conns)
+	}
+	d := startNode(t, Config{Identity: known})
+	if err := d.AddAddrs(l.Key(), l.Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, dial(t, d, l.Key(), echoProto), "known")
+}
