@@ -12,8 +12,8 @@ require (
 	github.com/multiformats/go-multiaddr v0.16.1
 	github.com/multiformats/go-multistream v0.6.1
 	github.com/multiformats/go-varint v0.1.0
-	github.com/securepeer/securepeer v0.0.0-20261128051625-6da075bfcd2b
-	github.com/securepeer/securepeer/libp2psec v0.0.0-00010101000000-000000000000
+	github.com/securepeer/securepeer v0.0.0-20261206220340-611f5e7073ad
+	github.com/securepeer/securepeer/libp2psec v0.0.0-20261206220340-611f5e7073ad
 	golang.org/x/crypto v0.59.0
 )
 
