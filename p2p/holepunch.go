@@ -61,9 +61,13 @@ func (n *Node) startHolePunching() error {
 			}
 		}
 	})
-	n.punch.svc, err = holepunch.NewService(n.host, ids.IDService(), n.holePunchAddrs,
+	svc, err := holepunch.NewService(n.host, ids.IDService(), n.holePunchAddrs,
 		holepunch.WithTracer((*punchTracer)(n)), holepunch.DirectDialTimeout(punchTimeout))
-	return err
+	if err != nil {
+		return err
+	}
+	n.punch.svc = svc
+	return nil
 }
 
 // identified records the address a relay observed for the node, if the

@@ -47,7 +47,8 @@ type Node struct {
 	waiters   map[peer.ID][]chan struct{}
 	listeners map[protocol.ID]*Listener
 	reserver  *reserver
-	punch     *punching // nil if the node does not hole punch
+	punch     *punching     // nil if the node does not hole punch
+	done      chan struct{} // closed once Close has finished
 }
 
 // maxVerified bounds the cache of keys Verify accepted; past it, the
@@ -58,12 +59,42 @@ const maxVerified = 4096
 // is done or Close is called. It makes no reservation until
 // [Node.Listen] is called.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
-	if cfg.Identity == nil {
-		return nil, errors.New("p2p: Config.Identity is nil")
-	}
-	priv, err := hostKey(cfg.Identity)
+	n, err := newNode(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if err := n.startHost(cfg); err != nil {
+		return nil, err
+	}
+	if !cfg.NoHolePunching {
+		if err := n.startHolePunching(); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("p2p: starting hole punching: %w", err)
+		}
+	}
+	for _, r := range n.relays {
+		n.host.Peerstore().AddAddrs(r.ID, r.Addrs, peerstore.PermanentAddrTTL)
+		n.host.ConnManager().Protect(r.ID, "securepeer-relay")
+	}
+	n.host.Network().Notify(&network.NotifyBundle{
+		ConnectedF:    func(_ network.Network, c network.Conn) { n.connOpened(c) },
+		DisconnectedF: func(_ network.Network, c network.Conn) { n.connClosed(c) },
+	})
+	// Not in n.wg: Close waits for n.wg.
+	go func() {
+		select {
+		case <-ctx.Done():
+			n.Close()
+		case <-n.ctx.Done():
+		}
+	}()
+	return n, nil
+}
+
+// newNode checks cfg and returns a node that has yet to start.
+func newNode(cfg Config) (*Node, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("p2p: Config.Identity is nil")
 	}
 	n := &Node{
 		key:       cfg.Identity.PublicKey(),
@@ -73,30 +104,41 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		verified:  make(map[peer.ID]bool),
 		waiters:   make(map[peer.ID][]chan struct{}),
 		listeners: make(map[protocol.ID]*Listener),
+		done:      make(chan struct{}),
 	}
 	if n.wait == 0 {
 		n.wait = DefaultDirectWait
 	}
+	var err error
 	if n.id, err = PeerID(n.key); err != nil {
 		return nil, err
 	}
 	if n.relays, err = parseRelays(cfg.Relays, n.id); err != nil {
 		return nil, err
 	}
+	return n, nil
+}
+
+// startHost starts the node's libp2p host.
+func (n *Node) startHost(cfg Config) error {
+	priv, err := hostKey(cfg.Identity)
+	if err != nil {
+		return err
+	}
 	listen, err := parseListenAddrs(cfg.ListenAddrs)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	limits := cfg.Limits.withDefaults(NodeLimits)
 	if err := limits.check(); err != nil {
-		return nil, err
+		return err
 	}
 	rm, err := newResourceManager(limits, n.relays, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	h, err := libp2p.New(
+	n.host, err = libp2p.New(
 		libp2p.Identity(priv),
 		libp2p.ListenAddrs(listen...),
 		libp2p.NoTransports,
@@ -112,32 +154,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		rm.Close()
 		n.cancel()
-		return nil, fmt.Errorf("p2p: starting the libp2p host: %w", err)
+		return fmt.Errorf("p2p: starting the libp2p host: %w", err)
 	}
-	n.host = h
-	if !cfg.NoHolePunching {
-		if err := n.startHolePunching(); err != nil {
-			n.cancel()
-			h.Close()
-			return nil, fmt.Errorf("p2p: starting hole punching: %w", err)
-		}
-	}
-	for _, r := range n.relays {
-		h.Peerstore().AddAddrs(r.ID, r.Addrs, peerstore.PermanentAddrTTL)
-		h.ConnManager().Protect(r.ID, "securepeer-relay")
-	}
-	h.Network().Notify(&network.NotifyBundle{
-		ConnectedF:    func(_ network.Network, c network.Conn) { n.connOpened(c) },
-		DisconnectedF: func(_ network.Network, c network.Conn) { n.connClosed(c) },
-	})
-	n.wg.Go(func() {
-		select {
-		case <-ctx.Done():
-			n.Close()
-		case <-n.ctx.Done():
-		}
-	})
-	return n, nil
+	return nil
 }
 
 // securityTransport is the constructor of the host's security transport,
@@ -213,11 +232,12 @@ func (n *Node) AddAddrs(key securepeer.PublicKey, addrs []string) error {
 }
 
 // Close stops the node: its listeners, its reservations, its
-// connections.
+// connections. It returns once all are stopped.
 func (n *Node) Close() error {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
+		<-n.done
 		return nil
 	}
 	n.closed = true
@@ -226,11 +246,12 @@ func (n *Node) Close() error {
 		listeners = append(listeners, l)
 	}
 	n.mu.Unlock()
+	defer close(n.done)
 	for _, l := range listeners {
 		l.Close()
 	}
 	n.cancel()
-	if n.punch != nil {
+	if n.punch != nil && n.punch.svc != nil {
 		n.punch.svc.Close()
 	}
 	err := n.host.Close()

@@ -159,3 +159,21 @@ func TestReadyErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestStartContext: a node stops when the context it was started with is
+// done, as Close stops it.
+func TestStartContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	n, err := Start(ctx, Config{Identity: newIdentity(t), ListenAddrs: loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-n.done
+	if _, err := n.Listen(echoProto); !errors.Is(err, ErrClosed) {
+		t.Errorf("Listen after the context ended: %v, want ErrClosed", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Errorf("Close after the context ended: %v", err)
+	}
+}
