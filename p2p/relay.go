@@ -170,6 +170,36 @@ func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 	if len(cfg.ListenAddrs) == 0 {
 		return nil, errors.New("p2p: RelayConfig.ListenAddrs is empty: a relay needs a port that peers can reach")
 	}
+	limits := cfg.Limits.withDefaults()
+	if err := limits.check(); err != nil {
+		return nil, err
+	}
+	h, err := newRelayHost(cfg, limits)
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{host: h, key: cfg.Identity.PublicKey(), stats: &relayStats{}, done: make(chan struct{})}
+	r.relay, err = relay.New(h,
+		relay.WithResources(limits.resources()),
+		relay.WithACL(&relayACL{reserve: cfg.AllowReserve, circuit: cfg.AllowCircuit, stats: r.stats, circuits: limits.Circuits}),
+		relay.WithMetricsTracer(r.stats),
+	)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("p2p: starting the relay service: %w", err)
+	}
+	var runCtx context.Context
+	runCtx, r.cancel = context.WithCancel(ctx)
+	go func() {
+		<-runCtx.Done()
+		r.Close()
+	}()
+	return r, nil
+}
+
+// newRelayHost starts the relay's libp2p host: securepeer only, TCP
+// only, limits per source, and a gate that makes room when it is full.
+func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, error) {
 	priv, err := hostKey(cfg.Identity)
 	if err != nil {
 		return nil, err
@@ -182,18 +212,13 @@ func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	limits := cfg.Limits.withDefaults()
-	if err := limits.check(); err != nil {
-		return nil, err
-	}
 	rm, err := newResourceManager(limits.Limits, nil, limits.serviceLimits)
 	if err != nil {
 		return nil, err
 	}
 	// The connection manager only records the relay's tags (on peers
 	// with a reservation or a circuit): its watermarks are above the
-	// resource manager's limit, so it never trims; the relay makes room
-	// itself (makeRoom).
+	// resource manager's limit, so it never trims; the gate makes room.
 	cm, err := basicconnmgr.NewConnManager(limits.Conns, limits.Conns+1)
 	if err != nil {
 		rm.Close()
@@ -224,28 +249,12 @@ func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 		cm.Close()
 		return nil, fmt.Errorf("p2p: starting the relay's host: %w", err)
 	}
-	r := &Relay{host: h, key: cfg.Identity.PublicKey(), stats: &relayStats{}, done: make(chan struct{})}
 	gate.host.Store(&h)
 	h.Network().Notify(&network.NotifyBundle{
 		ConnectedF:    func(_ network.Network, c network.Conn) { gate.connected(c) },
 		DisconnectedF: func(_ network.Network, c network.Conn) { gate.disconnected(c) },
 	})
-	r.relay, err = relay.New(h,
-		relay.WithResources(limits.resources()),
-		relay.WithACL(&relayACL{reserve: cfg.AllowReserve, circuit: cfg.AllowCircuit, stats: r.stats, circuits: limits.Circuits}),
-		relay.WithMetricsTracer(r.stats),
-	)
-	if err != nil {
-		h.Close()
-		return nil, fmt.Errorf("p2p: starting the relay service: %w", err)
-	}
-	var runCtx context.Context
-	runCtx, r.cancel = context.WithCancel(ctx)
-	go func() {
-		<-runCtx.Done()
-		r.Close()
-	}()
-	return r, nil
+	return h, nil
 }
 
 // resources returns go-libp2p's relay resources for l.
