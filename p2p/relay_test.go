@@ -6,6 +6,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer"
 )
 
 const sinkProto = "sink/1"
@@ -102,5 +104,38 @@ func TestRelayCircuitsBound(t *testing.T) {
 	}
 	if got := r.Stats(); got.Circuits != 2 || got.CircuitsRefused != 1 {
 		t.Errorf("stats %+v, want 2 circuits open and 1 refused", got)
+	}
+}
+
+// TestRelayAllowCircuit: a relay restricted to some keys carries circuits
+// only between them.
+func TestRelayAllowCircuit(t *testing.T) {
+	allowed := newIdentity(t)
+	r := startRelay(t, RelayConfig{AllowCircuit: func(from, _ securepeer.PublicKey) bool { return from == allowed.PublicKey() }})
+	l := startNode(t, Config{Relays: r.Addrs(), NoHolePunching: true})
+	echo(t, listen(t, l, echoProto))
+	for _, tc := range []struct {
+		name string
+		id   *securepeer.Identity
+		want error
+	}{
+		{"allowed", allowed, nil},
+		{"another key", newIdentity(t), ErrRelayRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startNode(t, Config{Identity: tc.id, Relays: r.Addrs(), DirectWait: -1, NoHolePunching: true})
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			s, err := d.Dial(ctx, l.Key(), echoProto)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				roundTrip(t, s, "allowed")
+				s.Close()
+				return
+			}
+			wantErr(t, err, tc.want)
+		})
 	}
 }
