@@ -24,6 +24,10 @@ type Listener struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	// testOnlyHandled, if set, is called with each stream the listener
+	// has queued or refused, for the tests.
+	testOnlyHandled func(queued bool)
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -75,10 +79,15 @@ func (l *Listener) handle(s network.Stream) {
 		s.Reset()
 		return
 	}
+	queued := true
 	select {
 	case l.ch <- st:
 	default:
+		queued = false
 		s.Reset()
+	}
+	if l.testOnlyHandled != nil {
+		l.testOnlyHandled(queued)
 	}
 }
 
