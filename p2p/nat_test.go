@@ -5,11 +5,14 @@ package p2p
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/internal/natlab"
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // The NAT lab tests run each peer in a process of its own inside a host
@@ -34,7 +38,17 @@ type natPeerSpec struct {
 	Relays     []string // the node's relays
 	Serve      bool     // the node listens for echoProto and bulkProto
 	DirectWait time.Duration
+	// TunnelTo, if set, makes the node forward each stream of tunnelProto
+	// to this TCP address.
+	TunnelTo string
+	// Proxy, if set, makes the process a proxy, as ssh's ProxyCommand
+	// runs one: a node that dials this key's tunnelProto, says on its
+	// standard error which path the stream took, and carries its
+	// standard input and output over the stream.
+	Proxy string
 }
+
+const tunnelProto = "tunnel/1"
 
 // natCommand is one line of a peer process's input.
 type natCommand struct {
@@ -69,12 +83,20 @@ func TestNATPeerProcess(t *testing.T) {
 		t.Skip("run by the NAT lab tests")
 	}
 	var spec natPeerSpec
-	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+	js, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(js, &spec); err != nil {
 		t.Fatal(err)
 	}
 	id, err := securepeer.ParseIdentity(spec.Key)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if spec.Proxy != "" {
+		runNATProxy(t, id, spec)
+		return
 	}
 	out := &natOutput{w: bufio.NewWriter(os.Stdout)}
 	if spec.Relay {
@@ -138,6 +160,13 @@ func runNATNode(t *testing.T, id *securepeer.Identity, spec natPeerSpec, out *na
 			t.Fatal(err)
 		}
 	}
+	if spec.TunnelTo != "" {
+		ln, err := n.Listen(tunnelProto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go forwardTunnel(ln, spec.TunnelTo)
+	}
 	out.line("ready", n.Addrs())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -147,6 +176,58 @@ func runNATNode(t *testing.T, id *securepeer.Identity, spec natPeerSpec, out *na
 		}
 		out.line("result", natRun(n, events, cmd))
 	}
+}
+
+// forwardTunnel carries each stream of ln to a new TCP connection to
+// addr.
+func forwardTunnel(ln *Listener, addr string) {
+	for {
+		s, err := ln.AcceptStream()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer s.Close()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				s.Abort()
+				return
+			}
+			defer c.Close()
+			go func() {
+				io.Copy(c, s)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+			io.Copy(s, c)
+		}()
+	}
+}
+
+// runNATProxy dials spec.Proxy's tunnel and carries standard input and
+// output over it.
+func runNATProxy(t *testing.T, id *securepeer.Identity, spec natPeerSpec) {
+	key, err := securepeer.ParsePublicKey(spec.Proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(context.Background(), Config{Identity: id, ListenAddrs: []string{spec.Listen}, Relays: spec.Relays})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	s, err := n.Dial(ctx, key, tunnelProto)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fmt.Fprintf(os.Stderr, "p2p path: %s\n", pathWord(s.Path().Relayed))
+	go func() {
+		io.Copy(s, os.Stdin)
+		s.CloseWrite()
+	}()
+	io.Copy(os.Stdout, s)
 }
 
 // serveBulk reads each stream to its end and answers with one byte.
@@ -279,7 +360,7 @@ func startNATPeer(t *testing.T, h *natlab.Host, spec natPeerSpec) *natPeer {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := h.Command(ctx, os.Args[0], "-test.run=^TestNATPeerProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), natPeerEnv+"="+string(raw))
+	cmd.Env = append(os.Environ(), natPeerEnv+"="+base64.StdEncoding.EncodeToString(raw))
 	cmd.Stderr = os.Stderr
 	p := &natPeer{name: h.Name(), key: id.PublicKey()}
 	p.in, err = cmd.StdinPipe()
@@ -428,4 +509,114 @@ func pathWord(relayed bool) string {
 		return "relayed"
 	}
 	return "direct"
+}
+
+// TestNATSSH logs in to a real sshd behind a port-restricted NAT (Linux's
+// own masquerade, most home routers) from a host behind another, through
+// a hole-punched connection: ssh's ProxyCommand is a node that dials the
+// sshd host's node by key, through the relay and then directly.
+func TestNATSSH(t *testing.T) {
+	ssh := testenv.RequireTool(t, "ssh")
+	lab := natlab.New(t)
+	relay := startNATPeer(t, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
+	server := lab.AddHost("server", natlab.PortRestricted)
+	client := lab.AddHost("client", natlab.PortRestricted)
+	sshdAddr, userKey := startLabSSHD(t, server)
+	l := startNATPeer(t, server, natPeerSpec{Relays: relay.addrs, Serve: true, TunnelTo: sshdAddr})
+
+	pem, err := newIdentity(t).MarshalOpenSSH("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := json.Marshal(natPeerSpec{
+		Key:    pem,
+		Listen: fmt.Sprintf("/ip4/%s/tcp/4001", client.Addr()),
+		Relays: relay.addrs,
+		Proxy:  l.key.String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := fmt.Sprintf("env %s=%s %s -test.run=^TestNATPeerProcess$ -test.count=1",
+		natPeerEnv, base64.StdEncoding.EncodeToString(spec), os.Args[0])
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cmd := client.Command(ctx, ssh, "-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		"-o", "ProxyCommand="+proxy, "-l", "root", "sshd.invalid", "echo logged in")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	if stdout.String() != "logged in\n" || err != nil {
+		t.Fatalf("ssh: %q, %v\n%s", stdout.String(), err, stderr.String())
+	}
+	t.Logf("ssh: %q; its standard error: %q", stdout.String(), stderr.String())
+	if !strings.Contains(stderr.String(), "p2p path: direct") {
+		t.Errorf("the ssh session did not go direct:\n%s", stderr.String())
+	}
+}
+
+// startLabSSHD runs OpenSSH's sshd in h's namespace, on h's address, with
+// a host key and an authorized key made here; it returns its address and
+// the user's private key file.
+func startLabSSHD(t *testing.T, h *natlab.Host) (addr, userKey string) {
+	t.Helper()
+	sshd := testenv.RequireTool(t, "/usr/sbin/sshd") // sshd wants its absolute path
+	keygen := testenv.RequireTool(t, "ssh-keygen")
+	dir := t.TempDir()
+	for _, k := range []string{"host", "user"} {
+		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "user.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr = net.JoinHostPort(h.Addr().String(), "2222")
+	config := fmt.Sprintf(`Port 2222
+ListenAddress %s
+HostKey %s
+AuthorizedKeysFile %s
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+PidFile none
+`, h.Addr(), filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// sshd run by root insists on its privilege separation directory.
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := h.Command(ctx, sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+	})
+	// sshd -e says on its standard error when it listens.
+	lines := bufio.NewScanner(stderr)
+	var log strings.Builder
+	for lines.Scan() {
+		fmt.Fprintln(&log, lines.Text())
+		if strings.Contains(lines.Text(), "Server listening on") {
+			go io.Copy(io.Discard, stderr)
+			return addr, filepath.Join(dir, "user")
+		}
+	}
+	t.Fatalf("sshd ended without listening:\n%s", log.String())
+	return "", ""
 }
