@@ -44,8 +44,9 @@ type Config struct {
 	// Verify decides which peers may open connections to this node, as
 	// securepeer's Config.Verify does: it sees each peer's key once the
 	// handshake has proved it, and a non-nil error refuses the
-	// connection. nil accepts any key. Peers this node dials by key, and
-	// its relays, are not asked about.
+	// connection. nil accepts any key. Peers this node dials by key are
+	// not asked about, also when they connect back (as a hole punch may
+	// make them); nor are its relays.
 	Verify func(ctx context.Context, key securepeer.PublicKey) error
 
 	// DirectWait is how long Dial waits, once it has a relayed

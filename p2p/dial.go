@@ -54,6 +54,7 @@ func (n *Node) Dial(ctx context.Context, key securepeer.PublicKey, name string) 
 	if n.isClosed() {
 		return nil, ErrClosed
 	}
+	n.trust(p)
 	c, err := n.connect(ctx, key, p)
 	if err != nil {
 		return nil, err

@@ -389,11 +389,18 @@ func (n *Node) verifyInbound(ctx context.Context, key securepeer.PublicKey) erro
 	if err := n.verify(ctx, key); err != nil {
 		return err
 	}
+	n.trust(p)
+	return nil
+}
+
+// trust records that p may connect to the node without Verify: it passed
+// Verify, or the node dials it (a hole punch can make the peer the
+// initiator of the direct connection, on its third attempt).
+func (n *Node) trust(p peer.ID) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	if len(n.verified) >= maxVerified {
 		clear(n.verified)
 	}
 	n.verified[p] = true
-	n.mu.Unlock()
-	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/network"
+
 	"github.com/securepeer/securepeer"
 )
 
@@ -175,5 +177,52 @@ func TestStartContext(t *testing.T) {
 	}
 	if err := n.Close(); err != nil {
 		t.Errorf("Close after the context ended: %v", err)
+	}
+}
+
+// TestVerifyDialTarget: a node whose Verify refuses every key still lets
+// in a peer it has dialed, as a hole punch may make that peer open the
+// direct connection while the relayed one is up.
+func TestVerifyDialTarget(t *testing.T) {
+	r := startRelay(t, RelayConfig{})
+	l := startNode(t, Config{Relays: r.Addrs(), NoHolePunching: true})
+	echo(t, listen(t, l, echoProto))
+	d := startNode(t, Config{Relays: r.Addrs(), NoHolePunching: true, DirectWait: -1,
+		Verify: func(context.Context, securepeer.PublicKey) error { return errors.New("no one") }})
+	if err := l.AddAddrs(d.Key(), d.Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	echo(t, listen(t, d, echoProto))
+	// back opens a stream from l to d, on a direct connection: d's
+	// relayed connections are limited, which a stream opened without
+	// saying it allows them cannot use.
+	back := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if _, err := l.host.Network().DialPeer(network.WithForceDirectDial(ctx, "test"), d.ID()); err != nil {
+			return err
+		}
+		s, err := l.host.NewStream(ctx, d.ID(), ProtocolPrefix+echoProto)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		b := []byte{1}
+		if _, err := s.Write(b); err != nil {
+			return err
+		}
+		_, err = s.Read(b)
+		return err
+	}
+	if err := back(); err == nil {
+		t.Fatal("d let l in before it dialed l")
+	}
+	s := dial(t, d, l.Key(), echoProto)
+	roundTrip(t, s, "hello")
+	if !s.Path().Relayed {
+		t.Fatalf("path %v, want relayed", s.Path())
+	}
+	if err := back(); err != nil {
+		t.Fatalf("d refused l after dialing it: %v", err)
 	}
 }
