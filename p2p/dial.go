@@ -32,9 +32,10 @@ var ErrNotServed = errors.New("p2p: the peer does not serve this protocol")
 // otherwise it connects, trying at once the direct addresses it knows
 // ([Node.AddAddrs], or learned from the peer earlier) and a circuit
 // through each of its relays. When only a relayed connection comes up,
-// Dial waits up to [Config.DirectWait] for hole punching to give a
-// direct one and opens the stream on it if it appears, else on the
-// relayed one; [Stream.Path] says which.
+// Dial waits until [Config.DirectWait] has passed since the relayed
+// connection opened for hole punching to give a direct one, and opens
+// the stream on it if it appears, else on the relayed one;
+// [Stream.Path] says which.
 //
 // The peer's key is checked inside the handshake, before this node's
 // identity is sent: a host with another key, at an address or through a
@@ -60,7 +61,7 @@ func (n *Node) Dial(ctx context.Context, key securepeer.PublicKey, name string) 
 		return nil, err
 	}
 	if isCircuit(c.RemoteMultiaddr()) {
-		n.awaitDirect(ctx, p)
+		n.awaitDirect(ctx, p, c)
 	}
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "securepeer"), p, id)
 	if err != nil {
@@ -121,10 +122,13 @@ func (n *Node) bestConn(p peer.ID) network.Conn {
 	return relayed
 }
 
-// awaitDirect waits, up to the node's DirectWait, for hole punching to
-// give a direct connection to p, which has a relayed one.
-func (n *Node) awaitDirect(ctx context.Context, p peer.ID) {
-	if n.wait < 0 || n.punch == nil {
+// awaitDirect waits for hole punching to give a direct connection to p,
+// which has the relayed connection relayed, until the node's DirectWait
+// has passed since relayed opened: a stream opened later on a connection
+// that stayed relayed does not wait again.
+func (n *Node) awaitDirect(ctx context.Context, p peer.ID, relayed network.Conn) {
+	wait := n.wait - time.Since(relayed.Stat().Opened)
+	if wait <= 0 || n.punch == nil {
 		return
 	}
 	ch := make(chan struct{})
@@ -135,7 +139,7 @@ func (n *Node) awaitDirect(ctx context.Context, p peer.ID) {
 	if c := n.bestConn(p); c != nil && !isCircuit(c.RemoteMultiaddr()) {
 		return
 	}
-	t := time.NewTimer(n.wait)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-ch:

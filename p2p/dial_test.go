@@ -8,7 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/securepeer/securepeer"
@@ -280,4 +282,34 @@ func mustPeerID(t testing.TB, k securepeer.PublicKey) peer.ID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// oldConn is a connection opened long ago, for awaitDirect.
+type oldConn struct {
+	network.Conn
+	opened time.Time
+}
+
+func (c oldConn) Stat() network.ConnStats {
+	return network.ConnStats{Stats: network.Stats{Opened: c.opened}}
+}
+
+// TestAwaitDirectOnce: Dial waits for a direct connection only within
+// DirectWait of the relayed connection's opening, so that the streams of
+// a pair that stays relayed, opened later, do not each wait again.
+func TestAwaitDirectOnce(t *testing.T) {
+	const wait = time.Hour
+	n := startNode(t, Config{DirectWait: wait})
+	p := mustPeerID(t, newIdentity(t).PublicKey())
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	n.awaitDirect(ctx, p, oldConn{opened: time.Now().Add(-wait)})
+	if ctx.Err() != nil {
+		t.Fatal("awaitDirect waited on a relayed connection opened DirectWait ago")
+	}
+	// A relayed connection that just opened is waited on, until the
+	// context ends here.
+	short, cancelShort := context.WithCancel(context.Background())
+	cancelShort()
+	n.awaitDirect(short, p, oldConn{opened: time.Now()})
 }
