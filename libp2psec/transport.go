@@ -47,6 +47,10 @@ type Transport struct {
 	identity   *securepeer.Identity
 	muxers     []string
 
+	// verifyInbound, if set, is asked about each initiator's key
+	// (Options.VerifyInbound).
+	verifyInbound func(context.Context, securepeer.PublicKey) error
+
 	// base is cloned for each connection (each has a Verify of its own),
 	// so that all of them share the ticket cache, by peer ID, and the
 	// library's automatic ticket keys, which rotate daily (PROTOCOL.md,
@@ -119,6 +123,36 @@ func New(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*Transp
 	}, nil
 }
 
+// Options are a Transport's optional settings, for [NewWithOptions].
+type Options struct {
+	// VerifyInbound, if not nil, decides which peers may dial this host,
+	// inside the handshake, as securepeer's Config.Verify does for a
+	// responder: it sees each initiator's key once the handshake has
+	// proved it and the peer ID checks have passed, and a non-nil error
+	// refuses the peer with securepeer's authenticated rejection, so that
+	// the dialer's connection reports securepeer.ErrRejected at its first
+	// read rather than an unexplained close. It runs for every inbound
+	// handshake, full or resumed, including the responder's side of a
+	// hole punch's simultaneous open; the ctx it gets bounds the
+	// handshake.
+	VerifyInbound func(ctx context.Context, key securepeer.PublicKey) error
+}
+
+// NewWithOptions returns a constructor that makes transports as [New]
+// does, with opts, for libp2p.Security:
+//
+//	libp2p.Security(libp2psec.ID, libp2psec.NewWithOptions(libp2psec.Options{VerifyInbound: allow}))
+func NewWithOptions(opts Options) func(protocol.ID, crypto.PrivKey, []tptu.StreamMuxer) (*Transport, error) {
+	return func(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*Transport, error) {
+		t, err := New(id, key, muxers)
+		if err != nil {
+			return nil, err
+		}
+		t.verifyInbound = opts.VerifyInbound
+		return t, nil
+	}
+}
+
 // ID returns the protocol ID the transport was created with.
 func (t *Transport) ID() protocol.ID { return t.protocolID }
 
@@ -154,7 +188,7 @@ func (t *Transport) secure(ctx context.Context, insecure net.Conn, p peer.ID, in
 	// it dials; Verify checks the peer ID whether the handshake is full or
 	// resumed.
 	cfg.SessionCacheKey = string(p)
-	cfg.Verify = func(_ context.Context, remote securepeer.PublicKey) error {
+	cfg.Verify = func(vctx context.Context, remote securepeer.PublicKey) error {
 		pub, err := crypto.UnmarshalEd25519PublicKey(remote.Ed25519())
 		if err != nil {
 			return fmt.Errorf("libp2psec: %w", err)
@@ -168,6 +202,11 @@ func (t *Transport) secure(ctx context.Context, insecure net.Conn, p peer.ID, in
 		}
 		if id == t.localID {
 			return fmt.Errorf("libp2psec: %w", securepeer.ErrOwnKey)
+		}
+		if !initiator && t.verifyInbound != nil {
+			if err := t.verifyInbound(vctx, remote); err != nil {
+				return err
+			}
 		}
 		c.remoteID, c.remoteKey = id, pub
 		return nil

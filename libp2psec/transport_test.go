@@ -495,3 +495,69 @@ func TestResumption(t *testing.T) {
 		t.Fatalf("dialing b's peer ID at c: %v, want ErrPeerIDMismatch", o.err)
 	}
 }
+
+func TestVerifyInbound(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	allowed, refused := newTransport(t), newTransport(t)
+	errRefused := errors.New("not on the test's list")
+	var asked []peer.ID
+	b, err := NewWithOptions(Options{VerifyInbound: func(_ context.Context, key securepeer.PublicKey) error {
+		pub, err := crypto.UnmarshalEd25519PublicKey(key.Ed25519())
+		if err != nil {
+			return err
+		}
+		id, err := peer.IDFromPublicKey(pub)
+		if err != nil {
+			return err
+		}
+		asked = append(asked, id)
+		if id != allowed.localID {
+			return errRefused
+		}
+		return nil
+	}})(ID, newKey(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		from *Transport
+		want error
+	}{
+		{"allowed", allowed, nil},
+		{"refused", refused, errRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, in := handshake(t, tc.from, b, b.localID, "")
+			if !errors.Is(in.err, tc.want) {
+				t.Fatalf("inbound error %v, want %v", in.err, tc.want)
+			}
+			if tc.want == nil {
+				if out.err != nil {
+					t.Fatalf("outbound error %v", out.err)
+				}
+				return
+			}
+			// The initiator has finished its handshake and learns of the
+			// refusal at its first read.
+			if out.err == nil {
+				_, out.err = out.conn.Read(make([]byte, 1))
+			}
+			if !errors.Is(out.err, securepeer.ErrRejected) {
+				t.Errorf("outbound error %v, want ErrRejected", out.err)
+			}
+		})
+	}
+	if len(asked) != 2 || asked[0] != allowed.localID || asked[1] != refused.localID {
+		t.Errorf("VerifyInbound was asked about %v, want %s then %s", asked, allowed.localID, refused.localID)
+	}
+	// An initiator's Verify checks only the peer ID: VerifyInbound is not
+	// asked about a host that b dials.
+	asked = nil
+	if out, in := handshake(t, b, allowed, allowed.localID, ""); out.err != nil || in.err != nil {
+		t.Fatalf("b dialing: outbound %v, inbound %v", out.err, in.err)
+	}
+	if len(asked) != 0 {
+		t.Errorf("VerifyInbound was asked about %v when b dialed", asked)
+	}
+}

@@ -1,0 +1,622 @@
+//go:build linux
+
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/natlab"
+	"github.com/securepeer/securepeer/internal/testenv"
+)
+
+// The NAT lab tests run each peer in a process of its own inside a host
+// of the lab (internal/natlab): the test binary again, as
+// TestNATPeerProcess, told what to be by natPeerEnv, and driven by lines
+// of JSON on its input.
+
+const natPeerEnv = "P2P_NAT_PEER"
+
+// natPeerSpec tells a peer process what to be.
+type natPeerSpec struct {
+	Relay      bool     // a relay, else a node
+	Key        []byte   // the identity, an OpenSSH private key
+	Listen     string   // the address to listen on
+	Relays     []string // the node's relays
+	Serve      bool     // the node listens for echoProto and bulkProto
+	DirectWait time.Duration
+	// TunnelTo, if set, makes the node forward each stream of tunnelProto
+	// to this TCP address.
+	TunnelTo string
+	// Proxy, if set, makes the process a proxy, as ssh's ProxyCommand
+	// runs one: a node that dials this key's tunnelProto, says on its
+	// standard error which path the stream took, and carries its
+	// standard input and output over the stream.
+	Proxy string
+}
+
+const tunnelProto = "tunnel/1"
+
+// natCommand is one line of a peer process's input.
+type natCommand struct {
+	Op   string // "dial" or "bulk"
+	Key  string // the peer to dial, authorized_keys form
+	Wait time.Duration
+	Size int64
+}
+
+// natResult is a peer process's answer to a command.
+type natResult struct {
+	Err       string
+	Relayed   bool          // the first stream's path
+	Resumed   bool          // the first stream's connection resumed
+	FirstByte time.Duration // from Dial to the echo of a first byte
+	// Direct is how long after Dial a direct connection existed, or -1
+	// if none did within the command's Wait; DirectStream is whether a
+	// new stream then went direct.
+	Direct       time.Duration
+	DirectStream bool
+	// Bulk: bytes per second of a one-way transfer.
+	Rate float64
+}
+
+const bulkProto = "bulk/1"
+
+// TestNATPeerProcess is not a test: it is a peer in the NAT lab, run by
+// the NAT tests in a process of their own.
+func TestNATPeerProcess(t *testing.T) {
+	raw := os.Getenv(natPeerEnv)
+	if raw == "" {
+		t.Skip("run by the NAT lab tests")
+	}
+	var spec natPeerSpec
+	js, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(js, &spec); err != nil {
+		t.Fatal(err)
+	}
+	id, err := securepeer.ParseIdentity(spec.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Proxy != "" {
+		runNATProxy(t, id, spec)
+		return
+	}
+	out := &natOutput{w: bufio.NewWriter(os.Stdout)}
+	if spec.Relay {
+		r, err := RunRelay(context.Background(), RelayConfig{Identity: id, ListenAddrs: []string{spec.Listen}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		out.line("ready", r.Addrs())
+		io.Copy(io.Discard, os.Stdin)
+		return
+	}
+	runNATNode(t, id, spec, out)
+}
+
+// natOutput writes a peer process's lines, one at a time.
+type natOutput struct {
+	mu sync.Mutex
+	w  *bufio.Writer
+}
+
+func (o *natOutput) line(kind string, v any) {
+	b, _ := json.Marshal(v)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	fmt.Fprintf(o.w, "%s %s\n", kind, b)
+	o.w.Flush()
+}
+
+func runNATNode(t *testing.T, id *securepeer.Identity, spec natPeerSpec, out *natOutput) {
+	events := newEventLog()
+	n, err := Start(context.Background(), Config{
+		Identity:    id,
+		ListenAddrs: []string{spec.Listen},
+		Relays:      spec.Relays,
+		DirectWait:  spec.DirectWait,
+		Notify: func(e Event) {
+			events.notify(e)
+			out.line("event", e.String())
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if spec.Serve {
+		echoLn, err := n.Listen(echoProto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, echoLn)
+		bulkLn, err := n.Listen(bulkProto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go serveBulk(bulkLn)
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		err = n.Ready(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if spec.TunnelTo != "" {
+		ln, err := n.Listen(tunnelProto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go forwardTunnel(ln, spec.TunnelTo)
+	}
+	out.line("ready", n.Addrs())
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var cmd natCommand
+		if err := json.Unmarshal(in.Bytes(), &cmd); err != nil {
+			t.Fatal(err)
+		}
+		out.line("result", natRun(n, events, cmd))
+	}
+}
+
+// forwardTunnel carries each stream of ln to a new TCP connection to
+// addr.
+func forwardTunnel(ln *Listener, addr string) {
+	for {
+		s, err := ln.AcceptStream()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer s.Close()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				s.Abort()
+				return
+			}
+			defer c.Close()
+			go func() {
+				io.Copy(c, s)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+			io.Copy(s, c)
+		}()
+	}
+}
+
+// runNATProxy dials spec.Proxy's tunnel and carries standard input and
+// output over it.
+func runNATProxy(t *testing.T, id *securepeer.Identity, spec natPeerSpec) {
+	key, err := securepeer.ParsePublicKey(spec.Proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(context.Background(), Config{Identity: id, ListenAddrs: []string{spec.Listen}, Relays: spec.Relays})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	s, err := n.Dial(ctx, key, tunnelProto)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fmt.Fprintf(os.Stderr, "p2p path: %s\n", pathWord(s.Path().Relayed))
+	go func() {
+		io.Copy(s, os.Stdin)
+		s.CloseWrite()
+	}()
+	io.Copy(os.Stdout, s)
+}
+
+// serveBulk reads each stream to its end and answers with one byte.
+func serveBulk(l *Listener) {
+	for {
+		s, err := l.AcceptStream()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer s.Close()
+			if _, err := io.Copy(io.Discard, s); err == nil {
+				s.Write([]byte{1})
+			}
+		}()
+	}
+}
+
+func natRun(n *Node, events *eventLog, cmd natCommand) natResult {
+	key, err := securepeer.ParsePublicKey(cmd.Key)
+	if err != nil {
+		return natResult{Err: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	switch cmd.Op {
+	case "dial":
+		return natDial(ctx, n, events, key, cmd.Wait)
+	case "bulk":
+		return natBulk(ctx, n, key, cmd.Size)
+	}
+	return natResult{Err: "unknown op " + cmd.Op}
+}
+
+// natDial dials key, times the echo of a first byte, then waits up to
+// wait for a direct connection.
+func natDial(ctx context.Context, n *Node, events *eventLog, key securepeer.PublicKey, wait time.Duration) natResult {
+	var res natResult
+	start := time.Now()
+	s, err := n.Dial(ctx, key, echoProto)
+	if err != nil {
+		return natResult{Err: err.Error()}
+	}
+	defer s.Close()
+	b := []byte{42}
+	if _, err := s.Write(b); err != nil {
+		return natResult{Err: err.Error()}
+	}
+	if _, err := io.ReadFull(s, b); err != nil {
+		return natResult{Err: err.Error()}
+	}
+	res.FirstByte = time.Since(start)
+	res.Relayed, res.Resumed = s.Path().Relayed, s.Resumed()
+	res.Direct = -1
+	p, _ := PeerID(key)
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for res.Direct < 0 {
+		events.mu.Lock()
+		changed := events.changed
+		events.mu.Unlock()
+		if c := n.bestConn(p); c != nil && !isCircuit(c.RemoteMultiaddr()) {
+			res.Direct = time.Since(start)
+			break
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return res
+		}
+	}
+	s2, err := n.Dial(ctx, key, echoProto)
+	if err != nil {
+		res.Err = err.Error()
+		return res
+	}
+	defer s2.Close()
+	res.DirectStream = !s2.Path().Relayed
+	return res
+}
+
+// natBulk sends size bytes to key's bulk protocol and times them until
+// the peer says it has read them all.
+func natBulk(ctx context.Context, n *Node, key securepeer.PublicKey, size int64) natResult {
+	s, err := n.Dial(ctx, key, bulkProto)
+	if err != nil {
+		return natResult{Err: err.Error()}
+	}
+	defer s.Close()
+	res := natResult{Relayed: s.Path().Relayed}
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	for sent := int64(0); sent < size; sent += int64(len(buf)) {
+		if _, err := s.Write(buf); err != nil {
+			return natResult{Err: err.Error()}
+		}
+	}
+	s.CloseWrite()
+	if _, err := io.ReadFull(s, buf[:1]); err != nil {
+		return natResult{Err: err.Error()}
+	}
+	res.Rate = float64(size) / time.Since(start).Seconds()
+	return res
+}
+
+// A natPeer is a peer process in the lab, from the test's side.
+type natPeer struct {
+	name  string
+	key   securepeer.PublicKey
+	addrs []string
+	in    io.WriteCloser
+	lines chan string // lines other than events; closed at the end
+
+	mu  sync.Mutex
+	log strings.Builder // its events
+}
+
+func startNATPeer(t *testing.T, h *natlab.Host, spec natPeerSpec) *natPeer {
+	t.Helper()
+	id := newIdentity(t)
+	pem, err := id.MarshalOpenSSH("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Key = pem
+	spec.Listen = fmt.Sprintf("/ip4/%s/tcp/4001", h.Addr())
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := h.Command(ctx, os.Args[0], "-test.run=^TestNATPeerProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), natPeerEnv+"="+base64.StdEncoding.EncodeToString(raw))
+	cmd.Stderr = os.Stderr
+	p := &natPeer{name: h.Name(), key: id.PublicKey()}
+	p.in, err = cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.in.Close()
+		waitOrKill(cmd, cancel)
+	})
+	p.lines = make(chan string, 16)
+	go p.scan(stdout)
+	p.read(t, "ready", &p.addrs)
+	return p
+}
+
+// scan reads the peer's output: it keeps events in the log, so that the
+// peer never waits for the test to read them, and passes the rest on.
+func (p *natPeer) scan(r io.Reader) {
+	defer close(p.lines)
+	lines := bufio.NewScanner(r)
+	for lines.Scan() {
+		line := lines.Text()
+		if rest, ok := strings.CutPrefix(line, "event "); ok {
+			p.mu.Lock()
+			fmt.Fprintf(&p.log, "%s %s\n", p.name, rest)
+			p.mu.Unlock()
+			continue
+		}
+		p.lines <- line
+	}
+}
+
+// events returns the peer's events so far, and forgets them.
+func (p *natPeer) events() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.log.String()
+	p.log.Reset()
+	return s
+}
+
+// waitOrKill waits for cmd to end once its input is closed, and kills it
+// if it has not after a while.
+func waitOrKill(cmd *exec.Cmd, cancel context.CancelFunc) {
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+	}
+}
+
+// read reads the peer's lines up to the next of kind, into v.
+func (p *natPeer) read(t *testing.T, kind string, v any) {
+	t.Helper()
+	for line := range p.lines {
+		if rest, ok := strings.CutPrefix(line, kind+" "); ok {
+			if err := json.Unmarshal([]byte(rest), v); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("%s ended without a %q line\n%s", p.name, kind, p.events())
+}
+
+func (p *natPeer) run(t *testing.T, cmd natCommand) natResult {
+	t.Helper()
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Fprintf(p.in, "%s\n", b); err != nil {
+		t.Fatal(err)
+	}
+	var res natResult
+	p.read(t, "result", &res)
+	return res
+}
+
+// TestNATPairs dials, for every pair of NAT kinds, from a node behind the
+// first to a node behind the second that listens through a public relay:
+// every pair connects, and ends direct exactly when the lab says that the
+// two NATs let a TCP hole punch through (natlab.Punchable); a new stream
+// then uses the direct connection. The times it logs (first byte, direct
+// connection) are measurements, gathered in BENCHMARKS.md, not checked
+// here.
+func TestNATPairs(t *testing.T) {
+	lab := natlab.New(t)
+	relay := startNATPeer(t, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
+	kinds := natlab.Kinds()
+	listeners := make(map[natlab.Kind]*natPeer)
+	dialers := make(map[natlab.Kind]*natPeer)
+	for i, k := range kinds {
+		listeners[k] = startNATPeer(t, lab.AddHost(fmt.Sprintf("l%d", i), k), natPeerSpec{Relays: relay.addrs, Serve: true})
+		dialers[k] = startNATPeer(t, lab.AddHost(fmt.Sprintf("d%d", i), k), natPeerSpec{Relays: relay.addrs})
+	}
+	// Each dialer dials the listeners in turn; the dialers run at once.
+	for _, from := range kinds {
+		t.Run(from.String(), func(t *testing.T) {
+			t.Parallel()
+			for _, to := range kinds {
+				t.Run(to.String(), func(t *testing.T) {
+					d, l := dialers[from], listeners[to]
+					d.events()
+					// Three hole punching attempts of at most punchTimeout each,
+					// and some slack.
+					res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 4 * punchTimeout})
+					defer func() {
+						if t.Failed() {
+							t.Logf("the dialer's events:\n%s", d.events())
+						}
+					}()
+					if res.Err != "" {
+						t.Fatalf("dial: %s", res.Err)
+					}
+					want := natlab.Punchable(from, to)
+					t.Logf("first byte %v (%s), direct after %v", res.FirstByte, pathWord(res.Relayed), res.Direct)
+					if got := res.Direct >= 0; got != want {
+						t.Errorf("direct %v, want %v", got, want)
+					}
+					if res.Direct >= 0 && !res.DirectStream {
+						t.Error("a new stream did not use the direct connection")
+					}
+				})
+			}
+		})
+	}
+}
+
+func pathWord(relayed bool) string {
+	if relayed {
+		return "relayed"
+	}
+	return "direct"
+}
+
+// TestNATSSH logs in to a real sshd behind a port-restricted NAT (Linux's
+// own masquerade, most home routers) from a host behind another, through
+// a hole-punched connection: ssh's ProxyCommand is a node that dials the
+// sshd host's node by key, through the relay and then directly.
+func TestNATSSH(t *testing.T) {
+	ssh := testenv.RequireTool(t, "ssh")
+	lab := natlab.New(t)
+	relay := startNATPeer(t, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
+	server := lab.AddHost("server", natlab.PortRestricted)
+	client := lab.AddHost("client", natlab.PortRestricted)
+	sshdAddr, userKey := startLabSSHD(t, server)
+	l := startNATPeer(t, server, natPeerSpec{Relays: relay.addrs, Serve: true, TunnelTo: sshdAddr})
+
+	pem, err := newIdentity(t).MarshalOpenSSH("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := json.Marshal(natPeerSpec{
+		Key:    pem,
+		Listen: fmt.Sprintf("/ip4/%s/tcp/4001", client.Addr()),
+		Relays: relay.addrs,
+		Proxy:  l.key.String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := fmt.Sprintf("env %s=%s %s -test.run=^TestNATPeerProcess$ -test.count=1",
+		natPeerEnv, base64.StdEncoding.EncodeToString(spec), os.Args[0])
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cmd := client.Command(ctx, ssh, "-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		"-o", "ProxyCommand="+proxy, "-l", "root", "sshd.invalid", "echo logged in")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	if stdout.String() != "logged in\n" || err != nil {
+		t.Fatalf("ssh: %q, %v\n%s", stdout.String(), err, stderr.String())
+	}
+	t.Logf("ssh: %q; its standard error: %q", stdout.String(), stderr.String())
+	if !strings.Contains(stderr.String(), "p2p path: direct") {
+		t.Errorf("the ssh session did not go direct:\n%s", stderr.String())
+	}
+}
+
+// startLabSSHD runs OpenSSH's sshd in h's namespace, on h's address, with
+// a host key and an authorized key made here; it returns its address and
+// the user's private key file.
+func startLabSSHD(t *testing.T, h *natlab.Host) (addr, userKey string) {
+	t.Helper()
+	sshd := testenv.RequireTool(t, "/usr/sbin/sshd") // sshd wants its absolute path
+	keygen := testenv.RequireTool(t, "ssh-keygen")
+	dir := t.TempDir()
+	for _, k := range []string{"host", "user"} {
+		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "user.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr = net.JoinHostPort(h.Addr().String(), "2222")
+	config := fmt.Sprintf(`Port 2222
+ListenAddress %s
+HostKey %s
+AuthorizedKeysFile %s
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+PidFile none
+`, h.Addr(), filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// sshd run by root insists on its privilege separation directory.
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := h.Command(ctx, sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+	})
+	// sshd -e says on its standard error when it listens.
+	lines := bufio.NewScanner(stderr)
+	var log strings.Builder
+	for lines.Scan() {
+		fmt.Fprintln(&log, lines.Text())
+		if strings.Contains(lines.Text(), "Server listening on") {
+			go io.Copy(io.Discard, stderr)
+			return addr, filepath.Join(dir, "user")
+		}
+	}
+	t.Fatalf("sshd ended without listening:\n%s", log.String())
+	return "", ""
+}

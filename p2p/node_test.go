@@ -1,0 +1,228 @@
+package p2p
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/securepeer/securepeer"
+)
+
+// TestSignerIdentity: an identity whose private key is behind a signer
+// (ssh-agent, for one) cannot run a libp2p host, and says so.
+func TestSignerIdentity(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := securepeer.NewIdentityFromSigner(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(context.Background(), Config{Identity: id, ListenAddrs: loopback})
+	wantErr(t, err, ErrSignerIdentity)
+	_, err = RunRelay(context.Background(), RelayConfig{Identity: id, ListenAddrs: loopback})
+	wantErr(t, err, ErrSignerIdentity)
+}
+
+// TestPeerIDRoundTrip: a key's peer ID names the key, both ways.
+func TestPeerIDRoundTrip(t *testing.T) {
+	k := newIdentity(t).PublicKey()
+	id, err := PeerID(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := KeyOf(id)
+	if err != nil || back != k {
+		t.Fatalf("KeyOf(PeerID(k)) = %s, %v", back.Fingerprint(), err)
+	}
+	if _, err := PeerID(securepeer.PublicKey{}); err == nil {
+		t.Error("PeerID accepted the zero key")
+	}
+}
+
+// TestConfigErrors: a node or a relay with a bad configuration does not
+// start, and says what is wrong.
+func TestConfigErrors(t *testing.T) {
+	id := newIdentity(t)
+	self, err := PeerID(id.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := mustPeerID(t, newIdentity(t).PublicKey())
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no identity", Config{}},
+		{"a QUIC listen address", Config{Identity: id, ListenAddrs: []string{"/ip4/127.0.0.1/udp/0/quic-v1"}}},
+		{"a listen address that is not one", Config{Identity: id, ListenAddrs: []string{"127.0.0.1:0"}}},
+		{"a relay without peer ID", Config{Identity: id, ListenAddrs: loopback, Relays: []string{"/ip4/127.0.0.1/tcp/4001"}}},
+		{"a relay over QUIC", Config{Identity: id, ListenAddrs: loopback, Relays: []string{"/ip4/127.0.0.1/udp/4001/quic-v1/p2p/" + other.String()}}},
+		{"this node as its own relay", Config{Identity: id, ListenAddrs: loopback, Relays: []string{"/ip4/127.0.0.1/tcp/4001/p2p/" + self.String()}}},
+		{"negative limits", Config{Identity: id, ListenAddrs: loopback, Limits: Limits{Conns: -1}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := Start(context.Background(), tc.cfg)
+			if err == nil {
+				n.Close()
+				t.Fatal("Start succeeded")
+			}
+			t.Log(err)
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  RelayConfig
+	}{
+		{"no listen address", RelayConfig{Identity: id}},
+		{"a circuit duration under a second", RelayConfig{Identity: id, ListenAddrs: loopback, Limits: RelayLimits{CircuitDuration: 1}}},
+		{"a public address that is not TCP", RelayConfig{Identity: id, ListenAddrs: loopback, PublicAddrs: []string{"/ip4/203.0.113.7/udp/4001"}}},
+	} {
+		t.Run("relay/"+tc.name, func(t *testing.T) {
+			r, err := RunRelay(context.Background(), tc.cfg)
+			if err == nil {
+				r.Close()
+				t.Fatal("RunRelay succeeded")
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestNodeMisuse(t *testing.T) {
+	n := startNode(t, Config{})
+	if err := n.Ready(context.Background()); err != nil {
+		t.Errorf("Ready without relays: %v", err)
+	}
+	if _, err := n.Listen(echoProto); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Listen(echoProto); err == nil {
+		t.Error("a second Listen for one protocol succeeded")
+	}
+	for _, name := range []string{"", "with space", string(make([]byte, 256))} {
+		if _, err := n.Listen(name); err == nil {
+			t.Errorf("Listen(%q) succeeded", name)
+		}
+	}
+	if _, err := n.Dial(context.Background(), n.Key(), echoProto); !errors.Is(err, securepeer.ErrOwnKey) {
+		t.Errorf("dialing its own key: %v, want ErrOwnKey", err)
+	}
+	r := startRelay(t, RelayConfig{})
+	withRelay := startNode(t, Config{Relays: r.Addrs()})
+	if err := withRelay.Ready(context.Background()); err == nil {
+		t.Error("Ready before Listen succeeded")
+	}
+	n.Close()
+	if err := n.Close(); err != nil {
+		t.Errorf("a second Close: %v", err)
+	}
+	if _, err := n.Listen("other/1"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Listen after Close: %v, want ErrClosed", err)
+	}
+	if _, err := n.Dial(context.Background(), withRelay.Key(), echoProto); !errors.Is(err, ErrClosed) {
+		t.Errorf("Dial after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestReadyErrors: a listener whose relays cannot give it a reservation
+// learns why from Ready.
+func TestReadyErrors(t *testing.T) {
+	refusing := startRelay(t, RelayConfig{AllowReserve: func(securepeer.PublicKey) bool { return false }})
+	dead := newIdentity(t)
+	deadAddr := "/ip4/127.0.0.1/tcp/1/p2p/" + mustPeerID(t, dead.PublicKey()).String()
+	for _, tc := range []struct {
+		name   string
+		relays []string
+		want   error
+	}{
+		{"refused", refusing.Addrs(), ErrReservationRefused},
+		{"unreachable", []string{deadAddr}, ErrNoRelay},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startNode(t, Config{Relays: tc.relays})
+			if _, err := n.Listen(echoProto); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			err := n.Ready(ctx)
+			wantErr(t, err, tc.want)
+			var re *RelayError
+			if !errors.As(err, &re) {
+				t.Errorf("%v does not say which relay", err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+// TestStartContext: a node stops when the context it was started with is
+// done, as Close stops it.
+func TestStartContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	n, err := Start(ctx, Config{Identity: newIdentity(t), ListenAddrs: loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-n.done
+	if _, err := n.Listen(echoProto); !errors.Is(err, ErrClosed) {
+		t.Errorf("Listen after the context ended: %v, want ErrClosed", err)
+	}
+	if err := n.Close(); err != nil {
+		t.Errorf("Close after the context ended: %v", err)
+	}
+}
+
+// TestVerifyDialTarget: a node whose Verify refuses every key still lets
+// in a peer it has dialed, as a hole punch may make that peer open the
+// direct connection while the relayed one is up.
+func TestVerifyDialTarget(t *testing.T) {
+	r := startRelay(t, RelayConfig{})
+	l := startNode(t, Config{Relays: r.Addrs(), NoHolePunching: true})
+	echo(t, listen(t, l, echoProto))
+	d := startNode(t, Config{Relays: r.Addrs(), NoHolePunching: true, DirectWait: -1,
+		Verify: func(context.Context, securepeer.PublicKey) error { return errors.New("no one") }})
+	if err := l.AddAddrs(d.Key(), d.Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	echo(t, listen(t, d, echoProto))
+	// back opens a stream from l to d, on a direct connection: d's
+	// relayed connections are limited, which a stream opened without
+	// saying it allows them cannot use.
+	back := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if _, err := l.host.Network().DialPeer(network.WithForceDirectDial(ctx, "test"), d.ID()); err != nil {
+			return err
+		}
+		s, err := l.host.NewStream(ctx, d.ID(), ProtocolPrefix+echoProto)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		b := []byte{1}
+		if _, err := s.Write(b); err != nil {
+			return err
+		}
+		_, err = s.Read(b)
+		return err
+	}
+	if err := back(); err == nil {
+		t.Fatal("d let l in before it dialed l")
+	}
+	s := dial(t, d, l.Key(), echoProto)
+	roundTrip(t, s, "hello")
+	if !s.Path().Relayed {
+		t.Fatalf("path %v, want relayed", s.Path())
+	}
+	if err := back(); err != nil {
+		t.Fatalf("d refused l after dialing it: %v", err)
+	}
+}

@@ -1,0 +1,583 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	basicconnmgr "github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/libp2psec"
+)
+
+// RelayLimits bound what peers can make a relay hold. Zero fields take
+// the defaults of [DefaultRelayLimits].
+type RelayLimits struct {
+	// Limits bound connections, as for a node: at once in all and per
+	// source address, new ones per second per source, streams per peer,
+	// accounted memory.
+	Limits
+
+	// Reservations bounds the reservations held at once, and
+	// ReservationsPerIP those held from one source address.
+	Reservations      int
+	ReservationsPerIP int
+	// ReservationTTL is how long a reservation lasts unless renewed (a
+	// node renews it when three quarters have passed).
+	ReservationTTL time.Duration
+
+	// Circuits bounds the circuits open at once, all peers together, and
+	// CircuitsPerPeer those to or from one peer.
+	Circuits        int
+	CircuitsPerPeer int
+	// CircuitData bounds the bytes a circuit carries each way, and
+	// CircuitDuration how long it lasts; the relay then cuts it, and
+	// both peers are told why ([*CircuitError]).
+	CircuitData     int64
+	CircuitDuration time.Duration
+}
+
+// DefaultRelayLimits are the defaults of a relay's limits: a relay that
+// carries whole sessions for the pairs that cannot go direct, not only
+// the first bytes of a hole punch, as go-libp2p's defaults (128 KiB, two
+// minutes per circuit) assume. PROTOCOL.md, "The relay's limits", says
+// what each costs.
+var DefaultRelayLimits = RelayLimits{
+	Limits: Limits{
+		Conns:          4096,
+		ConnsPerIP:     16,
+		ConnRate:       1,
+		ConnBurst:      32,
+		StreamsPerPeer: 64,
+		Memory:         512 << 20,
+	},
+	Reservations:      1024,
+	ReservationsPerIP: 8,
+	ReservationTTL:    time.Hour,
+	Circuits:          1024,
+	CircuitsPerPeer:   16,
+	CircuitData:       1 << 30,
+	CircuitDuration:   time.Hour,
+}
+
+func (l RelayLimits) withDefaults() RelayLimits {
+	d := DefaultRelayLimits
+	l.Limits = l.Limits.withDefaults(d.Limits)
+	if l.Reservations == 0 {
+		l.Reservations = d.Reservations
+	}
+	if l.ReservationsPerIP == 0 {
+		l.ReservationsPerIP = d.ReservationsPerIP
+	}
+	if l.ReservationTTL == 0 {
+		l.ReservationTTL = d.ReservationTTL
+	}
+	if l.Circuits == 0 {
+		l.Circuits = d.Circuits
+	}
+	if l.CircuitsPerPeer == 0 {
+		l.CircuitsPerPeer = d.CircuitsPerPeer
+	}
+	if l.CircuitData == 0 {
+		l.CircuitData = d.CircuitData
+	}
+	if l.CircuitDuration == 0 {
+		l.CircuitDuration = d.CircuitDuration
+	}
+	return l
+}
+
+func (l RelayLimits) check() error {
+	if err := l.Limits.check(); err != nil {
+		return err
+	}
+	if l.Reservations < 0 || l.ReservationsPerIP < 0 || l.ReservationTTL < 0 || l.Circuits < 0 || l.CircuitsPerPeer < 0 || l.CircuitData < 0 || l.CircuitDuration < 0 {
+		return fmt.Errorf("p2p: negative relay limits: %+v", l)
+	}
+	if l.CircuitDuration < time.Second {
+		return fmt.Errorf("p2p: a circuit duration under a second (%v) cannot be announced: the relay protocol counts in seconds", l.CircuitDuration)
+	}
+	return nil
+}
+
+// RelayConfig configures a relay.
+type RelayConfig struct {
+	// Identity is the relay's key, which peers name in its address. Its
+	// private key must be in this process (ErrSignerIdentity otherwise).
+	Identity *securepeer.Identity
+
+	// ListenAddrs are the TCP multiaddrs to listen on
+	// ("/ip4/0.0.0.0/tcp/4001").
+	ListenAddrs []string
+
+	// PublicAddrs, if not empty, are the addresses the relay announces,
+	// in place of those it listens on: for a relay behind a port
+	// forward, or with a DNS name.
+	PublicAddrs []string
+
+	// Limits bound what peers can make the relay hold.
+	Limits RelayLimits
+
+	// AllowReserve decides which keys may hold a reservation; nil lets
+	// any key reserve. AllowCircuit decides which keys may open a
+	// circuit to which; nil lets any key reach any key that holds a
+	// reservation.
+	AllowReserve func(key securepeer.PublicKey) bool
+	AllowCircuit func(from, to securepeer.PublicKey) bool
+}
+
+// A Relay is a running circuit relay v2: peers that cannot be reached
+// directly hold a reservation on it, and peers reach them through
+// circuits it carries. Every connection to the relay, and every
+// connection carried by a circuit, is a securepeer connection; the relay
+// sees only ciphertext of the latter and cannot stand in for either peer.
+type Relay struct {
+	host   host.Host
+	relay  *relay.Relay
+	key    securepeer.PublicKey
+	stats  *relayStats
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+	err    error
+}
+
+// RunRelay starts a relay that runs until ctx is done or Close is
+// called.
+func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("p2p: RelayConfig.Identity is nil")
+	}
+	if len(cfg.ListenAddrs) == 0 {
+		return nil, errors.New("p2p: RelayConfig.ListenAddrs is empty: a relay needs a port that peers can reach")
+	}
+	limits := cfg.Limits.withDefaults()
+	if err := limits.check(); err != nil {
+		return nil, err
+	}
+	h, err := newRelayHost(cfg, limits)
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{host: h, key: cfg.Identity.PublicKey(), stats: &relayStats{}, done: make(chan struct{})}
+	r.relay, err = relay.New(h,
+		relay.WithResources(limits.resources()),
+		relay.WithACL(&relayACL{reserve: cfg.AllowReserve, circuit: cfg.AllowCircuit, stats: r.stats, circuits: limits.Circuits}),
+		relay.WithMetricsTracer(r.stats),
+	)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("p2p: starting the relay service: %w", err)
+	}
+	var runCtx context.Context
+	runCtx, r.cancel = context.WithCancel(ctx)
+	go func() {
+		<-runCtx.Done()
+		r.Close()
+	}()
+	return r, nil
+}
+
+// newRelayHost starts the relay's libp2p host: securepeer only, TCP
+// only, limits per source, and a gate that makes room when it is full.
+func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, error) {
+	priv, err := hostKey(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	listen, err := parseListenAddrs(cfg.ListenAddrs)
+	if err != nil {
+		return nil, err
+	}
+	public, err := parsePublicAddrs(cfg.PublicAddrs)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := newResourceManager(limits.Limits, nil, limits.serviceLimits)
+	if err != nil {
+		return nil, err
+	}
+	// The connection manager only records the relay's tags (on peers
+	// with a reservation or a circuit): its watermarks are above the
+	// resource manager's limit, so it never trims; the gate makes room.
+	cm, err := basicconnmgr.NewConnManager(limits.Conns, limits.Conns+1)
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("p2p: connection manager: %w", err)
+	}
+	gate := newRelayGate(roomAt(limits.Limits))
+	opts := []libp2p.Option{
+		libp2p.Identity(priv),
+		libp2p.ListenAddrs(listen...),
+		libp2p.NoTransports,
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(libp2psec.ID, libp2psec.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(gate),
+		libp2p.DisableRelay(),
+		libp2p.Ping(false),
+		libp2p.DisableMetrics(),
+		libp2p.UserAgent("securepeer-relay"),
+	}
+	if len(public) > 0 {
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return public }))
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		rm.Close()
+		cm.Close()
+		return nil, fmt.Errorf("p2p: starting the relay's host: %w", err)
+	}
+	gate.host.Store(&h)
+	h.Network().Notify(&network.NotifyBundle{
+		ConnectedF:    func(_ network.Network, c network.Conn) { gate.connected(c) },
+		DisconnectedF: func(_ network.Network, c network.Conn) { gate.disconnected(c) },
+	})
+	return h, nil
+}
+
+// resources returns go-libp2p's relay resources for l.
+func (l RelayLimits) resources() relay.Resources {
+	rc := relay.DefaultResources()
+	rc.Limit = &relay.RelayLimit{Duration: l.CircuitDuration, Data: l.CircuitData}
+	rc.ReservationTTL = l.ReservationTTL
+	rc.MaxReservations = l.Reservations
+	rc.MaxReservationsPerIP = l.ReservationsPerIP
+	rc.MaxReservationsPerASN = l.Reservations
+	rc.MaxCircuits = l.CircuitsPerPeer
+	rc.BufferSize = circuitBuffer
+	return rc
+}
+
+// circuitBuffer is the size of each of a circuit's two copy buffers
+// (go-libp2p's default is 2 KiB). Measured on loopback
+// (BenchmarkThroughput/p2p-relayed), 16 KiB carries 1.7 times as many
+// bytes per second as 2 KiB, and 64 KiB no more than 16.
+const circuitBuffer = 16 << 10
+
+// relayRequests bounds the relay's requests (reservations, circuits being
+// set up) being read at once, all peers together: each holds a stream
+// and a 4 KiB message buffer for a moment.
+const relayRequests = 64
+
+// serviceLimits sets the resource manager's limits for go-libp2p's relay
+// service: two streams per circuit (one each side) and its two buffers,
+// for Circuits circuits, plus relayRequests requests; and, per peer,
+// CircuitsPerPeer circuits. They are the hard bound on what circuits
+// hold; relayACL counts circuits exactly.
+func (l RelayLimits) serviceLimits(cfg *rcmgr.PartialLimitConfig) {
+	streams := rcmgr.LimitVal(2*l.Circuits + relayRequests)
+	memory := rcmgr.LimitVal64(int64(l.Circuits)*2*circuitBuffer + relayRequests*4096)
+	if cfg.Service == nil {
+		cfg.Service = make(map[string]rcmgr.ResourceLimits)
+	}
+	cfg.Service[relay.ServiceName] = rcmgr.ResourceLimits{
+		Streams: streams, StreamsInbound: streams, StreamsOutbound: streams, Memory: memory,
+	}
+	perPeer := rcmgr.LimitVal(2*l.CircuitsPerPeer + 8)
+	if cfg.ServicePeer == nil {
+		cfg.ServicePeer = make(map[string]rcmgr.ResourceLimits)
+	}
+	cfg.ServicePeer[relay.ServiceName] = rcmgr.ResourceLimits{
+		Streams: perPeer, StreamsInbound: perPeer, StreamsOutbound: perPeer,
+		Memory: rcmgr.LimitVal64(int64(l.CircuitsPerPeer)*2*circuitBuffer + 1<<20),
+	}
+}
+
+func parsePublicAddrs(addrs []string) ([]ma.Multiaddr, error) {
+	var out []ma.Multiaddr
+	for _, s := range addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("p2p: public address %q: %w", s, err)
+		}
+		if !isTCP(a) {
+			return nil, fmt.Errorf("p2p: public address %q is not an IP address or DNS name and a TCP port", s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// Key returns the relay's key.
+func (r *Relay) Key() securepeer.PublicKey { return r.key }
+
+// Addrs returns the relay's addresses to hand out: multiaddrs ending
+// with its peer ID, which names its key, as [Config.Relays] takes them.
+func (r *Relay) Addrs() []string {
+	var out []string
+	self := ma.StringCast("/p2p/" + r.host.ID().String())
+	for _, a := range r.host.Addrs() {
+		out = append(out, a.Encapsulate(self).String())
+	}
+	return out
+}
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() RelayStats { return r.stats.snapshot(r.host) }
+
+// Close stops the relay: every reservation and circuit ends.
+func (r *Relay) Close() error {
+	r.once.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+		}
+		r.relay.Close()
+		r.err = r.host.Close()
+		close(r.done)
+	})
+	<-r.done
+	return r.err
+}
+
+// roomAt is the number of connections past which a relay makes room for
+// each new one: the limit, less the share of connections still in their
+// handshake (the resource manager's transient scope), so that a peer
+// whose handshake completes finds a slot.
+func roomAt(l Limits) int {
+	return max(l.Conns-transientConns(l), 1)
+}
+
+// A relayGate makes room for each peer that connects to a full relay.
+// It indexes the relay's connections by source address.
+type relayGate struct {
+	high int
+	host atomic.Pointer[host.Host]
+
+	mu       sync.Mutex
+	total    int
+	bySource map[netip.Prefix]map[network.Conn]struct{}
+}
+
+func newRelayGate(high int) *relayGate {
+	return &relayGate{high: high, bySource: make(map[netip.Prefix]map[network.Conn]struct{})}
+}
+
+func (g *relayGate) InterceptPeerDial(peer.ID) bool               { return true }
+func (g *relayGate) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
+func (g *relayGate) InterceptAccept(network.ConnMultiaddrs) bool  { return true }
+func (g *relayGate) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
+
+// InterceptSecured makes room, when the relay holds as many connections
+// as it keeps, for a peer whose handshake has just completed.
+func (g *relayGate) InterceptSecured(dir network.Direction, _ peer.ID, _ network.ConnMultiaddrs) bool {
+	if dir != network.DirInbound {
+		return true
+	}
+	if h := g.host.Load(); h != nil {
+		if victim := g.victim((*h).ConnManager()); victim != nil {
+			victim.Close()
+		}
+	}
+	return true
+}
+
+func (g *relayGate) connected(c network.Conn) {
+	src, ok := sourceOf(c.RemoteMultiaddr())
+	if !ok {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.bySource[src] == nil {
+		g.bySource[src] = make(map[network.Conn]struct{})
+	}
+	g.bySource[src][c] = struct{}{}
+	g.total++
+}
+
+func (g *relayGate) disconnected(c network.Conn) {
+	src, ok := sourceOf(c.RemoteMultiaddr())
+	if !ok {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.bySource[src][c]; !ok {
+		return
+	}
+	delete(g.bySource[src], c)
+	if len(g.bySource[src]) == 0 {
+		delete(g.bySource, src)
+	}
+	g.total--
+}
+
+// victim returns the connection to close to make room, or nil if the
+// relay holds fewer than it keeps or none is idle: an idle connection (a
+// peer without a reservation or a circuit, which the relay tags), from
+// the source address that holds the most connections and an idle one,
+// its oldest. So idle connections cannot keep the relay's slots from
+// peers that come later, and a source gives up its idle connections
+// before any source that holds fewer: as securepeer's own listeners
+// treat pending handshakes (PROTOCOL.md, "What a stranger can make a
+// relay hold").
+func (g *relayGate) victim(cm connmgr.ConnManager) network.Conn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.total < g.high {
+		return nil
+	}
+	type source struct {
+		p netip.Prefix
+		n int
+	}
+	sources := make([]source, 0, len(g.bySource))
+	for p, conns := range g.bySource {
+		sources = append(sources, source{p, len(conns)})
+	}
+	slices.SortFunc(sources, func(a, b source) int { return b.n - a.n })
+	for _, src := range sources {
+		var victim network.Conn
+		for c := range g.bySource[src.p] {
+			if c.IsClosed() || (victim != nil && !c.Stat().Opened.Before(victim.Stat().Opened)) {
+				continue
+			}
+			if info := cm.GetTagInfo(c.RemotePeer()); info != nil && info.Value > 0 {
+				continue
+			}
+			victim = c
+		}
+		if victim != nil {
+			return victim
+		}
+	}
+	return nil
+}
+
+// sourceOf returns the source a connection's address counts under.
+func sourceOf(a ma.Multiaddr) (netip.Prefix, bool) {
+	ip, err := manet.ToIP(a)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	addr = addr.Unmap()
+	bits := sourceBitsV4
+	if addr.Is6() {
+		bits = sourceBitsV6
+	}
+	p, err := addr.Prefix(bits)
+	return p, err == nil
+}
+
+// relayACL applies a RelayConfig's AllowReserve and AllowCircuit, and
+// refuses a circuit when Circuits are open (go-libp2p's relay bounds
+// circuits per peer only). Requests that arrive together may each see
+// one slot free; the resource manager's limits on the relay service
+// bound them all the same.
+type relayACL struct {
+	reserve  func(securepeer.PublicKey) bool
+	circuit  func(from, to securepeer.PublicKey) bool
+	stats    *relayStats
+	circuits int
+}
+
+func (a *relayACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
+	key, err := KeyOf(p)
+	if err != nil {
+		return false
+	}
+	return a.reserve == nil || a.reserve(key)
+}
+
+func (a *relayACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dst peer.ID) bool {
+	if a.stats.circuits.Load() >= int64(a.circuits) {
+		return false
+	}
+	from, err := KeyOf(src)
+	if err != nil {
+		return false
+	}
+	to, err := KeyOf(dst)
+	if err != nil {
+		return false
+	}
+	return a.circuit == nil || a.circuit(from, to)
+}
+
+// RelayStats are a relay's counters.
+type RelayStats struct {
+	// Conns is the connections open to the relay now.
+	Conns int
+	// Reservations is the reservations held now, Circuits the circuits
+	// open now.
+	Reservations, Circuits int
+	// ReservationsRefused and CircuitsRefused count the requests refused
+	// since the relay started, for any reason (limits, access rules, no
+	// reservation).
+	ReservationsRefused, CircuitsRefused int
+	// Bytes counts the bytes carried by circuits since the relay
+	// started.
+	Bytes int64
+}
+
+// relayStats counts what go-libp2p's relay reports through its metrics
+// tracer interface.
+type relayStats struct {
+	reservations, circuits           atomic.Int64
+	reservesRefused, circuitsRefused atomic.Int64
+	bytes                            atomic.Int64
+}
+
+var _ relay.MetricsTracer = (*relayStats)(nil)
+
+func (s *relayStats) RelayStatus(bool)               {}
+func (s *relayStats) ConnectionOpened()              { s.circuits.Add(1) }
+func (s *relayStats) ConnectionClosed(time.Duration) { s.circuits.Add(-1) }
+func (s *relayStats) BytesTransferred(n int)         { s.bytes.Add(int64(n)) }
+func (s *relayStats) ReservationClosed(n int)        { s.reservations.Add(-int64(n)) }
+func (s *relayStats) ReservationAllowed(renewal bool) {
+	if !renewal {
+		s.reservations.Add(1)
+	}
+}
+
+func (s *relayStats) ConnectionRequestHandled(st pbv2.Status) {
+	if st != pbv2.Status_OK {
+		s.circuitsRefused.Add(1)
+	}
+}
+
+func (s *relayStats) ReservationRequestHandled(st pbv2.Status) {
+	if st != pbv2.Status_OK {
+		s.reservesRefused.Add(1)
+	}
+}
+
+func (s *relayStats) snapshot(h host.Host) RelayStats {
+	return RelayStats{
+		Conns:               len(h.Network().Conns()),
+		Reservations:        int(s.reservations.Load()),
+		Circuits:            int(s.circuits.Load()),
+		ReservationsRefused: int(s.reservesRefused.Load()),
+		CircuitsRefused:     int(s.circuitsRefused.Load()),
+		Bytes:               s.bytes.Load(),
+	}
+}
