@@ -431,7 +431,7 @@ func TestListenSilentPeers(t *testing.T) {
 func TestListenStalledPeers(t *testing.T) {
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
-	server, addr := te.start("server", "listen", "-i", "server", "-exec", "cat", "127.0.0.1:0")
+	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
 	h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator, Resume: true}.Marshal()
 	m := wire.ResumeMessage1{Ticket: bytes.Repeat([]byte{0xb0}, 100), Noise: bytes.Repeat([]byte{0x90}, 64)}
 	flight := wire.AppendHandshakeMessage(h[:], m.Marshal(nil))

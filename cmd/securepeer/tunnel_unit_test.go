@@ -369,10 +369,13 @@ func TestTunnelShortStreams(t *testing.T) {
 	}
 	// listen's side: a notice per target that reset its connection (as
 	// "connection reset" when reading it, or "not connected" when passing
-	// the client's end on), at most a rateLog's worth of them shown, and
-	// none that says its peer cut a stream.
-	if s := serverNotes.String(); serverNotes.count("peer cut") != 0 || serverNotes.count("forwarding a stream") != serverNotes.len() || serverNotes.len() > rateBurst {
-		t.Errorf("listen's side said a peer cut a stream, or gave notices other than the targets' resets, or more than %d:\n%s", rateBurst, s)
+	// the client's end on), as many as the rate log shows (TestRateLog
+	// checks its limit; how many windows this test spans depends on the
+	// machine) with its summaries of the others, and none that says its
+	// peer cut a stream.
+	resets, summaries := serverNotes.count("forwarding a stream"), serverNotes.count("were not shown")
+	if s := serverNotes.String(); serverNotes.count("peer cut") != 0 || resets+summaries != serverNotes.len() || resets > cuts {
+		t.Errorf("listen's side said a peer cut a stream, or gave notices other than the targets' resets and the rate log's summaries:\n%s", s)
 	}
 }
 
