@@ -10,6 +10,8 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+
 	"github.com/securepeer/securepeer"
 )
 
@@ -43,7 +45,7 @@ func TestExecClient(t *testing.T) {
 		{"aborted after the status", exit5, abort, execStatus{}, securepeer.ErrAborted},
 		{"cut", out, cut, execStatus{}, io.ErrUnexpectedEOF},
 		{"cut after the status", exit5, cut, execStatus{}, io.ErrUnexpectedEOF},
-		{"cut in a frame", out[:len(out)-1], cleanEnd, execStatus{}, errFrameCut},
+		{"cut in a frame", out[:len(out)-1], cleanEnd, execStatus{}, frame.ErrCut},
 		{"message after the status", append(exit5, out...), cleanEnd, execStatus{}, errExecMalformed},
 		{"client's message", msgFrame(execMsg{typ: execMsgStart}), cleanEnd, execStatus{}, errExecMalformed},
 		{"frame too long", []byte{0xff, 0xff, 0xff, 0xff}, cleanEnd, execStatus{}, errExecMalformed},

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+
 	"github.com/securepeer/securepeer"
 )
 
@@ -129,7 +131,7 @@ func (x *execServer) serve(ctx context.Context, c execConn, proto, addr string) 
 		}
 		s.p, err = startExecProc(x.command(), &start, nil)
 	case execProtocol1:
-		s.out1 = &exec1Writer{frameWriter{w: c}}
+		s.out1 = &exec1Writer{frame.NewWriter(c)}
 		s.p, err = startExecProc(x.command(), nil, x.serverStderr())
 	default:
 		s.p, err = startExecProc(x.command(), nil, x.serverStderr())
@@ -367,7 +369,7 @@ func peerStreamError(addr string, err error) error {
 		return fmt.Errorf("the connection with %s was reset before the peer's end of stream; data may be missing", addr)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("the connection with %s ended without the peer's end of stream, so data may be missing", addr)
-	case errors.Is(err, errFrameCut):
+	case errors.Is(err, frame.ErrCut):
 		return fmt.Errorf("the peer at %s ended its stream in the middle of a message; data may be missing", addr)
 	}
 	return fmt.Errorf("stream with %s: %w", addr, err)

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+
 	"github.com/securepeer/securepeer"
 )
 
@@ -215,7 +217,7 @@ type windowSpy struct {
 
 func (c *windowSpy) Write(p []byte) (int, error) {
 	n, err := c.execConn.Write(p)
-	if len(p) > frameHeaderLen && p[frameHeaderLen] == execMsgWindow {
+	if len(p) > frame.HeaderLen && p[frame.HeaderLen] == execMsgWindow {
 		close(c.sent)
 	}
 	return n, err
@@ -391,7 +393,7 @@ func rawClient(t *testing.T, x *execServer, frames []byte, end bool) ([]byte, er
 	return nil, nil
 }
 
-func msgFrame(m execMsg) []byte { return frame(string(m.marshal(nil))) }
+func msgFrame(m execMsg) []byte { return oneFrame(string(m.marshal(nil))) }
 
 // TestExecServerProtocol checks the server against clients that break
 // securepeer-exec/2: each is refused with an error saying how, the stream
@@ -409,7 +411,7 @@ func TestExecServerProtocol(t *testing.T) {
 	}{
 		{"end before start", nil, true, "without a start message", 0},
 		{"stdin first", msgFrame(execMsg{typ: execMsgStdin, data: []byte("x")}), false, "the first message has type 0x03", 0},
-		{"malformed first", frame("\x02\x00"), false, "a start-tty message of 1 bytes", 0},
+		{"malformed first", oneFrame("\x02\x00"), false, "a start-tty message of 1 bytes", 0},
 		{"too long", []byte{0xff, 0xff, 0xff, 0xff}, false, "a frame of 4294967295 bytes", 0},
 		{"window without terminal", append(start, msgFrame(execMsg{typ: execMsgWindow, size: winSize{1, 1}})...), false, "broke securepeer-exec/2: malformed securepeer-exec/2 message: a window size for a session without a terminal", 1},
 		{"second start", append(start, start...), false, "a message of type 0x01 after the start", 1},

@@ -8,8 +8,8 @@ import (
 	"testing"
 )
 
-// frame is one frame: a 4-byte length, then s.
-func frame(s string) []byte {
+// oneFrame is one frame: a 4-byte length, then s.
+func oneFrame(s string) []byte {
 	b := binary.BigEndian.AppendUint32(nil, uint32(len(s)))
 	return append(b, s...)
 }
@@ -17,7 +17,7 @@ func frame(s string) []byte {
 func frames(parts ...string) []byte {
 	var b []byte
 	for _, p := range parts {
-		b = append(b, frame(p)...)
+		b = append(b, oneFrame(p)...)
 	}
 	return b
 }

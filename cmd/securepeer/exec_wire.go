@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -53,7 +55,7 @@ const (
 const (
 	// execMaxFrame is the largest frame body: with its length field, one
 	// full securepeer record.
-	execMaxFrame = wire.MaxRecordPayload - frameHeaderLen
+	execMaxFrame = wire.MaxRecordPayload - frame.HeaderLen
 	// execMaxData is the most data one stdin, stdout or stderr message
 	// carries.
 	execMaxData = execMaxFrame - 1
@@ -224,15 +226,15 @@ func validSignalName(n string) bool {
 }
 
 // An execMsgReader reads securepeer-exec/2 messages.
-type execMsgReader struct{ f frameReader }
+type execMsgReader struct{ f *frame.Reader }
 
-func newExecMsgReader(r io.Reader) *execMsgReader { return &execMsgReader{frameReader{r: r}} }
+func newExecMsgReader(r io.Reader) *execMsgReader { return &execMsgReader{frame.NewReader(r)} }
 
 // read returns the next message. Its data is valid until the next call.
 // io.EOF is the peer's clean end of stream between messages.
 func (r *execMsgReader) read() (execMsg, error) {
-	body, err := r.f.readFrame(execMaxFrame)
-	var tl *frameTooLongError
+	body, err := r.f.ReadFrame(execMaxFrame)
+	var tl *frame.TooLongError
 	if errors.As(err, &tl) {
 		return execMsg{}, fmt.Errorf("%w: %v", errExecMalformed, err)
 	}
@@ -244,14 +246,14 @@ func (r *execMsgReader) read() (execMsg, error) {
 
 // An execMsgWriter writes securepeer-exec/2 messages; it is safe for
 // concurrent use, each message one Write.
-type execMsgWriter struct{ f frameWriter }
+type execMsgWriter struct{ f *frame.Writer }
 
-func newExecMsgWriter(w io.Writer) *execMsgWriter { return &execMsgWriter{frameWriter{w: w}} }
+func newExecMsgWriter(w io.Writer) *execMsgWriter { return &execMsgWriter{frame.NewWriter(w)} }
 
 // write sends m.
 func (w *execMsgWriter) write(m *execMsg) error {
 	body := m.marshal(make([]byte, 0, 8+len(m.term)+len(m.status.detail)))
-	return w.f.writeFrame(body, nil)
+	return w.f.WriteFrame(body, nil)
 }
 
 // A dataBuf holds one data message as it is read: the frame's length and
@@ -259,17 +261,17 @@ func (w *execMsgWriter) write(m *execMsg) error {
 type dataBuf []byte
 
 func newDataBuf(typ byte) dataBuf {
-	b := make(dataBuf, frameHeaderLen+1+execMaxData)
-	b[frameHeaderLen] = typ
+	b := make(dataBuf, frame.HeaderLen+1+execMaxData)
+	b[frame.HeaderLen] = typ
 	return b
 }
 
 // room is where the data goes: at most execMaxData bytes.
-func (b dataBuf) room() []byte { return b[frameHeaderLen+1:] }
+func (b dataBuf) room() []byte { return b[frame.HeaderLen+1:] }
 
 // writeBuf sends the first n bytes of b's room as one message.
 func (w *execMsgWriter) writeBuf(b dataBuf, n int) error {
-	return w.f.writeFramed(b[:frameHeaderLen+1+n])
+	return w.f.WriteFramed(b[:frame.HeaderLen+1+n])
 }
 
 // securepeer-exec/1 (the first version, still spoken to peers that offer
@@ -284,13 +286,13 @@ func (w *execMsgWriter) writeBuf(b dataBuf, n int) error {
 const maxExecStatusLen = 64
 
 // exec1Writer frames the command's output for securepeer-exec/1.
-type exec1Writer struct{ f frameWriter }
+type exec1Writer struct{ f *frame.Writer }
 
 func (w *exec1Writer) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil // an empty frame would end the output
 	}
-	if err := w.f.writeFrame(p, nil); err != nil {
+	if err := w.f.WriteFrame(p, nil); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -298,23 +300,23 @@ func (w *exec1Writer) Write(p []byte) (int, error) {
 
 // finish sends the end of the output and the exit status.
 func (w *exec1Writer) finish(code int) error {
-	if err := w.f.writeFrame(nil, nil); err != nil {
+	if err := w.f.WriteFrame(nil, nil); err != nil {
 		return err
 	}
-	return w.f.writeFrame([]byte(fmt.Sprintf("exit %d", code)), nil)
+	return w.f.WriteFrame([]byte(fmt.Sprintf("exit %d", code)), nil)
 }
 
 // exec1Reader reads the command's output from a securepeer-exec/1 stream,
 // and then its status: io.EOF comes only after a valid status and the
 // peer's clean end of stream.
 type exec1Reader struct {
-	f      frameReader
+	f      *frame.Reader
 	left   uint32
 	done   bool
 	status int
 }
 
-func newExec1Reader(r io.Reader) *exec1Reader { return &exec1Reader{f: frameReader{r: r}} }
+func newExec1Reader(r io.Reader) *exec1Reader { return &exec1Reader{f: frame.NewReader(r)} }
 
 func (r *exec1Reader) Read(p []byte) (int, error) {
 	if r.done {
@@ -323,7 +325,7 @@ func (r *exec1Reader) Read(p []byte) (int, error) {
 	for r.left == 0 {
 		// A data frame is read as it arrives, into p, whatever its
 		// length field says: nothing is allocated for it.
-		n, err := r.f.readHeader(1<<32 - 1)
+		n, err := r.f.ReadHeader(1<<32 - 1)
 		if err != nil {
 			return 0, r.cut(err)
 		}
@@ -334,11 +336,8 @@ func (r *exec1Reader) Read(p []byte) (int, error) {
 	if uint32(len(p)) > r.left {
 		p = p[:r.left]
 	}
-	n, err := r.f.r.Read(p)
+	n, err := r.f.ReadSome(p)
 	r.left -= uint32(n)
-	if err != nil && n > 0 {
-		err = nil
-	}
 	if err != nil {
 		return n, r.cut(err)
 	}
@@ -347,18 +346,18 @@ func (r *exec1Reader) Read(p []byte) (int, error) {
 
 // cut turns a clean end of stream before the status into an error.
 func (r *exec1Reader) cut(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, errFrameCut) {
+	if errors.Is(err, io.EOF) || errors.Is(err, frame.ErrCut) {
 		return errors.New("the peer's stream ended without the command's exit status (securepeer-exec/1)")
 	}
 	return err
 }
 
 func (r *exec1Reader) readStatus() error {
-	buf, err := r.f.readFrame(maxExecStatusLen)
-	var tl *frameTooLongError
+	buf, err := r.f.ReadFrame(maxExecStatusLen)
+	var tl *frame.TooLongError
 	switch {
 	case errors.As(err, &tl):
-		return fmt.Errorf("the peer sent an exit status of %d bytes, which securepeer-exec/1 does not allow", tl.n)
+		return fmt.Errorf("the peer sent an exit status of %d bytes, which securepeer-exec/1 does not allow", tl.N)
 	case err != nil:
 		return r.cut(err)
 	case len(buf) == 0:
@@ -369,9 +368,10 @@ func (r *exec1Reader) readStatus() error {
 	if !ok || err != nil || c < 0 || c > 255 || !isDigits(code) {
 		return fmt.Errorf("the peer sent an exit status %q, which securepeer-exec/1 does not allow", sanitize(string(buf)))
 	}
-	// Nothing may follow but the end of stream.
-	if m, err := r.f.r.Read(make([]byte, 1)); m > 0 || !errors.Is(err, io.EOF) {
-		if err == nil || errors.Is(err, io.EOF) {
+	// Nothing may follow but the end of stream, which ReadSome, reading
+	// as if within a frame, reports as frame.ErrCut.
+	if n, err := r.f.ReadSome(make([]byte, 1)); n > 0 || err != frame.ErrCut {
+		if err == nil {
 			err = errors.New("data after the exit status")
 		}
 		return err

@@ -13,6 +13,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 )
 
 var update = flag.Bool("update", false, "rewrite the securepeer-exec/2 vectors and fuzz seeds in testdata")
@@ -28,14 +30,14 @@ type execVector struct {
 	raw  []byte   // the frame to reject
 }
 
-func (v execVector) frame() []byte {
+func (v execVector) oneFrame() []byte {
 	if v.msg == nil {
 		return v.raw
 	}
-	return frame(string(v.msg.marshal(nil)))
+	return oneFrame(string(v.msg.marshal(nil)))
 }
 
-func fixFrame(body string) []byte { return frame(body) }
+func fixFrame(body string) []byte { return oneFrame(body) }
 
 // execVectors are the vectors, in the file's order. The valid frames come
 // first, then the ones a decoder must reject, named bad-.
@@ -86,7 +88,7 @@ func execVectorsText() []byte {
 # frame. Regenerate with go test -run TestExecVectors -update.
 `)
 	for _, v := range execVectors() {
-		fmt.Fprintf(&b, "%s: %x\n", v.name, v.frame())
+		fmt.Fprintf(&b, "%s: %x\n", v.name, v.oneFrame())
 	}
 	return b.Bytes()
 }
@@ -151,16 +153,16 @@ func normalize(m execMsg) execMsg {
 
 // TestExecMsgStrictPrefixes checks that no strict prefix of a valid frame
 // reads as a message: the reader gets a clean end (io.EOF) before the
-// frame begins, errFrameCut after.
+// frame begins, frame.ErrCut after.
 func TestExecMsgStrictPrefixes(t *testing.T) {
 	for _, v := range execVectors() {
 		if v.msg == nil {
 			continue
 		}
-		fr := v.frame()
+		fr := v.oneFrame()
 		for j := range len(fr) {
 			m, err := newExecMsgReader(bytes.NewReader(fr[:j])).read()
-			want := errFrameCut
+			want := frame.ErrCut
 			if j == 0 {
 				want = io.EOF
 			}
@@ -177,11 +179,11 @@ func TestExecMsgStrictPrefixes(t *testing.T) {
 func FuzzExecMessages(f *testing.F) {
 	requireFuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fr := frameReader{r: bytes.NewReader(data)}
+		fr := frame.NewReader(bytes.NewReader(data))
 		for {
-			body, err := fr.readFrame(execMaxFrame)
+			body, err := fr.ReadFrame(execMaxFrame)
 			if err != nil {
-				if err != io.EOF && err != errFrameCut && !errors.As(err, new(*frameTooLongError)) {
+				if err != io.EOF && err != frame.ErrCut && !errors.As(err, new(*frame.TooLongError)) {
 					t.Fatalf("unexpected error %v", err)
 				}
 				return
@@ -214,7 +216,7 @@ func FuzzExecClientReceive(f *testing.F) {
 		if err := st.check(); err != nil {
 			t.Fatalf("status %+v: %v", st, err)
 		}
-		last := frame(string((&execMsg{typ: execMsgExit, status: st}).marshal(nil)))
+		last := oneFrame(string((&execMsg{typ: execMsgExit, status: st}).marshal(nil)))
 		if !bytes.HasSuffix(data, last) {
 			t.Fatalf("status %+v from a stream that does not end with it: %x", st, data)
 		}
@@ -252,26 +254,26 @@ func TestExecFuzzSeeds(t *testing.T) {
 	var client, server [][]byte
 	for _, v := range execVectors() {
 		if v.msg != nil && v.msg.typ < 0x10 {
-			client = append(client, v.frame())
+			client = append(client, v.oneFrame())
 		} else {
-			server = append(server, v.frame())
+			server = append(server, v.oneFrame())
 		}
 	}
-	exit := execVectors()[7].frame()
+	exit := execVectors()[7].oneFrame()
 	sessions := map[string][]byte{
 		"session":          bytes.Join([][]byte{server[0], server[1], exit}, nil),
-		"signal":           bytes.Join([][]byte{server[1], execVectors()[9].frame()}, nil),
+		"signal":           bytes.Join([][]byte{server[1], execVectors()[9].oneFrame()}, nil),
 		"after-exit":       bytes.Join([][]byte{exit, server[0]}, nil),
 		"client-message":   bytes.Join([][]byte{client[0], exit}, nil),
 		"cut-before-exit":  server[0],
 		"cut-in-the-exit":  exit[:len(exit)-1],
 		"two-exits":        bytes.Join([][]byte{exit, exit}, nil),
-		"not-run":          execVectors()[10].frame(),
+		"not-run":          execVectors()[10].oneFrame(),
 		"huge-length-then": append([]byte{0x7f, 0xff, 0xff, 0xff}, exit...),
 	}
 	corpora := map[string]map[string][]byte{"FuzzExecMessages": {}, "FuzzExecClientReceive": sessions}
 	for i, v := range execVectors() {
-		corpora["FuzzExecMessages"][fmt.Sprintf("%02d-%s", i, v.name)] = v.frame()
+		corpora["FuzzExecMessages"][fmt.Sprintf("%02d-%s", i, v.name)] = v.oneFrame()
 	}
 	corpora["FuzzExecMessages"]["client-session"] = bytes.Join(client, nil)
 	for target, seeds := range corpora {
