@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/execproto"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
 )
 
 const connectUsage = `Usage: securepeer connect [flags] ADDR
@@ -258,7 +260,7 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 	if err != nil {
 		return err
 	}
-	if tty && s.negotiated != execProtocol2 {
+	if tty && s.negotiated != execproto.Protocol2 {
 		noTTYPeer(e, s)
 		tty = false
 	}
@@ -275,12 +277,12 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 		m = newMeter(nil, 0, 0) // the terminal is the command's: count only
 	}
 	defer m.finish()
-	ctx, stop := watchIdle(ctx, cf.idle, m.activity)
+	ctx, stop := idle.Watch(ctx, cf.idle, m.activity)
 	defer stop()
 	switch s.negotiated {
-	case execProtocol2:
+	case execproto.Protocol2:
 		return connectExec2(ctx, e, s, t, m)
-	case execProtocol1:
+	case execproto.Protocol1:
 		return connectExec1(ctx, e, s, m)
 	}
 	peerEnds, note := e.stdioEnds()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
 )
 
 const listenUsage = `Usage: securepeer listen [flags] ADDR
@@ -334,7 +335,7 @@ func listenStdio(ctx context.Context, e *env, l net.Listener, cfg listenConfig, 
 	noteAccepted(s)
 	m := cf.meter(e)
 	defer m.finish()
-	ctx, stop := watchIdle(ctx, cf.idle, m.activity)
+	ctx, stop := idle.Watch(ctx, cf.idle, m.activity)
 	defer stop()
 	peerEnds, note := e.stdioEnds()
 	return joinStdio(ctx, s, s.conn, e.stdin, peerEnds, e.stdout, m, note)
@@ -375,7 +376,7 @@ func listenKeepOpen(ctx context.Context, e *env, l net.Listener, cfg listenConfi
 		defer func() { <-turn }()
 		noteAccepted(s)
 		m := cf.meter(e)
-		ictx, stop := watchIdle(sctx, cf.idle, m.activity)
+		ictx, stop := idle.Watch(sctx, cf.idle, m.activity)
 		done := make(chan struct{})
 		// A turn ends with the peer's when stdin is a terminal: its end
 		// would end every later turn too.

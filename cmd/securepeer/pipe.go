@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
 	"github.com/securepeer/securepeer/legacy"
 )
 
@@ -150,7 +151,7 @@ func hungUp(ctx context.Context) bool {
 // went out, with its end.
 func interruptStdio(ctx context.Context, s *stream, sent bool) error {
 	s.abort()
-	var ie *idleError
+	var ie *idle.Error
 	if errors.As(context.Cause(ctx), &ie) {
 		return fmt.Errorf("%v with %s", ie, s.remoteAddr)
 	}
@@ -308,41 +309,6 @@ func resetClose(c net.Conn) {
 		inner = w.NetConn()
 	}
 	c.Close()
-}
-
-// idleError ends a stream that had no data either way for -idle.
-type idleError struct{ d time.Duration }
-
-func (e *idleError) Error() string {
-	return fmt.Sprintf("no data either way for %v (-idle), so the stream was aborted", e.d)
-}
-
-// watchIdle returns a context that ends with an *idleError once activity
-// has not changed for d; d = 0 never does. stop releases it.
-func watchIdle(ctx context.Context, d time.Duration, activity func() int64) (_ context.Context, stop func()) {
-	ictx, cancel := context.WithCancelCause(ctx)
-	if d <= 0 {
-		return ictx, func() { cancel(nil) }
-	}
-	go func() {
-		t := time.NewTicker(max(d/4, 10*time.Millisecond))
-		defer t.Stop()
-		last, since := activity(), time.Now()
-		for {
-			select {
-			case <-ictx.Done():
-				return
-			case <-t.C:
-			}
-			if a := activity(); a != last {
-				last, since = a, time.Now()
-			} else if time.Since(since) >= d {
-				cancel(&idleError{d})
-				return
-			}
-		}
-	}()
-	return ictx, func() { cancel(nil) }
 }
 
 // A stdinPump lets one stdin serve one session after another (listen

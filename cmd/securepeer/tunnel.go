@@ -80,6 +80,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/sanitize"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -845,7 +846,7 @@ func (t *tunnelStream) readHeader() (string, error) {
 type refusedError struct{ reason string }
 
 func (e *refusedError) Error() string {
-	return "the peer refused the stream: " + sanitize(e.reason)
+	return "the peer refused the stream: " + sanitize.Text(e.reason)
 }
 
 // cut ends the stream at once: the FIN without the done mark tells the

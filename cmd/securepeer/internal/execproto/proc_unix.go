@@ -1,12 +1,11 @@
 //go:build unix
 
-package main
+package execproto
 
 import (
 	"errors"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,11 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// shellCommand returns the command that runs command with /bin/sh, in a
+// ShellCommand returns the command that runs command with /bin/sh, in a
 // process group of its own so it and its children can be ended together.
 // Being outside the terminal's foreground group, it does not get the
 // terminal's Ctrl-C: securepeer ends it itself, after closing streams.
-func shellCommand(command string) *exec.Cmd {
+func ShellCommand(command string) *exec.Cmd {
 	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
@@ -44,16 +43,16 @@ func killCommand(cmd *exec.Cmd) {
 // commandStatus is how the command ended, as securepeer-exec/2 says it: its
 // exit code, or the signal that killed it, with 128 plus the signal's
 // number as the code, as shells report it.
-func commandStatus(ps *os.ProcessState) execStatus {
+func commandStatus(ps *os.ProcessState) Status {
 	ws, ok := ps.Sys().(syscall.WaitStatus)
 	if !ok || !ws.Signaled() {
-		return execStatus{kind: execExited, code: uint8(ps.ExitCode())}
+		return Status{Kind: Exited, Code: uint8(ps.ExitCode())}
 	}
 	name := strings.TrimPrefix(unix.SignalName(ws.Signal()), "SIG")
 	if !validSignalName(name) {
 		name = strconv.Itoa(int(ws.Signal()))
 	}
-	return execStatus{kind: execSignaled, code: uint8(128 + int(ws.Signal())), detail: name}
+	return Status{Kind: Signaled, Code: uint8(128 + int(ws.Signal())), Detail: name}
 }
 
 // startTTY starts cmd on a new pseudo-terminal of size sz, as the leader
@@ -61,11 +60,11 @@ func commandStatus(ps *os.ProcessState) execStatus {
 // hangup, job control and Ctrl-C work in it as in a login), and returns
 // the terminal's master side. That file is non-blocking, so that a
 // deadline or Close wakes a goroutine blocked in its Read or Write.
-func startTTY(cmd *exec.Cmd, sz winSize) (*os.File, error) {
+func startTTY(cmd *exec.Cmd, sz WinSize) (*os.File, error) {
 	// A session leader leads its process group already, and may not
 	// be moved to another: Setsid replaces Setpgid.
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
-	master, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: sz.cols, Rows: sz.rows})
+	master, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: sz.Cols, Rows: sz.Rows})
 	if err != nil {
 		return nil, err
 	}
@@ -96,14 +95,14 @@ func nonBlocking(f *os.File) (*os.File, error) {
 }
 
 // setTTYSize sets the size of the terminal whose master side is f.
-func setTTYSize(f *os.File, sz winSize) error {
+func setTTYSize(f *os.File, sz WinSize) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var ierr error
 	err = rc.Control(func(fd uintptr) {
-		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: sz.cols, Row: sz.rows})
+		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: sz.Cols, Row: sz.Rows})
 	})
 	return errors.Join(err, ierr)
 }
@@ -111,10 +110,3 @@ func setTTYSize(f *os.File, sz winSize) error {
 // ttyEnded reports whether a read error of a terminal's master side means
 // that no process has the terminal open any more (Linux says EIO).
 func ttyEnded(err error) bool { return errors.Is(err, syscall.EIO) }
-
-// watchWindow sends on c each time the terminal's size changes (SIGWINCH),
-// until stop is called.
-func watchWindow(c chan<- os.Signal) (stop func()) {
-	signal.Notify(c, syscall.SIGWINCH)
-	return func() { signal.Stop(c) }
-}

@@ -1,15 +1,15 @@
-package main
+package sanitize
 
 import (
 	"testing"
 	"unicode"
 )
 
-// TestSanitize checks that a peer's text reaches the terminal with nothing
+// TestText checks that a peer's text reaches the terminal with nothing
 // that is not visible: terminal escapes, bidi controls that reorder what is
 // shown, zero-width and other invisible characters all become '?', and
 // ordinary text, accented or not Latin, is kept.
-func TestSanitize(t *testing.T) {
+func TestText(t *testing.T) {
 	for _, tc := range []struct {
 		name, in, want string
 	}{
@@ -33,30 +33,30 @@ func TestSanitize(t *testing.T) {
 		{"invalid UTF-8", "a\xffb\xc3", "a?b?"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := sanitize(tc.in); got != tc.want {
-				t.Errorf("sanitize(%+q) = %+q, want %+q", tc.in, got, tc.want)
+			if got := Text(tc.in); got != tc.want {
+				t.Errorf("Text(%+q) = %+q, want %+q", tc.in, got, tc.want)
 			}
 		})
 	}
 }
 
-// TestSanitizeFormatCharacters checks every character of Unicode category
+// TestTextFormatCharacters checks every character of Unicode category
 // Cf (format), which holds the bidi controls and the zero-width characters:
 // none may pass.
-func TestSanitizeFormatCharacters(t *testing.T) {
+func TestTextFormatCharacters(t *testing.T) {
 	n := 0
 	for _, rng := range unicode.Cf.R16 {
 		for r := rune(rng.Lo); r <= rune(rng.Hi); r += rune(rng.Stride) {
-			if got := sanitize(string(r)); got != "?" {
-				t.Errorf("sanitize(%U) = %+q, want \"?\"", r, got)
+			if got := Text(string(r)); got != "?" {
+				t.Errorf("Text(%U) = %+q, want \"?\"", r, got)
 			}
 			n++
 		}
 	}
 	for _, rng := range unicode.Cf.R32 {
 		for r := rune(rng.Lo); r <= rune(rng.Hi); r += rune(rng.Stride) {
-			if got := sanitize(string(r)); got != "?" {
-				t.Errorf("sanitize(%U) = %+q, want \"?\"", r, got)
+			if got := Text(string(r)); got != "?" {
+				t.Errorf("Text(%U) = %+q, want \"?\"", r, got)
 			}
 			n++
 		}

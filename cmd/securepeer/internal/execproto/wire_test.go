@@ -1,4 +1,4 @@
-package main
+package execproto
 
 import (
 	"bufio"
@@ -44,16 +44,16 @@ func fixFrame(body string) []byte { return oneFrame(body) }
 func execVectors() []execVector {
 	return []execVector{
 		{name: "start", msg: &execMsg{typ: execMsgStart}},
-		{name: "start-tty-80x24-xterm-256color", msg: &execMsg{typ: execMsgStartTTY, size: winSize{80, 24}, term: "xterm-256color"}},
+		{name: "start-tty-80x24-xterm-256color", msg: &execMsg{typ: execMsgStartTTY, size: WinSize{80, 24}, term: "xterm-256color"}},
 		{name: "start-tty-unknown-size-no-term", msg: &execMsg{typ: execMsgStartTTY}},
 		{name: "stdin-ls", msg: &execMsg{typ: execMsgStdin, data: []byte("ls\r")}},
-		{name: "window-132x43", msg: &execMsg{typ: execMsgWindow, size: winSize{132, 43}}},
+		{name: "window-132x43", msg: &execMsg{typ: execMsgWindow, size: WinSize{132, 43}}},
 		{name: "stdout-hello", msg: &execMsg{typ: execMsgStdout, data: []byte("hello\n")}},
 		{name: "stderr-not-found", msg: &execMsg{typ: execMsgStderr, data: []byte("sh: 1: no-such-cmd: not found\n")}},
-		{name: "exit-0", msg: &execMsg{typ: execMsgExit, status: execStatus{kind: execExited}}},
-		{name: "exit-127", msg: &execMsg{typ: execMsgExit, status: execStatus{kind: execExited, code: 127}}},
-		{name: "exit-signal-kill", msg: &execMsg{typ: execMsgExit, status: execStatus{kind: execSignaled, code: 137, detail: "KILL"}}},
-		{name: "exit-not-run", msg: &execMsg{typ: execMsgExit, status: execStatus{kind: execNotRun, code: 127, detail: `cannot start "bash": fork/exec /bin/sh: no such file or directory`}}},
+		{name: "exit-0", msg: &execMsg{typ: execMsgExit, status: Status{Kind: Exited}}},
+		{name: "exit-127", msg: &execMsg{typ: execMsgExit, status: Status{Kind: Exited, Code: 127}}},
+		{name: "exit-signal-kill", msg: &execMsg{typ: execMsgExit, status: Status{Kind: Signaled, Code: 137, Detail: "KILL"}}},
+		{name: "exit-not-run", msg: &execMsg{typ: execMsgExit, status: Status{Kind: NotRun, Code: 127, Detail: `cannot start "bash": fork/exec /bin/sh: no such file or directory`}}},
 		{name: "bad-empty-frame", raw: fixFrame("")},
 		{name: "bad-unknown-type", raw: fixFrame("\x7f")},
 		{name: "bad-start-with-a-byte", raw: fixFrame("\x01\x00")},
@@ -95,7 +95,7 @@ func execVectorsText() []byte {
 
 // TestExecVectors checks the vectors file byte for byte against the
 // encoder, then decodes every frame in it: the valid ones to the same
-// message, the bad- ones to an error wrapping errExecMalformed.
+// message, the bad- ones to an error wrapping ErrMalformed.
 func TestExecVectors(t *testing.T) {
 	want := execVectorsText()
 	if *update {
@@ -130,8 +130,8 @@ func TestExecVectors(t *testing.T) {
 		v := byName[name]
 		m, err := newExecMsgReader(bytes.NewReader(fr)).read()
 		switch {
-		case v.msg == nil && !errors.Is(err, errExecMalformed):
-			t.Errorf("%s: decoded to %+v, %v; want an error wrapping errExecMalformed", name, m, err)
+		case v.msg == nil && !errors.Is(err, ErrMalformed):
+			t.Errorf("%s: decoded to %+v, %v; want an error wrapping ErrMalformed", name, m, err)
 		case v.msg != nil && err != nil:
 			t.Errorf("%s: %v", name, err)
 		case v.msg != nil && !reflect.DeepEqual(normalize(m), normalize(*v.msg)):
@@ -190,8 +190,8 @@ func FuzzExecMessages(f *testing.F) {
 			}
 			m, err := parseExecMsg(body)
 			if err != nil {
-				if !errors.Is(err, errExecMalformed) {
-					t.Fatalf("error %v does not wrap errExecMalformed", err)
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("error %v does not wrap ErrMalformed", err)
 				}
 				continue
 			}
@@ -208,7 +208,7 @@ func FuzzExecMessages(f *testing.F) {
 func FuzzExecClientReceive(f *testing.F) {
 	requireFuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		x := &execClient{stdout: io.Discard, stderr: io.Discard}
+		x := &Client{Stdout: io.Discard, Stderr: io.Discard}
 		st, err := x.receive(&readOnlyConn{bytes.NewReader(data)})
 		if err != nil {
 			return
@@ -223,7 +223,7 @@ func FuzzExecClientReceive(f *testing.F) {
 	})
 }
 
-// readOnlyConn is an execConn that only reads.
+// readOnlyConn is an Conn that only reads.
 type readOnlyConn struct{ io.Reader }
 
 func (readOnlyConn) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,4 +1,4 @@
-package main
+package execproto
 
 import (
 	"bytes"
@@ -17,12 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
-
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 )
 
-// libConn is a securepeer.Conn as an execConn.
+// libConn is a securepeer.Conn as an Conn.
 type libConn struct{ *securepeer.Conn }
 
 func (c libConn) Abort() { c.Conn.Abort() }
@@ -79,16 +78,16 @@ func securePair(t testing.TB) (client, server libConn) {
 
 // testExecServer returns a server that runs command with sh, counting the
 // commands it starts.
-func testExecServer(command string, started *atomic.Int64) *execServer {
-	return &execServer{
-		command: func() *exec.Cmd {
+func testExecServer(command string, started *atomic.Int64) *Server {
+	return &Server{
+		Command: func() *exec.Cmd {
 			if started != nil {
 				started.Add(1)
 			}
-			return shellCommand(command)
+			return ShellCommand(command)
 		},
-		name: command,
-		log:  slog.New(slog.DiscardHandler),
+		Name: command,
+		Log:  slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -112,7 +111,7 @@ func (l *lockedBuffer) String() string {
 
 // execRun is one session's outcome on both sides.
 type execRun struct {
-	status         execStatus
+	status         Status
 	clientErr      error
 	serverErr      error
 	stdout, stderr *lockedBuffer
@@ -121,30 +120,30 @@ type execRun struct {
 // runExecSession runs command over a securepeer connection, the client
 // with stdin and tty, and returns both sides' outcomes. during, if set,
 // runs while the session does.
-func runExecSession(t *testing.T, x *execServer, stdin io.Reader, tty *ttyRequest, during func(*execRun, context.CancelFunc)) *execRun {
+func runExecSession(t *testing.T, x *Server, stdin io.Reader, tty *TTYRequest, during func(*execRun, context.CancelFunc)) *execRun {
 	t.Helper()
 	return runExecSessionOver(t, x, stdin, tty, nil, during)
 }
 
 // runExecSessionOver is runExecSession with the client's side of the
 // stream wrapped by wrap, if set.
-func runExecSessionOver(t *testing.T, x *execServer, stdin io.Reader, tty *ttyRequest, wrap func(execConn) execConn, during func(*execRun, context.CancelFunc)) *execRun {
+func runExecSessionOver(t *testing.T, x *Server, stdin io.Reader, tty *TTYRequest, wrap func(Conn) Conn, during func(*execRun, context.CancelFunc)) *execRun {
 	t.Helper()
 	cc0, sc := securePair(t)
-	var cc execConn = cc0
+	var cc Conn = cc0
 	if wrap != nil {
 		cc = wrap(cc)
 	}
 	r := &execRun{stdout: new(lockedBuffer), stderr: new(lockedBuffer)}
 	served := make(chan error, 1)
-	go func() { served <- x.serve(context.Background(), sc, execProtocol2, "127.0.0.1:1") }()
+	go func() { served <- x.Serve(context.Background(), sc, Protocol2, "127.0.0.1:1") }()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	client := &execClient{stdin: stdin, stdout: r.stdout, stderr: r.stderr, tty: tty}
+	client := &Client{Stdin: stdin, Stdout: r.stdout, Stderr: r.stderr, TTY: tty}
 	ran := make(chan struct{})
 	go func() {
 		defer close(ran)
-		r.status, r.clientErr = client.run(ctx, cc)
+		r.status, r.clientErr = client.Run(ctx, cc)
 	}()
 	if during != nil {
 		during(r, cancel)
@@ -173,16 +172,16 @@ func TestExecSession(t *testing.T) {
 		command        string
 		stdin          string
 		stdout, stderr string // "" for nothing; a stderr is a substring
-		status         execStatus
+		status         Status
 		serverErr      string // "" for none
 	}{
-		{"both streams", "echo out; echo err >&2; exit 3", "", "out\n", "err\n", execStatus{kind: execExited, code: 3}, "exited with status 3"},
-		{"not found", "no-such-command-here", "", "", "not found", execStatus{kind: execExited, code: 127}, "exited with status 127"},
-		{"killed by a signal", "kill -9 $$", "", "", "", execStatus{kind: execSignaled, code: 137, detail: "KILL"}, "was killed by signal KILL (status 137)"},
-		{"input", "tr a-z A-Z", "beep boop\n", "BEEP BOOP\n", "", execStatus{}, ""},
-		{"large input and output", "cat", big, big, "", execStatus{}, ""},
-		{"input not read", "echo hi", big + big + big, "hi\n", "", execStatus{}, ""},
-		{"both large", "head -c 300000 /dev/zero; head -c 200000 /dev/zero >&2", "", strings.Repeat("\x00", 300000), strings.Repeat("\x00", 200000), execStatus{}, ""},
+		{"both streams", "echo out; echo err >&2; exit 3", "", "out\n", "err\n", Status{Kind: Exited, Code: 3}, "exited with status 3"},
+		{"not found", "no-such-command-here", "", "", "not found", Status{Kind: Exited, Code: 127}, "exited with status 127"},
+		{"killed by a signal", "kill -9 $$", "", "", "", Status{Kind: Signaled, Code: 137, Detail: "KILL"}, "was killed by signal KILL (status 137)"},
+		{"input", "tr a-z A-Z", "beep boop\n", "BEEP BOOP\n", "", Status{}, ""},
+		{"large input and output", "cat", big, big, "", Status{}, ""},
+		{"input not read", "echo hi", big + big + big, "hi\n", "", Status{}, ""},
+		{"both large", "head -c 300000 /dev/zero; head -c 200000 /dev/zero >&2", "", strings.Repeat("\x00", 300000), strings.Repeat("\x00", 200000), Status{}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -211,12 +210,12 @@ func TestExecSession(t *testing.T) {
 
 // windowSpy closes sent once a window message has been written.
 type windowSpy struct {
-	execConn
+	Conn
 	sent chan struct{}
 }
 
 func (c *windowSpy) Write(p []byte) (int, error) {
-	n, err := c.execConn.Write(p)
+	n, err := c.Conn.Write(p)
 	if len(p) > frame.HeaderLen && p[frame.HeaderLen] == execMsgWindow {
 		close(c.sent)
 	}
@@ -225,12 +224,12 @@ func (c *windowSpy) Write(p []byte) (int, error) {
 
 // spyConn tells when the server has sent its end of stream.
 type spyConn struct {
-	execConn
+	Conn
 	closedWrite chan struct{}
 }
 
 func (c *spyConn) CloseWrite() error {
-	err := c.execConn.CloseWrite()
+	err := c.Conn.CloseWrite()
 	close(c.closedWrite)
 	return err
 }
@@ -258,11 +257,11 @@ func TestExecSessionSlowClient(t *testing.T) {
 	spy := &spyConn{sc, make(chan struct{})}
 	x := testExecServer("head -c 2000000 /dev/zero", nil)
 	served := make(chan error, 1)
-	go func() { served <- x.serve(context.Background(), spy, execProtocol2, "127.0.0.1:1") }()
+	go func() { served <- x.Serve(context.Background(), spy, Protocol2, "127.0.0.1:1") }()
 	out := &gatedWriter{open: spy.closedWrite}
-	client := &execClient{stdin: io.LimitReader(zeros{}, 1<<30), stdout: out, stderr: io.Discard}
-	st, err := client.run(context.Background(), cc)
-	if err != nil || st != (execStatus{}) || out.n.Load() != 2000000 {
+	client := &Client{Stdin: io.LimitReader(zeros{}, 1<<30), Stdout: out, Stderr: io.Discard}
+	st, err := client.Run(context.Background(), cc)
+	if err != nil || st != (Status{}) || out.n.Load() != 2000000 {
 		t.Errorf("status %+v, %v, %d bytes; want 0, nil, 2000000", st, err, out.n.Load())
 	}
 	if err := <-served; err != nil {
@@ -312,7 +311,7 @@ func TestExecSessionTTY(t *testing.T) {
 		stdin, feed := io.Pipe() // open: a terminal's end is a hangup
 		defer feed.Close()
 		r := runExecSession(t, testExecServer(`stty size; echo "$TERM"; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all three`, nil), stdin,
-			&ttyRequest{term: "xterm-test", size: winSize{cols: 100, rows: 30}}, nil)
+			&TTYRequest{Term: "xterm-test", Size: WinSize{Cols: 100, Rows: 30}}, nil)
 		if r.clientErr != nil || r.serverErr != nil {
 			t.Fatalf("client: %v; server: %v", r.clientErr, r.serverErr)
 		}
@@ -327,13 +326,13 @@ func TestExecSessionTTY(t *testing.T) {
 		t.Parallel()
 		stdin, feed := io.Pipe()
 		defer feed.Close()
-		resize := make(chan winSize, 1)
+		resize := make(chan WinSize, 1)
 		sent := make(chan struct{})
-		spy := func(c execConn) execConn { return &windowSpy{execConn: c, sent: sent} }
+		spy := func(c Conn) Conn { return &windowSpy{Conn: c, sent: sent} }
 		r := runExecSessionOver(t, testExecServer(`stty size; read x; stty size`, nil), stdin,
-			&ttyRequest{size: winSize{cols: 80, rows: 24}, resize: resize}, spy, func(r *execRun, _ context.CancelFunc) {
+			&TTYRequest{Size: WinSize{Cols: 80, Rows: 24}, Resize: resize}, spy, func(r *execRun, _ context.CancelFunc) {
 				waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "24 80") }, r.stdout)
-				resize <- winSize{cols: 132, rows: 43}
+				resize <- WinSize{Cols: 132, Rows: 43}
 				// Once the window message is written, the newline below
 				// follows it on the same stream.
 				<-sent
@@ -353,7 +352,7 @@ func TestExecSessionTTY(t *testing.T) {
 		stdin, feed := io.Pipe()
 		defer feed.Close()
 		command := `trap 'echo hung up > ` + mark + `; exit 9' HUP; echo ready; read x`
-		r := runExecSession(t, testExecServer(command, nil), stdin, &ttyRequest{}, func(r *execRun, cancel context.CancelFunc) {
+		r := runExecSession(t, testExecServer(command, nil), stdin, &TTYRequest{}, func(r *execRun, cancel context.CancelFunc) {
 			waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
 			cancel()
 		})
@@ -372,11 +371,11 @@ func TestExecSessionTTY(t *testing.T) {
 // rawClient runs a server session against a client that sends frames,
 // then its end of stream if end is set, and reads whatever the server
 // sends. It returns what the server sent and its error.
-func rawClient(t *testing.T, x *execServer, frames []byte, end bool) ([]byte, error) {
+func rawClient(t *testing.T, x *Server, frames []byte, end bool) ([]byte, error) {
 	t.Helper()
 	cc, sc := securePair(t)
 	served := make(chan error, 1)
-	go func() { served <- x.serve(context.Background(), sc, execProtocol2, "127.0.0.1:1") }()
+	go func() { served <- x.Serve(context.Background(), sc, Protocol2, "127.0.0.1:1") }()
 	if _, err := cc.Write(frames); err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +412,7 @@ func TestExecServerProtocol(t *testing.T) {
 		{"stdin first", msgFrame(execMsg{typ: execMsgStdin, data: []byte("x")}), false, "the first message has type 0x03", 0},
 		{"malformed first", oneFrame("\x02\x00"), false, "a start-tty message of 1 bytes", 0},
 		{"too long", []byte{0xff, 0xff, 0xff, 0xff}, false, "a frame of 4294967295 bytes", 0},
-		{"window without terminal", append(start, msgFrame(execMsg{typ: execMsgWindow, size: winSize{1, 1}})...), false, "broke securepeer-exec/2: malformed securepeer-exec/2 message: a window size for a session without a terminal", 1},
+		{"window without terminal", append(start, msgFrame(execMsg{typ: execMsgWindow, size: WinSize{1, 1}})...), false, "broke securepeer-exec/2: malformed securepeer-exec/2 message: a window size for a session without a terminal", 1},
 		{"second start", append(start, start...), false, "a message of type 0x01 after the start", 1},
 		{"server's message", append(start, msgFrame(execMsg{typ: execMsgExit})...), false, "a message of type 0x13 after the start", 1},
 		{"cut in a frame", append(start, 0, 0, 0, 9, execMsgStdin), true, "ended its stream in the middle of a message", 1},
@@ -509,7 +508,7 @@ func TestExecStartWaiters(t *testing.T) {
 	for range peers {
 		client, server := memPair(&reading)
 		peerEnds = append(peerEnds, client)
-		go func() { errs <- x.serve(context.Background(), server, execProtocol2, "127.0.0.1:1") }()
+		go func() { errs <- x.Serve(context.Background(), server, Protocol2, "127.0.0.1:1") }()
 	}
 	waitFor(t, func() bool { return reading.Load() == peers }, stringer(func() string { return "not all sessions are waiting" }))
 	runtime.GC()
@@ -553,7 +552,7 @@ func TestExecServerClientCut(t *testing.T) {
 	cc, sc := securePair(t)
 	x := testExecServer("echo ready; exec cat", nil)
 	served := make(chan error, 1)
-	go func() { served <- x.serve(context.Background(), sc, execProtocol2, "127.0.0.1:1") }()
+	go func() { served <- x.Serve(context.Background(), sc, Protocol2, "127.0.0.1:1") }()
 	cc.Write(msgFrame(execMsg{typ: execMsgStart}))
 	r := newExecMsgReader(cc)
 	if m, err := r.read(); err != nil || string(m.data) != "ready\n" {

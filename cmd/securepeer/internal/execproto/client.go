@@ -1,9 +1,9 @@
-package main
+package execproto
 
 // The client's side of securepeer-exec/2: what connect does with a listen
 // -exec peer, from the start message to the exit status. It takes the
 // stream and its own stdin, stdout and stderr, nothing of the command
-// line, so it can become a package of its own.
+// line.
 
 import (
 	"context"
@@ -13,42 +13,42 @@ import (
 	"time"
 )
 
-// An execClient runs the client's side of a securepeer-exec/2 session.
-type execClient struct {
-	stdin          io.Reader
-	stdout, stderr io.Writer
-	// tty, if set, asks for a terminal for the command.
-	tty *ttyRequest
+// A Client runs the client's side of a securepeer-exec/2 session.
+type Client struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// TTY, if set, asks for a terminal for the command.
+	TTY *TTYRequest
 }
 
-// A ttyRequest asks the server to run the command on a terminal.
-type ttyRequest struct {
-	term string  // TERM for the command; "" for none
-	size winSize // the terminal's size when the session starts
-	// resize carries the terminal's new sizes, each sent to the server as
+// A TTYRequest asks the server to run the command on a terminal.
+type TTYRequest struct {
+	Term string  // TERM for the command; "" for none
+	Size WinSize // the terminal's size when the session starts
+	// Resize carries the terminal's new sizes, each sent to the server as
 	// it comes; nil for none.
-	resize <-chan winSize
+	Resize <-chan WinSize
 }
 
-// A stdinError is a failure to read this side's stdin, as opposed to one of
+// A StdinError is a failure to read this side's stdin, as opposed to one of
 // the stream.
-type stdinError struct{ err error }
+type StdinError struct{ err error }
 
-func (e *stdinError) Error() string { return "reading stdin: " + e.err.Error() }
+func (e *StdinError) Error() string { return "reading stdin: " + e.err.Error() }
 
-func (e *stdinError) Unwrap() error { return e.err }
+func (e *StdinError) Unwrap() error { return e.err }
 
-// An outputError is a failure to write the command's output to this
+// An OutputError is a failure to write the command's output to this
 // side's stdout.
-type outputError struct{ err error }
+type OutputError struct{ err error }
 
-func (e *outputError) Error() string { return "writing the command's output: " + e.err.Error() }
+func (e *OutputError) Error() string { return "writing the command's output: " + e.err.Error() }
 
-func (e *outputError) Unwrap() error { return e.err }
+func (e *OutputError) Unwrap() error { return e.err }
 
-// errNoExitStatus is a server that ended its stream cleanly without
+// ErrNoExitStatus is a server that ended its stream cleanly without
 // saying how the command ended.
-var errNoExitStatus = errors.New("the peer's stream ended without the command's exit status (securepeer-exec/2)")
+var ErrNoExitStatus = errors.New("the peer's stream ended without the command's exit status (securepeer-exec/2)")
 
 // run runs the session over c: it asks for the command to start, sends
 // stdin as the command's input (its end as the end of stream) and the
@@ -59,22 +59,22 @@ var errNoExitStatus = errors.New("the peer's stream ended without the command's 
 //
 // If ctx ends first, c is aborted, so that the server knows that the input
 // may be incomplete, and ctx's cause is returned. Any other failure also
-// aborts c and is returned: a *stdinError, an *outputError, an error of the
-// stream, or one wrapping errExecMalformed for a server that broke the
+// aborts c and is returned: a *StdinError, an *OutputError, an error of the
+// stream, or one wrapping ErrMalformed for a server that broke the
 // protocol. A session never ends with a status that the server did not
 // send.
-func (x *execClient) run(ctx context.Context, c execConn) (execStatus, error) {
+func (x *Client) Run(ctx context.Context, c Conn) (Status, error) {
 	w := newExecMsgWriter(c)
 	start := &execMsg{typ: execMsgStart}
-	if x.tty != nil {
-		start = &execMsg{typ: execMsgStartTTY, size: x.tty.size, term: x.tty.term}
+	if x.TTY != nil {
+		start = &execMsg{typ: execMsgStartTTY, size: x.TTY.Size, term: x.TTY.Term}
 	}
 	// The start message is sent now, with the handshake's last flight
 	// still on its way: the server waits for nothing else.
 	startErr := w.write(start)
 
 	type result struct {
-		status execStatus
+		status Status
 		err    error
 	}
 	recvDone := make(chan result, 1)
@@ -97,7 +97,7 @@ func (x *execClient) run(ctx context.Context, c execConn) (execStatus, error) {
 		case r := <-recvDone:
 			if r.err != nil {
 				c.Abort()
-				return execStatus{}, r.err
+				return Status{}, r.err
 			}
 			c.Close()
 			return r.status, nil
@@ -106,10 +106,10 @@ func (x *execClient) run(ctx context.Context, c execConn) (execStatus, error) {
 			if err == nil {
 				continue // stdin has ended; the output goes on
 			}
-			if errors.As(err, new(*stdinError)) {
+			if errors.As(err, new(*StdinError)) {
 				// The command must not take partial input for whole.
 				c.Abort()
-				return execStatus{}, err
+				return Status{}, err
 			}
 			// Writing to the server failed. The command may have ended
 			// without reading everything, and its status be on its way;
@@ -123,22 +123,22 @@ func (x *execClient) run(ctx context.Context, c execConn) (execStatus, error) {
 				return r.status, nil
 			}
 			c.Abort()
-			return execStatus{}, r.err
+			return Status{}, r.err
 		case <-done:
 			c.Abort()
-			return execStatus{}, context.Cause(ctx)
+			return Status{}, context.Cause(ctx)
 		}
 	}
 }
 
 // send sends stdin and, with a terminal, its new sizes, until stdin ends
 // (then the end of stream) or stop closes.
-func (x *execClient) send(w *execMsgWriter, c execConn, stop <-chan struct{}) error {
-	if x.tty != nil && x.tty.resize != nil {
+func (x *Client) send(w *execMsgWriter, c Conn, stop <-chan struct{}) error {
+	if x.TTY != nil && x.TTY.Resize != nil {
 		go func() {
 			for {
 				select {
-				case sz := <-x.tty.resize:
+				case sz := <-x.TTY.Resize:
 					if w.write(&execMsg{typ: execMsgWindow, size: sz}) != nil {
 						return
 					}
@@ -150,7 +150,7 @@ func (x *execClient) send(w *execMsgWriter, c execConn, stop <-chan struct{}) er
 	}
 	buf := newDataBuf(execMsgStdin)
 	for {
-		n, err := x.stdin.Read(buf.room())
+		n, err := x.Stdin.Read(buf.room())
 		if n > 0 {
 			if werr := w.writeBuf(buf, n); werr != nil {
 				return werr
@@ -160,41 +160,41 @@ func (x *execClient) send(w *execMsgWriter, c execConn, stop <-chan struct{}) er
 		case err == io.EOF:
 			return c.CloseWrite()
 		case err != nil:
-			return &stdinError{err}
+			return &StdinError{err}
 		}
 	}
 }
 
 // receive writes the command's output and error output until the exit
 // status, and returns it once the server's clean end of stream follows.
-func (x *execClient) receive(c execConn) (execStatus, error) {
+func (x *Client) receive(c Conn) (Status, error) {
 	r := newExecMsgReader(c)
 	for {
 		m, err := r.read()
 		switch {
 		case errors.Is(err, io.EOF):
-			return execStatus{}, errNoExitStatus
+			return Status{}, ErrNoExitStatus
 		case err != nil:
-			return execStatus{}, err
+			return Status{}, err
 		}
 		switch m.typ {
 		case execMsgStdout:
-			if _, err := x.stdout.Write(m.data); err != nil {
-				return execStatus{}, &outputError{err}
+			if _, err := x.Stdout.Write(m.data); err != nil {
+				return Status{}, &OutputError{err}
 			}
 		case execMsgStderr:
 			// Best effort, as any program's own messages.
-			x.stderr.Write(m.data)
+			x.Stderr.Write(m.data)
 		case execMsgExit:
 			if _, err := r.read(); !errors.Is(err, io.EOF) {
 				if err == nil {
-					err = fmt.Errorf("%w: a message after the exit status", errExecMalformed)
+					err = fmt.Errorf("%w: a message after the exit status", ErrMalformed)
 				}
-				return execStatus{}, err
+				return Status{}, err
 			}
 			return m.status, nil
 		default:
-			return execStatus{}, fmt.Errorf("%w: a message of type 0x%02x, which only a client sends", errExecMalformed, m.typ)
+			return Status{}, fmt.Errorf("%w: a message of type 0x%02x, which only a client sends", ErrMalformed, m.typ)
 		}
 	}
 }

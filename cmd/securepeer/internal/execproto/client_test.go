@@ -1,4 +1,4 @@
-package main
+package execproto
 
 import (
 	"bytes"
@@ -10,9 +10,8 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
-
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 )
 
 // TestExecClient runs the client against servers that end their stream in
@@ -23,8 +22,8 @@ func TestExecClient(t *testing.T) {
 	t.Parallel()
 	out := msgFrame(execMsg{typ: execMsgStdout, data: []byte("out")})
 	errOut := msgFrame(execMsg{typ: execMsgStderr, data: []byte("err")})
-	exit5 := msgFrame(execMsg{typ: execMsgExit, status: execStatus{kind: execExited, code: 5}})
-	notRun := execStatus{kind: execNotRun, code: 127, detail: "cannot start"}
+	exit5 := msgFrame(execMsg{typ: execMsgExit, status: Status{Kind: Exited, Code: 5}})
+	notRun := Status{Kind: NotRun, Code: 127, Detail: "cannot start"}
 	type ending int
 	const (
 		cleanEnd ending = iota
@@ -35,20 +34,20 @@ func TestExecClient(t *testing.T) {
 		name   string
 		sent   []byte
 		end    ending
-		status execStatus
+		status Status
 		err    error // nil for a status
 	}{
-		{"status", bytes.Join([][]byte{out, errOut, exit5}, nil), cleanEnd, execStatus{kind: execExited, code: 5}, nil},
+		{"status", bytes.Join([][]byte{out, errOut, exit5}, nil), cleanEnd, Status{Kind: Exited, Code: 5}, nil},
 		{"not run", msgFrame(execMsg{typ: execMsgExit, status: notRun}), cleanEnd, notRun, nil},
-		{"no status", out, cleanEnd, execStatus{}, errNoExitStatus},
-		{"aborted", out, abort, execStatus{}, securepeer.ErrAborted},
-		{"aborted after the status", exit5, abort, execStatus{}, securepeer.ErrAborted},
-		{"cut", out, cut, execStatus{}, io.ErrUnexpectedEOF},
-		{"cut after the status", exit5, cut, execStatus{}, io.ErrUnexpectedEOF},
-		{"cut in a frame", out[:len(out)-1], cleanEnd, execStatus{}, frame.ErrCut},
-		{"message after the status", append(exit5, out...), cleanEnd, execStatus{}, errExecMalformed},
-		{"client's message", msgFrame(execMsg{typ: execMsgStart}), cleanEnd, execStatus{}, errExecMalformed},
-		{"frame too long", []byte{0xff, 0xff, 0xff, 0xff}, cleanEnd, execStatus{}, errExecMalformed},
+		{"no status", out, cleanEnd, Status{}, ErrNoExitStatus},
+		{"aborted", out, abort, Status{}, securepeer.ErrAborted},
+		{"aborted after the status", exit5, abort, Status{}, securepeer.ErrAborted},
+		{"cut", out, cut, Status{}, io.ErrUnexpectedEOF},
+		{"cut after the status", exit5, cut, Status{}, io.ErrUnexpectedEOF},
+		{"cut in a frame", out[:len(out)-1], cleanEnd, Status{}, frame.ErrCut},
+		{"message after the status", append(exit5, out...), cleanEnd, Status{}, ErrMalformed},
+		{"client's message", msgFrame(execMsg{typ: execMsgStart}), cleanEnd, Status{}, ErrMalformed},
+		{"frame too long", []byte{0xff, 0xff, 0xff, 0xff}, cleanEnd, Status{}, ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -69,8 +68,8 @@ func TestExecClient(t *testing.T) {
 				}
 			}()
 			var stdout, stderr bytes.Buffer
-			x := &execClient{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}
-			st, err := x.run(context.Background(), cc)
+			x := &Client{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr}
+			st, err := x.Run(context.Background(), cc)
 			switch {
 			case tc.err == nil && err != nil:
 				t.Fatalf("error %v, want status %+v", err, tc.status)
@@ -92,11 +91,11 @@ func TestExecClientSends(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name  string
-		tty   *ttyRequest
+		tty   *TTYRequest
 		start execMsg
 	}{
 		{"no terminal", nil, execMsg{typ: execMsgStart}},
-		{"terminal", &ttyRequest{term: "vt100", size: winSize{cols: 80, rows: 24}}, execMsg{typ: execMsgStartTTY, term: "vt100", size: winSize{cols: 80, rows: 24}}},
+		{"terminal", &TTYRequest{Term: "vt100", Size: WinSize{Cols: 80, Rows: 24}}, execMsg{typ: execMsgStartTTY, term: "vt100", size: WinSize{Cols: 80, Rows: 24}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -108,8 +107,8 @@ func TestExecClientSends(t *testing.T) {
 				sc.CloseWrite()
 				received <- b
 			}()
-			x := &execClient{stdin: strings.NewReader("hello"), stdout: io.Discard, stderr: io.Discard, tty: tc.tty}
-			if _, err := x.run(context.Background(), cc); err != nil {
+			x := &Client{Stdin: strings.NewReader("hello"), Stdout: io.Discard, Stderr: io.Discard, TTY: tc.tty}
+			if _, err := x.Run(context.Background(), cc); err != nil {
 				t.Fatal(err)
 			}
 			want := append(msgFrame(tc.start), msgFrame(execMsg{typ: execMsgStdin, data: []byte("hello")})...)
@@ -131,10 +130,10 @@ func TestExecClientStdinError(t *testing.T) {
 		read <- err
 	}()
 	broken := errors.New("disk on fire")
-	x := &execClient{stdin: iotest.ErrReader(broken), stdout: io.Discard, stderr: io.Discard}
-	_, err := x.run(context.Background(), cc)
-	if !errors.Is(err, broken) || !errors.As(err, new(*stdinError)) {
-		t.Errorf("error %v, want a *stdinError for %v", err, broken)
+	x := &Client{Stdin: iotest.ErrReader(broken), Stdout: io.Discard, Stderr: io.Discard}
+	_, err := x.Run(context.Background(), cc)
+	if !errors.Is(err, broken) || !errors.As(err, new(*StdinError)) {
+		t.Errorf("error %v, want a *StdinError for %v", err, broken)
 	}
 	select {
 	case err := <-read:

@@ -1,4 +1,4 @@
-package main
+package execproto
 
 import (
 	"context"
@@ -11,21 +11,21 @@ import (
 // securepeer-exec/1 (output framed), to show what /2's framing costs. One
 // session per run of the benchmark, b.N bytes each way.
 func BenchmarkExecCat(b *testing.B) {
-	for _, proto := range []string{execProtocol2, execProtocol1} {
+	for _, proto := range []string{Protocol2, Protocol1} {
 		b.Run(proto, func(b *testing.B) {
 			b.SetBytes(1)
 			cc, sc := securePair(b)
 			x := testExecServer("cat", nil)
 			served := make(chan error, 1)
 			b.ResetTimer()
-			go func() { served <- x.serve(context.Background(), sc, proto, "127.0.0.1:1") }()
+			go func() { served <- x.Serve(context.Background(), sc, proto, "127.0.0.1:1") }()
 			in := io.LimitReader(zeros{}, int64(b.N))
 			var n int64
 			switch proto {
-			case execProtocol2:
+			case Protocol2:
 				out := &countWriter{}
-				st, err := (&execClient{stdin: in, stdout: out, stderr: io.Discard}).run(context.Background(), cc)
-				if err != nil || st.code != 0 {
+				st, err := (&Client{Stdin: in, Stdout: out, Stderr: io.Discard}).Run(context.Background(), cc)
+				if err != nil || st.Code != 0 {
 					b.Fatal(st, err)
 				}
 				n = out.n
@@ -34,7 +34,7 @@ func BenchmarkExecCat(b *testing.B) {
 					copyStream(cc, in)
 					cc.CloseWrite()
 				}()
-				r := newExec1Reader(cc)
+				r := NewV1Reader(cc)
 				var err error
 				if n, err = io.Copy(io.Discard, r); err != nil || r.status != 0 {
 					b.Fatal(r.status, err)

@@ -1,9 +1,9 @@
-package main
+package execproto
 
 // The server's side of -exec: one session runs one command for one peer,
 // over securepeer-exec/2, securepeer-exec/1 or a plain stream, from the
 // start to the exit status. It takes the stream, the command and a logger,
-// nothing of the command line, so it can become a package of its own.
+// nothing of the command line.
 
 import (
 	"context"
@@ -18,15 +18,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
-
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
 )
 
-// An execConn is the stream an exec session runs over: a secure stream
+// A Conn is the stream an exec session runs over: a secure stream
 // whose end says that everything was sent, and which can be aborted
 // instead, so that the peer knows that data may be missing.
-type execConn interface {
+type Conn interface {
 	io.Reader
 	io.Writer
 	// CloseWrite sends the authenticated end of stream.
@@ -47,7 +47,7 @@ const (
 	// SIGHUP) before it is killed.
 	killDelay = 3 * time.Second
 	// ttyQuiet ends the output of a command on a terminal once the
-	// command has exited and its terminal has had nothing more to say
+	// Command has exited and its terminal has had nothing more to say
 	// for that long: a process it left in the background may keep the
 	// terminal open indefinitely, and the session must still end.
 	ttyQuiet = 250 * time.Millisecond
@@ -57,48 +57,56 @@ const (
 	execDrainTimeout = closeTimeout
 )
 
+// closeTimeout bounds how long a side waits for the peer's last words
+// (its end of stream, its exit status) before it ends the connection.
+const closeTimeout = 5 * time.Second
+
+// bufSize is the copy buffer of a plain stream: one full securepeer
+// record.
+const bufSize = 64 << 10
+
 // errStartTimeout is a securepeer-exec/2 client that sent no start message
 // in time.
 var errStartTimeout = fmt.Errorf("the peer sent no start message within %v (securepeer-exec/2)", execStartTimeout)
 
-// An execServer runs a command for each peer of listen -exec.
-type execServer struct {
-	// command returns the command to run, not started, with its
+// A Server runs a command for each peer of listen -exec.
+type Server struct {
+	// Command returns the command to run, not started, with its
 	// environment; each call a new one.
-	command func() *exec.Cmd
-	// name is the command as the user wrote it, for messages.
-	name string
-	// stderr receives the command's error output in sessions whose
+	Command func() *exec.Cmd
+	// Name is the command as the user wrote it, for messages.
+	Name string
+	// Stderr receives the command's error output in sessions whose
 	// protocol cannot carry it (securepeer-exec/1, a plain stream).
-	stderr io.Writer
-	// idle ends a session with no data either way for that long (0:
+	Stderr io.Writer
+	// Idle ends a session with no data either way for that long (0:
 	// never).
-	idle time.Duration
+	Idle time.Duration
 	// startTimeout replaces execStartTimeout if set (tests).
 	startTimeout time.Duration
-	// describe says what an error of the peer's stream means (nil:
+	// Describe says what an error of the peer's stream means (nil:
 	// peerStreamError).
-	describe func(error) error
+	Describe func(error) error
 	// afterFunc replaces time.AfterFunc for the start timeout (tests),
 	// returning the timer's Stop.
 	afterFunc func(time.Duration, func()) (stop func() bool)
-	log       *slog.Logger
+	Log       *slog.Logger // what happens, at level Info
 }
 
 // serverStderr is where the command's stderr goes when the protocol
 // cannot carry it.
-func (x *execServer) serverStderr() io.Writer {
-	if x.stderr == nil {
+func (x *Server) serverStderr() io.Writer {
+	if x.Stderr == nil {
 		return io.Discard
 	}
-	return x.stderr
+	return x.Stderr
 }
 
 // A session is one command run for one peer.
 type execSession struct {
-	x     *execServer
-	c     execConn
-	proto string // execProtocol2, execProtocol1 or "" for a plain stream
+	x     *Server
+	c     Conn
+	proto string // Protocol2, Protocol1 or "" for a plain stream
 	peer  string // the peer's address, for messages
 	p     *execProc
 
@@ -118,29 +126,29 @@ type execSession struct {
 // input that may be incomplete), or ctx ending (the command is terminated
 // and the stream aborted, so that the peer knows its output may be
 // incomplete).
-func (x *execServer) serve(ctx context.Context, c execConn, proto, addr string) error {
+func (x *Server) Serve(ctx context.Context, c Conn, proto, addr string) error {
 	s := &execSession{x: x, c: c, proto: proto, peer: addr}
 	var err error
 	switch proto {
-	case execProtocol2:
+	case Protocol2:
 		s.msgs, s.in = newExecMsgWriter(c), newExecMsgReader(c)
 		var start execMsg
 		if start, err = s.readStart(); err != nil {
 			c.Abort()
 			return fmt.Errorf("-exec: %s: %w", addr, err)
 		}
-		s.p, err = startExecProc(x.command(), &start, nil)
-	case execProtocol1:
+		s.p, err = startExecProc(x.Command(), &start, nil)
+	case Protocol1:
 		s.out1 = &exec1Writer{frame.NewWriter(c)}
-		s.p, err = startExecProc(x.command(), nil, x.serverStderr())
+		s.p, err = startExecProc(x.Command(), nil, x.serverStderr())
 	default:
-		s.p, err = startExecProc(x.command(), nil, x.serverStderr())
+		s.p, err = startExecProc(x.Command(), nil, x.serverStderr())
 	}
 	if err != nil {
 		s.notRun(err)
-		return fmt.Errorf("-exec: cannot start %q: %w", x.name, err)
+		return fmt.Errorf("-exec: cannot start %q: %w", x.Name, err)
 	}
-	x.log.Info("command started", "pid", s.p.cmd.Process.Pid, "addr", addr, "protocol", proto, "terminal", s.p.tty != nil)
+	x.Log.Info("command started", "pid", s.p.cmd.Process.Pid, "addr", addr, "protocol", proto, "terminal", s.p.tty != nil)
 	return s.run(ctx)
 }
 
@@ -167,7 +175,7 @@ func (s *execSession) readStart() (execMsg, error) {
 	case err != nil:
 		return m, err
 	case m.typ != execMsgStart && m.typ != execMsgStartTTY:
-		return m, fmt.Errorf("%w: the first message has type 0x%02x, not a start", errExecMalformed, m.typ)
+		return m, fmt.Errorf("%w: the first message has type 0x%02x, not a start", ErrMalformed, m.typ)
 	}
 	return m, nil
 }
@@ -179,8 +187,8 @@ func (s *execSession) readStart() (execMsg, error) {
 func (s *execSession) notRun(err error) {
 	var sent error
 	switch s.proto {
-	case execProtocol2:
-		reason := fmt.Sprintf("cannot start %q: %v", s.x.name, err)
+	case Protocol2:
+		reason := fmt.Sprintf("cannot start %q: %v", s.x.Name, err)
 		if len(reason) > execMaxReason {
 			reason = reason[:execMaxReason]
 		}
@@ -188,8 +196,8 @@ func (s *execSession) notRun(err error) {
 		if errors.As(err, new(*ttyError)) {
 			code = 1 // the command exists; the terminal failed
 		}
-		sent = s.msgs.write(&execMsg{typ: execMsgExit, status: execStatus{kind: execNotRun, code: code, detail: reason}})
-	case execProtocol1:
+		sent = s.msgs.write(&execMsg{typ: execMsgExit, status: Status{Kind: NotRun, Code: code, Detail: reason}})
+	case Protocol1:
 		sent = s.out1.finish(127)
 	default:
 		sent = errors.New("no status on a plain stream")
@@ -206,7 +214,7 @@ func (s *execSession) notRun(err error) {
 // protocol says.
 func (s *execSession) run(ctx context.Context) error {
 	p := s.p
-	ctx, stopIdle := watchIdle(ctx, s.x.idle, s.activity.Load)
+	ctx, stopIdle := idle.Watch(ctx, s.x.Idle, s.activity.Load)
 	defer stopIdle()
 	inDone := make(chan error, 1)
 	go func(ch chan<- error) { ch <- s.input() }(inDone)
@@ -280,10 +288,10 @@ func (s *execSession) run(ctx context.Context) error {
 	}
 	if inDone != nil {
 		if err := <-inDone; err != nil && clean {
-			s.x.log.Info("peer stream after the command ended", "addr", s.peer, "err", err)
+			s.x.Log.Info("peer stream after the command ended", "addr", s.peer, "err", err)
 		}
 	}
-	s.x.log.Info("command finished", "pid", p.cmd.Process.Pid, "status", p.cmd.ProcessState.String())
+	s.x.Log.Info("command finished", "pid", p.cmd.Process.Pid, "status", p.cmd.ProcessState.String())
 	return s.outcome(ctx, peerErr, outErr, interrupted, waitErr)
 }
 
@@ -297,7 +305,7 @@ func (s *execSession) finish(inDone chan error) (chan error, error) {
 	status := commandStatus(s.p.cmd.ProcessState)
 	var err error
 	switch s.proto {
-	case execProtocol2:
+	case Protocol2:
 		if err = s.msgs.write(&execMsg{typ: execMsgExit, status: status}); err == nil {
 			err = s.c.CloseWrite()
 		}
@@ -306,15 +314,15 @@ func (s *execSession) finish(inDone chan error) (chan error, error) {
 			select {
 			case ierr := <-inDone:
 				if ierr != nil {
-					s.x.log.Info("peer stream after the command ended", "addr", s.peer, "err", ierr)
+					s.x.Log.Info("peer stream after the command ended", "addr", s.peer, "err", ierr)
 				}
 				inDone = nil
 			case <-t.C:
 			}
 			t.Stop()
 		}
-	case execProtocol1:
-		err = s.out1.finish(int(status.code))
+	case Protocol1:
+		err = s.out1.finish(int(status.Code))
 	}
 	if err != nil {
 		s.c.Abort()
@@ -326,7 +334,7 @@ func (s *execSession) finish(inDone chan error) (chan error, error) {
 
 // outcome is what serve returns, from what ended the session.
 func (s *execSession) outcome(ctx context.Context, peerErr, outErr error, interrupted bool, waitErr error) error {
-	name := s.x.name
+	name := s.x.Name
 	switch {
 	case peerErr != nil && s.p.tty != nil:
 		return fmt.Errorf("-exec: hung up %q (SIGHUP to its terminal's processes): %v", name, s.peerError(peerErr))
@@ -334,7 +342,7 @@ func (s *execSession) outcome(ctx context.Context, peerErr, outErr error, interr
 		return fmt.Errorf("-exec: terminated %q: %v", name, s.peerError(peerErr))
 	case outErr != nil:
 		return fmt.Errorf("-exec: sending the output of %q to %s: %v", name, s.peer, outErr)
-	case interrupted && errors.As(context.Cause(ctx), new(*idleError)):
+	case interrupted && errors.As(context.Cause(ctx), new(*idle.Error)):
 		return fmt.Errorf("-exec: ended %q for %s: %v", name, s.peer, context.Cause(ctx))
 	case interrupted:
 		return fmt.Errorf("-exec: cut the session of %s (%q) as listen stopped; the peer was told its output may be incomplete", s.peer, name)
@@ -350,11 +358,11 @@ func (s *execSession) outcome(ctx context.Context, peerErr, outErr error, interr
 
 // peerError says what the peer's stream did.
 func (s *execSession) peerError(err error) error {
-	if errors.Is(err, errExecMalformed) {
+	if errors.Is(err, ErrMalformed) {
 		return fmt.Errorf("the peer at %s broke %s: %v", s.peer, s.proto, err)
 	}
-	if s.x.describe != nil {
-		return s.x.describe(err)
+	if s.x.Describe != nil {
+		return s.x.Describe(err)
 	}
 	return peerStreamError(s.peer, err)
 }
@@ -376,22 +384,22 @@ func peerStreamError(addr string, err error) error {
 }
 
 // describeStatus says how a command ended, as a verb phrase.
-func describeStatus(st execStatus) string {
-	switch st.kind {
-	case execSignaled:
-		return fmt.Sprintf("was killed by signal %s (status %d)", st.detail, st.code)
-	case execNotRun:
-		return fmt.Sprintf("did not run: %s (status %d)", st.detail, st.code)
+func describeStatus(st Status) string {
+	switch st.Kind {
+	case Signaled:
+		return fmt.Sprintf("was killed by signal %s (status %d)", st.Detail, st.Code)
+	case NotRun:
+		return fmt.Sprintf("did not run: %s (status %d)", st.Detail, st.Code)
 	}
-	return fmt.Sprintf("exited with status %d", st.code)
+	return fmt.Sprintf("exited with status %d", st.Code)
 }
 
 // input passes the peer's stream to the command until the peer's end of
 // stream (nil) or an error. A command that stops reading is not an error:
 // what it does not read is dropped.
 func (s *execSession) input() error {
-	if s.proto != execProtocol2 {
-		return feedCommand(s.p.stdin, &countingReader{s.c, &s.activity})
+	if s.proto != Protocol2 {
+		return feedCommand(s.p.stdin, &idle.CountingReader{R: s.c, N: &s.activity})
 	}
 	stdinOpen := true
 	for {
@@ -418,16 +426,16 @@ func (s *execSession) input() error {
 			}
 		case execMsgWindow:
 			if s.p.tty == nil {
-				return fmt.Errorf("%w: a window size for a session without a terminal", errExecMalformed)
+				return fmt.Errorf("%w: a window size for a session without a terminal", ErrMalformed)
 			}
 			if s.exited.Load() {
 				break
 			}
 			if err := setTTYSize(s.p.tty, m.size); err != nil {
-				s.x.log.Info("cannot resize the terminal", "err", err)
+				s.x.Log.Info("cannot resize the terminal", "err", err)
 			}
 		default:
-			return fmt.Errorf("%w: a message of type 0x%02x after the start", errExecMalformed, m.typ)
+			return fmt.Errorf("%w: a message of type 0x%02x after the start", ErrMalformed, m.typ)
 		}
 	}
 }
@@ -438,13 +446,13 @@ func (s *execSession) input() error {
 func (s *execSession) outputs() []func() error {
 	p := s.p
 	switch s.proto {
-	case execProtocol2:
+	case Protocol2:
 		outs := []func() error{func() error { return s.copyOut(execMsgStdout, p.stdout) }}
 		if p.stderr != nil {
 			outs = append(outs, func() error { return s.copyOut(execMsgStderr, p.stderr) })
 		}
 		return outs
-	case execProtocol1:
+	case Protocol1:
 		return []func() error{func() error { return s.copyRaw(s.out1, p.stdout) }}
 	}
 	return []func() error{func() error { return s.copyRaw(s.c, p.stdout) }}
@@ -453,7 +461,7 @@ func (s *execSession) outputs() []func() error {
 // copyRaw copies the command's output to w unframed (a plain stream) or
 // framed as securepeer-exec/1.
 func (s *execSession) copyRaw(w io.Writer, r io.Reader) error {
-	_, err := copyStream(w, &countingReader{r, &s.activity})
+	_, err := copyStream(w, &idle.CountingReader{R: r, N: &s.activity})
 	return err
 }
 
@@ -635,4 +643,11 @@ func (p *execProc) closeIO() {
 	if p.stderr != nil {
 		p.stderr.Close()
 	}
+}
+
+// copyStream copies src to dst in record-sized chunks. It hides ReadFrom and
+// WriteTo, whose fallbacks copy in 32 KiB pieces.
+func copyStream(dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, bufSize)
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
 }

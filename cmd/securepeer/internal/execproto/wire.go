@@ -1,10 +1,16 @@
-package main
+// Package execproto is the command's -exec: its application protocols
+// securepeer-exec/2 and securepeer-exec/1 (PROTOCOL.md, "The command's
+// protocols: securepeer-exec"), the server's session that runs a command
+// for a peer ([Server]) and the client's that shows its output and returns
+// its status ([Client]).
+//
+// It knows nothing of the command line: a session takes a [Conn] (a
+// secure stream that can end cleanly or be aborted), the command or the
+// client's own stdin and stdout, and a logger.
+package execproto
 
-// The wire formats of -exec's application protocols, securepeer-exec/2 and
-// securepeer-exec/1 (PROTOCOL.md, "The command's protocols:
-// securepeer-exec"): encoders and bounded decoders, nothing else. They
-// know nothing of processes or of the command; exec_server.go and
-// exec_client.go run the sessions.
+// This file is the wire formats: encoders and bounded decoders, nothing
+// else. server.go and client.go run the sessions.
 
 import (
 	"encoding/binary"
@@ -15,7 +21,7 @@ import (
 	"strings"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
-
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/sanitize"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -23,21 +29,9 @@ import (
 // connect offer them: the responder's order decides, so two peers that
 // both speak /2 use it, and a peer that speaks only /1 still gets /1.
 const (
-	execProtocol2 = "securepeer-exec/2"
-	execProtocol1 = "securepeer-exec/1"
+	Protocol2 = "securepeer-exec/2"
+	Protocol1 = "securepeer-exec/1"
 )
-
-// execProtos is what a stdio connect and listen -exec offer.
-func execProtos() []string {
-	if testOnlyExecProtos != nil {
-		return testOnlyExecProtos
-	}
-	return []string{execProtocol2, execProtocol1, streamProtocol}
-}
-
-// testOnlyExecProtos, if set, replaces execProtos, so that tests can play
-// a peer that speaks only securepeer-exec/1.
-var testOnlyExecProtos []string
 
 // The securepeer-exec/2 message types. A frame's body is a type byte and
 // the message; the client sends types below 0x10, the server the others.
@@ -70,35 +64,35 @@ const (
 
 // How the command ended, in an exit message.
 const (
-	execExited   byte = 0 // it exited with code
-	execSignaled byte = 1 // a signal killed it; code is 128 plus its number
-	execNotRun   byte = 2 // it could not be run, for reason
+	Exited   byte = 0 // it exited with code
+	Signaled byte = 1 // a signal killed it; code is 128 plus its number
+	NotRun   byte = 2 // it could not be run, for reason
 )
 
-// errExecMalformed is wrapped by every error of a malformed
+// ErrMalformed is wrapped by every error of a malformed
 // securepeer-exec/2 message.
-var errExecMalformed = errors.New("malformed securepeer-exec/2 message")
+var ErrMalformed = errors.New("malformed securepeer-exec/2 message")
 
-// A winSize is a terminal's size in character cells; 0 is unknown.
-type winSize struct{ cols, rows uint16 }
+// A WinSize is a terminal's size in character cells; 0 is unknown.
+type WinSize struct{ Cols, Rows uint16 }
 
-// An execStatus is how the command ended.
-type execStatus struct {
-	kind byte  // execExited, execSignaled or execNotRun
-	code uint8 // the exit status the client exits with
-	// detail is the signal's name without "SIG" for execSignaled, the
-	// reason for execNotRun, and empty for execExited.
-	detail string
+// A Status is how the command ended.
+type Status struct {
+	Kind byte  // Exited, Signaled or NotRun
+	Code uint8 // the exit status the client exits with
+	// Detail is the signal's name without "SIG" for Signaled, the
+	// reason for NotRun, and empty for Exited.
+	Detail string
 }
 
 // An execMsg is one securepeer-exec/2 message. Which fields mean anything
 // depends on typ.
 type execMsg struct {
 	typ    byte
-	data   []byte     // stdin, stdout, stderr: 1..execMaxData bytes
-	size   winSize    // start-tty, window
-	term   string     // start-tty: TERM, 0..execMaxTerm of [A-Za-z0-9._+-]
-	status execStatus // exit
+	data   []byte  // stdin, stdout, stderr: 1..execMaxData bytes
+	size   WinSize // start-tty, window
+	term   string  // start-tty: TERM, 0..execMaxTerm of [A-Za-z0-9._+-]
+	status Status  // exit
 }
 
 // marshal appends the message's frame body (its type and fields) to b.
@@ -106,24 +100,24 @@ func (m *execMsg) marshal(b []byte) []byte {
 	b = append(b, m.typ)
 	switch m.typ {
 	case execMsgStartTTY:
-		b = binary.BigEndian.AppendUint16(b, m.size.cols)
-		b = binary.BigEndian.AppendUint16(b, m.size.rows)
+		b = binary.BigEndian.AppendUint16(b, m.size.Cols)
+		b = binary.BigEndian.AppendUint16(b, m.size.Rows)
 		b = append(b, byte(len(m.term)))
 		b = append(b, m.term...)
 	case execMsgWindow:
-		b = binary.BigEndian.AppendUint16(b, m.size.cols)
-		b = binary.BigEndian.AppendUint16(b, m.size.rows)
+		b = binary.BigEndian.AppendUint16(b, m.size.Cols)
+		b = binary.BigEndian.AppendUint16(b, m.size.Rows)
 	case execMsgStdin, execMsgStdout, execMsgStderr:
 		b = append(b, m.data...)
 	case execMsgExit:
-		b = append(b, m.status.kind, m.status.code)
-		b = append(b, m.status.detail...)
+		b = append(b, m.status.Kind, m.status.Code)
+		b = append(b, m.status.Detail...)
 	}
 	return b
 }
 
 func malformed(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errExecMalformed, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
 }
 
 // parseExecMsg decodes a frame body. data aliases body. It accepts
@@ -145,8 +139,8 @@ func parseExecMsg(body []byte) (execMsg, error) {
 		}
 		m.size = parseWinSize(p)
 		m.term = string(p[5:])
-		if !validTerm(m.term) {
-			return m, malformed("TERM %q", sanitize(m.term))
+		if !ValidTerm(m.term) {
+			return m, malformed("TERM %q", sanitize.Text(m.term))
 		}
 	case execMsgWindow:
 		if len(p) != 4 {
@@ -162,7 +156,7 @@ func parseExecMsg(body []byte) (execMsg, error) {
 		if len(p) < 2 {
 			return m, malformed("an exit message of %d bytes", len(p))
 		}
-		m.status = execStatus{kind: p[0], code: p[1], detail: string(p[2:])}
+		m.status = Status{Kind: p[0], Code: p[1], Detail: string(p[2:])}
 		if err := m.status.check(); err != nil {
 			return m, err
 		}
@@ -172,34 +166,34 @@ func parseExecMsg(body []byte) (execMsg, error) {
 	return m, nil
 }
 
-func parseWinSize(p []byte) winSize {
-	return winSize{binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:])}
+func parseWinSize(p []byte) WinSize {
+	return WinSize{binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:])}
 }
 
 // check reports whether s is an exit status a server may send.
-func (s execStatus) check() error {
-	switch s.kind {
-	case execExited:
-		if s.detail != "" {
-			return malformed("an exit status with %d bytes of detail", len(s.detail))
+func (s Status) check() error {
+	switch s.Kind {
+	case Exited:
+		if s.Detail != "" {
+			return malformed("an exit status with %d bytes of detail", len(s.Detail))
 		}
-	case execSignaled:
-		if !validSignalName(s.detail) {
-			return malformed("signal name %q", sanitize(s.detail))
+	case Signaled:
+		if !validSignalName(s.Detail) {
+			return malformed("signal name %q", sanitize.Text(s.Detail))
 		}
-	case execNotRun:
-		if s.detail == "" || len(s.detail) > execMaxReason {
-			return malformed("a reason of %d bytes", len(s.detail))
+	case NotRun:
+		if s.Detail == "" || len(s.Detail) > execMaxReason {
+			return malformed("a reason of %d bytes", len(s.Detail))
 		}
 	default:
-		return malformed("exit kind %d", s.kind)
+		return malformed("exit kind %d", s.Kind)
 	}
 	return nil
 }
 
-// validTerm reports whether t may be a terminal type: it becomes the
+// ValidTerm reports whether t may be a terminal type: it becomes the
 // command's TERM, so only the characters terminfo names use.
-func validTerm(t string) bool {
+func ValidTerm(t string) bool {
 	if len(t) > execMaxTerm {
 		return false
 	}
@@ -236,7 +230,7 @@ func (r *execMsgReader) read() (execMsg, error) {
 	body, err := r.f.ReadFrame(execMaxFrame)
 	var tl *frame.TooLongError
 	if errors.As(err, &tl) {
-		return execMsg{}, fmt.Errorf("%w: %v", errExecMalformed, err)
+		return execMsg{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if err != nil {
 		return execMsg{}, err
@@ -252,7 +246,7 @@ func newExecMsgWriter(w io.Writer) *execMsgWriter { return &execMsgWriter{frame.
 
 // write sends m.
 func (w *execMsgWriter) write(m *execMsg) error {
-	body := m.marshal(make([]byte, 0, 8+len(m.term)+len(m.status.detail)))
+	body := m.marshal(make([]byte, 0, 8+len(m.term)+len(m.status.Detail)))
 	return w.f.WriteFrame(body, nil)
 }
 
@@ -306,19 +300,22 @@ func (w *exec1Writer) finish(code int) error {
 	return w.f.WriteFrame([]byte(fmt.Sprintf("exit %d", code)), nil)
 }
 
-// exec1Reader reads the command's output from a securepeer-exec/1 stream,
+// V1Reader reads the command's output from a securepeer-exec/1 stream,
 // and then its status: io.EOF comes only after a valid status and the
 // peer's clean end of stream.
-type exec1Reader struct {
+type V1Reader struct {
 	f      *frame.Reader
 	left   uint32
 	done   bool
 	status int
 }
 
-func newExec1Reader(r io.Reader) *exec1Reader { return &exec1Reader{f: frame.NewReader(r)} }
+func NewV1Reader(r io.Reader) *V1Reader { return &V1Reader{f: frame.NewReader(r)} }
 
-func (r *exec1Reader) Read(p []byte) (int, error) {
+// Status is the command's exit status, once Read has returned io.EOF.
+func (r *V1Reader) Status() int { return r.status }
+
+func (r *V1Reader) Read(p []byte) (int, error) {
 	if r.done {
 		return 0, io.EOF
 	}
@@ -345,14 +342,14 @@ func (r *exec1Reader) Read(p []byte) (int, error) {
 }
 
 // cut turns a clean end of stream before the status into an error.
-func (r *exec1Reader) cut(err error) error {
+func (r *V1Reader) cut(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, frame.ErrCut) {
 		return errors.New("the peer's stream ended without the command's exit status (securepeer-exec/1)")
 	}
 	return err
 }
 
-func (r *exec1Reader) readStatus() error {
+func (r *V1Reader) readStatus() error {
 	buf, err := r.f.ReadFrame(maxExecStatusLen)
 	var tl *frame.TooLongError
 	switch {
@@ -365,8 +362,8 @@ func (r *exec1Reader) readStatus() error {
 	}
 	code, ok := strings.CutPrefix(string(buf), "exit ")
 	c, err := strconv.Atoi(code)
-	if !ok || err != nil || c < 0 || c > 255 || !isDigits(code) {
-		return fmt.Errorf("the peer sent an exit status %q, which securepeer-exec/1 does not allow", sanitize(string(buf)))
+	if !ok || err != nil || c < 0 || c > 255 || strings.Trim(code, "0123456789") != "" {
+		return fmt.Errorf("the peer sent an exit status %q, which securepeer-exec/1 does not allow", sanitize.Text(string(buf)))
 	}
 	// Nothing may follow but the end of stream, which ReadSome, reading
 	// as if within a frame, reports as frame.ErrCut.

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package main
+package execproto
 
 import (
 	"errors"
@@ -8,8 +8,8 @@ import (
 	"os/exec"
 )
 
-// shellCommand returns the command that runs command with the system shell.
-func shellCommand(command string) *exec.Cmd {
+// ShellCommand returns the command that runs command with the system shell.
+func ShellCommand(command string) *exec.Cmd {
 	return exec.Command("cmd", "/C", command)
 }
 
@@ -24,23 +24,20 @@ func killCommand(cmd *exec.Cmd) { cmd.Process.Kill() }
 
 // commandStatus is how the command ended: its exit status, 255 for one
 // that does not fit a byte.
-func commandStatus(ps *os.ProcessState) execStatus {
+func commandStatus(ps *os.ProcessState) Status {
 	code := ps.ExitCode()
 	if code < 0 || code > 255 {
 		code = 255
 	}
-	return execStatus{kind: execExited, code: uint8(code)}
+	return Status{Kind: Exited, Code: uint8(code)}
 }
 
 // errNoTTY is the answer to a request for a terminal on a system where
 // listen cannot make one.
 var errNoTTY = errors.New("this system has no pseudo-terminals for -exec")
 
-func startTTY(*exec.Cmd, winSize) (*os.File, error) { return nil, errNoTTY }
+func startTTY(*exec.Cmd, WinSize) (*os.File, error) { return nil, errNoTTY }
 
-func setTTYSize(*os.File, winSize) error { return errNoTTY }
+func setTTYSize(*os.File, WinSize) error { return errNoTTY }
 
 func ttyEnded(error) bool { return false }
-
-// watchWindow does nothing: there is no signal for a console's new size.
-func watchWindow(chan<- os.Signal) (stop func()) { return func() {} }

@@ -1,4 +1,4 @@
-package main
+package execproto
 
 import (
 	"bytes"
@@ -50,7 +50,7 @@ func TestExec1Reader(t *testing.T) {
 		{"terminal escape in status", frames("", "\x1b[2Jexit 1"), "", 0, `"?[2Jexit 1"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newExec1Reader(bytes.NewReader(tc.in))
+			r := NewV1Reader(bytes.NewReader(tc.in))
 			out, err := io.ReadAll(r)
 			if string(out) != tc.out {
 				t.Errorf("output %q, want %q", out, tc.out)
