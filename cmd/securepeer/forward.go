@@ -2,7 +2,8 @@ package main
 
 // TCP forwarding, both ways: each side's -from addresses accept local
 // connections and open streams to the peer, and each side's -to targets
-// take the streams the peer opens, over multiplexed tunnels (tunnel.go);
+// take the streams the peer opens, over multiplexed tunnels (package
+// internal/tunnel);
 // and, with a peer that does not multiplex, a secure connection per local
 // connection.
 
@@ -16,13 +17,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 	"github.com/securepeer/securepeer/legacy"
 )
 
@@ -50,21 +51,41 @@ func forwardLabel(name string) string {
 type tunnelEnd struct {
 	targets map[string]string
 	log     *slog.Logger
-	// notef says what happened to one of the peer's streams, and fullf
-	// that the peer holds as many as it may (once a connection): each
-	// through a rateLog, as a peer can cause them as fast as it likes.
-	notef, fullf func(string, ...any)
+	server  *tunnel.Server // serves a tunnel connection's streams
 }
 
 // newTunnelEnd is a tunnelEnd for the -to targets to, its notices going
-// through rates.
-func newTunnelEnd(to []forwardSpec, log *slog.Logger, rates *rateLog) *tunnelEnd {
-	return &tunnelEnd{
-		targets: targetMap(to),
-		log:     log,
-		notef:   rates.kindf("notices about the peers' tunnel streams"),
-		fullf:   rates.kindf("notices about full tunnel connections"),
+// through rates, as a peer can cause them as fast as it likes.
+func newTunnelEnd(to []forwardSpec, log *slog.Logger, rates *ratelog.Log) *tunnelEnd {
+	end := &tunnelEnd{targets: targetMap(to), log: log}
+	end.server = &tunnel.Server{
+		Route: end.route,
+		Log:   log,
+		Notef: rates.Kind("notices about the peers' tunnel streams"),
+		Fullf: rates.Kind("notices about full tunnel connections"),
 	}
+	return end
+}
+
+// route connects a stream for the forward name from the peer at from to
+// this side's -to of that name, or refuses it with the reason.
+func (end *tunnelEnd) route(ctx context.Context, name, from string) (net.Conn, string, error) {
+	to, ok := end.targets[name]
+	if !ok {
+		return nil, "", &tunnel.Refusal{
+			Status: end.noTarget(name),
+			Err:    fmt.Errorf("refused a tunnel stream for %s from %s: there is no -to of that name here", forwardLabel(name), from),
+		}
+	}
+	c, err := dialTarget(ctx, to)
+	if err != nil {
+		reason := targetFailure(err)
+		return nil, "", &tunnel.Refusal{
+			Status: "connect failed: " + reason,
+			Err:    fmt.Errorf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, from),
+		}
+	}
+	return c, to, nil
 }
 
 // noTarget is the reason a stream for name is refused, for the peer to
@@ -108,117 +129,11 @@ func forwardTo(ctx context.Context, s *stream, addr string, log *slog.Logger) er
 	return nil
 }
 
-// serveStreams takes the streams the peer opens on m and connects each to
-// this side's -to of the name in its header, until the session ends. When
-// ctx ends, the session stops (no new streams; it closes cleanly once the
-// streams in progress, both directions, have ended); when cutCtx ends, it
-// is cut. It returns the number of streams the session's end cut.
-//
-// The notices about the peer's streams go through end.notef, which a
-// peer cannot make write more than a few lines a second (a rateLog).
-func serveStreams(ctx, cutCtx context.Context, m *muxSession, end *tunnelEnd) int {
-	stopped := context.AfterFunc(ctx, m.stop)
-	defer stopped()
-	cut := context.AfterFunc(cutCtx, func() { m.fail(context.Cause(cutCtx)) })
-	defer cut()
-
-	full := func() {
-		end.fullf("the peer at %s holds %d streams on its tunnel connection, the most it may; its next streams wait until it closes some, and yamux resets those beyond %d", m.s.remoteAddr, maxTunnelStreams, tunnelBacklog)
-	}
-	var handlers sync.WaitGroup
-	var cutStreams atomic.Int64
-	for {
-		if err := m.awaitSlot(full); errors.Is(err, errStopping) {
-			refuseStopping(m, &handlers, nil)
-			break
-		} else if err != nil {
-			break // the session has ended
-		}
-		st, err := m.sess.AcceptStream()
-		if err != nil {
-			m.unreserve()
-			break // the session has ended
-		}
-		if !m.claim() {
-			refuseStopping(m, &handlers, st)
-			break
-		}
-		t := m.take(st)
-		handlers.Go(func() {
-			defer t.release()
-			err := forwardStream(cutCtx, t, end)
-			switch {
-			case err == nil || cutCtx.Err() != nil:
-			case m.closed(): // said once for the session
-				cutStreams.Add(1)
-			default:
-				end.notef("%v", err)
-			}
-		})
-	}
-	handlers.Wait()
-	return int(cutStreams.Load())
-}
-
-// refuseStopping refuses first, if not nil, and every other stream the
-// peer opened before it learnt that the session is stopping (GoAway),
-// until the session ends, as it does once the streams in progress have:
-// it says so, without waiting on a peer that does not read, and takes no
-// slot, since the session's end frees them.
-func refuseStopping(m *muxSession, handlers *sync.WaitGroup, first *yamux.Stream) {
-	for st := first; ; {
-		if st != nil {
-			handlers.Go(func() {
-				st.SetWriteDeadline(time.Now().Add(time.Second))
-				(&tunnelStream{st: st, m: m}).writeFrame([]byte(fmt.Sprintf("refused: the tunnel connection with %s is stopping", m.s.remoteAddr)))
-				st.Close()
-			})
-		}
-		var err error
-		if st, err = m.sess.AcceptStream(); err != nil {
-			return
-		}
-	}
-}
-
-// forwardStream connects one stream the peer opened to this side's -to of
-// the name in its header, or refuses it with the reason. The caller
-// releases t.
-func forwardStream(ctx context.Context, t *tunnelStream, end *tunnelEnd) error {
-	m := t.m
-	name, err := t.readHeader()
-	if err != nil {
-		t.cut()
-		return fmt.Errorf("a tunnel stream from %s: %v", m.s.remoteAddr, err)
-	}
-	to, ok := end.targets[name]
-	if !ok {
-		t.writeFrame([]byte(end.noTarget(name)))
-		return fmt.Errorf("refused a tunnel stream for %s from %s: there is no -to of that name here", forwardLabel(name), m.s.remoteAddr)
-	}
-	c, err := dialTarget(ctx, to)
-	if err != nil {
-		reason := targetFailure(err)
-		t.writeFrame([]byte("connect failed: " + reason))
-		return fmt.Errorf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, m.s.remoteAddr)
-	}
-	if err := t.writeFrame([]byte("ok")); err != nil {
-		resetClose(c)
-		t.cut()
-		return err
-	}
-	end.log.Info("forwarding", "peer", m.s.peer.Fingerprint(), "stream", t.st.StreamID(), "name", name, "to", to)
-	if err := relayTunnel(ctx, t, c, false); err != nil {
-		return fmt.Errorf("forwarding a stream from %s to %s: %v", m.s.remoteAddr, to, err)
-	}
-	return nil
-}
-
 // localForward accepts local connections on l, for the forward spec, and
 // carries each over a stream of the session that session returns, until
 // ctx ends; relayCtx ending cuts them. It returns once every local
 // connection has ended.
-func localForward(ctx, relayCtx context.Context, l net.Listener, spec forwardSpec, session func(context.Context) (*muxSession, error), notef func(string, ...any), log *slog.Logger) {
+func localForward(ctx, relayCtx context.Context, l net.Listener, spec forwardSpec, session func(context.Context) (*tunnel.Session, error), notef func(string, ...any), log *slog.Logger) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { l.Close() })
@@ -240,37 +155,30 @@ func localForward(ctx, relayCtx context.Context, l net.Listener, spec forwardSpe
 
 // forwardLocal carries the local connection c over a new stream for spec,
 // and says with notef why it failed, if it did, unless ctx has ended.
-func forwardLocal(ctx context.Context, c net.Conn, spec forwardSpec, session func(context.Context) (*muxSession, error), notef func(string, ...any)) {
+func forwardLocal(ctx context.Context, c net.Conn, spec forwardSpec, session func(context.Context) (*tunnel.Session, error), notef func(string, ...any)) {
 	note := func(err error) {
 		if ctx.Err() == nil {
 			notef("%v", err)
 		}
 	}
 	m, err := session(ctx)
-	if err == nil {
-		err = m.begin()
-	}
 	if err != nil {
-		resetClose(c)
+		netutil.ResetClose(c)
 		note(fmt.Errorf("%v; closed the local connection from %s", err, connLabel(c)))
 		return
 	}
-	t, err := m.openForward(spec.name)
-	if err != nil {
-		resetClose(c)
-		note(fmt.Errorf("%v; closed the local connection from %s", err, connLabel(c)))
-		return
-	}
-	defer t.release()
-	err = relayTunnel(ctx, t, c, true)
-	var refused *refusedError
+	err = m.Forward(ctx, c, spec.name)
+	var open *tunnel.OpenError
+	var refused *tunnel.RefusedError
 	switch {
 	case err == nil || ctx.Err() != nil:
-	case errors.As(err, &refused) && strings.HasPrefix(refused.reason, "connect failed"):
+	case errors.As(err, &open):
+		note(fmt.Errorf("%v; closed the local connection from %s", err, connLabel(c)))
+	case errors.As(err, &refused) && strings.HasPrefix(refused.Reason, "connect failed"):
 		note(fmt.Errorf("open failed for the local connection from %s (-from %s): %v; check the service behind the peer's -to", connLabel(c), spec, err))
-	case errors.As(err, &refused), errors.Is(err, errStreamReset):
+	case errors.As(err, &refused), errors.Is(err, tunnel.ErrStreamReset):
 		note(fmt.Errorf("open failed for the local connection from %s (-from %s): %v", connLabel(c), spec, err))
-	case m.closed(): // a lost connection has a notice of its own
+	case m.Closed(): // a lost connection has a notice of its own
 	default:
 		note(fmt.Errorf("tunnel for %s: %v", connLabel(c), err))
 	}
@@ -308,11 +216,11 @@ type tunnelClient struct {
 	reconnect bool
 
 	mu      sync.Mutex
-	cur     *muxSession   // nil while reconnecting
-	changed chan struct{} // closed when cur changes
+	cur     *tunnel.Session // nil while reconnecting
+	changed chan struct{}   // closed when cur changes
 }
 
-func (tc *tunnelClient) set(m *muxSession) {
+func (tc *tunnelClient) set(m *tunnel.Session) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
 	tc.cur = m
@@ -322,14 +230,14 @@ func (tc *tunnelClient) set(m *muxSession) {
 
 // session returns the tunnel connection, waiting up to tunnelWait while
 // connect reconnects.
-func (tc *tunnelClient) session(ctx context.Context) (*muxSession, error) {
+func (tc *tunnelClient) session(ctx context.Context) (*tunnel.Session, error) {
 	timer := time.NewTimer(tunnelWait)
 	defer timer.Stop()
 	for {
 		tc.mu.Lock()
 		m, changed := tc.cur, tc.changed
 		tc.mu.Unlock()
-		if m != nil && !m.closed() {
+		if m != nil && !m.Closed() {
 			return m, nil
 		}
 		select {
@@ -343,16 +251,16 @@ func (tc *tunnelClient) session(ctx context.Context) (*muxSession, error) {
 }
 
 // run serves m, and each connection after it, until the tunnel ends.
-func (tc *tunnelClient) run(m *muxSession) {
+func (tc *tunnelClient) run(m *tunnel.Session) {
 	for m != nil {
 		tc.set(m)
-		cut := serveStreams(tc.ctx, tc.ctx, m, tc.end)
-		<-m.sess.CloseChan()
+		cut := tc.end.server.Serve(tc.ctx, tc.ctx, m)
+		<-m.Done()
 		tc.set(nil)
 		if tc.ctx.Err() != nil {
 			return
 		}
-		why := fmt.Sprintf("the tunnel connection to %s ended: %v", tc.addr, m.err())
+		why := fmt.Sprintf("the tunnel connection to %s ended: %v", tc.addr, m.Err())
 		if cut > 0 {
 			why += fmt.Sprintf(", with %s from the peer in progress, which were cut", streamCount(cut))
 		}
@@ -368,7 +276,7 @@ func (tc *tunnelClient) run(m *muxSession) {
 // redial connects to the peer again, with backoff, until it succeeds, the
 // tunnel ends, or the peer refuses this side or shows another key (which
 // ends the tunnel: exit 3, as at startup).
-func (tc *tunnelClient) redial() *muxSession {
+func (tc *tunnelClient) redial() *tunnel.Session {
 	delay := reconnectMin
 	for {
 		select {
@@ -380,11 +288,11 @@ func (tc *tunnelClient) redial() *muxSession {
 		switch {
 		case tc.ctx.Err() != nil:
 			if m != nil {
-				m.fail(context.Cause(tc.ctx))
+				m.Fail(context.Cause(tc.ctx))
 			}
 			return nil
 		case err == nil && m == nil:
-			tc.fail(fmt.Errorf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.addr, tunnelProtocol))
+			tc.fail(fmt.Errorf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.addr, tunnel.Protocol))
 			return nil
 		case err == nil:
 			tc.notef("reconnected to %s", tc.addr)
@@ -409,7 +317,7 @@ func (tc *tunnelClient) redial() *muxSession {
 // (tunnelClient), unless noReconnect.
 //
 // A peer that does not multiplex (a securepeer listen -to from before
-// tunnelProtocol, a listen -exec, another implementation of the protocol,
+// tunnel.Protocol, a listen -exec, another implementation of the protocol,
 // or -legacy) gets what it got before: a secure connection of its own for
 // each local connection (perConnection). Refusing such a peer would gain
 // nothing for -from: that tunnel is as secure, only slower, and it is the
@@ -423,13 +331,13 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 		return err
 	}
 	if first == nil && len(to) > 0 {
-		return fmt.Errorf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", addr, tunnelProtocol)
+		return fmt.Errorf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", addr, tunnel.Protocol)
 	}
 	if first == nil {
 		if f, ok := namedForward(from); ok {
 			// A plain connection cannot say which forward it is for, so
 			// it would reach the peer's unnamed -to, whatever that is.
-			return fmt.Errorf("the peer at %s does not multiplex tunnels (%s was not negotiated), so it cannot be told which forward a connection is for: -from %s would reach whatever its unnamed -to is; run a securepeer listen of this version there, or use an unnamed -from", addr, tunnelProtocol, f)
+			return fmt.Errorf("the peer at %s does not multiplex tunnels (%s was not negotiated), so it cannot be told which forward a connection is for: -from %s would reach whatever its unnamed -to is; run a securepeer listen of this version there, or use an unnamed -from", addr, tunnel.Protocol, f)
 		}
 	}
 	listeners, err := listenAll(from)
@@ -439,13 +347,13 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 	if err != nil {
 		closeAll(listeners)
 		if first != nil {
-			first.fail(errors.New("connect could not listen"))
+			first.Fail(errors.New("connect could not listen"))
 		}
 		return err
 	}
 	if first == nil {
 		if offersTunnel(h) {
-			e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own, to its unnamed -to", addr, tunnelProtocol)
+			e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own, to its unnamed -to", addr, tunnel.Protocol)
 		} else {
 			e.notef("-legacy does not multiplex tunnels, so each local connection gets a connection and a handshake of its own with the peer at %s", addr)
 		}
@@ -456,7 +364,7 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 	defer fail(nil)
 	tc := &tunnelClient{
 		ctx: tctx, fail: fail, h: h, addr: addr, verify: verify,
-		end:       newTunnelEnd(to, log, newRateLog(e.notef)),
+		end:       newTunnelEnd(to, log, ratelog.New(e.notef)),
 		notef:     e.notef,
 		reconnect: !noReconnect,
 		changed:   make(chan struct{}),
@@ -506,7 +414,7 @@ func perConnection(ctx context.Context, e *env, h handshaker, addr string, from 
 					log.Info("local connection", "from", connLabel(c))
 					s, err := dial(tctx, h, addr, verify, log)
 					if err != nil {
-						resetClose(c)
+						netutil.ResetClose(c)
 						switch {
 						case errorCode(err) == exitRejected:
 							fail(err)
@@ -540,10 +448,10 @@ func namedForward(fs []forwardSpec) (forwardSpec, bool) {
 	return forwardSpec{}, false
 }
 
-// offersTunnel reports whether h offers tunnelProtocol.
+// offersTunnel reports whether h offers tunnel.Protocol.
 func offersTunnel(h handshaker) bool {
 	nh, ok := h.(*nativeHandshaker)
-	return ok && slices.Contains(nh.protos, tunnelProtocol)
+	return ok && slices.Contains(nh.protos, tunnel.Protocol)
 }
 
 // targetMap is the -to flags by name.
@@ -639,48 +547,57 @@ type tunnelPeers struct {
 	notef func(format string, args ...any) // nil: listen has no -from, nothing to say
 
 	mu    sync.Mutex
-	list  []*muxSession // in the order they connected
+	list  []*tunnelConn // in the order they connected
 	bound string        // the key that -from connections go to; "" for none
 }
 
-func peerKeyOf(m *muxSession) string { return m.s.peer.String() }
+// A tunnelConn is one of listen's tunnel connections: the secure stream,
+// which says who the peer is, and the session over it.
+type tunnelConn struct {
+	s *stream
+	m *tunnel.Session
+}
 
-func (p *tunnelPeers) add(m *muxSession) {
+func (c *tunnelConn) key() string { return c.s.peer.String() }
+
+func (c *tunnelConn) fingerprint() string { return c.s.peer.Fingerprint() }
+
+func (p *tunnelPeers) add(c *tunnelConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.list = append(p.list, m)
-	switch key := peerKeyOf(m); {
+	p.list = append(p.list, c)
+	switch key := c.key(); {
 	case p.bound == "":
 		p.bound = key
-		p.say("-from connections now go to %s, which connected from %s, while it stays connected", m.s.peer.Fingerprint(), m.s.remoteAddr)
+		p.say("-from connections now go to %s, which connected from %s, while it stays connected", c.fingerprint(), c.s.remoteAddr)
 	case key != p.bound:
-		p.say("%s connected a tunnel from %s; -from connections still go to %s, which connected first", m.s.peer.Fingerprint(), m.s.remoteAddr, p.boundFingerprint())
+		p.say("%s connected a tunnel from %s; -from connections still go to %s, which connected first", c.fingerprint(), c.s.remoteAddr, p.boundFingerprint())
 	}
 }
 
-func (p *tunnelPeers) remove(m *muxSession) {
+func (p *tunnelPeers) remove(c *tunnelConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.list = slices.DeleteFunc(p.list, func(x *muxSession) bool { return x == m })
-	if peerKeyOf(m) != p.bound || p.boundFingerprint() != "" {
+	p.list = slices.DeleteFunc(p.list, func(x *tunnelConn) bool { return x == c })
+	if c.key() != p.bound || p.boundFingerprint() != "" {
 		return // another peer's, or the bound peer has another connection
 	}
 	if len(p.list) == 0 {
 		p.bound = ""
-		p.say("%s, which -from connections went to, has left; they are reset until a tunnel peer connects", m.s.peer.Fingerprint())
+		p.say("%s, which -from connections went to, has left; they are reset until a tunnel peer connects", c.fingerprint())
 		return
 	}
 	next := p.list[0]
-	p.bound = peerKeyOf(next)
-	p.say("%s, which -from connections went to, has left; they now go to %s, which connected from %s", m.s.peer.Fingerprint(), next.s.peer.Fingerprint(), next.s.remoteAddr)
+	p.bound = next.key()
+	p.say("%s, which -from connections went to, has left; they now go to %s, which connected from %s", c.fingerprint(), next.fingerprint(), next.s.remoteAddr)
 }
 
 // boundFingerprint is the bound key's fingerprint, or "" if none of its
 // connections is left. p.mu is held.
 func (p *tunnelPeers) boundFingerprint() string {
-	for _, m := range p.list {
-		if peerKeyOf(m) == p.bound {
-			return m.s.peer.Fingerprint()
+	for _, c := range p.list {
+		if c.key() == p.bound {
+			return c.fingerprint()
 		}
 	}
 	return ""
@@ -696,19 +613,33 @@ func (p *tunnelPeers) say(format string, args ...any) {
 
 // carrier is the tunnel connection that a -from connection takes: the
 // bound peer's newest that is still up.
-func (p *tunnelPeers) carrier(ctx context.Context) (*muxSession, error) {
+func (p *tunnelPeers) carrier(ctx context.Context) (*tunnel.Session, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := len(p.list) - 1; i >= 0; i-- {
-		if m := p.list[i]; peerKeyOf(m) == p.bound && !m.closed() {
-			return m, nil
+		if c := p.list[i]; c.key() == p.bound && !c.m.Closed() {
+			return c.m, nil
 		}
 	}
 	return nil, errors.New("no peer is connected with a tunnel to carry it (a connect -to peer)")
 }
 
+// newTunnelSession starts a tunnel session over s, as yamux's client (the
+// connect side) or server.
+func newTunnelSession(s *stream, client bool, log *slog.Logger) *tunnel.Session {
+	return tunnel.NewSession(streamConn{s}, tunnel.Config{
+		Client:      client,
+		Addr:        s.remoteAddr,
+		Peer:        s.peer.Fingerprint(),
+		Log:         log,
+		Describe:    func(err error) error { return streamError(s, err) },
+		KeepAlive:   testOnlyKeepAlive,
+		PingTimeout: testOnlyKeepAlive,
+	})
+}
+
 // meetPeer connects to the peer at addr and checks its key: the tunnel's
-// check before it binds. If the peer speaks tunnelProtocol, it returns the
+// check before it binds. If the peer speaks tunnel.Protocol, it returns the
 // connection as a tunnel session, after a keepalive ping has come back, so
 // that a peer that refuses this side's key (which the initiator learns
 // only from its first read) is known.
@@ -721,25 +652,25 @@ func (p *tunnelPeers) carrier(ctx context.Context) (*muxSession, error) {
 // Closing costs one handshake, and on a listen -to or -exec peer one empty
 // session. (A tunnel session has keepalives, and listen -to dials its
 // service only for a stream.)
-func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc, log *slog.Logger) (*muxSession, error) {
+func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc, log *slog.Logger) (*tunnel.Session, error) {
 	s, err := dial(ctx, h, addr, verify, log)
 	if err != nil {
 		return nil, err
 	}
-	if s.negotiated == tunnelProtocol {
-		m := newMuxSession(s, true, log)
-		if _, err := m.sess.Ping(); err != nil {
+	if s.negotiated == tunnel.Protocol {
+		m := newTunnelSession(s, true, log)
+		if err := m.Ping(); err != nil {
 			why := fmt.Errorf("the peer at %s did not answer: %v", addr, err)
-			if m.closed() {
-				why = m.err() // a refusal of this side's key, for one
+			if m.Closed() {
+				why = m.Err() // a refusal of this side's key, for one
 			}
-			m.fail(why)
+			m.Fail(why)
 			if ctx.Err() != nil {
 				return nil, interruption(ctx)
 			}
 			return nil, why
 		}
-		log.Info("peer met; the tunnel opens", "addr", addr, "mode", tunnelProtocol)
+		log.Info("peer met; the tunnel opens", "addr", addr, "mode", tunnel.Protocol)
 		return m, nil
 	}
 	defer s.conn.Close()
@@ -785,4 +716,29 @@ func streamCount(n int) string {
 		return "1 stream"
 	}
 	return fmt.Sprintf("%d streams", n)
+}
+
+// testOnlyKeepAlive, if set, replaces tunnelKeepAlive and
+// tunnelPingTimeout, so tests notice a dead peer quickly.
+var testOnlyKeepAlive time.Duration
+
+// testOnlyNoMux makes listen and connect offer no application protocol, as
+// securepeer before tunnel.Protocol did: tests and benchmarks of the
+// fallback to a connection per local connection.
+var testOnlyNoMux bool
+
+// streamProtocol is a plain secure stream, as when nothing is negotiated.
+// Every side that offers an application protocol offers it too, so that a
+// connect and a listen that want different things (say a stdio connect
+// and a listen -to) still meet on a plain stream, as they did before
+// either offered anything, instead of failing the handshake with
+// securepeer.ErrNoCommonProtocol.
+const streamProtocol = "securepeer-stream/1"
+
+// tunnelProtos is what the sides of a native tunnel offer in NextProtos.
+func tunnelProtos() []string {
+	if testOnlyNoMux {
+		return nil
+	}
+	return []string{tunnel.Protocol, streamProtocol}
 }

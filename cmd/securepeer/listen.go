@@ -10,6 +10,8 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 )
 
 const listenUsage = `Usage: securepeer listen [flags] ADDR
@@ -150,17 +152,17 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	if err := checkAddr("listen address", addr, false); err != nil {
 		return err
 	}
-	tunnel := len(from) > 0 || len(to) > 0
-	if *execCmd != "" && tunnel {
+	tunneling := len(from) > 0 || len(to) > 0
+	if *execCmd != "" && tunneling {
 		return usageErrorf("listen: -exec and -to or -from cannot be used together; run two listeners on two ports")
 	}
 	if err := checkForwards("listen", from, to); err != nil {
 		return err
 	}
-	if keepOpen && (tunnel || *execCmd != "") {
+	if keepOpen && (tunneling || *execCmd != "") {
 		return usageErrorf("listen: -keep-open is for stdio; -exec, -to and -from serve every peer already")
 	}
-	if cf.idle != 0 && tunnel {
+	if cf.idle != 0 && tunneling {
 		return usageErrorf("listen: -idle is for stdio and -exec streams, not tunnels, which keep their connections up with keepalives")
 	}
 	if err := checkExecAccess(e, *execCmd, *allow, *execAnyKey); err != nil {
@@ -182,7 +184,7 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		}
 		nh := &nativeHandshaker{id: id, timeout: listenHandshakeTimeout, tickets: new(securepeer.Config)}
 		switch {
-		case tunnel:
+		case tunneling:
 			nh.protos = tunnelProtos()
 		case *execCmd != "":
 			nh.protos = execProtos()
@@ -229,13 +231,13 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	// The notices a peer can cause as fast as it likes, at a bounded rate.
-	rates := newRateLog(e.notef)
+	rates := ratelog.New(e.notef)
 	cfg := listenConfig{
 		h:      h,
 		verify: verify,
 		log:    log,
 		refused: func(remote string, err error) {
-			rates.printf("refused peers", "refused %s: %v", remote, err)
+			rates.Printf("refused peers", "refused %s: %v", remote, err)
 		},
 		notef: e.notef,
 		grace: listenGrace,
@@ -256,7 +258,7 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	if keepOpen {
 		return listenKeepOpen(ctx, e, l, cfg, &cf, noteAccepted)
 	}
-	if *execCmd == "" && !tunnel {
+	if *execCmd == "" && !tunneling {
 		return listenStdio(ctx, e, l, cfg, &cf, noteAccepted)
 	}
 	// The first signal stops serving gracefully; the second cuts the
@@ -266,7 +268,7 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	end := newTunnelEnd(to, log, rates)
 	var peers tunnelPeers
 	if len(from) > 0 {
-		peers.notef = rates.kindf("notices about tunnel peers")
+		peers.notef = rates.Kind("notices about tunnel peers")
 	}
 	var locals sync.WaitGroup
 	for i, ll := range localLs {
@@ -282,17 +284,17 @@ func runListen(ctx context.Context, e *env, args []string) error {
 		switch {
 		case *execCmd != "":
 			err = runExec(ctx, e, s, *execCmd, cf.idle, log)
-		case s.negotiated == tunnelProtocol:
-			m := newMuxSession(s, false, log)
-			peers.add(m)
-			cut := serveStreams(stopCtx, ctx, m, end)
-			peers.remove(m)
+		case s.negotiated == tunnel.Protocol:
+			tc := &tunnelConn{s: s, m: newTunnelSession(s, false, log)}
+			peers.add(tc)
+			cut := end.server.Serve(stopCtx, ctx, tc.m)
+			peers.remove(tc)
 			switch {
 			case ctx.Err() != nil || stopCtx.Err() != nil:
 			case cut > 0:
-				e.notef("the tunnel connection from %s ended with %s in progress, which were cut: %v", s.remoteAddr, streamCount(cut), m.err())
+				e.notef("the tunnel connection from %s ended with %s in progress, which were cut: %v", s.remoteAddr, streamCount(cut), tc.m.Err())
 			default:
-				log.Info("tunnel connection ended", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr, "reason", m.err().Error())
+				log.Info("tunnel connection ended", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr, "reason", tc.m.Err().Error())
 			}
 		default: // a peer that does not multiplex: one stream, one connection
 			err = forwardPlain(ctx, s, end)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/legacy"
 )
 
@@ -219,7 +220,7 @@ func proxy(ctx context.Context, s *stream, c net.Conn) error {
 	go func() { // s → c
 		_, err := copyStream(c, s.conn)
 		if err == nil {
-			err = closeWrite(c)
+			err = netutil.CloseWrite(c)
 		}
 		fromPeer <- err
 	}()
@@ -231,7 +232,7 @@ func proxy(ctx context.Context, s *stream, c net.Conn) error {
 			cut = true
 			first = streamError(s, err)
 			s.abort()
-			resetClose(c)
+			netutil.ResetClose(c)
 		}
 	}
 	done := ctx.Done()
@@ -261,7 +262,7 @@ func proxy(ctx context.Context, s *stream, c net.Conn) error {
 			if !cut {
 				cut = true
 				s.abort()
-				resetClose(c)
+				netutil.ResetClose(c)
 			}
 		}
 	}
@@ -282,33 +283,6 @@ func (f *failWriter) Write(p []byte) (int, error) {
 		f.failed = true
 	}
 	return n, err
-}
-
-// closeWrite half-closes c if it can, and closes it otherwise.
-func closeWrite(c net.Conn) error {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Close()
-}
-
-// resetClose closes a TCP connection with a reset, so that the program on
-// the other end sees an error rather than a clean end of data. It looks
-// through wrappers that have a NetConn method, as crypto/tls's Conn does.
-func resetClose(c net.Conn) {
-	inner := c
-	for {
-		if tc, ok := inner.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-			break
-		}
-		w, ok := inner.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		inner = w.NetConn()
-	}
-	c.Close()
 }
 
 // A stdinPump lets one stdin serve one session after another (listen

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -172,7 +173,7 @@ func (s *stream) abort() {
 		a.Abort()
 		return
 	}
-	resetClose(s.raw)
+	netutil.ResetClose(s.raw)
 	s.conn.Close()
 }
 

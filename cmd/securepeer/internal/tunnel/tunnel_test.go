@@ -1,6 +1,6 @@
-package main
+package tunnel
 
-// In-process tests of the tunnel protocol (tunnel.go, forward.go): what a
+// In-process tests of the tunnel protocol: what a
 // hostile peer does with its streams costs this side a bounded amount,
 // ends only the streams concerned, and leaves no goroutine behind; and
 // each stream's verdict, clean or cut, is exact.
@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"runtime"
 	"slices"
@@ -26,6 +25,8 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -68,7 +69,7 @@ func (n *noteLog) count(s string) int {
 
 // activeStreams is the number of streams m holds, its accept loop's
 // reservation aside.
-func (m *muxSession) activeStreams() int {
+func (m *Session) activeStreams() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.busy()
@@ -77,32 +78,25 @@ func (m *muxSession) activeStreams() int {
 // muxPair returns two ends of a tunnel session over a loopback TCP pair,
 // without the secure stream (the protocol under test is the tunnel's),
 // and serves the server end's streams with targets until the test ends,
-// as listen -to does (its notices through a rateLog, as listen's).
-func muxPair(t *testing.T, targets map[string]string) (client, server *muxSession, notes *noteLog) {
+// as listen -to does (its notices through a ratelog.Log, as listen's).
+func muxPair(t *testing.T, targets map[string]string) (client, server *Session, notes *noteLog) {
 	t.Helper()
 	a, b := testenv.TCPPair(t)
-	id, err := securepeer.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
+	mk := func(c *net.TCPConn, client bool) *Session {
+		return NewSession(tcpConn{c}, Config{Client: client, Addr: c.RemoteAddr().String()})
 	}
-	mk := func(c *net.TCPConn) *stream {
-		return &stream{conn: c, raw: c, self: id.PublicKey(), peer: id.PublicKey(), remoteAddr: c.RemoteAddr().String()}
-	}
-	log := slog.New(slog.DiscardHandler)
-	client = newMuxSession(mk(a), true, log)
-	server = newMuxSession(mk(b), false, log)
+	client, server = mk(a, true), mk(b, false)
 	notes = new(noteLog)
-	end := &tunnelEnd{targets: targets, log: log}
-	end.notef, end.fullf = newRateLog(notes.notef).kindf("stream notices"), notes.notef
+	sv := testServer(targets, ratelog.New(notes.notef).Kind("stream notices"), notes.notef)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		serveStreams(ctx, ctx, server, end)
+		sv.Serve(ctx, ctx, server)
 		close(done)
 	}()
 	t.Cleanup(func() {
 		cancel()
-		client.fail(io.EOF)
+		client.Fail(io.EOF)
 		<-done
 	})
 	return client, server, notes
@@ -177,7 +171,7 @@ func startSink(t testing.TB) string {
 // echoThrough opens a stream for name on m, as connect -from does for a
 // local connection, sends msg through it to an echo target and checks
 // that msg comes back and the stream ends cleanly.
-func echoThrough(t testing.TB, m *muxSession, name string, msg []byte) {
+func echoThrough(t testing.TB, m *Session, name string, msg []byte) {
 	t.Helper()
 	if err := m.begin(); err != nil {
 		t.Fatal(err)
@@ -189,7 +183,7 @@ func echoThrough(t testing.TB, m *muxSession, name string, msg []byte) {
 	defer ts.release()
 	local, far := testenv.TCPPair(t)
 	relayed := make(chan error, 1)
-	go func() { relayed <- relayTunnel(context.Background(), ts, far, true) }()
+	go func() { relayed <- relay(context.Background(), ts, far, true) }()
 	local.SetDeadline(time.Now().Add(testTimeout))
 	if _, err := local.Write(msg); err != nil {
 		t.Fatal(err)
@@ -244,8 +238,8 @@ func TestTunnelHostileStreams(t *testing.T) {
 	t.Run("still works", func(t *testing.T) {
 		echoThrough(t, m, "web", []byte("after the hostile streams"))
 	})
-	if m.closed() {
-		t.Errorf("the session ended: %v", m.err())
+	if m.Closed() {
+		t.Errorf("the session ended: %v", m.Err())
 	}
 }
 
@@ -326,7 +320,7 @@ func TestTunnelShortStreams(t *testing.T) {
 	forwarded := make(chan struct{})
 	go func() {
 		defer close(forwarded)
-		localForward(ctx, ctx, local, forwardSpec{addr: local.Addr().String()}, func(context.Context) (*muxSession, error) { return client, nil }, clientNotes.notef, slog.New(slog.DiscardHandler))
+		forwardAll(ctx, local, client, clientNotes.notef)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -369,10 +363,10 @@ func TestTunnelShortStreams(t *testing.T) {
 	}
 	// listen's side: a notice per target that reset its connection (as
 	// "connection reset" when reading it, or "not connected" when passing
-	// the client's end on), at most a rateLog's worth of them shown, and
+	// the client's end on), at most a ratelog.Log's worth of them shown, and
 	// none that says its peer cut a stream.
-	if s := serverNotes.String(); serverNotes.count("peer cut") != 0 || serverNotes.count("forwarding a stream") != serverNotes.len() || serverNotes.len() > rateBurst {
-		t.Errorf("listen's side said a peer cut a stream, or gave notices other than the targets' resets, or more than %d:\n%s", rateBurst, s)
+	if s := serverNotes.String(); serverNotes.count("peer cut") != 0 || serverNotes.count("forwarding a stream") != serverNotes.len() || serverNotes.len() > ratelog.Burst {
+		t.Errorf("listen's side said a peer cut a stream, or gave notices other than the targets' resets, or more than %d:\n%s", ratelog.Burst, s)
 	}
 }
 
@@ -436,7 +430,7 @@ func shortTarget(c net.Conn) {
 		io.Copy(io.Discard, c)
 	case 'x':
 		io.WriteString(c, answer[:len(answer)/2])
-		resetClose(c)
+		netutil.ResetClose(c)
 	default:
 		io.WriteString(c, answer)
 	}
@@ -542,14 +536,14 @@ func floodStreams(sess *yamux.Session, n int, msg func(i int) []byte, keep bool)
 
 // A tunnelServer is listen -to in process: it accepts securepeer
 // connections on a loopback port of its own and serves each one's streams
-// with its targets, its notices through a rateLog, until the test ends.
+// with its targets, its notices through a ratelog.Log, until the test ends.
 type tunnelServer struct {
 	addr   string
-	client *nativeHandshaker // a peer's side
+	client *securepeer.Config // a peer's side
 	notes  *noteLog
 
 	mu       sync.Mutex
-	sessions []*muxSession
+	sessions []*Session
 }
 
 func startTunnelServer(t testing.TB, targets map[string]string) *tunnelServer {
@@ -562,18 +556,16 @@ func startTunnelServer(t testing.TB, targets map[string]string) *tunnelServer {
 		return id
 	}
 	ln := listenLocal(t)
-	server := &nativeHandshaker{id: identity(), timeout: testTimeout, protos: tunnelProtos()}
+	server := &securepeer.Config{Identity: identity(), HandshakeTimeout: testTimeout, NextProtos: []string{Protocol}}
 	ts := &tunnelServer{
 		addr:   ln.Addr().String(),
-		client: &nativeHandshaker{id: identity(), timeout: testTimeout, protos: tunnelProtos()},
+		client: &securepeer.Config{Identity: identity(), HandshakeTimeout: testTimeout, NextProtos: []string{Protocol}},
 		notes:  new(noteLog),
 	}
-	log := slog.New(slog.DiscardHandler)
 	// A window longer than any test, so that no summary line comes.
-	rates := newRateLog(ts.notes.notef)
-	rates.window = time.Hour
-	end := newTunnelEnd(nil, log, rates)
-	end.targets = targets
+	rates := ratelog.New(ts.notes.notef)
+	rates.Window = time.Hour
+	sv := testServer(targets, rates.Kind("notices about the peers' tunnel streams"), rates.Kind("notices about full tunnel connections"))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -583,15 +575,16 @@ func startTunnelServer(t testing.TB, targets map[string]string) *tunnelServer {
 				return
 			}
 			wg.Go(func() {
-				s, err := server.handshake(ctx, raw, false, acceptAny)
-				if err != nil {
+				c := securepeer.Server(raw, server)
+				if err := c.HandshakeContext(ctx); err != nil {
+					raw.Close()
 					return
 				}
-				m := newMuxSession(s, false, log)
+				m := NewSession(secureConn{c}, Config{Addr: raw.RemoteAddr().String()})
 				ts.mu.Lock()
 				ts.sessions = append(ts.sessions, m)
 				ts.mu.Unlock()
-				serveStreams(ctx, ctx, m, end)
+				sv.Serve(ctx, ctx, m)
 			})
 		}
 	})
@@ -603,24 +596,22 @@ func startTunnelServer(t testing.TB, targets map[string]string) *tunnelServer {
 	return ts
 }
 
-func acceptAny(context.Context, peerKey) error { return nil }
-
 // dial makes a connection to ts, as a peer's connect does.
-func (ts *tunnelServer) dial(t testing.TB) *stream {
+func (ts *tunnelServer) dial(t testing.TB) *securepeer.Conn {
 	t.Helper()
 	raw, err := net.Dial("tcp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := ts.client.handshake(context.Background(), raw, true, acceptAny)
-	if err != nil {
+	c := securepeer.Client(raw, ts.client)
+	if err := c.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	if s.negotiated != tunnelProtocol {
-		t.Fatalf("negotiated %q, want %s", s.negotiated, tunnelProtocol)
+	if p := c.ConnectionState().NegotiatedProtocol; p != Protocol {
+		t.Fatalf("negotiated %q, want %s", p, Protocol)
 	}
-	t.Cleanup(func() { s.conn.Close() })
-	return s
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // held is the number of streams each of ts's connections holds.
@@ -698,7 +689,7 @@ func TestTunnelStreamStates(t *testing.T) {
 				before := liveMemory()
 				var sessions []*yamux.Session
 				for range conns {
-					sess := hostileSession(t, ts.dial(t).conn)
+					sess := hostileSession(t, ts.dial(t))
 					defer sess.Close()
 					sessions = append(sessions, sess)
 				}
@@ -736,8 +727,8 @@ func TestTunnelStreamStates(t *testing.T) {
 					return fmt.Sprintf("discarded %d bytes, want %d", ts.discarded(), discarded)
 				}))
 
-				legit := newMuxSession(ts.dial(t), true, slog.New(slog.DiscardHandler))
-				defer legit.fail(io.EOF)
+				legit := NewSession(secureConn{ts.dial(t)}, Config{Client: true})
+				defer legit.Fail(io.EOF)
 				echoThrough(t, legit, "echo", []byte("a legitimate peer"))
 
 				grown := liveMemory() - before
@@ -746,10 +737,10 @@ func TestTunnelStreamStates(t *testing.T) {
 					t.Errorf("the server holds %d KiB more, above the figure of %d KiB for %d connections", grown>>10, int64(conns)*row.bound>>10, conns)
 				}
 				// A notice a connection that the peer holds all it may,
-				// and at most a rateLog's worth about the streams.
+				// and at most a ratelog.Log's worth about the streams.
 				full := ts.notes.count(fmt.Sprintf("holds %d streams on its tunnel connection", maxTunnelStreams))
-				if n := ts.notes.len(); full != conns || n > rateBurst+conns {
-					t.Errorf("%d notices, %d of them that a connection is full; want one of those a connection and at most %d others:\n%s", n, full, rateBurst, ts.notes)
+				if n := ts.notes.len(); full != conns || n > ratelog.Burst+conns {
+					t.Errorf("%d notices, %d of them that a connection is full; want one of those a connection and at most %d others:\n%s", n, full, ratelog.Burst, ts.notes)
 				}
 			})
 		}
@@ -834,9 +825,9 @@ func TestTunnelPingFlood(t *testing.T) {
 		binary.BigEndian.PutUint32(f[8:], uint32(i))
 	}
 	// Until the server stops reading, or 12 MB (a million pings).
-	s.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	s.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	for range 256 {
-		if _, err := s.conn.Write(pings); err != nil {
+		if _, err := s.Write(pings); err != nil {
 			break
 		}
 	}
@@ -844,8 +835,8 @@ func TestTunnelPingFlood(t *testing.T) {
 	if n, bound := runtime.NumGoroutine()-before, maxPendingPings+4096/yamuxHeaderLen; n > bound {
 		t.Errorf("%d goroutines more with the peer's pings unanswered, want at most %d", n, bound)
 	}
-	legit := newMuxSession(ts.dial(t), true, slog.New(slog.DiscardHandler))
-	defer legit.fail(io.EOF)
+	legit := NewSession(secureConn{ts.dial(t)}, Config{Client: true})
+	defer legit.Fail(io.EOF)
 	echoThrough(t, legit, "echo", []byte("past the pings"))
-	s.conn.Close()
+	s.Close()
 }
