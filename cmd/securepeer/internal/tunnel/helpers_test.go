@@ -15,6 +15,9 @@ import (
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 )
 
+// testLog discards what a session logs.
+var testLog = slog.New(slog.DiscardHandler)
+
 // testTimeout bounds what a test waits for: a hang, not a slow machine.
 const testTimeout = 60 * time.Second
 

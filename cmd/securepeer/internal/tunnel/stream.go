@@ -3,10 +3,8 @@ package tunnel
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,7 +12,6 @@ import (
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
-	"github.com/securepeer/securepeer/cmd/securepeer/internal/sanitize"
 )
 
 // A stream is one yamux stream of a tunnel, framed as the package's doc
@@ -23,86 +20,77 @@ import (
 type stream struct {
 	st *yamux.Stream
 	m  *Session
-	r  *frame.Reader
+	r  reader
 	w  *frame.Writer
-
-	left  uint32 // bytes left in the frame being read
-	ended bool
 }
 
 func newStream(st *yamux.Stream, m *Session) *stream {
-	return &stream{st: st, m: m, r: frame.NewReader(st), w: frame.NewWriter(st)}
+	return &stream{st: st, m: m, r: reader{f: frame.NewReader(st)}, w: frame.NewWriter(st)}
 }
 
 func (t *stream) Read(p []byte) (int, error) {
-	if t.ended {
-		return 0, io.EOF
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = t.readError(err)
 	}
-	for t.left == 0 {
-		// A data frame is read as it arrives, whatever its length
-		// field says: nothing is allocated for it.
-		n, err := t.r.ReadHeader(doneMark)
-		if err != nil {
-			return 0, t.readError(err)
-		}
-		switch n {
-		case 0:
-			t.ended = true
-			return 0, io.EOF
-		case doneMark:
-			return 0, errEarlyDone
-		}
-		t.left = n
-	}
-	if uint32(len(p)) > t.left {
-		p = p[:t.left]
-	}
-	n, err := t.r.ReadSome(p)
-	t.left -= uint32(n)
-	if err != nil {
-		return n, t.readError(err)
-	}
-	return n, nil
+	return n, err
 }
 
-// readError turns the yamux stream's end without an end frame into the
-// reason.
-func (t *stream) readError(err error) error {
-	if t.m.Closed() {
-		return t.m.Err()
+// readHeader reads the header that starts a stream from the opener: the
+// forward's name.
+func (t *stream) readHeader() (string, error) {
+	t.st.SetReadDeadline(time.Now().Add(tunnelHeaderTimeout))
+	defer t.st.SetReadDeadline(time.Time{})
+	name, err := t.r.header()
+	if err != nil {
+		return "", t.readError(err)
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, frame.ErrCut) || errors.Is(err, yamux.ErrConnectionReset) {
-		return errStreamCut
+	return name, nil
+}
+
+// readStatus reads the status frame that answers the opener's header, and
+// returns a *RefusedError unless it is "ok".
+func (t *stream) readStatus() error {
+	err := t.r.status()
+	if errors.Is(err, yamux.ErrConnectionReset) && !t.r.began && !t.m.Closed() {
+		return ErrStreamReset
+	}
+	if err != nil && !errors.As(err, new(*RefusedError)) {
+		return t.readError(err)
 	}
 	return err
 }
 
-// doneMark is the frame header a side sends after its end frame once it
-// has the peer's end frame too: see the package's doc.
-const doneMark = 0xFFFF_FFFF
+// readDone reads what follows the peer's end frame: its done mark, the
+// proof that it has everything this side sent. A FIN, a reset or the
+// session's end instead means the stream was cut.
+func (t *stream) readDone() error {
+	if err := t.r.done(); err != nil {
+		return t.readError(err)
+	}
+	return nil
+}
 
-// errEarlyDone is a done mark before its sender's end frame.
-var errEarlyDone = errors.New("the peer sent its done mark before the end of its data, which securepeer-tunnel/1 does not allow; data may be missing")
+// readError turns the yamux stream's end without an end frame into the
+// reason. A peer that broke the protocol is said as such.
+func (t *stream) readError(err error) error {
+	if errors.As(err, new(*malformedError)) {
+		return err
+	}
+	if t.m.Closed() {
+		return t.m.Err()
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, frame.ErrCut) || errors.Is(err, yamux.ErrConnectionReset) {
+		return errStreamCut
+	}
+	return err
+}
 
 // writeFrame sends p as one frame; an empty p is the end frame.
 func (t *stream) writeFrame(p []byte) error { return t.w.WriteFrame(p, nil) }
 
 // writeDone sends the done mark.
 func (t *stream) writeDone() error { return t.w.WriteHeader(doneMark) }
-
-// readDone reads what follows the peer's end frame: its done mark, the
-// proof that it has everything this side sent. A FIN, a reset or the
-// session's end instead means the stream was cut.
-func (t *stream) readDone() error {
-	n, err := t.r.ReadHeader(doneMark)
-	if err != nil {
-		return t.readError(err)
-	}
-	if n != doneMark {
-		return errAfterEnd
-	}
-	return nil
-}
 
 // sendFrom sends what it reads from c as frames, then the end frame. It
 // returns a *sendError if writing to the stream failed, and reading c's
@@ -153,59 +141,6 @@ type sendError struct{ err error }
 
 func (e *sendError) Error() string { return e.err.Error() }
 func (e *sendError) Unwrap() error { return e.err }
-
-// readStatus reads the status frame that answers the opener's header, and
-// returns a *refusedError unless it is "ok".
-func (t *stream) readStatus() error {
-	n, err := t.r.ReadHeader(maxStatusLen)
-	var tl *frame.TooLongError
-	switch {
-	case errors.As(err, &tl):
-		n = tl.N
-	case errors.Is(err, yamux.ErrConnectionReset) && !t.m.Closed():
-		return ErrStreamReset
-	case err != nil:
-		return t.readError(err)
-	}
-	if n == 0 || tl != nil {
-		return fmt.Errorf("the peer began the tunnel stream with a status of %d bytes, which securepeer-tunnel/1 does not allow", n)
-	}
-	status := make([]byte, n)
-	if err := t.r.ReadBody(status); err != nil {
-		return t.readError(err)
-	}
-	if string(status) == "ok" {
-		return nil
-	}
-	return &RefusedError{Reason: strings.ToValidUTF8(string(status), "?")}
-}
-
-// readHeader reads the header that starts a stream from the opener: the
-// forward's name.
-func (t *stream) readHeader() (string, error) {
-	t.st.SetReadDeadline(time.Now().Add(tunnelHeaderTimeout))
-	defer t.st.SetReadDeadline(time.Time{})
-	n, err := t.r.ReadHeader(MaxNameLen)
-	var tl *frame.TooLongError
-	switch {
-	case errors.As(err, &tl):
-		return "", fmt.Errorf("the peer began a tunnel stream with a name of %d bytes, more than securepeer-tunnel/1 allows", tl.N)
-	case err != nil:
-		return "", t.readError(err)
-	}
-	name := make([]byte, n)
-	if err := t.r.ReadBody(name); err != nil {
-		return "", t.readError(err)
-	}
-	return string(name), nil
-}
-
-// A RefusedError is the peer's refusal of a stream, with its reason.
-type RefusedError struct{ Reason string }
-
-func (e *RefusedError) Error() string {
-	return "the peer refused the stream: " + sanitize.Text(e.Reason)
-}
 
 // cut ends the stream at once: the FIN without the done mark tells the
 // peer, and the deadlines wake this side's reader and writer.

@@ -156,10 +156,6 @@ var errPeerClosed = errors.New("the peer closed the tunnel connection")
 // as it takes waiting already, or was stopping.
 var ErrStreamReset = errors.New("the peer reset the stream before answering: it takes no more streams on this connection for now")
 
-// errAfterEnd is a peer that sent a frame after its end frame other than
-// the done mark.
-var errAfterEnd = errors.New("the peer sent data after the end of its side of the tunnel stream, which securepeer-tunnel/1 does not allow; data may be missing")
-
 // A Session is a yamux session over a secure stream.
 type Session struct {
 	addr     string            // the peer's address, for messages
