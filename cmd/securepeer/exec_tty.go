@@ -108,11 +108,11 @@ func (t *ttySession) restore() {
 	})
 }
 
-// checkTTYFlag checks connect's -t against the other flags, and warns, as
-// ssh does, that it does nothing without a terminal on stdin: the session
-// then goes on without one, so that connect -t in a script behaves as
-// connect.
-func checkTTYFlag(e *env, tty bool, tf *tunnelFlags, cf *commonFlags, lf *legacyFlags) error {
+// checkTTYFlag checks connect's -t against the other flags. Without a
+// terminal on stdin it does nothing, as ssh's does: runConnect says so,
+// and the session goes on without one, so that connect -t in a script
+// behaves as connect.
+func checkTTYFlag(tty bool, tf *tunnelFlags, cf *commonFlags, lf *legacyFlags) error {
 	switch {
 	case !tty:
 		return nil
@@ -122,10 +122,8 @@ func checkTTYFlag(e *env, tty bool, tf *tunnelFlags, cf *commonFlags, lf *legacy
 		return usageErrorf("connect: -t needs securepeer-exec/2, which -legacy cannot negotiate")
 	case cf.progress:
 		return usageErrorf("connect: -t and -progress cannot be used together: the terminal is the command's")
-	case !e.stdinIsTerminal():
-		e.notef("-t: stdin is not a terminal, so the command gets none (as ssh says, a pseudo-terminal will not be allocated)")
 	}
-	return nil
+	return nil // without a terminal on stdin, connect says so and goes on
 }
 
 // noTTYPeer says that -t does nothing with this peer.

@@ -251,10 +251,11 @@ func (tc *tunnelClient) session(ctx context.Context) (*tunnel.Session, error) {
 }
 
 // run serves m, and each connection after it, until the tunnel ends.
-func (tc *tunnelClient) run(m *tunnel.Session) {
-	for m != nil {
+func (tc *tunnelClient) run(l *tunnelLink) {
+	for l != nil {
+		m := l.m
 		tc.set(m)
-		cut := tc.end.server.Serve(tc.ctx, tc.ctx, m)
+		cut := <-l.served
 		<-m.Done()
 		tc.set(nil)
 		if tc.ctx.Err() != nil {
@@ -269,14 +270,14 @@ func (tc *tunnelClient) run(m *tunnel.Session) {
 			return
 		}
 		tc.notef("%s; the local connections in progress were reset; reconnecting", why)
-		m = tc.redial()
+		l = tc.redial()
 	}
 }
 
 // redial connects to the peer again, with backoff, until it succeeds, the
 // tunnel ends, or the peer refuses this side or shows another key (which
 // ends the tunnel: exit 3, as at startup).
-func (tc *tunnelClient) redial() *tunnel.Session {
+func (tc *tunnelClient) redial() *tunnelLink {
 	delay := reconnectMin
 	for {
 		select {
@@ -284,19 +285,19 @@ func (tc *tunnelClient) redial() *tunnel.Session {
 		case <-tc.ctx.Done():
 			return nil
 		}
-		m, err := meetPeer(tc.ctx, tc.h, tc.addr, tc.verify, tc.end.log)
+		l, err := meetPeer(tc.ctx, tc.h, tc.addr, tc.verify, tc.end)
 		switch {
 		case tc.ctx.Err() != nil:
-			if m != nil {
-				m.Fail(context.Cause(tc.ctx))
+			if l != nil {
+				l.end(context.Cause(tc.ctx))
 			}
 			return nil
-		case err == nil && m == nil:
+		case err == nil && l == nil:
 			tc.fail(fmt.Errorf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.addr, tunnel.Protocol))
 			return nil
 		case err == nil:
 			tc.notef("reconnected to %s", tc.addr)
-			return m
+			return l
 		case errorCode(err) == exitRejected:
 			tc.fail(err)
 			return nil
@@ -326,7 +327,10 @@ func (tc *tunnelClient) redial() *tunnel.Session {
 // multiplex, since the slowness would otherwise be a mystery. -to needs a
 // multiplexing peer, which alone can open streams towards this side.
 func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from, to []forwardSpec, noReconnect bool, verify verifyFunc, log *slog.Logger) error {
-	first, err := meetPeer(ctx, h, addr, verify, log)
+	tctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	end := newTunnelEnd(to, log, ratelog.New(e.notef))
+	first, err := meetPeer(tctx, h, addr, verify, end)
 	if err != nil {
 		return err
 	}
@@ -347,7 +351,7 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 	if err != nil {
 		closeAll(listeners)
 		if first != nil {
-			first.Fail(errors.New("connect could not listen"))
+			first.end(errors.New("connect could not listen"))
 		}
 		return err
 	}
@@ -360,11 +364,9 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 		return perConnection(ctx, e, h, addr, from, listeners, verify, log)
 	}
 
-	tctx, fail := context.WithCancelCause(ctx)
-	defer fail(nil)
 	tc := &tunnelClient{
 		ctx: tctx, fail: fail, h: h, addr: addr, verify: verify,
-		end:       newTunnelEnd(to, log, ratelog.New(e.notef)),
+		end:       end,
 		notef:     e.notef,
 		reconnect: !noReconnect,
 		changed:   make(chan struct{}),
@@ -640,9 +642,11 @@ func newTunnelSession(s *stream, client bool, log *slog.Logger) *tunnel.Session 
 
 // meetPeer connects to the peer at addr and checks its key: the tunnel's
 // check before it binds. If the peer speaks tunnel.Protocol, it returns the
-// connection as a tunnel session, after a keepalive ping has come back, so
-// that a peer that refuses this side's key (which the initiator learns
-// only from its first read) is known.
+// connection as a tunnel session, its peer's streams served by end from
+// the start, after a keepalive ping has come back, so that a peer that
+// refuses this side's key (which the initiator learns only from its first
+// read), or the connection (a listen at its limit of sessions, which says
+// why on a stream and answers no ping), is known.
 //
 // Otherwise it closes the stream cleanly, and each local connection will
 // make its own. Kept idle until one comes, a plain stream may meanwhile
@@ -652,26 +656,30 @@ func newTunnelSession(s *stream, client bool, log *slog.Logger) *tunnel.Session 
 // Closing costs one handshake, and on a listen -to or -exec peer one empty
 // session. (A tunnel session has keepalives, and listen -to dials its
 // service only for a stream.)
-func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc, log *slog.Logger) (*tunnel.Session, error) {
+func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc, end *tunnelEnd) (*tunnelLink, error) {
+	log := end.log
 	s, err := dial(ctx, h, addr, verify, log)
 	if err != nil {
 		return nil, err
 	}
 	if s.negotiated == tunnel.Protocol {
 		m := newTunnelSession(s, true, log)
+		served := make(chan int, 1)
+		go func() { served <- end.server.Serve(ctx, ctx, m) }()
+		l := &tunnelLink{m: m, served: served}
 		if err := m.Ping(); err != nil {
 			why := fmt.Errorf("the peer at %s did not answer: %v", addr, err)
 			if m.Closed() {
-				why = m.Err() // a refusal of this side's key, for one
+				why = m.Err() // a refusal of this side's key, or of the connection
 			}
-			m.Fail(why)
+			l.end(why)
 			if ctx.Err() != nil {
 				return nil, interruption(ctx)
 			}
 			return nil, why
 		}
 		log.Info("peer met; the tunnel opens", "addr", addr, "mode", tunnel.Protocol)
-		return m, nil
+		return l, nil
 	}
 	defer s.conn.Close()
 	// The initiator finishes its handshake before the responder has
@@ -692,6 +700,20 @@ func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc,
 	}
 	log.Info("peer met; the tunnel opens", "addr", addr, "first_read", fmt.Sprint(err))
 	return nil, nil
+}
+
+// A tunnelLink is a tunnel connection whose peer's streams are served from
+// its start: served gives, once the session has ended, the number of them
+// its end cut.
+type tunnelLink struct {
+	m      *tunnel.Session
+	served <-chan int
+}
+
+// end cuts the connection, for why, and waits until its streams have.
+func (l *tunnelLink) end(why error) {
+	l.m.Fail(why)
+	<-l.served
 }
 
 // targetFailure is the REASON of a "connect failed" status: what dialing

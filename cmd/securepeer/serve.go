@@ -31,6 +31,10 @@ type listenConfig struct {
 	// ends them before that (a second signal; nil: never).
 	grace time.Duration
 	cut   <-chan struct{}
+
+	// limits, if set, bounds the sessions at once, in all and for one
+	// peer key, and refuses the others.
+	limits *sessionCounter
 }
 
 // Accept errors such as EMFILE are retried after a pause that starts at
@@ -81,7 +85,8 @@ func acceptRetrying(ctx context.Context, l net.Listener, notef func(string, ...a
 // serve runs until ctx ends. Then it stops accepting: it closes l, which
 // also ends the handshakes in progress, and lets the sessions finish, for
 // at most cfg.grace or until cfg.cut; then it cuts the ones left by ending
-// their context. It returns once every handle call has returned.
+// their context. It returns once every handle call has returned, and every
+// refusal of cfg.limits has ended.
 func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(context.Context, *stream)) {
 	al := admit.NewListener(l, admit.Config[*stream]{
 		Handshake: func(ctx context.Context, c net.Conn) (*stream, error) {
@@ -100,6 +105,9 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 	})
 	stopAccepting := context.AfterFunc(ctx, func() { al.Close() })
 	defer stopAccepting()
+	if cfg.limits != nil {
+		defer cfg.limits.wait() // once the sessions, and so the refusals, are cut
+	}
 	sessCtx, cutSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutSessions()
 
@@ -118,11 +126,17 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 			s.abort()
 			continue
 		}
+		if cfg.limits != nil && !cfg.limits.take(sessCtx, s) {
+			continue // being refused
+		}
 		sessions.Add(1)
 		live.Add(1)
 		go func() {
 			defer sessions.Done()
 			defer live.Add(-1)
+			if cfg.limits != nil {
+				defer cfg.limits.done(s)
+			}
 			handle(sessCtx, s)
 		}()
 	}

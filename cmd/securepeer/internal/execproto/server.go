@@ -651,3 +651,43 @@ func copyStream(dst io.Writer, src io.Reader) (int64, error) {
 	buf := make([]byte, bufSize)
 	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
 }
+
+// Refuse tells a securepeer-exec/2 client on c that its command will not
+// run, and why: once its start message has come, an exit message of kind
+// NotRun with status 1 and reason (cut to what the message holds), then
+// the end of stream; then, as after any exit message, it reads what the
+// client still sends until its end of stream, for at most
+// execDrainTimeout, and closes. It starts no process. Any failure aborts
+// c, and is returned.
+func (x *Server) Refuse(c Conn, reason string) error {
+	s := &execSession{x: x, c: c, proto: Protocol2, msgs: newExecMsgWriter(c), in: newExecMsgReader(c)}
+	_, err := s.readStart()
+	if len(reason) > execMaxReason {
+		reason = reason[:execMaxReason]
+	}
+	if err == nil {
+		err = s.msgs.write(&execMsg{typ: execMsgExit, status: Status{Kind: NotRun, Code: 1, Detail: reason}})
+	}
+	if err == nil {
+		err = c.CloseWrite()
+	}
+	if err != nil {
+		c.Abort()
+		return err
+	}
+	drained := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, c)
+		close(drained)
+	}()
+	t := time.NewTimer(execDrainTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+		c.Close()
+	case <-t.C:
+		c.Abort()
+		<-drained
+	}
+	return nil
+}

@@ -127,6 +127,9 @@ func (sv *Server) connect(ctx context.Context, t *stream) error {
 		t.cut()
 		return fmt.Errorf("a tunnel stream from %s: %v", m.addr, err)
 	}
+	if name == refusalName {
+		return m.refused(t)
+	}
 	c, to, err := sv.Route(ctx, name, m.addr)
 	if err != nil {
 		var r *Refusal

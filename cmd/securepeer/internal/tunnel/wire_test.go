@@ -30,7 +30,8 @@ const vectorsHeader = `# securepeer-tunnel/1 known-answer streams (PROTOCOL.md, 
 # (securepeer-tunnel/1)"). One line for what one side writes on one yamux
 # stream, from its first byte to its FIN: a name, then the bytes in hex.
 # opener- streams begin with the header (the forward's name), accepting-
-# streams with the status. The lines whose name does not start with "bad-"
+# streams with the status; refusal- streams are a side's refusal of the
+# whole connection (the header "!", then the reason). The lines whose name does not start with "bad-"
 # are what this implementation sent in a session over loopback TCP,
 # recorded from yamux's data frames; a reader must take each of them whole
 # (refusals end after the status) and must reject each bad- one.
@@ -43,6 +44,9 @@ type vector struct {
 	opener bool // the stream begins with a header, not a status
 	data   []byte
 }
+
+// refusal reports whether v is the refusal of a connection.
+func (v vector) refusal() bool { return strings.HasPrefix(v.name, "refusal-") }
 
 // frameOf is one frame: a 4-byte length, then s.
 func frameOf(s string) []byte {
@@ -65,6 +69,7 @@ func badVectors() []vector {
 		{"bad-accepting-status-empty", false, frameOf("")},
 		{"bad-accepting-status-too-long", false, binary.BigEndian.AppendUint32(nil, maxStatusLen+1)},
 		{"bad-accepting-cut-in-the-status", false, frameOf("ok")[:5]},
+		{"bad-refusal-empty-reason", true, join(frameOf(refusalName), frameOf(""))},
 	}
 }
 
@@ -76,7 +81,15 @@ func readVector(opener bool, data []byte) (got []byte, used int, err error) {
 	r := reader{f: frame.NewReader(br)}
 	defer func() { used = len(data) - br.Len() }()
 	if opener {
-		if _, err := r.header(); err != nil {
+		name, err := r.header()
+		if err != nil {
+			return nil, 0, err
+		}
+		if name == refusalName {
+			reason, err := r.refusal()
+			if err == nil {
+				err = &SessionRefusedError{Reason: reason}
+			}
 			return nil, 0, err
 		}
 	} else if err := r.status(); err != nil {
@@ -205,6 +218,7 @@ func recordVectors(t *testing.T) []vector {
 		}
 	}
 	return []vector{
+		{"refusal-of-the-connection", true, recordRefusal(t)},
 		{"opener-web", true, out.stream(1)},
 		{"accepting-web", false, in.stream(1)},
 		{"opener-unnamed-nothing-either-way", true, out.stream(3)},
@@ -254,6 +268,11 @@ func TestTunnelVectors(t *testing.T) {
 				t.Errorf("%s: %v, want a refusal", v.name, err)
 			}
 			continue
+		case v.refusal():
+			if !errors.As(err, new(*SessionRefusedError)) {
+				t.Errorf("%s: %v, want the refusal of the connection", v.name, err)
+			}
+			continue
 		case err != nil:
 			t.Errorf("%s: %v", v.name, err)
 		}
@@ -280,7 +299,7 @@ func parseVectors(t testing.TB, file []byte) []vector {
 		if !ok || err != nil {
 			t.Fatalf("line %q", line)
 		}
-		vs = append(vs, vector{name, strings.Contains(name, "opener-"), data})
+		vs = append(vs, vector{name, strings.Contains(name, "opener-") || strings.Contains(name, "refusal-"), data})
 	}
 	return vs
 }
@@ -298,13 +317,14 @@ func FuzzTunnelStream(f *testing.F) {
 		opener := data[0]&1 == 1
 		_, used, err := readVector(opener, data[1:])
 		var refused *RefusedError
+		var refusal *SessionRefusedError
 		var mal *malformedError
 		switch {
 		case err == nil:
 			if used < 4 || !bytes.Equal(data[1+used-4:1+used], doneBytes) {
 				t.Fatalf("read whole, %d bytes, without a done mark at their end: %x", used, data)
 			}
-		case errors.As(err, &refused), errors.As(err, &mal), err == io.EOF, err == io.ErrUnexpectedEOF, err == frame.ErrCut:
+		case errors.As(err, &refused), errors.As(err, &refusal), errors.As(err, &mal), err == io.EOF, err == io.ErrUnexpectedEOF, err == frame.ErrCut:
 		default:
 			t.Fatalf("error %v", err)
 		}
@@ -361,4 +381,33 @@ func TestTunnelFuzzSeeds(t *testing.T) {
 			t.Errorf("%s is missing or stale (go test -run TestTunnelFuzzSeeds -update rewrites it): %v", path, err)
 		}
 	}
+}
+
+// recordRefusal has Refuse refuse a session, which a client serves and
+// pings, and returns the stream it sent the refusal on, as the client
+// received it; the client's session must end with the reason.
+func recordRefusal(t *testing.T) []byte {
+	a, b := testenv.TCPPair(t)
+	in := &yamuxTap{data: map[uint32][]byte{}}
+	client := NewSession(tappedConn{tcpConn{a}, &yamuxTap{data: map[uint32][]byte{}}, in}, Config{Client: true, Addr: "the server"})
+	const reason = "listen serves 1 session for this key already, the most one key may have (its -max-sessions-per-key); end one of them, or try again later"
+	refused := make(chan error, 1)
+	go func() { refused <- Refuse(tcpConn{b}, reason, testTimeout) }()
+	served := make(chan struct{})
+	go func() {
+		testServer(nil, t.Logf, t.Logf).Serve(context.Background(), context.Background(), client)
+		close(served)
+	}()
+	if err := client.Ping(); err == nil {
+		t.Error("a refused session answered a ping")
+	}
+	var re *SessionRefusedError
+	if err := client.Err(); !errors.As(err, &re) || re.Reason != reason || re.Addr != "the server" {
+		t.Errorf("the refused session ended with %v, want the refusal", err)
+	}
+	if err := <-refused; err != nil {
+		t.Errorf("Refuse: %v", err)
+	}
+	<-served
+	return in.stream(2)
 }
