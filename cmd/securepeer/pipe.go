@@ -97,31 +97,7 @@ func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Read
 		case err := <-sendDone:
 			sendDone = nil
 			if err != nil {
-				if recvDone != nil && connectionGone(err) {
-					// The peer closed or reset the connection. What the
-					// receiving side reads says better why: a secure-peer
-					// 0.2 peer that refuses this side's key just closes,
-					// which only a read can tell from other failures. The
-					// read ends at once on a dead connection; the deadline
-					// is a bound, not a wait.
-					s.conn.SetReadDeadline(time.Now().Add(closeTimeout))
-					rerr := <-recvDone
-					recvDone = nil
-					if errors.Is(rerr, legacy.ErrRejected) || errors.Is(rerr, securepeer.ErrRejected) {
-						s.abort()
-						return streamError(s, rerr)
-					}
-				}
-				// Reading stdin or writing to the peer failed: the peer may
-				// be missing data, so it must not see a clean end.
-				s.abort()
-				if recvDone != nil {
-					<-recvDone
-				}
-				if ended {
-					return fmt.Errorf("the peer at %s closed the connection before it had all of stdin: %v", s.remoteAddr, err)
-				}
-				return streamError(s, err)
+				return sendFailed(s, err, recvDone, ended)
 			}
 			sent = true
 		case <-done:
@@ -139,6 +115,36 @@ func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Read
 	}
 	s.close()
 	return nil
+}
+
+// sendFailed aborts s, whose copy of stdin to the peer failed with err
+// (reading stdin or writing to the peer), and says why: the peer may be
+// missing data, so it must not see a clean end. recvDone, if not nil, is
+// the copy from the peer, still running; ended is whether the peer's
+// stream has ended.
+func sendFailed(s *stream, err error, recvDone <-chan error, ended bool) error {
+	if recvDone != nil && connectionGone(err) {
+		// The peer closed or reset the connection. What the receiving
+		// side reads says better why: a secure-peer 0.2 peer that refuses
+		// this side's key just closes, which only a read can tell from
+		// other failures. The read ends at once on a dead connection; the
+		// deadline is a bound, not a wait.
+		s.conn.SetReadDeadline(time.Now().Add(closeTimeout))
+		rerr := <-recvDone
+		recvDone = nil
+		if errors.Is(rerr, legacy.ErrRejected) || errors.Is(rerr, securepeer.ErrRejected) {
+			s.abort()
+			return streamError(s, rerr)
+		}
+	}
+	s.abort()
+	if recvDone != nil {
+		<-recvDone
+	}
+	if ended {
+		return fmt.Errorf("the peer at %s closed the connection before it had all of stdin: %v", s.remoteAddr, err)
+	}
+	return streamError(s, err)
 }
 
 // hungUp reports whether ctx ended because of a SIGHUP.

@@ -88,21 +88,7 @@ func acceptRetrying(ctx context.Context, l net.Listener, notef func(string, ...a
 // their context. It returns once every handle call has returned, and every
 // refusal of cfg.limits has ended.
 func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(context.Context, *stream)) {
-	al := admit.NewListener(l, admit.Config[*stream]{
-		Handshake: func(ctx context.Context, c net.Conn) (*stream, error) {
-			return cfg.h.handshake(ctx, c, false, cfg.verify)
-		},
-		FirstFlight: cfg.h.firstFlight,
-		Failed: func(remote net.Addr, err error) {
-			var ce *codeError
-			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {
-				cfg.refused(remote.String(), ce)
-			} else {
-				cfg.log.Info("handshake failed", "addr", remote.String(), "err", err)
-			}
-		},
-		Logf: cfg.notef,
-	})
+	al := admitPeers(l, cfg)
 	stopAccepting := context.AfterFunc(ctx, func() { al.Close() })
 	defer stopAccepting()
 	if cfg.limits != nil {
@@ -141,7 +127,32 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 		}()
 	}
 	al.Close()
+	finish(cfg, &sessions, &live, cutSessions)
+}
 
+// admitPeers is l through internal/admit, with cfg's handshake.
+func admitPeers(l net.Listener, cfg listenConfig) *admit.Listener[*stream] {
+	return admit.NewListener(l, admit.Config[*stream]{
+		Handshake: func(ctx context.Context, c net.Conn) (*stream, error) {
+			return cfg.h.handshake(ctx, c, false, cfg.verify)
+		},
+		FirstFlight: cfg.h.firstFlight,
+		Failed: func(remote net.Addr, err error) {
+			var ce *codeError
+			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {
+				cfg.refused(remote.String(), ce)
+			} else {
+				cfg.log.Info("handshake failed", "addr", remote.String(), "err", err)
+			}
+		},
+		Logf: cfg.notef,
+	})
+}
+
+// finish lets the sessions in progress end once serving has stopped, for
+// at most cfg.grace or until cfg.cut, and then cuts the ones left (cut),
+// saying what it waits for. live counts the sessions still running.
+func finish(cfg listenConfig, sessions *sync.WaitGroup, live *atomic.Int64, cut func()) {
 	done := make(chan struct{})
 	go func() {
 		sessions.Wait()
@@ -169,7 +180,7 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 	case <-cfg.cut:
 		cfg.notef("stopping: cutting %s", sessionCount(live.Load()))
 	}
-	cutSessions()
+	cut()
 	<-done
 }
 

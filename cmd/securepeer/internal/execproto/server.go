@@ -275,6 +275,15 @@ func (s *execSession) run(ctx context.Context) error {
 	if killTimer != nil {
 		killTimer.Stop()
 	}
+	return s.wrapUp(ctx, inDone, peerErr, outErr, interrupted, waitErr)
+}
+
+// wrapUp ends the session once the command has exited and its output has
+// been sent, or failed: the exit status and the end of stream if all went
+// well, else an abort. inDone, if not nil, is the input's copy, still
+// running. It returns what serve does.
+func (s *execSession) wrapUp(ctx context.Context, inDone chan error, peerErr, outErr error, interrupted bool, waitErr error) error {
+	p := s.p
 	p.closeIO()
 	clean := outErr == nil && peerErr == nil && !interrupted
 	switch {
