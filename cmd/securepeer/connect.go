@@ -148,8 +148,8 @@ type connectOptions struct {
 	tty        bool
 }
 
-// parseConnect parses connect's command line into options, which validate
-// then checks.
+// parseConnect parses connect's command line into options, and validates
+// them.
 func parseConnect(args []string) (*connectOptions, error) {
 	o := &connectOptions{}
 	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
@@ -171,7 +171,7 @@ func parseConnect(args []string) (*connectOptions, error) {
 	if len(rest) > 0 {
 		o.addr = rest[0]
 	}
-	return o, nil
+	return o, o.validate()
 }
 
 // validate checks the options, as connect's usage says they go together.
@@ -259,9 +259,6 @@ func (o *connectOptions) newVerifier(e *env, log *slog.Logger, self func() peerK
 
 func runConnect(ctx context.Context, e *env, args []string) error {
 	o, err := parseConnect(args)
-	if err == nil {
-		err = o.validate()
-	}
 	if err != nil {
 		return err
 	}

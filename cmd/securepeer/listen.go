@@ -144,8 +144,8 @@ type listenOptions struct {
 	limitsSet  bool // -max-sessions or -max-sessions-per-key was given
 }
 
-// parseListen parses listen's command line into options, which validate
-// then checks.
+// parseListen parses listen's command line into options, and validates
+// them.
 func parseListen(args []string) (*listenOptions, error) {
 	o := &listenOptions{limits: defaultSessionLimits}
 	fs := flag.NewFlagSet("listen", flag.ContinueOnError)
@@ -169,7 +169,7 @@ func parseListen(args []string) (*listenOptions, error) {
 		o.addr = rest[0]
 	}
 	o.limitsSet = isFlagSet(fs, "max-sessions") || isFlagSet(fs, "max-sessions-per-key")
-	return o, nil
+	return o, o.validate()
 }
 
 // tunnel reports whether listen carries tunnels (-to or -from).
@@ -233,14 +233,15 @@ func (o *listenOptions) newVerifier(e *env, log *slog.Logger) (verifyFunc, error
 	if err := checkFileDir(o.allow); err != nil {
 		return nil, err
 	}
-	if o.legacy.enabled {
-		p, err := newLegacyAllowPolicy(e, log, o.allow)
-		if err != nil {
-			return nil, err
-		}
-		return p.verify, nil
+	var p interface {
+		verify(context.Context, peerKey) error
 	}
-	p, err := newAllowPolicy(e, log, o.allow)
+	var err error
+	if o.legacy.enabled {
+		p, err = newLegacyAllowPolicy(e, log, o.allow)
+	} else {
+		p, err = newAllowPolicy(e, log, o.allow)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -249,9 +250,6 @@ func (o *listenOptions) newVerifier(e *env, log *slog.Logger) (verifyFunc, error
 
 func runListen(ctx context.Context, e *env, args []string) error {
 	o, err := parseListen(args)
-	if err == nil {
-		err = o.validate()
-	}
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 )
 
 // A Conn is the stream an exec session runs over: a secure stream
@@ -684,11 +685,7 @@ func (x *Server) Refuse(c Conn, reason string) error {
 		c.Abort()
 		return err
 	}
-	drained := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, c)
-		close(drained)
-	}()
+	drained := netutil.Drain(c)
 	t := time.NewTimer(execDrainTimeout)
 	defer t.Stop()
 	select {

@@ -3,7 +3,10 @@
 // an error.
 package netutil
 
-import "net"
+import (
+	"io"
+	"net"
+)
 
 // CloseWrite half-closes c if it can, and closes it otherwise.
 func CloseWrite(c net.Conn) error {
@@ -30,4 +33,17 @@ func ResetClose(c net.Conn) {
 		inner = w.NetConn()
 	}
 	c.Close()
+}
+
+// Drain reads and drops what r sends, until it ends or fails, as a side
+// that has said its last does while the peer reads it: closing a TCP
+// connection with data unread resets it, and a reset can discard what the
+// peer has not read yet. The channel is closed once r has ended.
+func Drain(r io.Reader) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, r)
+		close(done)
+	}()
+	return done
 }

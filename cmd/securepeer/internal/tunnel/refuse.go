@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/sanitize"
 )
 
@@ -54,11 +54,7 @@ func Refuse(c Conn, reason string, wait time.Duration) error {
 			err = w.WriteFrame([]byte(reason), nil)
 		}
 	}
-	drained := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, c)
-		close(drained)
-	}()
+	drained := netutil.Drain(c)
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	if err == nil {
@@ -111,15 +107,5 @@ func (m *Session) refused(t *stream) error {
 
 // refusal reads the reason of a refusal, after its header.
 func (r *reader) refusal() (string, error) {
-	b, err := r.f.ReadFrame(maxStatusLen)
-	var tl *frame.TooLongError
-	switch {
-	case errors.As(err, &tl):
-		return "", malformed("the peer refused the tunnel connection with a reason of %d bytes, more than securepeer-tunnel/1 allows", tl.N)
-	case err != nil:
-		return "", err
-	case len(b) == 0:
-		return "", malformed("the peer refused the tunnel connection with an empty reason, which securepeer-tunnel/1 does not allow")
-	}
-	return strings.ToValidUTF8(string(b), "?"), nil
+	return r.text("the peer refused the tunnel connection with a reason of %d bytes, which securepeer-tunnel/1 does not allow")
 }

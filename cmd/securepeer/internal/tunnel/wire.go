@@ -50,7 +50,7 @@ type reader struct {
 	f     *frame.Reader
 	left  uint32 // bytes left in the data frame being read
 	ended bool   // the end frame has come
-	began bool   // a status frame's length has come
+	began bool   // a status's length has come
 }
 
 // header reads the opener's header: the forward's name.
@@ -73,26 +73,37 @@ func (r *reader) header() (string, error) {
 // status reads the accepting side's status, and returns a *RefusedError
 // unless it is "ok".
 func (r *reader) status() error {
+	status, err := r.text("the peer began the tunnel stream with a status of %d bytes, which securepeer-tunnel/1 does not allow")
+	switch {
+	case err != nil:
+		return err
+	case status == "ok":
+		return nil
+	}
+	return &RefusedError{Reason: status}
+}
+
+// text reads a frame of 1 to maxStatusLen bytes of text, a status or the
+// reason of a refusal, with any invalid UTF-8 replaced; a length outside
+// that is malformed, as bad says with the length.
+func (r *reader) text(bad string) (string, error) {
 	n, err := r.f.ReadHeader(maxStatusLen)
 	var tl *frame.TooLongError
 	switch {
 	case errors.As(err, &tl):
 		n = tl.N
 	case err != nil:
-		return err
+		return "", err
 	}
 	r.began = true
 	if n == 0 || tl != nil {
-		return malformed("the peer began the tunnel stream with a status of %d bytes, which securepeer-tunnel/1 does not allow", n)
+		return "", malformed(bad, n)
 	}
-	status := make([]byte, n)
-	if err := r.f.ReadBody(status); err != nil {
-		return err
+	b := make([]byte, n)
+	if err := r.f.ReadBody(b); err != nil {
+		return "", err
 	}
-	if string(status) == "ok" {
-		return nil
-	}
-	return &RefusedError{Reason: strings.ToValidUTF8(string(status), "?")}
+	return strings.ToValidUTF8(string(b), "?"), nil
 }
 
 // Read returns the data of the peer's frames, and io.EOF at its end frame.
