@@ -10,7 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/execproto"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
 )
 
 const connectUsage = `Usage: securepeer connect [flags] ADDR
@@ -133,25 +134,49 @@ Examples:
 // question; with a possible prompt, the server's limit applies instead.
 const connectHandshakeTimeout = 30 * time.Second
 
-func runConnect(ctx context.Context, e *env, args []string) error {
+// connectOptions are connect's command line, parsed.
+type connectOptions struct {
+	common     commonFlags
+	legacy     legacyFlags
+	args       []string // the positional arguments: the address
+	addr       string
+	expect     string // -expect, as given
+	acceptNew  bool
+	knownHosts string
+	tunnel     tunnelFlags
+	wait       time.Duration // -w: 0 for the defaults
+	tty        bool
+}
+
+// parseConnect parses connect's command line into options, and validates
+// them.
+func parseConnect(args []string) (*connectOptions, error) {
+	o := &connectOptions{}
 	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
-	var cf commonFlags
-	cf.register(fs)
-	var lf legacyFlags
-	lf.register(fs)
-	expect := fs.String("expect", "", "")
-	acceptNew := fs.Bool("accept-new", false, "")
-	knownHosts := fs.String("known-hosts", "", "")
-	var from, to forwardList
-	fs.Var(&from, "from", "")
-	fs.Var(&to, "to", "")
-	noReconnect := fs.Bool("no-reconnect", false, "")
-	connectTimeout := fs.Duration("w", 0, "")
-	tty := fs.Bool("t", false, "")
+	o.common.register(fs)
+	o.legacy.register(fs)
+	fs.StringVar(&o.expect, "expect", "", "")
+	fs.BoolVar(&o.acceptNew, "accept-new", false, "")
+	fs.StringVar(&o.knownHosts, "known-hosts", "", "")
+	fs.Var(&o.tunnel.from, "from", "")
+	fs.Var(&o.tunnel.to, "to", "")
+	fs.BoolVar(&o.tunnel.noReconnect, "no-reconnect", false, "")
+	fs.DurationVar(&o.wait, "w", 0, "")
+	fs.BoolVar(&o.tty, "t", false, "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	o.args = rest
+	if len(rest) > 0 {
+		o.addr = rest[0]
+	}
+	return o, o.validate()
+}
+
+// validate checks the options, as connect's usage says they go together.
+func (o *connectOptions) validate() error {
+	rest := o.args
 	switch {
 	case len(rest) == 0:
 		return usageErrorf("connect: missing the peer's address, as in securepeer connect example.org:5000")
@@ -161,82 +186,97 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	case len(rest) > 1:
 		return usageErrorf("connect: unexpected arguments %q after the address; data to send goes to stdin, as in echo hi | securepeer connect HOST:PORT", rest[1:])
 	}
-	addr := rest[0]
-	if err := checkAddr("peer address", addr, true); err != nil {
+	if err := checkAddr("peer address", o.addr, true); err != nil {
 		return err
 	}
-	if err := checkForwards("connect", from, to); err != nil {
+	if err := checkForwards("connect", o.tunnel.from, o.tunnel.to); err != nil {
 		return err
 	}
-	tf := tunnelFlags{from: from, to: to, noReconnect: *noReconnect}
-	if *noReconnect && !tf.tunnel() {
+	switch {
+	case o.tunnel.noReconnect && !o.tunnel.tunnel():
 		return usageErrorf("connect: -no-reconnect is for tunnels (-from or -to)")
-	}
-	if cf.idle != 0 && tf.tunnel() {
+	case o.common.idle != 0 && o.tunnel.tunnel():
 		return usageErrorf("connect: -idle is for a stdio stream, not a tunnel, which keeps its connection up with keepalives")
 	}
-	if err := checkTTYFlag(e, *tty, &tf, &cf, &lf); err != nil {
+	if err := checkTTYFlag(o.tty, &o.tunnel, &o.common, &o.legacy); err != nil {
 		return err
 	}
-	wantTTY := *tty && e.stdinIsTerminal()
-	if *connectTimeout < 0 {
-		return usageErrorf("connect: -w %v: a timeout cannot be negative", *connectTimeout)
+	switch {
+	case o.wait < 0:
+		return usageErrorf("connect: -w %v: a timeout cannot be negative", o.wait)
+	case o.legacy.enabled && (o.acceptNew || o.knownHosts != ""):
+		return usageErrorf("connect: -legacy does not use known_hosts, so -accept-new and -known-hosts do not apply; pin the peer with -expect")
 	}
-	handshakeTimeout := connectHandshakeTimeout
-	if *connectTimeout > 0 {
-		handshakeTimeout = *connectTimeout
+	_, err := o.legacy.check("connect")
+	return err
+}
+
+// handshake is what connect asks of its handshaker.
+func (o *connectOptions) handshake() handshakeSpec {
+	spec := handshakeSpec{cmd: "connect", timeout: connectHandshakeTimeout, tcp: o.wait, protos: execProtos()}
+	if o.wait > 0 {
+		spec.timeout = o.wait
 	}
-	log := cf.logger(e)
-	if lf.enabled {
-		if *acceptNew || *knownHosts != "" {
-			return usageErrorf("connect: -legacy does not use known_hosts, so -accept-new and -known-hosts do not apply; pin the peer with -expect")
-		}
-		pin := &legacyPinPolicy{log: log, addr: addr}
-		if *expect != "" {
-			if pin.expect, err = parseLegacyExpect(*expect); err != nil {
-				return err
+	if !o.legacy.enabled && o.expect == "" && !o.acceptNew && haveTerminal() {
+		// A question may be asked: give its answer the server's time.
+		spec.timeout = max(spec.timeout, listenHandshakeTimeout)
+	}
+	if o.tunnel.tunnel() {
+		spec.protos = tunnelProtos()
+	}
+	return spec
+}
+
+// newVerifier is connect's check of the peer's key: the -expect pin, or
+// else known_hosts, as ssh checks host keys; with -legacy, the pin only.
+// self is this side's identity, which the peer may have too. It parses
+// -expect first, so that a mistake in it is said before anything else is
+// read.
+func (o *connectOptions) newVerifier(e *env, log *slog.Logger, self func() peerKey) (verifyFunc, error) {
+	var err error
+	if o.legacy.enabled {
+		pin := &legacyPinPolicy{log: log, addr: o.addr}
+		if o.expect != "" {
+			if pin.expect, err = parseLegacyExpect(o.expect); err != nil {
+				return nil, err
 			}
 		}
-		h, err := legacyStart(e, "connect", cf.identity, &lf, handshakeTimeout)
-		if err != nil {
-			return err
-		}
-		h.tcp = *connectTimeout
-		return connectWith(ctx, e, &cf, h, addr, &tf, false, pin.verify, log)
+		return pin.verify, nil
 	}
-	if _, err := lf.check("connect"); err != nil {
-		return err
-	}
-	policy := &hostPolicy{e: e, addr: addr, acceptNew: *acceptNew, log: log}
-	if *expect != "" {
-		if policy.expect, err = parseExpect(*expect); err != nil {
-			return err
+	policy := &hostPolicy{e: e, addr: o.addr, acceptNew: o.acceptNew, log: log, self: self}
+	if o.expect != "" {
+		if policy.expect, err = parseExpect(o.expect); err != nil {
+			return nil, err
 		}
 	}
 	if policy.expect == "" { // a pin is all -expect checks: known_hosts is not read
-		if policy.file, err = e.knownHostsPath(*knownHosts); err != nil {
-			return err
+		if policy.file, err = e.knownHostsPath(o.knownHosts); err != nil {
+			return nil, err
 		}
 	}
+	return policy.verify, nil
+}
 
-	id, err := e.loadIdentity(cf.identity)
+func runConnect(ctx context.Context, e *env, args []string) error {
+	o, err := parseConnect(args)
 	if err != nil {
 		return err
 	}
-	policy.self = id.PublicKey()
-	timeout := handshakeTimeout
-	if policy.expect == "" && !policy.acceptNew && haveTerminal() {
-		// A question may be asked: give its answer the server's time.
-		timeout = max(timeout, listenHandshakeTimeout)
+	if o.tty && !e.stdinIsTerminal() {
+		e.notef("-t: stdin is not a terminal, so the command gets none (as ssh says, a pseudo-terminal will not be allocated)")
 	}
-	h := &nativeHandshaker{id: id, timeout: timeout, protos: execProtos(), tcp: *connectTimeout,
-		// One cache for the process: every connection to the peer (the
-		// tunnel's reconnects, per-connection tunnels) can resume.
-		sessions: securepeer.NewLRUClientSessionCache(0)}
-	if tf.tunnel() {
-		h.protos = tunnelProtos()
+	log := o.common.logger(e)
+	// The key check is set up before the identity is loaded (and, the
+	// first time, created), and needs it only during a handshake.
+	var h handshaker
+	verify, err := o.newVerifier(e, log, func() peerKey { return h.publicKey() })
+	if err != nil {
+		return err
 	}
-	return connectWith(ctx, e, &cf, h, addr, &tf, wantTTY, policy.verify, log)
+	if h, err = newHandshaker(e, &o.common, &o.legacy, o.handshake()); err != nil {
+		return err
+	}
+	return connectWith(ctx, e, &o.common, h, o.addr, &o.tunnel, o.tty && e.stdinIsTerminal(), verify, log)
 }
 
 // tunnelFlags are connect's tunnel flags.
@@ -258,7 +298,7 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 	if err != nil {
 		return err
 	}
-	if tty && s.negotiated != execProtocol2 {
+	if tty && s.negotiated != execproto.Protocol2 {
 		noTTYPeer(e, s)
 		tty = false
 	}
@@ -275,12 +315,12 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, add
 		m = newMeter(nil, 0, 0) // the terminal is the command's: count only
 	}
 	defer m.finish()
-	ctx, stop := watchIdle(ctx, cf.idle, m.activity)
+	ctx, stop := idle.Watch(ctx, cf.idle, m.activity)
 	defer stop()
 	switch s.negotiated {
-	case execProtocol2:
+	case execproto.Protocol2:
 		return connectExec2(ctx, e, s, t, m)
-	case execProtocol1:
+	case execproto.Protocol1:
 		return connectExec1(ctx, e, s, m)
 	}
 	peerEnds, note := e.stdioEnds()

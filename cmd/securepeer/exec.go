@@ -13,8 +13,8 @@ package main
 // (another implementation, a stdio listen, -legacy) gets a plain stream,
 // as before, without a status: a status sent unannounced would corrupt
 // such a peer's output. PROTOCOL.md, "The command's protocols:
-// securepeer-exec", has the wire formats; exec_wire.go, exec_server.go and
-// exec_client.go implement them, and this file joins them to the command.
+// securepeer-exec", has the wire formats; package internal/execproto
+// implements them, and this file joins it to the command.
 
 import (
 	"context"
@@ -27,6 +27,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/execproto"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/sanitize"
 )
 
 // exitHangup is the exit code of a command interrupted by SIGHUP, and of
@@ -35,10 +39,10 @@ const exitHangup = 128 + 1
 
 // runExec runs command for the peer of s, with the stream as its stdin,
 // stdout and, if the protocol carries it, stderr, and waits for it.
-func runExec(ctx context.Context, e *env, s *stream, command string, idle time.Duration, log *slog.Logger) error {
-	x := &execServer{
-		command: func() *exec.Cmd {
-			cmd := shellCommand(command)
+func runExec(ctx context.Context, e *env, s *stream, command string, idleAfter time.Duration, log *slog.Logger) error {
+	x := &execproto.Server{
+		Command: func() *exec.Cmd {
+			cmd := execproto.ShellCommand(command)
 			cmd.Env = append(os.Environ(),
 				"SECUREPEER_PEER_KEY="+s.peer.String(),
 				"SECUREPEER_PEER_FINGERPRINT="+s.peer.Fingerprint(),
@@ -46,16 +50,16 @@ func runExec(ctx context.Context, e *env, s *stream, command string, idle time.D
 			)
 			return cmd
 		},
-		name:     command,
-		stderr:   e.stderr,
-		idle:     idle,
-		describe: func(err error) error { return streamError(s, err) },
-		log:      log.With("peer", s.peer.Fingerprint()),
+		Name:     command,
+		Stderr:   e.stderr,
+		Idle:     idleAfter,
+		Describe: func(err error) error { return streamError(s, err) },
+		Log:      log.With("peer", s.peer.Fingerprint()),
 	}
-	return x.serve(ctx, streamConn{s}, s.negotiated, s.remoteAddr)
+	return x.Serve(ctx, streamConn{s}, s.negotiated, s.remoteAddr)
 }
 
-// streamConn is a stream as an execConn.
+// streamConn is a stream as an execproto.Conn.
 type streamConn struct{ s *stream }
 
 func (c streamConn) Read(p []byte) (int, error)  { return c.s.conn.Read(p) }
@@ -76,12 +80,12 @@ func (e *exitStatusError) Error() string {
 // stdout, and returns the command's exit status as an *exitStatusError
 // unless it is 0.
 func connectExec1(ctx context.Context, e *env, s *stream, m *meter) error {
-	r := newExec1Reader(s.conn)
+	r := execproto.NewV1Reader(s.conn)
 	if err := joinStdio(ctx, s, r, e.stdin, e.stdinIsTerminal(), e.stdout, m, nil); err != nil {
 		return err
 	}
-	if r.status != 0 {
-		return &exitStatusError{r.status}
+	if st := r.Status(); st != 0 {
+		return &exitStatusError{st}
 	}
 	return nil
 }
@@ -91,19 +95,19 @@ func connectExec1(ctx context.Context, e *env, s *stream, m *meter) error {
 // *exitStatusError unless it is 0. A signal or a command that did not run
 // is said first, in one line.
 func connectExec2(ctx context.Context, e *env, s *stream, t *ttySession, m *meter) error {
-	x := &execClient{
-		stdin:  m.countSent(e.stdin),
-		stdout: countingWriter{e.stdout, &m.received},
-		stderr: countingWriter{e.stderr, &m.received},
+	x := &execproto.Client{
+		Stdin:  m.countSent(e.stdin),
+		Stdout: countingWriter{e.stdout, &m.received},
+		Stderr: countingWriter{e.stderr, &m.received},
 	}
 	if t != nil {
-		x.tty = t.request()
+		x.TTY = t.request()
 	}
-	st, err := x.run(ctx, streamConn{s})
+	st, err := x.Run(ctx, streamConn{s})
 	if t != nil {
 		t.restore() // before anything is said
 	}
-	if t != nil && errors.As(err, new(*stdinError)) && errors.Is(err, syscall.EIO) && ctx.Err() == nil {
+	if t != nil && errors.As(err, new(*execproto.StdinError)) && errors.Is(err, syscall.EIO) && ctx.Err() == nil {
 		// The terminal has hung up (its SIGHUP may be on its way): the
 		// same outcome as the signal's, whichever comes first.
 		return &codeError{exitHangup, fmt.Errorf("the terminal hung up; aborted the stream, so the peer at %s knows that its command's input may be incomplete", s.remoteAddr)}
@@ -111,14 +115,14 @@ func connectExec2(ctx context.Context, e *env, s *stream, t *ttySession, m *mete
 	if err != nil {
 		return execClientError(ctx, s, err)
 	}
-	switch st.kind {
-	case execSignaled:
-		e.notef("the peer's command was killed by signal %s", st.detail)
-	case execNotRun:
-		e.notef("the peer's command did not run: %s", sanitize(st.detail))
+	switch st.Kind {
+	case execproto.Signaled:
+		e.notef("the peer's command was killed by signal %s", st.Detail)
+	case execproto.NotRun:
+		e.notef("the peer's command did not run: %s", sanitize.Text(st.Detail))
 	}
-	if st.code != 0 {
-		return &exitStatusError{int(st.code)}
+	if st.Code != 0 {
+		return &exitStatusError{int(st.Code)}
 	}
 	return nil
 }
@@ -126,18 +130,18 @@ func connectExec2(ctx context.Context, e *env, s *stream, t *ttySession, m *mete
 // execClientError says what ended a securepeer-exec/2 session before its
 // status.
 func execClientError(ctx context.Context, s *stream, err error) error {
-	var ie *idleError
+	var ie *idle.Error
 	switch {
 	case ctx.Err() != nil && errors.As(context.Cause(ctx), &ie):
 		return fmt.Errorf("%v with %s", ie, s.remoteAddr)
 	case ctx.Err() != nil:
 		ierr := interruption(ctx)
 		return &codeError{errorCode(ierr), fmt.Errorf("%v; aborted the stream, so the peer at %s knows that its command's input may be incomplete", ierr, s.remoteAddr)}
-	case errors.Is(err, errExecMalformed):
-		return fmt.Errorf("the peer at %s broke %s: %v", s.remoteAddr, execProtocol2, err)
-	case errors.Is(err, errNoExitStatus):
+	case errors.Is(err, execproto.ErrMalformed):
+		return fmt.Errorf("the peer at %s broke %s: %v", s.remoteAddr, execproto.Protocol2, err)
+	case errors.Is(err, execproto.ErrNoExitStatus):
 		return fmt.Errorf("the peer at %s: %w", s.remoteAddr, err)
-	case errors.As(err, new(*stdinError)), errors.As(err, new(*outputError)):
+	case errors.As(err, new(*execproto.StdinError)), errors.As(err, new(*execproto.OutputError)):
 		return fmt.Errorf("%v; aborted the stream, so the peer at %s knows that its command's input may be incomplete", err, s.remoteAddr)
 	}
 	return streamError(s, err)
@@ -154,3 +158,15 @@ func (c countingWriter) Write(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// execProtos is what a stdio connect and listen -exec offer.
+func execProtos() []string {
+	if testOnlyExecProtos != nil {
+		return testOnlyExecProtos
+	}
+	return []string{execproto.Protocol2, execproto.Protocol1, streamProtocol}
+}
+
+// testOnlyExecProtos, if set, replaces execProtos, so that tests can play
+// a peer that speaks only securepeer-exec/1.
+var testOnlyExecProtos []string

@@ -9,6 +9,9 @@ import (
 	"sync"
 
 	"golang.org/x/term"
+
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/execproto"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/sanitize"
 )
 
 // A ttySession is stdin's terminal in raw mode, so that every key (Ctrl-C,
@@ -17,11 +20,11 @@ import (
 type ttySession struct {
 	fd   int
 	term string
-	size winSize
+	size execproto.WinSize
 
 	old    *term.State
 	once   sync.Once
-	resize chan winSize
+	resize chan execproto.WinSize
 	stop   func() // stops watching the size
 	done   chan struct{}
 }
@@ -34,9 +37,9 @@ type ttySession struct {
 // then returns through restore.
 func startTTYSession(ctx context.Context, e *env, f *os.File) (*ttySession, error) {
 	fd := int(f.Fd())
-	t := &ttySession{fd: fd, term: e.getenv("TERM"), resize: make(chan winSize, 1), done: make(chan struct{})}
-	if !validTerm(t.term) {
-		e.notef("-t: TERM %q is not a terminal type name, so the command gets no TERM", sanitize(t.term))
+	t := &ttySession{fd: fd, term: e.getenv("TERM"), resize: make(chan execproto.WinSize, 1), done: make(chan struct{})}
+	if !execproto.ValidTerm(t.term) {
+		e.notef("-t: TERM %q is not a terminal type name, so the command gets no TERM", sanitize.Text(t.term))
 		t.term = ""
 	}
 	t.size = ttySize(fd)
@@ -61,12 +64,12 @@ func startTTYSession(ctx context.Context, e *env, f *os.File) (*ttySession, erro
 }
 
 // ttySize is the size of the terminal fd, or 0 by 0 (unknown).
-func ttySize(fd int) winSize {
+func ttySize(fd int) execproto.WinSize {
 	w, h, err := term.GetSize(fd)
 	if err != nil || w < 0 || h < 0 || w > 0xffff || h > 0xffff {
-		return winSize{}
+		return execproto.WinSize{}
 	}
-	return winSize{uint16(w), uint16(h)}
+	return execproto.WinSize{Cols: uint16(w), Rows: uint16(h)}
 }
 
 // watch passes each new size on, keeping only the latest if the sender
@@ -92,8 +95,8 @@ func (t *ttySession) watch(sigs <-chan os.Signal) {
 }
 
 // request is the terminal the session asks the server for.
-func (t *ttySession) request() *ttyRequest {
-	return &ttyRequest{term: t.term, size: t.size, resize: t.resize}
+func (t *ttySession) request() *execproto.TTYRequest {
+	return &execproto.TTYRequest{Term: t.term, Size: t.size, Resize: t.resize}
 }
 
 // restore puts the terminal back as it was; calling it again does nothing.
@@ -105,11 +108,11 @@ func (t *ttySession) restore() {
 	})
 }
 
-// checkTTYFlag checks connect's -t against the other flags, and warns, as
-// ssh does, that it does nothing without a terminal on stdin: the session
-// then goes on without one, so that connect -t in a script behaves as
-// connect.
-func checkTTYFlag(e *env, tty bool, tf *tunnelFlags, cf *commonFlags, lf *legacyFlags) error {
+// checkTTYFlag checks connect's -t against the other flags. Without a
+// terminal on stdin it does nothing, as ssh's does: runConnect says so,
+// and the session goes on without one, so that connect -t in a script
+// behaves as connect.
+func checkTTYFlag(tty bool, tf *tunnelFlags, cf *commonFlags, lf *legacyFlags) error {
 	switch {
 	case !tty:
 		return nil
@@ -119,17 +122,15 @@ func checkTTYFlag(e *env, tty bool, tf *tunnelFlags, cf *commonFlags, lf *legacy
 		return usageErrorf("connect: -t needs securepeer-exec/2, which -legacy cannot negotiate")
 	case cf.progress:
 		return usageErrorf("connect: -t and -progress cannot be used together: the terminal is the command's")
-	case !e.stdinIsTerminal():
-		e.notef("-t: stdin is not a terminal, so the command gets none (as ssh says, a pseudo-terminal will not be allocated)")
 	}
-	return nil
+	return nil // without a terminal on stdin, connect says so and goes on
 }
 
 // noTTYPeer says that -t does nothing with this peer.
 func noTTYPeer(e *env, s *stream) {
 	switch s.negotiated {
-	case execProtocol1:
-		e.notef("-t: the peer at %s speaks %s only (an older securepeer), which has no terminals; going on without one", s.remoteAddr, execProtocol1)
+	case execproto.Protocol1:
+		e.notef("-t: the peer at %s speaks %s only (an older securepeer), which has no terminals; going on without one", s.remoteAddr, execproto.Protocol1)
 	default:
 		e.notef("-t: the peer at %s is not a listen -exec of this version, so there is no command to give a terminal; going on without one", s.remoteAddr)
 	}

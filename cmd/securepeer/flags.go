@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 )
 
 // parseFlags parses args with fs, allowing flags after positional arguments
@@ -129,7 +131,7 @@ func (l *forwardList) Set(v string) error {
 	// unix:PATH has no name, whatever its path holds.
 	if name, addr, ok := strings.Cut(v, "="); ok && !strings.HasPrefix(v, unixPrefix) {
 		if !validName(name) {
-			return fmt.Errorf("forward name %q: a name is 1 to %d letters, digits, '.', '_' or '-', as in web=127.0.0.1:8080", name, maxNameLen)
+			return fmt.Errorf("forward name %q: a name is 1 to %d letters, digits, '.', '_' or '-', as in web=127.0.0.1:8080", name, tunnel.MaxNameLen)
 		}
 		f = forwardSpec{name: name, addr: addr}
 	}
@@ -138,7 +140,7 @@ func (l *forwardList) Set(v string) error {
 }
 
 func validName(name string) bool {
-	if name == "" || len(name) > maxNameLen {
+	if name == "" || len(name) > tunnel.MaxNameLen {
 		return false
 	}
 	for _, r := range name {

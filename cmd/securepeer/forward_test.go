@@ -25,9 +25,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -259,8 +259,8 @@ func (p *tcpProxy) join(c *net.TCPConn) {
 	go pipe(c, b.(*net.TCPConn))
 	for range 2 {
 		if err := <-errs; err != nil {
-			resetClose(c)
-			resetClose(b)
+			netutil.ResetClose(c)
+			netutil.ResetClose(b)
 		}
 	}
 }
@@ -536,22 +536,22 @@ func TestSSHThroughTunnel(t *testing.T) {
 }
 
 // fakeTunnelPeer is a tunnel connection from the peer with key, as
-// tunnelPeers sees it; closing its session is the peer leaving.
-func fakeTunnelPeer(t *testing.T, key peerKey, addr string) *muxSession {
+// tunnelPeers sees it; ending its session is the peer leaving.
+func fakeTunnelPeer(t *testing.T, key peerKey, addr string) *tunnelConn {
 	t.Helper()
 	a, b := net.Pipe()
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(a, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := tunnel.NewSession(pipeConn{a}, tunnel.Config{Client: true, Addr: addr})
 	t.Cleanup(func() {
-		sess.Close()
+		m.Fail(io.EOF)
 		b.Close()
 	})
-	return &muxSession{s: &stream{peer: key, remoteAddr: addr}, sess: sess}
+	return &tunnelConn{s: &stream{peer: key, remoteAddr: addr}, m: m}
 }
+
+// pipeConn is one end of a net.Pipe as a tunnel.Conn.
+type pipeConn struct{ net.Conn }
+
+func (c pipeConn) Abort() { c.Close() }
 
 // TestTunnelPeersBinding checks which tunnel connection listen -from's
 // connections take: the first peer's, by key, over its newest connection,
@@ -572,14 +572,14 @@ func TestTunnelPeersBinding(t *testing.T) {
 	b1 := fakeTunnelPeer(t, keys[1], "10.0.0.2:1")
 	a2 := fakeTunnelPeer(t, keys[0], "10.0.0.1:2")
 	c1 := fakeTunnelPeer(t, keys[2], "10.0.0.3:1")
-	leave := func(m *muxSession) {
-		m.sess.Close()
-		p.remove(m)
+	leave := func(c *tunnelConn) {
+		c.m.Fail(io.EOF)
+		p.remove(c)
 	}
 	for _, step := range []struct {
 		name string
 		do   func()
-		want *muxSession // nil: none
+		want *tunnelConn // nil: none
 		note string      // in the notice the step gives, if any
 	}{
 		{"none yet", func() {}, nil, ""},
@@ -594,7 +594,7 @@ func TestTunnelPeersBinding(t *testing.T) {
 		before := notes.len()
 		step.do()
 		got, err := p.carrier(context.Background())
-		if got != step.want || (err == nil) != (step.want != nil) {
+		if want := step.want; (want == nil) != (got == nil) || want != nil && got != want.m || (err == nil) != (want != nil) {
 			t.Errorf("%s: carrier %p, %v; want %p", step.name, got, err, step.want)
 		}
 		switch n := notes.len() - before; {

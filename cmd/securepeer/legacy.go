@@ -176,11 +176,11 @@ func parseCiphers(list string) ([]string, error) {
 	return names, nil
 }
 
-// legacyStart checks the legacy flags of listen and connect, loads the key
-// file and prints the warning. It returns nil, nil if -legacy is not set.
-func legacyStart(e *env, cmd, keyFile string, lf *legacyFlags, timeout time.Duration) (*legacyHandshaker, error) {
+// legacyStart is the handshaker of -legacy: it parses -ciphers, loads the
+// key file and prints the warning.
+func legacyStart(e *env, cmd, keyFile string, lf *legacyFlags, spec handshakeSpec) (*legacyHandshaker, error) {
 	ciphers, err := lf.check(cmd)
-	if err != nil || !lf.enabled {
+	if err != nil {
 		return nil, err
 	}
 	keys, err := e.loadLegacyKeys(keyFile)
@@ -188,7 +188,7 @@ func legacyStart(e *env, cmd, keyFile string, lf *legacyFlags, timeout time.Dura
 		return nil, err
 	}
 	e.notef("%s", legacyWarning)
-	return &legacyHandshaker{keys: keys, ciphers: ciphers, timeout: timeout}, nil
+	return &legacyHandshaker{keys: keys, ciphers: ciphers, timeout: spec.timeout, tcp: spec.tcp}, nil
 }
 
 func (e *env) defaultLegacyKeyPath() (string, error) {

@@ -3,12 +3,16 @@ package main
 import (
 	"context"
 	"flag"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/execproto"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 )
 
 const listenUsage = `Usage: securepeer listen [flags] ADDR
@@ -59,6 +63,11 @@ Flags:
                     the connected peer's -to NAME; with several peers, the
                     first to connect keeps them while its key stays
                     connected; unix:PATH makes a Unix socket; repeatable
+    -max-sessions N -exec, -to, -from: serve at most N sessions at once
+                    (default 256); the peers beyond are refused, told why
+    -max-sessions-per-key N
+                    and at most N of them for one peer key (default 16), so
+                    that no one key can take them all
     -keep-open, -k  stdio: after a peer's stream ends, wait for the next peer,
                     one at a time, each written to stdout in turn (stdin goes
                     to whichever peer is connected when it is read)
@@ -120,190 +129,285 @@ const listenGrace = 10 * time.Second
 // period do not wait for it.
 var testOnlyGrace time.Duration
 
-func runListen(ctx context.Context, e *env, args []string) error {
+// listenOptions are listen's command line, parsed.
+type listenOptions struct {
+	common     commonFlags
+	legacy     legacyFlags
+	args       []string // the positional arguments: the address
+	addr       string
+	allow      string // -allow FILE
+	exec       string // -exec CMD
+	execAnyKey bool
+	keepOpen   bool
+	from, to   forwardList
+	limits     sessionLimits
+	limitsSet  bool // -max-sessions or -max-sessions-per-key was given
+}
+
+// parseListen parses listen's command line into options, and validates
+// them.
+func parseListen(args []string) (*listenOptions, error) {
+	o := &listenOptions{limits: defaultSessionLimits}
 	fs := flag.NewFlagSet("listen", flag.ContinueOnError)
-	var cf commonFlags
-	cf.register(fs)
-	var lf legacyFlags
-	lf.register(fs)
-	allow := fs.String("allow", "", "")
-	execCmd := fs.String("exec", "", "")
-	execAnyKey := fs.Bool(execAnyKeyFlag, false, "")
-	var keepOpen bool
-	fs.BoolVar(&keepOpen, "keep-open", false, "")
-	fs.BoolVar(&keepOpen, "k", false, "")
-	var from, to forwardList
-	fs.Var(&from, "from", "")
-	fs.Var(&to, "to", "")
+	o.common.register(fs)
+	o.legacy.register(fs)
+	fs.StringVar(&o.allow, "allow", "", "")
+	fs.StringVar(&o.exec, "exec", "", "")
+	fs.BoolVar(&o.execAnyKey, execAnyKeyFlag, false, "")
+	fs.BoolVar(&o.keepOpen, "keep-open", false, "")
+	fs.BoolVar(&o.keepOpen, "k", false, "")
+	fs.Var(&o.from, "from", "")
+	fs.Var(&o.to, "to", "")
+	fs.IntVar(&o.limits.total, "max-sessions", o.limits.total, "")
+	fs.IntVar(&o.limits.perKey, "max-sessions-per-key", o.limits.perKey, "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	o.args = rest
+	if len(rest) > 0 {
+		o.addr = rest[0]
+	}
+	o.limitsSet = isFlagSet(fs, "max-sessions") || isFlagSet(fs, "max-sessions-per-key")
+	return o, o.validate()
+}
+
+// tunnel reports whether listen carries tunnels (-to or -from).
+func (o *listenOptions) tunnel() bool { return len(o.from) > 0 || len(o.to) > 0 }
+
+// stdio reports whether listen joins a peer to stdin and stdout.
+func (o *listenOptions) stdio() bool { return o.exec == "" && !o.tunnel() }
+
+// validate checks the options, as listen's usage says they go together.
+func (o *listenOptions) validate() error {
 	switch {
-	case len(rest) == 0:
+	case len(o.args) == 0:
 		return usageErrorf("listen: missing the address to listen on, as in securepeer listen :5000")
-	case len(rest) > 1:
-		return usageErrorf("listen: unexpected arguments %q after the address; quote the -exec command as one argument, as in -exec 'tr a-z A-Z'", rest[1:])
+	case len(o.args) > 1:
+		return usageErrorf("listen: unexpected arguments %q after the address; quote the -exec command as one argument, as in -exec 'tr a-z A-Z'", o.args[1:])
 	}
-	addr := rest[0]
-	if err := checkAddr("listen address", addr, false); err != nil {
+	if err := checkAddr("listen address", o.addr, false); err != nil {
 		return err
 	}
-	tunnel := len(from) > 0 || len(to) > 0
-	if *execCmd != "" && tunnel {
+	if o.exec != "" && o.tunnel() {
 		return usageErrorf("listen: -exec and -to or -from cannot be used together; run two listeners on two ports")
 	}
-	if err := checkForwards("listen", from, to); err != nil {
+	if err := checkForwards("listen", o.from, o.to); err != nil {
 		return err
 	}
-	if keepOpen && (tunnel || *execCmd != "") {
+	switch {
+	case o.keepOpen && !o.stdio():
 		return usageErrorf("listen: -keep-open is for stdio; -exec, -to and -from serve every peer already")
-	}
-	if cf.idle != 0 && tunnel {
+	case o.common.idle != 0 && o.tunnel():
 		return usageErrorf("listen: -idle is for stdio and -exec streams, not tunnels, which keep their connections up with keepalives")
 	}
-	if err := checkExecAccess(e, *execCmd, *allow, *execAnyKey); err != nil {
+	if err := checkExecAccess(o.exec, o.allow, o.execAnyKey); err != nil {
 		return err
 	}
-	log := cf.logger(e)
-
-	var h handshaker
-	lh, err := legacyStart(e, "listen", cf.identity, &lf, listenHandshakeTimeout)
-	switch {
-	case err != nil:
+	if err := o.limits.check(o.limitsSet && o.stdio()); err != nil {
 		return err
-	case lh != nil:
-		h = lh
-	default:
-		id, err := e.loadIdentity(cf.identity)
-		if err != nil {
-			return err
-		}
-		nh := &nativeHandshaker{id: id, timeout: listenHandshakeTimeout, tickets: new(securepeer.Config)}
-		switch {
-		case tunnel:
-			nh.protos = tunnelProtos()
-		case *execCmd != "":
-			nh.protos = execProtos()
-		}
-		h = nh
 	}
+	_, err := o.legacy.check("listen")
+	return err
+}
 
-	var verify verifyFunc
-	if *allow != "" {
-		// Whoever can replace the file decides who gets in.
-		if err := checkFileDir(*allow); err != nil {
-			return err
-		}
-	}
+// protos is what listen offers in the handshake: the application
+// protocols of what it serves.
+func (o *listenOptions) protos() []string {
 	switch {
-	case *allow != "" && lf.enabled:
-		p, err := newLegacyAllowPolicy(e, log, *allow)
-		if err != nil {
-			return err
-		}
-		verify = p.verify
-	case *allow != "":
-		p, err := newAllowPolicy(e, log, *allow)
-		if err != nil {
-			return err
-		}
-		verify = p.verify
-	default:
-		verify = func(context.Context, peerKey) error { return nil }
+	case o.tunnel():
+		return tunnelProtos()
+	case o.exec != "":
+		return execProtos()
 	}
+	return nil
+}
 
-	l, err := net.Listen("tcp", addr)
+// newVerifier is listen's check of the peer's key: the keys of -allow
+// (native or -legacy ones), or any key without it.
+func (o *listenOptions) newVerifier(e *env, log *slog.Logger) (verifyFunc, error) {
+	if o.allow == "" {
+		return func(context.Context, peerKey) error { return nil }, nil
+	}
+	// Whoever can replace the file decides who gets in.
+	if err := checkFileDir(o.allow); err != nil {
+		return nil, err
+	}
+	var p interface {
+		verify(context.Context, peerKey) error
+	}
+	var err error
+	if o.legacy.enabled {
+		p, err = newLegacyAllowPolicy(e, log, o.allow)
+	} else {
+		p, err = newAllowPolicy(e, log, o.allow)
+	}
 	if err != nil {
-		return listenError(addr, err)
+		return nil, err
 	}
-	localLs, err := listenAll(from)
+	return p.verify, nil
+}
+
+func runListen(ctx context.Context, e *env, args []string) error {
+	o, err := parseListen(args)
+	if err != nil {
+		return err
+	}
+	if o.execAnyKey {
+		e.notef("warning: -%s: any key that connects runs %q", execAnyKeyFlag, o.exec)
+	}
+	log := o.common.logger(e)
+	h, err := newHandshaker(e, &o.common, &o.legacy, handshakeSpec{cmd: "listen", timeout: listenHandshakeTimeout, protos: o.protos(), responder: true})
+	if err != nil {
+		return err
+	}
+	verify, err := o.newVerifier(e, log)
+	if err != nil {
+		return err
+	}
+	r, err := o.listen(e, h, verify, log)
+	if err != nil {
+		return err
+	}
+	switch {
+	case o.keepOpen:
+		return listenKeepOpen(ctx, e, r.l, r.cfg, &o.common, r.noteAccepted)
+	case o.stdio():
+		return listenStdio(ctx, e, r.l, r.cfg, &o.common, r.noteAccepted)
+	}
+	return r.serveSessions(ctx)
+}
+
+// A listening is listen once it listens: on its address for peers, and on
+// its -from addresses for local connections.
+type listening struct {
+	e     *env
+	o     *listenOptions
+	log   *slog.Logger
+	l     net.Listener   // peers
+	local []net.Listener // -from, in order
+	cfg   listenConfig
+	rates *ratelog.Log // the notices a peer can cause as fast as it likes
+}
+
+// listen listens on the address and the -from addresses, and says where.
+func (o *listenOptions) listen(e *env, h handshaker, verify verifyFunc, log *slog.Logger) (*listening, error) {
+	l, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return nil, listenError(o.addr, err)
+	}
+	local, err := listenAll(o.from)
+	if err == nil {
+		err = announceAddrs(log, "peers and local connections", append([]net.Listener{l}, local...))
+	}
 	if err != nil {
 		l.Close()
-		return err
+		closeAll(local)
+		return nil, err
 	}
-	if err := announceAddrs(log, "peers and local connections", append([]net.Listener{l}, localLs...)); err != nil {
-		l.Close()
-		closeAll(localLs)
-		return err
-	}
-	// The notices a peer can cause as fast as it likes, at a bounded rate.
-	rates := newRateLog(e.notef)
-	cfg := listenConfig{
+	r := &listening{e: e, o: o, log: log, l: l, local: local, rates: ratelog.New(e.notef)}
+	r.cfg = listenConfig{
 		h:           h,
 		timeout:     listenHandshakeTimeout,
 		cpuOnDemand: func() bool { _, native := h.(*nativeHandshaker); return native }(),
 		verify:      verify,
 		log:         log,
 		refused: func(remote string, err error) {
-			rates.printf("refused peers", "refused %s: %v", remote, err)
+			r.rates.Printf("refused peers", "refused %s: %v", remote, err)
 		},
 		notef: e.notef,
 		grace: listenGrace,
 		cut:   e.cut,
 	}
 	if testOnlyGrace != 0 {
-		cfg.grace = testOnlyGrace
+		r.cfg.grace = testOnlyGrace
 	}
-	noteAccepted := func(s *stream) {
-		switch {
-		case *allow == "" && s.peer.String() == s.self.String():
-			e.notef("accepted %s from %s, your own identity (without -allow any key gets in)", s.peer.Fingerprint(), s.remoteAddr)
-		case *allow == "":
-			e.notef("accepted %s from %s (without -allow any key gets in)", s.peer.Fingerprint(), s.remoteAddr)
-		}
+	if !o.stdio() {
+		r.cfg.limits = newSessionCounter(o.limits, r.refuse, r.rates.Kind("refused sessions"))
 	}
+	return r, nil
+}
 
-	if keepOpen {
-		return listenKeepOpen(ctx, e, l, cfg, &cf, noteAccepted)
+// refuse tells the peer of s why listen does not serve its session, in
+// the protocol it negotiated: a securepeer-exec/2 client reads it as its
+// command's status, a tunnel as the reason its connection was refused.
+// Other streams have no room for it, and are aborted. ctx ending cuts it.
+func (r *listening) refuse(ctx context.Context, s *stream, reason string) {
+	stop := context.AfterFunc(ctx, s.abort)
+	defer stop()
+	switch s.negotiated {
+	case execproto.Protocol2:
+		x := &execproto.Server{Name: r.o.exec, Log: r.log}
+		x.Refuse(streamConn{s}, reason)
+	case tunnel.Protocol:
+		tunnel.Refuse(streamConn{s}, reason, closeTimeout)
+	default:
+		s.abort()
 	}
-	if *execCmd == "" && !tunnel {
-		return listenStdio(ctx, e, l, cfg, &cf, noteAccepted)
+}
+
+// noteAccepted says that a peer got in without -allow.
+func (r *listening) noteAccepted(s *stream) {
+	switch {
+	case r.o.allow == "" && s.peer.String() == s.self.String():
+		r.e.notef("accepted %s from %s, your own identity (without -allow any key gets in)", s.peer.Fingerprint(), s.remoteAddr)
+	case r.o.allow == "":
+		r.e.notef("accepted %s from %s (without -allow any key gets in)", s.peer.Fingerprint(), s.remoteAddr)
 	}
+}
+
+// serveSessions serves every peer, with -exec or tunnels, until a signal.
+func (r *listening) serveSessions(ctx context.Context) error {
 	// The first signal stops serving gracefully; the second cuts the
 	// sessions rather than ending the program under them.
-	e.cutsOnSecondSignal.Store(true)
+	r.e.cutsOnSecondSignal.Store(true)
 	stopCtx := ctx
-	end := newTunnelEnd(to, log, rates)
+	end := newTunnelEnd(r.o.to, r.log, r.rates)
 	var peers tunnelPeers
-	if len(from) > 0 {
-		peers.notef = rates.kindf("notices about tunnel peers")
+	if len(r.o.from) > 0 {
+		peers.notef = r.rates.Kind("notices about tunnel peers")
 	}
 	var locals sync.WaitGroup
-	for i, ll := range localLs {
+	for i, ll := range r.local {
 		// A -from connection rides on a peer's tunnel connection, which
 		// serve lets finish or cuts: that, not the first signal, ends it.
 		locals.Go(func() {
-			localForward(stopCtx, context.WithoutCancel(stopCtx), ll, from[i], peers.carrier, e.notef, log)
+			localForward(stopCtx, context.WithoutCancel(stopCtx), ll, r.o.from[i], peers.carrier, r.e.notef, r.log)
 		})
 	}
-	serve(ctx, l, cfg, func(ctx context.Context, s *stream) {
-		noteAccepted(s)
+	serve(ctx, r.l, r.cfg, func(ctx context.Context, s *stream) {
+		r.noteAccepted(s)
 		var err error
 		switch {
-		case *execCmd != "":
-			err = runExec(ctx, e, s, *execCmd, cf.idle, log)
-		case s.negotiated == tunnelProtocol:
-			m := newMuxSession(s, false, log)
-			peers.add(m)
-			cut := serveStreams(stopCtx, ctx, m, end)
-			peers.remove(m)
-			switch {
-			case ctx.Err() != nil || stopCtx.Err() != nil:
-			case cut > 0:
-				e.notef("the tunnel connection from %s ended with %s in progress, which were cut: %v", s.remoteAddr, streamCount(cut), m.err())
-			default:
-				log.Info("tunnel connection ended", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr, "reason", m.err().Error())
-			}
+		case r.o.exec != "":
+			err = runExec(ctx, r.e, s, r.o.exec, r.o.common.idle, r.log)
+		case s.negotiated == tunnel.Protocol:
+			r.serveTunnel(ctx, stopCtx, s, end, &peers)
 		default: // a peer that does not multiplex: one stream, one connection
 			err = forwardPlain(ctx, s, end)
 		}
 		if err != nil {
-			e.notef("%v", err)
+			r.e.notef("%v", err)
 		}
 	})
 	locals.Wait()
 	return interruption(ctx) // serve returns only when ctx ends
+}
+
+// serveTunnel serves the streams of the tunnel connection over s until it
+// ends: it stops when stopCtx ends, and is cut when ctx does.
+func (r *listening) serveTunnel(ctx, stopCtx context.Context, s *stream, end *tunnelEnd, peers *tunnelPeers) {
+	tc := &tunnelConn{s: s, m: newTunnelSession(s, false, r.log)}
+	peers.add(tc)
+	cut := end.server.Serve(stopCtx, ctx, tc.m)
+	peers.remove(tc)
+	switch {
+	case ctx.Err() != nil || stopCtx.Err() != nil:
+	case cut > 0:
+		r.e.notef("the tunnel connection from %s ended with %s in progress, which were cut: %v", s.remoteAddr, streamCount(cut), tc.m.Err())
+	default:
+		r.log.Info("tunnel connection ended", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr, "reason", tc.m.Err().Error())
+	}
 }
 
 // listenStdio waits for one peer, stops listening, and joins it to stdin
@@ -336,7 +440,7 @@ func listenStdio(ctx context.Context, e *env, l net.Listener, cfg listenConfig, 
 	noteAccepted(s)
 	m := cf.meter(e)
 	defer m.finish()
-	ctx, stop := watchIdle(ctx, cf.idle, m.activity)
+	ctx, stop := idle.Watch(ctx, cf.idle, m.activity)
 	defer stop()
 	peerEnds, note := e.stdioEnds()
 	return joinStdio(ctx, s, s.conn, e.stdin, peerEnds, e.stdout, m, note)
@@ -377,7 +481,7 @@ func listenKeepOpen(ctx context.Context, e *env, l net.Listener, cfg listenConfi
 		defer func() { <-turn }()
 		noteAccepted(s)
 		m := cf.meter(e)
-		ictx, stop := watchIdle(sctx, cf.idle, m.activity)
+		ictx, stop := idle.Watch(sctx, cf.idle, m.activity)
 		done := make(chan struct{})
 		// A turn ends with the peer's when stdin is a terminal: its end
 		// would end every later turn too.

@@ -13,8 +13,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
-	"time"
 )
 
 // testOnlyAddrFile, if set, receives the addresses listen and connect
@@ -85,99 +83,3 @@ func (e *env) notef(format string, args ...any) {
 	}
 	fmt.Fprintf(e.stderr, "securepeer: "+format+"\n", args...)
 }
-
-// A rateLog passes on, at a bounded rate, the notices that a peer can
-// cause as fast as it likes (a refused handshake, a refused stream): of
-// each kind, at most rateBurst in a rateWindow. The others are counted,
-// and when that window is over one line says how many were not shown, so
-// a flood costs a few lines, not one each, and is still seen.
-type rateLog struct {
-	notef  func(format string, args ...any)
-	window time.Duration
-	burst  int
-	// now and after are time.Now and time.AfterFunc, but for tests.
-	now   func() time.Time
-	after func(time.Duration, func())
-
-	mu    sync.Mutex
-	kinds map[string]*rateKind
-}
-
-// rateKind is one kind of notice's current window.
-type rateKind struct {
-	start   time.Time // when the window began
-	shown   int
-	dropped int  // not shown in this window
-	pending bool // a summary is due at the window's end
-}
-
-const (
-	rateWindow = 10 * time.Second
-	rateBurst  = 10
-)
-
-func newRateLog(notef func(format string, args ...any)) *rateLog {
-	return &rateLog{
-		notef: notef, window: rateWindow, burst: rateBurst,
-		now:   time.Now,
-		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) },
-		kinds: map[string]*rateKind{},
-	}
-}
-
-// printf passes a notice of kind on, unless rateBurst of that kind have
-// been in the current window. kind is a plural noun phrase, as "refused
-// peers", for the summary.
-func (l *rateLog) printf(kind, format string, args ...any) {
-	l.mu.Lock()
-	k := l.kinds[kind]
-	if k == nil {
-		k = &rateKind{}
-		l.kinds[kind] = k
-	}
-	now := l.now()
-	if !k.pending && now.Sub(k.start) >= l.window {
-		k.start, k.shown = now, 0
-	}
-	if k.shown < l.burst {
-		k.shown++
-		l.mu.Unlock()
-		l.notef(format, args...)
-		return
-	}
-	k.dropped++
-	if !k.pending {
-		k.pending = true
-		l.after(k.start.Add(l.window).Sub(now), func() { l.summarize(kind) })
-	}
-	l.mu.Unlock()
-}
-
-// kindf is printf for one kind of notice, as a notef.
-func (l *rateLog) kindf(kind string) func(format string, args ...any) {
-	return func(format string, args ...any) { l.printf(kind, format, args...) }
-}
-
-// summarize ends kind's window: it says how many notices were not shown,
-// and starts the next window, in which rateBurst are shown again.
-func (l *rateLog) summarize(kind string) {
-	l.mu.Lock()
-	k := l.kinds[kind]
-	n := k.dropped
-	k.dropped, k.pending = 0, false
-	k.start, k.shown = l.now(), 0
-	l.mu.Unlock()
-	l.notef("%d more %s in the last %v were not shown (at most %d of them are, every %v)", n, kind, l.window, l.burst, l.window)
-}
-
-// yamuxLogger passes yamux's own messages to the -v log, at a bounded
-// rate: yamux logs some for each frame a peer sends on a stream it reset.
-type yamuxLogger struct{ l *rateLog }
-
-const yamuxKind = "yamux messages"
-
-func (l yamuxLogger) Print(v ...any) { l.l.printf(yamuxKind, "%s", fmt.Sprint(v...)) }
-
-func (l yamuxLogger) Printf(format string, v ...any) { l.l.printf(yamuxKind, format, v...) }
-
-func (l yamuxLogger) Println(v ...any) { l.l.printf(yamuxKind, "%s", fmt.Sprintln(v...)) }

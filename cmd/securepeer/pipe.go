@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/legacy"
 )
 
@@ -95,31 +97,7 @@ func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Read
 		case err := <-sendDone:
 			sendDone = nil
 			if err != nil {
-				if recvDone != nil && connectionGone(err) {
-					// The peer closed or reset the connection. What the
-					// receiving side reads says better why: a secure-peer
-					// 0.2 peer that refuses this side's key just closes,
-					// which only a read can tell from other failures. The
-					// read ends at once on a dead connection; the deadline
-					// is a bound, not a wait.
-					s.conn.SetReadDeadline(time.Now().Add(closeTimeout))
-					rerr := <-recvDone
-					recvDone = nil
-					if errors.Is(rerr, legacy.ErrRejected) || errors.Is(rerr, securepeer.ErrRejected) {
-						s.abort()
-						return streamError(s, rerr)
-					}
-				}
-				// Reading stdin or writing to the peer failed: the peer may
-				// be missing data, so it must not see a clean end.
-				s.abort()
-				if recvDone != nil {
-					<-recvDone
-				}
-				if ended {
-					return fmt.Errorf("the peer at %s closed the connection before it had all of stdin: %v", s.remoteAddr, err)
-				}
-				return streamError(s, err)
+				return sendFailed(s, err, recvDone, ended)
 			}
 			sent = true
 		case <-done:
@@ -139,6 +117,36 @@ func joinStdio(ctx context.Context, s *stream, fromPeer io.Reader, stdin io.Read
 	return nil
 }
 
+// sendFailed aborts s, whose copy of stdin to the peer failed with err
+// (reading stdin or writing to the peer), and says why: the peer may be
+// missing data, so it must not see a clean end. recvDone, if not nil, is
+// the copy from the peer, still running; ended is whether the peer's
+// stream has ended.
+func sendFailed(s *stream, err error, recvDone <-chan error, ended bool) error {
+	if recvDone != nil && connectionGone(err) {
+		// The peer closed or reset the connection. What the receiving
+		// side reads says better why: a secure-peer 0.2 peer that refuses
+		// this side's key just closes, which only a read can tell from
+		// other failures. The read ends at once on a dead connection; the
+		// deadline is a bound, not a wait.
+		s.conn.SetReadDeadline(time.Now().Add(closeTimeout))
+		rerr := <-recvDone
+		recvDone = nil
+		if errors.Is(rerr, legacy.ErrRejected) || errors.Is(rerr, securepeer.ErrRejected) {
+			s.abort()
+			return streamError(s, rerr)
+		}
+	}
+	s.abort()
+	if recvDone != nil {
+		<-recvDone
+	}
+	if ended {
+		return fmt.Errorf("the peer at %s closed the connection before it had all of stdin: %v", s.remoteAddr, err)
+	}
+	return streamError(s, err)
+}
+
 // hungUp reports whether ctx ended because of a SIGHUP.
 func hungUp(ctx context.Context) bool {
 	var se *signalError
@@ -150,7 +158,7 @@ func hungUp(ctx context.Context) bool {
 // went out, with its end.
 func interruptStdio(ctx context.Context, s *stream, sent bool) error {
 	s.abort()
-	var ie *idleError
+	var ie *idle.Error
 	if errors.As(context.Cause(ctx), &ie) {
 		return fmt.Errorf("%v with %s", ie, s.remoteAddr)
 	}
@@ -218,7 +226,7 @@ func proxy(ctx context.Context, s *stream, c net.Conn) error {
 	go func() { // s → c
 		_, err := copyStream(c, s.conn)
 		if err == nil {
-			err = closeWrite(c)
+			err = netutil.CloseWrite(c)
 		}
 		fromPeer <- err
 	}()
@@ -230,7 +238,7 @@ func proxy(ctx context.Context, s *stream, c net.Conn) error {
 			cut = true
 			first = streamError(s, err)
 			s.abort()
-			resetClose(c)
+			netutil.ResetClose(c)
 		}
 	}
 	done := ctx.Done()
@@ -260,7 +268,7 @@ func proxy(ctx context.Context, s *stream, c net.Conn) error {
 			if !cut {
 				cut = true
 				s.abort()
-				resetClose(c)
+				netutil.ResetClose(c)
 			}
 		}
 	}
@@ -281,68 +289,6 @@ func (f *failWriter) Write(p []byte) (int, error) {
 		f.failed = true
 	}
 	return n, err
-}
-
-// closeWrite half-closes c if it can, and closes it otherwise.
-func closeWrite(c net.Conn) error {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Close()
-}
-
-// resetClose closes a TCP connection with a reset, so that the program on
-// the other end sees an error rather than a clean end of data. It looks
-// through wrappers that have a NetConn method, as crypto/tls's Conn does.
-func resetClose(c net.Conn) {
-	inner := c
-	for {
-		if tc, ok := inner.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-			break
-		}
-		w, ok := inner.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		inner = w.NetConn()
-	}
-	c.Close()
-}
-
-// idleError ends a stream that had no data either way for -idle.
-type idleError struct{ d time.Duration }
-
-func (e *idleError) Error() string {
-	return fmt.Sprintf("no data either way for %v (-idle), so the stream was aborted", e.d)
-}
-
-// watchIdle returns a context that ends with an *idleError once activity
-// has not changed for d; d = 0 never does. stop releases it.
-func watchIdle(ctx context.Context, d time.Duration, activity func() int64) (_ context.Context, stop func()) {
-	ictx, cancel := context.WithCancelCause(ctx)
-	if d <= 0 {
-		return ictx, func() { cancel(nil) }
-	}
-	go func() {
-		t := time.NewTicker(max(d/4, 10*time.Millisecond))
-		defer t.Stop()
-		last, since := activity(), time.Now()
-		for {
-			select {
-			case <-ictx.Done():
-				return
-			case <-t.C:
-			}
-			if a := activity(); a != last {
-				last, since = a, time.Now()
-			} else if time.Since(since) >= d {
-				cancel(&idleError{d})
-				return
-			}
-		}
-	}()
-	return ictx, func() { cancel(nil) }
 }
 
 // A stdinPump lets one stdin serve one session after another (listen

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
 )
 
 // meter returns the progress meter for a stdio transfer: shown at once with
@@ -152,19 +154,10 @@ func formatBytes(n float64) string {
 	return fmt.Sprintf("%.1f %ciB", n, units[i])
 }
 
-func (m *meter) countSent(r io.Reader) io.Reader { return &countingReader{r, &m.sent} }
+func (m *meter) countSent(r io.Reader) io.Reader { return &idle.CountingReader{R: r, N: &m.sent} }
 
-func (m *meter) countReceived(r io.Reader) io.Reader { return &countingReader{r, &m.received} }
-
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
+func (m *meter) countReceived(r io.Reader) io.Reader {
+	return &idle.CountingReader{R: r, N: &m.received}
 }
 
 // activity is the bytes counted so far, both ways: -idle's clock.

@@ -38,6 +38,10 @@ type listenConfig struct {
 	// ends them before that (a second signal; nil: never).
 	grace time.Duration
 	cut   <-chan struct{}
+
+	// limits, if set, bounds the sessions at once, in all and for one
+	// peer key, and refuses the others.
+	limits *sessionCounter
 }
 
 // Accept errors such as EMFILE are retried after a pause that starts at
@@ -88,27 +92,15 @@ func acceptRetrying(ctx context.Context, l net.Listener, notef func(string, ...a
 // serve runs until ctx ends. Then it stops accepting: it closes l, which
 // also ends the handshakes in progress, and lets the sessions finish, for
 // at most cfg.grace or until cfg.cut; then it cuts the ones left by ending
-// their context. It returns once every handle call has returned.
+// their context. It returns once every handle call has returned, and every
+// refusal of cfg.limits has ended.
 func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(context.Context, *stream)) {
-	al := admit.NewListener(l, admit.Config[*stream]{
-		Handshake: func(ctx context.Context, c net.Conn) (*stream, error) {
-			return cfg.h.handshake(ctx, c, false, cfg.verify)
-		},
-		FirstFlight:      cfg.h.firstFlight,
-		HandshakeTimeout: cfg.timeout,
-		CPUOnDemand:      cfg.cpuOnDemand,
-		Failed: func(remote net.Addr, err error) {
-			var ce *codeError
-			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {
-				cfg.refused(remote.String(), ce)
-			} else {
-				cfg.log.Info("handshake failed", "addr", remote.String(), "err", err)
-			}
-		},
-		Logf: cfg.notef,
-	})
+	al := admitPeers(l, cfg)
 	stopAccepting := context.AfterFunc(ctx, func() { al.Close() })
 	defer stopAccepting()
+	if cfg.limits != nil {
+		defer cfg.limits.wait() // once the sessions, and so the refusals, are cut
+	}
 	sessCtx, cutSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer cutSessions()
 
@@ -127,16 +119,49 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 			s.abort()
 			continue
 		}
+		if cfg.limits != nil && !cfg.limits.take(sessCtx, s) {
+			continue // being refused
+		}
 		sessions.Add(1)
 		live.Add(1)
 		go func() {
 			defer sessions.Done()
 			defer live.Add(-1)
+			if cfg.limits != nil {
+				defer cfg.limits.done(s)
+			}
 			handle(sessCtx, s)
 		}()
 	}
 	al.Close()
+	finish(cfg, &sessions, &live, cutSessions)
+}
 
+// admitPeers is l through internal/admit, with cfg's handshake.
+func admitPeers(l net.Listener, cfg listenConfig) *admit.Listener[*stream] {
+	return admit.NewListener(l, admit.Config[*stream]{
+		Handshake: func(ctx context.Context, c net.Conn) (*stream, error) {
+			return cfg.h.handshake(ctx, c, false, cfg.verify)
+		},
+		FirstFlight:      cfg.h.firstFlight,
+		HandshakeTimeout: cfg.timeout,
+		CPUOnDemand:      cfg.cpuOnDemand,
+		Failed: func(remote net.Addr, err error) {
+			var ce *codeError
+			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {
+				cfg.refused(remote.String(), ce)
+			} else {
+				cfg.log.Info("handshake failed", "addr", remote.String(), "err", err)
+			}
+		},
+		Logf: cfg.notef,
+	})
+}
+
+// finish lets the sessions in progress end once serving has stopped, for
+// at most cfg.grace or until cfg.cut, and then cuts the ones left (cut),
+// saying what it waits for. live counts the sessions still running.
+func finish(cfg listenConfig, sessions *sync.WaitGroup, live *atomic.Int64, cut func()) {
 	done := make(chan struct{})
 	go func() {
 		sessions.Wait()
@@ -164,7 +189,7 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 	case <-cfg.cut:
 		cfg.notef("stopping: cutting %s", sessionCount(live.Load()))
 	}
-	cutSessions()
+	cut()
 	<-done
 }
 

@@ -120,7 +120,17 @@ type session struct {
 
 func (te *testEnv) openSession(addr string) *session {
 	te.t.Helper()
-	cmd := te.command("connect", "-expect", "server.pub", addr)
+	return te.openSessionAs("", addr)
+}
+
+// openSessionAs is openSession with the identity id ("": the default).
+func (te *testEnv) openSessionAs(id, addr string) *session {
+	te.t.Helper()
+	args := []string{"connect", "-expect", "server.pub", addr}
+	if id != "" {
+		args = append(args, "-i", id)
+	}
+	cmd := te.command(args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		te.t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -172,7 +173,7 @@ func (s *stream) abort() {
 		a.Abort()
 		return
 	}
-	resetClose(s.raw)
+	netutil.ResetClose(s.raw)
 	s.conn.Close()
 }
 
@@ -246,6 +247,46 @@ func (h *nativeHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 		took:        time.Since(start),
 		resumed:     st.DidResume,
 	}, nil
+}
+
+// A handshakeSpec is what listen or connect asks of its handshaker.
+type handshakeSpec struct {
+	cmd     string        // "listen" or "connect", for messages
+	timeout time.Duration // bounds each handshake, Verify included
+	tcp     time.Duration // bounds an initiator's TCP connect (0: dialTimeout)
+	// protos, for the native protocol, is what it offers
+	// (securepeer.Config.NextProtos).
+	protos []string
+	// responder shares ticket keys between the process's handshakes, as
+	// listen's are; otherwise a session cache keeps their tickets, as
+	// connect's do. Either way connecting again resumes.
+	responder bool
+}
+
+// newHandshaker is the one place that chooses the protocol: -legacy's,
+// with its rsa-json key file and its warning, or the native one, with the
+// identity (created on first use if it is the default one).
+func newHandshaker(e *env, cf *commonFlags, lf *legacyFlags, spec handshakeSpec) (handshaker, error) {
+	if lf.enabled {
+		lh, err := legacyStart(e, spec.cmd, cf.identity, lf, spec)
+		if err != nil {
+			return nil, err
+		}
+		return lh, nil
+	}
+	id, err := e.loadIdentity(cf.identity)
+	if err != nil {
+		return nil, err
+	}
+	h := &nativeHandshaker{id: id, timeout: spec.timeout, protos: spec.protos, tcp: spec.tcp}
+	if spec.responder {
+		h.tickets = new(securepeer.Config)
+	} else {
+		// One cache for the process: every connection to the peer (the
+		// tunnel's reconnects, per-connection tunnels) can resume.
+		h.sessions = securepeer.NewLRUClientSessionCache(0)
+	}
+	return h, nil
 }
 
 // dialTimeout bounds the TCP connect, separately from the handshake.

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/securepeer/securepeer"
-
 	"github.com/securepeer/securepeer/internal/testenv"
 	"github.com/securepeer/securepeer/internal/wire"
 )

@@ -2,7 +2,7 @@
 
 package main
 
-// Tests and benchmarks of multiplexed tunnels (tunnel.go): many local
+// Tests and benchmarks of multiplexed tunnels (internal/tunnel): many local
 // connections over one securepeer connection, a -to target that is down,
 // a peer that does not multiplex, and a peer that stops answering. They
 // run the securepeer installed by TestMain, as e2e_test.go does.
@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -148,8 +149,8 @@ func TestTunnelMultiplexed(t *testing.T) {
 	if n := r.handshakes(); n != 1 {
 		t.Errorf("listen accepted %d securepeer connections, want 1\n%s", n, r)
 	}
-	if !strings.Contains(r.server.stderr.String(), "next_proto="+tunnelProtocol) {
-		t.Errorf("listen's log does not show %s negotiated\n%s", tunnelProtocol, r)
+	if !strings.Contains(r.server.stderr.String(), "next_proto="+tunnel.Protocol) {
+		t.Errorf("listen's log does not show %s negotiated\n%s", tunnel.Protocol, r)
 	}
 	if code := r.client.interrupt(); code != exitInterrupted {
 		t.Errorf("connect -from exited %d after Ctrl-C, want %d\n%s", code, exitInterrupted, r)
@@ -609,8 +610,8 @@ func TestTunnelPlainPeer(t *testing.T) {
 	if !strings.HasPrefix(string(out), "HTTP/1.0 200") || !strings.HasSuffix(string(out), "answer to /plain") {
 		t.Errorf("connect's stdout: %q", out)
 	}
-	if n := strings.Count(r.server.stderr.String(), "next_proto="+tunnelProtocol); n != 1 {
-		t.Errorf("listen negotiated %s %d times, want once (the tunnel, not the plain peer)\n%s", tunnelProtocol, n, r)
+	if n := strings.Count(r.server.stderr.String(), "next_proto="+tunnel.Protocol); n != 1 {
+		t.Errorf("listen negotiated %s %d times, want once (the tunnel, not the plain peer)\n%s", tunnel.Protocol, n, r)
 	}
 }
 
@@ -667,7 +668,7 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 			b.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		conn, err := securepeer.Dial(ctx, "tcp", addr, &securepeer.Config{Identity: id, NextProtos: []string{tunnelProtocol}})
+		conn, err := securepeer.Dial(ctx, "tcp", addr, &securepeer.Config{Identity: id, NextProtos: []string{tunnel.Protocol}})
 		cancel()
 		if err != nil {
 			b.Fatal(err)

@@ -21,11 +21,11 @@ import (
 type hostPolicy struct {
 	e         *env
 	log       *slog.Logger
-	addr      string               // the address as the user wrote it
-	file      string               // the known_hosts file
-	expect    string               // the pinned fingerprint, if any
-	acceptNew bool                 // -accept-new: trust and record an unknown host's key
-	self      securepeer.PublicKey // this side's identity, to say so if the peer has it too
+	addr      string         // the address as the user wrote it
+	file      string         // the known_hosts file
+	expect    string         // the pinned fingerprint, if any
+	acceptNew bool           // -accept-new: trust and record an unknown host's key
+	self      func() peerKey // this side's identity, to say so if the peer has it too
 
 	mu sync.Mutex // serializes prompts and updates of file
 }
@@ -123,7 +123,7 @@ func (p *hostPolicy) firstContact(ctx context.Context, key securepeer.PublicKey,
 	// The peer may use this side's own identity: a listen with the same home
 	// directory, or a relay that connects this side to another session of
 	// itself (PROTOCOL.md, "A peer with this side's own key"). Say so.
-	own := key == p.self
+	own := key == p.self()
 	if own && p.acceptNew {
 		p.e.notef("the peer at %s uses your own identity (%s): it is another securepeer with your key, such as a listen with the same home directory", p.addr, fp)
 	}

@@ -1,0 +1,112 @@
+//go:build unix
+
+package execproto
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// ShellCommand returns the command that runs command with /bin/sh, in a
+// process group of its own so it and its children can be ended together.
+// Being outside the terminal's foreground group, it does not get the
+// terminal's Ctrl-C: securepeer ends it itself, after closing streams.
+func ShellCommand(command string) *exec.Cmd {
+	cmd := exec.Command("/bin/sh", "-c", command)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd
+}
+
+// terminateCommand asks the command's process group to exit.
+func terminateCommand(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+}
+
+// hangUpCommand tells the command's process group that its terminal is
+// gone, as the kernel does when a terminal closes.
+func hangUpCommand(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGHUP)
+}
+
+// killCommand kills the command's process group.
+func killCommand(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// commandStatus is how the command ended, as securepeer-exec/2 says it: its
+// exit code, or the signal that killed it, with 128 plus the signal's
+// number as the code, as shells report it.
+func commandStatus(ps *os.ProcessState) Status {
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return Status{Kind: Exited, Code: uint8(ps.ExitCode())}
+	}
+	name := strings.TrimPrefix(unix.SignalName(ws.Signal()), "SIG")
+	if !validSignalName(name) {
+		name = strconv.Itoa(int(ws.Signal()))
+	}
+	return Status{Kind: Signaled, Code: uint8(128 + int(ws.Signal())), Detail: name}
+}
+
+// startTTY starts cmd on a new pseudo-terminal of size sz, as the leader
+// of a new session whose controlling terminal it is (so the kernel's
+// hangup, job control and Ctrl-C work in it as in a login), and returns
+// the terminal's master side. That file is non-blocking, so that a
+// deadline or Close wakes a goroutine blocked in its Read or Write.
+func startTTY(cmd *exec.Cmd, sz WinSize) (*os.File, error) {
+	// A session leader leads its process group already, and may not
+	// be moved to another: Setsid replaces Setpgid.
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	master, err := pty.StartWithSize(cmd, &pty.Winsize{Cols: sz.Cols, Rows: sz.Rows})
+	if err != nil {
+		return nil, err
+	}
+	f, err := nonBlocking(master)
+	if err != nil {
+		killCommand(cmd)
+		cmd.Wait()
+		return nil, err
+	}
+	return f, nil
+}
+
+// nonBlocking returns f as a non-blocking, pollable file, and closes f.
+// (creack/pty leaves its master in blocking mode, for which Go's Close
+// would wait for a Read in progress to end by itself.)
+func nonBlocking(f *os.File) (*os.File, error) {
+	defer f.Close()
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// setTTYSize sets the size of the terminal whose master side is f.
+func setTTYSize(f *os.File, sz WinSize) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ierr error
+	err = rc.Control(func(fd uintptr) {
+		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: sz.Cols, Row: sz.Rows})
+	})
+	return errors.Join(err, ierr)
+}
+
+// ttyEnded reports whether a read error of a terminal's master side means
+// that no process has the terminal open any more (Linux says EIO).
+func ttyEnded(err error) bool { return errors.Is(err, syscall.EIO) }
