@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/transport"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcpreuse"
@@ -109,6 +110,17 @@ func (u *admitUpgrader) UpgradeGatedMaListener(t transport.Transport, l transpor
 // UpgradeListener is UpgradeGatedMaListener of l gated.
 func (u *admitUpgrader) UpgradeListener(t transport.Transport, l manet.Listener) transport.Listener {
 	return u.UpgradeGatedMaListener(t, u.GateMaListener(l))
+}
+
+// Upgrade upgrades a connection this host dialed (go-libp2p's TCP
+// transport upgrades only those here; its listeners are admitListeners).
+// A hole punch's dial in the server's role of a simultaneous open first
+// settles its role (settleRole, holepunch.go).
+func (u *admitUpgrader) Upgrade(ctx context.Context, t transport.Transport, c manet.Conn, dir network.Direction, p peer.ID, scope network.ConnManagementScope) (transport.CapableConn, error) {
+	if dir == network.DirInbound && p != "" {
+		c, dir = settleRole(ctx, c)
+	}
+	return u.Upgrader.Upgrade(ctx, t, c, dir, p, scope)
 }
 
 // upgrade opens the connection's resource scope, now that its first
