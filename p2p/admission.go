@@ -34,8 +34,8 @@ import (
 // sends once that proposal is answered, within the same deadline; the
 // table of pending connections is bounded, and when it is full the
 // heaviest source's oldest unproved connection makes room; handshake CPU
-// is shared by source. Only then does go-libp2p's resource manager see
-// the connection.
+// is shared by source. go-libp2p's resource manager sees a connection
+// only once its proposal has arrived.
 
 // handshakeTimeout bounds an inbound connection from its accept to the
 // end of its upgrade (security handshake and stream multiplexer), as
@@ -195,6 +195,17 @@ var _ manet.Conn = (*admittedConn)(nil)
 
 func (c *admittedConn) LocalMultiaddr() ma.Multiaddr  { return c.local }
 func (c *admittedConn) RemoteMultiaddr() ma.Multiaddr { return c.remote }
+
+// CloseWrite ends this side's writing on the socket: securepeer does so
+// after refusing a peer (Verify), so that its alert reaches the peer
+// before the reset that closing a socket with unread data sends.
+func (c *admittedConn) CloseWrite() error {
+	cw, ok := c.NetConn().(interface{ CloseWrite() error })
+	if !ok {
+		return errors.New("p2p: the connection cannot be half-closed")
+	}
+	return cw.CloseWrite()
+}
 
 // SyscallConn returns the socket's, once the first flight has been read,
 // so that securepeer's record layer reads from the socket itself.

@@ -13,6 +13,7 @@ import (
 	mss "github.com/multiformats/go-multistream"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/admit"
 	"github.com/securepeer/securepeer/internal/wire"
 	"github.com/securepeer/securepeer/libp2psec"
 )
@@ -296,5 +297,48 @@ func (a *pendingAttack) close() {
 	defer a.mu.Unlock()
 	for _, c := range a.conns {
 		c.Close()
+	}
+}
+
+// TestAdmittedConnCloseWrite: an admitted connection can be half-closed,
+// as securepeer does after refusing a peer (Verify) so that its alert
+// reaches the peer before the reset that closing a socket with unread
+// data sends: the peer reads the end of the stream, and can still write.
+// Without it, a refused libp2p dialer that wrote after its message 3
+// could read "connection reset" instead of the refusal.
+func TestAdmittedConnCloseWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peerSide, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peerSide.Close()
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var c net.Conn = &admittedConn{Conn: &admit.Conn{Conn: raw}}
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("an admitted connection cannot be half-closed")
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	peerSide.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := peerSide.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the peer read %v, want io.EOF", err)
+	}
+	if _, err := peerSide.Write([]byte("still")); err != nil {
+		t.Fatal(err)
+	}
+	raw.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := io.ReadFull(raw, make([]byte, 5)); err != nil {
+		t.Fatalf("reading after CloseWrite: %v", err)
 	}
 }
