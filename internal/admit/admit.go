@@ -60,6 +60,12 @@
 //     goroutine cost. A handshake that sends its peer back to a first
 //     flight waits for it the same way ([Conn.AwaitFirstFlight]): the same
 //     deadline, a new rank, and a buffer that grows as bytes arrive.
+//     A protocol whose peer sends its handshake message only once the
+//     server has answered its first bytes (libp2p: multistream-select's
+//     proposal, then the security handshake's message 1) reads that
+//     message as the rest of the same first flight
+//     ([Conn.ReadMoreFirstFlight]): under the deadline counted from the
+//     accept, in the same rank.
 //
 //   - Handshake CPU is shared by source. A peer that has sent a complete
 //     first flight makes the server compute (key agreement, encapsulation,
@@ -142,6 +148,12 @@ type Config[T any] struct {
 
 	// Logf, if not nil, is told of accept errors, which are retried.
 	Logf func(format string, args ...any)
+
+	// Discard, if not nil, is given each result of a successful handshake
+	// that will not reach Accept (its connection was dropped, or the
+	// listener closed, before Accept took it), for a result that holds
+	// more than the connection, which the listener closes.
+	Discard func(T)
 
 	// MaxPending bounds the connections accepted and not yet returned by
 	// Accept: waiting for their first flight, in the handshake, or done
@@ -426,6 +438,9 @@ func (l *Listener[T]) Accept() (T, error) {
 			l.removeLocked(a.e)
 			l.mu.Unlock()
 			if dropped {
+				if l.cfg.Discard != nil {
+					l.cfg.Discard(a.v)
+				}
 				continue
 			}
 			return a.v, nil
@@ -667,8 +682,9 @@ func (l *Listener[T]) removeLocked(e *entry) {
 // fits in the smallest stack.
 func (l *Listener[T]) run(e *entry) {
 	defer l.wg.Done()
-	flight, err := readFirstFlight(e.raw, l.cfg.FirstFlight, nil, l.firstFlightDeadline(e))
-	l.handle(e, flight, err)
+	deadline := l.firstFlightDeadline(e)
+	flight, err := readFirstFlight(e.raw, l.cfg.FirstFlight, nil, deadline)
+	l.handle(e, flight, deadline, err)
 }
 
 // firstFlightDeadline is the deadline of a first flight awaited from now.
@@ -680,9 +696,9 @@ func (l *Listener[T]) firstFlightDeadline(e *entry) time.Time {
 	return d
 }
 
-// handle runs the handshake after the first flight, and hands the result to
-// Accept.
-func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
+// handle runs the handshake after the first flight, which had until
+// deadline to arrive, and hands the result to Accept.
+func (l *Listener[T]) handle(e *entry, flight []byte, deadline time.Time, err error) {
 	if err != nil {
 		l.fail(e, err)
 		return
@@ -701,7 +717,7 @@ func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
 		l.fail(e, nil)
 		return
 	}
-	c := &Conn{Conn: e.raw, flight: flight, release: l.cpu.release,
+	c := &Conn{Conn: e.raw, flight: flight, deadline: deadline, release: l.cpu.release,
 		acquire: func(ctx context.Context) error { return l.cpu.acquire(ctx, e.src) },
 		restart: func() (time.Time, bool) { return l.restart(e) },
 		prove:   func() { l.promote(e, proved) },
@@ -720,16 +736,24 @@ func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
 		return
 	}
 	if !l.promote(e, completed) {
-		e.raw.Close()
-		l.fail(e, nil)
+		l.discard(e, v)
 		return
 	}
 	select {
 	case l.ready <- accepted[T]{e, v}:
 	case <-dropped.Done():
-		e.raw.Close()
-		l.fail(e, nil)
+		l.discard(e, v)
 	}
+}
+
+// discard ends a connection whose handshake succeeded but which will not
+// reach Accept, and gives its result to Config.Discard.
+func (l *Listener[T]) discard(e *entry, v T) {
+	e.raw.Close()
+	if l.cfg.Discard != nil {
+		l.cfg.Discard(v)
+	}
+	l.fail(e, nil)
 }
 
 // started records that e's handshake begins, with the function that
@@ -837,6 +861,7 @@ func readFirstFlight(c net.Conn, need func([]byte) int, b []byte, deadline time.
 type Conn struct {
 	net.Conn
 	flight   []byte
+	deadline time.Time // of the first flight being read, or last read
 	released atomic.Bool
 
 	// The listener's side.
@@ -914,6 +939,39 @@ func (c *Conn) AwaitFirstFlight(ctx context.Context, need func([]byte) int) erro
 	if hasDeadline && hs.Before(deadline) {
 		deadline = hs
 	}
+	c.deadline = deadline
+	return c.readFlight(ctx, need, deadline)
+}
+
+// ReadMoreFirstFlight reads the next part of a first flight that comes in
+// parts, for a protocol whose peer sends its handshake message only once
+// the server has answered its first bytes (libp2p's multistream-select
+// proposal, then the security handshake's message 1), and makes the next
+// reads return it, after what is left unread of the flight. It is read as
+// a first flight is, and counts as the same one: need says how long the
+// part is, given what is left unread and the bytes received since; the
+// deadline is that of the first flight (Config.FirstFlightTimeout from the
+// accept, or from the last AwaitFirstFlight), or ctx's if sooner; the
+// buffer grows only with the bytes received. The connection keeps its
+// rank, and gives its CPU turn back. On success the read deadline is
+// ctx's (none if ctx has none). An error wraps ErrFirstFlight if the
+// deadline passed, or is ctx's cause.
+func (c *Conn) ReadMoreFirstFlight(ctx context.Context, need func([]byte) int) error {
+	c.releaseCPU()
+	if c.deadline.IsZero() {
+		return errors.New("the connection is not a listener's")
+	}
+	deadline := c.deadline
+	if hs, ok := ctx.Deadline(); ok && hs.Before(deadline) {
+		deadline = hs
+	}
+	return c.readFlight(ctx, need, deadline)
+}
+
+// readFlight reads a first flight, after what is left of the last, by
+// deadline, and makes the next reads return it.
+func (c *Conn) readFlight(ctx context.Context, need func([]byte) int, deadline time.Time) error {
+	hs, _ := ctx.Deadline()
 	flight, err := readFirstFlight(c.Conn, need, c.flight, deadline)
 	if ctx.Err() != nil {
 		return context.Cause(ctx)

@@ -1003,3 +1003,137 @@ func BenchmarkAdmitFull(b *testing.B) {
 		}
 	}
 }
+
+// twoPartHandshake answers a first line "hello" with "part2?", reads the
+// second part of the first flight (a line) with ReadMoreFirstFlight, and
+// answers "ok <line>", as a libp2p listener answers multistream-select
+// before the security handshake's message 1 arrives.
+func twoPartHandshake(ctx context.Context, c net.Conn) (string, error) {
+	var b [64]byte
+	n, err := c.Read(b[:])
+	if err != nil {
+		return "", err
+	}
+	if got := string(b[:n]); got != "hello\n" {
+		return "", fmt.Errorf("first part %q", got)
+	}
+	if _, err := io.WriteString(c, "part2?\n"); err != nil {
+		return "", err
+	}
+	if err := c.(*Conn).ReadMoreFirstFlight(ctx, lineFlight); err != nil {
+		return "", err
+	}
+	n, err = c.Read(b[:])
+	if err != nil {
+		return "", err
+	}
+	line := strings.TrimSpace(string(b[:n]))
+	if _, err := fmt.Fprintf(c, "ok %s\n", line); err != nil {
+		return "", err
+	}
+	return line, nil
+}
+
+// TestReadMoreFirstFlight: the second part of a first flight is read after
+// the handshake's answer to the first, keeping the connection's rank; it
+// has what is left of the first flight's deadline, counted from the
+// accept, not from the answer.
+func TestReadMoreFirstFlight(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	failed := make(chan error, 10)
+	l := listen(t, Config[string]{
+		FirstFlightTimeout: timeout,
+		Handshake:          twoPartHandshake,
+		Failed:             func(_ net.Addr, err error) { failed <- err },
+	})
+	readLine := func(c net.Conn) string {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var b [64]byte
+		n, _ := c.Read(b[:])
+		return string(b[:n])
+	}
+	t.Run("in time", func(t *testing.T) {
+		l.mu.Lock()
+		seq := l.seq
+		l.mu.Unlock()
+		c := dialFrom(t, l, "127.0.0.1")
+		io.WriteString(c, "hello\n")
+		if got := readLine(c); got != "part2?\n" {
+			t.Fatalf("answer to the first part %q", got)
+		}
+		if err := greet(c, "second", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got := acceptOne(t, l, 10*time.Second); got != "second" {
+			t.Errorf("Accept = %q", got)
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.seq != seq+2 {
+			t.Errorf("the connection took %d places (accepted, completed, and %d more): the second part changed its rank", l.seq-seq, l.seq-seq-2)
+		}
+	})
+	t.Run("silence", func(t *testing.T) {
+		c := dialFrom(t, l, "127.0.0.1")
+		io.WriteString(c, "hello\n")
+		if got := readLine(c); got != "part2?\n" {
+			t.Fatalf("answer to the first part %q", got)
+		}
+		if !closedByPeer(c) {
+			t.Fatal("a peer silent after the first part was not dropped")
+		}
+		if err := <-failed; !errors.Is(err, ErrFirstFlight) {
+			t.Errorf("Failed got %v, want ErrFirstFlight", err)
+		}
+	})
+	t.Run("deadline from the accept", func(t *testing.T) {
+		c := dialFrom(t, l, "127.0.0.1")
+		start := time.Now()
+		io.WriteString(c, "hello\n")
+		if got := readLine(c); got != "part2?\n" {
+			t.Fatalf("answer to the first part %q", got)
+		}
+		// Sent after the first flight's deadline has passed, counted from
+		// the accept: refused, whenever the first part came.
+		time.Sleep(timeout - time.Since(start) + 50*time.Millisecond)
+		io.WriteString(c, "late\n")
+		if !closedByPeer(c) {
+			t.Fatal("a second part after the first flight's deadline was taken")
+		}
+		if err := <-failed; !errors.Is(err, ErrFirstFlight) {
+			t.Errorf("Failed got %v, want ErrFirstFlight", err)
+		}
+	})
+}
+
+// TestDiscard: a handshake's result that does not reach Accept, its
+// connection dropped while it waits, goes to Config.Discard.
+func TestDiscard(t *testing.T) {
+	discarded := make(chan string, 10)
+	l := listen(t, Config[string]{MaxPending: 1, Discard: func(v string) { discarded <- v }})
+	a := dialFrom(t, l, "127.0.0.1")
+	if err := greet(a, "a", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); l.Completed() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("completed = %d, want 1", l.Completed())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b := dialFrom(t, l, "127.0.0.2")
+	if err := greet(b, "b", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v := <-discarded:
+		if v != "a" {
+			t.Errorf("discarded %q, want a", v)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dropped connection's result was not discarded")
+	}
+	if got := acceptOne(t, l, 10*time.Second); got != "b" {
+		t.Errorf("Accept = %q, want b", got)
+	}
+}
