@@ -28,26 +28,28 @@ import (
 // A Conn is safe for one concurrent Read and one concurrent Write, and for
 // Close, deadlines and the accessors at any time.
 type Conn struct {
+	// The fields are in an order that leaves no padding (an idle
+	// connection's memory is what a server holds per peer).
 	conn   net.Conn
 	config *Config
-	mode   wire.Mode
 
 	// handshakeMutex is held for the whole handshake; state and handshakeErr
 	// are written under it. Once handshakeDone is set, state is immutable.
 	handshakeMutex sync.Mutex
 	handshakeErr   error
 	handshakeDone  atomic.Bool
+	closed         atomic.Bool
 	state          ConnectionState
 
-	// deadlineMu guards the deadlines the user set, which the handshake
-	// replaces while it runs and restores afterwards.
+	// deadlineMu guards the deadlines the user set, and handshaking, below:
+	// the handshake replaces them while it runs and restores them
+	// afterwards.
 	deadlineMu    sync.Mutex
-	handshaking   bool
 	readDeadline  time.Time
 	writeDeadline time.Time
 
-	in, out halfConn
-	closed  atomic.Bool
+	in  readHalf
+	out writeHalf
 
 	// resumption is the secret of the ticket the responder is to send, for
 	// an initiator until it arrives (pending), guarded by in's mutex after
@@ -56,31 +58,41 @@ type Conn struct {
 		secret  [32]byte
 		pending bool
 	}
+	mode        wire.Mode
+	handshaking bool // guarded by deadlineMu
 }
 
 var _ net.Conn = (*Conn)(nil)
 
-// A halfConn is one direction of the record layer. Its mutex is held by the
-// one Read (for in) or Write (for out) in progress.
+// A halfConn is what both directions of the record layer hold: the
+// cipher state and the first permanent error. Its mutex is held by the one
+// Read (for in) or Write (for out) in progress.
 type halfConn struct {
 	sync.Mutex
 	err    error // first permanent error; every later call returns it
 	cipher Cipher
 	aead   cipher.AEAD
-	key    []byte // current key, kept for rekeying
+	key    [32]byte // current key (cipher.keySize() bytes), kept for rekeying
 	iv     [12]byte
-	seq    uint64 // number of records sealed or opened so far
 	nonce  [12]byte
+	seq    uint64 // number of records sealed or opened so far
+}
 
-	// Write side only: a ticket record's plaintext to send before the next
+// A writeHalf is the sending direction.
+type writeHalf struct {
+	halfConn
+	// ticket is a ticket record's plaintext to send before the next
 	// record (sendTicket).
 	ticket []byte
+}
 
-	// Read side only: buf holds received bytes not yet opened in
-	// (*buf)[r:w], and plain the unread rest of the last record opened in
-	// place. buf comes from bufPool and goes back when nothing is pending.
-	// Keeping this state across calls lets a Read that hit a deadline
-	// resume later.
+// A readHalf is the receiving direction. buf holds received bytes not yet
+// opened in (*buf)[r:w], and plain the unread rest of the last record
+// opened in place. buf comes from bufPool and goes back when nothing is
+// pending. Keeping this state across calls lets a Read that hit a deadline
+// resume later.
+type readHalf struct {
+	halfConn
 	buf   *[]byte
 	r, w  int
 	plain []byte
@@ -108,13 +120,20 @@ var bufPool = sync.Pool{New: func() any {
 	return &b
 }}
 
-// setup installs the traffic key for this direction.
+// setup installs the traffic key for this direction. It keeps a copy of
+// key and iv, and erases key, best effort, so that no other copy outlives
+// the handshake.
 func (hc *halfConn) setup(c Cipher, key, iv []byte) error {
+	defer clear(key)
+	if len(key) != c.keySize() || len(iv) != len(hc.iv) {
+		return fmt.Errorf("securepeer: a %v key of %d bytes and an IV of %d", c, len(key), len(iv))
+	}
 	aead, err := c.newAEAD(key)
 	if err != nil {
 		return err
 	}
-	hc.cipher, hc.aead, hc.key = c, aead, key
+	hc.cipher, hc.aead = c, aead
+	copy(hc.key[:], key)
 	copy(hc.iv[:], iv)
 	return nil
 }
@@ -126,16 +145,18 @@ func (hc *halfConn) nextNonce() error {
 		return errors.New("securepeer: record sequence number exhausted; open a new connection")
 	}
 	if hc.seq > 0 && hc.seq%rekeyInterval == 0 {
-		next, err := hkdf.Expand(sha256.New, hc.key, labelRekey, len(hc.key))
+		key := hc.key[:hc.cipher.keySize()]
+		next, err := hkdf.Expand(sha256.New, key, labelRekey, len(key))
 		if err != nil {
 			return err
 		}
+		defer clear(next)
 		aead, err := hc.cipher.newAEAD(next)
 		if err != nil {
 			return err
 		}
-		clear(hc.key)
-		hc.aead, hc.key = aead, next
+		hc.aead = aead
+		copy(key, next)
 	}
 	hc.nonce = hc.iv
 	var seq [8]byte
@@ -288,7 +309,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (hc *halfConn) release() {
+func (hc *readHalf) release() {
 	if hc.buf != nil {
 		bufPool.Put(hc.buf)
 		hc.buf, hc.plain = nil, nil
@@ -298,7 +319,7 @@ func (hc *halfConn) release() {
 
 // releaseIfIdle returns the read buffer to the pool unless it holds the
 // start of the next record.
-func (hc *halfConn) releaseIfIdle() {
+func (hc *readHalf) releaseIfIdle() {
 	if hc.r == hc.w {
 		hc.release()
 	}
@@ -338,7 +359,7 @@ func (c *Conn) awaitRecord() error {
 // readFromFD is the callback of awaitRecord's raw.Read: it takes a buffer
 // from the pool just before it reads, and gives it back if there was
 // nothing to read. hc must be locked.
-func (hc *halfConn) readFromFD(fd uintptr) bool {
+func (hc *readHalf) readFromFD(fd uintptr) bool {
 	bp := bufPool.Get().(*[]byte)
 	n, err := readFD(fd, *bp)
 	if err == errWouldBlock {

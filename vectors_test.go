@@ -285,7 +285,7 @@ func runVectorSession(t *testing.T, v *vector, cfgA, cfgB *Config) (initiatorSen
 			t.Fatal(err)
 		}
 		if v.skipRecords > 0 {
-			for _, hc := range []*halfConn{&x.in, &x.out, &y.in, &y.out} {
+			for _, hc := range []*halfConn{&x.in.halfConn, &x.out.halfConn, &y.in.halfConn, &y.out.halfConn} {
 				hc.seq = v.skipRecords
 			}
 		}
