@@ -96,3 +96,6 @@ func abortName(reason byte) string {
 	}
 	return fmt.Sprintf("abort reason %d", reason)
 }
+
+// errRetryFull is readMessage's report of the responder's RetryFull.
+var errRetryFull = errors.New("securepeer: the responder asked for a full handshake")

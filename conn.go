@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/securepeer/securepeer/internal/admit"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -723,7 +722,7 @@ func (c *Conn) setDeadline(read, write *time.Time) error {
 // left to replay, or nil.
 func (c *Conn) rawConn() syscall.RawConn {
 	nc := c.conn
-	if ac, ok := nc.(*admit.Conn); ok {
+	if ac, ok := nc.(admittedConn); ok {
 		if ac.Buffered() > 0 {
 			return nil
 		}
@@ -743,7 +742,7 @@ func (c *Conn) rawConn() syscall.RawConn {
 // NetConn returns the underlying connection. Writing to or reading from it
 // corrupts the securepeer stream.
 func (c *Conn) NetConn() net.Conn {
-	if ac, ok := c.conn.(*admit.Conn); ok {
+	if ac, ok := c.conn.(admittedConn); ok {
 		// A listener's connection, which replays the first flight.
 		return ac.NetConn()
 	}
