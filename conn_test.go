@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -730,4 +731,64 @@ func TestSteadyStateAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(200, step); n > 0 {
 		t.Fatalf("a write and a read allocate %v times", n)
 	}
+}
+
+// FuzzRecordReader completes a real handshake (the replayed capture) and
+// then feeds the Server's record reader arbitrary bytes, made from the
+// records the captured Client sent. Read must never return data that was not
+// sent, in the order sent; it must end with io.EOF only after all of it and
+// the end-of-stream record; it must never panic or ask to read more than one
+// record at a time.
+func FuzzRecordReader(f *testing.F) {
+	fzRequireSeeds(f)
+	cs := fzGetCaptures(f)
+	hs := cs.clientServer.sent
+	want := fzScriptData()
+	f.Fuzz(func(t *testing.T, records []byte) {
+		base := runtime.NumGoroutine()
+		conn := newFzConn(append(hs[:len(hs):len(hs)], records...))
+		c := Server(conn, fzConfig(fzResponderID, fzRandServer))
+		if err := fzHandshake(t, c, base); err != nil {
+			t.Fatalf("the captured handshake no longer replays (run go test -run TestFuzzSeeds -update-fuzz?): %v", err)
+		}
+		if n := conn.mark(); n != len(hs) {
+			t.Fatalf("the handshake consumed %d bytes, the capture has %d", n, len(hs))
+		}
+		var got []byte
+		buf := make([]byte, 1000)
+		var err error
+		for i := 0; ; i++ {
+			var n int
+			n, err = c.Read(buf)
+			if n < 0 || n > len(buf) {
+				t.Fatalf("Read returned n=%d", n)
+			}
+			got = append(got, buf[:n]...)
+			if !bytes.HasPrefix(want, got) {
+				t.Fatalf("Read returned data that was not sent: got %d bytes, %q... ", len(got), got[:min(len(got), 40)])
+			}
+			if err != nil {
+				break
+			}
+			if n == 0 {
+				t.Fatal("Read returned 0, nil")
+			}
+			if i > len(records)+10 {
+				t.Fatal("Read keeps returning data the input cannot hold")
+			}
+		}
+		if err == io.EOF && !bytes.Equal(got, want) {
+			t.Fatalf("Read returned io.EOF after %d of %d bytes", len(got), len(want))
+		}
+		if n, err2 := c.Read(buf); n != 0 || err2 == nil || !fzSameError(err, err2) {
+			t.Fatalf("Read after %v returned %d, %v: errors must be sticky", err, n, err2)
+		}
+		if conn.maxReq > wire.RecordHeaderSize+wire.MaxRecordLength {
+			t.Fatalf("the record reader asked to read %d bytes at once, more than a record with its header", conn.maxReq)
+		}
+		if conn.read > len(conn.in) {
+			t.Fatal("read past the input")
+		}
+		fzNoLeak(t, base)
+	})
 }

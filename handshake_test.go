@@ -3,11 +3,13 @@ package securepeer
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -649,6 +651,489 @@ func TestOwnKey(t *testing.T) {
 			}
 			a.Close()
 			b.Close()
+		})
+	}
+}
+
+// resumeEnv is a responder config and an initiator config with a session
+// cache, and a way to connect them again and again at one address: over a
+// listener for TCP, or over a fresh net.Pipe (whose address is always
+// "pipe").
+type resumeEnv struct {
+	t      *testing.T
+	client *Config
+	server *Config
+	pipe   bool
+	ln     net.Listener
+}
+
+func newResumeEnv(t *testing.T, pipe bool) *resumeEnv {
+	t.Helper()
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	e := &resumeEnv{
+		t:      t,
+		pipe:   pipe,
+		client: &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: NewLRUClientSessionCache(0)},
+		server: &Config{Identity: bob, Verify: pin(alice.PublicKey())},
+	}
+	if !pipe {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		e.ln = ln
+	}
+	return e
+}
+
+// pair returns a fresh connection's two ends; the client's always has the
+// same remote address.
+func (e *resumeEnv) pair() (client, server net.Conn) {
+	e.t.Helper()
+	if e.pipe {
+		return net.Pipe()
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := e.ln.Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", e.ln.Addr().String())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		e.t.Fatal("accept failed")
+	}
+	return c, s
+}
+
+// session runs one session, client to server, with an echo, and returns
+// both sides' states and handshake errors.
+func (e *resumeEnv) session() (cs, ss ConnectionState, cerr, serr error) {
+	e.t.Helper()
+	a, b := e.pair()
+	x, y := Client(a, e.client), Server(b, e.server)
+	other := run(y.Handshake)
+	cerr = x.Handshake()
+	serr = wait(e.t, other)
+	if cerr == nil && serr == nil {
+		echoOnce(e.t, x, y)
+	}
+	if cerr == nil && serr != nil {
+		// A responder refuses after the handshake: the client reads why.
+		_, cerr = x.Read(make([]byte, 1))
+	}
+	cs, ss = x.ConnectionState(), y.ConnectionState()
+	closeBoth(x, y)
+	return cs, ss, cerr, serr
+}
+
+// mustSession runs a session that must succeed and reports whether it was
+// resumed, checking both sides agree.
+func (e *resumeEnv) mustSession() bool {
+	e.t.Helper()
+	cs, ss, cerr, serr := e.session()
+	if cerr != nil || serr != nil {
+		e.t.Fatalf("session failed: client %v, server %v", cerr, serr)
+	}
+	if cs.DidResume != ss.DidResume {
+		e.t.Fatalf("DidResume: client %v, server %v", cs.DidResume, ss.DidResume)
+	}
+	if cs.RemoteKey != e.server.Identity.PublicKey() || ss.RemoteKey != e.client.Identity.PublicKey() {
+		e.t.Fatal("wrong remote keys")
+	}
+	if string(cs.ChannelBinding) != string(ss.ChannelBinding) || cs.Cipher != ss.Cipher || !cs.PostQuantum || !ss.PostQuantum {
+		e.t.Fatalf("states differ or are not post-quantum: %+v / %+v", cs, ss)
+	}
+	return cs.DidResume
+}
+
+func TestResumption(t *testing.T) {
+	eachTransport(t, func(t *testing.T, _ pairFunc) {
+		e := newResumeEnv(t, t.Name() == "TestResumption/pipe")
+		if e.mustSession() {
+			t.Fatal("the first session was resumed")
+		}
+		for i := range 5 {
+			if !e.mustSession() {
+				t.Fatalf("session %d was not resumed", i+2)
+			}
+		}
+	})
+}
+
+func TestResumptionDisabled(t *testing.T) {
+	for _, side := range []string{"client", "server"} {
+		t.Run(side, func(t *testing.T) {
+			e := newResumeEnv(t, false)
+			if side == "client" {
+				e.client.SessionTicketsDisabled = true
+			} else {
+				e.server.SessionTicketsDisabled = true
+			}
+			for range 3 {
+				if e.mustSession() {
+					t.Fatal("resumed with tickets disabled")
+				}
+			}
+		})
+	}
+}
+
+// A responder that turns tickets off after giving one answers the
+// resumption with a full handshake, in the same connection.
+func TestResumptionFallsBack(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name  string
+		setup func(e *resumeEnv)
+	}{
+		{"tickets turned off", func(e *resumeEnv) { e.server.SessionTicketsDisabled = true }},
+		{"ticket keys replaced", func(e *resumeEnv) { e.server.SetSessionTicketKeys([][32]byte{{1}}) }},
+		{"responder restarted", func(e *resumeEnv) {
+			e.server = &Config{Identity: e.server.Identity, Verify: e.server.Verify}
+		}},
+		{"expired on the responder's clock", func(e *resumeEnv) {
+			e.server.Time = func() time.Time { return now.Add(8 * 24 * time.Hour) }
+		}},
+		{"another identity sharing the ticket keys", func(e *resumeEnv) {
+			e.server.Identity = testIdentity(e.t, 3)
+			e.client.Verify = nil
+		}},
+		{"classical ticket, responder now wants the hybrid", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newResumeEnv(t, false)
+			e.server.Time = func() time.Time { return now }
+			e.server.SetSessionTicketKeys([][32]byte{{9}})
+			if tt.setup == nil {
+				e.server.DisablePostQuantum = true
+				e.client.DisablePostQuantum = true
+			}
+			cs, _, cerr, serr := e.session()
+			if cerr != nil || serr != nil || cs.DidResume {
+				t.Fatal(cerr, serr, cs.DidResume)
+			}
+			if tt.setup == nil {
+				e.server.DisablePostQuantum = false
+				e.client.DisablePostQuantum = false
+			} else {
+				tt.setup(e)
+			}
+			cs, ss, cerr, serr := e.session()
+			if cerr != nil || serr != nil {
+				t.Fatalf("fallback failed: client %v, server %v", cerr, serr)
+			}
+			if cs.DidResume || ss.DidResume {
+				t.Fatal("resumed, want a full handshake")
+			}
+			if cs.RemoteKey != e.server.Identity.PublicKey() {
+				t.Fatal("wrong responder key after fallback")
+			}
+		})
+	}
+}
+
+// A Verify that now refuses a key it accepted refuses the resumed session,
+// on either side.
+func TestResumptionVerifyStillDecides(t *testing.T) {
+	for _, side := range []string{"client", "server"} {
+		t.Run(side, func(t *testing.T) {
+			e := newResumeEnv(t, false)
+			e.mustSession()
+			var calls int
+			var mu sync.Mutex
+			refuse := func(context.Context, PublicKey) error {
+				mu.Lock()
+				calls++
+				mu.Unlock()
+				return errNotAllowed
+			}
+			if side == "client" {
+				e.client.Verify = refuse
+			} else {
+				e.server.Verify = refuse
+			}
+			_, _, cerr, serr := e.session()
+			refuser, other := cerr, serr
+			if side == "server" {
+				refuser, other = serr, cerr
+			}
+			if !errors.Is(refuser, errNotAllowed) {
+				t.Fatalf("refusing side: %v, want errNotAllowed", refuser)
+			}
+			if !errors.Is(other, ErrRejected) {
+				t.Fatalf("refused side: %v, want ErrRejected", other)
+			}
+			if calls != 1 {
+				t.Fatalf("Verify called %d times", calls)
+			}
+		})
+	}
+}
+
+// ticketEnv is a pair of configs whose client cache ignores addresses, so
+// that sessions can run over any pair of connections, with a recorder of
+// what the client sends.
+func ticketConfigs(t *testing.T) (client, server *Config) {
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	client = &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: anyKeyCache{NewLRUClientSessionCache(0)}}
+	server = &Config{Identity: bob, Verify: pin(alice.PublicKey())}
+	server.SetSessionTicketKeys([][32]byte{{42}})
+	return client, server
+}
+
+// pairSession runs one session over a and b, as resumeEnv.session does.
+func pairSession(t *testing.T, a, b net.Conn, client, server *Config) (cs, ss ConnectionState, cerr, serr error) {
+	t.Helper()
+	x, y := Client(a, client), Server(b, server)
+	other := run(y.Handshake)
+	cerr = x.Handshake()
+	serr = wait(t, other)
+	if cerr == nil && serr == nil {
+		echoOnce(t, x, y)
+	}
+	cs, ss = x.ConnectionState(), y.ConnectionState()
+	closeBoth(x, y)
+	return cs, ss, cerr, serr
+}
+
+// recordedSession runs a session over TCP and returns what the client sent.
+func recordedSession(t *testing.T, client, server *Config) (sent []byte, cs ConnectionState) {
+	t.Helper()
+	a, b := tcpPair(t)
+	rb := &recorder{Conn: b}
+	cs, _, cerr, serr := pairSession(t, a, rb, client, server)
+	if cerr != nil || serr != nil {
+		t.Fatal(cerr, serr)
+	}
+	return rb.bytes(), cs
+}
+
+// frameAfterHello returns the first handshake message after the hello.
+func frameAfterHello(t *testing.T, b []byte) []byte {
+	t.Helper()
+	if len(b) < wire.HelloSize+2 {
+		t.Fatal("short flight")
+	}
+	n := int(binary.BigEndian.Uint16(b[wire.HelloSize:]))
+	return b[wire.HelloSize+2 : wire.HelloSize+2+n]
+}
+
+// A resumed session sends neither identity, nor anything derived from
+// one, where an observer can see it.
+func TestResumptionIdentityHiding(t *testing.T) {
+	client, server := ticketConfigs(t)
+	recordedSession(t, client, server)
+	a, b := tcpPair(t)
+	ra, rb := &recorder{Conn: a}, &recorder{Conn: b}
+	cs, _, cerr, serr := pairSession(t, ra, rb, client, server)
+	if cerr != nil || serr != nil || !cs.DidResume {
+		t.Fatal(cerr, serr, cs.DidResume)
+	}
+	transcript := append(rb.bytes(), ra.bytes()...)
+	for _, id := range []*Identity{client.Identity, server.Identity} {
+		pub := id.PublicKey()
+		for name, b := range map[string][]byte{
+			"key":         pub.key[:],
+			"fingerprint": []byte(pub.Fingerprint()),
+			"static key":  id.static.PublicKey().Bytes(),
+		} {
+			if bytes.Contains(transcript, b) {
+				t.Errorf("the transcript holds an identity's %s", name)
+			}
+		}
+	}
+}
+
+// A recorded resumption attempt, replayed to the responder, never yields a
+// session: the responder answers with a fresh ephemeral key, and the
+// recorded finished message does not match it.
+func TestResumptionReplay(t *testing.T) {
+	client, server := ticketConfigs(t)
+	recordedSession(t, client, server)
+	sent, cs := recordedSession(t, client, server)
+	if !cs.DidResume {
+		t.Fatal("not resumed")
+	}
+	for i := range 3 {
+		a, b := tcpPair(t)
+		go func() {
+			a.Write(sent)
+			io.Copy(io.Discard, a)
+		}()
+		y := Server(b, server)
+		err := y.Handshake()
+		if err == nil {
+			n, rerr := y.Read(make([]byte, 10))
+			t.Fatalf("replay %d completed a handshake; read %d bytes, %v", i, n, rerr)
+		}
+		if !errors.Is(err, errAuth) {
+			t.Fatalf("replay %d: %v, want the authentication error", i, err)
+		}
+		y.Close()
+		a.Close()
+	}
+}
+
+// tamperUnit flips one bit of one unit the proxy sees.
+func tamperUnit(dir string, index, offset int) func(string, int, []byte) [][]byte {
+	return func(d string, i int, unit []byte) [][]byte {
+		if d == dir && i == index {
+			unit = bytes.Clone(unit)
+			unit[offset] ^= 0x10
+		}
+		return [][]byte{unit}
+	}
+}
+
+// Tampering with a resumption either costs a full handshake (the ticket,
+// which the responder then cannot open) or fails it; it never completes
+// a session with altered bytes.
+func TestResumptionTampering(t *testing.T) {
+	resumed := map[string]int{"c2s": 2, "s2c": 1}
+	fallback := map[string]int{"c2s": 3, "s2c": 2}
+	tests := []struct {
+		name     string
+		dir      string
+		index    int // the hello is unit 0
+		offset   int
+		frames   map[string]int
+		complete bool // else both sides must fail
+	}{
+		{"ticket key name", "c2s", 1, 2 + 2, fallback, true},
+		{"ticket body", "c2s", 1, 2 + 2 + 100, fallback, true},
+		{"resume flag", "c2s", 0, 7, fallback, false},
+		{"ephemeral key", "c2s", 1, 2 + 2 + ticketSize, resumed, false},
+		{"message 1 payload", "c2s", 1, 2 + 2 + ticketSize + 33, resumed, false},
+		{"responder hello", "s2c", 0, 6, resumed, false},
+		{"message 2", "s2c", 1, 2 + 40, resumed, false},
+		{"finished", "c2s", 2, 2 + 5, resumed, false},
+		{"ticket record", "s2c", 2, 10, resumed, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, server := ticketConfigs(t)
+			client.HandshakeTimeout, server.HandshakeTimeout = 5*time.Second, 5*time.Second
+			recordedSession(t, client, server)
+			p := &proxy{filter: tamperUnit(tt.dir, tt.index, tt.offset), handshakeMessages: tt.frames}
+			a, b := p.start(t)
+			x, y := Client(a, client), Server(b, server)
+			// A side whose handshake fails closes its connection, as
+			// Dial and the listener do, so that the other side learns
+			// at once; nothing waits for a timeout.
+			other := run(func() error {
+				err := y.Handshake()
+				if err != nil {
+					b.Close()
+				}
+				return err
+			})
+			cerr := x.Handshake()
+			if cerr != nil {
+				a.Close()
+			}
+			serr := wait(t, other)
+			if cerr == nil && serr == nil {
+				// Data, and the ticket record before it, must get through.
+				done := run(func() error { _, err := y.Write([]byte("pong")); y.CloseWrite(); return err })
+				_, cerr = io.ReadAll(x)
+				wait(t, done)
+			}
+			x.Close()
+			y.Close()
+			if tt.complete {
+				if cerr != nil || serr != nil {
+					t.Fatalf("client %v, server %v; want a full handshake", cerr, serr)
+				}
+				if x.ConnectionState().DidResume {
+					t.Fatal("resumed with a damaged ticket")
+				}
+				return
+			}
+			if cerr == nil && serr == nil {
+				t.Fatal("a tampered resumption completed")
+			}
+			t.Log(cerr, "/", serr)
+		})
+	}
+}
+
+// countingCache reports whether the last Take found a session.
+type countingCache struct {
+	ClientSessionCache
+	mu    sync.Mutex
+	found bool
+}
+
+func (c *countingCache) Take(key string) (*ClientSession, bool) {
+	s, ok := c.ClientSessionCache.Take(key)
+	c.mu.Lock()
+	c.found = ok
+	c.mu.Unlock()
+	return s, ok
+}
+
+// Simultaneous open with tickets on one side or both: the handshake
+// completes whichever side wins the tie-break, resumed exactly when the
+// side that initiates holds a ticket of the other.
+func TestResumptionSimultaneousOpen(t *testing.T) {
+	for _, both := range []bool{false, true} {
+		t.Run(map[bool]string{false: "one side", true: "both sides"}[both], func(t *testing.T) {
+			alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+			ca, cb := &countingCache{ClientSessionCache: anyKeyCache{NewLRUClientSessionCache(0)}}, &countingCache{ClientSessionCache: anyKeyCache{NewLRUClientSessionCache(0)}}
+			cfgA := &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: ca}
+			cfgB := &Config{Identity: bob, Verify: pin(alice.PublicKey())}
+			if both {
+				cfgB.ClientSessionCache = cb
+			}
+			resumed := 0
+			for i := range 12 {
+				// Top up the tickets: Alice (and Bob) as clients.
+				eachPipe := func(client, server *Config) {
+					a, b := net.Pipe()
+					if _, _, cerr, serr := pairSession(t, a, b, client, server); cerr != nil || serr != nil {
+						t.Fatal(cerr, serr)
+					}
+				}
+				eachPipe(cfgA, cfgB)
+				if both {
+					eachPipe(cfgB, cfgA)
+				}
+				a, b := net.Pipe()
+				x, y := NewConn(a, cfgA), NewConn(b, cfgB)
+				other := run(y.Handshake)
+				if err := x.Handshake(); err != nil {
+					t.Fatal(i, err)
+				}
+				if err := wait(t, other); err != nil {
+					t.Fatal(i, err)
+				}
+				xs, ys := x.ConnectionState(), y.ConnectionState()
+				if xs.DidResume != ys.DidResume || xs.Initiator == ys.Initiator {
+					t.Fatalf("sides disagree: %+v / %+v", xs, ys)
+				}
+				initiatorHadTicket := (xs.Initiator && ca.found) || (ys.Initiator && both && cb.found)
+				if xs.DidResume != initiatorHadTicket {
+					t.Fatalf("round %d: DidResume = %v, but the initiator had a ticket: %v", i, xs.DidResume, initiatorHadTicket)
+				}
+				if xs.DidResume {
+					resumed++
+				}
+				echoOnce(t, x, y)
+				closeBoth(x, y)
+			}
+			if resumed == 0 {
+				t.Fatal("no round was resumed")
+			}
 		})
 	}
 }

@@ -3,6 +3,7 @@ package securepeer
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -153,5 +154,50 @@ func TestListenerBoundsPendingConnections(t *testing.T) {
 			t.Errorf("Accept returned the connection from %v, want %v", s.RemoteAddr(), want.LocalAddr())
 		}
 		s.Close()
+	}
+}
+
+// Resumption through Listen and Dial, with fallback through the listener's
+// admission (which gives the fallback's full handshake a CPU turn of its
+// own).
+func TestResumptionListener(t *testing.T) {
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	client := &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: NewLRUClientSessionCache(0)}
+	server := &Config{Identity: bob, Verify: pin(alice.PublicKey())}
+	ln, err := Listen("tcp", "127.0.0.1:0", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				c.Close()
+			}()
+		}
+	}()
+	for i, want := range []bool{false, true, true, false, true} {
+		if i == 3 {
+			server.SetSessionTicketKeys([][32]byte{{7}}) // the fallback
+		}
+		c, err := Dial(context.Background(), "tcp", ln.Addr().String(), client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.ConnectionState().DidResume; got != want {
+			t.Fatalf("dial %d: DidResume = %v, want %v", i, got, want)
+		}
+		c.Close()
 	}
 }
