@@ -57,13 +57,13 @@ type Conn struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// handshakeMu serialises handshakes; handshakeErr is the sticky
+	// handshakeMutex serialises handshakes; handshakeErr is the sticky
 	// result of a failed one.
-	handshakeMu   sync.Mutex
-	handshakeErr  error
-	handshakeDone atomic.Bool
+	handshakeMutex sync.Mutex
+	handshakeErr   error
+	handshakeDone  atomic.Bool
 
-	// Set by the handshake with handshakeMu held, and read-only once
+	// Set by the handshake with handshakeMutex held, and read-only once
 	// handshakeDone is true.
 	remoteKey *rsa.PublicKey
 	remotePEM string
@@ -122,8 +122,8 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	if c.handshakeDone.Load() {
 		return nil
 	}
-	c.handshakeMu.Lock()
-	defer c.handshakeMu.Unlock()
+	c.handshakeMutex.Lock()
+	defer c.handshakeMutex.Unlock()
 	if c.handshakeDone.Load() {
 		return nil
 	}

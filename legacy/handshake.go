@@ -11,7 +11,7 @@ import (
 )
 
 // handshake runs the steps of the handshake. It is called with
-// c.handshakeMu held; on error the caller closes the connection.
+// c.handshakeMutex held; on error the caller closes the connection.
 func (c *Conn) handshake(ctx context.Context) (err error) {
 	cfg := c.config
 	if err := cfg.check(); err != nil {
