@@ -880,9 +880,9 @@ func TestResumptionVerifyStillDecides(t *testing.T) {
 	}
 }
 
-// ticketEnv is a pair of configs whose client cache ignores addresses, so
-// that sessions can run over any pair of connections, with a recorder of
-// what the client sends.
+// ticketConfigs returns a pair of configs whose client cache ignores
+// addresses, so that sessions can run over any pair of connections, and
+// whose server seals tickets with a fixed key.
 func ticketConfigs(t *testing.T) (client, server *Config) {
 	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
 	client = &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: anyKeyCache{NewLRUClientSessionCache(0)}}
