@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -122,7 +123,7 @@ func (hc *halfConn) setup(c Cipher, key, iv []byte) error {
 // record starts a new rekey interval.
 func (hc *halfConn) nextNonce() error {
 	if hc.seq == maxSeq {
-		return errors.New("securepeer: record sequence number exhausted; open a new connection")
+		return newError("record sequence number exhausted; open a new connection")
 	}
 	if hc.seq > 0 && hc.seq%rekeyInterval == 0 {
 		next, err := hkdf.Expand(sha256.New, hc.key, labelRekey, len(hc.key))
@@ -165,7 +166,7 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		return c.handshakeErr
 	}
 	if c.config == nil || c.config.Identity == nil {
-		c.handshakeErr = errors.New("securepeer: Config.Identity is required")
+		c.handshakeErr = newError("Config.Identity is required")
 		return c.handshakeErr
 	}
 
@@ -191,6 +192,7 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	}
 	c.endHandshakeDeadline()
 	if err != nil {
+		err = ownError(err)
 		c.handshakeErr = err
 		c.in.err, c.out.err = err, err
 		return err
@@ -214,16 +216,30 @@ func handshakeOutOfTime(ctx context.Context, err error) bool {
 func handshakeTimeoutError(ctx context.Context, d time.Duration, err error) error {
 	cause := context.Cause(ctx)
 	if cause == nil || errors.Is(cause, context.DeadlineExceeded) {
-		return &timeoutError{fmt.Errorf("securepeer: handshake timed out (limit %v or the context's deadline): %w", d, err)}
+		return &timeoutError{errorf("%w (limit %v or the context's deadline): %w", ErrHandshakeTimeout, d, err)}
 	}
-	return fmt.Errorf("securepeer: handshake canceled: %w", cause)
+	return errorf("handshake canceled: %w", cause)
+}
+
+// ownError returns err as an error of this package, whose text starts with
+// "securepeer: ": as it is if it is one, else wrapped, as an error from
+// another package that the handshake passes on unexplained would be.
+func ownError(err error) error {
+	switch err.(type) {
+	case *pkgerr.Error, *timeoutError:
+		return err
+	}
+	return errorf("%w", err)
 }
 
 // timeoutError marks a handshake that ran out of time as a net.Error with
-// Timeout true, so code that checks for timeouts sees one.
+// Timeout true, so code that checks for timeouts sees one, also without
+// unwrapping it (os.IsTimeout). Its text is its error's, which wraps
+// ErrHandshakeTimeout.
 type timeoutError struct{ err error }
 
 func (e *timeoutError) Error() string   { return e.err.Error() }
+func (e *timeoutError) Unnamed() error  { return pkgerr.Unnamed(e.err) }
 func (e *timeoutError) Unwrap() error   { return e.err }
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
@@ -394,7 +410,7 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 	typ, length, err := wire.ParseRecordHeader(b[hc.r : hc.r+wire.RecordHeaderSize])
 	if err != nil {
 		hc.release()
-		hc.err = fmt.Errorf("securepeer: malformed record header (type %d, length %d); the connection was tampered with or corrupted", typ, length)
+		hc.err = errorf("malformed record header (type %d, length %d); the connection was tampered with or corrupted", typ, length)
 		return 0, hc.err
 	}
 	if err := c.fill(wire.RecordHeaderSize + length); err != nil {
@@ -436,7 +452,7 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 		hc.release()
 		if len(plain) != 0 {
 			// Authentic, so the peer itself is broken: not tampering.
-			hc.err = errors.New("securepeer: the peer sent an end-of-stream record that carries data, which the protocol forbids")
+			hc.err = newError("the peer sent an end-of-stream record that carries data, which the protocol forbids")
 			return 0, hc.err
 		}
 		hc.err = io.EOF
@@ -458,11 +474,11 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 		hc.release()
 		switch reason {
 		case wire.AlertRejected:
-			hc.err = fmt.Errorf("%w (it ended the connection after the handshake)", ErrRejected)
+			hc.err = errorf("%w (it ended the connection after the handshake)", ErrRejected)
 		case wire.AlertAborted:
-			hc.err = ErrAborted
+			hc.err = errorf("%w", ErrAborted)
 		default:
-			hc.err = errors.New("securepeer: the peer ended the connection with an unknown alert")
+			hc.err = newError("the peer ended the connection with an unknown alert")
 		}
 		return 0, hc.err
 	}
@@ -480,9 +496,9 @@ func (c *Conn) readError(err error) error {
 	hc.release()
 	if err == io.EOF {
 		if !partial {
-			hc.err = fmt.Errorf("securepeer: the connection ended without the peer's end of stream, so data may be missing: %w", io.ErrUnexpectedEOF)
+			hc.err = errorf("the connection ended without the peer's end of stream, so data may be missing: %w", io.ErrUnexpectedEOF)
 		} else {
-			hc.err = fmt.Errorf("securepeer: the connection ended in the middle of a record: %w", io.ErrUnexpectedEOF)
+			hc.err = errorf("the connection ended in the middle of a record: %w", io.ErrUnexpectedEOF)
 		}
 		return hc.err
 	}
@@ -578,8 +594,11 @@ func (c *Conn) sendLocked(b []byte) error {
 // net.Error behaviour of the original (a timeout still reports Timeout).
 type permanentError struct{ err error }
 
-func (e *permanentError) Error() string {
-	return "securepeer: write failed, the connection is unusable: " + e.err.Error()
+func (e *permanentError) Error() string { return "securepeer: " + e.Unnamed().Error() }
+
+// Unnamed is the error without the package's name (pkgerr.Unnamed).
+func (e *permanentError) Unnamed() error {
+	return fmt.Errorf("write failed, the connection is unusable: %w", e.err)
 }
 func (e *permanentError) Unwrap() error { return e.err }
 func (e *permanentError) Timeout() bool {
@@ -588,7 +607,7 @@ func (e *permanentError) Timeout() bool {
 }
 func (e *permanentError) Temporary() bool { return false }
 
-var errShutdown = errors.New("securepeer: write after CloseWrite")
+var errShutdown = newError("write after CloseWrite")
 
 // CloseWrite ends this side's stream with an authenticated end-of-stream
 // record: the peer's Read returns io.EOF once it has read everything before
@@ -596,7 +615,7 @@ var errShutdown = errors.New("securepeer: write after CloseWrite")
 // must be called after the handshake has completed.
 func (c *Conn) CloseWrite() error {
 	if !c.handshakeDone.Load() {
-		return errors.New("securepeer: CloseWrite called before the handshake completed")
+		return newError("CloseWrite called before the handshake completed")
 	}
 	hc := &c.out
 	hc.Lock()
@@ -664,7 +683,7 @@ func (c *Conn) Abort() error {
 	return c.conn.Close()
 }
 
-var errAbortedLocally = errors.New("securepeer: write after Abort")
+var errAbortedLocally = newError("write after Abort")
 
 // alertLocked sends an alert record and makes the connection unusable.
 // c.out must be locked.

@@ -129,17 +129,17 @@ func (c *Conn) handshake(ctx context.Context) error {
 func (hs *handshakeState) checkConfig() error {
 	for i, c := range hs.cfg.Ciphers {
 		if c.keySize() == 0 {
-			return fmt.Errorf("securepeer: Config.Ciphers lists unsupported cipher %v", c)
+			return errorf("Config.Ciphers lists unsupported cipher %v", c)
 		}
 		if slices.Contains(hs.cfg.Ciphers[:i], c) {
-			return fmt.Errorf("securepeer: Config.Ciphers lists %v twice", c)
+			return errorf("Config.Ciphers lists %v twice", c)
 		}
 	}
 	if len(hs.cfg.Ciphers) > wire.MaxCiphers {
-		return fmt.Errorf("securepeer: Config.Ciphers lists more than %d ciphers", wire.MaxCiphers)
+		return errorf("Config.Ciphers lists more than %d ciphers", wire.MaxCiphers)
 	}
 	if err := wire.CheckProtocols(hs.cfg.NextProtos); err != nil {
-		return fmt.Errorf("securepeer: Config.NextProtos: %v", err)
+		return errorf("Config.NextProtos: %v", err)
 	}
 	return nil
 }
@@ -180,13 +180,13 @@ func (hs *handshakeState) readHello() error {
 	switch {
 	case errors.Is(err, wire.ErrNotSecurepeer):
 		if hs.peerHello[0] == '{' {
-			return ErrLegacyPeer
+			return errorf("%w", ErrLegacyPeer)
 		}
-		return errors.New("securepeer: the peer is not speaking the securepeer protocol")
+		return newError("the peer is not speaking the securepeer protocol")
 	case errors.Is(err, wire.ErrVersion):
-		return fmt.Errorf("securepeer: the peer speaks protocol version %d and this side version %d", h.Version, wire.Version)
+		return errorf("the peer speaks protocol version %d and this side version %d", h.Version, wire.Version)
 	case err != nil:
-		return errors.New("securepeer: the peer sent a malformed hello")
+		return newError("the peer sent a malformed hello")
 	}
 	hs.peerMode = h.Mode
 	hs.peerResume = h.Resume
@@ -207,9 +207,9 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 	}()
 	switch {
 	case me == wire.ModeInitiator && peer == wire.ModeInitiator:
-		return nil, errors.New("securepeer: both sides tried to initiate (Client or Dial on both); use Server, Listen or NewConn on one side")
+		return nil, newError("both sides tried to initiate (Client or Dial on both); use Server, Listen or NewConn on one side")
 	case me == wire.ModeResponder && peer == wire.ModeResponder:
-		return nil, errors.New("securepeer: both sides waited for the other to initiate (Server on both); use Client, Dial or NewConn on one side")
+		return nil, newError("both sides waited for the other to initiate (Server on both); use Client, Dial or NewConn on one side")
 
 	case me == wire.ModeInitiator && peer == wire.ModeResponder:
 		hs.initiator = true
@@ -239,7 +239,7 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 	}
 	switch bytes.Compare(hs.msg1[:32], hs.peerEphemeral(msg)) {
 	case 0:
-		return nil, errors.New("securepeer: the peer sent this side's own handshake back; it is talking to itself or being reflected")
+		return nil, newError("the peer sent this side's own handshake back; it is talking to itself or being reflected")
 	case 1:
 		hs.initiator = true
 		return nil, nil
@@ -369,7 +369,7 @@ func (hs *handshakeState) agreeCipher(initiator, responder []uint16) error {
 	cipher, ok := chooseCipher(fromCipherIDs(initiator), fromCipherIDs(responder))
 	if !ok {
 		hs.abort(wire.AbortNoCipher)
-		return fmt.Errorf("%w (initiator: %v, responder: %v)", ErrNoCommonCipher, fromCipherIDs(initiator), fromCipherIDs(responder))
+		return errorf("%w (initiator: %v, responder: %v)", ErrNoCommonCipher, fromCipherIDs(initiator), fromCipherIDs(responder))
 	}
 	hs.cipher = cipher
 	return nil
@@ -381,7 +381,7 @@ func (hs *handshakeState) agreeProtocol(initiator, responder []string) error {
 	proto, ok := chooseProtocol(initiator, responder)
 	if !ok {
 		hs.abort(wire.AbortNoALPN)
-		return fmt.Errorf("%w (initiator: %q, responder: %q)", ErrNoCommonProtocol, initiator, responder)
+		return errorf("%w (initiator: %q, responder: %q)", ErrNoCommonProtocol, initiator, responder)
 	}
 	hs.protocol = proto
 	return nil
@@ -410,12 +410,12 @@ func (hs *handshakeState) verify() error {
 		// relays the two, or a reflection. A Verify that wants it can say
 		// so ("A peer with this side's own key").
 		if hs.remote == hs.cfg.Identity.PublicKey() {
-			return fmt.Errorf("securepeer: refused peer key %s: %w", hs.remote.Fingerprint(), ErrOwnKey)
+			return errorf("refused peer key %s: %w", hs.remote.Fingerprint(), ErrOwnKey)
 		}
 		return nil
 	}
 	if err := hs.cfg.Verify(hs.ctx, hs.remote); err != nil {
-		return fmt.Errorf("securepeer: refused peer key %s: %w", hs.remote.Fingerprint(), err)
+		return errorf("refused peer key %s: %w", hs.remote.Fingerprint(), err)
 	}
 	return nil
 }
@@ -537,7 +537,7 @@ func (hs *handshakeState) send(b []byte) error {
 		_, err = hs.c.conn.Write(b)
 	}
 	if err != nil {
-		return fmt.Errorf("securepeer: sending the handshake: %w", err)
+		return errorf("sending the handshake: %w", err)
 	}
 	return nil
 }
@@ -625,9 +625,9 @@ func (hs *handshakeState) readMessage(s slot, max int) ([]byte, error) {
 
 func readHandshakeError(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("securepeer: the peer closed the connection during the handshake: %w", io.ErrUnexpectedEOF)
+		return errorf("the peer closed the connection during the handshake: %w", io.ErrUnexpectedEOF)
 	}
-	return fmt.Errorf("securepeer: reading the handshake: %w", err)
+	return errorf("reading the handshake: %w", err)
 }
 
 // abort tells the peer, best effort, why this side gives up the handshake.
@@ -645,7 +645,7 @@ func (hs *handshakeState) protocolError(what string) error {
 }
 
 func handshakeFailed(what string) error {
-	return fmt.Errorf("securepeer: handshake failed: %s; the peer is broken or the connection was tampered with", what)
+	return errorf("handshake failed: %s; the peer is broken or the connection was tampered with", what)
 }
 
 // clear erases the handshake's secrets, best effort: Go cannot guarantee

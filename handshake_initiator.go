@@ -3,7 +3,6 @@ package securepeer
 import (
 	"crypto/mlkem"
 	"errors"
-	"fmt"
 	"io"
 
 	"github.com/flynn/noise"
@@ -30,7 +29,7 @@ func (hs *handshakeState) buildMessage1() ([]byte, error) {
 		seed := make([]byte, mlkem.SeedSize)
 		defer clear(seed)
 		if _, err := io.ReadFull(hs.cfg.rand(), seed); err != nil {
-			return nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+			return nil, errorf("reading randomness: %w", err)
 		}
 		dk, err := mlkem.NewDecapsulationKey768(seed)
 		if err != nil {

@@ -3,7 +3,6 @@ package securepeer
 import (
 	"crypto/hmac"
 	"crypto/mlkem"
-	"fmt"
 	"io"
 	"slices"
 	"time"
@@ -100,7 +99,7 @@ func (hs *handshakeState) encapsulate(ek *mlkem.EncapsulationKey768) (ss, ct []b
 	var m [32]byte
 	defer clear(m[:])
 	if _, err := io.ReadFull(hs.cfg.Rand, m[:]); err != nil {
-		return nil, nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+		return nil, nil, errorf("reading randomness: %w", err)
 	}
 	return testOnlyEncapsulate(ek, m[:])
 }
@@ -136,7 +135,7 @@ func (hs *handshakeState) checkMessage3(p *wire.FinalPayload) error {
 	proto, ok := chooseProtocol(p.Protocols, hs.cfg.NextProtos)
 	if !ok {
 		// An honest initiator aborts before message 3 instead.
-		return fmt.Errorf("%w (this side: %q, peer: %q; the peer went on regardless)", ErrNoCommonProtocol, hs.cfg.NextProtos, p.Protocols)
+		return errorf("%w (this side: %q, peer: %q; the peer went on regardless)", ErrNoCommonProtocol, hs.cfg.NextProtos, p.Protocols)
 	}
 	hs.protocol = proto
 	return nil

@@ -2,7 +2,6 @@ package securepeer
 
 import (
 	"context"
-	"errors"
 	"net"
 
 	"github.com/securepeer/securepeer/internal/wire"
@@ -52,7 +51,7 @@ func Dial(ctx context.Context, network, addr string, config *Config) (*Conn, err
 // [NewListener] describes.
 func Listen(network, addr string, config *Config) (net.Listener, error) {
 	if config == nil || config.Identity == nil {
-		return nil, errors.New("securepeer: Config.Identity is required")
+		return nil, newError("Config.Identity is required")
 	}
 	inner, err := net.Listen(network, addr)
 	if err != nil {

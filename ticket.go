@@ -7,8 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -225,7 +223,7 @@ func (c *Config) currentTicketKeys() (seal ticketKey, open []ticketKey, err erro
 		var secret [32]byte
 		defer clear(secret[:])
 		if _, err := io.ReadFull(rand.Reader, secret[:]); err != nil {
-			return ticketKey{}, nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+			return ticketKey{}, nil, errorf("reading randomness: %w", err)
 		}
 		k, err := newTicketKey(secret, now)
 		if err != nil {
@@ -276,7 +274,7 @@ func (s *sessionState) marshal() []byte {
 	return append(b, s.secret[:]...)
 }
 
-var errBadTicket = errors.New("securepeer: the ticket is not one of this side's, or is damaged")
+var errBadTicket = newError("the ticket is not one of this side's, or is damaged")
 
 func parseSessionState(b []byte) (*sessionState, error) {
 	if len(b) != ticketPlainSize || b[0] != ticketFormat || b[17]&^1 != 0 {
@@ -303,7 +301,7 @@ func sealTicket(k ticketKey, s *sessionState, r io.Reader) ([]byte, error) {
 	copy(t, k.name[:])
 	nonce := t[ticketKeyNameSize:]
 	if _, err := io.ReadFull(r, nonce); err != nil {
-		return nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+		return nil, errorf("reading randomness: %w", err)
 	}
 	return k.aead.Seal(t, nonce, plain, t[:ticketKeyNameSize]), nil
 }
@@ -454,13 +452,13 @@ func (hs *handshakeState) sendTicket() error {
 func (c *Conn) takeTicket(plain []byte) error {
 	r := &c.resumption
 	if !r.pending || c.in.seq != 1 {
-		return errors.New("securepeer: the peer sent a session ticket where the protocol allows none")
+		return newError("the peer sent a session ticket where the protocol allows none")
 	}
 	r.pending = false
 	defer clear(r.secret[:])
 	t, err := wire.ParseTicketRecord(plain)
 	if err != nil {
-		return errors.New("securepeer: the peer sent a malformed session ticket")
+		return newError("the peer sent a malformed session ticket")
 	}
 	key := sessionKey(c)
 	if key == "" {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 )
 
@@ -25,7 +24,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	// reuses one DH key for every connection of a factory; this does not.
 	var tok [tokenBytes]byte
 	if _, err := io.ReadFull(cfg.rand(), tok[:]); err != nil {
-		return fmt.Errorf("legacy: reading randomness: %w", err)
+		return errorf("reading randomness: %w", err)
 	}
 	localToken := base64.StdEncoding.EncodeToString(tok[:])
 	dh, err := generateDH(cfg.rand())
@@ -40,7 +39,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	payload := marshalPayload(localToken, cfg.Keys.publicPEM, dh.publicBase64(), ciphers)
 	sig, err := signSig(cfg.Keys.priv, []byte(payload))
 	if err != nil {
-		return fmt.Errorf("legacy: signing the header: %w", err)
+		return errorf("signing the header: %w", err)
 	}
 	line := marshalHeaderLine(payload, sig)
 	sent := make(chan error, 1)
@@ -54,7 +53,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		// has our header. A stuck write ends when ctx does (the watcher in
 		// HandshakeContext closes the connection).
 		if werr := <-sent; werr != nil && err == nil {
-			err = fmt.Errorf("legacy: sending the header: %w", werr)
+			err = errorf("sending the header: %w", werr)
 		}
 	}()
 
@@ -65,7 +64,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 			return errHeader("longer than %d bytes", MaxHeaderLine)
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("legacy: the connection closed before the peer's header; is it a secure-peer 0.2 peer? (%w)", err)
+			return errorf("the connection closed before the peer's header; is it a secure-peer 0.2 peer? (%w)", err)
 		}
 		return err
 	}
@@ -74,7 +73,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		return err
 	}
 	if h.token == localToken {
-		return errors.New("legacy: the peer sent back this side's own token (a reflected header)")
+		return newError("the peer sent back this side's own token (a reflected header)")
 	}
 
 	// WIRE.md §3: the combined token; the greater token's list votes first.
@@ -98,7 +97,7 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	}
 	if cfg.Verify != nil {
 		if err := cfg.Verify(ctx, h.publicKey); err != nil {
-			return fmt.Errorf("legacy: Config.Verify rejected the peer's key %s: %w", Fingerprint(h.publicKey), err)
+			return errorf("Config.Verify rejected the peer's key %s: %w", Fingerprint(h.publicKey), err)
 		}
 	}
 

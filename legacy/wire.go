@@ -131,7 +131,7 @@ func marshalHeaderLine(payload string, sig []byte) []byte {
 
 // errHeader builds a malformed-header error.
 func errHeader(format string, args ...any) error {
-	return fmt.Errorf("legacy: malformed header from peer: "+format, args...)
+	return errorf("malformed header from peer: "+format, args...)
 }
 
 // jsonObject decodes an object keeping JavaScript's key semantics: keys
@@ -208,7 +208,7 @@ func parseHeader(line []byte) (*header, error) {
 		return nil, err
 	}
 	if h.publicKey, err = ParsePublicKey([]byte(h.publicPEM)); err != nil {
-		return nil, fmt.Errorf("legacy: the peer's key: %w", err)
+		return nil, errorf("the peer's key: %w", err)
 	}
 
 	rawDH, ok := p["dh"]
@@ -329,7 +329,7 @@ func appendFrame(dst []byte, f frame) []byte {
 	return append(dst, "\"]\n"...)
 }
 
-var errMalformedFrame = errors.New("legacy: malformed frame from peer")
+var errMalformedFrame = newError("malformed frame from peer")
 
 // errLineTooLong is returned by readLine for a line over its limit.
 var errLineTooLong = errors.New("line too long")
