@@ -248,15 +248,11 @@ func (p *InitPayload) Marshal(b []byte) []byte {
 
 // ParseInitPayload decodes an InitPayload, which must fill b exactly.
 func ParseInitPayload(b []byte) (*InitPayload, error) {
+	r := reader{b: b}
 	p := new(InitPayload)
-	var ok bool
-	if p.Ciphers, b, ok = readCiphers(b); !ok {
-		return nil, ErrMalformed
-	}
-	if p.KEMKey, b, ok = readBytes16(b, KEMKeySize); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
+	p.Ciphers = r.ciphers()
+	p.KEMKey = r.bytes16(KEMKeySize)
+	return parsed(p, &r)
 }
 
 // Marshal appends the encoded payload to b.
@@ -271,26 +267,15 @@ func (p *RespPayload) Marshal(b []byte) []byte {
 
 // ParseRespPayload decodes a RespPayload, which must fill b exactly.
 func ParseRespPayload(b []byte) (*RespPayload, error) {
+	r := reader{b: b}
 	p := new(RespPayload)
-	const fixed = HelloSize + IdentitySize + SignatureSize
-	if len(b) < fixed {
-		return nil, ErrMalformed
-	}
-	copy(p.Hello[:], b)
-	copy(p.Identity[:], b[HelloSize:])
-	copy(p.Signature[:], b[HelloSize+IdentitySize:])
-	b = b[fixed:]
-	var ok bool
-	if p.Ciphers, b, ok = readCiphers(b); !ok {
-		return nil, ErrMalformed
-	}
-	if p.KEMCiphertext, b, ok = readBytes16(b, KEMCiphertext); !ok {
-		return nil, ErrMalformed
-	}
-	if p.Protocols, b, ok = readProtocols(b); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
+	copy(p.Hello[:], r.fixed(HelloSize))
+	copy(p.Identity[:], r.fixed(IdentitySize))
+	copy(p.Signature[:], r.fixed(SignatureSize))
+	p.Ciphers = r.ciphers()
+	p.KEMCiphertext = r.bytes16(KEMCiphertext)
+	p.Protocols = r.protocols()
+	return parsed(p, &r)
 }
 
 // Marshal appends the encoded payload to b.
@@ -302,17 +287,12 @@ func (p *FinalPayload) Marshal(b []byte) []byte {
 
 // ParseFinalPayload decodes a FinalPayload, which must fill b exactly.
 func ParseFinalPayload(b []byte) (*FinalPayload, error) {
-	if len(b) < IdentitySize+SignatureSize {
-		return nil, ErrMalformed
-	}
+	r := reader{b: b}
 	p := new(FinalPayload)
-	copy(p.Identity[:], b)
-	copy(p.Signature[:], b[IdentitySize:])
-	var ok bool
-	if p.Protocols, b, ok = readProtocols(b[IdentitySize+SignatureSize:]); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
+	copy(p.Identity[:], r.fixed(IdentitySize))
+	copy(p.Signature[:], r.fixed(SignatureSize))
+	p.Protocols = r.protocols()
+	return parsed(p, &r)
 }
 
 // CheckProtocols reports whether protos is a valid application protocol
@@ -388,6 +368,63 @@ func readCiphers(b []byte) (ciphers []uint16, rest []byte, ok bool) {
 		}
 	}
 	return ciphers, b[2*n:], true
+}
+
+// A reader reads a payload's fields in order. The first field that does
+// not parse makes it fail; every later read then returns nothing.
+type reader struct {
+	b      []byte
+	failed bool
+}
+
+// fixed reads n bytes.
+func (r *reader) fixed(n int) []byte {
+	if r.failed || len(r.b) < n {
+		r.failed = true
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// ciphers reads a cipher list (readCiphers).
+func (r *reader) ciphers() (ciphers []uint16) {
+	if !r.failed {
+		var ok bool
+		ciphers, r.b, ok = readCiphers(r.b)
+		r.failed = !ok
+	}
+	return ciphers
+}
+
+// bytes16 reads a uint16-prefixed field of 0 or size bytes (readBytes16).
+func (r *reader) bytes16(size int) (v []byte) {
+	if !r.failed {
+		var ok bool
+		v, r.b, ok = readBytes16(r.b, size)
+		r.failed = !ok
+	}
+	return v
+}
+
+// protocols reads an application protocol list (readProtocols).
+func (r *reader) protocols() (protos []string) {
+	if !r.failed {
+		var ok bool
+		protos, r.b, ok = readProtocols(r.b)
+		r.failed = !ok
+	}
+	return protos
+}
+
+// parsed returns p if every field r read parsed and they filled its
+// payload exactly, else ErrMalformed.
+func parsed[T any](p *T, r *reader) (*T, error) {
+	if r.failed || len(r.b) != 0 {
+		return nil, ErrMalformed
+	}
+	return p, nil
 }
 
 func appendBytes16(b, v []byte) []byte {
@@ -471,15 +508,11 @@ func (p *ResumeInitPayload) Marshal(b []byte) []byte {
 // ParseResumeInitPayload decodes a ResumeInitPayload, which must fill b
 // exactly.
 func ParseResumeInitPayload(b []byte) (*ResumeInitPayload, error) {
+	r := reader{b: b}
 	p := new(ResumeInitPayload)
-	var ok bool
-	if p.Ciphers, b, ok = readCiphers(b); !ok {
-		return nil, ErrMalformed
-	}
-	if p.Protocols, b, ok = readProtocols(b); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
+	p.Ciphers = r.ciphers()
+	p.Protocols = r.protocols()
+	return parsed(p, &r)
 }
 
 // ResumeRespPayload is the payload of a resumption message 2:
@@ -503,20 +536,12 @@ func (p *ResumeRespPayload) Marshal(b []byte) []byte {
 // ParseResumeRespPayload decodes a ResumeRespPayload, which must fill b
 // exactly.
 func ParseResumeRespPayload(b []byte) (*ResumeRespPayload, error) {
-	if len(b) < HelloSize {
-		return nil, ErrMalformed
-	}
+	r := reader{b: b}
 	p := new(ResumeRespPayload)
-	copy(p.Hello[:], b)
-	b = b[HelloSize:]
-	var ok bool
-	if p.Ciphers, b, ok = readCiphers(b); !ok {
-		return nil, ErrMalformed
-	}
-	if p.Protocols, b, ok = readProtocols(b); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
+	copy(p.Hello[:], r.fixed(HelloSize))
+	p.Ciphers = r.ciphers()
+	p.Protocols = r.protocols()
+	return parsed(p, &r)
 }
 
 // FinishedSize is the length of a resumption message 3, the initiator's
