@@ -33,20 +33,10 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	}
 	defer dh.wipe()
 
-	// WIRE.md §2: sign and send our header at once, without waiting for the
-	// peer's; the two headers cross. The write runs beside the read so two
-	// peers on an unbuffered pipe cannot deadlock.
-	payload := marshalPayload(localToken, cfg.Keys.publicPEM, dh.publicBase64(), ciphers)
-	sig, err := signSig(cfg.Keys.priv, []byte(payload))
+	sent, err := c.sendHeader(localToken, dh, ciphers)
 	if err != nil {
-		return errorf("signing the header: %w", err)
+		return err
 	}
-	line := marshalHeaderLine(payload, sig)
-	sent := make(chan error, 1)
-	go func() {
-		_, err := c.conn.Write(line)
-		sent <- err
-	}()
 	defer func() {
 		// Even on failure, let the header go out before the caller closes
 		// the connection: the Node side reports why it failed only if it
@@ -56,41 +46,14 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 			err = errorf("sending the header: %w", werr)
 		}
 	}()
-
-	// WIRE.md §2: the peer's header, parsed and bounded.
-	hline, err := c.in.lr.readLine(MaxHeaderLine)
-	if err != nil {
-		if errors.Is(err, errLineTooLong) {
-			return errHeader("longer than %d bytes", MaxHeaderLine)
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return errorf("the connection closed before the peer's header; is it a secure-peer 0.2 peer? (%w)", err)
-		}
-		return err
-	}
-	h, err := parseHeader(hline)
+	h, err := c.readHeader(localToken)
 	if err != nil {
 		return err
 	}
-	if h.token == localToken {
-		return newError("the peer sent back this side's own token (a reflected header)")
+	name, err := c.agreeCipher(h, localToken, ciphers)
+	if err != nil {
+		return err
 	}
-
-	// WIRE.md §3: the combined token; the greater token's list votes first.
-	xs, ys := h.ciphers, ciphers
-	c.token = h.token + localToken
-	if localToken > h.token {
-		xs, ys = ciphers, h.ciphers
-		c.token = localToken + h.token
-	}
-
-	// WIRE.md §4: the cipher vote, before the signature, as the Node module
-	// orders its checks.
-	name := pickCipher(xs, ys)
-	if name == "" {
-		return &NoCommonCipherError{Local: ciphers, Peer: h.ciphers}
-	}
-
 	// WIRE.md §2: the header's self-signature, then the caller's policy.
 	if err := h.verify(); err != nil {
 		return err
@@ -100,9 +63,73 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 			return errorf("Config.Verify rejected the peer's key %s: %w", Fingerprint(h.publicKey), err)
 		}
 	}
+	return c.installSuite(h, dh, name)
+}
 
-	// WIRE.md §5 and §6: the shared secret, as base64 text, is the
-	// createCipher password.
+// sendHeader signs this side's header and starts sending it, without
+// waiting for the peer's (WIRE.md §2): the two headers cross. The write
+// runs beside the read, so that two peers on an unbuffered pipe cannot
+// deadlock; its result arrives on the channel.
+func (c *Conn) sendHeader(localToken string, dh *dhKey, ciphers []string) (<-chan error, error) {
+	cfg := c.config
+	payload := marshalPayload(localToken, cfg.Keys.publicPEM, dh.publicBase64(), ciphers)
+	sig, err := signSig(cfg.Keys.priv, []byte(payload))
+	if err != nil {
+		return nil, errorf("signing the header: %w", err)
+	}
+	line := marshalHeaderLine(payload, sig)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.conn.Write(line)
+		sent <- err
+	}()
+	return sent, nil
+}
+
+// readHeader reads the peer's header, parsed and bounded (WIRE.md §2), and
+// refuses this side's own.
+func (c *Conn) readHeader(localToken string) (*header, error) {
+	hline, err := c.in.lr.readLine(MaxHeaderLine)
+	if err != nil {
+		if errors.Is(err, errLineTooLong) {
+			return nil, errHeader("longer than %d bytes", MaxHeaderLine)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, errorf("the connection closed before the peer's header; is it a secure-peer 0.2 peer? (%w)", err)
+		}
+		return nil, err
+	}
+	h, err := parseHeader(hline)
+	if err != nil {
+		return nil, err
+	}
+	if h.token == localToken {
+		return nil, newError("the peer sent back this side's own token (a reflected header)")
+	}
+	return h, nil
+}
+
+// agreeCipher sets the combined token (WIRE.md §3), whose greater half's
+// list votes first, and returns the cipher of the vote (§4), taken before
+// the signature is checked, as the Node module orders its checks.
+func (c *Conn) agreeCipher(h *header, localToken string, ciphers []string) (string, error) {
+	xs, ys := h.ciphers, ciphers
+	c.token = h.token + localToken
+	if localToken > h.token {
+		xs, ys = ciphers, h.ciphers
+		c.token = localToken + h.token
+	}
+	name := pickCipher(xs, ys)
+	if name == "" {
+		return "", &NoCommonCipherError{Local: ciphers, Peer: h.ciphers}
+	}
+	return name, nil
+}
+
+// installSuite derives the cipher suite from the shared secret, as base64
+// text, the createCipher password (WIRE.md §5 and §6), and takes the
+// peer's key.
+func (c *Conn) installSuite(h *header, dh *dhKey, name string) error {
 	password, err := dh.sharedPassword(h.dhPublic)
 	if err != nil {
 		return err
