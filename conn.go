@@ -437,7 +437,15 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 		return 0, errAuth
 	}
 	hc.seq++
+	return c.takeRecordLocked(typ, plain, direct)
+}
 
+// takeRecordLocked acts on a record just opened, whose plaintext is plain
+// (in p if direct): data is returned or kept for the next Read, an end of
+// stream or an alert ends the stream, a ticket is taken. c.in must be
+// locked.
+func (c *Conn) takeRecordLocked(typ uint8, plain []byte, direct bool) (int, error) {
+	hc := &c.in
 	switch typ {
 	case wire.RecordData:
 		if direct {
