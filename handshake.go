@@ -316,10 +316,13 @@ func (hs *handshakeState) cipherList() []uint16 {
 }
 
 // initiatorCipherList is the cipher list of this side's message 1: its
-// cipherList, then the tickets signal if it wants a ticket ("Tickets").
+// cipherList, then the tickets signal if it wants a ticket ("Asking for a
+// ticket"). The signal counts toward the 16 identifiers a list may hold,
+// so a list of 16 asks for none. (Only a test's testOnlyCipherList can put
+// the signal in cipherList already; it is then not added twice.)
 func (hs *handshakeState) initiatorCipherList() []uint16 {
 	ids := hs.cipherList()
-	if hs.wantsTickets() && len(ids) < wire.MaxCiphers {
+	if hs.wantsTickets() && len(ids) < wire.MaxCiphers && !slices.Contains(ids, wire.TicketsSignal) {
 		ids = append(ids, wire.TicketsSignal)
 	}
 	return ids

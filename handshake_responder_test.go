@@ -2,8 +2,11 @@ package securepeer
 
 import (
 	"bytes"
+	"crypto/mlkem"
 	"encoding/binary"
+	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +128,79 @@ func FuzzHandshakeResponder(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestResponderChecksMessage1 checks the order in which a responder checks
+// message 1, and what it checks of an ML-KEM key it will not use
+// (PROTOCOL.md, "Message 2"): payload1's format first, then the cipher,
+// then the key; a responder that disabled the hybrid checks only the key's
+// length.
+func TestResponderChecksMessage1(t *testing.T) {
+	hello := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator}.Marshal()
+	badKey := bytes.Repeat([]byte{0xff}, mlkem.EncapsulationKeySize768) // coefficients of 4095, over q
+	aes := []uint16{uint16(AES256GCM)}
+	tests := []struct {
+		name      string
+		ciphers   []uint16
+		kemKey    []byte
+		noHybrid  bool   // the responder sets DisablePostQuantum
+		want      []byte // the abort, or nil for message 2
+		wantError string
+	}{
+		{"no cipher in common, a bad key", []uint16{0x7f01}, badKey, false, []byte{0, 0, wire.AbortNoCipher}, "no cipher in common"},
+		{"a cipher in common, a bad key", aes, badKey, false, []byte{0, 0, wire.AbortProtocol}, "encapsulation key is malformed"},
+		{"hybrid disabled, a bad key", aes, badKey, true, nil, "closed the connection"},
+		{"hybrid disabled, a key of the wrong length", aes, badKey[:100], true, []byte{0, 0, wire.AbortProtocol}, "message 1 is malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			payload := (&wire.InitPayload{Ciphers: tt.ciphers, KEMKey: tt.kemKey}).Marshal(nil)
+			flight := wire.AppendHandshakeMessage(hello[:], craftMessage1(t, hello, payload))
+			cfg := &Config{Identity: testIdentity(t, 2), DisablePostQuantum: tt.noHybrid, HandshakeTimeout: 10 * time.Second}
+			answer, err := peerAnswer(t, func(c net.Conn) error { return Server(c, cfg).Handshake() }, flight, false)
+			switch {
+			case tt.want == nil && (len(answer) != 2 || answer[0]|answer[1] == 0):
+				t.Errorf("answer %x, want message 2", answer)
+			case tt.want != nil && !bytes.Equal(answer, tt.want):
+				t.Errorf("answer %x, want %x", answer, tt.want)
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+				t.Errorf("responder: %v, want %q", err, tt.wantError)
+			}
+		})
+	}
+}
+
+// TestResumptionMessage1Faults checks which faults of a resumption message
+// 1 make it malformed, and which only leave its ticket not honoured
+// (PROTOCOL.md, "Resumption message 1").
+func TestResumptionMessage1Faults(t *testing.T) {
+	hello := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator, Resume: true}.Marshal()
+	noiseMsg := bytes.Repeat([]byte{7}, 32+wire.TagSize) // an ephemeral key and a tag
+	msg1 := func(ticketLen int, ticket, rest []byte) []byte {
+		b := binary.BigEndian.AppendUint16(nil, uint16(ticketLen))
+		return append(append(b, ticket...), rest...)
+	}
+	tests := []struct {
+		name string
+		msg  []byte
+		want byte // the abort's reason
+	}{
+		{"a ticket of length 0", msg1(0, nil, noiseMsg), wire.AbortProtocol},
+		{"a ticket over 1024 bytes", msg1(1025, make([]byte, 1025), noiseMsg), wire.AbortProtocol},
+		{"no room for a key and a tag", msg1(5, make([]byte, 5), noiseMsg[:47]), wire.AbortProtocol},
+		{"a ticket of 5 bytes", msg1(5, make([]byte, 5), noiseMsg), wire.RetryFull},
+		{"a ticket of 1024 bytes", msg1(1024, make([]byte, 1024), noiseMsg), wire.RetryFull},
+		{"a ticket of securepeer's size, not this side's", msg1(162, make([]byte, 162), noiseMsg), wire.RetryFull},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			flight := wire.AppendHandshakeMessage(hello[:], tt.msg)
+			cfg := &Config{Identity: testIdentity(t, 2), HandshakeTimeout: 10 * time.Second}
+			answer, _ := peerAnswer(t, func(c net.Conn) error { return Server(c, cfg).Handshake() }, flight, false)
+			if want := []byte{0, 0, tt.want}; !bytes.Equal(answer, want) {
+				t.Errorf("answer %x, want %x", answer, want)
+			}
+		})
+	}
 }

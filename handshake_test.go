@@ -1137,3 +1137,47 @@ func TestResumptionSimultaneousOpen(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerMessage1Frame checks what a side checks of the message 1 that
+// follows the peer's hello before the roles are settled (PROTOCOL.md,
+// "Roles"): its frame only, so that an initiator drops a well-framed
+// speculative message 1 unread, and a simultaneous open never compares a
+// key that is not there.
+func TestPeerMessage1Frame(t *testing.T) {
+	either := wire.Hello{Version: wire.Version, Mode: wire.ModeEither}.Marshal()
+	eitherResume := wire.Hello{Version: wire.Version, Mode: wire.ModeEither, Resume: true}.Marshal()
+	flight := func(hello [wire.HelloSize]byte, msg []byte) []byte {
+		return wire.AppendHandshakeMessage(hello[:], msg)
+	}
+	shortResume := append([]byte{0, 1, 'x'}, make([]byte, 40)...) // 43 bytes, but a 1-byte ticket leaves no room for a key and a tag
+	tests := []struct {
+		name      string
+		newConn   bool // this side is NewConn, else Client
+		flight    []byte
+		want      []byte // the abort; nil: nothing more is sent
+		wantError string
+	}{
+		{"initiator, too short", false, flight(either, make([]byte, 20)), []byte{0, 0, wire.AbortProtocol}, "message 1 is too short"},
+		{"initiator, too long", false, flight(either, make([]byte, wire.MaxMessage1+1)), []byte{0, 0, wire.AbortProtocol}, "more than the 1267"},
+		{"initiator, a resumption message 1 without room for a key", false, flight(eitherResume, shortResume), []byte{0, 0, wire.AbortProtocol}, "resumption message 1 is malformed"},
+		{"initiator drops a well-framed one unread", false, flight(either, make([]byte, 40)), nil, "closed the connection during the handshake"},
+		{"either, too short", true, flight(either, make([]byte, 20)), []byte{0, 0, wire.AbortProtocol}, "message 1 is too short"},
+		{"either, a resumption message 1 without room for a key", true, flight(eitherResume, shortResume), []byte{0, 0, wire.AbortProtocol}, "resumption message 1 is malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := &Config{Identity: testIdentity(t, 1), HandshakeTimeout: 10 * time.Second}
+			mk := Client
+			if tt.newConn {
+				mk = NewConn
+			}
+			answer, err := peerAnswer(t, func(c net.Conn) error { return mk(c, cfg).Handshake() }, tt.flight, true)
+			if !bytes.Equal(answer, tt.want) {
+				t.Errorf("answer %x, want %x", answer, tt.want)
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+				t.Errorf("handshake: %v, want %q", err, tt.wantError)
+			}
+		})
+	}
+}

@@ -141,29 +141,139 @@ func TestTicketOfAnotherLocalIdentity(t *testing.T) {
 
 // A responder sends a ticket only to an initiator that asked for one; an
 // initiator that did not ask refuses one.
+// Only a responder sends ticket records, and only to an initiator that
+// asked: a ticket record anywhere else ends the connection (PROTOCOL.md,
+// "Tickets").
 func TestUnaskedTicket(t *testing.T) {
-	client, server := ticketConfigs(t)
-	client.ClientSessionCache = nil
-	a, b := tcpPair(t)
-	x, y := Client(a, client), Server(b, server)
-	other := run(y.Handshake)
-	if err := x.Handshake(); err != nil {
-		t.Fatal(err)
+	for _, toResponder := range []bool{false, true} {
+		name := map[bool]string{false: "to an initiator that did not ask", true: "to a responder"}[toResponder]
+		t.Run(name, func(t *testing.T) {
+			client, server := ticketConfigs(t)
+			client.ClientSessionCache = nil
+			a, b := tcpPair(t)
+			x, y := Client(a, client), Server(b, server)
+			other := run(y.Handshake)
+			if err := x.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if err := wait(t, other); err != nil {
+				t.Fatal(err)
+			}
+			// Make one side send one anyway, as a broken peer would.
+			sender, receiver := y, x
+			if toResponder {
+				sender, receiver = x, y
+			}
+			sender.out.Lock()
+			sender.out.ticket = (&wire.TicketRecord{Lifetime: 60, Ticket: []byte{1}}).Marshal(nil)
+			sender.out.Unlock()
+			go sender.Write([]byte("x"))
+			_, err := receiver.Read(make([]byte, 1))
+			if err == nil || !strings.Contains(err.Error(), "ticket") {
+				t.Fatalf("read %v, want a refused ticket", err)
+			}
+			x.Close()
+			y.Close()
+		})
 	}
-	if err := wait(t, other); err != nil {
-		t.Fatal(err)
+}
+
+// TestTicketsSignal checks where 0xff01 counts (PROTOCOL.md, "Asking for a
+// ticket"): toward the 16 identifiers of a list, so that an initiator with
+// 16 asks for no ticket and 16 ciphers with the signal are malformed; and
+// anywhere in the list, at its position, as an unknown identifier to the
+// cipher choice.
+func TestTicketsSignal(t *testing.T) {
+	unknown := func(n int) []uint16 {
+		ids := make([]uint16, n)
+		for i := range ids {
+			ids[i] = 0x7f01 + uint16(i)
+		}
+		return ids
 	}
-	// Make the responder send one anyway, as a broken peer would.
-	y.out.Lock()
-	y.out.ticket = (&wire.TicketRecord{Lifetime: 60, Ticket: []byte{1}}).Marshal(nil)
-	y.out.Unlock()
-	go y.Write([]byte("x"))
-	_, err := x.Read(make([]byte, 1))
-	if err == nil || !strings.Contains(err.Error(), "ticket") {
-		t.Fatalf("read %v, want a refused ticket", err)
+	aes, chacha := uint16(AES256GCM), uint16(ChaCha20Poly1305)
+	tests := []struct {
+		name       string
+		sent       []uint16 // the initiator's list as sent
+		classical  bool     // the initiator sends no ML-KEM key
+		malformed  bool
+		wantTicket bool
+		wantCipher Cipher
+	}{
+		{"16 identifiers, the signal last", append(append([]uint16{aes}, unknown(14)...), wire.TicketsSignal), false, false, true, AES256GCM},
+		{"16 identifiers without the signal", append([]uint16{aes}, unknown(15)...), false, false, false, AES256GCM},
+		// Longer than any valid message 1 with an ML-KEM key, so refused
+		// by its length; without one, by the list's bound.
+		{"16 ciphers and the signal", append(append([]uint16{aes}, unknown(15)...), wire.TicketsSignal), false, true, false, 0},
+		{"16 ciphers and the signal, classical", append(append([]uint16{aes}, unknown(15)...), wire.TicketsSignal), true, true, false, 0},
+		{"the signal last moves nothing", []uint16{chacha, aes, wire.TicketsSignal}, false, false, true, AES256GCM},                // a tie, 1 + 0 and 0 + 1
+		{"the signal between keeps its position", []uint16{chacha, wire.TicketsSignal, aes}, false, false, true, ChaCha20Poly1305}, // 0 + 1 against 2 + 0
 	}
-	x.Close()
-	y.Close()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, server := ticketConfigs(t)
+			server.Ciphers = []Cipher{AES256GCM, ChaCha20Poly1305}
+			client.DisablePostQuantum = tt.classical
+			testOnlyCipherList = func(c *Config, ids []uint16) []uint16 {
+				if c == client {
+					return tt.sent
+				}
+				return ids
+			}
+			defer func() { testOnlyCipherList = nil }()
+			a, b := tcpPair(t)
+			cs, _, cerr, serr := pairSession(t, a, b, client, server)
+			if tt.malformed {
+				if serr == nil || cerr == nil || !strings.Contains(cerr.Error(), "found this side's messages malformed") {
+					t.Fatalf("responder %v, initiator %v; want the abort 0x03", serr, cerr)
+				}
+				return
+			}
+			if cerr != nil || serr != nil {
+				t.Fatal(cerr, serr)
+			}
+			if cs.Cipher != tt.wantCipher {
+				t.Errorf("cipher %v, want %v", cs.Cipher, tt.wantCipher)
+			}
+			if _, got := client.ClientSessionCache.Take(""); got != tt.wantTicket {
+				t.Errorf("a ticket was given: %v, want %v", got, tt.wantTicket)
+			}
+		})
+	}
+}
+
+// TestTicketExpiry checks the expiry to the second, on both sides: an
+// initiator offers a ticket only while its clock is before the time of
+// receipt plus the lifetime, and a responder honours it only while its
+// clock is before the ticket's expires (PROTOCOL.md, "Resumption message
+// 1", "The responder's answer").
+func TestTicketExpiry(t *testing.T) {
+	const lifetime = 7 * 24 * 3600 // what the responder gives at the full handshake
+	tests := []struct {
+		name                   string
+		clientAt, serverAt     int64 // seconds after the full handshake
+		wantOffered, wantResum bool
+	}{
+		{"a second before", lifetime - 1, lifetime - 1, true, true},
+		{"at the initiator's expiry", lifetime, lifetime - 1, false, false},
+		{"at the responder's expires", lifetime - 1, lifetime, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, server := ticketConfigs(t)
+			start := time.Unix(1_800_000_000, 0)
+			clientNow, serverNow := start, start
+			client.Time = func() time.Time { return clientNow }
+			server.Time = func() time.Time { return serverNow }
+			recordedSession(t, client, server)
+			clientNow = start.Add(time.Duration(tt.clientAt) * time.Second)
+			serverNow = start.Add(time.Duration(tt.serverAt) * time.Second)
+			sent, cs := recordedSession(t, client, server)
+			if offered := sent[7] == wire.FlagResume; offered != tt.wantOffered || cs.DidResume != tt.wantResum {
+				t.Errorf("offered %v, resumed %v; want %v, %v", offered, cs.DidResume, tt.wantOffered, tt.wantResum)
+			}
+		})
+	}
 }
 
 func TestLRUClientSessionCache(t *testing.T) {
