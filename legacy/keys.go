@@ -139,13 +139,23 @@ func ParseKeys(data []byte) (*Keys, error) {
 	return k, nil
 }
 
-func parsePrivateKey(s string) (*rsa.PrivateKey, error) {
-	block, rest := pem.Decode([]byte(s))
+// onePEMBlock decodes the one PEM block of b, what, after which nothing
+// but whitespace may follow.
+func onePEMBlock(b []byte, what string) (*pem.Block, error) {
+	block, rest := pem.Decode(b)
 	if block == nil {
-		return nil, newError(`key file's "private" value is not a PEM block`)
+		return nil, errorf("%s is not a PEM block", what)
 	}
 	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, newError(`key file's "private" value has data after its PEM block`)
+		return nil, errorf("%s has data after its PEM block", what)
+	}
+	return block, nil
+}
+
+func parsePrivateKey(s string) (*rsa.PrivateKey, error) {
+	block, err := onePEMBlock([]byte(s), `key file's "private" value`)
+	if err != nil {
+		return nil, err
 	}
 	if _, ok := block.Headers["Proc-Type"]; ok {
 		return nil, newError("the private key is encrypted; secure-peer keys are unencrypted (openssl rsa -in KEY -traditional removes the passphrase)")
@@ -181,12 +191,9 @@ func parsePrivateKey(s string) (*rsa.PrivateKey, error) {
 // send it. Nothing but whitespace may follow the PEM block. Keys outside
 // [MinKeyBits] to [MaxKeyBits] are refused.
 func ParsePublicKey(pemText []byte) (*rsa.PublicKey, error) {
-	block, rest := pem.Decode(pemText)
-	if block == nil {
-		return nil, newError("public key is not a PEM block")
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, newError("public key has data after its PEM block")
+	block, err := onePEMBlock(pemText, "public key")
+	if err != nil {
+		return nil, err
 	}
 	var pub *rsa.PublicKey
 	switch block.Type {

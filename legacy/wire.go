@@ -144,6 +144,15 @@ func jsonObject(data []byte, what string) (map[string]json.RawMessage, error) {
 	return m, nil
 }
 
+// jsonMember decodes the object m[key] of the object what.
+func jsonMember(m map[string]json.RawMessage, key, what string) (map[string]json.RawMessage, error) {
+	raw, ok := m[key]
+	if !ok {
+		return nil, errHeader("%s has no %q", what, key)
+	}
+	return jsonObject(raw, fmt.Sprintf("%s %q", what, key))
+}
+
 func jsonString(m map[string]json.RawMessage, key, what string) (string, error) {
 	raw, ok := m[key]
 	if !ok {
@@ -196,11 +205,7 @@ func parseHeader(line []byte) (*header, error) {
 		return nil, errHeader("token is not %d bytes of base64", tokenBytes)
 	}
 
-	rawKey, ok := p["key"]
-	if !ok {
-		return nil, errHeader(`payload has no "key"`)
-	}
-	key, err := jsonObject(rawKey, `payload "key"`)
+	key, err := jsonMember(p, "key", "payload")
 	if err != nil {
 		return nil, err
 	}
@@ -211,11 +216,7 @@ func parseHeader(line []byte) (*header, error) {
 		return nil, errorf("the peer's key: %w", err)
 	}
 
-	rawDH, ok := p["dh"]
-	if !ok {
-		return nil, errHeader(`payload has no "dh"`)
-	}
-	dh, err := jsonObject(rawDH, `payload "dh"`)
+	dh, err := jsonMember(p, "dh", "payload")
 	if err != nil {
 		return nil, err
 	}
