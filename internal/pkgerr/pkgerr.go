@@ -29,12 +29,13 @@ func (e *Error) Unwrap() error { return e.Err }
 func New(pkg, text string) error { return &Error{pkg, errors.New(text)} }
 
 // Errorf returns an error of package pkg formatted as [fmt.Errorf] formats
-// format and a. An argument that is an *Error, of any package, is formatted
+// format and a. An argument that is a library's error, of any package (an
+// *Error, or one with an Unnamed method, see [Unnamed]), is formatted
 // without its package's name, and is still wrapped by a %w verb.
 func Errorf(pkg, format string, a ...any) error {
 	args := make([]any, len(a))
 	for i, x := range a {
-		if e, ok := x.(*Error); ok {
+		if e, ok := x.(error); ok && named(e) {
 			x = unnamed{e}
 		}
 		args[i] = x
@@ -42,11 +43,20 @@ func Errorf(pkg, format string, a ...any) error {
 	return &Error{pkg, fmt.Errorf(format, args...)}
 }
 
-// unnamed is an *Error formatted without its package's name.
-type unnamed struct{ e *Error }
+// named reports whether err names its package, as Unnamed sees it.
+func named(err error) bool {
+	switch err.(type) {
+	case *Error, interface{ Unnamed() error }:
+		return true
+	}
+	return false
+}
 
-func (u unnamed) Error() string { return u.e.Err.Error() }
-func (u unnamed) Unwrap() error { return u.e }
+// unnamed is a library's error formatted without its package's name.
+type unnamed struct{ err error }
+
+func (u unnamed) Error() string { return Unnamed(u.err).Error() }
+func (u unnamed) Unwrap() error { return u.err }
 
 // Unnamed returns err as a program that names the package itself, or a
 // package that puts err in a sentence of its own, shows it: Err if err is

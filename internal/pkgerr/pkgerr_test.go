@@ -9,6 +9,13 @@ import (
 
 var errSentinel = errors.New("the sentinel")
 
+// selfNamed is a library's error that names its package itself, as those
+// that must stay net.Errors at the top do.
+type selfNamed struct{}
+
+func (selfNamed) Error() string  { return "securepeer: what it is" }
+func (selfNamed) Unnamed() error { return errors.New("what it is") }
+
 func TestErrorf(t *testing.T) {
 	inner := Errorf("knownhosts", "line %d: %w", 3, io.ErrUnexpectedEOF)
 	named := New("securepeer", "a named error")
@@ -24,6 +31,7 @@ func TestErrorf(t *testing.T) {
 		{"another package's", Errorf("securepeer", "refused: %w", inner), "securepeer: refused: line 3: unexpected EOF", []error{inner, io.ErrUnexpectedEOF}},
 		{"a named error, as %v", Errorf("legacy", "%v; and more", named), "legacy: a named error; and more", nil},
 		{"twice", Errorf("securepeer", "%w and %w", named, errSentinel), "securepeer: a named error and the sentinel", []error{named, errSentinel}},
+		{"one with an Unnamed method", Errorf("securepeer", "writing: %w", selfNamed{}), "securepeer: writing: what it is", []error{selfNamed{}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
