@@ -38,8 +38,8 @@ import (
 //	[len] finished                             ->
 //	                                          <- ticket record
 //
-// This file holds the state, the steps before the roles part (the hellos,
-// the roles) and what both roles share: the Noise state, the checks of the
+// This file holds the state, the steps until the roles are settled (the
+// hellos, the roles) and what both roles share: the Noise state, the checks of the
 // peer, the key schedule and the framing. Each role's flow, full and
 // resumed, is in handshake_initiator.go or handshake_responder.go; taking
 // and keeping tickets in ticket.go.
@@ -126,6 +126,7 @@ func (c *Conn) handshake(ctx context.Context) error {
 	return hs.runResponder(peerMsg1)
 }
 
+// checkConfig refuses a Config whose lists this side could not send.
 func (hs *handshakeState) checkConfig() error {
 	for i, c := range hs.cfg.Ciphers {
 		if c.keySize() == 0 {
@@ -172,6 +173,7 @@ func (hs *handshakeState) sendFirstFlight() error {
 	return nil
 }
 
+// readHello reads and checks the peer's hello ("The hello").
 func (hs *handshakeState) readHello() error {
 	if _, err := io.ReadFull(hs.c.conn, hs.peerHello[:]); err != nil {
 		return readHandshakeError(err)
@@ -332,6 +334,7 @@ func (hs *handshakeState) initiatorCipherList() []uint16 {
 // sends, to add identifiers this implementation does not know.
 var testOnlyCipherList func(*Config, []uint16) []uint16
 
+// cipherIDs returns the identifiers of cs, as a list is sent.
 func cipherIDs(cs []Cipher) []uint16 {
 	ids := make([]uint16, len(cs))
 	for i, c := range cs {
@@ -340,6 +343,8 @@ func cipherIDs(cs []Cipher) []uint16 {
 	return ids
 }
 
+// fromCipherIDs returns the ciphers of a list as sent, unknown identifiers
+// included, so that positions count as sent ("Cipher choice").
 func fromCipherIDs(ids []uint16) []Cipher {
 	cs := make([]Cipher, len(ids))
 	for i, id := range ids {
@@ -626,6 +631,8 @@ func (hs *handshakeState) readMessage(s slot, max int) ([]byte, error) {
 	return msg, nil
 }
 
+// readHandshakeError is the error for a failed read of the handshake: the
+// peer closed the connection, or the read failed.
 func readHandshakeError(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return errorf("the peer closed the connection during the handshake: %w", io.ErrUnexpectedEOF)
@@ -642,11 +649,15 @@ func (hs *handshakeState) abort(reason byte) {
 	hs.c.conn.Write(wire.AppendAbort(nil, reason))
 }
 
+// protocolError aborts with 0x03 and returns the error for a message that
+// is malformed as what says.
 func (hs *handshakeState) protocolError(what string) error {
 	hs.abort(wire.AbortProtocol)
 	return handshakeFailed(what)
 }
 
+// handshakeFailed is the error for a message of the peer's that is
+// malformed as what says.
 func handshakeFailed(what string) error {
 	return errorf("handshake failed: %s; the peer is broken or the connection was tampered with", what)
 }
