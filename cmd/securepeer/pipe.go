@@ -197,7 +197,8 @@ func streamError(s *stream, err error) error {
 		return fmt.Errorf("the connection with %s was reset before the peer's end of stream; data may be missing", s.remoteAddr)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("the connection with %s ended without the peer's end of stream, so data may be missing: %v", s.remoteAddr, err)
+		// The library's error says the same, so it is not repeated.
+		return fmt.Errorf("the connection with %s ended without the peer's end of stream, so data may be missing", s.remoteAddr)
 	}
 	return fmt.Errorf("stream with %s: %w", s.remoteAddr, err)
 }

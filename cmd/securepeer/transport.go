@@ -13,6 +13,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -378,10 +379,13 @@ func handshakeError(addr string, h handshaker, err error) error {
 		// deadline); the user set the limit with -w, or did not.
 		return fmt.Errorf("the handshake with %s timed out after %v (connect -w sets that limit); is the peer a securepeer peer, and reachable?", addr, limit)
 	}
+	// The library's error, without its package's name, which this command
+	// prints once itself; errors.Is still finds what it wraps.
+	cause := pkgerr.Unnamed(err)
 	if errors.Is(err, securepeer.ErrSignerUnavailable) {
-		return fmt.Errorf("handshake with %s failed: %w; is the key still in ssh-agent? (ssh-add -l lists its keys)", addr, err)
+		return fmt.Errorf("handshake with %s failed: %w; is the key still in ssh-agent? (ssh-add -l lists its keys)", addr, cause)
 	}
-	return fmt.Errorf("handshake with %s failed: %w", addr, err)
+	return fmt.Errorf("handshake with %s failed: %w", addr, cause)
 }
 
 // handshakeLimit is how long h lets a handshake take, or 0 if not known.
