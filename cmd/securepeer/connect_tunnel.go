@@ -21,6 +21,7 @@ import (
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/legacy"
 )
 
@@ -83,7 +84,7 @@ func (tc *tunnelClient) session(ctx context.Context) (*tunnel.Session, error) {
 		select {
 		case <-changed:
 		case <-timer.C:
-			return nil, fmt.Errorf("no tunnel connection to %s for %v (reconnecting)", tc.addr, tunnelWait)
+			return nil, pkgerr.Plainf("no tunnel connection to %s for %v (reconnecting)", tc.addr, tunnelWait)
 		case <-ctx.Done():
 			return nil, interruption(ctx)
 		}
@@ -101,7 +102,7 @@ func (tc *tunnelClient) run(l *tunnelLink) {
 		if tc.ctx.Err() != nil {
 			return
 		}
-		why := fmt.Sprintf("the tunnel connection to %s ended: %v", tc.addr, m.Err())
+		why := pkgerr.Plainf("the tunnel connection to %s ended: %v", tc.addr, m.Err()).Error()
 		if cut > 0 {
 			why += fmt.Sprintf(", with %s from the peer in progress, which were cut", streamCount(cut))
 		}
@@ -133,7 +134,7 @@ func (tc *tunnelClient) redial() *tunnelLink {
 			}
 			return nil
 		case err == nil && l == nil:
-			tc.fail(fmt.Errorf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.addr, tunnel.Protocol))
+			tc.fail(pkgerr.Plainf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.addr, tunnel.Protocol))
 			return nil
 		case err == nil:
 			tc.notef("reconnected to %s", tc.addr)
@@ -175,13 +176,13 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 		return err
 	}
 	if first == nil && len(to) > 0 {
-		return fmt.Errorf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", addr, tunnel.Protocol)
+		return pkgerr.Plainf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", addr, tunnel.Protocol)
 	}
 	if first == nil {
 		if f, ok := namedForward(from); ok {
 			// A plain connection cannot say which forward it is for, so
 			// it would reach the peer's unnamed -to, whatever that is.
-			return fmt.Errorf("the peer at %s does not multiplex tunnels (%s was not negotiated), so it cannot be told which forward a connection is for: -from %s would reach whatever its unnamed -to is; run a securepeer listen of this version there, or use an unnamed -from", addr, tunnel.Protocol, f)
+			return pkgerr.Plainf("the peer at %s does not multiplex tunnels (%s was not negotiated), so it cannot be told which forward a connection is for: -from %s would reach whatever its unnamed -to is; run a securepeer listen of this version there, or use an unnamed -from", addr, tunnel.Protocol, f)
 		}
 	}
 	listeners, err := listenAll(from)
@@ -324,7 +325,7 @@ func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc,
 		go func() { served <- end.server.Serve(ctx, ctx, m) }()
 		l := &tunnelLink{m: m, served: served}
 		if err := m.Ping(); err != nil {
-			why := fmt.Errorf("the peer at %s did not answer: %v", addr, err)
+			why := pkgerr.Plainf("the peer at %s did not answer: %v", addr, err)
 			if m.Closed() {
 				why = m.Err() // a refusal of this side's key, or of the connection
 			}

@@ -106,11 +106,11 @@ func (e *codeError) Error() string { return e.err.Error() }
 func (e *codeError) Unwrap() error { return e.err }
 
 func usageErrorf(format string, args ...any) error {
-	return &codeError{exitUsage, fmt.Errorf(format, args...)}
+	return &codeError{exitUsage, pkgerr.Plainf(format, args...)}
 }
 
 func rejectedErrorf(format string, args ...any) error {
-	return &codeError{exitRejected, fmt.Errorf(format, args...)}
+	return &codeError{exitRejected, pkgerr.Plainf(format, args...)}
 }
 
 var errInterrupted = &codeError{exitInterrupted, errors.New("interrupted")}
@@ -154,10 +154,10 @@ func listenError(addr string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
 		// Which program holds it is not known here: sshd, a web server,
 		// another securepeer listen all look the same.
-		return fmt.Errorf("cannot listen on %s: another program already listens on that port; pick another port, or stop that program", addr)
+		return pkgerr.Plainf("cannot listen on %s: another program already listens on that port; pick another port, or stop that program", addr)
 	}
 	if errors.Is(err, syscall.EACCES) {
-		return fmt.Errorf("cannot listen on %s: permission denied; ports below 1024 need privileges, pick a higher one", addr)
+		return pkgerr.Plainf("cannot listen on %s: permission denied; ports below 1024 need privileges, pick a higher one", addr)
 	}
-	return fmt.Errorf("cannot listen on %s: %v", addr, err)
+	return pkgerr.Plainf("cannot listen on %s: %v", addr, err)
 }

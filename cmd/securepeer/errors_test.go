@@ -64,6 +64,10 @@ func TestDescribe(t *testing.T) {
 			"handshake with x failed: " + pkgerr.Unnamed(timeout).Error() + "; is the peer a securepeer peer, and reachable?"},
 		{"passphrase", fmt.Errorf("key: %w", securepeer.ErrPassphraseNeeded),
 			"key: the private key is protected by a passphrase; securepeer asks for the passphrase on a terminal; without one, add the key to ssh-agent (ssh-add) and pass its .pub with -i"},
+		{"a library error in the command's own sentence", pkgerr.Plainf("reading %s: %w", "x", badKey),
+			"reading x: " + pkgerr.Unnamed(badKey).Error()},
+		{"a usage error around a library error", usageErrorf("-expect %s: %v", "x", badKey),
+			"-expect x: " + pkgerr.Unnamed(badKey).Error()},
 		{"truncated stream", streamError(&stream{remoteAddr: "x"}, truncated),
 			"the connection with x ended without the peer's end of stream, so data may be missing"},
 	}
@@ -77,5 +81,21 @@ func TestDescribe(t *testing.T) {
 				t.Errorf("describe = %q names a library", got)
 			}
 		})
+	}
+}
+
+// TestNoticeNamesNoLibrary checks that a notice naming a library's error
+// shows it without the library's name: the line names securepeer once.
+func TestNoticeNamesNoLibrary(t *testing.T) {
+	_, badKey := securepeer.ParsePublicKey("ssh-ed25519 AAAA")
+	var stderr strings.Builder
+	e := &env{stderr: &stderr}
+	e.notef("refused %s: %v", "x", badKey)
+	want := "securepeer: refused x: " + pkgerr.Unnamed(badKey).Error() + "\n"
+	if got := stderr.String(); got != want {
+		t.Errorf("notef wrote %q, want %q", got, want)
+	}
+	if !errors.Is(pkgerr.Plainf("x: %w", badKey), badKey) {
+		t.Errorf("Plainf does not wrap its %%w argument")
 	}
 }

@@ -33,6 +33,20 @@ func New(pkg, text string) error { return &Error{pkg, errors.New(text)} }
 // *Error, or one with an Unnamed method, see [Unnamed]), is formatted
 // without its package's name, and is still wrapped by a %w verb.
 func Errorf(pkg, format string, a ...any) error {
+	return &Error{pkg, fmt.Errorf(format, Args(a)...)}
+}
+
+// Plainf returns an error formatted as [fmt.Errorf] formats format and a,
+// naming no package, with every library error among a formatted without
+// its package's name and still wrapped by a %w verb: for a program that
+// puts a library's error in a sentence of its own and names itself once,
+// at the start of the line it prints.
+func Plainf(format string, a ...any) error { return fmt.Errorf(format, Args(a)...) }
+
+// Args returns a, with every library error in it (an *Error, or one with an
+// Unnamed method) replaced by one that formats without its package's name
+// and unwraps to it, for any printf-like function.
+func Args(a []any) []any {
 	args := make([]any, len(a))
 	for i, x := range a {
 		if e, ok := x.(error); ok && named(e) {
@@ -40,7 +54,7 @@ func Errorf(pkg, format string, a ...any) error {
 		}
 		args[i] = x
 	}
-	return &Error{pkg, fmt.Errorf(format, args...)}
+	return args
 }
 
 // named reports whether err names its package, as Unnamed sees it.
