@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer/internal/admit"
+	"github.com/securepeer/securepeer/internal/wire"
 )
 
 // listenConfig says how a listener treats connections.
@@ -97,6 +98,7 @@ func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(co
 		FirstFlight:      cfg.h.firstFlight,
 		HandshakeTimeout: cfg.timeout,
 		CPUOnDemand:      cfg.cpuOnDemand,
+		ReplayKey:        wire.FirstFlightEphemeral, // a -legacy header has no key: not checked
 		Failed: func(remote net.Addr, err error) {
 			var ce *codeError
 			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {
