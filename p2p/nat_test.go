@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -546,7 +547,16 @@ func TestNATPunchAgain(t *testing.T) {
 	lh, dh := lab.AddHost("l", natlab.PortRestricted), lab.AddHost("d", natlab.PortRestricted)
 	l := startNATPeer(t, lh, natPeerSpec{Relays: relay.addrs, Serve: true})
 	d := startNATPeer(t, dh, natPeerSpec{Relays: relay.addrs})
-	restore, err := lh.Cut(dh.PublicAddr())
+	// Cut at both hosts, so that neither side's packets reach the other's
+	// router: a router that saw a flow's SYNs go unanswered keeps that
+	// flow in conntrack for two minutes, and may refuse a later simultaneous
+	// open on the same addresses and ports as out of window, which only
+	// the rounds a minute and more later would outlast.
+	restoreL, err := lh.Cut(dh.PublicAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	restoreD, err := dh.Cut(lh.PublicAddr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,7 +567,7 @@ func TestNATPunchAgain(t *testing.T) {
 	}
 	// The dialer answers each of the round's attempts, and logs its end.
 	d.await(t, "hole punching with "+l.key.Fingerprint()+" failed", 3)
-	if err := restore(); err != nil {
+	if err := errors.Join(restoreL(), restoreD()); err != nil {
 		t.Fatal(err)
 	}
 	// The next round starts a second after the failed one; on a loaded
