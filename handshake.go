@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
 	"time"
@@ -59,9 +60,11 @@ type handshakeState struct {
 	noise     *noise.HandshakeState
 	initiator bool
 
-	// flight receives the result of writing the first flight, which runs
-	// concurrently with reading the peer's first messages; nil once joined.
-	flight chan error
+	// flight receives the result of writing the first flight when a
+	// goroutine of its own writes it, concurrently with reading the peer's
+	// first messages; nil once joined. flightErr is the result once known.
+	flight    chan error
+	flightErr error
 
 	// Initiator only: the ML-KEM key offered in message 1, if any.
 	kemKey *mlkem.DecapsulationKey768
@@ -145,9 +148,13 @@ func (hs *handshakeState) checkConfig() error {
 	return nil
 }
 
-// sendFirstFlight starts writing this side's hello, and message 1 if this
-// side may initiate, while the peer's hello is read, so that two peers that
-// both write first (simultaneous open, or a net.Pipe) never deadlock.
+// sendFirstFlight writes this side's hello, and message 1 if this side may
+// initiate. Both peers write first, and a write may wait for the peer to
+// read (a net.Pipe's always does), so the flight is written concurrently
+// with reading the peer's hello, and two peers that write first never wait
+// for each other; only where the kernel takes the whole flight without
+// waiting for the peer (writesAtOnce) is it written at once, which saves a
+// goroutine and two hand-offs.
 func (hs *handshakeState) sendFirstFlight() error {
 	c := hs.c
 	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode, Resume: hs.session != nil}.Marshal()
@@ -165,12 +172,42 @@ func (hs *handshakeState) sendFirstFlight() error {
 		}
 		flight = wire.AppendHandshakeMessage(flight, msg1)
 	}
+	if writesAtOnce(c.conn, len(flight)) {
+		_, hs.flightErr = c.conn.Write(flight)
+		return nil
+	}
 	hs.flight = make(chan error, 1)
 	go func() {
 		_, err := c.conn.Write(flight)
 		hs.flight <- err
 	}()
 	return nil
+}
+
+// maxFlightAtOnce is the longest first flight written without a goroutine
+// of its own. Such a write waits for the peer's application only once the
+// flight fills this side's send buffer and the peer's receive buffer, and
+// on a connection nothing was written to before, 2 KiB fills neither even
+// at the smallest sizes Linux allows (SO_SNDBUF's floor, 4,608 bytes of
+// accounting, is sized for two 2 KiB packet buffers with their headers;
+// SO_RCVBUF's for one). A full handshake's flight is at most 1,277 bytes,
+// a resumption's 250 to 400 with this package's tickets; a longer one (up
+// to 9,310, with a long protocol list) keeps the goroutine.
+const maxFlightAtOnce = 2048
+
+// writesAtOnce reports whether a first flight of n bytes can be written to
+// nc without waiting for the peer to read: nc is a TCP connection, perhaps
+// behind a listener's admission, and n at most maxFlightAtOnce. Nothing
+// has been written to such a connection before the first flight, so its
+// send buffer is empty. Every other net.Conn may wait for the peer (a
+// net.Pipe, a TLS or a multiplexed stream with a small window), and gets
+// the goroutine.
+func writesAtOnce(nc net.Conn, n int) bool {
+	if ac, ok := nc.(admittedConn); ok {
+		nc = ac.NetConn()
+	}
+	_, tcp := nc.(*net.TCPConn)
+	return tcp && n <= maxFlightAtOnce
 }
 
 // readHello reads and checks the peer's hello ("The hello").
@@ -551,14 +588,13 @@ func (hs *handshakeState) send(b []byte) error {
 }
 
 // joinFlight waits for the first flight to be written, so that nothing is
-// written concurrently with it.
+// written concurrently with it, and returns the write's error.
 func (hs *handshakeState) joinFlight() error {
-	if hs.flight == nil {
-		return nil
+	if hs.flight != nil {
+		hs.flightErr = <-hs.flight
+		hs.flight = nil
 	}
-	err := <-hs.flight
-	hs.flight = nil
-	return err
+	return hs.flightErr
 }
 
 // settleFlight waits a moment for the first flight to be written, so that
@@ -567,7 +603,7 @@ func (hs *handshakeState) joinFlight() error {
 // flight was written in full.
 func (hs *handshakeState) settleFlight() bool {
 	if hs.flight == nil {
-		return true
+		return hs.flightErr == nil
 	}
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
@@ -581,7 +617,7 @@ func (hs *handshakeState) settleFlight() bool {
 			err = os.ErrDeadlineExceeded
 		}
 	}
-	hs.flight = nil
+	hs.flight, hs.flightErr = nil, err
 	return err == nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer/internal/admit"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -337,6 +338,80 @@ func TestResponderWritesFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestWritesAtOnce checks which first flights are written without a
+// goroutine of their own: a short one on TCP, also behind a listener's
+// admission, where the kernel takes it whole; never one that could wait
+// for the peer to read, which TestSimultaneousOpen's net.Pipe would turn
+// into a deadlock.
+func TestWritesAtOnce(t *testing.T) {
+	tcp, _ := tcpPair(t)
+	pipe, _ := net.Pipe()
+	tests := []struct {
+		name string
+		conn net.Conn
+		n    int
+		want bool
+	}{
+		{"tcp, a full handshake's flight", tcp, wire.HelloSize + 2 + wire.MaxMessage1, true},
+		{"tcp, the longest flight written at once", tcp, maxFlightAtOnce, true},
+		{"tcp, a long resumption flight", tcp, wire.HelloSize + 2 + wire.MaxResumeMessage1, false},
+		{"admitted tcp", &admit.Conn{Conn: tcp}, wire.HelloSize, true},
+		{"pipe", pipe, wire.HelloSize, false},
+		{"admitted pipe", &admit.Conn{Conn: pipe}, wire.HelloSize, false},
+		{"a wrapped tcp connection", struct{ net.Conn }{tcp}, wire.HelloSize, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := writesAtOnce(tt.conn, tt.n); got != tt.want {
+				t.Errorf("writesAtOnce(%d bytes) = %v, want %v", tt.n, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestFlightAtOnceFitsSmallestBuffers checks maxFlightAtOnce's premise on
+// this kernel: on a TCP connection whose send and receive buffers are the
+// smallest the kernel allows, both ends write that many bytes without
+// either reading, and both writes complete; then a simultaneous open, both
+// sides writing their flight at once, completes.
+func TestFlightAtOnceFitsSmallestBuffers(t *testing.T) {
+	a, b := tcpPair(t)
+	for _, c := range []net.Conn{a, b} {
+		tc := c.(*net.TCPConn)
+		if err := tc.SetWriteBuffer(1); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.SetReadBuffer(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flight := make([]byte, maxFlightAtOnce)
+	for _, c := range []net.Conn{a, b} {
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(flight); err != nil {
+			t.Fatalf("a write of %d bytes on an unread connection: %v", len(flight), err)
+		}
+		c.SetWriteDeadline(time.Time{})
+	}
+	for _, c := range []net.Conn{a, b} {
+		if _, err := io.ReadFull(c, flight); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	x := NewConn(a, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
+	y := NewConn(b, &Config{Identity: bob, Verify: pin(alice.PublicKey())})
+	other := run(y.Handshake)
+	if err := x.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, other); err != nil {
+		t.Fatal(err)
+	}
+	echoOnce(t, x, y)
+	closeBoth(x, y)
 }
 
 func TestSimultaneousOpen(t *testing.T) {
