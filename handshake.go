@@ -66,6 +66,11 @@ type handshakeState struct {
 	flight    chan error
 	flightErr error
 
+	// rbuf holds what was read of the peer's handshake and not yet used,
+	// rbuf[rr:rw] (readFull); nil until the first read.
+	rbuf   []byte
+	rr, rw int
+
 	// Initiator only: the ML-KEM key offered in message 1, if any.
 	kemKey *mlkem.DecapsulationKey768
 	msg1   []byte // as sent, for the simultaneous-open tie-break
@@ -212,9 +217,11 @@ func writesAtOnce(nc net.Conn, n int) bool {
 
 // readHello reads and checks the peer's hello ("The hello").
 func (hs *handshakeState) readHello() error {
-	if _, err := io.ReadFull(hs.c.conn, hs.peerHello[:]); err != nil {
+	b, err := hs.readFull(wire.HelloSize)
+	if err != nil {
 		return readHandshakeError(err)
 	}
+	copy(hs.peerHello[:], b)
 	h, err := wire.ParseHello(hs.peerHello[:])
 	switch {
 	case errors.Is(err, wire.ErrNotSecurepeer):
@@ -533,6 +540,7 @@ func (hs *handshakeState) installTrafficKeys(cs1, cs2 *noise.CipherState) error 
 		hs.c.resumption.pending = hs.initiator
 	}
 	c.in.raw = c.rawConn()
+	c.in.ahead = hs.readAhead()
 	c.state = ConnectionState{
 		DidResume:          hs.resumed,
 		HandshakeComplete:  true,
@@ -638,16 +646,17 @@ func (hs *handshakeState) readNoise(s slot) (payload []byte, cs1, cs2 *noise.Cip
 
 // readMessage reads one framed handshake message, the message of slot s,
 // turning an abort into the error it stands for there (abortError). A
-// message longer than max is refused before its body is read.
+// message longer than max is refused before its body is read. The message
+// is valid until the next read (readFull).
 func (hs *handshakeState) readMessage(s slot, max int) ([]byte, error) {
-	var l [2]byte
-	if _, err := io.ReadFull(hs.c.conn, l[:]); err != nil {
+	l, err := hs.readFull(2)
+	if err != nil {
 		return nil, readHandshakeError(err)
 	}
-	n := int(binary.BigEndian.Uint16(l[:]))
+	n := int(binary.BigEndian.Uint16(l))
 	if n == 0 {
-		var reason [1]byte
-		if _, err := io.ReadFull(hs.c.conn, reason[:]); err != nil {
+		reason, err := hs.readFull(1)
+		if err != nil {
 			return nil, readHandshakeError(err)
 		}
 		return nil, hs.abortError(s, reason[0])
@@ -655,16 +664,86 @@ func (hs *handshakeState) readMessage(s slot, max int) ([]byte, error) {
 	if n > max {
 		return nil, hs.protocolError(fmt.Sprintf("a handshake message of %d bytes, more than the %d it may have", n, max))
 	}
-	// The buffer grows as the body arrives, so a peer that announces 64 KiB
-	// and sends nothing makes this side hold nothing.
-	msg, err := io.ReadAll(io.LimitReader(hs.c.conn, int64(n)))
-	if err == nil && len(msg) < n {
-		err = io.ErrUnexpectedEOF
-	}
+	msg, err := hs.readBody(n)
 	if err != nil {
 		return nil, readHandshakeError(err)
 	}
 	return msg, nil
+}
+
+// handshakeReadSize is the size of the handshake's read buffer: one read
+// takes in a hello and the message 2 behind it (1.3 KB with ML-KEM), or a
+// message 3 and the first records behind it.
+const handshakeReadSize = 2048
+
+// readFull returns the next n bytes of the peer's handshake, n at most
+// handshakeReadSize. It reads ahead, as much as the buffer holds, so that
+// one system call takes in all the peer has sent; the bytes read past the
+// handshake's last message go to the record layer (readAhead). Only from a
+// listener's connection whose first flight is not all read yet does it
+// read no more than n: those reads cost no system call, and what follows
+// the first flight may be a new first flight, which the listener reads
+// itself (retryFull). The buffer is made at the first read, after this
+// side's first flight; the bytes returned are valid until the next read.
+func (hs *handshakeState) readFull(n int) ([]byte, error) {
+	if hs.rr == hs.rw {
+		hs.rr, hs.rw = 0, 0
+	}
+	if hs.rw-hs.rr < n {
+		if hs.rbuf == nil {
+			hs.rbuf = make([]byte, handshakeReadSize)
+		}
+		if hs.rr+n > len(hs.rbuf) {
+			hs.rw = copy(hs.rbuf, hs.rbuf[hs.rr:hs.rw])
+			hs.rr = 0
+		}
+		end := len(hs.rbuf)
+		if a, ok := hs.c.conn.(admittedConn); ok && a.Buffered() > 0 {
+			end = hs.rr + n
+		}
+		for hs.rw-hs.rr < n {
+			m, err := hs.c.conn.Read(hs.rbuf[hs.rw:end])
+			hs.rw += m
+			if err != nil && hs.rw-hs.rr < n {
+				return nil, err
+			}
+		}
+	}
+	b := hs.rbuf[hs.rr : hs.rr+n]
+	hs.rr += n
+	return b, nil
+}
+
+// readBody returns the next n bytes of the peer's handshake, a message's
+// body, valid until the next read. One longer than the read buffer is read
+// into a buffer that grows as it arrives, so that a peer that announces 64
+// KiB and sends nothing makes this side hold no more.
+func (hs *handshakeState) readBody(n int) ([]byte, error) {
+	if n <= handshakeReadSize {
+		return hs.readFull(n)
+	}
+	have := hs.rbuf[hs.rr:hs.rw] // less than n
+	hs.rr, hs.rw = 0, 0
+	rest, err := io.ReadAll(io.LimitReader(hs.c.conn, int64(n-len(have))))
+	if err == nil && len(have)+len(rest) < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(have[:len(have):len(have)], rest...), nil
+}
+
+// readAhead returns, in a slice of its own, what the handshake read past
+// its last message, for the record layer to read first; nil if nothing.
+// The read buffer is dropped.
+func (hs *handshakeState) readAhead() []byte {
+	var b []byte
+	if hs.rr < hs.rw {
+		b = bytes.Clone(hs.rbuf[hs.rr:hs.rw])
+	}
+	hs.rbuf, hs.rr, hs.rw = nil, 0, 0
+	return b
 }
 
 // readHandshakeError is the error for a failed read of the handshake: the

@@ -268,8 +268,13 @@ func (hs *handshakeState) retryFull() error {
 	hs.peerResume = false
 	// A listener waits for the full message 1 as for a first flight
 	// (admittedConn.AwaitFirstFlight), into a buffer that grows only as
-	// bytes arrive.
+	// bytes arrive. The handshake has read nothing past the first flight
+	// from it (readFull), so its read buffer is empty: it is dropped
+	// while the listener waits.
 	if a, ok := hs.c.conn.(admittedConn); ok {
+		if hs.rr == hs.rw {
+			hs.rbuf, hs.rr, hs.rw = nil, 0, 0
+		}
 		if err := a.AwaitFirstFlight(hs.ctx, retryFlightLen); err != nil {
 			return readHandshakeError(err)
 		}

@@ -414,6 +414,64 @@ func TestFlightAtOnceFitsSmallestBuffers(t *testing.T) {
 	closeBoth(x, y)
 }
 
+// readCounter counts the Reads of a connection until stop.
+type readCounter struct {
+	net.Conn
+	reads   atomic.Int32
+	stopped atomic.Bool
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	if !c.stopped.Load() {
+		c.reads.Add(1)
+	}
+	return c.Conn.Read(p)
+}
+
+// TestHandshakeReadsEachFlightAtOnce checks that the handshake reads ahead:
+// each flight of the peer's that arrives in one piece is read in one Read
+// (a net.Pipe gives each Read the bytes of one Write). The responder reads
+// the hello and message 1 in one, message 3 (or finished) in another; the
+// initiator the responder's hello, written on its own, in one, and message
+// 2 with its length in the next.
+func TestHandshakeReadsEachFlightAtOnce(t *testing.T) {
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	cache := anyKeyCache{NewLRUClientSessionCache(1)}
+	server := &Config{Identity: bob}
+	for _, name := range []string{"full", "resumed"} {
+		t.Run(name, func(t *testing.T) {
+			a, b := net.Pipe()
+			ra, rb := &readCounter{Conn: a}, &readCounter{Conn: b}
+			x := Client(ra, &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: cache})
+			y := Server(rb, server)
+			other := run(func() error {
+				err := y.Handshake()
+				rb.stopped.Store(true)
+				return err
+			})
+			err := x.Handshake()
+			ra.stopped.Store(true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := wait(t, other); err != nil {
+				t.Fatal(err)
+			}
+			if got := x.ConnectionState().DidResume; got != (name == "resumed") {
+				t.Fatalf("DidResume = %v", got)
+			}
+			if n := ra.reads.Load(); n != 2 {
+				t.Errorf("the initiator read the responder's two flights in %d reads", n)
+			}
+			if n := rb.reads.Load(); n != 2 {
+				t.Errorf("the responder read the initiator's two flights in %d reads", n)
+			}
+			echoOnce(t, x, y) // the ticket, for the resumed connection
+			closeBoth(x, y)
+		})
+	}
+}
+
 func TestSimultaneousOpen(t *testing.T) {
 	eachTransport(t, func(t *testing.T, pair pairFunc) {
 		for i := range 10 {
