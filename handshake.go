@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/flynn/noise"
@@ -67,8 +68,10 @@ type handshakeState struct {
 	flightErr error
 
 	// rbuf holds what was read of the peer's handshake and not yet used,
-	// rbuf[rr:rw] (readFull); nil until the first read.
+	// rbuf[rr:rw] (readFull); nil until the first read. It is *rbufp, from
+	// handshakeBufPool.
 	rbuf   []byte
+	rbufp  *[]byte
 	rr, rw int
 
 	// Initiator only: the ML-KEM key offered in message 1, if any.
@@ -691,7 +694,8 @@ func (hs *handshakeState) readFull(n int) ([]byte, error) {
 	}
 	if hs.rw-hs.rr < n {
 		if hs.rbuf == nil {
-			hs.rbuf = make([]byte, handshakeReadSize)
+			hs.rbufp = handshakeBufPool.Get().(*[]byte)
+			hs.rbuf = *hs.rbufp
 		}
 		if hs.rr+n > len(hs.rbuf) {
 			hs.rw = copy(hs.rbuf, hs.rbuf[hs.rr:hs.rw])
@@ -734,16 +738,32 @@ func (hs *handshakeState) readBody(n int) ([]byte, error) {
 	return append(have[:len(have):len(have)], rest...), nil
 }
 
+// handshakeBufPool holds the handshakes' read buffers, which hold only
+// what the peer sent in the clear or encrypted, between handshakes.
+var handshakeBufPool = sync.Pool{New: func() any {
+	b := make([]byte, handshakeReadSize)
+	return &b
+}}
+
 // readAhead returns, in a slice of its own, what the handshake read past
 // its last message, for the record layer to read first; nil if nothing.
-// The read buffer is dropped.
+// The read buffer goes back to the pool.
 func (hs *handshakeState) readAhead() []byte {
 	var b []byte
 	if hs.rr < hs.rw {
 		b = bytes.Clone(hs.rbuf[hs.rr:hs.rw])
 	}
-	hs.rbuf, hs.rr, hs.rw = nil, 0, 0
+	hs.dropReadBuffer()
 	return b
+}
+
+// dropReadBuffer gives the read buffer back to the pool, with what it
+// holds: nothing read from it may be used after.
+func (hs *handshakeState) dropReadBuffer() {
+	if hs.rbufp != nil {
+		handshakeBufPool.Put(hs.rbufp)
+	}
+	hs.rbuf, hs.rbufp, hs.rr, hs.rw = nil, nil, 0, 0
 }
 
 // readHandshakeError is the error for a failed read of the handshake: the
@@ -789,4 +809,5 @@ func (hs *handshakeState) clear() {
 	hs.dh.keys = nil
 	hs.kemKey = nil
 	hs.noise = nil
+	hs.dropReadBuffer()
 }

@@ -273,7 +273,7 @@ func (hs *handshakeState) retryFull() error {
 	// while the listener waits.
 	if a, ok := hs.c.conn.(admittedConn); ok {
 		if hs.rr == hs.rw {
-			hs.rbuf, hs.rr, hs.rw = nil, 0, 0
+			hs.dropReadBuffer()
 		}
 		if err := a.AwaitFirstFlight(hs.ctx, retryFlightLen); err != nil {
 			return readHandshakeError(err)
