@@ -66,6 +66,12 @@ type handshakeState struct {
 	// first messages; nil once joined. flightErr is the result once known.
 	flight    chan error
 	flightErr error
+	// helloHeld says that this side's hello waits to go with its next
+	// write (holdHello).
+	helloHeld bool
+	// readErr is what the look at the peer's first bytes (peerHelloArrived)
+	// read instead of data, for the next read to return.
+	readErr error
 
 	// rbuf holds what was read of the peer's handshake and not yet used,
 	// rbuf[rr:rw] (readFull); nil until the first read. It is *rbufp, from
@@ -98,7 +104,7 @@ type handshakeState struct {
 func (c *Conn) handshake(ctx context.Context) error {
 	hs := &handshakeState{c: c, ctx: ctx, cfg: c.config, dh: new(x25519)}
 	defer hs.clear()
-	defer hs.settleFlight() // on failure it may still be on its way
+	defer hs.endFlight() // on failure it may still be on its way, or held
 	if err := hs.checkConfig(); err != nil {
 		return err
 	}
@@ -162,10 +168,15 @@ func (hs *handshakeState) checkConfig() error {
 // with reading the peer's hello, and two peers that write first never wait
 // for each other; only where the kernel takes the whole flight without
 // waiting for the peer (writesAtOnce) is it written at once, which saves a
-// goroutine and two hand-offs.
+// goroutine and two hand-offs. A responder whose peer has already sent its
+// hello holds its own back, to go with its answer (holdHello).
 func (hs *handshakeState) sendFirstFlight() error {
 	c := hs.c
 	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode, Resume: hs.session != nil}.Marshal()
+	if c.mode == wire.ModeResponder && hs.peerHelloArrived() {
+		hs.helloHeld = true
+		return nil
+	}
 	flight := hs.myHello[:]
 	if hs.session != nil {
 		msg1, err := hs.buildResumeMessage1()
@@ -202,6 +213,17 @@ func (hs *handshakeState) sendFirstFlight() error {
 // a resumption's 250 to 400 with this package's tickets; a longer one (up
 // to 9,310, with a long protocol list) keeps the goroutine.
 const maxFlightAtOnce = 2048
+
+// takeHello returns this side's hello if it was held back
+// (peerHelloArrived), followed by room for n more bytes, for the write it
+// goes with; else an empty slice with room for n bytes.
+func (hs *handshakeState) takeHello(n int) []byte {
+	if !hs.helloHeld {
+		return make([]byte, 0, n)
+	}
+	hs.helloHeld = false
+	return append(make([]byte, 0, wire.HelloSize+n), hs.myHello[:]...)
+}
 
 // writesAtOnce reports whether a first flight of n bytes can be written to
 // nc without waiting for the peer to read: nc is a TCP connection, perhaps
@@ -581,7 +603,7 @@ func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherStat
 
 // writeFrame writes one handshake message after the first flight.
 func (hs *handshakeState) writeFrame(msg []byte) error {
-	return hs.send(wire.AppendHandshakeMessage(nil, msg))
+	return hs.send(wire.AppendHandshakeMessage(hs.takeHello(2+len(msg)), msg))
 }
 
 // send writes b, framed handshake messages or an abort, once the first
@@ -606,6 +628,17 @@ func (hs *handshakeState) joinFlight() error {
 		hs.flight = nil
 	}
 	return hs.flightErr
+}
+
+// endFlight ends the first flight of a handshake that has ended: it
+// settles a flight still being written and, if the handshake failed
+// before this side's hello went out, sends it, as it would have been at
+// once without peerHelloArrived.
+func (hs *handshakeState) endFlight() {
+	if hs.settleFlight() && hs.helloHeld {
+		hs.c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		hs.c.conn.Write(hs.takeHello(0))
+	}
 }
 
 // settleFlight waits a moment for the first flight to be written, so that
@@ -693,10 +726,10 @@ func (hs *handshakeState) readFull(n int) ([]byte, error) {
 		hs.rr, hs.rw = 0, 0
 	}
 	if hs.rw-hs.rr < n {
-		if hs.rbuf == nil {
-			hs.rbufp = handshakeBufPool.Get().(*[]byte)
-			hs.rbuf = *hs.rbufp
+		if hs.readErr != nil {
+			return nil, hs.readErr
 		}
+		hs.takeReadBuffer()
 		if hs.rr+n > len(hs.rbuf) {
 			hs.rw = copy(hs.rbuf, hs.rbuf[hs.rr:hs.rw])
 			hs.rr = 0
@@ -716,6 +749,15 @@ func (hs *handshakeState) readFull(n int) ([]byte, error) {
 	b := hs.rbuf[hs.rr : hs.rr+n]
 	hs.rr += n
 	return b, nil
+}
+
+// takeReadBuffer takes the read buffer from the pool if the handshake
+// has none.
+func (hs *handshakeState) takeReadBuffer() {
+	if hs.rbuf == nil {
+		hs.rbufp = handshakeBufPool.Get().(*[]byte)
+		hs.rbuf = *hs.rbufp
+	}
 }
 
 // readBody returns the next n bytes of the peer's handshake, a message's
@@ -781,7 +823,7 @@ func (hs *handshakeState) abort(reason byte) {
 		return // the stream is broken; an abort would not be understood
 	}
 	hs.c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	hs.c.conn.Write(wire.AppendAbort(nil, reason))
+	hs.c.conn.Write(wire.AppendAbort(hs.takeHello(3), reason))
 }
 
 // protocolError aborts with 0x03 and returns the error for a message that

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/mlkem"
 	"io"
+	"net"
 	"slices"
 	"time"
 
@@ -17,6 +18,48 @@ import (
 // (PROTOCOL.md, "The Noise handshake"), runResumingResponder for a
 // resumption message 1 ("Session resumption"), which asks for a full
 // handshake (retryFull) when this side does not honour the ticket.
+
+// The hello is sent first so that two sides which both wait for the other
+// to initiate find out at once, and a side whose version the peer lacks
+// is told so ("The hello"). A responder that already has its peer's whole
+// first flight needs neither: it reads at once whether the peer waits too,
+// and then sends its hello before failing, as it does before any failure
+// (endFlight). So it holds its hello back and sends it in one write with
+// what it sends next, message 2, resumption message 2, 00 00 05 or an
+// abort (takeHello): one system call and one wake-up of the peer less. The
+// bytes on the wire are the same, and it never waits for the peer while
+// its hello is held: all it reads before its answer has arrived.
+
+// peerHelloArrived reports whether the peer's first flight, its hello and
+// what follows it, has arrived, without waiting for it. A listener's
+// connection holds it already (admittedConn.Buffered: the listener reads
+// the whole first flight before the handshake). From a TCP connection's
+// descriptor, one read that does not wait takes in what has arrived, into
+// the read buffer, where the handshake reads it next (readFull).
+func (hs *handshakeState) peerHelloArrived() bool {
+	if a, ok := hs.c.conn.(admittedConn); ok {
+		return a.Buffered() >= wire.HelloSize
+	}
+	tc, ok := hs.c.conn.(*net.TCPConn)
+	if !ok || !haveReadFD {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	hs.takeReadBuffer()
+	rc.Read(func(fd uintptr) bool {
+		n, err := readFD(fd, hs.rbuf[hs.rw:])
+		hs.rw += n
+		if err != nil && err != errWouldBlock {
+			hs.readErr = err
+		}
+		return true // one attempt: never wait
+	})
+	got := hs.rbuf[hs.rr:hs.rw]
+	return len(got) >= wire.HelloSize && wire.FirstFlightLen(got) <= len(got)
+}
 
 // runResponder completes a full handshake as responder to the peer's
 // message 1.
@@ -262,7 +305,7 @@ func (hs *handshakeState) readFinished(cs1, cs2 *noise.CipherState) error {
 // retryFull asks the initiator for a full handshake and runs it
 // ("Falling back to a full handshake").
 func (hs *handshakeState) retryFull() error {
-	if err := hs.send(wire.AppendAbort(nil, wire.RetryFull)); err != nil {
+	if err := hs.send(wire.AppendAbort(hs.takeHello(3), wire.RetryFull)); err != nil {
 		return err
 	}
 	hs.peerResume = false
