@@ -67,11 +67,8 @@ type handshakeState struct {
 	flight    chan error
 	flightErr error
 	// helloHeld says that this side's hello waits to go with its next
-	// write (holdHello).
+	// write (peerFlightArrived).
 	helloHeld bool
-	// readErr is what the look at the peer's first bytes (peerHelloArrived)
-	// read instead of data, for the next read to return.
-	readErr error
 
 	// rbuf holds what was read of the peer's handshake and not yet used,
 	// rbuf[rr:rw] (readFull); nil until the first read. It is *rbufp, from
@@ -168,12 +165,12 @@ func (hs *handshakeState) checkConfig() error {
 // with reading the peer's hello, and two peers that write first never wait
 // for each other; only where the kernel takes the whole flight without
 // waiting for the peer (writesAtOnce) is it written at once, which saves a
-// goroutine and two hand-offs. A responder whose peer has already sent its
-// hello holds its own back, to go with its answer (holdHello).
+// goroutine and two hand-offs. A responder that has its peer's first flight
+// already holds its hello back, to go with its answer (peerFlightArrived).
 func (hs *handshakeState) sendFirstFlight() error {
 	c := hs.c
 	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode, Resume: hs.session != nil}.Marshal()
-	if c.mode == wire.ModeResponder && hs.peerHelloArrived() {
+	if c.mode == wire.ModeResponder && hs.peerFlightArrived() {
 		hs.helloHeld = true
 		return nil
 	}
@@ -215,7 +212,7 @@ func (hs *handshakeState) sendFirstFlight() error {
 const maxFlightAtOnce = 2048
 
 // takeHello returns this side's hello if it was held back
-// (peerHelloArrived), followed by room for n more bytes, for the write it
+// (peerFlightArrived), followed by room for n more bytes, for the write it
 // goes with; else an empty slice with room for n bytes.
 func (hs *handshakeState) takeHello(n int) []byte {
 	if !hs.helloHeld {
@@ -633,7 +630,7 @@ func (hs *handshakeState) joinFlight() error {
 // endFlight ends the first flight of a handshake that has ended: it
 // settles a flight still being written and, if the handshake failed
 // before this side's hello went out, sends it, as it would have been at
-// once without peerHelloArrived.
+// once without peerFlightArrived.
 func (hs *handshakeState) endFlight() {
 	if hs.settleFlight() && hs.helloHeld {
 		hs.c.conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -726,10 +723,10 @@ func (hs *handshakeState) readFull(n int) ([]byte, error) {
 		hs.rr, hs.rw = 0, 0
 	}
 	if hs.rw-hs.rr < n {
-		if hs.readErr != nil {
-			return nil, hs.readErr
+		if hs.rbuf == nil {
+			hs.rbufp = handshakeBufPool.Get().(*[]byte)
+			hs.rbuf = *hs.rbufp
 		}
-		hs.takeReadBuffer()
 		if hs.rr+n > len(hs.rbuf) {
 			hs.rw = copy(hs.rbuf, hs.rbuf[hs.rr:hs.rw])
 			hs.rr = 0
@@ -749,15 +746,6 @@ func (hs *handshakeState) readFull(n int) ([]byte, error) {
 	b := hs.rbuf[hs.rr : hs.rr+n]
 	hs.rr += n
 	return b, nil
-}
-
-// takeReadBuffer takes the read buffer from the pool if the handshake
-// has none.
-func (hs *handshakeState) takeReadBuffer() {
-	if hs.rbuf == nil {
-		hs.rbufp = handshakeBufPool.Get().(*[]byte)
-		hs.rbuf = *hs.rbufp
-	}
 }
 
 // readBody returns the next n bytes of the peer's handshake, a message's

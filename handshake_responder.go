@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/mlkem"
 	"io"
-	"net"
 	"slices"
 	"time"
 
@@ -30,35 +29,12 @@ import (
 // bytes on the wire are the same, and it never waits for the peer while
 // its hello is held: all it reads before its answer has arrived.
 
-// peerHelloArrived reports whether the peer's first flight, its hello and
-// what follows it, has arrived, without waiting for it. A listener's
-// connection holds it already (admittedConn.Buffered: the listener reads
-// the whole first flight before the handshake). From a TCP connection's
-// descriptor, one read that does not wait takes in what has arrived, into
-// the read buffer, where the handshake reads it next (readFull).
-func (hs *handshakeState) peerHelloArrived() bool {
-	if a, ok := hs.c.conn.(admittedConn); ok {
-		return a.Buffered() >= wire.HelloSize
-	}
-	tc, ok := hs.c.conn.(*net.TCPConn)
-	if !ok || !haveReadFD {
-		return false
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	hs.takeReadBuffer()
-	rc.Read(func(fd uintptr) bool {
-		n, err := readFD(fd, hs.rbuf[hs.rw:])
-		hs.rw += n
-		if err != nil && err != errWouldBlock {
-			hs.readErr = err
-		}
-		return true // one attempt: never wait
-	})
-	got := hs.rbuf[hs.rr:hs.rw]
-	return len(got) >= wire.HelloSize && wire.FirstFlightLen(got) <= len(got)
+// peerFlightArrived reports whether the peer's whole first flight, its
+// hello and what follows it, has arrived: on a listener's connection,
+// which reads it before the handshake starts (admittedConn.Buffered).
+func (hs *handshakeState) peerFlightArrived() bool {
+	a, ok := hs.c.conn.(admittedConn)
+	return ok && a.Buffered() >= wire.HelloSize
 }
 
 // runResponder completes a full handshake as responder to the peer's

@@ -234,133 +234,57 @@ func (l *countingListener) Accept() (net.Conn, error) {
 	return wc, nil
 }
 
-// TestResponderHelloWithMessage2 checks that a responder that has its
-// peer's first flight already sends its hello in one write with its
-// message 2 (or resumption message 2): behind a listener, which reads the
-// first flight before the handshake, and on a TCP connection where it has
-// arrived. The initiator then reads the responder's hello and message 2 in
-// one Read.
+// TestResponderHelloWithMessage2 checks that a responder behind a
+// listener, which has read the peer's first flight before the handshake
+// starts, sends its hello in one write with its message 2 (or resumption
+// message 2).
 func TestResponderHelloWithMessage2(t *testing.T) {
 	client, server := testIdentity(t, 1), testIdentity(t, 2)
-	t.Run("listener", func(t *testing.T) {
-		inner, err := net.Listen("tcp", "127.0.0.1:0")
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: inner, conns: make(chan *writeCounter, 2)}
+	ln := NewListener(cl, &Config{Identity: server})
+	defer ln.Close()
+	cache := anyKeyCache{NewLRUClientSessionCache(1)}
+	for _, resumed := range []bool{false, true} {
+		c, err := Dial(context.Background(), "tcp", ln.Addr().String(), &Config{Identity: client, Verify: pin(server.PublicKey()), ClientSessionCache: cache})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cl := &countingListener{Listener: inner, conns: make(chan *writeCounter, 2)}
-		ln := NewListener(cl, &Config{Identity: server})
-		defer ln.Close()
-		cache := anyKeyCache{NewLRUClientSessionCache(1)}
-		for _, resumed := range []bool{false, true} {
-			c, err := Dial(context.Background(), "tcp", ln.Addr().String(), &Config{Identity: client, Verify: pin(server.PublicKey()), ClientSessionCache: cache})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := c.ConnectionState().DidResume; got != resumed {
-				t.Fatalf("DidResume = %v", got)
-			}
-			if n := (<-cl.conns).writes.Load(); n != 1 {
-				t.Errorf("resumed %v: the responder's handshake took %d writes, want its hello and message 2 in one", resumed, n)
-			}
-			echoOnce(t, c, s.(*Conn)) // the ticket, for the resumed connection
-			closeBoth(c, s)
-		}
-	})
-	t.Run("tcp", func(t *testing.T) {
-		a, b := tcpPair(t)
-		ra := &readCounter{Conn: a}
-		x := Client(ra, &Config{Identity: client, Verify: pin(server.PublicKey())})
-		other := run(func() error {
-			err := x.Handshake()
-			ra.stopped.Store(true)
-			return err
-		})
-		waitReadable(t, b) // the client's first flight, written in one Write
-		y := Server(b, &Config{Identity: server})
-		if err := y.Handshake(); err != nil {
+		s, err := ln.Accept()
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := wait(t, other); err != nil {
-			t.Fatal(err)
+		if got := c.ConnectionState().DidResume; got != resumed {
+			t.Fatalf("DidResume = %v", got)
 		}
-		if n := ra.reads.Load(); n != 1 {
-			t.Errorf("the initiator read the responder's hello and message 2 in %d reads, want one write and one read", n)
+		if n := (<-cl.conns).writes.Load(); n != 1 {
+			t.Errorf("resumed %v: the responder's handshake took %d writes, want its hello and message 2 in one", resumed, n)
 		}
-		echoOnce(t, x, y)
-		closeBoth(x, y)
-	})
+		echoOnce(t, c, s.(*Conn)) // the ticket, for the resumed connection
+		closeBoth(c, s)
+	}
 }
 
-// TestBothWaitedWithHeldHello checks that two Server sides still both fail
-// at once when one has the other's hello before it starts, and so holds
-// its own back: it sends its hello before it gives up.
+// TestBothWaitedWithHeldHello checks that a Server side that dials a
+// listener fails at once, as two Server sides do: the listener's responder
+// has the dialer's hello before its handshake starts, and so holds its own
+// back (peerFlightArrived), but sends it before it gives up.
 func TestBothWaitedWithHeldHello(t *testing.T) {
-	a, b := tcpPair(t)
-	cfg := func(seed byte) *Config {
-		return &Config{Identity: testIdentity(t, seed), HandshakeTimeout: time.Minute}
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(t, 2)})
+	if err != nil {
+		t.Fatal(err)
 	}
-	x := Server(a, cfg(1))
-	first := run(x.Handshake)
-	waitReadable(t, b)
-	y := Server(b, cfg(2))
-	errs := []error{y.Handshake(), wait(t, first)}
-	for _, err := range errs {
-		if err == nil || !strings.Contains(err.Error(), "both sides waited") {
-			t.Errorf("got %v, want both sides to fail at once with \"both sides waited\"", err)
-		}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-// TestPeerHelloArrived checks when a responder holds its hello back: only
-// once the peer's whole first flight has arrived, so that it never waits
-// for the peer with its hello unsent.
-func TestPeerHelloArrived(t *testing.T) {
-	hello := func(m wire.Mode) []byte { h := wire.Hello{Version: wire.Version, Mode: m}.Marshal(); return h[:] }
-	msg1 := wire.AppendHandshakeMessage(nil, make([]byte, 100))
-	tests := []struct {
-		name string
-		sent []byte
-		want bool
-	}{
-		{"nothing", nil, false},
-		{"part of a hello", hello(wire.ModeInitiator)[:5], false},
-		{"a hello without its message 1", hello(wire.ModeInitiator), false},
-		{"a hello and part of message 1", append(hello(wire.ModeInitiator), msg1[:50]...), false},
-		{"a hello and message 1", append(hello(wire.ModeInitiator), msg1...), true},
-		{"a responder's hello", hello(wire.ModeResponder), true},
-		{"a malformed hello", []byte("GET / HTTP/1.1\r\n"), true},
+	y := Server(raw, &Config{Identity: testIdentity(t, 1), HandshakeTimeout: time.Minute})
+	defer y.Close()
+	if err := wait(t, run(y.Handshake)); err == nil || !strings.Contains(err.Error(), "both sides waited") {
+		t.Errorf("got %v, want the Server side to fail at once with \"both sides waited\"", err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a, b := tcpPair(t)
-			if tt.sent != nil {
-				if _, err := a.Write(tt.sent); err != nil {
-					t.Fatal(err)
-				}
-				waitReadable(t, b)
-			}
-			hs := &handshakeState{c: Server(b, &Config{Identity: testIdentity(t, 2)})}
-			defer hs.dropReadBuffer()
-			if got := hs.peerHelloArrived(); got != tt.want {
-				t.Errorf("peerHelloArrived() = %v, want %v", got, tt.want)
-			}
-			if got := hs.rbuf[hs.rr:hs.rw]; !bytes.Equal(got, tt.sent) {
-				t.Errorf("read %q, want what was sent, %q, kept for the handshake", got, tt.sent)
-			}
-		})
-	}
-	t.Run("pipe", func(t *testing.T) {
-		a, b := net.Pipe()
-		defer a.Close()
-		go a.Write(append(hello(wire.ModeInitiator), msg1...))
-		hs := &handshakeState{c: Server(b, &Config{Identity: testIdentity(t, 2)})}
-		if hs.peerHelloArrived() {
-			t.Error("a net.Pipe, which has no descriptor to look at without waiting, holds the hello")
-		}
-		b.Close()
-	})
 }
