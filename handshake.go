@@ -71,8 +71,9 @@ type handshakeState struct {
 	helloHeld bool
 
 	// rbuf holds what was read of the peer's handshake and not yet used,
-	// rbuf[rr:rw] (readFull); nil until the first read. It is *rbufp, from
-	// handshakeBufPool.
+	// rbuf[rr:rw] (readFull); nil until the first read, and while the
+	// handshake waits for the peer (awaitPeer) or for a turn of CPU
+	// (acquireCPU). It is *rbufp, from handshakeBufPool.
 	rbuf   []byte
 	rbufp  *[]byte
 	rr, rw int
@@ -505,12 +506,20 @@ func (hs *handshakeState) proved() {
 // acquireCPU waits for a listener's turn of handshake CPU before the
 // responder computes its answer (admittedConn.AcquireCPU): a handshake that
 // stops before computing (a refused ticket, a malformed message 1) never
-// takes a turn.
+// takes a turn. It waits without a read buffer: all it read, message 1
+// replayed from the listener's first flight, is used (and copied where it
+// is still needed), so the buffer goes back to the pool, and "queued for
+// CPU" costs what it did before the handshake read ahead (PROTOCOL.md,
+// "Servers on the open internet").
 func (hs *handshakeState) acquireCPU() error {
-	if a, ok := hs.c.conn.(admittedConn); ok {
-		return a.AcquireCPU(hs.ctx)
+	a, ok := hs.c.conn.(admittedConn)
+	if !ok {
+		return nil
 	}
-	return nil
+	if hs.rr == hs.rw {
+		hs.dropReadBuffer()
+	}
+	return a.AcquireCPU(hs.ctx)
 }
 
 // installTrafficKeys derives the traffic keys from the Noise split ("Key
@@ -716,15 +725,20 @@ const handshakeReadSize = 2048
 // listener's connection whose first flight is not all read yet does it
 // read no more than n: those reads cost no system call, and what follows
 // the first flight may be a new first flight, which the listener reads
-// itself (retryFull). The buffer is made at the first read, after this
-// side's first flight; the bytes returned are valid until the next read.
+// itself (retryFull). Once all it holds is used, the buffer goes back to
+// the pool, so that a handshake that waits for its peer holds none
+// (awaitPeer). The bytes returned are valid until the next read, after
+// which another handshake may own them: no caller keeps them.
 func (hs *handshakeState) readFull(n int) ([]byte, error) {
 	if hs.rr == hs.rw {
-		hs.rr, hs.rw = 0, 0
+		hs.dropReadBuffer()
+		if err := hs.awaitPeer(); err != nil {
+			return nil, err
+		}
 	}
 	if hs.rw-hs.rr < n {
 		if hs.rbuf == nil {
-			hs.rbufp = handshakeBufPool.Get().(*[]byte)
+			hs.rbufp = hs.getReadBuffer()
 			hs.rbuf = *hs.rbufp
 		}
 		if hs.rr+n > len(hs.rbuf) {
@@ -746,6 +760,43 @@ func (hs *handshakeState) readFull(n int) ([]byte, error) {
 	b := hs.rbuf[hs.rr : hs.rr+n]
 	hs.rr += n
 	return b, nil
+}
+
+// awaitPeer waits for the peer's next bytes without a read buffer where
+// the connection has a descriptor the record layer reads from
+// (Conn.rawConn), and reads them: as the record layer does (awaitRecord),
+// it takes a buffer from the pool just before each attempt to read, and
+// gives it back if nothing has arrived. So a handshake that waits for its
+// peer, as a listener's does for message 3, holds no buffer (PROTOCOL.md,
+// "Servers on the open internet"). A listener's connection first gives its
+// turn of handshake CPU back, as a read through it past its first flight
+// does (admittedConn.ReleaseCPU): this read bypasses it. Elsewhere (no
+// descriptor, or a first flight still being replayed) it does nothing, and
+// readFull reads through the connection into a buffer. hs holds no buffer.
+func (hs *handshakeState) awaitPeer() error {
+	raw := hs.c.rawConn()
+	if raw == nil {
+		return nil
+	}
+	if a, ok := hs.c.conn.(admittedConn); ok {
+		a.ReleaseCPU()
+	}
+	var rerr error
+	err := raw.Read(func(fd uintptr) bool {
+		bp := hs.getReadBuffer()
+		n, err := readFD(fd, *bp)
+		if err == errWouldBlock {
+			hs.putReadBuffer(bp)
+			return false
+		}
+		hs.rbufp, hs.rbuf, hs.rr, hs.rw = bp, *bp, 0, n
+		rerr = err
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
 }
 
 // readBody returns the next n bytes of the peer's handshake, a message's
@@ -775,6 +826,26 @@ var handshakeBufPool = sync.Pool{New: func() any {
 	return &b
 }}
 
+// getReadBuffer takes a read buffer from the pool.
+func (hs *handshakeState) getReadBuffer() *[]byte {
+	if testOnlyReadBuffers != nil {
+		testOnlyReadBuffers(hs.c, 1)
+	}
+	return handshakeBufPool.Get().(*[]byte)
+}
+
+// putReadBuffer gives b back to the pool; nothing may use it after.
+func (hs *handshakeState) putReadBuffer(b *[]byte) {
+	if testOnlyReadBuffers != nil {
+		testOnlyReadBuffers(hs.c, -1)
+	}
+	handshakeBufPool.Put(b)
+}
+
+// testOnlyReadBuffers, set by a test, is told of each read buffer a
+// handshake of c takes (1) and gives back (-1).
+var testOnlyReadBuffers func(c *Conn, delta int)
+
 // readAhead returns, in a slice of its own, what the handshake read past
 // its last message, for the record layer to read first; nil if nothing.
 // The read buffer goes back to the pool.
@@ -791,7 +862,7 @@ func (hs *handshakeState) readAhead() []byte {
 // holds: nothing read from it may be used after.
 func (hs *handshakeState) dropReadBuffer() {
 	if hs.rbufp != nil {
-		handshakeBufPool.Put(hs.rbufp)
+		hs.putReadBuffer(hs.rbufp)
 	}
 	hs.rbuf, hs.rbufp, hs.rr, hs.rw = nil, nil, 0, 0
 }
