@@ -44,8 +44,15 @@ import (
 //     refused as soon as its length arrives.
 //   - At most GOMAXPROCS handshakes compute at once, each taking its turn
 //     only when it computes; the others queue by source address and are
-//     served in turn, so a source that replays recorded first messages in
-//     a loop cannot starve the others.
+//     served in turn, so a source that sends first messages in a loop
+//     cannot starve the others.
+//   - A first message that repeats the ephemeral key of one received
+//     recently (of about the last million) is refused before anything is
+//     computed for it: an honest initiator draws a fresh key for every
+//     handshake, so a recorded message replayed is answered once. An
+//     honest one is refused by chance with probability 3.7e-9; its
+//     initiator's next attempt has a fresh key. The listener holds 4 MiB
+//     for this, whatever peers send.
 //   - A connection waiting for its first message costs a socket, a buffer
 //     that grows only with the bytes received, and a goroutine with a
 //     small stack: at most 4 KiB (BENCHMARKS.md, "Under attack").
@@ -63,6 +70,7 @@ func NewListener(inner net.Listener, config *Config) net.Listener {
 		FirstFlight:      wire.FirstFlightLen,
 		HandshakeTimeout: timeout,
 		CPUOnDemand:      true,
+		ReplayKey:        wire.FirstFlightEphemeral,
 		Handshake: func(ctx context.Context, c net.Conn) (*Conn, error) {
 			sc := Server(c, config)
 			if err := sc.HandshakeContext(ctx); err != nil {

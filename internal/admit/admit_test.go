@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -819,6 +820,146 @@ func TestAwaitFirstFlight(t *testing.T) {
 			t.Errorf("Accept = %q", got)
 		}
 	})
+}
+
+// keyedLines is a Config.ReplayKey for tests: a line starting "k:" is its
+// own key; other lines have none. It records what it was asked.
+type keyedLines struct {
+	mu    sync.Mutex
+	again []bool // the again of each call with a key
+}
+
+func (k *keyedLines) key(flight []byte, again bool) ([]byte, bool) {
+	line := strings.TrimSpace(string(flight))
+	if !strings.HasPrefix(line, "k:") {
+		return nil, false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.again = append(k.again, again)
+	return []byte(line), true
+}
+
+// countHandshakes wraps h to count its calls.
+func countHandshakes(h func(context.Context, net.Conn) (string, error), n *atomic.Int64) func(context.Context, net.Conn) (string, error) {
+	return func(ctx context.Context, c net.Conn) (string, error) {
+		n.Add(1)
+		return h(ctx, c)
+	}
+}
+
+// TestReplayedFlightRefused: with Config.ReplayKey, a first flight whose
+// key was seen before is closed before the handshake starts, with nothing
+// written and ErrReplayed for Failed; a flight without a key, or with a
+// new one, runs as usual.
+func TestReplayedFlightRefused(t *testing.T) {
+	var handshakes atomic.Int64
+	failed := make(chan error, 10)
+	keys := &keyedLines{}
+	l := listen(t, Config[string]{
+		Handshake: countHandshakes(echoHandshake, &handshakes),
+		ReplayKey: keys.key,
+		Failed:    func(_ net.Addr, err error) { failed <- err },
+	})
+	steps := []struct {
+		line     string
+		replayed bool
+	}{
+		{"k:one", false},
+		{"k:one", true},
+		{"k:two", false},
+		{"unkeyed", false},
+		{"unkeyed", false},
+		{"k:two", true},
+		{"k:one", true},
+	}
+	want := int64(0)
+	for i, s := range steps {
+		c := dialFrom(t, l, fmt.Sprintf("127.0.0.%d", 1+i%3))
+		if !s.replayed {
+			want++
+			if err := greet(c, s.line, 10*time.Second); err != nil {
+				t.Fatalf("step %d, %q: %v", i, s.line, err)
+			}
+			acceptOne(t, l, 10*time.Second)
+			continue
+		}
+		io.WriteString(c, s.line+"\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 64)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("step %d, replayed %q: read %d bytes, %v; want the connection closed with nothing written", i, s.line, n, err)
+		}
+		if err := <-failed; !errors.Is(err, ErrReplayed) {
+			t.Fatalf("step %d: Failed got %v, want ErrReplayed", i, err)
+		}
+	}
+	if got := handshakes.Load(); got != want {
+		t.Errorf("%d handshakes ran, want %d: a replay reached the handshake", got, want)
+	}
+	waitPending(t, l, 0)
+	if slices.Contains(keys.again, true) {
+		t.Errorf("ReplayKey was told again for a first flight: %v", keys.again)
+	}
+}
+
+// TestAwaitFirstFlightRefusesReplay: a flight a handshake asks for again
+// is checked against every flight seen, and remembered, as a first
+// flight is; ReplayKey is told it is one asked for again.
+func TestAwaitFirstFlightRefusesReplay(t *testing.T) {
+	var handshakes atomic.Int64
+	failed := make(chan error, 10)
+	keys := &keyedLines{}
+	l := listen(t, Config[string]{
+		Handshake: countHandshakes(hangOnHang, &handshakes),
+		ReplayKey: keys.key,
+		Failed:    func(_ net.Addr, err error) { failed <- err },
+	})
+	seq := func() uint64 { l.mu.Lock(); defer l.mu.Unlock(); return l.seq }
+	retry := func(line string) net.Conn {
+		s := seq()
+		c := dialFrom(t, l, "127.0.0.1")
+		io.WriteString(c, "retry\n")
+		waitSeq(t, l, s+2) // accepted, restarted
+		io.WriteString(c, line+"\n")
+		return c
+	}
+	refused := func(c net.Conn) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 64)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read %d bytes, %v; want the connection closed with nothing written", n, err)
+		}
+		if err := <-failed; !errors.Is(err, ErrReplayed) {
+			t.Fatalf("Failed got %v, want ErrReplayed", err)
+		}
+	}
+
+	// A first flight's key, then the same key after a restart: refused.
+	first := dialFrom(t, l, "127.0.0.2")
+	if err := greet(first, "k:first", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	acceptOne(t, l, 10*time.Second)
+	refused(retry("k:first"))
+
+	// A new key after a restart is answered, and remembered: the same key
+	// later as a first flight is refused.
+	c := retry("k:second")
+	var b [64]byte
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(b[:]); err != nil || string(b[:n]) != "ok k:second\n" {
+		t.Fatalf("after the restart: %q, %v", b[:n], err)
+	}
+	acceptOne(t, l, 10*time.Second)
+	again := dialFrom(t, l, "127.0.0.3")
+	io.WriteString(again, "k:second\n")
+	refused(again)
+
+	keys.mu.Lock()
+	defer keys.mu.Unlock()
+	if want := []bool{false, true, true, false}; !slices.Equal(keys.again, want) {
+		t.Errorf("ReplayKey's again was %v, want %v", keys.again, want)
+	}
 }
 
 // TestFirstFlightBufferGrowsWithBytesReceived: a peer that promises a

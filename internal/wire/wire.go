@@ -139,6 +139,54 @@ func Message1Len(b []byte, resume bool) int {
 	return 2 + n
 }
 
+// EphemeralKeySize is the size of an X25519 public key, the ephemeral key
+// that starts the Noise part of every message 1.
+const EphemeralKeySize = 32
+
+// FirstFlightEphemeral returns the initiator's ephemeral key from the
+// first flight a responder has read: its hello and message 1, as
+// FirstFlightLen delimits them, or, if retry, the framed full message 1
+// that answers RetryFull. The key is the first 32 bytes of a full message
+// 1, or of the Noise message that follows the ticket in a resumption
+// message 1. ok is false unless b starts with such a message 1, complete
+// and one a responder goes on with: an initiating hello, a length within
+// MaxMessage1Len (not an abort), room for the key, and for a resumption a
+// well-formed ResumeMessage1. Bytes after the message are ignored; the key
+// is a slice of b. A listener refuses a first flight whose key it has
+// seen before (PROTOCOL.md, "Servers on the open internet").
+func FirstFlightEphemeral(b []byte, retry bool) (key []byte, ok bool) {
+	resume := false
+	if !retry {
+		if len(b) < HelloSize {
+			return nil, false
+		}
+		h, err := ParseHello(b[:HelloSize])
+		if err != nil || h.Mode == ModeResponder {
+			return nil, false
+		}
+		resume, b = h.Resume, b[HelloSize:]
+	}
+	if len(b) < 2 {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if n == 0 || n > MaxMessage1Len(resume) || len(b) < 2+n {
+		return nil, false
+	}
+	msg := b[2 : 2+n]
+	if resume {
+		m, err := ParseResumeMessage1(msg)
+		if err != nil {
+			return nil, false
+		}
+		msg = m.Noise
+	}
+	if len(msg) < EphemeralKeySize {
+		return nil, false
+	}
+	return msg[:EphemeralKeySize:EphemeralKeySize], true
+}
+
 // The longest message 1s, by their formats (PROTOCOL.md, "Handshake
 // messages and aborts"). A responder refuses a longer one before reading
 // it, so a first flight never makes it hold more than a valid one.
