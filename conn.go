@@ -96,6 +96,9 @@ type readHalf struct {
 	buf   *[]byte
 	r, w  int
 	plain []byte
+	// ahead is what the handshake read past its last message, which comes
+	// before anything read from the connection; nil once taken.
+	ahead []byte
 	// raw, if not nil, is the descriptor under the connection, which
 	// awaitRecord waits on; small is where it reads otherwise.
 	raw   syscall.RawConn
@@ -346,9 +349,16 @@ func (hc *readHalf) releaseIfIdle() {
 // exposes its descriptor (TCP on Unix) the wait costs no extra system
 // call: the buffer is taken just before each attempt to read and given back
 // if there is nothing to read. Elsewhere the first few bytes are read into
-// a small array of the Conn's own. c.in must be locked, and c.in.buf nil.
+// a small array of the Conn's own. What the handshake read ahead comes
+// before all of these. c.in must be locked, and c.in.buf nil.
 func (c *Conn) awaitRecord() error {
 	hc := &c.in
+	if hc.ahead != nil {
+		hc.buf = bufPool.Get().(*[]byte)
+		hc.r, hc.w = 0, copy(*hc.buf, hc.ahead)
+		hc.ahead = nil
+		return nil
+	}
 	if hc.raw != nil {
 		if hc.readRaw == nil {
 			hc.readRaw = hc.readFromFD

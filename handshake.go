@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/flynn/noise"
@@ -59,9 +61,22 @@ type handshakeState struct {
 	noise     *noise.HandshakeState
 	initiator bool
 
-	// flight receives the result of writing the first flight, which runs
-	// concurrently with reading the peer's first messages; nil once joined.
-	flight chan error
+	// flight receives the result of writing the first flight when a
+	// goroutine of its own writes it, concurrently with reading the peer's
+	// first messages; nil once joined. flightErr is the result once known.
+	flight    chan error
+	flightErr error
+	// helloHeld says that this side's hello waits to go with its next
+	// write (peerFlightArrived).
+	helloHeld bool
+
+	// rbuf holds what was read of the peer's handshake and not yet used,
+	// rbuf[rr:rw] (readFull); nil until the first read, and while the
+	// handshake waits for the peer (awaitPeer) or for a turn of CPU
+	// (acquireCPU). It is *rbufp, from handshakeBufPool.
+	rbuf   []byte
+	rbufp  *[]byte
+	rr, rw int
 
 	// Initiator only: the ML-KEM key offered in message 1, if any.
 	kemKey *mlkem.DecapsulationKey768
@@ -87,7 +102,7 @@ type handshakeState struct {
 func (c *Conn) handshake(ctx context.Context) error {
 	hs := &handshakeState{c: c, ctx: ctx, cfg: c.config, dh: new(x25519)}
 	defer hs.clear()
-	defer hs.settleFlight() // on failure it may still be on its way
+	defer hs.endFlight() // on failure it may still be on its way, or held
 	if err := hs.checkConfig(); err != nil {
 		return err
 	}
@@ -145,12 +160,21 @@ func (hs *handshakeState) checkConfig() error {
 	return nil
 }
 
-// sendFirstFlight starts writing this side's hello, and message 1 if this
-// side may initiate, while the peer's hello is read, so that two peers that
-// both write first (simultaneous open, or a net.Pipe) never deadlock.
+// sendFirstFlight writes this side's hello, and message 1 if this side may
+// initiate. Both peers write first, and a write may wait for the peer to
+// read (a net.Pipe's always does), so the flight is written concurrently
+// with reading the peer's hello, and two peers that write first never wait
+// for each other; only where the kernel takes the whole flight without
+// waiting for the peer (writesAtOnce) is it written at once, which saves a
+// goroutine and two hand-offs. A responder that has its peer's first flight
+// already holds its hello back, to go with its answer (peerFlightArrived).
 func (hs *handshakeState) sendFirstFlight() error {
 	c := hs.c
 	hs.myHello = wire.Hello{Version: wire.Version, Mode: c.mode, Resume: hs.session != nil}.Marshal()
+	if c.mode == wire.ModeResponder && hs.peerFlightArrived() {
+		hs.helloHeld = true
+		return nil
+	}
 	flight := hs.myHello[:]
 	if hs.session != nil {
 		msg1, err := hs.buildResumeMessage1()
@@ -165,6 +189,10 @@ func (hs *handshakeState) sendFirstFlight() error {
 		}
 		flight = wire.AppendHandshakeMessage(flight, msg1)
 	}
+	if writesAtOnce(c.conn, len(flight)) {
+		_, hs.flightErr = c.conn.Write(flight)
+		return nil
+	}
 	hs.flight = make(chan error, 1)
 	go func() {
 		_, err := c.conn.Write(flight)
@@ -173,11 +201,50 @@ func (hs *handshakeState) sendFirstFlight() error {
 	return nil
 }
 
+// maxFlightAtOnce is the longest first flight written without a goroutine
+// of its own. Such a write waits for the peer's application only once the
+// flight fills this side's send buffer and the peer's receive buffer, and
+// on a connection nothing was written to before, 2 KiB fills neither even
+// at the smallest sizes Linux allows (SO_SNDBUF's floor, 4,608 bytes of
+// accounting, is sized for two 2 KiB packet buffers with their headers;
+// SO_RCVBUF's for one). A full handshake's flight is at most 1,277 bytes,
+// a resumption's 250 to 400 with this package's tickets; a longer one (up
+// to 9,310, with a long protocol list) keeps the goroutine.
+const maxFlightAtOnce = 2048
+
+// takeHello returns this side's hello if it was held back
+// (peerFlightArrived), followed by room for n more bytes, for the write it
+// goes with; else an empty slice with room for n bytes.
+func (hs *handshakeState) takeHello(n int) []byte {
+	if !hs.helloHeld {
+		return make([]byte, 0, n)
+	}
+	hs.helloHeld = false
+	return append(make([]byte, 0, wire.HelloSize+n), hs.myHello[:]...)
+}
+
+// writesAtOnce reports whether a first flight of n bytes can be written to
+// nc without waiting for the peer to read: nc is a TCP connection, perhaps
+// behind a listener's admission, and n at most maxFlightAtOnce. Nothing
+// has been written to such a connection before the first flight, so its
+// send buffer is empty. Every other net.Conn may wait for the peer (a
+// net.Pipe, a TLS or a multiplexed stream with a small window), and gets
+// the goroutine.
+func writesAtOnce(nc net.Conn, n int) bool {
+	if ac, ok := nc.(admittedConn); ok {
+		nc = ac.NetConn()
+	}
+	_, tcp := nc.(*net.TCPConn)
+	return tcp && n <= maxFlightAtOnce
+}
+
 // readHello reads and checks the peer's hello ("The hello").
 func (hs *handshakeState) readHello() error {
-	if _, err := io.ReadFull(hs.c.conn, hs.peerHello[:]); err != nil {
+	b, err := hs.readFull(wire.HelloSize)
+	if err != nil {
 		return readHandshakeError(err)
 	}
+	copy(hs.peerHello[:], b)
 	h, err := wire.ParseHello(hs.peerHello[:])
 	switch {
 	case errors.Is(err, wire.ErrNotSecurepeer):
@@ -439,12 +506,20 @@ func (hs *handshakeState) proved() {
 // acquireCPU waits for a listener's turn of handshake CPU before the
 // responder computes its answer (admittedConn.AcquireCPU): a handshake that
 // stops before computing (a refused ticket, a malformed message 1) never
-// takes a turn.
+// takes a turn. It waits without a read buffer: all it read, message 1
+// replayed from the listener's first flight, is used (and copied where it
+// is still needed), so the buffer goes back to the pool, and "queued for
+// CPU" costs what it did before the handshake read ahead (PROTOCOL.md,
+// "Servers on the open internet").
 func (hs *handshakeState) acquireCPU() error {
-	if a, ok := hs.c.conn.(admittedConn); ok {
-		return a.AcquireCPU(hs.ctx)
+	a, ok := hs.c.conn.(admittedConn)
+	if !ok {
+		return nil
 	}
-	return nil
+	if hs.rr == hs.rw {
+		hs.dropReadBuffer()
+	}
+	return a.AcquireCPU(hs.ctx)
 }
 
 // installTrafficKeys derives the traffic keys from the Noise split ("Key
@@ -496,6 +571,7 @@ func (hs *handshakeState) installTrafficKeys(cs1, cs2 *noise.CipherState) error 
 		hs.c.resumption.pending = hs.initiator
 	}
 	c.in.raw = c.rawConn()
+	c.in.ahead = hs.readAhead()
 	c.state = ConnectionState{
 		DidResume:          hs.resumed,
 		HandshakeComplete:  true,
@@ -533,7 +609,7 @@ func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherStat
 
 // writeFrame writes one handshake message after the first flight.
 func (hs *handshakeState) writeFrame(msg []byte) error {
-	return hs.send(wire.AppendHandshakeMessage(nil, msg))
+	return hs.send(wire.AppendHandshakeMessage(hs.takeHello(2+len(msg)), msg))
 }
 
 // send writes b, framed handshake messages or an abort, once the first
@@ -551,14 +627,24 @@ func (hs *handshakeState) send(b []byte) error {
 }
 
 // joinFlight waits for the first flight to be written, so that nothing is
-// written concurrently with it.
+// written concurrently with it, and returns the write's error.
 func (hs *handshakeState) joinFlight() error {
-	if hs.flight == nil {
-		return nil
+	if hs.flight != nil {
+		hs.flightErr = <-hs.flight
+		hs.flight = nil
 	}
-	err := <-hs.flight
-	hs.flight = nil
-	return err
+	return hs.flightErr
+}
+
+// endFlight ends the first flight of a handshake that has ended: it
+// settles a flight still being written and, if the handshake failed
+// before this side's hello went out, sends it, as it would have been at
+// once without peerFlightArrived.
+func (hs *handshakeState) endFlight() {
+	if hs.settleFlight() && hs.helloHeld {
+		hs.c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		hs.c.conn.Write(hs.takeHello(0))
+	}
 }
 
 // settleFlight waits a moment for the first flight to be written, so that
@@ -567,7 +653,7 @@ func (hs *handshakeState) joinFlight() error {
 // flight was written in full.
 func (hs *handshakeState) settleFlight() bool {
 	if hs.flight == nil {
-		return true
+		return hs.flightErr == nil
 	}
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
@@ -581,7 +667,7 @@ func (hs *handshakeState) settleFlight() bool {
 			err = os.ErrDeadlineExceeded
 		}
 	}
-	hs.flight = nil
+	hs.flight, hs.flightErr = nil, err
 	return err == nil
 }
 
@@ -602,16 +688,17 @@ func (hs *handshakeState) readNoise(s slot) (payload []byte, cs1, cs2 *noise.Cip
 
 // readMessage reads one framed handshake message, the message of slot s,
 // turning an abort into the error it stands for there (abortError). A
-// message longer than max is refused before its body is read.
+// message longer than max is refused before its body is read. The message
+// is valid until the next read (readFull).
 func (hs *handshakeState) readMessage(s slot, max int) ([]byte, error) {
-	var l [2]byte
-	if _, err := io.ReadFull(hs.c.conn, l[:]); err != nil {
+	l, err := hs.readFull(2)
+	if err != nil {
 		return nil, readHandshakeError(err)
 	}
-	n := int(binary.BigEndian.Uint16(l[:]))
+	n := int(binary.BigEndian.Uint16(l))
 	if n == 0 {
-		var reason [1]byte
-		if _, err := io.ReadFull(hs.c.conn, reason[:]); err != nil {
+		reason, err := hs.readFull(1)
+		if err != nil {
 			return nil, readHandshakeError(err)
 		}
 		return nil, hs.abortError(s, reason[0])
@@ -619,16 +706,165 @@ func (hs *handshakeState) readMessage(s slot, max int) ([]byte, error) {
 	if n > max {
 		return nil, hs.protocolError(fmt.Sprintf("a handshake message of %d bytes, more than the %d it may have", n, max))
 	}
-	// The buffer grows as the body arrives, so a peer that announces 64 KiB
-	// and sends nothing makes this side hold nothing.
-	msg, err := io.ReadAll(io.LimitReader(hs.c.conn, int64(n)))
-	if err == nil && len(msg) < n {
-		err = io.ErrUnexpectedEOF
-	}
+	msg, err := hs.readBody(n)
 	if err != nil {
 		return nil, readHandshakeError(err)
 	}
 	return msg, nil
+}
+
+// handshakeReadSize is the size of the handshake's read buffer: one read
+// takes in a hello and the message 2 behind it (1.3 KB with ML-KEM), or a
+// message 3 and the first records behind it.
+const handshakeReadSize = 2048
+
+// readFull returns the next n bytes of the peer's handshake, n at most
+// handshakeReadSize. It reads ahead, as much as the buffer holds, so that
+// one system call takes in all the peer has sent; the bytes read past the
+// handshake's last message go to the record layer (readAhead). Only from a
+// listener's connection whose first flight is not all read yet does it
+// read no more than n: those reads cost no system call, and what follows
+// the first flight may be a new first flight, which the listener reads
+// itself (retryFull). Once all it holds is used, the buffer goes back to
+// the pool, so that a handshake that waits for its peer holds none
+// (awaitPeer). The bytes returned are valid until the next read, after
+// which another handshake may own them: no caller keeps them.
+func (hs *handshakeState) readFull(n int) ([]byte, error) {
+	if hs.rr == hs.rw {
+		hs.dropReadBuffer()
+		if err := hs.awaitPeer(); err != nil {
+			return nil, err
+		}
+	}
+	if hs.rw-hs.rr < n {
+		if hs.rbuf == nil {
+			hs.rbufp = hs.getReadBuffer()
+			hs.rbuf = *hs.rbufp
+		}
+		if hs.rr+n > len(hs.rbuf) {
+			hs.rw = copy(hs.rbuf, hs.rbuf[hs.rr:hs.rw])
+			hs.rr = 0
+		}
+		end := len(hs.rbuf)
+		if a, ok := hs.c.conn.(admittedConn); ok && a.Buffered() > 0 {
+			end = hs.rr + n
+		}
+		for hs.rw-hs.rr < n {
+			m, err := hs.c.conn.Read(hs.rbuf[hs.rw:end])
+			hs.rw += m
+			if err != nil && hs.rw-hs.rr < n {
+				return nil, err
+			}
+		}
+	}
+	b := hs.rbuf[hs.rr : hs.rr+n]
+	hs.rr += n
+	return b, nil
+}
+
+// awaitPeer waits for the peer's next bytes without a read buffer where
+// the connection has a descriptor the record layer reads from
+// (Conn.rawConn), and reads them: as the record layer does (awaitRecord),
+// it takes a buffer from the pool just before each attempt to read, and
+// gives it back if nothing has arrived. So a handshake that waits for its
+// peer, as a listener's does for message 3, holds no buffer (PROTOCOL.md,
+// "Servers on the open internet"). A listener's connection first gives its
+// turn of handshake CPU back, as a read through it past its first flight
+// does (admittedConn.ReleaseCPU): this read bypasses it. Elsewhere (no
+// descriptor, or a first flight still being replayed) it does nothing, and
+// readFull reads through the connection into a buffer. hs holds no buffer.
+func (hs *handshakeState) awaitPeer() error {
+	raw := hs.c.rawConn()
+	if raw == nil {
+		return nil
+	}
+	if a, ok := hs.c.conn.(admittedConn); ok {
+		a.ReleaseCPU()
+	}
+	var rerr error
+	err := raw.Read(func(fd uintptr) bool {
+		bp := hs.getReadBuffer()
+		n, err := readFD(fd, *bp)
+		if err == errWouldBlock {
+			hs.putReadBuffer(bp)
+			return false
+		}
+		hs.rbufp, hs.rbuf, hs.rr, hs.rw = bp, *bp, 0, n
+		rerr = err
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return rerr
+}
+
+// readBody returns the next n bytes of the peer's handshake, a message's
+// body, valid until the next read. One longer than the read buffer is read
+// into a buffer that grows as it arrives, so that a peer that announces 64
+// KiB and sends nothing makes this side hold no more.
+func (hs *handshakeState) readBody(n int) ([]byte, error) {
+	if n <= handshakeReadSize {
+		return hs.readFull(n)
+	}
+	have := hs.rbuf[hs.rr:hs.rw] // less than n
+	hs.rr, hs.rw = 0, 0
+	rest, err := io.ReadAll(io.LimitReader(hs.c.conn, int64(n-len(have))))
+	if err == nil && len(have)+len(rest) < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(have[:len(have):len(have)], rest...), nil
+}
+
+// handshakeBufPool holds the handshakes' read buffers, which hold only
+// what the peer sent in the clear or encrypted, between handshakes.
+var handshakeBufPool = sync.Pool{New: func() any {
+	b := make([]byte, handshakeReadSize)
+	return &b
+}}
+
+// getReadBuffer takes a read buffer from the pool.
+func (hs *handshakeState) getReadBuffer() *[]byte {
+	if testOnlyReadBuffers != nil {
+		testOnlyReadBuffers(hs.c, 1)
+	}
+	return handshakeBufPool.Get().(*[]byte)
+}
+
+// putReadBuffer gives b back to the pool; nothing may use it after.
+func (hs *handshakeState) putReadBuffer(b *[]byte) {
+	if testOnlyReadBuffers != nil {
+		testOnlyReadBuffers(hs.c, -1)
+	}
+	handshakeBufPool.Put(b)
+}
+
+// testOnlyReadBuffers, set by a test, is told of each read buffer a
+// handshake of c takes (1) and gives back (-1).
+var testOnlyReadBuffers func(c *Conn, delta int)
+
+// readAhead returns, in a slice of its own, what the handshake read past
+// its last message, for the record layer to read first; nil if nothing.
+// The read buffer goes back to the pool.
+func (hs *handshakeState) readAhead() []byte {
+	var b []byte
+	if hs.rr < hs.rw {
+		b = bytes.Clone(hs.rbuf[hs.rr:hs.rw])
+	}
+	hs.dropReadBuffer()
+	return b
+}
+
+// dropReadBuffer gives the read buffer back to the pool, with what it
+// holds: nothing read from it may be used after.
+func (hs *handshakeState) dropReadBuffer() {
+	if hs.rbufp != nil {
+		hs.putReadBuffer(hs.rbufp)
+	}
+	hs.rbuf, hs.rbufp, hs.rr, hs.rw = nil, nil, 0, 0
 }
 
 // readHandshakeError is the error for a failed read of the handshake: the
@@ -646,7 +882,7 @@ func (hs *handshakeState) abort(reason byte) {
 		return // the stream is broken; an abort would not be understood
 	}
 	hs.c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	hs.c.conn.Write(wire.AppendAbort(nil, reason))
+	hs.c.conn.Write(wire.AppendAbort(hs.takeHello(3), reason))
 }
 
 // protocolError aborts with 0x03 and returns the error for a message that
@@ -674,4 +910,5 @@ func (hs *handshakeState) clear() {
 	hs.dh.keys = nil
 	hs.kemKey = nil
 	hs.noise = nil
+	hs.dropReadBuffer()
 }

@@ -18,6 +18,25 @@ import (
 // resumption message 1 ("Session resumption"), which asks for a full
 // handshake (retryFull) when this side does not honour the ticket.
 
+// The hello is sent first so that two sides which both wait for the other
+// to initiate find out at once, and a side whose version the peer lacks
+// is told so ("The hello"). A responder that already has its peer's whole
+// first flight needs neither: it reads at once whether the peer waits too,
+// and then sends its hello before failing, as it does before any failure
+// (endFlight). So it holds its hello back and sends it in one write with
+// what it sends next, message 2, resumption message 2, 00 00 05 or an
+// abort (takeHello): one system call and one wake-up of the peer less. The
+// bytes on the wire are the same, and it never waits for the peer while
+// its hello is held: all it reads before its answer has arrived.
+
+// peerFlightArrived reports whether the peer's whole first flight, its
+// hello and what follows it, has arrived: on a listener's connection,
+// which reads it before the handshake starts (admittedConn.Buffered).
+func (hs *handshakeState) peerFlightArrived() bool {
+	a, ok := hs.c.conn.(admittedConn)
+	return ok && a.Buffered() >= wire.HelloSize
+}
+
 // runResponder completes a full handshake as responder to the peer's
 // message 1.
 func (hs *handshakeState) runResponder(msg1 []byte) error {
@@ -262,14 +281,19 @@ func (hs *handshakeState) readFinished(cs1, cs2 *noise.CipherState) error {
 // retryFull asks the initiator for a full handshake and runs it
 // ("Falling back to a full handshake").
 func (hs *handshakeState) retryFull() error {
-	if err := hs.send(wire.AppendAbort(nil, wire.RetryFull)); err != nil {
+	if err := hs.send(wire.AppendAbort(hs.takeHello(3), wire.RetryFull)); err != nil {
 		return err
 	}
 	hs.peerResume = false
 	// A listener waits for the full message 1 as for a first flight
 	// (admittedConn.AwaitFirstFlight), into a buffer that grows only as
-	// bytes arrive.
+	// bytes arrive. The handshake has read nothing past the first flight
+	// from it (readFull), so its read buffer is empty: it is dropped
+	// while the listener waits.
 	if a, ok := hs.c.conn.(admittedConn); ok {
+		if hs.rr == hs.rw {
+			hs.dropReadBuffer()
+		}
 		if err := a.AwaitFirstFlight(hs.ctx, retryFlightLen); err != nil {
 			return readHandshakeError(err)
 		}

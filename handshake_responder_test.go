@@ -2,11 +2,13 @@ package securepeer
 
 import (
 	"bytes"
+	"context"
 	"crypto/mlkem"
 	"encoding/binary"
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,5 +204,87 @@ func TestResumptionMessage1Faults(t *testing.T) {
 				t.Errorf("answer %x, want %x", answer, want)
 			}
 		})
+	}
+}
+
+// writeCounter counts the Writes of a connection.
+type writeCounter struct {
+	net.Conn
+	writes atomic.Int32
+}
+
+func (c *writeCounter) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// countingListener hands out its connections behind writeCounters.
+type countingListener struct {
+	net.Listener
+	conns chan *writeCounter
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	wc := &writeCounter{Conn: c}
+	l.conns <- wc
+	return wc, nil
+}
+
+// TestResponderHelloWithMessage2 checks that a responder behind a
+// listener, which has read the peer's first flight before the handshake
+// starts, sends its hello in one write with its message 2 (or resumption
+// message 2).
+func TestResponderHelloWithMessage2(t *testing.T) {
+	client, server := testIdentity(t, 1), testIdentity(t, 2)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: inner, conns: make(chan *writeCounter, 2)}
+	ln := NewListener(cl, &Config{Identity: server})
+	defer ln.Close()
+	cache := anyKeyCache{NewLRUClientSessionCache(1)}
+	for _, resumed := range []bool{false, true} {
+		c, err := Dial(context.Background(), "tcp", ln.Addr().String(), &Config{Identity: client, Verify: pin(server.PublicKey()), ClientSessionCache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.ConnectionState().DidResume; got != resumed {
+			t.Fatalf("DidResume = %v", got)
+		}
+		if n := (<-cl.conns).writes.Load(); n != 1 {
+			t.Errorf("resumed %v: the responder's handshake took %d writes, want its hello and message 2 in one", resumed, n)
+		}
+		echoOnce(t, c, s.(*Conn)) // the ticket, for the resumed connection
+		closeBoth(c, s)
+	}
+}
+
+// TestBothWaitedWithHeldHello checks that a Server side that dials a
+// listener fails at once, as two Server sides do: the listener's responder
+// has the dialer's hello before its handshake starts, and so holds its own
+// back (peerFlightArrived), but sends it before it gives up.
+func TestBothWaitedWithHeldHello(t *testing.T) {
+	ln, err := Listen("tcp", "127.0.0.1:0", &Config{Identity: testIdentity(t, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := Server(raw, &Config{Identity: testIdentity(t, 1), HandshakeTimeout: time.Minute})
+	defer y.Close()
+	if err := wait(t, run(y.Handshake)); err == nil || !strings.Contains(err.Error(), "both sides waited") {
+		t.Errorf("got %v, want the Server side to fail at once with \"both sides waited\"", err)
 	}
 }

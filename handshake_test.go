@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer/internal/admit"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -337,6 +339,138 @@ func TestResponderWritesFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestWritesAtOnce checks which first flights are written without a
+// goroutine of their own: a short one on TCP, also behind a listener's
+// admission, where the kernel takes it whole; never one that could wait
+// for the peer to read, which TestSimultaneousOpen's net.Pipe would turn
+// into a deadlock.
+func TestWritesAtOnce(t *testing.T) {
+	tcp, _ := tcpPair(t)
+	pipe, _ := net.Pipe()
+	tests := []struct {
+		name string
+		conn net.Conn
+		n    int
+		want bool
+	}{
+		{"tcp, a full handshake's flight", tcp, wire.HelloSize + 2 + wire.MaxMessage1, true},
+		{"tcp, the longest flight written at once", tcp, maxFlightAtOnce, true},
+		{"tcp, a long resumption flight", tcp, wire.HelloSize + 2 + wire.MaxResumeMessage1, false},
+		{"admitted tcp", &admit.Conn{Conn: tcp}, wire.HelloSize, true},
+		{"pipe", pipe, wire.HelloSize, false},
+		{"admitted pipe", &admit.Conn{Conn: pipe}, wire.HelloSize, false},
+		{"a wrapped tcp connection", struct{ net.Conn }{tcp}, wire.HelloSize, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := writesAtOnce(tt.conn, tt.n); got != tt.want {
+				t.Errorf("writesAtOnce(%d bytes) = %v, want %v", tt.n, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestFlightAtOnceFitsSmallestBuffers checks maxFlightAtOnce's premise on
+// this kernel: on a TCP connection whose send and receive buffers are the
+// smallest the kernel allows, both ends write that many bytes without
+// either reading, and both writes complete; then a simultaneous open, both
+// sides writing their flight at once, completes.
+func TestFlightAtOnceFitsSmallestBuffers(t *testing.T) {
+	a, b := tcpPair(t)
+	for _, c := range []net.Conn{a, b} {
+		tc := c.(*net.TCPConn)
+		if err := tc.SetWriteBuffer(1); err != nil {
+			t.Fatal(err)
+		}
+		if err := tc.SetReadBuffer(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flight := make([]byte, maxFlightAtOnce)
+	for _, c := range []net.Conn{a, b} {
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(flight); err != nil {
+			t.Fatalf("a write of %d bytes on an unread connection: %v", len(flight), err)
+		}
+		c.SetWriteDeadline(time.Time{})
+	}
+	for _, c := range []net.Conn{a, b} {
+		if _, err := io.ReadFull(c, flight); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	x := NewConn(a, &Config{Identity: alice, Verify: pin(bob.PublicKey())})
+	y := NewConn(b, &Config{Identity: bob, Verify: pin(alice.PublicKey())})
+	other := run(y.Handshake)
+	if err := x.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, other); err != nil {
+		t.Fatal(err)
+	}
+	echoOnce(t, x, y)
+	closeBoth(x, y)
+}
+
+// readCounter counts the Reads of a connection until stop.
+type readCounter struct {
+	net.Conn
+	reads   atomic.Int32
+	stopped atomic.Bool
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	if !c.stopped.Load() {
+		c.reads.Add(1)
+	}
+	return c.Conn.Read(p)
+}
+
+// TestHandshakeReadsEachFlightAtOnce checks that the handshake reads ahead:
+// each flight of the peer's that arrives in one piece is read in one Read
+// (a net.Pipe gives each Read the bytes of one Write). The responder reads
+// the hello and message 1 in one, message 3 (or finished) in another; the
+// initiator the responder's hello, written on its own, in one, and message
+// 2 with its length in the next.
+func TestHandshakeReadsEachFlightAtOnce(t *testing.T) {
+	alice, bob := testIdentity(t, 1), testIdentity(t, 2)
+	cache := anyKeyCache{NewLRUClientSessionCache(1)}
+	server := &Config{Identity: bob}
+	for _, name := range []string{"full", "resumed"} {
+		t.Run(name, func(t *testing.T) {
+			a, b := net.Pipe()
+			ra, rb := &readCounter{Conn: a}, &readCounter{Conn: b}
+			x := Client(ra, &Config{Identity: alice, Verify: pin(bob.PublicKey()), ClientSessionCache: cache})
+			y := Server(rb, server)
+			other := run(func() error {
+				err := y.Handshake()
+				rb.stopped.Store(true)
+				return err
+			})
+			err := x.Handshake()
+			ra.stopped.Store(true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := wait(t, other); err != nil {
+				t.Fatal(err)
+			}
+			if got := x.ConnectionState().DidResume; got != (name == "resumed") {
+				t.Fatalf("DidResume = %v", got)
+			}
+			if n := ra.reads.Load(); n != 2 {
+				t.Errorf("the initiator read the responder's two flights in %d reads", n)
+			}
+			if n := rb.reads.Load(); n != 2 {
+				t.Errorf("the responder read the initiator's two flights in %d reads", n)
+			}
+			echoOnce(t, x, y) // the ticket, for the resumed connection
+			closeBoth(x, y)
+		})
+	}
 }
 
 func TestSimultaneousOpen(t *testing.T) {
@@ -1179,5 +1313,226 @@ func TestPeerMessage1Frame(t *testing.T) {
 				t.Errorf("handshake: %v, want %q", err, tt.wantError)
 			}
 		})
+	}
+}
+
+// stallAfterFlight is an initiator's connection that stops writing after
+// its first flight: its next Write (message 3) says so on wrote2 and
+// waits until the connection is closed.
+type stallAfterFlight struct {
+	net.Conn
+	writes    atomic.Int32
+	wrote2    chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func newStallAfterFlight(c net.Conn) *stallAfterFlight {
+	return &stallAfterFlight{Conn: c, wrote2: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (c *stallAfterFlight) Write(p []byte) (int, error) {
+	if c.writes.Add(1) == 1 {
+		return c.Conn.Write(p)
+	}
+	close(c.wrote2)
+	<-c.closed
+	return 0, net.ErrClosed
+}
+
+func (c *stallAfterFlight) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// readBufferCount counts, through testOnlyReadBuffers, the handshake read
+// buffers each Conn holds, and says on changed that a count changed.
+type readBufferCount struct {
+	mu      sync.Mutex
+	held    map[*Conn]int
+	changed chan struct{}
+}
+
+func countReadBuffers(t *testing.T) *readBufferCount {
+	rc := &readBufferCount{held: map[*Conn]int{}, changed: make(chan struct{}, 1)}
+	testOnlyReadBuffers = func(c *Conn, d int) {
+		rc.mu.Lock()
+		rc.held[c] += d
+		rc.mu.Unlock()
+		select {
+		case rc.changed <- struct{}{}:
+		default:
+		}
+	}
+	t.Cleanup(func() { testOnlyReadBuffers = nil })
+	return rc
+}
+
+// heldBut returns the number of read buffers held by the Conns not in
+// skip.
+func (rc *readBufferCount) heldBut(skip map[*Conn]bool) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	n := 0
+	for c, k := range rc.held {
+		if !skip[c] {
+			n += k
+		}
+	}
+	return n
+}
+
+// TestHandshakeWaitsWithoutReadBuffer checks that responders waiting for
+// message 3 hold no read buffer (awaitPeer), so that the state "waiting
+// for message 3" of PROTOCOL.md's table costs no more than it did before
+// the handshake read ahead: their initiators stall after reading message
+// 2, and every buffer the responders took must come back while they wait.
+// Behind a listener, more responders wait than there are turns of
+// handshake CPU, and a client must still get through: waiting on the
+// descriptor, past the listener's connection, gives the turn back as a
+// read through it does.
+func TestHandshakeWaitsWithoutReadBuffer(t *testing.T) {
+	if !haveReadFD {
+		t.Skip("the handshake reads through a buffer where it cannot wait on a descriptor")
+	}
+	n := runtime.GOMAXPROCS(0) + 4
+	server, client := testIdentity(t, 2), testIdentity(t, 1)
+	var ln net.Listener // the listener's case's
+	tests := []struct {
+		name   string
+		listen bool
+		// connect returns the initiator's end of a connection to a
+		// responder.
+		connect func(t *testing.T) net.Conn
+	}{
+		{"Server on TCP", false, func(t *testing.T) net.Conn {
+			a, b := tcpPair(t)
+			ch := run(Server(b, &Config{Identity: server}).Handshake)
+			t.Cleanup(func() { b.Close(); <-ch })
+			return a
+		}},
+		{"listener", true, func(t *testing.T) net.Conn {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkNoLeaks(t)
+			if tt.listen {
+				var err error
+				if ln, err = Listen("tcp", "127.0.0.1:0", &Config{Identity: server}); err != nil {
+					t.Fatal(err)
+				}
+				defer ln.Close()
+			}
+			rc := countReadBuffers(t)
+			var stalls []*stallAfterFlight
+			var done []<-chan error
+			defer func() {
+				for _, s := range stalls {
+					s.Close()
+				}
+				for _, ch := range done {
+					<-ch
+				}
+			}()
+			clients := map[*Conn]bool{}
+			timeout := time.After(20 * time.Second)
+			for range n {
+				stall := newStallAfterFlight(tt.connect(t))
+				stalls = append(stalls, stall)
+				c := Client(stall, &Config{Identity: client})
+				rc.mu.Lock()
+				clients[c] = true
+				rc.mu.Unlock()
+				done = append(done, run(c.Handshake))
+				select {
+				case <-stall.wrote2: // the client has read message 2
+				case <-timeout:
+					t.Fatalf("responder %d of %d sent no message 2 in time", len(stalls), n)
+				}
+			}
+			for rc.heldBut(clients) > 0 {
+				select {
+				case <-rc.changed:
+				case <-timeout:
+					t.Fatalf("%d responders waiting for message 3 hold %d read buffers", n, rc.heldBut(clients))
+				}
+			}
+			if tt.listen {
+				testClientGetsThrough(t, ln, server.PublicKey())
+			}
+		})
+	}
+}
+
+// testClientGetsThrough checks that a client completes a handshake with
+// ln, whose key is key, and that Accept returns its connection.
+func testClientGetsThrough(t *testing.T, ln net.Listener, key PublicKey) {
+	t.Helper()
+	accepted := run(func() error {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, "tcp", ln.Addr().String(), &Config{Identity: testIdentity(t, 3), Verify: pin(key)})
+	if err != nil {
+		t.Fatalf("a client did not get through: %v", err)
+	}
+	c.Close()
+	if err := <-accepted; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cpuProbeConn is an admittedConn over a TCP connection with its first
+// flight all read, as a listener's is once the handshake has read past
+// it, whose AcquireCPU calls acquire and grants the turn.
+type cpuProbeConn struct {
+	net.Conn
+	acquire func()
+}
+
+func (c *cpuProbeConn) Proved()                          {}
+func (c *cpuProbeConn) AcquireCPU(context.Context) error { c.acquire(); return nil }
+func (c *cpuProbeConn) ReleaseCPU()                      {}
+func (c *cpuProbeConn) Buffered() int                    { return 0 }
+func (c *cpuProbeConn) NetConn() net.Conn                { return c.Conn }
+func (c *cpuProbeConn) AwaitFirstFlight(context.Context, func([]byte) int) error {
+	return errors.New("cpuProbeConn: no new first flight")
+}
+
+// TestQueuedForCPUWithoutReadBuffer checks that a responder behind a
+// listener waits for its turn of handshake CPU without a read buffer
+// (acquireCPU): the state "queued for CPU" of PROTOCOL.md's table holds
+// message 1 decrypted, not the buffer it was read into.
+func TestQueuedForCPUWithoutReadBuffer(t *testing.T) {
+	checkNoLeaks(t)
+	rc := countReadBuffers(t)
+	a, b := tcpPair(t)
+	var server *Conn
+	held := -1
+	server = Server(&cpuProbeConn{Conn: b, acquire: func() {
+		rc.mu.Lock()
+		held = rc.held[server]
+		rc.mu.Unlock()
+	}}, &Config{Identity: testIdentity(t, 2)})
+	ch := run(server.Handshake)
+	if err := Client(a, &Config{Identity: testIdentity(t, 1)}).Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, ch); err != nil {
+		t.Fatal(err)
+	}
+	if held != 0 {
+		t.Errorf("the responder held %d read buffers while it waited for its turn of CPU, want 0", held)
 	}
 }

@@ -276,6 +276,10 @@ func peerAnswer(t *testing.T, handshake func(net.Conn) error, flight []byte, wit
 	if rerr != nil {
 		answer = nil // it sent nothing more
 	}
+	// Close only once the handshake has ended: closing with the rest of
+	// its message unread sends a reset, which the side could read in
+	// place of the end of the stream.
+	err = wait(t, done)
 	b.Close()
-	return answer, wait(t, done)
+	return answer, err
 }

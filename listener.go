@@ -113,7 +113,8 @@ func (l *listener) Addr() net.Addr { return l.l.Addr() }
 //     no longer ranks with those that cost their sender nothing;
 //   - AcquireCPU waits for the source's turn of handshake CPU before the
 //     responder computes, a turn that goes back when the handshake next
-//     waits for the peer;
+//     waits for the peer: reading past the first flight gives it back, and
+//     so does ReleaseCPU, before the handshake waits on the descriptor;
 //   - AwaitFirstFlight waits, under the first flight's deadline and ranked
 //     as a new connection, for the full message 1 that answers RetryFull,
 //     and replays it to the next reads;
@@ -123,6 +124,7 @@ type admittedConn interface {
 	net.Conn
 	Proved()
 	AcquireCPU(ctx context.Context) error
+	ReleaseCPU()
 	AwaitFirstFlight(ctx context.Context, need func([]byte) int) error
 	Buffered() int
 	NetConn() net.Conn

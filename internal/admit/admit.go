@@ -946,6 +946,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// ReleaseCPU gives the handshake's CPU turn back, if it holds one, as a
+// read past the first flight does: for a handshake about to wait for the
+// peer without reading through c (on the socket's descriptor).
+func (c *Conn) ReleaseCPU() { c.releaseCPU() }
+
 func (c *Conn) releaseCPU() {
 	if !c.released.Load() && !c.released.Swap(true) {
 		c.release()

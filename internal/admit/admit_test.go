@@ -602,8 +602,8 @@ func TestConnReplaysFlightAndReleasesCPU(t *testing.T) {
 }
 
 // A handshake that computes again after waiting for the peer (a responder
-// falling back to a full handshake) takes a new turn, which its next read
-// gives back; while it holds the turn, the turn is not free.
+// falling back to a full handshake) takes a new turn, which its next read,
+// or ReleaseCPU, gives back; while it holds the turn, the turn is not free.
 func TestConnAcquireCPU(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
@@ -634,6 +634,16 @@ func TestConnAcquireCPU(t *testing.T) {
 	c.releaseCPU() // as the listener does when the handshake ends
 	if free() != 1 {
 		t.Fatalf("the turn was given back twice: %d free", free())
+	}
+	// A handshake about to wait for the peer on the socket's descriptor,
+	// past c, gives the turn back itself, once.
+	if err := c.AcquireCPU(context.Background()); err != nil || free() != 0 {
+		t.Fatalf("AcquireCPU: %v, %d free; want the turn taken", err, free())
+	}
+	c.ReleaseCPU()
+	c.ReleaseCPU()
+	if free() != 1 {
+		t.Fatalf("%d turns free after ReleaseCPU twice, want 1", free())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
