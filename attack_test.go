@@ -1237,7 +1237,9 @@ func (h *helperProc) count() (serverCount, error) {
 var pendingRows = []pendingRow{
 	{"first flight", stallPartial, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 4 << 10},
 	{"refused ticket", stallTicket, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 12 << 10},
-	{"queued for CPU", stallFresh, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 20 << 10},
+	// Queued for CPU: the server keeps computing message 2 for some of
+	// them while it is measured, whose work in progress counts too.
+	{"queued for CPU", stallFresh, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 28 << 10},
 	{"waiting for message 3", stallFresh, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 20 << 10},
 	{"Verify running", attackComplete, "verify", func(a *attack, c serverCount) bool { return a.settled() && c.proved() >= 4000 }, 20 << 10},
 	{"completed, waiting for Accept", attackComplete, "accept", func(a *attack, c serverCount) bool { return a.settled() && c.completed >= 4000 }, 16 << 10},
