@@ -146,6 +146,7 @@ type connectOptions struct {
 	tunnel     tunnelFlags
 	wait       time.Duration // -w: 0 for the defaults
 	tty        bool
+	relays     relayList // -relay: the relays to reach a peer named by key through
 }
 
 // parseConnect parses connect's command line into options, and validates
@@ -163,6 +164,7 @@ func parseConnect(args []string) (*connectOptions, error) {
 	fs.BoolVar(&o.tunnel.noReconnect, "no-reconnect", false, "")
 	fs.DurationVar(&o.wait, "w", 0, "")
 	fs.BoolVar(&o.tty, "t", false, "")
+	fs.Var(&o.relays, "relay", "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -186,7 +188,7 @@ func (o *connectOptions) validate() error {
 	case len(rest) > 1:
 		return usageErrorf("connect: unexpected arguments %q after the address; data to send goes to stdin, as in echo hi | securepeer connect HOST:PORT", rest[1:])
 	}
-	if err := checkAddr("peer address", o.addr, true); err != nil {
+	if err := o.checkPeer(); err != nil {
 		return err
 	}
 	if err := checkForwards("connect", o.tunnel.from, o.tunnel.to); err != nil {
@@ -262,10 +264,17 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	target, err := o.resolve(e)
+	if err != nil {
+		return err
+	}
 	if o.tty && !e.stdinIsTerminal() {
 		e.notef("-t: stdin is not a terminal, so the command gets none (as ssh says, a pseudo-terminal will not be allocated)")
 	}
 	log := o.common.logger(e)
+	if target.byKey() {
+		return connectByKey(ctx, e, o, target, log)
+	}
 	// The key check is set up before the identity is loaded (and, the
 	// first time, created), and needs it only during a handshake.
 	var h handshaker
@@ -276,7 +285,8 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if h, err = newHandshaker(e, &o.common, &o.legacy, o.handshake()); err != nil {
 		return err
 	}
-	return connectWith(ctx, e, &o.common, h, o.addr, &o.tunnel, o.tty && e.stdinIsTerminal(), verify, log)
+	d := &tcpDialer{h: h, addr: o.addr, verify: verify, log: log, stdio: !o.tunnel.tunnel(), notef: e.notef}
+	return connectWith(ctx, e, &o.common, d, &o.tunnel, o.tty && e.stdinIsTerminal(), log)
 }
 
 // tunnelFlags are connect's tunnel flags.
@@ -287,14 +297,14 @@ type tunnelFlags struct {
 
 func (t *tunnelFlags) tunnel() bool { return len(t.from) > 0 || len(t.to) > 0 }
 
-// connectWith connects to the peer at addr with h, and joins it to stdin and
+// connectWith connects to the peer with d, and joins it to stdin and
 // stdout, or with -from or -to, makes a tunnel with it. tty asks a listen
 // -exec peer for a terminal (-t, with a terminal on stdin).
-func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, addr string, tf *tunnelFlags, tty bool, verify verifyFunc, log *slog.Logger) error {
+func connectWith(ctx context.Context, e *env, cf *commonFlags, d peerDialer, tf *tunnelFlags, tty bool, log *slog.Logger) error {
 	if tf.tunnel() {
-		return connectTunnel(ctx, e, h, addr, tf.from, tf.to, tf.noReconnect, verify, log)
+		return connectTunnel(ctx, e, d, tf.from, tf.to, tf.noReconnect, log)
 	}
-	s, err := dialOrPlain(ctx, h, addr, verify, log, e.notef)
+	s, err := d.dial(ctx)
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,9 @@ Usage:
     securepeer keygen [-f FILE] [-force]      make an identity (key pair)
     securepeer id [-i FILE]                   print your public key and fingerprint
     securepeer listen [flags] ADDR            accept peers: stdio, -exec, -to, -from
-    securepeer connect [flags] ADDR           connect to a peer: stdio, -from, -to
+    securepeer listen -p2p [flags]            accept them by key, through relays, behind NATs
+    securepeer connect [flags] PEER           connect to a peer: stdio, -from, -to
+    securepeer relay [flags] [ADDR]           a relay through which peers named by key meet
     securepeer demo                           two peers shake hands in this process
     securepeer help [CMD]                     describe a subcommand
 
@@ -85,6 +87,7 @@ func commands() []command {
 		{"id", idUsage, runID},
 		{"listen", listenUsage, runListen},
 		{"connect", connectUsage, runConnect},
+		{"relay", relayUsage, runRelay},
 		{"demo", demoUsage, runDemo},
 	}
 }

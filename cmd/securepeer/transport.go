@@ -69,6 +69,7 @@ type stream struct {
 	peer        peerKey
 	remoteAddr  string
 	protocol    string
+	path        string // how a p2p stream's connection runs; "" over TCP
 	negotiated  string // the application protocol both sides chose, if any
 	cipher      string
 	postQuantum bool
@@ -120,11 +121,20 @@ func (s *stream) logHandshake(log *slog.Logger, extra ...any) {
 		"peer", s.peer.Fingerprint(),
 		"addr", s.remoteAddr,
 		"protocol", s.protocol,
-		"cipher", s.cipher,
+	}
+	if s.path != "" {
+		// A p2p stream: its connection's handshake is the engine's, and
+		// took is the stream's opening (the dial, for connect).
+		args = append(args, "path", s.path)
+	}
+	if s.cipher != "" {
+		args = append(args, "cipher", s.cipher)
+	}
+	args = append(args,
 		"post_quantum", s.postQuantum,
 		"role", s.role(),
 		"handshake", s.took.Round(time.Microsecond),
-	}
+	)
 	if s.resumed {
 		args = append(args, "resumed", true)
 	}
