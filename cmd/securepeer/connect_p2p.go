@@ -102,17 +102,21 @@ func connectByKey(ctx context.Context, e *env, o *connectOptions, t peerTarget, 
 		return usageErrorf("connect: %s is your own key (%s); name the peer's", t.key.Fingerprint(), t.how)
 	}
 	log.Info("peer named by key", "peer", t.key.Fingerprint(), "from", t.how, "relays", strings.Join(relays, " "))
-	n, err := startNode(ctx, id, p2pSpec{relays: relays, notef: e.notef}, log)
+	note := "; this session's stream stays on the relay, as a stream does not move between connections"
+	if o.tunnel.tunnel() {
+		note = "" // the tunnel moves to it, and says so
+	}
+	n, err := startNode(ctx, id, p2pSpec{relays: relays, notef: e.notef, directNote: note}, log)
 	if err != nil {
 		return err
 	}
 	defer n.close()
-	n.watch(t.key)
+	direct := n.watch(t.key)
 	protos := o.handshake().protos
 	if len(protos) == 0 {
 		protos = []string{streamProtocol}
 	}
-	d := &p2pDialer{n: n, key: t.key, protos: protos, timeout: p2pDialTimeout}
+	d := &p2pDialer{n: n, key: t.key, protos: protos, timeout: p2pDialTimeout, direct: direct}
 	if o.wait > 0 {
 		d.timeout = o.wait
 	}
@@ -134,6 +138,7 @@ type p2pDialer struct {
 	key     securepeer.PublicKey
 	protos  []string
 	timeout time.Duration
+	direct  <-chan struct{} // the node's word that the connection went direct
 }
 
 func (d *p2pDialer) dial(ctx context.Context) (*stream, error) {
@@ -167,6 +172,10 @@ func (d *p2pDialer) plain() peerDialer {
 	p.protos = []string{streamProtocol}
 	return &p
 }
+
+// directs returns what says that the connection to the peer went direct,
+// for a tunnel to move to it.
+func (d *p2pDialer) directs() <-chan struct{} { return d.direct }
 
 func (d *p2pDialer) offersTunnel() bool { return slices.Contains(d.protos, tunnel.Protocol) }
 

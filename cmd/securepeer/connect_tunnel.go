@@ -52,6 +52,9 @@ type tunnelClient struct {
 	end       *tunnelEnd
 	notef     func(string, ...any) // what the tunnel itself does (end.notef is the peer's streams')
 	reconnect bool
+	// direct says that the connection to the peer has gone direct (a
+	// p2p peer): follow moves the tunnel to it. nil: never.
+	direct <-chan struct{}
 
 	mu      sync.Mutex
 	cur     *tunnel.Session // nil while reconnecting
@@ -93,6 +96,13 @@ func (tc *tunnelClient) run(l *tunnelLink) {
 	for l != nil {
 		m := l.m
 		tc.set(m)
+		if next := tc.follow(l); next != nil {
+			prev := l
+			l = next
+			tc.set(l.m) // before prev stops, so that no local connection is sent to it
+			go prev.retire()
+			continue
+		}
 		cut := <-l.served
 		<-m.Done()
 		tc.set(nil)
@@ -109,6 +119,41 @@ func (tc *tunnelClient) run(l *tunnelLink) {
 		}
 		tc.notef("%s; the local connections in progress were reset; reconnecting", why)
 		l = tc.redial()
+	}
+}
+
+// follow waits until the tunnel connection l ends, and returns nil; or,
+// for a tunnel through a relay, until the connection to the peer has gone
+// direct and a new tunnel connection runs over it, and returns that one.
+// A stream does not move between connections, so the tunnel moves
+// instead: its new local connections go direct, and those in progress
+// finish on the relay (retire).
+func (tc *tunnelClient) follow(l *tunnelLink) *tunnelLink {
+	for {
+		select {
+		case <-l.m.Done():
+			return nil
+		case <-tc.direct:
+		}
+		if !l.s.relayed {
+			continue
+		}
+		next, err := meetPeer(tc.ctx, tc.d, tc.end)
+		switch {
+		case err != nil || next == nil:
+			if tc.ctx.Err() == nil && err != nil {
+				tc.notef("the tunnel stays on the relay: a tunnel connection over the direct connection to %s failed (%s)", tc.d, strings.TrimSuffix(describe(err), "."))
+			}
+			if next != nil {
+				next.end(errors.New("not needed"))
+			}
+		case next.s.relayed:
+			// The direct connection went away meanwhile.
+			next.retire()
+		default:
+			tc.notef("the tunnel to %s now runs over the direct connection; the local connections in progress finish on the relay", tc.d)
+			return next
+		}
 	}
 }
 
@@ -208,6 +253,9 @@ func connectTunnel(ctx context.Context, e *env, d peerDialer, from, to []forward
 		notef:     e.notef,
 		reconnect: !noReconnect,
 		changed:   make(chan struct{}),
+	}
+	if dn, ok := d.(interface{ directs() <-chan struct{} }); ok {
+		tc.direct = dn.directs()
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { tc.run(first) })
@@ -315,7 +363,7 @@ func meetPeer(ctx context.Context, d peerDialer, end *tunnelEnd) (*tunnelLink, e
 		m := newTunnelSession(s, true, log)
 		served := make(chan int, 1)
 		go func() { served <- end.server.Serve(ctx, ctx, m) }()
-		l := &tunnelLink{m: m, served: served}
+		l := &tunnelLink{m: m, served: served, s: s}
 		if err := m.Ping(); err != nil {
 			why := fmt.Errorf("the peer at %s did not answer: %v", d, err)
 			if m.Closed() {
@@ -357,6 +405,15 @@ func meetPeer(ctx context.Context, d peerDialer, end *tunnelEnd) (*tunnelLink, e
 type tunnelLink struct {
 	m      *tunnel.Session
 	served <-chan int
+	s      *stream // the secure stream under m
+}
+
+// retire stops the connection, which a newer one replaces: the peer opens
+// no new streams on it, and it closes cleanly once the streams in
+// progress have ended.
+func (l *tunnelLink) retire() {
+	l.m.Stop()
+	<-l.served
 }
 
 // end cuts the connection, for why, and waits until its streams have.

@@ -70,7 +70,8 @@ func (r *listening) listenP2P(ctx context.Context, id *securepeer.Identity) erro
 			}
 			return err
 		},
-		notef: r.rates.Kind("notices about peers and relays"),
+		notef:      r.rates.Kind("notices about peers and relays"),
+		directNote: "; new streams from it use it",
 	}, r.log)
 	if err != nil {
 		return err

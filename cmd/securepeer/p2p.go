@@ -38,11 +38,17 @@ type p2pNode struct {
 
 	say     chan string // notices, in order, to the printer
 	printed chan struct{}
+	// directNote ends the notice that a connection went direct: what it
+	// means for what the command does.
+	directNote string
 
 	mu    sync.Mutex
 	peers map[securepeer.PublicKey]*peerPath // peers whose path the user is told of
-	held  map[securepeer.PublicKey]bool      // relays with a reservation
-	shut  bool
+	// direct, for a peer that connect watches, receives a value when the
+	// connection to it goes direct (p2pDialer.directs).
+	direct map[securepeer.PublicKey]chan struct{}
+	held   map[securepeer.PublicKey]bool // relays with a reservation
+	shut   bool
 }
 
 // A peerPath is what the user was last told of a peer's path.
@@ -66,6 +72,8 @@ type p2pSpec struct {
 	// notef prints what the node says (for listen, at a bounded rate:
 	// peers cause these notices).
 	notef func(format string, args ...any)
+	// directNote ends the notice that a connection went direct.
+	directNote string
 }
 
 // startNode starts the command's p2p node with the identity id.
@@ -78,6 +86,9 @@ func startNode(ctx context.Context, id *securepeer.Identity, spec p2pSpec, log *
 		printed: make(chan struct{}),
 		peers:   make(map[securepeer.PublicKey]*peerPath),
 		held:    make(map[securepeer.PublicKey]bool),
+		direct:  make(map[securepeer.PublicKey]chan struct{}),
+
+		directNote: spec.directNote,
 	}
 	for _, r := range spec.relays {
 		if k, err := relayKey(r); err == nil {
@@ -178,7 +189,13 @@ func (n *p2pNode) notify(e p2p.Event) {
 	case p2p.EventDirect:
 		if p, ok := n.peers[e.Peer]; ok && p.told && p.relayed {
 			p.relayed = false
-			n.tellLocked("the connection to %s is now direct (%s): new streams use it, and streams already open stay on the relay", e.Peer.Fingerprint(), hostPort(e.Path.Remote))
+			n.tellLocked("the connection to %s is now direct (%s)%s", e.Peer.Fingerprint(), hostPort(e.Path.Remote), n.directNote)
+		}
+		if ch, ok := n.direct[e.Peer]; ok {
+			select {
+			case ch <- struct{}{}:
+			default: // one is waiting to be seen already
+			}
 		}
 	}
 }
@@ -273,11 +290,15 @@ func (n *p2pNode) announce(st *p2p.Stream, verb string) {
 
 // watch makes the node tell the user how the connection to key runs: the
 // peer connect dials, before it dials, so that meeting it through a
-// relay is noted.
-func (n *p2pNode) watch(key securepeer.PublicKey) {
+// relay is noted. The channel it returns receives a value each time the
+// connection to key goes direct.
+func (n *p2pNode) watch(key securepeer.PublicKey) <-chan struct{} {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.peerLocked(key)
+	ch := make(chan struct{}, 1)
+	n.direct[key] = ch
+	return ch
 }
 
 // maxPeerPaths bounds the peers whose path the node keeps: past it, it
@@ -309,6 +330,7 @@ func newP2PStream(st *p2p.Stream, self securepeer.PublicKey, initiator bool, too
 		protocol:   "securepeer over p2p",
 		negotiated: st.Protocol(),
 		path:       n.pathWords(st.Path()),
+		relayed:    st.Path().Relayed,
 		// libp2psec refuses a handshake without the ML-KEM-768 hybrid.
 		postQuantum: true,
 		initiator:   initiator,
@@ -431,4 +453,35 @@ func relayCause(err error) string {
 		return "no reason given"
 	}
 	return trimP2P(err)
+}
+
+// circuitError returns the *p2p.CircuitError in err, if a relayed
+// connection's end is why err happened.
+func circuitError(err error) *p2p.CircuitError {
+	var ce *p2p.CircuitError
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return nil
+}
+
+// circuitFailure says why the relayed connection under s ended, in a
+// sentence: the relay lost, or its data or time limit reached.
+func circuitFailure(s *stream, ce *p2p.CircuitError) error {
+	via := s.path
+	if via == "" {
+		via = "through relay " + ce.Relay.Fingerprint()
+	}
+	var why string
+	switch {
+	case errors.Is(ce.Err, p2p.ErrRelayLost):
+		why = "the relay was lost"
+	case errors.Is(ce.Err, p2p.ErrCircuitDataLimit):
+		why = fmt.Sprintf("the relay cut it at its data limit, %s each way", formatBytes(float64(ce.DataLimit)))
+	case errors.Is(ce.Err, p2p.ErrCircuitTimeLimit):
+		why = fmt.Sprintf("the relay cut it at its time limit, %v", ce.TimeLimit)
+	default:
+		why = "the relay or the peer dropped it"
+	}
+	return fmt.Errorf("the connection to %s, %s, ended: %s; data may be missing", s.remoteAddr, via, why)
 }

@@ -70,6 +70,7 @@ type stream struct {
 	remoteAddr  string
 	protocol    string
 	path        string // how a p2p stream's connection runs; "" over TCP
+	relayed     bool   // a p2p stream through a relay
 	negotiated  string // the application protocol both sides chose, if any
 	cipher      string
 	postQuantum bool
@@ -123,18 +124,20 @@ func (s *stream) logHandshake(log *slog.Logger, extra ...any) {
 		"protocol", s.protocol,
 	}
 	if s.path != "" {
-		// A p2p stream: its connection's handshake is the engine's, and
-		// took is the stream's opening (the dial, for connect).
 		args = append(args, "path", s.path)
 	}
 	if s.cipher != "" {
 		args = append(args, "cipher", s.cipher)
 	}
-	args = append(args,
-		"post_quantum", s.postQuantum,
-		"role", s.role(),
-		"handshake", s.took.Round(time.Microsecond),
-	)
+	args = append(args, "post_quantum", s.postQuantum, "role", s.role())
+	switch {
+	case s.path == "":
+		args = append(args, "handshake", s.took.Round(time.Microsecond))
+	case s.initiator:
+		// A p2p stream: the engine made its connection, and took is the
+		// dial, connection and stream.
+		args = append(args, "dial", s.took.Round(time.Microsecond))
+	}
 	if s.resumed {
 		args = append(args, "resumed", true)
 	}

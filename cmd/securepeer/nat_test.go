@@ -1,0 +1,357 @@
+//go:build linux
+
+package main
+
+// The command through NATs: securepeer relay on a public host of the NAT
+// lab (internal/natlab), listen -p2p behind one kind of NAT and connect
+// behind another, each the built command (this test binary, as
+// TestMain installs it) in its host's network namespace. The p2p module's
+// tests cover every pair of NAT kinds at the engine's level; these show
+// that each way a user takes works: stdio, -exec and its exit status, a
+// tunnel with curl and ssh, the notices of how a connection runs, each
+// failure's sentence, and a relay lost mid-session. They need root, as
+// the lab does, and skip without it (fail, with SECUREPEER_REQUIRE_NETNS=1).
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/securepeer/securepeer/internal/natlab"
+)
+
+// A natEnv is a NAT lab whose hosts run the command, sharing a test
+// directory for their keys and files.
+type natEnv struct {
+	t   *testing.T
+	lab *natlab.Lab
+	te  *testEnv
+}
+
+func newNATEnv(t *testing.T) *natEnv {
+	t.Helper()
+	lab := natlab.New(t)
+	return &natEnv{t: t, lab: lab, te: newTestEnv(t)}
+}
+
+// sub is ne for the subtest t.
+func (ne *natEnv) sub(t *testing.T) *natEnv {
+	te := *ne.te
+	te.t = t
+	return &natEnv{t: t, lab: ne.lab, te: &te}
+}
+
+// command returns securepeer with args, to run in h's namespace.
+func (ne *natEnv) command(h *natlab.Host, args ...string) *exec.Cmd {
+	cmd := h.Command(context.Background(), "securepeer", args...)
+	cmd.Dir = ne.te.dir
+	cmd.Env = append([]string(nil), ne.te.env...)
+	return cmd
+}
+
+// key makes an identity file called name (and name.pub), once.
+func (ne *natEnv) key(name string) string {
+	if _, err := os.Stat(filepath.Join(ne.te.dir, name)); err != nil {
+		ne.te.run("keygen", "-f", name, "-C", name)
+	}
+	return name
+}
+
+// relay starts securepeer relay on a new public host, and returns it
+// with its address.
+func (ne *natEnv) relay(name string) (*background, string) {
+	ne.t.Helper()
+	h := ne.lab.AddPublicHost(name)
+	b, addrs := ne.te.startCmd(name, ne.command(h, "relay", "-i", ne.key(name), net.JoinHostPort(h.Addr().String(), "4001")))
+	addr, _, _ := strings.Cut(addrs, "\n")
+	return b, addr
+}
+
+// listen starts listen -p2p as name on h, with args, and returns it once
+// it holds a reservation.
+func (ne *natEnv) listen(h *natlab.Host, name string, args ...string) *background {
+	ne.t.Helper()
+	b, _ := ne.te.startCmd(name, ne.command(h, append([]string{"listen", "-i", ne.key(name)}, args...)...))
+	return b
+}
+
+// run runs connect (or any subcommand) on h to its end, with stdin.
+func (ne *natEnv) run(h *natlab.Host, stdin string, args ...string) (stdout, stderr string, code int) {
+	ne.t.Helper()
+	cmd := ne.command(h, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		ne.t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(testTimeout):
+		cmd.Process.Kill()
+		<-done
+		ne.t.Fatalf("securepeer %s did not end within %v\n%s", strings.Join(args, " "), testTimeout, errOut.String())
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		ne.t.Fatal(err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+// A natSession is a connect whose stdin and stdout the test holds, line
+// by line.
+type natSession struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	out    *bufio.Reader
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error
+}
+
+// open starts a connect on h with args, whose stdin and stdout the test
+// drives.
+func (ne *natEnv) open(h *natlab.Host, args ...string) *natSession {
+	ne.t.Helper()
+	cmd := ne.command(h, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		ne.t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		ne.t.Fatal(err)
+	}
+	s := &natSession{t: ne.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(syncBuffer), done: make(chan struct{})}
+	cmd.Stderr = s.stderr
+	if err := cmd.Start(); err != nil {
+		ne.t.Fatal(err)
+	}
+	go func() {
+		s.err = cmd.Wait()
+		close(s.done)
+	}()
+	ne.t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-s.done
+	})
+	return s
+}
+
+// echo sends a line and waits for it to come back as the peer's -exec
+// returns it (transform), and returns how long that took.
+func (s *natSession) echo(line, want string) time.Duration {
+	s.t.Helper()
+	start := time.Now()
+	if _, err := io.WriteString(s.stdin, line+"\n"); err != nil {
+		s.t.Fatalf("sending %q: %v\n%s", line, err, s.stderr)
+	}
+	type read struct {
+		s   string
+		err error
+	}
+	ch := make(chan read, 1)
+	go func() {
+		got, err := s.out.ReadString('\n')
+		ch <- read{got, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil || r.s != want+"\n" {
+			s.t.Fatalf("echo of %q: %q, %v, want %q\n%s", line, r.s, r.err, want, s.stderr)
+		}
+	case <-time.After(testTimeout):
+		s.t.Fatalf("no echo of %q within %v\n%s", line, testTimeout, s.stderr)
+	}
+	return time.Since(start)
+}
+
+// upperLines is a -exec command that answers each line at once, upper
+// case (tr alone would wait for the end of its input to flush), and
+// exits 7.
+const upperLines = `while read -r l; do printf '%s\n' "$l" | tr a-z A-Z; done; exit 7`
+
+// wait waits for the session to end, and returns its exit code.
+func (s *natSession) wait() int {
+	s.t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(testTimeout):
+		s.t.Fatalf("connect did not end within %v\n%s", testTimeout, s.stderr)
+	}
+	var ee *exec.ExitError
+	if errors.As(s.err, &ee) {
+		return ee.ExitCode()
+	}
+	if s.err != nil {
+		s.t.Fatal(s.err)
+	}
+	return 0
+}
+
+// says waits until the session's stderr matches re.
+func (s *natSession) says(re string) {
+	s.t.Helper()
+	rx := regexp.MustCompile(re)
+	waitFor(s.t, func() bool { return rx.MatchString(s.stderr.String()) }, stringer(func() string {
+		return fmt.Sprintf("connect's stderr does not match %q:\n%s", re, s.stderr)
+	}))
+}
+
+// Notices of how a connection runs.
+const (
+	sayDirect  = `(?m)^securepeer: connected to SHA256:\S+ directly \(\S+\)`
+	sayRelayed = `(?m)^securepeer: connected to SHA256:\S+ through relay /ip4/\S+ \(relayed\)$`
+	sayNowDir  = `(?m)^securepeer: the connection to SHA256:\S+ is now direct`
+)
+
+// TestNATStdio connects, by key, to a listen -p2p -exec behind a NAT from
+// behind another, for pairs that go direct at once, that stay relayed,
+// and that go direct only later: each says how it runs, the stream
+// carries the command's input and output both ways, and connect exits
+// with the command's status. It logs the time to the first byte back.
+func TestNATStdio(t *testing.T) {
+	ne := newNATEnv(t)
+	_, relay := ne.relay("relay")
+	for i, tc := range []struct {
+		listener, dialer natlab.Kind
+		say              []string // the notices, in order
+	}{
+		{natlab.PortRestricted, natlab.PortRestricted, []string{sayDirect}},
+		{natlab.Symmetric, natlab.Symmetric, []string{sayRelayed}},
+		{natlab.Firewall, natlab.Symmetric, []string{sayRelayed}},
+		// A symmetric NAT lets the full cone's packets in only when its
+		// own host dials: the third hole punching attempt, some seconds
+		// after the relayed connection.
+		{natlab.Symmetric, natlab.FullCone, []string{sayRelayed, sayNowDir}},
+	} {
+		t.Run(fmt.Sprintf("%s-%s", tc.listener, tc.dialer), func(t *testing.T) {
+			ne := ne.sub(t)
+			lh := ne.lab.AddHost(fmt.Sprintf("l%d", i), tc.listener)
+			dh := ne.lab.AddHost(fmt.Sprintf("d%d", i), tc.dialer)
+			server := ne.key(fmt.Sprintf("server%d", i))
+			client := ne.key(fmt.Sprintf("client%d", i))
+			l := ne.listen(lh, server, "-relay", relay, "-allow", client+".pub", "-exec", upperLines)
+			start := time.Now()
+			s := ne.open(dh, "connect", "-i", client, "-relay", relay, server+".pub")
+			s.echo("hello", "HELLO")
+			t.Logf("%s listener, %s dialer: first byte back %v after connect started", tc.listener, tc.dialer, time.Since(start).Round(time.Millisecond))
+			for _, re := range tc.say {
+				s.says(re)
+			}
+			s.echo("again", "AGAIN")
+			s.stdin.Close()
+			if code := s.wait(); code != 7 {
+				t.Errorf("connect exited %d, want the command's 7\n%s", code, s.stderr)
+			}
+			t.Logf("connect said:\n%s", s.stderr)
+			l.interrupt()
+			if !strings.Contains(l.stderr.String(), "reachable as SHA256:") || !strings.Contains(l.stderr.String(), "accepted SHA256:") {
+				t.Errorf("listen did not say where it is reachable and whom it accepted:\n%s", l.stderr)
+			}
+		})
+	}
+}
+
+// serveHTTP serves, in h's namespace on its loopback, a page that says
+// its path, and returns its address.
+func serveHTTP(t *testing.T, h *natlab.Host) string {
+	t.Helper()
+	var l net.Listener
+	if err := h.Do(func() (err error) {
+		l, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "page %s\n", r.URL.Path)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+// curl fetches path from the -from address addr, with curl in h's
+// namespace.
+func (ne *natEnv) curl(h *natlab.Host, addr, path string) {
+	ne.t.Helper()
+	curl := requireTool(ne.t, "curl")
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	out, err := h.Command(ctx, curl, "-sS", "http://"+addr+path).CombinedOutput()
+	if err != nil || string(out) != "page "+path+"\n" {
+		ne.t.Fatalf("curl %s: %q, %v", path, out, err)
+	}
+}
+
+// TestNATTunnel reaches a web server behind a NAT with curl, through
+// connect -from and listen -p2p -to, both behind NATs: for a pair that
+// stays relayed, and for one whose connection goes direct only some
+// seconds after the relayed one, where the tunnel moves to it and says
+// so, new local connections going direct.
+func TestNATTunnel(t *testing.T) {
+	ne := newNATEnv(t)
+	_, relay := ne.relay("relay")
+	for i, tc := range []struct {
+		listener, dialer natlab.Kind
+		moves            bool
+	}{
+		{natlab.Symmetric, natlab.PortRestricted, false},
+		{natlab.Symmetric, natlab.FullCone, true},
+	} {
+		t.Run(fmt.Sprintf("%s-%s", tc.listener, tc.dialer), func(t *testing.T) {
+			ne := ne.sub(t)
+			lh := ne.lab.AddHost(fmt.Sprintf("l%d", i), tc.listener)
+			dh := ne.lab.AddHost(fmt.Sprintf("d%d", i), tc.dialer)
+			server := ne.key(fmt.Sprintf("server%d", i))
+			client := ne.key(fmt.Sprintf("client%d", i))
+			web := serveHTTP(t, lh)
+			l := ne.listen(lh, server, "-v", "-relay", relay, "-allow", client+".pub", "-to", web)
+			c, local := ne.te.startCmd(fmt.Sprintf("client%d", i), ne.command(dh, "connect", "-i", client, "-relay", relay, "-from", "127.0.0.1:0", server+".pub"))
+			ne.curl(dh, local, "/first")
+			s := &natSession{t: t, stderr: c.stderr}
+			s.says(sayRelayed)
+			if tc.moves {
+				s.says(sayNowDir)
+				s.says(`(?m)^securepeer: the tunnel to SHA256:\S+ now runs over the direct connection`)
+			}
+			for i := range 3 {
+				ne.curl(dh, local, fmt.Sprintf("/after/%d", i))
+			}
+			t.Logf("connect said:\n%s", c.stderr)
+			if strings.Contains(c.stderr.String(), "data may be missing") {
+				t.Errorf("a stream was cut:\n%s", c.stderr)
+			}
+			if code := c.interrupt(); code != 130 {
+				t.Errorf("connect exited %d after SIGINT, want 130\n%s", code, c.stderr)
+			}
+			l.interrupt()
+			// listen -v logs each tunnel connection's path: the second,
+			// once the tunnel has moved, is direct.
+			direct := regexp.MustCompile(`msg="handshake complete" peer=\S+ addr=\S+ protocol="securepeer over p2p" path="directly`)
+			if got := direct.MatchString(l.stderr.String()); got != tc.moves {
+				t.Errorf("listen saw a direct tunnel connection: %v, want %v\n%s", got, tc.moves, l.stderr)
+			}
+
+		})
+	}
+}
