@@ -355,3 +355,227 @@ func TestNATTunnel(t *testing.T) {
 		})
 	}
 }
+
+// TestNATFailures checks what connect and listen say, in one sentence,
+// when nothing can carry a connection: no relay set (so two peers behind
+// NATs have no way to meet), no relay reachable, a peer with no
+// reservation, a peer that refuses this side's key, and a listen whose
+// relays all fail.
+func TestNATFailures(t *testing.T) {
+	ne := newNATEnv(t)
+	_, relay := ne.relay("relay")
+	lh := ne.lab.AddHost("l", natlab.PortRestricted)
+	dh := ne.lab.AddHost("d", natlab.Symmetric)
+	ne.key("server")
+	ne.key("client")
+	ne.key("other")
+	// The relay's address with a port nobody listens on: what a relay
+	// that is down, or a typo, looks like.
+	deadRelay := strings.Replace(relay, "/tcp/4001/", "/tcp/4002/", 1)
+	l := ne.listen(lh, "server", "-relay", relay, "-allow", "client.pub", "-exec", "cat")
+	defer l.interrupt()
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no relay set", []string{"connect", "-i", "client", "server.pub"}, 1,
+			`^securepeer: no relay is set, so SHA256:\S+ cannot be reached: peers named by key meet through a relay`},
+		{"no relay reachable", []string{"connect", "-i", "client", "-relay", deadRelay, "server.pub"}, 1,
+			`^securepeer: no relay could be reached, so SHA256:\S+ cannot be \(relay /ip4/198\.18\.\d+\.2/tcp/4002: no relay could be reached: connection refused\); is securepeer relay running there`},
+		{"no reservation", []string{"connect", "-i", "client", "-relay", relay, "other.pub"}, 1,
+			`^securepeer: SHA256:\S+ is not reachable through the relays: it holds no reservation on them; is securepeer listen -p2p running on its side, with the same relay\?`},
+		{"refused", []string{"connect", "-i", "other", "-relay", relay, "server.pub"}, 3,
+			`^securepeer: SHA256:\S+ refused this identity \(SHA256:\S+\); ask its owner to add the key that securepeer id prints to its -allow file`},
+		{"listen without a relay", []string{"listen", "-i", "other", "-relay", deadRelay}, 1,
+			`^securepeer: no relay gave this side a reservation, so no peer could reach it \(relay /ip4/\S+: no relay could be reached: connection refused\)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ne := ne.sub(t)
+			_, stderr, code := ne.run(dh, "", tc.args...)
+			if code != tc.code || !regexp.MustCompile(tc.want).MatchString(stderr) {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit %d and %q", code, stderr, tc.code, tc.want)
+			}
+			t.Logf("%s", stderr)
+		})
+	}
+}
+
+// TestNATRelayKilled kills the relay in the middle of sessions: a
+// connection that went direct does not need it and goes on; a stdio
+// stream through it says that the relay was lost; and a tunnel through
+// it says so too, and reconnects through the other relay, resuming its
+// session, so that the next local connection works.
+func TestNATRelayKilled(t *testing.T) {
+	t.Run("direct", func(t *testing.T) {
+		ne := newNATEnv(t)
+		r, relay := ne.relay("relay")
+		l := ne.listen(ne.lab.AddHost("l", natlab.PortRestricted), ne.key("server"), "-relay", relay, "-allow", ne.key("client")+".pub", "-exec", upperLines)
+		defer l.interrupt()
+		s := ne.open(ne.lab.AddHost("d", natlab.PortRestricted), "connect", "-i", "client", "-relay", relay, "server.pub")
+		s.echo("before", "BEFORE")
+		s.says(sayDirect)
+		r.cmd.Process.Kill()
+		<-r.done
+		s.echo("after", "AFTER")
+		s.stdin.Close()
+		if code := s.wait(); code != 7 {
+			t.Errorf("connect exited %d, want the command's 7\n%s", code, s.stderr)
+		}
+	})
+	t.Run("relayed stdio", func(t *testing.T) {
+		ne := newNATEnv(t)
+		r, relay := ne.relay("relay")
+		l := ne.listen(ne.lab.AddHost("l", natlab.Symmetric), ne.key("server"), "-relay", relay, "-allow", ne.key("client")+".pub", "-exec", upperLines)
+		defer l.interrupt()
+		s := ne.open(ne.lab.AddHost("d", natlab.Symmetric), "connect", "-i", "client", "-relay", relay, "server.pub")
+		s.echo("before", "BEFORE")
+		s.says(sayRelayed)
+		r.cmd.Process.Kill()
+		<-r.done
+		if code := s.wait(); code != 1 {
+			t.Errorf("connect exited %d, want 1\n%s", code, s.stderr)
+		}
+		s.says(`(?m)^securepeer: the connection to SHA256:\S+, through relay /ip4/\S+ \(relayed\), ended: the relay was lost; data may be missing$`)
+		t.Logf("connect said:\n%s", s.stderr)
+	})
+	t.Run("relayed tunnel", func(t *testing.T) {
+		ne := newNATEnv(t)
+		relays := make(map[string]*background)
+		var addrs []string
+		for _, name := range []string{"relay1", "relay2"} {
+			b, a := ne.relay(name)
+			relays[relayTransport(a)] = b
+			addrs = append(addrs, "-relay", a)
+		}
+		lh := ne.lab.AddHost("l", natlab.Symmetric)
+		dh := ne.lab.AddHost("d", natlab.Symmetric)
+		web := serveHTTP(t, lh)
+		l := ne.listen(lh, ne.key("server"), append(append([]string{"-v"}, addrs...), "-allow", ne.key("client")+".pub", "-to", web)...)
+		defer l.interrupt()
+		c, local := ne.te.startCmd("client", ne.command(dh, append(append([]string{"connect", "-i", "client"}, addrs...), "-from", "127.0.0.1:0", "server.pub")...))
+		defer c.interrupt()
+		ne.curl(dh, local, "/before")
+		s := &natSession{t: t, stderr: c.stderr}
+		s.says(sayRelayed)
+		via := regexp.MustCompile(`through relay (/ip4/\S+) \(relayed\)`).FindStringSubmatch(c.stderr.String())[1]
+		relays[via].cmd.Process.Kill()
+		<-relays[via].done
+		s.says(`(?m)^securepeer: the tunnel connection to SHA256:\S+ ended: the connection to SHA256:\S+, through relay ` + regexp.QuoteMeta(via) + ` \(relayed\), ended: the relay was lost; data may be missing; the local connections in progress were reset; reconnecting$`)
+		s.says(`(?m)^securepeer: reconnected to SHA256:\S+$`)
+		for name := range relays {
+			if name != via {
+				s.says(`(?m)^securepeer: connected to SHA256:\S+ through relay ` + regexp.QuoteMeta(name) + ` \(relayed\)$`)
+			}
+		}
+		ne.curl(dh, local, "/after")
+		if !regexp.MustCompile(`msg="handshake complete".* path="through relay /ip4/\S+ \(relayed\)".* resumed=true`).MatchString(l.stderr.String()) {
+			t.Errorf("the tunnel connection through the other relay did not resume its session:\n%s", l.stderr)
+		}
+		t.Logf("connect said:\n%s", c.stderr)
+	})
+}
+
+// TestNATSSH logs in to a real sshd behind a NAT from behind another,
+// with ssh's ProxyCommand a securepeer connect that names the peer by its
+// key, as the README shows: through the relay, then over the hole-punched
+// connection.
+func TestNATSSH(t *testing.T) {
+	ssh := requireTool(t, "ssh")
+	ne := newNATEnv(t)
+	_, relay := ne.relay("relay")
+	lh := ne.lab.AddHost("l", natlab.PortRestricted)
+	dh := ne.lab.AddHost("d", natlab.AddressRestricted)
+	userKey := startLabSSHD(t, lh, "127.0.0.1:2222")
+	l := ne.listen(lh, ne.key("server"), "-relay", relay, "-allow", ne.key("client")+".pub", "-to", "127.0.0.1:2222")
+	defer l.interrupt()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cmd := dh.Command(ctx, ssh, "-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		"-o", "ProxyCommand=securepeer connect -i client -relay "+relay+" server.pub",
+		"-l", "root", "server.invalid", "echo logged in")
+	cmd.Dir = ne.te.dir
+	cmd.Env = append(append([]string(nil), ne.te.env...), "SECUREPEER_TESTONLY_EXIT_FILE="+filepath.Join(ne.te.dir, "exit"))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if stdout.String() != "logged in\n" || err != nil {
+		t.Fatalf("ssh: %q, %v\n%s", stdout.String(), err, stderr.String())
+	}
+	if !regexp.MustCompile(sayDirect).MatchString(stderr.String()) {
+		t.Errorf("the ssh session did not go direct:\n%s", stderr.String())
+	}
+	// ssh closes the ProxyCommand's input and sends it SIGHUP as it
+	// exits: a clean end, about which connect says nothing, and exits 0.
+	if lines := strings.Split(strings.TrimSpace(stderr.String()), "\n"); len(lines) != 1 {
+		t.Errorf("connect said more than how it connected:\n%s", stderr.String())
+	}
+	exitFile := filepath.Join(ne.te.dir, "exit")
+	waitFor(t, func() bool { // connect may outlive ssh by a moment
+		data, _ := os.ReadFile(exitFile)
+		return strings.HasSuffix(string(data), "\n")
+	}, stringer(func() string { return "the ProxyCommand did not exit" }))
+	if code := strings.TrimSpace(ne.te.readFile("exit")); code != "0" {
+		t.Errorf("the ProxyCommand exited %s, want 0", code)
+	}
+	t.Logf("ssh's standard error, where the ProxyCommand writes:\n%s", stderr.String())
+}
+
+// startLabSSHD runs OpenSSH's sshd in h's namespace on addr, with a host
+// key and an authorized key made here, and returns the user's private
+// key file.
+func startLabSSHD(t *testing.T, h *natlab.Host, addr string) string {
+	t.Helper()
+	sshd := requireTool(t, "/usr/sbin/sshd") // sshd wants its absolute path
+	keygen := requireTool(t, "ssh-keygen")
+	dir := t.TempDir()
+	for _, k := range []string{"host", "user"} {
+		if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "user.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	config := fmt.Sprintf("Port %s\nListenAddress %s\nHostKey %s\nAuthorizedKeysFile %s\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nPidFile none\n",
+		port, host, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// sshd run by root insists on its privilege separation directory.
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := h.Command(ctx, sshd, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+	})
+	// sshd -e says on its standard error when it listens.
+	lines := bufio.NewScanner(stderr)
+	var log strings.Builder
+	for lines.Scan() {
+		fmt.Fprintln(&log, lines.Text())
+		if strings.Contains(lines.Text(), "Server listening on") {
+			go io.Copy(io.Discard, stderr)
+			return filepath.Join(dir, "user")
+		}
+	}
+	t.Fatalf("sshd ended without listening:\n%s", log.String())
+	return ""
+}

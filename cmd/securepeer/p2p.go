@@ -53,8 +53,9 @@ type p2pNode struct {
 
 // A peerPath is what the user was last told of a peer's path.
 type peerPath struct {
-	told       bool // a path was announced
-	relayed    bool // it was relayed
+	told       bool                 // a path was announced
+	relayed    bool                 // it was relayed
+	relay      securepeer.PublicKey // through this relay
 	metThrough string
 }
 
@@ -103,7 +104,10 @@ func startNode(ctx context.Context, id *securepeer.Identity, spec p2pSpec, log *
 			return errors.New("connect takes no connections but its peer's")
 		}
 	}
-	node, err := p2p.Start(ctx, p2p.Config{
+	// Not ctx: a signal must not cut the node's connections under the
+	// sessions that the command then lets end (a stdio stream after
+	// SIGHUP, listen's graceful stop); the command closes it.
+	node, err := p2p.Start(context.WithoutCancel(ctx), p2p.Config{
 		Identity:    id,
 		ListenAddrs: spec.listen,
 		Relays:      spec.relays,
@@ -271,13 +275,10 @@ func (n *p2pNode) announce(st *p2p.Stream, verb string) {
 	defer n.mu.Unlock()
 	key, path := st.RemoteKey(), st.Path()
 	p := n.peerLocked(key)
-	if p.told && p.relayed == path.Relayed && path.Relayed {
+	if p.told && p.relayed == path.Relayed && (!path.Relayed || p.relay == path.Relay) {
 		return
 	}
-	if p.told && !p.relayed && !path.Relayed {
-		return
-	}
-	p.told, p.relayed = true, path.Relayed
+	p.told, p.relayed, p.relay = true, path.Relayed, path.Relay
 	switch {
 	case path.Relayed:
 		n.tellLocked("%s %s through relay %s (relayed)", verb, key.Fingerprint(), n.relayName(path.Relay))
