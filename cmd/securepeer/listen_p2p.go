@@ -93,20 +93,29 @@ func (r *listening) listenP2P(ctx context.Context, id *securepeer.Identity) erro
 	return writeP2PAddrs(n, r.local)
 }
 
-// howToConnect says, once, what a peer runs to reach this side.
+// howToConnect says through which relays this side is reachable (before
+// the node's events may say it), and, once, what a peer runs to reach it.
 func (r *listening) howToConnect() {
-	addrs := r.node.node.Addrs()
-	var relay string
+	n := r.node
+	addrs := n.node.Addrs() // not under n.mu, which the node's events take
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var first string
 	for _, a := range addrs {
-		if i := strings.Index(a, "/p2p-circuit"); i > 0 {
-			relay = a[:i]
-			break
+		i := strings.Index(a, "/p2p-circuit")
+		if i < 0 {
+			continue
+		}
+		if k, err := relayKey(a[:i]); err == nil {
+			n.reservedLocked(k)
+		}
+		if first == "" {
+			first = a[:i]
 		}
 	}
-	if relay == "" {
-		return
+	if first != "" {
+		n.tellLocked("peers reach this side with: securepeer connect -relay %s '%s'", first, n.self)
 	}
-	r.node.tell("peers reach this side with: securepeer connect -relay %s '%s'", relay, r.node.self)
 }
 
 // writeP2PAddrs gives the tests the node's first address, then the -from

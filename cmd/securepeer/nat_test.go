@@ -14,7 +14,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +26,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -578,4 +582,241 @@ func startLabSSHD(t *testing.T, h *natlab.Host, addr string) string {
 	}
 	t.Fatalf("sshd ended without listening:\n%s", log.String())
 	return ""
+}
+
+// A walkStep is one command of the README's walkthrough: who runs it,
+// and what it prints, if the README says.
+type walkStep struct {
+	role, cmd, want string
+}
+
+// readWalkthrough reads the README's "Two laptops behind NATs": its
+// code blocks, each a list of steps ("alice$ securepeer ..."), with the
+// output that follows a step.
+func readWalkthrough(t *testing.T) [][]walkStep {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n### Two laptops behind NATs\n")
+	if !ok {
+		t.Fatal("README.md has no section \"Two laptops behind NATs\"")
+	}
+	section, _, _ = strings.Cut(section, "\n##")
+	prompt := regexp.MustCompile(`^(relay|alice|bob)\$ (.*)$`)
+	var blocks [][]walkStep
+	var block []walkStep
+	in := false
+	for _, line := range strings.Split(section, "\n") {
+		switch m := prompt.FindStringSubmatch(line); {
+		case line == "```sh":
+			in, block = true, nil
+		case line == "```" && in:
+			in = false
+			blocks = append(blocks, block)
+		case !in || line == "":
+		case m != nil:
+			block = append(block, walkStep{role: m[1], cmd: m[2]})
+		case len(block) > 0:
+			block[len(block)-1].want += line + "\n"
+		}
+	}
+	if len(blocks) != 5 {
+		t.Fatalf("the walkthrough has %d blocks of commands, want 5 (relay, keys, a file, a command, a web server)", len(blocks))
+	}
+	return blocks
+}
+
+// serves reports whether a walkthrough command serves until stopped.
+func serves(cmd string) bool {
+	return strings.Contains(cmd, "securepeer relay") || strings.Contains(cmd, "securepeer listen") ||
+		strings.Contains(cmd, "securepeer connect -from")
+}
+
+// TestNATWalkthrough runs the README's "Two laptops behind NATs" as
+// written: each command with sh in its host of the NAT lab (the relay on
+// a public address, Alice and Bob each behind a port-restricted NAT, as
+// most home routers are), with HOME its own directory. What the lab adds:
+// the relay's real address in place of the README's, the .pub files
+// passed between the laptops, the photo Bob sends, Alice's web server,
+// and a Ctrl-C for what serves until stopped at the end of each block.
+func TestNATWalkthrough(t *testing.T) {
+	blocks := readWalkthrough(t)
+	ne := newNATEnv(t)
+	hosts := map[string]*natlab.Host{
+		"relay": ne.lab.AddPublicHost("relay"),
+		"alice": ne.lab.AddHost("alice", natlab.PortRestricted),
+		"bob":   ne.lab.AddHost("bob", natlab.PortRestricted),
+	}
+	dirs := make(map[string]string)
+	for role := range hosts {
+		dirs[role] = filepath.Join(ne.te.dir, role)
+		if err := os.Mkdir(dirs[role], 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	photo := make([]byte, 3<<20)
+	rand.Read(photo)
+	if err := os.WriteFile(filepath.Join(dirs["bob"], "photo.jpg"), photo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	web := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hello from alice's web server")
+	})}
+	var wl net.Listener
+	if err := hosts["alice"].Do(func() (err error) { wl, err = net.Listen("tcp", "127.0.0.1:8080"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	go web.Serve(wl)
+	defer web.Close()
+
+	w := &walk{ne: ne, hosts: hosts, dirs: dirs}
+	readmeRelay := regexp.MustCompile(`/ip4/203\.0\.113\.7/tcp/4001/p2p/\w+`)
+	for i, block := range blocks {
+		for _, st := range block {
+			if w.relay != "" {
+				st.cmd = readmeRelay.ReplaceAllLiteralString(st.cmd, w.relay)
+			}
+			w.step(st)
+		}
+		w.endBlock(i)
+	}
+	got, err := os.ReadFile(filepath.Join(dirs["alice"], "photo.jpg"))
+	if err != nil || !bytes.Equal(got, photo) {
+		t.Errorf("alice's photo.jpg: %d bytes, %v; want bob's %d", len(got), err, len(photo))
+	}
+	for _, b := range w.stopped {
+		t.Logf("%s said:\n%s", b.name, b.stderr)
+	}
+}
+
+// A walk is the walkthrough under way.
+type walk struct {
+	ne      *natEnv
+	hosts   map[string]*natlab.Host
+	dirs    map[string]string
+	relay   string        // the relay's address, once it runs
+	running []*walkServer // what serves until stopped, in this block
+	stopped []*walkServer
+	n       int
+}
+
+// A walkServer is a walkthrough command that serves until stopped.
+type walkServer struct {
+	name   string
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+}
+
+// command is sh -c cmd in role's host, with HOME its directory.
+func (w *walk) command(role, cmd string) *exec.Cmd {
+	c := w.hosts[role].Command(context.Background(), "sh", "-c", cmd)
+	c.Dir = w.dirs[role]
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "SECUREPEER_") {
+			c.Env = append(c.Env, kv)
+		}
+	}
+	c.Env = append(c.Env, "HOME="+w.dirs[role])
+	return c
+}
+
+// step runs one command: to its end, checking its output if the README
+// gives it, or in the background until it is ready, if it serves.
+func (w *walk) step(st walkStep) {
+	t := w.ne.t
+	t.Helper()
+	w.n++
+	if serves(st.cmd) {
+		w.start(st)
+		return
+	}
+	out, err := w.command(st.role, st.cmd).Output()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		t.Fatalf("%s$ %s: %v\n%s", st.role, st.cmd, err, ee.Stderr)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if st.want != "" && string(out) != st.want {
+		t.Errorf("%s$ %s printed %q, want %q as the README says", st.role, st.cmd, out, st.want)
+	}
+	w.tradeKeys(st.role)
+}
+
+// start starts a command that serves until stopped, and waits until it
+// is ready: the relay until it has an address, listen until it holds a
+// reservation, connect -from until it listens.
+func (w *walk) start(st walkStep) {
+	t := w.ne.t
+	t.Helper()
+	ready := filepath.Join(w.ne.te.dir, fmt.Sprintf("ready.%d", w.n))
+	cmd := w.command(st.role, st.cmd)
+	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+ready)
+	// A process group, as a shell's job is, for the Ctrl-C of endBlock.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	s := &walkServer{name: st.role + "$ " + st.cmd, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
+	var stdout syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, s.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // sh and what it runs
+		<-s.done
+	})
+	waitFor(t, func() bool {
+		data, _ := os.ReadFile(ready)
+		return len(data) > 0
+	}, stringer(func() string { return s.name + " did not get ready:\n" + s.stderr.String() }))
+	if st.role == "relay" {
+		w.relay, _, _ = strings.Cut(stdout.String(), "\n")
+		w.stopped = append(w.stopped, s)
+		return
+	}
+	w.running = append(w.running, s)
+}
+
+// tradeKeys gives the other laptop the .pub file that role has made of
+// its key, as the README says they do.
+func (w *walk) tradeKeys(role string) {
+	key := filepath.Join(w.dirs[role], role+".pub")
+	data, err := os.ReadFile(key)
+	if err != nil {
+		return
+	}
+	for other := range w.dirs {
+		if other != role && other != "relay" {
+			os.WriteFile(filepath.Join(w.dirs[other], role+".pub"), data, 0o644)
+		}
+	}
+}
+
+// endBlock ends what the block started: a listen that serves one peer
+// ends on its own; the others get the Ctrl-C a user gives them.
+func (w *walk) endBlock(i int) {
+	t := w.ne.t
+	// Last started, first stopped, as a user stops the client first.
+	slices.Reverse(w.running)
+	for _, s := range w.running {
+		if serves(s.name) && (strings.Contains(s.name, "-exec") || strings.Contains(s.name, "-to") || strings.Contains(s.name, "-from")) {
+			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGINT) // Ctrl-C, to the job
+		}
+		select {
+		case <-s.done:
+		case <-time.After(testTimeout):
+			t.Fatalf("block %d: %s did not end\n%s", i+1, s.name, s.stderr)
+		}
+		if strings.Contains(s.stderr.String(), "data may be missing") {
+			t.Errorf("block %d: %s:\n%s", i+1, s.name, s.stderr)
+		}
+	}
+	w.stopped = append(w.stopped, w.running...)
+	w.running = nil
 }

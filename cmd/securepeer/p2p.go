@@ -177,10 +177,7 @@ func (n *p2pNode) notify(e p2p.Event) {
 	defer n.mu.Unlock()
 	switch e.Kind {
 	case p2p.EventReserved:
-		if !n.held[e.Relay] {
-			n.held[e.Relay] = true
-			n.tellLocked("reachable as %s through relay %s", n.self.Fingerprint(), n.relayName(e.Relay))
-		}
+		n.reservedLocked(e.Relay)
 	case p2p.EventReservationFailed:
 		if n.held[e.Relay] {
 			n.held[e.Relay] = false
@@ -201,6 +198,15 @@ func (n *p2pNode) notify(e p2p.Event) {
 			default: // one is waiting to be seen already
 			}
 		}
+	}
+}
+
+// reservedLocked says that the node is reachable through relay, unless
+// it said so since it last lost that relay. n.mu is held.
+func (n *p2pNode) reservedLocked(relay securepeer.PublicKey) {
+	if !n.held[relay] {
+		n.held[relay] = true
+		n.tellLocked("reachable as %s through relay %s", n.self.Fingerprint(), n.relayName(relay))
 	}
 }
 

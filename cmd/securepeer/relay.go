@@ -14,10 +14,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/p2p"
@@ -256,13 +259,14 @@ func runRelay(ctx context.Context, e *env, args []string) error {
 		return nodeError(err)
 	}
 	defer r.Close()
-	for _, a := range r.Addrs() {
+	addrs := handOutOrder(r.Addrs())
+	for _, a := range addrs {
 		fmt.Fprintln(e.stdout, a)
 	}
-	if err := writeAddrFile(r.Addrs()); err != nil {
+	if err := writeAddrFile(addrs); err != nil {
 		return err
 	}
-	e.notef("relay %s running; hand out an address above (for -relay, or the relays file); %s", r.Key().Fingerprint(), limitWords(o.limits))
+	e.notef("relay %s running; hand out an address above that peers can reach, the first on a host with a public address (for -relay, or the relays file); %s", r.Key().Fingerprint(), limitWords(o.limits))
 	return serveRelay(ctx, e, r, stopping, log)
 }
 
@@ -296,6 +300,31 @@ func (o *relayOptions) config(e *env, log *slog.Logger, id *securepeer.Identity)
 		return !stopping.Load() && allowed(from) && allowed(to)
 	}
 	return cfg, stopping, nil
+}
+
+// handOutOrder orders a relay's addresses as a user picks one to hand
+// out: public addresses first, then private ones, then loopback, which
+// only peers on the relay's own host can use.
+func handOutOrder(addrs []string) []string {
+	rank := func(a string) int {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil || len(m) == 0 {
+			return 3
+		}
+		ip, err := netip.ParseAddr(m[0].Value())
+		switch {
+		case err != nil:
+			return 0 // a DNS name, as -public gives it
+		case ip.IsLoopback():
+			return 2
+		case ip.IsPrivate() || ip.IsLinkLocalUnicast():
+			return 1
+		}
+		return 0
+	}
+	out := slices.Clone(addrs)
+	slices.SortStableFunc(out, func(a, b string) int { return rank(a) - rank(b) })
+	return out
 }
 
 // limitWords says the relay's limits in one sentence.
