@@ -160,7 +160,7 @@ func (d *p2pDialer) dial(ctx context.Context) (*stream, error) {
 			return nil, p2pDialError(d.n, d.key, err)
 		}
 		s := newP2PStream(st, d.n.self, true, time.Since(start), d.n)
-		d.n.announce(st, "connected to")
+		d.n.announce(st.RemoteKey(), st.Path(), "connected to")
 		s.logHandshake(d.n.log)
 		return s, nil
 	}

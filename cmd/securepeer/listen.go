@@ -16,9 +16,17 @@ import (
 )
 
 const listenUsage = `Usage: securepeer listen [flags] ADDR
+       securepeer listen -p2p [flags] [ADDR]
 
 Accepts securepeer connections on ADDR (HOST:PORT, or :PORT for every
-interface). By default it waits for one peer and joins the stream to stdin
+interface). With -p2p (or -relay), it needs no port that peers can reach:
+it holds a reservation on each relay of -relay or of
+$SECUREPEER_HOME/relays, and peers reach it by its key, through a relay
+and then directly where their NATs let hole punching through (ADDR, if
+given, is where it listens for that; by default every interface, on a
+port the system picks). It says through which relays it is reachable and
+what a peer runs to reach it, and how each peer connected; it ends if no
+relay gives it a reservation, and reserves again when it loses one. By default it waits for one peer and joins the stream to stdin
 and stdout, like nc -l: stdin's end is sent as the end of the stream, and
 listen exits when both streams have ended (on a terminal: as connect does,
 see securepeer help connect). With -exec, -to or -from it
@@ -44,6 +52,10 @@ here is refused with the names there are. Each peer's tunnel is one
 connection, whatever it carries.
 
 Flags:
+    -p2p            be reached by key through relays, behind NATs (above)
+    -relay ADDR     a relay to hold a reservation on, as securepeer relay prints
+                    it (/ip4/.../tcp/4001/p2p/...); repeatable; implies -p2p;
+                    without it, those of $SECUREPEER_HOME/relays
     -allow FILE     accept only the keys in FILE
     -exec CMD       run "sh -c CMD" for each allowed peer, with the stream as its
                     stdin and stdout, and its stderr as the peer's stderr (or on
@@ -102,6 +114,8 @@ of stream.
 Examples:
     # receive a file from one known peer
     securepeer listen -allow friend.pub :5000 > backup.tar
+    # the same behind a NAT: the friend runs securepeer connect YOUR.pub
+    securepeer listen -p2p -allow friend.pub > backup.tar
     # an upper-casing echo service for the keys in friends.pub
     securepeer listen -allow friends.pub -exec 'tr a-z A-Z' 127.0.0.1:5000
     # a remote shell for the keys in admins.pub (connect -t for a terminal)

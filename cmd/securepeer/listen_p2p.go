@@ -202,7 +202,7 @@ func (l *p2pListener) accept(pl *p2p.Listener) {
 		if l.anyKey {
 			verb = "accepted (without -allow any key gets in)"
 		}
-		l.n.announce(st, verb)
+		l.n.announce(st.RemoteKey(), st.Path(), verb)
 		s := newP2PStream(st, l.n.self, false, 0, l.n)
 		select {
 		case l.ch <- s:

@@ -272,14 +272,13 @@ func (n *p2pNode) pathWords(p p2p.Path) string {
 	return "directly (" + hostPort(p.Remote) + ")"
 }
 
-// announce tells the user how the stream st to a peer runs, when that
+// announce tells the user how a stream to the peer with key runs (path), when that
 // differs from what they were told last; later changes (the connection
 // going direct) are told as the node sees them. It is what connect says
 // of the peer it reaches, and listen of each peer it serves.
-func (n *p2pNode) announce(st *p2p.Stream, verb string) {
+func (n *p2pNode) announce(key securepeer.PublicKey, path p2p.Path, verb string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	key, path := st.RemoteKey(), st.Path()
 	p := n.peerLocked(key)
 	if p.told && p.relayed == path.Relayed && (!path.Relayed || p.relay == path.Relay) {
 		return
