@@ -58,6 +58,11 @@ Examples:
     securepeer listen -allow admins.pub -exec bash :5000
     securepeer connect -t example.org:5000
 
+    # two laptops behind NATs, each with the relay in ~/.securepeer/relays
+    # (a host with a public address runs securepeer relay): by key
+    securepeer listen -p2p -allow bob.pub > photo.jpg
+    securepeer connect alice.pub < photo.jpg
+
     # a web server both ways: the laptop reaches the server's site on its
     # 8080, and publishes its own sshd on the server's 2222 (ssh -L and -R)
     securepeer listen -allow friends.pub -to web=127.0.0.1:80 -from ssh=127.0.0.1:2222 :5000
