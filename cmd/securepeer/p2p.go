@@ -150,13 +150,6 @@ func (n *p2pNode) print(notef func(string, ...any)) {
 	}
 }
 
-// tell queues a notice, after those the node has queued.
-func (n *p2pNode) tell(format string, args ...any) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.tellLocked(format, args...)
-}
-
 // tellLocked queues a notice. n.mu is held.
 func (n *p2pNode) tellLocked(format string, args ...any) {
 	if n.shut {
