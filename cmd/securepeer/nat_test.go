@@ -253,7 +253,7 @@ func TestNATStdio(t *testing.T) {
 			dh := ne.lab.AddHost(fmt.Sprintf("d%d", i), tc.dialer)
 			server := ne.key(fmt.Sprintf("server%d", i))
 			client := ne.key(fmt.Sprintf("client%d", i))
-			l := ne.listen(lh, server, "-relay", relay, "-allow", client+".pub", "-exec", upperLines)
+			l := ne.listen(lh, server, "-v", "-relay", relay, "-allow", client+".pub", "-exec", upperLines)
 			start := time.Now()
 			s := ne.open(dh, "connect", "-i", client, "-relay", relay, server+".pub")
 			s.echo("hello", "HELLO")
@@ -270,6 +270,12 @@ func TestNATStdio(t *testing.T) {
 			l.interrupt()
 			if !strings.Contains(l.stderr.String(), "reachable as SHA256:") || !strings.Contains(l.stderr.String(), "accepted SHA256:") {
 				t.Errorf("listen did not say where it is reachable and whom it accepted:\n%s", l.stderr)
+			}
+			// The dialer opens a punched connection with the ticket of
+			// the relayed one: one round trip, no signatures.
+			resumed := regexp.MustCompile(`msg=p2p event=connected peer=\S+ path="directly \(\S+\)" resumed=true`)
+			if tc.say[0] == sayDirect && !resumed.MatchString(l.stderr.String()) {
+				t.Errorf("the hole-punched connection did not resume the relayed one's session:\n%s", l.stderr)
 			}
 		})
 	}
