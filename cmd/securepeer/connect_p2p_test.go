@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,5 +109,54 @@ func TestP2PAgentIdentity(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "this identity's private key is held by ssh-agent (-i FILE.pub), and reaching peers by key needs the key itself in this process (go-libp2p signs with it); use a key file with -i") {
 			t.Errorf("%s: %v\n%s", args[0], err, stderr.String())
 		}
+	}
+}
+
+// TestP2PListenGracefulStop: through relays too, listen's first signal
+// stops accepting and lets the session in progress finish: the node and
+// its connection to the peer outlive the signal.
+func TestP2PListenGracefulStop(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	te.env = append(te.env, "SECUREPEER_TESTONLY_GRACE=1h")
+	relay, addrs := te.start("relay", "relay", "127.0.0.1:0")
+	defer relay.interrupt()
+	addr, _, _ := strings.Cut(addrs, "\n")
+	server, _ := te.start("server", "listen", "-i", "server", "-relay", addr, "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
+	cmd := te.command("connect", "-relay", addr, "server.pub")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	out := bufio.NewReader(stdout)
+	echo := func(line string) {
+		t.Helper()
+		io.WriteString(stdin, line+"\n")
+		if got, err := out.ReadString('\n'); got != line+"\n" || err != nil {
+			t.Fatalf("echo of %q: %q, %v\n%s", line, got, err, stderr.String())
+		}
+	}
+	echo("before")
+	server.cmd.Process.Signal(os.Interrupt)
+	waitFor(t, func() bool {
+		return strings.Contains(server.stderr.String(), "stopping: no new connections; waiting up to 1h0m0s for 1 session to end")
+	}, server.stderr)
+	echo("after the signal")
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("connect: %v\n%s", err, stderr.String())
+	}
+	if code := server.wait(); code != 130 {
+		t.Errorf("listen exited %d, want 130\n%s", code, server.stderr)
 	}
 }
