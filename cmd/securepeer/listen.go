@@ -337,7 +337,11 @@ func (o *listenOptions) listen(ctx context.Context, e *env, h handshaker, verify
 		r.cfg.limits = newSessionCounter(o.limits, r.refuse, r.rates.Kind("refused sessions"))
 	}
 	if o.p2p {
-		return r, r.listenP2P(ctx, h.(*nativeHandshaker).id)
+		if err := r.listenP2P(ctx, h.(*nativeHandshaker).id); err != nil {
+			r.close()
+			return nil, err
+		}
+		return r, nil
 	}
 	l, err := net.Listen("tcp", o.addr)
 	if err != nil {
