@@ -1,7 +1,6 @@
 package securepeer
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/securepeer/securepeer/internal/wire"
@@ -55,21 +54,21 @@ func (s slot) honestAbort(reason byte) bool {
 func (hs *handshakeState) abortError(s slot, reason byte) error {
 	known := reason >= wire.AbortRejected && reason <= wire.RetryFull
 	if known && !s.honestAbort(reason) {
-		return &misplacedAbortError{reason}
+		return errorf("%w", &misplacedAbortError{reason})
 	}
 	switch reason {
 	case wire.RetryFull:
 		return errRetryFull
 	case wire.AbortRejected:
-		return ErrRejected
+		return errorf("%w", ErrRejected)
 	case wire.AbortNoCipher:
-		return fmt.Errorf("%w (the peer found none in this side's list %v)", ErrNoCommonCipher, hs.cfg.ciphers())
+		return errorf("%w (the peer found none in this side's list %v)", ErrNoCommonCipher, hs.cfg.ciphers())
 	case wire.AbortNoALPN:
-		return fmt.Errorf("%w (this side's list: %q)", ErrPeerNoCommonProtocol, hs.cfg.NextProtos)
+		return errorf("%w (this side's list: %q)", ErrPeerNoCommonProtocol, hs.cfg.NextProtos)
 	case wire.AbortProtocol:
-		return errors.New("securepeer: the peer aborted the handshake; it found this side's messages malformed")
+		return newError("the peer aborted the handshake; it found this side's messages malformed")
 	}
-	return fmt.Errorf("securepeer: the peer aborted the handshake (reason %d)", reason)
+	return errorf("the peer aborted the handshake (reason %d)", reason)
 }
 
 // A misplacedAbortError is an abort read where no securepeer peer sends
@@ -77,7 +76,7 @@ func (hs *handshakeState) abortError(s slot, reason byte) error {
 type misplacedAbortError struct{ reason byte }
 
 func (e *misplacedAbortError) Error() string {
-	return "securepeer: handshake failed: the peer sent " + abortName(e.reason) + " where no securepeer peer sends one; the connection was tampered with"
+	return "handshake failed: the peer sent " + abortName(e.reason) + " where no securepeer peer sends one; the connection was tampered with"
 }
 
 // abortName names a known abort reason for an error message.
@@ -96,3 +95,6 @@ func abortName(reason byte) string {
 	}
 	return fmt.Sprintf("abort reason %d", reason)
 }
+
+// errRetryFull is readMessage's report of the responder's RetryFull.
+var errRetryFull = newError("the responder asked for a full handshake")

@@ -24,6 +24,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/mlkem"
+	crand "crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -41,6 +43,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flynn/noise"
+
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -52,14 +56,16 @@ const (
 	attackHello   attackKind = "hello"   // a valid hello, then nothing
 	attackTrickle attackKind = "trickle" // a valid first flight, one byte per trickle interval
 	attackReplay  attackKind = "replay"  // a recorded first flight; reads message 2, hangs up, again
+	attackForge   attackKind = "forge"   // a forged first flight (flightForger); reads message 2, hangs up, again
 
 	// Stalls (issue 16): each holds its connection in one of the states a
 	// peer can reach without proving anything, until the server drops it.
-	stallTicket  attackKind = "ticket"  // a resumption message 1 with a bogus ticket; reads 00 00 05; silent
+	stallTicket  attackKind = "ticket"  // a resumption message 1 with a bogus ticket and a fresh key; reads 00 00 05; silent
 	stallReplay  attackKind = "replay1" // one recorded first flight, replayed; reads message 2; never sends message 3
 	stallPartial attackKind = "msg1"    // a hello and the length of the longest valid message 1; silent
 	attackLen64K attackKind = "len64k"  // a hello and a message 1 length of 65535; silent (issue 16, item 5)
 	stallNoMsg3  attackKind = "nomsg3"  // a real client's first flight, its own; reads message 2; never sends message 3
+	stallFresh   attackKind = "fresh1"  // a forged first flight with a fresh key (flightForger); reads message 2; never sends message 3
 
 	// attackComplete runs a real Client's handshake (classical, attackConfig.client) to its end
 	// and holds the connection: the server has it in Verify or waiting for
@@ -68,8 +74,11 @@ const (
 )
 
 // stallKinds are the stalls, in the order of the table of PROTOCOL.md,
-// "Servers on the open internet".
-var stallKinds = []attackKind{stallPartial, stallTicket, stallReplay, stallNoMsg3}
+// "Servers on the open internet". Against a listener that refuses repeated
+// first flights, replay1 and nomsg3 are refused at their first flight
+// (after the first time the server sees each flight); fresh1 is what
+// reaches the states past it.
+var stallKinds = []attackKind{stallPartial, stallTicket, stallReplay, stallNoMsg3, stallFresh}
 
 // stallSpreads are the source addresses of 5000 stalling attackers: all on
 // one, or spread over 4500.
@@ -95,7 +104,9 @@ type attackConfig struct {
 	flight []byte
 	// flights are real first flights, one for each attacker in turn, for
 	// nomsg3 (nil: flight).
-	flights  [][]byte
+	flights [][]byte
+	// forger makes the first flights of forge and fresh1 (nil: a new one).
+	forger   *flightForger
 	trickle  time.Duration // pause between trickled bytes; 1 s if zero
 	maxConns int           // connections per attacker; 1,000,000 if zero
 	// pause bounds how long an attacker waits, a random time below it,
@@ -150,6 +161,9 @@ func startAttack(ctx context.Context, cfg attackConfig) *attack {
 	}
 	if cfg.source == nil {
 		cfg.source = func(int) net.IP { return nil }
+	}
+	if cfg.forger == nil && (cfg.kind == attackForge || cfg.kind == stallFresh) {
+		cfg.forger = newFlightForger()
 	}
 	a := &attack{cfg: cfg}
 	if cfg.concurrent > 0 && cfg.kind == attackComplete {
@@ -331,7 +345,7 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 		a.replies.Add(1)
 		return false // hang up and replay again
 	case stallTicket:
-		if _, err := c.Write(bogusTicketFlight); err != nil {
+		if _, err := c.Write(bogusTicketFlight()); err != nil {
 			return serverEnded()
 		}
 		// The server's hello, then 00 00 05.
@@ -339,8 +353,12 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 			return serverEnded()
 		}
 		a.replies.Add(1)
-	case stallReplay:
-		if _, err := c.Write(a.cfg.flight); err != nil {
+	case stallReplay, stallFresh, attackForge:
+		flight := a.cfg.flight
+		if a.cfg.kind != stallReplay {
+			flight = a.cfg.forger.flight()
+		}
+		if _, err := c.Write(flight); err != nil {
 			return serverEnded()
 		}
 		if _, err := readN(c, wire.HelloSize); err != nil {
@@ -350,6 +368,9 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 			return serverEnded()
 		}
 		a.replies.Add(1)
+		if a.cfg.kind == attackForge {
+			return false // hang up and forge again
+		}
 	case stallPartial, attackLen64K:
 		n := uint16(wire.MaxMessage1)
 		if a.cfg.kind == attackLen64K {
@@ -425,14 +446,77 @@ func fromSpread(i int) net.IP {
 // fromEven spreads the attackers evenly over 127.0.4.1 to 127.0.4.250.
 func fromEven(i int) net.IP { return net.IPv4(127, 0, 4, byte(1+i%250)) }
 
-// bogusTicketFlight is a first flight offering a ticket no server issued:
-// a hello with FlagResume and a well-formed resumption message 1, whose
-// ticket opens under no key. The server answers 00 00 05 at no cost.
-var bogusTicketFlight = func() []byte {
+// bogusTicketFlight returns a first flight offering a ticket no server
+// issued: a hello with FlagResume and a well-formed resumption message 1,
+// whose ticket opens under no key. The server answers 00 00 05 at no cost.
+// Its ephemeral key is fresh, 32 random bytes, so that a listener that
+// refuses repeated first flights does not refuse it.
+func bogusTicketFlight() []byte {
 	h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator, Resume: true}.Marshal()
-	m := wire.ResumeMessage1{Ticket: bytes.Repeat([]byte{0xb0}, 100), Noise: bytes.Repeat([]byte{0x90}, 32+wire.TagSize+8)}
+	noise := bytes.Repeat([]byte{0x90}, 32+wire.TagSize+8)
+	crand.Read(noise[:32])
+	m := wire.ResumeMessage1{Ticket: bytes.Repeat([]byte{0xb0}, 100), Noise: noise}
 	return wire.AppendHandshakeMessage(h[:], m.Marshal(nil))
-}()
+}
+
+// A flightForger makes full first flights that a responder answers with
+// message 2, each with a fresh ephemeral key, at the least cost to an
+// attacker that never means to finish: 32 random bytes as the key (no
+// scalar multiplication: nothing checks that anyone knows its private
+// key), and payload1 encrypted under keys derived from public values, as
+// message 1 always is, with one ML-KEM encapsulation key for every flight
+// (nothing checks that it is new either). Each costs a few microseconds
+// (BenchmarkFirstFlightCost); the responder's message 2, an ML-KEM
+// encapsulation and three X25519 operations.
+type flightForger struct {
+	hello   [wire.HelloSize]byte
+	payload []byte
+}
+
+func newFlightForger() *flightForger {
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		panic(err)
+	}
+	p := wire.InitPayload{Ciphers: cipherIDs([]Cipher{ChaCha20Poly1305, AES256GCM}), KEMKey: dk.EncapsulationKey().Bytes()}
+	return &flightForger{
+		hello:   wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator}.Marshal(),
+		payload: p.Marshal(nil),
+	}
+}
+
+// flight returns a new first flight: the hello and message 1.
+func (f *flightForger) flight() []byte {
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite:           noise.NewCipherSuite(randomKeyDH{new(x25519)}, noise.CipherChaChaPoly, noise.HashSHA256),
+		Random:                crand.Reader,
+		Pattern:               noise.HandshakeXX,
+		Initiator:             true,
+		Prologue:              append([]byte(labelPrologue), f.hello[:]...),
+		PresharedKeyPlacement: 3,
+	})
+	if err != nil {
+		panic(err)
+	}
+	msg1, _, _, err := hs.WriteMessage(nil, f.payload)
+	if err != nil {
+		panic(err)
+	}
+	return wire.AppendHandshakeMessage(slices.Clone(f.hello[:]), msg1)
+}
+
+// randomKeyDH "generates" an ephemeral key pair whose public key is 32
+// random bytes, with no private key behind it: all a forged message 1
+// needs.
+type randomKeyDH struct{ *x25519 }
+
+func (randomKeyDH) GenerateKeypair(r io.Reader) (noise.DHKey, error) {
+	pub := make([]byte, 32)
+	if _, err := io.ReadFull(r, pub); err != nil {
+		return noise.DHKey{}, err
+	}
+	return noise.DHKey{Private: make([]byte, 32), Public: pub}, nil
+}
 
 // fromSources spreads attackers over n source addresses, 127.1.0.1 and
 // up, 250 to a /24: attacker i on the (i mod n)th.
@@ -697,14 +781,21 @@ func TestListenerUnderAttack(t *testing.T) {
 	}
 }
 
-// TestListenerReplayFlood: one address replaying a recorded first flight
-// over 100 connections in a loop, each costing the server a message 2,
-// must not keep a client from another address out.
+// TestListenerReplayFlood: one address sending first flights over 100
+// connections in a loop must not keep a client from another address out.
+// A recorded flight replayed is answered once, then refused before any
+// computation; forged flights with fresh keys each cost the server a
+// message 2, which the CPU's round robin by source keeps from starving the
+// other address.
 func TestListenerReplayFlood(t *testing.T) {
-	checkNoLeaks(t)
 	flight := recordFirstFlight(t)
-	testListenerUnderAttack(t, attackConfig{kind: attackReplay, n: 100, source: fromLocal, flight: flight},
-		[]net.IP{net.IPv4(127, 0, 0, 2)})
+	for _, kind := range []attackKind{attackReplay, attackForge} {
+		t.Run(string(kind), func(t *testing.T) {
+			checkNoLeaks(t)
+			testListenerUnderAttack(t, attackConfig{kind: kind, n: 100, source: fromLocal, flight: flight},
+				[]net.IP{net.IPv4(127, 0, 0, 2)})
+		})
+	}
 }
 
 // TestListenerUnderStall (issue 16): 5000 attackers of each stall kind,
@@ -767,22 +858,32 @@ func testListenerUnder(t *testing.T, serverCfg *Config, cfg attackConfig, legit 
 	if !a.waitConnected(time.Minute) {
 		t.Fatalf("the attack did not start: %v", a)
 	}
-	if cfg.kind == stallReplay || cfg.kind == stallNoMsg3 {
+	// distinct is how many different first flights the attack sends, for
+	// the kinds that replay them: the server answers each once at most.
+	distinct := map[attackKind]int{attackReplay: 1, stallReplay: 1, stallNoMsg3: max(len(cfg.flights), 1)}[cfg.kind]
+	switch cfg.kind {
+	case stallReplay, stallNoMsg3, attackReplay:
+		// Wait until the server has refused (or, if it computes for
+		// replays, answered) most attackers' flights.
+		deadline := time.Now().Add(time.Minute)
+		for a.drops.Load()+a.replies.Load() < int64(min(cfg.n, 4000)) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	case stallFresh:
 		// Wait until the server has answered the first flights of the
 		// attackers' first connections, most of which it holds.
 		deadline := time.Now().Add(time.Minute)
 		for a.replies.Load() < 4000 && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-	}
-	if cfg.kind == attackReplay {
+	case attackForge:
 		// Wait until the flood costs the server something.
 		deadline := time.Now().Add(10 * time.Second)
 		for a.replies.Load() < int64(cfg.n) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		if a.replies.Load() == 0 {
-			t.Fatalf("the server answered no replayed flight: %v", a)
+			t.Fatalf("the server answered no forged flight: %v", a)
 		}
 	}
 	results := measureLegitAway(w, legit, &Config{Identity: client, Verify: pin(server.PublicKey()), HandshakeTimeout: bound}, bound, cfg.legitDelay)
@@ -797,6 +898,9 @@ func testListenerUnder(t *testing.T, serverCfg *Config, cfg attackConfig, legit 
 		}
 	}
 	t.Log(a)
+	if distinct > 0 && a.replies.Load() > int64(distinct) {
+		t.Errorf("the server answered %d replayed flights, of %d distinct ones: it computed for replays", a.replies.Load(), distinct)
+	}
 }
 
 func srcName(ip net.IP) string {
@@ -1133,8 +1237,8 @@ func (h *helperProc) count() (serverCount, error) {
 var pendingRows = []pendingRow{
 	{"first flight", stallPartial, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 4 << 10},
 	{"refused ticket", stallTicket, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 12 << 10},
-	{"queued for CPU", stallReplay, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 20 << 10},
-	{"waiting for message 3", stallNoMsg3, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 20 << 10},
+	{"queued for CPU", stallFresh, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 20 << 10},
+	{"waiting for message 3", stallFresh, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 20 << 10},
 	{"Verify running", attackComplete, "verify", func(a *attack, c serverCount) bool { return a.settled() && c.proved() >= 4000 }, 20 << 10},
 	{"completed, waiting for Accept", attackComplete, "accept", func(a *attack, c serverCount) bool { return a.settled() && c.completed >= 4000 }, 16 << 10},
 }
@@ -1258,4 +1362,74 @@ func testPendingState(t *testing.T, row pendingRow, flights [][]byte) {
 	if err := <-errc; err != nil {
 		t.Errorf("the legitimate client did not get through: %v", err)
 	}
+}
+
+// BenchmarkFirstFlightCost compares what a first flight costs whoever
+// makes it with what answering it costs the responder, the figures of
+// PROTOCOL.md, "Servers on the open internet": forged (flightForger:
+// a random key and the AEAD of message 1), honest (an X25519 key pair, an
+// ML-KEM-768 key pair and the same AEAD, as a Client does), and the
+// responder's message 2 to a forged flight over net.Pipe, from the
+// flight's arrival to the message written (a hybrid answer: ML-KEM
+// encapsulation, three X25519 operations, the handshake's setup).
+func BenchmarkFirstFlightCost(b *testing.B) {
+	f := newFlightForger()
+	b.Run("forged", func(b *testing.B) {
+		for b.Loop() {
+			f.flight()
+		}
+	})
+	b.Run("honest", func(b *testing.B) {
+		hello := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator}.Marshal()
+		for b.Loop() {
+			dk, err := mlkem.GenerateKey768()
+			if err != nil {
+				b.Fatal(err)
+			}
+			hs, err := noise.NewHandshakeState(noise.Config{
+				CipherSuite:           noise.NewCipherSuite(new(x25519), noise.CipherChaChaPoly, noise.HashSHA256),
+				Random:                crand.Reader,
+				Pattern:               noise.HandshakeXX,
+				Initiator:             true,
+				Prologue:              append([]byte(labelPrologue), hello[:]...),
+				PresharedKeyPlacement: 3,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			p := wire.InitPayload{Ciphers: cipherIDs([]Cipher{ChaCha20Poly1305, AES256GCM}), KEMKey: dk.EncapsulationKey().Bytes()}
+			if _, _, _, err := hs.WriteMessage(nil, p.Marshal(nil)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("message2", func(b *testing.B) {
+		cfg := &Config{Identity: testIdentity(b, 2), HandshakeTimeout: 10 * time.Second}
+		flights := make([][]byte, 0, 1024)
+		for b.Loop() {
+			b.StopTimer()
+			if len(flights) == 0 {
+				for range cap(flights) {
+					flights = append(flights, f.flight())
+				}
+			}
+			flight := flights[len(flights)-1]
+			flights = flights[:len(flights)-1]
+			a, c := net.Pipe()
+			done := run(func() error { return Server(c, cfg).Handshake() })
+			go a.Write(flight)
+			b.StartTimer()
+			if _, err := readN(a, wire.HelloSize); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := readPrefixed(a, 2); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			a.Close()
+			<-done
+			c.Close()
+			b.StartTimer()
+		}
+	})
 }

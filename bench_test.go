@@ -695,7 +695,12 @@ func benchResumption(b *testing.B, kind string) {
 // from the server, close. It fails if the connection resumed, or did not,
 // against the row's expectation.
 func newResumeConnector(b *testing.B, kind string) func() error {
-	row := newResumeRow(getBenchEnv(b), kind)
+	return newRowConnector(b, kind, newResumeRow(getBenchEnv(b), kind))
+}
+
+// newRowConnector is newResumeConnector for a row built elsewhere; kind
+// names it in errors.
+func newRowConnector(b *testing.B, kind string, row resumeRow) func() error {
 	ln := benchListen(b)
 	type result struct {
 		c   net.Conn

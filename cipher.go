@@ -55,7 +55,7 @@ func (c Cipher) newAEAD(key []byte) (cipher.AEAD, error) {
 	case ChaCha20Poly1305:
 		return chacha20poly1305.New(key)
 	}
-	return nil, fmt.Errorf("securepeer: unsupported cipher %v", c)
+	return nil, errorf("unsupported cipher %v", c)
 }
 
 // tieOrder breaks ties in the cipher choice: the stronger cipher first.

@@ -101,7 +101,8 @@ type Config struct {
 	// package's tests can make reproducible handshakes (known-answer
 	// vectors); ML-KEM encapsulation always uses crypto/rand outside them.
 	// Setting it to anything but a cryptographically secure source breaks
-	// the security of every connection.
+	// the security of every connection; a listener refuses a handshake
+	// whose ephemeral key repeats one it has seen, as a replay.
 	Rand io.Reader
 
 	ticketOnce sync.Once

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/securepeer/securepeer/internal/admit"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -28,26 +28,28 @@ import (
 // A Conn is safe for one concurrent Read and one concurrent Write, and for
 // Close, deadlines and the accessors at any time.
 type Conn struct {
+	// The fields are in an order that leaves no padding (an idle
+	// connection's memory is what a server holds per peer).
 	conn   net.Conn
 	config *Config
-	mode   wire.Mode
 
 	// handshakeMutex is held for the whole handshake; state and handshakeErr
 	// are written under it. Once handshakeDone is set, state is immutable.
 	handshakeMutex sync.Mutex
 	handshakeErr   error
 	handshakeDone  atomic.Bool
+	closed         atomic.Bool
 	state          ConnectionState
 
-	// deadlineMu guards the deadlines the user set, which the handshake
-	// replaces while it runs and restores afterwards.
+	// deadlineMu guards the deadlines the user set, and handshaking, below:
+	// the handshake replaces them while it runs and restores them
+	// afterwards.
 	deadlineMu    sync.Mutex
-	handshaking   bool
 	readDeadline  time.Time
 	writeDeadline time.Time
 
-	in, out halfConn
-	closed  atomic.Bool
+	in  readHalf
+	out writeHalf
 
 	// resumption is the secret of the ticket the responder is to send, for
 	// an initiator until it arrives (pending), guarded by in's mutex after
@@ -56,31 +58,41 @@ type Conn struct {
 		secret  [32]byte
 		pending bool
 	}
+	mode        wire.Mode
+	handshaking bool // guarded by deadlineMu
 }
 
 var _ net.Conn = (*Conn)(nil)
 
-// A halfConn is one direction of the record layer. Its mutex is held by the
-// one Read (for in) or Write (for out) in progress.
+// A halfConn is what both directions of the record layer hold: the
+// cipher state and the first permanent error. Its mutex is held by the one
+// Read (for in) or Write (for out) in progress.
 type halfConn struct {
 	sync.Mutex
 	err    error // first permanent error; every later call returns it
 	cipher Cipher
 	aead   cipher.AEAD
-	key    []byte // current key, kept for rekeying
+	key    [32]byte // current key (cipher.keySize() bytes), kept for rekeying
 	iv     [12]byte
-	seq    uint64 // number of records sealed or opened so far
 	nonce  [12]byte
+	seq    uint64 // number of records sealed or opened so far
+}
 
-	// Write side only: a ticket record's plaintext to send before the next
+// A writeHalf is the sending direction.
+type writeHalf struct {
+	halfConn
+	// ticket is a ticket record's plaintext to send before the next
 	// record (sendTicket).
 	ticket []byte
+}
 
-	// Read side only: buf holds received bytes not yet opened in
-	// (*buf)[r:w], and plain the unread rest of the last record opened in
-	// place. buf comes from bufPool and goes back when nothing is pending.
-	// Keeping this state across calls lets a Read that hit a deadline
-	// resume later.
+// A readHalf is the receiving direction. buf holds received bytes not yet
+// opened in (*buf)[r:w], and plain the unread rest of the last record
+// opened in place. buf comes from bufPool and goes back when nothing is
+// pending. Keeping this state across calls lets a Read that hit a deadline
+// resume later.
+type readHalf struct {
+	halfConn
 	buf   *[]byte
 	r, w  int
 	plain []byte
@@ -108,13 +120,20 @@ var bufPool = sync.Pool{New: func() any {
 	return &b
 }}
 
-// setup installs the traffic key for this direction.
+// setup installs the traffic key for this direction. It keeps a copy of
+// key and iv, and erases key, best effort, so that no other copy outlives
+// the handshake.
 func (hc *halfConn) setup(c Cipher, key, iv []byte) error {
+	defer clear(key)
+	if len(key) != c.keySize() || len(iv) != len(hc.iv) {
+		return fmt.Errorf("securepeer: a %v key of %d bytes and an IV of %d", c, len(key), len(iv))
+	}
 	aead, err := c.newAEAD(key)
 	if err != nil {
 		return err
 	}
-	hc.cipher, hc.aead, hc.key = c, aead, key
+	hc.cipher, hc.aead = c, aead
+	copy(hc.key[:], key)
 	copy(hc.iv[:], iv)
 	return nil
 }
@@ -123,19 +142,21 @@ func (hc *halfConn) setup(c Cipher, key, iv []byte) error {
 // record starts a new rekey interval.
 func (hc *halfConn) nextNonce() error {
 	if hc.seq == maxSeq {
-		return errors.New("securepeer: record sequence number exhausted; open a new connection")
+		return newError("record sequence number exhausted; open a new connection")
 	}
 	if hc.seq > 0 && hc.seq%rekeyInterval == 0 {
-		next, err := hkdf.Expand(sha256.New, hc.key, labelRekey, len(hc.key))
+		key := hc.key[:hc.cipher.keySize()]
+		next, err := hkdf.Expand(sha256.New, key, labelRekey, len(key))
 		if err != nil {
 			return err
 		}
+		defer clear(next)
 		aead, err := hc.cipher.newAEAD(next)
 		if err != nil {
 			return err
 		}
-		clear(hc.key)
-		hc.aead, hc.key = aead, next
+		hc.aead = aead
+		copy(key, next)
 	}
 	hc.nonce = hc.iv
 	var seq [8]byte
@@ -166,7 +187,7 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 		return c.handshakeErr
 	}
 	if c.config == nil || c.config.Identity == nil {
-		c.handshakeErr = errors.New("securepeer: Config.Identity is required")
+		c.handshakeErr = newError("Config.Identity is required")
 		return c.handshakeErr
 	}
 
@@ -192,6 +213,7 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	}
 	c.endHandshakeDeadline()
 	if err != nil {
+		err = ownError(err)
 		c.handshakeErr = err
 		c.in.err, c.out.err = err, err
 		return err
@@ -215,16 +237,30 @@ func handshakeOutOfTime(ctx context.Context, err error) bool {
 func handshakeTimeoutError(ctx context.Context, d time.Duration, err error) error {
 	cause := context.Cause(ctx)
 	if cause == nil || errors.Is(cause, context.DeadlineExceeded) {
-		return &timeoutError{fmt.Errorf("securepeer: handshake timed out (limit %v or the context's deadline): %w", d, err)}
+		return &timeoutError{errorf("%w (limit %v or the context's deadline): %w", ErrHandshakeTimeout, d, err)}
 	}
-	return fmt.Errorf("securepeer: handshake canceled: %w", cause)
+	return errorf("handshake canceled: %w", cause)
+}
+
+// ownError returns err as an error of this package, whose text starts with
+// "securepeer: ": as it is if it is one, else wrapped, as an error from
+// another package that the handshake passes on unexplained would be.
+func ownError(err error) error {
+	switch err.(type) {
+	case *pkgerr.Error, *timeoutError:
+		return err
+	}
+	return errorf("%w", err)
 }
 
 // timeoutError marks a handshake that ran out of time as a net.Error with
-// Timeout true, so code that checks for timeouts sees one.
+// Timeout true, so code that checks for timeouts sees one, also without
+// unwrapping it (os.IsTimeout). Its text is its error's, which wraps
+// ErrHandshakeTimeout.
 type timeoutError struct{ err error }
 
 func (e *timeoutError) Error() string   { return e.err.Error() }
+func (e *timeoutError) Unnamed() error  { return pkgerr.Unnamed(e.err) }
 func (e *timeoutError) Unwrap() error   { return e.err }
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
@@ -288,7 +324,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (hc *halfConn) release() {
+func (hc *readHalf) release() {
 	if hc.buf != nil {
 		bufPool.Put(hc.buf)
 		hc.buf, hc.plain = nil, nil
@@ -298,7 +334,7 @@ func (hc *halfConn) release() {
 
 // releaseIfIdle returns the read buffer to the pool unless it holds the
 // start of the next record.
-func (hc *halfConn) releaseIfIdle() {
+func (hc *readHalf) releaseIfIdle() {
 	if hc.r == hc.w {
 		hc.release()
 	}
@@ -338,7 +374,7 @@ func (c *Conn) awaitRecord() error {
 // readFromFD is the callback of awaitRecord's raw.Read: it takes a buffer
 // from the pool just before it reads, and gives it back if there was
 // nothing to read. hc must be locked.
-func (hc *halfConn) readFromFD(fd uintptr) bool {
+func (hc *readHalf) readFromFD(fd uintptr) bool {
 	bp := bufPool.Get().(*[]byte)
 	n, err := readFD(fd, *bp)
 	if err == errWouldBlock {
@@ -395,7 +431,7 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 	typ, length, err := wire.ParseRecordHeader(b[hc.r : hc.r+wire.RecordHeaderSize])
 	if err != nil {
 		hc.release()
-		hc.err = fmt.Errorf("securepeer: malformed record header (type %d, length %d); the connection was tampered with or corrupted", typ, length)
+		hc.err = errorf("malformed record header (type %d, length %d); the connection was tampered with or corrupted", typ, length)
 		return 0, hc.err
 	}
 	if err := c.fill(wire.RecordHeaderSize + length); err != nil {
@@ -422,7 +458,15 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 		return 0, errAuth
 	}
 	hc.seq++
+	return c.takeRecordLocked(typ, plain, direct)
+}
 
+// takeRecordLocked acts on a record just opened, whose plaintext is plain
+// (in p if direct): data is returned or kept for the next Read, an end of
+// stream or an alert ends the stream, a ticket is taken. c.in must be
+// locked.
+func (c *Conn) takeRecordLocked(typ uint8, plain []byte, direct bool) (int, error) {
+	hc := &c.in
 	switch typ {
 	case wire.RecordData:
 		if direct {
@@ -437,7 +481,7 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 		hc.release()
 		if len(plain) != 0 {
 			// Authentic, so the peer itself is broken: not tampering.
-			hc.err = errors.New("securepeer: the peer sent an end-of-stream record that carries data, which the protocol forbids")
+			hc.err = newError("the peer sent an end-of-stream record that carries data, which the protocol forbids")
 			return 0, hc.err
 		}
 		hc.err = io.EOF
@@ -459,11 +503,11 @@ func (c *Conn) readRecordLocked(p []byte) (int, error) {
 		hc.release()
 		switch reason {
 		case wire.AlertRejected:
-			hc.err = fmt.Errorf("%w (it ended the connection after the handshake)", ErrRejected)
+			hc.err = errorf("%w (it ended the connection after the handshake)", ErrRejected)
 		case wire.AlertAborted:
-			hc.err = ErrAborted
+			hc.err = errorf("%w", ErrAborted)
 		default:
-			hc.err = errors.New("securepeer: the peer ended the connection with an unknown alert")
+			hc.err = newError("the peer ended the connection with an unknown alert")
 		}
 		return 0, hc.err
 	}
@@ -481,9 +525,9 @@ func (c *Conn) readError(err error) error {
 	hc.release()
 	if err == io.EOF {
 		if !partial {
-			hc.err = fmt.Errorf("securepeer: the connection ended without the peer's end of stream, so data may be missing: %w", io.ErrUnexpectedEOF)
+			hc.err = errorf("the connection ended without the peer's end of stream, so data may be missing: %w", io.ErrUnexpectedEOF)
 		} else {
-			hc.err = fmt.Errorf("securepeer: the connection ended in the middle of a record: %w", io.ErrUnexpectedEOF)
+			hc.err = errorf("the connection ended in the middle of a record: %w", io.ErrUnexpectedEOF)
 		}
 		return hc.err
 	}
@@ -579,8 +623,11 @@ func (c *Conn) sendLocked(b []byte) error {
 // net.Error behaviour of the original (a timeout still reports Timeout).
 type permanentError struct{ err error }
 
-func (e *permanentError) Error() string {
-	return "securepeer: write failed, the connection is unusable: " + e.err.Error()
+func (e *permanentError) Error() string { return "securepeer: " + e.Unnamed().Error() }
+
+// Unnamed is the error without the package's name (pkgerr.Unnamed).
+func (e *permanentError) Unnamed() error {
+	return fmt.Errorf("write failed, the connection is unusable: %w", e.err)
 }
 func (e *permanentError) Unwrap() error { return e.err }
 func (e *permanentError) Timeout() bool {
@@ -589,7 +636,7 @@ func (e *permanentError) Timeout() bool {
 }
 func (e *permanentError) Temporary() bool { return false }
 
-var errShutdown = errors.New("securepeer: write after CloseWrite")
+var errShutdown = newError("write after CloseWrite")
 
 // CloseWrite ends this side's stream with an authenticated end-of-stream
 // record: the peer's Read returns io.EOF once it has read everything before
@@ -597,7 +644,7 @@ var errShutdown = errors.New("securepeer: write after CloseWrite")
 // must be called after the handshake has completed.
 func (c *Conn) CloseWrite() error {
 	if !c.handshakeDone.Load() {
-		return errors.New("securepeer: CloseWrite called before the handshake completed")
+		return newError("CloseWrite called before the handshake completed")
 	}
 	hc := &c.out
 	hc.Lock()
@@ -665,7 +712,7 @@ func (c *Conn) Abort() error {
 	return c.conn.Close()
 }
 
-var errAbortedLocally = errors.New("securepeer: write after Abort")
+var errAbortedLocally = newError("write after Abort")
 
 // alertLocked sends an alert record and makes the connection unusable.
 // c.out must be locked.
@@ -723,7 +770,7 @@ func (c *Conn) setDeadline(read, write *time.Time) error {
 // left to replay, or nil.
 func (c *Conn) rawConn() syscall.RawConn {
 	nc := c.conn
-	if ac, ok := nc.(*admit.Conn); ok {
+	if ac, ok := nc.(admittedConn); ok {
 		if ac.Buffered() > 0 {
 			return nil
 		}
@@ -743,7 +790,7 @@ func (c *Conn) rawConn() syscall.RawConn {
 // NetConn returns the underlying connection. Writing to or reading from it
 // corrupts the securepeer stream.
 func (c *Conn) NetConn() net.Conn {
-	if ac, ok := c.conn.(*admit.Conn); ok {
+	if ac, ok := c.conn.(admittedConn); ok {
 		// A listener's connection, which replays the first flight.
 		return ac.NetConn()
 	}

@@ -3,8 +3,6 @@ package securepeer
 import (
 	"crypto/ecdh"
 	"crypto/subtle"
-	"errors"
-	"fmt"
 	"io"
 
 	"github.com/flynn/noise"
@@ -25,7 +23,7 @@ func (d *x25519) GenerateKeypair(r io.Reader) (noise.DHKey, error) {
 	var seed [32]byte
 	defer clear(seed[:])
 	if _, err := io.ReadFull(r, seed[:]); err != nil {
-		return noise.DHKey{}, fmt.Errorf("securepeer: reading randomness: %w", err)
+		return noise.DHKey{}, errorf("reading randomness: %w", err)
 	}
 	k, err := ecdh.X25519().NewPrivateKey(seed[:])
 	if err != nil {
@@ -69,7 +67,7 @@ func (d *x25519) DH(priv, pub []byte) ([]byte, error) {
 
 // errLowOrder is the error of a DH with a low-order peer key, whose result is
 // all zeros: only a broken or hostile peer sends one.
-var errLowOrder = errors.New("securepeer: handshake failed: the peer's X25519 key is a low-order point; the peer is broken or hostile")
+var errLowOrder = newError("handshake failed: the peer's X25519 key is a low-order point; the peer is broken or hostile")
 
 func (d *x25519) DHLen() int     { return 32 }
 func (d *x25519) DHName() string { return "25519" }

@@ -1,7 +1,12 @@
 package securepeer
 
-// Fuzz targets for the handshake reader and the record reader, with the
-// reproducible captures they are seeded from. The captures come from real
+// What the fuzz targets of the handshake readers and the record reader
+// share: the reproducible captures they are seeded from, and the checks
+// they make. The targets are next to the code they fuzz: FuzzRecordReader
+// in conn_test.go, FuzzHandshakeInitiator and FuzzResumingInitiator in
+// handshake_initiator_test.go, FuzzHandshakeResponder and
+// FuzzResumingResponder in handshake_responder_test.go, the ticket parsers'
+// in ticket_test.go. The captures come from real
 // handshakes whose randomness is fixed (Config.Rand), so a victim given the
 // same fixed randomness can replay them: that lets the record fuzzer reach
 // the record layer without a live peer, and lets the handshake fuzzers check
@@ -395,135 +400,9 @@ func fzStacks() string {
 
 // --- FuzzHandshakeResponder ---
 
-// FuzzHandshakeResponder feeds arbitrary bytes, as the initiator's side of
-// the stream, to a Server and to a NewConn. Each must fail with an error, or
-// succeed only on the real handshake it was captured with, and never panic,
-// hang or leak a goroutine. The victims use fixed randomness, so a captured
-// handshake replays and the fuzzer can mutate deep into it.
-func FuzzHandshakeResponder(f *testing.F) {
-	fzRequireSeeds(f)
-	cs := fzGetCaptures(f)
-	f.Fuzz(func(t *testing.T, in []byte) {
-		// Server: the only way in is the capture, byte for byte (message 1's
-		// payload and the hello are bound into the transcript).
-		base := runtime.NumGoroutine()
-		conn := newFzConn(in)
-		c := Server(conn, fzConfig(fzResponderID, fzRandServer))
-		if err := fzHandshake(t, c, base); err == nil {
-			if !bytes.HasPrefix(in, cs.serverClient.received) {
-				t.Fatalf("Server completed a handshake that is not the captured one:\n%x", in)
-			}
-			if c.RemoteKey() != fzInitiatorID.PublicKey() {
-				t.Fatal("Server completed a handshake with a key that no test identity holds")
-			}
-		} else if c.RemoteKey() != (PublicKey{}) || c.ConnectionState().HandshakeComplete {
-			t.Fatal("a failed handshake left state behind")
-		}
-
-		// NewConn: it drops the peer's message 1 when it initiates, so only
-		// the identity proves who it talked to.
-		base = runtime.NumGoroutine()
-		c = NewConn(newFzConn(in), fzConfig(fzResponderID, fzRandNewConn))
-		if err := fzHandshake(t, c, base); err == nil {
-			if c.RemoteKey() != fzInitiatorID.PublicKey() {
-				t.Fatal("NewConn completed a handshake with a key that no test identity holds")
-			}
-			last := fzMessages(cs.newConnClient.received)
-			last2 := fzMessages(cs.newConnPeer.sent)
-			if !bytes.Contains(in, last[len(last)-1]) && !bytes.Contains(in, last2[len(last2)-1]) {
-				t.Fatalf("NewConn completed a handshake without the peer's real last message:\n%x", in)
-			}
-		}
-	})
-}
-
 // --- FuzzHandshakeInitiator ---
 
-// FuzzHandshakeInitiator feeds arbitrary bytes, as the responder's side of
-// the stream, to a Client, with the same rules as FuzzHandshakeResponder.
-func FuzzHandshakeInitiator(f *testing.F) {
-	fzRequireSeeds(f)
-	cs := fzGetCaptures(f)
-	var msg2s [][]byte
-	for _, c := range []*fzCapture{cs.clientServer, cs.clientNewConn} {
-		m := fzMessages(c.received)
-		msg2s = append(msg2s, m[len(m)-1])
-	}
-	f.Fuzz(func(t *testing.T, in []byte) {
-		base := runtime.NumGoroutine()
-		c := Client(newFzConn(in), fzConfig(fzInitiatorID, fzRandClient))
-		if err := fzHandshake(t, c, base); err == nil {
-			if c.RemoteKey() != fzResponderID.PublicKey() {
-				t.Fatal("Client completed a handshake with a key that no test identity holds")
-			}
-			if !bytes.Contains(in, msg2s[0]) && !bytes.Contains(in, msg2s[1]) {
-				t.Fatalf("Client completed a handshake without a real message 2:\n%x", in)
-			}
-		}
-	})
-}
-
 // --- FuzzRecordReader ---
-
-// FuzzRecordReader completes a real handshake (the replayed capture) and
-// then feeds the Server's record reader arbitrary bytes, made from the
-// records the captured Client sent. Read must never return data that was not
-// sent, in the order sent; it must end with io.EOF only after all of it and
-// the end-of-stream record; it must never panic or ask to read more than one
-// record at a time.
-func FuzzRecordReader(f *testing.F) {
-	fzRequireSeeds(f)
-	cs := fzGetCaptures(f)
-	hs := cs.clientServer.sent
-	want := fzScriptData()
-	f.Fuzz(func(t *testing.T, records []byte) {
-		base := runtime.NumGoroutine()
-		conn := newFzConn(append(hs[:len(hs):len(hs)], records...))
-		c := Server(conn, fzConfig(fzResponderID, fzRandServer))
-		if err := fzHandshake(t, c, base); err != nil {
-			t.Fatalf("the captured handshake no longer replays (run go test -run TestFuzzSeeds -update-fuzz?): %v", err)
-		}
-		if n := conn.mark(); n != len(hs) {
-			t.Fatalf("the handshake consumed %d bytes, the capture has %d", n, len(hs))
-		}
-		var got []byte
-		buf := make([]byte, 1000)
-		var err error
-		for i := 0; ; i++ {
-			var n int
-			n, err = c.Read(buf)
-			if n < 0 || n > len(buf) {
-				t.Fatalf("Read returned n=%d", n)
-			}
-			got = append(got, buf[:n]...)
-			if !bytes.HasPrefix(want, got) {
-				t.Fatalf("Read returned data that was not sent: got %d bytes, %q... ", len(got), got[:min(len(got), 40)])
-			}
-			if err != nil {
-				break
-			}
-			if n == 0 {
-				t.Fatal("Read returned 0, nil")
-			}
-			if i > len(records)+10 {
-				t.Fatal("Read keeps returning data the input cannot hold")
-			}
-		}
-		if err == io.EOF && !bytes.Equal(got, want) {
-			t.Fatalf("Read returned io.EOF after %d of %d bytes", len(got), len(want))
-		}
-		if n, err2 := c.Read(buf); n != 0 || err2 == nil || !fzSameError(err, err2) {
-			t.Fatalf("Read after %v returned %d, %v: errors must be sticky", err, n, err2)
-		}
-		if conn.maxReq > wire.RecordHeaderSize+wire.MaxRecordLength {
-			t.Fatalf("the record reader asked to read %d bytes at once, more than a record with its header", conn.maxReq)
-		}
-		if conn.read > len(conn.in) {
-			t.Fatal("read past the input")
-		}
-		fzNoLeak(t, base)
-	})
-}
 
 // --- seeds ---
 
@@ -681,4 +560,28 @@ func TestFuzzCaptureReplays(t *testing.T) {
 			t.Fatalf("read %d bytes, want the %d-byte script", len(got), len(fzScriptData()))
 		}
 	})
+}
+
+// ticketSession runs a session over a net.Pipe in which the client takes
+// the server's ticket (with the server's first byte), and returns the
+// client's end and what each side sent.
+func ticketSession(t testing.TB, client, server *Config) (x *Conn, clientSent, serverSent []byte) {
+	a, b := net.Pipe()
+	ra, rb := &recorder{Conn: a}, &recorder{Conn: b}
+	x, y := Client(ra, client), Server(rb, server)
+	other := run(y.Handshake)
+	if err := x.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-other; err != nil {
+		t.Fatal(err)
+	}
+	done := run(func() error { _, err := y.Write([]byte("x")); return err })
+	if _, err := io.ReadFull(x, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	a.Close() // no end of stream: on a net.Pipe it would wait for a reader
+	b.Close()
+	return x, rb.bytes(), ra.bytes()
 }

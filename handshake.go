@@ -19,6 +19,31 @@ import (
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
+// The full handshake (PROTOCOL.md, "Overview"): Noise XXpsk3, whose PSK is
+// the ML-KEM-768 shared secret, after each side's hello.
+//
+//	initiator                                    responder
+//	hello [len] msg1: e, payload1              ->
+//	                                          <- hello [len] msg2: e, ee, s, es, payload2
+//	[len] msg3: s, se, psk, payload3           ->
+//	records                                   <-> records
+//
+// The resumed handshake ("Session resumption"): Noise NNpsk0 keyed with
+// the resumption secret from the responder's ticket, then the initiator's
+// finished message.
+//
+//	initiator                                    responder
+//	hello(FlagResume) [len] ticket, e, payload ->
+//	                                          <- hello, [len] e, ee, payload
+//	[len] finished                             ->
+//	                                          <- ticket record
+//
+// This file holds the state, the steps until the roles are settled (the
+// hellos, the roles) and what both roles share: the Noise state, the checks of the
+// peer, the key schedule and the framing. Each role's flow, full and
+// resumed, is in handshake_initiator.go or handshake_responder.go; taking
+// and keeping tickets in ticket.go.
+
 // handshakeState is the state of one handshake, discarded when it ends.
 type handshakeState struct {
 	c   *Conn
@@ -101,97 +126,21 @@ func (c *Conn) handshake(ctx context.Context) error {
 	return hs.runResponder(peerMsg1)
 }
 
-// runInitiator completes the handshake as initiator, message 1 sent.
-func (hs *handshakeState) runInitiator() error {
-	p2, err := hs.readMessage2() // "Message 2"
-	if err != nil {
-		return err
-	}
-	if err := hs.checkMessage2(p2); err != nil {
-		return err
-	}
-	if err := hs.verify(); err != nil { // "Verify, rejection and identity hiding"
-		// The initiator refuses before message 3, so a responder it does
-		// not trust never learns its identity.
-		hs.abort(wire.AbortRejected)
-		return err
-	}
-	cs1, cs2, err := hs.sendMessage3() // "Message 3"
-	if err != nil {
-		return err
-	}
-	return hs.installTrafficKeys(cs1, cs2) // "Key schedule"
-}
-
-// runResponder completes the handshake as responder to the peer's message 1.
-func (hs *handshakeState) runResponder(msg1 []byte) error {
-	p1, err := hs.readMessage1(msg1) // "Message 1"
-	if err != nil {
-		return err
-	}
-	if err := hs.agreeCipher(p1.Ciphers, hs.cipherList()); err != nil { // "Cipher choice"
-		return err
-	}
-	hs.giveTicket = slices.Contains(p1.Ciphers, wire.TicketsSignal) && !hs.cfg.SessionTicketsDisabled
-	if err := hs.acquireCPU(); err != nil {
-		return err
-	}
-	if err := hs.sendMessage2(p1.KEMKey); err != nil { // "Message 2"
-		return err
-	}
-	p3, cs1, cs2, err := hs.readMessage3() // "Message 3"
-	if err != nil {
-		return err
-	}
-	if err := hs.checkMessage3(p3); err != nil {
-		return err
-	}
-	hs.proved()
-	if err := hs.installTrafficKeys(cs1, cs2); err != nil { // "Key schedule"
-		return err
-	}
-	return hs.verifyInitiator()
-}
-
-// verifyInitiator asks Config.Verify about the initiator, keys installed
-// ("Verify, rejection and identity hiding"), then gives it a ticket if it
-// asked for one ("Tickets").
-func (hs *handshakeState) verifyInitiator() error {
-	if err := hs.verify(); err != nil {
-		// The keys are in place, so the refusal reaches the initiator
-		// authenticated, as an alert record.
-		c := hs.c
-		c.out.Lock()
-		if c.alertLocked(wire.AlertRejected) == nil {
-			c.lingerForAlert()
+// checkConfig refuses a Config whose lists this side could not send.
+func (hs *handshakeState) checkConfig() error {
+	for i, c := range hs.cfg.Ciphers {
+		if c.keySize() == 0 {
+			return errorf("Config.Ciphers lists unsupported cipher %v", c)
 		}
-		c.out.Unlock()
-		return err
+		if slices.Contains(hs.cfg.Ciphers[:i], c) {
+			return errorf("Config.Ciphers lists %v twice", c)
+		}
 	}
-	if hs.giveTicket {
-		return hs.sendTicket()
+	if len(hs.cfg.Ciphers) > wire.MaxCiphers {
+		return errorf("Config.Ciphers lists more than %d ciphers", wire.MaxCiphers)
 	}
-	return nil
-}
-
-// proved tells a listener that the peer has authenticated ("Servers on the
-// open internet"): its connection no longer ranks with those that cost
-// their sender nothing. internal/admit's connections take the call.
-func (hs *handshakeState) proved() {
-	if p, ok := hs.c.conn.(interface{ Proved() }); ok {
-		p.Proved()
-	}
-}
-
-// acquireCPU waits for a listener's turn of handshake CPU before the
-// responder computes its answer ("Servers on the open internet"): handshake
-// CPU is shared by source address, and a handshake that stops before
-// computing (a refused ticket, a malformed message 1) never takes a turn.
-// internal/admit's connections take the call; the turn goes back when the
-// handshake next waits for the peer.
-func (hs *handshakeState) acquireCPU() error {
-	if a, ok := hs.c.conn.(interface{ AcquireCPU(context.Context) error }); ok {
-		return a.AcquireCPU(hs.ctx)
+	if err := wire.CheckProtocols(hs.cfg.NextProtos); err != nil {
+		return errorf("Config.NextProtos: %v", err)
 	}
 	return nil
 }
@@ -224,67 +173,7 @@ func (hs *handshakeState) sendFirstFlight() error {
 	return nil
 }
 
-func (hs *handshakeState) checkConfig() error {
-	for i, c := range hs.cfg.Ciphers {
-		if c.keySize() == 0 {
-			return fmt.Errorf("securepeer: Config.Ciphers lists unsupported cipher %v", c)
-		}
-		if slices.Contains(hs.cfg.Ciphers[:i], c) {
-			return fmt.Errorf("securepeer: Config.Ciphers lists %v twice", c)
-		}
-	}
-	if len(hs.cfg.Ciphers) > wire.MaxCiphers {
-		return fmt.Errorf("securepeer: Config.Ciphers lists more than %d ciphers", wire.MaxCiphers)
-	}
-	if err := wire.CheckProtocols(hs.cfg.NextProtos); err != nil {
-		return fmt.Errorf("securepeer: Config.NextProtos: %v", err)
-	}
-	return nil
-}
-
-func (hs *handshakeState) newNoise(initiator bool, initiatorHello []byte) error {
-	var err error
-	hs.noise, err = noise.NewHandshakeState(noise.Config{
-		CipherSuite:           noise.NewCipherSuite(hs.dh, noise.CipherChaChaPoly, noise.HashSHA256),
-		Random:                hs.cfg.rand(),
-		Pattern:               noise.HandshakeXX,
-		Initiator:             initiator,
-		Prologue:              append([]byte(labelPrologue), initiatorHello...),
-		PresharedKeyPlacement: 3,
-		StaticKeypair:         hs.static,
-	})
-	return err
-}
-
-// buildMessage1 starts the Noise handshake as initiator and returns message
-// 1 ("Message 1"): the ephemeral key and, readable by anyone, this side's
-// cipher list and ML-KEM encapsulation key. It sends nothing.
-func (hs *handshakeState) buildMessage1() ([]byte, error) {
-	if err := hs.newNoise(true, hs.myHello[:]); err != nil {
-		return nil, err
-	}
-	p := wire.InitPayload{Ciphers: hs.initiatorCipherList()}
-	if !hs.cfg.DisablePostQuantum {
-		seed := make([]byte, mlkem.SeedSize)
-		defer clear(seed)
-		if _, err := io.ReadFull(hs.cfg.rand(), seed); err != nil {
-			return nil, fmt.Errorf("securepeer: reading randomness: %w", err)
-		}
-		dk, err := mlkem.NewDecapsulationKey768(seed)
-		if err != nil {
-			return nil, err
-		}
-		hs.kemKey = dk
-		p.KEMKey = dk.EncapsulationKey().Bytes()
-	}
-	msg, _, _, err := hs.noise.WriteMessage(nil, p.Marshal(nil))
-	if err != nil {
-		return nil, err
-	}
-	hs.msg1 = msg
-	return msg, nil
-}
-
+// readHello reads and checks the peer's hello ("The hello").
 func (hs *handshakeState) readHello() error {
 	if _, err := io.ReadFull(hs.c.conn, hs.peerHello[:]); err != nil {
 		return readHandshakeError(err)
@@ -293,13 +182,13 @@ func (hs *handshakeState) readHello() error {
 	switch {
 	case errors.Is(err, wire.ErrNotSecurepeer):
 		if hs.peerHello[0] == '{' {
-			return ErrLegacyPeer
+			return errorf("%w", ErrLegacyPeer)
 		}
-		return errors.New("securepeer: the peer is not speaking the securepeer protocol")
+		return newError("the peer is not speaking the securepeer protocol")
 	case errors.Is(err, wire.ErrVersion):
-		return fmt.Errorf("securepeer: the peer speaks protocol version %d and this side version %d", h.Version, wire.Version)
+		return errorf("the peer speaks protocol version %d and this side version %d", h.Version, wire.Version)
 	case err != nil:
-		return errors.New("securepeer: the peer sent a malformed hello")
+		return newError("the peer sent a malformed hello")
 	}
 	hs.peerMode = h.Mode
 	hs.peerResume = h.Resume
@@ -320,9 +209,9 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 	}()
 	switch {
 	case me == wire.ModeInitiator && peer == wire.ModeInitiator:
-		return nil, errors.New("securepeer: both sides tried to initiate (Client or Dial on both); use Server, Listen or NewConn on one side")
+		return nil, newError("both sides tried to initiate (Client or Dial on both); use Server, Listen or NewConn on one side")
 	case me == wire.ModeResponder && peer == wire.ModeResponder:
-		return nil, errors.New("securepeer: both sides waited for the other to initiate (Server on both); use Client, Dial or NewConn on one side")
+		return nil, newError("both sides waited for the other to initiate (Server on both); use Client, Dial or NewConn on one side")
 
 	case me == wire.ModeInitiator && peer == wire.ModeResponder:
 		hs.initiator = true
@@ -352,7 +241,7 @@ func (hs *handshakeState) settleRoles() (peerMsg1 []byte, err error) {
 	}
 	switch bytes.Compare(hs.msg1[:32], hs.peerEphemeral(msg)) {
 	case 0:
-		return nil, errors.New("securepeer: the peer sent this side's own handshake back; it is talking to itself or being reflected")
+		return nil, newError("the peer sent this side's own handshake back; it is talking to itself or being reflected")
 	case 1:
 		hs.initiator = true
 		return nil, nil
@@ -388,46 +277,109 @@ func (hs *handshakeState) peerEphemeral(msg []byte) []byte {
 	return msg[:32]
 }
 
-// readMessage2 reads and decrypts message 2 and parses its payload.
-func (hs *handshakeState) readMessage2() (*wire.RespPayload, error) {
-	payload, _, _, err := hs.readNoise(slotMessage2)
-	if err != nil {
-		return nil, err
+// startNoise starts this side's Noise handshake state, as initiator or
+// responder: the full handshake's XXpsk3 ("The Noise handshake") or, given
+// a ticket and its resumption secret, the resumed handshake's NNpsk0
+// ("Session resumption"). The prologue binds the initiator's hello, and the
+// ticket.
+func (hs *handshakeState) startNoise(initiator bool, ticket, secret []byte) error {
+	hello := hs.peerHello
+	if initiator {
+		hello = hs.myHello
 	}
-	p, err := wire.ParseRespPayload(payload)
-	if err != nil {
-		return nil, hs.protocolError("message 2 is malformed")
+	cfg := noise.Config{
+		CipherSuite: noise.NewCipherSuite(hs.dh, noise.CipherChaChaPoly, noise.HashSHA256),
+		Random:      hs.cfg.rand(),
+		Initiator:   initiator,
 	}
-	return p, nil
+	if ticket == nil {
+		cfg.Pattern = noise.HandshakeXX
+		cfg.Prologue = append([]byte(labelPrologue), hello[:]...)
+		cfg.PresharedKeyPlacement = 3 // the ML-KEM secret, set before message 3
+		cfg.StaticKeypair = hs.static
+	} else {
+		cfg.Pattern = noise.HandshakeNN
+		cfg.Prologue = append(append([]byte(labelResumePrologue), hello[:]...), ticket...)
+		cfg.PresharedKey = secret // placement 0
+	}
+	var err error
+	hs.noise, err = noise.NewHandshakeState(cfg)
+	return err
 }
 
-// checkMessage2 checks message 2 as "Message 2" lists, and takes the
-// cipher, the application protocol and the ML-KEM shared secret from it.
-func (hs *handshakeState) checkMessage2(p *wire.RespPayload) error {
-	if p.Hello != hs.peerHello {
+// cipherList is this side's cipher list as it sends it, which is also the
+// list its side of the choice counts positions in ("Cipher choice").
+func (hs *handshakeState) cipherList() []uint16 {
+	ids := cipherIDs(hs.cfg.ciphers())
+	if testOnlyCipherList != nil {
+		ids = testOnlyCipherList(hs.cfg, ids)
+	}
+	return ids
+}
+
+// initiatorCipherList is the cipher list of this side's message 1: its
+// cipherList, then the tickets signal if it wants a ticket ("Asking for a
+// ticket"). The signal counts toward the 16 identifiers a list may hold,
+// so a list of 16 asks for none. (Only a test's testOnlyCipherList can put
+// the signal in cipherList already; it is then not added twice.)
+func (hs *handshakeState) initiatorCipherList() []uint16 {
+	ids := hs.cipherList()
+	if hs.wantsTickets() && len(ids) < wire.MaxCiphers && !slices.Contains(ids, wire.TicketsSignal) {
+		ids = append(ids, wire.TicketsSignal)
+	}
+	return ids
+}
+
+// testOnlyCipherList, set by a test, rewrites the cipher list a side
+// sends, to add identifiers this implementation does not know.
+var testOnlyCipherList func(*Config, []uint16) []uint16
+
+// cipherIDs returns the identifiers of cs, as a list is sent.
+func cipherIDs(cs []Cipher) []uint16 {
+	ids := make([]uint16, len(cs))
+	for i, c := range cs {
+		ids[i] = uint16(c)
+	}
+	return ids
+}
+
+// fromCipherIDs returns the ciphers of a list as sent, unknown identifiers
+// included, so that positions count as sent ("Cipher choice").
+func fromCipherIDs(ids []uint16) []Cipher {
+	cs := make([]Cipher, len(ids))
+	for i, id := range ids {
+		cs[i] = Cipher(id)
+	}
+	return cs
+}
+
+// checkHello checks the copy of this side's hello that the responder
+// authenticates in message 2 ("Message 2"), or in resumption message 2.
+func (hs *handshakeState) checkHello(h [wire.HelloSize]byte) error {
+	if h != hs.peerHello {
 		return hs.protocolError("the hello was altered in transit")
 	}
-	if err := hs.checkIdentity(p.Identity, p.Signature); err != nil {
+	return nil
+}
+
+// agree settles the cipher and the application protocol from both sides'
+// lists, the initiator's first, or aborts.
+func (hs *handshakeState) agree(initiatorCiphers, responderCiphers []uint16, initiatorProtos, responderProtos []string) error {
+	if err := hs.agreeCipher(initiatorCiphers, responderCiphers); err != nil {
 		return err
 	}
-	if err := hs.agreeCipher(hs.initiatorCipherList(), p.Ciphers); err != nil {
-		return err
+	return hs.agreeProtocol(initiatorProtos, responderProtos)
+}
+
+// agreeCipher settles the cipher from both lists as sent ("Cipher choice"),
+// or aborts.
+func (hs *handshakeState) agreeCipher(initiator, responder []uint16) error {
+	cipher, ok := chooseCipher(fromCipherIDs(initiator), fromCipherIDs(responder))
+	if !ok {
+		hs.abort(wire.AbortNoCipher)
+		return errorf("%w (initiator: %v, responder: %v)", ErrNoCommonCipher, fromCipherIDs(initiator), fromCipherIDs(responder))
 	}
-	if err := hs.agreeProtocol(hs.cfg.NextProtos, p.Protocols); err != nil {
-		return err
-	}
-	switch {
-	case p.KEMCiphertext != nil && hs.kemKey == nil:
-		return hs.protocolError("the peer answered an ML-KEM offer that was not made")
-	case p.KEMCiphertext != nil:
-		ss, err := hs.kemKey.Decapsulate(p.KEMCiphertext)
-		if err != nil {
-			return hs.protocolError("the ML-KEM ciphertext is malformed")
-		}
-		copy(hs.psk[:], ss)
-		clear(ss)
-		hs.postQuantum = true
-	}
+	hs.cipher = cipher
 	return nil
 }
 
@@ -437,147 +389,11 @@ func (hs *handshakeState) agreeProtocol(initiator, responder []string) error {
 	proto, ok := chooseProtocol(initiator, responder)
 	if !ok {
 		hs.abort(wire.AbortNoALPN)
-		return fmt.Errorf("%w (initiator: %q, responder: %q)", ErrNoCommonProtocol, initiator, responder)
+		return errorf("%w (initiator: %q, responder: %q)", ErrNoCommonProtocol, initiator, responder)
 	}
 	hs.protocol = proto
 	return nil
 }
-
-// sendMessage3 sets the PSK and writes message 3, which carries this side's
-// identity and application protocols.
-func (hs *handshakeState) sendMessage3() (cs1, cs2 *noise.CipherState, err error) {
-	if err := hs.noise.SetPresharedKey(hs.psk[:]); err != nil {
-		return nil, nil, err
-	}
-	id := hs.cfg.Identity
-	final := wire.FinalPayload{Protocols: hs.cfg.NextProtos}
-	copy(final.Identity[:], id.pub.key[:])
-	copy(final.Signature[:], hs.staticSig)
-	return hs.writeNoise(final.Marshal(nil))
-}
-
-// readMessage1 decrypts the peer's message 1 and parses its payload.
-func (hs *handshakeState) readMessage1(msg1 []byte) (*wire.InitPayload, error) {
-	if err := hs.newNoise(false, hs.peerHello[:]); err != nil {
-		return nil, err
-	}
-	payload, _, _, err := hs.noise.ReadMessage(nil, msg1)
-	if err != nil {
-		return nil, hs.protocolError("message 1 is malformed")
-	}
-	p, err := wire.ParseInitPayload(payload)
-	if err != nil {
-		return nil, hs.protocolError("message 1 is malformed")
-	}
-	return p, nil
-}
-
-// agreeCipher settles the cipher from both lists as sent ("Cipher choice"),
-// or aborts.
-func (hs *handshakeState) agreeCipher(initiator, responder []uint16) error {
-	cipher, ok := chooseCipher(fromCipherIDs(initiator), fromCipherIDs(responder))
-	if !ok {
-		hs.abort(wire.AbortNoCipher)
-		return fmt.Errorf("%w (initiator: %v, responder: %v)", ErrNoCommonCipher, fromCipherIDs(initiator), fromCipherIDs(responder))
-	}
-	hs.cipher = cipher
-	return nil
-}
-
-// sendMessage2 encapsulates to the initiator's ML-KEM key, if it offered one
-// and this side accepts, and writes message 2.
-func (hs *handshakeState) sendMessage2(kemKey []byte) error {
-	p2 := wire.RespPayload{Hello: hs.myHello, Ciphers: hs.cipherList(), Protocols: hs.cfg.NextProtos}
-	if kemKey != nil && !hs.cfg.DisablePostQuantum {
-		ek, err := mlkem.NewEncapsulationKey768(kemKey)
-		if err != nil {
-			return hs.protocolError("the ML-KEM encapsulation key is malformed")
-		}
-		ss, ct, err := hs.encapsulate(ek)
-		if err != nil {
-			return err
-		}
-		copy(hs.psk[:], ss)
-		clear(ss)
-		p2.KEMCiphertext = ct
-		hs.postQuantum = true
-	}
-	id := hs.cfg.Identity
-	copy(p2.Identity[:], id.pub.key[:])
-	copy(p2.Signature[:], hs.staticSig)
-	_, _, err := hs.writeNoise(p2.Marshal(nil))
-	return err
-}
-
-// readMessage3 sets the PSK, reads and decrypts message 3, and parses its
-// payload.
-func (hs *handshakeState) readMessage3() (p *wire.FinalPayload, cs1, cs2 *noise.CipherState, err error) {
-	if err := hs.noise.SetPresharedKey(hs.psk[:]); err != nil {
-		return nil, nil, nil, err
-	}
-	payload, cs1, cs2, err := hs.readNoise(slotMessage3)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if p, err = wire.ParseFinalPayload(payload); err != nil {
-		// The initiator has finished its handshake and reads records now,
-		// where an abort would be read as a malformed record: say nothing.
-		return nil, nil, nil, handshakeFailed("message 3 is malformed")
-	}
-	return p, cs1, cs2, nil
-}
-
-// checkMessage3 checks the initiator's identity and settles the application
-// protocol.
-func (hs *handshakeState) checkMessage3(p *wire.FinalPayload) error {
-	if err := hs.checkIdentity(p.Identity, p.Signature); err != nil {
-		return err
-	}
-	proto, ok := chooseProtocol(p.Protocols, hs.cfg.NextProtos)
-	if !ok {
-		// An honest initiator aborts before message 3 instead.
-		return fmt.Errorf("%w (this side: %q, peer: %q; the peer went on regardless)", ErrNoCommonProtocol, hs.cfg.NextProtos, p.Protocols)
-	}
-	hs.protocol = proto
-	return nil
-}
-
-// lingerForAlert lets an alert reach a peer that may already have sent
-// data: closing a TCP connection with unread data sends a reset, which can
-// overtake the alert, so that the peer reads "connection reset" instead of
-// why it was refused. It ends this side's writing and reads the peer's data
-// away until the peer closes, for at most a second and 1 MiB, so that a
-// refused peer cannot hold this side up.
-func (c *Conn) lingerForAlert() {
-	cw, ok := c.NetConn().(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil {
-		return
-	}
-	c.conn.SetReadDeadline(time.Now().Add(time.Second))
-	io.CopyN(io.Discard, c.conn, 1<<20)
-}
-
-// encapsulate runs ML-KEM encapsulation. Only the package's own tests can
-// derandomize it (testingOnlyEncapsulate, from Config.Rand), so that the
-// known-answer vectors are reproducible; crypto/mlkem offers no
-// derandomized encapsulation outside its test package, which production
-// code does not import.
-func (hs *handshakeState) encapsulate(ek *mlkem.EncapsulationKey768) (ss, ct []byte, err error) {
-	if hs.cfg.Rand == nil || testingOnlyEncapsulate == nil {
-		ss, ct = ek.Encapsulate()
-		return ss, ct, nil
-	}
-	var m [32]byte
-	defer clear(m[:])
-	if _, err := io.ReadFull(hs.cfg.Rand, m[:]); err != nil {
-		return nil, nil, fmt.Errorf("securepeer: reading randomness: %w", err)
-	}
-	return testingOnlyEncapsulate(ek, m[:])
-}
-
-// testingOnlyEncapsulate, set by the package's tests, encapsulates with the
-// randomness m, as FIPS 203's ML-KEM.Encaps_internal does.
-var testingOnlyEncapsulate func(ek *mlkem.EncapsulationKey768, m []byte) (ss, ct []byte, err error)
 
 // checkIdentity checks the peer's proof that its identity key vouches for
 // the Noise static key it used ("Identities and static keys").
@@ -602,12 +418,31 @@ func (hs *handshakeState) verify() error {
 		// relays the two, or a reflection. A Verify that wants it can say
 		// so ("A peer with this side's own key").
 		if hs.remote == hs.cfg.Identity.PublicKey() {
-			return fmt.Errorf("securepeer: refused peer key %s: %w", hs.remote.Fingerprint(), ErrOwnKey)
+			return errorf("refused peer key %s: %w", hs.remote.Fingerprint(), ErrOwnKey)
 		}
 		return nil
 	}
 	if err := hs.cfg.Verify(hs.ctx, hs.remote); err != nil {
-		return fmt.Errorf("securepeer: refused peer key %s: %w", hs.remote.Fingerprint(), err)
+		return errorf("refused peer key %s: %w", hs.remote.Fingerprint(), err)
+	}
+	return nil
+}
+
+// proved tells a listener that the peer has authenticated
+// (admittedConn.Proved).
+func (hs *handshakeState) proved() {
+	if a, ok := hs.c.conn.(admittedConn); ok {
+		a.Proved()
+	}
+}
+
+// acquireCPU waits for a listener's turn of handshake CPU before the
+// responder computes its answer (admittedConn.AcquireCPU): a handshake that
+// stops before computing (a refused ticket, a malformed message 1) never
+// takes a turn.
+func (hs *handshakeState) acquireCPU() error {
+	if a, ok := hs.c.conn.(admittedConn); ok {
+		return a.AcquireCPU(hs.ctx)
 	}
 	return nil
 }
@@ -674,6 +509,15 @@ func (hs *handshakeState) installTrafficKeys(cs1, cs2 *noise.CipherState) error 
 	return nil
 }
 
+// finished is the initiator's proof, in resumption message 3, that it holds
+// the session's keys.
+func finished(cs1, cs2 *noise.CipherState, h []byte) ([]byte, error) {
+	k1, k2 := cs1.UnsafeKey(), cs2.UnsafeKey()
+	defer clear(k1[:])
+	defer clear(k2[:])
+	return hkdf.Key(sha256.New, append(k1[:], k2[:]...), h, labelFinished, wire.FinishedSize)
+}
+
 // writeNoise writes the next Noise message, carrying payload, after the
 // first flight.
 func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherState, err error) {
@@ -681,13 +525,64 @@ func (hs *handshakeState) writeNoise(payload []byte) (cs1, cs2 *noise.CipherStat
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := hs.joinFlight(); err != nil {
+	if err := hs.writeFrame(msg); err != nil {
 		return nil, nil, err
 	}
-	if _, err := hs.c.conn.Write(wire.AppendHandshakeMessage(nil, msg)); err != nil {
-		return nil, nil, fmt.Errorf("securepeer: sending the handshake: %w", err)
-	}
 	return cs1, cs2, nil
+}
+
+// writeFrame writes one handshake message after the first flight.
+func (hs *handshakeState) writeFrame(msg []byte) error {
+	return hs.send(wire.AppendHandshakeMessage(nil, msg))
+}
+
+// send writes b, framed handshake messages or an abort, once the first
+// flight has been written, so that nothing is written concurrently with
+// it.
+func (hs *handshakeState) send(b []byte) error {
+	err := hs.joinFlight()
+	if err == nil {
+		_, err = hs.c.conn.Write(b)
+	}
+	if err != nil {
+		return errorf("sending the handshake: %w", err)
+	}
+	return nil
+}
+
+// joinFlight waits for the first flight to be written, so that nothing is
+// written concurrently with it.
+func (hs *handshakeState) joinFlight() error {
+	if hs.flight == nil {
+		return nil
+	}
+	err := <-hs.flight
+	hs.flight = nil
+	return err
+}
+
+// settleFlight waits a moment for the first flight to be written, so that
+// the peer hears why a failing handshake stops, then cuts it short: a peer
+// that does not read must not hold this side up. It reports whether the
+// flight was written in full.
+func (hs *handshakeState) settleFlight() bool {
+	if hs.flight == nil {
+		return true
+	}
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	var err error
+	select {
+	case err = <-hs.flight:
+	case <-t.C:
+		hs.c.conn.SetDeadline(time.Unix(1, 0))
+		err = <-hs.flight
+		if err == nil {
+			err = os.ErrDeadlineExceeded
+		}
+	}
+	hs.flight = nil
+	return err == nil
 }
 
 // readNoise reads the next Noise message, the message of slot s, and
@@ -736,49 +631,13 @@ func (hs *handshakeState) readMessage(s slot, max int) ([]byte, error) {
 	return msg, nil
 }
 
+// readHandshakeError is the error for a failed read of the handshake: the
+// peer closed the connection, or the read failed.
 func readHandshakeError(err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("securepeer: the peer closed the connection during the handshake: %w", io.ErrUnexpectedEOF)
+		return errorf("the peer closed the connection during the handshake: %w", io.ErrUnexpectedEOF)
 	}
-	return fmt.Errorf("securepeer: reading the handshake: %w", err)
-}
-
-// joinFlight waits for the first flight to be written, so that nothing is
-// written concurrently with it.
-func (hs *handshakeState) joinFlight() error {
-	if hs.flight == nil {
-		return nil
-	}
-	err := <-hs.flight
-	hs.flight = nil
-	if err != nil {
-		return fmt.Errorf("securepeer: sending the handshake: %w", err)
-	}
-	return nil
-}
-
-// settleFlight waits a moment for the first flight to be written, so that
-// the peer hears why a failing handshake stops, then cuts it short: a peer
-// that does not read must not hold this side up. It reports whether the
-// flight was written in full.
-func (hs *handshakeState) settleFlight() bool {
-	if hs.flight == nil {
-		return true
-	}
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
-	var err error
-	select {
-	case err = <-hs.flight:
-	case <-t.C:
-		hs.c.conn.SetDeadline(time.Unix(1, 0))
-		err = <-hs.flight
-		if err == nil {
-			err = os.ErrDeadlineExceeded
-		}
-	}
-	hs.flight = nil
-	return err == nil
+	return errorf("reading the handshake: %w", err)
 }
 
 // abort tells the peer, best effort, why this side gives up the handshake.
@@ -790,13 +649,17 @@ func (hs *handshakeState) abort(reason byte) {
 	hs.c.conn.Write(wire.AppendAbort(nil, reason))
 }
 
+// protocolError aborts with 0x03 and returns the error for a message that
+// is malformed as what says.
 func (hs *handshakeState) protocolError(what string) error {
 	hs.abort(wire.AbortProtocol)
 	return handshakeFailed(what)
 }
 
+// handshakeFailed is the error for a message of the peer's that is
+// malformed as what says.
 func handshakeFailed(what string) error {
-	return fmt.Errorf("securepeer: handshake failed: %s; the peer is broken or the connection was tampered with", what)
+	return errorf("handshake failed: %s; the peer is broken or the connection was tampered with", what)
 }
 
 // clear erases the handshake's secrets, best effort: Go cannot guarantee
@@ -811,44 +674,4 @@ func (hs *handshakeState) clear() {
 	hs.dh.keys = nil
 	hs.kemKey = nil
 	hs.noise = nil
-}
-
-// cipherList is this side's cipher list as it sends it, which is also the
-// list its side of the choice counts positions in ("Cipher choice").
-func (hs *handshakeState) cipherList() []uint16 {
-	ids := cipherIDs(hs.cfg.ciphers())
-	if testingOnlyCipherList != nil {
-		ids = testingOnlyCipherList(hs.cfg, ids)
-	}
-	return ids
-}
-
-// initiatorCipherList is the cipher list of this side's message 1: its
-// cipherList, then the tickets signal if it wants a ticket ("Tickets").
-func (hs *handshakeState) initiatorCipherList() []uint16 {
-	ids := hs.cipherList()
-	if hs.wantsTickets() && len(ids) < wire.MaxCiphers {
-		ids = append(ids, wire.TicketsSignal)
-	}
-	return ids
-}
-
-// testingOnlyCipherList, set by a test, rewrites the cipher list a side
-// sends, to add identifiers this implementation does not know.
-var testingOnlyCipherList func(*Config, []uint16) []uint16
-
-func cipherIDs(cs []Cipher) []uint16 {
-	ids := make([]uint16, len(cs))
-	for i, c := range cs {
-		ids[i] = uint16(c)
-	}
-	return ids
-}
-
-func fromCipherIDs(ids []uint16) []Cipher {
-	cs := make([]Cipher, len(ids))
-	for i, id := range ids {
-		cs[i] = Cipher(id)
-	}
-	return cs
 }

@@ -3,6 +3,7 @@ package securepeer
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flynn/noise"
 	"github.com/securepeer/securepeer/internal/testenv"
+	"github.com/securepeer/securepeer/internal/wire"
 )
 
 // testIdentity returns a fixed identity, the same for the same seed byte.
@@ -207,4 +210,72 @@ func closeBoth(a, b net.Conn) {
 	io.Copy(io.Discard, b)
 	b.Close()
 	<-done
+}
+
+// craftMessage1 returns a full message 1 carrying payload, as an initiator
+// whose hello is hello writes it, unframed. Its static key is never used.
+func craftMessage1(t testing.TB, hello [wire.HelloSize]byte, payload []byte) []byte {
+	t.Helper()
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite:           noise.NewCipherSuite(new(x25519), noise.CipherChaChaPoly, noise.HashSHA256),
+		Random:                rand.Reader,
+		Pattern:               noise.HandshakeXX,
+		Initiator:             true,
+		Prologue:              append([]byte(labelPrologue), hello[:]...),
+		PresharedKeyPlacement: 3,
+		StaticKeypair:         noise.DHKey{Private: make([]byte, 32), Public: make([]byte, 32)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _, _, err := hs.WriteMessage(nil, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+// peerAnswer writes flight, then the end of its stream, to a side whose
+// handshake runs in handshake, and returns what that side sends after its
+// own first flight (its hello, and the framed message 1 that follows it if
+// withMsg1): the three bytes of an abort, the length field of the next
+// frame, or nil if it sent nothing more before its handshake failed. It
+// returns the side's handshake error too.
+func peerAnswer(t *testing.T, handshake func(net.Conn) error, flight []byte, withMsg1 bool) (answer []byte, err error) {
+	t.Helper()
+	a, b := tcpPair(t)
+	defer a.Close()
+	done := run(func() error {
+		err := handshake(a)
+		// A half-close, not a close: data left unread must not turn into
+		// a reset that could overtake an abort.
+		a.(*net.TCPConn).CloseWrite()
+		return err
+	})
+	go func() {
+		b.Write(flight)
+		b.(*net.TCPConn).CloseWrite()
+	}()
+	skip := wire.HelloSize
+	if withMsg1 {
+		first, rerr := readN(b, wire.HelloSize+2)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		skip = int(binary.BigEndian.Uint16(first[wire.HelloSize:]))
+	}
+	if _, rerr := readN(b, skip); rerr != nil {
+		t.Fatal(rerr)
+	}
+	answer, rerr := readN(b, 2)
+	if rerr == nil && answer[0] == 0 && answer[1] == 0 {
+		var reason []byte
+		reason, rerr = readN(b, 1)
+		answer = append(answer, reason...)
+	}
+	if rerr != nil {
+		answer = nil // it sent nothing more
+	}
+	b.Close()
+	return answer, wait(t, done)
 }

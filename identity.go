@@ -52,7 +52,7 @@ type Identity struct {
 func GenerateIdentity() (*Identity, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: generating identity: %w", err)
+		return nil, errorf("generating identity: %w", err)
 	}
 	return newIdentity(priv)
 }
@@ -61,7 +61,7 @@ func GenerateIdentity() (*Identity, error) {
 // in for keys that live elsewhere, such as in a Go program's own storage.
 func NewIdentity(key ed25519.PrivateKey) (*Identity, error) {
 	if len(key) != ed25519.PrivateKeySize {
-		return nil, errors.New("securepeer: an Ed25519 private key must be 64 bytes")
+		return nil, newError("an Ed25519 private key must be 64 bytes")
 	}
 	return newIdentity(key)
 }
@@ -71,12 +71,12 @@ func newIdentity(priv ed25519.PrivateKey) (*Identity, error) {
 	copy(id.pub.key[:], priv.Public().(ed25519.PublicKey))
 	seed, err := hkdf.Key(sha256.New, priv.Seed(), nil, labelStaticKey, 32)
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: deriving static key: %w", err)
+		return nil, errorf("deriving static key: %w", err)
 	}
 	defer clear(seed)
 	id.static, err = ecdh.X25519().NewPrivateKey(seed)
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: deriving static key: %w", err)
+		return nil, errorf("deriving static key: %w", err)
 	}
 	id.staticSig = ed25519.Sign(id.priv, staticSignedMessage(id.static.PublicKey().Bytes()))
 	return id, nil
@@ -92,9 +92,9 @@ func ParseIdentity(data []byte) (*Identity, error) {
 	if err != nil {
 		var missing *ssh.PassphraseMissingError
 		if errors.As(err, &missing) {
-			return nil, ErrPassphraseNeeded
+			return nil, errorf("%w", ErrPassphraseNeeded)
 		}
-		return nil, fmt.Errorf("securepeer: not an OpenSSH or PKCS #8 private key: %w", err)
+		return nil, errorf("not an OpenSSH or PKCS #8 private key: %w", err)
 	}
 	return identityFromRaw(raw)
 }
@@ -107,14 +107,14 @@ func ParseIdentity(data []byte) (*Identity, error) {
 // ignored.
 func ParseIdentityWithPassphrase(data, passphrase []byte) (*Identity, error) {
 	if _, err := ssh.ParseRawPrivateKey(data); err == nil {
-		return nil, errors.New("securepeer: a passphrase was given for a private key that has none")
+		return nil, newError("a passphrase was given for a private key that has none")
 	}
 	raw, err := ssh.ParseRawPrivateKeyWithPassphrase(data, passphrase)
 	switch {
 	case errors.Is(err, x509.IncorrectPasswordError):
-		return nil, ErrWrongPassphrase
+		return nil, errorf("%w", ErrWrongPassphrase)
 	case err != nil:
-		return nil, fmt.Errorf("securepeer: not an encrypted OpenSSH private key: %w", err)
+		return nil, errorf("not an encrypted OpenSSH private key: %w", err)
 	}
 	return identityFromRaw(raw)
 }
@@ -137,7 +137,7 @@ func ParseIdentityWithPassphrase(data, passphrase []byte) (*Identity, error) {
 func NewIdentityFromSigner(signer crypto.Signer) (*Identity, error) {
 	pub, ok := signer.Public().(ed25519.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("%w (the signer's key is %s)", ErrNotEd25519, keyKind(signer.Public()))
+		return nil, errorf("%w (the signer's key is %s)", ErrNotEd25519, keyKind(signer.Public()))
 	}
 	id := &Identity{}
 	var err error
@@ -145,7 +145,7 @@ func NewIdentityFromSigner(signer crypto.Signer) (*Identity, error) {
 		return nil, err
 	}
 	if id.static, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
-		return nil, fmt.Errorf("securepeer: generating static key: %w", err)
+		return nil, errorf("generating static key: %w", err)
 	}
 	if id.signer, err = newSignerProof(signer, pub, id.static.PublicKey().Bytes(), time.Now()); err != nil {
 		return nil, err
@@ -169,11 +169,11 @@ func NewIdentityFromSSHSigner(signer ssh.Signer) (*Identity, error) {
 	// An agent's key is an *agent.Key, which holds only the wire form.
 	pk, err := ssh.ParsePublicKey(signer.PublicKey().Marshal())
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: the ssh signer's public key: %w", err)
+		return nil, errorf("the ssh signer's public key: %w", err)
 	}
 	cpk, ok := pk.(ssh.CryptoPublicKey)
 	if !ok {
-		return nil, fmt.Errorf("%w (the ssh signer's key is %s)", ErrNotEd25519, pk.Type())
+		return nil, errorf("%w (the ssh signer's key is %s)", ErrNotEd25519, pk.Type())
 	}
 	return NewIdentityFromSigner(sshCryptoSigner{signer, cpk.CryptoPublicKey()})
 }
@@ -204,7 +204,7 @@ func identityFromRaw(raw any) (*Identity, error) {
 	case ed25519.PrivateKey:
 		return NewIdentity(k)
 	default:
-		return nil, fmt.Errorf("%w (this one is %s)", ErrNotEd25519, keyKind(raw))
+		return nil, errorf("%w (this one is %s)", ErrNotEd25519, keyKind(raw))
 	}
 }
 
@@ -218,7 +218,7 @@ func LoadIdentity(path string) (*Identity, error) {
 	}
 	id, err := ParseIdentity(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
+		return nil, errorf("%w (in %s)", err, path)
 	}
 	return id, nil
 }
@@ -232,7 +232,7 @@ func LoadIdentityWithPassphrase(path string, passphrase []byte) (*Identity, erro
 	}
 	id, err := ParseIdentityWithPassphrase(data, passphrase)
 	if err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
+		return nil, errorf("%w (in %s)", err, path)
 	}
 	return id, nil
 }
@@ -243,29 +243,29 @@ func LoadIdentityWithPassphrase(path string, passphrase []byte) (*Identity, erro
 func readIdentityFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: reading identity: %w", err)
+		return nil, errorf("reading identity: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: reading identity: %w", err)
+		return nil, errorf("reading identity: %w", err)
 	}
 	switch {
 	case fi.IsDir():
-		return nil, fmt.Errorf("securepeer: identity %s is a directory, not a key file", path)
+		return nil, errorf("identity %s is a directory, not a key file", path)
 	case !fi.Mode().IsRegular():
-		return nil, fmt.Errorf("securepeer: identity %s is not a regular file", path)
+		return nil, errorf("identity %s is not a regular file", path)
 	case runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0:
-		return nil, fmt.Errorf("%w: %s (mode %04o)", ErrIdentityFileMode, path, fi.Mode().Perm())
+		return nil, errorf("%w: %s (mode %04o)", ErrIdentityFileMode, path, fi.Mode().Perm())
 	case fi.Size() > maxIdentityFile:
-		return nil, fmt.Errorf("securepeer: identity file %s is %d bytes, too large for a key file", path, fi.Size())
+		return nil, errorf("identity file %s is %d bytes, too large for a key file", path, fi.Size())
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxIdentityFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: reading identity: %w", err)
+		return nil, errorf("reading identity: %w", err)
 	}
 	if len(data) > maxIdentityFile {
-		return nil, fmt.Errorf("securepeer: identity file %s grew too large for a key file while being read", path)
+		return nil, errorf("identity file %s grew too large for a key file while being read", path)
 	}
 	return data, nil
 }
@@ -298,7 +298,7 @@ func (id *Identity) MarshalOpenSSH(comment string) ([]byte, error) {
 	}
 	block, err := ssh.MarshalPrivateKey(id.priv, comment)
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: encoding identity: %w", err)
+		return nil, errorf("encoding identity: %w", err)
 	}
 	return pem.EncodeToMemory(block), nil
 }
@@ -310,16 +310,16 @@ func (id *Identity) MarshalOpenSSHWithPassphrase(comment string, passphrase []by
 		return nil, errNoPrivateKey
 	}
 	if len(passphrase) == 0 {
-		return nil, errors.New("securepeer: an empty passphrase encrypts nothing; use MarshalOpenSSH")
+		return nil, newError("an empty passphrase encrypts nothing; use MarshalOpenSSH")
 	}
 	block, err := ssh.MarshalPrivateKeyWithPassphrase(id.priv, comment, passphrase)
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: encoding identity: %w", err)
+		return nil, errorf("encoding identity: %w", err)
 	}
 	return pem.EncodeToMemory(block), nil
 }
 
-var errNoPrivateKey = errors.New("securepeer: the identity's private key is behind a signer, not in this process")
+var errNoPrivateKey = newError("the identity's private key is behind a signer, not in this process")
 
 // A PublicKey is an Ed25519 public key: the identity of a peer. It is
 // comparable, so it can be used as a map key; the zero value means no key.
@@ -331,11 +331,11 @@ type PublicKey struct {
 func NewPublicKey(key ed25519.PublicKey) (PublicKey, error) {
 	var k PublicKey
 	if len(key) != ed25519.PublicKeySize {
-		return k, errors.New("securepeer: an Ed25519 public key must be 32 bytes")
+		return k, newError("an Ed25519 public key must be 32 bytes")
 	}
 	copy(k.key[:], key)
 	if k.IsZero() {
-		return k, errors.New("securepeer: the all-zero Ed25519 public key is not a valid identity")
+		return k, newError("the all-zero Ed25519 public key is not a valid identity")
 	}
 	if err := checkPoint(key); err != nil {
 		return PublicKey{}, err
@@ -353,13 +353,13 @@ func NewPublicKey(key ed25519.PublicKey) (PublicKey, error) {
 func checkPoint(key []byte) error {
 	p, err := new(edwards25519.Point).SetBytes(key)
 	if err != nil {
-		return errors.New("securepeer: the Ed25519 public key is not a valid curve point")
+		return newError("the Ed25519 public key is not a valid curve point")
 	}
 	if !bytes.Equal(p.Bytes(), key) {
-		return errors.New("securepeer: the Ed25519 public key is not canonically encoded")
+		return newError("the Ed25519 public key is not canonically encoded")
 	}
 	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
-		return errors.New("securepeer: the Ed25519 public key has small order, so it proves no identity")
+		return newError("the Ed25519 public key has small order, so it proves no identity")
 	}
 	return nil
 }
@@ -369,22 +369,22 @@ func checkPoint(key []byte) error {
 func ParsePublicKey(s string) (PublicKey, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return PublicKey{}, errors.New("securepeer: empty public key; expected \"ssh-ed25519 AAAA...\"")
+		return PublicKey{}, newError("empty public key; expected \"ssh-ed25519 AAAA...\"")
 	}
 	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s))
 	if err != nil {
-		return PublicKey{}, fmt.Errorf("securepeer: malformed public key; expected \"ssh-ed25519 AAAA...\": %w", err)
+		return PublicKey{}, errorf("malformed public key; expected \"ssh-ed25519 AAAA...\": %w", err)
 	}
 	if pk.Type() != ssh.KeyAlgoED25519 {
-		return PublicKey{}, fmt.Errorf("securepeer: %s keys are not supported; securepeer identities are ssh-ed25519 keys", pk.Type())
+		return PublicKey{}, errorf("%s keys are not supported; securepeer identities are ssh-ed25519 keys", pk.Type())
 	}
 	cpk, ok := pk.(ssh.CryptoPublicKey)
 	if !ok {
-		return PublicKey{}, errors.New("securepeer: malformed ssh-ed25519 public key")
+		return PublicKey{}, newError("malformed ssh-ed25519 public key")
 	}
 	edk, ok := cpk.CryptoPublicKey().(ed25519.PublicKey)
 	if !ok {
-		return PublicKey{}, errors.New("securepeer: malformed ssh-ed25519 public key")
+		return PublicKey{}, newError("malformed ssh-ed25519 public key")
 	}
 	return NewPublicKey(edk)
 }
@@ -426,7 +426,7 @@ func (k PublicKey) Equal(other PublicKey) bool {
 // [PublicKey.String].
 func (k PublicKey) MarshalText() ([]byte, error) {
 	if k.IsZero() {
-		return nil, errors.New("securepeer: cannot marshal the zero PublicKey")
+		return nil, newError("cannot marshal the zero PublicKey")
 	}
 	return []byte(k.String()), nil
 }

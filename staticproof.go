@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -90,13 +89,6 @@ func verifyStaticProof(identity, staticPub, sig []byte, now time.Time) bool {
 	return proofs.check(identity, permanent, sig) || proofs.check(identity, timed[0], sig) || proofs.check(identity, timed[1], sig)
 }
 
-// ErrSignerUnavailable is returned, wrapped, by the Handshake of a side
-// whose identity comes from [NewIdentityFromSigner] when the signer no
-// longer signs (the key was removed from ssh-agent, the agent is gone, a
-// token was unplugged) and the identity's last proof of its static key has
-// expired.
-var ErrSignerUnavailable = errors.New("securepeer: the identity's signer no longer signs for it")
-
 // A signerProof keeps the timed proof of a signer-backed identity's static
 // key, and renews it through the signer when the expiry it would sign moves
 // on, once each proofPeriod.
@@ -145,7 +137,7 @@ func newSignerProof(signer crypto.Signer, pub ed25519.PublicKey, staticPub []byt
 		return nil, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("securepeer: the signer refused to sign: %w", err)
+		return nil, errorf("the signer refused to sign: %w", err)
 	}
 	sp.cur.Store(&timedProof{notAfter: notAfter, sig: sig})
 	return sp, nil
@@ -173,7 +165,7 @@ func (sp *signerProof) proof(ctx context.Context, now time.Time) ([]byte, error)
 		select {
 		case sp.asking <- struct{}{}:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: waiting for it to sign: %w", ErrSignerUnavailable, context.Cause(ctx))
+			return nil, errorf("%w: waiting for it to sign: %w", ErrSignerUnavailable, context.Cause(ctx))
 		}
 	}
 	defer func() { <-sp.asking }()
@@ -192,7 +184,7 @@ func (sp *signerProof) proof(ctx context.Context, now time.Time) ([]byte, error)
 	if p.usableAt(now) {
 		return p.sig, nil
 	}
-	return nil, fmt.Errorf("%w: %w; its last proof of its static key expired at %s", ErrSignerUnavailable, p.err, time.Unix(p.notAfter, 0).UTC().Format(time.RFC3339))
+	return nil, errorf("%w: %w; its last proof of its static key expired at %s", ErrSignerUnavailable, p.err, time.Unix(p.notAfter, 0).UTC().Format(time.RFC3339))
 }
 
 // sign signs the timed statement for notAfter through the signer. Its
@@ -209,4 +201,4 @@ func (sp *signerProof) sign(notAfter int64) ([]byte, error) {
 	return sig, nil
 }
 
-var errSignerBadSignature = errors.New("securepeer: the signer returned a signature that does not verify")
+var errSignerBadSignature = newError("the signer returned a signature that does not verify")

@@ -7,8 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -225,7 +223,7 @@ func (c *Config) currentTicketKeys() (seal ticketKey, open []ticketKey, err erro
 		var secret [32]byte
 		defer clear(secret[:])
 		if _, err := io.ReadFull(rand.Reader, secret[:]); err != nil {
-			return ticketKey{}, nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+			return ticketKey{}, nil, errorf("reading randomness: %w", err)
 		}
 		k, err := newTicketKey(secret, now)
 		if err != nil {
@@ -276,7 +274,7 @@ func (s *sessionState) marshal() []byte {
 	return append(b, s.secret[:]...)
 }
 
-var errBadTicket = errors.New("securepeer: the ticket is not one of this side's, or is damaged")
+var errBadTicket = newError("the ticket is not one of this side's, or is damaged")
 
 func parseSessionState(b []byte) (*sessionState, error) {
 	if len(b) != ticketPlainSize || b[0] != ticketFormat || b[17]&^1 != 0 {
@@ -303,7 +301,7 @@ func sealTicket(k ticketKey, s *sessionState, r io.Reader) ([]byte, error) {
 	copy(t, k.name[:])
 	nonce := t[ticketKeyNameSize:]
 	if _, err := io.ReadFull(r, nonce); err != nil {
-		return nil, fmt.Errorf("securepeer: reading randomness: %w", err)
+		return nil, errorf("reading randomness: %w", err)
 	}
 	return k.aead.Seal(t, nonce, plain, t[:ticketKeyNameSize]), nil
 }
@@ -326,4 +324,154 @@ func openTicket(keys []ticketKey, t []byte) (*sessionState, error) {
 		return parseSessionState(plain)
 	}
 	return nil, errBadTicket
+}
+
+// The handshake's part in resumption: an initiator asks for tickets, takes
+// one from its cache to offer and keeps the one the responder sends; a
+// responder decides whether it honours a ticket, and seals the next one.
+
+// wantsTickets reports whether this side asks for tickets as initiator.
+func (hs *handshakeState) wantsTickets() bool {
+	return hs.cfg.ClientSessionCache != nil && !hs.cfg.SessionTicketsDisabled
+}
+
+// wantsSecret reports whether the session's resumption secret is needed:
+// by an initiator that asked for a ticket (or resumed, which asks), or a
+// responder that is to give one.
+func (hs *handshakeState) wantsSecret() bool {
+	if hs.initiator {
+		return hs.wantsTickets()
+	}
+	return hs.giveTicket
+}
+
+// sessionKey is the key of the connection's sessions in a
+// ClientSessionCache: Config.SessionCacheKey if set, else the responder's
+// address, or "" if it has none.
+func sessionKey(c *Conn) string {
+	if c.config.SessionCacheKey != "" {
+		return c.config.SessionCacheKey
+	}
+	a := c.conn.RemoteAddr()
+	if a == nil {
+		return ""
+	}
+	return a.Network() + " " + a.String()
+}
+
+// takeSession takes from the cache a session this side may offer: one of
+// its own identity, not expired, and post-quantum unless this side has
+// turned the hybrid off (a full handshake might give what the ticket lacks).
+func (hs *handshakeState) takeSession() *ClientSession {
+	if !hs.wantsTickets() {
+		return nil
+	}
+	key := sessionKey(hs.c)
+	if key == "" {
+		return nil
+	}
+	for range sessionsPerKey {
+		s, ok := hs.cfg.ClientSessionCache.Take(key)
+		if !ok || s == nil {
+			return nil
+		}
+		if s.local == hs.cfg.Identity.PublicKey() && hs.authTime.Before(s.expires) &&
+			(s.postQuantum || hs.cfg.DisablePostQuantum) {
+			return s
+		}
+		s.erase()
+	}
+	return nil
+}
+
+// honour opens a ticket and returns its session if this side resumes it
+// ("Which tickets a responder honours"), or nil.
+func (hs *handshakeState) honour(ticket []byte) *sessionState {
+	cfg := hs.cfg
+	if cfg.SessionTicketsDisabled {
+		return nil
+	}
+	_, keys, err := cfg.currentTicketKeys()
+	if err != nil {
+		return nil
+	}
+	st, err := openTicket(keys, ticket)
+	if err != nil {
+		return nil
+	}
+	if !hs.authTime.Before(st.expires) || st.responder != cfg.Identity.PublicKey() ||
+		(!st.postQuantum && !cfg.DisablePostQuantum) {
+		clear(st.secret[:])
+		return nil
+	}
+	return st
+}
+
+// sendTicket gives the initiator a ticket, as the responder's first record
+// ("Tickets"), sent just before the first record this side writes: the
+// handshake itself writes nothing more, so that it never waits for an
+// initiator that is not reading (over a net.Pipe, say). The connection's
+// resumption secret is erased once sealed.
+func (hs *handshakeState) sendTicket() error {
+	c, cfg := hs.c, hs.cfg
+	defer clear(c.resumption.secret[:])
+	now := cfg.now()
+	expires := hs.authTime.Add(ticketLifetime)
+	if !now.Before(expires.Add(-time.Second)) {
+		return nil // the chain of resumptions has run out: next time, a full handshake
+	}
+	k, _, err := cfg.currentTicketKeys()
+	if err != nil {
+		return err
+	}
+	st := sessionState{
+		authTime:    hs.authTime,
+		expires:     expires,
+		postQuantum: hs.postQuantum,
+		responder:   cfg.Identity.PublicKey(),
+		initiator:   hs.remote,
+		secret:      c.resumption.secret,
+	}
+	defer clear(st.secret[:])
+	t, err := sealTicket(k, &st, cfg.rand())
+	if err != nil {
+		return err
+	}
+	// A clock set back since the full handshake must not stretch the
+	// lifetime past what the record allows.
+	lifetime := min(expires.Sub(now), ticketLifetime)
+	rec := wire.TicketRecord{Lifetime: uint32(lifetime / time.Second), Ticket: t}
+	c.out.Lock()
+	defer c.out.Unlock()
+	c.out.ticket = rec.Marshal(nil)
+	return nil
+}
+
+// takeTicket stores the ticket the responder sent, from the plaintext of
+// its ticket record. c.in must be locked.
+func (c *Conn) takeTicket(plain []byte) error {
+	r := &c.resumption
+	if !r.pending || c.in.seq != 1 {
+		return newError("the peer sent a session ticket where the protocol allows none")
+	}
+	r.pending = false
+	defer clear(r.secret[:])
+	t, err := wire.ParseTicketRecord(plain)
+	if err != nil {
+		return newError("the peer sent a malformed session ticket")
+	}
+	key := sessionKey(c)
+	if key == "" {
+		return nil
+	}
+	s := &ClientSession{
+		ticket:      append([]byte(nil), t.Ticket...),
+		secret:      r.secret,
+		local:       c.config.Identity.PublicKey(),
+		remote:      c.state.RemoteKey,
+		postQuantum: c.state.PostQuantum,
+		expires:     c.config.now().Add(time.Duration(t.Lifetime) * time.Second),
+	}
+	c.config.ClientSessionCache.Put(key, s)
+	return nil
 }

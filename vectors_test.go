@@ -247,13 +247,13 @@ func runVectorSession(t *testing.T, v *vector, cfgA, cfgB *Config) (initiatorSen
 	a, b := tcpPair(t)
 	ra, rb := &recorder{Conn: a}, &recorder{Conn: b}
 	if v.initiatorCipherIDs != nil {
-		testingOnlyCipherList = func(c *Config, ids []uint16) []uint16 {
+		testOnlyCipherList = func(c *Config, ids []uint16) []uint16 {
 			if c == cfgA {
 				return v.initiatorCipherIDs
 			}
 			return ids
 		}
-		defer func() { testingOnlyCipherList = nil }()
+		defer func() { testOnlyCipherList = nil }()
 	}
 	mk := map[string]func(net.Conn, *Config) *Conn{"client": Client, "server": Server, "newconn": NewConn}
 	x, y := mk[v.initiatorMode](ra, cfgA), mk[v.responderMode](rb, cfgB)
@@ -285,7 +285,7 @@ func runVectorSession(t *testing.T, v *vector, cfgA, cfgB *Config) (initiatorSen
 			t.Fatal(err)
 		}
 		if v.skipRecords > 0 {
-			for _, hc := range []*halfConn{&x.in, &x.out, &y.in, &y.out} {
+			for _, hc := range []*halfConn{&x.in.halfConn, &x.out.halfConn, &y.in.halfConn, &y.out.halfConn} {
 				hc.seq = v.skipRecords
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // AuthorizedKeys is a parsed authorized_keys file: the keys a server lets
@@ -57,7 +58,7 @@ func ParseAuthorizedKeys(r io.Reader) (*AuthorizedKeys, error) {
 		}
 		key, err := securepeer.ParsePublicKey(fields[0] + " " + fields[1])
 		if err != nil {
-			return skip(n, "%v", strings.TrimPrefix(err.Error(), "securepeer: "))
+			return skip(n, "%v", pkgerr.Unnamed(err))
 		}
 		a.entries = append(a.entries, Entry{Line: n, Key: key, Comment: strings.Join(fields[2:], " ")})
 		return nil
@@ -78,7 +79,7 @@ func LoadAuthorizedKeys(path string) (*AuthorizedKeys, error) {
 	}
 	a, err := ParseAuthorizedKeys(bytes.NewReader(data))
 	if err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
+		return nil, errorf("%w (in %s)", err, path)
 	}
 	return a, nil
 }
@@ -170,7 +171,7 @@ func (f *AuthorizedKeysFile) Current() (keys *AuthorizedKeys, changed bool, err 
 	keys, err = ParseAuthorizedKeys(bytes.NewReader(data))
 	if err != nil {
 		f.data, f.keys = nil, nil
-		return nil, true, fmt.Errorf("%w (in %s)", err, f.path)
+		return nil, true, errorf("%w (in %s)", err, f.path)
 	}
 	f.data, f.keys = data, keys
 	return keys, true, nil
@@ -199,7 +200,7 @@ func (f *AuthorizedKeysFile) Verify(_ context.Context, key securepeer.PublicKey)
 func readBounded(path string) ([]byte, error) {
 	file, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("knownhosts: %w", err)
+		return nil, errorf("%w", err)
 	}
 	defer file.Close()
 	if err := checkFile(file, path); err != nil {
@@ -207,10 +208,10 @@ func readBounded(path string) ([]byte, error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(file, maxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("knownhosts: reading %s: %w", path, err)
+		return nil, errorf("reading %s: %w", path, err)
 	}
 	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("knownhosts: %s is larger than %d bytes", path, maxFileSize)
+		return nil, errorf("%s is larger than %d bytes", path, maxFileSize)
 	}
 	return data, nil
 }
@@ -241,12 +242,12 @@ func firstOption(line string) string {
 // authorized_keys file that others than its owner may write: whoever can
 // write it decides whom a program trusts. sshd's StrictModes refuses such
 // an authorized_keys file too.
-var ErrFileWritable = errors.New("knownhosts: file is writable by others than its owner")
+var ErrFileWritable = errors.New("file is writable by others than its owner")
 
 // ErrFileOwner is returned, wrapped, for a known_hosts or authorized_keys
 // file owned by a user other than the one running the program, or root,
 // as sshd's StrictModes refuses it.
-var ErrFileOwner = errors.New("knownhosts: file is owned by another user")
+var ErrFileOwner = errors.New("file is owned by another user")
 
 // checkFile refuses a regular file that others than its owner may write,
 // or that belongs to a user other than this process's or root. Other
@@ -258,19 +259,19 @@ func checkFile(f *os.File, path string) error {
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("knownhosts: %w", err)
+		return errorf("%w", err)
 	}
 	if !fi.Mode().IsRegular() {
 		return nil
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("%w: %s (mode %04o)", ErrFileWritable, path, perm)
+		return errorf("%w: %s (mode %04o)", ErrFileWritable, path, perm)
 	}
 	if uid, ok := fileOwner(fi); ok && uid != os.Geteuid() && uid != 0 {
-		return fmt.Errorf("%w: %s belongs to uid %d", ErrFileOwner, path, uid)
+		return errorf("%w: %s belongs to uid %d", ErrFileOwner, path, uid)
 	}
 	return nil
 }
 
 // errNoKey guards against checking the zero key, which no file may list.
-var errNoKey = errors.New("knownhosts: no key to check")
+var errNoKey = newError("no key to check")

@@ -61,7 +61,20 @@ import (
 	"strings"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
+
+// Every error this package returns starts with "knownhosts: ", once
+// (internal/pkgerr); the typed errors say it themselves. The sentinels
+// state their fact alone, and the errors returned wrap them.
+
+// errorf returns an error of this package, formatted as fmt.Errorf does,
+// its text prefixed "knownhosts: ".
+func errorf(format string, a ...any) error { return pkgerr.Errorf("knownhosts", format, a...) }
+
+// newError returns an error of this package, its text prefixed
+// "knownhosts: ".
+func newError(text string) error { return pkgerr.New("knownhosts", text) }
 
 // maxLineLength bounds one line of a known_hosts or authorized_keys file. An
 // ssh-ed25519 line is under 200 bytes; long comments and host lists fit too.
@@ -161,7 +174,7 @@ func Load(path string) (*DB, error) {
 	}
 	db, err := Parse(bytes.NewReader(data))
 	if err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
+		return nil, errorf("%w (in %s)", err, path)
 	}
 	db.file = path
 	return db, nil
@@ -368,16 +381,16 @@ func (e *RevokedError) Error() string {
 func Normalize(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("knownhosts: address %q: want host:port", addr)
+		return "", errorf("address %q: want host:port", addr)
 	}
 	if host == "" {
-		return "", fmt.Errorf("knownhosts: address %q has no host", addr)
+		return "", errorf("address %q has no host", addr)
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return "", fmt.Errorf("knownhosts: address %q: port must be a number from 1 to 65535", addr)
+		return "", errorf("address %q: port must be a number from 1 to 65535", addr)
 	}
 	if strings.ContainsAny(host, " \t,#*?!|[]") {
-		return "", fmt.Errorf("knownhosts: address %q: invalid host name", addr)
+		return "", errorf("address %q: invalid host name", addr)
 	}
 	host = strings.ToLower(host)
 	if port == "22" {
@@ -390,10 +403,10 @@ func Normalize(addr string) (string, error) {
 // the addresses addrs.
 func Line(addrs []string, key securepeer.PublicKey) (string, error) {
 	if len(addrs) == 0 {
-		return "", errors.New("knownhosts: no address for the line")
+		return "", newError("no address for the line")
 	}
 	if key.IsZero() {
-		return "", errors.New("knownhosts: no key for the line")
+		return "", newError("no key for the line")
 	}
 	hosts := make([]string, len(addrs))
 	for i, a := range addrs {
@@ -415,11 +428,11 @@ func HashedLine(addr string, key securepeer.PublicKey) (string, error) {
 		return "", err
 	}
 	if key.IsZero() {
-		return "", errors.New("knownhosts: no key for the line")
+		return "", newError("no key for the line")
 	}
 	salt := make([]byte, sha1.Size)
 	if _, err := rand.Read(salt); err != nil {
-		return "", fmt.Errorf("knownhosts: %w", err)
+		return "", errorf("%w", err)
 	}
 	return "|1|" + base64.StdEncoding.EncodeToString(salt) + "|" +
 		base64.StdEncoding.EncodeToString(hashHost(salt, host)) + " " + key.String(), nil
@@ -436,19 +449,19 @@ func hashHost(salt []byte, host string) []byte {
 // if needed. It returns the number of the new line.
 func Add(path, line string) (int, error) {
 	if strings.ContainsAny(line, "\r\n") {
-		return 0, errors.New("knownhosts: a line to add must not contain a newline")
+		return 0, newError("a line to add must not contain a newline")
 	}
 	if _, ok, err := parseHostLine(1, line); err != nil {
-		return 0, fmt.Errorf("knownhosts: a line to add must be well formed: %s", err.reason)
+		return 0, errorf("a line to add must be well formed: %s", err.reason)
 	} else if !ok {
-		return 0, errors.New("knownhosts: a line to add must list an ssh-ed25519 key")
+		return 0, newError("a line to add must list an ssh-ed25519 key")
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return 0, fmt.Errorf("knownhosts: %w", err)
+		return 0, errorf("%w", err)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return 0, fmt.Errorf("knownhosts: %w", err)
+		return 0, errorf("%w", err)
 	}
 	defer f.Close()
 	if err := checkFile(f, path); err != nil {
@@ -456,7 +469,7 @@ func Add(path, line string) (int, error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize))
 	if err != nil {
-		return 0, fmt.Errorf("knownhosts: reading %s: %w", path, err)
+		return 0, errorf("reading %s: %w", path, err)
 	}
 	// A file edited by hand may lack its final newline; appending without one
 	// would merge the new line into the last one.
@@ -467,10 +480,10 @@ func Add(path, line string) (int, error) {
 	buf = append(buf, line...)
 	buf = append(buf, '\n')
 	if _, err := f.Write(buf); err != nil {
-		return 0, fmt.Errorf("knownhosts: writing %s: %w", path, err)
+		return 0, errorf("writing %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
-		return 0, fmt.Errorf("knownhosts: writing %s: %w", path, err)
+		return 0, errorf("writing %s: %w", path, err)
 	}
 	n := bytes.Count(data, []byte("\n")) + 1
 	if len(data) > 0 && data[len(data)-1] != '\n' {
@@ -642,10 +655,10 @@ func scanLines(r io.Reader, fn func(n int, line string) error) error {
 		}
 	}
 	if errors.Is(sc.Err(), bufio.ErrTooLong) {
-		return fmt.Errorf("knownhosts: line %d is longer than %d bytes", n+1, maxLineLength)
+		return errorf("line %d is longer than %d bytes", n+1, maxLineLength)
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("knownhosts: %w", err)
+		return errorf("%w", err)
 	}
 	return nil
 }

@@ -8,8 +8,6 @@ import (
 	"crypto/cipher"
 	"crypto/md5"
 	"crypto/rc4"
-	"errors"
-	"fmt"
 	"slices"
 	"strings"
 )
@@ -117,7 +115,7 @@ type suite struct {
 func newSuite(name string, password []byte) (*suite, error) {
 	spec, ok := lookupCipher(name)
 	if !ok {
-		return nil, fmt.Errorf("legacy: unsupported cipher %q", name)
+		return nil, errorf("unsupported cipher %q", name)
 	}
 	s := &suite{name: name, spec: spec}
 	s.key, s.iv = evpBytesToKey(password, spec.keyLen, spec.ivLen)
@@ -128,7 +126,7 @@ func newSuite(name string, password []byte) (*suite, error) {
 		_, err = rc4.NewCipher(s.key)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("legacy: %w", err)
+		return nil, errorf("%w", err)
 	}
 	return s, nil
 }
@@ -152,7 +150,7 @@ func (s *suite) encrypt(p []byte) []byte {
 	return out
 }
 
-var errBadPadding = errors.New("legacy: the peer sent a signed frame that does not decrypt (bad CBC length or padding)")
+var errBadPadding = newError("the peer sent a signed frame that does not decrypt (bad CBC length or padding)")
 
 // decrypt returns the plaintext of one frame's ciphertext. The frame's
 // signature has already been checked, so a padding error here is a faulty

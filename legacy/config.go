@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"errors"
-	"fmt"
 	"io"
 	"slices"
 	"time"
@@ -76,25 +74,25 @@ func (c *Config) maxFrameSize() int {
 // check reports the first mistake in c.
 func (c *Config) check() error {
 	if c == nil {
-		return errors.New("legacy: nil Config")
+		return newError("nil Config")
 	}
 	if c.Keys == nil || c.Keys.priv == nil {
-		return errors.New("legacy: Config.Keys is not set")
+		return newError("Config.Keys is not set")
 	}
 	list := c.ciphers()
 	if len(list) == 0 {
-		return errors.New("legacy: Config.Ciphers is empty")
+		return newError("Config.Ciphers is empty")
 	}
 	for i, name := range list {
 		if _, ok := lookupCipher(name); !ok {
-			return fmt.Errorf("legacy: Config.Ciphers: unsupported cipher %q; supported: %v", name, SupportedCiphers())
+			return errorf("Config.Ciphers: unsupported cipher %q; supported: %v", name, SupportedCiphers())
 		}
 		if slices.Contains(list[:i], name) {
-			return fmt.Errorf("legacy: Config.Ciphers lists %q twice", name)
+			return errorf("Config.Ciphers lists %q twice", name)
 		}
 	}
 	if m := c.MaxFrameSize; m < 0 || m > MaxFrameSizeLimit {
-		return fmt.Errorf("legacy: Config.MaxFrameSize %d is out of range 0 to %d", m, MaxFrameSizeLimit)
+		return errorf("Config.MaxFrameSize %d is out of range 0 to %d", m, MaxFrameSizeLimit)
 	}
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -57,13 +56,13 @@ type Conn struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// handshakeMu serialises handshakes; handshakeErr is the sticky
+	// handshakeMutex serialises handshakes; handshakeErr is the sticky
 	// result of a failed one.
-	handshakeMu   sync.Mutex
-	handshakeErr  error
-	handshakeDone atomic.Bool
+	handshakeMutex sync.Mutex
+	handshakeErr   error
+	handshakeDone  atomic.Bool
 
-	// Set by the handshake with handshakeMu held, and read-only once
+	// Set by the handshake with handshakeMutex held, and read-only once
 	// handshakeDone is true.
 	remoteKey *rsa.PublicKey
 	remotePEM string
@@ -122,8 +121,8 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	if c.handshakeDone.Load() {
 		return nil
 	}
-	c.handshakeMu.Lock()
-	defer c.handshakeMu.Unlock()
+	c.handshakeMutex.Lock()
+	defer c.handshakeMutex.Unlock()
 	if c.handshakeDone.Load() {
 		return nil
 	}
@@ -160,7 +159,7 @@ func (c *Conn) HandshakeContext(ctx context.Context) error {
 	err := c.handshake(ctx)
 	if stop != nil {
 		if ctxErr := stop(); ctxErr != nil {
-			err = fmt.Errorf("legacy: handshake interrupted: %w", ctxErr)
+			err = errorf("handshake interrupted: %w", ctxErr)
 		}
 	}
 	if err != nil {
@@ -295,7 +294,7 @@ func (c *Conn) Close() error {
 		return err
 	}
 	if endErr != nil {
-		return fmt.Errorf("legacy: sending the end frame (the connection was closed anyway): %w", endErr)
+		return errorf("sending the end frame (the connection was closed anyway): %w", endErr)
 	}
 	return nil
 }
@@ -305,7 +304,7 @@ func (c *Conn) Close() error {
 // part of the line may have been sent.
 func (c *Conn) writeFrameLocked(p []byte, end bool) error {
 	if c.out.seq > maxSeq {
-		c.out.err = errors.New("legacy: the sequence number is exhausted")
+		c.out.err = newError("the sequence number is exhausted")
 		return c.out.err
 	}
 	f := frame{end: end}
@@ -315,7 +314,7 @@ func (c *Conn) writeFrameLocked(p []byte, end bool) error {
 	d := frameDigest(c.out.seq, c.token, f.ct)
 	sig, err := rsa.SignPKCS1v15(nil, c.config.Keys.priv, crypto.SHA256, d[:])
 	if err != nil {
-		c.out.err = fmt.Errorf("legacy: signing a frame: %w", err)
+		c.out.err = errorf("signing a frame: %w", err)
 		return c.out.err
 	}
 	f.sig = sig
@@ -371,7 +370,7 @@ func (c *Conn) readFrameLocked() error {
 		return c.failRead(err)
 	}
 	if c.in.seq > maxSeq {
-		return c.failRead(errors.New("legacy: the sequence number is exhausted"))
+		return c.failRead(newError("the sequence number is exhausted"))
 	}
 	d := frameDigest(c.in.seq, c.token, f.ct)
 	if rsa.VerifyPKCS1v15(c.remoteKey, crypto.SHA256, d[:], f.sig) != nil {
@@ -409,7 +408,7 @@ func (c *Conn) failRead(err error) error {
 }
 
 func (c *Conn) tooLong() error {
-	return fmt.Errorf("%w: the limit is %d bytes; raise Config.MaxFrameSize if the Node side writes larger chunks", ErrFrameTooLarge, c.maxPlain)
+	return errorf("%w: the limit is %d bytes; raise Config.MaxFrameSize if the Node side writes larger chunks", ErrFrameTooLarge, c.maxPlain)
 }
 
 // readError turns a read error from the underlying connection into what
@@ -421,12 +420,12 @@ func (c *Conn) readError(err error) error {
 	ended := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 	switch {
 	case ended && c.in.seq == 0:
-		return fmt.Errorf("%w (%w)", ErrRejected, err)
+		return errorf("%w (%w)", ErrRejected, err)
 	case ended:
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("%w (%w)", ErrTruncated, err)
+		return errorf("%w (%w)", ErrTruncated, err)
 	}
 	return err
 }

@@ -5,8 +5,6 @@ package legacy
 import (
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
-	"fmt"
 	"io"
 	"math/big"
 )
@@ -46,14 +44,14 @@ func generateDH(r io.Reader) (*dhKey, error) {
 	defer clear(buf)
 	for range 100 {
 		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, fmt.Errorf("legacy: reading randomness: %w", err)
+			return nil, errorf("reading randomness: %w", err)
 		}
 		x := new(big.Int).SetBytes(buf)
 		if x.Cmp(bigOne) > 0 && x.Cmp(modp5PMinusOne) < 0 {
 			return &dhKey{priv: x, pub: new(big.Int).Exp(modp5G, x, modp5P)}, nil
 		}
 	}
-	return nil, errors.New("legacy: the random source keeps returning out-of-range values")
+	return nil, newError("the random source keeps returning out-of-range values")
 }
 
 // publicBase64 is the public value as dh.getPublicKey('base64') writes it:
@@ -69,7 +67,7 @@ func (k *dhKey) wipe() {
 	k.priv.SetInt64(0)
 }
 
-var errDHRange = errors.New("legacy: the peer's Diffie-Hellman value is out of range")
+var errDHRange = newError("the peer's Diffie-Hellman value is out of range")
 
 // parseDHPublic decodes the peer's dh.public: base64 of at most 192 bytes
 // (leading zero bytes are allowed, as Node allows them), with 1 < y < p-1.

@@ -12,8 +12,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -51,11 +49,11 @@ type Keys struct {
 // PEM, as rsa-json writes them.
 func GenerateKeys(bits int) (*Keys, error) {
 	if bits < MinGenerateBits || bits > MaxKeyBits {
-		return nil, fmt.Errorf("legacy: key size %d bits is out of range; use %d to %d (2048 or 3072 is usual)", bits, MinGenerateBits, MaxKeyBits)
+		return nil, errorf("key size %d bits is out of range; use %d to %d (2048 or 3072 is usual)", bits, MinGenerateBits, MaxKeyBits)
 	}
 	priv, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
-		return nil, fmt.Errorf("legacy: generating RSA key: %w", err)
+		return nil, errorf("generating RSA key: %w", err)
 	}
 	return NewKeys(priv)
 }
@@ -64,13 +62,13 @@ func GenerateKeys(bits int) (*Keys, error) {
 // halves. It is the way in for keys that live elsewhere.
 func NewKeys(priv *rsa.PrivateKey) (*Keys, error) {
 	if priv == nil {
-		return nil, errors.New("legacy: nil RSA private key")
+		return nil, newError("nil RSA private key")
 	}
 	if err := checkKeySize(&priv.PublicKey, "private key"); err != nil {
 		return nil, err
 	}
 	if err := priv.Validate(); err != nil {
-		return nil, fmt.Errorf("legacy: invalid RSA private key: %w", err)
+		return nil, errorf("invalid RSA private key: %w", err)
 	}
 	privPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(priv)})
 	return &Keys{
@@ -85,16 +83,16 @@ func NewKeys(priv *rsa.PrivateKey) (*Keys, error) {
 func LoadKeys(path string) (*Keys, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("legacy: %w", err)
+		return nil, errorf("%w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("legacy: reading %s: %w", path, err)
+		return nil, errorf("reading %s: %w", path, err)
 	}
 	k, err := ParseKeys(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
+		return nil, errorf("%w (in %s)", err, path)
 	}
 	return k, nil
 }
@@ -106,24 +104,24 @@ func LoadKeys(path string) (*Keys, error) {
 // match the private key. If "public" is missing, a PKCS #1 PEM is derived.
 func ParseKeys(data []byte) (*Keys, error) {
 	if len(data) > maxKeyFile {
-		return nil, errors.New("legacy: key file is larger than 64 KiB")
+		return nil, newError("key file is larger than 64 KiB")
 	}
 	var file struct {
 		Private *string `json:"private"`
 		Public  *string `json:"public"`
 	}
 	if err := json.Unmarshal(data, &file); err != nil {
-		return nil, fmt.Errorf("legacy: key file is not rsa-json ({\"private\": PEM, \"public\": PEM}): %w", err)
+		return nil, errorf("key file is not rsa-json ({\"private\": PEM, \"public\": PEM}): %w", err)
 	}
 	if file.Private == nil {
-		return nil, errors.New(`legacy: key file has no "private" key; a public key alone cannot sign the handshake`)
+		return nil, newError(`key file has no "private" key; a public key alone cannot sign the handshake`)
 	}
 	priv, err := parsePrivateKey(*file.Private)
 	if err != nil {
 		return nil, err
 	}
 	if err := priv.Validate(); err != nil {
-		return nil, fmt.Errorf("legacy: invalid RSA private key: %w", err)
+		return nil, errorf("invalid RSA private key: %w", err)
 	}
 	k := &Keys{priv: priv, privatePEM: *file.Private}
 	if file.Public == nil || *file.Public == "" {
@@ -135,22 +133,32 @@ func ParseKeys(data []byte) (*Keys, error) {
 		return nil, err
 	}
 	if !pub.Equal(&priv.PublicKey) {
-		return nil, errors.New(`legacy: key file's "public" key does not belong to its "private" key`)
+		return nil, newError(`key file's "public" key does not belong to its "private" key`)
 	}
 	k.publicPEM = *file.Public
 	return k, nil
 }
 
-func parsePrivateKey(s string) (*rsa.PrivateKey, error) {
-	block, rest := pem.Decode([]byte(s))
+// onePEMBlock decodes the one PEM block of b, what, after which nothing
+// but whitespace may follow.
+func onePEMBlock(b []byte, what string) (*pem.Block, error) {
+	block, rest := pem.Decode(b)
 	if block == nil {
-		return nil, errors.New(`legacy: key file's "private" value is not a PEM block`)
+		return nil, errorf("%s is not a PEM block", what)
 	}
 	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New(`legacy: key file's "private" value has data after its PEM block`)
+		return nil, errorf("%s has data after its PEM block", what)
+	}
+	return block, nil
+}
+
+func parsePrivateKey(s string) (*rsa.PrivateKey, error) {
+	block, err := onePEMBlock([]byte(s), `key file's "private" value`)
+	if err != nil {
+		return nil, err
 	}
 	if _, ok := block.Headers["Proc-Type"]; ok {
-		return nil, errors.New("legacy: the private key is encrypted; secure-peer keys are unencrypted (openssl rsa -in KEY -traditional removes the passphrase)")
+		return nil, newError("the private key is encrypted; secure-peer keys are unencrypted (openssl rsa -in KEY -traditional removes the passphrase)")
 	}
 	var priv *rsa.PrivateKey
 	switch block.Type {
@@ -158,19 +166,19 @@ func parsePrivateKey(s string) (*rsa.PrivateKey, error) {
 		var err error
 		priv, err = x509.ParsePKCS1PrivateKey(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("legacy: parsing PKCS #1 private key: %w", err)
+			return nil, errorf("parsing PKCS #1 private key: %w", err)
 		}
 	case "PRIVATE KEY":
 		key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("legacy: parsing PKCS #8 private key: %w", err)
+			return nil, errorf("parsing PKCS #8 private key: %w", err)
 		}
 		var ok bool
 		if priv, ok = key.(*rsa.PrivateKey); !ok {
-			return nil, fmt.Errorf("legacy: the private key is %s, not RSA", keyKind(key))
+			return nil, errorf("the private key is %s, not RSA", keyKind(key))
 		}
 	default:
-		return nil, fmt.Errorf("legacy: unsupported private key PEM type %q; want \"RSA PRIVATE KEY\" or \"PRIVATE KEY\"", block.Type)
+		return nil, errorf("unsupported private key PEM type %q; want \"RSA PRIVATE KEY\" or \"PRIVATE KEY\"", block.Type)
 	}
 	if err := checkKeySize(&priv.PublicKey, "private key"); err != nil {
 		return nil, err
@@ -183,12 +191,9 @@ func parsePrivateKey(s string) (*rsa.PrivateKey, error) {
 // send it. Nothing but whitespace may follow the PEM block. Keys outside
 // [MinKeyBits] to [MaxKeyBits] are refused.
 func ParsePublicKey(pemText []byte) (*rsa.PublicKey, error) {
-	block, rest := pem.Decode(pemText)
-	if block == nil {
-		return nil, errors.New("legacy: public key is not a PEM block")
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("legacy: public key has data after its PEM block")
+	block, err := onePEMBlock(pemText, "public key")
+	if err != nil {
+		return nil, err
 	}
 	var pub *rsa.PublicKey
 	switch block.Type {
@@ -196,19 +201,19 @@ func ParsePublicKey(pemText []byte) (*rsa.PublicKey, error) {
 		var err error
 		pub, err = x509.ParsePKCS1PublicKey(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("legacy: parsing PKCS #1 public key: %w", err)
+			return nil, errorf("parsing PKCS #1 public key: %w", err)
 		}
 	case "PUBLIC KEY":
 		key, err := x509.ParsePKIXPublicKey(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("legacy: parsing SPKI public key: %w", err)
+			return nil, errorf("parsing SPKI public key: %w", err)
 		}
 		var ok bool
 		if pub, ok = key.(*rsa.PublicKey); !ok {
-			return nil, fmt.Errorf("legacy: the public key is %s, not RSA", keyKind(key))
+			return nil, errorf("the public key is %s, not RSA", keyKind(key))
 		}
 	default:
-		return nil, fmt.Errorf("legacy: unsupported public key PEM type %q; want \"RSA PUBLIC KEY\" or \"PUBLIC KEY\"", block.Type)
+		return nil, errorf("unsupported public key PEM type %q; want \"RSA PUBLIC KEY\" or \"PUBLIC KEY\"", block.Type)
 	}
 	if err := checkKeySize(pub, "public key"); err != nil {
 		return nil, err
@@ -218,10 +223,10 @@ func ParsePublicKey(pemText []byte) (*rsa.PublicKey, error) {
 
 func checkKeySize(pub *rsa.PublicKey, what string) error {
 	if pub.N == nil {
-		return fmt.Errorf("legacy: %s has no modulus", what)
+		return errorf("%s has no modulus", what)
 	}
 	if bits := pub.N.BitLen(); bits < MinKeyBits || bits > MaxKeyBits {
-		return fmt.Errorf("legacy: %s is %d bits; only %d to %d bits are accepted", what, bits, MinKeyBits, MaxKeyBits)
+		return errorf("%s is %d bits; only %d to %d bits are accepted", what, bits, MinKeyBits, MaxKeyBits)
 	}
 	return nil
 }

@@ -131,7 +131,7 @@ func marshalHeaderLine(payload string, sig []byte) []byte {
 
 // errHeader builds a malformed-header error.
 func errHeader(format string, args ...any) error {
-	return fmt.Errorf("legacy: malformed header from peer: "+format, args...)
+	return errorf("malformed header from peer: "+format, args...)
 }
 
 // jsonObject decodes an object keeping JavaScript's key semantics: keys
@@ -142,6 +142,15 @@ func jsonObject(data []byte, what string) (map[string]json.RawMessage, error) {
 		return nil, errHeader("%s is not a JSON object", what)
 	}
 	return m, nil
+}
+
+// jsonMember decodes the object m[key] of the object what.
+func jsonMember(m map[string]json.RawMessage, key, what string) (map[string]json.RawMessage, error) {
+	raw, ok := m[key]
+	if !ok {
+		return nil, errHeader("%s has no %q", what, key)
+	}
+	return jsonObject(raw, fmt.Sprintf("%s %q", what, key))
 }
 
 func jsonString(m map[string]json.RawMessage, key, what string) (string, error) {
@@ -196,11 +205,7 @@ func parseHeader(line []byte) (*header, error) {
 		return nil, errHeader("token is not %d bytes of base64", tokenBytes)
 	}
 
-	rawKey, ok := p["key"]
-	if !ok {
-		return nil, errHeader(`payload has no "key"`)
-	}
-	key, err := jsonObject(rawKey, `payload "key"`)
+	key, err := jsonMember(p, "key", "payload")
 	if err != nil {
 		return nil, err
 	}
@@ -208,14 +213,10 @@ func parseHeader(line []byte) (*header, error) {
 		return nil, err
 	}
 	if h.publicKey, err = ParsePublicKey([]byte(h.publicPEM)); err != nil {
-		return nil, fmt.Errorf("legacy: the peer's key: %w", err)
+		return nil, errorf("the peer's key: %w", err)
 	}
 
-	rawDH, ok := p["dh"]
-	if !ok {
-		return nil, errHeader(`payload has no "dh"`)
-	}
-	dh, err := jsonObject(rawDH, `payload "dh"`)
+	dh, err := jsonMember(p, "dh", "payload")
 	if err != nil {
 		return nil, err
 	}
@@ -329,7 +330,7 @@ func appendFrame(dst []byte, f frame) []byte {
 	return append(dst, "\"]\n"...)
 }
 
-var errMalformedFrame = errors.New("legacy: malformed frame from peer")
+var errMalformedFrame = newError("malformed frame from peer")
 
 // errLineTooLong is returned by readLine for a line over its limit.
 var errLineTooLong = errors.New("line too long")

@@ -76,16 +76,29 @@ type Config struct {
 }
 
 // Limits bound the connections and streams that peers can make a node
-// or a relay hold, through go-libp2p's resource manager. Connections from
-// one source are bounded by address: an IPv4 address, or an IPv6 /56.
-// Zero fields take defaults ([NodeLimits], [RelayLimits]).
+// or a relay hold: connections in their handshake through securepeer's
+// admission (internal/admit), the rest through go-libp2p's resource
+// manager. Connections from one source are bounded by address: an IPv4
+// address, or an IPv6 /56. Zero fields take defaults ([NodeLimits],
+// [RelayLimits]).
 type Limits struct {
-	// Conns bounds the connections at once, all peers together.
+	// Pending bounds the incoming connections whose handshake has not
+	// completed, all sources together. When they are all taken, each new
+	// connection makes room: the oldest of the source that holds the most
+	// connections whose peer has proved nothing (PROTOCOL.md, "Pending
+	// handshakes").
+	Pending int
+	// Conns bounds the connections at once that have completed their
+	// handshake, all peers together. A relay that holds as many makes
+	// room for a newcomer by closing an idle one; a node refuses the
+	// newcomer.
 	Conns int
-	// ConnsPerIP bounds the connections at once from one source.
+	// ConnsPerIP bounds the connections at once from one source, counted
+	// from the arrival of a connection's first bytes.
 	ConnsPerIP int
 	// ConnRate is how many new connections per second one source may
-	// open, on average, and ConnBurst how many at once.
+	// open, on average, and ConnBurst how many at once, counted at the
+	// arrival of each connection's first bytes.
 	ConnRate  float64
 	ConnBurst int
 	// StreamsPerPeer bounds the streams at once with one peer.
@@ -98,6 +111,7 @@ type Limits struct {
 // NodeLimits are the defaults of a [Node]'s [Limits]: a node serves its
 // own sessions, not the public.
 var NodeLimits = Limits{
+	Pending:        1024,
 	Conns:          256,
 	ConnsPerIP:     16,
 	ConnRate:       1,
@@ -108,6 +122,9 @@ var NodeLimits = Limits{
 
 // withDefaults returns l with its zero fields taken from def.
 func (l Limits) withDefaults(def Limits) Limits {
+	if l.Pending == 0 {
+		l.Pending = def.Pending
+	}
 	if l.Conns == 0 {
 		l.Conns = def.Conns
 	}
@@ -130,7 +147,7 @@ func (l Limits) withDefaults(def Limits) Limits {
 }
 
 func (l Limits) check() error {
-	if l.Conns < 0 || l.ConnsPerIP < 0 || l.ConnRate < 0 || l.ConnBurst < 0 || l.StreamsPerPeer < 0 || l.Memory < 0 {
+	if l.Pending < 0 || l.Conns < 0 || l.ConnsPerIP < 0 || l.ConnRate < 0 || l.ConnBurst < 0 || l.StreamsPerPeer < 0 || l.Memory < 0 {
 		return fmt.Errorf("p2p: negative limits: %+v", l)
 	}
 	return nil

@@ -1,16 +1,20 @@
 package p2p
 
 import (
+	"context"
 	"errors"
+	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // punching runs the node's part in hole punching: go-libp2p's DCUtR
@@ -33,9 +37,8 @@ type punching struct {
 // round trips, and one that fails for want of them (a NAT drops them in
 // silence) only ends at this limit, so it is what a failed attempt costs.
 // go-libp2p makes up to three attempts, the third with the roles of the
-// simultaneous open swapped: when only the listener's packets get through
-// (it is behind a NAT that maps per destination, and the dialer is
-// reachable), only that third attempt succeeds, after two that time out.
+// simultaneous open swapped (settleRole makes the first attempt take the
+// roles that fit when only the listener's packets get through).
 const punchTimeout = 5 * time.Second
 
 // startHolePunching starts the DCUtR service and the tracking of the
@@ -130,4 +133,62 @@ func (t *punchTracer) Trace(evt *holepunch.Event) {
 	case *holepunch.ProtocolErrorEvt:
 		n.emit(Event{Kind: EventHolePunch, Peer: key, Err: errors.New(e.Error)})
 	}
+}
+
+// roleWait is how long a hole punch's dial in the server's role waits for
+// the peer to speak first before it takes the client's role (settleRole).
+const roleWait = 500 * time.Millisecond
+
+// settleRole settles the role of a connection that this node dialed for a
+// hole punch in the server's role (go-libp2p's DCUtR has the node that
+// received the relayed connection dial as the server of a TCP
+// simultaneous open, and its peer as the client). That is right when the
+// two dials meet in a simultaneous open: the peer's connection is its
+// own dial too, and it speaks first, as the client. It is wrong when only
+// this node's packets get through (the peer is behind a NAT that maps per
+// destination, so that this node aimed at a port it no longer uses, and
+// this node's dial lands on the peer's listening port): the peer's
+// listener then accepts the connection, as a server, and the two servers
+// wait for each other until the attempt times out; go-libp2p swaps the
+// roles only on its third attempt, about 10 seconds in. So the node waits
+// up to roleWait for the peer's first bytes: if they come, it is the
+// server, and they are read again by the handshake; if none come, the
+// peer is a listener, and this node is the client. It returns the
+// connection to upgrade and the role, as a direction: DirInbound for the
+// server, DirOutbound for the client.
+func settleRole(ctx context.Context, c manet.Conn) (manet.Conn, network.Direction) {
+	deadline := time.Now().Add(roleWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return c, network.DirInbound
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
+	b := make([]byte, 64)
+	n, err := c.Read(b)
+	stop()
+	c.SetReadDeadline(time.Time{})
+	switch {
+	case n > 0:
+		return &replayConn{Conn: c, pending: b[:n]}, network.DirInbound
+	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil:
+		return c, network.DirOutbound
+	}
+	return c, network.DirInbound // failed: the upgrade reports it
+}
+
+// A replayConn returns pending before what it reads from the connection.
+type replayConn struct {
+	manet.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }

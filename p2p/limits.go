@@ -22,8 +22,10 @@ const (
 )
 
 // newResourceManager returns go-libp2p's resource manager with l's
-// bounds: connections at once in all and per source, new connections per
-// second per source, streams per peer, memory. Unlike go-libp2p's
+// bounds: connections at once in all (Conns, and twice Pending for those
+// in their handshake) and per source, new connections per second per
+// source, streams per peer, memory. Incoming connections reach it only
+// once their first flight has come (admission.go). Unlike go-libp2p's
 // defaults, loopback is not exempt, so that the bounds hold however the
 // host is reached. Connections through a relay reach a node from the
 // relay's address, so the addresses of trusted relays are exempt from
@@ -33,9 +35,9 @@ const (
 func newResourceManager(l Limits, trusted []peer.AddrInfo, more func(*rcmgr.PartialLimitConfig)) (network.ResourceManager, error) {
 	scaling := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&scaling)
-	fds := 2*l.Conns + 64
+	fds := 2*(l.Conns+transientConns(l)) + 64
 	base := scaling.Scale(l.Memory, fds)
-	conns := rcmgr.LimitVal(l.Conns)
+	conns := rcmgr.LimitVal(l.Conns + transientConns(l))
 	transient := rcmgr.LimitVal(transientConns(l))
 	streams := rcmgr.LimitVal(l.StreamsPerPeer)
 	partial := rcmgr.PartialLimitConfig{
@@ -95,11 +97,14 @@ func newResourceManager(l Limits, trusted []peer.AddrInfo, more func(*rcmgr.Part
 	return rm, nil
 }
 
-// transientConns bounds the connections whose handshake has not yet
-// named the peer (the resource manager's transient scope): a quarter of
-// all.
+// transientConns bounds, in the resource manager, the connections whose
+// handshake has not yet named the peer (its transient scope): twice the
+// Pending that securepeer's admission holds, so that the resource manager
+// never refuses a connection that the admission let in while the
+// connections it dropped to make room are still giving their scopes back.
+// The system's limit is Conns more.
 func transientConns(l Limits) int {
-	return max(l.Conns/4, 16)
+	return 2 * l.Pending
 }
 
 // trustedPrefixes returns the IP addresses, as single-address prefixes,

@@ -16,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	mss "github.com/multiformats/go-multistream"
 
@@ -31,6 +30,7 @@ import (
 // (libp2psec), its only transport TCP, its stream multiplexer yamux.
 type Node struct {
 	host   host.Host
+	adm    *admission
 	key    securepeer.PublicKey
 	id     peer.ID
 	relays []peer.AddrInfo
@@ -139,11 +139,14 @@ func (n *Node) startHost(cfg Config) error {
 		return err
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	gate := newConnGate(limits.Conns, false)
+	n.adm = &admission{max: limits.Pending}
 	n.host, err = libp2p.New(
 		libp2p.Identity(priv),
 		libp2p.ListenAddrs(listen...),
 		libp2p.NoTransports,
-		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(n.adm.tcpTransport),
+		libp2p.ConnectionGater(gate),
 		libp2p.Security(libp2psec.ID, n.securityTransport),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
@@ -157,6 +160,7 @@ func (n *Node) startHost(cfg Config) error {
 		n.cancel()
 		return fmt.Errorf("p2p: starting the libp2p host: %w", err)
 	}
+	gate.start(n.host)
 	return nil
 }
 

@@ -4,26 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
-	"slices"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/connmgr"
-	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/sec"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	basicconnmgr "github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
 	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/libp2psec"
@@ -63,6 +61,7 @@ type RelayLimits struct {
 // what each costs.
 var DefaultRelayLimits = RelayLimits{
 	Limits: Limits{
+		Pending:        4096,
 		Conns:          4096,
 		ConnsPerIP:     16,
 		ConnRate:       1,
@@ -152,6 +151,7 @@ type RelayConfig struct {
 // sees only ciphertext of the latter and cannot stand in for either peer.
 type Relay struct {
 	host   host.Host
+	adm    *admission
 	relay  *relay.Relay
 	key    securepeer.PublicKey
 	stats  *relayStats
@@ -174,11 +174,11 @@ func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 	if err := limits.check(); err != nil {
 		return nil, err
 	}
-	h, err := newRelayHost(cfg, limits)
+	h, adm, err := newRelayHost(cfg, limits)
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{host: h, key: cfg.Identity.PublicKey(), stats: &relayStats{}, done: make(chan struct{})}
+	r := &Relay{host: h, adm: adm, key: cfg.Identity.PublicKey(), stats: &relayStats{}, done: make(chan struct{})}
 	r.relay, err = relay.New(h,
 		relay.WithResources(limits.resources()),
 		relay.WithACL(&relayACL{reserve: cfg.AllowReserve, circuit: cfg.AllowCircuit, stats: r.stats, circuits: limits.Circuits}),
@@ -198,23 +198,24 @@ func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 }
 
 // newRelayHost starts the relay's libp2p host: securepeer only, TCP
-// only, limits per source, and a gate that makes room when it is full.
-func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, error) {
+// only, securepeer's admission for connections in their handshake,
+// limits per source, and a gate that makes room when it is full.
+func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, *admission, error) {
 	priv, err := hostKey(cfg.Identity)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	listen, err := parseListenAddrs(cfg.ListenAddrs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	public, err := parsePublicAddrs(cfg.PublicAddrs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rm, err := newResourceManager(limits.Limits, nil, limits.serviceLimits)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The connection manager only records the relay's tags (on peers
 	// with a reservation or a circuit): its watermarks are above the
@@ -222,15 +223,16 @@ func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, error) {
 	cm, err := basicconnmgr.NewConnManager(limits.Conns, limits.Conns+1)
 	if err != nil {
 		rm.Close()
-		return nil, fmt.Errorf("p2p: connection manager: %w", err)
+		return nil, nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
-	gate := newRelayGate(roomAt(limits.Limits))
+	gate := newConnGate(limits.Conns, true)
+	adm := &admission{max: limits.Pending}
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.ListenAddrs(listen...),
 		libp2p.NoTransports,
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Security(libp2psec.ID, libp2psec.New),
+		libp2p.Transport(adm.tcpTransport),
+		libp2p.Security(libp2psec.ID, newRelaySecurity),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
@@ -247,14 +249,35 @@ func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, error) {
 	if err != nil {
 		rm.Close()
 		cm.Close()
-		return nil, fmt.Errorf("p2p: starting the relay's host: %w", err)
+		return nil, nil, fmt.Errorf("p2p: starting the relay's host: %w", err)
 	}
-	gate.host.Store(&h)
-	h.Network().Notify(&network.NotifyBundle{
-		ConnectedF:    func(_ network.Network, c network.Conn) { gate.connected(c) },
-		DisconnectedF: func(_ network.Network, c network.Conn) { gate.disconnected(c) },
-	})
-	return h, nil
+	gate.start(h)
+	return h, adm, nil
+}
+
+// relaySecurity is libp2psec's security transport, which reads the
+// securepeer first flight of an admitted connection as the rest of its
+// first flight (admission.go) before the handshake.
+type relaySecurity struct {
+	*libp2psec.Transport
+}
+
+func newRelaySecurity(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*relaySecurity, error) {
+	t, err := libp2psec.New(id, key, muxers)
+	if err != nil {
+		return nil, err
+	}
+	return &relaySecurity{t}, nil
+}
+
+// SecureInbound runs libp2psec's handshake as responder, once the
+// handshake's first flight has come.
+func (t *relaySecurity) SecureInbound(ctx context.Context, insecure net.Conn, p peer.ID) (sec.SecureConn, error) {
+	if err := awaitHandshakeFlight(ctx, insecure); err != nil {
+		insecure.Close()
+		return nil, err
+	}
+	return t.Transport.SecureInbound(ctx, insecure, p)
 }
 
 // resources returns go-libp2p's relay resources for l.
@@ -349,142 +372,6 @@ func (r *Relay) Close() error {
 	})
 	<-r.done
 	return r.err
-}
-
-// roomAt is the number of connections past which a relay makes room for
-// each new one: the limit, less the share of connections still in their
-// handshake (the resource manager's transient scope), so that a peer
-// whose handshake completes finds a slot.
-func roomAt(l Limits) int {
-	return max(l.Conns-transientConns(l), 1)
-}
-
-// A relayGate makes room for each peer that connects to a full relay.
-// It indexes the relay's connections by source address.
-type relayGate struct {
-	high int
-	host atomic.Pointer[host.Host]
-
-	mu       sync.Mutex
-	total    int
-	bySource map[netip.Prefix]map[network.Conn]struct{}
-}
-
-func newRelayGate(high int) *relayGate {
-	return &relayGate{high: high, bySource: make(map[netip.Prefix]map[network.Conn]struct{})}
-}
-
-func (g *relayGate) InterceptPeerDial(peer.ID) bool               { return true }
-func (g *relayGate) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
-func (g *relayGate) InterceptAccept(network.ConnMultiaddrs) bool  { return true }
-func (g *relayGate) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
-	return true, 0
-}
-
-// InterceptSecured makes room, when the relay holds as many connections
-// as it keeps, for a peer whose handshake has just completed.
-func (g *relayGate) InterceptSecured(dir network.Direction, _ peer.ID, _ network.ConnMultiaddrs) bool {
-	if dir != network.DirInbound {
-		return true
-	}
-	if h := g.host.Load(); h != nil {
-		if victim := g.victim((*h).ConnManager()); victim != nil {
-			victim.Close()
-		}
-	}
-	return true
-}
-
-func (g *relayGate) connected(c network.Conn) {
-	src, ok := sourceOf(c.RemoteMultiaddr())
-	if !ok {
-		return
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.bySource[src] == nil {
-		g.bySource[src] = make(map[network.Conn]struct{})
-	}
-	g.bySource[src][c] = struct{}{}
-	g.total++
-}
-
-func (g *relayGate) disconnected(c network.Conn) {
-	src, ok := sourceOf(c.RemoteMultiaddr())
-	if !ok {
-		return
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, ok := g.bySource[src][c]; !ok {
-		return
-	}
-	delete(g.bySource[src], c)
-	if len(g.bySource[src]) == 0 {
-		delete(g.bySource, src)
-	}
-	g.total--
-}
-
-// victim returns the connection to close to make room, or nil if the
-// relay holds fewer than it keeps or none is idle: an idle connection (a
-// peer without a reservation or a circuit, which the relay tags), from
-// the source address that holds the most connections and an idle one,
-// its oldest. So idle connections cannot keep the relay's slots from
-// peers that come later, and a source gives up its idle connections
-// before any source that holds fewer: as securepeer's own listeners
-// treat pending handshakes (PROTOCOL.md, "What a stranger can make a
-// relay hold").
-func (g *relayGate) victim(cm connmgr.ConnManager) network.Conn {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.total < g.high {
-		return nil
-	}
-	type source struct {
-		p netip.Prefix
-		n int
-	}
-	sources := make([]source, 0, len(g.bySource))
-	for p, conns := range g.bySource {
-		sources = append(sources, source{p, len(conns)})
-	}
-	slices.SortFunc(sources, func(a, b source) int { return b.n - a.n })
-	for _, src := range sources {
-		var victim network.Conn
-		for c := range g.bySource[src.p] {
-			if c.IsClosed() || (victim != nil && !c.Stat().Opened.Before(victim.Stat().Opened)) {
-				continue
-			}
-			if info := cm.GetTagInfo(c.RemotePeer()); info != nil && info.Value > 0 {
-				continue
-			}
-			victim = c
-		}
-		if victim != nil {
-			return victim
-		}
-	}
-	return nil
-}
-
-// sourceOf returns the source a connection's address counts under.
-func sourceOf(a ma.Multiaddr) (netip.Prefix, bool) {
-	ip, err := manet.ToIP(a)
-	if err != nil {
-		return netip.Prefix{}, false
-	}
-	addr, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	addr = addr.Unmap()
-	bits := sourceBitsV4
-	if addr.Is6() {
-		bits = sourceBitsV6
-	}
-	p, err := addr.Prefix(bits)
-	return p, err == nil
 }
 
 // relayACL applies a RelayConfig's AllowReserve and AllowCircuit, and

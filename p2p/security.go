@@ -59,6 +59,8 @@ func (t *secTransport) secure(ctx context.Context, insecure net.Conn, p peer.ID,
 	)
 	if initiator {
 		sc, err = t.Transport.SecureOutbound(ctx, insecure, p)
+	} else if err = awaitHandshakeFlight(ctx, insecure); err != nil {
+		insecure.Close()
 	} else {
 		sc, err = t.Transport.SecureInbound(ctx, insecure, p)
 	}

@@ -37,33 +37,54 @@ import (
 
 var strangerCount = flag.Int("p2p.strangers", 1000, "strangers that try to reserve a slot in TestRelayStrangers")
 
-// relayHelperEnv, when set, makes TestRelayHelperProcess run a relay with
-// the limits it holds (JSON), for a parent test to measure.
-const relayHelperEnv = "P2P_RELAY_HELPER_LIMITS"
+// helperEnv, when set, makes TestHelperProcess run a relay or a node with
+// the spec it holds (JSON), for a parent test to measure.
+const helperEnv = "P2P_HELPER_SPEC"
 
-// TestRelayHelperProcess is not a test: run by TestRelayStrangers in a
-// process of its own, so that the memory it reports is the relay's
-// alone, it runs a relay, prints its address, and answers each "stats"
-// line on its input with the relay's counters and memory, until its
-// input ends.
-func TestRelayHelperProcess(t *testing.T) {
-	spec := os.Getenv(relayHelperEnv)
-	if spec == "" {
-		t.Skip("run by TestRelayStrangers")
+// A helperSpec says what TestHelperProcess runs.
+type helperSpec struct {
+	Node   bool // a node that listens for echoProto and echoes; else a relay
+	Limits RelayLimits
+}
+
+// TestHelperProcess is not a test: run by TestRelayStrangers and
+// TestPendingStrangers in a process of its own, so that the memory it
+// reports is the relay's or the node's alone, it runs one, prints its
+// address, and answers each "stats" line on its input with its counters
+// and memory, until its input ends.
+func TestHelperProcess(t *testing.T) {
+	env := os.Getenv(helperEnv)
+	if env == "" {
+		t.Skip("run by TestRelayStrangers and TestPendingStrangers")
 	}
-	var limits RelayLimits
-	if err := json.Unmarshal([]byte(spec), &limits); err != nil {
+	var spec helperSpec
+	if err := json.Unmarshal([]byte(env), &spec); err != nil {
 		t.Fatal(err)
 	}
-	r, err := RunRelay(context.Background(), RelayConfig{Identity: newIdentity(t), ListenAddrs: loopback, Limits: limits})
-	if err != nil {
-		t.Fatal(err)
+	var (
+		addr  string
+		stats func() helperStats
+	)
+	if spec.Node {
+		n := startNode(t, Config{Limits: spec.Limits.Limits})
+		echo(t, listen(t, n, echoProto))
+		addr = n.Addrs()[0]
+		stats = func() helperStats {
+			return helperStats{RelayStats: RelayStats{Conns: len(n.host.Network().Conns())}, Pending: n.adm.pendingConns()}
+		}
+	} else {
+		r, err := RunRelay(context.Background(), RelayConfig{Identity: newIdentity(t), ListenAddrs: loopback, Limits: spec.Limits})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		addr = r.Addrs()[0]
+		stats = func() helperStats { return helperStats{RelayStats: r.Stats(), Pending: r.adm.pendingConns()} }
 	}
-	defer r.Close()
-	fmt.Printf("addr %s\n", r.Addrs()[0])
+	fmt.Printf("addr %s\n", addr)
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		st := helperStats{RelayStats: r.Stats()}
+		st := stats()
 		runtime.GC()
 		runtime.GC()
 		var ms runtime.MemStats
@@ -77,11 +98,12 @@ func TestRelayHelperProcess(t *testing.T) {
 
 type helperStats struct {
 	RelayStats
+	Pending    int
 	Memory     uint64
 	Goroutines int
 }
 
-// A relayHelper is a relay in a helper process.
+// A relayHelper is a relay or a node in a helper process.
 type relayHelper struct {
 	addr  string
 	id    peer.ID
@@ -92,12 +114,17 @@ type relayHelper struct {
 
 func startRelayHelper(t *testing.T, limits RelayLimits) *relayHelper {
 	t.Helper()
-	spec, err := json.Marshal(limits)
+	return startHelper(t, helperSpec{Limits: limits})
+}
+
+func startHelper(t *testing.T, hs helperSpec) *relayHelper {
+	t.Helper()
+	spec, err := json.Marshal(hs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRelayHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), relayHelperEnv+"="+string(spec))
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(spec))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

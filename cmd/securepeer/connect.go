@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/execproto"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 const connectUsage = `Usage: securepeer connect [flags] PEER
@@ -337,7 +337,7 @@ func connectWith(ctx context.Context, e *env, cf *commonFlags, d peerDialer, tf 
 	if tty {
 		if t, err = startTTYSession(ctx, e, e.stdin.(*os.File)); err != nil {
 			s.abort()
-			return fmt.Errorf("-t: cannot put the terminal in raw mode: %v", err)
+			return pkgerr.Plainf("-t: cannot put the terminal in raw mode: %v", err)
 		}
 		defer t.restore()
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/legacy"
 )
 
@@ -84,7 +85,7 @@ func (tc *tunnelClient) session(ctx context.Context) (*tunnel.Session, error) {
 		select {
 		case <-changed:
 		case <-timer.C:
-			return nil, fmt.Errorf("no tunnel connection to %s for %v (reconnecting)", tc.d, tunnelWait)
+			return nil, pkgerr.Plainf("no tunnel connection to %s for %v (reconnecting)", tc.d, tunnelWait)
 		case <-ctx.Done():
 			return nil, interruption(ctx)
 		}
@@ -109,7 +110,7 @@ func (tc *tunnelClient) run(l *tunnelLink) {
 		if tc.ctx.Err() != nil {
 			return
 		}
-		why := fmt.Sprintf("the tunnel connection to %s ended: %v", tc.d, m.Err())
+		why := pkgerr.Plainf("the tunnel connection to %s ended: %v", tc.d, m.Err()).Error()
 		if cut > 0 {
 			why += fmt.Sprintf(", with %s from the peer in progress, which were cut", streamCount(cut))
 		}
@@ -176,7 +177,7 @@ func (tc *tunnelClient) redial() *tunnelLink {
 			}
 			return nil
 		case err == nil && l == nil:
-			tc.fail(fmt.Errorf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.d, tunnel.Protocol))
+			tc.fail(pkgerr.Plainf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.d, tunnel.Protocol))
 			return nil
 		case err == nil:
 			tc.notef("reconnected to %s", tc.d)
@@ -218,13 +219,13 @@ func connectTunnel(ctx context.Context, e *env, d peerDialer, from, to []forward
 		return err
 	}
 	if first == nil && len(to) > 0 {
-		return fmt.Errorf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", d, tunnel.Protocol)
+		return pkgerr.Plainf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", d, tunnel.Protocol)
 	}
 	if first == nil {
 		if f, ok := namedForward(from); ok {
 			// A plain connection cannot say which forward it is for, so
 			// it would reach the peer's unnamed -to, whatever that is.
-			return fmt.Errorf("the peer at %s does not multiplex tunnels (%s was not negotiated), so it cannot be told which forward a connection is for: -from %s would reach whatever its unnamed -to is; run a securepeer listen of this version there, or use an unnamed -from", d, tunnel.Protocol, f)
+			return pkgerr.Plainf("the peer at %s does not multiplex tunnels (%s was not negotiated), so it cannot be told which forward a connection is for: -from %s would reach whatever its unnamed -to is; run a securepeer listen of this version there, or use an unnamed -from", d, tunnel.Protocol, f)
 		}
 	}
 	listeners, err := listenAll(from)
@@ -365,7 +366,7 @@ func meetPeer(ctx context.Context, d peerDialer, end *tunnelEnd) (*tunnelLink, e
 		go func() { served <- end.server.Serve(ctx, ctx, m) }()
 		l := &tunnelLink{m: m, served: served, s: s}
 		if err := m.Ping(); err != nil {
-			why := fmt.Errorf("the peer at %s did not answer: %v", d, err)
+			why := pkgerr.Plainf("the peer at %s did not answer: %v", d, err)
 			if m.Closed() {
 				why = m.Err() // a refusal of this side's key, or of the connection
 			}

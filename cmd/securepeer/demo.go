@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 const demoUsage = `Usage: securepeer demo
@@ -117,7 +118,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	s.close()
 	r := <-served
 	if err = errors.Join(r.err, err); err != nil {
-		return fmt.Errorf("demo failed: %w", err)
+		return pkgerr.Plainf("demo failed: %w", err)
 	}
 	r.side.print(e.stdout)
 	demoSide{"client", clientID.PublicKey(), s}.print(e.stdout)
@@ -135,15 +136,15 @@ func demoServer(ctx context.Context, l net.Listener, id *securepeer.Identity, cl
 	h := &nativeHandshaker{id: id, timeout: demoTimeout}
 	s, err := h.handshake(ctx, raw, false, pinned(client))
 	if err != nil {
-		return demoSide{}, fmt.Errorf("server: %w", err)
+		return demoSide{}, pkgerr.Plainf("server: %w", err)
 	}
 	defer s.close()
 	msg, err := io.ReadAll(s.conn)
 	if err != nil {
-		return demoSide{}, fmt.Errorf("server: %w", err)
+		return demoSide{}, pkgerr.Plainf("server: %w", err)
 	}
 	if _, err := s.conn.Write([]byte(strings.ToUpper(string(msg)))); err != nil {
-		return demoSide{}, fmt.Errorf("server: %w", err)
+		return demoSide{}, pkgerr.Plainf("server: %w", err)
 	}
 	return demoSide{"server", id.PublicKey(), s}, s.conn.CloseWrite()
 }

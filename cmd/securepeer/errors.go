@@ -6,42 +6,41 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strings"
 	"syscall"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
-// describe is the one place that turns an error into what the user reads:
-// the libraries' own prefixes go (the command prints "securepeer: " once),
-// and a hint is added for the mistakes the libraries can only state, since
-// library errors say what happened and the command says what to do.
+// describe is the one place that turns an error into what the user reads.
+// The command prints "securepeer: " once itself, so an error of one of the
+// libraries is shown without its package's name (pkgerr.Unnamed: every
+// library error starts with its name, once, and gives the rest without any
+// text being parsed); a hint is added for the mistakes the libraries can
+// only state, since library errors say what happened and the command says
+// what to do. A library error that the command put in a sentence of its
+// own keeps its name there.
 func describe(err error) string {
-	msg := err.Error()
-	for _, prefix := range []string{"securepeer: ", "knownhosts: ", "legacy: "} {
-		msg = strings.TrimPrefix(msg, prefix)
-		msg = strings.ReplaceAll(msg, ": "+prefix, ": ")
-		msg = strings.ReplaceAll(msg, "("+prefix, "(")
-	}
-	if h := hint(err); h != "" && !strings.Contains(msg, h) {
+	msg := pkgerr.Unnamed(err).Error()
+	if h := hint(err); h != "" {
 		msg += "; " + h
 	}
 	return msg
 }
 
-// hint returns what to do about err, if the command knows.
+// hint returns what to do about err, if the command knows. The messages
+// that already say it (handshakeError's for a timeout) do not wrap the
+// error the hint is for.
 func hint(err error) string {
-	var ne net.Error
 	switch {
 	case errors.Is(err, securepeer.ErrLegacyPeer):
 		return "talk to it with -legacy"
 	case errors.Is(err, securepeer.ErrPassphraseNeeded):
-		return "the command does not ask for passphrases yet, so it needs an unencrypted key"
+		return "securepeer asks for the passphrase on a terminal; without one, add the key to ssh-agent (ssh-add) and pass its .pub with -i"
 	case errors.Is(err, securepeer.ErrNotEd25519):
 		return "make one with securepeer keygen, or ssh-keygen -t ed25519"
-	case errors.As(err, &ne) && ne.Timeout() && strings.Contains(err.Error(), "handshake timed out"):
+	case errors.Is(err, securepeer.ErrHandshakeTimeout):
 		return "is the peer a securepeer peer, and reachable?"
 	}
 	return ""
@@ -107,11 +106,11 @@ func (e *codeError) Error() string { return e.err.Error() }
 func (e *codeError) Unwrap() error { return e.err }
 
 func usageErrorf(format string, args ...any) error {
-	return &codeError{exitUsage, fmt.Errorf(format, args...)}
+	return &codeError{exitUsage, pkgerr.Plainf(format, args...)}
 }
 
 func rejectedErrorf(format string, args ...any) error {
-	return &codeError{exitRejected, fmt.Errorf(format, args...)}
+	return &codeError{exitRejected, pkgerr.Plainf(format, args...)}
 }
 
 var errInterrupted = &codeError{exitInterrupted, errors.New("interrupted")}
@@ -155,10 +154,10 @@ func listenError(addr string, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
 		// Which program holds it is not known here: sshd, a web server,
 		// another securepeer listen all look the same.
-		return fmt.Errorf("cannot listen on %s: another program already listens on that port; pick another port, or stop that program", addr)
+		return pkgerr.Plainf("cannot listen on %s: another program already listens on that port; pick another port, or stop that program", addr)
 	}
 	if errors.Is(err, syscall.EACCES) {
-		return fmt.Errorf("cannot listen on %s: permission denied; ports below 1024 need privileges, pick a higher one", addr)
+		return pkgerr.Plainf("cannot listen on %s: permission denied; ports below 1024 need privileges, pick a higher one", addr)
 	}
-	return fmt.Errorf("cannot listen on %s: %v", addr, err)
+	return pkgerr.Plainf("cannot listen on %s: %v", addr, err)
 }

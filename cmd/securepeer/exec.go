@@ -31,6 +31,7 @@ import (
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/execproto"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/sanitize"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // exitHangup is the exit code of a command interrupted by SIGHUP, and of
@@ -110,7 +111,7 @@ func connectExec2(ctx context.Context, e *env, s *stream, t *ttySession, m *mete
 	if t != nil && errors.As(err, new(*execproto.StdinError)) && errors.Is(err, syscall.EIO) && ctx.Err() == nil {
 		// The terminal has hung up (its SIGHUP may be on its way): the
 		// same outcome as the signal's, whichever comes first.
-		return &codeError{exitHangup, fmt.Errorf("the terminal hung up; aborted the stream, so the peer at %s knows that its command's input may be incomplete", s.remoteAddr)}
+		return &codeError{exitHangup, pkgerr.Plainf("the terminal hung up; aborted the stream, so the peer at %s knows that its command's input may be incomplete", s.remoteAddr)}
 	}
 	if err != nil {
 		return execClientError(ctx, s, err)
@@ -133,16 +134,16 @@ func execClientError(ctx context.Context, s *stream, err error) error {
 	var ie *idle.Error
 	switch {
 	case ctx.Err() != nil && errors.As(context.Cause(ctx), &ie):
-		return fmt.Errorf("%v with %s", ie, s.remoteAddr)
+		return pkgerr.Plainf("%v with %s", ie, s.remoteAddr)
 	case ctx.Err() != nil:
 		ierr := interruption(ctx)
-		return &codeError{errorCode(ierr), fmt.Errorf("%v; aborted the stream, so the peer at %s knows that its command's input may be incomplete", ierr, s.remoteAddr)}
+		return &codeError{errorCode(ierr), pkgerr.Plainf("%v; aborted the stream, so the peer at %s knows that its command's input may be incomplete", ierr, s.remoteAddr)}
 	case errors.Is(err, execproto.ErrMalformed):
-		return fmt.Errorf("the peer at %s broke %s: %v", s.remoteAddr, execproto.Protocol2, err)
+		return pkgerr.Plainf("the peer at %s broke %s: %v", s.remoteAddr, execproto.Protocol2, err)
 	case errors.Is(err, execproto.ErrNoExitStatus):
-		return fmt.Errorf("the peer at %s: %w", s.remoteAddr, err)
+		return pkgerr.Plainf("the peer at %s: %w", s.remoteAddr, err)
 	case errors.As(err, new(*execproto.StdinError)), errors.As(err, new(*execproto.OutputError)):
-		return fmt.Errorf("%v; aborted the stream, so the peer at %s knows that its command's input may be incomplete", err, s.remoteAddr)
+		return pkgerr.Plainf("%v; aborted the stream, so the peer at %s knows that its command's input may be incomplete", err, s.remoteAddr)
 	}
 	return streamError(s, err)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // parseFlags parses args with fs, allowing flags after positional arguments
@@ -131,7 +132,7 @@ func (l *forwardList) Set(v string) error {
 	// unix:PATH has no name, whatever its path holds.
 	if name, addr, ok := strings.Cut(v, "="); ok && !strings.HasPrefix(v, unixPrefix) {
 		if !validName(name) {
-			return fmt.Errorf("forward name %q: a name is 1 to %d letters, digits, '.', '_' or '-', as in web=127.0.0.1:8080", name, tunnel.MaxNameLen)
+			return pkgerr.Plainf("forward name %q: a name is 1 to %d letters, digits, '.', '_' or '-', as in web=127.0.0.1:8080", name, tunnel.MaxNameLen)
 		}
 		f = forwardSpec{name: name, addr: addr}
 	}

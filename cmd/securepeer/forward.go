@@ -21,6 +21,7 @@ import (
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // A forwardSpec is one -from or -to: NAME=ADDR, or ADDR for the unnamed
@@ -70,7 +71,7 @@ func (end *tunnelEnd) route(ctx context.Context, name, from string) (net.Conn, s
 	if !ok {
 		return nil, "", &tunnel.Refusal{
 			Status: end.noTarget(name),
-			Err:    fmt.Errorf("refused a tunnel stream for %s from %s: there is no -to of that name here", forwardLabel(name), from),
+			Err:    pkgerr.Plainf("refused a tunnel stream for %s from %s: there is no -to of that name here", forwardLabel(name), from),
 		}
 	}
 	c, err := dialTarget(ctx, to)
@@ -78,7 +79,7 @@ func (end *tunnelEnd) route(ctx context.Context, name, from string) (net.Conn, s
 		reason := targetFailure(err)
 		return nil, "", &tunnel.Refusal{
 			Status: "connect failed: " + reason,
-			Err:    fmt.Errorf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, from),
+			Err:    pkgerr.Plainf("-to: cannot connect to %s (%s), so the tunnel stream from %s was refused; is the service running there?", to, reason, from),
 		}
 	}
 	return c, to, nil
@@ -133,7 +134,7 @@ func forwardLocal(ctx context.Context, c net.Conn, spec forwardSpec, session fun
 	m, err := session(ctx)
 	if err != nil {
 		netutil.ResetClose(c)
-		note(fmt.Errorf("%v; closed the local connection from %s", err, connLabel(c)))
+		note(pkgerr.Plainf("%v; closed the local connection from %s", err, connLabel(c)))
 		return
 	}
 	err = m.Forward(ctx, c, spec.name)
@@ -153,14 +154,14 @@ func forwardLocal(ctx context.Context, c net.Conn, spec forwardSpec, session fun
 	switch {
 	case err == nil || ctx.Err() != nil:
 	case errors.As(err, &open):
-		note(fmt.Errorf("%v; closed the local connection from %s", err, connLabel(c)))
+		note(pkgerr.Plainf("%v; closed the local connection from %s", err, connLabel(c)))
 	case errors.As(err, &refused) && strings.HasPrefix(refused.Reason, "connect failed"):
-		note(fmt.Errorf("open failed for the local connection from %s (-from %s): %v; check the service behind the peer's -to", connLabel(c), spec, err))
+		note(pkgerr.Plainf("open failed for the local connection from %s (-from %s): %v; check the service behind the peer's -to", connLabel(c), spec, err))
 	case errors.As(err, &refused), errors.Is(err, tunnel.ErrStreamReset):
-		note(fmt.Errorf("open failed for the local connection from %s (-from %s): %v", connLabel(c), spec, err))
+		note(pkgerr.Plainf("open failed for the local connection from %s (-from %s): %v", connLabel(c), spec, err))
 	case m.Closed(): // a lost connection has a notice of its own
 	default:
-		note(fmt.Errorf("tunnel for %s: %v", connLabel(c), err))
+		note(pkgerr.Plainf("tunnel for %s: %v", connLabel(c), err))
 	}
 }
 
@@ -216,9 +217,9 @@ func listenForward(addr string) (net.Listener, error) {
 	l, err := listenUnix(address)
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return nil, fmt.Errorf("cannot listen on %s: %s exists; if no program uses it any more (a securepeer that was killed), remove it", addr, address)
+		return nil, pkgerr.Plainf("cannot listen on %s: %s exists; if no program uses it any more (a securepeer that was killed), remove it", addr, address)
 	case err != nil:
-		return nil, fmt.Errorf("cannot listen on %s: %v", addr, err)
+		return nil, pkgerr.Plainf("cannot listen on %s: %v", addr, err)
 	}
 	return l, nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/legacy"
 )
 
@@ -89,7 +90,7 @@ func (e *env) homeDir() (string, error) {
 	if home == "" {
 		var err error
 		if home, err = os.UserHomeDir(); err != nil {
-			return "", fmt.Errorf("cannot find the home directory; set SECUREPEER_HOME: %v", err)
+			return "", pkgerr.Plainf("cannot find the home directory; set SECUREPEER_HOME: %v", err)
 		}
 	}
 	dir := filepath.Join(home, ".securepeer")
@@ -161,12 +162,12 @@ func (e *env) loadKey(path string, publicOnly bool) (*securepeer.Identity, secur
 		e.notef("created a new identity %s (%s); share %s.pub with your peers", path, id.PublicKey().Fingerprint(), path)
 		return id, id.PublicKey(), nil
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, securepeer.PublicKey{}, fmt.Errorf("identity file %s does not exist; create it with securepeer keygen -f %s, or leave out -i to use the default identity", path, path)
+		return nil, securepeer.PublicKey{}, pkgerr.Plainf("identity file %s does not exist; create it with securepeer keygen -f %s, or leave out -i to use the default identity", path, path)
 	}
 	id, err := securepeer.LoadIdentity(path)
 	switch {
 	case errors.Is(err, securepeer.ErrIdentityFileMode):
-		return nil, securepeer.PublicKey{}, fmt.Errorf("%w; run chmod 600 %s", err, path)
+		return nil, securepeer.PublicKey{}, pkgerr.Plainf("%w; run chmod 600 %s", err, path)
 	case errors.Is(err, securepeer.ErrPassphraseNeeded):
 		if publicOnly {
 			if pk, ok := publicKeyInClear(path); ok {
@@ -280,7 +281,7 @@ func runID(_ context.Context, e *env, args []string) error {
 		}
 		k, err := securepeer.ParsePublicKey(string(data))
 		if err != nil {
-			return fmt.Errorf("%s: %w", *idFile, err)
+			return pkgerr.Plainf("%s: %w", *idFile, err)
 		}
 		printPublicKey(e, k)
 		return nil
@@ -313,7 +314,7 @@ func writeIdentityWithPassphrase(path string, id *securepeer.Identity, comment s
 	if !force {
 		for _, p := range []string{path, pubPath} {
 			if _, err := os.Lstat(p); err == nil {
-				return fmt.Errorf("%s already exists; use -force to overwrite it (the identity in it will be lost) or -f to write elsewhere", p)
+				return pkgerr.Plainf("%s already exists; use -force to overwrite it (the identity in it will be lost) or -f to write elsewhere", p)
 			}
 		}
 	}
@@ -367,7 +368,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode, replace bool) e
 		// between the check in writeIdentity and here.
 		if err := os.Link(tmp.Name(), path); err != nil {
 			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%s already exists; use -force to overwrite it", path)
+				return pkgerr.Plainf("%s already exists; use -force to overwrite it", path)
 			}
 			return err
 		}

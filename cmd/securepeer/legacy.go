@@ -32,6 +32,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/legacy"
 )
 
@@ -114,7 +115,7 @@ func (h *legacyHandshaker) handshake(ctx context.Context, raw net.Conn, initiato
 		var nc *legacy.NoCommonCipherError
 		if errors.As(err, &nc) {
 			// The package's advice names Config.Ciphers; say it in flags.
-			return nil, fmt.Errorf("no cipher in common with the peer (names are case-sensitive, this side: %q, peer: %q); set -ciphers to a name the peer lists (opts.ciphers on the Node side), spelled as it spells it", nc.Local, nc.Peer)
+			return nil, pkgerr.Plainf("no cipher in common with the peer (names are case-sensitive, this side: %q, peer: %q); set -ciphers to a name the peer lists (opts.ciphers on the Node side), spelled as it spells it", nc.Local, nc.Peer)
 		}
 		return nil, err
 	}
@@ -217,13 +218,13 @@ func (e *env) loadLegacyKeys(path string) (*legacy.Keys, error) {
 	}
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		if explicit {
-			return nil, fmt.Errorf("legacy key file %s does not exist; create it with securepeer keygen -legacy -f %s, or use the rsa-json file of the Node deployment", path, path)
+			return nil, pkgerr.Plainf("legacy key file %s does not exist; create it with securepeer keygen -legacy -f %s, or use the rsa-json file of the Node deployment", path, path)
 		}
-		return nil, fmt.Errorf("no legacy key file %s; create one with securepeer keygen -legacy, or give the Node deployment's rsa-json file with -i", path)
+		return nil, pkgerr.Plainf("no legacy key file %s; create one with securepeer keygen -legacy, or give the Node deployment's rsa-json file with -i", path)
 	}
 	keys, err := legacy.LoadKeys(path)
 	if err != nil {
-		return nil, fmt.Errorf("%v; in -legacy mode -i takes an rsa-json file {\"private\": PEM, \"public\": PEM}", describe(err))
+		return nil, pkgerr.Plainf("%v; in -legacy mode -i takes an rsa-json file {\"private\": PEM, \"public\": PEM}", describe(err))
 	}
 	return keys, nil
 }
@@ -240,7 +241,7 @@ func readBoundedFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	if len(data) > maxLegacyFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxLegacyFile)
+		return nil, pkgerr.Plainf("%s is larger than %d bytes", path, maxLegacyFile)
 	}
 	return data, nil
 }
@@ -249,7 +250,7 @@ func readBoundedFile(path string) ([]byte, error) {
 func checkLegacyFingerprint(what, s string) (string, error) {
 	fp := strings.TrimRight(s, "=")
 	if len(fp) != len("SHA256:")+43 {
-		return "", fmt.Errorf("%s %q: a SHA256 fingerprint has 43 characters after \"SHA256:\"; copy it whole from securepeer id -legacy", what, s)
+		return "", pkgerr.Plainf("%s %q: a SHA256 fingerprint has 43 characters after \"SHA256:\"; copy it whole from securepeer id -legacy", what, s)
 	}
 	return fp, nil
 }
@@ -335,7 +336,7 @@ func newLegacyAllowPolicy(e *env, log *slog.Logger, path string) (*legacyAllowPo
 	p := &legacyAllowPolicy{e: e, log: log, path: path}
 	allowed, err := p.current()
 	if err != nil {
-		return nil, fmt.Errorf("-allow: %v", err)
+		return nil, pkgerr.Plainf("-allow: %v", err)
 	}
 	if len(allowed) == 0 {
 		e.notef("warning: %s lists no legacy key, so every peer will be refused until one is added", path)
@@ -392,7 +393,7 @@ func parseLegacyAllow(path string, data []byte) (map[string]int, error) {
 			if strings.HasPrefix(line, "-----END ") {
 				pub, err := legacy.ParsePublicKey([]byte(strings.Join(block, "\n") + "\n"))
 				if err != nil {
-					return nil, fmt.Errorf("%s line %d: %v", path, start, describe(err))
+					return nil, pkgerr.Plainf("%s line %d: %v", path, start, describe(err))
 				}
 				allowed[legacy.Fingerprint(pub)] = start
 				block = nil
@@ -403,18 +404,18 @@ func parseLegacyAllow(path string, data []byte) (map[string]int, error) {
 		case strings.HasPrefix(line, "SHA256:"):
 			fp, err := checkLegacyFingerprint("fingerprint", strings.Fields(line)[0])
 			if err != nil {
-				return nil, fmt.Errorf("%s line %d: %v", path, n, err)
+				return nil, pkgerr.Plainf("%s line %d: %v", path, n, err)
 			}
 			allowed[fp] = n
 		default:
-			return nil, fmt.Errorf("%s line %d: want a PEM public key or a legacy fingerprint (SHA256:...); securepeer id -legacy prints both", path, n)
+			return nil, pkgerr.Plainf("%s line %d: want a PEM public key or a legacy fingerprint (SHA256:...); securepeer id -legacy prints both", path, n)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
+		return nil, pkgerr.Plainf("%s: %v", path, err)
 	}
 	if block != nil {
-		return nil, fmt.Errorf("%s line %d: PEM block without an END line", path, start)
+		return nil, pkgerr.Plainf("%s line %d: PEM block without an END line", path, start)
 	}
 	return allowed, nil
 }
@@ -452,7 +453,7 @@ func runKeygenLegacy(e *env, path string, bits int, force bool) error {
 	}
 	if !force {
 		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("%s already exists; use -force to overwrite it (the key in it will be lost) or -f to write elsewhere", path)
+			return pkgerr.Plainf("%s already exists; use -force to overwrite it (the key in it will be lost) or -f to write elsewhere", path)
 		}
 	}
 	keys, err := legacy.GenerateKeys(bits)

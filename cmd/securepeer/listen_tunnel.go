@@ -7,12 +7,12 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // forwardPlain serves a peer that does not multiplex (a plain stream, or
@@ -22,7 +22,7 @@ func forwardPlain(ctx context.Context, s *stream, end *tunnelEnd) error {
 	to, ok := end.targets[""]
 	if !ok {
 		s.abort()
-		return fmt.Errorf("the peer at %s does not multiplex tunnels, so it can only reach an unnamed -to, and there is none; closed its connection", s.remoteAddr)
+		return pkgerr.Plainf("the peer at %s does not multiplex tunnels, so it can only reach an unnamed -to, and there is none; closed its connection", s.remoteAddr)
 	}
 	return forwardTo(ctx, s, to, end.log)
 }
@@ -32,11 +32,11 @@ func forwardTo(ctx context.Context, s *stream, addr string, log *slog.Logger) er
 	c, err := dialTarget(ctx, addr)
 	if err != nil {
 		s.abort()
-		return fmt.Errorf("-to: cannot connect to %s (%s); the connection from %s was closed; is the service running there?", addr, targetFailure(err), s.remoteAddr)
+		return pkgerr.Plainf("-to: cannot connect to %s (%s); the connection from %s was closed; is the service running there?", addr, targetFailure(err), s.remoteAddr)
 	}
 	log.Info("forwarding", "peer", s.peer.Fingerprint(), "to", addr)
 	if err := proxy(ctx, s, c); err != nil {
-		return fmt.Errorf("forwarding %s to %s: %v", s.remoteAddr, addr, err)
+		return pkgerr.Plainf("forwarding %s to %s: %v", s.remoteAddr, addr, err)
 	}
 	log.Info("connection closed", "peer", s.peer.Fingerprint(), "addr", s.remoteAddr)
 	return nil

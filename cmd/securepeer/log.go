@@ -13,6 +13,8 @@ import (
 	"net"
 	"os"
 	"strings"
+
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // testOnlyAddrFile, if set, receives the addresses listen and connect
@@ -77,6 +79,7 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 
 // notef prints a notice for the user on stderr.
 func (e *env) notef(format string, args ...any) {
+	args = pkgerr.Args(args) // the line names securepeer once, first
 	if e.vlog != nil {
 		e.vlog.Warn(fmt.Sprintf(format, args...))
 		return

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // passphraseTries is how many times a passphrase is asked for, as ssh does.
@@ -29,7 +30,7 @@ const passphraseTries = 3
 func askPassphrase(path string) (*securepeer.Identity, error) {
 	tty, err := openTerminal()
 	if err != nil {
-		return nil, fmt.Errorf("the key %s is protected by a passphrase and there is no terminal to ask for it; add it to ssh-agent (ssh-add %s) and pass -i %s.pub", path, path, path)
+		return nil, pkgerr.Plainf("the key %s is protected by a passphrase and there is no terminal to ask for it; add it to ssh-agent (ssh-add %s) and pass -i %s.pub", path, path, path)
 	}
 	defer tty.Close()
 	for try := 1; ; try++ {
@@ -37,7 +38,7 @@ func askPassphrase(path string) (*securepeer.Identity, error) {
 		pass, err := term.ReadPassword(tty.fd())
 		fmt.Fprintln(tty)
 		if err != nil {
-			return nil, fmt.Errorf("reading the passphrase from the terminal: %v", err)
+			return nil, pkgerr.Plainf("reading the passphrase from the terminal: %v", err)
 		}
 		if len(pass) == 0 {
 			return nil, rejectedErrorf("no passphrase given for %s", path)
@@ -50,7 +51,7 @@ func askPassphrase(path string) (*securepeer.Identity, error) {
 		case !errors.Is(err, securepeer.ErrWrongPassphrase):
 			return nil, err
 		case try == passphraseTries:
-			return nil, fmt.Errorf("%d wrong passphrases for %s (%w)", passphraseTries, path, securepeer.ErrWrongPassphrase)
+			return nil, pkgerr.Plainf("%d wrong passphrases for %s (%w)", passphraseTries, path, securepeer.ErrWrongPassphrase)
 		}
 		fmt.Fprintln(tty, "Bad passphrase, try again.")
 	}
@@ -70,13 +71,13 @@ func askNewPassphrase() ([]byte, error) {
 		first, err := term.ReadPassword(tty.fd())
 		fmt.Fprintln(tty)
 		if err != nil {
-			return nil, fmt.Errorf("reading the passphrase from the terminal: %v", err)
+			return nil, pkgerr.Plainf("reading the passphrase from the terminal: %v", err)
 		}
 		fmt.Fprint(tty, "Enter same passphrase again: ")
 		second, err := term.ReadPassword(tty.fd())
 		fmt.Fprintln(tty)
 		if err != nil {
-			return nil, fmt.Errorf("reading the passphrase from the terminal: %v", err)
+			return nil, pkgerr.Plainf("reading the passphrase from the terminal: %v", err)
 		}
 		if bytes.Equal(first, second) {
 			clear(second)
@@ -101,7 +102,7 @@ func (e *env) agentOnlyIdentity(path string) (*securepeer.Identity, error) {
 	defer ak.close()
 	id, err := securepeer.NewIdentityFromSSHSigner(ak.signer)
 	if err != nil {
-		return nil, fmt.Errorf("ssh-agent: %v; is it locked? (ssh-add -X unlocks it)", describe(err))
+		return nil, pkgerr.Plainf("ssh-agent: %v; is it locked? (ssh-add -X unlocks it)", describe(err))
 	}
 	return id, nil
 }
@@ -122,15 +123,15 @@ func (e *env) agentOnlyPublicKey(path string) (securepeer.PublicKey, error) {
 func (e *env) agentOnlyKey(path string) (*agentKey, error) {
 	fix := fmt.Sprintf("restore %s, or remove %s.pub so that a new identity is made", path, path)
 	if e.getenv("SSH_AUTH_SOCK") == "" {
-		return nil, fmt.Errorf("the private key %s is missing and %s.pub is there, so the key can only come from ssh-agent, but SSH_AUTH_SOCK is not set; start ssh-agent and add the key to it, or %s", path, path, fix)
+		return nil, pkgerr.Plainf("the private key %s is missing and %s.pub is there, so the key can only come from ssh-agent, but SSH_AUTH_SOCK is not set; start ssh-agent and add the key to it, or %s", path, path, fix)
 	}
 	ak, err := e.agentKey(path + ".pub")
 	if err != nil {
-		return nil, fmt.Errorf("the private key %s is missing, and its key could not be had from ssh-agent: %v; %s", path, err, fix)
+		return nil, pkgerr.Plainf("the private key %s is missing, and its key could not be had from ssh-agent: %v; %s", path, err, fix)
 	}
 	if ak.signer == nil {
 		ak.close()
-		return nil, fmt.Errorf("the private key %s is missing, and ssh-agent does not hold the key of %s.pub (%s); add it to the agent, or %s", path, path, ak.want.Fingerprint(), fix)
+		return nil, pkgerr.Plainf("the private key %s is missing, and ssh-agent does not hold the key of %s.pub (%s); add it to the agent, or %s", path, path, ak.want.Fingerprint(), fix)
 	}
 	return ak, nil
 }
@@ -181,7 +182,7 @@ func (e *env) agentIdentity(pubPath string) (*securepeer.Identity, error) {
 	}
 	id, err := securepeer.NewIdentityFromSSHSigner(ak.signer)
 	if err != nil {
-		return nil, fmt.Errorf("ssh-agent: %v; is it locked? (ssh-add -X unlocks it)", describe(err))
+		return nil, pkgerr.Plainf("ssh-agent: %v; is it locked? (ssh-add -X unlocks it)", describe(err))
 	}
 	return id, nil
 }
@@ -202,24 +203,24 @@ type agentKey struct {
 func (e *env) agentKey(pubPath string) (*agentKey, error) {
 	data, err := os.ReadFile(pubPath)
 	if err != nil {
-		return nil, fmt.Errorf("reading the public key: %v", err)
+		return nil, pkgerr.Plainf("reading the public key: %v", err)
 	}
 	want, err := securepeer.ParsePublicKey(string(data))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", pubPath, err)
+		return nil, pkgerr.Plainf("%s: %v", pubPath, err)
 	}
 	sock := e.getenv("SSH_AUTH_SOCK")
 	if sock == "" {
-		return nil, fmt.Errorf("%s is a public key, and its private key can only come from ssh-agent, but SSH_AUTH_SOCK is not set; start ssh-agent and ssh-add the key, or pass the private key file", pubPath)
+		return nil, pkgerr.Plainf("%s is a public key, and its private key can only come from ssh-agent, but SSH_AUTH_SOCK is not set; start ssh-agent and ssh-add the key, or pass the private key file", pubPath)
 	}
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach ssh-agent at %s: %v", sock, err)
+		return nil, pkgerr.Plainf("cannot reach ssh-agent at %s: %v", sock, err)
 	}
 	signers, err := agent.NewClient(conn).Signers()
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("asking ssh-agent for its keys: %v", err)
+		return nil, pkgerr.Plainf("asking ssh-agent for its keys: %v", err)
 	}
 	ak := &agentKey{pubPath: pubPath, want: want, keys: len(signers), conn: conn}
 	wantWire := sshWire(want)
@@ -240,9 +241,9 @@ func (ak *agentKey) close() { ak.conn.Close() }
 // from the private key file privPath.
 func (ak *agentKey) missing(privPath string) error {
 	if ak.keys == 0 {
-		return fmt.Errorf("ssh-agent holds no keys (or is locked); add the key with ssh-add %s", privPath)
+		return pkgerr.Plainf("ssh-agent holds no keys (or is locked); add the key with ssh-add %s", privPath)
 	}
-	return fmt.Errorf("ssh-agent does not hold the key in %s (%s); add it with ssh-add %s", ak.pubPath, ak.want.Fingerprint(), privPath)
+	return pkgerr.Plainf("ssh-agent does not hold the key in %s (%s); add it with ssh-add %s", ak.pubPath, ak.want.Fingerprint(), privPath)
 }
 
 // agentSigner signs with a key of the ssh-agent at sock, connecting for each
@@ -258,7 +259,7 @@ func (a agentSigner) PublicKey() ssh.PublicKey { return a.pub }
 func (a agentSigner) Sign(_ io.Reader, data []byte) (*ssh.Signature, error) {
 	conn, err := net.Dial("unix", a.sock)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach ssh-agent at %s: %v", a.sock, err)
+		return nil, pkgerr.Plainf("cannot reach ssh-agent at %s: %v", a.sock, err)
 	}
 	defer conn.Close()
 	return agent.NewClient(conn).Sign(a.pub, data)

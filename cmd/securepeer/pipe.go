@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/legacy"
 )
 
@@ -142,7 +142,7 @@ func sendFailed(s *stream, err error, recvDone <-chan error, ended bool) error {
 		<-recvDone
 	}
 	if ended {
-		return fmt.Errorf("the peer at %s closed the connection before it had all of stdin: %v", s.remoteAddr, err)
+		return pkgerr.Plainf("the peer at %s closed the connection before it had all of stdin: %v", s.remoteAddr, err)
 	}
 	return streamError(s, err)
 }
@@ -160,7 +160,7 @@ func interruptStdio(ctx context.Context, s *stream, sent bool) error {
 	s.abort()
 	var ie *idle.Error
 	if errors.As(context.Cause(ctx), &ie) {
-		return fmt.Errorf("%v with %s", ie, s.remoteAddr)
+		return pkgerr.Plainf("%v with %s", ie, s.remoteAddr)
 	}
 	err := interruption(ctx)
 	what := "sending"
@@ -168,7 +168,7 @@ func interruptStdio(ctx context.Context, s *stream, sent bool) error {
 		// Only what the peer sends is cut short.
 		what = "receiving"
 	}
-	return &codeError{errorCode(err), fmt.Errorf("%v while %s; aborted the stream, so the peer at %s knows that data may be missing", err, what, s.remoteAddr)}
+	return &codeError{errorCode(err), pkgerr.Plainf("%v while %s; aborted the stream, so the peer at %s knows that data may be missing", err, what, s.remoteAddr)}
 }
 
 // connectionGone reports whether a write failed because the peer closed or
@@ -194,16 +194,17 @@ func streamError(s *stream, err error) error {
 		return circuitFailure(s, ce)
 	}
 	if errors.Is(err, securepeer.ErrAborted) {
-		return fmt.Errorf("the peer at %s aborted the stream; data may be missing", s.remoteAddr)
+		return pkgerr.Plainf("the peer at %s aborted the stream; data may be missing", s.remoteAddr)
 	}
 	if errors.Is(err, syscall.ECONNRESET) {
 		// How a -legacy peer aborts, and how a crash may look.
-		return fmt.Errorf("the connection with %s was reset before the peer's end of stream; data may be missing", s.remoteAddr)
+		return pkgerr.Plainf("the connection with %s was reset before the peer's end of stream; data may be missing", s.remoteAddr)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("the connection with %s ended without the peer's end of stream, so data may be missing: %v", s.remoteAddr, err)
+		// The library's error says the same, so it is not repeated.
+		return pkgerr.Plainf("the connection with %s ended without the peer's end of stream, so data may be missing", s.remoteAddr)
 	}
-	return fmt.Errorf("stream with %s: %w", s.remoteAddr, err)
+	return pkgerr.Plainf("stream with %s: %w", s.remoteAddr, err)
 }
 
 // proxy copies between the secure stream s and a plain connection c in both

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer/internal/admit"
+	"github.com/securepeer/securepeer/internal/wire"
 )
 
 // listenConfig says how a listener treats connections.
@@ -154,6 +155,7 @@ func admitPeers(l net.Listener, cfg listenConfig) *admit.Listener[*stream] {
 		FirstFlight:      cfg.h.firstFlight,
 		HandshakeTimeout: cfg.timeout,
 		CPUOnDemand:      cfg.cpuOnDemand,
+		ReplayKey:        wire.FirstFlightEphemeral, // a -legacy header has no key: not checked
 		Failed: func(remote net.Addr, err error) {
 			var ce *codeError
 			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {

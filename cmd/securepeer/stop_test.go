@@ -11,6 +11,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -437,14 +438,18 @@ func TestListenSilentPeers(t *testing.T) {
 // same address, must still get its line echoed. Before the admission
 // ranked connections by what they had proved, a stall after 00 00 05
 // outranked a connection still waiting for its first message, which the
-// next arrival dropped.
+// next arrival dropped. Each flight has a fresh ephemeral key: listen
+// refuses a repeated one before answering it.
 func TestListenStalledPeers(t *testing.T) {
 	te := newTestEnv(t)
 	te.run("keygen", "-f", "server")
 	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
 	h := wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator, Resume: true}.Marshal()
-	m := wire.ResumeMessage1{Ticket: bytes.Repeat([]byte{0xb0}, 100), Noise: bytes.Repeat([]byte{0x90}, 64)}
-	flight := wire.AppendHandshakeMessage(h[:], m.Marshal(nil))
+	newFlight := func() []byte {
+		m := wire.ResumeMessage1{Ticket: bytes.Repeat([]byte{0xb0}, 100), Noise: bytes.Repeat([]byte{0x90}, 64)}
+		rand.Read(m.Noise[:32])
+		return wire.AppendHandshakeMessage(h[:], m.Marshal(nil))
+	}
 
 	const stallers = 4200 // over the 4096 slots: the ones dropped come back at once
 	stop := make(chan struct{})
@@ -472,7 +477,7 @@ func TestListenStalledPeers(t *testing.T) {
 					case <-closed:
 					}
 				}()
-				c.Write(flight)
+				c.Write(newFlight())
 				var answer [wire.HelloSize + 3]byte
 				if _, err := io.ReadFull(c, answer[:]); err == nil && answer[wire.HelloSize+2] == wire.RetryFull {
 					refused.Add(1)

@@ -35,6 +35,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // checkHome refuses the securepeer home dir if others can write it or a
@@ -93,7 +95,7 @@ func checkTrustedDir(dir, name string, home bool) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("cannot check %s: %v", d, err)
+			return pkgerr.Plainf("cannot check %s: %v", d, err)
 		}
 		perm := fi.Mode().Perm()
 		if perm&0o022 == 0 {
@@ -111,13 +113,13 @@ func checkTrustedDir(dir, name string, home bool) error {
 		self := d == abs || d == real
 		switch {
 		case self && home && sticky:
-			return fmt.Errorf("%s is writable by %s (mode %04o), who can create its files before securepeer does; set SECUREPEER_HOME to a directory of your own, such as one made with mkdir -m 700", name, who, mode)
+			return pkgerr.Plainf("%s is writable by %s (mode %04o), who can create its files before securepeer does; set SECUREPEER_HOME to a directory of your own, such as one made with mkdir -m 700", name, who, mode)
 		case self && home:
-			return fmt.Errorf("%s is writable by %s (mode %04o); run chmod 700 %s", name, who, mode, dir)
+			return pkgerr.Plainf("%s is writable by %s (mode %04o); run chmod 700 %s", name, who, mode, dir)
 		case self && !sticky:
-			return fmt.Errorf("%s is writable by %s (mode %04o), who could replace the file; run chmod go-w %s", name, who, mode, dir)
+			return pkgerr.Plainf("%s is writable by %s (mode %04o), who could replace the file; run chmod go-w %s", name, who, mode, dir)
 		case !self && !sticky:
-			return fmt.Errorf("%s, which holds %s, is writable by %s (mode %04o), who could replace what it holds; run chmod go-w %s, or use a directory elsewhere", d, abs, who, mode, d)
+			return pkgerr.Plainf("%s, which holds %s, is writable by %s (mode %04o), who could replace what it holds; run chmod go-w %s, or use a directory elsewhere", d, abs, who, mode, d)
 		}
 	}
 	return nil

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // Questions go to the controlling terminal, never to stdin and stdout, which
@@ -69,9 +71,9 @@ func askYesNo(ctx context.Context, question, fp string) (bool, error) {
 		if err != nil {
 			fmt.Fprintln(tty)
 			if ctx.Err() != nil {
-				return false, fmt.Errorf("no answer before the handshake timed out: %w", ctx.Err())
+				return false, pkgerr.Plainf("no answer before the handshake timed out: %w", ctx.Err())
 			}
-			return false, fmt.Errorf("reading the answer from the terminal: %w", err)
+			return false, pkgerr.Plainf("reading the answer from the terminal: %w", err)
 		}
 		answer := strings.TrimSpace(line)
 		switch {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -363,15 +363,15 @@ func dialError(addr string, err error) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("connection to %s refused; is securepeer listen running there, on that port?", addr)
+		return pkgerr.Plainf("connection to %s refused; is securepeer listen running there, on that port?", addr)
 	case errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("connecting to %s timed out; check the address and any firewall in between", addr)
+		return pkgerr.Plainf("connecting to %s timed out; check the address and any firewall in between", addr)
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
-		return fmt.Errorf("cannot resolve %q: %v; check the host name", dnsErr.Name, dnsErr.Err)
+		return pkgerr.Plainf("cannot resolve %q: %v; check the host name", dnsErr.Name, dnsErr.Err)
 	}
-	return fmt.Errorf("connecting to %s: %v", addr, err)
+	return pkgerr.Plainf("connecting to %s: %v", addr, err)
 }
 
 // handshakeError explains a failed handshake and picks the exit code: 3 if
@@ -389,12 +389,15 @@ func handshakeError(addr string, h handshaker, err error) error {
 	if limit := handshakeLimit(h); limit > 0 && errors.As(err, &ne) && ne.Timeout() {
 		// The library's message speaks of its API (a limit or a context's
 		// deadline); the user set the limit with -w, or did not.
-		return fmt.Errorf("the handshake with %s timed out after %v (connect -w sets that limit); is the peer a securepeer peer, and reachable?", addr, limit)
+		return pkgerr.Plainf("the handshake with %s timed out after %v (connect -w sets that limit); is the peer a securepeer peer, and reachable?", addr, limit)
 	}
+	// The library's error, without its package's name, which this command
+	// prints once itself; errors.Is still finds what it wraps.
+	cause := pkgerr.Unnamed(err)
 	if errors.Is(err, securepeer.ErrSignerUnavailable) {
-		return fmt.Errorf("handshake with %s failed: %w; is the key still in ssh-agent? (ssh-add -l lists its keys)", addr, err)
+		return pkgerr.Plainf("handshake with %s failed: %w; is the key still in ssh-agent? (ssh-add -l lists its keys)", addr, cause)
 	}
-	return fmt.Errorf("handshake with %s failed: %w", addr, err)
+	return pkgerr.Plainf("handshake with %s failed: %w", addr, cause)
 }
 
 // handshakeLimit is how long h lets a handshake take, or 0 if not known.

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/knownhosts"
 )
 
@@ -81,7 +82,7 @@ func (p *hostPolicy) verify(ctx context.Context, key peerKey) error {
 	defer p.mu.Unlock()
 	db, err := knownhosts.Load(p.file)
 	if err != nil {
-		return fmt.Errorf("%v%s", describe(err), fileFix(err, p.file, "fix or move the file"))
+		return pkgerr.Plainf("%v%s", describe(err), fileFix(err, p.file, "fix or move the file"))
 	}
 	for _, l := range db.SkippedLines() {
 		p.e.notef("%s line %d skipped: %s", p.file, l.Line, l.Reason)
@@ -113,7 +114,7 @@ func (p *hostPolicy) verify(ctx context.Context, key peerKey) error {
 	case errors.As(err, &unknown):
 		return p.firstContact(ctx, pk, unknown)
 	}
-	return fmt.Errorf("%v", describe(err))
+	return pkgerr.Plainf("%v", describe(err))
 }
 
 // firstContact handles a host that known_hosts does not list: -accept-new
@@ -155,7 +156,7 @@ func (p *hostPolicy) firstContact(ctx context.Context, key securepeer.PublicKey,
 	}
 	n, err := knownhosts.Add(p.file, line)
 	if err != nil {
-		return fmt.Errorf("%v; the key was not recorded%s", describe(err), fileFix(err, p.file, ""))
+		return pkgerr.Plainf("%v; the key was not recorded%s", describe(err), fileFix(err, p.file, ""))
 	}
 	p.e.notef("permanently added %s (%s) to %s line %d", p.addr, fp, p.file, n)
 	return nil
@@ -187,7 +188,7 @@ type allowPolicy struct {
 func newAllowPolicy(e *env, log *slog.Logger, path string) (*allowPolicy, error) {
 	f, err := knownhosts.OpenAuthorizedKeys(path)
 	if err != nil {
-		return nil, fmt.Errorf("-allow: %v%s", describe(err), fileFix(err, path, ""))
+		return nil, pkgerr.Plainf("-allow: %v%s", describe(err), fileFix(err, path, ""))
 	}
 	keys, _, _ := f.Current()
 	noteSkipped(e, path, keys)
@@ -261,7 +262,7 @@ func (e *env) knownHostsPath(flagValue string) (string, error) {
 		path = filepath.Join(dir, "known_hosts")
 	}
 	if _, err := knownhosts.Load(path); errors.Is(err, knownhosts.ErrFileWritable) || errors.Is(err, knownhosts.ErrFileOwner) {
-		return "", fmt.Errorf("%v%s", describe(err), fileFix(err, path, ""))
+		return "", pkgerr.Plainf("%v%s", describe(err), fileFix(err, path, ""))
 	}
 	return path, nil
 }

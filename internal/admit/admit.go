@@ -60,6 +60,12 @@
 //     goroutine cost. A handshake that sends its peer back to a first
 //     flight waits for it the same way ([Conn.AwaitFirstFlight]): the same
 //     deadline, a new rank, and a buffer that grows as bytes arrive.
+//     A protocol whose peer sends its handshake message only once the
+//     server has answered its first bytes (libp2p: multistream-select's
+//     proposal, then the security handshake's message 1) reads that
+//     message as the rest of the same first flight
+//     ([Conn.ReadMoreFirstFlight]): under the deadline counted from the
+//     accept, in the same rank.
 //
 //   - Handshake CPU is shared by source. A peer that has sent a complete
 //     first flight makes the server compute (key agreement, encapsulation,
@@ -77,9 +83,37 @@
 //     longest, are the first dropped anyway. (A source's queue is bounded
 //     by its pending connections, and leaving it is O(1).) A handshake
 //     gives its turn back when it next waits for the peer. What no order
-//     can do is tell a replay from a peer: while replays arrive faster
-//     than the machine answers them, which message 1 is answered before
-//     its connection's turn to be dropped comes is a matter of chance.
+//     can do is tell a made-up first flight from a peer's: while such
+//     flights arrive faster than the machine answers them, which message
+//     1 is answered before its connection's turn to be dropped comes is a
+//     matter of chance.
+//
+//   - Exact replays are refused. With Config.ReplayKey, the listener
+//     remembers a key of each first flight (securepeer: the initiator's
+//     ephemeral key, which an honest initiator draws afresh for every
+//     handshake) and closes, before its handshake starts, a connection
+//     whose first flight repeats a key seen recently; a flight that a
+//     handshake asks for again (AwaitFirstFlight) is checked and
+//     remembered alike. So a recorded flight replayed in a loop is
+//     answered once, then costs a read and a hash. The keys are kept as
+//     32-bit fingerprints, 16 to a bucket in 65,536 buckets (4 MiB,
+//     allocated with the listener and never more); bucket and fingerprint
+//     come from HMAC-SHA256 under a random key of the listener's, so no one
+//     can aim keys at a bucket, and a key evicts the least recently seen
+//     of its bucket. A key is therefore remembered across the next 2^18
+//     distinct first flights but with probability 5e-6, across 2^19 but
+//     with 0.8%, about 2^20 on average, and forgotten after 2^21 but with
+//     0.07%. An honest key matches a fingerprint of its bucket with
+//     probability at most 16 in 2^32 (3.7e-9); that handshake fails as a
+//     replay, and the client's next attempt has a fresh key. A replay
+//     older than the window is answered again, once: to age it out the
+//     attacker sent about a million fresh first flights, each of which
+//     could have cost the server as much as the replay does. What the
+//     cache cannot do is make a fresh first flight cost its sender
+//     anything: in securepeer, anyone can make a valid-looking message 1
+//     (32 random bytes as the key, and an AEAD under keys from public
+//     values) in microseconds, and against such flights handshake CPU is
+//     the lottery above.
 //
 //   - Accept errors never end the listener. Running out of descriptors
 //     (EMFILE, ENFILE), an aborted connection and the like are retried
@@ -143,6 +177,12 @@ type Config[T any] struct {
 	// Logf, if not nil, is told of accept errors, which are retried.
 	Logf func(format string, args ...any)
 
+	// Discard, if not nil, is given each result of a successful handshake
+	// that will not reach Accept (its connection was dropped, or the
+	// listener closed, before Accept took it), for a result that holds
+	// more than the connection, which the listener closes.
+	Discard func(T)
+
 	// MaxPending bounds the connections accepted and not yet returned by
 	// Accept: waiting for their first flight, in the handshake, or done
 	// and waiting for Accept. If zero, DefaultMaxPending.
@@ -165,12 +205,24 @@ type Config[T any] struct {
 	// anything (a refused ticket) never holds one. If false, each
 	// handshake gets a turn before it starts.
 	CPUOnDemand bool
+
+	// ReplayKey, if not nil, returns what identifies a first flight, so
+	// that the listener refuses a flight whose key it has seen recently
+	// (the package comment, "Exact replays are refused"): the connection
+	// is closed before the handshake starts, and Failed is told
+	// ErrReplayed. The key must be one that an honest peer never repeats
+	// (securepeer: the initiator's ephemeral key). again is true for a
+	// flight a handshake asked for with Conn.AwaitFirstFlight, whose
+	// format may differ; ok is false for a flight with nothing to key
+	// it by, which is not checked. It must not retain flight.
+	ReplayKey func(flight []byte, again bool) (key []byte, ok bool)
 }
 
 // Errors given to Config.Failed.
 var (
 	ErrDropped        = errors.New("dropped to make room for other peers: the listener's pending connections were full")
 	ErrFirstFlight    = errors.New("the peer sent no complete first handshake message in time")
+	ErrReplayed       = errors.New("the peer's first handshake message repeats one received before: a replay")
 	errListenerClosed = errors.New("the listener was closed")
 )
 
@@ -185,6 +237,7 @@ type Listener[T any] struct {
 	done   chan struct{} // closed when the accept loop returns
 	wg     sync.WaitGroup
 	cpu    cpuGate
+	seen   *replayCache // nil without Config.ReplayKey
 
 	closeOnce sync.Once
 	closeErr  error
@@ -411,6 +464,9 @@ func newListener[T any](inner net.Listener, cfg Config[T]) *Listener[T] {
 		l.ranks[r].r = rank(r)
 	}
 	l.cpu.free = runtime.GOMAXPROCS(0)
+	if cfg.ReplayKey != nil {
+		l.seen = newReplayCache(replayBuckets)
+	}
 	return l
 }
 
@@ -426,6 +482,9 @@ func (l *Listener[T]) Accept() (T, error) {
 			l.removeLocked(a.e)
 			l.mu.Unlock()
 			if dropped {
+				if l.cfg.Discard != nil {
+					l.cfg.Discard(a.v)
+				}
 				continue
 			}
 			return a.v, nil
@@ -667,8 +726,9 @@ func (l *Listener[T]) removeLocked(e *entry) {
 // fits in the smallest stack.
 func (l *Listener[T]) run(e *entry) {
 	defer l.wg.Done()
-	flight, err := readFirstFlight(e.raw, l.cfg.FirstFlight, nil, l.firstFlightDeadline(e))
-	l.handle(e, flight, err)
+	deadline := l.firstFlightDeadline(e)
+	flight, err := readFirstFlight(e.raw, l.cfg.FirstFlight, nil, deadline)
+	l.handle(e, flight, deadline, err)
 }
 
 // firstFlightDeadline is the deadline of a first flight awaited from now.
@@ -680,11 +740,15 @@ func (l *Listener[T]) firstFlightDeadline(e *entry) time.Time {
 	return d
 }
 
-// handle runs the handshake after the first flight, and hands the result to
-// Accept.
-func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
+// handle runs the handshake after the first flight, which had until
+// deadline to arrive, and hands the result to Accept.
+func (l *Listener[T]) handle(e *entry, flight []byte, deadline time.Time, err error) {
 	if err != nil {
 		l.fail(e, err)
+		return
+	}
+	if l.replayed(flight, false) {
+		l.fail(e, ErrReplayed)
 		return
 	}
 	// dropped ends when the connection is dropped or the listener closed;
@@ -701,10 +765,11 @@ func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
 		l.fail(e, nil)
 		return
 	}
-	c := &Conn{Conn: e.raw, flight: flight, release: l.cpu.release,
-		acquire: func(ctx context.Context) error { return l.cpu.acquire(ctx, e.src) },
-		restart: func() (time.Time, bool) { return l.restart(e) },
-		prove:   func() { l.promote(e, proved) },
+	c := &Conn{Conn: e.raw, flight: flight, deadline: deadline, release: l.cpu.release,
+		acquire:  func(ctx context.Context) error { return l.cpu.acquire(ctx, e.src) },
+		restart:  func() (time.Time, bool) { return l.restart(e) },
+		prove:    func() { l.promote(e, proved) },
+		replayed: func(flight []byte) bool { return l.replayed(flight, true) },
 	}
 	c.released.Store(true)
 	if !l.cfg.CPUOnDemand {
@@ -720,16 +785,34 @@ func (l *Listener[T]) handle(e *entry, flight []byte, err error) {
 		return
 	}
 	if !l.promote(e, completed) {
-		e.raw.Close()
-		l.fail(e, nil)
+		l.discard(e, v)
 		return
 	}
 	select {
 	case l.ready <- accepted[T]{e, v}:
 	case <-dropped.Done():
-		e.raw.Close()
-		l.fail(e, nil)
+		l.discard(e, v)
 	}
+}
+
+// discard ends a connection whose handshake succeeded but which will not
+// reach Accept, and gives its result to Config.Discard.
+func (l *Listener[T]) discard(e *entry, v T) {
+	e.raw.Close()
+	if l.cfg.Discard != nil {
+		l.cfg.Discard(v)
+	}
+	l.fail(e, nil)
+}
+
+// replayed reports whether flight repeats the key of a first flight seen
+// before, and records its key (Config.ReplayKey).
+func (l *Listener[T]) replayed(flight []byte, again bool) bool {
+	if l.seen == nil {
+		return false
+	}
+	k, ok := l.cfg.ReplayKey(flight, again)
+	return ok && l.seen.seen(k)
 }
 
 // started records that e's handshake begins, with the function that
@@ -837,13 +920,15 @@ func readFirstFlight(c net.Conn, need func([]byte) int, b []byte, deadline time.
 type Conn struct {
 	net.Conn
 	flight   []byte
+	deadline time.Time // of the first flight being read, or last read
 	released atomic.Bool
 
 	// The listener's side.
-	release func()
-	acquire func(context.Context) error
-	restart func() (deadline time.Time, ok bool)
-	prove   func()
+	release  func()
+	acquire  func(context.Context) error
+	restart  func() (deadline time.Time, ok bool)
+	prove    func()
+	replayed func(flight []byte) bool
 }
 
 // Read returns what is left of the first flight, then reads from the
@@ -898,9 +983,11 @@ func (c *Conn) Proved() {
 // and the connection ranks as a newcomer from now. The flight is read as
 // the listener reads a first flight: need says how long it is, as
 // Config.FirstFlight; the deadline is Config.FirstFlightTimeout from now,
-// or ctx's if sooner; the buffer grows only with the bytes received. On
-// success the read deadline is ctx's again (none if ctx has none). An
-// error wraps ErrFirstFlight if the deadline passed, or is ctx's cause.
+// or ctx's if sooner; the buffer grows only with the bytes received; a
+// flight that repeats one seen before is refused, as a first flight is
+// (Config.ReplayKey, with again true). On success the read deadline is
+// ctx's again (none if ctx has none). An error wraps ErrFirstFlight if the
+// deadline passed, is ErrReplayed for a replay, or is ctx's cause.
 func (c *Conn) AwaitFirstFlight(ctx context.Context, need func([]byte) int) error {
 	c.releaseCPU()
 	if c.restart == nil {
@@ -914,6 +1001,39 @@ func (c *Conn) AwaitFirstFlight(ctx context.Context, need func([]byte) int) erro
 	if hasDeadline && hs.Before(deadline) {
 		deadline = hs
 	}
+	c.deadline = deadline
+	return c.readFlight(ctx, need, deadline)
+}
+
+// ReadMoreFirstFlight reads the next part of a first flight that comes in
+// parts, for a protocol whose peer sends its handshake message only once
+// the server has answered its first bytes (libp2p's multistream-select
+// proposal, then the security handshake's message 1), and makes the next
+// reads return it, after what is left unread of the flight. It is read as
+// a first flight is, and counts as the same one: need says how long the
+// part is, given what is left unread and the bytes received since; the
+// deadline is that of the first flight (Config.FirstFlightTimeout from the
+// accept, or from the last AwaitFirstFlight), or ctx's if sooner; the
+// buffer grows only with the bytes received. The connection keeps its
+// rank, and gives its CPU turn back. On success the read deadline is
+// ctx's (none if ctx has none). An error wraps ErrFirstFlight if the
+// deadline passed, or is ctx's cause.
+func (c *Conn) ReadMoreFirstFlight(ctx context.Context, need func([]byte) int) error {
+	c.releaseCPU()
+	if c.deadline.IsZero() {
+		return errors.New("the connection is not a listener's")
+	}
+	deadline := c.deadline
+	if hs, ok := ctx.Deadline(); ok && hs.Before(deadline) {
+		deadline = hs
+	}
+	return c.readFlight(ctx, need, deadline)
+}
+
+// readFlight reads a first flight, after what is left of the last, by
+// deadline, and makes the next reads return it.
+func (c *Conn) readFlight(ctx context.Context, need func([]byte) int, deadline time.Time) error {
+	hs, _ := ctx.Deadline()
 	flight, err := readFirstFlight(c.Conn, need, c.flight, deadline)
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
@@ -926,6 +1046,9 @@ func (c *Conn) AwaitFirstFlight(ctx context.Context, need func([]byte) int) erro
 	}
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
+	}
+	if c.replayed != nil && c.replayed(flight) {
+		return ErrReplayed
 	}
 	c.flight = flight
 	return nil

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -811,6 +812,146 @@ func TestAwaitFirstFlight(t *testing.T) {
 	})
 }
 
+// keyedLines is a Config.ReplayKey for tests: a line starting "k:" is its
+// own key; other lines have none. It records what it was asked.
+type keyedLines struct {
+	mu    sync.Mutex
+	again []bool // the again of each call with a key
+}
+
+func (k *keyedLines) key(flight []byte, again bool) ([]byte, bool) {
+	line := strings.TrimSpace(string(flight))
+	if !strings.HasPrefix(line, "k:") {
+		return nil, false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.again = append(k.again, again)
+	return []byte(line), true
+}
+
+// countHandshakes wraps h to count its calls.
+func countHandshakes(h func(context.Context, net.Conn) (string, error), n *atomic.Int64) func(context.Context, net.Conn) (string, error) {
+	return func(ctx context.Context, c net.Conn) (string, error) {
+		n.Add(1)
+		return h(ctx, c)
+	}
+}
+
+// TestReplayedFlightRefused: with Config.ReplayKey, a first flight whose
+// key was seen before is closed before the handshake starts, with nothing
+// written and ErrReplayed for Failed; a flight without a key, or with a
+// new one, runs as usual.
+func TestReplayedFlightRefused(t *testing.T) {
+	var handshakes atomic.Int64
+	failed := make(chan error, 10)
+	keys := &keyedLines{}
+	l := listen(t, Config[string]{
+		Handshake: countHandshakes(echoHandshake, &handshakes),
+		ReplayKey: keys.key,
+		Failed:    func(_ net.Addr, err error) { failed <- err },
+	})
+	steps := []struct {
+		line     string
+		replayed bool
+	}{
+		{"k:one", false},
+		{"k:one", true},
+		{"k:two", false},
+		{"unkeyed", false},
+		{"unkeyed", false},
+		{"k:two", true},
+		{"k:one", true},
+	}
+	want := int64(0)
+	for i, s := range steps {
+		c := dialFrom(t, l, fmt.Sprintf("127.0.0.%d", 1+i%3))
+		if !s.replayed {
+			want++
+			if err := greet(c, s.line, 10*time.Second); err != nil {
+				t.Fatalf("step %d, %q: %v", i, s.line, err)
+			}
+			acceptOne(t, l, 10*time.Second)
+			continue
+		}
+		io.WriteString(c, s.line+"\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 64)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("step %d, replayed %q: read %d bytes, %v; want the connection closed with nothing written", i, s.line, n, err)
+		}
+		if err := <-failed; !errors.Is(err, ErrReplayed) {
+			t.Fatalf("step %d: Failed got %v, want ErrReplayed", i, err)
+		}
+	}
+	if got := handshakes.Load(); got != want {
+		t.Errorf("%d handshakes ran, want %d: a replay reached the handshake", got, want)
+	}
+	waitPending(t, l, 0)
+	if slices.Contains(keys.again, true) {
+		t.Errorf("ReplayKey was told again for a first flight: %v", keys.again)
+	}
+}
+
+// TestAwaitFirstFlightRefusesReplay: a flight a handshake asks for again
+// is checked against every flight seen, and remembered, as a first
+// flight is; ReplayKey is told it is one asked for again.
+func TestAwaitFirstFlightRefusesReplay(t *testing.T) {
+	var handshakes atomic.Int64
+	failed := make(chan error, 10)
+	keys := &keyedLines{}
+	l := listen(t, Config[string]{
+		Handshake: countHandshakes(hangOnHang, &handshakes),
+		ReplayKey: keys.key,
+		Failed:    func(_ net.Addr, err error) { failed <- err },
+	})
+	seq := func() uint64 { l.mu.Lock(); defer l.mu.Unlock(); return l.seq }
+	retry := func(line string) net.Conn {
+		s := seq()
+		c := dialFrom(t, l, "127.0.0.1")
+		io.WriteString(c, "retry\n")
+		waitSeq(t, l, s+2) // accepted, restarted
+		io.WriteString(c, line+"\n")
+		return c
+	}
+	refused := func(c net.Conn) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 64)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read %d bytes, %v; want the connection closed with nothing written", n, err)
+		}
+		if err := <-failed; !errors.Is(err, ErrReplayed) {
+			t.Fatalf("Failed got %v, want ErrReplayed", err)
+		}
+	}
+
+	// A first flight's key, then the same key after a restart: refused.
+	first := dialFrom(t, l, "127.0.0.2")
+	if err := greet(first, "k:first", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	acceptOne(t, l, 10*time.Second)
+	refused(retry("k:first"))
+
+	// A new key after a restart is answered, and remembered: the same key
+	// later as a first flight is refused.
+	c := retry("k:second")
+	var b [64]byte
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(b[:]); err != nil || string(b[:n]) != "ok k:second\n" {
+		t.Fatalf("after the restart: %q, %v", b[:n], err)
+	}
+	acceptOne(t, l, 10*time.Second)
+	again := dialFrom(t, l, "127.0.0.3")
+	io.WriteString(again, "k:second\n")
+	refused(again)
+
+	keys.mu.Lock()
+	defer keys.mu.Unlock()
+	if want := []bool{false, true, true, false}; !slices.Equal(keys.again, want) {
+		t.Errorf("ReplayKey's again was %v, want %v", keys.again, want)
+	}
+}
+
 // TestFirstFlightBufferGrowsWithBytesReceived: a peer that promises a
 // 64 KiB flight and sends 10 bytes makes the reader hold tens of bytes,
 // not what it promised.
@@ -1001,5 +1142,139 @@ func BenchmarkAdmitFull(b *testing.B) {
 		if _, err := l.admit(conns[i%sources]); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// twoPartHandshake answers a first line "hello" with "part2?", reads the
+// second part of the first flight (a line) with ReadMoreFirstFlight, and
+// answers "ok <line>", as a libp2p listener answers multistream-select
+// before the security handshake's message 1 arrives.
+func twoPartHandshake(ctx context.Context, c net.Conn) (string, error) {
+	var b [64]byte
+	n, err := c.Read(b[:])
+	if err != nil {
+		return "", err
+	}
+	if got := string(b[:n]); got != "hello\n" {
+		return "", fmt.Errorf("first part %q", got)
+	}
+	if _, err := io.WriteString(c, "part2?\n"); err != nil {
+		return "", err
+	}
+	if err := c.(*Conn).ReadMoreFirstFlight(ctx, lineFlight); err != nil {
+		return "", err
+	}
+	n, err = c.Read(b[:])
+	if err != nil {
+		return "", err
+	}
+	line := strings.TrimSpace(string(b[:n]))
+	if _, err := fmt.Fprintf(c, "ok %s\n", line); err != nil {
+		return "", err
+	}
+	return line, nil
+}
+
+// TestReadMoreFirstFlight: the second part of a first flight is read after
+// the handshake's answer to the first, keeping the connection's rank; it
+// has what is left of the first flight's deadline, counted from the
+// accept, not from the answer.
+func TestReadMoreFirstFlight(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	failed := make(chan error, 10)
+	l := listen(t, Config[string]{
+		FirstFlightTimeout: timeout,
+		Handshake:          twoPartHandshake,
+		Failed:             func(_ net.Addr, err error) { failed <- err },
+	})
+	readLine := func(c net.Conn) string {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var b [64]byte
+		n, _ := c.Read(b[:])
+		return string(b[:n])
+	}
+	t.Run("in time", func(t *testing.T) {
+		l.mu.Lock()
+		seq := l.seq
+		l.mu.Unlock()
+		c := dialFrom(t, l, "127.0.0.1")
+		io.WriteString(c, "hello\n")
+		if got := readLine(c); got != "part2?\n" {
+			t.Fatalf("answer to the first part %q", got)
+		}
+		if err := greet(c, "second", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got := acceptOne(t, l, 10*time.Second); got != "second" {
+			t.Errorf("Accept = %q", got)
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.seq != seq+2 {
+			t.Errorf("the connection took %d places (accepted, completed, and %d more): the second part changed its rank", l.seq-seq, l.seq-seq-2)
+		}
+	})
+	t.Run("silence", func(t *testing.T) {
+		c := dialFrom(t, l, "127.0.0.1")
+		io.WriteString(c, "hello\n")
+		if got := readLine(c); got != "part2?\n" {
+			t.Fatalf("answer to the first part %q", got)
+		}
+		if !closedByPeer(c) {
+			t.Fatal("a peer silent after the first part was not dropped")
+		}
+		if err := <-failed; !errors.Is(err, ErrFirstFlight) {
+			t.Errorf("Failed got %v, want ErrFirstFlight", err)
+		}
+	})
+	t.Run("deadline from the accept", func(t *testing.T) {
+		c := dialFrom(t, l, "127.0.0.1")
+		start := time.Now()
+		io.WriteString(c, "hello\n")
+		if got := readLine(c); got != "part2?\n" {
+			t.Fatalf("answer to the first part %q", got)
+		}
+		// Sent after the first flight's deadline has passed, counted from
+		// the accept: refused, whenever the first part came.
+		time.Sleep(timeout - time.Since(start) + 50*time.Millisecond)
+		io.WriteString(c, "late\n")
+		if !closedByPeer(c) {
+			t.Fatal("a second part after the first flight's deadline was taken")
+		}
+		if err := <-failed; !errors.Is(err, ErrFirstFlight) {
+			t.Errorf("Failed got %v, want ErrFirstFlight", err)
+		}
+	})
+}
+
+// TestDiscard: a handshake's result that does not reach Accept, its
+// connection dropped while it waits, goes to Config.Discard.
+func TestDiscard(t *testing.T) {
+	discarded := make(chan string, 10)
+	l := listen(t, Config[string]{MaxPending: 1, Discard: func(v string) { discarded <- v }})
+	a := dialFrom(t, l, "127.0.0.1")
+	if err := greet(a, "a", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); l.Completed() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("completed = %d, want 1", l.Completed())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b := dialFrom(t, l, "127.0.0.2")
+	if err := greet(b, "b", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v := <-discarded:
+		if v != "a" {
+			t.Errorf("discarded %q, want a", v)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dropped connection's result was not discarded")
+	}
+	if got := acceptOne(t, l, 10*time.Second); got != "b" {
+		t.Errorf("Accept = %q, want b", got)
 	}
 }

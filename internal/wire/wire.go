@@ -139,6 +139,54 @@ func Message1Len(b []byte, resume bool) int {
 	return 2 + n
 }
 
+// EphemeralKeySize is the size of an X25519 public key, the ephemeral key
+// that starts the Noise part of every message 1.
+const EphemeralKeySize = 32
+
+// FirstFlightEphemeral returns the initiator's ephemeral key from the
+// first flight a responder has read: its hello and message 1, as
+// FirstFlightLen delimits them, or, if retry, the framed full message 1
+// that answers RetryFull. The key is the first 32 bytes of a full message
+// 1, or of the Noise message that follows the ticket in a resumption
+// message 1. ok is false unless b starts with such a message 1, complete
+// and one a responder goes on with: an initiating hello, a length within
+// MaxMessage1Len (not an abort), room for the key, and for a resumption a
+// well-formed ResumeMessage1. Bytes after the message are ignored; the key
+// is a slice of b. A listener refuses a first flight whose key it has
+// seen before (PROTOCOL.md, "Servers on the open internet").
+func FirstFlightEphemeral(b []byte, retry bool) (key []byte, ok bool) {
+	resume := false
+	if !retry {
+		if len(b) < HelloSize {
+			return nil, false
+		}
+		h, err := ParseHello(b[:HelloSize])
+		if err != nil || h.Mode == ModeResponder {
+			return nil, false
+		}
+		resume, b = h.Resume, b[HelloSize:]
+	}
+	if len(b) < 2 {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if n == 0 || n > MaxMessage1Len(resume) || len(b) < 2+n {
+		return nil, false
+	}
+	msg := b[2 : 2+n]
+	if resume {
+		m, err := ParseResumeMessage1(msg)
+		if err != nil {
+			return nil, false
+		}
+		msg = m.Noise
+	}
+	if len(msg) < EphemeralKeySize {
+		return nil, false
+	}
+	return msg[:EphemeralKeySize:EphemeralKeySize], true
+}
+
 // The longest message 1s, by their formats (PROTOCOL.md, "Handshake
 // messages and aborts"). A responder refuses a longer one before reading
 // it, so a first flight never makes it hold more than a valid one.
@@ -178,149 +226,6 @@ const (
 	// message 1.
 	RetryFull = 5
 )
-
-// TicketsSignal is not a cipher: an initiator that accepts a session ticket
-// lists it last in its message 1 cipher list. Responders that do not know
-// it skip it as an unknown cipher identifier, whose position counts after
-// every real cipher's, so the choice is unchanged.
-const TicketsSignal = 0xFF01
-
-// MaxTicket bounds a session ticket, which is opaque to the initiator.
-const MaxTicket = 1024
-
-// ResumeMessage1 is the body of a resumption message 1, the handshake
-// message that follows a hello with FlagResume:
-//
-//	uint16 t            length of the ticket, 1..MaxTicket
-//	[t]byte ticket      as the responder issued it
-//	[]byte noise        Noise NNpsk0 message 1: the ephemeral key, then the
-//	                    encrypted ResumeInitPayload
-type ResumeMessage1 struct {
-	Ticket []byte
-	Noise  []byte
-}
-
-// Marshal appends the encoded message to b.
-func (m *ResumeMessage1) Marshal(b []byte) []byte {
-	b = appendBytes16(b, m.Ticket)
-	return append(b, m.Noise...)
-}
-
-// ParseResumeMessage1 decodes a resumption message 1. The Noise message
-// must hold at least an ephemeral key and a tag.
-func ParseResumeMessage1(b []byte) (*ResumeMessage1, error) {
-	if len(b) < 2 {
-		return nil, ErrMalformed
-	}
-	t := int(binary.BigEndian.Uint16(b))
-	b = b[2:]
-	if t == 0 || t > MaxTicket || len(b) < t+32+TagSize {
-		return nil, ErrMalformed
-	}
-	return &ResumeMessage1{Ticket: b[:t:t], Noise: b[t:]}, nil
-}
-
-// ResumeInitPayload is the payload of a resumption message 1, encrypted
-// under keys from the resumption secret:
-//
-//	uint8  n, uint16 cipher[n] as in InitPayload
-//	protocols                  the initiator's application protocols
-type ResumeInitPayload struct {
-	Ciphers   []uint16
-	Protocols []string
-}
-
-// Marshal appends the encoded payload to b.
-func (p *ResumeInitPayload) Marshal(b []byte) []byte {
-	b = appendCiphers(b, p.Ciphers)
-	return AppendProtocols(b, p.Protocols)
-}
-
-// ParseResumeInitPayload decodes a ResumeInitPayload, which must fill b
-// exactly.
-func ParseResumeInitPayload(b []byte) (*ResumeInitPayload, error) {
-	p := new(ResumeInitPayload)
-	var ok bool
-	if p.Ciphers, b, ok = readCiphers(b); !ok {
-		return nil, ErrMalformed
-	}
-	if p.Protocols, b, ok = readProtocols(b); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
-}
-
-// ResumeRespPayload is the payload of a resumption message 2:
-//
-//	[HelloSize]byte hello      the responder's own hello, echoed
-//	uint8  n, uint16 cipher[n] as in InitPayload
-//	protocols                  the responder's application protocols
-type ResumeRespPayload struct {
-	Hello     [HelloSize]byte
-	Ciphers   []uint16
-	Protocols []string
-}
-
-// Marshal appends the encoded payload to b.
-func (p *ResumeRespPayload) Marshal(b []byte) []byte {
-	b = append(b, p.Hello[:]...)
-	b = appendCiphers(b, p.Ciphers)
-	return AppendProtocols(b, p.Protocols)
-}
-
-// ParseResumeRespPayload decodes a ResumeRespPayload, which must fill b
-// exactly.
-func ParseResumeRespPayload(b []byte) (*ResumeRespPayload, error) {
-	if len(b) < HelloSize {
-		return nil, ErrMalformed
-	}
-	p := new(ResumeRespPayload)
-	copy(p.Hello[:], b)
-	b = b[HelloSize:]
-	var ok bool
-	if p.Ciphers, b, ok = readCiphers(b); !ok {
-		return nil, ErrMalformed
-	}
-	if p.Protocols, b, ok = readProtocols(b); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
-}
-
-// FinishedSize is the length of a resumption message 3, the initiator's
-// proof that it holds the session keys.
-const FinishedSize = 32
-
-// TicketRecord is the plaintext of a RecordTicket:
-//
-//	uint32 lifetime     seconds the initiator may keep the ticket, 1..MaxTicketLifetime
-//	[]byte ticket       the rest, 1..MaxTicket bytes, opaque to the initiator
-type TicketRecord struct {
-	Lifetime uint32
-	Ticket   []byte
-}
-
-// MaxTicketLifetime is the longest a ticket may be kept: 7 days, in
-// seconds, as RFC 8446 allows TLS tickets.
-const MaxTicketLifetime = 7 * 24 * 3600
-
-// Marshal appends the encoded record plaintext to b.
-func (t *TicketRecord) Marshal(b []byte) []byte {
-	b = binary.BigEndian.AppendUint32(b, t.Lifetime)
-	return append(b, t.Ticket...)
-}
-
-// ParseTicketRecord decodes a RecordTicket's plaintext.
-func ParseTicketRecord(b []byte) (*TicketRecord, error) {
-	if len(b) < 4+1 || len(b) > 4+MaxTicket {
-		return nil, ErrMalformed
-	}
-	t := &TicketRecord{Lifetime: binary.BigEndian.Uint32(b), Ticket: b[4:]}
-	if t.Lifetime == 0 || t.Lifetime > MaxTicketLifetime {
-		return nil, ErrMalformed
-	}
-	return t, nil
-}
 
 // Sizes of the fields in handshake payloads.
 const (
@@ -391,15 +296,11 @@ func (p *InitPayload) Marshal(b []byte) []byte {
 
 // ParseInitPayload decodes an InitPayload, which must fill b exactly.
 func ParseInitPayload(b []byte) (*InitPayload, error) {
+	r := reader{b: b}
 	p := new(InitPayload)
-	var ok bool
-	if p.Ciphers, b, ok = readCiphers(b); !ok {
-		return nil, ErrMalformed
-	}
-	if p.KEMKey, b, ok = readBytes16(b, KEMKeySize); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
+	p.Ciphers = r.ciphers()
+	p.KEMKey = r.bytes16(KEMKeySize)
+	return parsed(p, &r)
 }
 
 // Marshal appends the encoded payload to b.
@@ -414,26 +315,15 @@ func (p *RespPayload) Marshal(b []byte) []byte {
 
 // ParseRespPayload decodes a RespPayload, which must fill b exactly.
 func ParseRespPayload(b []byte) (*RespPayload, error) {
+	r := reader{b: b}
 	p := new(RespPayload)
-	const fixed = HelloSize + IdentitySize + SignatureSize
-	if len(b) < fixed {
-		return nil, ErrMalformed
-	}
-	copy(p.Hello[:], b)
-	copy(p.Identity[:], b[HelloSize:])
-	copy(p.Signature[:], b[HelloSize+IdentitySize:])
-	b = b[fixed:]
-	var ok bool
-	if p.Ciphers, b, ok = readCiphers(b); !ok {
-		return nil, ErrMalformed
-	}
-	if p.KEMCiphertext, b, ok = readBytes16(b, KEMCiphertext); !ok {
-		return nil, ErrMalformed
-	}
-	if p.Protocols, b, ok = readProtocols(b); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
+	copy(p.Hello[:], r.fixed(HelloSize))
+	copy(p.Identity[:], r.fixed(IdentitySize))
+	copy(p.Signature[:], r.fixed(SignatureSize))
+	p.Ciphers = r.ciphers()
+	p.KEMCiphertext = r.bytes16(KEMCiphertext)
+	p.Protocols = r.protocols()
+	return parsed(p, &r)
 }
 
 // Marshal appends the encoded payload to b.
@@ -445,17 +335,12 @@ func (p *FinalPayload) Marshal(b []byte) []byte {
 
 // ParseFinalPayload decodes a FinalPayload, which must fill b exactly.
 func ParseFinalPayload(b []byte) (*FinalPayload, error) {
-	if len(b) < IdentitySize+SignatureSize {
-		return nil, ErrMalformed
-	}
+	r := reader{b: b}
 	p := new(FinalPayload)
-	copy(p.Identity[:], b)
-	copy(p.Signature[:], b[IdentitySize:])
-	var ok bool
-	if p.Protocols, b, ok = readProtocols(b[IdentitySize+SignatureSize:]); !ok || len(b) != 0 {
-		return nil, ErrMalformed
-	}
-	return p, nil
+	copy(p.Identity[:], r.fixed(IdentitySize))
+	copy(p.Signature[:], r.fixed(SignatureSize))
+	p.Protocols = r.protocols()
+	return parsed(p, &r)
 }
 
 // CheckProtocols reports whether protos is a valid application protocol
@@ -533,6 +418,63 @@ func readCiphers(b []byte) (ciphers []uint16, rest []byte, ok bool) {
 	return ciphers, b[2*n:], true
 }
 
+// A reader reads a payload's fields in order. The first field that does
+// not parse makes it fail; every later read then returns nothing.
+type reader struct {
+	b      []byte
+	failed bool
+}
+
+// fixed reads n bytes.
+func (r *reader) fixed(n int) []byte {
+	if r.failed || len(r.b) < n {
+		r.failed = true
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// ciphers reads a cipher list (readCiphers).
+func (r *reader) ciphers() (ciphers []uint16) {
+	if !r.failed {
+		var ok bool
+		ciphers, r.b, ok = readCiphers(r.b)
+		r.failed = !ok
+	}
+	return ciphers
+}
+
+// bytes16 reads a uint16-prefixed field of 0 or size bytes (readBytes16).
+func (r *reader) bytes16(size int) (v []byte) {
+	if !r.failed {
+		var ok bool
+		v, r.b, ok = readBytes16(r.b, size)
+		r.failed = !ok
+	}
+	return v
+}
+
+// protocols reads an application protocol list (readProtocols).
+func (r *reader) protocols() (protos []string) {
+	if !r.failed {
+		var ok bool
+		protos, r.b, ok = readProtocols(r.b)
+		r.failed = !ok
+	}
+	return protos
+}
+
+// parsed returns p if every field r read parsed and they filled its
+// payload exactly, else ErrMalformed.
+func parsed[T any](p *T, r *reader) (*T, error) {
+	if r.failed || len(r.b) != 0 {
+		return nil, ErrMalformed
+	}
+	return p, nil
+}
+
 func appendBytes16(b, v []byte) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(v)))
 	return append(b, v...)
@@ -552,6 +494,137 @@ func readBytes16(b []byte, size int) (v, rest []byte, ok bool) {
 		return nil, b, true
 	}
 	return b[:n:n], b[n:], true
+}
+
+// TicketsSignal is not a cipher: an initiator that accepts a session ticket
+// lists it last in its message 1 cipher list. Responders that do not know
+// it skip it as an unknown cipher identifier, whose position counts after
+// every real cipher's, so the choice is unchanged.
+const TicketsSignal = 0xFF01
+
+// MaxTicket bounds a session ticket, which is opaque to the initiator.
+const MaxTicket = 1024
+
+// ResumeMessage1 is the body of a resumption message 1, the handshake
+// message that follows a hello with FlagResume:
+//
+//	uint16 t            length of the ticket, 1..MaxTicket
+//	[t]byte ticket      as the responder issued it
+//	[]byte noise        Noise NNpsk0 message 1: the ephemeral key, then the
+//	                    encrypted ResumeInitPayload
+type ResumeMessage1 struct {
+	Ticket []byte
+	Noise  []byte
+}
+
+// Marshal appends the encoded message to b.
+func (m *ResumeMessage1) Marshal(b []byte) []byte {
+	b = appendBytes16(b, m.Ticket)
+	return append(b, m.Noise...)
+}
+
+// ParseResumeMessage1 decodes a resumption message 1. The Noise message
+// must hold at least an ephemeral key and a tag.
+func ParseResumeMessage1(b []byte) (*ResumeMessage1, error) {
+	if len(b) < 2 {
+		return nil, ErrMalformed
+	}
+	t := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if t == 0 || t > MaxTicket || len(b) < t+32+TagSize {
+		return nil, ErrMalformed
+	}
+	return &ResumeMessage1{Ticket: b[:t:t], Noise: b[t:]}, nil
+}
+
+// ResumeInitPayload is the payload of a resumption message 1, encrypted
+// under keys from the resumption secret:
+//
+//	uint8  n, uint16 cipher[n] as in InitPayload
+//	protocols                  the initiator's application protocols
+type ResumeInitPayload struct {
+	Ciphers   []uint16
+	Protocols []string
+}
+
+// Marshal appends the encoded payload to b.
+func (p *ResumeInitPayload) Marshal(b []byte) []byte {
+	b = appendCiphers(b, p.Ciphers)
+	return AppendProtocols(b, p.Protocols)
+}
+
+// ParseResumeInitPayload decodes a ResumeInitPayload, which must fill b
+// exactly.
+func ParseResumeInitPayload(b []byte) (*ResumeInitPayload, error) {
+	r := reader{b: b}
+	p := new(ResumeInitPayload)
+	p.Ciphers = r.ciphers()
+	p.Protocols = r.protocols()
+	return parsed(p, &r)
+}
+
+// ResumeRespPayload is the payload of a resumption message 2:
+//
+//	[HelloSize]byte hello      the responder's own hello, echoed
+//	uint8  n, uint16 cipher[n] as in InitPayload
+//	protocols                  the responder's application protocols
+type ResumeRespPayload struct {
+	Hello     [HelloSize]byte
+	Ciphers   []uint16
+	Protocols []string
+}
+
+// Marshal appends the encoded payload to b.
+func (p *ResumeRespPayload) Marshal(b []byte) []byte {
+	b = append(b, p.Hello[:]...)
+	b = appendCiphers(b, p.Ciphers)
+	return AppendProtocols(b, p.Protocols)
+}
+
+// ParseResumeRespPayload decodes a ResumeRespPayload, which must fill b
+// exactly.
+func ParseResumeRespPayload(b []byte) (*ResumeRespPayload, error) {
+	r := reader{b: b}
+	p := new(ResumeRespPayload)
+	copy(p.Hello[:], r.fixed(HelloSize))
+	p.Ciphers = r.ciphers()
+	p.Protocols = r.protocols()
+	return parsed(p, &r)
+}
+
+// FinishedSize is the length of a resumption message 3, the initiator's
+// proof that it holds the session keys.
+const FinishedSize = 32
+
+// TicketRecord is the plaintext of a RecordTicket:
+//
+//	uint32 lifetime     seconds the initiator may keep the ticket, 1..MaxTicketLifetime
+//	[]byte ticket       the rest, 1..MaxTicket bytes, opaque to the initiator
+type TicketRecord struct {
+	Lifetime uint32
+	Ticket   []byte
+}
+
+// MaxTicketLifetime is the longest a ticket may be kept: 7 days, in
+// seconds, as RFC 8446 allows TLS tickets.
+const MaxTicketLifetime = 7 * 24 * 3600
+
+// Marshal appends the encoded record plaintext to b.
+func (t *TicketRecord) Marshal(b []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, t.Lifetime)
+	return append(b, t.Ticket...)
+}
+
+// ParseTicketRecord decodes a RecordTicket's plaintext.
+func ParseTicketRecord(b []byte) (*TicketRecord, error) {
+	if len(b) < 4+1 || len(b) > 4+MaxTicket {
+		return nil, ErrMalformed
+	}
+	t := &TicketRecord{Lifetime: binary.BigEndian.Uint32(b), Ticket: b[4:]}
+	if t.Lifetime == 0 || t.Lifetime > MaxTicketLifetime {
+		return nil, ErrMalformed
+	}
+	return t, nil
 }
 
 // Records: after the handshake every message is a record,

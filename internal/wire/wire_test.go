@@ -6,6 +6,7 @@ import (
 	"crypto/mlkem"
 	"crypto/mlkem/mlkemtest"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -682,6 +683,97 @@ func FuzzFirstFlightLen(f *testing.F) {
 	})
 }
 
+// FuzzFirstFlightEphemeral checks the key a listener refuses repeats of,
+// for any bytes as a first flight and as the full message 1 after
+// RetryFull: found only in a complete first flight (FirstFlightLen's, or
+// Message1Len's after RetryFull), never in a strict prefix of it, whatever
+// follows it; 32 bytes at the offset of the message 1 format; and the same
+// key in a full message 1 whether it comes with its hello or alone.
+func FuzzFirstFlightEphemeral(f *testing.F) {
+	requireSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, retry := range []bool{false, true} {
+			key, ok := FirstFlightEphemeral(b, retry)
+			if !ok {
+				if key != nil {
+					t.Fatalf("FirstFlightEphemeral(%x, %v) returned a key without ok", b, retry)
+				}
+				continue
+			}
+			n, at := Message1Len(b, false), 2
+			if !retry {
+				n, at = FirstFlightLen(b), HelloSize+2
+			}
+			if n > len(b) || n <= at || len(key) != EphemeralKeySize {
+				t.Fatalf("FirstFlightEphemeral(%x, %v) = %x from an incomplete flight (length %d)", b, retry, key, n)
+			}
+			if !retry && b[7] == FlagResume {
+				at += 2 + int(binary.BigEndian.Uint16(b[at:])) // the ticket's length and the ticket
+			}
+			if !bytes.Equal(key, b[at:at+EphemeralKeySize]) {
+				t.Fatalf("FirstFlightEphemeral(%x, %v) = %x, not the bytes at offset %d", b, retry, key, at)
+			}
+			if again, _ := FirstFlightEphemeral(append(slices.Clone(b[:n]), 0x55), retry); !bytes.Equal(again, key) {
+				t.Fatalf("a byte after the flight changed the key: %x, then %x", key, again)
+			}
+			checkPrefixes(t, b[:n], func(p []byte) bool { _, ok := FirstFlightEphemeral(p, retry); return ok })
+			if !retry && b[7] != FlagResume {
+				if alone, _ := FirstFlightEphemeral(b[HelloSize:], true); !bytes.Equal(alone, key) {
+					t.Fatalf("a full message 1 gives key %x with its hello and %x alone", key, alone)
+				}
+			}
+		}
+	})
+}
+
+// TestFirstFlightEphemeral covers the key of each kind of first flight,
+// and what a responder would not go on with.
+func TestFirstFlightEphemeral(t *testing.T) {
+	initiator := Hello{Version: Version, Mode: ModeInitiator}.Marshal()
+	either := Hello{Version: Version, Mode: ModeEither}.Marshal()
+	responder := Hello{Version: Version, Mode: ModeResponder}.Marshal()
+	resuming := Hello{Version: Version, Mode: ModeInitiator, Resume: true}.Marshal()
+	key := bytes.Repeat([]byte{0xe1}, EphemeralKeySize)
+	full := append(slices.Clone(key), bytes.Repeat([]byte{0x5a}, 1+6+2+TagSize)...)
+	resumption := (&ResumeMessage1{Ticket: bytes.Repeat([]byte{0x7c}, 100), Noise: append(slices.Clone(key), bytes.Repeat([]byte{0x5b}, 6+TagSize)...)}).Marshal(nil)
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	frame := func(m []byte) []byte { return AppendHandshakeMessage(nil, m) }
+	tests := []struct {
+		name  string
+		b     []byte
+		retry bool
+		ok    bool
+	}{
+		{"full", cat(initiator[:], frame(full)), false, true},
+		{"full from an either-mode peer", cat(either[:], frame(full)), false, true},
+		{"full, and the next message already", cat(initiator[:], frame(full), []byte{0, 3, 1, 2, 3}), false, true},
+		{"resumption", cat(resuming[:], frame(resumption)), false, true},
+		{"full after RetryFull", frame(full), true, true},
+		{"just the key", cat(initiator[:], frame(key)), false, true},
+		{"one byte short of a key", cat(initiator[:], frame(key[:31])), false, false},
+		{"one byte of the message missing", cat(initiator[:], frame(full))[:HelloSize+2+len(full)-1], false, false},
+		{"hello alone", initiator[:], false, false},
+		{"responder hello", cat(responder[:], frame(full)), false, false},
+		{"not securepeer", cat([]byte(`{"hash":"`), frame(full)), false, false},
+		{"abort", cat(initiator[:], []byte{0, 0, AbortProtocol}), false, false},
+		{"longer than any full message 1", cat(initiator[:], frame(bytes.Repeat(key, MaxMessage1/32+1))), false, false},
+		{"a full message 1 where a resumption is due", cat(resuming[:], frame(full)), false, false},
+		{"a hello where the full message 1 after RetryFull is due", cat(initiator[:], frame(full)), true, false},
+		{"longer than any full message 1 after RetryFull", frame(bytes.Repeat(key, MaxMessage1/32+1)), true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := FirstFlightEphemeral(tt.b, tt.retry)
+			if ok != tt.ok {
+				t.Fatalf("FirstFlightEphemeral(%x, %v) ok = %v, want %v", tt.b, tt.retry, ok, tt.ok)
+			}
+			if ok && !bytes.Equal(got, key) {
+				t.Errorf("key %x, want %x", got, key)
+			}
+		})
+	}
+}
+
 // TestWriteFuzzSeeds writes the seed corpora of the fuzz targets above from
 // real messages, when run with -update. Without it, it checks that every
 // corpus exists and that its valid seeds still parse, so that a format
@@ -720,6 +812,14 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			{"abort", append(hello(ModeEither), 0, 0, AbortProtocol), true},
 			{"full-one-too-long", flight(hello(ModeInitiator), MaxMessage1+1), false},
 			{"resumption-one-too-long", flight(resuming, MaxResumeMessage1+1), false},
+		},
+		"FuzzFirstFlightEphemeral": {
+			{"full", flight(hello(ModeInitiator), 32+1+6+2+KEMKeySize+TagSize), true},
+			{"full-classic-either", flight(hello(ModeEither), 32+1+6+2+TagSize), true},
+			{"resumption", AppendHandshakeMessage(slices.Clone(resuming), (&ResumeMessage1{Ticket: bytes.Repeat([]byte{0x5a}, 162), Noise: bytes.Repeat([]byte{0xa5}, 32+6+TagSize)}).Marshal(nil)), true},
+			{"key-only", flight(hello(ModeInitiator), 32), true},
+			{"short-of-a-key", flight(hello(ModeInitiator), 31), false},
+			{"abort", append(hello(ModeInitiator), 0, 0, AbortProtocol), false},
 		},
 		"FuzzParseResumeMessage1": {
 			{"real-size", (&ResumeMessage1{Ticket: bytes.Repeat([]byte{0x5a}, 162), Noise: bytes.Repeat([]byte{0xa5}, 32+6+TagSize)}).Marshal(nil), true},
@@ -767,6 +867,12 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		"FuzzFirstFlightLen": func(b []byte) error {
 			if FirstFlightLen(b) != len(b) {
 				return errors.New("not exactly one first flight")
+			}
+			return nil
+		},
+		"FuzzFirstFlightEphemeral": func(b []byte) error {
+			if _, ok := FirstFlightEphemeral(b, false); !ok {
+				return errors.New("no key")
 			}
 			return nil
 		},

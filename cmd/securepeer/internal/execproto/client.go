@@ -8,9 +8,10 @@ package execproto
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"time"
+
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // A Client runs the client's side of a securepeer-exec/2 session.
@@ -188,13 +189,13 @@ func (x *Client) receive(c Conn) (Status, error) {
 		case execMsgExit:
 			if _, err := r.read(); !errors.Is(err, io.EOF) {
 				if err == nil {
-					err = fmt.Errorf("%w: a message after the exit status", ErrMalformed)
+					err = pkgerr.Plainf("%w: a message after the exit status", ErrMalformed)
 				}
 				return Status{}, err
 			}
 			return m.status, nil
 		default:
-			return Status{}, fmt.Errorf("%w: a message of type 0x%02x, which only a client sends", ErrMalformed, m.typ)
+			return Status{}, pkgerr.Plainf("%w: a message of type 0x%02x, which only a client sends", ErrMalformed, m.typ)
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/idle"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // A Conn is the stream an exec session runs over: a secure stream
@@ -68,7 +69,7 @@ const bufSize = 64 << 10
 
 // errStartTimeout is a securepeer-exec/2 client that sent no start message
 // in time.
-var errStartTimeout = fmt.Errorf("the peer sent no start message within %v (securepeer-exec/2)", execStartTimeout)
+var errStartTimeout = pkgerr.Plainf("the peer sent no start message within %v (securepeer-exec/2)", execStartTimeout)
 
 // A Server runs a command for each peer of listen -exec.
 type Server struct {
@@ -136,7 +137,7 @@ func (x *Server) Serve(ctx context.Context, c Conn, proto, addr string) error {
 		var start execMsg
 		if start, err = s.readStart(); err != nil {
 			c.Abort()
-			return fmt.Errorf("-exec: %s: %w", addr, err)
+			return pkgerr.Plainf("-exec: %s: %w", addr, err)
 		}
 		s.p, err = startExecProc(x.Command(), &start, nil)
 	case Protocol1:
@@ -147,7 +148,7 @@ func (x *Server) Serve(ctx context.Context, c Conn, proto, addr string) error {
 	}
 	if err != nil {
 		s.notRun(err)
-		return fmt.Errorf("-exec: cannot start %q: %w", x.Name, err)
+		return pkgerr.Plainf("-exec: cannot start %q: %w", x.Name, err)
 	}
 	x.Log.Info("command started", "pid", s.p.cmd.Process.Pid, "addr", addr, "protocol", proto, "terminal", s.p.tty != nil)
 	return s.run(ctx)
@@ -176,7 +177,7 @@ func (s *execSession) readStart() (execMsg, error) {
 	case err != nil:
 		return m, err
 	case m.typ != execMsgStart && m.typ != execMsgStartTTY:
-		return m, fmt.Errorf("%w: the first message has type 0x%02x, not a start", ErrMalformed, m.typ)
+		return m, pkgerr.Plainf("%w: the first message has type 0x%02x, not a start", ErrMalformed, m.typ)
 	}
 	return m, nil
 }
@@ -347,21 +348,21 @@ func (s *execSession) outcome(ctx context.Context, peerErr, outErr error, interr
 	name := s.x.Name
 	switch {
 	case peerErr != nil && s.p.tty != nil:
-		return fmt.Errorf("-exec: hung up %q (SIGHUP to its terminal's processes): %v", name, s.peerError(peerErr))
+		return pkgerr.Plainf("-exec: hung up %q (SIGHUP to its terminal's processes): %v", name, s.peerError(peerErr))
 	case peerErr != nil:
-		return fmt.Errorf("-exec: terminated %q: %v", name, s.peerError(peerErr))
+		return pkgerr.Plainf("-exec: terminated %q: %v", name, s.peerError(peerErr))
 	case outErr != nil:
-		return fmt.Errorf("-exec: sending the output of %q to %s: %v", name, s.peer, outErr)
+		return pkgerr.Plainf("-exec: sending the output of %q to %s: %v", name, s.peer, outErr)
 	case interrupted && errors.As(context.Cause(ctx), new(*idle.Error)):
-		return fmt.Errorf("-exec: ended %q for %s: %v", name, s.peer, context.Cause(ctx))
+		return pkgerr.Plainf("-exec: ended %q for %s: %v", name, s.peer, context.Cause(ctx))
 	case interrupted:
-		return fmt.Errorf("-exec: cut the session of %s (%q) as listen stopped; the peer was told its output may be incomplete", s.peer, name)
+		return pkgerr.Plainf("-exec: cut the session of %s (%q) as listen stopped; the peer was told its output may be incomplete", s.peer, name)
 	case waitErr != nil:
 		var ee *exec.ExitError
 		if errors.As(waitErr, &ee) {
-			return fmt.Errorf("-exec: %q for %s %s", name, s.peer, describeStatus(commandStatus(ee.ProcessState)))
+			return pkgerr.Plainf("-exec: %q for %s %s", name, s.peer, describeStatus(commandStatus(ee.ProcessState)))
 		}
-		return fmt.Errorf("-exec: %q: %v", name, waitErr)
+		return pkgerr.Plainf("-exec: %q: %v", name, waitErr)
 	}
 	return nil
 }
@@ -369,7 +370,7 @@ func (s *execSession) outcome(ctx context.Context, peerErr, outErr error, interr
 // peerError says what the peer's stream did.
 func (s *execSession) peerError(err error) error {
 	if errors.Is(err, ErrMalformed) {
-		return fmt.Errorf("the peer at %s broke %s: %v", s.peer, s.proto, err)
+		return pkgerr.Plainf("the peer at %s broke %s: %v", s.peer, s.proto, err)
 	}
 	if s.x.Describe != nil {
 		return s.x.Describe(err)
@@ -382,15 +383,15 @@ func (s *execSession) peerError(err error) error {
 func peerStreamError(addr string, err error) error {
 	switch {
 	case errors.Is(err, securepeer.ErrAborted):
-		return fmt.Errorf("the peer at %s aborted the stream; data may be missing", addr)
+		return pkgerr.Plainf("the peer at %s aborted the stream; data may be missing", addr)
 	case errors.Is(err, syscall.ECONNRESET):
-		return fmt.Errorf("the connection with %s was reset before the peer's end of stream; data may be missing", addr)
+		return pkgerr.Plainf("the connection with %s was reset before the peer's end of stream; data may be missing", addr)
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("the connection with %s ended without the peer's end of stream, so data may be missing", addr)
+		return pkgerr.Plainf("the connection with %s ended without the peer's end of stream, so data may be missing", addr)
 	case errors.Is(err, frame.ErrCut):
-		return fmt.Errorf("the peer at %s ended its stream in the middle of a message; data may be missing", addr)
+		return pkgerr.Plainf("the peer at %s ended its stream in the middle of a message; data may be missing", addr)
 	}
-	return fmt.Errorf("stream with %s: %w", addr, err)
+	return pkgerr.Plainf("stream with %s: %w", addr, err)
 }
 
 // describeStatus says how a command ended, as a verb phrase.
@@ -436,7 +437,7 @@ func (s *execSession) input() error {
 			}
 		case execMsgWindow:
 			if s.p.tty == nil {
-				return fmt.Errorf("%w: a window size for a session without a terminal", ErrMalformed)
+				return pkgerr.Plainf("%w: a window size for a session without a terminal", ErrMalformed)
 			}
 			if s.exited.Load() {
 				break
@@ -445,7 +446,7 @@ func (s *execSession) input() error {
 				s.x.Log.Info("cannot resize the terminal", "err", err)
 			}
 		default:
-			return fmt.Errorf("%w: a message of type 0x%02x after the start", ErrMalformed, m.typ)
+			return pkgerr.Plainf("%w: a message of type 0x%02x after the start", ErrMalformed, m.typ)
 		}
 	}
 }
@@ -498,7 +499,7 @@ func (s *execSession) copyOut(typ byte, r io.Reader) error {
 		case err == io.EOF, tty && (ttyEnded(err) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed)):
 			return nil
 		default:
-			return fmt.Errorf("reading the command's output: %w", err)
+			return pkgerr.Plainf("reading the command's output: %w", err)
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/sanitize"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -117,7 +118,7 @@ func (m *execMsg) marshal(b []byte) []byte {
 }
 
 func malformed(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+	return pkgerr.Plainf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
 }
 
 // parseExecMsg decodes a frame body. data aliases body. It accepts
@@ -230,7 +231,7 @@ func (r *execMsgReader) read() (execMsg, error) {
 	body, err := r.f.ReadFrame(execMaxFrame)
 	var tl *frame.TooLongError
 	if errors.As(err, &tl) {
-		return execMsg{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return execMsg{}, pkgerr.Plainf("%w: %v", ErrMalformed, err)
 	}
 	if err != nil {
 		return execMsg{}, err
@@ -354,7 +355,7 @@ func (r *V1Reader) readStatus() error {
 	var tl *frame.TooLongError
 	switch {
 	case errors.As(err, &tl):
-		return fmt.Errorf("the peer sent an exit status of %d bytes, which securepeer-exec/1 does not allow", tl.N)
+		return pkgerr.Plainf("the peer sent an exit status of %d bytes, which securepeer-exec/1 does not allow", tl.N)
 	case err != nil:
 		return r.cut(err)
 	case len(buf) == 0:
@@ -363,7 +364,7 @@ func (r *V1Reader) readStatus() error {
 	code, ok := strings.CutPrefix(string(buf), "exit ")
 	c, err := strconv.Atoi(code)
 	if !ok || err != nil || c < 0 || c > 255 || strings.Trim(code, "0123456789") != "" {
-		return fmt.Errorf("the peer sent an exit status %q, which securepeer-exec/1 does not allow", sanitize.Text(string(buf)))
+		return pkgerr.Plainf("the peer sent an exit status %q, which securepeer-exec/1 does not allow", sanitize.Text(string(buf)))
 	}
 	// Nothing may follow but the end of stream, which ReadSome, reading
 	// as if within a frame, reports as frame.ErrCut.

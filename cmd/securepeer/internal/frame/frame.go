@@ -15,6 +15,8 @@ import (
 	"io"
 	"slices"
 	"sync"
+
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // HeaderLen is the size of a frame's length field.
@@ -131,7 +133,7 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 func (f *Writer) WriteFrame(head, body []byte) error {
 	n := len(head) + len(body)
 	if uint64(n) > 1<<32-1 {
-		return fmt.Errorf("a frame of %d bytes does not fit its length field", n)
+		return pkgerr.Plainf("a frame of %d bytes does not fit its length field", n)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/sanitize"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // refusalName is the header of the stream on which a side refuses the
@@ -40,7 +41,7 @@ func (e *SessionRefusedError) Error() string {
 // it first, aborted otherwise.
 func Refuse(c Conn, reason string, wait time.Duration) error {
 	if reason == "" || len(reason) > maxStatusLen {
-		return fmt.Errorf("a refusal of %d bytes; securepeer-tunnel/1 allows 1 to %d", len(reason), maxStatusLen)
+		return pkgerr.Plainf("a refusal of %d bytes; securepeer-tunnel/1 allows 1 to %d", len(reason), maxStatusLen)
 	}
 	q := &quietConn{Conn: c, closed: make(chan struct{})}
 	sess, err := yamux.Server(q, yamuxConfig(nil))
@@ -99,7 +100,7 @@ func (m *Session) refused(t *stream) error {
 	reason, err := t.r.refusal()
 	if err != nil {
 		t.cut()
-		return fmt.Errorf("a tunnel stream from %s: %v", m.addr, t.readError(err))
+		return pkgerr.Plainf("a tunnel stream from %s: %v", m.addr, t.readError(err))
 	}
 	m.Fail(&SessionRefusedError{Addr: m.addr, Reason: reason})
 	return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // A Server takes the streams the peer opens on a session and connects
@@ -125,7 +126,7 @@ func (sv *Server) connect(ctx context.Context, t *stream) error {
 	name, err := t.readHeader()
 	if err != nil {
 		t.cut()
-		return fmt.Errorf("a tunnel stream from %s: %v", m.addr, err)
+		return pkgerr.Plainf("a tunnel stream from %s: %v", m.addr, err)
 	}
 	if name == refusalName {
 		return m.refused(t)
@@ -146,7 +147,7 @@ func (sv *Server) connect(ctx context.Context, t *stream) error {
 	}
 	sv.Log.Info("forwarding", "peer", m.peer, "stream", t.st.StreamID(), "name", name, "to", to)
 	if err := relay(ctx, t, c, false); err != nil {
-		return fmt.Errorf("forwarding a stream from %s to %s: %v", m.addr, to, err)
+		return pkgerr.Plainf("forwarding a stream from %s to %s: %v", m.addr, to, err)
 	}
 	return nil
 }

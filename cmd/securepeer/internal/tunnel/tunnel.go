@@ -84,6 +84,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -210,7 +211,7 @@ func (m *Session) begin() error {
 	case m.stopping:
 		return &stoppingError{m.addr}
 	case m.active >= maxTunnelStreams:
-		return fmt.Errorf("the tunnel connection with %s already carries %d streams, the most it may", m.addr, maxTunnelStreams)
+		return pkgerr.Plainf("the tunnel connection with %s already carries %d streams, the most it may", m.addr, maxTunnelStreams)
 	}
 	m.active++
 	return nil
@@ -341,7 +342,7 @@ func (m *Session) openForward(name string) (*stream, error) {
 		if m.Closed() {
 			return nil, m.Err()
 		}
-		return nil, fmt.Errorf("the peer at %s accepts no more streams on this connection: %v", m.addr, err)
+		return nil, pkgerr.Plainf("the peer at %s accepts no more streams on this connection: %v", m.addr, err)
 	}
 	t := m.take(st)
 	if err := t.writeFrame([]byte(name)); err != nil {
@@ -471,7 +472,7 @@ func (m *Session) keepAlive(idle, timeout time.Duration) {
 		case <-time.After(timeout):
 		}
 		if m.conn.lastRead().Before(sent) {
-			go m.Fail(fmt.Errorf("the peer at %s did not answer a keepalive within %v", m.addr, timeout))
+			go m.Fail(pkgerr.Plainf("the peer at %s did not answer a keepalive within %v", m.addr, timeout))
 			<-m.sess.CloseChan() // then wake, while the session closes
 			return
 		}
@@ -518,16 +519,16 @@ func (m *Session) Err() error {
 	if err := m.conn.readErr(); err != nil {
 		switch {
 		case errors.Is(err, errPeerClosed):
-			return fmt.Errorf("the peer at %s closed the tunnel connection", m.addr)
+			return pkgerr.Plainf("the peer at %s closed the tunnel connection", m.addr)
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			// Describe's "data may be missing" is said per stream.
-			return fmt.Errorf("the connection with %s was cut (a crash, a restart, or the network)", m.addr)
+			return pkgerr.Plainf("the connection with %s was cut (a crash, a restart, or the network)", m.addr)
 		case m.describe != nil:
 			return m.describe(err)
 		}
 		return err
 	}
-	return fmt.Errorf("the connection with %s was closed", m.addr)
+	return pkgerr.Plainf("the connection with %s was closed", m.addr)
 }
 
 // yamuxLogger passes yamux's own messages to the -v log, at a bounded

@@ -9,7 +9,7 @@ import (
 // Config.Rand, which only crypto/mlkem's test package offers; production
 // code does not import it.
 func init() {
-	testingOnlyEncapsulate = func(ek *mlkem.EncapsulationKey768, m []byte) ([]byte, []byte, error) {
+	testOnlyEncapsulate = func(ek *mlkem.EncapsulationKey768, m []byte) ([]byte, []byte, error) {
 		return mlkemtest.Encapsulate768(ek, m)
 	}
 }
