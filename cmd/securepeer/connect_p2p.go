@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/p2p"
 )
 
@@ -126,7 +126,7 @@ func connectByKey(ctx context.Context, e *env, o *connectOptions, t peerTarget, 
 // noRelayError says that a peer named by key cannot be reached for want
 // of a relay.
 func noRelayError(key securepeer.PublicKey, from string) error {
-	return fmt.Errorf("no relay is set, so %s cannot be reached: peers named by key meet through a relay (and go direct from there where their NATs allow it); give one with -relay ADDR, as securepeer relay prints it, or list relays in %s", key.Fingerprint(), from)
+	return pkgerr.Plainf("no relay is set, so %s cannot be reached: peers named by key meet through a relay (and go direct from there where their NATs allow it); give one with -relay ADDR, as securepeer relay prints it, or list relays in %s", key.Fingerprint(), from)
 }
 
 // p2pDialer opens streams to the peer with key through the p2p node: a
@@ -155,7 +155,7 @@ func (d *p2pDialer) dial(ctx context.Context) (*stream, error) {
 				return nil, interruption(ctx)
 			}
 			if dctx.Err() != nil {
-				return nil, fmt.Errorf("reaching %s timed out after %v (connect -w sets that limit): %s", d.key.Fingerprint(), d.timeout, p2pDialError(d.n, d.key, err))
+				return nil, pkgerr.Plainf("reaching %s timed out after %v (connect -w sets that limit): %s", d.key.Fingerprint(), d.timeout, p2pDialError(d.n, d.key, err))
 			}
 			return nil, p2pDialError(d.n, d.key, err)
 		}
@@ -164,7 +164,7 @@ func (d *p2pDialer) dial(ctx context.Context) (*stream, error) {
 		s.logHandshake(d.n.log)
 		return s, nil
 	}
-	return nil, fmt.Errorf("%s serves none of %s: it is a securepeer peer, but not a listen -p2p of this version that serves this (stdio, -exec, or -to for a tunnel)", d.key.Fingerprint(), strings.Join(d.protos, ", "))
+	return nil, pkgerr.Plainf("%s serves none of %s: it is a securepeer peer, but not a listen -p2p of this version that serves this (stdio, -exec, or -to for a tunnel)", d.key.Fingerprint(), strings.Join(d.protos, ", "))
 }
 
 func (d *p2pDialer) plain() peerDialer {
@@ -196,19 +196,19 @@ func p2pDialError(n *p2pNode, key securepeer.PublicKey, err error) error {
 	case errors.Is(err, securepeer.ErrRejected):
 		return rejectedErrorf("%s refused this identity (%s); ask its owner to add the key that securepeer id prints to its -allow file", fp, n.self.Fingerprint())
 	case errors.Is(err, p2p.ErrNotSecurepeer):
-		return fmt.Errorf("the host reached for %s does not speak securepeer, so it is not the peer%s", fp, detail)
+		return pkgerr.Plainf("the host reached for %s does not speak securepeer, so it is not the peer%s", fp, detail)
 	case errors.Is(err, p2p.ErrNoReservation):
-		return fmt.Errorf("%s is not reachable through the relays: it holds no reservation on them; is securepeer listen -p2p running on its side, with the same relay?%s", fp, detail)
+		return pkgerr.Plainf("%s is not reachable through the relays: it holds no reservation on them; is securepeer listen -p2p running on its side, with the same relay?%s", fp, detail)
 	case errors.Is(err, p2p.ErrRelayRefused):
-		return fmt.Errorf("the relay refused to connect this side to %s (its limits or its access rules)%s", fp, detail)
+		return pkgerr.Plainf("the relay refused to connect this side to %s (its limits or its access rules)%s", fp, detail)
 	case errors.Is(err, p2p.ErrCircuitEnded), errors.Is(err, p2p.ErrRelayLost):
-		return fmt.Errorf("the connection to %s through the relay failed once open%s", fp, detail)
+		return pkgerr.Plainf("the connection to %s through the relay failed once open%s", fp, detail)
 	case errors.Is(err, p2p.ErrNoRelay):
-		return fmt.Errorf("no relay could be reached, so %s cannot be%s; is securepeer relay running there, and is the address right?", fp, detail)
+		return pkgerr.Plainf("no relay could be reached, so %s cannot be%s; is securepeer relay running there, and is the address right?", fp, detail)
 	case errors.Is(err, p2p.ErrNoPath):
-		return fmt.Errorf("nothing can carry a connection to %s: no relay is set, and none of its direct addresses answered; peers behind NATs meet through a relay (-relay)", fp)
+		return pkgerr.Plainf("nothing can carry a connection to %s: no relay is set, and none of its direct addresses answered; peers behind NATs meet through a relay (-relay)", fp)
 	}
-	return fmt.Errorf("cannot reach %s: %s", fp, trimP2P(err))
+	return pkgerr.Plainf("cannot reach %s: %s", fp, trimP2P(err))
 }
 
 // dialDetail lists, after ": ", what each relay said of a failed dial.

@@ -7,12 +7,12 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strings"
 	"sync"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/p2p"
 )
 
@@ -53,7 +53,7 @@ func (r *listening) listenP2P(ctx context.Context, id *securepeer.Identity) erro
 		return err
 	}
 	if len(relays) == 0 {
-		return fmt.Errorf("listen -p2p: no relay is set, so no peer could reach this side; give one with -relay ADDR, as securepeer relay prints it, or list relays in %s", from)
+		return pkgerr.Plainf("listen -p2p: no relay is set, so no peer could reach this side; give one with -relay ADDR, as securepeer relay prints it, or list relays in %s", from)
 	}
 	addrs, err := listenMultiaddrs(r.o.addr)
 	if err != nil {
@@ -139,9 +139,9 @@ func reservationError(n *p2pNode, err error) error {
 		parts = append(parts, "relay "+n.relayName(re.Relay)+": "+relayWords(re))
 	}
 	if len(parts) == 0 {
-		return fmt.Errorf("no relay gave this side a reservation, so no peer could reach it: %s", trimP2P(err))
+		return pkgerr.Plainf("no relay gave this side a reservation, so no peer could reach it: %s", trimP2P(err))
 	}
-	return fmt.Errorf("no relay gave this side a reservation, so no peer could reach it (%s); is securepeer relay running there, and is the address right?", strings.Join(parts, "; "))
+	return pkgerr.Plainf("no relay gave this side a reservation, so no peer could reach it (%s); is securepeer relay running there, and is the address right?", strings.Join(parts, "; "))
 }
 
 // relayErrors returns the *p2p.RelayError values err holds.
@@ -181,7 +181,7 @@ func listenP2PStreams(n *p2pNode, names []string, anyKey bool) (*p2pListener, er
 		pl, err := n.node.Listen(name)
 		if err != nil {
 			l.Close()
-			return nil, fmt.Errorf("listening for %s: %v", name, trimP2P(err))
+			return nil, pkgerr.Plainf("listening for %s: %v", name, trimP2P(err))
 		}
 		l.ls = append(l.ls, pl)
 		l.wg.Go(func() { l.accept(pl) })

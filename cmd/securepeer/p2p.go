@@ -26,6 +26,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/p2p"
 )
 
@@ -127,7 +128,7 @@ func nodeError(err error) error {
 	if errors.Is(err, p2p.ErrSignerIdentity) {
 		return errors.New("this identity's private key is held by ssh-agent (-i FILE.pub), and reaching peers by key needs the key itself in this process (go-libp2p signs with it); use a key file with -i, or the default identity")
 	}
-	return fmt.Errorf("starting the p2p node: %v", trimP2P(err))
+	return pkgerr.Plainf("starting the p2p node: %v", trimP2P(err))
 }
 
 // close stops the node, and prints what it still had to say.
@@ -361,7 +362,7 @@ func (c p2pConn) Write(b []byte) (int, error) {
 func peerAbort(err error) error {
 	var se *network.StreamError
 	if errors.As(err, &se) && se.Remote {
-		return fmt.Errorf("%w (%w)", securepeer.ErrAborted, err)
+		return pkgerr.Plainf("%w (%w)", securepeer.ErrAborted, err)
 	}
 	return err
 }
@@ -482,5 +483,5 @@ func circuitFailure(s *stream, ce *p2p.CircuitError) error {
 	default:
 		why = "the relay or the peer dropped it"
 	}
-	return fmt.Errorf("the connection to %s, %s, ended: %s; data may be missing", s.remoteAddr, via, why)
+	return pkgerr.Plainf("the connection to %s, %s, ended: %s; data may be missing", s.remoteAddr, via, why)
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/knownhosts"
 )
 
@@ -119,7 +120,7 @@ func loadKnownHosts(path func() (string, error)) (string, *knownhosts.DB, error)
 	}
 	db, err := knownhosts.Load(file)
 	if err != nil {
-		return "", nil, fmt.Errorf("%v%s", describe(err), fileFix(err, file, "fix or move the file"))
+		return "", nil, pkgerr.Plainf("%v%s", describe(err), fileFix(err, file, "fix or move the file"))
 	}
 	return file, db, nil
 }
@@ -145,7 +146,7 @@ func resolveKeyFile(path string) (t peerTarget, ok bool, err error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return peerTarget{}, false, nil
 	case err != nil:
-		return peerTarget{}, true, fmt.Errorf("reading the peer's key from %s: %v", path, err)
+		return peerTarget{}, true, pkgerr.Plainf("reading the peer's key from %s: %v", path, err)
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(data)), "\n")
 	k, err := securepeer.ParsePublicKey(line)

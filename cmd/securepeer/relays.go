@@ -5,7 +5,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // relayList is the repeatable -relay flag: relay multiaddrs, each ending
@@ -37,14 +38,14 @@ func checkRelayAddr(s string) error {
 	const want = "a relay address is what securepeer relay prints, as /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..."
 	a, err := ma.NewMultiaddr(s)
 	if err != nil {
-		return fmt.Errorf("relay address %q: %v; %s", s, err, want)
+		return pkgerr.Plainf("relay address %q: %v; %s", s, err, want)
 	}
 	transport, id := peer.SplitAddr(a)
 	if id == "" {
-		return fmt.Errorf("relay address %q does not end with /p2p/ and the relay's ID, which names its key; %s", s, want)
+		return pkgerr.Plainf("relay address %q does not end with /p2p/ and the relay's ID, which names its key; %s", s, want)
 	}
 	if len(transport) != 2 || transport[1].Code() != ma.P_TCP {
-		return fmt.Errorf("relay address %q is not a host and a TCP port followed by /p2p/ID; %s", s, want)
+		return pkgerr.Plainf("relay address %q is not a host and a TCP port followed by /p2p/ID; %s", s, want)
 	}
 	return nil
 }
@@ -82,7 +83,7 @@ func readRelaysFile(path string) ([]string, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the relays file: %v", err)
+		return nil, pkgerr.Plainf("reading the relays file: %v", err)
 	}
 	defer f.Close()
 	if err := checkTrustedFile(f, path); err != nil {
@@ -90,10 +91,10 @@ func readRelaysFile(path string) ([]string, error) {
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxRelaysFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %v", path, err)
+		return nil, pkgerr.Plainf("reading %s: %v", path, err)
 	}
 	if len(data) > maxRelaysFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes; it lists relays, one a line", path, maxRelaysFile)
+		return nil, pkgerr.Plainf("%s is larger than %d bytes; it lists relays, one a line", path, maxRelaysFile)
 	}
 	var list []string
 	for n, line := range strings.Split(string(data), "\n") {
@@ -102,7 +103,7 @@ func readRelaysFile(path string) ([]string, error) {
 			continue
 		}
 		if err := checkRelayAddr(line); err != nil {
-			return nil, fmt.Errorf("%s line %d: %v", path, n+1, err)
+			return nil, pkgerr.Plainf("%s line %d: %v", path, n+1, err)
 		}
 		list = append(list, line)
 	}
@@ -128,10 +129,10 @@ func checkTrustedFile(f *os.File, path string) error {
 		return nil
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("%s is writable by others than its owner (mode %04o), who could choose your relays; run chmod go-w %s", path, perm, path)
+		return pkgerr.Plainf("%s is writable by others than its owner (mode %04o), who could choose your relays; run chmod go-w %s", path, perm, path)
 	}
 	if uid, ok := fileOwner(fi); ok && uid != os.Geteuid() && uid != 0 {
-		return fmt.Errorf("%s belongs to uid %d, not to you, and could choose your relays; use a file of your own", path, uid)
+		return pkgerr.Plainf("%s belongs to uid %d, not to you, and could choose your relays; use a file of your own", path, uid)
 	}
 	return nil
 }
