@@ -151,13 +151,15 @@ func (n *p2pNode) print(notef func(string, ...any)) {
 	}
 }
 
-// tellLocked queues a notice. n.mu is held.
+// tellLocked queues a notice, formatting a library's error among args
+// without its package's name, as notef does (it gets the notice whole).
+// n.mu is held.
 func (n *p2pNode) tellLocked(format string, args ...any) {
 	if n.shut {
 		return
 	}
 	select {
-	case n.say <- fmt.Sprintf(format, args...):
+	case n.say <- fmt.Sprintf(format, pkgerr.Args(args)...):
 	default: // stderr is that slow: the -v log still has the event
 	}
 }

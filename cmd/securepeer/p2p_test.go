@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/p2p"
 )
 
@@ -99,6 +100,21 @@ func TestPathNoticesHolePunched(t *testing.T) {
 	want := "connected to " + peer.Fingerprint() + " directly (198.51.100.20:40312), hole punched after meeting through relay /ip4/203.0.113.7/tcp/4001"
 	if got := stop(); got != want {
 		t.Errorf("notices:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestP2PNoticeNamesNoLibrary: a notice of the p2p node that names a
+// library's error shows it without the library's name, as notef does,
+// though the node formats it before notef sees it.
+func TestP2PNoticeNamesNoLibrary(t *testing.T) {
+	_, badKey := securepeer.ParsePublicKey("ssh-ed25519 AAAA")
+	n, stop := newNoticeNode(t, nil)
+	n.mu.Lock()
+	n.tellLocked("refused %s: %v", "x", badKey)
+	n.mu.Unlock()
+	want := "refused x: " + pkgerr.Unnamed(badKey).Error()
+	if got := stop(); got != want {
+		t.Errorf("notice %q, want %q", got, want)
 	}
 }
 
