@@ -78,6 +78,12 @@ type p2pSpec struct {
 	directNote string
 }
 
+// testOnlyDirectWait, if set, replaces the engine's DirectWait (negative:
+// no wait), so that the NAT lab's tests can open a session on the relay
+// before a hole punch that completes in well under DirectWait, as one on
+// a slower path or a later attempt does.
+var testOnlyDirectWait time.Duration
+
 // startNode starts the command's p2p node with the identity id.
 func startNode(ctx context.Context, id *securepeer.Identity, spec p2pSpec, log *slog.Logger) (*p2pNode, error) {
 	n := &p2pNode{
@@ -114,6 +120,7 @@ func startNode(ctx context.Context, id *securepeer.Identity, spec p2pSpec, log *
 		Relays:      spec.relays,
 		Verify:      verify,
 		Notify:      n.notify,
+		DirectWait:  testOnlyDirectWait,
 	})
 	if err != nil {
 		return nil, nodeError(err)
