@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -730,6 +731,7 @@ type walk struct {
 // A walkServer is a walkthrough command that serves until stopped.
 type walkServer struct {
 	name   string
+	host   *natlab.Host
 	cmd    *exec.Cmd
 	stderr *syncBuffer
 	done   chan struct{}
@@ -782,7 +784,7 @@ func (w *walk) start(st walkStep) {
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+ready)
 	// A process group, as a shell's job is, for the Ctrl-C of endBlock.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	s := &walkServer{name: st.role + "$ " + st.cmd, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
+	s := &walkServer{name: st.role + "$ " + st.cmd, host: w.hosts[st.role], cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
 	var stdout syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, s.stderr
 	if err := cmd.Start(); err != nil {
@@ -830,6 +832,13 @@ func (w *walk) endBlock(i int) {
 	// Last started, first stopped, as a user stops the client first.
 	slices.Reverse(w.running)
 	for _, s := range w.running {
+		if m := fromAddr.FindStringSubmatch(s.name); m != nil {
+			// A user stops connect -from some time after curl; this
+			// test, the moment curl exits, and connect's Ctrl-C cuts
+			// the tunnel streams in progress, so listen would rightly
+			// say that one was cut if its end were still on its way.
+			localConnsEnded(t, s.host, m[1])
+		}
 		if serves(s.name) && (strings.Contains(s.name, "-exec") || strings.Contains(s.name, "-to") || strings.Contains(s.name, "-from")) {
 			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGINT) // Ctrl-C, to the job
 		}
@@ -844,4 +853,56 @@ func (w *walk) endBlock(i int) {
 	}
 	w.stopped = append(w.stopped, w.running...)
 	w.running = nil
+}
+
+// fromAddr finds the -from address of a walkthrough's connect.
+var fromAddr = regexp.MustCompile(`securepeer connect -from \S+:(\d+) `)
+
+// localConnsEnded waits until no TCP connection on h has port as either
+// end and is established, or half-closed by the peer and not yet by this
+// side (CLOSE_WAIT, LAST_ACK): then connect has passed on, as its FIN to
+// the local client, the end of every tunnel stream it carried there,
+// which the listen side sends only once its own target has ended; the
+// done mark connect sends next is queued before any later cut of the
+// tunnel connection.
+func localConnsEnded(t *testing.T, h *natlab.Host, port string) {
+	t.Helper()
+	hexPort := fmt.Sprintf("%04X", mustAtoi(t, port))
+	var open []string
+	waitFor(t, func() bool {
+		open = nil
+		err := h.Do(func() error {
+			data, err := os.ReadFile("/proc/thread-self/net/tcp")
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(string(data), "\n")[1:] {
+				f := strings.Fields(line)
+				if len(f) < 4 {
+					continue
+				}
+				local, remote, state := f[1], f[2], f[3]
+				mine := strings.HasSuffix(local, ":"+hexPort) || strings.HasSuffix(remote, ":"+hexPort)
+				if mine && (state == "01" || state == "08" || state == "09") { // ESTABLISHED, CLOSE_WAIT, LAST_ACK
+					open = append(open, line)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(open) == 0
+	}, stringer(func() string {
+		return fmt.Sprintf("connections on port %s still open:\n%s", port, strings.Join(open, "\n"))
+	}))
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
