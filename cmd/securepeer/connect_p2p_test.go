@@ -160,3 +160,38 @@ func TestP2PListenGracefulStop(t *testing.T) {
 		t.Errorf("listen exited %d, want 130\n%s", code, server.stderr)
 	}
 }
+
+// TestP2PSessionLimits: listen -p2p counts its sessions as listen over
+// TCP does: a key at its -max-sessions-per-key has its next -exec session
+// refused, with the reason as its command's status (exit 1), while
+// another key still gets its session, and the held one goes on.
+func TestP2PSessionLimits(t *testing.T) {
+	te := newTestEnv(t)
+	te.run("keygen", "-f", "server")
+	te.run("keygen", "-f", "client")
+	self := te.run("id")
+	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(self+te.readFile("client.pub")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, addrs := te.start("relay", "relay", "127.0.0.1:0") // killed at the end
+	addr, _, _ := strings.Cut(addrs, "\n")
+	server, _ := te.start("server", "listen", "-i", "server", "-relay", addr, "-allow", "allowed", "-exec", "cat", "-max-sessions-per-key", "1", "127.0.0.1:0")
+	held := te.openSessionArgs("connect", "-relay", addr, "server.pub")
+	cmd := te.command("connect", "-relay", addr, "server.pub")
+	cmd.Stdin = strings.NewReader("more\n")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || stdout.Len() != 0 || !strings.Contains(stderr.String(), "the peer's command did not run: listen serves 1 session for this key already") {
+		t.Errorf("a session beyond the key's limit: exit %d, stdout %q, stderr:\n%s\nlisten:\n%s", code, stdout.String(), stderr.String(), server.stderr)
+	}
+	other := te.command("connect", "-i", "client", "-relay", addr, "server.pub")
+	other.Stdin = strings.NewReader("another key\n")
+	if out, err := other.Output(); err != nil || string(out) != "another key\n" {
+		t.Errorf("another key's session: %q, %v\n%s", out, err, server.stderr)
+	}
+	held.echo("still there")
+	if n := strings.Count(server.stderr.String(), "refused a session of"); n != 1 {
+		t.Errorf("listen gave %d notices of refused sessions, want 1:\n%s", n, server.stderr)
+	}
+}
