@@ -28,8 +28,24 @@ type punching struct {
 	svc *holepunch.Service
 
 	mu       sync.Mutex
-	observed map[peer.ID]ma.Multiaddr // by relay
+	observed map[peer.ID]ma.Multiaddr  // by relay
+	again    map[peer.ID]chan struct{} // peers with rounds to come; closed when the peer is gone
 }
+
+// punchAgain holds the delays after which a node that received a relayed
+// connection starts another round of hole punching, while the peer is
+// still connected only through a relay. go-libp2p makes one round (up to
+// three attempts) when the relayed connection opens, and never another;
+// but a round fails for reasons that pass: the packets of the
+// simultaneous open missed each other on a loaded host or a path whose
+// delay changed, or a NAT mapping expired. A round costs a few messages
+// over the relay and at most three dials; the rounds are bounded, and end
+// when the peer's last connection does.
+var punchAgain = []time.Duration{time.Second, 10 * time.Second, time.Minute, 10 * time.Minute}
+
+// punchPoll is how often a round to come checks whether the round before
+// it, which go-libp2p reports only per attempt, has ended.
+const punchPoll = 250 * time.Millisecond
 
 // punchTimeout bounds each hole punching attempt, and the dial to a
 // peer's public address that go-libp2p tries before them. go-libp2p's
@@ -52,7 +68,10 @@ func (n *Node) startHolePunching() error {
 	if err != nil {
 		return err
 	}
-	n.punch = &punching{observed: make(map[peer.ID]ma.Multiaddr)}
+	n.punch = &punching{
+		observed: make(map[peer.ID]ma.Multiaddr),
+		again:    make(map[peer.ID]chan struct{}),
+	}
 	n.wg.Go(func() {
 		defer sub.Close()
 		for {
@@ -71,6 +90,106 @@ func (n *Node) startHolePunching() error {
 	}
 	n.punch.svc = svc
 	return nil
+}
+
+// relayedInbound starts the rounds of hole punching to come with the peer
+// of c, a connection that reached the node through a relay, unless they
+// already run (punchAgain). go-libp2p starts the first round itself.
+func (n *Node) relayedInbound(c network.Conn) {
+	p := c.RemotePeer()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed || n.punch == nil || n.isRelay(p) {
+		return
+	}
+	n.punch.mu.Lock()
+	defer n.punch.mu.Unlock()
+	if _, ok := n.punch.again[p]; ok {
+		return
+	}
+	gone := make(chan struct{})
+	n.punch.again[p] = gone
+	// Under n.mu, after checking n.closed: Close waits for n.wg after
+	// setting it, so that this Add comes before the Wait.
+	n.wg.Go(func() { n.punchRounds(p, gone) })
+}
+
+// punchRounds runs the rounds of hole punching to come with p (punchAgain)
+// while p is connected only through a relay, until gone is closed.
+func (n *Node) punchRounds(p peer.ID, gone <-chan struct{}) {
+	defer func() {
+		n.punch.mu.Lock()
+		if n.punch.again[p] == gone {
+			delete(n.punch.again, p)
+		}
+		n.punch.mu.Unlock()
+	}()
+	for _, d := range punchAgain {
+		if !n.pause(d, gone) {
+			return
+		}
+		for {
+			if c := n.bestConn(p); c == nil || !isCircuit(c.RemoteMultiaddr()) {
+				return // gone, or direct
+			}
+			closed, err := n.directConnect(p)
+			if closed {
+				return
+			}
+			if !errors.Is(err, holepunch.ErrHolePunchActive) {
+				break
+			}
+			// The round before this one has yet to end.
+			if !n.pause(punchPoll, gone) {
+				return
+			}
+		}
+	}
+}
+
+// directConnect runs a round of hole punching with p, and reports whether
+// the node closed first. go-libp2p's DirectConnect waits, before
+// anything, for its service to be ready, which it never is if the node
+// closes before it announced any address: so the round runs on a
+// goroutine of its own that the node does not wait for. Once the node has
+// closed, a round that started ends at once (go-libp2p's ErrClosed).
+func (n *Node) directConnect(p peer.ID) (closed bool, err error) {
+	done := make(chan error, 1)
+	go func() { done <- n.punch.svc.DirectConnect(p) }()
+	select {
+	case err := <-done:
+		return false, err
+	case <-n.ctx.Done():
+		return true, nil
+	}
+}
+
+// pause waits for d, and reports false if the node closes or gone is
+// closed before.
+func (n *Node) pause(d time.Duration, gone <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-gone:
+	case <-n.ctx.Done():
+	}
+	return false
+}
+
+// peerGone ends the rounds of hole punching to come with p, whose last
+// connection has ended.
+func (n *Node) peerGone(p peer.ID) {
+	if n.punch == nil {
+		return
+	}
+	n.punch.mu.Lock()
+	defer n.punch.mu.Unlock()
+	if gone, ok := n.punch.again[p]; ok {
+		close(gone)
+		delete(n.punch.again, p)
+	}
 }
 
 // identified records the address a relay observed for the node, if the

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -341,8 +342,9 @@ type natPeer struct {
 	in    io.WriteCloser
 	lines chan string // lines other than events; closed at the end
 
-	mu  sync.Mutex
-	log strings.Builder // its events
+	mu      sync.Mutex
+	log     strings.Builder // its events
+	changed chan struct{}   // closed when an event is logged, then replaced
 }
 
 func startNATPeer(t *testing.T, h *natlab.Host, spec natPeerSpec) *natPeer {
@@ -362,7 +364,7 @@ func startNATPeer(t *testing.T, h *natlab.Host, spec natPeerSpec) *natPeer {
 	cmd := h.Command(ctx, os.Args[0], "-test.run=^TestNATPeerProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), natPeerEnv+"="+base64.StdEncoding.EncodeToString(raw))
 	cmd.Stderr = os.Stderr
-	p := &natPeer{name: h.Name(), key: id.PublicKey()}
+	p := &natPeer{name: h.Name(), key: id.PublicKey(), changed: make(chan struct{})}
 	p.in, err = cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -394,6 +396,8 @@ func (p *natPeer) scan(r io.Reader) {
 		if rest, ok := strings.CutPrefix(line, "event "); ok {
 			p.mu.Lock()
 			fmt.Fprintf(&p.log, "%s %s\n", p.name, rest)
+			close(p.changed)
+			p.changed = make(chan struct{})
 			p.mu.Unlock()
 			continue
 		}
@@ -408,6 +412,33 @@ func (p *natPeer) events() string {
 	s := p.log.String()
 	p.log.Reset()
 	return s
+}
+
+// await waits until the peer's events since they were last read hold n
+// lines that contain substr, and fails the test if they do not within
+// testTimeout.
+func (p *natPeer) await(t *testing.T, substr string, n int) {
+	t.Helper()
+	deadline := time.NewTimer(testTimeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		count, changed := 0, p.changed
+		for line := range strings.Lines(p.log.String()) {
+			if strings.Contains(line, substr) {
+				count++
+			}
+		}
+		p.mu.Unlock()
+		if count >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("%s logged %d events with %q in %v, want %d:\n%s", p.name, count, substr, testTimeout, n, p.events())
+		}
+	}
 }
 
 // waitOrKill waits for cmd to end once its input is closed, and kills it
@@ -479,9 +510,10 @@ func TestNATPairs(t *testing.T) {
 				t.Run(to.String(), func(t *testing.T) {
 					d, l := dialers[from], listeners[to]
 					d.events()
-					// Three hole punching attempts of at most punchTimeout each,
-					// and some slack.
-					res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 4 * punchTimeout})
+					// Two rounds of three hole punching attempts of at most
+					// punchTimeout each, a second apart (punchAgain), and some
+					// slack: on a loaded host a round can miss.
+					res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 8 * punchTimeout})
 					defer func() {
 						if t.Failed() {
 							t.Logf("the dialer's events:\n%s", d.events())
@@ -501,6 +533,51 @@ func TestNATPairs(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestNATPunchAgain checks that a pair whose first round of hole punching
+// failed goes direct in a later round (punchAgain): the path between the
+// two NATs is cut while go-libp2p's round runs its three attempts, then
+// restored; the relay's path stays up throughout. go-libp2p alone makes no
+// further round, and the pair would stay relayed.
+func TestNATPunchAgain(t *testing.T) {
+	lab := natlab.New(t)
+	relay := startNATPeer(t, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
+	lh, dh := lab.AddHost("l", natlab.PortRestricted), lab.AddHost("d", natlab.PortRestricted)
+	l := startNATPeer(t, lh, natPeerSpec{Relays: relay.addrs, Serve: true})
+	d := startNATPeer(t, dh, natPeerSpec{Relays: relay.addrs})
+	// Cut at both hosts, so that neither side's packets reach the other's
+	// router: a router that saw a flow's SYNs go unanswered keeps that
+	// flow in conntrack for two minutes, and may refuse a later simultaneous
+	// open on the same addresses and ports as out of window, which only
+	// the rounds a minute and more later would outlast.
+	restoreL, err := lh.Cut(dh.PublicAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	restoreD, err := dh.Cut(lh.PublicAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.events()
+	res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: -1})
+	if res.Err != "" || !res.Relayed {
+		t.Fatalf("dial across the cut: %+v, want a relayed connection", res)
+	}
+	// The dialer answers each of the round's attempts, and logs its end.
+	d.await(t, "hole punching with "+l.key.Fingerprint()+" failed", 3)
+	if err := errors.Join(restoreL(), restoreD()); err != nil {
+		t.Fatal(err)
+	}
+	// The next round starts a second after the failed one; on a loaded
+	// host it can miss too, and the one after it comes 10 s later.
+	res = d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 8 * punchTimeout})
+	if res.Err != "" {
+		t.Fatalf("dial: %s", res.Err)
+	}
+	if res.Direct < 0 || !res.DirectStream {
+		t.Errorf("after the path came back: %+v, want a direct connection and stream\n%s%s", res, d.events(), l.events())
 	}
 }
 

@@ -320,9 +320,13 @@ func (n *Node) disconnected(c *trackedConn, why error) {
 
 // connOpened wakes the dials waiting for a direct connection to the
 // peer, and reports a direct connection to a peer already connected
-// through a relay.
+// through a relay. A connection received through a relay gets the rounds
+// of hole punching to come (relayedInbound).
 func (n *Node) connOpened(c network.Conn) {
 	if isCircuit(c.RemoteMultiaddr()) {
+		if c.Stat().Direction == network.DirInbound {
+			n.relayedInbound(c)
+		}
 		return
 	}
 	p := c.RemotePeer()
@@ -353,6 +357,7 @@ func (n *Node) connClosed(c network.Conn) {
 	delete(n.verified, p)
 	r := n.reserver
 	n.mu.Unlock()
+	n.peerGone(p)
 	if r != nil {
 		r.relayDown(p)
 	}

@@ -302,3 +302,32 @@ func parseDrop(v []any) (Drop, error) {
 	}
 	return Drop{Proto: proto, From: netip.AddrPortFrom(ip, uint16(sport)), Port: uint16(dport)}, nil
 }
+
+// cutTable is the nftables table of [Host.Cut], in the host's own
+// namespace (the routers' rulesets live in theirs).
+const cutTable = "natlab_cut"
+
+// Cut drops every packet between the host and addr, both ways, in the
+// host's own namespace, until the function it returns is called: a path
+// that breaks and comes back, while the host's other paths (through a
+// relay, say) carry on.
+func (h *Host) Cut(addr netip.Addr) (restore func() error, err error) {
+	if !addr.Is4() {
+		return nil, fmt.Errorf("natlab: cut %s from %s: only IPv4 addresses are cut", h.name, addr)
+	}
+	rules := fmt.Sprintf(`table ip %[1]s {
+	chain in { type filter hook input priority 0; ip saddr %[2]s drop; }
+	chain out { type filter hook output priority 0; ip daddr %[2]s drop; }
+}
+`, cutTable, addr)
+	if err := h.lab.nftLoad(h.netns, rules); err != nil {
+		return nil, fmt.Errorf("natlab: cut %s from %s: %w", h.name, addr, err)
+	}
+	return func() error {
+		err := run(h.lab.ip, nil, "netns", "exec", h.netns, h.lab.nft, "delete", "table", "ip", cutTable)
+		if err != nil {
+			return fmt.Errorf("natlab: restore %s's path to %s: %w", h.name, addr, err)
+		}
+		return nil
+	}, nil
+}

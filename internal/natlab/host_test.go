@@ -5,12 +5,14 @@ package natlab_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/securepeer/securepeer/internal/natlab"
 )
@@ -135,5 +137,52 @@ func TestParseDropped(t *testing.T) {
 		if got, err := natlab.ParseDropped([]byte(bad)); err == nil {
 			t.Errorf("ParseDropped(%s) = %v, want an error", bad, got)
 		}
+	}
+}
+
+// TestCut checks that Cut drops a host's packets to and from one address,
+// both ways, and no other, until it is restored.
+func TestCut(t *testing.T) {
+	t.Parallel()
+	lab := natlab.New(t)
+	a, b, c := lab.AddPublicHost("a"), lab.AddPublicHost("b"), lab.AddPublicHost("c")
+	la, err := a.ListenTCP(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer la.Close()
+	port := uint16(la.Addr().(*net.TCPAddr).Port)
+	dial := func(from *natlab.Host, timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(t.Context(), timeout)
+		defer cancel()
+		conn, err := from.DialTCP(ctx, 0, netip.AddrPortFrom(a.Addr(), port))
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if err := dial(b, probeTimeout); err != nil {
+		t.Fatalf("before the cut: %v", err)
+	}
+	restore, err := a.Cut(b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Dropped packets show as a dial that never ends: a second is plenty
+	// on the lab's links.
+	if err := dial(b, time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("across the cut: %v, want the packets dropped until the deadline", err)
+	}
+	if err := dial(c, probeTimeout); err != nil {
+		t.Errorf("from another host during the cut: %v", err)
+	}
+	if _, err := a.Cut(netip.MustParseAddr("2001:db8::1")); err == nil {
+		t.Error("an IPv6 address was cut")
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(b, probeTimeout); err != nil {
+		t.Errorf("after the restore: %v", err)
 	}
 }
