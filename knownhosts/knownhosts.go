@@ -184,6 +184,16 @@ func Load(path string) (*DB, error) {
 // reader.
 func (db *DB) File() string { return db.file }
 
+// Entries returns the file's usable lines, revoked ones included, in file
+// order: for a program that finds a key by its fingerprint, say.
+func (db *DB) Entries() []Entry {
+	out := make([]Entry, len(db.entries))
+	for i, e := range db.entries {
+		out[i] = e.Entry
+	}
+	return out
+}
+
 // Lookup returns the entries whose host patterns match addr, revoked ones
 // included, in file order.
 func (db *DB) Lookup(addr string) ([]Entry, error) {

@@ -167,6 +167,29 @@ ssh.example ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDx a comment
 	}
 }
 
+func TestEntries(t *testing.T) {
+	k1, k2 := newKey(t), newKey(t)
+	db := parseDB(t, fmt.Sprintf(`# comment
+[10.0.0.2]:5000 %[1]s first
+ssh.example ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDx skipped: another type
+bad ssh-ed25519 AAAA skipped: malformed
+@revoked bob %[2]s
+`, k1, k2))
+	got := db.Entries()
+	want := []Entry{
+		{Line: 2, Hosts: "[10.0.0.2]:5000", Key: k1, Comment: "first"},
+		{Line: 5, Hosts: "bob", Key: k2, Revoked: true},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Entries() = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("entry %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
 func TestKeyChangedErrorMessage(t *testing.T) {
 	k1, k2 := newKey(t), newKey(t)
 	db := parseDB(t, "\n\n[10.0.0.2]:5000 "+k1.String()+"\n")

@@ -242,6 +242,13 @@ func TestDialErrors(t *testing.T) {
 			listen(t, refuse, echoProto)
 			return refuse.Key(), refuse.Addrs()
 		}, echoProto, securepeer.ErrRejected},
+		{"rejected by Verify through a relay", r.Addrs(), func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
+			refuse := startNode(t, Config{Relays: r.Addrs(), NoHolePunching: true, Verify: func(_ context.Context, k securepeer.PublicKey) error {
+				return errors.New("not on the list")
+			}})
+			listen(t, refuse, echoProto)
+			return refuse.Key(), nil
+		}, echoProto, securepeer.ErrRejected},
 		{"another key at the address", nil, func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
 			var addrs []string
 			for _, a := range other.Addrs() {

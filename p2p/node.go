@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
 	ma "github.com/multiformats/go-multiaddr"
+	mss "github.com/multiformats/go-multistream"
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/libp2psec"
@@ -236,7 +237,9 @@ func (n *Node) AddAddrs(key securepeer.PublicKey, addrs []string) error {
 }
 
 // Close stops the node: its listeners, its reservations, its
-// connections. It returns once all are stopped.
+// connections. It returns once all are stopped. What the node's streams
+// wrote before reaches the peer first (flush), so that a program may
+// write, end its stream and exit.
 func (n *Node) Close() error {
 	n.mu.Lock()
 	if n.closed {
@@ -254,6 +257,7 @@ func (n *Node) Close() error {
 	for _, l := range listeners {
 		l.Close()
 	}
+	n.flush()
 	n.cancel()
 	if n.punch != nil && n.punch.svc != nil {
 		n.punch.svc.Close()
@@ -412,4 +416,42 @@ func (n *Node) trust(p peer.ID) {
 		clear(n.verified)
 	}
 	n.verified[p] = true
+}
+
+// flushTimeout bounds how long Close waits for each peer to have read
+// what was sent to it: a round trip, on a link that may be slow.
+const flushTimeout = 2 * time.Second
+
+// flushProtocol is what flush proposes; no one serves it.
+const flushProtocol = "/securepeer/flush/0"
+
+// flush waits, for at most flushTimeout, until the peer of each
+// connection but the relays' has taken in everything sent on it. yamux
+// queues what a stream writes and its end, and closing the session drops
+// what is still queued (and a TCP close with unread data resets the
+// connection, which drops what the peer's kernel holds). So before it
+// closes, the node opens a stream on each connection and proposes a
+// protocol: the peer answers (that it does not serve it) only once it has
+// processed every frame sent before, yamux frames being read in order.
+// A yamux ping would not do: yamux sends pings ahead of queued data.
+func (n *Node) flush() {
+	ctx, cancel := context.WithTimeout(network.WithAllowLimitedConn(context.Background(), "flush"), flushTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	var wg sync.WaitGroup
+	for _, c := range n.host.Network().Conns() {
+		if c.IsClosed() || n.isRelay(c.RemotePeer()) {
+			continue
+		}
+		wg.Go(func() {
+			s, err := c.NewStream(ctx)
+			if err != nil {
+				return
+			}
+			defer s.Reset()
+			s.SetDeadline(deadline)
+			mss.SelectProtoOrFail(protocol.ID(flushProtocol), s)
+		})
+	}
+	wg.Wait()
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -224,5 +225,69 @@ func TestVerifyDialTarget(t *testing.T) {
 	}
 	if err := back(); err != nil {
 		t.Fatalf("d refused l after dialing it: %v", err)
+	}
+}
+
+// TestCloseDelivers: what a stream wrote before its node closed reaches
+// the peer, whole and followed by its end, directly and through a relay:
+// Close does not drop what yamux still holds, as a program that writes,
+// ends its stream and exits at once expects.
+func TestCloseDelivers(t *testing.T) {
+	const size = 8 << 20
+	r := startRelay(t, RelayConfig{})
+	for _, tc := range []struct {
+		name    string
+		relayed bool
+	}{{"direct", false}, {"relayed", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{NoHolePunching: true, DirectWait: -1}
+			if tc.relayed {
+				cfg.Relays = r.Addrs()
+			}
+			receiver := startNode(t, cfg)
+			ln := listen(t, receiver, echoProto)
+			sender, err := Start(context.Background(), Config{Identity: newIdentity(t), ListenAddrs: loopback, Relays: cfg.Relays, NoHolePunching: true, DirectWait: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sender.Close()
+			if !tc.relayed {
+				if err := sender.AddAddrs(receiver.Key(), receiver.Addrs()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			s, err := sender.Dial(ctx, receiver.Key(), echoProto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Path().Relayed != tc.relayed {
+				t.Fatalf("path %v, want relayed %v", s.Path(), tc.relayed)
+			}
+			got := make(chan int64, 1)
+			go func() {
+				in, err := ln.AcceptStream()
+				if err != nil {
+					got <- -1
+					return
+				}
+				n, err := io.Copy(io.Discard, in)
+				if err != nil {
+					t.Errorf("the receiver read %d bytes, then %v", n, err)
+				}
+				got <- n
+			}()
+			if _, err := s.Write(make([]byte, size)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			sender.Close()
+			if n := <-got; n != size {
+				t.Errorf("the receiver got %d bytes, want %d", n, size)
+			}
+		})
 	}
 }

@@ -2,6 +2,8 @@ package p2p
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -47,6 +49,9 @@ func (t *secTransport) secure(ctx context.Context, insecure net.Conn, p peer.ID,
 	if circuit, ok := insecure.(*client.Conn); ok {
 		c.circuit(circuit)
 		insecure = c.count
+		// A responder may refuse the peer's key, and the refusal must
+		// reach it (countingConn.Close).
+		c.count.linger.Store(!initiator)
 	}
 	var (
 		sc  sec.SecureConn
@@ -61,6 +66,9 @@ func (t *secTransport) secure(ctx context.Context, insecure net.Conn, p peer.ID,
 	}
 	if err != nil {
 		return nil, err
+	}
+	if c.count != nil {
+		c.count.linger.Store(false)
 	}
 	c.Conn = sc.(*libp2psec.Conn)
 	c.local = &trackedAddr{Addr: c.Conn.LocalAddr(), conn: c}
@@ -207,9 +215,12 @@ const timeSlack = time.Second
 // why says why c failed with err. For a relayed connection: the relay's
 // data limit if as many bytes crossed either way, its time limit if the
 // circuit lasted that long, the relay lost if this node's connections to
-// it are all closed, else the circuit ended. For a direct one, err.
+// it are all closed, else the circuit ended. For a direct one, err; and
+// for either, the peer's authenticated refusal of this node's key
+// (securepeer.ErrRejected), which is why the connection ended whatever
+// carried it.
 func (c *trackedConn) why(err error) error {
-	if c.count == nil {
+	if c.count == nil || errors.Is(err, securepeer.ErrRejected) {
 		return err
 	}
 	e := &CircuitError{
@@ -261,10 +272,37 @@ func trackedOf(c network.Conn) *trackedConn {
 	return nil
 }
 
-// A countingConn counts the bytes read and written on a connection.
+// A countingConn counts the bytes read and written on a connection: a
+// circuit.
 type countingConn struct {
 	net.Conn
 	read, written atomic.Uint64
+	// linger, while the handshake of a responder runs, makes Close wait
+	// for the peer to close first.
+	linger atomic.Bool
+}
+
+// circuitLinger bounds how long a responder whose handshake failed waits
+// for the peer to close the circuit, and lingerMax what it reads
+// meanwhile.
+const (
+	circuitLinger = 2 * time.Second
+	lingerMax     = 64 << 10
+)
+
+// Close closes the circuit. go-libp2p closes a circuit by resetting its
+// stream, and a reset drops the data still on its way through the relay:
+// the refusal that a responder's handshake sends last (securepeer's
+// authenticated rejection) would not reach the peer, which would see only
+// that the circuit ended. So a responder whose handshake failed waits
+// until the peer, having read it, closes the circuit, for at most
+// circuitLinger.
+func (c *countingConn) Close() error {
+	if c.linger.Load() {
+		c.Conn.SetReadDeadline(time.Now().Add(circuitLinger))
+		io.Copy(io.Discard, io.LimitReader(c.Conn, lingerMax))
+	}
+	return c.Conn.Close()
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {

@@ -14,10 +14,22 @@ import (
 	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
-const connectUsage = `Usage: securepeer connect [flags] ADDR
+const connectUsage = `Usage: securepeer connect [flags] PEER
 
-Connects to the securepeer listener at ADDR (HOST:PORT) and joins the stream
-to stdin and stdout, like nc: stdin's end is sent as the end of the stream,
+Connects to the securepeer listener PEER and joins the stream to stdin and
+stdout, like nc. PEER is an address, HOST:PORT, or the peer's key: its .pub
+file, its key line ('ssh-ed25519 AAAA...'), its fingerprint (SHA256:...,
+of a key that known_hosts lists) or a name that known_hosts lists with its
+key (a line "bob ssh-ed25519 AAAA..."). A peer named by key is reached
+wherever it is, behind any NAT, through the relays of -relay or of
+$SECUREPEER_HOME/relays (one address a line, as securepeer relay prints
+them), where it holds a reservation (listen -p2p), and directly once
+hole punching gets through; connect says how: "connected to SHA256:...
+through relay ... (relayed)" or "... directly", and "the connection to
+... is now direct" when that happens later. The key is checked end to
+end, so a relay sees only ciphertext and cannot stand in for the peer.
+
+With either, stdin's end is sent as the end of the stream, stdin's end is sent as the end of the stream,
 so the peer can still answer, and connect exits 0 once both streams have
 ended. On a terminal whose output goes to a file or a pipe, the peer's end
 is enough, as nobody is going to type Ctrl-D to a transfer that is over;
@@ -62,9 +74,13 @@ given. A key that differs from the recorded one is always refused (exit 3):
 remove the line named in the message if the change was intended.
 
 Flags:
+    -relay ADDR        a peer named by key: a relay to reach it through, as
+                       securepeer relay prints it (/ip4/.../tcp/4001/p2p/...);
+                       repeatable; without it, those of $SECUREPEER_HOME/relays
     -expect KEY        accept only this peer key: a fingerprint (SHA256:...), a
                        key (ssh-ed25519 AAAA...), or a .pub file; known_hosts is
-                       then neither read nor written
+                       then neither read nor written (a peer named by key is
+                       pinned already)
     -accept-new        trust and record an unknown peer's key without asking
                        (a changed key is still refused)
     -known-hosts FILE  use FILE instead of the default known_hosts
@@ -87,7 +103,8 @@ Flags:
                        without a terminal on stdin, it says so and goes on
                        without one, as ssh does
     -i FILE            identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub
-                       for a key held by ssh-agent
+                       for a key held by ssh-agent (not for a peer named by
+                       key: go-libp2p needs the key itself)
     -progress          show bytes, rate and elapsed time on stderr (terminal only),
                        with a percentage and the time left when stdin is a file,
                        and end with a summary line: bytes, time, rate
@@ -115,6 +132,10 @@ so to receive more than that, keep stdin open until it is in.
 Examples:
     # send a file; the listener writes it to its stdout
     securepeer connect example.org:5000 < backup.tar
+    # the same to a laptop behind a NAT, named by its key: a listen -p2p
+    securepeer connect -relay /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW... alice.pub < backup.tar
+    # ssh to it, with no open port on its side
+    ssh -o ProxyCommand='securepeer connect alice.pub' user@alice
     # talk to the upper-casing echo of securepeer help listen
     echo 'beep boop' | securepeer connect -expect SHA256:... 127.0.0.1:5000
     # a shell on a listen -allow admins.pub -exec bash peer
@@ -146,6 +167,7 @@ type connectOptions struct {
 	tunnel     tunnelFlags
 	wait       time.Duration // -w: 0 for the defaults
 	tty        bool
+	relays     relayList // -relay: the relays to reach a peer named by key through
 }
 
 // parseConnect parses connect's command line into options, and validates
@@ -163,6 +185,7 @@ func parseConnect(args []string) (*connectOptions, error) {
 	fs.BoolVar(&o.tunnel.noReconnect, "no-reconnect", false, "")
 	fs.DurationVar(&o.wait, "w", 0, "")
 	fs.BoolVar(&o.tty, "t", false, "")
+	fs.Var(&o.relays, "relay", "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -186,7 +209,7 @@ func (o *connectOptions) validate() error {
 	case len(rest) > 1:
 		return usageErrorf("connect: unexpected arguments %q after the address; data to send goes to stdin, as in echo hi | securepeer connect HOST:PORT", rest[1:])
 	}
-	if err := checkAddr("peer address", o.addr, true); err != nil {
+	if err := o.checkPeer(); err != nil {
 		return err
 	}
 	if err := checkForwards("connect", o.tunnel.from, o.tunnel.to); err != nil {
@@ -262,10 +285,17 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	target, err := o.resolve(e)
+	if err != nil {
+		return err
+	}
 	if o.tty && !e.stdinIsTerminal() {
 		e.notef("-t: stdin is not a terminal, so the command gets none (as ssh says, a pseudo-terminal will not be allocated)")
 	}
 	log := o.common.logger(e)
+	if target.byKey() {
+		return connectByKey(ctx, e, o, target, log)
+	}
 	// The key check is set up before the identity is loaded (and, the
 	// first time, created), and needs it only during a handshake.
 	var h handshaker
@@ -276,7 +306,8 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if h, err = newHandshaker(e, &o.common, &o.legacy, o.handshake()); err != nil {
 		return err
 	}
-	return connectWith(ctx, e, &o.common, h, o.addr, &o.tunnel, o.tty && e.stdinIsTerminal(), verify, log)
+	d := &tcpDialer{h: h, addr: o.addr, verify: verify, log: log, stdio: !o.tunnel.tunnel(), notef: e.notef}
+	return connectWith(ctx, e, &o.common, d, &o.tunnel, o.tty && e.stdinIsTerminal(), log)
 }
 
 // tunnelFlags are connect's tunnel flags.
@@ -287,14 +318,14 @@ type tunnelFlags struct {
 
 func (t *tunnelFlags) tunnel() bool { return len(t.from) > 0 || len(t.to) > 0 }
 
-// connectWith connects to the peer at addr with h, and joins it to stdin and
+// connectWith connects to the peer with d, and joins it to stdin and
 // stdout, or with -from or -to, makes a tunnel with it. tty asks a listen
 // -exec peer for a terminal (-t, with a terminal on stdin).
-func connectWith(ctx context.Context, e *env, cf *commonFlags, h handshaker, addr string, tf *tunnelFlags, tty bool, verify verifyFunc, log *slog.Logger) error {
+func connectWith(ctx context.Context, e *env, cf *commonFlags, d peerDialer, tf *tunnelFlags, tty bool, log *slog.Logger) error {
 	if tf.tunnel() {
-		return connectTunnel(ctx, e, h, addr, tf.from, tf.to, tf.noReconnect, verify, log)
+		return connectTunnel(ctx, e, d, tf.from, tf.to, tf.noReconnect, log)
 	}
-	s, err := dialOrPlain(ctx, h, addr, verify, log, e.notef)
+	s, err := d.dial(ctx)
 	if err != nil {
 		return err
 	}

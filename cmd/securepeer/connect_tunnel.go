@@ -49,12 +49,13 @@ func jitter(d time.Duration) time.Duration {
 type tunnelClient struct {
 	ctx       context.Context
 	fail      context.CancelCauseFunc // ends the tunnel with its cause
-	h         handshaker
-	addr      string
-	verify    verifyFunc
+	d         peerDialer
 	end       *tunnelEnd
 	notef     func(string, ...any) // what the tunnel itself does (end.notef is the peer's streams')
 	reconnect bool
+	// direct says that the connection to the peer has gone direct (a
+	// p2p peer): follow moves the tunnel to it. nil: never.
+	direct <-chan struct{}
 
 	mu      sync.Mutex
 	cur     *tunnel.Session // nil while reconnecting
@@ -84,7 +85,7 @@ func (tc *tunnelClient) session(ctx context.Context) (*tunnel.Session, error) {
 		select {
 		case <-changed:
 		case <-timer.C:
-			return nil, pkgerr.Plainf("no tunnel connection to %s for %v (reconnecting)", tc.addr, tunnelWait)
+			return nil, pkgerr.Plainf("no tunnel connection to %s for %v (reconnecting)", tc.d, tunnelWait)
 		case <-ctx.Done():
 			return nil, interruption(ctx)
 		}
@@ -96,13 +97,20 @@ func (tc *tunnelClient) run(l *tunnelLink) {
 	for l != nil {
 		m := l.m
 		tc.set(m)
+		if next := tc.follow(l); next != nil {
+			prev := l
+			l = next
+			tc.set(l.m) // before prev stops, so that no local connection is sent to it
+			go prev.retire()
+			continue
+		}
 		cut := <-l.served
 		<-m.Done()
 		tc.set(nil)
 		if tc.ctx.Err() != nil {
 			return
 		}
-		why := pkgerr.Plainf("the tunnel connection to %s ended: %v", tc.addr, m.Err()).Error()
+		why := pkgerr.Plainf("the tunnel connection to %s ended: %v", tc.d, m.Err()).Error()
 		if cut > 0 {
 			why += fmt.Sprintf(", with %s from the peer in progress, which were cut", streamCount(cut))
 		}
@@ -112,6 +120,41 @@ func (tc *tunnelClient) run(l *tunnelLink) {
 		}
 		tc.notef("%s; the local connections in progress were reset; reconnecting", why)
 		l = tc.redial()
+	}
+}
+
+// follow waits until the tunnel connection l ends, and returns nil; or,
+// for a tunnel through a relay, until the connection to the peer has gone
+// direct and a new tunnel connection runs over it, and returns that one.
+// A stream does not move between connections, so the tunnel moves
+// instead: its new local connections go direct, and those in progress
+// finish on the relay (retire).
+func (tc *tunnelClient) follow(l *tunnelLink) *tunnelLink {
+	for {
+		select {
+		case <-l.m.Done():
+			return nil
+		case <-tc.direct:
+		}
+		if !l.s.relayed {
+			continue
+		}
+		next, err := meetPeer(tc.ctx, tc.d, tc.end)
+		switch {
+		case err != nil || next == nil:
+			if tc.ctx.Err() == nil && err != nil {
+				tc.notef("the tunnel stays on the relay: a tunnel connection over the direct connection to %s failed (%s)", tc.d, strings.TrimSuffix(describe(err), "."))
+			}
+			if next != nil {
+				next.end(errors.New("not needed"))
+			}
+		case next.s.relayed:
+			// The direct connection went away meanwhile.
+			next.retire()
+		default:
+			tc.notef("the tunnel to %s now runs over the direct connection; the local connections in progress finish on the relay", tc.d)
+			return next
+		}
 	}
 }
 
@@ -126,7 +169,7 @@ func (tc *tunnelClient) redial() *tunnelLink {
 		case <-tc.ctx.Done():
 			return nil
 		}
-		l, err := meetPeer(tc.ctx, tc.h, tc.addr, tc.verify, tc.end)
+		l, err := meetPeer(tc.ctx, tc.d, tc.end)
 		switch {
 		case tc.ctx.Err() != nil:
 			if l != nil {
@@ -134,21 +177,21 @@ func (tc *tunnelClient) redial() *tunnelLink {
 			}
 			return nil
 		case err == nil && l == nil:
-			tc.fail(pkgerr.Plainf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.addr, tunnel.Protocol))
+			tc.fail(pkgerr.Plainf("the peer at %s no longer multiplexes tunnels (%s); restart connect to tunnel over a connection per local connection", tc.d, tunnel.Protocol))
 			return nil
 		case err == nil:
-			tc.notef("reconnected to %s", tc.addr)
+			tc.notef("reconnected to %s", tc.d)
 			return l
 		case errorCode(err) == exitRejected:
 			tc.fail(err)
 			return nil
 		}
 		delay = min(2*delay, reconnectMax)
-		tc.notef("reconnecting to %s failed (%s); trying again in about %v", tc.addr, strings.TrimSuffix(describe(err), "."), delay.Round(time.Second))
+		tc.notef("reconnecting to %s failed (%s); trying again in about %v", tc.d, strings.TrimSuffix(describe(err), "."), delay.Round(time.Second))
 	}
 }
 
-// connectTunnel meets the peer at addr once and checks its key, and only
+// connectTunnel meets the peer d reaches once and checks its key, and only
 // then listens on the -from addresses, as ssh -L authenticates before it
 // binds: a peer that cannot be reached, refuses this side or has the
 // wrong key ends the tunnel before it starts, with the usual exit codes.
@@ -167,22 +210,22 @@ func (tc *tunnelClient) redial() *tunnelLink {
 // be upgraded at a time. A notice says once that the peer does not
 // multiplex, since the slowness would otherwise be a mystery. -to needs a
 // multiplexing peer, which alone can open streams towards this side.
-func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from, to []forwardSpec, noReconnect bool, verify verifyFunc, log *slog.Logger) error {
+func connectTunnel(ctx context.Context, e *env, d peerDialer, from, to []forwardSpec, noReconnect bool, log *slog.Logger) error {
 	tctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	end := newTunnelEnd(to, log, ratelog.New(e.notef))
-	first, err := meetPeer(tctx, h, addr, verify, end)
+	first, err := meetPeer(tctx, d, end)
 	if err != nil {
 		return err
 	}
 	if first == nil && len(to) > 0 {
-		return pkgerr.Plainf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", addr, tunnel.Protocol)
+		return pkgerr.Plainf("the peer at %s does not multiplex tunnels (%s), and -to on connect needs it: only a multiplexing listen can open streams to this side; run a securepeer listen of this version there", d, tunnel.Protocol)
 	}
 	if first == nil {
 		if f, ok := namedForward(from); ok {
 			// A plain connection cannot say which forward it is for, so
 			// it would reach the peer's unnamed -to, whatever that is.
-			return pkgerr.Plainf("the peer at %s does not multiplex tunnels (%s was not negotiated), so it cannot be told which forward a connection is for: -from %s would reach whatever its unnamed -to is; run a securepeer listen of this version there, or use an unnamed -from", addr, tunnel.Protocol, f)
+			return pkgerr.Plainf("the peer at %s does not multiplex tunnels (%s was not negotiated), so it cannot be told which forward a connection is for: -from %s would reach whatever its unnamed -to is; run a securepeer listen of this version there, or use an unnamed -from", d, tunnel.Protocol, f)
 		}
 	}
 	listeners, err := listenAll(from)
@@ -197,20 +240,23 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 		return err
 	}
 	if first == nil {
-		if offersTunnel(h) {
-			e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own, to its unnamed -to", addr, tunnel.Protocol)
+		if d.offersTunnel() {
+			e.notef("the peer at %s does not multiplex tunnels (a securepeer listen -to older than %s, or a listen -exec), so each local connection gets a connection and a handshake of its own, to its unnamed -to", d, tunnel.Protocol)
 		} else {
-			e.notef("-legacy does not multiplex tunnels, so each local connection gets a connection and a handshake of its own with the peer at %s", addr)
+			e.notef("-legacy does not multiplex tunnels, so each local connection gets a connection and a handshake of its own with the peer at %s", d)
 		}
-		return perConnection(ctx, e, h, addr, from, listeners, verify, log)
+		return perConnection(ctx, e, d.plain(), from, listeners, log)
 	}
 
 	tc := &tunnelClient{
-		ctx: tctx, fail: fail, h: h, addr: addr, verify: verify,
+		ctx: tctx, fail: fail, d: d,
 		end:       end,
 		notef:     e.notef,
 		reconnect: !noReconnect,
 		changed:   make(chan struct{}),
+	}
+	if dn, ok := d.(interface{ directs() <-chan struct{} }); ok {
+		tc.direct = dn.directs()
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { tc.run(first) })
@@ -226,19 +272,13 @@ func connectTunnel(ctx context.Context, e *env, h handshaker, addr string, from,
 }
 
 // perConnection carries each local connection of the listeners over a
-// secure connection of its own to the peer at addr: the tunnel for a peer
-// that does not multiplex. A failure ends only the local connection
+// secure connection of its own to the peer, made by d: the tunnel for a
+// peer that does not multiplex. (Through the p2p engine, a stream of its
+// own on the connection to the peer.) A failure ends only the local connection
 // concerned, with a notice, except a peer key that verify refuses or a
 // peer that refuses this side: that ends the tunnel (exit 3). A signal
 // cuts the connections in progress, aborting their streams.
-func perConnection(ctx context.Context, e *env, h handshaker, addr string, from []forwardSpec, listeners []net.Listener, verify verifyFunc, log *slog.Logger) error {
-	if nh, ok := h.(*nativeHandshaker); ok {
-		// Offer nothing: these connections are plain streams, whatever
-		// the peer might offer by now.
-		plain := *nh
-		plain.protos = nil
-		h = &plain
-	}
+func perConnection(ctx context.Context, e *env, d peerDialer, from []forwardSpec, listeners []net.Listener, log *slog.Logger) error {
 	tctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	var wg sync.WaitGroup
@@ -255,7 +295,7 @@ func perConnection(ctx context.Context, e *env, h handshaker, addr string, from 
 				}
 				conns.Go(func() {
 					log.Info("local connection", "from", connLabel(c))
-					s, err := dial(tctx, h, addr, verify, log)
+					s, err := d.dial(tctx)
 					if err != nil {
 						netutil.ResetClose(c)
 						switch {
@@ -291,13 +331,14 @@ func namedForward(fs []forwardSpec) (forwardSpec, bool) {
 	return forwardSpec{}, false
 }
 
-// offersTunnel reports whether h offers tunnel.Protocol.
+// offersTunnel reports whether h offers tunnel.Protocol: a native
+// handshaker that offers it (not -legacy, nor a plain one).
 func offersTunnel(h handshaker) bool {
 	nh, ok := h.(*nativeHandshaker)
 	return ok && slices.Contains(nh.protos, tunnel.Protocol)
 }
 
-// meetPeer connects to the peer at addr and checks its key: the tunnel's
+// meetPeer connects to the peer with d and checks its key: the tunnel's
 // check before it binds. If the peer speaks tunnel.Protocol, it returns the
 // connection as a tunnel session, its peer's streams served by end from
 // the start, after a keepalive ping has come back, so that a peer that
@@ -313,9 +354,9 @@ func offersTunnel(h handshaker) bool {
 // Closing costs one handshake, and on a listen -to or -exec peer one empty
 // session. (A tunnel session has keepalives, and listen -to dials its
 // service only for a stream.)
-func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc, end *tunnelEnd) (*tunnelLink, error) {
+func meetPeer(ctx context.Context, d peerDialer, end *tunnelEnd) (*tunnelLink, error) {
 	log := end.log
-	s, err := dial(ctx, h, addr, verify, log)
+	s, err := d.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -323,9 +364,9 @@ func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc,
 		m := newTunnelSession(s, true, log)
 		served := make(chan int, 1)
 		go func() { served <- end.server.Serve(ctx, ctx, m) }()
-		l := &tunnelLink{m: m, served: served}
+		l := &tunnelLink{m: m, served: served, s: s}
 		if err := m.Ping(); err != nil {
-			why := pkgerr.Plainf("the peer at %s did not answer: %v", addr, err)
+			why := pkgerr.Plainf("the peer at %s did not answer: %v", d, err)
 			if m.Closed() {
 				why = m.Err() // a refusal of this side's key, or of the connection
 			}
@@ -335,7 +376,7 @@ func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc,
 			}
 			return nil, why
 		}
-		log.Info("peer met; the tunnel opens", "addr", addr, "mode", tunnel.Protocol)
+		log.Info("peer met; the tunnel opens", "addr", d.String(), "mode", tunnel.Protocol)
 		return l, nil
 	}
 	defer s.conn.Close()
@@ -355,7 +396,7 @@ func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc,
 	if ctx.Err() != nil {
 		return nil, interruption(ctx)
 	}
-	log.Info("peer met; the tunnel opens", "addr", addr, "first_read", fmt.Sprint(err))
+	log.Info("peer met; the tunnel opens", "addr", d.String(), "first_read", fmt.Sprint(err))
 	return nil, nil
 }
 
@@ -365,6 +406,15 @@ func meetPeer(ctx context.Context, h handshaker, addr string, verify verifyFunc,
 type tunnelLink struct {
 	m      *tunnel.Session
 	served <-chan int
+	s      *stream // the secure stream under m
+}
+
+// retire stops the connection, which a newer one replaces: the peer opens
+// no new streams on it, and it closes cleanly once the streams in
+// progress have ended.
+func (l *tunnelLink) retire() {
+	l.m.Stop()
+	<-l.served
 }
 
 // end cuts the connection, for why, and waits until its streams have.

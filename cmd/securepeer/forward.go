@@ -138,6 +138,17 @@ func forwardLocal(ctx context.Context, c net.Conn, spec forwardSpec, session fun
 		return
 	}
 	err = m.Forward(ctx, c, spec.name)
+	if errors.Is(err, tunnel.ErrStopping) {
+		// A newer session took this one's place (connect moved its
+		// tunnel to a direct connection) as the stream began: Forward
+		// opened nothing, and c is untouched; once more, then no more.
+		if m2, err2 := session(ctx); err2 == nil && m2 != m {
+			m, err = m2, m2.Forward(ctx, c, spec.name)
+		}
+		if errors.Is(err, tunnel.ErrStopping) {
+			netutil.ResetClose(c)
+		}
+	}
 	var open *tunnel.OpenError
 	var refused *tunnel.RefusedError
 	switch {

@@ -16,9 +16,17 @@ import (
 )
 
 const listenUsage = `Usage: securepeer listen [flags] ADDR
+       securepeer listen -p2p [flags] [ADDR]
 
 Accepts securepeer connections on ADDR (HOST:PORT, or :PORT for every
-interface). By default it waits for one peer and joins the stream to stdin
+interface). With -p2p (or -relay), it needs no port that peers can reach:
+it holds a reservation on each relay of -relay or of
+$SECUREPEER_HOME/relays, and peers reach it by its key, through a relay
+and then directly where their NATs let hole punching through (ADDR, if
+given, is where it listens for that; by default every interface, on a
+port the system picks). It says through which relays it is reachable and
+what a peer runs to reach it, and how each peer connected; it ends if no
+relay gives it a reservation, and reserves again when it loses one. By default it waits for one peer and joins the stream to stdin
 and stdout, like nc -l: stdin's end is sent as the end of the stream, and
 listen exits when both streams have ended (on a terminal: as connect does,
 see securepeer help connect). With -exec, -to or -from it
@@ -44,6 +52,10 @@ here is refused with the names there are. Each peer's tunnel is one
 connection, whatever it carries.
 
 Flags:
+    -p2p            be reached by key through relays, behind NATs (above)
+    -relay ADDR     a relay to hold a reservation on, as securepeer relay prints
+                    it (/ip4/.../tcp/4001/p2p/...); repeatable; implies -p2p;
+                    without it, those of $SECUREPEER_HOME/relays
     -allow FILE     accept only the keys in FILE
     -exec CMD       run "sh -c CMD" for each allowed peer, with the stream as its
                     stdin and stdout, and its stderr as the peer's stderr (or on
@@ -102,6 +114,8 @@ of stream.
 Examples:
     # receive a file from one known peer
     securepeer listen -allow friend.pub :5000 > backup.tar
+    # the same behind a NAT: the friend runs securepeer connect YOUR.pub
+    securepeer listen -p2p -allow friend.pub > backup.tar
     # an upper-casing echo service for the keys in friends.pub
     securepeer listen -allow friends.pub -exec 'tr a-z A-Z' 127.0.0.1:5000
     # a remote shell for the keys in admins.pub (connect -t for a terminal)
@@ -141,7 +155,9 @@ type listenOptions struct {
 	keepOpen   bool
 	from, to   forwardList
 	limits     sessionLimits
-	limitsSet  bool // -max-sessions or -max-sessions-per-key was given
+	limitsSet  bool      // -max-sessions or -max-sessions-per-key was given
+	p2p        bool      // -p2p, or -relay: listen through relays, by key
+	relays     relayList // -relay
 }
 
 // parseListen parses listen's command line into options, and validates
@@ -160,6 +176,8 @@ func parseListen(args []string) (*listenOptions, error) {
 	fs.Var(&o.to, "to", "")
 	fs.IntVar(&o.limits.total, "max-sessions", o.limits.total, "")
 	fs.IntVar(&o.limits.perKey, "max-sessions-per-key", o.limits.perKey, "")
+	fs.BoolVar(&o.p2p, "p2p", false, "")
+	fs.Var(&o.relays, "relay", "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -169,6 +187,7 @@ func parseListen(args []string) (*listenOptions, error) {
 		o.addr = rest[0]
 	}
 	o.limitsSet = isFlagSet(fs, "max-sessions") || isFlagSet(fs, "max-sessions-per-key")
+	o.p2p = o.p2p || len(o.relays) > 0
 	return o, o.validate()
 }
 
@@ -181,12 +200,12 @@ func (o *listenOptions) stdio() bool { return o.exec == "" && !o.tunnel() }
 // validate checks the options, as listen's usage says they go together.
 func (o *listenOptions) validate() error {
 	switch {
-	case len(o.args) == 0:
-		return usageErrorf("listen: missing the address to listen on, as in securepeer listen :5000")
+	case len(o.args) == 0 && !o.p2p:
+		return usageErrorf("listen: missing the address to listen on, as in securepeer listen :5000 (or -p2p, to be reached through relays by key)")
 	case len(o.args) > 1:
 		return usageErrorf("listen: unexpected arguments %q after the address; quote the -exec command as one argument, as in -exec 'tr a-z A-Z'", o.args[1:])
 	}
-	if err := checkAddr("listen address", o.addr, false); err != nil {
+	if err := o.checkP2P(); err != nil {
 		return err
 	}
 	if o.exec != "" && o.tunnel() {
@@ -265,47 +284,39 @@ func runListen(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := o.listen(e, h, verify, log)
+	r, err := o.listen(ctx, e, h, verify, log)
 	if err != nil {
 		return err
 	}
+	defer r.close()
+	peers := r.peers()
 	switch {
 	case o.keepOpen:
-		return listenKeepOpen(ctx, e, r.l, r.cfg, &o.common, r.noteAccepted)
+		return listenKeepOpen(ctx, e, peers, r.cfg, &o.common, r.noteAccepted)
 	case o.stdio():
-		return listenStdio(ctx, e, r.l, r.cfg, &o.common, r.noteAccepted)
+		return listenStdio(ctx, e, peers, r.cfg, &o.common, r.noteAccepted)
 	}
-	return r.serveSessions(ctx)
+	return r.serveSessions(ctx, peers)
 }
 
-// A listening is listen once it listens: on its address for peers, and on
-// its -from addresses for local connections.
+// A listening is listen once it listens: on its address for peers, or
+// through relays, and on its -from addresses for local connections.
 type listening struct {
 	e     *env
 	o     *listenOptions
 	log   *slog.Logger
-	l     net.Listener   // peers
+	l     net.Listener   // peers, over TCP
+	node  *p2pNode       // peers, through relays (-p2p)
+	p2pl  *p2pListener   // and their streams
 	local []net.Listener // -from, in order
 	cfg   listenConfig
 	rates *ratelog.Log // the notices a peer can cause as fast as it likes
 }
 
-// listen listens on the address and the -from addresses, and says where.
-func (o *listenOptions) listen(e *env, h handshaker, verify verifyFunc, log *slog.Logger) (*listening, error) {
-	l, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		return nil, listenError(o.addr, err)
-	}
-	local, err := listenAll(o.from)
-	if err == nil {
-		err = announceAddrs(log, "peers and local connections", append([]net.Listener{l}, local...))
-	}
-	if err != nil {
-		l.Close()
-		closeAll(local)
-		return nil, err
-	}
-	r := &listening{e: e, o: o, log: log, l: l, local: local, rates: ratelog.New(e.notef)}
+// listen listens on the address, or through relays, and on the -from
+// addresses, and says where.
+func (o *listenOptions) listen(ctx context.Context, e *env, h handshaker, verify verifyFunc, log *slog.Logger) (*listening, error) {
+	r := &listening{e: e, o: o, log: log, rates: ratelog.New(e.notef)}
 	r.cfg = listenConfig{
 		h:           h,
 		timeout:     listenHandshakeTimeout,
@@ -325,7 +336,45 @@ func (o *listenOptions) listen(e *env, h handshaker, verify verifyFunc, log *slo
 	if !o.stdio() {
 		r.cfg.limits = newSessionCounter(o.limits, r.refuse, r.rates.Kind("refused sessions"))
 	}
+	if o.p2p {
+		if err := r.listenP2P(ctx, h.(*nativeHandshaker).id); err != nil {
+			r.close()
+			return nil, err
+		}
+		return r, nil
+	}
+	l, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return nil, listenError(o.addr, err)
+	}
+	local, err := listenAll(o.from)
+	if err == nil {
+		err = announceAddrs(log, "peers and local connections", append([]net.Listener{l}, local...))
+	}
+	if err != nil {
+		l.Close()
+		closeAll(local)
+		return nil, err
+	}
+	r.l, r.local = l, local
 	return r, nil
+}
+
+// peers returns the listener of peers' streams: the TCP listener through
+// internal/admit, or the p2p node's.
+func (r *listening) peers() peerListener {
+	if r.p2pl != nil {
+		return r.p2pl
+	}
+	return admitPeers(r.l, r.cfg)
+}
+
+// close stops what listen started: the p2p node, if any. (The listeners
+// are closed by serve, and the -from ones by localForward.)
+func (r *listening) close() {
+	if r.node != nil {
+		r.node.close()
+	}
 }
 
 // refuse tells the peer of s why listen does not serve its session, in
@@ -346,9 +395,14 @@ func (r *listening) refuse(ctx context.Context, s *stream, reason string) {
 	}
 }
 
-// noteAccepted says that a peer got in without -allow.
+// noteAccepted says that a peer got in without -allow. (Through relays,
+// the node says how each new peer connected, and whether it got in
+// without -allow.)
 func (r *listening) noteAccepted(s *stream) {
 	switch {
+	case r.node != nil && s.peer.String() == s.self.String() && r.o.allow == "":
+		r.e.notef("accepted %s, your own identity (without -allow any key gets in)", s.peer.Fingerprint())
+	case r.node != nil:
 	case r.o.allow == "" && s.peer.String() == s.self.String():
 		r.e.notef("accepted %s from %s, your own identity (without -allow any key gets in)", s.peer.Fingerprint(), s.remoteAddr)
 	case r.o.allow == "":
@@ -357,7 +411,7 @@ func (r *listening) noteAccepted(s *stream) {
 }
 
 // serveSessions serves every peer, with -exec or tunnels, until a signal.
-func (r *listening) serveSessions(ctx context.Context) error {
+func (r *listening) serveSessions(ctx context.Context, pl peerListener) error {
 	// The first signal stops serving gracefully; the second cuts the
 	// sessions rather than ending the program under them.
 	r.e.cutsOnSecondSignal.Store(true)
@@ -375,7 +429,7 @@ func (r *listening) serveSessions(ctx context.Context) error {
 			localForward(stopCtx, context.WithoutCancel(stopCtx), ll, r.o.from[i], peers.carrier, r.e.notef, r.log)
 		})
 	}
-	serve(ctx, r.l, r.cfg, func(ctx context.Context, s *stream) {
+	serve(ctx, pl, r.cfg, func(ctx context.Context, s *stream) {
 		r.noteAccepted(s)
 		var err error
 		switch {
@@ -412,7 +466,7 @@ func (r *listening) serveTunnel(ctx, stopCtx context.Context, s *stream, end *tu
 
 // listenStdio waits for one peer, stops listening, and joins it to stdin
 // and stdout. A signal while it waits ends it at once.
-func listenStdio(ctx context.Context, e *env, l net.Listener, cfg listenConfig, cf *commonFlags, noteAccepted func(*stream)) error {
+func listenStdio(ctx context.Context, e *env, l peerListener, cfg listenConfig, cf *commonFlags, noteAccepted func(*stream)) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	got := make(chan *stream, 1)
@@ -457,7 +511,7 @@ const maxKeepOpenWaiting = 16
 // read only once. Whatever a peer's session does not read of stdin stays
 // for the next one; once stdin has ended, later peers get an immediate end
 // of stream. A failed session is a notice, not the end of listen.
-func listenKeepOpen(ctx context.Context, e *env, l net.Listener, cfg listenConfig, cf *commonFlags, noteAccepted func(*stream)) error {
+func listenKeepOpen(ctx context.Context, e *env, l peerListener, cfg listenConfig, cf *commonFlags, noteAccepted func(*stream)) error {
 	e.cutsOnSecondSignal.Store(true)
 	pump := &stdinPump{r: e.stdin}
 	interactive := e.stdinIsTerminal()

@@ -35,6 +35,12 @@ func TestListenOptions(t *testing.T) {
 		{"no sessions", "-to 127.0.0.1:80 -max-sessions 0 :5000", "at least 1"},
 		{"more per key than in all", "-to 127.0.0.1:80 -max-sessions 4 -max-sessions-per-key 5 :5000", "more than -max-sessions 4"},
 		{"ciphers without legacy", "-ciphers aes256 :5000", "-ciphers is for -legacy mode only"},
+		{"through relays", "-p2p -allow a.pub -exec cat", ""},
+		{"through a relay given", "-relay " + testRelay + " -to 127.0.0.1:80", ""},
+		{"through relays on a port", "-p2p :4001", ""},
+		{"through relays, a bad relay", "-relay 203.0.113.7:4001", "relay address"},
+		{"through relays, a DNS name", "-p2p example.org:4001", "takes an IP address"},
+		{"through relays, legacy", "-p2p -legacy", "in the native protocol only"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseListen(strings.Fields(tc.args))

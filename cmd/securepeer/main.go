@@ -27,7 +27,9 @@ Usage:
     securepeer keygen [-f FILE] [-force]      make an identity (key pair)
     securepeer id [-i FILE]                   print your public key and fingerprint
     securepeer listen [flags] ADDR            accept peers: stdio, -exec, -to, -from
-    securepeer connect [flags] ADDR           connect to a peer: stdio, -from, -to
+    securepeer listen -p2p [flags]            accept them by key, through relays, behind NATs
+    securepeer connect [flags] PEER           connect to a peer: stdio, -from, -to
+    securepeer relay [flags] [ADDR]           a relay through which peers named by key meet
     securepeer demo                           two peers shake hands in this process
     securepeer help [CMD]                     describe a subcommand
 
@@ -55,6 +57,11 @@ Examples:
     # a remote shell for the keys in admins.pub, on a terminal (ssh -t)
     securepeer listen -allow admins.pub -exec bash :5000
     securepeer connect -t example.org:5000
+
+    # two laptops behind NATs, each with the relay in ~/.securepeer/relays
+    # (a host with a public address runs securepeer relay): by key
+    securepeer listen -p2p -allow bob.pub > photo.jpg
+    securepeer connect alice.pub < photo.jpg
 
     # a web server both ways: the laptop reaches the server's site on its
     # 8080, and publishes its own sshd on the server's 2222 (ssh -L and -R)
@@ -85,6 +92,7 @@ func commands() []command {
 		{"id", idUsage, runID},
 		{"listen", listenUsage, runListen},
 		{"connect", connectUsage, runConnect},
+		{"relay", relayUsage, runRelay},
 		{"demo", demoUsage, runDemo},
 	}
 }

@@ -49,6 +49,13 @@ func testCommandMain() {
 		}
 		testOnlyGrace = d
 	}
+	if w := os.Getenv("SECUREPEER_TESTONLY_DIRECT_WAIT"); w != "" {
+		d, err := time.ParseDuration(w)
+		if err != nil {
+			panic(err)
+		}
+		testOnlyDirectWait = d
+	}
 	main()
 }
 

@@ -189,6 +189,10 @@ func streamError(s *stream, err error) error {
 		// checked its key, so a refusal may arrive as the first read.
 		return rejectedErrorf("the peer at %s refused this identity (%s); ask its owner to allow the key that securepeer id prints", s.remoteAddr, s.self.Fingerprint())
 	}
+	if ce := circuitError(err); ce != nil {
+		// Through a relay, whose end is why the stream failed.
+		return circuitFailure(s, ce)
+	}
 	if errors.Is(err, securepeer.ErrAborted) {
 		return pkgerr.Plainf("the peer at %s aborted the stream; data may be missing", s.remoteAddr)
 	}

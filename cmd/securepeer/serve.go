@@ -81,22 +81,30 @@ func acceptRetrying(ctx context.Context, l net.Listener, notef func(string, ...a
 	}
 }
 
-// serve accepts connections on l and runs the responder handshake on each,
-// through internal/admit, the admission the library's listener uses too:
-// accepting never stops, pending handshakes are bounded with fairness
-// between sources, the peer's first flight has its own deadline, and
-// accept errors are retried (reported with cfg.notef). For each stream
-// whose handshake succeeds it calls handle in a goroutine of its own (a
-// session), with a context that ends when the session must be cut. serve
-// is the only place that accepts peers.
+// A peerListener hands out the streams of peers whose handshake is done:
+// TCP connections through internal/admit (admitPeers), or the streams of
+// a p2p node (p2pListener).
+type peerListener interface {
+	Accept() (*stream, error)
+	Close() error
+}
+
+// serve accepts peers' streams from al: over TCP, admitPeers runs the
+// responder handshake on each connection through internal/admit, the
+// admission the library's listener uses too (accepting never stops,
+// pending handshakes are bounded with fairness between sources, the
+// peer's first flight has its own deadline, and accept errors are
+// retried, reported with cfg.notef); a p2p node admits its peers itself.
+// For each stream it calls handle in a goroutine of its own (a session),
+// with a context that ends when the session must be cut. serve is the
+// only place that serves peers.
 //
-// serve runs until ctx ends. Then it stops accepting: it closes l, which
+// serve runs until ctx ends. Then it stops accepting: it closes al, which
 // also ends the handshakes in progress, and lets the sessions finish, for
 // at most cfg.grace or until cfg.cut; then it cuts the ones left by ending
 // their context. It returns once every handle call has returned, and every
 // refusal of cfg.limits has ended.
-func serve(ctx context.Context, l net.Listener, cfg listenConfig, handle func(context.Context, *stream)) {
-	al := admitPeers(l, cfg)
+func serve(ctx context.Context, al peerListener, cfg listenConfig, handle func(context.Context, *stream)) {
 	stopAccepting := context.AfterFunc(ctx, func() { al.Close() })
 	defer stopAccepting()
 	if cfg.limits != nil {

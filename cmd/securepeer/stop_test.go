@@ -131,6 +131,12 @@ func (te *testEnv) openSessionAs(id, addr string) *session {
 	if id != "" {
 		args = append(args, "-i", id)
 	}
+	return te.openSessionArgs(args...)
+}
+
+// openSessionArgs is openSession with connect's arguments args.
+func (te *testEnv) openSessionArgs(args ...string) *session {
+	te.t.Helper()
 	cmd := te.command(args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

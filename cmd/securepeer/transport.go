@@ -69,6 +69,8 @@ type stream struct {
 	peer        peerKey
 	remoteAddr  string
 	protocol    string
+	path        string // how a p2p stream's connection runs; "" over TCP
+	relayed     bool   // a p2p stream through a relay
 	negotiated  string // the application protocol both sides chose, if any
 	cipher      string
 	postQuantum bool
@@ -120,10 +122,21 @@ func (s *stream) logHandshake(log *slog.Logger, extra ...any) {
 		"peer", s.peer.Fingerprint(),
 		"addr", s.remoteAddr,
 		"protocol", s.protocol,
-		"cipher", s.cipher,
-		"post_quantum", s.postQuantum,
-		"role", s.role(),
-		"handshake", s.took.Round(time.Microsecond),
+	}
+	if s.path != "" {
+		args = append(args, "path", s.path)
+	}
+	if s.cipher != "" {
+		args = append(args, "cipher", s.cipher)
+	}
+	args = append(args, "post_quantum", s.postQuantum, "role", s.role())
+	switch {
+	case s.path == "":
+		args = append(args, "handshake", s.took.Round(time.Microsecond))
+	case s.initiator:
+		// A p2p stream: the engine made its connection, and took is the
+		// dial, connection and stream.
+		args = append(args, "dial", s.took.Round(time.Microsecond))
 	}
 	if s.resumed {
 		args = append(args, "resumed", true)

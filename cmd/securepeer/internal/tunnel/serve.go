@@ -163,12 +163,16 @@ func (e *OpenError) Unwrap() error { return e.Err }
 
 // Forward carries the local connection c over a new stream for the
 // forward name, until both sides have ended, one fails, or ctx ends (which
-// cuts the stream). A failure resets c. The error is an *[OpenError] if no
-// stream could be opened, a *[RefusedError] if the peer refused it, or
-// [ErrStreamReset] if the peer's yamux reset it before any status.
+// cuts the stream). A failure resets c, but for a session that stops
+// ([ErrStopping]: c is left as it was, for a newer session to carry). The
+// error is an *[OpenError] if no stream could be opened, a
+// *[RefusedError] if the peer refused it, or [ErrStreamReset] if the
+// peer's yamux reset it before any status.
 func (m *Session) Forward(ctx context.Context, c net.Conn, name string) error {
 	if err := m.begin(); err != nil {
-		netutil.ResetClose(c)
+		if !errors.Is(err, ErrStopping) {
+			netutil.ResetClose(c)
+		}
 		return &OpenError{err}
 	}
 	t, err := m.openForward(name)

@@ -209,7 +209,7 @@ func (m *Session) begin() error {
 	defer m.mu.Unlock()
 	switch {
 	case m.stopping:
-		return pkgerr.Plainf("the tunnel connection with %s is stopping", m.addr)
+		return &stoppingError{m.addr}
 	case m.active >= maxTunnelStreams:
 		return pkgerr.Plainf("the tunnel connection with %s already carries %d streams, the most it may", m.addr, maxTunnelStreams)
 	}
@@ -254,6 +254,19 @@ func (m *Session) awaitSlot(full func()) error {
 // errStopping is awaitSlot's answer once the session is stopping.
 var errStopping = errors.New("the tunnel connection is stopping")
 
+// ErrStopping is what opening a stream on a session that stops returns,
+// wrapped in an *[OpenError]: the caller may open it on a newer session.
+var ErrStopping = errStopping
+
+// A stoppingError says that a session stops, and with whom.
+type stoppingError struct{ addr string }
+
+func (e *stoppingError) Error() string {
+	return fmt.Sprintf("the tunnel connection with %s is stopping", e.addr)
+}
+
+func (e *stoppingError) Is(target error) bool { return target == errStopping }
+
 // claim makes the accept loop's reserved slot the accepted stream's,
 // unless the session began stopping while the loop waited for it: then
 // it gives the slot back and returns false.
@@ -297,6 +310,12 @@ func (m *Session) end() {
 		m.closeClean()
 	}
 }
+
+// Stop tells the peer to open no more streams, and closes the session
+// cleanly once the streams in progress, both ways, have ended: for a
+// session that a newer one replaces (connect moves its tunnel to a
+// direct connection). Opening a stream on it fails with [ErrStopping].
+func (m *Session) Stop() { m.stop() }
 
 // stop tells the peer to open no more streams, and closes the session
 // cleanly once the streams in progress have ended.

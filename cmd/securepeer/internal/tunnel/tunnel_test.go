@@ -843,3 +843,60 @@ func TestTunnelPingFlood(t *testing.T) {
 	echoThrough(t, legit, "echo", []byte("past the pings"))
 	s.Close()
 }
+
+// TestTunnelStop stops a session that a newer one replaces, as connect
+// does when its tunnel moves to a direct connection: a stream in progress
+// finishes, a new one is refused with ErrStopping and leaves its local
+// connection untouched, for the newer session to carry, and the session
+// closes cleanly once its last stream has ended.
+func TestTunnelStop(t *testing.T) {
+	testenv.CheckNoLeaks(t, 10*time.Second)
+	client, _, _ := muxPair(t, map[string]string{"": startEcho(t)})
+	local, peer := testenv.TCPPair(t)
+	forwarded := make(chan error, 1)
+	go func() { forwarded <- client.Forward(context.Background(), peer, "") }()
+	roundTrip := func(msg string) {
+		t.Helper()
+		local.SetDeadline(time.Now().Add(testTimeout))
+		if _, err := io.WriteString(local, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(local, got); err != nil || string(got) != msg {
+			t.Fatalf("echo of %q: %q, %v", msg, got, err)
+		}
+	}
+	roundTrip("before")
+
+	client.Stop()
+	other, otherPeer := testenv.TCPPair(t)
+	if err := client.Forward(context.Background(), otherPeer, ""); !errors.Is(err, ErrStopping) {
+		t.Fatalf("Forward on a stopped session: %v, want ErrStopping", err)
+	}
+	// The refused local connection is left as it was.
+	otherPeer.SetDeadline(time.Now().Add(testTimeout))
+	go io.WriteString(other, "x")
+	if _, err := io.ReadFull(otherPeer, make([]byte, 1)); err != nil {
+		t.Errorf("the local connection that ErrStopping refused was touched: %v", err)
+	}
+	other.Close()
+	otherPeer.Close()
+
+	roundTrip("during") // the stream in progress goes on
+	if client.Closed() {
+		t.Fatal("the session closed with a stream in progress")
+	}
+	local.CloseWrite()
+	if _, err := io.ReadAll(local); err != nil {
+		t.Fatalf("the end of the stream in progress: %v", err)
+	}
+	if err := <-forwarded; err != nil {
+		t.Errorf("the stream in progress: %v", err)
+	}
+	select {
+	case <-client.Done():
+	case <-time.After(testTimeout):
+		t.Fatal("the stopped session did not close once its last stream ended")
+	}
+	local.Close()
+}
