@@ -3,7 +3,6 @@ package p2p
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 	"github.com/multiformats/go-varint"
 
 	"github.com/securepeer/securepeer/internal/admit"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -130,11 +130,11 @@ func (u *admitUpgrader) Upgrade(ctx context.Context, t transport.Transport, c ma
 func (u *admitUpgrader) upgrade(ctx context.Context, t transport.Transport, c *admit.Conn) (transport.CapableConn, error) {
 	mc, ok := c.NetConn().(manet.Conn)
 	if !ok {
-		return nil, errors.New("p2p: an admitted connection without multiaddrs")
+		return nil, pkgerr.New("p2p", "an admitted connection without multiaddrs")
 	}
 	scope, err := u.a.rcmgr.OpenConnection(network.DirInbound, true, mc.RemoteMultiaddr())
 	if err != nil {
-		return nil, fmt.Errorf("p2p: the resource manager refused the connection: %w", err)
+		return nil, pkgerr.Errorf("p2p", "the resource manager refused the connection: %w", err)
 	}
 	ac := &admittedConn{Conn: c, local: mc.LocalMultiaddr(), remote: mc.RemoteMultiaddr()}
 	return u.Upgrader.Upgrade(ctx, t, ac, network.DirInbound, "", scope)
@@ -202,7 +202,7 @@ func (c *admittedConn) RemoteMultiaddr() ma.Multiaddr { return c.remote }
 func (c *admittedConn) CloseWrite() error {
 	cw, ok := c.NetConn().(interface{ CloseWrite() error })
 	if !ok {
-		return errors.New("p2p: the connection cannot be half-closed")
+		return pkgerr.New("p2p", "the connection cannot be half-closed")
 	}
 	return cw.CloseWrite()
 }
@@ -211,11 +211,11 @@ func (c *admittedConn) CloseWrite() error {
 // so that securepeer's record layer reads from the socket itself.
 func (c *admittedConn) SyscallConn() (syscall.RawConn, error) {
 	if c.Buffered() > 0 {
-		return nil, errors.New("p2p: part of the first flight is still buffered")
+		return nil, pkgerr.New("p2p", "part of the first flight is still buffered")
 	}
 	sc, ok := c.NetConn().(syscall.Conn)
 	if !ok {
-		return nil, errors.New("p2p: the connection has no descriptor")
+		return nil, pkgerr.New("p2p", "the connection has no descriptor")
 	}
 	return sc.SyscallConn()
 }

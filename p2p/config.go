@@ -2,7 +2,6 @@ package p2p
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // DefaultListenAddrs are where a [Node] listens when [Config.ListenAddrs]
@@ -148,7 +148,7 @@ func (l Limits) withDefaults(def Limits) Limits {
 
 func (l Limits) check() error {
 	if l.Pending < 0 || l.Conns < 0 || l.ConnsPerIP < 0 || l.ConnRate < 0 || l.ConnBurst < 0 || l.StreamsPerPeer < 0 || l.Memory < 0 {
-		return fmt.Errorf("p2p: negative limits: %+v", l)
+		return pkgerr.Errorf("p2p", "negative limits: %+v", l)
 	}
 	return nil
 }
@@ -162,10 +162,10 @@ func parseListenAddrs(addrs []string) ([]ma.Multiaddr, error) {
 	for _, s := range addrs {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("p2p: listen address %q: %w", s, err)
+			return nil, pkgerr.Errorf("p2p", "listen address %q: %w", s, err)
 		}
 		if !isTCP(a) {
-			return nil, fmt.Errorf("p2p: listen address %q is not an IP address and TCP port: this engine speaks TCP only", s)
+			return nil, pkgerr.Errorf("p2p", "listen address %q is not an IP address and TCP port: this engine speaks TCP only", s)
 		}
 		out = append(out, a)
 	}
@@ -192,17 +192,17 @@ func parseRelays(relays []string, self peer.ID) ([]peer.AddrInfo, error) {
 	for _, s := range relays {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("p2p: relay address %q: %w", s, err)
+			return nil, pkgerr.Errorf("p2p", "relay address %q: %w", s, err)
 		}
 		transport, id := peer.SplitAddr(a)
 		if id == "" || transport == nil || !isTCP(transport) {
-			return nil, fmt.Errorf("p2p: relay address %q is not an IP address and TCP port followed by /p2p/ and the relay's peer ID", s)
+			return nil, pkgerr.Errorf("p2p", "relay address %q is not an IP address and TCP port followed by /p2p/ and the relay's peer ID", s)
 		}
 		if _, err := KeyOf(id); err != nil {
-			return nil, fmt.Errorf("p2p: relay address %q: %w", s, err)
+			return nil, pkgerr.Errorf("p2p", "relay address %q: %w", s, err)
 		}
 		if id == self {
-			return nil, fmt.Errorf("p2p: relay address %q names this node's own key", s)
+			return nil, pkgerr.Errorf("p2p", "relay address %q names this node's own key", s)
 		}
 		i := slices.IndexFunc(infos, func(ai peer.AddrInfo) bool { return ai.ID == id })
 		if i < 0 {

@@ -20,12 +20,13 @@ import (
 	mss "github.com/multiformats/go-multistream"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/libp2psec"
 )
 
 // ErrNotServed means that the peer was reached but does not listen for
 // the application protocol asked for.
-var ErrNotServed = errors.New("p2p: the peer does not serve this protocol")
+var ErrNotServed = pkgerr.New("p2p", "the peer does not serve this protocol")
 
 // Dial opens a stream of the application protocol name to the peer with
 // key. It uses a connection already open to the peer if there is one;
@@ -50,7 +51,7 @@ func (n *Node) Dial(ctx context.Context, key securepeer.PublicKey, name string) 
 		return nil, err
 	}
 	if p == n.id {
-		return nil, fmt.Errorf("p2p: dialing this node's own key: %w", securepeer.ErrOwnKey)
+		return nil, pkgerr.Errorf("p2p", "dialing this node's own key: %w", securepeer.ErrOwnKey)
 	}
 	if n.isClosed() {
 		return nil, ErrClosed

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // Sentinels, for errors.Is. Errors from this package wrap them, often
@@ -18,62 +19,62 @@ var (
 	// (securepeer.NewIdentityFromSigner): go-libp2p takes its host key as
 	// a value, to sign its peer records and to build its security
 	// transport, so such a key cannot run a libp2p host.
-	ErrSignerIdentity = errors.New("p2p: the identity's private key is held by a signer such as ssh-agent, and a libp2p host needs the key itself")
+	ErrSignerIdentity = pkgerr.New("p2p", "the identity's private key is held by a signer such as ssh-agent, and a libp2p host needs the key itself")
 
 	// ErrNoRelay means that a relay could not be reached: no connection
 	// to any of its addresses, or a host with another key at them.
-	ErrNoRelay = errors.New("p2p: no relay could be reached")
+	ErrNoRelay = pkgerr.New("p2p", "no relay could be reached")
 
 	// ErrNoReservation means that a relay was reached but the peer holds
 	// no reservation on it, so the relay cannot connect to it.
-	ErrNoReservation = errors.New("p2p: the peer holds no reservation on the relay")
+	ErrNoReservation = pkgerr.New("p2p", "the peer holds no reservation on the relay")
 
 	// ErrReservationRefused means that a relay refused this node a
 	// reservation: it is full, it allows only some keys, or it limits
 	// reservations from this node's address.
-	ErrReservationRefused = errors.New("p2p: the relay refused a reservation")
+	ErrReservationRefused = pkgerr.New("p2p", "the relay refused a reservation")
 
 	// ErrRelayRefused means that a relay refused to open a circuit to the
 	// peer for another reason than a missing reservation: its limits, its
 	// access rules, or the peer's connection to it failing.
-	ErrRelayRefused = errors.New("p2p: the relay refused the circuit")
+	ErrRelayRefused = pkgerr.New("p2p", "the relay refused the circuit")
 
 	// ErrNoPath means that nothing can carry a connection to the peer: no
 	// direct address answered and no relay is set.
-	ErrNoPath = errors.New("p2p: no path to the peer: no direct address answered and no relay is set")
+	ErrNoPath = pkgerr.New("p2p", "no path to the peer: no direct address answered and no relay is set")
 
 	// ErrWrongKey means that a host with another key answered in the
 	// peer's place: at a direct address, or through a relay, which may be
 	// trying to stand in for the peer. The handshake refused it before
 	// this node's identity was sent.
-	ErrWrongKey = errors.New("p2p: a host with another key answered in the peer's place")
+	ErrWrongKey = pkgerr.New("p2p", "a host with another key answered in the peer's place")
 
 	// ErrNotSecurepeer means that the host reached, at a direct address
 	// or through a relay, does not speak securepeer, the only security
 	// protocol this engine accepts: it is not the peer, or someone in
 	// between tried to make the connection fall back to another protocol.
-	ErrNotSecurepeer = errors.New("p2p: the host reached does not speak securepeer")
+	ErrNotSecurepeer = pkgerr.New("p2p", "the host reached does not speak securepeer")
 
 	// ErrCircuitDataLimit means that a relay cut a circuit once the
 	// bytes it allows each way had crossed it.
-	ErrCircuitDataLimit = errors.New("p2p: the relay cut the circuit at its data limit")
+	ErrCircuitDataLimit = pkgerr.New("p2p", "the relay cut the circuit at its data limit")
 
 	// ErrCircuitTimeLimit means that a relay cut a circuit at the end of
 	// the time it allows a circuit.
-	ErrCircuitTimeLimit = errors.New("p2p: the relay cut the circuit at its time limit")
+	ErrCircuitTimeLimit = pkgerr.New("p2p", "the relay cut the circuit at its time limit")
 
 	// ErrRelayLost means that the connection to the relay carrying a
 	// circuit ended: the relay stopped, or the network between this node
 	// and the relay failed.
-	ErrRelayLost = errors.New("p2p: the connection to the relay was lost")
+	ErrRelayLost = pkgerr.New("p2p", "the connection to the relay was lost")
 
 	// ErrCircuitEnded means that a circuit through a relay ended while the
 	// relay stayed connected, without reaching the relay's limits: the
 	// peer's side of the circuit failed, or the relay dropped it.
-	ErrCircuitEnded = errors.New("p2p: the relayed connection ended")
+	ErrCircuitEnded = pkgerr.New("p2p", "the relayed connection ended")
 
 	// ErrClosed is returned by a closed [Node] or [Listener].
-	ErrClosed = errors.New("p2p: closed")
+	ErrClosed = pkgerr.New("p2p", "closed")
 )
 
 // A RelayError says what one relay did with a reservation or a circuit.
@@ -89,8 +90,14 @@ type RelayError struct {
 	Cause error
 }
 
-func (e *RelayError) Error() string {
-	s := fmt.Sprintf("%s (relay %s)", e.Err, e.Relay.Fingerprint())
+func (e *RelayError) Error() string { return "p2p: " + e.text() }
+
+// Unnamed returns the error's text without the package's name, for
+// [pkgerr.Unnamed].
+func (e *RelayError) Unnamed() error { return errors.New(e.text()) }
+
+func (e *RelayError) text() string {
+	s := fmt.Sprintf("%s (relay %s)", trimPrefix(e.Err), e.Relay.Fingerprint())
 	if e.Cause != nil {
 		s += ": " + oneLine(e.Cause)
 	}
@@ -113,8 +120,14 @@ type AddrError struct {
 	Cause error
 }
 
-func (e *AddrError) Error() string {
-	s := "p2p: direct address " + e.Addr + ": "
+func (e *AddrError) Error() string { return "p2p: " + e.text() }
+
+// Unnamed returns the error's text without the package's name, for
+// [pkgerr.Unnamed].
+func (e *AddrError) Unnamed() error { return errors.New(e.text()) }
+
+func (e *AddrError) text() string {
+	s := "direct address " + e.Addr + ": "
 	if e.Err != nil {
 		s += trimPrefix(e.Err) + ": "
 	}
@@ -145,7 +158,13 @@ type DialError struct {
 	Err error
 }
 
-func (e *DialError) Error() string {
+func (e *DialError) Error() string { return "p2p: " + e.text() }
+
+// Unnamed returns the error's text without the package's name, for
+// [pkgerr.Unnamed].
+func (e *DialError) Unnamed() error { return errors.New(e.text()) }
+
+func (e *DialError) text() string {
 	headline := e.headline()
 	var details []string
 	for _, r := range e.Relays {
@@ -168,7 +187,7 @@ func (e *DialError) Error() string {
 		}
 		details = append(details, d+oneLine(a.Cause))
 	}
-	s := fmt.Sprintf("p2p: cannot reach %s: %s", e.Peer.Fingerprint(), trimPrefix(headline))
+	s := fmt.Sprintf("cannot reach %s: %s", e.Peer.Fingerprint(), trimPrefix(headline))
 	if len(details) > 0 {
 		s += " (" + strings.Join(details, "; ") + ")"
 	}
@@ -246,8 +265,14 @@ type CircuitError struct {
 	Lasted time.Duration
 }
 
-func (e *CircuitError) Error() string {
-	s := fmt.Sprintf("%s (relay %s, peer %s", e.Err, e.Relay.Fingerprint(), e.Peer.Fingerprint())
+func (e *CircuitError) Error() string { return "p2p: " + e.text() }
+
+// Unnamed returns the error's text without the package's name, for
+// [pkgerr.Unnamed].
+func (e *CircuitError) Unnamed() error { return errors.New(e.text()) }
+
+func (e *CircuitError) text() string {
+	s := fmt.Sprintf("%s (relay %s, peer %s", trimPrefix(e.Err), e.Relay.Fingerprint(), e.Peer.Fingerprint())
 	switch {
 	case errors.Is(e.Err, ErrCircuitDataLimit):
 		s += fmt.Sprintf(", limit %d bytes each way, %d sent, %d received", e.DataLimit, e.Sent, e.Received)
@@ -278,11 +303,11 @@ func oneLine(err error) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n  * ", "; ")), " ")
 }
 
-// trimPrefix returns err's text without this package's prefix, to nest it
+// trimPrefix returns err's text without its package's name, to nest it
 // in a sentence that already has one.
 func trimPrefix(err error) string {
 	if err == nil {
 		return ""
 	}
-	return strings.TrimPrefix(err.Error(), "p2p: ")
+	return pkgerr.Unnamed(err).Error()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // punching runs the node's part in hole punching: go-libp2p's DCUtR
@@ -62,7 +63,7 @@ const punchTimeout = 5 * time.Second
 func (n *Node) startHolePunching() error {
 	ids, ok := n.host.(interface{ IDService() identify.IDService })
 	if !ok {
-		return errors.New("p2p: the libp2p host has no identify service")
+		return pkgerr.New("p2p", "the libp2p host has no identify service")
 	}
 	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // PeerID returns the libp2p peer ID of a securepeer key: the identity
@@ -18,15 +19,15 @@ import (
 // exactly as the key itself does.
 func PeerID(key securepeer.PublicKey) (peer.ID, error) {
 	if key.IsZero() {
-		return "", fmt.Errorf("p2p: no peer key")
+		return "", pkgerr.Errorf("p2p", "no peer key")
 	}
 	pub, err := crypto.UnmarshalEd25519PublicKey(key.Ed25519())
 	if err != nil {
-		return "", fmt.Errorf("p2p: %w", err)
+		return "", pkgerr.Errorf("p2p", "%w", err)
 	}
 	id, err := peer.IDFromPublicKey(pub)
 	if err != nil {
-		return "", fmt.Errorf("p2p: %w", err)
+		return "", pkgerr.Errorf("p2p", "%w", err)
 	}
 	return id, nil
 }
@@ -36,14 +37,14 @@ func PeerID(key securepeer.PublicKey) (peer.ID, error) {
 func KeyOf(id peer.ID) (securepeer.PublicKey, error) {
 	pub, err := id.ExtractPublicKey()
 	if err != nil {
-		return securepeer.PublicKey{}, fmt.Errorf("p2p: peer ID %s does not embed an Ed25519 key: %w", id, err)
+		return securepeer.PublicKey{}, pkgerr.Errorf("p2p", "peer ID %s does not embed an Ed25519 key: %w", id, err)
 	}
 	if _, ok := pub.(*crypto.Ed25519PublicKey); !ok {
-		return securepeer.PublicKey{}, fmt.Errorf("p2p: peer ID %s is not an Ed25519 key: %w", id, securepeer.ErrNotEd25519)
+		return securepeer.PublicKey{}, pkgerr.Errorf("p2p", "peer ID %s is not an Ed25519 key: %w", id, securepeer.ErrNotEd25519)
 	}
 	raw, err := pub.Raw()
 	if err != nil {
-		return securepeer.PublicKey{}, fmt.Errorf("p2p: %w", err)
+		return securepeer.PublicKey{}, pkgerr.Errorf("p2p", "%w", err)
 	}
 	return securepeer.NewPublicKey(raw)
 }
@@ -56,7 +57,7 @@ func KeyOf(id peer.ID) (securepeer.PublicKey, error) {
 // through its OpenSSH encoding, which is what MarshalOpenSSH gives.
 func hostKey(id *securepeer.Identity) (crypto.PrivKey, error) {
 	if id == nil {
-		return nil, fmt.Errorf("p2p: no identity")
+		return nil, pkgerr.Errorf("p2p", "no identity")
 	}
 	pemBytes, err := id.MarshalOpenSSH("")
 	if err != nil {
@@ -65,23 +66,23 @@ func hostKey(id *securepeer.Identity) (crypto.PrivKey, error) {
 	defer clear(pemBytes)
 	raw, err := ssh.ParseRawPrivateKey(pemBytes)
 	if err != nil {
-		return nil, fmt.Errorf("p2p: reading the identity's private key: %w", err)
+		return nil, pkgerr.Errorf("p2p", "reading the identity's private key: %w", err)
 	}
 	priv, ok := raw.(*ed25519.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("p2p: the identity's private key is not Ed25519: %w", securepeer.ErrNotEd25519)
+		return nil, pkgerr.Errorf("p2p", "the identity's private key is not Ed25519: %w", securepeer.ErrNotEd25519)
 	}
 	// UnmarshalEd25519PrivateKey keeps the slice it is given: give it a
 	// copy, and clear the parser's.
 	key, err := crypto.UnmarshalEd25519PrivateKey(slices.Clone(*priv))
 	clear(*priv)
 	if err != nil {
-		return nil, fmt.Errorf("p2p: %w", err)
+		return nil, pkgerr.Errorf("p2p", "%w", err)
 	}
 	want := id.PublicKey()
 	got, err := key.GetPublic().Raw()
 	if err != nil || !ed25519.PublicKey(got).Equal(want.Ed25519()) {
-		return nil, fmt.Errorf("p2p: the identity's private key does not match its public key")
+		return nil, pkgerr.Errorf("p2p", "the identity's private key does not match its public key")
 	}
 	return key, nil
 }

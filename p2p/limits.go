@@ -1,7 +1,6 @@
 package p2p
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -11,6 +10,8 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/x/rate"
 	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // Source prefixes: the unit of a per-source bound. An IPv6 user commonly
@@ -92,7 +93,7 @@ func newResourceManager(l Limits, trusted []peer.AddrInfo, more func(*rcmgr.Part
 		rcmgr.WithMetricsDisabled(),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+		return nil, pkgerr.Errorf("p2p", "resource manager: %w", err)
 	}
 	return rm, nil
 }

@@ -1,12 +1,12 @@
 package p2p
 
 import (
-	"fmt"
 	"net"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // listenBacklog bounds the streams that wait for Accept on one listener;
@@ -52,7 +52,7 @@ func (n *Node) Listen(name string) (*Listener, error) {
 	}
 	if _, ok := n.listeners[id]; ok {
 		n.mu.Unlock()
-		return nil, fmt.Errorf("p2p: already listening for protocol %q", name)
+		return nil, pkgerr.Errorf("p2p", "already listening for protocol %q", name)
 	}
 	n.listeners[id] = l
 	n.mu.Unlock()

@@ -2,8 +2,6 @@ package p2p
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	mss "github.com/multiformats/go-multistream"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/libp2psec"
 )
 
@@ -70,7 +69,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if !cfg.NoHolePunching {
 		if err := n.startHolePunching(); err != nil {
 			n.Close()
-			return nil, fmt.Errorf("p2p: starting hole punching: %w", err)
+			return nil, pkgerr.Errorf("p2p", "starting hole punching: %w", err)
 		}
 	}
 	for _, r := range n.relays {
@@ -95,7 +94,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 // newNode checks cfg and returns a node that has yet to start.
 func newNode(cfg Config) (*Node, error) {
 	if cfg.Identity == nil {
-		return nil, errors.New("p2p: Config.Identity is nil")
+		return nil, pkgerr.New("p2p", "Config.Identity is nil")
 	}
 	n := &Node{
 		key:       cfg.Identity.PublicKey(),
@@ -158,7 +157,7 @@ func (n *Node) startHost(cfg Config) error {
 	if err != nil {
 		rm.Close()
 		n.cancel()
-		return fmt.Errorf("p2p: starting the libp2p host: %w", err)
+		return pkgerr.Errorf("p2p", "starting the libp2p host: %w", err)
 	}
 	gate.start(n.host)
 	return nil
@@ -221,14 +220,14 @@ func (n *Node) AddAddrs(key securepeer.PublicKey, addrs []string) error {
 	for _, s := range addrs {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
-			return fmt.Errorf("p2p: peer address %q: %w", s, err)
+			return pkgerr.Errorf("p2p", "peer address %q: %w", s, err)
 		}
 		transport, pid := peer.SplitAddr(a)
 		if pid != "" && pid != id {
-			return fmt.Errorf("p2p: peer address %q names another key than the peer's", s)
+			return pkgerr.Errorf("p2p", "peer address %q names another key than the peer's", s)
 		}
 		if !isPeerAddr(transport) {
-			return fmt.Errorf("p2p: peer address %q is not an IP address and TCP port, or one followed by a relay's peer ID and /p2p-circuit", s)
+			return pkgerr.Errorf("p2p", "peer address %q is not an IP address and TCP port, or one followed by a relay's peer ID and /p2p-circuit", s)
 		}
 		parsed = append(parsed, transport)
 	}

@@ -2,8 +2,6 @@ package p2p
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -24,6 +22,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/libp2psec"
 )
 
@@ -110,10 +109,10 @@ func (l RelayLimits) check() error {
 		return err
 	}
 	if l.Reservations < 0 || l.ReservationsPerIP < 0 || l.ReservationTTL < 0 || l.Circuits < 0 || l.CircuitsPerPeer < 0 || l.CircuitData < 0 || l.CircuitDuration < 0 {
-		return fmt.Errorf("p2p: negative relay limits: %+v", l)
+		return pkgerr.Errorf("p2p", "negative relay limits: %+v", l)
 	}
 	if l.CircuitDuration < time.Second {
-		return fmt.Errorf("p2p: a circuit duration under a second (%v) cannot be announced: the relay protocol counts in seconds", l.CircuitDuration)
+		return pkgerr.Errorf("p2p", "a circuit duration under a second (%v) cannot be announced: the relay protocol counts in seconds", l.CircuitDuration)
 	}
 	return nil
 }
@@ -165,10 +164,10 @@ type Relay struct {
 // called.
 func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 	if cfg.Identity == nil {
-		return nil, errors.New("p2p: RelayConfig.Identity is nil")
+		return nil, pkgerr.New("p2p", "RelayConfig.Identity is nil")
 	}
 	if len(cfg.ListenAddrs) == 0 {
-		return nil, errors.New("p2p: RelayConfig.ListenAddrs is empty: a relay needs a port that peers can reach")
+		return nil, pkgerr.New("p2p", "RelayConfig.ListenAddrs is empty: a relay needs a port that peers can reach")
 	}
 	limits := cfg.Limits.withDefaults()
 	if err := limits.check(); err != nil {
@@ -186,7 +185,7 @@ func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 	)
 	if err != nil {
 		h.Close()
-		return nil, fmt.Errorf("p2p: starting the relay service: %w", err)
+		return nil, pkgerr.Errorf("p2p", "starting the relay service: %w", err)
 	}
 	var runCtx context.Context
 	runCtx, r.cancel = context.WithCancel(ctx)
@@ -223,7 +222,7 @@ func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, *admission, e
 	cm, err := basicconnmgr.NewConnManager(limits.Conns, limits.Conns+1)
 	if err != nil {
 		rm.Close()
-		return nil, nil, fmt.Errorf("p2p: connection manager: %w", err)
+		return nil, nil, pkgerr.Errorf("p2p", "connection manager: %w", err)
 	}
 	gate := newConnGate(limits.Conns, true)
 	adm := &admission{max: limits.Pending}
@@ -249,7 +248,7 @@ func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, *admission, e
 	if err != nil {
 		rm.Close()
 		cm.Close()
-		return nil, nil, fmt.Errorf("p2p: starting the relay's host: %w", err)
+		return nil, nil, pkgerr.Errorf("p2p", "starting the relay's host: %w", err)
 	}
 	gate.start(h)
 	return h, adm, nil
@@ -333,10 +332,10 @@ func parsePublicAddrs(addrs []string) ([]ma.Multiaddr, error) {
 	for _, s := range addrs {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("p2p: public address %q: %w", s, err)
+			return nil, pkgerr.Errorf("p2p", "public address %q: %w", s, err)
 		}
 		if !isTCP(a) {
-			return nil, fmt.Errorf("p2p: public address %q is not an IP address or DNS name and a TCP port", s)
+			return nil, pkgerr.Errorf("p2p", "public address %q is not an IP address or DNS name and a TCP port", s)
 		}
 		out = append(out, a)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // Reservation timing: how long one attempt may take, and the pause after
@@ -180,7 +181,7 @@ func (n *Node) Ready(ctx context.Context) error {
 	r := n.reserver
 	n.mu.Unlock()
 	if r == nil {
-		return errors.New("p2p: Ready called before Listen: a node reserves slots on its relays once it listens")
+		return pkgerr.New("p2p", "Ready called before Listen: a node reserves slots on its relays once it listens")
 	}
 	for {
 		held, errs, changed := r.summary()
@@ -188,12 +189,12 @@ func (n *Node) Ready(ctx context.Context) error {
 		case held:
 			return nil
 		case len(errs) == len(n.relays):
-			return fmt.Errorf("p2p: no reservation on any relay: %w", errors.Join(errs...))
+			return pkgerr.Errorf("p2p", "no reservation on any relay: %w", errors.Join(errs...))
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return fmt.Errorf("p2p: waiting for a reservation: %w", ctx.Err())
+			return pkgerr.Errorf("p2p", "waiting for a reservation: %w", ctx.Err())
 		case <-n.ctx.Done():
 			return ErrClosed
 		}

@@ -13,6 +13,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/pkgerr"
 )
 
 // ProtocolPrefix begins the libp2p protocol ID of every application
@@ -30,11 +31,11 @@ const maxProtocolName = 255
 // name: 1 to 255 printable ASCII bytes, without spaces.
 func protocolID(name string) (protocol.ID, error) {
 	if len(name) == 0 || len(name) > maxProtocolName {
-		return "", fmt.Errorf("p2p: protocol name %q is not 1 to %d bytes", name, maxProtocolName)
+		return "", pkgerr.Errorf("p2p", "protocol name %q is not 1 to %d bytes", name, maxProtocolName)
 	}
 	for _, r := range name {
 		if r <= ' ' || r > '~' {
-			return "", fmt.Errorf("p2p: protocol name %q is not printable ASCII without spaces", name)
+			return "", pkgerr.Errorf("p2p", "protocol name %q is not printable ASCII without spaces", name)
 		}
 	}
 	return protocol.ID(ProtocolPrefix + name), nil

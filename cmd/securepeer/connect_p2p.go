@@ -208,7 +208,7 @@ func p2pDialError(n *p2pNode, key securepeer.PublicKey, err error) error {
 	case errors.Is(err, p2p.ErrNoPath):
 		return pkgerr.Plainf("nothing can carry a connection to %s: no relay is set, and none of its direct addresses answered; peers behind NATs meet through a relay (-relay)", fp)
 	}
-	return pkgerr.Plainf("cannot reach %s: %s", fp, trimP2P(err))
+	return pkgerr.Plainf("cannot reach %s: %w", fp, err)
 }
 
 // dialDetail lists, after ": ", what each relay said of a failed dial.
@@ -227,7 +227,7 @@ func (n *p2pNode) dialDetail(err error) string {
 // relayWords says what one relay did, shortly: its sentinel's words, and
 // the cause when that is a plain network failure.
 func relayWords(re *p2p.RelayError) string {
-	s := trimP2P(re.Err)
+	s := pkgerr.Unnamed(re.Err).Error()
 	var errno syscall.Errno
 	switch {
 	case re.Cause == nil:

@@ -139,7 +139,7 @@ func reservationError(n *p2pNode, err error) error {
 		parts = append(parts, "relay "+n.relayName(re.Relay)+": "+relayWords(re))
 	}
 	if len(parts) == 0 {
-		return pkgerr.Plainf("no relay gave this side a reservation, so no peer could reach it: %s", trimP2P(err))
+		return pkgerr.Plainf("no relay gave this side a reservation, so no peer could reach it: %w", err)
 	}
 	return pkgerr.Plainf("no relay gave this side a reservation, so no peer could reach it (%s); is securepeer relay running there, and is the address right?", strings.Join(parts, "; "))
 }
@@ -181,7 +181,7 @@ func listenP2PStreams(n *p2pNode, names []string, anyKey bool) (*p2pListener, er
 		pl, err := n.node.Listen(name)
 		if err != nil {
 			l.Close()
-			return nil, pkgerr.Plainf("listening for %s: %v", name, trimP2P(err))
+			return nil, pkgerr.Plainf("listening for %s: %w", name, err)
 		}
 		l.ls = append(l.ls, pl)
 		l.wg.Go(func() { l.accept(pl) })

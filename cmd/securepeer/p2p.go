@@ -135,7 +135,7 @@ func nodeError(err error) error {
 	if errors.Is(err, p2p.ErrSignerIdentity) {
 		return errors.New("this identity's private key is held by ssh-agent (-i FILE.pub), and reaching peers by key needs the key itself in this process (go-libp2p signs with it); use a key file with -i, or the default identity")
 	}
-	return pkgerr.Plainf("starting the p2p node: %v", trimP2P(err))
+	return pkgerr.Plainf("starting the p2p node: %w", err)
 }
 
 // close stops the node, and prints what it still had to say.
@@ -235,7 +235,7 @@ func (n *p2pNode) logEvent(e p2p.Event) {
 		args = append(args, "expires", e.Expires.Format(time.TimeOnly))
 	}
 	if e.Err != nil {
-		args = append(args, "err", trimP2P(e.Err))
+		args = append(args, "err", pkgerr.Unnamed(e.Err).Error())
 	}
 	n.log.Info("p2p", args...)
 }
@@ -439,20 +439,11 @@ func listenMultiaddrs(addr string) ([]string, error) {
 	return []string{"/ip6/" + ip.String() + "/tcp/" + port}, nil
 }
 
-// trimP2P returns err's text without the p2p package's prefix.
-func trimP2P(err error) string {
-	s := err.Error()
-	if len(s) > 5 && s[:5] == "p2p: " {
-		return s[5:]
-	}
-	return s
-}
-
 // relayCause says what a relay error says, without repeating the relay.
 func relayCause(err error) string {
 	var re *p2p.RelayError
 	if errors.As(err, &re) {
-		s := trimP2P(re.Err)
+		s := pkgerr.Unnamed(re.Err).Error()
 		if re.Cause != nil {
 			s += ": " + re.Cause.Error()
 		}
@@ -461,7 +452,7 @@ func relayCause(err error) string {
 	if err == nil {
 		return "no reason given"
 	}
-	return trimP2P(err)
+	return pkgerr.Unnamed(err).Error()
 }
 
 // circuitError returns the *p2p.CircuitError in err, if a relayed

@@ -1,5 +1,5 @@
 // Package pkgerr names the package an error comes from exactly once. The
-// library's packages (securepeer, knownhosts, legacy) build every error
+// library's packages (securepeer, knownhosts, legacy, p2p) build every error
 // they return with it, so that its text starts with the package's name,
 // "securepeer: " say, and never repeats a name inside, however the
 // packages wrap their own errors or each other's. A program that prints its
