@@ -120,29 +120,23 @@ var NodeLimits = Limits{
 	Memory:         128 << 20,
 }
 
+// setDefault sets *v to def if it is the zero value.
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
 // withDefaults returns l with its zero fields taken from def.
 func (l Limits) withDefaults(def Limits) Limits {
-	if l.Pending == 0 {
-		l.Pending = def.Pending
-	}
-	if l.Conns == 0 {
-		l.Conns = def.Conns
-	}
-	if l.ConnsPerIP == 0 {
-		l.ConnsPerIP = def.ConnsPerIP
-	}
-	if l.ConnRate == 0 {
-		l.ConnRate = def.ConnRate
-	}
-	if l.ConnBurst == 0 {
-		l.ConnBurst = def.ConnBurst
-	}
-	if l.StreamsPerPeer == 0 {
-		l.StreamsPerPeer = def.StreamsPerPeer
-	}
-	if l.Memory == 0 {
-		l.Memory = def.Memory
-	}
+	setDefault(&l.Pending, def.Pending)
+	setDefault(&l.Conns, def.Conns)
+	setDefault(&l.ConnsPerIP, def.ConnsPerIP)
+	setDefault(&l.ConnRate, def.ConnRate)
+	setDefault(&l.ConnBurst, def.ConnBurst)
+	setDefault(&l.StreamsPerPeer, def.StreamsPerPeer)
+	setDefault(&l.Memory, def.Memory)
 	return l
 }
 

@@ -77,30 +77,17 @@ var DefaultRelayLimits = RelayLimits{
 	CircuitDuration:   time.Hour,
 }
 
+// withDefaults returns l with its zero fields taken from DefaultRelayLimits.
 func (l RelayLimits) withDefaults() RelayLimits {
 	d := DefaultRelayLimits
 	l.Limits = l.Limits.withDefaults(d.Limits)
-	if l.Reservations == 0 {
-		l.Reservations = d.Reservations
-	}
-	if l.ReservationsPerIP == 0 {
-		l.ReservationsPerIP = d.ReservationsPerIP
-	}
-	if l.ReservationTTL == 0 {
-		l.ReservationTTL = d.ReservationTTL
-	}
-	if l.Circuits == 0 {
-		l.Circuits = d.Circuits
-	}
-	if l.CircuitsPerPeer == 0 {
-		l.CircuitsPerPeer = d.CircuitsPerPeer
-	}
-	if l.CircuitData == 0 {
-		l.CircuitData = d.CircuitData
-	}
-	if l.CircuitDuration == 0 {
-		l.CircuitDuration = d.CircuitDuration
-	}
+	setDefault(&l.Reservations, d.Reservations)
+	setDefault(&l.ReservationsPerIP, d.ReservationsPerIP)
+	setDefault(&l.ReservationTTL, d.ReservationTTL)
+	setDefault(&l.Circuits, d.Circuits)
+	setDefault(&l.CircuitsPerPeer, d.CircuitsPerPeer)
+	setDefault(&l.CircuitData, d.CircuitData)
+	setDefault(&l.CircuitDuration, d.CircuitDuration)
 	return l
 }
 
