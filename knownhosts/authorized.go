@@ -196,14 +196,14 @@ func (f *AuthorizedKeysFile) Verify(_ context.Context, key securepeer.PublicKey)
 
 // readBounded reads the known_hosts or authorized_keys file at path, at
 // most maxFileSize bytes of it, after checking the file it opened with
-// checkFile, so that the file read is the file checked.
+// CheckFile, so that the file read is the file checked.
 func readBounded(path string) ([]byte, error) {
 	file, err := os.Open(path)
 	if err != nil {
 		return nil, errorf("%w", err)
 	}
 	defer file.Close()
-	if err := checkFile(file, path); err != nil {
+	if err := CheckFile(file, path); err != nil {
 		return nil, err
 	}
 	data, err := io.ReadAll(io.LimitReader(file, maxFileSize+1))
@@ -249,11 +249,14 @@ var ErrFileWritable = errors.New("file is writable by others than its owner")
 // as sshd's StrictModes refuses it.
 var ErrFileOwner = errors.New("file is owned by another user")
 
-// checkFile refuses a regular file that others than its owner may write,
+// CheckFile refuses a regular file that others than its owner may write,
 // or that belongs to a user other than this process's or root. Other
 // kinds of file (/dev/null, the pipe of a shell's <(...)) are not
 // checked, nor is anything on Windows, whose modes say nothing of ACLs.
-func checkFile(f *os.File, path string) error {
+// It is the check Load and LoadAuthorizedKeys make, for a program that
+// trusts a file of its own the same way: f is the open file, so that the
+// file read is the file checked, and path names it in the error.
+func CheckFile(f *os.File, path string) error {
 	if runtime.GOOS == "windows" {
 		return nil
 	}

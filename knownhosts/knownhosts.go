@@ -464,7 +464,7 @@ func Add(path, line string) (int, error) {
 		return 0, errorf("%w", err)
 	}
 	defer f.Close()
-	if err := checkFile(f, path); err != nil {
+	if err := CheckFile(f, path); err != nil {
 		return 0, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize))

@@ -16,6 +16,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/securepeer/securepeer/internal/pkgerr"
+	"github.com/securepeer/securepeer/knownhosts"
 )
 
 // relayList is the repeatable -relay flag: relay multiaddrs, each ending
@@ -121,18 +122,12 @@ func checkTrustedFile(f *os.File, path string) error {
 	if err := checkFileDir(path); err != nil {
 		return err
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		return err
+	err := knownhosts.CheckFile(f, path)
+	switch {
+	case errors.Is(err, knownhosts.ErrFileWritable):
+		return pkgerr.Plainf("%w, so others could choose your relays; run chmod go-w %s", err, path)
+	case errors.Is(err, knownhosts.ErrFileOwner):
+		return pkgerr.Plainf("%w, so another user could choose your relays; use a file of your own", err)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil
-	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return pkgerr.Plainf("%s is writable by others than its owner (mode %04o), who could choose your relays; run chmod go-w %s", path, perm, path)
-	}
-	if uid, ok := fileOwner(fi); ok && uid != os.Geteuid() && uid != 0 {
-		return pkgerr.Plainf("%s belongs to uid %d, not to you, and could choose your relays; use a file of your own", path, uid)
-	}
-	return nil
+	return err
 }

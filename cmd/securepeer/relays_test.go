@@ -70,7 +70,7 @@ func TestRelaysFile(t *testing.T) {
 		t.Errorf("a bad line: %v", err)
 	}
 	write(testRelay+"\n", 0o666)
-	if _, _, err := e.relays(nil); err == nil || !strings.Contains(err.Error(), "writable by others than its owner (mode 0666), who could choose your relays; run chmod go-w") {
+	if _, _, err := e.relays(nil); err == nil || !strings.Contains(err.Error(), "(mode 0666), so others could choose your relays; run chmod go-w") {
 		t.Errorf("a file others can write: %v", err)
 	}
 	if os.Geteuid() == 0 {
@@ -78,7 +78,7 @@ func TestRelaysFile(t *testing.T) {
 		if err := os.Chown(file, 12345, 12345); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := e.relays(nil); err == nil || !strings.Contains(err.Error(), "belongs to uid 12345, not to you") {
+		if _, _, err := e.relays(nil); err == nil || !strings.Contains(err.Error(), "belongs to uid 12345, so another user could choose your relays") {
 			t.Errorf("a file of another user: %v", err)
 		}
 	}
