@@ -168,6 +168,7 @@ type connectOptions struct {
 	wait       time.Duration // -w: 0 for the defaults
 	tty        bool
 	relays     relayList // -relay: the relays to reach a peer named by key through
+	dht        dhtList   // -dht: where to look a peer named by key up
 }
 
 // parseConnect parses connect's command line into options, and validates
@@ -186,6 +187,7 @@ func parseConnect(args []string) (*connectOptions, error) {
 	fs.DurationVar(&o.wait, "w", 0, "")
 	fs.BoolVar(&o.tty, "t", false, "")
 	fs.Var(&o.relays, "relay", "")
+	fs.Var(&o.dht, "dht", "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err

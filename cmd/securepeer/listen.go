@@ -158,6 +158,7 @@ type listenOptions struct {
 	limitsSet  bool      // -max-sessions or -max-sessions-per-key was given
 	p2p        bool      // -p2p, or -relay: listen through relays, by key
 	relays     relayList // -relay
+	dht        dhtList   // -dht: publish this side's addresses there
 }
 
 // parseListen parses listen's command line into options, and validates
@@ -178,6 +179,7 @@ func parseListen(args []string) (*listenOptions, error) {
 	fs.IntVar(&o.limits.perKey, "max-sessions-per-key", o.limits.perKey, "")
 	fs.BoolVar(&o.p2p, "p2p", false, "")
 	fs.Var(&o.relays, "relay", "")
+	fs.Var(&o.dht, "dht", "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -187,7 +189,7 @@ func parseListen(args []string) (*listenOptions, error) {
 		o.addr = rest[0]
 	}
 	o.limitsSet = isFlagSet(fs, "max-sessions") || isFlagSet(fs, "max-sessions-per-key")
-	o.p2p = o.p2p || len(o.relays) > 0
+	o.p2p = o.p2p || len(o.relays) > 0 || len(o.dht) > 0
 	return o, o.validate()
 }
 
@@ -307,6 +309,7 @@ type listening struct {
 	log   *slog.Logger
 	l     net.Listener   // peers, over TCP
 	node  *p2pNode       // peers, through relays (-p2p)
+	dht   *dhtPublisher  // keeps its record in the DHT (-dht)
 	p2pl  *p2pListener   // and their streams
 	local []net.Listener // -from, in order
 	cfg   listenConfig
@@ -372,6 +375,7 @@ func (r *listening) peers() peerListener {
 // close stops what listen started: the p2p node, if any. (The listeners
 // are closed by serve, and the -from ones by localForward.)
 func (r *listening) close() {
+	r.dht.close()
 	if r.node != nil {
 		r.node.close()
 	}
