@@ -145,32 +145,34 @@ type dhtPublisher struct {
 	once    sync.Once
 }
 
-// startDHTPublisher joins the DHT, publishes the node's addresses once
-// (listen ends if that fails), and keeps them published until close.
+// startDHTPublisher publishes the node's addresses once (listen ends if
+// that fails), and keeps them published until close. Each publication
+// joins the DHT, stores the record and leaves: between them, listen holds
+// no DHT host.
 func startDHTPublisher(ctx context.Context, boot dhtList, id *securepeer.Identity, n *p2pNode, notef func(string, ...any)) (*dhtPublisher, error) {
-	loc, err := joinDHT(ctx, boot)
-	if err != nil {
-		return nil, err
-	}
 	p := &dhtPublisher{
 		times: defaultDHTTimes,
 		addrs: func() []string { return dhtAddrs(n.node.Addrs()) },
 		publish: func(ctx context.Context, a []string) error {
 			pctx, cancel := context.WithTimeout(ctx, dhtPublishTimeout)
 			defer cancel()
+			loc, err := joinDHT(pctx, boot)
+			if err != nil {
+				return err
+			}
+			defer loc.Close()
 			return loc.Publish(pctx, id, a)
 		},
 		notef:   notef,
 		changed: n.reservationsChanged(),
 	}
 	if err := p.publishNow(ctx); err != nil {
-		loc.Close()
 		if ctx.Err() != nil {
 			return nil, interruption(ctx)
 		}
 		return nil, pkgerr.Plainf("publishing this side's addresses in the DHT: %w; peers can reach it through its relays without -dht", err)
 	}
-	p.run(func() { loc.Close() })
+	p.run()
 	return p, nil
 }
 
@@ -207,14 +209,12 @@ func countCircuits(addrs []string) int {
 	return n
 }
 
-// run republishes in a goroutine of its own until close; done runs when
-// it ends.
-func (p *dhtPublisher) run(done func()) {
+// run republishes in a goroutine of its own until close.
+func (p *dhtPublisher) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop, p.stopped = cancel, make(chan struct{})
 	go func() {
 		defer close(p.stopped)
-		defer done()
 		p.loop(ctx)
 	}()
 }
@@ -259,8 +259,8 @@ func (p *dhtPublisher) loop(ctx context.Context) {
 	}
 }
 
-// close stops republishing and leaves the DHT. The record stays until it
-// expires.
+// close stops republishing (a publication in progress is cut). The
+// record stays in the DHT until it expires.
 func (p *dhtPublisher) close() {
 	if p == nil {
 		return

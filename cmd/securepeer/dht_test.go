@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -209,7 +210,7 @@ func TestDHTRepublish(t *testing.T) {
 		changed: changed,
 		last:    slices.Clone(now),
 	}
-	p.run(func() {})
+	p.run()
 	defer p.close()
 	changed <- struct{}{} // the same addresses: nothing to publish
 	// Once the loop has taken that change, a new address.
@@ -235,4 +236,24 @@ func TestDHTRepublish(t *testing.T) {
 	if len(calls) != 2 || len(calls[0]) != 2 {
 		t.Errorf("publish was called with %v; want the new addresses twice (a failure, then again), never the old ones", calls)
 	}
+}
+
+// testDHTMemberMain is a member of a private DHT, as a command for the
+// NAT lab's hosts (TestNATDHT): a locate server listening on the
+// multiaddr of its argument, which writes its address to the test's
+// address file and runs until killed.
+func testDHTMemberMain() {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	l, err := locate.Start(ctx, locate.Config{Server: true, ListenAddrs: os.Args[1:]})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testOnlyAddrFile = os.Getenv("SECUREPEER_TESTONLY_ADDR_FILE")
+	if err := writeAddrFile(l.Addrs()[:1]); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	select {}
 }

@@ -26,7 +26,10 @@ and then directly where their NATs let hole punching through (ADDR, if
 given, is where it listens for that; by default every interface, on a
 port the system picks). It says through which relays it is reachable and
 what a peer runs to reach it, and how each peer connected; it ends if no
-relay gives it a reservation, and reserves again when it loses one. By default it waits for one peer and joins the stream to stdin
+relay gives it a reservation, and reserves again when it loses one.
+With -dht it also publishes its addresses in a DHT, for peers that have
+no relay in common with it (it ends if the first publication fails).
+By default it waits for one peer and joins the stream to stdin
 and stdout, like nc -l: stdin's end is sent as the end of the stream, and
 listen exits when both streams have ended (on a terminal: as connect does,
 see securepeer help connect). With -exec, -to or -from it
@@ -56,6 +59,14 @@ Flags:
     -relay ADDR     a relay to hold a reservation on, as securepeer relay prints
                     it (/ip4/.../tcp/4001/p2p/...); repeatable; implies -p2p;
                     without it, those of $SECUREPEER_HOME/relays
+    -dht public|ADDR,...
+                    also publish where this side can be reached (its relays'
+                    circuit addresses, then its direct ones) under its key in
+                    a libp2p DHT: public for the public one (IPFS's), or the
+                    addresses of a private DHT's members (/ip4/.../tcp/.../
+                    p2p/...); again every hour and when its reservations
+                    change; anyone who knows the key can then look them up;
+                    implies -p2p, and still needs a relay
     -allow FILE     accept only the keys in FILE
     -exec CMD       run "sh -c CMD" for each allowed peer, with the stream as its
                     stdin and stdout, and its stderr as the peer's stderr (or on

@@ -21,7 +21,8 @@ import (
 // e2e_test.go run that same file.
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"securepeer": testCommandMain,
+		"securepeer":            testCommandMain,
+		"securepeer-dht-member": testDHTMemberMain,
 	})
 }
 
