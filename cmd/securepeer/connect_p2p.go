@@ -39,11 +39,23 @@ func (o *connectOptions) checkPeer() error {
 		if err := checkAddr("peer address", o.addr, true); err != nil {
 			return err
 		}
-		if len(o.relays) > 0 || len(o.dht) > 0 {
-			return usageErrorf("connect: -relay and -dht are for a peer named by its key (its .pub file, key line, fingerprint or known_hosts name); %s is an address, dialed directly", o.addr)
+		if f := o.byKeyFlag(); f != "" {
+			return usageErrorf("connect: %s is for a peer named by its key (its .pub file, key line, fingerprint or known_hosts name); %s is an address, dialed directly", f, o.addr)
 		}
 	}
 	return nil
+}
+
+// byKeyFlag names the flag given that only a peer named by its key
+// takes (-relay, -dht), or is empty.
+func (o *connectOptions) byKeyFlag() string {
+	switch {
+	case len(o.relays) > 0:
+		return "-relay"
+	case len(o.dht) > 0:
+		return "-dht"
+	}
+	return ""
 }
 
 // isKeyLine reports whether s looks like a public key line.
@@ -74,8 +86,8 @@ func (o *connectOptions) resolve(e *env) (peerTarget, error) {
 	}
 	if t.byKey() {
 		err = o.checkByKey()
-	} else if len(o.relays) > 0 || len(o.dht) > 0 {
-		err = usageErrorf("connect: -relay and -dht are for a peer named by its key; %s is an address, dialed directly", o.addr)
+	} else if f := o.byKeyFlag(); f != "" {
+		err = usageErrorf("connect: %s is for a peer named by its key; %s is an address, dialed directly", f, o.addr)
 	}
 	return t, err
 }

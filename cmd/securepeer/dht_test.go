@@ -126,7 +126,7 @@ func TestDHTFlag(t *testing.T) {
 		{"public", []string{"-dht", "public", key.String()}, ""},
 		{"no peer ID", []string{"-dht", "/ip4/127.0.0.1/tcp/4002", key.String()}, "each ending with /p2p/ and its ID"},
 		{"host and port", []string{"-dht", "127.0.0.1:4002", key.String()}, "-dht takes public"},
-		{"for an address", []string{"-dht", member, "example.org:5000"}, "-relay and -dht are for a peer named by its key"},
+		{"for an address", []string{"-dht", member, "example.org:5000"}, "-dht is for a peer named by its key"},
 	} {
 		t.Run("connect "+tc.name, func(t *testing.T) {
 			_, err := parseConnect(tc.args)
