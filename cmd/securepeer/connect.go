@@ -28,6 +28,9 @@ hole punching gets through; connect says how: "connected to SHA256:...
 through relay ... (relayed)" or "... directly", and "the connection to
 ... is now direct" when that happens later. The key is checked end to
 end, so a relay sees only ciphertext and cannot stand in for the peer.
+With -dht, a peer with no relay in common is looked up by key in a DHT
+where it publishes its addresses ("found SHA256:... through the DHT"),
+and reached at them, through its own relays if need be.
 
 With either, stdin's end is sent as the end of the stream, stdin's end is sent as the end of the stream,
 so the peer can still answer, and connect exits 0 once both streams have
@@ -77,6 +80,14 @@ Flags:
     -relay ADDR        a peer named by key: a relay to reach it through, as
                        securepeer relay prints it (/ip4/.../tcp/4001/p2p/...);
                        repeatable; without it, those of $SECUREPEER_HOME/relays
+    -dht public|ADDR,...
+                       a peer named by key: look it up in a libp2p DHT where its
+                       listen -p2p -dht publishes, when no relay is set or the
+                       relays fail: public for the public one (IPFS's), or the
+                       addresses of a private DHT's members (/ip4/.../tcp/.../
+                       p2p/...); then reach it at what its record gives (its
+                       relays, its direct addresses); up to 30 s to join the
+                       DHT and 30 s to look up
     -expect KEY        accept only this peer key: a fingerprint (SHA256:...), a
                        key (ssh-ed25519 AAAA...), or a .pub file; known_hosts is
                        then neither read nor written (a peer named by key is
@@ -134,6 +145,8 @@ Examples:
     securepeer connect example.org:5000 < backup.tar
     # the same to a laptop behind a NAT, named by its key: a listen -p2p
     securepeer connect -relay /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW... alice.pub < backup.tar
+    # the same, with no relay of this side's: look it up where it publishes
+    securepeer connect -dht /ip4/198.51.100.7/tcp/4002/p2p/12D3KooW... alice.pub < backup.tar
     # ssh to it, with no open port on its side
     ssh -o ProxyCommand='securepeer connect alice.pub' user@alice
     # talk to the upper-casing echo of securepeer help listen
@@ -168,6 +181,7 @@ type connectOptions struct {
 	wait       time.Duration // -w: 0 for the defaults
 	tty        bool
 	relays     relayList // -relay: the relays to reach a peer named by key through
+	dht        dhtList   // -dht: where to look a peer named by key up
 }
 
 // parseConnect parses connect's command line into options, and validates
@@ -186,6 +200,7 @@ func parseConnect(args []string) (*connectOptions, error) {
 	fs.DurationVar(&o.wait, "w", 0, "")
 	fs.BoolVar(&o.tty, "t", false, "")
 	fs.Var(&o.relays, "relay", "")
+	fs.Var(&o.dht, "dht", "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err

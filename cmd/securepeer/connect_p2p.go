@@ -39,11 +39,23 @@ func (o *connectOptions) checkPeer() error {
 		if err := checkAddr("peer address", o.addr, true); err != nil {
 			return err
 		}
-		if len(o.relays) > 0 {
-			return usageErrorf("connect: -relay is for a peer named by its key (its .pub file, key line, fingerprint or known_hosts name); %s is an address, dialed directly", o.addr)
+		if f := o.byKeyFlag(); f != "" {
+			return usageErrorf("connect: %s is for a peer named by its key (its .pub file, key line, fingerprint or known_hosts name); %s is an address, dialed directly", f, o.addr)
 		}
 	}
 	return nil
+}
+
+// byKeyFlag names the flag given that only a peer named by its key
+// takes (-relay, -dht), or is empty.
+func (o *connectOptions) byKeyFlag() string {
+	switch {
+	case len(o.relays) > 0:
+		return "-relay"
+	case len(o.dht) > 0:
+		return "-dht"
+	}
+	return ""
 }
 
 // isKeyLine reports whether s looks like a public key line.
@@ -74,8 +86,8 @@ func (o *connectOptions) resolve(e *env) (peerTarget, error) {
 	}
 	if t.byKey() {
 		err = o.checkByKey()
-	} else if len(o.relays) > 0 {
-		err = usageErrorf("connect: -relay is for a peer named by its key; %s is an address, dialed directly", o.addr)
+	} else if f := o.byKeyFlag(); f != "" {
+		err = usageErrorf("connect: %s is for a peer named by its key; %s is an address, dialed directly", f, o.addr)
 	}
 	return t, err
 }
@@ -91,7 +103,7 @@ func connectByKey(ctx context.Context, e *env, o *connectOptions, t peerTarget, 
 	if err != nil {
 		return err
 	}
-	if len(relays) == 0 {
+	if len(relays) == 0 && len(o.dht) == 0 {
 		return noRelayError(t.key, from)
 	}
 	id, err := e.loadIdentity(o.common.identity)
@@ -101,7 +113,7 @@ func connectByKey(ctx context.Context, e *env, o *connectOptions, t peerTarget, 
 	if id.PublicKey().Equal(t.key) {
 		return usageErrorf("connect: %s is your own key (%s); name the peer's", t.key.Fingerprint(), t.how)
 	}
-	log.Info("peer named by key", "peer", t.key.Fingerprint(), "from", t.how, "relays", strings.Join(relays, " "))
+	log.Info("peer named by key", "peer", t.key.Fingerprint(), "from", t.how, "relays", strings.Join(relays, " "), "dht", len(o.dht) > 0)
 	note := "; this session's stream stays on the relay, as a stream does not move between connections"
 	if o.tunnel.tunnel() {
 		note = "" // the tunnel moves to it, and says so
@@ -116,7 +128,10 @@ func connectByKey(ctx context.Context, e *env, o *connectOptions, t peerTarget, 
 	if len(protos) == 0 {
 		protos = []string{streamProtocol}
 	}
-	d := &p2pDialer{n: n, key: t.key, protos: protos, timeout: p2pDialTimeout, direct: direct}
+	d := &p2pDialer{n: n, key: t.key, protos: protos, timeout: p2pDialTimeout, direct: direct, relays: len(relays) > 0}
+	if len(o.dht) > 0 {
+		d.dht = &dhtFinder{boot: o.dht, notef: e.notef}
+	}
 	if o.wait > 0 {
 		d.timeout = o.wait
 	}
@@ -126,7 +141,7 @@ func connectByKey(ctx context.Context, e *env, o *connectOptions, t peerTarget, 
 // noRelayError says that a peer named by key cannot be reached for want
 // of a relay.
 func noRelayError(key securepeer.PublicKey, from string) error {
-	return pkgerr.Plainf("no relay is set, so %s cannot be reached: peers named by key meet through a relay (and go direct from there where their NATs allow it); give one with -relay ADDR, as securepeer relay prints it, or list relays in %s", key.Fingerprint(), from)
+	return pkgerr.Plainf("no relay is set, so %s cannot be reached: peers named by key meet through a relay (and go direct from there where their NATs allow it); give one with -relay ADDR, as securepeer relay prints it, or list relays in %s; or look the peer up in a DHT where it publishes, with -dht", key.Fingerprint(), from)
 }
 
 // p2pDialer opens streams to the peer with key through the p2p node: a
@@ -139,9 +154,67 @@ type p2pDialer struct {
 	protos  []string
 	timeout time.Duration
 	direct  <-chan struct{} // the node's word that the connection went direct
+	relays  bool            // relays are set
+	dht     *dhtFinder      // -dht: where to look the peer up, or nil
 }
 
+// dial opens a stream to the peer. With -dht, it looks the peer up first
+// if no relay is set and no addresses found earlier are left to try, and
+// again when a dial fails in a way that other addresses might not: at
+// most one lookup per dial.
 func (d *p2pDialer) dial(ctx context.Context) (*stream, error) {
+	looked := false
+	if d.dht != nil && !d.relays && !d.dht.found.Load() {
+		if err := d.dht.find(ctx, d.n, d.key); err != nil {
+			return nil, err
+		}
+		looked = true
+	}
+	s, err := d.dialOnce(ctx)
+	var f *p2pDialFailure
+	if d.dht == nil || looked || !errors.As(err, &f) || !worthLooking(f.err) || ctx.Err() != nil {
+		return s, d.dialFailure(ctx, err)
+	}
+	if ferr := d.dht.find(ctx, d.n, d.key); ferr != nil {
+		if ctx.Err() != nil {
+			return nil, interruption(ctx)
+		}
+		return nil, pkgerr.Plainf("%v; and through the DHT: %w", d.dialFailure(ctx, err), ferr)
+	}
+	s, err = d.dialOnce(ctx)
+	return s, d.dialFailure(ctx, err)
+}
+
+// A p2pDialFailure is why dialOnce failed, for dialFailure to say.
+type p2pDialFailure struct {
+	err      error
+	timedOut bool
+}
+
+func (f *p2pDialFailure) Error() string { return f.err.Error() }
+func (f *p2pDialFailure) Unwrap() error { return f.err }
+
+// dialFailure says why a dial failed, in a sentence with a hint.
+func (d *p2pDialer) dialFailure(ctx context.Context, err error) error {
+	var f *p2pDialFailure
+	if !errors.As(err, &f) {
+		return err
+	}
+	if ctx.Err() != nil {
+		return interruption(ctx)
+	}
+	if d.dht != nil {
+		d.dht.found.Store(false) // the addresses found did not do
+	}
+	if f.timedOut {
+		return pkgerr.Plainf("reaching %s timed out after %v (connect -w sets that limit): %s", d.key.Fingerprint(), d.timeout, p2pDialError(d.n, d.key, f.err))
+	}
+	return p2pDialError(d.n, d.key, f.err)
+}
+
+// dialOnce offers the protocols in turn, within the dial's time limit.
+// A failure of the dial itself is a *p2pDialFailure.
+func (d *p2pDialer) dialOnce(ctx context.Context) (*stream, error) {
 	dctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	start := time.Now()
@@ -151,13 +224,7 @@ func (d *p2pDialer) dial(ctx context.Context) (*stream, error) {
 			continue
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, interruption(ctx)
-			}
-			if dctx.Err() != nil {
-				return nil, pkgerr.Plainf("reaching %s timed out after %v (connect -w sets that limit): %s", d.key.Fingerprint(), d.timeout, p2pDialError(d.n, d.key, err))
-			}
-			return nil, p2pDialError(d.n, d.key, err)
+			return nil, &p2pDialFailure{err: err, timedOut: dctx.Err() != nil}
 		}
 		s := newP2PStream(st, d.n.self, true, time.Since(start), d.n)
 		d.n.announce(st.RemoteKey(), st.Path(), "connected to")

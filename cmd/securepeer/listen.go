@@ -26,7 +26,10 @@ and then directly where their NATs let hole punching through (ADDR, if
 given, is where it listens for that; by default every interface, on a
 port the system picks). It says through which relays it is reachable and
 what a peer runs to reach it, and how each peer connected; it ends if no
-relay gives it a reservation, and reserves again when it loses one. By default it waits for one peer and joins the stream to stdin
+relay gives it a reservation, and reserves again when it loses one.
+With -dht it also publishes its addresses in a DHT, for peers that have
+no relay in common with it (it ends if the first publication fails).
+By default it waits for one peer and joins the stream to stdin
 and stdout, like nc -l: stdin's end is sent as the end of the stream, and
 listen exits when both streams have ended (on a terminal: as connect does,
 see securepeer help connect). With -exec, -to or -from it
@@ -56,6 +59,14 @@ Flags:
     -relay ADDR     a relay to hold a reservation on, as securepeer relay prints
                     it (/ip4/.../tcp/4001/p2p/...); repeatable; implies -p2p;
                     without it, those of $SECUREPEER_HOME/relays
+    -dht public|ADDR,...
+                    also publish where this side can be reached (its relays'
+                    circuit addresses, then its direct ones) under its key in
+                    a libp2p DHT: public for the public one (IPFS's), or the
+                    addresses of a private DHT's members (/ip4/.../tcp/.../
+                    p2p/...); again every hour and when its reservations
+                    change; anyone who knows the key can then look them up;
+                    implies -p2p, and still needs a relay
     -allow FILE     accept only the keys in FILE
     -exec CMD       run "sh -c CMD" for each allowed peer, with the stream as its
                     stdin and stdout, and its stderr as the peer's stderr (or on
@@ -158,6 +169,7 @@ type listenOptions struct {
 	limitsSet  bool      // -max-sessions or -max-sessions-per-key was given
 	p2p        bool      // -p2p, or -relay: listen through relays, by key
 	relays     relayList // -relay
+	dht        dhtList   // -dht: publish this side's addresses there
 }
 
 // parseListen parses listen's command line into options, and validates
@@ -178,6 +190,7 @@ func parseListen(args []string) (*listenOptions, error) {
 	fs.IntVar(&o.limits.perKey, "max-sessions-per-key", o.limits.perKey, "")
 	fs.BoolVar(&o.p2p, "p2p", false, "")
 	fs.Var(&o.relays, "relay", "")
+	fs.Var(&o.dht, "dht", "")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
@@ -187,7 +200,7 @@ func parseListen(args []string) (*listenOptions, error) {
 		o.addr = rest[0]
 	}
 	o.limitsSet = isFlagSet(fs, "max-sessions") || isFlagSet(fs, "max-sessions-per-key")
-	o.p2p = o.p2p || len(o.relays) > 0
+	o.p2p = o.p2p || len(o.relays) > 0 || len(o.dht) > 0
 	return o, o.validate()
 }
 
@@ -307,6 +320,7 @@ type listening struct {
 	log   *slog.Logger
 	l     net.Listener   // peers, over TCP
 	node  *p2pNode       // peers, through relays (-p2p)
+	dht   *dhtPublisher  // keeps its record in the DHT (-dht)
 	p2pl  *p2pListener   // and their streams
 	local []net.Listener // -from, in order
 	cfg   listenConfig
@@ -372,6 +386,7 @@ func (r *listening) peers() peerListener {
 // close stops what listen started: the p2p node, if any. (The listeners
 // are closed by serve, and the -from ones by localForward.)
 func (r *listening) close() {
+	r.dht.close()
 	if r.node != nil {
 		r.node.close()
 	}

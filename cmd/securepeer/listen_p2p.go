@@ -86,6 +86,11 @@ func (r *listening) listenP2P(ctx context.Context, id *securepeer.Identity) erro
 		}
 		return reservationError(n, err)
 	}
+	if len(r.o.dht) > 0 {
+		if r.dht, err = startDHTPublisher(ctx, r.o.dht, id, n, r.e.notef); err != nil {
+			return err
+		}
+	}
 	if r.local, err = listenAll(r.o.from); err != nil {
 		return err
 	}

@@ -21,7 +21,8 @@ import (
 // e2e_test.go run that same file.
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"securepeer": testCommandMain,
+		"securepeer":            testCommandMain,
+		"securepeer-dht-member": testDHTMemberMain,
 	})
 }
 
@@ -32,6 +33,7 @@ func testCommandMain() {
 	testOnlyExitFile = os.Getenv("SECUREPEER_TESTONLY_EXIT_FILE")
 	testOnlyNoTerminal = os.Getenv("SECUREPEER_TESTONLY_TERMINAL") != "1"
 	testOnlyNoMux = os.Getenv("SECUREPEER_TESTONLY_NO_MUX") == "1"
+	testOnlyDHTRelayedOnly = os.Getenv("SECUREPEER_TESTONLY_DHT_RELAYED_ONLY") == "1"
 	if p := os.Getenv("SECUREPEER_TESTONLY_EXEC_PROTOS"); p != "" {
 		testOnlyExecProtos = strings.Split(p, ",")
 	}

@@ -906,3 +906,35 @@ func mustAtoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// TestNATDHT: a listen -p2p behind a port-restricted NAT holds a
+// reservation on a public relay and publishes its addresses in a private
+// DHT whose member is on another public host; a connect behind another
+// port-restricted NAT, with no relay of its own, finds it there by key,
+// says so, and reaches it through the relay of its record (where it
+// stays: a dialer with no relay of its own announces no address a hole
+// punch could use, p2p/PROTOCOL.md, "What is not done").
+func TestNATDHT(t *testing.T) {
+	ne := newNATEnv(t)
+	_, relay := ne.relay("relay")
+	mh := ne.lab.AddPublicHost("dht")
+	mcmd := mh.Command(context.Background(), "securepeer-dht-member", fmt.Sprintf("/ip4/%s/tcp/4002", mh.Addr()))
+	mcmd.Env = append([]string(nil), ne.te.env...)
+	_, member := ne.te.startCmd("dht", mcmd)
+	lh := ne.lab.AddHost("l", natlab.PortRestricted)
+	dh := ne.lab.AddHost("d", natlab.PortRestricted)
+	server, client := ne.key("server"), ne.key("client")
+	l := ne.listen(lh, server, "-relay", relay, "-dht", member, "-allow", client+".pub", "-exec", upperLines)
+	s := ne.open(dh, "connect", "-i", client, "-dht", member, server+".pub")
+	s.echo("hello", "HELLO")
+	s.says(`(?m)^securepeer: found SHA256:\S+ through the DHT: \d+ addresses \(1 through relays\)$`)
+	s.says(`(?m)^securepeer: connected to SHA256:\S+ through relay SHA256:\S+ \(relayed\)$`)
+	s.stdin.Close()
+	if code := s.wait(); code != 7 {
+		t.Errorf("connect exited %d, want the command's 7\n%s", code, s.stderr)
+	}
+	l.interrupt()
+	if !regexp.MustCompile(`published this side's \d+ addresses in the DHT, under its key \(1 through relays\)`).MatchString(l.stderr.String()) {
+		t.Errorf("listen did not say it published its addresses:\n%s", l.stderr)
+	}
+}

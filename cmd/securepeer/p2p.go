@@ -50,6 +50,9 @@ type p2pNode struct {
 	direct map[securepeer.PublicKey]chan struct{}
 	held   map[securepeer.PublicKey]bool // relays with a reservation
 	shut   bool
+	// changed, if set (reservationsChanged), receives a value when a
+	// reservation is gained or lost: the DHT record is out of date.
+	changed chan struct{}
 }
 
 // A peerPath is what the user was last told of a peer's path.
@@ -184,6 +187,7 @@ func (n *p2pNode) notify(e p2p.Event) {
 	case p2p.EventReservationFailed:
 		if n.held[e.Relay] {
 			n.held[e.Relay] = false
+			n.changedLocked()
 			n.tellLocked("lost the reservation on relay %s (%s); trying again", n.relayName(e.Relay), relayCause(e.Err))
 		}
 	case p2p.EventConnected:
@@ -209,7 +213,28 @@ func (n *p2pNode) notify(e p2p.Event) {
 func (n *p2pNode) reservedLocked(relay securepeer.PublicKey) {
 	if !n.held[relay] {
 		n.held[relay] = true
+		n.changedLocked()
 		n.tellLocked("reachable as %s through relay %s", n.self.Fingerprint(), n.relayName(relay))
+	}
+}
+
+// reservationsChanged returns a channel that receives a value when the
+// node gains or loses a reservation (one value for changes not yet seen).
+func (n *p2pNode) reservationsChanged() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.changed == nil {
+		n.changed = make(chan struct{}, 1)
+	}
+	return n.changed
+}
+
+// changedLocked tells reservationsChanged's receiver that a reservation
+// was gained or lost. n.mu is held.
+func (n *p2pNode) changedLocked() {
+	select {
+	case n.changed <- struct{}{}:
+	default: // a change is waiting to be seen already, or nobody watches
 	}
 }
 
