@@ -275,6 +275,10 @@ func p2pDialError(n *p2pNode, key securepeer.PublicKey, err error) error {
 	case errors.Is(err, p2p.ErrNoPath):
 		return pkgerr.Plainf("nothing can carry a connection to %s: no relay is set, and none of its direct addresses answered; peers behind NATs meet through a relay (-relay)", fp)
 	}
+	var de *p2p.DialError
+	if errors.As(err, &de) {
+		return pkgerr.Plainf("%w", err) // it says "cannot reach" and whom
+	}
 	return pkgerr.Plainf("cannot reach %s: %w", fp, err)
 }
 

@@ -53,6 +53,9 @@ func TestP2PDialError(t *testing.T) {
 			if errorCode(err) != tc.code || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("exit %d, %q\nwant exit %d, %q", errorCode(err), err, tc.code, tc.want)
 			}
+			if strings.Count(err.Error(), fp) > strings.Count(tc.want, fp) {
+				t.Errorf("%q names the peer more than once", err)
+			}
 		})
 	}
 }
