@@ -630,7 +630,17 @@ func (p *execProc) terminate() {
 	terminateCommand(p.cmd)
 }
 
-func (p *execProc) hangUp() { hangUpCommand(p.cmd) }
+// hangUp hangs up the command's terminal as a terminal that goes away
+// does: it closes the master side, so that a read of the terminal returns
+// EIO, and sends SIGHUP to the command's process group. The signal alone
+// is not enough: a shell that takes it just before it blocks in a read of
+// the terminal (dash between two commands of `trap ... HUP; read x`) runs
+// its trap only once that read returns, which, with the master open,
+// would be never.
+func (p *execProc) hangUp() {
+	p.tty.Close()
+	hangUpCommand(p.cmd)
+}
 
 func (p *execProc) kill() { killCommand(p.cmd) }
 

@@ -366,6 +366,26 @@ func TestExecSessionTTY(t *testing.T) {
 			t.Errorf("the command's HUP trap wrote %q, %v", data, err)
 		}
 	})
+	// A command that has already taken the signal, or ignores it, and
+	// then reads its terminal still sees the hangup: the read ends (EIO),
+	// as when a real terminal goes away, rather than blocking until the
+	// command is killed. A shell that takes SIGHUP just before it blocks
+	// in a read is in that state.
+	t.Run("hangup seen by a read", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		mark := filepath.Join(dir, "read")
+		stdin, feed := io.Pipe()
+		defer feed.Close()
+		command := `trap '' HUP; echo ready; read x; echo read ended > ` + mark
+		runExecSession(t, testExecServer(command, nil), stdin, &TTYRequest{}, func(r *execRun, cancel context.CancelFunc) {
+			waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
+			cancel()
+		})
+		if data, err := os.ReadFile(mark); err != nil || string(data) != "read ended\n" {
+			t.Errorf("after the hangup, the command's read of its terminal did not end: %q, %v", data, err)
+		}
+	})
 }
 
 // rawClient runs a server session against a client that sends frames,
