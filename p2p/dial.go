@@ -64,11 +64,42 @@ func (n *Node) Dial(ctx context.Context, key securepeer.PublicKey, name string) 
 	if isCircuit(c.RemoteMultiaddr()) {
 		n.awaitDirect(ctx, p, c)
 	}
-	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "securepeer"), p, id)
+	s, err := n.newStream(ctx, p, id)
+	if err != nil && retryStream(ctx, err) {
+		// Nothing reached the peer's application: the stream failed
+		// before its protocol was agreed, most often because the
+		// connection it went on ended under it (a hole-punched one that
+		// a NAT or the peer dropped). Once more, on the best connection
+		// left, or a new one.
+		if c, err = n.connect(ctx, key, p); err != nil {
+			return nil, err
+		}
+		s, err = n.newStream(ctx, p, id)
+	}
 	if err != nil {
 		return nil, n.streamError(key, name, c, err)
 	}
 	return newStream(s, name)
+}
+
+// newStream opens a stream of protocol id to p on the best connection.
+func (n *Node) newStream(ctx context.Context, p peer.ID, id protocol.ID) (network.Stream, error) {
+	if testOnlyNewStream != nil {
+		return testOnlyNewStream(ctx, n, p, id)
+	}
+	return n.host.NewStream(network.WithAllowLimitedConn(ctx, "securepeer"), p, id)
+}
+
+// testOnlyNewStream, set by a test, opens Dial's streams in place of
+// the host.
+var testOnlyNewStream func(ctx context.Context, n *Node, p peer.ID, id protocol.ID) (network.Stream, error)
+
+// retryStream reports whether a stream that failed with err before its
+// protocol was agreed is worth opening once more: not if the peer said it
+// does not serve the protocol, nor once ctx is done.
+func retryStream(ctx context.Context, err error) bool {
+	var unsupported mss.ErrNotSupported[protocol.ID]
+	return ctx.Err() == nil && !errors.As(err, &unsupported)
 }
 
 // connect returns the best open connection to p, or makes one.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/securepeer/securepeer"
 )
@@ -319,4 +320,41 @@ func TestAwaitDirectOnce(t *testing.T) {
 	short, cancelShort := context.WithCancel(context.Background())
 	cancelShort()
 	n.awaitDirect(short, p, oldConn{opened: time.Now()})
+}
+
+// TestDialOpensStreamOnceMore checks that a stream that fails before its
+// protocol is agreed, on a connection that ended under it, is opened once
+// more on a new connection, and that one the peer refuses (a protocol it
+// does not serve) is not.
+func TestDialOpensStreamOnceMore(t *testing.T) {
+	l := startNode(t, Config{})
+	echo(t, listen(t, l, echoProto))
+	d := startNode(t, Config{})
+	if err := d.AddAddrs(l.Key(), l.Addrs()); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, dial(t, d, l.Key(), echoProto), "a first connection")
+	calls := 0
+	testOnlyNewStream = func(ctx context.Context, n *Node, p peer.ID, id protocol.ID) (network.Stream, error) {
+		calls++
+		if calls == 1 {
+			// The connection ends as the stream goes out on it.
+			for _, c := range n.host.Network().ConnsToPeer(p) {
+				c.Close()
+			}
+			return nil, fmt.Errorf("failed to negotiate protocol: %w", network.ErrReset)
+		}
+		return n.host.NewStream(network.WithAllowLimitedConn(ctx, "securepeer"), p, id)
+	}
+	defer func() { testOnlyNewStream = nil }()
+	roundTrip(t, dial(t, d, l.Key(), echoProto), "on a new connection")
+	if calls != 2 {
+		t.Errorf("%d attempts to open the stream, want 2", calls)
+	}
+	calls = 2 // no failure injected from here on
+	_, err := d.Dial(context.Background(), l.Key(), "nobody-serves/1")
+	wantErr(t, err, ErrNotServed)
+	if calls != 3 {
+		t.Errorf("%d attempts for a protocol the peer does not serve, want 1", calls-2)
+	}
 }
