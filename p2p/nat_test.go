@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,12 +34,16 @@ const natPeerEnv = "P2P_NAT_PEER"
 
 // natPeerSpec tells a peer process what to be.
 type natPeerSpec struct {
-	Relay      bool     // a relay, else a node
-	Key        []byte   // the identity, an OpenSSH private key
-	Listen     string   // the address to listen on
-	Relays     []string // the node's relays
-	Serve      bool     // the node listens for echoProto and bulkProto
-	DirectWait time.Duration
+	Relay  bool     // a relay, else a node
+	Key    []byte   // the identity, an OpenSSH private key
+	Listen string   // the address to listen on
+	Relays []string // the node's relays
+	Serve  bool     // the node listens for echoProto and bulkProto
+	// PlainListen, with Serve, is a TCP address where the process also
+	// takes plain securepeer connections (no libp2p), read to their end
+	// and answered with one byte, as bulkProto's streams are.
+	PlainListen string
+	DirectWait  time.Duration
 	// TunnelTo, if set, makes the node forward each stream of tunnelProto
 	// to this TCP address.
 	TunnelTo string
@@ -53,7 +58,8 @@ const tunnelProto = "tunnel/1"
 
 // natCommand is one line of a peer process's input.
 type natCommand struct {
-	Op   string // "dial" or "bulk"
+	Op   string // "dial", "bulk" or "plainbulk"
+	Addr string // plainbulk: the TCP address of the peer's PlainListen
 	Key  string // the peer to dial, authorized_keys form
 	Wait time.Duration
 	Size int64
@@ -154,6 +160,9 @@ func runNATNode(t *testing.T, id *securepeer.Identity, spec natPeerSpec, out *na
 			t.Fatal(err)
 		}
 		go serveBulk(bulkLn)
+		if spec.PlainListen != "" {
+			servePlainBulk(t, id, spec.PlainListen)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 		err = n.Ready(ctx)
 		cancel()
@@ -259,6 +268,8 @@ func natRun(n *Node, events *eventLog, cmd natCommand) natResult {
 		return natDial(ctx, n, events, key, cmd.Wait)
 	case "bulk":
 		return natBulk(ctx, n, key, cmd.Size)
+	case "plainbulk":
+		return natPlainBulk(ctx, key, cmd.Addr, cmd.Size)
 	}
 	return natResult{Err: "unknown op " + cmd.Op}
 }
@@ -334,6 +345,69 @@ func natBulk(ctx context.Context, n *Node, key securepeer.PublicKey, size int64)
 	return res
 }
 
+// natPlainBulk sends size bytes over a plain securepeer connection (no
+// libp2p) to addr, pinned to key, and times them until the peer says it
+// has read them all: what the engine's direct streams are measured
+// against.
+func natPlainBulk(ctx context.Context, key securepeer.PublicKey, addr string, size int64) natResult {
+	c, err := securepeer.Dial(ctx, "tcp", addr, &securepeer.Config{Identity: plainIdentity, Verify: pinKey(key)})
+	if err != nil {
+		return natResult{Err: err.Error()}
+	}
+	defer c.Close()
+	if err := c.HandshakeContext(ctx); err != nil {
+		return natResult{Err: err.Error()}
+	}
+	buf := make([]byte, 64<<10)
+	start := time.Now()
+	for sent := int64(0); sent < size; sent += int64(len(buf)) {
+		if _, err := c.Write(buf); err != nil {
+			return natResult{Err: err.Error()}
+		}
+	}
+	c.CloseWrite()
+	if _, err := io.ReadFull(c, buf[:1]); err != nil {
+		return natResult{Err: err.Error()}
+	}
+	return natResult{Rate: float64(size) / time.Since(start).Seconds()}
+}
+
+// plainIdentity is the identity of the plain connections' dialers: the
+// listener takes any key.
+var plainIdentity, _ = securepeer.GenerateIdentity()
+
+func pinKey(want securepeer.PublicKey) func(context.Context, securepeer.PublicKey) error {
+	return func(_ context.Context, got securepeer.PublicKey) error {
+		if got != want {
+			return securepeer.ErrRejected
+		}
+		return nil
+	}
+}
+
+// servePlainBulk takes plain securepeer connections at addr, with id and
+// any peer key, reads each to its end and answers with one byte.
+func servePlainBulk(t *testing.T, id *securepeer.Identity, addr string) {
+	ln, err := securepeer.Listen("tcp", addr, &securepeer.Config{Identity: id, Verify: func(context.Context, securepeer.PublicKey) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := io.Copy(io.Discard, c); err == nil {
+					c.Write([]byte{1})
+				}
+			}()
+		}
+	}()
+}
+
 // A natPeer is a peer process in the lab, from the test's side.
 type natPeer struct {
 	name  string
@@ -347,7 +421,7 @@ type natPeer struct {
 	changed chan struct{}   // closed when an event is logged, then replaced
 }
 
-func startNATPeer(t *testing.T, h *natlab.Host, spec natPeerSpec) *natPeer {
+func startNATPeer(t testing.TB, h *natlab.Host, spec natPeerSpec) *natPeer {
 	t.Helper()
 	id := newIdentity(t)
 	pem, err := id.MarshalOpenSSH("")
@@ -458,7 +532,7 @@ func waitOrKill(cmd *exec.Cmd, cancel context.CancelFunc) {
 }
 
 // read reads the peer's lines up to the next of kind, into v.
-func (p *natPeer) read(t *testing.T, kind string, v any) {
+func (p *natPeer) read(t testing.TB, kind string, v any) {
 	t.Helper()
 	for line := range p.lines {
 		if rest, ok := strings.CutPrefix(line, kind+" "); ok {
@@ -471,7 +545,7 @@ func (p *natPeer) read(t *testing.T, kind string, v any) {
 	t.Fatalf("%s ended without a %q line\n%s", p.name, kind, p.events())
 }
 
-func (p *natPeer) run(t *testing.T, cmd natCommand) natResult {
+func (p *natPeer) run(t testing.TB, cmd natCommand) natResult {
 	t.Helper()
 	b, err := json.Marshal(cmd)
 	if err != nil {
@@ -696,4 +770,81 @@ PidFile none
 	}
 	t.Fatalf("sshd ended without listening:\n%s", log.String())
 	return "", ""
+}
+
+// BenchmarkNATThroughput measures, in the NAT lab, the bulk throughput of
+// one stream for every pair of kinds (a dialer behind the first, a
+// listener behind the second that listens through a public relay), on
+// the path the stream took, and for each dialer the engine's direct
+// stream against a plain securepeer connection (no libp2p) between the
+// same two namespaces, to a listener on a public host. The pairs run one
+// at a time, so that they do not share the CPU. It logs a table: rates
+// are measurements, not checked. As root:
+//
+//	sudo go test -run '^$' -bench NATThroughput -benchtime 1x -v .
+func BenchmarkNATThroughput(b *testing.B) {
+	const size = 64 << 20
+	lab := natlab.New(b)
+	relay := startNATPeer(b, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
+	pubHost := lab.AddPublicHost("pub")
+	plainAddr := netip.AddrPortFrom(pubHost.Addr(), 4002).String()
+	pub := startNATPeer(b, pubHost, natPeerSpec{Relays: relay.addrs, Serve: true, PlainListen: plainAddr})
+	kinds := natlab.Kinds()
+	listeners := make(map[natlab.Kind]*natPeer)
+	dialers := make(map[natlab.Kind]*natPeer)
+	for i, k := range kinds {
+		listeners[k] = startNATPeer(b, lab.AddHost(fmt.Sprintf("l%d", i), k), natPeerSpec{Relays: relay.addrs, Serve: true})
+		dialers[k] = startNATPeer(b, lab.AddHost(fmt.Sprintf("d%d", i), k), natPeerSpec{Relays: relay.addrs})
+	}
+	bulk := func(d, l *natPeer) (float64, bool) {
+		// Let hole punching give a direct connection first, where it can.
+		if res := d.run(b, natCommand{Op: "dial", Key: l.key.String(), Wait: 2 * punchTimeout}); res.Err != "" {
+			b.Fatalf("%s to %s: dial: %s", d.name, l.name, res.Err)
+		}
+		res := d.run(b, natCommand{Op: "bulk", Key: l.key.String(), Size: size})
+		if res.Err != "" {
+			b.Fatalf("%s to %s: bulk: %s", d.name, l.name, res.Err)
+		}
+		return res.Rate, res.Relayed
+	}
+	for range b.N {
+		var table strings.Builder
+		fmt.Fprintf(&table, "| dialer \\ listener | %s |\n|---|", joinKinds(kinds, " | "))
+		for range kinds {
+			table.WriteString("---|")
+		}
+		table.WriteString("\n")
+		for _, from := range kinds {
+			fmt.Fprintf(&table, "| %s |", from)
+			for _, to := range kinds {
+				rate, relayed := bulk(dialers[from], listeners[to])
+				fmt.Fprintf(&table, " %.0f MB/s%s |", rate/1e6, map[bool]string{true: " relayed"}[relayed])
+			}
+			table.WriteString("\n")
+		}
+		b.Logf("one stream, %d MiB one way, per pair:\n%s", size>>20, table.String())
+		var ratios strings.Builder
+		ratios.WriteString("| dialer | engine, direct, to a public host | plain securepeer, same hosts | engine / plain |\n|---|---|---|---|\n")
+		for _, from := range kinds {
+			engine, relayed := bulk(dialers[from], pub)
+			res := dialers[from].run(b, natCommand{Op: "plainbulk", Key: pub.key.String(), Addr: plainAddr, Size: size})
+			if res.Err != "" {
+				b.Fatalf("%s: plain bulk: %s", from, res.Err)
+			}
+			path := "direct"
+			if relayed {
+				path = "relayed"
+			}
+			fmt.Fprintf(&ratios, "| %s | %.0f MB/s (%s) | %.0f MB/s | %.2f |\n", from, engine/1e6, path, res.Rate/1e6, engine/res.Rate)
+		}
+		b.Logf("the engine against a plain securepeer connection:\n%s", ratios.String())
+	}
+}
+
+func joinKinds(kinds []natlab.Kind, sep string) string {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = k.String()
+	}
+	return strings.Join(names, sep)
 }
