@@ -631,15 +631,17 @@ func (p *execProc) terminate() {
 }
 
 // hangUp hangs up the command's terminal as a terminal that goes away
-// does: it closes the master side, so that a read of the terminal returns
-// EIO, and sends SIGHUP to the command's process group. The signal alone
-// is not enough: a shell that takes it just before it blocks in a read of
-// the terminal (dash between two commands of `trap ... HUP; read x`) runs
-// its trap only once that read returns, which, with the master open,
-// would be never.
+// does: it sends SIGHUP to the command's process group, then closes the
+// master side, so that a read of the terminal returns EIO. The signal
+// alone is not enough: a shell that takes it just before it blocks in a
+// read of the terminal (dash between two commands of `trap ... HUP;
+// read x`) runs its trap only once that read returns, which, with the
+// master open, would be never. The signal comes first: a shell whose read
+// ended with EIO before the signal was sent could exit without running
+// its trap.
 func (p *execProc) hangUp() {
-	p.tty.Close()
 	hangUpCommand(p.cmd)
+	p.tty.Close()
 }
 
 func (p *execProc) kill() { killCommand(p.cmd) }
