@@ -152,14 +152,20 @@ func parseListenAddrs(addrs []string) ([]ma.Multiaddr, error) {
 	if len(addrs) == 0 {
 		addrs = DefaultListenAddrs
 	}
+	return parseTCPAddrs(addrs, "listen address", "an IP address and TCP port: this engine speaks TCP only")
+}
+
+// parseTCPAddrs parses addrs, each a TCP multiaddr (isTCP); what names
+// them in an error, and notTCP says what one that is not TCP should be.
+func parseTCPAddrs(addrs []string, what, notTCP string) ([]ma.Multiaddr, error) {
 	out := make([]ma.Multiaddr, 0, len(addrs))
 	for _, s := range addrs {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
-			return nil, pkgerr.Errorf("p2p", "listen address %q: %w", s, err)
+			return nil, pkgerr.Errorf("p2p", "%s %q: %w", what, s, err)
 		}
 		if !isTCP(a) {
-			return nil, pkgerr.Errorf("p2p", "listen address %q is not an IP address and TCP port: this engine speaks TCP only", s)
+			return nil, pkgerr.Errorf("p2p", "%s %q is not %s", what, s, notTCP)
 		}
 		out = append(out, a)
 	}

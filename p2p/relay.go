@@ -314,19 +314,9 @@ func (l RelayLimits) serviceLimits(cfg *rcmgr.PartialLimitConfig) {
 	}
 }
 
+// parsePublicAddrs parses a relay's public addresses.
 func parsePublicAddrs(addrs []string) ([]ma.Multiaddr, error) {
-	var out []ma.Multiaddr
-	for _, s := range addrs {
-		a, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return nil, pkgerr.Errorf("p2p", "public address %q: %w", s, err)
-		}
-		if !isTCP(a) {
-			return nil, pkgerr.Errorf("p2p", "public address %q is not an IP address or DNS name and a TCP port", s)
-		}
-		out = append(out, a)
-	}
-	return out, nil
+	return parseTCPAddrs(addrs, "public address", "an IP address or DNS name and a TCP port")
 }
 
 // Key returns the relay's key.
