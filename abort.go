@@ -19,6 +19,8 @@ type slot uint8
 const (
 	slotMessage1       slot = iota // a responder reads message 1, also after asking for a full handshake
 	slotMessage2                   // an initiator reads message 2 of a full handshake
+	slotMessage2Worked             // an initiator reads message 2 after answering a demand for work
+	slotWork                       // a responder reads the answer to its demand for work
 	slotResumeMessage2             // an initiator that offered a ticket reads the answer
 	slotMessage3                   // a responder reads message 3
 	slotFinished                   // a responder reads the finished message of a resumption
@@ -28,7 +30,9 @@ const (
 // The table in PROTOCOL.md says why each is or is not there.
 var honestAborts = map[slot][]byte{
 	slotMessage1:       nil,
-	slotMessage2:       {wire.AbortNoCipher, wire.AbortProtocol},
+	slotMessage2:       {wire.AbortNoCipher, wire.AbortProtocol, wire.DemandWork},
+	slotMessage2Worked: {wire.AbortNoCipher, wire.AbortProtocol},
+	slotWork:           {wire.AbortProtocol},
 	slotResumeMessage2: {wire.AbortNoCipher, wire.AbortProtocol, wire.AbortNoALPN, wire.RetryFull},
 	slotMessage3:       {wire.AbortRejected, wire.AbortProtocol, wire.AbortNoALPN},
 	slotFinished:       {wire.AbortRejected, wire.AbortProtocol},
@@ -52,13 +56,15 @@ func (s slot) honestAbort(reason byte) bool {
 // peer's unauthenticated word: only ErrPeerNoCommonProtocol, never
 // ErrNoCommonProtocol, can come from an abort.
 func (hs *handshakeState) abortError(s slot, reason byte) error {
-	known := reason >= wire.AbortRejected && reason <= wire.RetryFull
-	if known && !s.honestAbort(reason) {
+	known := reason >= wire.AbortRejected && reason <= wire.DemandWork
+	if known && (!s.honestAbort(reason) || reason == wire.DemandWork && !hs.offeredWork) {
 		return errorf("%w", &misplacedAbortError{reason})
 	}
 	switch reason {
 	case wire.RetryFull:
 		return errRetryFull
+	case wire.DemandWork:
+		return errWorkDemanded
 	case wire.AbortRejected:
 		return errorf("%w", ErrRejected)
 	case wire.AbortNoCipher:
@@ -92,9 +98,14 @@ func abortName(reason byte) string {
 		return `the abort "no application protocol in common"`
 	case wire.RetryFull:
 		return "a request for a full handshake"
+	case wire.DemandWork:
+		return "a demand for work"
 	}
 	return fmt.Sprintf("abort reason %d", reason)
 }
 
 // errRetryFull is readMessage's report of the responder's RetryFull.
 var errRetryFull = newError("the responder asked for a full handshake")
+
+// errWorkDemanded is readMessage's report of the responder's DemandWork.
+var errWorkDemanded = newError("the responder demanded work")

@@ -31,7 +31,7 @@ type abortSlot struct {
 
 var abortSlots = []abortSlot{
 	{"message 1", slotMessage1, false, "c2s", 1, false, nil},
-	{"message 2", slotMessage2, false, "s2c", 1, true, []byte{wire.AbortNoCipher, wire.AbortProtocol}},
+	{"message 2", slotMessage2, false, "s2c", 1, true, []byte{wire.AbortNoCipher, wire.AbortProtocol, wire.DemandWork}},
 	{"resumption message 2", slotResumeMessage2, true, "s2c", 1, true, []byte{wire.AbortNoCipher, wire.AbortProtocol, wire.AbortNoALPN, wire.RetryFull}},
 	{"message 3", slotMessage3, false, "c2s", 2, false, []byte{wire.AbortRejected, wire.AbortProtocol, wire.AbortNoALPN}},
 	{"finished", slotFinished, true, "c2s", 2, false, []byte{wire.AbortRejected, wire.AbortProtocol}},
@@ -98,7 +98,7 @@ func runAbortSlot(t *testing.T, s abortSlot, reason byte) error {
 // claims; an unknown reason as an abort of unknown cause.
 func TestAbortPlacement(t *testing.T) {
 	checkNoLeaks(t)
-	reasons := []byte{wire.AbortRejected, wire.AbortNoCipher, wire.AbortProtocol, wire.AbortNoALPN, wire.RetryFull, 0, 6, 0xff}
+	reasons := []byte{wire.AbortRejected, wire.AbortNoCipher, wire.AbortProtocol, wire.AbortNoALPN, wire.RetryFull, wire.DemandWork, 0, 7, 0xff}
 	for _, s := range abortSlots {
 		for _, reason := range reasons {
 			t.Run(fmt.Sprintf("%s/reason %d", s.name, reason), func(t *testing.T) {
@@ -109,13 +109,16 @@ func TestAbortPlacement(t *testing.T) {
 				if reason == wire.RetryFull && honest {
 					t.Skip("00 00 05 there asks for a full handshake: TestResumptionFallsBack")
 				}
+				if reason == wire.DemandWork && honest {
+					t.Skip("00 00 06 there demands work: TestWorkDemand")
+				}
 				err := runAbortSlot(t, s, reason)
 				if err == nil {
 					t.Fatal("the handshake completed")
 				}
 				var misplaced *misplacedAbortError
 				isMisplaced := errors.As(err, &misplaced)
-				known := reason >= wire.AbortRejected && reason <= wire.RetryFull
+				known := reason >= wire.AbortRejected && reason <= wire.DemandWork
 				switch {
 				case !known:
 					if isMisplaced || !strings.Contains(err.Error(), fmt.Sprintf("aborted the handshake (reason %d)", reason)) {

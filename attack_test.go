@@ -66,6 +66,11 @@ const (
 	attackLen64K attackKind = "len64k"  // a hello and a message 1 length of 65535; silent (issue 16, item 5)
 	stallNoMsg3  attackKind = "nomsg3"  // a real client's first flight, its own; reads message 2; never sends message 3
 	stallFresh   attackKind = "fresh1"  // a forged first flight with a fresh key (flightForger); reads message 2; never sends message 3
+	// Against demands for work (PROTOCOL.md, "Work under load"), with the
+	// work signal in the forged flight's cipher list, which fresh1 leaves
+	// out (and so is never asked):
+	stallWork attackKind = "work1" // reads the demand, or message 2, and never answers
+	stallPaid attackKind = "paid1" // does the work demanded, reads message 2; never sends message 3
 
 	// attackComplete runs a real Client's handshake (classical, attackConfig.client) to its end
 	// and holds the connection: the server has it in Verify or waiting for
@@ -78,7 +83,13 @@ const (
 // first flights, replay1 and nomsg3 are refused at their first flight
 // (after the first time the server sees each flight); fresh1 is what
 // reaches the states past it.
-var stallKinds = []attackKind{stallPartial, stallTicket, stallReplay, stallNoMsg3, stallFresh}
+var stallKinds = []attackKind{stallPartial, stallTicket, stallReplay, stallNoMsg3, stallFresh, stallWork}
+
+// benchStallKinds are what BenchmarkUnderAttack runs: every stall, and
+// attackers that pay for the work demanded of them, which reach no state
+// of their own (they queue for CPU, then wait for message 3) and cost
+// their own CPU too much for the tests' 5000.
+var benchStallKinds = append(slices.Clone(stallKinds), stallPaid)
 
 // stallSpreads are the source addresses of 5000 stalling attackers: all on
 // one, or spread over 4500.
@@ -138,6 +149,11 @@ type attack struct {
 	wg     sync.WaitGroup
 
 	slots chan struct{} // cfg.concurrent handshakes, if set
+	// solver lets one paid1 attacker at a time do the work demanded: the
+	// attack spends one core on work, as a machine of one core would. On
+	// the tests' machine the attackers share the server's cores, so 5000
+	// solving at once would measure that sharing, not the listener.
+	solver chan struct{}
 
 	connected  atomic.Int64 // attackers that have connected at least once
 	live       atomic.Int64 // attacker connections open now
@@ -145,6 +161,7 @@ type attack struct {
 	dialErrors atomic.Int64 // dials that failed
 	drops      atomic.Int64 // connections the server ended
 	replies    atomic.Int64 // message 2s received (replay)
+	demands    atomic.Int64 // demands for work received
 }
 
 // startAttack starts cfg.n attackers against cfg.target. They run until
@@ -163,12 +180,16 @@ func startAttack(ctx context.Context, cfg attackConfig) *attack {
 		cfg.source = func(int) net.IP { return nil }
 	}
 	if cfg.forger == nil && (cfg.kind == attackForge || cfg.kind == stallFresh) {
-		cfg.forger = newFlightForger()
+		cfg.forger = newFlightForger(false)
+	}
+	if cfg.forger == nil && (cfg.kind == stallWork || cfg.kind == stallPaid) {
+		cfg.forger = newFlightForger(true)
 	}
 	a := &attack{cfg: cfg}
 	if cfg.concurrent > 0 && cfg.kind == attackComplete {
 		a.slots = make(chan struct{}, cfg.concurrent)
 	}
+	a.solver = make(chan struct{}, 1)
 	a.ctx, a.cancel = context.WithTimeout(ctx, cfg.maxDuration)
 	a.wg.Add(cfg.n)
 	for i := range cfg.n {
@@ -198,8 +219,8 @@ func (a *attack) waitConnected(timeout time.Duration) bool {
 }
 
 func (a *attack) String() string {
-	return fmt.Sprintf("%d %s attackers: %d connected at least once, %d open now, %d connections, %d dropped by the server, %d failed dials, %d message 2s",
-		a.cfg.n, a.cfg.kind, a.connected.Load(), a.live.Load(), a.dials.Load(), a.drops.Load(), a.dialErrors.Load(), a.replies.Load())
+	return fmt.Sprintf("%d %s attackers: %d connected at least once, %d open now, %d connections, %d dropped by the server, %d failed dials, %d message 2s, %d demands for work",
+		a.cfg.n, a.cfg.kind, a.connected.Load(), a.live.Load(), a.dials.Load(), a.drops.Load(), a.dialErrors.Load(), a.replies.Load(), a.demands.Load())
 }
 
 func (a *attack) attacker(i int) {
@@ -353,6 +374,14 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 			return serverEnded()
 		}
 		a.replies.Add(1)
+	case stallWork, stallPaid:
+		flight := a.cfg.forger.flight()
+		if _, err := c.Write(flight); err != nil {
+			return serverEnded()
+		}
+		if !a.workOrMessage2(c, flight) {
+			return serverEnded()
+		}
 	case stallReplay, stallFresh, attackForge:
 		flight := a.cfg.flight
 		if a.cfg.kind != stallReplay {
@@ -408,6 +437,53 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 	}
 	io.Copy(io.Discard, c) // until the server drops the connection, or the attack stops
 	return serverEnded()
+}
+
+// workOrMessage2 reads the server's hello and its answer to flight, for
+// work1 and paid1: message 2, or a demand for work, which paid1 answers
+// before it reads message 2. It reports whether the server has not ended
+// the connection.
+func (a *attack) workOrMessage2(c net.Conn, flight []byte) bool {
+	b, err := readN(c, wire.HelloSize+2)
+	if err != nil {
+		return false
+	}
+	if n := binary.BigEndian.Uint16(b[wire.HelloSize:]); n > 0 {
+		_, err := readN(c, int(n))
+		a.replies.Add(1)
+		return err == nil
+	}
+	d, err := readN(c, 1+wire.WorkDemandSize)
+	if err != nil || d[0] != wire.DemandWork {
+		return false
+	}
+	a.demands.Add(1)
+	if a.cfg.kind == stallWork {
+		return true
+	}
+	bits, seed, ok := wire.ParseWorkDemand(d[1:])
+	if !ok {
+		return false
+	}
+	e := flight[wire.HelloSize+2:][:wire.EphemeralKeySize]
+	select {
+	case a.solver <- struct{}{}:
+	case <-a.ctx.Done():
+		return false
+	}
+	nonce, err := wire.SolveWork(a.ctx, bits, &seed, e)
+	<-a.solver
+	if err != nil {
+		return false
+	}
+	if _, err := c.Write(wire.AppendHandshakeMessage(nil, binary.BigEndian.AppendUint64(nil, nonce))); err != nil {
+		return false
+	}
+	if _, err := readPrefixed(c, 2); err != nil {
+		return false
+	}
+	a.replies.Add(1)
+	return true
 }
 
 func isTimeout(err error) bool {
@@ -473,12 +549,17 @@ type flightForger struct {
 	payload []byte
 }
 
-func newFlightForger() *flightForger {
+// newFlightForger returns a forger whose flights list the work signal if
+// work.
+func newFlightForger(work bool) *flightForger {
 	dk, err := mlkem.GenerateKey768()
 	if err != nil {
 		panic(err)
 	}
 	p := wire.InitPayload{Ciphers: cipherIDs([]Cipher{ChaCha20Poly1305, AES256GCM}), KEMKey: dk.EncapsulationKey().Bytes()}
+	if work {
+		p.Ciphers = append(p.Ciphers, wire.WorkSignal)
+	}
 	return &flightForger{
 		hello:   wire.Hello{Version: wire.Version, Mode: wire.ModeInitiator}.Marshal(),
 		payload: p.Marshal(nil),
@@ -869,11 +950,12 @@ func testListenerUnder(t *testing.T, serverCfg *Config, cfg attackConfig, legit 
 		for a.drops.Load()+a.replies.Load() < int64(min(cfg.n, 4000)) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
-	case stallFresh:
+	case stallFresh, stallWork, stallPaid:
 		// Wait until the server has answered the first flights of the
-		// attackers' first connections, most of which it holds.
+		// attackers' first connections, most of which it holds, with
+		// message 2 or a demand for work.
 		deadline := time.Now().Add(time.Minute)
-		for a.replies.Load() < 4000 && time.Now().Before(deadline) {
+		for a.replies.Load()+a.demands.Load() < 4000 && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	case attackForge:
@@ -1241,6 +1323,11 @@ var pendingRows = []pendingRow{
 	// them while it is measured, whose work in progress counts too.
 	{"queued for CPU", stallFresh, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 }, 28 << 10},
 	{"waiting for message 3", stallFresh, "", func(a *attack, c serverCount) bool { return c.unproved >= 4000 && a.replies.Load() >= 4000 }, 20 << 10},
+	// Asked for work: those the server answered before its queue was long
+	// wait for message 3 instead.
+	{"asked for work", stallWork, "", func(a *attack, c serverCount) bool {
+		return c.unproved >= 4000 && a.demands.Load()+a.replies.Load() >= 4000
+	}, 20 << 10},
 	{"Verify running", attackComplete, "verify", func(a *attack, c serverCount) bool { return a.settled() && c.proved() >= 4000 }, 20 << 10},
 	{"completed, waiting for Accept", attackComplete, "accept", func(a *attack, c serverCount) bool { return a.settled() && c.completed >= 4000 }, 16 << 10},
 }
@@ -1375,7 +1462,7 @@ func testPendingState(t *testing.T, row pendingRow, flights [][]byte) {
 // flight's arrival to the message written (a hybrid answer: ML-KEM
 // encapsulation, three X25519 operations, the handshake's setup).
 func BenchmarkFirstFlightCost(b *testing.B) {
-	f := newFlightForger()
+	f := newFlightForger(false)
 	b.Run("forged", func(b *testing.B) {
 		for b.Loop() {
 			f.flight()

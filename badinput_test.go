@@ -430,7 +430,7 @@ func TestBadInputAbort(t *testing.T) {
 				tc.check(t, err)
 			})
 		}
-		for _, reason := range []byte{0, wire.AbortProtocol, 6, 0x7f, 0xff} {
+		for _, reason := range []byte{0, wire.AbortProtocol, 7, 0x7f, 0xff} {
 			t.Run(fmt.Sprintf("%s/reason %d", role.name, reason), func(t *testing.T) {
 				elapsed, err := badAttack(t, role, badPromptTimeout, append(badHello(role.peerMode), 0, 0, reason), false)
 				badPrompt(t, err, elapsed)

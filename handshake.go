@@ -89,11 +89,12 @@ type handshakeState struct {
 	remote      PublicKey
 
 	// Resumption ("Session resumption").
-	session    *ClientSession // initiator: the ticket offered in message 1
-	peerResume bool           // the peer's hello has FlagResume
-	giveTicket bool           // responder: the initiator asked for a ticket
-	resumed    bool
-	authTime   time.Time // of the full handshake this session descends from
+	session     *ClientSession // initiator: the ticket offered in message 1
+	peerResume  bool           // the peer's hello has FlagResume
+	giveTicket  bool           // responder: the initiator asked for a ticket
+	offeredWork bool           // initiator: its message 1 lists wire.WorkSignal
+	resumed     bool
+	authTime    time.Time // of the full handshake this session descends from
 }
 
 // handshake runs the protocol of PROTOCOL.md, "The Noise handshake", as
@@ -386,13 +387,17 @@ func (hs *handshakeState) cipherList() []uint16 {
 
 // initiatorCipherList is the cipher list of this side's message 1: its
 // cipherList, then the tickets signal if it wants a ticket ("Asking for a
-// ticket"). The signal counts toward the 16 identifiers a list may hold,
-// so a list of 16 asks for none. (Only a test's testOnlyCipherList can put
-// the signal in cipherList already; it is then not added twice.)
+// ticket"), then the work signal ("Work under load"). The signals count
+// toward the 16 identifiers a list may hold, so a list of 16 has neither,
+// and one of 15 only the first. (Only a test's testOnlyCipherList can put
+// a signal in cipherList already; it is then not added twice.)
 func (hs *handshakeState) initiatorCipherList() []uint16 {
 	ids := hs.cipherList()
 	if hs.wantsTickets() && len(ids) < wire.MaxCiphers && !slices.Contains(ids, wire.TicketsSignal) {
 		ids = append(ids, wire.TicketsSignal)
+	}
+	if len(ids) < wire.MaxCiphers && !slices.Contains(ids, wire.WorkSignal) {
+		ids = append(ids, wire.WorkSignal)
 	}
 	return ids
 }

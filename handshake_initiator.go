@@ -2,8 +2,11 @@ package securepeer
 
 import (
 	"crypto/mlkem"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 
 	"github.com/flynn/noise"
 
@@ -25,6 +28,7 @@ func (hs *handshakeState) buildMessage1() ([]byte, error) {
 		return nil, err
 	}
 	p := wire.InitPayload{Ciphers: hs.initiatorCipherList()}
+	hs.offeredWork = slices.Contains(p.Ciphers, wire.WorkSignal)
 	if !hs.cfg.DisablePostQuantum {
 		seed := make([]byte, mlkem.SeedSize)
 		defer clear(seed)
@@ -65,9 +69,16 @@ func (hs *handshakeState) runInitiator() error {
 	return hs.installTrafficKeys(cs1, cs2) // "Key schedule"
 }
 
-// readMessage2 reads and decrypts message 2 and parses its payload.
+// readMessage2 reads and decrypts message 2 and parses its payload. A
+// demand for work in its place is answered first, once.
 func (hs *handshakeState) readMessage2() (*wire.RespPayload, error) {
 	payload, _, _, err := hs.readNoise(slotMessage2)
+	if errors.Is(err, errWorkDemanded) {
+		if err := hs.answerWork(); err != nil {
+			return nil, err
+		}
+		payload, _, _, err = hs.readNoise(slotMessage2Worked)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +87,26 @@ func (hs *handshakeState) readMessage2() (*wire.RespPayload, error) {
 		return nil, hs.protocolError("message 2 is malformed")
 	}
 	return p, nil
+}
+
+// answerWork reads the rest of the responder's demand for work, does the
+// work, and sends the nonce ("Work under load"). A demand for more than
+// wire.MaxWorkBits is malformed: nobody on the path can make this side
+// compute for long. The work stops when the handshake's context ends.
+func (hs *handshakeState) answerWork() error {
+	b, err := hs.readFull(wire.WorkDemandSize)
+	if err != nil {
+		return readHandshakeError(err)
+	}
+	bits, seed, ok := wire.ParseWorkDemand(b)
+	if !ok {
+		return hs.protocolError(fmt.Sprintf("the demand for work asks for %d bits, not 1 to %d", b[0], wire.MaxWorkBits))
+	}
+	nonce, err := wire.SolveWork(hs.ctx, bits, &seed, hs.msg1[:wire.EphemeralKeySize])
+	if err != nil {
+		return err
+	}
+	return hs.writeFrame(binary.BigEndian.AppendUint64(nil, nonce))
 }
 
 // checkMessage2 checks message 2 as "Message 2" lists, and takes the

@@ -3,6 +3,8 @@ package securepeer
 import (
 	"crypto/hmac"
 	"crypto/mlkem"
+	"encoding/binary"
+	"fmt"
 	"io"
 	"slices"
 	"time"
@@ -48,6 +50,9 @@ func (hs *handshakeState) runResponder(msg1 []byte) error {
 		return err
 	}
 	hs.giveTicket = slices.Contains(p1.Ciphers, wire.TicketsSignal) && !hs.cfg.SessionTicketsDisabled
+	if err := hs.demandWork(p1.Ciphers); err != nil { // "Work under load"
+		return err
+	}
 	if err := hs.acquireCPU(); err != nil {
 		return err
 	}
@@ -78,6 +83,49 @@ func (hs *handshakeState) readMessage1(msg1 []byte) (*wire.InitPayload, error) {
 		return nil, hs.protocolError("message 1 is malformed")
 	}
 	return p, nil
+}
+
+// demandWork asks the initiator for work, if it listed the work signal in
+// ids and the listener's handshakes queue for CPU behind many others
+// (admittedConn.WorkDemand), and checks the answer, which the listener
+// reads as the rest of the first flight (admittedConn.ReadWork): under the
+// first flight's deadline, into a buffer that grows as bytes arrive. The
+// handshake then queues ahead of those whose peers proved less
+// (admittedConn.Worked).
+func (hs *handshakeState) demandWork(ids []uint16) error {
+	a, ok := hs.c.conn.(admittedConn)
+	if !ok || !slices.Contains(ids, wire.WorkSignal) {
+		return nil
+	}
+	bits := a.WorkDemand()
+	if bits == 0 {
+		return nil
+	}
+	var seed [wire.WorkSeedSize]byte
+	if _, err := io.ReadFull(hs.cfg.rand(), seed[:]); err != nil {
+		return errorf("reading randomness: %w", err)
+	}
+	if err := hs.send(wire.AppendWorkDemand(hs.takeHello(3+wire.WorkDemandSize), byte(bits), &seed)); err != nil {
+		return err
+	}
+	if hs.rr == hs.rw {
+		hs.dropReadBuffer()
+	}
+	if err := a.ReadWork(hs.ctx, wire.WorkAnswerLen); err != nil {
+		return readHandshakeError(err)
+	}
+	msg, err := hs.readMessage(slotWork, wire.WorkNonceSize)
+	if err != nil {
+		return err
+	}
+	if len(msg) != wire.WorkNonceSize {
+		return hs.protocolError("the answer to the demand for work is malformed")
+	}
+	if !wire.CheckWork(bits, &seed, hs.noise.PeerEphemeral(), binary.BigEndian.Uint64(msg)) {
+		return hs.protocolError(fmt.Sprintf("the answer to the demand for work does not prove %d bits", bits))
+	}
+	a.Worked(bits)
+	return nil
 }
 
 // sendMessage2 encapsulates to the initiator's ML-KEM key, if it offered one

@@ -1509,6 +1509,9 @@ func (c *cpuProbeConn) NetConn() net.Conn                { return c.Conn }
 func (c *cpuProbeConn) AwaitFirstFlight(context.Context, func([]byte) int) error {
 	return errors.New("cpuProbeConn: no new first flight")
 }
+func (c *cpuProbeConn) WorkDemand() int                                  { return 0 }
+func (c *cpuProbeConn) ReadWork(context.Context, func([]byte) int) error { return nil }
+func (c *cpuProbeConn) Worked(int)                                       {}
 
 // TestQueuedForCPUWithoutReadBuffer checks that a responder behind a
 // listener waits for its turn of handshake CPU without a read buffer

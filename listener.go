@@ -26,8 +26,10 @@ import (
 //     taken, one is dropped, ranked by what its peer has proved: first the
 //     connections whose peer has not authenticated yet, whatever they wait
 //     for (a message 1 can be replayed and a ticket forged, so a stall
-//     after either proves nothing), then those whose peer has and whose
-//     Verify runs, then those waiting for Accept. Within a rank, only the
+//     after either proves nothing), then those whose peer did the work
+//     the listener demanded (below) and nothing more yet, then those whose
+//     peer has authenticated and whose Verify runs, then those waiting for
+//     Accept. Within a rank, only the
 //     older half is dropped from: the source holding the most connections
 //     in it gives up the one that has waited longest since its accept (or
 //     since it was asked for a full handshake in place of a resumption).
@@ -46,6 +48,14 @@ import (
 //     only when it computes; the others queue by source address and are
 //     served in turn, so a source that sends first messages in a loop
 //     cannot starve the others.
+//   - While more than 64 handshakes per processor wait for their turn,
+//     the listener demands work of each new initiator that can do it
+//     (every securepeer initiator): 2^16 hashes (about 10 ms), more when
+//     many who did wait too, up to 2^20. Those that proved work go first,
+//     so forged first messages, which cost their sender microseconds and
+//     the listener a message 2 each, cannot crowd out a real peer from
+//     however many addresses they come (PROTOCOL.md, "Work under
+//     load").
 //   - A first message that repeats the ephemeral key of one received
 //     recently (of about the last million) is refused before anything is
 //     computed for it: an honest initiator draws a fresh key for every
@@ -71,6 +81,7 @@ func NewListener(inner net.Listener, config *Config) net.Listener {
 		HandshakeTimeout: timeout,
 		CPUOnDemand:      true,
 		ReplayKey:        wire.FirstFlightEphemeral,
+		DemandWork:       true,
 		Handshake: func(ctx context.Context, c net.Conn) (*Conn, error) {
 			sc := Server(c, config)
 			if err := sc.HandshakeContext(ctx); err != nil {
@@ -118,6 +129,10 @@ func (l *listener) Addr() net.Addr { return l.l.Addr() }
 //   - AwaitFirstFlight waits, under the first flight's deadline and ranked
 //     as a new connection, for the full message 1 that answers RetryFull,
 //     and replays it to the next reads;
+//   - WorkDemand, ReadWork and Worked demand work of an initiator whose
+//     handshake would queue behind many, read its answer as the rest of
+//     its first flight, and queue the handshake ahead of those whose peers
+//     proved less ("Work under load");
 //   - Buffered and NetConn let the record layer read the socket directly
 //     once nothing read ahead is left to replay.
 type admittedConn interface {
@@ -126,6 +141,9 @@ type admittedConn interface {
 	AcquireCPU(ctx context.Context) error
 	ReleaseCPU()
 	AwaitFirstFlight(ctx context.Context, need func([]byte) int) error
+	WorkDemand() int
+	ReadWork(ctx context.Context, need func([]byte) int) error
+	Worked(bits int)
 	Buffered() int
 	NetConn() net.Conn
 }

@@ -91,7 +91,7 @@ func BenchmarkUnderAttack(b *testing.B) {
 		benchAdmission(b, attackConfig{kind: attackReplay, n: 500, source: fromLocal, flight: flight}, same)
 	})
 	flights := recordFirstFlights(b, 16)
-	for _, kind := range stallKinds {
+	for _, kind := range benchStallKinds {
 		for _, sp := range stallSpreads {
 			b.Run(fmt.Sprintf("stall-%s-%s", kind, sp.name), func(b *testing.B) {
 				benchAdmission(b, attackConfig{kind: kind, n: 5000, source: sp.source, flight: flight, flights: flights}, []net.IP{sp.own, otherIP})
@@ -125,7 +125,7 @@ func BenchmarkUnderAttack(b *testing.B) {
 			})
 		}
 	}
-	for _, kind := range stallKinds {
+	for _, kind := range benchStallKinds {
 		for _, sp := range stallSpreads {
 			b.Run(fmt.Sprintf("command-stall-%s-%s", kind, sp.name), func(b *testing.B) {
 				benchCommandAdmission(b, attackConfig{kind: kind, n: 5000, source: sp.source, flight: flight, flights: flights}, []net.IP{sp.own, otherIP})

@@ -96,6 +96,7 @@ func (u *admitUpgrader) UpgradeGatedMaListener(t transport.Transport, l transpor
 		FirstFlight:      mssFlightLen,
 		HandshakeTimeout: handshakeTimeout,
 		CPUOnDemand:      true,
+		DemandWork:       true,
 		Handshake: func(ctx context.Context, c net.Conn) (transport.CapableConn, error) {
 			return u.upgrade(ctx, t, c.(*admit.Conn))
 		},

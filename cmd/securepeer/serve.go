@@ -156,6 +156,7 @@ func admitPeers(l net.Listener, cfg listenConfig) *admit.Listener[*stream] {
 		HandshakeTimeout: cfg.timeout,
 		CPUOnDemand:      cfg.cpuOnDemand,
 		ReplayKey:        wire.FirstFlightEphemeral, // a -legacy header has no key: not checked
+		DemandWork:       true,
 		Failed: func(remote net.Addr, err error) {
 			var ce *codeError
 			if errors.As(err, &ce) && ce.code == exitRejected && cfg.refused != nil {

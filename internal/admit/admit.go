@@ -20,10 +20,12 @@
 //     finished in a resumption), a connection has proved nothing: a message
 //     1 can be replayed, a ticket forged, and a stall after either costs the
 //     attacker nothing, whatever phase it leaves the connection in. So every
-//     unproved connection is dropped before any proved one (whose peer has
-//     done a handshake's work and whose Verify may be running), and every
-//     proved one before any completed one (waiting for Accept, which the
-//     application is slow to call).
+//     unproved connection is dropped before any whose peer did the work
+//     demanded of it ("Work under load", below: it cost the peer many
+//     times what the server spends on it), those before any proved one
+//     (whose peer has done a handshake's work and whose Verify may be
+//     running), and every proved one before any completed one (waiting
+//     for Accept, which the application is slow to call).
 //
 //   - Within a rank, drop the heaviest source's oldest, from the older
 //     half. A rank's connections are ordered by when they took it: their
@@ -85,8 +87,24 @@
 //     gives its turn back when it next waits for the peer. What no order
 //     can do is tell a made-up first flight from a peer's: while such
 //     flights arrive faster than the machine answers them, which message
-//     1 is answered before its connection's turn to be dropped comes is a
-//     matter of chance.
+//     1 is answered before its connection's turn to be dropped comes
+//     would be a matter of chance. Work tells them apart:
+//
+//   - Work under load. With Config.DemandWork, while more than 64
+//     handshakes per turn wait without work, a handshake about to queue
+//     may ask its peer for work first (Conn.WorkDemand: WorkBits, one
+//     more for each doubling of the handshakes that proved work and wait,
+//     up to MaxWorkBits), read the answer as the rest of the first flight
+//     (Conn.ReadWork: its deadline, its rank, a buffer that grows with the
+//     bytes), and check it. A handshake whose peer proved work
+//     (Conn.Worked) waits apart and is served before every one whose peer
+//     did not, the most work first, then the earliest; the others are
+//     served round robin as above. A flood of made-up flights that does
+//     no work then waits behind every peer that does, and one that does
+//     the work pays for each flight many times what the server pays to
+//     answer it. The protocol's work (securepeer: leading zero bits of a
+//     hash bound to the first flight) is the handshake's to define and
+//     check; the listener only ranks by it.
 //
 //   - Exact replays are refused. With Config.ReplayKey, the listener
 //     remembers a key of each first flight (securepeer: the initiator's
@@ -216,6 +234,12 @@ type Config[T any] struct {
 	// format may differ; ok is false for a flight with nothing to key
 	// it by, which is not checked. It must not retain flight.
 	ReplayKey func(flight []byte, again bool) (key []byte, ok bool)
+
+	// DemandWork, if true, lets a handshake ask its peer for work before
+	// it queues for CPU behind many others (Conn.WorkDemand), and queues
+	// a handshake whose peer proved work ahead of those whose peers did
+	// not (Conn.Worked): the package comment's "Work under load".
+	DemandWork bool
 }
 
 // Errors given to Config.Failed.
@@ -259,12 +283,13 @@ type accepted[T any] struct {
 }
 
 // A rank is what a pending connection has proved, which orders drops: all
-// unproved connections go before any proved one, and those before any
-// completed one.
+// unproved connections go before any that did the work demanded of them,
+// those before any proved one, and those before any completed one.
 type rank uint8
 
 const (
 	unproved  rank = iota // waiting for a first flight, or in the handshake before the peer's proof
+	worked                // the peer did the work demanded of it (Conn.Worked), and has proved nothing else
 	proved                // the peer has authenticated; Verify may be running
 	completed             // the handshake succeeded; waiting for Accept
 	numRanks
@@ -299,7 +324,12 @@ type source struct {
 }
 
 func (s *source) empty() bool {
-	return s.conns[unproved].Len()+s.conns[proved].Len()+s.conns[completed].Len() == 0
+	for r := range numRanks {
+		if s.conns[r].Len() > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // oldest returns the source's oldest connection of rank r.
@@ -463,7 +493,8 @@ func newListener[T any](inner net.Listener, cfg Config[T]) *Listener[T] {
 	for r := range l.ranks {
 		l.ranks[r].r = rank(r)
 	}
-	l.cpu.free = runtime.GOMAXPROCS(0)
+	l.cpu.turns = runtime.GOMAXPROCS(0)
+	l.cpu.free = l.cpu.turns
 	if cfg.ReplayKey != nil {
 		l.seen = newReplayCache(replayBuckets)
 	}
@@ -637,7 +668,7 @@ func (l *Listener[T]) admit(raw net.Conn) (*entry, error) {
 	}
 	s := l.sources[key]
 	if s == nil {
-		s = &source{key: key, index: [numRanks]int{-1, -1, -1}}
+		s = &source{key: key, index: [numRanks]int{-1, -1, -1, -1}}
 		l.sources[key] = s
 	}
 	e := &entry{src: s, raw: raw}
@@ -766,10 +797,14 @@ func (l *Listener[T]) handle(e *entry, flight []byte, deadline time.Time, err er
 		return
 	}
 	c := &Conn{Conn: e.raw, flight: flight, deadline: deadline, release: l.cpu.release,
-		acquire:  func(ctx context.Context) error { return l.cpu.acquire(ctx, e.src) },
+		acquire:  func(ctx context.Context, bits int) error { return l.cpu.acquire(ctx, e.src, bits) },
 		restart:  func() (time.Time, bool) { return l.restart(e) },
 		prove:    func() { l.promote(e, proved) },
+		worked:   func() { l.promote(e, worked) },
 		replayed: func(flight []byte) bool { return l.replayed(flight, true) },
+	}
+	if l.cfg.DemandWork {
+		c.demand = l.cpu.demand
 	}
 	c.released.Store(true)
 	if !l.cfg.CPUOnDemand {
@@ -925,7 +960,10 @@ type Conn struct {
 
 	// The listener's side.
 	release  func()
-	acquire  func(context.Context) error
+	acquire  func(ctx context.Context, bits int) error
+	demand   func() int // nil unless Config.DemandWork
+	work     int        // bits of work the peer proved (Conn.Worked)
+	worked   func()     // ranks the connection as worked
 	restart  func() (deadline time.Time, ok bool)
 	prove    func()
 	replayed func(flight []byte) bool
@@ -965,7 +1003,7 @@ func (c *Conn) AcquireCPU(ctx context.Context) error {
 	if !c.released.Load() {
 		return nil // the turn is still held
 	}
-	if err := c.acquire(ctx); err != nil {
+	if err := c.acquire(ctx, c.work); err != nil {
 		return err
 	}
 	c.released.Store(false)
@@ -1007,7 +1045,7 @@ func (c *Conn) AwaitFirstFlight(ctx context.Context, need func([]byte) int) erro
 		deadline = hs
 	}
 	c.deadline = deadline
-	return c.readFlight(ctx, need, deadline)
+	return c.readFlight(ctx, need, deadline, true)
 }
 
 // ReadMoreFirstFlight reads the next part of a first flight that comes in
@@ -1032,12 +1070,53 @@ func (c *Conn) ReadMoreFirstFlight(ctx context.Context, need func([]byte) int) e
 	if hs, ok := ctx.Deadline(); ok && hs.Before(deadline) {
 		deadline = hs
 	}
-	return c.readFlight(ctx, need, deadline)
+	return c.readFlight(ctx, need, deadline, true)
+}
+
+// WorkDemand returns the bits of work to ask of the peer before the
+// handshake queues for CPU, or 0 to ask for none: none unless
+// Config.DemandWork, and none while the queue is short (the package
+// comment, "Work under load").
+func (c *Conn) WorkDemand() int {
+	if c.demand == nil {
+		return 0
+	}
+	return c.demand()
+}
+
+// ReadWork reads the peer's answer to a demand for work as the rest of its
+// first flight, and makes the next reads return it: need says how long the
+// answer is, as Config.FirstFlight; the deadline is the first flight's, or
+// ctx's if sooner; the buffer grows only with the bytes received; the
+// connection keeps its rank. Replays are not checked: the answer is bound
+// to the first flight, which was. Errors are as ReadMoreFirstFlight's.
+func (c *Conn) ReadWork(ctx context.Context, need func([]byte) int) error {
+	c.releaseCPU()
+	if c.deadline.IsZero() {
+		return errors.New("the connection is not a listener's")
+	}
+	deadline := c.deadline
+	if hs, ok := ctx.Deadline(); ok && hs.Before(deadline) {
+		deadline = hs
+	}
+	return c.readFlight(ctx, need, deadline, false)
+}
+
+// Worked tells the listener that the peer proved bits of work, checked by
+// the handshake: the connection ranks above every unproved one, as a
+// newcomer to its rank, and its waits for CPU queue ahead of handshakes
+// whose peers proved less.
+func (c *Conn) Worked(bits int) {
+	c.work = bits
+	if c.worked != nil {
+		c.worked()
+	}
 }
 
 // readFlight reads a first flight, after what is left of the last, by
-// deadline, and makes the next reads return it.
-func (c *Conn) readFlight(ctx context.Context, need func([]byte) int, deadline time.Time) error {
+// deadline, and makes the next reads return it; if checkReplay, it
+// refuses one whose key was seen (Config.ReplayKey).
+func (c *Conn) readFlight(ctx context.Context, need func([]byte) int, deadline time.Time, checkReplay bool) error {
 	hs, _ := ctx.Deadline()
 	flight, err := readFirstFlight(c.Conn, need, c.flight, deadline)
 	if ctx.Err() != nil {
@@ -1052,7 +1131,7 @@ func (c *Conn) readFlight(ctx context.Context, need func([]byte) int, deadline t
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
 	}
-	if c.replayed != nil && c.replayed(flight) {
+	if checkReplay && c.replayed != nil && c.replayed(flight) {
 		return ErrReplayed
 	}
 	c.flight = flight
@@ -1064,78 +1143,3 @@ func (c *Conn) Buffered() int { return len(c.flight) }
 
 // NetConn returns the connection under c.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
-
-// cpuGate shares the handshake CPU between sources, as the package comment
-// describes.
-type cpuGate struct {
-	mu   sync.Mutex
-	free int       // turns not taken
-	ring list.List // of *source with handshakes queued, served in turn
-}
-
-// A waiter is a handshake queued for a turn.
-type waiter struct {
-	ready chan struct{} // closed when the turn is given
-	elem  *list.Element // in its source's cpuq while queued; guarded by cpuGate.mu
-}
-
-// acquire waits for a turn for a handshake of s.
-func (g *cpuGate) acquire(ctx context.Context, s *source) error {
-	g.mu.Lock()
-	if g.free > 0 && g.ring.Len() == 0 {
-		g.free--
-		g.mu.Unlock()
-		return nil
-	}
-	w := &waiter{ready: make(chan struct{})}
-	w.elem = s.cpuq.PushBack(w)
-	if s.ring == nil {
-		// A source with nothing queued goes first; the sources already
-		// queued take turns behind it.
-		s.ring = g.ring.PushFront(s)
-	}
-	g.mu.Unlock()
-
-	select {
-	case <-w.ready:
-		return nil
-	case <-ctx.Done():
-	}
-	g.mu.Lock()
-	if w.elem != nil {
-		s.cpuq.Remove(w.elem)
-		w.elem = nil
-		if s.cpuq.Len() == 0 {
-			g.ring.Remove(s.ring)
-			s.ring = nil
-		}
-		g.mu.Unlock()
-		return context.Cause(ctx)
-	}
-	g.mu.Unlock()
-	// The turn came as the context ended: pass it on.
-	g.release()
-	return context.Cause(ctx)
-}
-
-// release gives a turn back: to the newest handshake of the source at the
-// front of the ring, if any, which then goes to the back if it has more.
-func (g *cpuGate) release() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	front := g.ring.Front()
-	if front == nil {
-		g.free++
-		return
-	}
-	s := front.Value.(*source)
-	w := s.cpuq.Remove(s.cpuq.Back()).(*waiter)
-	w.elem = nil
-	if s.cpuq.Len() > 0 {
-		g.ring.MoveToBack(front)
-	} else {
-		g.ring.Remove(front)
-		s.ring = nil
-	}
-	close(w.ready)
-}

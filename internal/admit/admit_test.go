@@ -610,10 +610,10 @@ func TestConnAcquireCPU(t *testing.T) {
 	defer b.Close()
 	g := &cpuGate{free: 1}
 	src := &source{}
-	if err := g.acquire(context.Background(), src); err != nil {
+	if err := g.acquire(context.Background(), src, 0); err != nil {
 		t.Fatal(err)
 	}
-	c := &Conn{Conn: a, release: g.release, acquire: func(ctx context.Context) error { return g.acquire(ctx, src) }}
+	c := &Conn{Conn: a, release: g.release, acquire: func(ctx context.Context, bits int) error { return g.acquire(ctx, src, bits) }}
 	free := func() int { g.mu.Lock(); defer g.mu.Unlock(); return g.free }
 	if err := c.AcquireCPU(context.Background()); err != nil || free() != 0 {
 		t.Fatalf("AcquireCPU while holding the turn: %v, %d free; want a no-op", err, free())
@@ -647,7 +647,7 @@ func TestConnAcquireCPU(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	g.acquire(context.Background(), &source{}) // another handshake holds the turn
+	g.acquire(context.Background(), &source{}, 0) // another handshake holds the turn
 	if err := c.AcquireCPU(ctx); err == nil {
 		t.Fatal("AcquireCPU with a canceled context and no free turn succeeded")
 	}
@@ -658,7 +658,7 @@ func TestConnAcquireCPU(t *testing.T) {
 // source that started queueing last first.
 func TestCPUGateRoundRobin(t *testing.T) {
 	g := &cpuGate{free: 1}
-	if err := g.acquire(context.Background(), &source{}); err != nil {
+	if err := g.acquire(context.Background(), &source{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	heavy, light := &source{}, &source{}
@@ -670,7 +670,7 @@ func TestCPUGateRoundRobin(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := g.acquire(context.Background(), s); err != nil {
+			if err := g.acquire(context.Background(), s, 0); err != nil {
 				t.Error(err)
 				return
 			}
@@ -707,12 +707,12 @@ func TestCPUGateRoundRobin(t *testing.T) {
 func TestCPUGateCancel(t *testing.T) {
 	g := &cpuGate{free: 1}
 	s := &source{}
-	if err := g.acquire(context.Background(), s); err != nil {
+	if err := g.acquire(context.Background(), s, 0); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- g.acquire(ctx, s) }()
+	go func() { errc <- g.acquire(ctx, s, 0) }()
 	for {
 		g.mu.Lock()
 		n := s.cpuq.Len()
@@ -991,7 +991,7 @@ func TestFirstFlightBufferGrowsWithBytesReceived(t *testing.T) {
 // first.
 func TestCPUGateNewestFirst(t *testing.T) {
 	g := &cpuGate{free: 1}
-	if err := g.acquire(context.Background(), &source{}); err != nil {
+	if err := g.acquire(context.Background(), &source{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	s := &source{}
@@ -1001,7 +1001,7 @@ func TestCPUGateNewestFirst(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := g.acquire(context.Background(), s); err != nil {
+			if err := g.acquire(context.Background(), s, 0); err != nil {
 				t.Error(err)
 				return
 			}
@@ -1160,6 +1160,14 @@ func BenchmarkAdmitFull(b *testing.B) {
 // answers "ok <line>", as a libp2p listener answers multistream-select
 // before the security handshake's message 1 arrives.
 func twoPartHandshake(ctx context.Context, c net.Conn) (string, error) {
+	return twoPartHandshakeWith(ctx, c, func(c *Conn, ctx context.Context) error {
+		return c.ReadMoreFirstFlight(ctx, lineFlight)
+	})
+}
+
+// twoPartHandshakeWith is twoPartHandshake, which reads the second part
+// with read.
+func twoPartHandshakeWith(ctx context.Context, c net.Conn, read func(*Conn, context.Context) error) (string, error) {
 	var b [64]byte
 	n, err := c.Read(b[:])
 	if err != nil {
@@ -1171,7 +1179,7 @@ func twoPartHandshake(ctx context.Context, c net.Conn) (string, error) {
 	if _, err := io.WriteString(c, "part2?\n"); err != nil {
 		return "", err
 	}
-	if err := c.(*Conn).ReadMoreFirstFlight(ctx, lineFlight); err != nil {
+	if err := read(c.(*Conn), ctx); err != nil {
 		return "", err
 	}
 	n, err = c.Read(b[:])

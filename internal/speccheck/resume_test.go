@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -53,6 +54,7 @@ const (
 	cipherAES256   = 0x0002
 	cipherChaCha   = 0x0003
 	ticketRequest  = 0xff01 // "Asking for a ticket"
+	workSignal     = 0xff02 // "Work under load": every initiator here answers demands
 	ticketMaxLife  = 7 * 24 * 60 * 60
 	recordData     = 0x01
 	recordEnd      = 0x02
@@ -521,10 +523,11 @@ func fullHandshake(t *testing.T, c *conn, ini, res *peer, iHello, rHello []byte,
 		}
 		ek = dk.EncapsulationKey().Bytes()
 	}
-	list := ini.ciphers
+	list := append([]uint16(nil), ini.ciphers...)
 	if askTicket {
-		list = append(append([]uint16(nil), list...), ticketRequest)
+		list = append(list, ticketRequest)
 	}
+	list = append(list, workSignal)
 	payload1 := cat(cipherList(list), u16(len(ek)), ek)
 	hsI, err := noise.NewHandshakeState(noise.Config{
 		CipherSuite: suite(), Random: ini.rand, Pattern: noise.HandshakeXX,
@@ -561,7 +564,7 @@ func fullHandshake(t *testing.T, c *conn, ini, res *peer, iHello, rHello []byte,
 	iList := r.ciphers()
 	rEK := r.bytes(r.u16())
 	r.end()
-	asked := len(iList) > 0 && iList[len(iList)-1] == ticketRequest
+	asked := slices.Contains(iList, ticketRequest)
 	rPSK := make([]byte, 32)
 	var ct []byte
 	if len(rEK) > 0 && !res.disablePQ {
