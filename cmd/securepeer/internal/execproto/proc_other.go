@@ -13,6 +13,9 @@ func ShellCommand(command string) *exec.Cmd {
 	return exec.Command("cmd", "/C", command)
 }
 
+// defaultChildSignals does nothing: there are no signals to inherit.
+func defaultChildSignals() {}
+
 // terminateCommand ends the command; without process groups, only the
 // shell itself can be reached.
 func terminateCommand(cmd *exec.Cmd) { cmd.Process.Kill() }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/creack/pty"
@@ -22,6 +24,34 @@ func ShellCommand(command string) *exec.Cmd {
 	cmd := exec.Command("/bin/sh", "-c", command)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
+}
+
+// sessionSignals are the signals a command's session relies on: the
+// terminal's hangup, Ctrl-C and Ctrl-\, and the server's request to end.
+var sessionSignals = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM}
+
+var defaultSignalsOnce sync.Once
+
+// defaultChildSignals makes sessionSignals default in the commands this
+// process starts, as sshd does for a session. A signal this process
+// ignores from its start (SIGHUP under nohup; SIGINT and SIGQUIT in a
+// script's background job) stays ignored in every child, and a command
+// that ignores SIGHUP never learns that its client hung up: a shell's
+// HUP trap cannot even be set. A signal this process handles is reset to
+// its default in a child, so each such signal gets a handler that drops
+// it: this process goes on ignoring it, its commands do not.
+func defaultChildSignals() {
+	defaultSignalsOnce.Do(func() {
+		var ignored []os.Signal
+		for _, sig := range sessionSignals {
+			if signal.Ignored(sig) {
+				ignored = append(ignored, sig)
+			}
+		}
+		if len(ignored) > 0 {
+			signal.Notify(make(chan os.Signal, 1), ignored...)
+		}
+	})
 }
 
 // terminateCommand asks the command's process group to exit.

@@ -542,8 +542,10 @@ type execProc struct {
 // with pipes for its stdin, stdout and stderr, unless stderr is given, for
 // protocols that cannot carry it. The pipes are this process's own, not
 // exec.Cmd's, so that waiting for the command and reading its output are
-// independent.
+// independent. The command's session signals are default, whatever this
+// process ignores (defaultChildSignals).
 func startExecProc(cmd *exec.Cmd, start *execMsg, stderr io.Writer) (*execProc, error) {
+	defaultChildSignals()
 	if start != nil && start.typ == execMsgStartTTY {
 		cmd.Env = withTerm(cmd.Env, start.term)
 		tty, err := startTTY(cmd, start.size)
