@@ -46,6 +46,10 @@ package securepeer
 //     the built command, `securepeer listen -insecure-exec-any-key -exec
 //     cat`; a legitimate
 //     client's time is from its dial to the echo of one byte through cat.
+//   - helper-stall-KIND-SPREAD: the same attacks against a default
+//     listener in a helper process of its own (helperServer), whose
+//     application echoes a byte after Accept: the library's listener
+//     without the attackers and the client in its process.
 //   - idle-10k: 10,000 authenticated connections from this process to a
 //     listener in a fresh helper process whose application has one
 //     goroutine per connection blocked in Read; the server's memory per
@@ -132,6 +136,13 @@ func BenchmarkUnderAttack(b *testing.B) {
 			})
 		}
 	}
+	for _, kind := range benchStallKinds {
+		for _, sp := range stallSpreads {
+			b.Run(fmt.Sprintf("helper-stall-%s-%s", kind, sp.name), func(b *testing.B) {
+				benchHelperAdmission(b, attackConfig{kind: kind, n: 5000, source: sp.source, flight: flight, flights: flights}, []net.IP{sp.own, otherIP})
+			})
+		}
+	}
 }
 
 // benchCommandAdmission is benchAdmission against `securepeer listen
@@ -180,6 +191,29 @@ func benchCommandAdmission(b *testing.B, cfg attackConfig, srcs []net.IP) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
+	benchEchoUnderAttack(b, addr, serverKey, cfg, srcs)
+}
+
+// benchHelperAdmission is benchAdmission against a default listener in a
+// helper process of its own (helperServer), as the command runs in one:
+// the listener's goroutines do not share a process with the 5000
+// attackers and the client. A legitimate client's time is from its dial
+// to the echo of one byte, after the application's Accept.
+func benchHelperAdmission(b *testing.B, cfg attackConfig, srcs []net.IP) {
+	const serverSeed = 0x61
+	h := startHelper(b, helperArgs{Mode: "server", ServerSeed: serverSeed, Duration: 30 * time.Minute})
+	defer h.stop()
+	addr, err := h.expect("addr ", 30*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchEchoUnderAttack(b, addr, testIdentity(b, serverSeed).PublicKey(), cfg, srcs)
+}
+
+// benchEchoUnderAttack runs the attack cfg against the listener at addr,
+// whose key is serverKey and whose application echoes a byte, and times
+// legitimate echoes from srcs meanwhile.
+func benchEchoUnderAttack(b *testing.B, addr string, serverKey PublicKey, cfg attackConfig, srcs []net.IP) {
 	cfg.target = addr
 	cfg.maxDuration = 30 * time.Minute
 	a := startAttack(context.Background(), cfg)
