@@ -1062,6 +1062,13 @@ func (c *Conn) AwaitFirstFlight(ctx context.Context, need func([]byte) int) erro
 // ctx's (none if ctx has none). An error wraps ErrFirstFlight if the
 // deadline passed, or is ctx's cause.
 func (c *Conn) ReadMoreFirstFlight(ctx context.Context, need func([]byte) int) error {
+	return c.readRest(ctx, need, true)
+}
+
+// readRest reads more of the current first flight, under its deadline
+// or ctx's if sooner, for ReadMoreFirstFlight and ReadWork; it refuses a
+// repeated one if checkReplay.
+func (c *Conn) readRest(ctx context.Context, need func([]byte) int, checkReplay bool) error {
 	c.releaseCPU()
 	if c.deadline.IsZero() {
 		return errors.New("the connection is not a listener's")
@@ -1070,7 +1077,7 @@ func (c *Conn) ReadMoreFirstFlight(ctx context.Context, need func([]byte) int) e
 	if hs, ok := ctx.Deadline(); ok && hs.Before(deadline) {
 		deadline = hs
 	}
-	return c.readFlight(ctx, need, deadline, true)
+	return c.readFlight(ctx, need, deadline, checkReplay)
 }
 
 // WorkDemand returns the bits of work to ask of the peer before the
@@ -1091,15 +1098,7 @@ func (c *Conn) WorkDemand() int {
 // connection keeps its rank. Replays are not checked: the answer is bound
 // to the first flight, which was. Errors are as ReadMoreFirstFlight's.
 func (c *Conn) ReadWork(ctx context.Context, need func([]byte) int) error {
-	c.releaseCPU()
-	if c.deadline.IsZero() {
-		return errors.New("the connection is not a listener's")
-	}
-	deadline := c.deadline
-	if hs, ok := ctx.Deadline(); ok && hs.Before(deadline) {
-		deadline = hs
-	}
-	return c.readFlight(ctx, need, deadline, false)
+	return c.readRest(ctx, need, false)
 }
 
 // Worked tells the listener that the peer proved bits of work, checked by

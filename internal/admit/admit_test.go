@@ -657,49 +657,14 @@ func TestConnAcquireCPU(t *testing.T) {
 // gate and checks they are served alternately, not in arrival order, the
 // source that started queueing last first.
 func TestCPUGateRoundRobin(t *testing.T) {
-	g := &cpuGate{free: 1}
-	if err := g.acquire(context.Background(), &source{}, 0); err != nil {
-		t.Fatal(err)
-	}
+	r := newGateRun(t)
 	heavy, light := &source{}, &source{}
-	order := make(chan string, 8)
-	var wg sync.WaitGroup
-	// queue starts a handshake of s and waits until it is queued, its
-	// want-th waiter, so that the arrival order is known.
-	queue := func(s *source, name string, want int) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := g.acquire(context.Background(), s, 0); err != nil {
-				t.Error(err)
-				return
-			}
-			order <- name
-			g.release()
-		}()
-		for {
-			g.mu.Lock()
-			n := s.cpuq.Len()
-			g.mu.Unlock()
-			if n == want {
-				return
-			}
-			runtime.Gosched()
-		}
+	for range 3 {
+		r.queue(heavy, 0, "heavy")
 	}
-	for i := range 3 {
-		queue(heavy, "heavy", i+1)
-	}
-	queue(light, "light", 1)
-	queue(light, "light", 2)
-	g.release()
-	wg.Wait()
-	close(order)
-	var got []string
-	for name := range order {
-		got = append(got, name)
-	}
-	if want := "light heavy light heavy heavy"; strings.Join(got, " ") != want {
+	r.queue(light, 0, "light")
+	r.queue(light, 0, "light")
+	if got, want := r.served(), "light heavy light heavy heavy"; got != want {
 		t.Errorf("served %v, want %s", got, want)
 	}
 }
@@ -990,43 +955,13 @@ func TestFirstFlightBufferGrowsWithBytesReceived(t *testing.T) {
 // TestCPUGateNewestFirst: a source's queued handshakes are served newest
 // first.
 func TestCPUGateNewestFirst(t *testing.T) {
-	g := &cpuGate{free: 1}
-	if err := g.acquire(context.Background(), &source{}, 0); err != nil {
-		t.Fatal(err)
-	}
+	r := newGateRun(t)
 	s := &source{}
-	order := make(chan int, 3)
-	var wg sync.WaitGroup
 	for i := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := g.acquire(context.Background(), s, 0); err != nil {
-				t.Error(err)
-				return
-			}
-			order <- i
-			g.release()
-		}()
-		for { // queued in order
-			g.mu.Lock()
-			n := s.cpuq.Len()
-			g.mu.Unlock()
-			if n == i+1 {
-				break
-			}
-			runtime.Gosched()
-		}
+		r.queue(s, 0, fmt.Sprint(i))
 	}
-	g.release()
-	wg.Wait()
-	close(order)
-	var got []int
-	for i := range order {
-		got = append(got, i)
-	}
-	if !slices.Equal(got, []int{2, 1, 0}) {
-		t.Errorf("served %v, want newest first: [2 1 0]", got)
+	if got, want := r.served(), "2 1 0"; got != want {
+		t.Errorf("served %v, want newest first: %s", got, want)
 	}
 }
 

@@ -20,51 +20,72 @@ func queuedCount(g *cpuGate) (plain, worked int) {
 	return g.queued, len(g.worked)
 }
 
+// gateRun queues handshakes behind a gate whose turns are all taken, one
+// at a time, each queued before the next starts, then serves them and
+// tells the order.
+type gateRun struct {
+	t     *testing.T
+	g     *cpuGate
+	order chan string
+	wg    sync.WaitGroup
+}
+
+// newGateRun returns a run on a gate of one turn, taken.
+func newGateRun(t *testing.T) *gateRun {
+	g := &cpuGate{turns: 1, free: 1}
+	if err := g.acquire(context.Background(), &source{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	return &gateRun{t: t, g: g, order: make(chan string, 16)}
+}
+
+// queue starts a handshake of s whose peer proved bits of work, named
+// name, and waits until it is queued, so that the arrival order is known.
+func (r *gateRun) queue(s *source, bits int, name string) {
+	plain, worked := queuedCount(r.g)
+	r.wg.Go(func() {
+		if err := r.g.acquire(context.Background(), s, bits); err != nil {
+			r.t.Error(err)
+			return
+		}
+		r.order <- name
+		r.g.release()
+	})
+	for {
+		p, w := queuedCount(r.g)
+		if p+w == plain+worked+1 {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// served gives the turn back and returns the names in the order the
+// handshakes were served, space-separated.
+func (r *gateRun) served() string {
+	r.g.release()
+	r.wg.Wait()
+	close(r.order)
+	var got []string
+	for name := range r.order {
+		got = append(got, name)
+	}
+	return strings.Join(got, " ")
+}
+
 // TestCPUGateWork queues handshakes that proved work and handshakes that
 // did not behind a full gate: those that proved work are served first,
 // the most work first, then in arrival order; the others after them,
 // round robin as before.
 func TestCPUGateWork(t *testing.T) {
-	g := &cpuGate{turns: 1, free: 1}
-	if err := g.acquire(context.Background(), &source{}, 0); err != nil {
-		t.Fatal(err)
-	}
-	order := make(chan string, 8)
-	var wg sync.WaitGroup
-	queue := func(s *source, bits int, name string) {
-		plain, worked := queuedCount(g)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := g.acquire(context.Background(), s, bits); err != nil {
-				t.Error(err)
-				return
-			}
-			order <- name
-			g.release()
-		}()
-		for {
-			p, w := queuedCount(g)
-			if p+w == plain+worked+1 {
-				return
-			}
-			runtime.Gosched()
-		}
-	}
+	r := newGateRun(t)
 	a, b := &source{}, &source{}
-	queue(a, 0, "a")
-	queue(a, 16, "a16")
-	queue(b, 0, "b")
-	queue(b, 17, "b17")
-	queue(a, 16, "a16'")
-	g.release()
-	wg.Wait()
-	close(order)
-	var got []string
-	for name := range order {
-		got = append(got, name)
-	}
-	if want := "b17 a16 a16' b a"; strings.Join(got, " ") != want {
+	r.queue(a, 0, "a")
+	r.queue(a, 16, "a16")
+	r.queue(b, 0, "b")
+	r.queue(b, 17, "b17")
+	r.queue(a, 16, "a16'")
+	if got, want := r.served(), "b17 a16 a16' b a"; got != want {
 		t.Errorf("served %v, want %s", got, want)
 	}
 }
