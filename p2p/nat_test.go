@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -435,7 +437,12 @@ func startNATPeer(t testing.TB, h *natlab.Host, spec natPeerSpec) *natPeer {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := h.Command(ctx, os.Args[0], "-test.run=^TestNATPeerProcess$", "-test.count=1")
+	args := []string{"-test.run=^TestNATPeerProcess$", "-test.count=1"}
+	if d := os.Getenv(natProfileEnv); d != "" {
+		args = append(args, "-test.cpuprofile="+filepath.Join(d, h.Name()+".cpu"),
+			"-test.blockprofile="+filepath.Join(d, h.Name()+".block"), "-test.blockprofilerate=1000")
+	}
+	cmd := h.Command(ctx, os.Args[0], args...)
 	cmd.Env = append(os.Environ(), natPeerEnv+"="+base64.StdEncoding.EncodeToString(raw))
 	cmd.Stderr = os.Stderr
 	p := &natPeer{name: h.Name(), key: id.PublicKey(), changed: make(chan struct{})}
@@ -777,13 +784,15 @@ PidFile none
 // listener behind the second that listens through a public relay), on
 // the path the stream took, and for each dialer the engine's direct
 // stream against a plain securepeer connection (no libp2p) between the
-// same two namespaces, to a listener on a public host. The pairs run one
-// at a time, so that they do not share the CPU. It logs a table: rates
-// are measurements, not checked. As root:
+// same two namespaces, to a listener on a public host, in alternating
+// rounds (-p2p.natrounds) whose ratios it reports as a median and a range.
+// The transfers run one at a time, so that they do not share the CPU. It
+// logs two tables, pairs and vs-plain: rates are measurements, not
+// checked. As root:
 //
 //	sudo go test -run '^$' -bench NATThroughput -benchtime 1x -v .
 func BenchmarkNATThroughput(b *testing.B) {
-	const size = 64 << 20
+	size := *natSize << 20
 	lab := natlab.New(b)
 	relay := startNATPeer(b, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
 	pubHost := lab.AddPublicHost("pub")
@@ -807,38 +816,103 @@ func BenchmarkNATThroughput(b *testing.B) {
 		}
 		return res.Rate, res.Relayed
 	}
-	for range b.N {
-		var table strings.Builder
-		fmt.Fprintf(&table, "| dialer \\ listener | %s |\n|---|", joinKinds(kinds, " | "))
-		for range kinds {
-			table.WriteString("---|")
+	plain := func(d *natPeer) float64 {
+		res := d.run(b, natCommand{Op: "plainbulk", Key: pub.key.String(), Addr: plainAddr, Size: size})
+		if res.Err != "" {
+			b.Fatalf("%s: plain bulk: %s", d.name, res.Err)
+		}
+		return res.Rate
+	}
+	b.Run("pairs", func(b *testing.B) {
+		for range b.N {
+			b.Logf("one stream, %d MiB one way, per pair:\n%s", size>>20, natPairTable(kinds, func(from, to natlab.Kind) (float64, bool) {
+				return bulk(dialers[from], listeners[to])
+			}))
+		}
+	})
+	b.Run("vs-plain", func(b *testing.B) {
+		for range b.N {
+			b.Logf("the engine against a plain securepeer connection, %d alternating rounds of %d MiB each:\n%s",
+				*natRounds, size>>20, natRatioTable(kinds, *natRounds, func(from natlab.Kind) (float64, bool) {
+					return bulk(dialers[from], pub)
+				}, func(from natlab.Kind) float64 { return plain(dialers[from]) }))
+		}
+	})
+}
+
+// natRounds is how many alternating rounds BenchmarkNATThroughput/vs-plain
+// runs for each dialer: one transfer is a sample of a few tens of
+// milliseconds, which the lab's other processes can slow by half.
+var natRounds = flag.Int("p2p.natrounds", 5, "alternating rounds of BenchmarkNATThroughput/vs-plain")
+
+// natProfileEnv names a directory where each lab peer process writes its
+// CPU and blocking profiles (HOST.cpu, HOST.block) when it ends: how
+// BENCHMARKS.md's breakdown of the engine's direct stream was made.
+const natProfileEnv = "SECUREPEER_NATLAB_PROFILE"
+
+// natSize is the MiB of each transfer of BenchmarkNATThroughput.
+var natSize = flag.Int64("p2p.natsize", 64, "MiB of each transfer of BenchmarkNATThroughput")
+
+// natPairTable formats, for every pair of kinds, the rate of one transfer.
+func natPairTable(kinds []natlab.Kind, bulk func(from, to natlab.Kind) (float64, bool)) string {
+	var table strings.Builder
+	fmt.Fprintf(&table, "| dialer \\ listener | %s |\n|---|", joinKinds(kinds, " | "))
+	for range kinds {
+		table.WriteString("---|")
+	}
+	table.WriteString("\n")
+	for _, from := range kinds {
+		fmt.Fprintf(&table, "| %s |", from)
+		for _, to := range kinds {
+			rate, relayed := bulk(from, to)
+			fmt.Fprintf(&table, " %.0f MB/s%s |", rate/1e6, map[bool]string{true: " relayed"}[relayed])
 		}
 		table.WriteString("\n")
-		for _, from := range kinds {
-			fmt.Fprintf(&table, "| %s |", from)
-			for _, to := range kinds {
-				rate, relayed := bulk(dialers[from], listeners[to])
-				fmt.Fprintf(&table, " %.0f MB/s%s |", rate/1e6, map[bool]string{true: " relayed"}[relayed])
-			}
-			table.WriteString("\n")
-		}
-		b.Logf("one stream, %d MiB one way, per pair:\n%s", size>>20, table.String())
-		var ratios strings.Builder
-		ratios.WriteString("| dialer | engine, direct, to a public host | plain securepeer, same hosts | engine / plain |\n|---|---|---|---|\n")
-		for _, from := range kinds {
-			engine, relayed := bulk(dialers[from], pub)
-			res := dialers[from].run(b, natCommand{Op: "plainbulk", Key: pub.key.String(), Addr: plainAddr, Size: size})
-			if res.Err != "" {
-				b.Fatalf("%s: plain bulk: %s", from, res.Err)
-			}
-			path := "direct"
-			if relayed {
-				path = "relayed"
-			}
-			fmt.Fprintf(&ratios, "| %s | %.0f MB/s (%s) | %.0f MB/s | %.2f |\n", from, engine/1e6, path, res.Rate/1e6, engine/res.Rate)
-		}
-		b.Logf("the engine against a plain securepeer connection:\n%s", ratios.String())
 	}
+	return table.String()
+}
+
+// natRatioTable runs, for each dialer kind, rounds of an engine transfer
+// and a plain one in turn (the first of the pair alternating from round to
+// round), and formats the median rates and the median of the per-round
+// ratios with their range.
+func natRatioTable(kinds []natlab.Kind, rounds int, engine func(natlab.Kind) (float64, bool), plain func(natlab.Kind) float64) string {
+	var t strings.Builder
+	t.WriteString("| dialer | engine, direct, to a public host | plain securepeer, same hosts | engine / plain (median) | per-round range |\n|---|---|---|---|---|\n")
+	for _, from := range kinds {
+		var es, ps, rs []float64
+		relayed := false
+		for r := range rounds {
+			var e, p float64
+			var rl bool
+			if r%2 == 0 {
+				e, rl = engine(from)
+				p = plain(from)
+			} else {
+				p = plain(from)
+				e, rl = engine(from)
+			}
+			relayed = relayed || rl
+			es, ps, rs = append(es, e), append(ps, p), append(rs, e/p)
+		}
+		path := "direct"
+		if relayed {
+			path = "relayed"
+		}
+		fmt.Fprintf(&t, "| %s | %.0f MB/s (%s) | %.0f MB/s | %.2f | %.2f..%.2f |\n", from, median(es)/1e6, path,
+			median(ps)/1e6, median(rs), slices.Min(rs), slices.Max(rs))
+	}
+	return t.String()
+}
+
+// median returns the middle of vs (the mean of the two middle values
+// when their number is even).
+func median(vs []float64) float64 {
+	s := slices.Sorted(slices.Values(vs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func joinKinds(kinds []natlab.Kind, sep string) string {
