@@ -290,6 +290,22 @@ const maxIdentityFile = 64 << 10
 // PublicKey returns the public half of the identity.
 func (id *Identity) PublicKey() PublicKey { return id.pub }
 
+// Signer returns the identity's Ed25519 key as a crypto.Signer (sign with
+// crypto.Hash(0), as for ed25519.PrivateKey), for a protocol that runs
+// beside securepeer under the same key, such as go-libp2p's signed peer
+// records in package p2p. For an identity behind a signer it is that
+// signer, so each signature goes to it (ssh-agent, say). securepeer signs
+// with the key only statements that begin with one of its labels
+// (PROTOCOL.md, "Labels"), so what another protocol signs with it stands
+// for none of them unless it begins with such a label; go-libp2p's
+// signed envelopes begin with the length of their domain string.
+func (id *Identity) Signer() crypto.Signer {
+	if id.signer != nil {
+		return id.signer.signer
+	}
+	return id.priv
+}
+
 // MarshalOpenSSH returns the identity as an unencrypted OpenSSH private key
 // in PEM form, with comment stored in it, as ssh-keygen writes it.
 func (id *Identity) MarshalOpenSSH(comment string) ([]byte, error) {

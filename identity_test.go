@@ -2,6 +2,7 @@ package securepeer
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -538,6 +539,50 @@ func TestHandshakeRejectsNeutralIdentity(t *testing.T) {
 			wait(t, fc)
 			if len(verified) != 0 {
 				t.Errorf("Verify was asked about %v", verified)
+			}
+		})
+	}
+}
+
+// TestIdentitySigner checks that Signer signs with the identity's key,
+// for a key in memory and for one behind a signer, whose signer it is.
+func TestIdentitySigner(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inMemory, err := NewIdentity(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := &testSigner{key: priv}
+	behind, err := NewIdentityFromSigner(signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		id   *Identity
+		own  func(crypto.Signer) bool
+	}{
+		{"in memory", inMemory, func(s crypto.Signer) bool { k, ok := s.(ed25519.PrivateKey); return ok && k.Equal(priv) }},
+		{"behind a signer", behind, func(s crypto.Signer) bool { return s == crypto.Signer(signer) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tt.id.Signer()
+			if !tt.own(s) {
+				t.Fatalf("Signer returned a %T that is not the identity's own", s)
+			}
+			if !ed25519.PublicKey(tt.id.PublicKey().Ed25519()).Equal(s.Public()) {
+				t.Fatalf("signer's public key %x, want the identity's", s.Public())
+			}
+			msg := []byte("a libp2p peer record")
+			sig, err := s.Sign(rand.Reader, msg, crypto.Hash(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ed25519.Verify(tt.id.PublicKey().Ed25519(), msg, sig) {
+				t.Error("the signature does not verify under the identity's key")
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -72,43 +73,34 @@ var _ sec.SecureTransport = (*Transport)(nil)
 //
 //	libp2p.New(libp2p.Security(libp2psec.ID, libp2psec.New))
 func New(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*Transport, error) {
+	return buildTransport(id, key, muxers, nil)
+}
+
+// buildTransport is [New], with identity as the host's securepeer identity
+// if it is not nil (Options.Identity), or one made from key's bytes.
+func buildTransport(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer, identity *securepeer.Identity) (*Transport, error) {
 	if key == nil {
 		return nil, errors.New("libp2psec: no private key")
 	}
 	if key.Type() != pb.KeyType_Ed25519 {
 		return nil, fmt.Errorf("libp2psec: securepeer needs an Ed25519 host key, not %v", key.Type())
 	}
-	raw, err := key.Raw()
-	if err != nil {
-		return nil, fmt.Errorf("libp2psec: reading the Ed25519 key: %w", err)
+	var err error
+	if identity == nil {
+		identity, err = identityOf(key)
+	} else {
+		err = checkIdentity(identity, key)
 	}
-	if len(raw) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("libp2psec: Ed25519 private key of %d bytes, want %d", len(raw), ed25519.PrivateKeySize)
-	}
-	identity, err := securepeer.NewIdentity(ed25519.PrivateKey(raw))
-	clear(raw)
 	if err != nil {
-		return nil, fmt.Errorf("libp2psec: %w", err)
+		return nil, err
 	}
 	localID, err := peer.IDFromPrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("libp2psec: %w", err)
 	}
-	if len(muxers) > maxMuxers {
-		return nil, fmt.Errorf("libp2psec: %d stream multiplexers, at most %d can be negotiated", len(muxers), maxMuxers)
-	}
-	names := make([]string, 0, len(muxers))
-	for _, m := range muxers {
-		name := string(m.ID)
-		if len(name) == 0 || len(name) > maxMuxerLen {
-			return nil, fmt.Errorf("libp2psec: stream multiplexer ID %q is not 1 to %d bytes", name, maxMuxerLen)
-		}
-		for _, prev := range names {
-			if prev == name {
-				return nil, fmt.Errorf("libp2psec: stream multiplexer %q listed twice", name)
-			}
-		}
-		names = append(names, name)
+	names, err := muxerNames(muxers)
+	if err != nil {
+		return nil, err
 	}
 	return &Transport{
 		protocolID: id,
@@ -121,6 +113,56 @@ func New(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*Transp
 			ClientSessionCache: securepeer.NewLRUClientSessionCache(sessionCacheSize),
 		},
 	}, nil
+}
+
+// identityOf makes the securepeer identity of key, an Ed25519 key whose
+// bytes go-libp2p can give.
+func identityOf(key crypto.PrivKey) (*securepeer.Identity, error) {
+	raw, err := key.Raw()
+	if err != nil {
+		return nil, fmt.Errorf("libp2psec: reading the Ed25519 key: %w", err)
+	}
+	defer clear(raw)
+	if len(raw) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("libp2psec: Ed25519 private key of %d bytes, want %d", len(raw), ed25519.PrivateKeySize)
+	}
+	identity, err := securepeer.NewIdentity(ed25519.PrivateKey(raw))
+	if err != nil {
+		return nil, fmt.Errorf("libp2psec: %w", err)
+	}
+	return identity, nil
+}
+
+// checkIdentity reports whether identity's key is key's.
+func checkIdentity(identity *securepeer.Identity, key crypto.PrivKey) error {
+	pub, err := key.GetPublic().Raw()
+	if err != nil {
+		return fmt.Errorf("libp2psec: reading the host's public key: %w", err)
+	}
+	if !identity.PublicKey().Ed25519().Equal(ed25519.PublicKey(pub)) {
+		return errors.New("libp2psec: Options.Identity is not the host key's identity")
+	}
+	return nil
+}
+
+// muxerNames returns the IDs of muxers, checked for what the handshake
+// can carry.
+func muxerNames(muxers []tptu.StreamMuxer) ([]string, error) {
+	if len(muxers) > maxMuxers {
+		return nil, fmt.Errorf("libp2psec: %d stream multiplexers, at most %d can be negotiated", len(muxers), maxMuxers)
+	}
+	names := make([]string, 0, len(muxers))
+	for _, m := range muxers {
+		name := string(m.ID)
+		if len(name) == 0 || len(name) > maxMuxerLen {
+			return nil, fmt.Errorf("libp2psec: stream multiplexer ID %q is not 1 to %d bytes", name, maxMuxerLen)
+		}
+		if slices.Contains(names, name) {
+			return nil, fmt.Errorf("libp2psec: stream multiplexer %q listed twice", name)
+		}
+		names = append(names, name)
+	}
+	return names, nil
 }
 
 // Options are a Transport's optional settings, for [NewWithOptions].
@@ -136,6 +178,14 @@ type Options struct {
 	// hole punch's simultaneous open; the ctx it gets bounds the
 	// handshake.
 	VerifyInbound func(ctx context.Context, key securepeer.PublicKey) error
+
+	// Identity, if not nil, is the host's securepeer identity, which must
+	// be the host key's: the transport runs its handshakes with it
+	// instead of one made from the host key's bytes. It lets a host whose
+	// key go-libp2p cannot read (a crypto.PrivKey that signs through
+	// ssh-agent, say, made from [securepeer.Identity.Signer]) run
+	// securepeer with an identity behind the same signer.
+	Identity *securepeer.Identity
 }
 
 // NewWithOptions returns a constructor that makes transports as [New]
@@ -144,7 +194,7 @@ type Options struct {
 //	libp2p.Security(libp2psec.ID, libp2psec.NewWithOptions(libp2psec.Options{VerifyInbound: allow}))
 func NewWithOptions(opts Options) func(protocol.ID, crypto.PrivKey, []tptu.StreamMuxer) (*Transport, error) {
 	return func(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*Transport, error) {
-		t, err := New(id, key, muxers)
+		t, err := buildTransport(id, key, muxers, opts.Identity)
 		if err != nil {
 			return nil, err
 		}

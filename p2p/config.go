@@ -23,9 +23,8 @@ const DefaultDirectWait = 1500 * time.Millisecond
 
 // Config configures a [Node].
 type Config struct {
-	// Identity is the node's key, which is also its libp2p peer ID. Its
-	// private key must be in this process: an identity held by
-	// ssh-agent or another signer gives ErrSignerIdentity.
+	// Identity is the node's key, which is also its libp2p peer ID. It may
+	// be held by ssh-agent or another signer (NewIdentityFromSigner).
 	Identity *securepeer.Identity
 
 	// ListenAddrs are the multiaddrs to listen on, TCP only

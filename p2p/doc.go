@@ -22,9 +22,9 @@
 // ([PeerID], [KeyOf]): a peer is dialed by the key its users pin, and the
 // securepeer handshake checks that key inside the handshake, before the
 // dialer's own identity is sent. A host with another key, at an address or
-// behind a relay, is refused ([ErrWrongKey]). The private key must be in
-// the process: go-libp2p takes its host key as a value, so an identity
-// held by ssh-agent gives [ErrSignerIdentity].
+// behind a relay, is refused ([ErrWrongKey]). An identity held by
+// ssh-agent or another signer runs a node as one in memory does: the
+// host key signs through it.
 //
 // # Paths
 //

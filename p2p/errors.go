@@ -14,11 +14,11 @@ import (
 // inside a [*DialError], a [*RelayError] or a [*CircuitError] that adds
 // which peer and which relay.
 var (
-	// ErrSignerIdentity is returned by [Start] and [RunRelay] for an
-	// identity whose private key is held by a signer, such as ssh-agent
-	// (securepeer.NewIdentityFromSigner): go-libp2p takes its host key as
-	// a value, to sign its peer records and to build its security
-	// transport, so such a key cannot run a libp2p host.
+	// ErrSignerIdentity was returned by [Start] and [RunRelay] for an
+	// identity whose private key is held by a signer, such as ssh-agent.
+	//
+	// Deprecated: nothing returns it: the host key signs through the
+	// identity's signer, so such identities run nodes and relays.
 	ErrSignerIdentity = pkgerr.New("p2p", "the identity's private key is held by a signer such as ssh-agent, and a libp2p host needs the key itself")
 
 	// ErrNoRelay means that a relay could not be reached: no connection

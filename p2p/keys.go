@@ -1,16 +1,18 @@
 package p2p
 
 import (
-	"crypto/ed25519"
-	"fmt"
-	"slices"
+	"crypto/rand"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"golang.org/x/crypto/ssh"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
+	"github.com/quic-go/quic-go"
+	"go.uber.org/fx"
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/internal/pkgerr"
+	"github.com/securepeer/securepeer/libp2psec"
 )
 
 // PeerID returns the libp2p peer ID of a securepeer key: the identity
@@ -49,40 +51,38 @@ func KeyOf(id peer.ID) (securepeer.PublicKey, error) {
 	return securepeer.NewPublicKey(raw)
 }
 
-// hostKey returns id's private key as the libp2p host key. go-libp2p takes
-// its host key as a value (it signs peer records with it, and libp2psec
-// builds its securepeer identity from the key's bytes), so an identity
-// whose private key is behind a signer, such as ssh-agent, cannot be
-// used: that is ErrSignerIdentity. The key leaves the Identity only
-// through its OpenSSH encoding, which is what MarshalOpenSSH gives.
-func hostKey(id *securepeer.Identity) (crypto.PrivKey, error) {
+// hostOptions returns the libp2p options that make id the host's key. The
+// host key signs through id.Signer(), so the private key never leaves the
+// Identity, whether it is in this process or behind ssh-agent. go-libp2p
+// reads a host key's bytes in one place, the keys of its QUIC connection
+// manager, which every host builds (quicReuse); the security transport is
+// given the Identity itself (libp2psec.Options.Identity).
+func hostOptions(id *securepeer.Identity) ([]libp2p.Option, error) {
 	if id == nil {
 		return nil, pkgerr.Errorf("p2p", "no identity")
 	}
-	pemBytes, err := id.MarshalOpenSSH("")
-	if err != nil {
-		return nil, fmt.Errorf("%w (%w)", ErrSignerIdentity, err)
-	}
-	defer clear(pemBytes)
-	raw, err := ssh.ParseRawPrivateKey(pemBytes)
-	if err != nil {
-		return nil, pkgerr.Errorf("p2p", "reading the identity's private key: %w", err)
-	}
-	priv, ok := raw.(*ed25519.PrivateKey)
-	if !ok {
-		return nil, pkgerr.Errorf("p2p", "the identity's private key is not Ed25519: %w", securepeer.ErrNotEd25519)
-	}
-	// UnmarshalEd25519PrivateKey keeps the slice it is given: give it a
-	// copy, and clear the parser's.
-	key, err := crypto.UnmarshalEd25519PrivateKey(slices.Clone(*priv))
-	clear(*priv)
+	key, err := libp2psec.SignerKey(id.Signer())
 	if err != nil {
 		return nil, pkgerr.Errorf("p2p", "%w", err)
 	}
-	want := id.PublicKey()
-	got, err := key.GetPublic().Raw()
-	if err != nil || !ed25519.PublicKey(got).Equal(want.Ed25519()) {
-		return nil, pkgerr.Errorf("p2p", "the identity's private key does not match its public key")
+	return []libp2p.Option{libp2p.Identity(key), libp2p.QUICReuse(quicReuse)}, nil
+}
+
+// quicReuse makes the QUIC connection manager that go-libp2p builds for
+// every host, though this engine listens and dials on TCP only (PROTOCOL.md,
+// "TCP only"), so that it never carries a connection. go-libp2p would
+// derive its stateless-reset and token keys from the host key's bytes,
+// which a key behind a signer does not give: random keys serve, for as long
+// as the process runs.
+func quicReuse(lc fx.Lifecycle) (*quicreuse.ConnManager, error) {
+	var reset quic.StatelessResetKey
+	var token quic.TokenGeneratorKey
+	rand.Read(reset[:])
+	rand.Read(token[:])
+	cm, err := quicreuse.NewConnManager(reset, token)
+	if err != nil {
+		return nil, pkgerr.Errorf("p2p", "%w", err)
 	}
-	return key, nil
+	lc.Append(fx.StopHook(cm.Close))
+	return cm, nil
 }

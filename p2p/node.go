@@ -121,7 +121,7 @@ func newNode(cfg Config) (*Node, error) {
 
 // startHost starts the node's libp2p host.
 func (n *Node) startHost(cfg Config) error {
-	priv, err := hostKey(cfg.Identity)
+	keyOpts, err := hostOptions(cfg.Identity)
 	if err != nil {
 		return err
 	}
@@ -140,20 +140,19 @@ func (n *Node) startHost(cfg Config) error {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	gate := newConnGate(limits.Conns, false)
 	n.adm = &admission{max: limits.Pending}
-	n.host, err = libp2p.New(
-		libp2p.Identity(priv),
+	n.host, err = libp2p.New(append(keyOpts,
 		libp2p.ListenAddrs(listen...),
 		libp2p.NoTransports,
 		libp2p.Transport(n.adm.tcpTransport),
 		libp2p.ConnectionGater(gate),
-		libp2p.Security(libp2psec.ID, n.securityTransport),
+		libp2p.Security(libp2psec.ID, n.securityTransport(cfg.Identity)),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.EnableRelay(),
 		libp2p.Ping(false),
 		libp2p.DisableMetrics(),
 		libp2p.UserAgent("securepeer-p2p"),
-	)
+	)...)
 	if err != nil {
 		rm.Close()
 		n.cancel()
@@ -163,14 +162,17 @@ func (n *Node) startHost(cfg Config) error {
 	return nil
 }
 
-// securityTransport is the constructor of the host's security transport,
-// with the signature go-libp2p expects.
-func (n *Node) securityTransport(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*secTransport, error) {
-	t, err := libp2psec.NewWithOptions(libp2psec.Options{VerifyInbound: n.verifyInbound})(id, key, muxers)
-	if err != nil {
-		return nil, err
+// securityTransport returns the constructor of the host's security
+// transport, with the signature go-libp2p expects, for identity.
+func (n *Node) securityTransport(identity *securepeer.Identity) func(protocol.ID, crypto.PrivKey, []tptu.StreamMuxer) (*secTransport, error) {
+	newTransport := libp2psec.NewWithOptions(libp2psec.Options{VerifyInbound: n.verifyInbound, Identity: identity})
+	return func(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*secTransport, error) {
+		t, err := newTransport(id, key, muxers)
+		if err != nil {
+			return nil, err
+		}
+		return &secTransport{Transport: t, node: n}, nil
 	}
-	return &secTransport{Transport: t, node: n}, nil
 }
 
 // Key returns the node's key.

@@ -2,10 +2,12 @@ package p2p
 
 import (
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"io"
+	"sync/atomic"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -13,21 +15,61 @@ import (
 	"github.com/securepeer/securepeer"
 )
 
-// TestSignerIdentity: an identity whose private key is behind a signer
-// (ssh-agent, for one) cannot run a libp2p host, and says so.
+// TestSignerIdentity: a node and a relay whose keys are behind a signer
+// (ssh-agent, for one) run, and go-libp2p signs with the signer: a peer
+// reaches the node by key through the relay, sees the signer's key, and
+// the node's signed peer records were made by the signer.
 func TestSignerIdentity(t *testing.T) {
+	relaySigner, nodeSigner := newCountingSigner(t), newCountingSigner(t)
+	relayID, nodeID := signerIdentity(t, relaySigner), signerIdentity(t, nodeSigner)
+	// Each identity signed its securepeer proof: count what comes after.
+	relayBase, nodeBase := relaySigner.count(), nodeSigner.count()
+	r := startRelay(t, RelayConfig{Identity: relayID})
+	n := startNode(t, Config{Identity: nodeID, Relays: r.Addrs(), NoHolePunching: true})
+	echo(t, listen(t, n, "/test/echo"))
+	d := startNode(t, Config{Relays: r.Addrs(), NoHolePunching: true})
+	s := dial(t, d, n.Key(), "/test/echo")
+	if !s.Path().Relayed {
+		t.Errorf("path %v, want relayed", s.Path())
+	}
+	roundTrip(t, s, "hello through a signer's relay")
+	// The node signs its peer record, the relay its reservation voucher.
+	if nodeSigner.count() == nodeBase || relaySigner.count() == relayBase {
+		t.Errorf("go-libp2p's signatures: node %d, relay %d; want both signers used", nodeSigner.count()-nodeBase, relaySigner.count()-relayBase)
+	}
+}
+
+// A countingSigner is an Ed25519 key seen only as a crypto.Signer, as an
+// agent's is, that counts what it signs.
+type countingSigner struct {
+	key ed25519.PrivateKey
+	n   atomic.Int64
+}
+
+func newCountingSigner(t testing.TB) *countingSigner {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := securepeer.NewIdentityFromSigner(priv)
+	return &countingSigner{key: priv}
+}
+
+func (s *countingSigner) Public() crypto.PublicKey { return s.key.Public() }
+
+func (s *countingSigner) Sign(r io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	s.n.Add(1)
+	return s.key.Sign(r, msg, opts)
+}
+
+func (s *countingSigner) count() int64 { return s.n.Load() }
+
+func signerIdentity(t testing.TB, s crypto.Signer) *securepeer.Identity {
+	t.Helper()
+	id, err := securepeer.NewIdentityFromSigner(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Start(context.Background(), Config{Identity: id, ListenAddrs: loopback})
-	wantErr(t, err, ErrSignerIdentity)
-	_, err = RunRelay(context.Background(), RelayConfig{Identity: id, ListenAddrs: loopback})
-	wantErr(t, err, ErrSignerIdentity)
+	return id
 }
 
 // TestPeerIDRoundTrip: a key's peer ID names the key, both ways.

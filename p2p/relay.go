@@ -106,8 +106,8 @@ func (l RelayLimits) check() error {
 
 // RelayConfig configures a relay.
 type RelayConfig struct {
-	// Identity is the relay's key, which peers name in its address. Its
-	// private key must be in this process (ErrSignerIdentity otherwise).
+	// Identity is the relay's key, which peers name in its address. It
+	// may be held by ssh-agent or another signer.
 	Identity *securepeer.Identity
 
 	// ListenAddrs are the TCP multiaddrs to listen on
@@ -187,7 +187,7 @@ func RunRelay(ctx context.Context, cfg RelayConfig) (*Relay, error) {
 // only, securepeer's admission for connections in their handshake,
 // limits per source, and a gate that makes room when it is full.
 func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, *admission, error) {
-	priv, err := hostKey(cfg.Identity)
+	keyOpts, err := hostOptions(cfg.Identity)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -213,12 +213,11 @@ func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, *admission, e
 	}
 	gate := newConnGate(limits.Conns, true)
 	adm := &admission{max: limits.Pending}
-	opts := []libp2p.Option{
-		libp2p.Identity(priv),
+	opts := append(keyOpts,
 		libp2p.ListenAddrs(listen...),
 		libp2p.NoTransports,
 		libp2p.Transport(adm.tcpTransport),
-		libp2p.Security(libp2psec.ID, newRelaySecurity),
+		libp2p.Security(libp2psec.ID, newRelaySecurity(cfg.Identity)),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
@@ -227,7 +226,7 @@ func newRelayHost(cfg RelayConfig, limits RelayLimits) (host.Host, *admission, e
 		libp2p.Ping(false),
 		libp2p.DisableMetrics(),
 		libp2p.UserAgent("securepeer-relay"),
-	}
+	)
 	if len(public) > 0 {
 		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return public }))
 	}
@@ -248,12 +247,15 @@ type relaySecurity struct {
 	*libp2psec.Transport
 }
 
-func newRelaySecurity(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*relaySecurity, error) {
-	t, err := libp2psec.New(id, key, muxers)
-	if err != nil {
-		return nil, err
+func newRelaySecurity(identity *securepeer.Identity) func(protocol.ID, crypto.PrivKey, []tptu.StreamMuxer) (*relaySecurity, error) {
+	newTransport := libp2psec.NewWithOptions(libp2psec.Options{Identity: identity})
+	return func(id protocol.ID, key crypto.PrivKey, muxers []tptu.StreamMuxer) (*relaySecurity, error) {
+		t, err := newTransport(id, key, muxers)
+		if err != nil {
+			return nil, err
+		}
+		return &relaySecurity{t}, nil
 	}
-	return &relaySecurity{t}, nil
 }
 
 // SecureInbound runs libp2psec's handshake as responder, once the

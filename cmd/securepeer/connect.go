@@ -114,8 +114,7 @@ Flags:
                        without a terminal on stdin, it says so and goes on
                        without one, as ssh does
     -i FILE            identity (default $SECUREPEER_HOME/id_ed25519); FILE.pub
-                       for a key held by ssh-agent (not for a peer named by
-                       key: go-libp2p needs the key itself)
+                       for a key held by ssh-agent
     -progress          show bytes, rate and elapsed time on stderr (terminal only),
                        with a percentage and the time left when stdin is a file,
                        and end with a summary line: bytes, time, rate

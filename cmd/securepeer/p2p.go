@@ -135,9 +135,6 @@ func startNode(ctx context.Context, id *securepeer.Identity, spec p2pSpec, log *
 
 // nodeError explains why the node could not start.
 func nodeError(err error) error {
-	if errors.Is(err, p2p.ErrSignerIdentity) {
-		return errors.New("this identity's private key is held by ssh-agent (-i FILE.pub), and reaching peers by key needs the key itself in this process (go-libp2p signs with it); use a key file with -i, or the default identity")
-	}
 	return pkgerr.Plainf("starting the p2p node: %w", err)
 }
 

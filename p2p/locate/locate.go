@@ -43,10 +43,8 @@ package locate
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -60,9 +58,9 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/libp2psec"
 	"github.com/securepeer/securepeer/p2p"
 )
 
@@ -313,28 +311,14 @@ func nameOf(key securepeer.PublicKey) (ipns.Name, error) {
 	return ipns.NameFromPeer(id), nil
 }
 
-// privateKey returns id's private key as a libp2p key, to sign records
-// with, as p2p's host key is made: an identity behind a signer gives
-// p2p.ErrSignerIdentity.
+// privateKey returns id's key as a libp2p key, to sign records with, as
+// p2p's host key is made: it signs through id.Signer(), so a key behind
+// ssh-agent signs there.
 func privateKey(id *securepeer.Identity) (crypto.PrivKey, error) {
 	if id == nil {
 		return nil, errors.New("locate: no identity")
 	}
-	pemBytes, err := id.MarshalOpenSSH("")
-	if err != nil {
-		return nil, fmt.Errorf("locate: %w (%w)", p2p.ErrSignerIdentity, err)
-	}
-	defer clear(pemBytes)
-	raw, err := ssh.ParseRawPrivateKey(pemBytes)
-	if err != nil {
-		return nil, fmt.Errorf("locate: reading the identity's private key: %w", err)
-	}
-	priv, ok := raw.(*ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("locate: the identity's private key is not Ed25519: %w", securepeer.ErrNotEd25519)
-	}
-	key, err := crypto.UnmarshalEd25519PrivateKey(slices.Clone(*priv))
-	clear(*priv)
+	key, err := libp2psec.SignerKey(id.Signer())
 	if err != nil {
 		return nil, fmt.Errorf("locate: %w", err)
 	}
