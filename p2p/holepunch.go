@@ -3,7 +3,6 @@ package p2p
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -30,8 +29,7 @@ type punching struct {
 	svc *holepunch.Service
 
 	mu       sync.Mutex
-	observed map[peer.ID]observation   // by relay
-	latest   *observation              // anyone's, the last to come (predictPorts)
+	observed map[peer.ID]ma.Multiaddr  // by relay
 	again    map[peer.ID]chan struct{} // peers with rounds to come; closed when the peer is gone
 }
 
@@ -72,7 +70,7 @@ func (n *Node) startHolePunching() error {
 		return err
 	}
 	n.punch = &punching{
-		observed: make(map[peer.ID]observation),
+		observed: make(map[peer.ID]ma.Multiaddr),
 		again:    make(map[peer.ID]chan struct{}),
 	}
 	n.wg.Go(func() {
@@ -195,36 +193,21 @@ func (n *Node) peerGone(p peer.ID) {
 	}
 }
 
-// identified records the address a peer observed for the node, if the
-// connection it observed is direct and runs from one of the node's
-// listening ports (outgoing TCP connections reuse the listening port): a
-// relay's is the address a hole punch must aim at; the last one anyone
-// observed is where port prediction counts from (predictPorts), the
-// latest trace of a NAT that counts ports.
+// identified records the address a relay observed for the node, if the
+// connection it observed runs from one of the node's listening ports
+// (outgoing TCP connections reuse the listening port): that address is
+// the one a hole punch must aim at.
 func (n *Node) identified(e event.EvtPeerIdentificationCompleted) {
-	if e.ObservedAddr == nil || isCircuit(e.Conn.RemoteMultiaddr()) {
-		return
-	}
-	ap, ok := addrPort(e.ObservedAddr)
-	if !ok {
+	if !n.isRelay(e.Peer) || e.ObservedAddr == nil || !isTCP(e.ObservedAddr) {
 		return
 	}
 	local := e.Conn.LocalMultiaddr()
-	i := slices.IndexFunc(n.host.Network().ListenAddresses(), func(a ma.Multiaddr) bool { return samePort(a, local) })
-	lp, ok := addrPort(local)
-	if i < 0 || !ok {
+	if !slices.ContainsFunc(n.host.Network().ListenAddresses(), func(a ma.Multiaddr) bool { return samePort(a, local) }) {
 		return
 	}
-	o := observation{by: e.Peer.String(), local: int(lp.Port()), addr: ap, ma: e.ObservedAddr,
-		flow: n.flows.flowTo(e.Conn.RemoteMultiaddr())}
 	n.punch.mu.Lock()
-	defer n.punch.mu.Unlock()
-	if n.isRelay(e.Peer) {
-		n.punch.observed[e.Peer] = o
-	}
-	if o.flow != 0 && (n.punch.latest == nil || o.flow >= n.punch.latest.flow) {
-		n.punch.latest = &o
-	}
+	n.punch.observed[e.Peer] = e.ObservedAddr
+	n.punch.mu.Unlock()
 }
 
 func samePort(a, b ma.Multiaddr) bool {
@@ -234,33 +217,20 @@ func samePort(a, b ma.Multiaddr) bool {
 }
 
 // holePunchAddrs returns the addresses the node announces for a hole
-// punch: those its relays observed, then the ports its NAT will give its
-// next flows if it gives each flow the next port of a counter
-// (predictPorts), then its interface addresses.
+// punch: those its relays observed, then its interface addresses.
 func (n *Node) holePunchAddrs() []ma.Multiaddr {
-	var observed []ma.Multiaddr
-	var obs []observation
+	var out []ma.Multiaddr
 	n.punch.mu.Lock()
 	for _, r := range n.relays {
-		if o, ok := n.punch.observed[r.ID]; ok {
-			observed = append(observed, o.ma)
-			obs = append(obs, o)
+		if a, ok := n.punch.observed[r.ID]; ok {
+			out = append(out, a)
 		}
 	}
-	latest := n.punch.latest
 	n.punch.mu.Unlock()
-	var own []ma.Multiaddr
 	if h, ok := n.host.(interface{ AllAddrs() []ma.Multiaddr }); ok {
-		own = h.AllAddrs()
+		out = append(out, h.AllAddrs()...)
 	}
-	out := observed
-	if later, ok := n.flows.since(flowOf(latest)); ok {
-		others := len(ma.Unique(append(slices.Clone(observed), own...)))
-		for _, p := range predictPorts(append(obs, *latest), later, predictRoom(others)) {
-			out = append(out, tcpAddr(netip.AddrPortFrom(latest.addr.Addr(), p)))
-		}
-	}
-	return ma.Unique(append(out, own...))
+	return ma.Unique(out)
 }
 
 // A punchTracer turns go-libp2p's hole punching events into the node's.
