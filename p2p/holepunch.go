@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -29,7 +30,8 @@ type punching struct {
 	svc *holepunch.Service
 
 	mu       sync.Mutex
-	observed map[peer.ID]ma.Multiaddr  // by relay
+	observed map[peer.ID]observation   // by relay
+	latest   *observation              // anyone's, the last to come (predictPorts)
 	again    map[peer.ID]chan struct{} // peers with rounds to come; closed when the peer is gone
 }
 
@@ -70,7 +72,7 @@ func (n *Node) startHolePunching() error {
 		return err
 	}
 	n.punch = &punching{
-		observed: make(map[peer.ID]ma.Multiaddr),
+		observed: make(map[peer.ID]observation),
 		again:    make(map[peer.ID]chan struct{}),
 	}
 	n.wg.Go(func() {
@@ -193,21 +195,36 @@ func (n *Node) peerGone(p peer.ID) {
 	}
 }
 
-// identified records the address a relay observed for the node, if the
-// connection it observed runs from one of the node's listening ports
-// (outgoing TCP connections reuse the listening port): that address is
-// the one a hole punch must aim at.
+// identified records the address a peer observed for the node, if the
+// connection it observed is direct and runs from one of the node's
+// listening ports (outgoing TCP connections reuse the listening port): a
+// relay's is the address a hole punch must aim at; the last one anyone
+// observed is where port prediction counts from (predictPorts), the
+// latest trace of a NAT that counts ports.
 func (n *Node) identified(e event.EvtPeerIdentificationCompleted) {
-	if !n.isRelay(e.Peer) || e.ObservedAddr == nil || !isTCP(e.ObservedAddr) {
+	if e.ObservedAddr == nil || isCircuit(e.Conn.RemoteMultiaddr()) {
+		return
+	}
+	ap, ok := addrPort(e.ObservedAddr)
+	if !ok {
 		return
 	}
 	local := e.Conn.LocalMultiaddr()
-	if !slices.ContainsFunc(n.host.Network().ListenAddresses(), func(a ma.Multiaddr) bool { return samePort(a, local) }) {
+	i := slices.IndexFunc(n.host.Network().ListenAddresses(), func(a ma.Multiaddr) bool { return samePort(a, local) })
+	lp, ok := addrPort(local)
+	if i < 0 || !ok {
 		return
 	}
+	o := observation{by: e.Peer.String(), local: int(lp.Port()), addr: ap, ma: e.ObservedAddr,
+		flow: n.flows.flowTo(e.Conn.RemoteMultiaddr())}
 	n.punch.mu.Lock()
-	n.punch.observed[e.Peer] = e.ObservedAddr
-	n.punch.mu.Unlock()
+	defer n.punch.mu.Unlock()
+	if n.isRelay(e.Peer) {
+		n.punch.observed[e.Peer] = o
+	}
+	if o.flow != 0 && (n.punch.latest == nil || o.flow >= n.punch.latest.flow) {
+		n.punch.latest = &o
+	}
 }
 
 func samePort(a, b ma.Multiaddr) bool {
@@ -217,20 +234,33 @@ func samePort(a, b ma.Multiaddr) bool {
 }
 
 // holePunchAddrs returns the addresses the node announces for a hole
-// punch: those its relays observed, then its interface addresses.
+// punch: those its relays observed, then the ports its NAT will give its
+// next flows if it gives each flow the next port of a counter
+// (predictPorts), then its interface addresses.
 func (n *Node) holePunchAddrs() []ma.Multiaddr {
-	var out []ma.Multiaddr
+	var observed []ma.Multiaddr
+	var obs []observation
 	n.punch.mu.Lock()
 	for _, r := range n.relays {
-		if a, ok := n.punch.observed[r.ID]; ok {
-			out = append(out, a)
+		if o, ok := n.punch.observed[r.ID]; ok {
+			observed = append(observed, o.ma)
+			obs = append(obs, o)
 		}
 	}
+	latest := n.punch.latest
 	n.punch.mu.Unlock()
+	var own []ma.Multiaddr
 	if h, ok := n.host.(interface{ AllAddrs() []ma.Multiaddr }); ok {
-		out = append(out, h.AllAddrs()...)
+		own = h.AllAddrs()
 	}
-	return ma.Unique(out)
+	out := observed
+	if later, ok := n.flows.since(flowOf(latest)); ok {
+		others := len(ma.Unique(append(slices.Clone(observed), own...)))
+		for _, p := range predictPorts(append(obs, *latest), later, predictRoom(others)) {
+			out = append(out, tcpAddr(netip.AddrPortFrom(latest.addr.Addr(), p)))
+		}
+	}
+	return ma.Unique(append(out, own...))
 }
 
 // A punchTracer turns go-libp2p's hole punching events into the node's.

@@ -572,9 +572,13 @@ func TestNATPairs(t *testing.T) {
 	kinds := natlab.Kinds()
 	listeners := make(map[natlab.Kind]*natPeer)
 	dialers := make(map[natlab.Kind]*natPeer)
+	lh := make(map[natlab.Kind]*natlab.Host)
+	dh := make(map[natlab.Kind]*natlab.Host)
 	for i, k := range kinds {
-		listeners[k] = startNATPeer(t, lab.AddHost(fmt.Sprintf("l%d", i), k), natPeerSpec{Relays: relay.addrs, Serve: true})
-		dialers[k] = startNATPeer(t, lab.AddHost(fmt.Sprintf("d%d", i), k), natPeerSpec{Relays: relay.addrs})
+		lh[k] = lab.AddHost(fmt.Sprintf("l%d", i), k)
+		dh[k] = lab.AddHost(fmt.Sprintf("d%d", i), k)
+		listeners[k] = startNATPeer(t, lh[k], natPeerSpec{Relays: relay.addrs, Serve: true})
+		dialers[k] = startNATPeer(t, dh[k], natPeerSpec{Relays: relay.addrs})
 	}
 	// Each dialer dials the listeners in turn; the dialers run at once.
 	for _, from := range kinds {
@@ -590,6 +594,10 @@ func TestNATPairs(t *testing.T) {
 					res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 8 * punchTimeout})
 					defer func() {
 						if t.Failed() {
+							// Which ports each side's SYNs aimed at.
+							dd, _ := dh[from].Dropped(context.Background())
+							ld, _ := lh[to].Dropped(context.Background())
+							t.Logf("the dialer's router dropped %v\nthe listener's router dropped %v", dd, ld)
 							t.Logf("the dialer's events:\n%s", d.events())
 						}
 					}()
@@ -605,6 +613,32 @@ func TestNATPairs(t *testing.T) {
 						t.Error("a new stream did not use the direct connection")
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestNATSymmetricRandom: port prediction follows only a NAT that hands
+// out ports in sequence. Against a symmetric NAT that picks them at
+// random, facing a port-restricted NAT, the pair connects through the
+// relay and stays there, either side dialing (natlab.Punchable says so).
+func TestNATSymmetricRandom(t *testing.T) {
+	lab := natlab.New(t)
+	relay := startNATPeer(t, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
+	kinds := []natlab.Kind{natlab.SymmetricRandom, natlab.PortRestricted}
+	for i, from := range kinds {
+		to := kinds[1-i]
+		t.Run(from.String()+"/"+to.String(), func(t *testing.T) {
+			t.Parallel()
+			l := startNATPeer(t, lab.AddHost(fmt.Sprintf("l%d", i), to), natPeerSpec{Relays: relay.addrs, Serve: true})
+			d := startNATPeer(t, lab.AddHost(fmt.Sprintf("d%d", i), from), natPeerSpec{Relays: relay.addrs})
+			res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 4 * punchTimeout})
+			if res.Err != "" {
+				t.Fatalf("dial: %s", res.Err)
+			}
+			t.Logf("first byte %v (%s), direct after %v", res.FirstByte, pathWord(res.Relayed), res.Direct)
+			if got, want := res.Direct >= 0, natlab.Punchable(from, to); got != want {
+				t.Errorf("direct %v, want %v\n%s", got, want, d.events())
 			}
 		})
 	}
