@@ -3,7 +3,6 @@ package p2p
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -30,9 +29,8 @@ type punching struct {
 	svc *holepunch.Service
 
 	mu       sync.Mutex
-	observed map[peer.ID]observation   // by relay
-	latest   *observation              // anyone's, the last to come (predictPorts)
-	again    map[peer.ID]chan struct{} // peers with rounds to come; closed when the peer is gone
+	observed map[peer.ID]relayObservation // by relay
+	again    map[peer.ID]chan struct{}    // peers with rounds to come; closed when the peer is gone
 }
 
 // punchAgain holds the delays after which a node that received a relayed
@@ -72,7 +70,7 @@ func (n *Node) startHolePunching() error {
 		return err
 	}
 	n.punch = &punching{
-		observed: make(map[peer.ID]observation),
+		observed: make(map[peer.ID]relayObservation),
 		again:    make(map[peer.ID]chan struct{}),
 	}
 	n.wg.Go(func() {
@@ -195,14 +193,13 @@ func (n *Node) peerGone(p peer.ID) {
 	}
 }
 
-// identified records the address a peer observed for the node, if the
-// connection it observed is direct and runs from one of the node's
-// listening ports (outgoing TCP connections reuse the listening port): a
-// relay's is the address a hole punch must aim at; the last one anyone
-// observed is where port prediction counts from (predictPorts), the
-// latest trace of a NAT that counts ports.
+// identified records the address a relay observed for the node, if the
+// connection it observed runs from one of the node's listening ports
+// (outgoing TCP connections reuse the listening port): that address is
+// the one a hole punch must aim at, and the relays' observations are the
+// evidence that port prediction asks for (perFlow).
 func (n *Node) identified(e event.EvtPeerIdentificationCompleted) {
-	if e.ObservedAddr == nil || isCircuit(e.Conn.RemoteMultiaddr()) {
+	if !n.isRelay(e.Peer) || e.ObservedAddr == nil {
 		return
 	}
 	ap, ok := addrPort(e.ObservedAddr)
@@ -210,21 +207,20 @@ func (n *Node) identified(e event.EvtPeerIdentificationCompleted) {
 		return
 	}
 	local := e.Conn.LocalMultiaddr()
-	i := slices.IndexFunc(n.host.Network().ListenAddresses(), func(a ma.Multiaddr) bool { return samePort(a, local) })
 	lp, ok := addrPort(local)
-	if i < 0 || !ok {
+	if !ok || !slices.ContainsFunc(n.host.Network().ListenAddresses(), func(a ma.Multiaddr) bool { return samePort(a, local) }) {
 		return
 	}
-	o := observation{by: e.Peer.String(), local: int(lp.Port()), addr: ap, ma: e.ObservedAddr,
-		flow: n.flows.flowTo(e.Conn.RemoteMultiaddr())}
 	n.punch.mu.Lock()
-	defer n.punch.mu.Unlock()
-	if n.isRelay(e.Peer) {
-		n.punch.observed[e.Peer] = o
-	}
-	if o.flow != 0 && (n.punch.latest == nil || o.flow >= n.punch.latest.flow) {
-		n.punch.latest = &o
-	}
+	n.punch.observed[e.Peer] = relayObservation{observation{local: int(lp.Port()), addr: ap}, e.ObservedAddr}
+	n.punch.mu.Unlock()
+}
+
+// A relayObservation is a relay's observation, with the address as the
+// relay gave it.
+type relayObservation struct {
+	observation
+	ma ma.Multiaddr
 }
 
 func samePort(a, b ma.Multiaddr) bool {
@@ -234,9 +230,11 @@ func samePort(a, b ma.Multiaddr) bool {
 }
 
 // holePunchAddrs returns the addresses the node announces for a hole
-// punch: those its relays observed, then the ports its NAT will give its
-// next flows if it gives each flow the next port of a counter
-// (predictPorts), then its interface addresses.
+// punch: those its relays observed; then, if those show a NAT that gives
+// each flow a port of its own (perFlow), the ports that come after the
+// one a relay observes just now (observeFresh, predictPorts); then its
+// interface addresses. The whole stays within maxAnnounced when it
+// holds predictions.
 func (n *Node) holePunchAddrs() []ma.Multiaddr {
 	var observed []ma.Multiaddr
 	var obs []observation
@@ -244,20 +242,20 @@ func (n *Node) holePunchAddrs() []ma.Multiaddr {
 	for _, r := range n.relays {
 		if o, ok := n.punch.observed[r.ID]; ok {
 			observed = append(observed, o.ma)
-			obs = append(obs, o)
+			obs = append(obs, o.observation)
 		}
 	}
-	latest := n.punch.latest
 	n.punch.mu.Unlock()
 	var own []ma.Multiaddr
 	if h, ok := n.host.(interface{ AllAddrs() []ma.Multiaddr }); ok {
 		own = h.AllAddrs()
 	}
 	out := observed
-	if later, ok := n.flows.since(flowOf(latest)); ok {
-		others := len(ma.Unique(append(slices.Clone(observed), own...)))
-		for _, p := range predictPorts(append(obs, *latest), later, predictRoom(others)) {
-			out = append(out, tcpAddr(netip.AddrPortFrom(latest.addr.Addr(), p)))
+	room := predictRoom(len(ma.Unique(append(slices.Clone(observed), own...))))
+	if room > 0 && perFlow(obs) {
+		fresh, ok := n.observeFresh()
+		for _, ap := range predictPorts(obs, fresh, ok, room) {
+			out = append(out, tcpAddr(ap))
 		}
 	}
 	return ma.Unique(append(out, own...))

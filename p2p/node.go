@@ -48,7 +48,6 @@ type Node struct {
 	listeners map[protocol.ID]*Listener
 	reserver  *reserver
 	punch     *punching     // nil if the node does not hole punch
-	flows     flowLog       // the node's recent dials (port prediction)
 	done      chan struct{} // closed once Close has finished
 }
 
@@ -145,7 +144,7 @@ func (n *Node) startHost(cfg Config) error {
 		libp2p.Identity(priv),
 		libp2p.ListenAddrs(listen...),
 		libp2p.NoTransports,
-		libp2p.Transport(n.tcpTransport),
+		libp2p.Transport(n.adm.tcpTransport),
 		libp2p.ConnectionGater(gate),
 		libp2p.Security(libp2psec.ID, n.securityTransport),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),

@@ -1,187 +1,100 @@
 package p2p
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
-	"slices"
-	"sync"
-	"syscall"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/connmgr"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/transport"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcpreuse"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	mss "github.com/multiformats/go-multistream"
+	"github.com/multiformats/go-varint"
 )
 
 // Port prediction, for a node behind a NAT that gives every new flow the
 // next port of a counter (PROTOCOL.md, "Relayed, then direct"). Such a
 // NAT maps each destination to a port of its own, so the port a relay
 // observed is no use to a peer: the node's dial to the peer leaves from
-// a later one. The node announces, besides what it observed, the few
-// ports that come next on the same address; the peer dials them all from
-// its listening port, and the one the node's own dial leaves from meets
-// the peer's dial in a simultaneous open.
+// a later one. So, just before it announces its addresses for a hole
+// punch, a node with evidence of such a NAT makes one new connection to
+// a relay of its own, reads the address the relay observed for it
+// (identify), closes it, and announces the few ports that come after that
+// one on the same address. The peer dials them all from its listening
+// port, and the one the node's own dial leaves from meets the peer's dial
+// in a simultaneous open.
 
-// maxPredicted bounds the ports a node predicts, whatever room the
-// peer's dials leave (predictRoom).
-const maxPredicted = 6
+// predictK bounds the ports a node predicts: its punch dials, those of
+// other punches that run at the same time, and other flows of the node's
+// take the ports after the fresh observation's; a peer's dials to ports
+// further on would rarely meet one.
+const predictK = 4
 
-// An observation is an address a peer observed for a connection from one
-// of the node's listening ports: by whom, from which local port, and, for
-// a connection the node dialed, which of its flows (flowLog) it was.
+// maxAnnounced bounds what a node announces for a hole punch, predictions
+// included: the peer dials every address at once, and go-libp2p lets a
+// node hold swarm.DefaultPerPeerRateLimit dials to one peer at a time
+// (the resource manager's default per peer is as many connections),
+// while the peer also holds the relayed connection, and may hold one
+// more, to the node, that is going away.
+var maxAnnounced = swarm.DefaultPerPeerRateLimit - 2
+
+// observeTimeout bounds the fresh observation: a relay that does not
+// answer within it leaves the node announcing no prediction.
+const observeTimeout = 2 * time.Second
+
+// An observation is the address a relay observed for a connection from
+// one of the node's listening ports.
 type observation struct {
-	by    string // the observer: a peer ID
-	local int    // the node's port
+	local int // the node's port
 	addr  netip.AddrPort
-	ma    ma.Multiaddr // addr, as the observer gave it
-	flow  uint64       // the connection's flow, 0 if not known
 }
 
-// A flowLog holds the node's recent dials, one entry per flow its NAT
-// sees as new: a NAT that counts ports gives each the next port, so the
-// flows the node started after an observed one tell how far its NAT's
-// counter has moved since (predictPorts). A dial to a destination the
-// node dialed within flowMemory is not a new flow: the NAT keeps the
-// mapping of an unanswered SYN that long, and a new SYN on the same
-// addresses and ports is the same flow to it (hole punching rounds dial
-// the same addresses again). The log is bounded (maxFlows), and holds
-// only the node's own dials.
-type flowLog struct {
-	mu    sync.Mutex
-	last  uint64 // the last flow's number; the first is 1
-	flows []flow // oldest first
-}
-
-type flow struct {
-	n  uint64
-	to string // the destination, a multiaddr's bytes
-	at time.Time
-}
-
-// maxFlows bounds a flowLog: more flows than that since an observation
-// leave no prediction worth announcing.
-const maxFlows = 64
-
-// flowMemory is how long a NAT keeps a flow whose SYN went unanswered:
-// Linux conntrack's nf_conntrack_tcp_timeout_syn_sent.
-const flowMemory = 2 * time.Minute
-
-// dialed records a dial to to at now.
-func (l *flowLog) dialed(to ma.Multiaddr, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	key := string(to.Bytes())
-	for _, f := range l.flows {
-		if f.to == key && now.Sub(f.at) < flowMemory {
-			return
+// perFlow reports whether the relays' observations of the node show a
+// NAT that gives a new port per flow: two ports seen for one local port
+// (the mapping depends on the destination), or a port other than the
+// node's own (one observer cannot tell a NAT that counts from one that
+// moved the port for good; the cost of being wrong is one connection to
+// the relay and a few dials that fail).
+func perFlow(obs []observation) bool {
+	for i, a := range obs {
+		if a.addr.Port() != uint16(a.local) {
+			return true
+		}
+		for _, b := range obs[i+1:] {
+			if a.local == b.local && a.addr != b.addr {
+				return true
+			}
 		}
 	}
-	l.last++
-	if len(l.flows) == maxFlows {
-		l.flows = slices.Delete(l.flows, 0, 1)
-	}
-	l.flows = append(l.flows, flow{n: l.last, to: key, at: now})
+	return false
 }
 
-// flowTo returns the number of the last flow to to, or 0.
-func (l *flowLog) flowTo(to ma.Multiaddr) uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	key := string(to.Bytes())
-	for i := len(l.flows) - 1; i >= 0; i-- {
-		if l.flows[i].to == key {
-			return l.flows[i].n
-		}
-	}
-	return 0
-}
-
-// since returns how many flows started after flow n, and false if n is
-// no longer in the log.
-func (l *flowLog) since(n uint64) (int, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if n == 0 || len(l.flows) == 0 || n < l.flows[0].n {
-		return 0, false
-	}
-	later := 0
-	for _, f := range l.flows {
-		if f.n > n {
-			later++
-		}
-	}
-	return later, true
-}
-
-// undo forgets the flows to to recorded since start: a dial that failed
-// before sending anything.
-func (l *flowLog) undo(to ma.Multiaddr, start time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	key := string(to.Bytes())
-	l.flows = slices.DeleteFunc(l.flows, func(f flow) bool { return f.to == key && !f.at.Before(start) })
-}
-
-// predictRoom returns how many predicted addresses fit beside others
-// (the rest of what the node announces) in the dials a peer makes to the
-// node at once: go-libp2p's swarm dials at most
-// swarm.DefaultPerPeerRateLimit addresses of one peer at a time, and
-// holds the others until one of those fails, which a dial into a NAT
-// that drops it in silence does only at the attempt's end. So a
-// prediction that does not fit would never be dialed in time.
-func predictRoom(others int) int {
-	return max(0, min(maxPredicted, swarm.DefaultPerPeerRateLimit-others))
-}
-
-// predictPorts returns the k ports that the node's NAT will give its next
-// flows if it gives each flow the next port of a counter: those after the
-// latest observation's port and the later flows the node has started
-// since (later), on the latest observation's address, wrapping from
-// 65535 to 1, leaving out those any observation names; or none, without
-// evidence that the NAT gives a new port per flow. obs holds the relays'
-// observations and, last, the latest observation of anyone's. Only
-// observations of the latest's address are evidence, and only a relay's
-// observation of that address makes the latest count: a peer that lied
-// about the address could otherwise make the node announce ports of
-// someone else's. The evidence is two ports seen for one local port (the
-// mapping depends on the destination), or, with a single observer, a
-// port other than the node's own (one observer cannot tell a NAT that
-// counts from one that moved the port for good; the cost of being wrong
-// is k dials that fail).
-func predictPorts(obs []observation, later, k int) []uint16 {
-	if len(obs) == 0 || k <= 0 || later < 0 {
+// predictPorts returns the k addresses after fresh, a port that a relay
+// observed just now, on its address, wrapping from 65535 to 1; or none,
+// without evidence that the NAT gives a new port per flow (perFlow of
+// obs, the relays' earlier observations), without a fresh observation
+// (ok false), or if fresh is on an address that no earlier observation
+// of a relay's names.
+func predictPorts(obs []observation, fresh netip.AddrPort, ok bool, k int) []netip.AddrPort {
+	if !ok || k <= 0 || !perFlow(obs) {
 		return nil
 	}
-	latest := obs[len(obs)-1]
-	var same []observation
-	relaySaw := false
-	for i, o := range obs {
-		if o.addr.Addr() == latest.addr.Addr() {
-			same = append(same, o)
-			relaySaw = relaySaw || i < len(obs)-1
-		}
+	known := false
+	for _, o := range obs {
+		known = known || o.addr.Addr() == fresh.Addr()
 	}
-	if !relaySaw || !perFlow(same) {
+	if !known {
 		return nil
 	}
-	var out []uint16
-	p := nextPort(latest.addr.Port(), later)
-	for range 65535 {
-		if len(out) == k {
-			break
-		}
-		p = nextPort(p, 1)
-		if !slices.ContainsFunc(same, func(o observation) bool { return o.addr.Port() == p }) {
-			out = append(out, p)
-		}
+	out := make([]netip.AddrPort, 0, k)
+	for i := 1; i <= k; i++ {
+		out = append(out, netip.AddrPortFrom(fresh.Addr(), nextPort(fresh.Port(), i)))
 	}
 	return out
 }
@@ -191,20 +104,152 @@ func nextPort(p uint16, n int) uint16 {
 	return uint16((int(p)-1+n)%65535 + 1)
 }
 
-// perFlow reports whether observations of one address show a NAT that
-// gives a new port per flow.
-func perFlow(obs []observation) bool {
-	first := obs[0]
-	for _, o := range obs[1:] {
-		if o.addr.Port() != first.addr.Port() && o.local == first.local {
-			return true
+// predictRoom returns how many predicted addresses fit beside others
+// (the rest of what the node announces) within maxAnnounced.
+func predictRoom(others int) int {
+	return max(0, min(predictK, maxAnnounced-others))
+}
+
+// observeFresh makes a new connection to one of the node's relays, and
+// returns the address the relay observed for it. The connection is the
+// host's own TCP transport's, upgraded with securepeer and yamux as any,
+// but it is not added to the swarm: nothing but this function uses it,
+// and it is closed before this returns. It is outbound, to a relay the
+// node was configured with, so nothing of it is reachable by anyone
+// else.
+func (n *Node) observeFresh() (netip.AddrPort, bool) {
+	ctx, cancel := context.WithTimeout(n.ctx, observeTimeout)
+	defer cancel()
+	for _, r := range n.relays {
+		for _, a := range r.Addrs {
+			if !isTCP(a) {
+				continue
+			}
+			if ap, err := n.observeVia(ctx, r.ID, a); err == nil {
+				return ap, true
+			}
+			if ctx.Err() != nil {
+				return netip.AddrPort{}, false
+			}
 		}
 	}
-	observers := make(map[string]bool)
-	for _, o := range obs {
-		observers[o.by] = true
+	return netip.AddrPort{}, false
+}
+
+// errNoObservation is what observeVia returns when it learns nothing.
+var errNoObservation = errors.New("p2p: the relay observed no address")
+
+// observeVia connects to relay at a, asks it for its identify record, and
+// returns the address it observed for the connection.
+func (n *Node) observeVia(ctx context.Context, relay peer.ID, a ma.Multiaddr) (netip.AddrPort, error) {
+	sw, ok := n.host.Network().(*swarm.Swarm)
+	if !ok {
+		return netip.AddrPort{}, errNoObservation
 	}
-	return len(observers) == 1 && first.addr.Port() != uint16(first.local)
+	t := sw.TransportForDialing(a)
+	if t == nil {
+		return netip.AddrPort{}, errNoObservation
+	}
+	c, err := t.Dial(context.WithValue(ctx, probeKey{}, true), a, relay)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	defer c.Close()
+	s, err := c.OpenStream(ctx)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	defer s.Reset()
+	if d, ok := ctx.Deadline(); ok {
+		s.SetDeadline(d)
+	}
+	if err := mss.SelectProtoOrFail(identify.ID, s); err != nil {
+		return netip.AddrPort{}, err
+	}
+	msg, err := readDelimited(bufio.NewReader(s), maxIdentifyMsg)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	b, err := observedAddrField(msg)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	obs, err := ma.NewMultiaddrBytes(b)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if ap, ok := addrPort(obs); ok {
+		return ap, nil
+	}
+	return netip.AddrPort{}, errNoObservation
+}
+
+// A probeKey marks the context of observeVia's dial: its connection is
+// no connection of the node's, and emits no event (secTransport).
+type probeKey struct{}
+
+func isProbe(ctx context.Context) bool {
+	v, _ := ctx.Value(probeKey{}).(bool)
+	return v
+}
+
+// maxIdentifyMsg bounds the identify record observeVia reads.
+const maxIdentifyMsg = 64 << 10
+
+// readDelimited reads one message that a varint length precedes.
+func readDelimited(r *bufio.Reader, limit int) ([]byte, error) {
+	l, err := varint.ReadUvarint(r)
+	if err != nil {
+		return nil, err
+	}
+	if l > uint64(limit) {
+		return nil, errNoObservation
+	}
+	b := make([]byte, l)
+	_, err = io.ReadFull(r, b)
+	return b, err
+}
+
+// identifyObservedAddr is the number of the identify record's field
+// that holds the observed address (libp2p's identify specification).
+const identifyObservedAddr = 4
+
+// observedAddrField returns the observed address field of msg, an
+// identify record in protobuf's wire format.
+func observedAddrField(msg []byte) ([]byte, error) {
+	for len(msg) > 0 {
+		tag, n, err := varint.FromUvarint(msg)
+		if err != nil {
+			return nil, err
+		}
+		msg = msg[n:]
+		var skip uint64
+		switch tag & 7 {
+		case 0: // varint
+			_, n, err = varint.FromUvarint(msg)
+			skip = uint64(n)
+		case 1: // 64 bits
+			skip = 8
+		case 5: // 32 bits
+			skip = 4
+		case 2: // length, then bytes
+			skip, n, err = varint.FromUvarint(msg)
+			msg = msg[n:]
+			if err == nil && tag>>3 == identifyObservedAddr && skip <= uint64(len(msg)) {
+				return msg[:skip], nil
+			}
+		default:
+			return nil, errNoObservation
+		}
+		if err != nil {
+			return nil, err
+		}
+		if skip > uint64(len(msg)) {
+			return nil, errNoObservation
+		}
+		msg = msg[skip:]
+	}
+	return nil, errNoObservation
 }
 
 // addrPort returns a TCP multiaddr's IP address and port.
@@ -217,7 +262,7 @@ func addrPort(a ma.Multiaddr) (netip.AddrPort, bool) {
 		return netip.AddrPort{}, false
 	}
 	ap, err := netip.ParseAddrPort(na.String())
-	return ap, err == nil
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), err == nil
 }
 
 // tcpAddr returns the multiaddr of ap.
@@ -227,76 +272,4 @@ func tcpAddr(ap netip.AddrPort) ma.Multiaddr {
 		return nil
 	}
 	return a
-}
-
-// A flowCounter is the resource manager the node's TCP transport is
-// given: the node's, which also records in the node's flowLog each
-// outbound TCP connection it lets the transport open, just before the
-// transport's dial sends its SYN. A dial that the resource manager
-// refuses sends nothing, and is not recorded.
-type flowCounter struct {
-	network.ResourceManager
-	flows *flowLog
-}
-
-func (r *flowCounter) OpenConnection(dir network.Direction, usefd bool, endpoint ma.Multiaddr) (network.ConnManagementScope, error) {
-	scope, err := r.ResourceManager.OpenConnection(dir, usefd, endpoint)
-	if err == nil && dir == network.DirOutbound && usefd {
-		r.flows.dialed(endpoint, time.Now())
-	}
-	return scope, err
-}
-
-// flowOf returns o's flow, or 0 if o is nil.
-func flowOf(o *observation) uint64 {
-	if o == nil {
-		return 0
-	}
-	return o.flow
-}
-
-// A countingTCP is go-libp2p's TCP transport, whose dials that fail
-// before sending a SYN are taken back out of the node's flowLog
-// (flowCounter records them).
-type countingTCP struct {
-	*tcp.TcpTransport
-	flows *flowLog
-}
-
-func (t *countingTCP) Dial(ctx context.Context, raddr ma.Multiaddr, p peer.ID) (transport.CapableConn, error) {
-	start := time.Now()
-	c, err := t.TcpTransport.Dial(ctx, raddr, p)
-	t.unsent(raddr, start, err)
-	return c, err
-}
-
-func (t *countingTCP) DialWithUpdates(ctx context.Context, raddr ma.Multiaddr, p peer.ID, updates chan<- transport.DialUpdate) (transport.CapableConn, error) {
-	start := time.Now()
-	c, err := t.TcpTransport.DialWithUpdates(ctx, raddr, p, updates)
-	t.unsent(raddr, start, err)
-	return c, err
-}
-
-// unsent takes a dial that started at start and failed with err out of
-// the flowLog if it failed before sending a SYN: the resource manager
-// refused it once it knew the peer, or the kernel did (no route, or no
-// local address and port to send from). (An ICMP error from a
-// router on the way does not end a connect on Linux: TCP keeps trying
-// until its timeout.)
-func (t *countingTCP) unsent(raddr ma.Multiaddr, start time.Time, err error) {
-	if errors.Is(err, network.ErrResourceLimitExceeded) || errors.Is(err, syscall.ENETUNREACH) ||
-		errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EADDRINUSE) {
-		t.flows.undo(raddr, start)
-	}
-}
-
-// tcpTransport is the constructor of the node's TCP transport: the
-// admission's, whose dials are recorded in the node's flowLog
-// (flowCounter).
-func (n *Node) tcpTransport(u transport.Upgrader, rcmgr network.ResourceManager, shared *tcpreuse.ConnMgr, gater connmgr.ConnectionGater) (*countingTCP, error) {
-	t, err := n.adm.tcpTransport(u, &flowCounter{ResourceManager: rcmgr, flows: &n.flows}, shared, gater)
-	if err != nil {
-		return nil, err
-	}
-	return &countingTCP{TcpTransport: t, flows: &n.flows}, nil
 }

@@ -3,85 +3,115 @@ package p2p
 import (
 	"net/netip"
 	"slices"
-	"strconv"
 	"testing"
-	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/multiformats/go-varint"
 )
 
-func obsAt(by string, local int, addr string) observation {
-	return observation{by: by, local: local, addr: netip.MustParseAddrPort(addr)}
+func obsAt(local int, addr string) observation {
+	return observation{local: local, addr: netip.MustParseAddrPort(addr)}
 }
 
-// TestPredictPorts: which ports a node predicts, from what evidence.
+func ports(addr string, ps ...uint16) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, p := range ps {
+		out = append(out, netip.AddrPortFrom(netip.MustParseAddr(addr), p))
+	}
+	return out
+}
+
+// TestPredictPorts: which ports a node predicts from a fresh observation,
+// and that it predicts none without evidence of a NAT that gives each
+// flow a port of its own, or without the fresh observation.
 func TestPredictPorts(t *testing.T) {
-	relay := obsAt("relay", 4001, "198.18.0.7:20000")
+	moved := []observation{obsAt(4001, "198.18.0.7:20000")}
+	const pub = "198.18.0.7"
 	for _, tc := range []struct {
 		name  string
-		obs   []observation // the relays', then the latest
-		later int
+		obs   []observation // the relays' earlier observations
+		fresh string        // "" for none
 		k     int
-		want  []uint16
+		want  []netip.AddrPort
 	}{
-		{"one relay saw another port", []observation{relay, relay}, 0, 3, []uint16{20001, 20002, 20003}},
-		{"flows since the latest", []observation{relay, relay}, 4, 2, []uint16{20005, 20006}},
-		{"two observers, two ports", []observation{relay, obsAt("peer", 4001, "198.18.0.7:20002")}, 0, 3, []uint16{20003, 20004, 20005}},
-		{"skips observed ports", []observation{relay, obsAt("peer", 4001, "198.18.0.7:19999")}, 0, 2, []uint16{20001, 20002}},
-		{"wraps to 1", []observation{obsAt("relay", 4001, "198.18.0.7:65534"), obsAt("relay", 4001, "198.18.0.7:65534")}, 0, 3, []uint16{65535, 1, 2}},
-		{"bound k", []observation{relay, relay}, 0, 1, []uint16{20001}},
-		{"k zero", []observation{relay, relay}, 0, 0, nil},
-		{"port kept", []observation{obsAt("relay", 4001, "198.18.0.7:4001"), obsAt("relay", 4001, "198.18.0.7:4001")}, 0, 3, nil},
-		{"two observers agree on a moved port", []observation{relay, obsAt("peer", 4001, "198.18.0.7:20000")}, 0, 3, nil},
-		{"no relay saw the latest's address", []observation{relay, obsAt("peer", 4001, "203.0.113.9:20005")}, 0, 3, nil},
-		{"no relay", []observation{obsAt("peer", 4001, "198.18.0.7:20005")}, 0, 3, nil},
-		{"nothing observed", nil, 0, 3, nil},
+		{"the next k after the fresh port", moved, pub + ":20009", 4, ports(pub, 20010, 20011, 20012, 20013)},
+		{"bound k", moved, pub + ":20009", 1, ports(pub, 20010)},
+		{"k zero", moved, pub + ":20009", 0, nil},
+		{"wraps to 1", moved, pub + ":65534", 3, ports(pub, 65535, 1, 2)},
+		{"from 65535", moved, pub + ":65535", 2, ports(pub, 1, 2)},
+		{"no fresh observation", moved, "", 4, nil},
+		{"no evidence: port kept", []observation{obsAt(4001, pub+":4001")}, pub + ":4001", 4, nil},
+		{"no evidence: nothing observed before", nil, pub + ":20009", 4, nil},
+		{"two relays, two ports for one local port", []observation{obsAt(4001, pub+":4001"), obsAt(4001, pub+":4002")}, pub + ":4005", 2, ports(pub, 4006, 4007)},
+		{"fresh on an address no relay saw", moved, "203.0.113.9:20009", 4, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := predictPorts(tc.obs, tc.later, tc.k); !slices.Equal(got, tc.want) {
+			var fresh netip.AddrPort
+			if tc.fresh != "" {
+				fresh = netip.MustParseAddrPort(tc.fresh)
+			}
+			if got := predictPorts(tc.obs, fresh, tc.fresh != "", tc.k); !slices.Equal(got, tc.want) {
 				t.Errorf("predictPorts = %v, want %v", got, tc.want)
 			}
 		})
 	}
 }
 
-// TestPredictRoom: the predictions fit beside the rest in the dials a
-// peer makes at once, and never exceed maxPredicted.
+// TestPredictRoom: predictions fit beside the rest of what a node
+// announces within maxAnnounced, and never exceed predictK.
 func TestPredictRoom(t *testing.T) {
-	for others, want := range map[int]int{0: maxPredicted, 2: maxPredicted, 3: 5, 8: 0, 20: 0} {
-		if got := predictRoom(others); got != want {
-			t.Errorf("predictRoom(%d) = %d, want %d", others, got, want)
+	for _, tc := range []struct{ others, want int }{
+		{0, predictK}, {1, predictK}, {maxAnnounced - predictK, predictK},
+		{maxAnnounced - 1, 1}, {maxAnnounced, 0}, {20, 0},
+	} {
+		if got := predictRoom(tc.others); got != tc.want {
+			t.Errorf("predictRoom(%d) = %d, want %d", tc.others, got, tc.want)
 		}
+	}
+	if maxAnnounced < 1+predictK {
+		t.Errorf("maxAnnounced %d leaves no room for predictK %d beside one observed address", maxAnnounced, predictK)
 	}
 }
 
-// TestFlowLog: a dial to a destination dialed within flowMemory is the
-// same flow; a dial taken back is no flow; the log is bounded.
-func TestFlowLog(t *testing.T) {
-	var l flowLog
-	a, b := ma.StringCast("/ip4/198.18.0.1/tcp/1"), ma.StringCast("/ip4/198.18.0.2/tcp/1")
-	now := time.Now()
-	l.dialed(a, now)
-	first := l.flowTo(a)
-	l.dialed(b, now)
-	l.dialed(a, now.Add(time.Second))
-	if later, ok := l.since(first); !ok || later != 1 {
-		t.Errorf("since = %d, %v; want 1 flow after the first", later, ok)
+// pbField encodes a length-delimited protobuf field.
+func pbField(num uint64, b []byte) []byte {
+	out := varint.ToUvarint(num<<3 | 2)
+	out = append(out, varint.ToUvarint(uint64(len(b)))...)
+	return append(out, b...)
+}
+
+// TestObservedAddrField: the observed address is found among an
+// identify record's other fields, of every wire type, and a record
+// without it, or cut short, gives none.
+func TestObservedAddrField(t *testing.T) {
+	obs := ma.StringCast("/ip4/198.18.0.7/tcp/20009").Bytes()
+	full := slices.Concat(
+		pbField(5, []byte("ipfs/0.1.0")),
+		varint.ToUvarint(9<<3|0), varint.ToUvarint(300), // a varint field
+		varint.ToUvarint(10<<3|1), make([]byte, 8), // 64 bits
+		varint.ToUvarint(11<<3|5), make([]byte, 4), // 32 bits
+		pbField(2, []byte{1, 2, 3}),
+		pbField(identifyObservedAddr, obs),
+		pbField(3, []byte("/ipfs/id/1.0.0")),
+	)
+	got, err := observedAddrField(full)
+	if err != nil || !slices.Equal(got, obs) {
+		t.Fatalf("observedAddrField = %x, %v; want %x", got, err, obs)
 	}
-	c := ma.StringCast("/ip4/198.18.0.3/tcp/1")
-	l.dialed(c, now.Add(2*time.Second))
-	l.undo(c, now.Add(2*time.Second))
-	if later, _ := l.since(first); later != 1 {
-		t.Errorf("after an undo, since = %d, want 1", later)
+	a, err := ma.NewMultiaddrBytes(got)
+	if err != nil {
+		t.Fatal(err)
 	}
-	l.dialed(a, now.Add(flowMemory+time.Second))
-	if later, _ := l.since(first); later != 2 {
-		t.Errorf("a dial after flowMemory: since = %d, want 2", later)
+	if ap, ok := addrPort(a); !ok || ap != netip.MustParseAddrPort("198.18.0.7:20009") {
+		t.Errorf("addrPort = %v, %v", ap, ok)
 	}
-	for i := range maxFlows {
-		l.dialed(ma.StringCast("/ip4/198.18.1.1/tcp/"+strconv.Itoa(i+1)), now)
-	}
-	if _, ok := l.since(first); ok || len(l.flows) != maxFlows {
-		t.Errorf("the log holds %d flows and still knows the first: %v", len(l.flows), ok)
+	for name, msg := range map[string][]byte{
+		"none":      pbField(5, []byte("ipfs/0.1.0")),
+		"cut short": full[:len(full)-len(obs)-len(pbField(3, []byte("/ipfs/id/1.0.0")))+1],
+		"bad type":  {byte(12<<3 | 3)},
+	} {
+		if b, err := observedAddrField(msg); err == nil {
+			t.Errorf("%s: observedAddrField = %x, want an error", name, b)
+		}
 	}
 }
