@@ -31,7 +31,13 @@ type punching struct {
 	mu       sync.Mutex
 	observed map[peer.ID]relayObservation // by relay
 	again    map[peer.ID]chan struct{}    // peers with rounds to come; closed when the peer is gone
+	offered  map[peer.ID][]ma.Multiaddr   // what each peer announced for its last hole punch (forgetOffered)
 }
+
+// maxOffered bounds punching.offered, in peers and in addresses per
+// peer. The entries go with the peer (peerGone); one that a hole punch
+// made as the peer left stays until the map, full, is cleared.
+const maxOffered = 256
 
 // punchAgain holds the delays after which a node that received a relayed
 // connection starts another round of hole punching, while the peer is
@@ -72,6 +78,7 @@ func (n *Node) startHolePunching() error {
 	n.punch = &punching{
 		observed: make(map[peer.ID]relayObservation),
 		again:    make(map[peer.ID]chan struct{}),
+		offered:  make(map[peer.ID][]ma.Multiaddr),
 	}
 	n.wg.Go(func() {
 		defer sub.Close()
@@ -187,6 +194,7 @@ func (n *Node) peerGone(p peer.ID) {
 	}
 	n.punch.mu.Lock()
 	defer n.punch.mu.Unlock()
+	delete(n.punch.offered, p)
 	if gone, ok := n.punch.again[p]; ok {
 		close(gone)
 		delete(n.punch.again, p)
@@ -272,6 +280,8 @@ func (t *punchTracer) Trace(evt *holepunch.Event) {
 		return
 	}
 	switch e := evt.Evt.(type) {
+	case *holepunch.StartHolePunchEvt:
+		n.forgetOffered(evt.Remote, e.RemoteAddrs)
 	case *holepunch.EndHolePunchEvt:
 		var err error
 		if !e.Success {
@@ -280,6 +290,37 @@ func (t *punchTracer) Trace(evt *holepunch.Event) {
 		n.emit(Event{Kind: EventHolePunch, Peer: key, Err: err})
 	case *holepunch.ProtocolErrorEvt:
 		n.emit(Event{Kind: EventHolePunch, Peer: key, Err: errors.New(e.Error)})
+	}
+}
+
+// forgetOffered takes out of the peerstore the addresses that p
+// announced for its last hole punch and not for this one, which is about
+// to dial addrs. go-libp2p keeps a hole punch's addresses for two
+// minutes and dials all that it keeps: the ports a peer behind a
+// symmetric NAT predicted for an attempt that failed would be dialed
+// again with the next attempt's, and the lot would exceed the dials and
+// connections go-libp2p lets the node hold to one peer (maxAnnounced).
+// It is called just before each attempt's dials (go-libp2p's tracer
+// reports the start synchronously).
+func (n *Node) forgetOffered(p peer.ID, addrs []string) {
+	var now []ma.Multiaddr
+	for _, s := range addrs[:min(len(addrs), maxOffered)] {
+		if a, err := ma.NewMultiaddr(s); err == nil {
+			now = append(now, a)
+		}
+	}
+	n.punch.mu.Lock()
+	before := n.punch.offered[p]
+	if len(n.punch.offered) >= maxOffered {
+		clear(n.punch.offered)
+	}
+	n.punch.offered[p] = now
+	n.punch.mu.Unlock()
+	ps := n.host.Peerstore()
+	for _, a := range before {
+		if !slices.ContainsFunc(now, a.Equal) {
+			ps.SetAddr(p, a, 0)
+		}
 	}
 }
 

@@ -648,11 +648,31 @@ func TestNATSymmetricRandom(t *testing.T) {
 // failed goes direct in a later round (punchAgain): the path between the
 // two NATs is cut while go-libp2p's round runs its three attempts, then
 // restored; the relay's path stays up throughout. go-libp2p alone makes no
-// further round, and the pair would stay relayed.
+// further round, and the pair would stay relayed. With a symmetric NAT on
+// either side, the later round needs the ports predicted for it, and not
+// the failed attempts' ones, which go-libp2p would dial again
+// (forgetOffered).
 func TestNATPunchAgain(t *testing.T) {
 	lab := natlab.New(t)
 	relay := startNATPeer(t, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
-	lh, dh := lab.AddHost("l", natlab.PortRestricted), lab.AddHost("d", natlab.PortRestricted)
+	pairs := [][2]natlab.Kind{
+		{natlab.PortRestricted, natlab.PortRestricted},
+		{natlab.PortRestricted, natlab.Symmetric},
+		{natlab.Symmetric, natlab.PortRestricted},
+	}
+	for i, pair := range pairs {
+		from, to := pair[0], pair[1]
+		t.Run(from.String()+"/"+to.String(), func(t *testing.T) {
+			t.Parallel()
+			lh, dh := lab.AddHost(fmt.Sprintf("l%d", i), to), lab.AddHost(fmt.Sprintf("d%d", i), from)
+			punchAgainAfterCut(t, lh, dh, relay)
+		})
+	}
+}
+
+// punchAgainAfterCut is TestNATPunchAgain for a listener on lh and a
+// dialer on dh.
+func punchAgainAfterCut(t *testing.T, lh, dh *natlab.Host, relay *natPeer) {
 	l := startNATPeer(t, lh, natPeerSpec{Relays: relay.addrs, Serve: true})
 	d := startNATPeer(t, dh, natPeerSpec{Relays: relay.addrs})
 	// Cut at both hosts, so that neither side's packets reach the other's
@@ -684,6 +704,7 @@ func TestNATPunchAgain(t *testing.T) {
 	if res.Err != "" {
 		t.Fatalf("dial: %s", res.Err)
 	}
+	t.Logf("direct after %v", res.Direct)
 	if res.Direct < 0 || !res.DirectStream {
 		t.Errorf("after the path came back: %+v, want a direct connection and stream\n%s%s", res, d.events(), l.events())
 	}
