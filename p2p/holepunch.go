@@ -92,7 +92,8 @@ func (n *Node) startHolePunching() error {
 		}
 	})
 	svc, err := holepunch.NewService(n.host, ids.IDService(), n.holePunchAddrs,
-		holepunch.WithTracer((*punchTracer)(n)), holepunch.DirectDialTimeout(punchTimeout))
+		holepunch.WithTracer((*punchTracer)(n)), holepunch.DirectDialTimeout(punchTimeout),
+		holepunch.WithAddrFilter((*punchFilter)(n)))
 	if err != nil {
 		return err
 	}
@@ -244,16 +245,7 @@ func samePort(a, b ma.Multiaddr) bool {
 // interface addresses. The whole stays within maxAnnounced when it
 // holds predictions.
 func (n *Node) holePunchAddrs() []ma.Multiaddr {
-	var observed []ma.Multiaddr
-	var obs []observation
-	n.punch.mu.Lock()
-	for _, r := range n.relays {
-		if o, ok := n.punch.observed[r.ID]; ok {
-			observed = append(observed, o.ma)
-			obs = append(obs, o.observation)
-		}
-	}
-	n.punch.mu.Unlock()
+	observed, obs := n.relayObservations()
 	var own []ma.Multiaddr
 	if h, ok := n.host.(interface{ AllAddrs() []ma.Multiaddr }); ok {
 		own = h.AllAddrs()
@@ -267,6 +259,45 @@ func (n *Node) holePunchAddrs() []ma.Multiaddr {
 		}
 	}
 	return ma.Unique(append(out, own...))
+}
+
+// relayObservations returns the addresses the node's relays observed,
+// as they gave them and as observations, in the order of its relays.
+func (n *Node) relayObservations() ([]ma.Multiaddr, []observation) {
+	var observed []ma.Multiaddr
+	var obs []observation
+	n.punch.mu.Lock()
+	defer n.punch.mu.Unlock()
+	for _, r := range n.relays {
+		if o, ok := n.punch.observed[r.ID]; ok {
+			observed = append(observed, o.ma)
+			obs = append(obs, o.observation)
+		}
+	}
+	return observed, obs
+}
+
+// A punchFilter is the node's filter of the addresses a hole punch
+// exchanges.
+type punchFilter Node
+
+// FilterLocal leaves what the node announces as holePunchAddrs made it.
+func (f *punchFilter) FilterLocal(_ peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr { return addrs }
+
+// FilterRemote keeps, of the addresses a peer announced, the first on
+// each IP address if the node's own NAT gives each flow a port of its own
+// (perFlow): the peer's other ports on that address are the ports its
+// own NAT will give out next (port prediction), which only a SYN from a
+// port the peer aimed at, its observed one, can meet; this node's SYNs
+// leave from new ports that the peer did not aim at, and each one moves
+// the node's NAT past the ports it predicted itself. So two nodes behind
+// such NATs punch as they did without prediction, and stay relayed.
+func (f *punchFilter) FilterRemote(_ peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
+	_, obs := (*Node)(f).relayObservations()
+	if !perFlow(obs) {
+		return addrs
+	}
+	return firstPerIP(addrs)
 }
 
 // A punchTracer turns go-libp2p's hole punching events into the node's.

@@ -252,6 +252,23 @@ func observedAddrField(msg []byte) ([]byte, error) {
 	return nil, errNoObservation
 }
 
+// firstPerIP returns the first of addrs on each IP address, and those
+// that are on none.
+func firstPerIP(addrs []ma.Multiaddr) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	seen := make(map[netip.Addr]bool)
+	for _, a := range addrs {
+		if ap, ok := addrPort(a); ok {
+			if seen[ap.Addr()] {
+				continue
+			}
+			seen[ap.Addr()] = true
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
 // addrPort returns a TCP multiaddr's IP address and port.
 func addrPort(a ma.Multiaddr) (netip.AddrPort, bool) {
 	if !isTCP(a) {

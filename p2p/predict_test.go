@@ -115,3 +115,25 @@ func TestObservedAddrField(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstPerIP: a node behind a NAT that gives each flow a port of its
+// own dials, of a peer's addresses, the first on each IP address only.
+func TestFirstPerIP(t *testing.T) {
+	in := []string{
+		"/ip4/198.18.0.7/tcp/20000", "/ip4/198.18.0.7/tcp/20002", "/ip4/198.19.0.2/tcp/4001",
+		"/ip4/198.18.0.7/tcp/20003", "/ip6/2001:db8::1/tcp/4001", "/ip6/2001:db8::1/tcp/4002",
+		"/dns4/relay.example/tcp/4001",
+	}
+	want := []string{"/ip4/198.18.0.7/tcp/20000", "/ip4/198.19.0.2/tcp/4001", "/ip6/2001:db8::1/tcp/4001", "/dns4/relay.example/tcp/4001"}
+	var addrs []ma.Multiaddr
+	for _, s := range in {
+		addrs = append(addrs, ma.StringCast(s))
+	}
+	var got []string
+	for _, a := range firstPerIP(addrs) {
+		got = append(got, a.String())
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("firstPerIP = %v, want %v", got, want)
+	}
+}
