@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -326,13 +327,14 @@ func (t *punchTracer) Trace(evt *holepunch.Event) {
 
 // forgetOffered takes out of the peerstore the addresses that p
 // announced for its last hole punch and not for this one, which is about
-// to dial addrs. go-libp2p keeps a hole punch's addresses for two
-// minutes and dials all that it keeps: the ports a peer behind a
-// symmetric NAT predicted for an attempt that failed would be dialed
-// again with the next attempt's, and the lot would exceed the dials and
-// connections go-libp2p lets the node hold to one peer (maxAnnounced).
-// It is called just before each attempt's dials (go-libp2p's tracer
-// reports the start synchronously).
+// to dial addrs, on an IP address that this one still announces: the
+// ports a peer behind a symmetric NAT predicted for an attempt that
+// failed. go-libp2p keeps a hole punch's addresses for two minutes and
+// dials all that it keeps, so they would be dialed again with the next
+// attempt's, and the lot would exceed the dials and connections
+// go-libp2p lets the node hold to one peer (maxAnnounced). (Such a port,
+// if also given by AddAddrs, goes too.) It is called just before each
+// attempt's dials (go-libp2p's tracer reports the start synchronously).
 func (n *Node) forgetOffered(p peer.ID, addrs []string) {
 	var now []ma.Multiaddr
 	for _, s := range addrs[:min(len(addrs), maxOffered)] {
@@ -347,9 +349,16 @@ func (n *Node) forgetOffered(p peer.ID, addrs []string) {
 	}
 	n.punch.offered[p] = now
 	n.punch.mu.Unlock()
+	ips := make(map[netip.Addr]bool)
+	for _, a := range now {
+		if ap, ok := addrPort(a); ok {
+			ips[ap.Addr()] = true
+		}
+	}
 	ps := n.host.Peerstore()
 	for _, a := range before {
-		if !slices.ContainsFunc(now, a.Equal) {
+		ap, ok := addrPort(a)
+		if ok && ips[ap.Addr()] && !slices.ContainsFunc(now, a.Equal) {
 			ps.SetAddr(p, a, 0)
 		}
 	}

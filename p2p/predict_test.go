@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/multiformats/go-varint"
 )
@@ -135,5 +136,44 @@ func TestFirstPerIP(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("firstPerIP = %v, want %v", got, want)
+	}
+}
+
+// TestForgetOffered: before an attempt's dials, a node forgets the ports
+// its peer announced for the previous attempt, on an IP address it still
+// announces, and no other address; the record goes with the peer.
+func TestForgetOffered(t *testing.T) {
+	n := startNode(t, Config{})
+	if n.punch == nil {
+		t.Fatal("the node does not hole punch")
+	}
+	p, err := PeerID(newIdentity(t).PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := n.host.Peerstore()
+	ps.AddAddr(p, ma.StringCast("/ip4/203.0.113.5/tcp/4001"), peerstore.PermanentAddrTTL)
+	first := []string{"/ip4/198.18.0.7/tcp/20000", "/ip4/198.18.0.7/tcp/20002", "/ip4/198.18.0.7/tcp/20003", "/ip4/198.19.0.2/tcp/4001"}
+	second := []string{"/ip4/198.18.0.7/tcp/20000", "/ip4/198.18.0.7/tcp/20005"}
+	for _, attempt := range [][]string{first, second} {
+		n.forgetOffered(p, attempt)
+		for _, s := range attempt { // as go-libp2p's dial adds them
+			ps.AddAddr(p, ma.StringCast(s), peerstore.TempAddrTTL)
+		}
+	}
+	var got []string
+	for _, a := range ps.Addrs(p) {
+		got = append(got, a.String())
+	}
+	slices.Sort(got)
+	want := []string{"/ip4/198.18.0.7/tcp/20000", "/ip4/198.18.0.7/tcp/20005", "/ip4/198.19.0.2/tcp/4001", "/ip4/203.0.113.5/tcp/4001"}
+	if !slices.Equal(got, want) {
+		t.Errorf("the peerstore holds %v, want %v", got, want)
+	}
+	n.peerGone(p)
+	n.punch.mu.Lock()
+	defer n.punch.mu.Unlock()
+	if len(n.punch.offered) != 0 {
+		t.Errorf("%d peers' offers kept after the peer left", len(n.punch.offered))
 	}
 }
