@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -29,9 +30,15 @@ type punching struct {
 	svc *holepunch.Service
 
 	mu       sync.Mutex
-	observed map[peer.ID]ma.Multiaddr  // by relay
-	again    map[peer.ID]chan struct{} // peers with rounds to come; closed when the peer is gone
+	observed map[peer.ID]relayObservation // by relay
+	again    map[peer.ID]chan struct{}    // peers with rounds to come; closed when the peer is gone
+	offered  map[peer.ID][]ma.Multiaddr   // what each peer announced for its last hole punch (forgetOffered)
 }
+
+// maxOffered bounds punching.offered, in peers and in addresses per
+// peer. The entries go with the peer (peerGone); one that a hole punch
+// made as the peer left stays until the map, full, is cleared.
+const maxOffered = 256
 
 // punchAgain holds the delays after which a node that received a relayed
 // connection starts another round of hole punching, while the peer is
@@ -70,8 +77,9 @@ func (n *Node) startHolePunching() error {
 		return err
 	}
 	n.punch = &punching{
-		observed: make(map[peer.ID]ma.Multiaddr),
+		observed: make(map[peer.ID]relayObservation),
 		again:    make(map[peer.ID]chan struct{}),
+		offered:  make(map[peer.ID][]ma.Multiaddr),
 	}
 	n.wg.Go(func() {
 		defer sub.Close()
@@ -85,7 +93,8 @@ func (n *Node) startHolePunching() error {
 		}
 	})
 	svc, err := holepunch.NewService(n.host, ids.IDService(), n.holePunchAddrs,
-		holepunch.WithTracer((*punchTracer)(n)), holepunch.DirectDialTimeout(punchTimeout))
+		holepunch.WithTracer((*punchTracer)(n)), holepunch.DirectDialTimeout(punchTimeout),
+		holepunch.WithAddrFilter((*punchFilter)(n)))
 	if err != nil {
 		return err
 	}
@@ -187,6 +196,7 @@ func (n *Node) peerGone(p peer.ID) {
 	}
 	n.punch.mu.Lock()
 	defer n.punch.mu.Unlock()
+	delete(n.punch.offered, p)
 	if gone, ok := n.punch.again[p]; ok {
 		close(gone)
 		delete(n.punch.again, p)
@@ -196,18 +206,31 @@ func (n *Node) peerGone(p peer.ID) {
 // identified records the address a relay observed for the node, if the
 // connection it observed runs from one of the node's listening ports
 // (outgoing TCP connections reuse the listening port): that address is
-// the one a hole punch must aim at.
+// the one a hole punch must aim at, and the relays' observations are the
+// evidence that port prediction asks for (perFlow).
 func (n *Node) identified(e event.EvtPeerIdentificationCompleted) {
-	if !n.isRelay(e.Peer) || e.ObservedAddr == nil || !isTCP(e.ObservedAddr) {
+	if !n.isRelay(e.Peer) || e.ObservedAddr == nil {
+		return
+	}
+	ap, ok := addrPort(e.ObservedAddr)
+	if !ok {
 		return
 	}
 	local := e.Conn.LocalMultiaddr()
-	if !slices.ContainsFunc(n.host.Network().ListenAddresses(), func(a ma.Multiaddr) bool { return samePort(a, local) }) {
+	lp, ok := addrPort(local)
+	if !ok || !slices.ContainsFunc(n.host.Network().ListenAddresses(), func(a ma.Multiaddr) bool { return samePort(a, local) }) {
 		return
 	}
 	n.punch.mu.Lock()
-	n.punch.observed[e.Peer] = e.ObservedAddr
+	n.punch.observed[e.Peer] = relayObservation{observation{local: int(lp.Port()), addr: ap}, e.ObservedAddr}
 	n.punch.mu.Unlock()
+}
+
+// A relayObservation is a relay's observation, with the address as the
+// relay gave it.
+type relayObservation struct {
+	observation
+	ma ma.Multiaddr
 }
 
 func samePort(a, b ma.Multiaddr) bool {
@@ -217,20 +240,65 @@ func samePort(a, b ma.Multiaddr) bool {
 }
 
 // holePunchAddrs returns the addresses the node announces for a hole
-// punch: those its relays observed, then its interface addresses.
+// punch: those its relays observed; then, if those show a NAT that gives
+// each flow a port of its own (perFlow), the ports that come after the
+// one a relay observes just now (observeFresh, predictPorts); then its
+// interface addresses. The whole stays within maxAnnounced when it
+// holds predictions.
 func (n *Node) holePunchAddrs() []ma.Multiaddr {
-	var out []ma.Multiaddr
-	n.punch.mu.Lock()
-	for _, r := range n.relays {
-		if a, ok := n.punch.observed[r.ID]; ok {
-			out = append(out, a)
+	observed, obs := n.relayObservations()
+	var own []ma.Multiaddr
+	if h, ok := n.host.(interface{ AllAddrs() []ma.Multiaddr }); ok {
+		own = h.AllAddrs()
+	}
+	out := observed
+	room := predictRoom(len(ma.Unique(append(slices.Clone(observed), own...))))
+	if room > 0 && perFlow(obs) {
+		fresh, ok := n.observeFresh()
+		for _, ap := range predictPorts(obs, fresh, ok, room) {
+			out = append(out, tcpAddr(ap))
 		}
 	}
-	n.punch.mu.Unlock()
-	if h, ok := n.host.(interface{ AllAddrs() []ma.Multiaddr }); ok {
-		out = append(out, h.AllAddrs()...)
+	return ma.Unique(append(out, own...))
+}
+
+// relayObservations returns the addresses the node's relays observed,
+// as they gave them and as observations, in the order of its relays.
+func (n *Node) relayObservations() ([]ma.Multiaddr, []observation) {
+	var observed []ma.Multiaddr
+	var obs []observation
+	n.punch.mu.Lock()
+	defer n.punch.mu.Unlock()
+	for _, r := range n.relays {
+		if o, ok := n.punch.observed[r.ID]; ok {
+			observed = append(observed, o.ma)
+			obs = append(obs, o.observation)
+		}
 	}
-	return ma.Unique(out)
+	return observed, obs
+}
+
+// A punchFilter is the node's filter of the addresses a hole punch
+// exchanges.
+type punchFilter Node
+
+// FilterLocal leaves what the node announces as holePunchAddrs made it.
+func (f *punchFilter) FilterLocal(_ peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr { return addrs }
+
+// FilterRemote keeps, of the addresses a peer announced, the first on
+// each IP address if the node's own NAT gives each flow a port of its own
+// (perFlow): the peer's other ports on that address are the ports its
+// own NAT will give out next (port prediction), which only a SYN from a
+// port the peer aimed at, its observed one, can meet; this node's SYNs
+// leave from new ports that the peer did not aim at, and each one moves
+// the node's NAT past the ports it predicted itself. So two nodes behind
+// such NATs punch as they did without prediction, and stay relayed.
+func (f *punchFilter) FilterRemote(_ peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
+	_, obs := (*Node)(f).relayObservations()
+	if !perFlow(obs) {
+		return addrs
+	}
+	return firstPerIP(addrs)
 }
 
 // A punchTracer turns go-libp2p's hole punching events into the node's.
@@ -244,6 +312,8 @@ func (t *punchTracer) Trace(evt *holepunch.Event) {
 		return
 	}
 	switch e := evt.Evt.(type) {
+	case *holepunch.StartHolePunchEvt:
+		n.forgetOffered(evt.Remote, e.RemoteAddrs)
 	case *holepunch.EndHolePunchEvt:
 		var err error
 		if !e.Success {
@@ -252,6 +322,45 @@ func (t *punchTracer) Trace(evt *holepunch.Event) {
 		n.emit(Event{Kind: EventHolePunch, Peer: key, Err: err})
 	case *holepunch.ProtocolErrorEvt:
 		n.emit(Event{Kind: EventHolePunch, Peer: key, Err: errors.New(e.Error)})
+	}
+}
+
+// forgetOffered takes out of the peerstore the addresses that p
+// announced for its last hole punch and not for this one, which is about
+// to dial addrs, on an IP address that this one still announces: the
+// ports a peer behind a symmetric NAT predicted for an attempt that
+// failed. go-libp2p keeps a hole punch's addresses for two minutes and
+// dials all that it keeps, so they would be dialed again with the next
+// attempt's, and the lot would exceed the dials and connections
+// go-libp2p lets the node hold to one peer (maxAnnounced). (Such a port,
+// if also given by AddAddrs, goes too.) It is called just before each
+// attempt's dials (go-libp2p's tracer reports the start synchronously).
+func (n *Node) forgetOffered(p peer.ID, addrs []string) {
+	var now []ma.Multiaddr
+	for _, s := range addrs[:min(len(addrs), maxOffered)] {
+		if a, err := ma.NewMultiaddr(s); err == nil {
+			now = append(now, a)
+		}
+	}
+	n.punch.mu.Lock()
+	before := n.punch.offered[p]
+	if len(n.punch.offered) >= maxOffered {
+		clear(n.punch.offered)
+	}
+	n.punch.offered[p] = now
+	n.punch.mu.Unlock()
+	ips := make(map[netip.Addr]bool)
+	for _, a := range now {
+		if ap, ok := addrPort(a); ok {
+			ips[ap.Addr()] = true
+		}
+	}
+	ps := n.host.Peerstore()
+	for _, a := range before {
+		ap, ok := addrPort(a)
+		if ok && ips[ap.Addr()] && !slices.ContainsFunc(now, a.Equal) {
+			ps.SetAddr(p, a, 0)
+		}
 	}
 }
 

@@ -579,9 +579,13 @@ func TestNATPairs(t *testing.T) {
 	kinds := natlab.Kinds()
 	listeners := make(map[natlab.Kind]*natPeer)
 	dialers := make(map[natlab.Kind]*natPeer)
+	lh := make(map[natlab.Kind]*natlab.Host)
+	dh := make(map[natlab.Kind]*natlab.Host)
 	for i, k := range kinds {
-		listeners[k] = startNATPeer(t, lab.AddHost(fmt.Sprintf("l%d", i), k), natPeerSpec{Relays: relay.addrs, Serve: true})
-		dialers[k] = startNATPeer(t, lab.AddHost(fmt.Sprintf("d%d", i), k), natPeerSpec{Relays: relay.addrs})
+		lh[k] = lab.AddHost(fmt.Sprintf("l%d", i), k)
+		dh[k] = lab.AddHost(fmt.Sprintf("d%d", i), k)
+		listeners[k] = startNATPeer(t, lh[k], natPeerSpec{Relays: relay.addrs, Serve: true})
+		dialers[k] = startNATPeer(t, dh[k], natPeerSpec{Relays: relay.addrs})
 	}
 	// Each dialer dials the listeners in turn; the dialers run at once.
 	for _, from := range kinds {
@@ -597,6 +601,10 @@ func TestNATPairs(t *testing.T) {
 					res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 8 * punchTimeout})
 					defer func() {
 						if t.Failed() {
+							// Which ports each side's SYNs aimed at.
+							dd, _ := dh[from].Dropped(context.Background())
+							ld, _ := lh[to].Dropped(context.Background())
+							t.Logf("the dialer's router dropped %v\nthe listener's router dropped %v", dd, ld)
 							t.Logf("the dialer's events:\n%s", d.events())
 						}
 					}()
@@ -617,15 +625,61 @@ func TestNATPairs(t *testing.T) {
 	}
 }
 
+// TestNATSymmetricRandom: port prediction follows only a NAT that hands
+// out ports in sequence. Against a symmetric NAT that picks them at
+// random, facing a port-restricted NAT, the pair connects through the
+// relay and stays there, either side dialing (natlab.Punchable says so).
+func TestNATSymmetricRandom(t *testing.T) {
+	lab := natlab.New(t)
+	relay := startNATPeer(t, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
+	kinds := []natlab.Kind{natlab.SymmetricRandom, natlab.PortRestricted}
+	for i, from := range kinds {
+		to := kinds[1-i]
+		t.Run(from.String()+"/"+to.String(), func(t *testing.T) {
+			t.Parallel()
+			l := startNATPeer(t, lab.AddHost(fmt.Sprintf("l%d", i), to), natPeerSpec{Relays: relay.addrs, Serve: true})
+			d := startNATPeer(t, lab.AddHost(fmt.Sprintf("d%d", i), from), natPeerSpec{Relays: relay.addrs})
+			res := d.run(t, natCommand{Op: "dial", Key: l.key.String(), Wait: 4 * punchTimeout})
+			if res.Err != "" {
+				t.Fatalf("dial: %s", res.Err)
+			}
+			t.Logf("first byte %v (%s), direct after %v", res.FirstByte, pathWord(res.Relayed), res.Direct)
+			if got, want := res.Direct >= 0, natlab.Punchable(from, to); got != want {
+				t.Errorf("direct %v, want %v\n%s", got, want, d.events())
+			}
+		})
+	}
+}
+
 // TestNATPunchAgain checks that a pair whose first round of hole punching
 // failed goes direct in a later round (punchAgain): the path between the
 // two NATs is cut while go-libp2p's round runs its three attempts, then
 // restored; the relay's path stays up throughout. go-libp2p alone makes no
-// further round, and the pair would stay relayed.
+// further round, and the pair would stay relayed. With a symmetric NAT on
+// either side, the later round needs the ports predicted for it, and not
+// the failed attempts' ones, which go-libp2p would dial again
+// (forgetOffered).
 func TestNATPunchAgain(t *testing.T) {
 	lab := natlab.New(t)
 	relay := startNATPeer(t, lab.AddPublicHost("relay"), natPeerSpec{Relay: true})
-	lh, dh := lab.AddHost("l", natlab.PortRestricted), lab.AddHost("d", natlab.PortRestricted)
+	pairs := [][2]natlab.Kind{
+		{natlab.PortRestricted, natlab.PortRestricted},
+		{natlab.PortRestricted, natlab.Symmetric},
+		{natlab.Symmetric, natlab.PortRestricted},
+	}
+	for i, pair := range pairs {
+		from, to := pair[0], pair[1]
+		t.Run(from.String()+"/"+to.String(), func(t *testing.T) {
+			t.Parallel()
+			lh, dh := lab.AddHost(fmt.Sprintf("l%d", i), to), lab.AddHost(fmt.Sprintf("d%d", i), from)
+			punchAgainAfterCut(t, lh, dh, relay)
+		})
+	}
+}
+
+// punchAgainAfterCut is TestNATPunchAgain for a listener on lh and a
+// dialer on dh.
+func punchAgainAfterCut(t *testing.T, lh, dh *natlab.Host, relay *natPeer) {
 	l := startNATPeer(t, lh, natPeerSpec{Relays: relay.addrs, Serve: true})
 	d := startNATPeer(t, dh, natPeerSpec{Relays: relay.addrs})
 	// Cut at both hosts, so that neither side's packets reach the other's
@@ -657,6 +711,7 @@ func TestNATPunchAgain(t *testing.T) {
 	if res.Err != "" {
 		t.Fatalf("dial: %s", res.Err)
 	}
+	t.Logf("direct after %v", res.Direct)
 	if res.Direct < 0 || !res.DirectStream {
 		t.Errorf("after the path came back: %+v, want a direct connection and stream\n%s%s", res, d.events(), l.events())
 	}

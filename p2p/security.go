@@ -72,7 +72,9 @@ func (t *secTransport) secure(ctx context.Context, insecure net.Conn, p peer.ID,
 	}
 	c.Conn = sc.(*libp2psec.Conn)
 	c.local = &trackedAddr{Addr: c.Conn.LocalAddr(), conn: c}
-	t.node.connected(c)
+	if !isProbe(ctx) { // port prediction's observation (observeVia) is no connection of the node's
+		t.node.connected(c)
+	}
 	return c, nil
 }
 

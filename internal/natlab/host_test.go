@@ -90,7 +90,7 @@ func TestAddHostErrors(t *testing.T) {
 		{"dash", "a-b", natlab.FullCone},
 		{"too long", strings.Repeat("a", 21), natlab.Public},
 		{"taken", "taken", natlab.Symmetric},
-		{"no such kind", "b", natlab.Kind(len(natlab.Kinds()))},
+		{"no such kind", "b", natlab.SymmetricRandom + 1}, // the last kind, outside Kinds
 		{"negative kind", "c", natlab.Kind(-1)},
 	}
 	for _, tt := range tests {

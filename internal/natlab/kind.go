@@ -33,6 +33,11 @@ const (
 	// every packet from the internet that is not part of a flow the host
 	// started: address-and-port-dependent filtering without a NAT.
 	Firewall
+	// SymmetricRandom is Symmetric with the public port of each new flow
+	// chosen at random rather than in sequence, as many real symmetric
+	// NATs do: no port prediction can follow it. It is not among
+	// [Kinds], whose every pair the NAT tests try.
+	SymmetricRandom
 )
 
 // Kinds returns every Kind, in declaration order.
@@ -47,6 +52,7 @@ var kindNames = [...]string{
 	PortRestricted:    "port-restricted",
 	Symmetric:         "symmetric",
 	Firewall:          "firewall",
+	SymmetricRandom:   "symmetric-random",
 }
 
 // String returns the kind's name, as test names use it.
@@ -61,7 +67,7 @@ func (k Kind) String() string {
 // of its own, and a router's public address on the internet.
 func (k Kind) Translates() bool {
 	switch k {
-	case FullCone, AddressRestricted, PortRestricted, Symmetric:
+	case FullCone, AddressRestricted, PortRestricted, Symmetric, SymmetricRandom:
 		return true
 	}
 	return false
@@ -110,11 +116,17 @@ func (b Behavior) String() string {
 // endpoint-independent. The lab's endpoint-independent NATs also keep the
 // host's port, as Linux does whenever no other flow holds it.
 func (k Kind) Mapping() Behavior {
-	if k == Symmetric {
+	if k == Symmetric || k == SymmetricRandom {
 		return AddressAndPortDependent
 	}
 	return EndpointIndependent
 }
+
+// Sequential reports whether the kind gives every new flow the port after
+// the last flow's, so that a host that knows one of its public ports,
+// and how many flows it has started since, knows the next: port
+// prediction works against it.
+func (k Kind) Sequential() bool { return k == Symmetric }
 
 // Filtering returns which packets from the internet the kind lets through to
 // the host.
@@ -132,23 +144,30 @@ func (k Kind) Filtering() Behavior {
 }
 
 // Punchable reports whether two hosts behind kinds a and b can open a TCP
-// connection to each other by simultaneous open, the way libp2p's DCUtR
-// does: each listens on a port with SO_REUSEPORT, learns its own public
-// address and port from a connection it makes from that port to a public
-// observer (a relay), and then both dial the other's observed address and
-// port from their listening port at about the same time. The punch
-// succeeds when either side's SYN reaches the other; it is derived from
-// the kinds' behaviours alone, by [reaches].
+// connection to each other by simultaneous open, the way the p2p
+// engine's hole punching (libp2p's DCUtR, with port prediction) does it:
+// each listens on a port with SO_REUSEPORT, learns its own public
+// address and port from a connection it makes from that port to a
+// public observer (a relay), and then both dial the other's observed
+// address and port from their listening port at about the same time. A
+// host whose NAT maps per destination and hands out ports in sequence
+// also announces the next few ports its NAT will give out, and its peer
+// dials those too. The punch succeeds when either side's SYN reaches the
+// other; it is derived from the kinds' behaviours alone, by [reaches].
 func Punchable(a, b Kind) bool { return reaches(a, b) || reaches(b, a) }
 
 // reaches reports whether a SYN that from's host sends from its listening
-// port to to's observed address and port gets through to to's host.
+// port to an address to's host announced gets through to to's host.
 func reaches(from, to Kind) bool {
 	if to.Mapping() != EndpointIndependent {
-		// The observed port is the mapping made for the observer; to's
-		// own SYN went out through a different one, so nothing of
+		// The observed port is the mapping made for the observer;
+		// to's own SYN went out through a different one. If its NAT
+		// counts ports, that one is among the ports to predicted, and
+		// to's SYN went to from's observed port: from's SYN to it, from
+		// that same port (an endpoint-independent mapping keeps it),
+		// is the reply direction of to's flow. Otherwise nothing of
 		// from's fits a mapping that lets it in.
-		return false
+		return to.Sequential() && from.Mapping() == EndpointIndependent
 	}
 	switch to.Filtering() {
 	case Open, EndpointIndependent:

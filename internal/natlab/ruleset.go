@@ -167,16 +167,29 @@ const fullConeNAT = `	set mapped {
 // host's SYN to the peer leaves from a new port the peer's router has
 // never seen.
 //
-// The ports are handed out in turn, as many carrier-grade NATs do, rather
-// than at random (masquerade fully-random), so that two flows never get
-// the same port by chance and the tests that say they differ cannot fail
-// by luck; libp2p does not predict ports, so this makes no punch succeed
-// that a random choice would fail. The counter indexes a map of ports
-// because nft 1.0.6 stores a bare numgen result in the wrong byte order
-// for a port. Other protocols (ICMP) are masqueraded.
+// The ports are handed out in turn, as many carrier-grade NATs do, so
+// that two flows never get the same port by chance and the tests that say
+// they differ cannot fail by luck. That also lets the p2p engine predict
+// the ports of a host's next flows, and punch through against a peer with
+// an endpoint-independent mapping; the SymmetricRandom kind
+// (symmetricRandomNAT) is the NAT that prediction cannot follow. The
+// counter indexes a map of ports because nft 1.0.6 stores a bare numgen
+// result in the wrong byte order for a port. Other protocols (ICMP) are
+// masqueraded.
 const symmetricNAT = `	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
 		oifname "wan0" meta l4proto { tcp, udp } snat to %[2]s : numgen inc mod %[3]d map { %[4]s }
+		oifname "wan0" masquerade
+	}
+`
+
+// symmetricRandomNAT is the symmetric NAT with each new TCP or UDP flow's
+// public port drawn at random from the same range (fully-random), as many
+// real symmetric NATs do: no count of the host's flows tells the next
+// port. Other protocols (ICMP) are masqueraded.
+const symmetricRandomNAT = `	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "wan0" meta l4proto { tcp, udp } snat to %[2]s:%[3]d-%[4]d fully-random
 		oifname "wan0" masquerade
 	}
 `
@@ -200,6 +213,8 @@ func ruleset(k Kind, public, host netip.Addr) (string, error) {
 		rules = portRestrictedNAT
 	case Symmetric:
 		rules = fmt.Sprintf(symmetricNAT, host, public, symmetricPorts, symmetricPortMap())
+	case SymmetricRandom:
+		rules = fmt.Sprintf(symmetricRandomNAT, host, public, symmetricFirstPort, symmetricFirstPort+symmetricPorts-1)
 	case Firewall:
 		rules = firewallRules
 	default:

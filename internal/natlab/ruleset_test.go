@@ -390,9 +390,10 @@ var errNoVerdict = errors.New("the probe was neither delivered nor dropped")
 const punchTimeout = 5 * time.Second
 
 // TestTCPSimultaneousOpen punches a TCP connection between hosts of every
-// pair of kinds, as libp2p's DCUtR does (see punchTable), all pairs at once
-// so that the failing ones wait out punchTimeout together, and checks which
-// pairs connect against punchTable.
+// pair of kinds, as libp2p's DCUtR does without port prediction (see
+// punchTable), all pairs at once so that the failing ones wait out
+// punchTimeout together, and checks which pairs connect against
+// punchTable.
 func TestTCPSimultaneousOpen(t *testing.T) {
 	t.Parallel()
 	lab := natlab.New(t)
@@ -416,10 +417,11 @@ func TestTCPSimultaneousOpen(t *testing.T) {
 				t.Fatal(r.err)
 			}
 			t.Logf("%v side: %s; %v side: %s; after %v", row.a, r.a, row.b, r.b, r.elapsed.Round(time.Millisecond))
-			if (r.a != "") != row.want || (r.b != "") != row.want {
-				t.Errorf("%v side connected: %v, %v side connected: %v; want %v", row.a, r.a != "", row.b, r.b != "", row.want)
+			want := row.want && !row.predict // this probe does not predict ports
+			if (r.a != "") != want || (r.b != "") != want {
+				t.Errorf("%v side connected: %v, %v side connected: %v; want %v", row.a, r.a != "", row.b, r.b != "", want)
 			}
-			if row.want && simultaneous(row.a) && simultaneous(row.b) && (r.a != viaDial || r.b != viaDial) {
+			if want && simultaneous(row.a) && simultaneous(row.b) && (r.a != viaDial || r.b != viaDial) {
 				t.Errorf("connected by %s and %s, want a simultaneous open (%s on both sides)", r.a, r.b, viaDial)
 			}
 		})
