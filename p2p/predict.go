@@ -1,7 +1,6 @@
 package p2p
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -12,10 +11,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify/pb"
+	"github.com/libp2p/go-msgio/pbio"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 	mss "github.com/multiformats/go-multistream"
-	"github.com/multiformats/go-varint"
 )
 
 // Port prediction, for a node behind a NAT that gives every new flow the
@@ -166,22 +166,7 @@ func (n *Node) observeVia(ctx context.Context, relay peer.ID, a ma.Multiaddr) (n
 	if err := mss.SelectProtoOrFail(identify.ID, s); err != nil {
 		return netip.AddrPort{}, err
 	}
-	msg, err := readDelimited(bufio.NewReader(s), maxIdentifyMsg)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	b, err := observedAddrField(msg)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	obs, err := ma.NewMultiaddrBytes(b)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	if ap, ok := addrPort(obs); ok {
-		return ap, nil
-	}
-	return netip.AddrPort{}, errNoObservation
+	return readObserved(s)
 }
 
 // A probeKey marks the context of observeVia's dial: its connection is
@@ -196,60 +181,22 @@ func isProbe(ctx context.Context) bool {
 // maxIdentifyMsg bounds the identify record observeVia reads.
 const maxIdentifyMsg = 64 << 10
 
-// readDelimited reads one message that a varint length precedes.
-func readDelimited(r *bufio.Reader, limit int) ([]byte, error) {
-	l, err := varint.ReadUvarint(r)
+// readObserved reads an identify record, preceded by its length as a
+// varint (libp2p's identify protocol), from r, and returns the TCP address
+// it says the relay observed.
+func readObserved(r io.Reader) (netip.AddrPort, error) {
+	var msg pb.Identify
+	if err := pbio.NewDelimitedReader(r, maxIdentifyMsg).ReadMsg(&msg); err != nil {
+		return netip.AddrPort{}, err
+	}
+	obs, err := ma.NewMultiaddrBytes(msg.GetObservedAddr())
 	if err != nil {
-		return nil, err
+		return netip.AddrPort{}, errNoObservation
 	}
-	if l > uint64(limit) {
-		return nil, errNoObservation
+	if ap, ok := addrPort(obs); ok {
+		return ap, nil
 	}
-	b := make([]byte, l)
-	_, err = io.ReadFull(r, b)
-	return b, err
-}
-
-// identifyObservedAddr is the number of the identify record's field
-// that holds the observed address (libp2p's identify specification).
-const identifyObservedAddr = 4
-
-// observedAddrField returns the observed address field of msg, an
-// identify record in protobuf's wire format.
-func observedAddrField(msg []byte) ([]byte, error) {
-	for len(msg) > 0 {
-		tag, n, err := varint.FromUvarint(msg)
-		if err != nil {
-			return nil, err
-		}
-		msg = msg[n:]
-		var skip uint64
-		switch tag & 7 {
-		case 0: // varint
-			_, n, err = varint.FromUvarint(msg)
-			skip = uint64(n)
-		case 1: // 64 bits
-			skip = 8
-		case 5: // 32 bits
-			skip = 4
-		case 2: // length, then bytes
-			skip, n, err = varint.FromUvarint(msg)
-			msg = msg[n:]
-			if err == nil && tag>>3 == identifyObservedAddr && skip <= uint64(len(msg)) {
-				return msg[:skip], nil
-			}
-		default:
-			return nil, errNoObservation
-		}
-		if err != nil {
-			return nil, err
-		}
-		if skip > uint64(len(msg)) {
-			return nil, errNoObservation
-		}
-		msg = msg[skip:]
-	}
-	return nil, errNoObservation
+	return netip.AddrPort{}, errNoObservation
 }
 
 // firstPerIP returns the first of addrs on each IP address, and those

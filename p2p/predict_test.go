@@ -1,13 +1,17 @@
 package p2p
 
 import (
+	"bytes"
 	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify/pb"
+	"github.com/libp2p/go-msgio/pbio"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/multiformats/go-varint"
+	"google.golang.org/protobuf/proto"
 )
 
 func obsAt(local int, addr string) observation {
@@ -74,46 +78,45 @@ func TestPredictRoom(t *testing.T) {
 	}
 }
 
-// pbField encodes a length-delimited protobuf field.
-func pbField(num uint64, b []byte) []byte {
-	out := varint.ToUvarint(num<<3 | 2)
-	out = append(out, varint.ToUvarint(uint64(len(b)))...)
-	return append(out, b...)
-}
-
-// TestObservedAddrField: the observed address is found among an
-// identify record's other fields, of every wire type, and a record
-// without it, or cut short, gives none.
-func TestObservedAddrField(t *testing.T) {
-	obs := ma.StringCast("/ip4/198.18.0.7/tcp/20009").Bytes()
-	full := slices.Concat(
-		pbField(5, []byte("ipfs/0.1.0")),
-		varint.ToUvarint(9<<3|0), varint.ToUvarint(300), // a varint field
-		varint.ToUvarint(10<<3|1), make([]byte, 8), // 64 bits
-		varint.ToUvarint(11<<3|5), make([]byte, 4), // 32 bits
-		pbField(2, []byte{1, 2, 3}),
-		pbField(identifyObservedAddr, obs),
-		pbField(3, []byte("/ipfs/id/1.0.0")),
-	)
-	got, err := observedAddrField(full)
-	if err != nil || !slices.Equal(got, obs) {
-		t.Fatalf("observedAddrField = %x, %v; want %x", got, err, obs)
-	}
-	a, err := ma.NewMultiaddrBytes(got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ap, ok := addrPort(a); !ok || ap != netip.MustParseAddrPort("198.18.0.7:20009") {
-		t.Errorf("addrPort = %v, %v", ap, ok)
-	}
-	for name, msg := range map[string][]byte{
-		"none":      pbField(5, []byte("ipfs/0.1.0")),
-		"cut short": full[:len(full)-len(obs)-len(pbField(3, []byte("/ipfs/id/1.0.0")))+1],
-		"bad type":  {byte(12<<3 | 3)},
-	} {
-		if b, err := observedAddrField(msg); err == nil {
-			t.Errorf("%s: observedAddrField = %x, want an error", name, b)
+// TestReadObserved: the observed address is read from an identify record
+// among its other fields, and a record without a TCP one, too long or
+// cut short gives none.
+func TestReadObserved(t *testing.T) {
+	record := func(observed ma.Multiaddr) []byte {
+		msg := &pb.Identify{
+			ProtocolVersion: proto.String("ipfs/0.1.0"),
+			AgentVersion:    proto.String("securepeer-relay"),
+			ListenAddrs:     [][]byte{ma.StringCast("/ip4/198.18.0.1/tcp/4001").Bytes()},
+			Protocols:       []string{"/ipfs/id/1.0.0"},
 		}
+		if observed != nil {
+			msg.ObservedAddr = observed.Bytes()
+		}
+		var b bytes.Buffer
+		if err := pbio.NewDelimitedWriter(&b).WriteMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	good := record(ma.StringCast("/ip4/198.18.0.7/tcp/20009"))
+	tooLong := varint.ToUvarint(maxIdentifyMsg + 1)
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want netip.AddrPort
+	}{
+		{"observed", good, netip.MustParseAddrPort("198.18.0.7:20009")},
+		{"none", record(nil), netip.AddrPort{}},
+		{"not TCP", record(ma.StringCast("/ip4/198.18.0.7/udp/20009/quic-v1")), netip.AddrPort{}},
+		{"cut short", good[:len(good)-3], netip.AddrPort{}},
+		{"too long", append(tooLong, make([]byte, 16)...), netip.AddrPort{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := readObserved(bytes.NewReader(tc.in))
+			if got != tc.want || (err == nil) != tc.want.IsValid() {
+				t.Errorf("readObserved = %v, %v; want %v", got, err, tc.want)
+			}
+		})
 	}
 }
 
