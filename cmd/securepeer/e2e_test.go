@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,6 +165,18 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// byteCounter is an io.Writer that counts what it is given and keeps none
+// of it, for endless streams.
+type byteCounter struct{ n atomic.Int64 }
+
+func (c *byteCounter) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// Len returns how many bytes were written.
+func (c *byteCounter) Len() int { return int(c.n.Load()) }
 
 // TestTunnelHTTP exposes a real net/http server through listen -to and
 // reaches it through connect -from: small and large requests, concurrent

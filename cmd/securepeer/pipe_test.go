@@ -173,7 +173,8 @@ func TestHangupCutsDownload(t *testing.T) {
 
 	receiver := te.command("connect", "-i", "client", "-expect", "server.pub", addr)
 	receiver.Stdin = strings.NewReader("") // all sent at once
-	var received, stderr syncBuffer
+	var received byteCounter
+	var stderr syncBuffer
 	receiver.Stdout, receiver.Stderr = &received, &stderr
 	if err := receiver.Start(); err != nil {
 		t.Fatal(err)
