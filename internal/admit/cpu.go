@@ -28,7 +28,7 @@ const (
 // others, round robin between sources.
 type cpuGate struct {
 	mu     sync.Mutex
-	turns  int       // in all: GOMAXPROCS
+	turns  int       // in all: GOMAXPROCS, so at least 1 (demand divides by it)
 	free   int       // turns not taken
 	ring   list.List // of *source with handshakes queued, served in turn
 	queued int       // handshakes queued in the ring's sources
