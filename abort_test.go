@@ -69,20 +69,7 @@ func runAbortSlot(t *testing.T, s abortSlot, reason byte) error {
 	}
 	a, b := p.start(t)
 	x, y := Client(a, client), Server(b, server)
-	// A side whose handshake fails closes its connection, as Dial and the
-	// listener do, so the other side learns at once.
-	srv := run(func() error {
-		err := y.Handshake()
-		if err != nil {
-			b.Close()
-		}
-		return err
-	})
-	cerr := x.Handshake()
-	if cerr != nil {
-		a.Close()
-	}
-	serr := wait(t, srv)
+	cerr, serr := handshakeClosing(t, x, y, a, b)
 	if s.resumed && !x.ConnectionState().DidResume && cerr == nil {
 		t.Fatal("the victim's handshake was not a resumption")
 	}

@@ -303,6 +303,23 @@ func (a *attack) giveSlot() {
 	}
 }
 
+// exchangeFlight writes flight, a first flight, on c and reads the
+// responder's hello and message 2, counting the reply; it reports whether
+// they came.
+func (a *attack) exchangeFlight(c net.Conn, flight []byte) bool {
+	if _, err := c.Write(flight); err != nil {
+		return false
+	}
+	if _, err := readN(c, wire.HelloSize); err != nil {
+		return false
+	}
+	if _, err := readPrefixed(c, 2); err != nil {
+		return false
+	}
+	a.replies.Add(1)
+	return true
+}
+
 // hold does what the attacker's kind does on c, and returns when the
 // server has ended the connection (reporting true), when a replay got its
 // answer, or when the attack stops.
@@ -387,16 +404,9 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 		if a.cfg.kind != stallReplay {
 			flight = a.cfg.forger.flight()
 		}
-		if _, err := c.Write(flight); err != nil {
+		if !a.exchangeFlight(c, flight) {
 			return serverEnded()
 		}
-		if _, err := readN(c, wire.HelloSize); err != nil {
-			return serverEnded()
-		}
-		if _, err := readPrefixed(c, 2); err != nil {
-			return serverEnded()
-		}
-		a.replies.Add(1)
 		if a.cfg.kind == attackForge {
 			return false // hang up and forge again
 		}
@@ -422,16 +432,9 @@ func (a *attack) hold(c *net.TCPConn) (dropped bool) {
 		if n := len(a.cfg.flights); n > 0 {
 			flight = a.cfg.flights[int(a.dials.Load())%n]
 		}
-		if _, err := c.Write(flight); err != nil {
+		if !a.exchangeFlight(c, flight) {
 			return serverEnded()
 		}
-		if _, err := readN(c, wire.HelloSize); err != nil {
-			return serverEnded()
-		}
-		if _, err := readPrefixed(c, 2); err != nil {
-			return serverEnded()
-		}
-		a.replies.Add(1)
 	default:
 		panic("unknown attack kind " + string(a.cfg.kind))
 	}

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer/internal/testenv"
+	"github.com/securepeer/securepeer/internal/testenv/fuzzseed"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -491,20 +492,13 @@ func fzSeeds(tb testing.TB) map[string]map[string][]byte {
 func TestFuzzSeeds(t *testing.T) {
 	for target, seeds := range fzSeeds(t) {
 		dir := filepath.Join("testdata", "fuzz", target)
-		if *updateFuzzSeeds {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
 		for name, data := range seeds {
 			path := filepath.Join(dir, name)
-			file := fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", data)
 			if *updateFuzzSeeds {
-				if err := os.WriteFile(path, file, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				fuzzseed.Write(t, path, data)
 				continue
 			}
+			file := fuzzseed.File(data)
 			got, err := os.ReadFile(path)
 			if err != nil {
 				t.Errorf("%v (go test -run TestFuzzSeeds -update-fuzz writes it)", err)

@@ -1161,21 +1161,7 @@ func TestResumptionTampering(t *testing.T) {
 			p := &proxy{filter: tamperUnit(tt.dir, tt.index, tt.offset), handshakeMessages: tt.frames}
 			a, b := p.start(t)
 			x, y := Client(a, client), Server(b, server)
-			// A side whose handshake fails closes its connection, as
-			// Dial and the listener do, so that the other side learns
-			// at once; nothing waits for a timeout.
-			other := run(func() error {
-				err := y.Handshake()
-				if err != nil {
-					b.Close()
-				}
-				return err
-			})
-			cerr := x.Handshake()
-			if cerr != nil {
-				a.Close()
-			}
-			serr := wait(t, other)
+			cerr, serr := handshakeClosing(t, x, y, a, b)
 			if cerr == nil && serr == nil {
 				// Data, and the ticket record before it, must get through.
 				done := run(func() error { _, err := y.Write([]byte("pong")); y.CloseWrite(); return err })

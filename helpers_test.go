@@ -68,6 +68,26 @@ func run(f func() error) <-chan error {
 	return ch
 }
 
+// handshakeClosing runs the handshakes of x, a client on a, and y, a
+// server on b, at once, and returns their errors. A side whose handshake
+// fails closes its connection, as Dial and the listener do, so that the
+// other side learns at once; nothing waits for a timeout.
+func handshakeClosing(t testing.TB, x, y *Conn, a, b net.Conn) (cerr, serr error) {
+	t.Helper()
+	srv := run(func() error {
+		err := y.Handshake()
+		if err != nil {
+			b.Close()
+		}
+		return err
+	})
+	cerr = x.Handshake()
+	if cerr != nil {
+		a.Close()
+	}
+	return cerr, wait(t, srv)
+}
+
 // wait returns the error from ch, failing the test if it takes longer than
 // a generous bound (the test is about hangs, not speed).
 func wait(t testing.TB, ch <-chan error) error {

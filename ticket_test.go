@@ -2,7 +2,6 @@ package securepeer
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer/internal/testenv/fuzzseed"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -404,17 +404,11 @@ func TestTicketFuzzSeeds(t *testing.T) {
 		dir := filepath.Join("testdata", "fuzz", target)
 		for name, data := range seeds {
 			path := filepath.Join(dir, name)
-			file := fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", data)
 			if *updateFuzzSeeds {
-				if err := os.MkdirAll(dir, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, file, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				fuzzseed.Write(t, path, data)
 				continue
 			}
-			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, file) {
+			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, fuzzseed.File(data)) {
 				t.Errorf("%s is missing or stale (go test -run TestTicketFuzzSeeds -update-fuzz rewrites it)", path)
 			}
 		}

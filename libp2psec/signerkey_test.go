@@ -68,10 +68,7 @@ func TestSignerKey(t *testing.T) {
 // TestIdentityMustMatchKey checks that Options.Identity is refused when it
 // is not the host key's.
 func TestIdentityMustMatchKey(t *testing.T) {
-	other, err := securepeer.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := newIdentity(t)
 	if _, err := NewWithOptions(Options{Identity: other})(ID, newKey(t), nil); err == nil {
 		t.Fatal("an identity of another key was accepted")
 	}

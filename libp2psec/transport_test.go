@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 func newKey(t testing.TB) crypto.PrivKey {
@@ -51,30 +52,38 @@ func newTransport(t testing.TB, muxers ...protocol.ID) *Transport {
 // of the test.
 func tcpPair(t testing.TB) (client, server net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return testenv.TCPPair(t)
+}
+
+// newIdentity returns a fresh securepeer identity.
+func newIdentity(t testing.TB) *securepeer.Identity {
+	t.Helper()
+	id, err := securepeer.GenerateIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+	return id
+}
+
+// runWithoutHybrid runs a plain securepeer peer on c, with a fresh
+// identity and the hybrid turned off, as the initiator if initiator is
+// set, else as the responder; it reads what comes until the connection
+// ends. It returns the peer's identity.
+func runWithoutHybrid(t testing.TB, c net.Conn, initiator bool) *securepeer.Identity {
+	t.Helper()
+	id := newIdentity(t)
+	config := &securepeer.Config{Identity: id, DisablePostQuantum: true}
 	go func() {
-		c, err := ln.Accept()
-		ch <- result{c, err}
+		var p *securepeer.Conn
+		if initiator {
+			p = securepeer.Client(c, config)
+		} else {
+			p = securepeer.Server(c, config)
+		}
+		p.Handshake()
+		io.Copy(io.Discard, p)
 	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { client.Close(); r.c.Close() })
-	return client, r.c
+	return id
 }
 
 type handshakeResult struct {
@@ -321,19 +330,11 @@ func TestOwnKey(t *testing.T) {
 func TestNotPostQuantum(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	a := newTransport(t)
-	id, err := securepeer.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cc, sc := tcpPair(t)
-	go func() {
-		c := securepeer.Server(sc, &securepeer.Config{Identity: id, DisablePostQuantum: true})
-		c.Handshake()
-		io.Copy(io.Discard, c)
-	}()
+	id := runWithoutHybrid(t, sc, false)
 	pub, _ := crypto.UnmarshalEd25519PublicKey(id.PublicKey().Ed25519())
 	pid, _ := peer.IDFromPublicKey(pub)
-	_, err = a.SecureOutbound(context.Background(), cc, pid)
+	_, err := a.SecureOutbound(context.Background(), cc, pid)
 	if !errors.Is(err, ErrNotPostQuantum) {
 		t.Fatalf("SecureOutbound: %v, want ErrNotPostQuantum", err)
 	}
@@ -346,17 +347,9 @@ func TestNotPostQuantum(t *testing.T) {
 func TestNotPostQuantumInbound(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	a := newTransport(t)
-	id, err := securepeer.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cc, sc := tcpPair(t)
-	go func() {
-		c := securepeer.Client(cc, &securepeer.Config{Identity: id, DisablePostQuantum: true})
-		c.Handshake()
-		io.Copy(io.Discard, c)
-	}()
-	_, err = a.SecureInbound(context.Background(), sc, "")
+	runWithoutHybrid(t, cc, true)
+	_, err := a.SecureInbound(context.Background(), sc, "")
 	if !errors.Is(err, ErrNotPostQuantum) {
 		t.Fatalf("SecureInbound: %v, want ErrNotPostQuantum", err)
 	}
@@ -402,10 +395,7 @@ func TestContextCancel(t *testing.T) {
 // to see the dialer's key.
 func TestWrongPeerLearnsNothing(t *testing.T) {
 	a, other := newTransport(t), newTransport(t)
-	id, err := securepeer.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := newIdentity(t)
 	cc, sc := tcpPair(t)
 	seen := make(chan securepeer.PublicKey, 1)
 	done := make(chan error, 1)
@@ -416,7 +406,7 @@ func TestWrongPeerLearnsNothing(t *testing.T) {
 		}})
 		done <- c.Handshake()
 	}()
-	_, err = a.SecureOutbound(context.Background(), cc, other.localID)
+	_, err := a.SecureOutbound(context.Background(), cc, other.localID)
 	var mismatch sec.ErrPeerIDMismatch
 	if !errors.As(err, &mismatch) {
 		t.Fatalf("SecureOutbound: %v, want a peer ID mismatch", err)

@@ -5,7 +5,6 @@ package p2p
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/internal/natlab"
+	"github.com/securepeer/securepeer/internal/natlab/natlabtest"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -87,18 +87,8 @@ const bulkProto = "bulk/1"
 // TestNATPeerProcess is not a test: it is a peer in the NAT lab, run by
 // the NAT tests in a process of their own.
 func TestNATPeerProcess(t *testing.T) {
-	raw := os.Getenv(natPeerEnv)
-	if raw == "" {
-		t.Skip("run by the NAT lab tests")
-	}
 	var spec natPeerSpec
-	js, err := base64.StdEncoding.DecodeString(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(js, &spec); err != nil {
-		t.Fatal(err)
-	}
+	natlabtest.ReadSpec(t, natPeerEnv, "run by the NAT lab tests", &spec)
 	id, err := securepeer.ParseIdentity(spec.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -432,35 +422,14 @@ func startNATPeer(t testing.TB, h *natlab.Host, spec natPeerSpec) *natPeer {
 	}
 	spec.Key = pem
 	spec.Listen = fmt.Sprintf("/ip4/%s/tcp/4001", h.Addr())
-	raw, err := json.Marshal(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	args := []string{"-test.run=^TestNATPeerProcess$", "-test.count=1"}
+	var args []string
 	if d := os.Getenv(natProfileEnv); d != "" {
 		args = append(args, "-test.cpuprofile="+filepath.Join(d, h.Name()+".cpu"),
 			"-test.blockprofile="+filepath.Join(d, h.Name()+".block"), "-test.blockprofilerate=1000")
 	}
-	cmd := h.Command(ctx, os.Args[0], args...)
-	cmd.Env = append(os.Environ(), natPeerEnv+"="+base64.StdEncoding.EncodeToString(raw))
-	cmd.Stderr = os.Stderr
 	p := &natPeer{name: h.Name(), key: id.PublicKey(), changed: make(chan struct{})}
-	p.in, err = cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.in.Close()
-		waitOrKill(cmd, cancel)
-	})
+	var stdout io.Reader
+	p.in, stdout = natlabtest.StartProcess(t, h, "TestNATPeerProcess", natPeerEnv, spec, args...)
 	p.lines = make(chan string, 16)
 	go p.scan(stdout)
 	p.read(t, "ready", &p.addrs)
@@ -519,22 +488,6 @@ func (p *natPeer) await(t *testing.T, substr string, n int) {
 		case <-deadline.C:
 			t.Fatalf("%s logged %d events with %q in %v, want %d:\n%s", p.name, count, substr, testTimeout, n, p.events())
 		}
-	}
-}
-
-// waitOrKill waits for cmd to end once its input is closed, and kills it
-// if it has not after a while.
-func waitOrKill(cmd *exec.Cmd, cancel context.CancelFunc) {
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cancel()
-		<-done
 	}
 }
 
@@ -741,17 +694,14 @@ func TestNATSSH(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, err := json.Marshal(natPeerSpec{
+	spec := natlabtest.EncodeSpec(t, natPeerSpec{
 		Key:    pem,
 		Listen: fmt.Sprintf("/ip4/%s/tcp/4001", client.Addr()),
 		Relays: relay.addrs,
 		Proxy:  l.key.String(),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	proxy := fmt.Sprintf("env %s=%s %s -test.run=^TestNATPeerProcess$ -test.count=1",
-		natPeerEnv, base64.StdEncoding.EncodeToString(spec), os.Args[0])
+		natPeerEnv, spec, os.Args[0])
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	cmd := client.Command(ctx, ssh, "-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes",

@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/sec"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	tptu "github.com/libp2p/go-libp2p/p2p/net/upgrader"
 	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
@@ -224,22 +225,29 @@ func closedByRelay(err error) bool {
 		errors.As(err, &se) || errors.As(err, &ce)
 }
 
-func (s *stranger) reserve(ctx context.Context, relayID peer.ID) error {
+// secureAsStranger runs, on c, multistream-select for securepeer and the
+// securepeer handshake with a fresh key, expecting peer id, with ctx's
+// deadline on c.
+func secureAsStranger(ctx context.Context, c net.Conn, id peer.ID) (sec.SecureConn, error) {
 	if dl, ok := ctx.Deadline(); ok {
-		s.conn.SetDeadline(dl)
+		c.SetDeadline(dl)
 	}
-	if _, err := mss.SelectOneOf([]protocol.ID{libp2psec.ID}, s.conn); err != nil {
-		return err
+	if _, err := mss.SelectOneOf([]protocol.ID{libp2psec.ID}, c); err != nil {
+		return nil, err
 	}
 	key, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tr, err := libp2psec.New(libp2psec.ID, key, []tptu.StreamMuxer{{ID: yamux.ID}})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sc, err := tr.SecureOutbound(ctx, s.conn, relayID)
+	return tr.SecureOutbound(ctx, c, id)
+}
+
+func (s *stranger) reserve(ctx context.Context, relayID peer.ID) error {
+	sc, err := secureAsStranger(ctx, s.conn, relayID)
 	if err != nil {
 		return err
 	}
@@ -403,21 +411,7 @@ func handshakeAsStranger(ctx context.Context, node *net.TCPAddr, nodeID peer.ID,
 		return err
 	}
 	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	if _, err := mss.SelectOneOf([]protocol.ID{libp2psec.ID}, c); err != nil {
-		return err
-	}
-	key, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		return err
-	}
-	tr, err := libp2psec.New(libp2psec.ID, key, []tptu.StreamMuxer{{ID: yamux.ID}})
-	if err != nil {
-		return err
-	}
-	sc, err := tr.SecureOutbound(ctx, c, nodeID)
+	sc, err := secureAsStranger(ctx, c, nodeID)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/securepeer/securepeer/internal/testenv/fuzzseed"
 )
 
 var updateFuzzSeeds = flag.Bool("update", false, "rewrite the seed corpora in testdata/fuzz from real messages")
@@ -893,21 +895,15 @@ func TestWriteFuzzSeeds(t *testing.T) {
 					t.Fatalf("seed %s: parse error %v, want valid=%v", s.name, err, s.valid)
 				}
 				path := filepath.Join(dir, s.name)
-				file := fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", s.data)
 				if *updateFuzzSeeds {
-					if err := os.MkdirAll(dir, 0o755); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.WriteFile(path, file, 0o644); err != nil {
-						t.Fatal(err)
-					}
+					fuzzseed.Write(t, path, s.data)
 					continue
 				}
 				got, err := os.ReadFile(path)
 				if err != nil {
 					t.Fatalf("%v (run go test -run TestWriteFuzzSeeds -update)", err)
 				}
-				if !bytes.Equal(got, file) {
+				if !bytes.Equal(got, fuzzseed.File(s.data)) {
 					t.Errorf("%s is stale (run go test -run TestWriteFuzzSeeds -update)", path)
 				}
 			}

@@ -73,15 +73,7 @@ func TestPublishLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			s, err := ln.AcceptStream()
-			if err != nil {
-				return
-			}
-			go func() { defer s.Close(); io.Copy(s, s) }()
-		}
-	}()
+	echo(ln)
 	if err := members[1].Publish(ctx, id, node.Addrs()); err != nil {
 		t.Fatal(err)
 	}
@@ -193,6 +185,19 @@ func TestRecordChecks(t *testing.T) {
 	if _, err := ParseRecord(id.PublicKey(), []byte("not a record")); !errors.Is(err, ErrBadRecord) {
 		t.Errorf("ParseRecord of garbage: %v, want ErrBadRecord", err)
 	}
+}
+
+// echo echoes each stream that ln accepts, until ln is closed.
+func echo(ln *p2p.Listener) {
+	go func() {
+		for {
+			s, err := ln.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() { defer s.Close(); io.Copy(s, s) }()
+		}
+	}()
 }
 
 // waitPeers waits until l has a DHT peer in its routing table.

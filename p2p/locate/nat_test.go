@@ -5,7 +5,6 @@ package locate
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/internal/natlab"
+	"github.com/securepeer/securepeer/internal/natlab/natlabtest"
 	"github.com/securepeer/securepeer/p2p"
 )
 
@@ -39,18 +39,8 @@ type locatePeerSpec struct {
 // by TestLocateThroughNATs in a process of its own. It prints "ready"
 // lines, and the dialer a "result" line, as JSON.
 func TestLocatePeerProcess(t *testing.T) {
-	raw := os.Getenv(locatePeerEnv)
-	if raw == "" {
-		t.Skip("run by TestLocateThroughNATs")
-	}
 	var spec locatePeerSpec
-	js, err := base64.StdEncoding.DecodeString(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(js, &spec); err != nil {
-		t.Fatal(err)
-	}
+	natlabtest.ReadSpec(t, locatePeerEnv, "run by TestLocateThroughNATs", &spec)
 	id, err := securepeer.ParseIdentity(spec.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -86,15 +76,7 @@ func TestLocatePeerProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go func() {
-			for {
-				s, err := ln.AcceptStream()
-				if err != nil {
-					return
-				}
-				go func() { defer s.Close(); io.Copy(s, s) }()
-			}
-		}()
+		echo(ln)
 		if err := n.Ready(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -170,37 +152,7 @@ func dialFound(ctx context.Context, id *securepeer.Identity, spec locatePeerSpec
 func startLocatePeer(t *testing.T, h *natlab.Host, spec locatePeerSpec, kind string, v any) {
 	t.Helper()
 	spec.Addr = h.Addr().String()
-	raw, err := json.Marshal(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := h.Command(ctx, os.Args[0], "-test.run=^TestLocatePeerProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), locatePeerEnv+"="+base64.StdEncoding.EncodeToString(raw))
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cancel()
-			<-done
-		}
-		cancel()
-	})
+	_, stdout := natlabtest.StartProcess(t, h, "TestLocatePeerProcess", locatePeerEnv, spec)
 	lines := bufio.NewScanner(stdout)
 	for lines.Scan() {
 		if rest, ok := strings.CutPrefix(lines.Text(), kind+" "); ok {
