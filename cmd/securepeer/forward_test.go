@@ -27,6 +27,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
@@ -566,8 +567,8 @@ func TestTunnelPeersBinding(t *testing.T) {
 		}
 		keys[i] = id.PublicKey()
 	}
-	notes := new(noteLog)
-	p := &tunnelPeers{notef: notes.notef}
+	notes := new(testutil.NoteLog)
+	p := &tunnelPeers{notef: notes.Notef}
 	a1 := fakeTunnelPeer(t, keys[0], "10.0.0.1:1")
 	b1 := fakeTunnelPeer(t, keys[1], "10.0.0.2:1")
 	a2 := fakeTunnelPeer(t, keys[0], "10.0.0.1:2")
@@ -591,16 +592,16 @@ func TestTunnelPeersBinding(t *testing.T) {
 		{"the last leaves", func() { leave(b1) }, nil, "they are reset until a tunnel peer connects"},
 		{"the next binds", func() { p.add(c1) }, c1, "now go to " + keys[2].Fingerprint()},
 	} {
-		before := notes.len()
+		before := notes.Len()
 		step.do()
 		got, err := p.carrier(context.Background())
 		if want := step.want; (want == nil) != (got == nil) || want != nil && got != want.m || (err == nil) != (want != nil) {
 			t.Errorf("%s: carrier %p, %v; want %p", step.name, got, err, step.want)
 		}
-		switch n := notes.len() - before; {
+		switch n := notes.Len() - before; {
 		case step.note == "" && n != 0:
 			t.Errorf("%s: a notice where none is due:\n%s", step.name, notes)
-		case step.note != "" && (n != 1 || notes.count(step.note) != 1):
+		case step.note != "" && (n != 1 || notes.Count(step.note) != 1):
 			t.Errorf("%s: no notice %q:\n%s", step.name, step.note, notes)
 		}
 	}

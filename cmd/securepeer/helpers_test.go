@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/binary"
-	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,43 +21,6 @@ func listenLocal(t testing.TB) net.Listener {
 		t.Fatal(err)
 	}
 	return l
-}
-
-// noteLog collects notices.
-type noteLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (n *noteLog) notef(format string, args ...any) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.lines = append(n.lines, strings.TrimSpace(fmt.Sprintf(format, args...)))
-}
-
-func (n *noteLog) String() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return strings.Join(n.lines, "\n")
-}
-
-func (n *noteLog) len() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.lines)
-}
-
-// count is the number of notices that contain s.
-func (n *noteLog) count(s string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, l := range n.lines {
-		if strings.Contains(l, s) {
-			c++
-		}
-	}
-	return c
 }
 
 // The hostile peer of BenchmarkTunnelStreamFlood, as in package

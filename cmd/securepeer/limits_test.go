@@ -15,6 +15,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 // countingConn is one end of a net.Pipe as a stream's connection,
@@ -49,8 +50,8 @@ func TestSessionCounter(t *testing.T) {
 		<-release
 		refusing.Add(-1)
 	}
-	notes := new(noteLog)
-	rates := ratelog.New(notes.notef)
+	notes := new(testutil.NoteLog)
+	rates := ratelog.New(notes.Notef)
 	c := newSessionCounter(sessionLimits{total: 3, perKey: 2}, refuse, rates.Kind("refused sessions"))
 	keys := make([]peerKey, 2)
 	for i := range keys {
@@ -99,7 +100,7 @@ func TestSessionCounter(t *testing.T) {
 			t.Errorf("no refusal says %q", want)
 		}
 	}
-	if n := notes.count("refused a session of"); n != ratelog.Burst {
+	if n := notes.Count("refused a session of"); n != ratelog.Burst {
 		t.Errorf("%d notices of refused sessions, want the rate log's %d:\n%s", n, ratelog.Burst, notes)
 	}
 	c.done(a1)

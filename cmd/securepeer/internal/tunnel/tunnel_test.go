@@ -27,45 +27,9 @@ import (
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
-
-// noteLog collects notices.
-type noteLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (n *noteLog) notef(format string, args ...any) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.lines = append(n.lines, strings.TrimSpace(fmt.Sprintf(format, args...)))
-}
-
-func (n *noteLog) String() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return strings.Join(n.lines, "\n")
-}
-
-func (n *noteLog) len() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.lines)
-}
-
-// count is the number of notices that contain s.
-func (n *noteLog) count(s string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, l := range n.lines {
-		if strings.Contains(l, s) {
-			c++
-		}
-	}
-	return c
-}
 
 // activeStreams is the number of streams m holds, its accept loop's
 // reservation aside.
@@ -79,15 +43,15 @@ func (m *Session) activeStreams() int {
 // without the secure stream (the protocol under test is the tunnel's),
 // and serves the server end's streams with targets until the test ends,
 // as listen -to does (its notices through a ratelog.Log, as listen's).
-func muxPair(t *testing.T, targets map[string]string) (client, server *Session, notes *noteLog) {
+func muxPair(t *testing.T, targets map[string]string) (client, server *Session, notes *testutil.NoteLog) {
 	t.Helper()
 	a, b := testenv.TCPPair(t)
 	mk := func(c *net.TCPConn, client bool) *Session {
 		return NewSession(tcpConn{c}, Config{Client: client, Addr: c.RemoteAddr().String()})
 	}
 	client, server = mk(a, true), mk(b, false)
-	notes = new(noteLog)
-	sv := testServer(targets, ratelog.New(notes.notef).Kind("stream notices"), notes.notef)
+	notes = new(testutil.NoteLog)
+	sv := testServer(targets, ratelog.New(notes.Notef).Kind("stream notices"), notes.Notef)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -217,7 +181,7 @@ func TestTunnelHostileStreams(t *testing.T) {
 		if n, err := io.Copy(io.Discard, st); n != 0 || err != nil && !strings.Contains(err.Error(), "reset") {
 			t.Errorf("a stream with a 2 GiB name read %d bytes, %v; want it cut", n, err)
 		}
-		waitFor(t, func() bool { return notes.count("more than securepeer-tunnel/1 allows") == 1 }, notes)
+		waitFor(t, func() bool { return notes.Count("more than securepeer-tunnel/1 allows") == 1 }, notes)
 	})
 
 	t.Run("no such name", func(t *testing.T) {
@@ -314,13 +278,13 @@ func TestTunnelShortStreams(t *testing.T) {
 		targets.Wait()
 	})
 	client, _, serverNotes := muxPair(t, map[string]string{"": target.Addr().String()})
-	clientNotes := new(noteLog)
+	clientNotes := new(testutil.NoteLog)
 	local := listenLocal(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	forwarded := make(chan struct{})
 	go func() {
 		defer close(forwarded)
-		forwardAll(ctx, local, client, clientNotes.notef)
+		forwardAll(ctx, local, client, clientNotes.Notef)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -355,10 +319,10 @@ func TestTunnelShortStreams(t *testing.T) {
 	waitFor(t, func() bool { return client.activeStreams() == 0 }, stringer(func() string {
 		return fmt.Sprintf("%d streams still held", client.activeStreams())
 	}))
-	if n := clientNotes.count("data may be missing"); n != cuts {
+	if n := clientNotes.Count("data may be missing"); n != cuts {
 		t.Errorf("connect's side reported %d streams cut, want the %d whose target reset them:\n%s", n, cuts, clientNotes)
 	}
-	if n := clientNotes.len(); n != cuts {
+	if n := clientNotes.Len(); n != cuts {
 		t.Errorf("connect's side gave %d notices, want %d (one per cut stream):\n%s", n, cuts, clientNotes)
 	}
 	// listen's side: a notice per target that reset its connection (as
@@ -367,8 +331,8 @@ func TestTunnelShortStreams(t *testing.T) {
 	// checks its limit; how many windows this test spans depends on the
 	// machine) with its summaries of the others, and none that says its
 	// peer cut a stream.
-	resets, summaries := serverNotes.count("forwarding a stream"), serverNotes.count("were not shown")
-	if s := serverNotes.String(); serverNotes.count("peer cut") != 0 || resets+summaries != serverNotes.len() || resets > cuts {
+	resets, summaries := serverNotes.Count("forwarding a stream"), serverNotes.Count("were not shown")
+	if s := serverNotes.String(); serverNotes.Count("peer cut") != 0 || resets+summaries != serverNotes.Len() || resets > cuts {
 		t.Errorf("listen's side said a peer cut a stream, or gave notices other than the targets' resets and the rate log's summaries:\n%s", s)
 	}
 }
@@ -545,7 +509,7 @@ func floodStreams(sess *yamux.Session, n int, more func() bool, msg func(i int) 
 type tunnelServer struct {
 	addr   string
 	client *securepeer.Config // a peer's side
-	notes  *noteLog
+	notes  *testutil.NoteLog
 
 	mu       sync.Mutex
 	sessions []*Session
@@ -565,10 +529,10 @@ func startTunnelServer(t testing.TB, targets map[string]string) *tunnelServer {
 	ts := &tunnelServer{
 		addr:   ln.Addr().String(),
 		client: &securepeer.Config{Identity: identity(), HandshakeTimeout: testTimeout, NextProtos: []string{Protocol}},
-		notes:  new(noteLog),
+		notes:  new(testutil.NoteLog),
 	}
 	// A window longer than any test, so that no summary line comes.
-	rates := ratelog.New(ts.notes.notef)
+	rates := ratelog.New(ts.notes.Notef)
 	rates.Window = time.Hour
 	sv := testServer(targets, rates.Kind("notices about the peers' tunnel streams"), rates.Kind("notices about full tunnel connections"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -766,8 +730,8 @@ func TestTunnelStreamStates(t *testing.T) {
 				}
 				// A notice a connection that the peer holds all it may,
 				// and at most a ratelog.Log's worth about the streams.
-				full := ts.notes.count(fmt.Sprintf("holds %d streams on its tunnel connection", maxTunnelStreams))
-				if n := ts.notes.len(); full != conns || n > ratelog.Burst+conns {
+				full := ts.notes.Count(fmt.Sprintf("holds %d streams on its tunnel connection", maxTunnelStreams))
+				if n := ts.notes.Len(); full != conns || n > ratelog.Burst+conns {
 					t.Errorf("%d notices, %d of them that a connection is full; want one of those a connection and at most %d others:\n%s", n, full, ratelog.Burst, ts.notes)
 				}
 			})
