@@ -215,7 +215,7 @@ func TestDHTRepublish(t *testing.T) {
 	defer p.close()
 	changed <- struct{}{} // the same addresses: nothing to publish
 	// Once the loop has taken that change, a new address.
-	waitFor(t, func() bool { return len(changed) == 0 }, notes)
+	testutil.WaitFor(t, func() bool { return len(changed) == 0 }, notes)
 	mu.Lock()
 	now = append(now, "/ip4/192.0.2.2/tcp/2")
 	mu.Unlock()
@@ -228,7 +228,7 @@ func TestDHTRepublish(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatalf("nothing published again\n%s", notes)
 	}
-	waitFor(t, func() bool { return notes.Count("published this side's 2 addresses") == 1 }, notes)
+	testutil.WaitFor(t, func() bool { return notes.Count("published this side's 2 addresses") == 1 }, notes)
 	if notes.Count("could not publish this side's addresses in the DHT (no DHT peer took it); trying again in 1ms") != 1 {
 		t.Errorf("notices:\n%s", notes)
 	}

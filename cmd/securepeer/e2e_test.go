@@ -27,12 +27,13 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // testTimeout bounds every wait; generous for a loaded 2-core machine
 // running -race.
-const testTimeout = 60 * time.Second
+const testTimeout = testutil.Timeout
 
 // testEnv is a HOME and SECUREPEER_HOME of the test's own.
 type testEnv struct {
@@ -298,18 +299,6 @@ func readPIDs(t *testing.T, file string, n int) []int {
 	}
 }
 
-// waitFor polls cond until it holds, failing after testTimeout.
-func waitFor(t testing.TB, cond func() bool, log fmt.Stringer) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v\n%s", testTimeout, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (te *testEnv) readFile(name string) string {
 	te.t.Helper()
 	data, err := os.ReadFile(filepath.Join(te.dir, name))
@@ -392,7 +381,7 @@ func TestPromptTmux(t *testing.T) {
 	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 securepeer connect %s < msg > out 2> err; echo $? > rc; sleep 600",
 		te.dir, addr)
 	send, screen := tmuxSession(t, te, shell)
-	waitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, testutil.Stringer(screen))
 	s := screen()
 	if !strings.Contains(s, "The authenticity of peer '"+addr+"' can't be established.") ||
 		!fingerprintRE.MatchString(s) {
@@ -402,10 +391,10 @@ func TestPromptTmux(t *testing.T) {
 		t.Fatal("connect finished before the question was answered")
 	}
 	send("yes", "Enter")
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		data, _ := os.ReadFile(filepath.Join(te.dir, "rc"))
 		return len(data) > 0
-	}, stringer(screen))
+	}, testutil.Stringer(screen))
 
 	if rc := strings.TrimSpace(te.readFile("rc")); rc != "0" {
 		t.Errorf("connect exited %s\n%s", rc, te.readFile("err"))
@@ -425,10 +414,6 @@ func TestPromptTmux(t *testing.T) {
 }
 
 var fingerprintRE = regexp.MustCompile(`ED25519 key fingerprint is SHA256:[A-Za-z0-9+/]{43}\.`)
-
-type stringer func() string
-
-func (s stringer) String() string { return s() }
 
 // TestDemo runs the demo in process: both sides report each other's keys,
 // the same cipher, opposite roles, and the echo.
@@ -500,7 +485,7 @@ func TestMeter(t *testing.T) {
 	m := newMeter(&out, 0, 0)
 	io.Copy(io.Discard, m.countSent(bytes.NewReader(make([]byte, 3<<20))))
 	m.received.Add(1024)
-	waitFor(t, func() bool { return strings.Contains(out.String(), "sent 3.0 MiB, received 1.0 KiB") }, &out)
+	testutil.WaitFor(t, func() bool { return strings.Contains(out.String(), "sent 3.0 MiB, received 1.0 KiB") }, &out)
 	m.finish()
 	if s := out.String(); !strings.HasSuffix(s, "\n") || !strings.HasPrefix(s, "\r") {
 		t.Errorf("meter output %q: want lines redrawn with \\r and a final newline", s)

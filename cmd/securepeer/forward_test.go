@@ -79,7 +79,7 @@ func TestForwardBothWays(t *testing.T) {
 	if len(ca) != 3 {
 		t.Fatalf("connect announced %q, want three -from addresses", caddrs)
 	}
-	logs := stringer(func() string {
+	logs := testutil.Stringer(func() string {
 		return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr)
 	})
 	c := newHTTPClient()
@@ -95,7 +95,7 @@ func TestForwardBothWays(t *testing.T) {
 	if got, err := httpGet(c, "http://"+ca[2]+"/a"); err == nil {
 		t.Errorf("GET via -from nope=... reached %q; want a reset, as listen has no -to named nope", got)
 	}
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(client.stderr.String(), `the peer refused the stream: no -to for "nope" on its side; it has "api", "web"`)
 	}, logs)
 	if n := strings.Count(server.stderr.String(), "handshake complete"); n != 1 {
@@ -122,7 +122,7 @@ func TestForwardNoPeer(t *testing.T) {
 	if _, err := httpGet(newHTTPClient(), "http://"+sa[1]+"/"); err == nil {
 		t.Error("a local connection with no peer connected was not reset")
 	}
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(server.stderr.String(), "no peer is connected with a tunnel to carry it")
 	}, server.stderr)
 }
@@ -160,7 +160,7 @@ func TestTunnelReconnect(t *testing.T) {
 					t.Errorf("GET /%s forward = %q, %v\n%s", when, got, err, client.stderr)
 				}
 				// The reverse forward needs the peer to have met connect.
-				waitFor(t, func() bool {
+				testutil.WaitFor(t, func() bool {
 					got, err := httpGet(c, "http://"+back+"/"+when)
 					return got == "home /"+when && err == nil
 				}, client.stderr)
@@ -182,7 +182,7 @@ func TestTunnelReconnect(t *testing.T) {
 			_, addrs = te.start("server2", listenArgs...)
 			sa = strings.Split(addrs, "\n")
 			proxy.set(sa[0])
-			waitFor(t, func() bool { return strings.Contains(client.stderr.String(), "reconnected to "+proxy.addr()) }, client.stderr)
+			testutil.WaitFor(t, func() bool { return strings.Contains(client.stderr.String(), "reconnected to "+proxy.addr()) }, client.stderr)
 			check("after", sa[1])
 			select {
 			case <-client.done:
@@ -390,7 +390,7 @@ func TestRealClients(t *testing.T) {
 	sa := strings.Split(addrs, "\n")
 	client, local := te.start("client", "connect", "-i", "client", "-expect", "server.pub",
 		"-from", "site=127.0.0.1:0", "-to", "back="+clientSite, sa[0])
-	logs := stringer(func() string {
+	logs := testutil.Stringer(func() string {
 		return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr)
 	})
 	for _, dir := range []struct{ name, local string }{{"forward", local}, {"reverse", sa[1]}} {
@@ -642,7 +642,7 @@ func TestForwardFromFirstPeer(t *testing.T) {
 	server, addrs := te.start("server", "listen", "-i", "server", "-from", "127.0.0.1:0", "127.0.0.1:0")
 	sa := strings.Split(addrs, "\n")
 	first := te.background("connect", "-i", "client", "-expect", "server.pub", "-to", one.Addr().String(), sa[0])
-	logs := stringer(func() string { return fmt.Sprintf("listen:\n%s\nfirst:\n%s", server.stderr, first.stderr) })
+	logs := testutil.Stringer(func() string { return fmt.Sprintf("listen:\n%s\nfirst:\n%s", server.stderr, first.stderr) })
 	c := newHTTPClient()
 	get := func(want string) {
 		t.Helper()
@@ -650,17 +650,17 @@ func TestForwardFromFirstPeer(t *testing.T) {
 			t.Errorf("GET via listen -from = %q, %v; want %q\n%s", got, err, want, logs)
 		}
 	}
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections now go to") }, logs)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections now go to") }, logs)
 	get("one")
 
 	second := te.background("connect", "-i", "other", "-expect", "server.pub", "-to", two.Addr().String(), sa[0])
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections still go to") }, logs)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections still go to") }, logs)
 	get("one")
 
 	if code := first.interrupt(); code != exitInterrupted {
 		t.Errorf("the first connect exited %d, want %d\n%s", code, exitInterrupted, logs)
 	}
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "has left; they now go to") }, logs)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "has left; they now go to") }, logs)
 	get("two")
 	second.interrupt()
 }
@@ -684,7 +684,7 @@ func TestForwardUnixSockets(t *testing.T) {
 		"-to", "web=unix:"+webSock, "-to", "gone=unix:"+filepath.Join(dir, "missing.sock"), "127.0.0.1:0")
 	client, announced := te.start("client", "connect", "-i", "client", "-expect", "server.pub",
 		"-from", "web=unix:"+local, "-from", "gone=127.0.0.1:0", peerAddr)
-	logs := stringer(func() string { return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr) })
+	logs := testutil.Stringer(func() string { return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr) })
 	addrs := strings.Split(announced, "\n")
 	if len(addrs) != 2 || addrs[0] != local {
 		t.Fatalf("connect announced %q, want %s and a TCP address", announced, local)
@@ -707,7 +707,7 @@ func TestForwardUnixSockets(t *testing.T) {
 	if got, err := httpGet(newHTTPClient(), "http://"+addrs[1]+"/a"); err == nil {
 		t.Errorf("GET to a -to socket that does not exist = %q; want a reset", got)
 	}
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(client.stderr.String(), "the peer refused the stream: connect failed: no such file or directory")
 	}, logs)
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -55,7 +56,7 @@ sleep 600`, te.dir, addr, addr)
 	send, screen := tmuxSession(t, te, shell)
 	prompt := func(want string) {
 		t.Helper()
-		waitFor(t, func() bool { return strings.Contains(lastLine(screen()), want) }, stringer(screen))
+		testutil.WaitFor(t, func() bool { return strings.Contains(lastLine(screen()), want) }, testutil.Stringer(screen))
 	}
 
 	prompt("Enter passphrase (empty for no passphrase):")
@@ -71,7 +72,7 @@ sleep 600`, te.dir, addr, addr)
 		prompt("Enter passphrase for key 'enc':")
 		send("battery staple", "Enter")
 	}
-	waitFor(t, func() bool { return len(te.readFileIfAny("bad.rc")) > 0 }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("bad.rc")) > 0 }, testutil.Stringer(screen))
 
 	if rc := strings.TrimSpace(te.readFile("keygen.rc")); rc != "0" {
 		t.Fatalf("keygen exited %s: %s", rc, te.readFile("keygen.err"))
@@ -215,9 +216,9 @@ func TestPromptCtrlD(t *testing.T) {
 	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
 	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 securepeer connect %s < /dev/null > out 2> err; echo $? > rc; sleep 600", te.dir, addr)
 	send, screen := tmuxSession(t, te, shell)
-	waitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, testutil.Stringer(screen))
 	send("C-d")
-	waitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, testutil.Stringer(screen))
 	if rc := strings.TrimSpace(te.readFile("rc")); rc != "3" {
 		t.Errorf("connect exited %s after Ctrl-D, want 3\n%s", rc, te.readFile("err"))
 	}
@@ -238,7 +239,7 @@ func (te *testEnv) startAgent() {
 		te.t.Fatal(err)
 	}
 	te.t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
-	waitFor(te.t, func() bool { _, err := os.Stat(sock); return err == nil }, stringer(func() string { return "no agent socket" }))
+	testutil.WaitFor(te.t, func() bool { _, err := os.Stat(sock); return err == nil }, testutil.Stringer(func() string { return "no agent socket" }))
 	te.env = append(te.env, "SSH_AUTH_SOCK="+sock)
 }
 
@@ -282,7 +283,7 @@ func TestAgentOnlyDefaultKey(t *testing.T) {
 		t.Fatalf("connect with the key in ssh-agent only: %q, %v\n%s", out, err, stderr.String())
 	}
 	fp := strings.Split(id, "\n")[1]
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "accepted "+fp) }, server.stderr)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "accepted "+fp) }, server.stderr)
 
 	noAgent := append(append([]string{}, te.env...), "SSH_AUTH_SOCK=")
 	for _, tc := range []struct {
@@ -332,7 +333,7 @@ func TestAgentIdentityRenews(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
-	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil }, stringer(func() string { return "no agent socket" }))
+	testutil.WaitFor(t, func() bool { _, err := os.Stat(sock); return err == nil }, testutil.Stringer(func() string { return "no agent socket" }))
 	key := filepath.Join(dir, "key")
 	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)

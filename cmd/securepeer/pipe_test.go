@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -137,7 +138,7 @@ func TestSSHProxyCommandHangup(t *testing.T) {
 			t.Fatalf("ssh session %d: %q, %v\n%s", i, out, err, server.stderr)
 		}
 		// connect may outlive ssh by a moment.
-		waitFor(t, func() bool {
+		testutil.WaitFor(t, func() bool {
 			data, _ := os.ReadFile(exitFile)
 			return strings.HasSuffix(string(data), "\n")
 		}, server.stderr)
@@ -180,7 +181,7 @@ func TestHangupCutsDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { receiver.Process.Kill() })
-	waitFor(t, func() bool { return received.Len() >= 1<<20 }, &stderr)
+	testutil.WaitFor(t, func() bool { return received.Len() >= 1<<20 }, &stderr)
 	receiver.Process.Signal(syscall.SIGHUP)
 	if code := exitStatus(t, waitCmd(t, receiver)); code != 129 {
 		t.Errorf("connect exited %d after SIGHUP in the middle of a download, want 129\n%s", code, stderr.String())
@@ -223,26 +224,26 @@ func TestTerminalChatHalfClose(t *testing.T) {
 		return send, screen
 	}
 	both := func(a, b func() string) fmt.Stringer {
-		return stringer(func() string { return "listen:\n" + a() + "\nconnect:\n" + b() })
+		return testutil.Stringer(func() string { return "listen:\n" + a() + "\nconnect:\n" + b() })
 	}
 	sendL, screenL := start("listen", "SECUREPEER_TESTONLY_ADDR_FILE=addr securepeer listen -i server -allow allowed 127.0.0.1:0")
-	waitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, stringer(screenL))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, testutil.Stringer(screenL))
 	sendC, screenC := start("connect", "securepeer connect -i client -expect server.pub "+te.readFile("addr"))
 	show := both(screenL, screenC)
 
 	sendC("hello from connect", "Enter")
-	waitFor(t, func() bool { return strings.Contains(screenL(), "hello from connect") }, show)
+	testutil.WaitFor(t, func() bool { return strings.Contains(screenL(), "hello from connect") }, show)
 	sendC("C-d") // connect's end: listen must not end with it
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(screenL(), "has ended its stream; yours stays open until you end it (Ctrl-D)")
 	}, show)
 	if te.readFileIfAny("listen.rc") != "" || te.readFileIfAny("connect.rc") != "" {
 		t.Fatalf("a side exited after the other's Ctrl-D\n%s", show)
 	}
 	sendL("answer from listen", "Enter")
-	waitFor(t, func() bool { return strings.Contains(screenC(), "answer from listen") }, show)
+	testutil.WaitFor(t, func() bool { return strings.Contains(screenC(), "answer from listen") }, show)
 	sendL("C-d")
-	waitFor(t, func() bool { return te.readFileIfAny("listen.rc") != "" && te.readFileIfAny("connect.rc") != "" }, show)
+	testutil.WaitFor(t, func() bool { return te.readFileIfAny("listen.rc") != "" && te.readFileIfAny("connect.rc") != "" }, show)
 	for _, side := range []string{"listen", "connect"} {
 		if rc := strings.TrimSpace(te.readFile(side + ".rc")); rc != "0" {
 			t.Errorf("%s exited %s\n%s", side, rc, show)
@@ -257,13 +258,13 @@ func TestTerminalReceiverEndsWithPeer(t *testing.T) {
 	te := newKeys(t)
 	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 SECUREPEER_TESTONLY_ADDR_FILE=addr securepeer listen -i server -allow allowed 127.0.0.1:0 > out; echo $? > rc; sleep 600", te.dir)
 	_, screen := tmuxSession(t, te, shell)
-	waitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, testutil.Stringer(screen))
 	cmd := te.command("connect", "-i", "client", "-expect", "server.pub", te.readFile("addr"))
 	cmd.Stdin = strings.NewReader("a file\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("connect: %v\n%s", err, out)
 	}
-	waitFor(t, func() bool { return te.readFileIfAny("rc") != "" }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return te.readFileIfAny("rc") != "" }, testutil.Stringer(screen))
 	if rc, out := strings.TrimSpace(te.readFile("rc")), te.readFile("out"); rc != "0" || out != "a file\n" {
 		t.Errorf("listen exited %s and wrote %q\n%s", rc, out, screen())
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 // TestMeterSummary checks that a -progress meter (shown at once) ends with
@@ -57,7 +59,7 @@ func TestProgressSummaryTmux(t *testing.T) {
 	}
 	shell := fmt.Sprintf("cd %q && securepeer connect -progress -i client -expect server.pub %s < msg > out; echo $? > rc; sleep 600", te.dir, addr)
 	_, screen := tmuxSession(t, te, shell)
-	waitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, testutil.Stringer(screen))
 	if rc := strings.TrimSpace(te.readFile("rc")); rc != "0" || te.readFile("out") != "beep boop\n" {
 		t.Fatalf("connect exited %s, wrote %q\n%s", rc, te.readFile("out"), screen())
 	}

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -95,7 +96,7 @@ func TestSignalAbortsSender(t *testing.T) {
 					}
 				}
 			}()
-			waitFor(t, func() bool { return received.Len() >= 1<<20 }, &senderErr)
+			testutil.WaitFor(t, func() bool { return received.Len() >= 1<<20 }, &senderErr)
 			sender.Process.Signal(tc.sig)
 			if code, want := exitStatus(t, waitCmd(t, sender)), 128+int(tc.sig); code != want {
 				t.Errorf("connect exited %d after %v, want %d\n%s", code, tc.sig, want, senderErr.String())
@@ -207,7 +208,7 @@ func TestListenGracefulStop(t *testing.T) {
 			pids := readPIDs(t, pidFile, npids)
 
 			server.cmd.Process.Signal(tc.sig)
-			waitFor(t, func() bool {
+			testutil.WaitFor(t, func() bool {
 				return strings.Contains(server.stderr.String(), "stopping: no new connections; waiting up to")
 			}, server.stderr)
 			if c, err := net.Dial("tcp", addr); err == nil {
@@ -352,7 +353,7 @@ func TestTunnelSurvivesRefusal(t *testing.T) {
 	if got, err := through("refused\n"); got != "" {
 		t.Errorf("through a refused tunnel: %q, %v", got, err)
 	}
-	waitFor(t, func() bool { return strings.Contains(client.stderr.String(), "refused this identity") }, client.stderr)
+	testutil.WaitFor(t, func() bool { return strings.Contains(client.stderr.String(), "refused this identity") }, client.stderr)
 	select {
 	case <-client.done:
 		t.Fatalf("connect -from exited after one refused connection\n%s", client.stderr)
@@ -388,7 +389,7 @@ func TestListenSurvivesEMFILE(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "retrying in") }, server.stderr)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "retrying in") }, server.stderr)
 	for _, c := range conns {
 		c.Close()
 	}
@@ -503,7 +504,7 @@ func TestListenStalledPeers(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}()
-	waitFor(t, func() bool { return refused.Load() >= stallers }, stringer(func() string { return server.stderr.String() }))
+	testutil.WaitFor(t, func() bool { return refused.Load() >= stallers }, testutil.Stringer(func() string { return server.stderr.String() }))
 
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the stalled ones\n")

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
@@ -191,8 +192,8 @@ func TestTunnelTargetDown(t *testing.T) {
 		}
 	}
 	want := "connect failed: " + syscall.ECONNREFUSED.Error()
-	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), want) }, r)
-	waitFor(t, func() bool { return strings.Contains(r.server.stderr.String(), "is the service running there?") }, r)
+	testutil.WaitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), want) }, r)
+	testutil.WaitFor(t, func() bool { return strings.Contains(r.server.stderr.String(), "is the service running there?") }, r)
 
 	startHTTP(t, up(), nil, nil)
 	if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/up"); got != "answer to /up" || err != nil {
@@ -263,7 +264,7 @@ func TestTunnelOldPeer(t *testing.T) {
 		t.Errorf("connect said %d times that the peer does not multiplex, want once\n%s", n, r)
 	}
 	// One connection to meet the peer, then one per request.
-	waitFor(t, func() bool { return r.handshakes() == 4 }, r)
+	testutil.WaitFor(t, func() bool { return r.handshakes() == 4 }, r)
 	if strings.Contains(r.server.stderr.String(), "next_proto") {
 		t.Errorf("a protocol was negotiated with a peer that offers none\n%s", r)
 	}
@@ -333,7 +334,7 @@ func TestTunnelKeepAlive(t *testing.T) {
 	}()
 	// A ping after 500 ms of silence, unanswered: noticed (in about 1.2 s,
 	// which is a timing claim for a benchmark, not this test).
-	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "did not answer a keepalive") }, r)
+	testutil.WaitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "did not answer a keepalive") }, r)
 	rest, err := io.ReadAll(br)
 	if err == nil {
 		t.Errorf("the local connection in progress ended cleanly after %q; want a reset", rest)
@@ -343,7 +344,7 @@ func TestTunnelKeepAlive(t *testing.T) {
 	resumed = true
 	// listen, running again, finds its tunnel connection aborted and says
 	// that it cut the request in progress.
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(r.server.stderr.String(), "ended with 1 stream in progress, which were cut")
 	}, r)
 	if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/again"); got != "answer to /again" || err != nil {
@@ -565,7 +566,7 @@ func TestTunnelGracefulStop(t *testing.T) {
 			}
 
 			r.server.cmd.Process.Signal(syscall.SIGTERM)
-			waitFor(t, func() bool {
+			testutil.WaitFor(t, func() bool {
 				return strings.Contains(r.server.stderr.String(), "stopping: no new connections; waiting up to")
 			}, r)
 			if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/new"); err == nil {
@@ -588,7 +589,7 @@ func TestTunnelGracefulStop(t *testing.T) {
 			if tc.finish && strings.Contains(r.server.stderr.String(), "stopping: cutting") {
 				t.Errorf("listen cut the request it was to let finish\n%s", r)
 			}
-			waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "the tunnel connection to") }, r)
+			testutil.WaitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "the tunnel connection to") }, r)
 			select {
 			case <-r.client.done:
 				t.Errorf("connect -from exited when its peer stopped\n%s", r)
@@ -660,7 +661,7 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 		})
 		addrRE := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
 		var addr string
-		waitFor(b, func() bool {
+		testutil.WaitFor(b, func() bool {
 			m := addrRE.FindStringSubmatch(stderr.String())
 			if m != nil {
 				addr = m[1]

@@ -19,6 +19,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 // libConn is a securepeer.Conn as an Conn.
@@ -291,7 +292,7 @@ func TestExecSessionInterrupted(t *testing.T) {
 	stdin, feed := io.Pipe()
 	defer feed.Close()
 	r := runExecSession(t, testExecServer("echo ready; exec cat", nil), stdin, nil, func(r *execRun, cancel context.CancelFunc) {
-		waitFor(t, func() bool { return r.stdout.String() == "ready\n" }, r.stdout)
+		testutil.WaitFor(t, func() bool { return r.stdout.String() == "ready\n" }, r.stdout)
 		cancel()
 	})
 	if !errors.Is(r.clientErr, context.Canceled) {
@@ -331,7 +332,7 @@ func TestExecSessionTTY(t *testing.T) {
 		spy := func(c Conn) Conn { return &windowSpy{Conn: c, sent: sent} }
 		r := runExecSessionOver(t, testExecServer(`stty size; read x; stty size`, nil), stdin,
 			&TTYRequest{Size: WinSize{Cols: 80, Rows: 24}, Resize: resize}, spy, func(r *execRun, _ context.CancelFunc) {
-				waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "24 80") }, r.stdout)
+				testutil.WaitFor(t, func() bool { return strings.Contains(r.stdout.String(), "24 80") }, r.stdout)
 				resize <- WinSize{Cols: 132, Rows: 43}
 				// Once the window message is written, the newline below
 				// follows it on the same stream.
@@ -353,7 +354,7 @@ func TestExecSessionTTY(t *testing.T) {
 		defer feed.Close()
 		command := `trap 'echo hung up > ` + mark + `; exit 9' HUP; echo ready; read x`
 		r := runExecSession(t, testExecServer(command, nil), stdin, &TTYRequest{}, func(r *execRun, cancel context.CancelFunc) {
-			waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
+			testutil.WaitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
 			cancel()
 		})
 		if !errors.Is(r.clientErr, context.Canceled) {
@@ -379,7 +380,7 @@ func TestExecSessionTTY(t *testing.T) {
 		defer feed.Close()
 		command := `trap '' HUP; echo ready; read x; echo read ended > ` + mark
 		runExecSession(t, testExecServer(command, nil), stdin, &TTYRequest{}, func(r *execRun, cancel context.CancelFunc) {
-			waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
+			testutil.WaitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
 			cancel()
 		})
 		if data, err := os.ReadFile(mark); err != nil || string(data) != "read ended\n" {
@@ -530,7 +531,7 @@ func TestExecStartWaiters(t *testing.T) {
 		peerEnds = append(peerEnds, client)
 		go func() { errs <- x.Serve(context.Background(), server, Protocol2, "127.0.0.1:1") }()
 	}
-	waitFor(t, func() bool { return reading.Load() == peers }, stringer(func() string { return "not all sessions are waiting" }))
+	testutil.WaitFor(t, func() bool { return reading.Load() == peers }, testutil.Stringer(func() string { return "not all sessions are waiting" }))
 	runtime.GC()
 	var during runtime.MemStats
 	runtime.ReadMemStats(&during)
@@ -559,7 +560,7 @@ func TestExecStartWaiters(t *testing.T) {
 			t.Fatalf("a peer read %v, want the abort", err)
 		}
 	}
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= goroutines }, stringer(func() string {
+	testutil.WaitFor(t, func() bool { return runtime.NumGoroutine() <= goroutines }, testutil.Stringer(func() string {
 		return "goroutines left behind"
 	}))
 }

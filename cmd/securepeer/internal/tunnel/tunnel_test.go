@@ -181,7 +181,7 @@ func TestTunnelHostileStreams(t *testing.T) {
 		if n, err := io.Copy(io.Discard, st); n != 0 || err != nil && !strings.Contains(err.Error(), "reset") {
 			t.Errorf("a stream with a 2 GiB name read %d bytes, %v; want it cut", n, err)
 		}
-		waitFor(t, func() bool { return notes.Count("more than securepeer-tunnel/1 allows") == 1 }, notes)
+		testutil.WaitFor(t, func() bool { return notes.Count("more than securepeer-tunnel/1 allows") == 1 }, notes)
 	})
 
 	t.Run("no such name", func(t *testing.T) {
@@ -231,7 +231,7 @@ func TestTunnelStreamsFreed(t *testing.T) {
 	// Refused, and never closed by the peer: the slot stays taken, and
 	// what the peer sends after the refusal is discarded as it comes.
 	st := hostile("nope")
-	waitFor(t, func() bool { return server.activeStreams() == 1 }, stringer(func() string { return "no stream taken" }))
+	testutil.WaitFor(t, func() bool { return server.activeStreams() == 1 }, testutil.Stringer(func() string { return "no stream taken" }))
 	status := make([]byte, 64)
 	st.SetReadDeadline(time.Now().Add(testTimeout))
 	if n, err := st.Read(status); err != nil || !strings.Contains(string(status[:n]), "no -to") {
@@ -245,7 +245,7 @@ func TestTunnelStreamsFreed(t *testing.T) {
 	}
 	// The peer's FIN frees it.
 	st.Close()
-	waitFor(t, func() bool { return server.activeStreams() == 0 }, stringer(func() string {
+	testutil.WaitFor(t, func() bool { return server.activeStreams() == 0 }, testutil.Stringer(func() string {
 		return fmt.Sprintf("the server still holds %d streams after the peer closed", server.activeStreams())
 	}))
 	if n := server.sess.NumStreams(); n != 0 {
@@ -316,7 +316,7 @@ func TestTunnelShortStreams(t *testing.T) {
 	if n := notReset.Load(); n != 0 {
 		t.Errorf("%d of %d streams whose target reset them ended cleanly for the local client", n, cuts)
 	}
-	waitFor(t, func() bool { return client.activeStreams() == 0 }, stringer(func() string {
+	testutil.WaitFor(t, func() bool { return client.activeStreams() == 0 }, testutil.Stringer(func() string {
 		return fmt.Sprintf("%d streams still held", client.activeStreams())
 	}))
 	if n := clientNotes.Count("data may be missing"); n != cuts {
@@ -692,10 +692,10 @@ func TestTunnelStreamStates(t *testing.T) {
 					wg.Go(func() { _, kept[i] = floodStreams(sess, streams/conns, short, msg, row.to != "") })
 				}
 				wg.Wait()
-				waitFor(t, func() bool {
+				testutil.WaitFor(t, func() bool {
 					held := ts.held()
 					return len(held) == conns && slices.Max(held) == perConn && slices.Min(held) == perConn
-				}, stringer(func() string { return fmt.Sprintf("streams held per connection: %v", ts.held()) }))
+				}, testutil.Stringer(func() string { return fmt.Sprintf("streams held per connection: %v", ts.held()) }))
 				var discarded int64
 				for i, sess := range sessions {
 					switch row.to {
@@ -715,7 +715,7 @@ func TestTunnelStreamStates(t *testing.T) {
 				kept = nil
 				// Refused streams: until the server has discarded what they
 				// sent, which it does as fast as it can.
-				waitFor(t, func() bool { return ts.discarded() == discarded }, stringer(func() string {
+				testutil.WaitFor(t, func() bool { return ts.discarded() == discarded }, testutil.Stringer(func() string {
 					return fmt.Sprintf("discarded %d bytes, want %d", ts.discarded(), discarded)
 				}))
 
@@ -746,7 +746,7 @@ func answered(t testing.TB, sts []sentStream, want int) []sentStream {
 	t.Helper()
 	var got []sentStream
 	seen := map[*yamux.Stream]bool{}
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		for _, s := range sts {
 			if !seen[s.st] && hasStatus(t, s.st) {
 				seen[s.st] = true
@@ -754,7 +754,7 @@ func answered(t testing.TB, sts []sentStream, want int) []sentStream {
 			}
 		}
 		return len(got) >= want
-	}, stringer(func() string { return fmt.Sprintf("%d streams answered, want %d", len(got), want) }))
+	}, testutil.Stringer(func() string { return fmt.Sprintf("%d streams answered, want %d", len(got), want) }))
 	return got
 }
 
@@ -806,7 +806,7 @@ func TestTunnelPingFlood(t *testing.T) {
 	testenv.CheckNoLeaks(t, 10*time.Second)
 	ts := startTunnelServer(t, map[string]string{"echo": startEcho(t)})
 	s := ts.dial(t)
-	waitFor(t, func() bool { return len(ts.held()) == 1 }, stringer(func() string { return "no session" }))
+	testutil.WaitFor(t, func() bool { return len(ts.held()) == 1 }, testutil.Stringer(func() string { return "no session" }))
 	before := runtime.NumGoroutine()
 	const perWrite = 4096
 	pings := make([]byte, yamuxHeaderLen*perWrite)
