@@ -79,7 +79,7 @@ func (te *testEnv) run(args ...string) string {
 type background struct {
 	t      testing.TB
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -97,7 +97,7 @@ func (te *testEnv) startCmd(name string, cmd *exec.Cmd) (*background, string) {
 	te.t.Helper()
 	addrFile := filepath.Join(te.dir, name+".addr")
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-	b := &background{t: te.t, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
+	b := &background{t: te.t, cmd: cmd, stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
 	cmd.Stderr = b.stderr
 	if err := cmd.Start(); err != nil {
 		te.t.Fatal(err)
@@ -148,23 +148,6 @@ func (b *background) wait() int {
 		b.t.Fatal(b.err)
 	}
 	return 0
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // byteCounter is an io.Writer that counts what it is given and keeps none
@@ -481,7 +464,7 @@ func TestMeter(t *testing.T) {
 			t.Errorf("formatBytes(%v) = %q, want %q", tc.n, got, tc.want)
 		}
 	}
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	m := newMeter(&out, 0, 0)
 	io.Copy(io.Discard, m.countSent(bytes.NewReader(make([]byte, 3<<20))))
 	m.received.Add(1024)
@@ -520,13 +503,6 @@ func TestParseFlagsInterspersed(t *testing.T) {
 			t.Errorf("parseFlags(%q) = %q, -exec %q, %v; want %q, %q", tc.args, pos, *execCmd, err, tc.wantPos, tc.wantExec)
 		}
 	}
-}
-
-// Len is the number of bytes written so far.
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
 }
 
 // exitStatus returns the exit code of a finished command from cmd.Wait's
@@ -593,7 +569,7 @@ func TestConnectOtherProtocols(t *testing.T) {
 	}()
 	cmd := te.command("connect", "-i", "client", "-expect", id.PublicKey().String(), l.Addr().String())
 	cmd.Stdin = strings.NewReader("beep boop\n")
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if string(out) != "BEEP BOOP\n" || err != nil {

@@ -289,7 +289,7 @@ func TestTimeouts(t *testing.T) {
 		silent := listenLocal(t) // the kernel accepts; nobody answers
 		defer silent.Close()
 		cmd := te.command("connect", "-w", "300ms", "-i", "client", "-expect", "server.pub", silent.Addr().String())
-		var stderr syncBuffer
+		var stderr testutil.SyncBuffer
 		cmd.Stderr = &stderr
 		if code := exitStatus(t, waitCmd(t, startCmd(t, cmd))); code != exitFailure {
 			t.Errorf("connect -w exited %d, want %d\n%s", code, exitFailure, stderr.String())
@@ -313,7 +313,7 @@ func TestTimeouts(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cin.Close()
-		var cerr syncBuffer
+		var cerr testutil.SyncBuffer
 		ccmd.Stderr = &cerr
 		startCmd(t, ccmd)
 		if code := server.wait(); code != exitFailure {
@@ -457,7 +457,7 @@ PidFile none
 		}
 	}
 	l := listenLocal(t)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	var mu sync.Mutex
 	var running []*exec.Cmd
 	var wg sync.WaitGroup
@@ -612,7 +612,7 @@ func TestTunnelPeersBinding(t *testing.T) {
 func (te *testEnv) background(args ...string) *background {
 	te.t.Helper()
 	cmd := te.command(args...)
-	b := &background{t: te.t, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
+	b := &background{t: te.t, cmd: cmd, stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
 	cmd.Stderr = b.stderr
 	if err := cmd.Start(); err != nil {
 		te.t.Fatal(err)
@@ -712,7 +712,7 @@ func TestForwardUnixSockets(t *testing.T) {
 	}, logs)
 
 	again := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "unix:"+local, peerAddr)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	again.Stderr = &stderr
 	if code := exitStatus(t, waitCmd(t, startCmd(t, again))); code != exitFailure {
 		t.Errorf("a second connect -from on the same socket exited %d, want %d\n%s", code, exitFailure, stderr.String())

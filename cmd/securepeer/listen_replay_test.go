@@ -44,7 +44,7 @@ func TestListenRefusesReplays(t *testing.T) {
 
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the replay\n")
-	var out, stderr syncBuffer
+	var out, stderr testutil.SyncBuffer
 	echo.Stdout, echo.Stderr = &out, &stderr
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ PidFile none
 		mu    sync.Mutex
 		procs []*exec.Cmd
 		wg    sync.WaitGroup
-		log   syncBuffer
+		log   testutil.SyncBuffer
 	)
 	wg.Go(func() {
 		for {
@@ -175,7 +175,7 @@ func TestHangupCutsDownload(t *testing.T) {
 	receiver := te.command("connect", "-i", "client", "-expect", "server.pub", addr)
 	receiver.Stdin = strings.NewReader("") // all sent at once
 	var received byteCounter
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	receiver.Stdout, receiver.Stderr = &received, &stderr
 	if err := receiver.Start(); err != nil {
 		t.Fatal(err)

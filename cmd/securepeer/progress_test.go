@@ -19,7 +19,7 @@ import (
 // before the first redraw; and that a meter shown only for long transfers
 // (-v) prints nothing for a short one.
 func TestMeterSummary(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	m := newMeter(&out, 0, 0)
 	io.Copy(io.Discard, m.countSent(bytes.NewReader(make([]byte, 3000))))
 	m.received.Add(10)
@@ -29,7 +29,7 @@ func TestMeterSummary(t *testing.T) {
 		t.Errorf("-progress meter of a short transfer printed %q, want one summary line", s)
 	}
 
-	var quiet syncBuffer
+	var quiet testutil.SyncBuffer
 	m = newMeter(&quiet, 2*time.Second, 0)
 	m.sent.Add(10)
 	m.finish()

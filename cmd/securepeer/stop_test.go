@@ -80,7 +80,7 @@ func TestSignalAbortsSender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var senderErr syncBuffer
+			var senderErr testutil.SyncBuffer
 			sender.Stderr = &senderErr
 			if err := sender.Start(); err != nil {
 				t.Fatal(err)
@@ -121,7 +121,7 @@ type session struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *bufio.Reader
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 }
 
 func (te *testEnv) openSession(addr string) *session {
@@ -151,7 +151,7 @@ func (te *testEnv) openSessionArgs(args ...string) *session {
 	if err != nil {
 		te.t.Fatal(err)
 	}
-	s := &session{t: te.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(syncBuffer)}
+	s := &session{t: te.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(testutil.SyncBuffer)}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		te.t.Fatal(err)
@@ -292,7 +292,7 @@ func TestTunnelStartup(t *testing.T) {
 			addrFile := filepath.Join(te.dir, strings.ReplaceAll(tc.name, " ", "-")+".addr")
 			cmd := te.command(append([]string{"connect", "-from", "127.0.0.1:0"}, tc.args...)...)
 			cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-			var stderr syncBuffer
+			var stderr testutil.SyncBuffer
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -395,7 +395,7 @@ func TestListenSurvivesEMFILE(t *testing.T) {
 	}
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("still serving\n")
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	echo.Stderr = &stderr
 	out, err := echo.Output()
 	if err != nil || string(out) != "still serving\n" {
@@ -430,7 +430,7 @@ func TestListenSilentPeers(t *testing.T) {
 	}
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the silent ones\n")
-	var out, stderr syncBuffer
+	var out, stderr testutil.SyncBuffer
 	echo.Stdout, echo.Stderr = &out, &stderr
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)
@@ -508,7 +508,7 @@ func TestListenStalledPeers(t *testing.T) {
 
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the stalled ones\n")
-	var out, stderr syncBuffer
+	var out, stderr testutil.SyncBuffer
 	echo.Stdout, echo.Stderr = &out, &stderr
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package execproto
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -92,30 +91,12 @@ func testExecServer(command string, started *atomic.Int64) *Server {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for one writer and other readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // execRun is one session's outcome on both sides.
 type execRun struct {
 	status         Status
 	clientErr      error
 	serverErr      error
-	stdout, stderr *lockedBuffer
+	stdout, stderr *testutil.SyncBuffer
 }
 
 // runExecSession runs command over a securepeer connection, the client
@@ -135,7 +116,7 @@ func runExecSessionOver(t *testing.T, x *Server, stdin io.Reader, tty *TTYReques
 	if wrap != nil {
 		cc = wrap(cc)
 	}
-	r := &execRun{stdout: new(lockedBuffer), stderr: new(lockedBuffer)}
+	r := &execRun{stdout: new(testutil.SyncBuffer), stderr: new(testutil.SyncBuffer)}
 	served := make(chan error, 1)
 	go func() { served <- x.Serve(context.Background(), sc, Protocol2, "127.0.0.1:1") }()
 	ctx, cancel := context.WithCancel(context.Background())
