@@ -420,11 +420,11 @@ func TestRealClients(t *testing.T) {
 	}
 }
 
-// startSSHD serves OpenSSH's sshd, unprivileged, on a port of its own,
-// with a host key and an authorized key made here; it returns its address
-// and the user's private key file. The test keeps the port: it accepts
-// each connection and runs sshd -i (inetd mode) on it, as inetd or
-// systemd's socket activation do.
+// startSSHD serves each TCP connection to the address it returns with its
+// own OpenSSH sshd -i (inetd mode), unprivileged, as inetd or systemd's
+// socket activation do, so that sshd needs no port of its own (none is
+// picked, freed and bound again). The host key and a user's key are made
+// here; it returns the address and the user's private key file.
 func startSSHD(t *testing.T) (addr, userKey string) {
 	t.Helper()
 	sshd := testenv.RequireTool(t, "/usr/sbin/sshd") // sshd wants its absolute path
@@ -439,7 +439,9 @@ func startSSHD(t *testing.T) (addr, userKey string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	config := fmt.Sprintf(`HostKey %s
 AuthorizedKeysFile %s
 StrictModes no
@@ -448,7 +450,9 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 PidFile none
 `, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
-	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if os.Geteuid() == 0 {
 		// sshd run by root insists on its privilege separation directory,
 		// which the package's tmpfiles.d makes at boot, not in a container.

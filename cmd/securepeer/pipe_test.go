@@ -4,106 +4,17 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
-
-// startInetdSSHD serves each TCP connection to the address it returns with
-// its own OpenSSH sshd -i, as inetd would, so that sshd needs no port of
-// its own (none is picked, freed and bound again). It returns the address
-// and the private key file of a user that sshd lets in.
-func startInetdSSHD(t *testing.T) (addr, userKey string) {
-	t.Helper()
-	sshd := testenv.RequireTool(t, "/usr/sbin/sshd") // sshd wants its absolute path
-	keygen := testenv.RequireTool(t, "ssh-keygen")
-	dir := t.TempDir()
-	for _, k := range []string{"host", "user"} {
-		if _, err := runTool(nil, keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pub, err := os.ReadFile(filepath.Join(dir, "user.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	config := fmt.Sprintf(`HostKey %s
-AuthorizedKeysFile %s
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-PidFile none
-`, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
-	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if os.Geteuid() == 0 {
-		// sshd run by root insists on its privilege separation directory,
-		// which the package's tmpfiles.d makes at boot, not in a container.
-		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l := listenLocal(t)
-	var (
-		mu    sync.Mutex
-		procs []*exec.Cmd
-		wg    sync.WaitGroup
-		log   testutil.SyncBuffer
-	)
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			f, err := c.(*net.TCPConn).File()
-			c.Close()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			cmd := exec.Command(sshd, "-i", "-e", "-f", filepath.Join(dir, "sshd_config"))
-			cmd.Stdin, cmd.Stdout, cmd.Stderr = f, f, &log
-			err = cmd.Start()
-			f.Close()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			procs = append(procs, cmd)
-			mu.Unlock()
-			wg.Go(func() { cmd.Wait() })
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, p := range procs {
-			p.Process.Kill()
-		}
-		mu.Unlock()
-		wg.Wait()
-		if t.Failed() {
-			t.Logf("sshd -i:\n%s", log.String())
-		}
-	})
-	return l.Addr().String(), filepath.Join(dir, "user")
-}
 
 // TestSSHProxyCommandHangup runs ssh sessions to a real sshd with
 // securepeer connect as ssh's ProxyCommand, as the README shows, through
@@ -114,7 +25,7 @@ PidFile none
 func TestSSHProxyCommandHangup(t *testing.T) {
 	t.Parallel()
 	ssh := testenv.RequireTool(t, "ssh")
-	sshdAddr, userKey := startInetdSSHD(t)
+	sshdAddr, userKey := startSSHD(t)
 	te := newKeys(t)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", sshdAddr, "127.0.0.1:0")
 	u, err := user.Current()
