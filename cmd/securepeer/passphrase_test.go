@@ -17,13 +17,15 @@ import (
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
-// tmuxSession runs shell in a fresh tmux terminal and returns functions to
-// type into it and read its screen.
-func tmuxSession(t *testing.T, te *testEnv, shell string) (send func(keys ...string), screen func() string) {
+// tmuxServer returns tm, which runs a tmux command with args on a tmux
+// server of the test's own (its socket in te.dir, te's environment) and
+// returns its output, failing the test if tmux fails. The server is
+// killed at the end of the test.
+func tmuxServer(t *testing.T, te *testEnv) (tm func(args ...string) string) {
 	t.Helper()
 	tmux := requireTool(t, "tmux")
 	socket := filepath.Join(te.dir, "tmux.sock")
-	tm := func(args ...string) string {
+	tm = func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(tmux, append([]string{"-S", socket, "-f", "/dev/null"}, args...)...)
 		cmd.Env = te.env
@@ -33,8 +35,16 @@ func tmuxSession(t *testing.T, te *testEnv, shell string) (send func(keys ...str
 		}
 		return string(out)
 	}
-	tm("new-session", "-d", "-x", "160", "-y", "40", "-s", "s", "sh", "-c", shell)
 	t.Cleanup(func() { exec.Command(tmux, "-S", socket, "kill-server").Run() })
+	return tm
+}
+
+// tmuxSession runs shell in a fresh tmux terminal and returns functions to
+// type into it and read its screen.
+func tmuxSession(t *testing.T, te *testEnv, shell string) (send func(keys ...string), screen func() string) {
+	t.Helper()
+	tm := tmuxServer(t, te)
+	tm("new-session", "-d", "-x", "160", "-y", "40", "-s", "s", "sh", "-c", shell)
 	send = func(keys ...string) { tm(append([]string{"send-keys", "-t", "s"}, keys...)...) }
 	screen = func() string { return tm("capture-pane", "-p", "-t", "s") }
 	return send, screen

@@ -5,7 +5,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -111,20 +110,8 @@ func TestHangupCutsDownload(t *testing.T) {
 // that side's stream, as with pipes; the other side is told, can still
 // answer, and both exit 0 once it ends its side too.
 func TestTerminalChatHalfClose(t *testing.T) {
-	tmux := testenv.RequireTool(t, "tmux")
 	te := newKeys(t)
-	socket := filepath.Join(te.dir, "tmux.sock")
-	tm := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(tmux, append([]string{"-S", socket, "-f", "/dev/null"}, args...)...)
-		cmd.Env = te.env
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	t.Cleanup(func() { exec.Command(tmux, "-S", socket, "kill-server").Run() })
+	tm := tmuxServer(t, te)
 	// The terminal hook only lifts the test binary's default of "no
 	// terminal"; the terminals are tmux's.
 	start := func(name, command string) (send func(...string), screen func() string) {
