@@ -97,19 +97,7 @@ func (te *testEnv) startCmd(name string, cmd *exec.Cmd) (*background, string) {
 	te.t.Helper()
 	addrFile := filepath.Join(te.dir, name+".addr")
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-	b := &background{t: te.t, cmd: cmd, stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
-	cmd.Stderr = b.stderr
-	if err := cmd.Start(); err != nil {
-		te.t.Fatal(err)
-	}
-	go func() {
-		b.err = cmd.Wait()
-		close(b.done)
-	}()
-	te.t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-b.done
-	})
+	b := te.startBackground(cmd)
 	deadline := time.Now().Add(testTimeout)
 	for {
 		if data, err := os.ReadFile(addrFile); err == nil && len(data) > 0 {
@@ -124,6 +112,27 @@ func (te *testEnv) startCmd(name string, cmd *exec.Cmd) (*background, string) {
 			te.t.Fatalf("%s did not listen within %v\n%s", name, testTimeout, b.stderr)
 		}
 	}
+}
+
+// startBackground starts cmd, which runs securepeer, and returns it at
+// once, its stderr the background's. It is killed, if still running, at
+// the end of the test.
+func (te *testEnv) startBackground(cmd *exec.Cmd) *background {
+	te.t.Helper()
+	b := &background{t: te.t, cmd: cmd, stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
+	cmd.Stderr = b.stderr
+	if err := cmd.Start(); err != nil {
+		te.t.Fatal(err)
+	}
+	go func() {
+		b.err = cmd.Wait()
+		close(b.done)
+	}()
+	te.t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-b.done
+	})
+	return b
 }
 
 // interrupt sends SIGINT, as Ctrl-C does, and returns the exit code.

@@ -615,21 +615,7 @@ func TestTunnelPeersBinding(t *testing.T) {
 // connect -to), and returns it at once.
 func (te *testEnv) background(args ...string) *background {
 	te.t.Helper()
-	cmd := te.command(args...)
-	b := &background{t: te.t, cmd: cmd, stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
-	cmd.Stderr = b.stderr
-	if err := cmd.Start(); err != nil {
-		te.t.Fatal(err)
-	}
-	go func() {
-		b.err = cmd.Wait()
-		close(b.done)
-	}()
-	te.t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-b.done
-	})
-	return b
+	return te.startBackground(te.command(args...))
 }
 
 // TestForwardFromFirstPeer runs listen -from with two connect -to peers of
