@@ -680,10 +680,10 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sess := hostileSession(b, conn)
+		sess := testutil.HostileSession(b, conn)
 		start := time.Now()
-		msg := streamMsg("nope", perStream)
-		refusedAtOpen, _ := floodStreams(sess, streams, func(int) []byte { return msg }, false)
+		msg := testutil.StreamMsg("nope", perStream)
+		refusedAtOpen, _ := testutil.FloodStreams(sess, streams, nil, func(int) []byte { return msg }, false)
 		if _, err := sess.Ping(); err != nil { // listen has read every frame before it
 			b.Fatalf("ping after the flood: %v\n%s", err, stderr.String())
 		}

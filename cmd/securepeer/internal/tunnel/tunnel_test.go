@@ -426,83 +426,6 @@ func readLine(c net.Conn) (string, error) {
 	}
 }
 
-// hostileSession is a yamux client over conn that opens streams as fast as
-// it likes and waits for nothing.
-func hostileSession(tb testing.TB, conn net.Conn) *yamux.Session {
-	tb.Helper()
-	cfg := yamux.DefaultConfig()
-	cfg.EnableKeepAlive = false
-	cfg.StreamOpenTimeout = 0
-	cfg.ConnectionWriteTimeout = testTimeout
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return sess
-}
-
-// streamMsg is what a stream for name sends first: its header, then a
-// data frame, size bytes in all (the header alone if size leaves no room
-// for data).
-func streamMsg(name string, size int) []byte {
-	msg := make([]byte, max(size, 4+len(name)))
-	binary.BigEndian.PutUint32(msg, uint32(len(name)))
-	copy(msg[4:], name)
-	if rest := len(msg) - 4 - len(name); rest > 4 {
-		binary.BigEndian.PutUint32(msg[4+len(name):], uint32(rest-4))
-	}
-	return msg
-}
-
-// A sentStream is a stream floodStreams opened, with how much it sent.
-type sentStream struct {
-	st   *yamux.Stream
-	sent int
-}
-
-// floodStreams opens n streams on sess, eight at a time, then more for as
-// long as more says (at most testTimeout), sends msg(i) on the i-th (at
-// most yamux's initial window, so that no write waits for the other side)
-// and closes none. It returns how many writes failed (streams the other
-// side reset before all was sent), and the streams if keep.
-func floodStreams(sess *yamux.Session, n int, more func() bool, msg func(i int) []byte, keep bool) (int, []sentStream) {
-	var failed atomic.Int64
-	var mu sync.Mutex
-	var kept []sentStream
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for i := range work {
-				st, err := sess.OpenStream()
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				st.SetWriteDeadline(time.Now().Add(testTimeout))
-				m := msg(i)
-				if _, err := st.Write(m); err != nil {
-					failed.Add(1)
-					continue
-				}
-				if keep {
-					mu.Lock()
-					kept = append(kept, sentStream{st, len(m)})
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	deadline := time.Now().Add(testTimeout)
-	for i := 0; i < n || more() && time.Now().Before(deadline); i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	return int(failed.Load()), kept
-}
-
 // A tunnelServer is listen -to in process: it accepts securepeer
 // connections on a loopback port of its own and serves each one's streams
 // with its targets, its notices through a ratelog.Log, until the test ends.
@@ -658,7 +581,7 @@ func TestTunnelStreamStates(t *testing.T) {
 			// streams of several connections, send a few bytes.
 			msg := func(int) []byte { return nil }
 			if row.to != "" {
-				big, small := streamMsg(row.to, yamuxInitialWindow), streamMsg(row.to, 1024)
+				big, small := testutil.StreamMsg(row.to, yamuxInitialWindow), testutil.StreamMsg(row.to, 1024)
 				msg = func(i int) []byte {
 					if conns == 1 && i < maxTunnelStreams+tunnelBacklog+16 {
 						return big
@@ -673,7 +596,7 @@ func TestTunnelStreamStates(t *testing.T) {
 				var addrs []string
 				for range conns {
 					c := ts.dial(t)
-					sess := hostileSession(t, c)
+					sess := testutil.HostileSession(t, c)
 					defer sess.Close()
 					sessions = append(sessions, sess)
 					addrs = append(addrs, c.LocalAddr().String())
@@ -685,11 +608,11 @@ func TestTunnelStreamStates(t *testing.T) {
 				// acknowledgement to be sent, behind those resets), so a
 				// share alone could leave slots free for good.
 				perConn := min(maxTunnelStreams, streams/conns)
-				kept := make([][]sentStream, conns)
+				kept := make([][]testutil.SentStream, conns)
 				var wg sync.WaitGroup
 				for i, sess := range sessions {
 					short := func() bool { return ts.heldFrom(addrs[i]) < perConn }
-					wg.Go(func() { _, kept[i] = floodStreams(sess, streams/conns, short, msg, row.to != "") })
+					wg.Go(func() { _, kept[i] = testutil.FloodStreams(sess, streams/conns, short, msg, row.to != "") })
 				}
 				wg.Wait()
 				testutil.WaitFor(t, func() bool {
@@ -701,7 +624,7 @@ func TestTunnelStreamStates(t *testing.T) {
 					switch row.to {
 					case "nope":
 						for _, s := range answered(t, kept[i], perConn) {
-							discarded += int64(s.sent - 8) // all but the header
+							discarded += int64(s.Sent - 8) // all but the header
 						}
 					case "sink":
 						if conns == 1 {
@@ -742,14 +665,14 @@ func TestTunnelStreamStates(t *testing.T) {
 // answered waits until want of sts have the server's status, which it
 // sends once it has accepted a stream (the others wait in its backlog, or
 // were reset), and returns them.
-func answered(t testing.TB, sts []sentStream, want int) []sentStream {
+func answered(t testing.TB, sts []testutil.SentStream, want int) []testutil.SentStream {
 	t.Helper()
-	var got []sentStream
+	var got []testutil.SentStream
 	seen := map[*yamux.Stream]bool{}
 	testutil.WaitFor(t, func() bool {
 		for _, s := range sts {
-			if !seen[s.st] && hasStatus(t, s.st) {
-				seen[s.st] = true
+			if !seen[s.St] && hasStatus(t, s.St) {
+				seen[s.St] = true
 				got = append(got, s)
 			}
 		}
@@ -776,11 +699,11 @@ func hasStatus(t testing.TB, st *yamux.Stream) bool {
 
 // fillWindows fills the window of each stream, which accepting raised to
 // tunnelWindow: what a peer that sends without reading does.
-func fillWindows(t testing.TB, sts []sentStream) {
+func fillWindows(t testing.TB, sts []testutil.SentStream) {
 	for _, s := range sts {
-		rest := make([]byte, tunnelWindow-s.sent)
+		rest := make([]byte, tunnelWindow-s.Sent)
 		binary.BigEndian.PutUint32(rest, uint32(len(rest)-4))
-		if _, err := s.st.Write(rest); err != nil {
+		if _, err := s.St.Write(rest); err != nil {
 			t.Errorf("filling an accepted stream's window: %v", err)
 		}
 	}
