@@ -60,7 +60,7 @@ func newKeys(t testing.TB) *testEnv {
 func TestForwardBothWays(t *testing.T) {
 	t.Parallel()
 	te := newKeys(t)
-	web, api, home := listenLocal(t), listenLocal(t), listenLocal(t)
+	web, api, home := testutil.ListenLocal(t), testutil.ListenLocal(t), testutil.ListenLocal(t)
 	startNamedHTTP(t, web, "web")
 	startNamedHTTP(t, api, "api")
 	startNamedHTTP(t, home, "home")
@@ -140,7 +140,7 @@ func TestTunnelReconnect(t *testing.T) {
 		t.Run(fmt.Sprintf("no-reconnect=%v", noReconnect), func(t *testing.T) {
 			t.Parallel()
 			te := newKeys(t)
-			web, home := listenLocal(t), listenLocal(t)
+			web, home := testutil.ListenLocal(t), testutil.ListenLocal(t)
 			startNamedHTTP(t, web, "web")
 			startNamedHTTP(t, home, "home")
 			proxy := startProxy(t)
@@ -207,7 +207,7 @@ type tcpProxy struct {
 
 func startProxy(t testing.TB) *tcpProxy {
 	t.Helper()
-	p := &tcpProxy{l: listenLocal(t)}
+	p := &tcpProxy{l: testutil.ListenLocal(t)}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -286,7 +286,7 @@ func TestTimeouts(t *testing.T) {
 	te := newKeys(t)
 	t.Run("w", func(t *testing.T) {
 		t.Parallel()
-		silent := listenLocal(t) // the kernel accepts; nobody answers
+		silent := testutil.ListenLocal(t) // the kernel accepts; nobody answers
 		defer silent.Close()
 		cmd := te.command("connect", "-w", "300ms", "-i", "client", "-expect", "server.pub", silent.Addr().String())
 		var stderr testutil.SyncBuffer
@@ -460,7 +460,7 @@ PidFile none
 			t.Fatal(err)
 		}
 	}
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	var stderr testutil.SyncBuffer
 	var mu sync.Mutex
 	var running []*exec.Cmd
@@ -626,7 +626,7 @@ func TestForwardFromFirstPeer(t *testing.T) {
 	t.Parallel()
 	te := newKeys(t)
 	te.run("keygen", "-f", "other")
-	one, two := listenLocal(t), listenLocal(t)
+	one, two := testutil.ListenLocal(t), testutil.ListenLocal(t)
 	startNamedHTTP(t, one, "one")
 	startNamedHTTP(t, two, "two")
 	server, addrs := te.start("server", "listen", "-i", "server", "-from", "127.0.0.1:0", "127.0.0.1:0")

@@ -164,7 +164,7 @@ func TestSessionLimitsTunnel(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(self+te.readFile("client.pub")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	target := listenLocal(t)
+	target := testutil.ListenLocal(t)
 	startHTTP(t, target, nil, nil)
 	server, addr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", target.Addr().String(), "-max-sessions-per-key", "1", "127.0.0.1:0")
 	first, local := te.start("first", "connect", "-expect", "server.pub", "-from", "127.0.0.1:0", addr)

@@ -122,7 +122,7 @@ func TestHandshakeError(t *testing.T) {
 func TestHandshakeTimeoutMessage(t *testing.T) {
 	t.Parallel()
 	te := newKeys(t)
-	silent := listenLocal(t) // the kernel accepts; nobody answers
+	silent := testutil.ListenLocal(t) // the kernel accepts; nobody answers
 	defer silent.Close()
 	addr := silent.Addr().String()
 	cmd := te.command("connect", "-w", "300ms", "-i", "client", "-expect", "server.pub", addr)
@@ -142,7 +142,7 @@ func TestHandshakeTimeoutMessage(t *testing.T) {
 func TestPortInUse(t *testing.T) {
 	t.Parallel()
 	te := newKeys(t)
-	other := listenLocal(t) // another program's port, held for the whole test
+	other := testutil.ListenLocal(t) // another program's port, held for the whole test
 	defer other.Close()
 	addr := other.Addr().String()
 	for _, args := range [][]string{

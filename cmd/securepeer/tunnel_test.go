@@ -125,7 +125,7 @@ func httpGet(c *http.Client, url string) (string, error) {
 // all.
 func TestTunnelMultiplexed(t *testing.T) {
 	big := bigBody()
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, big, nil)
 	r := newTunnelRig(t, l.Addr().String(), nil, nil)
 	c := newHTTPClient()
@@ -250,7 +250,7 @@ func reservePort(t testing.TB) (addr string, up func() net.Listener) {
 // application protocol, as securepeer's before multiplexing: connect says
 // so once and gives each local connection its own securepeer connection.
 func TestTunnelOldPeer(t *testing.T) {
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, nil, nil)
 	r := newTunnelRig(t, l.Addr().String(), []string{"SECUREPEER_TESTONLY_NO_MUX=1"}, nil)
 	c := newHTTPClient()
@@ -276,7 +276,7 @@ func TestTunnelOldPeer(t *testing.T) {
 // -from db=... reached a web server before.
 func TestTunnelOldPeerNamed(t *testing.T) {
 	te := newKeys(t)
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, nil, nil)
 	cmd := te.command("listen", "-i", "server", "-allow", "allowed", "-to", l.Addr().String(), "127.0.0.1:0")
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_NO_MUX=1")
@@ -302,7 +302,7 @@ func TestTunnelOldPeerNamed(t *testing.T) {
 // the keepalive bound, reset the local connection in progress, and connect
 // again for the next one once listen runs again.
 func TestTunnelKeepAlive(t *testing.T) {
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	release := make(chan struct{})
 	defer close(release)
 	startHTTP(t, l, nil, release)
@@ -376,7 +376,7 @@ func BenchmarkTunnel(b *testing.B) {
 		{"per-connection", []string{"SECUREPEER_TESTONLY_NO_MUX=1"}},
 	} {
 		b.Run("requests/"+mode.name, func(b *testing.B) {
-			l := listenLocal(b)
+			l := testutil.ListenLocal(b)
 			startHTTP(b, l, nil, nil)
 			r := newTunnelRig(b, l.Addr().String(), nil, mode.env)
 			c := newHTTPClient()
@@ -418,7 +418,7 @@ func BenchmarkTunnel(b *testing.B) {
 	} {
 		b.Run("bulk/tunnel-"+mode.name, func(b *testing.B) {
 			// A TCP service that sends bulk bytes to each connection.
-			l := listenLocal(b)
+			l := testutil.ListenLocal(b)
 			chunk := make([]byte, bufSize)
 			go func() {
 				for {
@@ -503,7 +503,7 @@ func (zeroReader) Read(p []byte) (int, error) {
 // 3, as a listen -exec does in TestTunnelStartup.
 func TestTunnelStartupRefused(t *testing.T) {
 	te := newRefusingEnv(t)
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, nil, nil)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", l.Addr().String(), "127.0.0.1:0")
 	defer server.interrupt()
@@ -542,7 +542,7 @@ func TestTunnelGracefulStop(t *testing.T) {
 		{"grace period cuts", "200ms", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := listenLocal(t)
+			l := testutil.ListenLocal(t)
 			release := make(chan struct{})
 			released := false
 			defer func() {
@@ -603,7 +603,7 @@ func TestTunnelGracefulStop(t *testing.T) {
 // connect without -from (securepeer-exec/1 or a plain stream), still reaches a multiplexing listen -to's target
 // over a plain stream, as before.
 func TestTunnelPlainPeer(t *testing.T) {
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, nil, nil)
 	r := newTunnelRig(t, l.Addr().String(), nil, nil)
 	cmd := r.te.command("connect", "-i", "client", "-expect", "server.pub", r.peerAddr)
@@ -642,7 +642,7 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 	const streams, perStream = 4000, 256 << 10
 	for b.Loop() {
 		te := newKeys(b)
-		target := listenLocal(b)
+		target := testutil.ListenLocal(b)
 		startHTTP(b, target, nil, nil)
 		bin := "securepeer"
 		if *floodBin != "" {

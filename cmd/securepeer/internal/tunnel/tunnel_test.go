@@ -66,22 +66,11 @@ func muxPair(t *testing.T, targets map[string]string) (client, server *Session, 
 	return client, server, notes
 }
 
-// listenLocal listens on a loopback port of its own, which it keeps until
-// the test closes it.
-func listenLocal(t testing.TB) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
 // startEcho serves a TCP echo on a port of its own: each connection gets
 // back what it sent, then the end. It returns the address.
 func startEcho(t testing.TB) string {
 	t.Helper()
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	var wg sync.WaitGroup
 	go func() {
 		for {
@@ -106,7 +95,7 @@ func startEcho(t testing.TB) string {
 // is sent to them piles up. It returns the address.
 func startSink(t testing.TB) string {
 	t.Helper()
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	var mu sync.Mutex
 	var held []net.Conn
 	go func() {
@@ -262,7 +251,7 @@ func TestTunnelStreamsFreed(t *testing.T) {
 func TestTunnelShortStreams(t *testing.T) {
 	testenv.CheckNoLeaks(t, 10*time.Second)
 	const streams, parallel, cuts = 2000, 32, 100
-	target := listenLocal(t)
+	target := testutil.ListenLocal(t)
 	var targets sync.WaitGroup
 	go func() {
 		for {
@@ -279,7 +268,7 @@ func TestTunnelShortStreams(t *testing.T) {
 	})
 	client, _, serverNotes := muxPair(t, map[string]string{"": target.Addr().String()})
 	clientNotes := new(testutil.NoteLog)
-	local := listenLocal(t)
+	local := testutil.ListenLocal(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	forwarded := make(chan struct{})
 	go func() {
@@ -447,7 +436,7 @@ func startTunnelServer(t testing.TB, targets map[string]string) *tunnelServer {
 		}
 		return id
 	}
-	ln := listenLocal(t)
+	ln := testutil.ListenLocal(t)
 	server := &securepeer.Config{Identity: identity(), HandshakeTimeout: testTimeout, NextProtos: []string{Protocol}}
 	ts := &tunnelServer{
 		addr:   ln.Addr().String(),

@@ -1,13 +1,13 @@
-package main
+package testutil
 
 import (
 	"net"
 	"testing"
 )
 
-// listenLocal listens on a loopback port of its own, which it keeps until
+// ListenLocal listens on a loopback port of its own, which it keeps until
 // the test closes it.
-func listenLocal(t testing.TB) net.Listener {
+func ListenLocal(t testing.TB) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
