@@ -509,6 +509,18 @@ PidFile none
 	return l.Addr().String(), filepath.Join(dir, "user")
 }
 
+// sshLoginArgs are the ssh options that log in to startSSHD's sshd as its
+// user, with userKey, asking nothing and keeping no host key.
+func sshLoginArgs(t *testing.T, userKey string) []string {
+	t.Helper()
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-l", u.Username}
+}
+
 // TestSSHThroughTunnel logs in to a real sshd through securepeer: with
 // ssh's ProxyCommand running connect (a plain stream to listen -to), and
 // through a connect -from forward.
@@ -518,12 +530,7 @@ func TestSSHThroughTunnel(t *testing.T) {
 	sshdAddr, userKey := startSSHD(t)
 	te := newKeys(t)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", sshdAddr, "127.0.0.1:0")
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshArgs := []string{"-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-l", u.Username}
+	sshArgs := sshLoginArgs(t, userKey)
 
 	proxy := fmt.Sprintf("securepeer connect -i %s -expect %s %s",
 		filepath.Join(te.dir, "client"), filepath.Join(te.dir, "server.pub"), peerAddr)

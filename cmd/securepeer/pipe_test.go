@@ -5,7 +5,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -27,12 +26,7 @@ func TestSSHProxyCommandHangup(t *testing.T) {
 	sshdAddr, userKey := startSSHD(t)
 	te := newKeys(t)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", sshdAddr, "127.0.0.1:0")
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshArgs := []string{"-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-l", u.Username}
+	sshArgs := sshLoginArgs(t, userKey)
 
 	const sessions = 20
 	for i := range sessions {
