@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/p2p"
 )
 
@@ -137,7 +138,7 @@ func TestP2PListenGracefulStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -153,7 +154,7 @@ func TestP2PListenGracefulStop(t *testing.T) {
 	}
 	echo("before")
 	server.cmd.Process.Signal(os.Interrupt)
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(server.stderr.String(), "stopping: no new connections; waiting up to 1h0m0s for 1 session to end")
 	}, server.stderr)
 	echo("after the signal")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/p2p"
 	"github.com/securepeer/securepeer/p2p/locate"
 )
@@ -191,7 +192,7 @@ func TestDHTRepublish(t *testing.T) {
 	var calls [][]string // what publish was called with
 	fail := true
 	changed := make(chan struct{}, 1)
-	notes := new(noteLog)
+	notes := new(testutil.NoteLog)
 	p := &dhtPublisher{
 		times: dhtTimes{republish: time.Hour, settle: time.Millisecond, retry: time.Millisecond},
 		addrs: func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(now) },
@@ -206,7 +207,7 @@ func TestDHTRepublish(t *testing.T) {
 			published <- a
 			return nil
 		},
-		notef:   notes.notef,
+		notef:   notes.Notef,
 		changed: changed,
 		last:    slices.Clone(now),
 	}
@@ -214,7 +215,7 @@ func TestDHTRepublish(t *testing.T) {
 	defer p.close()
 	changed <- struct{}{} // the same addresses: nothing to publish
 	// Once the loop has taken that change, a new address.
-	waitFor(t, func() bool { return len(changed) == 0 }, notes)
+	testutil.WaitFor(t, func() bool { return len(changed) == 0 }, notes)
 	mu.Lock()
 	now = append(now, "/ip4/192.0.2.2/tcp/2")
 	mu.Unlock()
@@ -227,8 +228,8 @@ func TestDHTRepublish(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatalf("nothing published again\n%s", notes)
 	}
-	waitFor(t, func() bool { return notes.count("published this side's 2 addresses") == 1 }, notes)
-	if notes.count("could not publish this side's addresses in the DHT (no DHT peer took it); trying again in 1ms") != 1 {
+	testutil.WaitFor(t, func() bool { return notes.Count("published this side's 2 addresses") == 1 }, notes)
+	if notes.Count("could not publish this side's addresses in the DHT (no DHT peer took it); trying again in 1ms") != 1 {
 		t.Errorf("notices:\n%s", notes)
 	}
 	mu.Lock()

@@ -27,12 +27,13 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // testTimeout bounds every wait; generous for a loaded 2-core machine
 // running -race.
-const testTimeout = 60 * time.Second
+const testTimeout = testutil.Timeout
 
 // testEnv is a HOME and SECUREPEER_HOME of the test's own.
 type testEnv struct {
@@ -78,7 +79,7 @@ func (te *testEnv) run(args ...string) string {
 type background struct {
 	t      testing.TB
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -96,19 +97,7 @@ func (te *testEnv) startCmd(name string, cmd *exec.Cmd) (*background, string) {
 	te.t.Helper()
 	addrFile := filepath.Join(te.dir, name+".addr")
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-	b := &background{t: te.t, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
-	cmd.Stderr = b.stderr
-	if err := cmd.Start(); err != nil {
-		te.t.Fatal(err)
-	}
-	go func() {
-		b.err = cmd.Wait()
-		close(b.done)
-	}()
-	te.t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-b.done
-	})
+	b := te.startBackground(cmd)
 	deadline := time.Now().Add(testTimeout)
 	for {
 		if data, err := os.ReadFile(addrFile); err == nil && len(data) > 0 {
@@ -123,6 +112,27 @@ func (te *testEnv) startCmd(name string, cmd *exec.Cmd) (*background, string) {
 			te.t.Fatalf("%s did not listen within %v\n%s", name, testTimeout, b.stderr)
 		}
 	}
+}
+
+// startBackground starts cmd, which runs securepeer, and returns it at
+// once, its stderr the background's. It is killed, if still running, at
+// the end of the test.
+func (te *testEnv) startBackground(cmd *exec.Cmd) *background {
+	te.t.Helper()
+	b := &background{t: te.t, cmd: cmd, stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
+	cmd.Stderr = b.stderr
+	if err := cmd.Start(); err != nil {
+		te.t.Fatal(err)
+	}
+	go func() {
+		b.err = cmd.Wait()
+		close(b.done)
+	}()
+	te.t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-b.done
+	})
+	return b
 }
 
 // interrupt sends SIGINT, as Ctrl-C does, and returns the exit code.
@@ -147,23 +157,6 @@ func (b *background) wait() int {
 		b.t.Fatal(b.err)
 	}
 	return 0
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // byteCounter is an io.Writer that counts what it is given and keeps none
@@ -298,18 +291,6 @@ func readPIDs(t *testing.T, file string, n int) []int {
 	}
 }
 
-// waitFor polls cond until it holds, failing after testTimeout.
-func waitFor(t testing.TB, cond func() bool, log fmt.Stringer) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v\n%s", testTimeout, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (te *testEnv) readFile(name string) string {
 	te.t.Helper()
 	data, err := os.ReadFile(filepath.Join(te.dir, name))
@@ -392,7 +373,7 @@ func TestPromptTmux(t *testing.T) {
 	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 securepeer connect %s < msg > out 2> err; echo $? > rc; sleep 600",
 		te.dir, addr)
 	send, screen := tmuxSession(t, te, shell)
-	waitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, testutil.Stringer(screen))
 	s := screen()
 	if !strings.Contains(s, "The authenticity of peer '"+addr+"' can't be established.") ||
 		!fingerprintRE.MatchString(s) {
@@ -402,10 +383,10 @@ func TestPromptTmux(t *testing.T) {
 		t.Fatal("connect finished before the question was answered")
 	}
 	send("yes", "Enter")
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		data, _ := os.ReadFile(filepath.Join(te.dir, "rc"))
 		return len(data) > 0
-	}, stringer(screen))
+	}, testutil.Stringer(screen))
 
 	if rc := strings.TrimSpace(te.readFile("rc")); rc != "0" {
 		t.Errorf("connect exited %s\n%s", rc, te.readFile("err"))
@@ -425,10 +406,6 @@ func TestPromptTmux(t *testing.T) {
 }
 
 var fingerprintRE = regexp.MustCompile(`ED25519 key fingerprint is SHA256:[A-Za-z0-9+/]{43}\.`)
-
-type stringer func() string
-
-func (s stringer) String() string { return s() }
 
 // TestDemo runs the demo in process: both sides report each other's keys,
 // the same cipher, opposite roles, and the echo.
@@ -496,11 +473,11 @@ func TestMeter(t *testing.T) {
 			t.Errorf("formatBytes(%v) = %q, want %q", tc.n, got, tc.want)
 		}
 	}
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	m := newMeter(&out, 0, 0)
 	io.Copy(io.Discard, m.countSent(bytes.NewReader(make([]byte, 3<<20))))
 	m.received.Add(1024)
-	waitFor(t, func() bool { return strings.Contains(out.String(), "sent 3.0 MiB, received 1.0 KiB") }, &out)
+	testutil.WaitFor(t, func() bool { return strings.Contains(out.String(), "sent 3.0 MiB, received 1.0 KiB") }, &out)
 	m.finish()
 	if s := out.String(); !strings.HasSuffix(s, "\n") || !strings.HasPrefix(s, "\r") {
 		t.Errorf("meter output %q: want lines redrawn with \\r and a final newline", s)
@@ -535,13 +512,6 @@ func TestParseFlagsInterspersed(t *testing.T) {
 			t.Errorf("parseFlags(%q) = %q, -exec %q, %v; want %q, %q", tc.args, pos, *execCmd, err, tc.wantPos, tc.wantExec)
 		}
 	}
-}
-
-// Len is the number of bytes written so far.
-func (s *syncBuffer) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Len()
 }
 
 // exitStatus returns the exit code of a finished command from cmd.Wait's
@@ -608,7 +578,7 @@ func TestConnectOtherProtocols(t *testing.T) {
 	}()
 	cmd := te.command("connect", "-i", "client", "-expect", id.PublicKey().String(), l.Addr().String())
 	cmd.Stdin = strings.NewReader("beep boop\n")
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if string(out) != "BEEP BOOP\n" || err != nil {

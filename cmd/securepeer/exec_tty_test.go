@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 // ttyShell is listen's -exec for the terminal tests: bash, with no startup
@@ -41,7 +43,7 @@ func tmux(t *testing.T, te *testEnv, args ...string) {
 func screenHas(t *testing.T, screen func() string, re string) {
 	t.Helper()
 	r := regexp.MustCompile(`(?m)` + re)
-	waitFor(t, func() bool { return r.MatchString(screen()) }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return r.MatchString(screen()) }, testutil.Stringer(screen))
 }
 
 // TestExecTTYTmux uses listen -exec bash as a remote shell through connect
@@ -66,10 +68,10 @@ func TestExecTTYTmux(t *testing.T) {
 	screenHas(t, screen, `^sleeping$`)
 	send("C-c")
 	prompt := func() bool { return strings.TrimSpace(lastLine(screen())) == "remote$" }
-	waitFor(t, prompt, stringer(screen))
+	testutil.WaitFor(t, prompt, testutil.Stringer(screen))
 	send("echo after-ctrl-c", "Enter")
 	screenHas(t, screen, `^after-ctrl-c$`)
-	waitFor(t, prompt, stringer(screen))
+	testutil.WaitFor(t, prompt, testutil.Stringer(screen))
 
 	send("stty size", "Enter")
 	screenHas(t, screen, `^40 160$`)
@@ -82,11 +84,11 @@ func TestExecTTYTmux(t *testing.T) {
 			t.Fatalf("the remote terminal did not follow the resize:\n%s", screen())
 		}
 		send("clear; stty size", "Enter")
-		waitFor(t, prompt, stringer(screen))
+		testutil.WaitFor(t, prompt, testutil.Stringer(screen))
 	}
 
 	send("exit 3", "Enter")
-	waitFor(t, func() bool { return len(te.readFileIfAny("stty.txt")) > 0 }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("stty.txt")) > 0 }, testutil.Stringer(screen))
 	if rc := strings.TrimSpace(te.readFile("rc")); rc != "3" {
 		t.Errorf("connect exited %s, want the shell's 3\n%s", rc, te.readFile("err"))
 	}
@@ -114,11 +116,11 @@ func TestExecTTYHangup(t *testing.T) {
 	_, screen := tmuxSession(t, te, shell)
 	screenHas(t, screen, `^remote\$ ?$`)
 	tmux(t, te, "kill-server")
-	waitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, server.stderr)
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, server.stderr)
 	if rc := strings.TrimSpace(te.readFile("rc")); rc != "129" {
 		t.Errorf("connect exited %s after its terminal hung up, want 129\n%s", rc, te.readFile("err"))
 	}
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "hung up") }, server.stderr)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "hung up") }, server.stderr)
 	if s := server.stderr.String(); !strings.Contains(s, `-exec: hung up "`+ttyShell+`" (SIGHUP to its terminal's processes): the peer at 127.0.0.1:`) ||
 		!strings.Contains(s, "aborted the stream") {
 		t.Errorf("listen:\n%s", s)

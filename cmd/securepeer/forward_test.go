@@ -27,6 +27,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
@@ -59,7 +60,7 @@ func newKeys(t testing.TB) *testEnv {
 func TestForwardBothWays(t *testing.T) {
 	t.Parallel()
 	te := newKeys(t)
-	web, api, home := listenLocal(t), listenLocal(t), listenLocal(t)
+	web, api, home := testutil.ListenLocal(t), testutil.ListenLocal(t), testutil.ListenLocal(t)
 	startNamedHTTP(t, web, "web")
 	startNamedHTTP(t, api, "api")
 	startNamedHTTP(t, home, "home")
@@ -78,7 +79,7 @@ func TestForwardBothWays(t *testing.T) {
 	if len(ca) != 3 {
 		t.Fatalf("connect announced %q, want three -from addresses", caddrs)
 	}
-	logs := stringer(func() string {
+	logs := testutil.Stringer(func() string {
 		return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr)
 	})
 	c := newHTTPClient()
@@ -94,7 +95,7 @@ func TestForwardBothWays(t *testing.T) {
 	if got, err := httpGet(c, "http://"+ca[2]+"/a"); err == nil {
 		t.Errorf("GET via -from nope=... reached %q; want a reset, as listen has no -to named nope", got)
 	}
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(client.stderr.String(), `the peer refused the stream: no -to for "nope" on its side; it has "api", "web"`)
 	}, logs)
 	if n := strings.Count(server.stderr.String(), "handshake complete"); n != 1 {
@@ -121,7 +122,7 @@ func TestForwardNoPeer(t *testing.T) {
 	if _, err := httpGet(newHTTPClient(), "http://"+sa[1]+"/"); err == nil {
 		t.Error("a local connection with no peer connected was not reset")
 	}
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(server.stderr.String(), "no peer is connected with a tunnel to carry it")
 	}, server.stderr)
 }
@@ -139,7 +140,7 @@ func TestTunnelReconnect(t *testing.T) {
 		t.Run(fmt.Sprintf("no-reconnect=%v", noReconnect), func(t *testing.T) {
 			t.Parallel()
 			te := newKeys(t)
-			web, home := listenLocal(t), listenLocal(t)
+			web, home := testutil.ListenLocal(t), testutil.ListenLocal(t)
 			startNamedHTTP(t, web, "web")
 			startNamedHTTP(t, home, "home")
 			proxy := startProxy(t)
@@ -159,7 +160,7 @@ func TestTunnelReconnect(t *testing.T) {
 					t.Errorf("GET /%s forward = %q, %v\n%s", when, got, err, client.stderr)
 				}
 				// The reverse forward needs the peer to have met connect.
-				waitFor(t, func() bool {
+				testutil.WaitFor(t, func() bool {
 					got, err := httpGet(c, "http://"+back+"/"+when)
 					return got == "home /"+when && err == nil
 				}, client.stderr)
@@ -181,7 +182,7 @@ func TestTunnelReconnect(t *testing.T) {
 			_, addrs = te.start("server2", listenArgs...)
 			sa = strings.Split(addrs, "\n")
 			proxy.set(sa[0])
-			waitFor(t, func() bool { return strings.Contains(client.stderr.String(), "reconnected to "+proxy.addr()) }, client.stderr)
+			testutil.WaitFor(t, func() bool { return strings.Contains(client.stderr.String(), "reconnected to "+proxy.addr()) }, client.stderr)
 			check("after", sa[1])
 			select {
 			case <-client.done:
@@ -206,7 +207,7 @@ type tcpProxy struct {
 
 func startProxy(t testing.TB) *tcpProxy {
 	t.Helper()
-	p := &tcpProxy{l: listenLocal(t)}
+	p := &tcpProxy{l: testutil.ListenLocal(t)}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -285,10 +286,10 @@ func TestTimeouts(t *testing.T) {
 	te := newKeys(t)
 	t.Run("w", func(t *testing.T) {
 		t.Parallel()
-		silent := listenLocal(t) // the kernel accepts; nobody answers
+		silent := testutil.ListenLocal(t) // the kernel accepts; nobody answers
 		defer silent.Close()
 		cmd := te.command("connect", "-w", "300ms", "-i", "client", "-expect", "server.pub", silent.Addr().String())
-		var stderr syncBuffer
+		var stderr testutil.SyncBuffer
 		cmd.Stderr = &stderr
 		if code := exitStatus(t, waitCmd(t, startCmd(t, cmd))); code != exitFailure {
 			t.Errorf("connect -w exited %d, want %d\n%s", code, exitFailure, stderr.String())
@@ -312,7 +313,7 @@ func TestTimeouts(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cin.Close()
-		var cerr syncBuffer
+		var cerr testutil.SyncBuffer
 		ccmd.Stderr = &cerr
 		startCmd(t, ccmd)
 		if code := server.wait(); code != exitFailure {
@@ -389,7 +390,7 @@ func TestRealClients(t *testing.T) {
 	sa := strings.Split(addrs, "\n")
 	client, local := te.start("client", "connect", "-i", "client", "-expect", "server.pub",
 		"-from", "site=127.0.0.1:0", "-to", "back="+clientSite, sa[0])
-	logs := stringer(func() string {
+	logs := testutil.Stringer(func() string {
 		return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr)
 	})
 	for _, dir := range []struct{ name, local string }{{"forward", local}, {"reverse", sa[1]}} {
@@ -419,11 +420,11 @@ func TestRealClients(t *testing.T) {
 	}
 }
 
-// startSSHD serves OpenSSH's sshd, unprivileged, on a port of its own,
-// with a host key and an authorized key made here; it returns its address
-// and the user's private key file. The test keeps the port: it accepts
-// each connection and runs sshd -i (inetd mode) on it, as inetd or
-// systemd's socket activation do.
+// startSSHD serves each TCP connection to the address it returns with its
+// own OpenSSH sshd -i (inetd mode), unprivileged, as inetd or systemd's
+// socket activation do, so that sshd needs no port of its own (none is
+// picked, freed and bound again). The host key and a user's key are made
+// here; it returns the address and the user's private key file.
 func startSSHD(t *testing.T) (addr, userKey string) {
 	t.Helper()
 	sshd := testenv.RequireTool(t, "/usr/sbin/sshd") // sshd wants its absolute path
@@ -438,7 +439,9 @@ func startSSHD(t *testing.T) (addr, userKey string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	config := fmt.Sprintf(`HostKey %s
 AuthorizedKeysFile %s
 StrictModes no
@@ -447,7 +450,9 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 PidFile none
 `, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
-	os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if os.Geteuid() == 0 {
 		// sshd run by root insists on its privilege separation directory,
 		// which the package's tmpfiles.d makes at boot, not in a container.
@@ -455,8 +460,8 @@ PidFile none
 			t.Fatal(err)
 		}
 	}
-	l := listenLocal(t)
-	var stderr syncBuffer
+	l := testutil.ListenLocal(t)
+	var stderr testutil.SyncBuffer
 	var mu sync.Mutex
 	var running []*exec.Cmd
 	var wg sync.WaitGroup
@@ -504,6 +509,18 @@ PidFile none
 	return l.Addr().String(), filepath.Join(dir, "user")
 }
 
+// sshLoginArgs are the ssh options that log in to startSSHD's sshd as its
+// user, with userKey, asking nothing and keeping no host key.
+func sshLoginArgs(t *testing.T, userKey string) []string {
+	t.Helper()
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-l", u.Username}
+}
+
 // TestSSHThroughTunnel logs in to a real sshd through securepeer: with
 // ssh's ProxyCommand running connect (a plain stream to listen -to), and
 // through a connect -from forward.
@@ -513,12 +530,7 @@ func TestSSHThroughTunnel(t *testing.T) {
 	sshdAddr, userKey := startSSHD(t)
 	te := newKeys(t)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", sshdAddr, "127.0.0.1:0")
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshArgs := []string{"-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-l", u.Username}
+	sshArgs := sshLoginArgs(t, userKey)
 
 	proxy := fmt.Sprintf("securepeer connect -i %s -expect %s %s",
 		filepath.Join(te.dir, "client"), filepath.Join(te.dir, "server.pub"), peerAddr)
@@ -566,8 +578,8 @@ func TestTunnelPeersBinding(t *testing.T) {
 		}
 		keys[i] = id.PublicKey()
 	}
-	notes := new(noteLog)
-	p := &tunnelPeers{notef: notes.notef}
+	notes := new(testutil.NoteLog)
+	p := &tunnelPeers{notef: notes.Notef}
 	a1 := fakeTunnelPeer(t, keys[0], "10.0.0.1:1")
 	b1 := fakeTunnelPeer(t, keys[1], "10.0.0.2:1")
 	a2 := fakeTunnelPeer(t, keys[0], "10.0.0.1:2")
@@ -591,16 +603,16 @@ func TestTunnelPeersBinding(t *testing.T) {
 		{"the last leaves", func() { leave(b1) }, nil, "they are reset until a tunnel peer connects"},
 		{"the next binds", func() { p.add(c1) }, c1, "now go to " + keys[2].Fingerprint()},
 	} {
-		before := notes.len()
+		before := notes.Len()
 		step.do()
 		got, err := p.carrier(context.Background())
 		if want := step.want; (want == nil) != (got == nil) || want != nil && got != want.m || (err == nil) != (want != nil) {
 			t.Errorf("%s: carrier %p, %v; want %p", step.name, got, err, step.want)
 		}
-		switch n := notes.len() - before; {
+		switch n := notes.Len() - before; {
 		case step.note == "" && n != 0:
 			t.Errorf("%s: a notice where none is due:\n%s", step.name, notes)
-		case step.note != "" && (n != 1 || notes.count(step.note) != 1):
+		case step.note != "" && (n != 1 || notes.Count(step.note) != 1):
 			t.Errorf("%s: no notice %q:\n%s", step.name, step.note, notes)
 		}
 	}
@@ -610,21 +622,7 @@ func TestTunnelPeersBinding(t *testing.T) {
 // connect -to), and returns it at once.
 func (te *testEnv) background(args ...string) *background {
 	te.t.Helper()
-	cmd := te.command(args...)
-	b := &background{t: te.t, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
-	cmd.Stderr = b.stderr
-	if err := cmd.Start(); err != nil {
-		te.t.Fatal(err)
-	}
-	go func() {
-		b.err = cmd.Wait()
-		close(b.done)
-	}()
-	te.t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-b.done
-	})
-	return b
+	return te.startBackground(te.command(args...))
 }
 
 // TestForwardFromFirstPeer runs listen -from with two connect -to peers of
@@ -635,13 +633,13 @@ func TestForwardFromFirstPeer(t *testing.T) {
 	t.Parallel()
 	te := newKeys(t)
 	te.run("keygen", "-f", "other")
-	one, two := listenLocal(t), listenLocal(t)
+	one, two := testutil.ListenLocal(t), testutil.ListenLocal(t)
 	startNamedHTTP(t, one, "one")
 	startNamedHTTP(t, two, "two")
 	server, addrs := te.start("server", "listen", "-i", "server", "-from", "127.0.0.1:0", "127.0.0.1:0")
 	sa := strings.Split(addrs, "\n")
 	first := te.background("connect", "-i", "client", "-expect", "server.pub", "-to", one.Addr().String(), sa[0])
-	logs := stringer(func() string { return fmt.Sprintf("listen:\n%s\nfirst:\n%s", server.stderr, first.stderr) })
+	logs := testutil.Stringer(func() string { return fmt.Sprintf("listen:\n%s\nfirst:\n%s", server.stderr, first.stderr) })
 	c := newHTTPClient()
 	get := func(want string) {
 		t.Helper()
@@ -649,17 +647,17 @@ func TestForwardFromFirstPeer(t *testing.T) {
 			t.Errorf("GET via listen -from = %q, %v; want %q\n%s", got, err, want, logs)
 		}
 	}
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections now go to") }, logs)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections now go to") }, logs)
 	get("one")
 
 	second := te.background("connect", "-i", "other", "-expect", "server.pub", "-to", two.Addr().String(), sa[0])
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections still go to") }, logs)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "-from connections still go to") }, logs)
 	get("one")
 
 	if code := first.interrupt(); code != exitInterrupted {
 		t.Errorf("the first connect exited %d, want %d\n%s", code, exitInterrupted, logs)
 	}
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "has left; they now go to") }, logs)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "has left; they now go to") }, logs)
 	get("two")
 	second.interrupt()
 }
@@ -683,7 +681,7 @@ func TestForwardUnixSockets(t *testing.T) {
 		"-to", "web=unix:"+webSock, "-to", "gone=unix:"+filepath.Join(dir, "missing.sock"), "127.0.0.1:0")
 	client, announced := te.start("client", "connect", "-i", "client", "-expect", "server.pub",
 		"-from", "web=unix:"+local, "-from", "gone=127.0.0.1:0", peerAddr)
-	logs := stringer(func() string { return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr) })
+	logs := testutil.Stringer(func() string { return fmt.Sprintf("listen:\n%s\nconnect:\n%s", server.stderr, client.stderr) })
 	addrs := strings.Split(announced, "\n")
 	if len(addrs) != 2 || addrs[0] != local {
 		t.Fatalf("connect announced %q, want %s and a TCP address", announced, local)
@@ -706,12 +704,12 @@ func TestForwardUnixSockets(t *testing.T) {
 	if got, err := httpGet(newHTTPClient(), "http://"+addrs[1]+"/a"); err == nil {
 		t.Errorf("GET to a -to socket that does not exist = %q; want a reset", got)
 	}
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(client.stderr.String(), "the peer refused the stream: connect failed: no such file or directory")
 	}, logs)
 
 	again := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "unix:"+local, peerAddr)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	again.Stderr = &stderr
 	if code := exitStatus(t, waitCmd(t, startCmd(t, again))); code != exitFailure {
 		t.Errorf("a second connect -from on the same socket exited %d, want %d\n%s", code, exitFailure, stderr.String())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 // countingConn is one end of a net.Pipe as a stream's connection,
@@ -49,8 +50,8 @@ func TestSessionCounter(t *testing.T) {
 		<-release
 		refusing.Add(-1)
 	}
-	notes := new(noteLog)
-	rates := ratelog.New(notes.notef)
+	notes := new(testutil.NoteLog)
+	rates := ratelog.New(notes.Notef)
 	c := newSessionCounter(sessionLimits{total: 3, perKey: 2}, refuse, rates.Kind("refused sessions"))
 	keys := make([]peerKey, 2)
 	for i := range keys {
@@ -99,7 +100,7 @@ func TestSessionCounter(t *testing.T) {
 			t.Errorf("no refusal says %q", want)
 		}
 	}
-	if n := notes.count("refused a session of"); n != ratelog.Burst {
+	if n := notes.Count("refused a session of"); n != ratelog.Burst {
 		t.Errorf("%d notices of refused sessions, want the rate log's %d:\n%s", n, ratelog.Burst, notes)
 	}
 	c.done(a1)
@@ -163,7 +164,7 @@ func TestSessionLimitsTunnel(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(self+te.readFile("client.pub")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	target := listenLocal(t)
+	target := testutil.ListenLocal(t)
 	startHTTP(t, target, nil, nil)
 	server, addr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", target.Addr().String(), "-max-sessions-per-key", "1", "127.0.0.1:0")
 	first, local := te.start("first", "connect", "-expect", "server.pub", "-from", "127.0.0.1:0", addr)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -39,11 +40,11 @@ func TestListenRefusesReplays(t *testing.T) {
 			t.Fatalf("connection %d with the recorded flight: listen sent %s, want %s\n%s", i, got, want, server.stderr)
 		}
 	}
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "repeats one received before") }, server.stderr)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "repeats one received before") }, server.stderr)
 
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the replay\n")
-	var out, stderr syncBuffer
+	var out, stderr testutil.SyncBuffer
 	echo.Stdout, echo.Stderr = &out, &stderr
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)

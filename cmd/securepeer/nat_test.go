@@ -33,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/natlab"
 )
 
@@ -127,7 +128,7 @@ type natSession struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *bufio.Reader
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -145,7 +146,7 @@ func (ne *natEnv) open(h *natlab.Host, args ...string) *natSession {
 	if err != nil {
 		ne.t.Fatal(err)
 	}
-	s := &natSession{t: ne.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(syncBuffer), done: make(chan struct{})}
+	s := &natSession{t: ne.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		ne.t.Fatal(err)
@@ -216,7 +217,7 @@ func (s *natSession) wait() int {
 func (s *natSession) says(re string) {
 	s.t.Helper()
 	rx := regexp.MustCompile(re)
-	waitFor(s.t, func() bool { return rx.MatchString(s.stderr.String()) }, stringer(func() string {
+	testutil.WaitFor(s.t, func() bool { return rx.MatchString(s.stderr.String()) }, testutil.Stringer(func() string {
 		return fmt.Sprintf("connect's stderr does not match %q:\n%s", re, s.stderr)
 	}))
 }
@@ -548,10 +549,10 @@ func TestNATSSH(t *testing.T) {
 		t.Errorf("connect said more than how it connected:\n%s", stderr.String())
 	}
 	exitFile := filepath.Join(ne.te.dir, "exit")
-	waitFor(t, func() bool { // connect may outlive ssh by a moment
+	testutil.WaitFor(t, func() bool { // connect may outlive ssh by a moment
 		data, _ := os.ReadFile(exitFile)
 		return strings.HasSuffix(string(data), "\n")
-	}, stringer(func() string { return "the ProxyCommand did not exit" }))
+	}, testutil.Stringer(func() string { return "the ProxyCommand did not exit" }))
 	if code := strings.TrimSpace(ne.te.readFile("exit")); code != "0" {
 		t.Errorf("the ProxyCommand exited %s, want 0", code)
 	}
@@ -738,7 +739,7 @@ type walkServer struct {
 	name   string
 	host   *natlab.Host
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
 }
 
@@ -789,8 +790,8 @@ func (w *walk) start(st walkStep) {
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+ready)
 	// A process group, as a shell's job is, for the Ctrl-C of endBlock.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	s := &walkServer{name: st.role + "$ " + st.cmd, host: w.hosts[st.role], cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
-	var stdout syncBuffer
+	s := &walkServer{name: st.role + "$ " + st.cmd, host: w.hosts[st.role], cmd: cmd, stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
+	var stdout testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, s.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -803,10 +804,10 @@ func (w *walk) start(st walkStep) {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // sh and what it runs
 		<-s.done
 	})
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		data, _ := os.ReadFile(ready)
 		return len(data) > 0
-	}, stringer(func() string { return s.name + " did not get ready:\n" + s.stderr.String() }))
+	}, testutil.Stringer(func() string { return s.name + " did not get ready:\n" + s.stderr.String() }))
 	if st.role == "relay" {
 		w.relay, _, _ = strings.Cut(stdout.String(), "\n")
 		w.stopped = append(w.stopped, s)
@@ -874,7 +875,7 @@ func localConnsEnded(t *testing.T, h *natlab.Host, port string) {
 	t.Helper()
 	hexPort := fmt.Sprintf("%04X", mustAtoi(t, port))
 	var open []string
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		open = nil
 		err := h.Do(func() error {
 			data, err := os.ReadFile("/proc/thread-self/net/tcp")
@@ -898,7 +899,7 @@ func localConnsEnded(t *testing.T, h *natlab.Host, port string) {
 			t.Fatal(err)
 		}
 		return len(open) == 0
-	}, stringer(func() string {
+	}, testutil.Stringer(func() string {
 		return fmt.Sprintf("connections on port %s still open:\n%s", port, strings.Join(open, "\n"))
 	}))
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/pkgerr"
 	"github.com/securepeer/securepeer/p2p"
 )
@@ -26,7 +27,7 @@ func newTestKey(t testing.TB) securepeer.PublicKey {
 // the user; stop stops its printer and returns what it printed.
 func newNoticeNode(t testing.TB, relays map[securepeer.PublicKey]string) (n *p2pNode, stop func() string) {
 	t.Helper()
-	notes := new(noteLog)
+	notes := new(testutil.NoteLog)
 	n = &p2pNode{
 		self:    newTestKey(t),
 		log:     slog.New(slog.DiscardHandler),
@@ -37,7 +38,7 @@ func newNoticeNode(t testing.TB, relays map[securepeer.PublicKey]string) (n *p2p
 		held:    make(map[securepeer.PublicKey]bool),
 		direct:  make(map[securepeer.PublicKey]chan struct{}),
 	}
-	go n.print(notes.notef)
+	go n.print(notes.Notef)
 	return n, func() string {
 		n.mu.Lock()
 		n.shut = true

@@ -13,16 +13,19 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
-// tmuxSession runs shell in a fresh tmux terminal and returns functions to
-// type into it and read its screen.
-func tmuxSession(t *testing.T, te *testEnv, shell string) (send func(keys ...string), screen func() string) {
+// tmuxServer returns tm, which runs a tmux command with args on a tmux
+// server of the test's own (its socket in te.dir, te's environment) and
+// returns its output, failing the test if tmux fails. The server is
+// killed at the end of the test.
+func tmuxServer(t *testing.T, te *testEnv) (tm func(args ...string) string) {
 	t.Helper()
 	tmux := requireTool(t, "tmux")
 	socket := filepath.Join(te.dir, "tmux.sock")
-	tm := func(args ...string) string {
+	tm = func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(tmux, append([]string{"-S", socket, "-f", "/dev/null"}, args...)...)
 		cmd.Env = te.env
@@ -32,8 +35,16 @@ func tmuxSession(t *testing.T, te *testEnv, shell string) (send func(keys ...str
 		}
 		return string(out)
 	}
-	tm("new-session", "-d", "-x", "160", "-y", "40", "-s", "s", "sh", "-c", shell)
 	t.Cleanup(func() { exec.Command(tmux, "-S", socket, "kill-server").Run() })
+	return tm
+}
+
+// tmuxSession runs shell in a fresh tmux terminal and returns functions to
+// type into it and read its screen.
+func tmuxSession(t *testing.T, te *testEnv, shell string) (send func(keys ...string), screen func() string) {
+	t.Helper()
+	tm := tmuxServer(t, te)
+	tm("new-session", "-d", "-x", "160", "-y", "40", "-s", "s", "sh", "-c", shell)
 	send = func(keys ...string) { tm(append([]string{"send-keys", "-t", "s"}, keys...)...) }
 	screen = func() string { return tm("capture-pane", "-p", "-t", "s") }
 	return send, screen
@@ -55,7 +66,7 @@ sleep 600`, te.dir, addr, addr)
 	send, screen := tmuxSession(t, te, shell)
 	prompt := func(want string) {
 		t.Helper()
-		waitFor(t, func() bool { return strings.Contains(lastLine(screen()), want) }, stringer(screen))
+		testutil.WaitFor(t, func() bool { return strings.Contains(lastLine(screen()), want) }, testutil.Stringer(screen))
 	}
 
 	prompt("Enter passphrase (empty for no passphrase):")
@@ -71,7 +82,7 @@ sleep 600`, te.dir, addr, addr)
 		prompt("Enter passphrase for key 'enc':")
 		send("battery staple", "Enter")
 	}
-	waitFor(t, func() bool { return len(te.readFileIfAny("bad.rc")) > 0 }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("bad.rc")) > 0 }, testutil.Stringer(screen))
 
 	if rc := strings.TrimSpace(te.readFile("keygen.rc")); rc != "0" {
 		t.Fatalf("keygen exited %s: %s", rc, te.readFile("keygen.err"))
@@ -215,9 +226,9 @@ func TestPromptCtrlD(t *testing.T) {
 	server, addr := te.start("server", "listen", "-i", "server", "-insecure-exec-any-key", "-exec", "cat", "127.0.0.1:0")
 	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 securepeer connect %s < /dev/null > out 2> err; echo $? > rc; sleep 600", te.dir, addr)
 	send, screen := tmuxSession(t, te, shell)
-	waitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return strings.Contains(screen(), "(yes/no/[fingerprint])?") }, testutil.Stringer(screen))
 	send("C-d")
-	waitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, testutil.Stringer(screen))
 	if rc := strings.TrimSpace(te.readFile("rc")); rc != "3" {
 		t.Errorf("connect exited %s after Ctrl-D, want 3\n%s", rc, te.readFile("err"))
 	}
@@ -238,7 +249,7 @@ func (te *testEnv) startAgent() {
 		te.t.Fatal(err)
 	}
 	te.t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
-	waitFor(te.t, func() bool { _, err := os.Stat(sock); return err == nil }, stringer(func() string { return "no agent socket" }))
+	testutil.WaitFor(te.t, func() bool { _, err := os.Stat(sock); return err == nil }, testutil.Stringer(func() string { return "no agent socket" }))
 	te.env = append(te.env, "SSH_AUTH_SOCK="+sock)
 }
 
@@ -282,7 +293,7 @@ func TestAgentOnlyDefaultKey(t *testing.T) {
 		t.Fatalf("connect with the key in ssh-agent only: %q, %v\n%s", out, err, stderr.String())
 	}
 	fp := strings.Split(id, "\n")[1]
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "accepted "+fp) }, server.stderr)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "accepted "+fp) }, server.stderr)
 
 	noAgent := append(append([]string{}, te.env...), "SSH_AUTH_SOCK=")
 	for _, tc := range []struct {
@@ -332,7 +343,7 @@ func TestAgentIdentityRenews(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
-	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil }, stringer(func() string { return "no agent socket" }))
+	testutil.WaitFor(t, func() bool { _, err := os.Stat(sock); return err == nil }, testutil.Stringer(func() string { return "no agent socket" }))
 	key := filepath.Join(dir, "key")
 	if out, err := exec.Command(keygen, "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)

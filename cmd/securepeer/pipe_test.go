@@ -4,105 +4,15 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
-
-// startInetdSSHD serves each TCP connection to the address it returns with
-// its own OpenSSH sshd -i, as inetd would, so that sshd needs no port of
-// its own (none is picked, freed and bound again). It returns the address
-// and the private key file of a user that sshd lets in.
-func startInetdSSHD(t *testing.T) (addr, userKey string) {
-	t.Helper()
-	sshd := testenv.RequireTool(t, "/usr/sbin/sshd") // sshd wants its absolute path
-	keygen := testenv.RequireTool(t, "ssh-keygen")
-	dir := t.TempDir()
-	for _, k := range []string{"host", "user"} {
-		if _, err := runTool(nil, keygen, "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, k)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pub, err := os.ReadFile(filepath.Join(dir, "user.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	config := fmt.Sprintf(`HostKey %s
-AuthorizedKeysFile %s
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-PidFile none
-`, filepath.Join(dir, "host"), filepath.Join(dir, "authorized_keys"))
-	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if os.Geteuid() == 0 {
-		// sshd run by root insists on its privilege separation directory,
-		// which the package's tmpfiles.d makes at boot, not in a container.
-		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l := listenLocal(t)
-	var (
-		mu    sync.Mutex
-		procs []*exec.Cmd
-		wg    sync.WaitGroup
-		log   syncBuffer
-	)
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			f, err := c.(*net.TCPConn).File()
-			c.Close()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			cmd := exec.Command(sshd, "-i", "-e", "-f", filepath.Join(dir, "sshd_config"))
-			cmd.Stdin, cmd.Stdout, cmd.Stderr = f, f, &log
-			err = cmd.Start()
-			f.Close()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			procs = append(procs, cmd)
-			mu.Unlock()
-			wg.Go(func() { cmd.Wait() })
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, p := range procs {
-			p.Process.Kill()
-		}
-		mu.Unlock()
-		wg.Wait()
-		if t.Failed() {
-			t.Logf("sshd -i:\n%s", log.String())
-		}
-	})
-	return l.Addr().String(), filepath.Join(dir, "user")
-}
 
 // TestSSHProxyCommandHangup runs ssh sessions to a real sshd with
 // securepeer connect as ssh's ProxyCommand, as the README shows, through
@@ -113,15 +23,10 @@ PidFile none
 func TestSSHProxyCommandHangup(t *testing.T) {
 	t.Parallel()
 	ssh := testenv.RequireTool(t, "ssh")
-	sshdAddr, userKey := startInetdSSHD(t)
+	sshdAddr, userKey := startSSHD(t)
 	te := newKeys(t)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", sshdAddr, "127.0.0.1:0")
-	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshArgs := []string{"-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-		"-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-l", u.Username}
+	sshArgs := sshLoginArgs(t, userKey)
 
 	const sessions = 20
 	for i := range sessions {
@@ -137,7 +42,7 @@ func TestSSHProxyCommandHangup(t *testing.T) {
 			t.Fatalf("ssh session %d: %q, %v\n%s", i, out, err, server.stderr)
 		}
 		// connect may outlive ssh by a moment.
-		waitFor(t, func() bool {
+		testutil.WaitFor(t, func() bool {
 			data, _ := os.ReadFile(exitFile)
 			return strings.HasSuffix(string(data), "\n")
 		}, server.stderr)
@@ -174,13 +79,13 @@ func TestHangupCutsDownload(t *testing.T) {
 	receiver := te.command("connect", "-i", "client", "-expect", "server.pub", addr)
 	receiver.Stdin = strings.NewReader("") // all sent at once
 	var received byteCounter
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	receiver.Stdout, receiver.Stderr = &received, &stderr
 	if err := receiver.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { receiver.Process.Kill() })
-	waitFor(t, func() bool { return received.Len() >= 1<<20 }, &stderr)
+	testutil.WaitFor(t, func() bool { return received.Len() >= 1<<20 }, &stderr)
 	receiver.Process.Signal(syscall.SIGHUP)
 	if code := exitStatus(t, waitCmd(t, receiver)); code != 129 {
 		t.Errorf("connect exited %d after SIGHUP in the middle of a download, want 129\n%s", code, stderr.String())
@@ -199,20 +104,8 @@ func TestHangupCutsDownload(t *testing.T) {
 // that side's stream, as with pipes; the other side is told, can still
 // answer, and both exit 0 once it ends its side too.
 func TestTerminalChatHalfClose(t *testing.T) {
-	tmux := testenv.RequireTool(t, "tmux")
 	te := newKeys(t)
-	socket := filepath.Join(te.dir, "tmux.sock")
-	tm := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(tmux, append([]string{"-S", socket, "-f", "/dev/null"}, args...)...)
-		cmd.Env = te.env
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	t.Cleanup(func() { exec.Command(tmux, "-S", socket, "kill-server").Run() })
+	tm := tmuxServer(t, te)
 	// The terminal hook only lifts the test binary's default of "no
 	// terminal"; the terminals are tmux's.
 	start := func(name, command string) (send func(...string), screen func() string) {
@@ -223,26 +116,26 @@ func TestTerminalChatHalfClose(t *testing.T) {
 		return send, screen
 	}
 	both := func(a, b func() string) fmt.Stringer {
-		return stringer(func() string { return "listen:\n" + a() + "\nconnect:\n" + b() })
+		return testutil.Stringer(func() string { return "listen:\n" + a() + "\nconnect:\n" + b() })
 	}
 	sendL, screenL := start("listen", "SECUREPEER_TESTONLY_ADDR_FILE=addr securepeer listen -i server -allow allowed 127.0.0.1:0")
-	waitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, stringer(screenL))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, testutil.Stringer(screenL))
 	sendC, screenC := start("connect", "securepeer connect -i client -expect server.pub "+te.readFile("addr"))
 	show := both(screenL, screenC)
 
 	sendC("hello from connect", "Enter")
-	waitFor(t, func() bool { return strings.Contains(screenL(), "hello from connect") }, show)
+	testutil.WaitFor(t, func() bool { return strings.Contains(screenL(), "hello from connect") }, show)
 	sendC("C-d") // connect's end: listen must not end with it
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(screenL(), "has ended its stream; yours stays open until you end it (Ctrl-D)")
 	}, show)
 	if te.readFileIfAny("listen.rc") != "" || te.readFileIfAny("connect.rc") != "" {
 		t.Fatalf("a side exited after the other's Ctrl-D\n%s", show)
 	}
 	sendL("answer from listen", "Enter")
-	waitFor(t, func() bool { return strings.Contains(screenC(), "answer from listen") }, show)
+	testutil.WaitFor(t, func() bool { return strings.Contains(screenC(), "answer from listen") }, show)
 	sendL("C-d")
-	waitFor(t, func() bool { return te.readFileIfAny("listen.rc") != "" && te.readFileIfAny("connect.rc") != "" }, show)
+	testutil.WaitFor(t, func() bool { return te.readFileIfAny("listen.rc") != "" && te.readFileIfAny("connect.rc") != "" }, show)
 	for _, side := range []string{"listen", "connect"} {
 		if rc := strings.TrimSpace(te.readFile(side + ".rc")); rc != "0" {
 			t.Errorf("%s exited %s\n%s", side, rc, show)
@@ -257,13 +150,13 @@ func TestTerminalReceiverEndsWithPeer(t *testing.T) {
 	te := newKeys(t)
 	shell := fmt.Sprintf("cd %q && SECUREPEER_TESTONLY_TERMINAL=1 SECUREPEER_TESTONLY_ADDR_FILE=addr securepeer listen -i server -allow allowed 127.0.0.1:0 > out; echo $? > rc; sleep 600", te.dir)
 	_, screen := tmuxSession(t, te, shell)
-	waitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("addr")) > 0 }, testutil.Stringer(screen))
 	cmd := te.command("connect", "-i", "client", "-expect", "server.pub", te.readFile("addr"))
 	cmd.Stdin = strings.NewReader("a file\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("connect: %v\n%s", err, out)
 	}
-	waitFor(t, func() bool { return te.readFileIfAny("rc") != "" }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return te.readFileIfAny("rc") != "" }, testutil.Stringer(screen))
 	if rc, out := strings.TrimSpace(te.readFile("rc")), te.readFile("out"); rc != "0" || out != "a file\n" {
 		t.Errorf("listen exited %s and wrote %q\n%s", rc, out, screen())
 	}

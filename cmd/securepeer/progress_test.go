@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 // TestMeterSummary checks that a -progress meter (shown at once) ends with
@@ -17,7 +19,7 @@ import (
 // before the first redraw; and that a meter shown only for long transfers
 // (-v) prints nothing for a short one.
 func TestMeterSummary(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	m := newMeter(&out, 0, 0)
 	io.Copy(io.Discard, m.countSent(bytes.NewReader(make([]byte, 3000))))
 	m.received.Add(10)
@@ -27,7 +29,7 @@ func TestMeterSummary(t *testing.T) {
 		t.Errorf("-progress meter of a short transfer printed %q, want one summary line", s)
 	}
 
-	var quiet syncBuffer
+	var quiet testutil.SyncBuffer
 	m = newMeter(&quiet, 2*time.Second, 0)
 	m.sent.Add(10)
 	m.finish()
@@ -57,7 +59,7 @@ func TestProgressSummaryTmux(t *testing.T) {
 	}
 	shell := fmt.Sprintf("cd %q && securepeer connect -progress -i client -expect server.pub %s < msg > out; echo $? > rc; sleep 600", te.dir, addr)
 	_, screen := tmuxSession(t, te, shell)
-	waitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, stringer(screen))
+	testutil.WaitFor(t, func() bool { return len(te.readFileIfAny("rc")) > 0 }, testutil.Stringer(screen))
 	if rc := strings.TrimSpace(te.readFile("rc")); rc != "0" || te.readFile("out") != "beep boop\n" {
 		t.Fatalf("connect exited %s, wrote %q\n%s", rc, te.readFile("out"), screen())
 	}

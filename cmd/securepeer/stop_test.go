@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -79,7 +80,7 @@ func TestSignalAbortsSender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var senderErr syncBuffer
+			var senderErr testutil.SyncBuffer
 			sender.Stderr = &senderErr
 			if err := sender.Start(); err != nil {
 				t.Fatal(err)
@@ -95,7 +96,7 @@ func TestSignalAbortsSender(t *testing.T) {
 					}
 				}
 			}()
-			waitFor(t, func() bool { return received.Len() >= 1<<20 }, &senderErr)
+			testutil.WaitFor(t, func() bool { return received.Len() >= 1<<20 }, &senderErr)
 			sender.Process.Signal(tc.sig)
 			if code, want := exitStatus(t, waitCmd(t, sender)), 128+int(tc.sig); code != want {
 				t.Errorf("connect exited %d after %v, want %d\n%s", code, tc.sig, want, senderErr.String())
@@ -120,7 +121,7 @@ type session struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *bufio.Reader
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 }
 
 func (te *testEnv) openSession(addr string) *session {
@@ -150,7 +151,7 @@ func (te *testEnv) openSessionArgs(args ...string) *session {
 	if err != nil {
 		te.t.Fatal(err)
 	}
-	s := &session{t: te.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(syncBuffer)}
+	s := &session{t: te.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(testutil.SyncBuffer)}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		te.t.Fatal(err)
@@ -207,7 +208,7 @@ func TestListenGracefulStop(t *testing.T) {
 			pids := readPIDs(t, pidFile, npids)
 
 			server.cmd.Process.Signal(tc.sig)
-			waitFor(t, func() bool {
+			testutil.WaitFor(t, func() bool {
 				return strings.Contains(server.stderr.String(), "stopping: no new connections; waiting up to")
 			}, server.stderr)
 			if c, err := net.Dial("tcp", addr); err == nil {
@@ -291,7 +292,7 @@ func TestTunnelStartup(t *testing.T) {
 			addrFile := filepath.Join(te.dir, strings.ReplaceAll(tc.name, " ", "-")+".addr")
 			cmd := te.command(append([]string{"connect", "-from", "127.0.0.1:0"}, tc.args...)...)
 			cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-			var stderr syncBuffer
+			var stderr testutil.SyncBuffer
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -352,7 +353,7 @@ func TestTunnelSurvivesRefusal(t *testing.T) {
 	if got, err := through("refused\n"); got != "" {
 		t.Errorf("through a refused tunnel: %q, %v", got, err)
 	}
-	waitFor(t, func() bool { return strings.Contains(client.stderr.String(), "refused this identity") }, client.stderr)
+	testutil.WaitFor(t, func() bool { return strings.Contains(client.stderr.String(), "refused this identity") }, client.stderr)
 	select {
 	case <-client.done:
 		t.Fatalf("connect -from exited after one refused connection\n%s", client.stderr)
@@ -388,13 +389,13 @@ func TestListenSurvivesEMFILE(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
-	waitFor(t, func() bool { return strings.Contains(server.stderr.String(), "retrying in") }, server.stderr)
+	testutil.WaitFor(t, func() bool { return strings.Contains(server.stderr.String(), "retrying in") }, server.stderr)
 	for _, c := range conns {
 		c.Close()
 	}
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("still serving\n")
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	echo.Stderr = &stderr
 	out, err := echo.Output()
 	if err != nil || string(out) != "still serving\n" {
@@ -429,7 +430,7 @@ func TestListenSilentPeers(t *testing.T) {
 	}
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the silent ones\n")
-	var out, stderr syncBuffer
+	var out, stderr testutil.SyncBuffer
 	echo.Stdout, echo.Stderr = &out, &stderr
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)
@@ -503,11 +504,11 @@ func TestListenStalledPeers(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}()
-	waitFor(t, func() bool { return refused.Load() >= stallers }, stringer(func() string { return server.stderr.String() }))
+	testutil.WaitFor(t, func() bool { return refused.Load() >= stallers }, testutil.Stringer(func() string { return server.stderr.String() }))
 
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the stalled ones\n")
-	var out, stderr syncBuffer
+	var out, stderr testutil.SyncBuffer
 	echo.Stdout, echo.Stderr = &out, &stderr
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 	"github.com/securepeer/securepeer/internal/wire"
 )
@@ -59,7 +60,7 @@ func TestForgedNoCommonProtocol(t *testing.T) {
 				args = append(append([]string{"connect", "-i", "client", "-expect", "server.pub"}, mode.extra...), mitm.Addr)
 				cmd := te.command(args...)
 				cmd.Stdin = strings.NewReader("beep boop\n")
-				var stdout, stderr syncBuffer
+				var stdout, stderr testutil.SyncBuffer
 				cmd.Stdout, cmd.Stderr = &stdout, &stderr
 				if err := cmd.Start(); err != nil {
 					t.Fatal(err)
@@ -121,11 +122,11 @@ func TestHandshakeError(t *testing.T) {
 func TestHandshakeTimeoutMessage(t *testing.T) {
 	t.Parallel()
 	te := newKeys(t)
-	silent := listenLocal(t) // the kernel accepts; nobody answers
+	silent := testutil.ListenLocal(t) // the kernel accepts; nobody answers
 	defer silent.Close()
 	addr := silent.Addr().String()
 	cmd := te.command("connect", "-w", "300ms", "-i", "client", "-expect", "server.pub", addr)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	if code := exitStatus(t, waitCmd(t, startCmd(t, cmd))); code != exitFailure {
 		t.Errorf("connect -w exited %d, want %d\n%s", code, exitFailure, stderr.String())
@@ -141,7 +142,7 @@ func TestHandshakeTimeoutMessage(t *testing.T) {
 func TestPortInUse(t *testing.T) {
 	t.Parallel()
 	te := newKeys(t)
-	other := listenLocal(t) // another program's port, held for the whole test
+	other := testutil.ListenLocal(t) // another program's port, held for the whole test
 	defer other.Close()
 	addr := other.Addr().String()
 	for _, args := range [][]string{
@@ -149,7 +150,7 @@ func TestPortInUse(t *testing.T) {
 		{"listen", "-i", "server", "-to", "127.0.0.1:1", addr},
 	} {
 		cmd := te.command(args...)
-		var stderr syncBuffer
+		var stderr testutil.SyncBuffer
 		cmd.Stderr = &stderr
 		if code := exitStatus(t, waitCmd(t, startCmd(t, cmd))); code != exitFailure {
 			t.Errorf("securepeer %s exited %d, want %d\n%s", strings.Join(args, " "), code, exitFailure, stderr.String())

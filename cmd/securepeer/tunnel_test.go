@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/tunnel"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
@@ -124,7 +125,7 @@ func httpGet(c *http.Client, url string) (string, error) {
 // all.
 func TestTunnelMultiplexed(t *testing.T) {
 	big := bigBody()
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, big, nil)
 	r := newTunnelRig(t, l.Addr().String(), nil, nil)
 	c := newHTTPClient()
@@ -191,8 +192,8 @@ func TestTunnelTargetDown(t *testing.T) {
 		}
 	}
 	want := "connect failed: " + syscall.ECONNREFUSED.Error()
-	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), want) }, r)
-	waitFor(t, func() bool { return strings.Contains(r.server.stderr.String(), "is the service running there?") }, r)
+	testutil.WaitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), want) }, r)
+	testutil.WaitFor(t, func() bool { return strings.Contains(r.server.stderr.String(), "is the service running there?") }, r)
 
 	startHTTP(t, up(), nil, nil)
 	if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/up"); got != "answer to /up" || err != nil {
@@ -249,7 +250,7 @@ func reservePort(t testing.TB) (addr string, up func() net.Listener) {
 // application protocol, as securepeer's before multiplexing: connect says
 // so once and gives each local connection its own securepeer connection.
 func TestTunnelOldPeer(t *testing.T) {
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, nil, nil)
 	r := newTunnelRig(t, l.Addr().String(), []string{"SECUREPEER_TESTONLY_NO_MUX=1"}, nil)
 	c := newHTTPClient()
@@ -263,7 +264,7 @@ func TestTunnelOldPeer(t *testing.T) {
 		t.Errorf("connect said %d times that the peer does not multiplex, want once\n%s", n, r)
 	}
 	// One connection to meet the peer, then one per request.
-	waitFor(t, func() bool { return r.handshakes() == 4 }, r)
+	testutil.WaitFor(t, func() bool { return r.handshakes() == 4 }, r)
 	if strings.Contains(r.server.stderr.String(), "next_proto") {
 		t.Errorf("a protocol was negotiated with a peer that offers none\n%s", r)
 	}
@@ -275,7 +276,7 @@ func TestTunnelOldPeer(t *testing.T) {
 // -from db=... reached a web server before.
 func TestTunnelOldPeerNamed(t *testing.T) {
 	te := newKeys(t)
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, nil, nil)
 	cmd := te.command("listen", "-i", "server", "-allow", "allowed", "-to", l.Addr().String(), "127.0.0.1:0")
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_NO_MUX=1")
@@ -284,7 +285,7 @@ func TestTunnelOldPeerNamed(t *testing.T) {
 	addrFile := filepath.Join(te.dir, "client.addr")
 	client := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", "-from", "db=127.0.0.1:0", peerAddr)
 	client.Env = append(client.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	client.Stderr = &stderr
 	if code := exitStatus(t, waitCmd(t, startCmd(t, client))); code != exitFailure {
 		t.Errorf("connect -from db=... exited %d with a peer that does not multiplex, want %d\n%s", code, exitFailure, stderr.String())
@@ -301,7 +302,7 @@ func TestTunnelOldPeerNamed(t *testing.T) {
 // the keepalive bound, reset the local connection in progress, and connect
 // again for the next one once listen runs again.
 func TestTunnelKeepAlive(t *testing.T) {
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	release := make(chan struct{})
 	defer close(release)
 	startHTTP(t, l, nil, release)
@@ -333,7 +334,7 @@ func TestTunnelKeepAlive(t *testing.T) {
 	}()
 	// A ping after 500 ms of silence, unanswered: noticed (in about 1.2 s,
 	// which is a timing claim for a benchmark, not this test).
-	waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "did not answer a keepalive") }, r)
+	testutil.WaitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "did not answer a keepalive") }, r)
 	rest, err := io.ReadAll(br)
 	if err == nil {
 		t.Errorf("the local connection in progress ended cleanly after %q; want a reset", rest)
@@ -343,7 +344,7 @@ func TestTunnelKeepAlive(t *testing.T) {
 	resumed = true
 	// listen, running again, finds its tunnel connection aborted and says
 	// that it cut the request in progress.
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		return strings.Contains(r.server.stderr.String(), "ended with 1 stream in progress, which were cut")
 	}, r)
 	if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/again"); got != "answer to /again" || err != nil {
@@ -375,7 +376,7 @@ func BenchmarkTunnel(b *testing.B) {
 		{"per-connection", []string{"SECUREPEER_TESTONLY_NO_MUX=1"}},
 	} {
 		b.Run("requests/"+mode.name, func(b *testing.B) {
-			l := listenLocal(b)
+			l := testutil.ListenLocal(b)
 			startHTTP(b, l, nil, nil)
 			r := newTunnelRig(b, l.Addr().String(), nil, mode.env)
 			c := newHTTPClient()
@@ -417,7 +418,7 @@ func BenchmarkTunnel(b *testing.B) {
 	} {
 		b.Run("bulk/tunnel-"+mode.name, func(b *testing.B) {
 			// A TCP service that sends bulk bytes to each connection.
-			l := listenLocal(b)
+			l := testutil.ListenLocal(b)
 			chunk := make([]byte, bufSize)
 			go func() {
 				for {
@@ -502,14 +503,14 @@ func (zeroReader) Read(p []byte) (int, error) {
 // 3, as a listen -exec does in TestTunnelStartup.
 func TestTunnelStartupRefused(t *testing.T) {
 	te := newRefusingEnv(t)
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, nil, nil)
 	server, peerAddr := te.start("server", "listen", "-i", "server", "-allow", "allowed", "-to", l.Addr().String(), "127.0.0.1:0")
 	defer server.interrupt()
 	addrFile := filepath.Join(te.dir, "client.addr")
 	cmd := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", peerAddr)
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -541,7 +542,7 @@ func TestTunnelGracefulStop(t *testing.T) {
 		{"grace period cuts", "200ms", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := listenLocal(t)
+			l := testutil.ListenLocal(t)
 			release := make(chan struct{})
 			released := false
 			defer func() {
@@ -565,7 +566,7 @@ func TestTunnelGracefulStop(t *testing.T) {
 			}
 
 			r.server.cmd.Process.Signal(syscall.SIGTERM)
-			waitFor(t, func() bool {
+			testutil.WaitFor(t, func() bool {
 				return strings.Contains(r.server.stderr.String(), "stopping: no new connections; waiting up to")
 			}, r)
 			if got, err := httpGet(newHTTPClient(), "http://"+r.localAddr+"/new"); err == nil {
@@ -588,7 +589,7 @@ func TestTunnelGracefulStop(t *testing.T) {
 			if tc.finish && strings.Contains(r.server.stderr.String(), "stopping: cutting") {
 				t.Errorf("listen cut the request it was to let finish\n%s", r)
 			}
-			waitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "the tunnel connection to") }, r)
+			testutil.WaitFor(t, func() bool { return strings.Contains(r.client.stderr.String(), "the tunnel connection to") }, r)
 			select {
 			case <-r.client.done:
 				t.Errorf("connect -from exited when its peer stopped\n%s", r)
@@ -602,12 +603,12 @@ func TestTunnelGracefulStop(t *testing.T) {
 // connect without -from (securepeer-exec/1 or a plain stream), still reaches a multiplexing listen -to's target
 // over a plain stream, as before.
 func TestTunnelPlainPeer(t *testing.T) {
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	startHTTP(t, l, nil, nil)
 	r := newTunnelRig(t, l.Addr().String(), nil, nil)
 	cmd := r.te.command("connect", "-i", "client", "-expect", "server.pub", r.peerAddr)
 	cmd.Stdin = strings.NewReader("GET /plain HTTP/1.0\r\n\r\n")
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -641,7 +642,7 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 	const streams, perStream = 4000, 256 << 10
 	for b.Loop() {
 		te := newKeys(b)
-		target := listenLocal(b)
+		target := testutil.ListenLocal(b)
 		startHTTP(b, target, nil, nil)
 		bin := "securepeer"
 		if *floodBin != "" {
@@ -649,7 +650,7 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 		}
 		cmd := exec.Command(bin, "listen", "-v", "-i", "server", "-to", target.Addr().String(), "127.0.0.1:0")
 		cmd.Dir, cmd.Env = te.dir, te.env
-		var stderr syncBuffer
+		var stderr testutil.SyncBuffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -660,7 +661,7 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 		})
 		addrRE := regexp.MustCompile(`msg=listening .*addr=(\S+)`)
 		var addr string
-		waitFor(b, func() bool {
+		testutil.WaitFor(b, func() bool {
 			m := addrRE.FindStringSubmatch(stderr.String())
 			if m != nil {
 				addr = m[1]
@@ -679,10 +680,10 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sess := hostileSession(b, conn)
+		sess := testutil.HostileSession(b, conn)
 		start := time.Now()
-		msg := streamMsg("nope", perStream)
-		refusedAtOpen, _ := floodStreams(sess, streams, func(int) []byte { return msg }, false)
+		msg := testutil.StreamMsg("nope", perStream)
+		refusedAtOpen, _ := testutil.FloodStreams(sess, streams, nil, func(int) []byte { return msg }, false)
 		if _, err := sess.Ping(); err != nil { // listen has read every frame before it
 			b.Fatalf("ping after the flood: %v\n%s", err, stderr.String())
 		}
@@ -719,7 +720,7 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 
 // settle waits until nothing has been written to log for a second, for at
 // most testTimeout: a process that has finished its reaction to a flood.
-func settle(log *syncBuffer) {
+func settle(log *testutil.SyncBuffer) {
 	deadline := time.Now().Add(testTimeout)
 	for n := -1; n != log.Len() && time.Now().Before(deadline); {
 		n = log.Len()

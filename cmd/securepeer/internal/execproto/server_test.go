@@ -1,7 +1,6 @@
 package execproto
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 // libConn is a securepeer.Conn as an Conn.
@@ -91,30 +91,12 @@ func testExecServer(command string, started *atomic.Int64) *Server {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for one writer and other readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // execRun is one session's outcome on both sides.
 type execRun struct {
 	status         Status
 	clientErr      error
 	serverErr      error
-	stdout, stderr *lockedBuffer
+	stdout, stderr *testutil.SyncBuffer
 }
 
 // runExecSession runs command over a securepeer connection, the client
@@ -134,7 +116,7 @@ func runExecSessionOver(t *testing.T, x *Server, stdin io.Reader, tty *TTYReques
 	if wrap != nil {
 		cc = wrap(cc)
 	}
-	r := &execRun{stdout: new(lockedBuffer), stderr: new(lockedBuffer)}
+	r := &execRun{stdout: new(testutil.SyncBuffer), stderr: new(testutil.SyncBuffer)}
 	served := make(chan error, 1)
 	go func() { served <- x.Serve(context.Background(), sc, Protocol2, "127.0.0.1:1") }()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -291,7 +273,7 @@ func TestExecSessionInterrupted(t *testing.T) {
 	stdin, feed := io.Pipe()
 	defer feed.Close()
 	r := runExecSession(t, testExecServer("echo ready; exec cat", nil), stdin, nil, func(r *execRun, cancel context.CancelFunc) {
-		waitFor(t, func() bool { return r.stdout.String() == "ready\n" }, r.stdout)
+		testutil.WaitFor(t, func() bool { return r.stdout.String() == "ready\n" }, r.stdout)
 		cancel()
 	})
 	if !errors.Is(r.clientErr, context.Canceled) {
@@ -331,7 +313,7 @@ func TestExecSessionTTY(t *testing.T) {
 		spy := func(c Conn) Conn { return &windowSpy{Conn: c, sent: sent} }
 		r := runExecSessionOver(t, testExecServer(`stty size; read x; stty size`, nil), stdin,
 			&TTYRequest{Size: WinSize{Cols: 80, Rows: 24}, Resize: resize}, spy, func(r *execRun, _ context.CancelFunc) {
-				waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "24 80") }, r.stdout)
+				testutil.WaitFor(t, func() bool { return strings.Contains(r.stdout.String(), "24 80") }, r.stdout)
 				resize <- WinSize{Cols: 132, Rows: 43}
 				// Once the window message is written, the newline below
 				// follows it on the same stream.
@@ -353,7 +335,7 @@ func TestExecSessionTTY(t *testing.T) {
 		defer feed.Close()
 		command := `trap 'echo hung up > ` + mark + `; exit 9' HUP; echo ready; read x`
 		r := runExecSession(t, testExecServer(command, nil), stdin, &TTYRequest{}, func(r *execRun, cancel context.CancelFunc) {
-			waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
+			testutil.WaitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
 			cancel()
 		})
 		if !errors.Is(r.clientErr, context.Canceled) {
@@ -379,7 +361,7 @@ func TestExecSessionTTY(t *testing.T) {
 		defer feed.Close()
 		command := `trap '' HUP; echo ready; read x; echo read ended > ` + mark
 		runExecSession(t, testExecServer(command, nil), stdin, &TTYRequest{}, func(r *execRun, cancel context.CancelFunc) {
-			waitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
+			testutil.WaitFor(t, func() bool { return strings.Contains(r.stdout.String(), "ready") }, r.stdout)
 			cancel()
 		})
 		if data, err := os.ReadFile(mark); err != nil || string(data) != "read ended\n" {
@@ -530,7 +512,7 @@ func TestExecStartWaiters(t *testing.T) {
 		peerEnds = append(peerEnds, client)
 		go func() { errs <- x.Serve(context.Background(), server, Protocol2, "127.0.0.1:1") }()
 	}
-	waitFor(t, func() bool { return reading.Load() == peers }, stringer(func() string { return "not all sessions are waiting" }))
+	testutil.WaitFor(t, func() bool { return reading.Load() == peers }, testutil.Stringer(func() string { return "not all sessions are waiting" }))
 	runtime.GC()
 	var during runtime.MemStats
 	runtime.ReadMemStats(&during)
@@ -559,7 +541,7 @@ func TestExecStartWaiters(t *testing.T) {
 			t.Fatalf("a peer read %v, want the abort", err)
 		}
 	}
-	waitFor(t, func() bool { return runtime.NumGoroutine() <= goroutines }, stringer(func() string {
+	testutil.WaitFor(t, func() bool { return runtime.NumGoroutine() <= goroutines }, testutil.Stringer(func() string {
 		return "goroutines left behind"
 	}))
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the securepeer-exec/2 vectors and fuzz seeds in testdata")
@@ -177,7 +178,7 @@ func TestExecMsgStrictPrefixes(t *testing.T) {
 // panics, every message decoded encodes to its frame's exact bytes, and
 // every error is a clean end, a cut or a malformed message.
 func FuzzExecMessages(f *testing.F) {
-	requireFuzzSeeds(f)
+	testutil.RequireFuzzSeeds(f, "TestExecFuzzSeeds")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr := frame.NewReader(bytes.NewReader(data))
 		for {
@@ -206,7 +207,7 @@ func FuzzExecMessages(f *testing.F) {
 // nothing panics, and a session ends with a status only if the stream held
 // a valid exit message as its last frame.
 func FuzzExecClientReceive(f *testing.F) {
-	requireFuzzSeeds(f)
+	testutil.RequireFuzzSeeds(f, "TestExecFuzzSeeds")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		x := &Client{Stdout: io.Discard, Stderr: io.Discard}
 		st, err := x.receive(&readOnlyConn{bytes.NewReader(data)})
@@ -230,23 +231,6 @@ func (readOnlyConn) Write(p []byte) (int, error) { return len(p), nil }
 func (readOnlyConn) CloseWrite() error           { return nil }
 func (readOnlyConn) Close() error                { return nil }
 func (readOnlyConn) Abort()                      {}
-
-// requireFuzzSeeds fails a fuzz target whose seed corpus is missing or
-// empty, so that a moved directory cannot make it silently test nothing.
-func requireFuzzSeeds(f *testing.F) {
-	f.Helper()
-	dir := filepath.Join("testdata", "fuzz", f.Name())
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		f.Fatalf("seed corpus: %v (go test -run TestExecFuzzSeeds -update writes it)", err)
-	}
-	for _, e := range entries {
-		if e.Type().IsRegular() {
-			return
-		}
-	}
-	f.Fatalf("seed corpus %s has no files (go test -run TestExecFuzzSeeds -update writes it)", dir)
-}
 
 // TestExecFuzzSeeds writes the fuzz targets' seed corpora from the vectors
 // with -update; without it, checks that they are what it would write.
@@ -277,26 +261,6 @@ func TestExecFuzzSeeds(t *testing.T) {
 	}
 	corpora["FuzzExecMessages"]["client-session"] = bytes.Join(client, nil)
 	for target, seeds := range corpora {
-		dir := filepath.Join("testdata", "fuzz", target)
-		if *update {
-			os.RemoveAll(dir)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for name, data := range seeds {
-			path := filepath.Join(dir, name)
-			content := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", data)
-			if *update {
-				if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				continue
-			}
-			got, err := os.ReadFile(path)
-			if err != nil || string(got) != content {
-				t.Errorf("%s is missing or stale (go test -run TestExecFuzzSeeds -update rewrites it): %v", path, err)
-			}
-		}
+		testutil.UpdateFuzzSeeds(t, target, seeds, *update, "TestExecFuzzSeeds")
 	}
 }

@@ -1,11 +1,10 @@
 package ratelog
 
 import (
-	"fmt"
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 // TestRateLog checks that a Log shows Burst notices of a kind per
@@ -25,8 +24,8 @@ func TestRateLog(t *testing.T) {
 		{"two floods", 4000, 12, 2 * Burst, []string{"3990 more refused peers in the last 10s", "2 more stream notices in the last 10s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			notes := new(noteLog)
-			l := New(notes.notef)
+			notes := new(testutil.NoteLog)
+			l := New(notes.Notef)
 			clock := time.Unix(1000, 0)
 			l.now = func() time.Time { return clock }
 			var due []func() // the summaries l has asked for
@@ -44,7 +43,7 @@ func TestRateLog(t *testing.T) {
 					l.Printf("stream notices", "stream %d", i)
 				}
 			}
-			if n := notes.len(); n != tc.shown {
+			if n := notes.Len(); n != tc.shown {
 				t.Errorf("%d notices shown at once, want %d:\n%s", n, tc.shown, notes)
 			}
 			if len(due) != len(tc.summaries) {
@@ -55,52 +54,15 @@ func TestRateLog(t *testing.T) {
 				f()
 			}
 			for _, s := range tc.summaries {
-				if notes.count(s) != 1 {
+				if notes.Count(s) != 1 {
 					t.Errorf("no summary %q:\n%s", s, notes)
 				}
 			}
 			// The next window shows notices again.
 			l.Printf("refused peers", "refused peer %s", "after the window")
-			if notes.count("after the window") != 1 {
+			if notes.Count("after the window") != 1 {
 				t.Errorf("a notice after the window was not shown:\n%s", notes)
 			}
 		})
 	}
-}
-
-// noteLog collects notices.
-type noteLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (n *noteLog) notef(format string, args ...any) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.lines = append(n.lines, strings.TrimSpace(fmt.Sprintf(format, args...)))
-}
-
-func (n *noteLog) String() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return strings.Join(n.lines, "\n")
-}
-
-func (n *noteLog) len() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.lines)
-}
-
-// count is the number of notices that contain s.
-func (n *noteLog) count(s string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, l := range n.lines {
-		if strings.Contains(l, s) {
-			c++
-		}
-	}
-	return c
 }

@@ -8,35 +8,18 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 )
 
 // testLog discards what a session logs.
 var testLog = slog.New(slog.DiscardHandler)
 
 // testTimeout bounds what a test waits for: a hang, not a slow machine.
-const testTimeout = 60 * time.Second
-
-// waitFor waits until cond holds, failing the test with log after
-// testTimeout.
-func waitFor(t testing.TB, cond func() bool, log fmt.Stringer) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v\n%s", testTimeout, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-type stringer func() string
-
-func (s stringer) String() string { return s() }
+const testTimeout = testutil.Timeout
 
 // tcpConn is a plain TCP connection as a Conn, for tests of the tunnel
 // protocol without the secure stream under it.

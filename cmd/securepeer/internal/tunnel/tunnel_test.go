@@ -27,45 +27,9 @@ import (
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
-
-// noteLog collects notices.
-type noteLog struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (n *noteLog) notef(format string, args ...any) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.lines = append(n.lines, strings.TrimSpace(fmt.Sprintf(format, args...)))
-}
-
-func (n *noteLog) String() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return strings.Join(n.lines, "\n")
-}
-
-func (n *noteLog) len() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.lines)
-}
-
-// count is the number of notices that contain s.
-func (n *noteLog) count(s string) int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, l := range n.lines {
-		if strings.Contains(l, s) {
-			c++
-		}
-	}
-	return c
-}
 
 // activeStreams is the number of streams m holds, its accept loop's
 // reservation aside.
@@ -79,15 +43,15 @@ func (m *Session) activeStreams() int {
 // without the secure stream (the protocol under test is the tunnel's),
 // and serves the server end's streams with targets until the test ends,
 // as listen -to does (its notices through a ratelog.Log, as listen's).
-func muxPair(t *testing.T, targets map[string]string) (client, server *Session, notes *noteLog) {
+func muxPair(t *testing.T, targets map[string]string) (client, server *Session, notes *testutil.NoteLog) {
 	t.Helper()
 	a, b := testenv.TCPPair(t)
 	mk := func(c *net.TCPConn, client bool) *Session {
 		return NewSession(tcpConn{c}, Config{Client: client, Addr: c.RemoteAddr().String()})
 	}
 	client, server = mk(a, true), mk(b, false)
-	notes = new(noteLog)
-	sv := testServer(targets, ratelog.New(notes.notef).Kind("stream notices"), notes.notef)
+	notes = new(testutil.NoteLog)
+	sv := testServer(targets, ratelog.New(notes.Notef).Kind("stream notices"), notes.Notef)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -102,22 +66,11 @@ func muxPair(t *testing.T, targets map[string]string) (client, server *Session, 
 	return client, server, notes
 }
 
-// listenLocal listens on a loopback port of its own, which it keeps until
-// the test closes it.
-func listenLocal(t testing.TB) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
 // startEcho serves a TCP echo on a port of its own: each connection gets
 // back what it sent, then the end. It returns the address.
 func startEcho(t testing.TB) string {
 	t.Helper()
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	var wg sync.WaitGroup
 	go func() {
 		for {
@@ -142,7 +95,7 @@ func startEcho(t testing.TB) string {
 // is sent to them piles up. It returns the address.
 func startSink(t testing.TB) string {
 	t.Helper()
-	l := listenLocal(t)
+	l := testutil.ListenLocal(t)
 	var mu sync.Mutex
 	var held []net.Conn
 	go func() {
@@ -217,7 +170,7 @@ func TestTunnelHostileStreams(t *testing.T) {
 		if n, err := io.Copy(io.Discard, st); n != 0 || err != nil && !strings.Contains(err.Error(), "reset") {
 			t.Errorf("a stream with a 2 GiB name read %d bytes, %v; want it cut", n, err)
 		}
-		waitFor(t, func() bool { return notes.count("more than securepeer-tunnel/1 allows") == 1 }, notes)
+		testutil.WaitFor(t, func() bool { return notes.Count("more than securepeer-tunnel/1 allows") == 1 }, notes)
 	})
 
 	t.Run("no such name", func(t *testing.T) {
@@ -267,7 +220,7 @@ func TestTunnelStreamsFreed(t *testing.T) {
 	// Refused, and never closed by the peer: the slot stays taken, and
 	// what the peer sends after the refusal is discarded as it comes.
 	st := hostile("nope")
-	waitFor(t, func() bool { return server.activeStreams() == 1 }, stringer(func() string { return "no stream taken" }))
+	testutil.WaitFor(t, func() bool { return server.activeStreams() == 1 }, testutil.Stringer(func() string { return "no stream taken" }))
 	status := make([]byte, 64)
 	st.SetReadDeadline(time.Now().Add(testTimeout))
 	if n, err := st.Read(status); err != nil || !strings.Contains(string(status[:n]), "no -to") {
@@ -281,7 +234,7 @@ func TestTunnelStreamsFreed(t *testing.T) {
 	}
 	// The peer's FIN frees it.
 	st.Close()
-	waitFor(t, func() bool { return server.activeStreams() == 0 }, stringer(func() string {
+	testutil.WaitFor(t, func() bool { return server.activeStreams() == 0 }, testutil.Stringer(func() string {
 		return fmt.Sprintf("the server still holds %d streams after the peer closed", server.activeStreams())
 	}))
 	if n := server.sess.NumStreams(); n != 0 {
@@ -298,7 +251,7 @@ func TestTunnelStreamsFreed(t *testing.T) {
 func TestTunnelShortStreams(t *testing.T) {
 	testenv.CheckNoLeaks(t, 10*time.Second)
 	const streams, parallel, cuts = 2000, 32, 100
-	target := listenLocal(t)
+	target := testutil.ListenLocal(t)
 	var targets sync.WaitGroup
 	go func() {
 		for {
@@ -314,13 +267,13 @@ func TestTunnelShortStreams(t *testing.T) {
 		targets.Wait()
 	})
 	client, _, serverNotes := muxPair(t, map[string]string{"": target.Addr().String()})
-	clientNotes := new(noteLog)
-	local := listenLocal(t)
+	clientNotes := new(testutil.NoteLog)
+	local := testutil.ListenLocal(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	forwarded := make(chan struct{})
 	go func() {
 		defer close(forwarded)
-		forwardAll(ctx, local, client, clientNotes.notef)
+		forwardAll(ctx, local, client, clientNotes.Notef)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -352,13 +305,13 @@ func TestTunnelShortStreams(t *testing.T) {
 	if n := notReset.Load(); n != 0 {
 		t.Errorf("%d of %d streams whose target reset them ended cleanly for the local client", n, cuts)
 	}
-	waitFor(t, func() bool { return client.activeStreams() == 0 }, stringer(func() string {
+	testutil.WaitFor(t, func() bool { return client.activeStreams() == 0 }, testutil.Stringer(func() string {
 		return fmt.Sprintf("%d streams still held", client.activeStreams())
 	}))
-	if n := clientNotes.count("data may be missing"); n != cuts {
+	if n := clientNotes.Count("data may be missing"); n != cuts {
 		t.Errorf("connect's side reported %d streams cut, want the %d whose target reset them:\n%s", n, cuts, clientNotes)
 	}
-	if n := clientNotes.len(); n != cuts {
+	if n := clientNotes.Len(); n != cuts {
 		t.Errorf("connect's side gave %d notices, want %d (one per cut stream):\n%s", n, cuts, clientNotes)
 	}
 	// listen's side: a notice per target that reset its connection (as
@@ -367,8 +320,8 @@ func TestTunnelShortStreams(t *testing.T) {
 	// checks its limit; how many windows this test spans depends on the
 	// machine) with its summaries of the others, and none that says its
 	// peer cut a stream.
-	resets, summaries := serverNotes.count("forwarding a stream"), serverNotes.count("were not shown")
-	if s := serverNotes.String(); serverNotes.count("peer cut") != 0 || resets+summaries != serverNotes.len() || resets > cuts {
+	resets, summaries := serverNotes.Count("forwarding a stream"), serverNotes.Count("were not shown")
+	if s := serverNotes.String(); serverNotes.Count("peer cut") != 0 || resets+summaries != serverNotes.Len() || resets > cuts {
 		t.Errorf("listen's side said a peer cut a stream, or gave notices other than the targets' resets and the rate log's summaries:\n%s", s)
 	}
 }
@@ -462,90 +415,13 @@ func readLine(c net.Conn) (string, error) {
 	}
 }
 
-// hostileSession is a yamux client over conn that opens streams as fast as
-// it likes and waits for nothing.
-func hostileSession(tb testing.TB, conn net.Conn) *yamux.Session {
-	tb.Helper()
-	cfg := yamux.DefaultConfig()
-	cfg.EnableKeepAlive = false
-	cfg.StreamOpenTimeout = 0
-	cfg.ConnectionWriteTimeout = testTimeout
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return sess
-}
-
-// streamMsg is what a stream for name sends first: its header, then a
-// data frame, size bytes in all (the header alone if size leaves no room
-// for data).
-func streamMsg(name string, size int) []byte {
-	msg := make([]byte, max(size, 4+len(name)))
-	binary.BigEndian.PutUint32(msg, uint32(len(name)))
-	copy(msg[4:], name)
-	if rest := len(msg) - 4 - len(name); rest > 4 {
-		binary.BigEndian.PutUint32(msg[4+len(name):], uint32(rest-4))
-	}
-	return msg
-}
-
-// A sentStream is a stream floodStreams opened, with how much it sent.
-type sentStream struct {
-	st   *yamux.Stream
-	sent int
-}
-
-// floodStreams opens n streams on sess, eight at a time, then more for as
-// long as more says (at most testTimeout), sends msg(i) on the i-th (at
-// most yamux's initial window, so that no write waits for the other side)
-// and closes none. It returns how many writes failed (streams the other
-// side reset before all was sent), and the streams if keep.
-func floodStreams(sess *yamux.Session, n int, more func() bool, msg func(i int) []byte, keep bool) (int, []sentStream) {
-	var failed atomic.Int64
-	var mu sync.Mutex
-	var kept []sentStream
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for i := range work {
-				st, err := sess.OpenStream()
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				st.SetWriteDeadline(time.Now().Add(testTimeout))
-				m := msg(i)
-				if _, err := st.Write(m); err != nil {
-					failed.Add(1)
-					continue
-				}
-				if keep {
-					mu.Lock()
-					kept = append(kept, sentStream{st, len(m)})
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	deadline := time.Now().Add(testTimeout)
-	for i := 0; i < n || more() && time.Now().Before(deadline); i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	return int(failed.Load()), kept
-}
-
 // A tunnelServer is listen -to in process: it accepts securepeer
 // connections on a loopback port of its own and serves each one's streams
 // with its targets, its notices through a ratelog.Log, until the test ends.
 type tunnelServer struct {
 	addr   string
 	client *securepeer.Config // a peer's side
-	notes  *noteLog
+	notes  *testutil.NoteLog
 
 	mu       sync.Mutex
 	sessions []*Session
@@ -560,15 +436,15 @@ func startTunnelServer(t testing.TB, targets map[string]string) *tunnelServer {
 		}
 		return id
 	}
-	ln := listenLocal(t)
+	ln := testutil.ListenLocal(t)
 	server := &securepeer.Config{Identity: identity(), HandshakeTimeout: testTimeout, NextProtos: []string{Protocol}}
 	ts := &tunnelServer{
 		addr:   ln.Addr().String(),
 		client: &securepeer.Config{Identity: identity(), HandshakeTimeout: testTimeout, NextProtos: []string{Protocol}},
-		notes:  new(noteLog),
+		notes:  new(testutil.NoteLog),
 	}
 	// A window longer than any test, so that no summary line comes.
-	rates := ratelog.New(ts.notes.notef)
+	rates := ratelog.New(ts.notes.Notef)
 	rates.Window = time.Hour
 	sv := testServer(targets, rates.Kind("notices about the peers' tunnel streams"), rates.Kind("notices about full tunnel connections"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -694,7 +570,7 @@ func TestTunnelStreamStates(t *testing.T) {
 			// streams of several connections, send a few bytes.
 			msg := func(int) []byte { return nil }
 			if row.to != "" {
-				big, small := streamMsg(row.to, yamuxInitialWindow), streamMsg(row.to, 1024)
+				big, small := testutil.StreamMsg(row.to, yamuxInitialWindow), testutil.StreamMsg(row.to, 1024)
 				msg = func(i int) []byte {
 					if conns == 1 && i < maxTunnelStreams+tunnelBacklog+16 {
 						return big
@@ -709,7 +585,7 @@ func TestTunnelStreamStates(t *testing.T) {
 				var addrs []string
 				for range conns {
 					c := ts.dial(t)
-					sess := hostileSession(t, c)
+					sess := testutil.HostileSession(t, c)
 					defer sess.Close()
 					sessions = append(sessions, sess)
 					addrs = append(addrs, c.LocalAddr().String())
@@ -721,23 +597,23 @@ func TestTunnelStreamStates(t *testing.T) {
 				// acknowledgement to be sent, behind those resets), so a
 				// share alone could leave slots free for good.
 				perConn := min(maxTunnelStreams, streams/conns)
-				kept := make([][]sentStream, conns)
+				kept := make([][]testutil.SentStream, conns)
 				var wg sync.WaitGroup
 				for i, sess := range sessions {
 					short := func() bool { return ts.heldFrom(addrs[i]) < perConn }
-					wg.Go(func() { _, kept[i] = floodStreams(sess, streams/conns, short, msg, row.to != "") })
+					wg.Go(func() { _, kept[i] = testutil.FloodStreams(sess, streams/conns, short, msg, row.to != "") })
 				}
 				wg.Wait()
-				waitFor(t, func() bool {
+				testutil.WaitFor(t, func() bool {
 					held := ts.held()
 					return len(held) == conns && slices.Max(held) == perConn && slices.Min(held) == perConn
-				}, stringer(func() string { return fmt.Sprintf("streams held per connection: %v", ts.held()) }))
+				}, testutil.Stringer(func() string { return fmt.Sprintf("streams held per connection: %v", ts.held()) }))
 				var discarded int64
 				for i, sess := range sessions {
 					switch row.to {
 					case "nope":
 						for _, s := range answered(t, kept[i], perConn) {
-							discarded += int64(s.sent - 8) // all but the header
+							discarded += int64(s.Sent - 8) // all but the header
 						}
 					case "sink":
 						if conns == 1 {
@@ -751,7 +627,7 @@ func TestTunnelStreamStates(t *testing.T) {
 				kept = nil
 				// Refused streams: until the server has discarded what they
 				// sent, which it does as fast as it can.
-				waitFor(t, func() bool { return ts.discarded() == discarded }, stringer(func() string {
+				testutil.WaitFor(t, func() bool { return ts.discarded() == discarded }, testutil.Stringer(func() string {
 					return fmt.Sprintf("discarded %d bytes, want %d", ts.discarded(), discarded)
 				}))
 
@@ -766,8 +642,8 @@ func TestTunnelStreamStates(t *testing.T) {
 				}
 				// A notice a connection that the peer holds all it may,
 				// and at most a ratelog.Log's worth about the streams.
-				full := ts.notes.count(fmt.Sprintf("holds %d streams on its tunnel connection", maxTunnelStreams))
-				if n := ts.notes.len(); full != conns || n > ratelog.Burst+conns {
+				full := ts.notes.Count(fmt.Sprintf("holds %d streams on its tunnel connection", maxTunnelStreams))
+				if n := ts.notes.Len(); full != conns || n > ratelog.Burst+conns {
 					t.Errorf("%d notices, %d of them that a connection is full; want one of those a connection and at most %d others:\n%s", n, full, ratelog.Burst, ts.notes)
 				}
 			})
@@ -778,19 +654,19 @@ func TestTunnelStreamStates(t *testing.T) {
 // answered waits until want of sts have the server's status, which it
 // sends once it has accepted a stream (the others wait in its backlog, or
 // were reset), and returns them.
-func answered(t testing.TB, sts []sentStream, want int) []sentStream {
+func answered(t testing.TB, sts []testutil.SentStream, want int) []testutil.SentStream {
 	t.Helper()
-	var got []sentStream
+	var got []testutil.SentStream
 	seen := map[*yamux.Stream]bool{}
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		for _, s := range sts {
-			if !seen[s.st] && hasStatus(t, s.st) {
-				seen[s.st] = true
+			if !seen[s.St] && hasStatus(t, s.St) {
+				seen[s.St] = true
 				got = append(got, s)
 			}
 		}
 		return len(got) >= want
-	}, stringer(func() string { return fmt.Sprintf("%d streams answered, want %d", len(got), want) }))
+	}, testutil.Stringer(func() string { return fmt.Sprintf("%d streams answered, want %d", len(got), want) }))
 	return got
 }
 
@@ -812,11 +688,11 @@ func hasStatus(t testing.TB, st *yamux.Stream) bool {
 
 // fillWindows fills the window of each stream, which accepting raised to
 // tunnelWindow: what a peer that sends without reading does.
-func fillWindows(t testing.TB, sts []sentStream) {
+func fillWindows(t testing.TB, sts []testutil.SentStream) {
 	for _, s := range sts {
-		rest := make([]byte, tunnelWindow-s.sent)
+		rest := make([]byte, tunnelWindow-s.Sent)
 		binary.BigEndian.PutUint32(rest, uint32(len(rest)-4))
-		if _, err := s.st.Write(rest); err != nil {
+		if _, err := s.St.Write(rest); err != nil {
 			t.Errorf("filling an accepted stream's window: %v", err)
 		}
 	}
@@ -842,7 +718,7 @@ func TestTunnelPingFlood(t *testing.T) {
 	testenv.CheckNoLeaks(t, 10*time.Second)
 	ts := startTunnelServer(t, map[string]string{"echo": startEcho(t)})
 	s := ts.dial(t)
-	waitFor(t, func() bool { return len(ts.held()) == 1 }, stringer(func() string { return "no session" }))
+	testutil.WaitFor(t, func() bool { return len(ts.held()) == 1 }, testutil.Stringer(func() string { return "no session" }))
 	before := runtime.NumGoroutine()
 	const perWrite = 4096
 	pings := make([]byte, yamuxHeaderLen*perWrite)

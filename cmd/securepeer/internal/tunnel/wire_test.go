@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/testenv"
 )
 
@@ -309,7 +310,7 @@ func parseVectors(t testing.TB, file []byte) []vector {
 // panics, every error is the stream's end or the protocol's, and a stream
 // read whole ends with its done mark.
 func FuzzTunnelStream(f *testing.F) {
-	requireFuzzSeeds(f)
+	testutil.RequireFuzzSeeds(f, "TestTunnelFuzzSeeds")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return
@@ -331,23 +332,6 @@ func FuzzTunnelStream(f *testing.F) {
 	})
 }
 
-// requireFuzzSeeds fails a fuzz target whose seed corpus is missing or
-// empty, so that a moved directory cannot make it silently test nothing.
-func requireFuzzSeeds(f *testing.F) {
-	f.Helper()
-	dir := filepath.Join("testdata", "fuzz", f.Name())
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		f.Fatalf("seed corpus: %v (go test -run TestTunnelFuzzSeeds -update writes it)", err)
-	}
-	for _, e := range entries {
-		if e.Type().IsRegular() {
-			return
-		}
-	}
-	f.Fatalf("seed corpus %s has no files (go test -run TestTunnelFuzzSeeds -update writes it)", dir)
-}
-
 // TestTunnelFuzzSeeds writes FuzzTunnelStream's seed corpus from the
 // vectors file with -update; without it, checks that it is what it would
 // write.
@@ -356,31 +340,15 @@ func TestTunnelFuzzSeeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzTunnelStream")
-	if *update {
-		os.RemoveAll(dir)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	seeds := make(map[string][]byte)
 	for i, v := range parseVectors(t, file) {
 		role := byte(0) // the accepting side's bytes
 		if v.opener {
 			role = 1
 		}
-		path := filepath.Join(dir, fmt.Sprintf("%02d-%s", i, v.name))
-		content := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", append([]byte{role}, v.data...))
-		if *update {
-			if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil || string(got) != content {
-			t.Errorf("%s is missing or stale (go test -run TestTunnelFuzzSeeds -update rewrites it): %v", path, err)
-		}
+		seeds[fmt.Sprintf("%02d-%s", i, v.name)] = append([]byte{role}, v.data...)
 	}
+	testutil.UpdateFuzzSeeds(t, "FuzzTunnelStream", seeds, *update, "TestTunnelFuzzSeeds")
 }
 
 // recordRefusal has Refuse refuse a session, which a client serves and
