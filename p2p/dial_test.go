@@ -188,69 +188,39 @@ func TestRelayKilled(t *testing.T) {
 // the real relay and go-libp2p's own errors.
 func TestDialErrors(t *testing.T) {
 	r := startRelay(t, RelayConfig{})
-	// closing accepts TCP connections and closes them at once: an address
-	// where no relay answers.
-	closing, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closing.Close() })
-	go func() {
-		for {
-			c, err := closing.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	port := closing.Addr().(*net.TCPAddr).Port
-	deadRelay := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", port, mustPeerID(t, newIdentity(t).PublicKey()))
+	deadRelay := closingRelayAddr(t)
 	// The relay's address under another key: a host with another key
 	// answers there.
 	fakeRelay := strings.TrimSuffix(r.Addrs()[0], r.host.ID().String()) + mustPeerID(t, newIdentity(t).PublicKey()).String()
 	other := startNode(t, Config{})
 	listen(t, other, echoProto)
+	// setups return the listener to dial, and addresses to give for it.
+	unknown := func(t *testing.T) (securepeer.PublicKey, []string) { return newIdentity(t).PublicKey(), nil }
 
 	for _, tc := range []struct {
 		name   string
 		relays []string
-		// setup returns the listener to dial, and addresses to give for
-		// it.
-		setup func(t *testing.T, d *Node) (key securepeer.PublicKey, addrs []string)
-		proto string
-		want  error
+		setup  func(t *testing.T) (key securepeer.PublicKey, addrs []string)
+		proto  string
+		want   error
 	}{
-		{"no relay, no address", nil, func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
-			return newIdentity(t).PublicKey(), nil
-		}, echoProto, ErrNoPath},
-		{"relay unreachable", []string{deadRelay}, func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
-			return newIdentity(t).PublicKey(), nil
-		}, echoProto, ErrNoRelay},
-		{"relay with another key", []string{fakeRelay}, func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
-			return newIdentity(t).PublicKey(), nil
-		}, echoProto, ErrNoRelay},
-		{"no reservation", r.Addrs(), func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
+		{"no relay, no address", nil, unknown, echoProto, ErrNoPath},
+		{"relay unreachable", []string{deadRelay}, unknown, echoProto, ErrNoRelay},
+		{"relay with another key", []string{fakeRelay}, unknown, echoProto, ErrNoRelay},
+		{"no reservation", r.Addrs(), func(t *testing.T) (securepeer.PublicKey, []string) {
 			return startNode(t, Config{Relays: r.Addrs()}).Key(), nil
 		}, echoProto, ErrNoReservation},
-		{"protocol not served", nil, func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
+		{"protocol not served", nil, func(t *testing.T) (securepeer.PublicKey, []string) {
 			return other.Key(), other.Addrs()
 		}, "other/1", ErrNotServed},
-		{"rejected by Verify", nil, func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
-			refuse := startNode(t, Config{Verify: func(_ context.Context, k securepeer.PublicKey) error {
-				return errors.New("not on the list")
-			}})
-			listen(t, refuse, echoProto)
+		{"rejected by Verify", nil, func(t *testing.T) (securepeer.PublicKey, []string) {
+			refuse := refusingNode(t, Config{})
 			return refuse.Key(), refuse.Addrs()
 		}, echoProto, securepeer.ErrRejected},
-		{"rejected by Verify through a relay", r.Addrs(), func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
-			refuse := startNode(t, Config{Relays: r.Addrs(), NoHolePunching: true, Verify: func(_ context.Context, k securepeer.PublicKey) error {
-				return errors.New("not on the list")
-			}})
-			listen(t, refuse, echoProto)
-			return refuse.Key(), nil
+		{"rejected by Verify through a relay", r.Addrs(), func(t *testing.T) (securepeer.PublicKey, []string) {
+			return refusingNode(t, Config{Relays: r.Addrs(), NoHolePunching: true}).Key(), nil
 		}, echoProto, securepeer.ErrRejected},
-		{"another key at the address", nil, func(t *testing.T, d *Node) (securepeer.PublicKey, []string) {
+		{"another key at the address", nil, func(t *testing.T) (securepeer.PublicKey, []string) {
 			var addrs []string
 			for _, a := range other.Addrs() {
 				addrs = append(addrs, strings.TrimSuffix(a, "/p2p/"+other.ID().String()))
@@ -260,7 +230,7 @@ func TestDialErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := startNode(t, Config{Relays: tc.relays, DirectWait: -1, NoHolePunching: true})
-			key, addrs := tc.setup(t, d)
+			key, addrs := tc.setup(t)
 			if addrs != nil {
 				if err := d.AddAddrs(key, addrs); err != nil {
 					t.Fatal(err)
@@ -281,6 +251,38 @@ func TestDialErrors(t *testing.T) {
 			t.Log(err)
 		})
 	}
+}
+
+// closingRelayAddr returns a relay's address where no relay answers: a TCP
+// listener there accepts each connection and closes it at once.
+func closingRelayAddr(t *testing.T) string {
+	t.Helper()
+	closing, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closing.Close() })
+	go func() {
+		for {
+			c, err := closing.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := closing.Addr().(*net.TCPAddr).Port
+	return fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", port, mustPeerID(t, newIdentity(t).PublicKey()))
+}
+
+// refusingNode starts a node with cfg that serves echoProto and whose
+// Verify refuses every key.
+func refusingNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	cfg.Verify = func(context.Context, securepeer.PublicKey) error { return errors.New("not on the list") }
+	n := startNode(t, cfg)
+	listen(t, n, echoProto)
+	return n
 }
 
 func mustPeerID(t testing.TB, k securepeer.PublicKey) peer.ID {
