@@ -6,7 +6,9 @@ package securepeer
 // X25519MLKEM768 key exchange, checked on every handshake), and beside
 // each row its floor, the sum of what the row cannot avoid, built from
 // micro-benchmarks of the primitives and of the bare TCP connection
-// measured in the same rounds (BENCHMARKS.md, "Speed at the floor").
+// measured in the same rounds (BENCHMARKS.md, "Speed at the floor"). The
+// handshake rows show crypto/tls's own floor too, counted by the same
+// rules, so that each side's distance from its floor can be compared.
 //
 //	go test -run '^$' -bench VsTLS -benchtime 40x -count 3
 //
