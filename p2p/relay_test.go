@@ -12,22 +12,25 @@ import (
 
 const sinkProto = "sink/1"
 
-// sink accepts one stream on l and reads it to its end; the error it
-// read, nil for a clean end, arrives on the channel.
-func sink(t testing.TB, l *Listener) <-chan error {
+// sink accepts one stream on l and reads it to its end: accepted closes
+// once it has the stream, and the error it read, nil for a clean end,
+// arrives on done.
+func sink(t testing.TB, l *Listener) (accepted <-chan struct{}, done <-chan error) {
 	t.Helper()
-	done := make(chan error, 1)
+	took := make(chan struct{})
+	ended := make(chan error, 1)
 	go func() {
 		s, err := l.AcceptStream()
 		if err != nil {
-			done <- err
+			ended <- err
 			return
 		}
+		close(took)
 		defer s.Close()
 		_, err = io.Copy(io.Discard, s)
-		done <- err
+		ended <- err
 	}()
-	return done
+	return took, ended
 }
 
 // TestCircuitLimits: a relay cuts a circuit at its data limit, or at its
@@ -49,15 +52,28 @@ func TestCircuitLimits(t *testing.T) {
 			r := startRelay(t, RelayConfig{Limits: tc.limits})
 			levents := newEventLog()
 			l := startNode(t, Config{Relays: r.Addrs(), Notify: levents.notify})
-			received := sink(t, listen(t, l, sinkProto))
+			accepted, received := sink(t, listen(t, l, sinkProto))
 			devents := newEventLog()
 			d := startNode(t, Config{Relays: r.Addrs(), DirectWait: -1, NoHolePunching: true, Notify: devents.notify})
 			s := dial(t, d, l.Key(), sinkProto)
 			if !s.Path().Relayed {
 				t.Fatalf("path %v, want relayed", s.Path())
 			}
-			var err error
-			for sent := 0; sent < tc.send && err == nil; sent += 1 << 10 {
+			// The first KiB, then the rest once the listener has the
+			// stream: a circuit cut before the listener's host has read
+			// the stream's protocol leaves it no stream to tell of the cut.
+			_, err := s.Write(make([]byte, 1<<10))
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-accepted:
+			case err := <-received:
+				t.Fatalf("the listener's AcceptStream: %v", err)
+			case <-time.After(testTimeout):
+				t.Fatal("the listener never accepted the stream")
+			}
+			for sent := 1 << 10; sent < tc.send && err == nil; sent += 1 << 10 {
 				_, err = s.Write(make([]byte, 1<<10))
 			}
 			if err == nil {
@@ -66,7 +82,12 @@ func TestCircuitLimits(t *testing.T) {
 			}
 			wantErr(t, err, tc.want)
 			t.Log(err)
-			wantErr(t, <-received, tc.want)
+			select {
+			case err := <-received:
+				wantErr(t, err, tc.want)
+			case <-time.After(testTimeout):
+				t.Fatal("the listener's stream was never cut")
+			}
 			for _, side := range []struct {
 				name   string
 				events *eventLog
