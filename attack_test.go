@@ -45,6 +45,7 @@ import (
 
 	"github.com/flynn/noise"
 
+	"github.com/securepeer/securepeer/internal/testenv"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -1080,27 +1081,10 @@ type helperProc struct {
 	stdin  io.WriteCloser
 	lines  chan string   // "helper: " lines, prefix removed
 	eof    chan struct{} // closed when the helper's stdout ends
-	stderr lockedBuffer
+	stderr testenv.SyncBuffer
 	mu     sync.Mutex
 	seen   []string // every line, for error messages
 	once   sync.Once
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func startHelper(tb testing.TB, args helperArgs) *helperProc {

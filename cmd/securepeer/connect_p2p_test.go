@@ -15,6 +15,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
+	"github.com/securepeer/securepeer/internal/testenv"
 	"github.com/securepeer/securepeer/p2p"
 )
 
@@ -138,7 +139,7 @@ func TestP2PListenGracefulStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -79,7 +79,7 @@ func (te *testEnv) run(args ...string) string {
 type background struct {
 	t      testing.TB
 	cmd    *exec.Cmd
-	stderr *testutil.SyncBuffer
+	stderr *testenv.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -119,7 +119,7 @@ func (te *testEnv) startCmd(name string, cmd *exec.Cmd) (*background, string) {
 // the end of the test.
 func (te *testEnv) startBackground(cmd *exec.Cmd) *background {
 	te.t.Helper()
-	b := &background{t: te.t, cmd: cmd, stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
+	b := &background{t: te.t, cmd: cmd, stderr: new(testenv.SyncBuffer), done: make(chan struct{})}
 	cmd.Stderr = b.stderr
 	if err := cmd.Start(); err != nil {
 		te.t.Fatal(err)
@@ -473,7 +473,7 @@ func TestMeter(t *testing.T) {
 			t.Errorf("formatBytes(%v) = %q, want %q", tc.n, got, tc.want)
 		}
 	}
-	var out testutil.SyncBuffer
+	var out testenv.SyncBuffer
 	m := newMeter(&out, 0, 0)
 	io.Copy(io.Discard, m.countSent(bytes.NewReader(make([]byte, 3<<20))))
 	m.received.Add(1024)
@@ -578,7 +578,7 @@ func TestConnectOtherProtocols(t *testing.T) {
 	}()
 	cmd := te.command("connect", "-i", "client", "-expect", id.PublicKey().String(), l.Addr().String())
 	cmd.Stdin = strings.NewReader("beep boop\n")
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if string(out) != "BEEP BOOP\n" || err != nil {

@@ -289,7 +289,7 @@ func TestTimeouts(t *testing.T) {
 		silent := testutil.ListenLocal(t) // the kernel accepts; nobody answers
 		defer silent.Close()
 		cmd := te.command("connect", "-w", "300ms", "-i", "client", "-expect", "server.pub", silent.Addr().String())
-		var stderr testutil.SyncBuffer
+		var stderr testenv.SyncBuffer
 		cmd.Stderr = &stderr
 		if code := exitStatus(t, waitCmd(t, startCmd(t, cmd))); code != exitFailure {
 			t.Errorf("connect -w exited %d, want %d\n%s", code, exitFailure, stderr.String())
@@ -313,7 +313,7 @@ func TestTimeouts(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cin.Close()
-		var cerr testutil.SyncBuffer
+		var cerr testenv.SyncBuffer
 		ccmd.Stderr = &cerr
 		startCmd(t, ccmd)
 		if code := server.wait(); code != exitFailure {
@@ -461,7 +461,7 @@ PidFile none
 		}
 	}
 	l := testutil.ListenLocal(t)
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	var mu sync.Mutex
 	var running []*exec.Cmd
 	var wg sync.WaitGroup
@@ -709,7 +709,7 @@ func TestForwardUnixSockets(t *testing.T) {
 	}, logs)
 
 	again := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "unix:"+local, peerAddr)
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	again.Stderr = &stderr
 	if code := exitStatus(t, waitCmd(t, startCmd(t, again))); code != exitFailure {
 		t.Errorf("a second connect -from on the same socket exited %d, want %d\n%s", code, exitFailure, stderr.String())

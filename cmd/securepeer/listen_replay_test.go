@@ -10,6 +10,7 @@ import (
 
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
+	"github.com/securepeer/securepeer/internal/testenv"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -44,7 +45,7 @@ func TestListenRefusesReplays(t *testing.T) {
 
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the replay\n")
-	var out, stderr testutil.SyncBuffer
+	var out, stderr testenv.SyncBuffer
 	echo.Stdout, echo.Stderr = &out, &stderr
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ import (
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
 	"github.com/securepeer/securepeer/internal/natlab"
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // A natEnv is a NAT lab whose hosts run the command, sharing a test
@@ -128,7 +129,7 @@ type natSession struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *bufio.Reader
-	stderr *testutil.SyncBuffer
+	stderr *testenv.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -146,7 +147,7 @@ func (ne *natEnv) open(h *natlab.Host, args ...string) *natSession {
 	if err != nil {
 		ne.t.Fatal(err)
 	}
-	s := &natSession{t: ne.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
+	s := &natSession{t: ne.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(testenv.SyncBuffer), done: make(chan struct{})}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		ne.t.Fatal(err)
@@ -739,7 +740,7 @@ type walkServer struct {
 	name   string
 	host   *natlab.Host
 	cmd    *exec.Cmd
-	stderr *testutil.SyncBuffer
+	stderr *testenv.SyncBuffer
 	done   chan struct{}
 }
 
@@ -790,8 +791,8 @@ func (w *walk) start(st walkStep) {
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+ready)
 	// A process group, as a shell's job is, for the Ctrl-C of endBlock.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	s := &walkServer{name: st.role + "$ " + st.cmd, host: w.hosts[st.role], cmd: cmd, stderr: new(testutil.SyncBuffer), done: make(chan struct{})}
-	var stdout testutil.SyncBuffer
+	s := &walkServer{name: st.role + "$ " + st.cmd, host: w.hosts[st.role], cmd: cmd, stderr: new(testenv.SyncBuffer), done: make(chan struct{})}
+	var stdout testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, s.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -79,7 +79,7 @@ func TestHangupCutsDownload(t *testing.T) {
 	receiver := te.command("connect", "-i", "client", "-expect", "server.pub", addr)
 	receiver.Stdin = strings.NewReader("") // all sent at once
 	var received byteCounter
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	receiver.Stdout, receiver.Stderr = &received, &stderr
 	if err := receiver.Start(); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // TestMeterSummary checks that a -progress meter (shown at once) ends with
@@ -19,7 +20,7 @@ import (
 // before the first redraw; and that a meter shown only for long transfers
 // (-v) prints nothing for a short one.
 func TestMeterSummary(t *testing.T) {
-	var out testutil.SyncBuffer
+	var out testenv.SyncBuffer
 	m := newMeter(&out, 0, 0)
 	io.Copy(io.Discard, m.countSent(bytes.NewReader(make([]byte, 3000))))
 	m.received.Add(10)
@@ -29,7 +30,7 @@ func TestMeterSummary(t *testing.T) {
 		t.Errorf("-progress meter of a short transfer printed %q, want one summary line", s)
 	}
 
-	var quiet testutil.SyncBuffer
+	var quiet testenv.SyncBuffer
 	m = newMeter(&quiet, 2*time.Second, 0)
 	m.sent.Add(10)
 	m.finish()

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
+	"github.com/securepeer/securepeer/internal/testenv"
 	"github.com/securepeer/securepeer/internal/wire"
 )
 
@@ -80,7 +81,7 @@ func TestSignalAbortsSender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var senderErr testutil.SyncBuffer
+			var senderErr testenv.SyncBuffer
 			sender.Stderr = &senderErr
 			if err := sender.Start(); err != nil {
 				t.Fatal(err)
@@ -121,7 +122,7 @@ type session struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	out    *bufio.Reader
-	stderr *testutil.SyncBuffer
+	stderr *testenv.SyncBuffer
 }
 
 func (te *testEnv) openSession(addr string) *session {
@@ -151,7 +152,7 @@ func (te *testEnv) openSessionArgs(args ...string) *session {
 	if err != nil {
 		te.t.Fatal(err)
 	}
-	s := &session{t: te.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(testutil.SyncBuffer)}
+	s := &session{t: te.t, cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout), stderr: new(testenv.SyncBuffer)}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		te.t.Fatal(err)
@@ -292,7 +293,7 @@ func TestTunnelStartup(t *testing.T) {
 			addrFile := filepath.Join(te.dir, strings.ReplaceAll(tc.name, " ", "-")+".addr")
 			cmd := te.command(append([]string{"connect", "-from", "127.0.0.1:0"}, tc.args...)...)
 			cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-			var stderr testutil.SyncBuffer
+			var stderr testenv.SyncBuffer
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -395,7 +396,7 @@ func TestListenSurvivesEMFILE(t *testing.T) {
 	}
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("still serving\n")
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	echo.Stderr = &stderr
 	out, err := echo.Output()
 	if err != nil || string(out) != "still serving\n" {
@@ -430,7 +431,7 @@ func TestListenSilentPeers(t *testing.T) {
 	}
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the silent ones\n")
-	var out, stderr testutil.SyncBuffer
+	var out, stderr testenv.SyncBuffer
 	echo.Stdout, echo.Stderr = &out, &stderr
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)
@@ -508,7 +509,7 @@ func TestListenStalledPeers(t *testing.T) {
 
 	echo := te.command("connect", "-expect", "server.pub", addr)
 	echo.Stdin = strings.NewReader("past the stalled ones\n")
-	var out, stderr testutil.SyncBuffer
+	var out, stderr testenv.SyncBuffer
 	echo.Stdout, echo.Stderr = &out, &stderr
 	if err := echo.Start(); err != nil {
 		t.Fatal(err)

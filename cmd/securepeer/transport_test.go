@@ -60,7 +60,7 @@ func TestForgedNoCommonProtocol(t *testing.T) {
 				args = append(append([]string{"connect", "-i", "client", "-expect", "server.pub"}, mode.extra...), mitm.Addr)
 				cmd := te.command(args...)
 				cmd.Stdin = strings.NewReader("beep boop\n")
-				var stdout, stderr testutil.SyncBuffer
+				var stdout, stderr testenv.SyncBuffer
 				cmd.Stdout, cmd.Stderr = &stdout, &stderr
 				if err := cmd.Start(); err != nil {
 					t.Fatal(err)
@@ -126,7 +126,7 @@ func TestHandshakeTimeoutMessage(t *testing.T) {
 	defer silent.Close()
 	addr := silent.Addr().String()
 	cmd := te.command("connect", "-w", "300ms", "-i", "client", "-expect", "server.pub", addr)
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if code := exitStatus(t, waitCmd(t, startCmd(t, cmd))); code != exitFailure {
 		t.Errorf("connect -w exited %d, want %d\n%s", code, exitFailure, stderr.String())
@@ -150,7 +150,7 @@ func TestPortInUse(t *testing.T) {
 		{"listen", "-i", "server", "-to", "127.0.0.1:1", addr},
 	} {
 		cmd := te.command(args...)
-		var stderr testutil.SyncBuffer
+		var stderr testenv.SyncBuffer
 		cmd.Stderr = &stderr
 		if code := exitStatus(t, waitCmd(t, startCmd(t, cmd))); code != exitFailure {
 			t.Errorf("securepeer %s exited %d, want %d\n%s", strings.Join(args, " "), code, exitFailure, stderr.String())

@@ -285,7 +285,7 @@ func TestTunnelOldPeerNamed(t *testing.T) {
 	addrFile := filepath.Join(te.dir, "client.addr")
 	client := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", "-from", "db=127.0.0.1:0", peerAddr)
 	client.Env = append(client.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	client.Stderr = &stderr
 	if code := exitStatus(t, waitCmd(t, startCmd(t, client))); code != exitFailure {
 		t.Errorf("connect -from db=... exited %d with a peer that does not multiplex, want %d\n%s", code, exitFailure, stderr.String())
@@ -510,7 +510,7 @@ func TestTunnelStartupRefused(t *testing.T) {
 	addrFile := filepath.Join(te.dir, "client.addr")
 	cmd := te.command("connect", "-i", "client", "-expect", "server.pub", "-from", "127.0.0.1:0", peerAddr)
 	cmd.Env = append(cmd.Env, "SECUREPEER_TESTONLY_ADDR_FILE="+addrFile)
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -608,7 +608,7 @@ func TestTunnelPlainPeer(t *testing.T) {
 	r := newTunnelRig(t, l.Addr().String(), nil, nil)
 	cmd := r.te.command("connect", "-i", "client", "-expect", "server.pub", r.peerAddr)
 	cmd.Stdin = strings.NewReader("GET /plain HTTP/1.0\r\n\r\n")
-	var stderr testutil.SyncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -650,7 +650,7 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 		}
 		cmd := exec.Command(bin, "listen", "-v", "-i", "server", "-to", target.Addr().String(), "127.0.0.1:0")
 		cmd.Dir, cmd.Env = te.dir, te.env
-		var stderr testutil.SyncBuffer
+		var stderr testenv.SyncBuffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -720,7 +720,7 @@ func BenchmarkTunnelStreamFlood(b *testing.B) {
 
 // settle waits until nothing has been written to log for a second, for at
 // most testTimeout: a process that has finished its reaction to a flood.
-func settle(log *testutil.SyncBuffer) {
+func settle(log *testenv.SyncBuffer) {
 	deadline := time.Now().Add(testTimeout)
 	for n := -1; n != log.Len() && time.Now().Before(deadline); {
 		n = log.Len()

@@ -19,6 +19,7 @@ import (
 	"github.com/securepeer/securepeer"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
+	"github.com/securepeer/securepeer/internal/testenv"
 )
 
 // libConn is a securepeer.Conn as an Conn.
@@ -96,7 +97,7 @@ type execRun struct {
 	status         Status
 	clientErr      error
 	serverErr      error
-	stdout, stderr *testutil.SyncBuffer
+	stdout, stderr *testenv.SyncBuffer
 }
 
 // runExecSession runs command over a securepeer connection, the client
@@ -116,7 +117,7 @@ func runExecSessionOver(t *testing.T, x *Server, stdin io.Reader, tty *TTYReques
 	if wrap != nil {
 		cc = wrap(cc)
 	}
-	r := &execRun{stdout: new(testutil.SyncBuffer), stderr: new(testutil.SyncBuffer)}
+	r := &execRun{stdout: new(testenv.SyncBuffer), stderr: new(testenv.SyncBuffer)}
 	served := make(chan error, 1)
 	go func() { served <- x.Serve(context.Background(), sc, Protocol2, "127.0.0.1:1") }()
 	ctx, cancel := context.WithCancel(context.Background())
