@@ -33,6 +33,7 @@ type punching struct {
 	observed map[peer.ID]relayObservation // by relay
 	again    map[peer.ID]chan struct{}    // peers with rounds to come; closed when the peer is gone
 	offered  map[peer.ID][]ma.Multiaddr   // what each peer announced for its last hole punch (forgetOffered)
+	slot     *predictSlot                 // one punch at a time predicts
 }
 
 // maxOffered bounds punching.offered, in peers and in addresses per
@@ -80,6 +81,7 @@ func (n *Node) startHolePunching() error {
 		observed: make(map[peer.ID]relayObservation),
 		again:    make(map[peer.ID]chan struct{}),
 		offered:  make(map[peer.ID][]ma.Multiaddr),
+		slot:     newPredictSlot(),
 	}
 	n.wg.Go(func() {
 		defer sub.Close()
@@ -239,27 +241,40 @@ func samePort(a, b ma.Multiaddr) bool {
 	return err1 == nil && err2 == nil && pa == pb
 }
 
-// holePunchAddrs returns the addresses the node announces for a hole
-// punch: those its relays observed; then, if those show a NAT that gives
-// each flow a port of its own (perFlow), the ports that come after the
-// one a relay observes just now (observeFresh, predictPorts); then its
-// interface addresses. The whole stays within maxAnnounced when it
-// holds predictions.
+// holePunchAddrs returns the addresses the node can announce for a hole
+// punch: those its relays observed, then its interface addresses.
+// go-libp2p's service waits for this list to be non-empty before it
+// punches, and then asks for it before each attempt, and gives it to
+// punchFilter.FilterLocal, which adds the predictions.
 func (n *Node) holePunchAddrs() []ma.Multiaddr {
-	observed, obs := n.relayObservations()
+	observed, _ := n.relayObservations()
 	var own []ma.Multiaddr
 	if h, ok := n.host.(interface{ AllAddrs() []ma.Multiaddr }); ok {
 		own = h.AllAddrs()
 	}
-	out := observed
-	room := predictRoom(len(ma.Unique(append(slices.Clone(observed), own...))))
-	if room > 0 && perFlow(obs) {
-		fresh, ok := n.observeFresh()
-		for _, ap := range predictPorts(obs, fresh, ok, room) {
-			out = append(out, tcpAddr(ap))
-		}
+	return ma.Unique(append(observed, own...))
+}
+
+// withPredictions returns what the node announces to p for a hole punch,
+// given addrs (holePunchAddrs): if the relays' observations show a NAT
+// that gives each flow a port of its own (perFlow), the ports that come
+// after the one a relay observes just now (observeFresh, predictPorts),
+// after the observed addresses, within maxAnnounced; else addrs. It takes
+// the prediction slot for p first (predictSlot), which the attempt's end
+// gives back (punchTracer).
+func (n *Node) withPredictions(p peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
+	observed, obs := n.relayObservations()
+	room := predictRoom(len(addrs))
+	if room == 0 || !perFlow(obs) {
+		return addrs
 	}
-	return ma.Unique(append(out, own...))
+	n.punch.slot.take(n.ctx, p)
+	fresh, ok := n.observeFresh()
+	out := observed
+	for _, ap := range predictPorts(obs, fresh, ok, room) {
+		out = append(out, tcpAddr(ap))
+	}
+	return ma.Unique(append(out, addrs...))
 }
 
 // relayObservations returns the addresses the node's relays observed,
@@ -282,8 +297,11 @@ func (n *Node) relayObservations() ([]ma.Multiaddr, []observation) {
 // exchanges.
 type punchFilter Node
 
-// FilterLocal leaves what the node announces as holePunchAddrs made it.
-func (f *punchFilter) FilterLocal(_ peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr { return addrs }
+// FilterLocal adds the node's predictions, if it makes any, to what it
+// announces to p (withPredictions).
+func (f *punchFilter) FilterLocal(p peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
+	return (*Node)(f).withPredictions(p, addrs)
+}
 
 // FilterRemote keeps, of the addresses a peer announced, the first on
 // each IP address if the node's own NAT gives each flow a port of its own
@@ -304,9 +322,14 @@ func (f *punchFilter) FilterRemote(_ peer.ID, addrs []ma.Multiaddr) []ma.Multiad
 // A punchTracer turns go-libp2p's hole punching events into the node's.
 type punchTracer Node
 
-// Trace reports the end of each hole punching attempt.
+// Trace reports the end of each hole punching attempt, and gives back
+// the prediction slot that the attempt may hold.
 func (t *punchTracer) Trace(evt *holepunch.Event) {
 	n := (*Node)(t)
+	switch evt.Evt.(type) {
+	case *holepunch.EndHolePunchEvt, *holepunch.ProtocolErrorEvt:
+		n.punch.slot.release(evt.Remote)
+	}
 	key, err := KeyOf(evt.Remote)
 	if err != nil {
 		return

@@ -558,7 +558,7 @@ func TestNATPairs(t *testing.T) {
 							dd, _ := dh[from].Dropped(context.Background())
 							ld, _ := lh[to].Dropped(context.Background())
 							t.Logf("the dialer's router dropped %v\nthe listener's router dropped %v", dd, ld)
-							t.Logf("the dialer's events:\n%s", d.events())
+							t.Logf("the dialer's events:\n%s\nthe listener's events:\n%s", d.events(), l.events())
 						}
 					}()
 					if res.Err != "" {
