@@ -322,11 +322,14 @@ func (f *punchFilter) FilterRemote(_ peer.ID, addrs []ma.Multiaddr) []ma.Multiad
 // A punchTracer turns go-libp2p's hole punching events into the node's.
 type punchTracer Node
 
-// Trace reports the end of each hole punching attempt, and gives back
-// the prediction slot that the attempt may hold.
+// Trace reports the end of each hole punching attempt, and tells the
+// prediction slot, which the attempt may hold, when the attempt dials and
+// when it ends.
 func (t *punchTracer) Trace(evt *holepunch.Event) {
 	n := (*Node)(t)
 	switch evt.Evt.(type) {
+	case *holepunch.StartHolePunchEvt:
+		n.punch.slot.dialing(evt.Remote)
 	case *holepunch.EndHolePunchEvt, *holepunch.ProtocolErrorEvt:
 		n.punch.slot.release(evt.Remote)
 	}

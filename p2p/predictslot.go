@@ -14,6 +14,14 @@ import (
 // for the exchange.
 const predictLease = observeTimeout + punchTimeout + 3*time.Second
 
+// dialGrace is how long a punch keeps the prediction slot once go-libp2p
+// reports that its dials start (they all start at once, with no ranking
+// delay, for a simultaneous open): time for their SYNs to leave before
+// another punch's observation, and much less than an attempt that fails
+// takes (punchTimeout), which would otherwise hold up every other punch
+// of the node.
+const dialGrace = 500 * time.Millisecond
+
 // predictWait bounds how long a hole punch waits for the prediction slot
 // before it predicts without it, as it would with no slot at all.
 const predictWait = predictLease
@@ -26,9 +34,9 @@ const predictWait = predictLease
 // miss: a NAT keeps the mapping it made for the missed dial for every
 // later dial from the same port to the same address, as long as the
 // mapping lives (Linux: two minutes after its last SYN). A punch takes
-// the slot before its fresh observation and gives it back when go-libp2p
-// reports the attempt's end or failure (punchTracer), or when its lease
-// runs out. Waiters get the slot in the order they came (a Go channel's
+// the slot before its fresh observation and gives it back dialGrace after
+// go-libp2p reports that its dials start, or when go-libp2p reports the
+// attempt's end or failure (punchTracer), or when its lease runs out. Waiters get the slot in the order they came (a Go channel's
 // blocked senders are woken first in, first out).
 type predictSlot struct {
 	sem chan struct{} // holds a value while a punch holds the slot
@@ -62,6 +70,16 @@ func (s *predictSlot) take(ctx context.Context, p peer.ID) bool {
 	s.holder = p
 	s.lease = time.AfterFunc(predictLease, func() { s.expire(hold) })
 	return true
+}
+
+// dialing cuts the lease of a punch with p, if one holds the slot, to
+// dialGrace: its dials start.
+func (s *predictSlot) dialing(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lease != nil && s.holder == p {
+		s.lease.Reset(dialGrace)
+	}
 }
 
 // release gives the slot back if a punch with p holds it.

@@ -53,6 +53,28 @@ func TestPredictSlot(t *testing.T) {
 	}
 }
 
+// TestPredictSlotDialing: once its dials start, a punch keeps the slot
+// for dialGrace, not for the rest of its lease; another peer's start
+// changes nothing.
+func TestPredictSlotDialing(t *testing.T) {
+	s := newPredictSlot()
+	s.take(context.Background(), "a")
+	s.dialing("b")
+	// Four times the grace, then half the lease: only a cut lease gives
+	// the slot back within either.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*dialGrace)
+	defer cancel()
+	if s.take(ctx, "c") {
+		t.Fatal("another peer's start cut the holder's lease")
+	}
+	s.dialing("a")
+	ctx, cancel = context.WithTimeout(context.Background(), predictLease/2)
+	defer cancel()
+	if !s.take(ctx, "c") {
+		t.Fatalf("the slot was not given back within %v of the holder's dials", predictLease/2)
+	}
+}
+
 // TestPredictSlotMany drives 5000 punches at the slot at once, as 5000
 // peers' hole punch streams could: each holds it alone, and every one
 // gets it in turn; with a holder that never gives it back, every waiter
