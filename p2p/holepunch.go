@@ -268,10 +268,14 @@ func (n *Node) withPredictions(p peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
 	if room == 0 || !perFlow(obs) {
 		return addrs
 	}
-	n.punch.slot.take(n.ctx, p)
+	took := n.punch.slot.take(n.ctx, p)
 	fresh, ok := n.observeFresh()
+	predicted := predictPorts(obs, fresh, ok, room)
+	if took && len(predicted) == 0 {
+		n.punch.slot.release(p) // nothing to keep the ports for
+	}
 	out := observed
-	for _, ap := range predictPorts(obs, fresh, ok, room) {
+	for _, ap := range predicted {
 		out = append(out, tcpAddr(ap))
 	}
 	return ma.Unique(append(out, addrs...))
