@@ -103,19 +103,25 @@ func (sv *Server) Serve(ctx, cutCtx context.Context, m *Session) int {
 // it says so, without waiting on a peer that does not read, and takes no
 // slot, since the session's end frees them.
 func refuseStopping(m *Session, handlers *sync.WaitGroup, first *yamux.Stream) {
-	for st := first; ; {
-		if st != nil {
-			handlers.Go(func() {
-				st.SetWriteDeadline(time.Now().Add(time.Second))
-				newStream(st, m).writeFrame([]byte(fmt.Sprintf("refused: the tunnel connection with %s is stopping", m.addr)))
-				st.Close()
-			})
-		}
-		var err error
-		if st, err = m.sess.AcceptStream(); err != nil {
+	if first != nil {
+		refuseOne(m, handlers, first)
+	}
+	for {
+		st, err := m.sess.AcceptStream()
+		if err != nil {
 			return
 		}
+		refuseOne(m, handlers, st)
 	}
+}
+
+// refuseOne refuses st, on a goroutine of handlers, as stopping.
+func refuseOne(m *Session, handlers *sync.WaitGroup, st *yamux.Stream) {
+	handlers.Go(func() {
+		st.SetWriteDeadline(time.Now().Add(time.Second))
+		newStream(st, m).writeFrame([]byte(fmt.Sprintf("refused: the tunnel connection with %s is stopping", m.addr)))
+		st.Close()
+	})
 }
 
 // connect connects one stream the peer opened to the target that Route
