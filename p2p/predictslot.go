@@ -9,9 +9,8 @@ import (
 )
 
 // predictLease bounds how long one hole punch holds the prediction slot
-// (predictSlot): its fresh observation (observeTimeout), the exchange of
-// addresses over the relay, and its dials (punchTimeout), with some room
-// for the exchange.
+// (predictSlot): its fresh observation (observeTimeout), its dials
+// (punchTimeout), and 3 s for the exchange of addresses over the relay.
 const predictLease = observeTimeout + punchTimeout + 3*time.Second
 
 // dialGrace is how long a punch keeps the prediction slot once go-libp2p
@@ -36,8 +35,9 @@ const predictWait = predictLease
 // mapping lives (Linux: two minutes after its last SYN). A punch takes
 // the slot before its fresh observation and gives it back dialGrace after
 // go-libp2p reports that its dials start, or when go-libp2p reports the
-// attempt's end or failure (punchTracer), or when its lease runs out. Waiters get the slot in the order they came (a Go channel's
-// blocked senders are woken first in, first out).
+// attempt's end or failure (punchTracer), or when its lease runs out.
+// Waiters get the slot in the order they came (a Go channel's blocked
+// senders are woken first in, first out).
 type predictSlot struct {
 	sem chan struct{} // holds a value while a punch holds the slot
 
