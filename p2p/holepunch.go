@@ -260,8 +260,8 @@ func (n *Node) holePunchAddrs() []ma.Multiaddr {
 // that gives each flow a port of its own (perFlow), the ports that come
 // after the one a relay observes just now (observeFresh, predictPorts),
 // after the observed addresses, within maxAnnounced; else addrs. It takes
-// the prediction slot for p first (predictSlot), which the attempt's end
-// gives back (punchTracer).
+// the prediction slot for p first (predictSlot), which punchTracer gives
+// back once the attempt's dials have left or the attempt has ended.
 func (n *Node) withPredictions(p peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
 	observed, obs := n.relayObservations()
 	room := predictRoom(len(addrs))
