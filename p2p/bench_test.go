@@ -15,6 +15,10 @@ import (
 	"github.com/securepeer/securepeer"
 )
 
+// bulkProto is the protocol of the benchmarks' and the NAT lab's bulk
+// transfers.
+const bulkProto = "bulk/1"
+
 // benchChunk is what each iteration of a throughput benchmark sends.
 const benchChunk = 64 << 10
 

@@ -82,8 +82,6 @@ type natResult struct {
 	Rate float64
 }
 
-const bulkProto = "bulk/1"
-
 // TestNATPeerProcess is not a test: it is a peer in the NAT lab, run by
 // the NAT tests in a process of their own.
 func TestNATPeerProcess(t *testing.T) {

@@ -42,18 +42,6 @@ func startNamedHTTP(t testing.TB, l net.Listener, name string) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// newKeys makes the server and client keys of a test, and an allow file
-// with the client's.
-func newKeys(t testing.TB) *testEnv {
-	te := newTestEnv(t)
-	te.run("keygen", "-f", "server")
-	te.run("keygen", "-f", "client")
-	if err := os.WriteFile(filepath.Join(te.dir, "allowed"), []byte(te.readFile("client.pub")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return te
-}
-
 // TestForwardBothWays runs two named forwards from connect to listen's
 // targets, one reverse forward from listen to connect's target, and a name
 // that listen has no -to for, all over one securepeer connection.
@@ -329,14 +317,6 @@ func TestTimeouts(t *testing.T) {
 			t.Errorf("connect does not say the stream was aborted:\n%s", cerr.String())
 		}
 	})
-}
-
-func startCmd(t testing.TB, cmd *exec.Cmd) *exec.Cmd {
-	t.Helper()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd
 }
 
 // startPythonHTTP serves dir with python3's http.server on a port of its
