@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/securepeer/securepeer"
+	"github.com/securepeer/securepeer/cmd/securepeer/internal/frame"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/netutil"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/ratelog"
 	"github.com/securepeer/securepeer/cmd/securepeer/internal/testutil"
@@ -800,4 +801,86 @@ func TestTunnelStop(t *testing.T) {
 		t.Fatal("the stopped session did not close once its last stream ended")
 	}
 	local.Close()
+}
+
+// TestTunnelStopRefusesWaiting stops a session whose peer holds every
+// stream it may and has more waiting in yamux's backlog: each waiting
+// stream gets its own refusal, in turn, while the streams in progress go
+// on. Several refusals in a row are what once raced (refuseStopping
+// handed its loop variable to the goroutines; -race saw it).
+func TestTunnelStopRefusesWaiting(t *testing.T) {
+	testenv.CheckNoLeaks(t, 10*time.Second)
+	const waiting = 3
+	sv := testServer(map[string]string{"": startEcho(t)}, t.Logf, func(string, ...any) {})
+	a, b := testenv.TCPPair(t)
+	server := NewSession(tcpConn{b}, Config{Addr: "the peer", Log: testLog})
+	ctx, stop := context.WithCancel(context.Background())
+	cutCtx, cut := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		sv.Serve(ctx, cutCtx, server)
+		close(served)
+	}()
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	peer, err := yamux.Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stop()
+		cut()
+		peer.Close()
+		<-served
+	})
+	open := func() (*yamux.Stream, *reader) {
+		t.Helper()
+		st, err := peer.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.SetDeadline(time.Now().Add(testTimeout))
+		if err := frame.NewWriter(st).WriteFrame(nil, nil); err != nil { // the unnamed forward
+			t.Fatal(err)
+		}
+		return st, &reader{f: frame.NewReader(st)}
+	}
+	held := make([]*yamux.Stream, maxTunnelStreams)
+	for i := range held {
+		st, r := open()
+		if err := r.status(); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		held[i] = st
+	}
+	var refused []*reader
+	for range waiting {
+		_, r := open()
+		refused = append(refused, r)
+	}
+	testutil.WaitFor(t, func() bool { return server.sess.NumStreams() == maxTunnelStreams+waiting }, testutil.Stringer(func() string {
+		return fmt.Sprintf("the server has %d streams, want %d", server.sess.NumStreams(), maxTunnelStreams+waiting)
+	}))
+
+	stop()
+	for i, r := range refused {
+		var re *RefusedError
+		if err := r.status(); !errors.As(err, &re) || !strings.Contains(re.Reason, "is stopping") {
+			t.Errorf("waiting stream %d: %v, want a refusal saying the connection is stopping", i, err)
+		}
+	}
+	for i, st := range held { // the streams in progress still echo
+		msg := fmt.Appendf(nil, "stream %d", i)
+		if err := frame.NewWriter(st).WriteFrame(msg, nil); err != nil {
+			t.Fatalf("stream %d after the stop: %v", i, err)
+		}
+	}
+	for i, st := range held {
+		r := &reader{f: frame.NewReader(st)}
+		got := make([]byte, 64)
+		n, err := r.Read(got)
+		if want := fmt.Sprintf("stream %d", i); err != nil || string(got[:n]) != want {
+			t.Fatalf("stream %d's echo after the stop: %q, %v; want %q", i, got[:n], err, want)
+		}
+	}
 }
