@@ -1,5 +1,9 @@
 package main
 
+// Helpers that tests on every platform share with the unix-only ones
+// (stop_test.go, forward_test.go): a connect joined to a listen -exec
+// session, the keys of a test, and starting a command.
+
 import (
 	"bufio"
 	"io"
